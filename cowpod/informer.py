@@ -1,0 +1,131 @@
+"""List-then-watch with resume: how every component keeps a local view.
+
+An `Informer` calls Watch with `send_initial`, so the server sends the current
+objects, a BOOKMARK, then changes with no gap. It remembers the last revision
+it saw; when the stream breaks (controller restart, etcd outage) it resumes
+from there with back-off, and when the server answers OUT_OF_RANGE (the
+revision was compacted) it relists from scratch and reports the objects that
+vanished meanwhile as deletions. Handlers see a consistent stream of
+(type, object) whatever happened underneath.
+
+The cache is keyed by (namespace, name). One informer per kind per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+import grpc
+
+from cowpod.clock import Clock, RealClock
+from cowpod.v1 import meta_pb2
+
+log = logging.getLogger(__name__)
+
+
+class _Meta(Protocol):
+    name: str
+    namespace: str
+    resource_version: int
+
+
+class _Obj(Protocol):
+    @property
+    def metadata(self) -> Any: ...
+
+
+O = TypeVar("O", bound=_Obj)
+
+Key = tuple[str, str]
+Handler = Callable[[int, O], Awaitable[None]]
+"""Called with (meta_pb2.ADDED|MODIFIED|DELETED, object) for every change."""
+
+
+def key_of(obj: _Obj) -> Key:
+    return (obj.metadata.namespace, obj.metadata.name)
+
+
+class Informer(Generic[O]):
+    def __init__(
+        self,
+        watch: Callable[..., Any],
+        *,
+        list_options: meta_pb2.ListOptions | None = None,
+        handler: Handler[O] | None = None,
+        clock: Clock | None = None,
+        name: str = "informer",
+        on_synced: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._watch = watch
+        self._opts = list_options or meta_pb2.ListOptions()
+        self._handler = handler
+        self._clock = clock or RealClock()
+        self._name = name
+        self._on_synced = on_synced
+        self.cache: dict[Key, O] = {}
+        self.resource_version = 0
+        self.synced = False
+
+    async def _emit(self, type_: int, obj: O) -> None:
+        if self._handler is not None:
+            await self._handler(type_, obj)
+
+    async def run(self) -> None:
+        """Run forever; cancel to stop."""
+        delay = 0.1
+        while True:
+            try:
+                async for _ in self._stream():
+                    delay = 0.1
+            except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.OUT_OF_RANGE:
+                    log.info("%s: revision %d compacted, relisting", self._name, self.resource_version)
+                    self.resource_version = 0
+                    continue
+                log.warning("%s: watch broke (%s: %s); retrying in %.1fs",
+                            self._name, err.code().name, err.details(), delay)
+            else:
+                log.info("%s: watch ended by server; resuming from %d", self._name, self.resource_version)
+            await self._clock.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, 5.0)
+
+    async def _stream(self) -> AsyncIterator[None]:
+        relist = self.resource_version == 0
+        opts = meta_pb2.WatchOptions(
+            list=self._opts, resource_version=self.resource_version, send_initial=relist
+        )
+        seen: set[Key] = set()
+        in_initial = relist
+        call = self._watch(opts)
+        async for ev in call:
+            if ev.type == meta_pb2.BOOKMARK:
+                self.resource_version = max(self.resource_version, ev.resource_version)
+                if in_initial:
+                    in_initial = False
+                    # Objects we held that the fresh list did not mention were
+                    # deleted while we were not watching.
+                    for k in [k for k in self.cache if k not in seen]:
+                        gone = self.cache.pop(k)
+                        await self._emit(meta_pb2.DELETED, gone)
+                    if not self.synced:
+                        self.synced = True
+                        if self._on_synced is not None:
+                            await self._on_synced()
+                yield None
+                continue
+            obj: O = ev.object
+            k = key_of(obj)
+            self.resource_version = max(self.resource_version, ev.resource_version)
+            if ev.type == meta_pb2.DELETED:
+                if self.cache.pop(k, None) is not None or not in_initial:
+                    await self._emit(meta_pb2.DELETED, obj)
+            else:
+                if in_initial:
+                    seen.add(k)
+                type_ = meta_pb2.MODIFIED if k in self.cache else meta_pb2.ADDED
+                self.cache[k] = obj
+                await self._emit(type_, obj)
+            yield None
