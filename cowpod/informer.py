@@ -37,10 +37,10 @@ class _Obj(Protocol):
     def metadata(self) -> Any: ...
 
 
-O = TypeVar("O", bound=_Obj)
+ObjT = TypeVar("ObjT", bound=_Obj)
 
 Key = tuple[str, str]
-Handler = Callable[[int, O], Awaitable[None]]
+Handler = Callable[[int, ObjT], Awaitable[None]]
 """Called with (meta_pb2.ADDED|MODIFIED|DELETED, object) for every change."""
 
 
@@ -48,13 +48,13 @@ def key_of(obj: _Obj) -> Key:
     return (obj.metadata.namespace, obj.metadata.name)
 
 
-class Informer(Generic[O]):
+class Informer(Generic[ObjT]):
     def __init__(
         self,
         watch: Callable[..., Any],
         *,
         list_options: meta_pb2.ListOptions | None = None,
-        handler: Handler[O] | None = None,
+        handler: Handler[ObjT] | None = None,
         clock: Clock | None = None,
         name: str = "informer",
         on_synced: Callable[[], Awaitable[None]] | None = None,
@@ -65,11 +65,11 @@ class Informer(Generic[O]):
         self._clock = clock or RealClock()
         self._name = name
         self._on_synced = on_synced
-        self.cache: dict[Key, O] = {}
+        self.cache: dict[Key, ObjT] = {}
         self.resource_version = 0
         self.synced = False
 
-    async def _emit(self, type_: int, obj: O) -> None:
+    async def _emit(self, type_: int, obj: ObjT) -> None:
         if self._handler is not None:
             await self._handler(type_, obj)
 
@@ -116,7 +116,7 @@ class Informer(Generic[O]):
                             await self._on_synced()
                 yield None
                 continue
-            obj: O = ev.object
+            obj: ObjT = ev.object
             k = key_of(obj)
             self.resource_version = max(self.resource_version, ev.resource_version)
             if ev.type == meta_pb2.DELETED:

@@ -72,7 +72,7 @@ class EtcdMember:
 
     def start(self, *, detach: bool = False) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             self.command(),
             stdout=log,
@@ -85,7 +85,9 @@ class EtcdMember:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"etcd {self.name} exited with {self.proc.returncode}; see {self.log_path}")
+                raise RuntimeError(
+                    f"etcd {self.name} exited with {self.proc.returncode}; see {self.log_path}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.client_port), timeout=0.2):
                     return

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Make this machine ready for cowpod: Debian packages, a running Docker engine,
+# the Python venv at .venv, and the local images. Idempotent: a second run only
+# checks. Fails loudly, naming what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'bootstrap: %s\n' "$*" >&2; exit 1; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- Debian packages --------------------------------------------------------
+pkgs=()
+command -v dockerd >/dev/null || pkgs+=(docker.io)
+command -v etcd >/dev/null || pkgs+=(etcd-server)
+command -v etcdctl >/dev/null || pkgs+=(etcd-client)
+[ -x /bin/busybox ] || pkgs+=(busybox-static)
+command -v debootstrap >/dev/null || pkgs+=(debootstrap)
+command -v ip >/dev/null || pkgs+=(iproute2)
+python3 -c 'import venv, ensurepip' 2>/dev/null || pkgs+=(python3-venv)
+if [ ${#pkgs[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
+  say "installing Debian packages: ${pkgs[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+for b in dockerd docker etcd debootstrap; do
+  command -v "$b" >/dev/null || die "$b is still missing after installing packages"
+done
+[ -x /bin/busybox ] || die "/bin/busybox is missing (package busybox-static)"
+
+# --- Docker engine ----------------------------------------------------------
+if ! docker info >/dev/null 2>&1; then
+  say "starting dockerd (log: /var/log/cowpod-dockerd.log)"
+  as_root sh -c 'setsid nohup dockerd >/var/log/cowpod-dockerd.log 2>&1 < /dev/null &'
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || die "dockerd did not answer within 60s; see /var/log/cowpod-dockerd.log"
+fi
+
+# --- Python venv ------------------------------------------------------------
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  say "installing Python dependencies into .venv"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import cowpod.client, grpc, aetcd, docker' || die "Python dependencies did not install"
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+# --- Images -----------------------------------------------------------------
+if [ -x deploy/build-images.sh ]; then
+  say "building local images (cached after the first run)"
+  deploy/build-images.sh
+fi
