@@ -1,0 +1,178 @@
+"""Issue 3, end to end through the CLI a user types: `cowpod up --detach` with
+one VM on the real Docker engine and a real etcd, pods applied from examples/,
+their status, logs, nesting inside the VM, deletion, and `cowpod down` leaving
+nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from cowpod.local.etcd import free_port
+
+pytestmark = pytest.mark.e2e
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(sys.executable).parent
+
+
+@dataclass
+class Cli:
+    env: dict[str, str]
+
+    def run(
+        self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 240
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(BIN / "cowpod"), *args],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"cowpod {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode:
+        pytest.fail("no Docker engine answers; run scripts/bootstrap.sh")
+    subprocess.run([str(ROOT / "deploy" / "build-images.sh")], check=True)
+    data = tmp_path_factory.mktemp("cluster") / "data"
+    env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("COWPOD_CONTROLLER", None)
+    cli = Cli(env)
+    up = cli.run("up", "--detach", "--vms", "1", "--listen", f"127.0.0.1:{free_port()}", timeout=300)
+    assert "vm-1" in up.stdout + up.stderr
+    try:
+        yield cli
+    finally:
+        cli.run("down", "--purge", check=False, timeout=180)
+
+
+def wait_for(cli: Cli, name: str, phase: str) -> dict[str, Any]:
+    cli.run("wait", "pod", name, "--for", f"phase={phase}", "--timeout", "120")
+    pod: dict[str, Any] = cli.json("get", "pod", name)
+    return pod
+
+
+def test_status_lists_every_component(cluster: Cli) -> None:
+    status = cluster.json("status")
+    names = {c["name"]: c for c in status["components"]}
+    for component in ("etcd", "controller", "scheduler"):
+        assert names[component]["healthy"] is True, status
+        assert names[component]["pid"] > 0
+    nodes = cluster.json("get", "nodes")["items"]
+    assert [n["metadata"]["name"] for n in nodes] == ["vm-1"]
+    ready = [c for c in nodes[0]["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready and ready[0]["status"] == "True"
+
+
+def test_hello_pod_succeeds_with_exit_code_times_and_logs(cluster: Cli) -> None:
+    applied = cluster.run("apply", "-f", str(ROOT / "examples" / "hello.yaml"))
+    assert "pod/hello created" in applied.stdout
+    pod = wait_for(cluster, "hello", "Succeeded")
+    assert pod["spec"]["nodeName"] == "vm-1"
+    (cs,) = pod["status"]["containerStatuses"]
+    terminated = cs["state"]["terminated"]
+    assert terminated["exitCode"] == 0
+    assert terminated["reason"] == "Completed"
+    assert terminated["startedAt"] <= terminated["finishedAt"]
+    assert pod["status"]["startTime"]
+    logs = cluster.run("logs", "hello")
+    assert "hello from cowpod" in logs.stdout
+
+
+def test_long_running_pod_is_nested_in_its_vm_then_deleted(cluster: Cli) -> None:
+    cluster.run("apply", "-f", str(ROOT / "examples" / "web.yaml"))
+    pod = wait_for(cluster, "web", "Running")
+    vm = cluster.json("get", "vm", "vm-1")
+    vm_container = docker("inspect", "-f", "{{.Id}}", vm["status"]["providerId"].removeprefix("docker://"))
+    ids = docker(
+        "ps", "-q", "--no-trunc", "--filter", f"label=cowpod.pod.uid={pod['metadata']['uid']}"
+    ).split()
+    assert ids, "no Docker container carries the pod's uid"
+    for cid in ids:
+        info = json.loads(docker("inspect", cid))[0]
+        assert vm_container in info["HostConfig"]["CgroupParent"], info["HostConfig"]["CgroupParent"]
+    cluster.run("delete", "pod", "web", "--wait", "--grace-period", "1")
+    left = docker("ps", "-aq", "--filter", f"label=cowpod.pod.uid={pod['metadata']['uid']}")
+    assert left == ""
+    gone = cluster.run("get", "pod", "web", check=False)
+    assert gone.returncode != 0 and "not found" in gone.stderr.lower()
+
+
+def test_bad_manifest_is_rejected_with_file_document_and_field(cluster: Cli, tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: ok-one}\nspec:\n  containers: [{name: a, image: cowpod/busybox:latest}]\n"
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: bad-one}\nspec:\n  containers: [{name: a, imagee: x}]\n"
+    )
+    proc = cluster.run("apply", "-f", str(bad), check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "bad.yaml" in lines[0] and "document 2" in lines[0] and "spec.containers[0].imagee" in lines[0]
+    assert "Traceback" not in proc.stderr
+    missing = cluster.run("get", "pod", "bad-one", check=False)
+    assert missing.returncode != 0
+
+
+def test_missing_image_fails_the_pod_with_err_image_not_found(cluster: Cli, tmp_path: pathlib.Path) -> None:
+    m = tmp_path / "noimage.yaml"
+    m.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: noimage}\nspec:\n  restartPolicy: Never\n"
+        "  containers: [{name: a, image: cowpod/does-not-exist:1}]\n"
+    )
+    cluster.run("apply", "-f", str(m))
+    deadline = time.monotonic() + 120
+    reason = ""
+    while time.monotonic() < deadline:
+        pod = cluster.json("get", "pod", "noimage")
+        statuses = pod.get("status", {}).get("containerStatuses", [])
+        reason = statuses[0].get("state", {}).get("waiting", {}).get("reason", "") if statuses else ""
+        if reason or pod.get("status", {}).get("phase") == "Failed":
+            break
+        time.sleep(0.5)
+    assert reason == "ErrImageNotFound" or pod["status"].get("reason") == "ErrImageNotFound", pod
+    cluster.run("delete", "pod", "noimage", "--wait", "--grace-period", "0")
+
+
+def test_down_leaves_no_container_behind(cluster: Cli) -> None:
+    cluster.run("apply", "-f", str(ROOT / "examples" / "web.yaml"))
+    pod = wait_for(cluster, "web", "Running")
+    vm = cluster.json("get", "vm", "vm-1")
+    vm_id = vm["status"]["providerId"].removeprefix("docker://")
+    pod_ids = docker("ps", "-aq", "--filter", f"label=cowpod.pod.uid={pod['metadata']['uid']}").split()
+    assert pod_ids
+    status = cluster.json("status")
+    cluster.run("down", timeout=180)
+    remaining = set(docker("ps", "-aq", "--no-trunc").split()) | set(docker("ps", "-aq").split())
+    assert vm_id not in remaining
+    assert not set(pod_ids) & remaining
+    for c in status["components"]:
+        if c.get("pid"):
+            with pytest.raises(ProcessLookupError):
+                os.kill(c["pid"], 0)
