@@ -127,8 +127,10 @@ def test_long_running_pod_is_nested_in_its_vm_then_deleted(cluster: Cli) -> None
 def test_bad_manifest_is_rejected_with_file_document_and_field(cluster: Cli, tmp_path: pathlib.Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: ok-one}\nspec:\n  containers: [{name: a, image: cowpod/busybox:latest}]\n"
-        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: bad-one}\nspec:\n  containers: [{name: a, imagee: x}]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: ok-one}\nspec:\n"
+        "  containers: [{name: a, image: cowpod/busybox:latest}]\n"
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: bad-one}\nspec:\n"
+        "  containers: [{name: a, imagee: x}]\n"
     )
     proc = cluster.run("apply", "-f", str(bad), check=False)
     assert proc.returncode != 0
