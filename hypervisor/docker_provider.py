@@ -1,0 +1,590 @@
+"""The docker provider: a VM is a long-running container of the VM template image.
+
+How VM concepts map onto Docker (docs/hypervisor.md has the long version):
+
+- VM            container `<prefix><name>` of `cowpod/vm:latest`, with its own CPU
+                and memory limits (`nano_cpus`, `mem_limit`), hostname = VM name,
+                its own IP on the bridge network `cowpod`, and labels
+                `cowpod.vm`, `cowpod.managed`, `cowpod.cluster`, ...
+- VM's disk     the container's writable overlay2 layer over the template's layers.
+- full clone    a fresh container from the template: a cold boot (init, Python,
+                agent imports, registration).
+- instant clone `docker commit` of the RUNNING parent (its writable layer, copy-on-
+                write, the parent frozen for the ~0.1 s it takes) into
+                `cowpod/vm-snap:<parent>-<n>`, then a child container from that
+                snapshot with a NEW identity; an optional warm-start hook (the
+                zygote) can inject a warm agent into the child instead of a cold one.
+- lineage       the child's labels `cowpod.parent` and `cowpod.snapshot`.
+- snap free     `docker commit` of the child into its own image record
+                `cowpod/vm-own:<child>`: from then on the child owns its disk and
+                the parent may be destroyed (overlay2 layers are immutable and
+                shared by content, so nothing is copied under the running child).
+- destroy       remove every container labelled `cowpod.node=<vm>` (its pods: they
+                survive the VM container otherwise), then the VM container, then
+                the snapshot images nothing uses any more.
+
+Only Docker is the source of truth: every answer comes from containers, images
+and labels, so a restarted controller sees exactly what exists. Every blocking
+Docker SDK call runs in a thread (`asyncio.to_thread`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import datetime
+import functools
+import json
+import logging
+import pathlib
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from cowpod.errors import AlreadyExists, FailedPrecondition, Invalid, NotFound
+from hypervisor.provider import CloneKind, VMInfo, VMSpecInfo, VMState
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Labels on VM containers (see the brief's process contracts).
+L_VM = "cowpod.vm"
+L_MANAGED = "cowpod.managed"
+L_CLUSTER = "cowpod.cluster"
+L_CLASS = "cowpod.class"
+L_CPU = "cowpod.cpu-millis"
+L_MEMORY = "cowpod.memory-bytes"
+L_PARENT = "cowpod.parent"
+L_SNAPSHOT = "cowpod.snapshot"
+L_CLONE_KIND = "cowpod.clone-kind"
+L_MACHINE_ID = "cowpod.machine-id"
+L_TEMPLATE = "cowpod.template"
+# Labels on pods' containers: the node they run on.
+L_NODE = "cowpod.node"
+# Labels on images.
+L_SNAPSHOT_OF = "cowpod.snapshot-of"
+L_OWN_OF = "cowpod.own-of"
+
+# Every VM label is set on every VM container, empty when it does not apply:
+# a child's container inherits its snapshot image's labels (the parent's), and
+# only keys we set override them.
+_VM_LABEL_KEYS = (L_VM, L_MANAGED, L_CLUSTER, L_CLASS, L_CPU, L_MEMORY, L_PARENT, L_SNAPSHOT,
+                  L_CLONE_KIND, L_MACHINE_ID, L_TEMPLATE)
+
+# DNS-1123 label-ish, which is also a valid container-name suffix, image tag and hostname.
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+IN_VM_RUN_DIR = "/run/cowpod"
+
+
+class WarmStarter(Protocol):
+    """Start the child's agent warm (e.g. forked from a zygote into the child's
+    namespaces) instead of cold. Called after the child container started with
+    its init holding the agent back; raising makes the provider fall back to a
+    cold start (SIGUSR1 to the child's init)."""
+
+    async def __call__(
+        self, child_container: str, agent_argv: Sequence[str], env: Mapping[str, str]
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class DockerProviderConfig:
+    # The host's cowpod data dir; its `run/` is mounted at /run/cowpod in every VM.
+    data_dir: pathlib.Path
+    cluster_id: str = "default"
+    network: str = "cowpod"
+    image: str = "cowpod/vm:latest"
+    container_prefix: str = "cowpod-vm-"
+    snapshot_repo: str = "cowpod/vm-snap"
+    own_repo: str = "cowpod/vm-own"
+    # The controller as the agent inside the VM reaches it.
+    controller_address: str = f"unix://{IN_VM_RUN_DIR}/controller.sock"
+    docker_socket: str = "/var/run/docker.sock"
+    # Added to every container, image and network this provider creates
+    # (tests add {"cowpod.test": "1"}).
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+    agent_command: str = "cowpod-agent"
+    agent_extra_args: Sequence[str] = ()
+    # Seconds `docker stop` waits before SIGKILL (the VM's init has its own grace, shorter).
+    stop_timeout: int = 10
+    # Docker Engine API URL; empty = the environment's (DOCKER_HOST or the local socket).
+    docker_url: str = ""
+
+
+def container_name(cfg: DockerProviderConfig, vm: str) -> str:
+    return f"{cfg.container_prefix}{vm}"
+
+
+def agent_argv(cfg: DockerProviderConfig, spec: VMSpecInfo) -> list[str]:
+    """The agent command line the VM's init runs (the brief's process contract)."""
+    labels = {"cowpod.io/vm": spec.name, "cowpod.io/class": spec.class_name}
+    if spec.template:
+        labels["cowpod.io/template"] = "true"
+    labels.update(spec.node_labels)
+    host_run = cfg.data_dir.resolve() / "run"
+    return [
+        cfg.agent_command,
+        "--controller", cfg.controller_address,
+        "--node-name", spec.name,
+        "--vm-container", container_name(cfg, spec.name),
+        "--listen", f"unix://{IN_VM_RUN_DIR}/agents/{spec.name}.sock",
+        "--advertise", f"unix://{host_run}/agents/{spec.name}.sock",
+        "--labels", ",".join(f"{k}={v}" for k, v in labels.items()),
+        *cfg.agent_extra_args,
+    ]
+
+
+def validate_spec(spec: VMSpecInfo) -> None:
+    if not _NAME_RE.match(spec.name):
+        raise Invalid("metadata.name", f"{spec.name!r} must be a DNS-1123 label (a-z, 0-9, '-', <= 63)")
+    if spec.cpu_millis <= 0:
+        raise Invalid("spec.cpuMillis", "must be positive")
+    if spec.memory_bytes < 6 * 1024 * 1024:
+        raise Invalid("spec.memoryBytes", "must be at least 6Mi (Docker's minimum)")
+
+
+def _parse_time(s: str | None) -> float | None:
+    if not s or s.startswith("0001-01-01"):
+        return None
+    return datetime.datetime.fromisoformat(s).timestamp()
+
+
+def state_of(attrs: Mapping[str, Any]) -> tuple[VMState, str]:
+    """Container state -> VM state. Exit 0 is a clean shutdown (our init exits 0
+    on SIGTERM); anything else, an OOM kill or a dead container is a failure."""
+    st = attrs.get("State", {})
+    status = st.get("Status", "")
+    if status == "running":
+        return (VMState.PAUSED if st.get("Paused") else VMState.RUNNING), ""
+    if status == "paused":
+        return VMState.PAUSED, ""
+    if status in ("created", "restarting"):
+        return VMState.CREATING, ""
+    code = int(st.get("ExitCode", 0) or 0)
+    if status == "exited" and code == 0 and not st.get("OOMKilled"):
+        return VMState.STOPPED, "shut down"
+    reason = "out of memory" if st.get("OOMKilled") else f"exited with code {code}"
+    if st.get("Error"):
+        reason += f": {st['Error']}"
+    return VMState.FAILED, reason
+
+
+class DockerProvider:
+    """The `Provider` for a local Docker engine (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: DockerProviderConfig,
+        *,
+        client: docker.DockerClient | None = None,
+        warm_start: WarmStarter | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._client = client
+        self.warm_start = warm_start
+        self._network_ready = False
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def name(self) -> str:
+        return "docker"
+
+    # ---- plumbing ---------------------------------------------------------
+
+    @property
+    def docker(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = (
+                docker.DockerClient(base_url=self.cfg.docker_url) if self.cfg.docker_url
+                else docker.from_env()
+            )
+        return self._client
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def _labels(self, extra: Mapping[str, str]) -> dict[str, str]:
+        return {**self.cfg.extra_labels, L_MANAGED: "1", L_CLUSTER: self.cfg.cluster_id, **extra}
+
+    def _filters(self, *labels: str) -> dict[str, Any]:
+        return {"label": [f"{L_MANAGED}=1", f"{L_CLUSTER}={self.cfg.cluster_id}", *labels]}
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._run(self._client.close)
+            self._client = None
+
+    def _ensure_network_sync(self) -> None:
+        name = self.cfg.network
+        for net in self.docker.networks.list(names=[name]):
+            if net.name == name:
+                return
+        try:
+            self.docker.networks.create(
+                name, driver="bridge", check_duplicate=True,
+                labels={**self.cfg.extra_labels, L_MANAGED: "1"},
+            )
+            log.info("created docker network %s", name)
+        except docker.errors.APIError as err:
+            if err.status_code != 409:  # someone else created it meanwhile
+                raise
+
+    async def _ensure_network(self) -> None:
+        if not self._network_ready:
+            await self._run(self._ensure_network_sync)
+            self._network_ready = True
+
+    def _find_sync(self, name: str) -> Container:
+        try:
+            c = self.docker.containers.get(container_name(self.cfg, name))
+        except docker.errors.NotFound:
+            raise NotFound(f"vm {name!r} not found") from None
+        labels = c.labels
+        if labels.get(L_VM) != name or labels.get(L_CLUSTER) != self.cfg.cluster_id:
+            raise NotFound(f"vm {name!r} not found (container {c.name} belongs to another cluster)")
+        return c
+
+    def _info(self, c: Container, children: Sequence[str], owned: bool) -> VMInfo:
+        attrs = c.attrs
+        labels: dict[str, str] = dict(attrs.get("Config", {}).get("Labels") or {})
+        state, message = state_of(attrs)
+        nets = attrs.get("NetworkSettings", {}).get("Networks") or {}
+        ip = (nets.get(self.cfg.network) or {}).get("IPAddress", "")
+        kind = CloneKind(labels.get(L_CLONE_KIND) or CloneKind.FULL)
+        name = labels[L_VM]
+        st = attrs.get("State", {})
+        return VMInfo(
+            name=name,
+            class_name=labels.get(L_CLASS, ""),
+            cpu_millis=int(labels.get(L_CPU) or 0),
+            memory_bytes=int(labels.get(L_MEMORY) or 0),
+            state=state,
+            node_name=name,
+            ip=ip,
+            provider_id=f"docker://{c.id}",
+            hostname=attrs.get("Config", {}).get("Hostname", ""),
+            machine_id=labels.get(L_MACHINE_ID, ""),
+            clone_kind=kind,
+            created_at=_parse_time(attrs.get("Created")) or 0.0,
+            ready_at=_parse_time(st.get("StartedAt")) if state != VMState.CREATING else None,
+            parent=labels.get(L_PARENT, ""),
+            children=tuple(sorted(children)),
+            snapped_free=kind == CloneKind.FULL or owned,
+            message=message,
+            labels=labels,
+        )
+
+    def _owned_sync(self) -> set[str]:
+        """VMs that were snapped free: those with an own image record."""
+        imgs = self.docker.images.list(filters=self._filters(L_OWN_OF))
+        return {i.labels.get(L_OWN_OF, "") for i in imgs}
+
+    def _list_sync(self) -> builtins.list[VMInfo]:
+        cs = self.docker.containers.list(all=True, filters=self._filters(L_VM), ignore_removed=True)
+        owned = self._owned_sync()
+        children: dict[str, list[str]] = {}
+        for c in cs:
+            parent = c.labels.get(L_PARENT, "")
+            if parent:
+                children.setdefault(parent, []).append(c.labels[L_VM])
+        out = []
+        for c in cs:
+            name = c.labels.get(L_VM, "")
+            if not name or c.name != container_name(self.cfg, name):
+                continue
+            out.append(self._info(c, children.get(name, []), name in owned))
+        return sorted(out, key=lambda i: i.name)
+
+    def _get_sync(self, name: str) -> VMInfo:
+        c = self._find_sync(name)
+        kids = self.docker.containers.list(
+            all=True, filters=self._filters(f"{L_PARENT}={name}"), ignore_removed=True
+        )
+        owned = bool(self.docker.images.list(filters=self._filters(f"{L_OWN_OF}={name}")))
+        return self._info(c, [k.labels.get(L_VM, "") for k in kids], owned)
+
+    # ---- Provider ---------------------------------------------------------
+
+    async def list(self) -> builtins.list[VMInfo]:
+        return await self._run(self._list_sync)
+
+    async def get(self, name: str) -> VMInfo:
+        return await self._run(self._get_sync, name)
+
+    def _env(self, spec: VMSpecInfo, machine_id: str, argv: Sequence[str], start: str) -> dict[str, str]:
+        return {
+            "COWPOD_VM_NAME": spec.name,
+            "COWPOD_MACHINE_ID": machine_id,
+            "COWPOD_AGENT_ARGV": json.dumps(list(argv)),
+            "COWPOD_AGENT_START": start,
+            "COWPOD_STOP_GRACE": str(max(1, self.cfg.stop_timeout - 2)),
+            "COWPOD_CLUSTER_ID": self.cfg.cluster_id,
+        }
+
+    def _start_sync(
+        self, spec: VMSpecInfo, image: str, kind: CloneKind, parent: str, snapshot: str,
+        env: Mapping[str, str], machine_id: str,
+    ) -> Container:
+        run_dir = self.cfg.data_dir.resolve() / "run"
+        (run_dir / "agents").mkdir(parents=True, exist_ok=True)
+        labels = dict.fromkeys(_VM_LABEL_KEYS, "")
+        labels.update(self._labels({
+            L_VM: spec.name,
+            L_CLASS: spec.class_name,
+            L_CPU: str(spec.cpu_millis),
+            L_MEMORY: str(spec.memory_bytes),
+            L_PARENT: parent,
+            L_SNAPSHOT: snapshot,
+            L_CLONE_KIND: kind.value,
+            L_MACHINE_ID: machine_id,
+            L_TEMPLATE: "1" if spec.template else "",
+        }))
+        try:
+            c: Container = self.docker.containers.run(
+                image,
+                detach=True,
+                name=container_name(self.cfg, spec.name),
+                hostname=spec.name,
+                labels=labels,
+                environment=dict(env),
+                nano_cpus=spec.cpu_millis * 1_000_000,
+                mem_limit=spec.memory_bytes,
+                memswap_limit=spec.memory_bytes,
+                network=self.cfg.network,
+                volumes={
+                    self.cfg.docker_socket: {"bind": "/var/run/docker.sock", "mode": "rw"},
+                    str(run_dir): {"bind": IN_VM_RUN_DIR, "mode": "rw"},
+                },
+                stop_signal="SIGTERM",
+            )
+        except docker.errors.APIError as err:
+            if err.status_code == 409:
+                raise AlreadyExists(f"vm {spec.name!r} already exists") from None
+            if isinstance(err, docker.errors.ImageNotFound):
+                raise FailedPrecondition(
+                    f"image {image!r} not found: run deploy/build-images.sh"
+                ) from None
+            raise
+        c.reload()
+        return c
+
+    async def full_clone(self, spec: VMSpecInfo) -> VMInfo:
+        validate_spec(spec)
+        await self._ensure_network()
+        machine_id = uuid.uuid4().hex
+        env = self._env(spec, machine_id, agent_argv(self.cfg, spec), "now")
+        image = spec.image or self.cfg.image
+        async with self._lock(spec.name):
+            await self._run(self._start_sync, spec, image, CloneKind.FULL, "", "", env, machine_id)
+        log.info("full clone %s from %s", spec.name, image)
+        return await self.get(spec.name)
+
+    def _snapshot_sync(self, parent: str) -> str:
+        """Commit the parent's writable layer into the next `<repo>:<parent>-<n>`."""
+        c = self._find_sync(parent)
+        status = c.attrs.get("State", {}).get("Status")
+        if status not in ("running", "paused"):
+            raise FailedPrecondition(f"vm {parent!r} is {status}: instant clone needs a running parent")
+        taken = self.docker.images.list(filters=self._filters(f"{L_SNAPSHOT_OF}={parent}"))
+        n = 1
+        prefix = f"{self.cfg.snapshot_repo}:{parent}-"
+        for img in taken:
+            for tag in img.tags:
+                if tag.startswith(prefix) and tag[len(prefix):].isdigit():
+                    n = max(n, int(tag[len(prefix):]) + 1)
+        tag = f"{parent}-{n}"
+        changes = [f'LABEL {k}="{v}"' for k, v in
+                   self._labels({L_SNAPSHOT_OF: parent}).items()]
+        # pause=True freezes the parent while its layer is read: a consistent disk.
+        # A paused parent is already frozen (and Docker refuses to pause it twice).
+        self.docker.api.commit(str(c.id), repository=self.cfg.snapshot_repo, tag=tag,
+                               changes=changes, pause=status == "running",
+                               message=f"cowpod snapshot of {parent}")
+        return f"{self.cfg.snapshot_repo}:{tag}"
+
+    async def instant_clone(self, parent: str, child: VMSpecInfo) -> VMInfo:
+        validate_spec(child)
+        if child.name == parent:
+            raise Invalid("metadata.name", "a child cannot have its parent's name")
+        await self._ensure_network()
+        try:
+            await self.get(child.name)
+        except NotFound:
+            pass
+        else:
+            raise AlreadyExists(f"vm {child.name!r} already exists")
+        async with self._lock(parent):
+            snapshot = await self._run(self._snapshot_sync, parent)
+        machine_id = uuid.uuid4().hex
+        argv = agent_argv(self.cfg, child)
+        start = "wait" if self.warm_start is not None else "now"
+        env = self._env(child, machine_id, argv, start)
+        try:
+            async with self._lock(child.name):
+                await self._run(self._start_sync, child, snapshot, CloneKind.INSTANT, parent, snapshot,
+                                env, machine_id)
+        except BaseException:
+            await self._run(self._remove_image_sync, snapshot)
+            raise
+        if self.warm_start is not None:
+            cname = container_name(self.cfg, child.name)
+            try:
+                await self.warm_start(cname, argv, env)
+            except Exception:
+                log.exception("warm start of %s failed; starting its agent cold", child.name)
+                await self._run(self._signal_sync, child.name, "SIGUSR1")
+        log.info("instant clone %s from %s (%s)", child.name, parent, snapshot)
+        return await self.get(child.name)
+
+    def _signal_sync(self, name: str, sig: str) -> None:
+        self._find_sync(name).kill(signal=sig)
+
+    def _snap_free_sync(self, name: str) -> None:
+        c = self._find_sync(name)
+        if c.labels.get(L_CLONE_KIND) != CloneKind.INSTANT.value:
+            return
+        if self.docker.images.list(filters=self._filters(f"{L_OWN_OF}={name}")):
+            return
+        status = c.attrs.get("State", {}).get("Status")
+        changes = [f'LABEL {k}="{v}"' for k, v in self._labels({L_OWN_OF: name, L_SNAPSHOT_OF: ""}).items()]
+        self.docker.api.commit(str(c.id), repository=self.cfg.own_repo, tag=name, changes=changes,
+                               pause=status == "running", message=f"cowpod: {name} snapped free")
+
+    async def snap_free(self, name: str) -> VMInfo:
+        async with self._lock(name):
+            await self._run(self._snap_free_sync, name)
+        return await self.get(name)
+
+    async def pause(self, name: str) -> VMInfo:
+        def go() -> None:
+            c = self._find_sync(name)
+            if c.attrs.get("State", {}).get("Paused"):
+                return
+            if c.status != "running":
+                raise FailedPrecondition(f"vm {name!r} is {c.status}: only a running VM can be paused")
+            c.pause()
+        await self._run(go)
+        return await self.get(name)
+
+    async def resume(self, name: str) -> VMInfo:
+        def go() -> None:
+            c = self._find_sync(name)
+            if c.attrs.get("State", {}).get("Paused"):
+                c.unpause()
+            elif c.status != "running":
+                raise FailedPrecondition(f"vm {name!r} is {c.status}: only a paused VM can be resumed")
+        await self._run(go)
+        return await self.get(name)
+
+    def _nested_sync(self, name: str) -> builtins.list[Container]:
+        # Pods' containers carry no cluster label: the node name is what ties them.
+        return list(self.docker.containers.list(
+            all=True, filters={"label": [f"{L_NODE}={name}"]}, ignore_removed=True
+        ))
+
+    def _power_off_sync(self, name: str) -> None:
+        c = self._find_sync(name)
+        # A powered-off VM runs nothing: its pods stop with it.
+        for p in self._nested_sync(name):
+            _ignore_gone(p.kill)
+        if c.attrs.get("State", {}).get("Paused"):
+            c.unpause()
+        c.stop(timeout=self.cfg.stop_timeout)
+
+    async def power_off(self, name: str) -> VMInfo:
+        await self._run(self._power_off_sync, name)
+        return await self.get(name)
+
+    def _remove_image_sync(self, ref: str) -> bool:
+        """Remove an image unless a container still uses it; True if it is gone."""
+        try:
+            self.docker.images.remove(ref, noprune=False)
+        except docker.errors.ImageNotFound:
+            return True
+        except docker.errors.APIError as err:
+            if err.status_code == 409:
+                return False
+            raise
+        return True
+
+    def _remove_container_sync(self, cname: str) -> None:
+        self.docker.containers.get(cname).remove(force=True, v=True)
+
+    def _destroy_sync(self, name: str, cascade: bool) -> builtins.list[str]:
+        """Destroy one VM; returns the unsnapped children that block it (if not cascade)."""
+        try:
+            info = self._get_sync(name)
+        except NotFound:
+            info = None
+        if info is not None:
+            owned = self._owned_sync()
+            blocking = [k for k in info.children if k not in owned]
+            if blocking and not cascade:
+                return blocking
+            for kid in blocking:
+                self._destroy_sync(kid, cascade=True)
+        # Pods first: killing the VM container does not stop them.
+        for p in self._nested_sync(name):
+            _ignore_gone(functools.partial(p.remove, force=True, v=True))
+        snapshot = ""
+        if info is not None:
+            snapshot = info.labels.get(L_SNAPSHOT, "")
+            _ignore_gone(functools.partial(self._remove_container_sync, container_name(self.cfg, name)))
+        # Images: the VM's own record, its snapshots no child uses, and the
+        # snapshot it was cloned from if nothing else uses it now.
+        refs = [f"{self.cfg.own_repo}:{name}"]
+        for img in self.docker.images.list(filters=self._filters(f"{L_SNAPSHOT_OF}={name}")):
+            refs.extend(img.tags or [str(img.id)])
+        if snapshot:
+            refs.append(snapshot)
+        for ref in refs:
+            self._remove_image_sync(ref)
+        return []
+
+    async def destroy(self, name: str, *, cascade: bool = False) -> None:
+        async with self._lock(name):
+            blocking = await self._run(self._destroy_sync, name, cascade)
+        if blocking:
+            raise FailedPrecondition(
+                f"vm {name!r} has children that are not snapped free: {', '.join(sorted(blocking))}"
+                " (snap them free first, or destroy with cascade)"
+            )
+        log.info("destroyed vm %s", name)
+
+    # ---- extras for the manager and tests ---------------------------------
+
+    async def nested_containers(self, name: str) -> builtins.list[str]:
+        """Names of the containers running on the VM's node (its pods)."""
+        return [str(c.name) for c in await self._run(self._nested_sync, name)]
+
+    async def snapshot_images(self) -> builtins.list[str]:
+        """Every snapshot/own image tag of this cluster (for tests and `cowpod vm images`)."""
+        def go() -> builtins.list[str]:
+            tags: builtins.list[str] = []
+            for lbl in (L_SNAPSHOT_OF, L_OWN_OF):
+                for img in self.docker.images.list(filters=self._filters(lbl)):
+                    tags.extend(img.tags)
+            return sorted(set(tags))
+        return await self._run(go)
+
+
+def _ignore_gone(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as err:
+        # 409: removal already in progress.
+        if err.status_code != 409:
+            raise
