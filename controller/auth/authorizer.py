@@ -1,0 +1,232 @@
+"""Authorization: may this identity call this method with this request?
+
+`authorize(identity, method, request)` is a pure function over the decision
+table below, so every rule is a table row in a unit test. Where the answer
+depends on stored state the request does not show (is the pod this agent
+reads bound to *its* node?), the decision carries a `PodCheck` that the
+interceptor resolves against the store.
+
+    role        may
+    ---------   ---------------------------------------------------------------
+    admin       everything
+    edit        pods (not bind, not status), events, workloads; read nodes, VMs, leases
+    view        read (Get/List/Watch) everything but tokens; pod logs
+    node X      its own Node (register, heartbeat, get, update, status), the pods
+                bound to X (list/watch by spec.nodeName=X, get, status, delete),
+                its lease in cowpod-node-lease, create events. Never: create or
+                bind pods, other nodes or their pods, VMs, tokens.
+    scheduler   read pods, nodes, VMs; bind; create events; leader-election leases
+    bootstrap   exchange a bootstrap token for a node certificate
+    anonymous   health, who-am-I, exchange a bootstrap token; else UNAUTHENTICATED
+    none        health, who-am-I
+
+Services this table does not name (workload kinds added later) fall back to
+verbs: Get/List/Watch are reads (view), anything else is a write (edit).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from controller.auth.identity import Identity, Role
+
+NODE_LEASE_NAMESPACE = "cowpod-node-lease"
+
+READ_VERBS = frozenset({"Get", "List", "Watch"})
+
+POD = "cowpod.v1.PodService"
+NODE = "cowpod.v1.NodeService"
+VM = "cowpod.v1.VMService"
+EVENT = "cowpod.v1.EventService"
+LEASE = "cowpod.v1.LeaseService"
+TOKEN = "cowpod.v1.TokenService"
+BOOTSTRAP = "cowpod.v1.BootstrapService"
+IDENTITY = "cowpod.v1.IdentityService"
+HEALTH = "grpc.health.v1.Health"
+REFLECTION = frozenset({"grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"})
+
+# Methods anyone who completed the TLS handshake may call.
+PUBLIC = frozenset({(HEALTH, "Check"), (HEALTH, "Watch"), (IDENTITY, "WhoAmI"), (BOOTSTRAP, "ExchangeToken")})
+
+# Per service: what edit may do beyond reading (None = every verb).
+_EDIT_WRITES: dict[str, frozenset[str] | None] = {
+    POD: frozenset({"Create", "Update", "Delete", "Logs", "Exec"}),
+    EVENT: frozenset({"Create"}),
+    NODE: frozenset(),
+    VM: frozenset(),
+    LEASE: frozenset(),
+    TOKEN: frozenset(),
+}
+# Reads beyond Get/List/Watch that view may do.
+_VIEW_EXTRA: dict[str, frozenset[str]] = {POD: frozenset({"Logs"})}
+# Services whose reads are admin-only too.
+_ADMIN_ONLY = frozenset({TOKEN})
+
+
+class Requirement(enum.Enum):
+    """What the interceptor must confirm in the store before or after the call."""
+
+    BOUND_BEFORE = "bound-before"  # stored pod (namespace/name) is bound to `node` before the call
+    BOUND_RESPONSE = "bound-response"  # the Pod the call returns is bound to `node`
+
+
+@dataclass(frozen=True)
+class PodCheck:
+    requirement: Requirement
+    node: str
+    namespace: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+    # When denied: was the caller unknown (UNAUTHENTICATED) or known but not allowed?
+    unauthenticated: bool = False
+    check: PodCheck | None = None
+
+
+ALLOW = Decision(True)
+
+
+def split_method(method: str) -> tuple[str, str]:
+    """'/cowpod.v1.PodService/Create' -> ('cowpod.v1.PodService', 'Create')."""
+    _, _, rest = method.partition("/")
+    service, _, verb = rest.partition("/")
+    return service, verb
+
+
+def short(service: str) -> str:
+    return service.rsplit(".", 1)[-1]
+
+
+def _deny(identity: Identity, service: str, verb: str, why: str) -> Decision:
+    return Decision(
+        False,
+        f"{identity.describe()} may not call {short(service)}/{verb}: {why}",
+        unauthenticated=not identity.authenticated,
+    )
+
+
+def authorize(identity: Identity, method: str, request: Any) -> Decision:
+    service, verb = split_method(method)
+    if (service, verb) in PUBLIC:
+        return ALLOW
+    if identity.role is Role.ANONYMOUS:
+        return Decision(
+            False,
+            f"{short(service)}/{verb} needs credentials: a client certificate of the cluster "
+            "or a bearer token (see `cowpod config`)",
+            unauthenticated=True,
+        )
+    role = identity.role
+    if role is Role.ADMIN:
+        return ALLOW
+    if role is Role.NODE:
+        return _node(identity, service, verb, request)
+    if role is Role.SCHEDULER:
+        return _scheduler(identity, service, verb, request)
+    if role in (Role.EDIT, Role.VIEW):
+        return _user(identity, service, verb)
+    return _deny(identity, service, verb, f"the {role.value} role has no permissions")
+
+
+def _user(identity: Identity, service: str, verb: str) -> Decision:
+    if service in _ADMIN_ONLY:
+        return _deny(identity, service, verb, "only admin manages tokens")
+    if service in REFLECTION:
+        return ALLOW
+    if verb in READ_VERBS or verb in _VIEW_EXTRA.get(service, frozenset()):
+        return ALLOW
+    if identity.role is Role.VIEW:
+        return _deny(identity, service, verb, "the view role only reads")
+    writes = _EDIT_WRITES.get(service)
+    if service in _EDIT_WRITES and writes is not None and verb not in writes:
+        return _deny(identity, service, verb, "the edit role changes pods and workloads, not this")
+    return ALLOW
+
+
+def _scheduler(identity: Identity, service: str, verb: str, request: Any) -> Decision:
+    if service in (POD, NODE, VM) and verb in READ_VERBS:
+        return ALLOW
+    if service == POD and verb in ("Bind", "BindBatch"):
+        return ALLOW
+    if service == EVENT and verb == "Create":
+        return ALLOW
+    if service == LEASE and verb in ("Get", "Create", "Update"):
+        if _lease_namespace(verb, request) == NODE_LEASE_NAMESPACE:
+            return _deny(identity, service, verb, "node heartbeat leases belong to the nodes")
+        return ALLOW
+    return _deny(identity, service, verb, "the scheduler may only read and bind")
+
+
+def _lease_namespace(verb: str, request: Any) -> str:
+    if verb in ("Create", "Update"):
+        return str(request.metadata.namespace)
+    if verb == "Delete":
+        return str(request.key.namespace)
+    return str(getattr(request, "namespace", ""))
+
+
+def selector_pins(selector: str, field: str, value: str) -> bool:
+    """Does a field selector (comma = AND) contain the term `field=value`?"""
+    for term in selector.split(","):
+        key, sep, v = term.partition("==") if "==" in term else term.partition("=")
+        if sep and not key.endswith("!") and key.strip() == field and v.strip() == value:
+            return True
+    return False
+
+
+def _node(identity: Identity, service: str, verb: str, request: Any) -> Decision:
+    me = identity.node_name
+
+    def only_own(name: str, what: str) -> Decision:
+        if name == me:
+            return ALLOW
+        return _deny(identity, service, verb, f"a node may only touch its own {what} ({me!r}, not {name!r})")
+
+    if service == NODE:
+        if verb in ("Register", "Update", "UpdateStatus"):
+            return only_own(request.metadata.name, "Node")
+        if verb == "Heartbeat":
+            return only_own(request.node_name, "Node")
+        if verb == "Get":
+            return only_own(request.name, "Node")
+        if verb in ("List", "Watch"):
+            opts = request.list if verb == "Watch" else request
+            if selector_pins(opts.field_selector, "metadata.name", me):
+                return ALLOW
+            return _deny(identity, service, verb, f"a node must select fieldSelector metadata.name={me}")
+        return _deny(identity, service, verb, "nodes do not delete nodes")
+    if service == POD:
+        if verb in ("List", "Watch"):
+            opts = request.list if verb == "Watch" else request
+            if selector_pins(opts.field_selector, "spec.nodeName", me):
+                return ALLOW
+            why = f"a node may only list its own pods (fieldSelector spec.nodeName={me})"
+            return _deny(identity, service, verb, why)
+        if verb == "Get":
+            return Decision(True, check=PodCheck(Requirement.BOUND_RESPONSE, me))
+        if verb == "UpdateStatus":
+            meta = request.metadata
+            return Decision(True, check=PodCheck(Requirement.BOUND_BEFORE, me, meta.namespace, meta.name))
+        if verb == "Delete":
+            key = request.key
+            return Decision(True, check=PodCheck(Requirement.BOUND_BEFORE, me, key.namespace, key.name))
+        return _deny(identity, service, verb, "nodes may not create, change, bind or exec into pods")
+    if service == EVENT and verb == "Create":
+        return ALLOW
+    if service == LEASE and verb in ("Get", "Create", "Update", "Delete"):
+        if verb in ("Create", "Update"):
+            ns, name = request.metadata.namespace, request.metadata.name
+        elif verb == "Delete":
+            ns, name = request.key.namespace, request.key.name
+        else:
+            ns, name = request.namespace, request.name
+        if ns == NODE_LEASE_NAMESPACE and name == me:
+            return ALLOW
+        return _deny(identity, service, verb, f"a node may only use its lease {NODE_LEASE_NAMESPACE}/{me}")
+    return _deny(identity, service, verb, "not allowed for nodes")
