@@ -203,6 +203,12 @@ class ZygoteProcess:
             tail = f.read()[-2000:].decode(errors="replace").strip()
         return f": {tail}" if tail else ""
 
+    async def wait(self) -> int:
+        """Until the zygote exits (it does by itself when its charged-to parent dies)."""
+        if self._proc is None:
+            raise RuntimeError("zygote not started")
+        return await self._proc.wait()
+
     async def stop(self, grace: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace` seconds. Clones keep running: they
         belong to their containers, not to the zygote."""
