@@ -1,0 +1,201 @@
+"""Limits that keep one client from hurting the controller or everyone else.
+
+- Request size: gRPC itself refuses a message over `max_request_bytes`
+  (`server_options`) with RESOURCE_EXHAUSTED before any of our code runs.
+- Object ("manifest") size, label count, annotation size, string and list
+  lengths: `check_message` walks a request and raises `Invalid` naming the
+  field path, so a hostile or accidental giant object is INVALID_ARGUMENT and
+  is never stored (etcd would refuse a value over 1.5 MiB anyway, less clearly).
+- Rate: a token bucket per client identity (`RateLimiter`), with more room
+  for system components than for people; over it, RESOURCE_EXHAUSTED with
+  how long to wait. Streams (watches, logs) count once when they open, and
+  their number per client is capped (`StreamCounter`).
+
+Time comes from an injected `Clock`, so tests drain and refill buckets
+without sleeping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from cowpod.clock import Clock
+from cowpod.errors import Invalid, ResourceExhausted
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_bytes: int = 4 * MiB
+    # A stored object (pod, node, VM...) serialized; etcd's own limit is 1.5 MiB.
+    max_object_bytes: int = 1 * MiB
+    max_labels: int = 64
+    # Kubernetes: all annotations of an object together at most 256 KiB.
+    max_annotations_bytes: int = 256 * 1024
+    # Any single string field other than annotation values.
+    max_string_bytes: int = 16 * 1024
+    # Items in any one repeated or map field (BindBatch can be large).
+    max_items: int = 10_000
+    # Requests per second and burst, per client identity.
+    user_rate: float = 50.0
+    user_burst: int = 200
+    system_rate: float = 2000.0
+    system_burst: int = 10_000
+    # Concurrent streams (watch, logs) per client.
+    max_streams: int = 128
+    # How many clients' buckets to remember (least recently used are dropped).
+    max_clients: int = 100_000
+
+
+def server_options(limits: Limits) -> list[tuple[str, Any]]:
+    """gRPC server options that enforce the request size limit."""
+    return [("grpc.max_receive_message_length", limits.max_request_bytes)]
+
+
+# --- object limits --------------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    if n >= MiB:
+        return f"{n / MiB:.1f} MiB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n} bytes"
+
+
+def check_message(msg: Message, limits: Limits) -> None:
+    """Raise `Invalid` (field path + reason) if `msg` breaks an object limit."""
+    if msg.ByteSize() > limits.max_object_bytes and hasattr(msg, "metadata"):
+        raise Invalid(
+            "",
+            f"object is {_size(msg.ByteSize())}; the maximum is {_size(limits.max_object_bytes)}",
+        )
+    _walk(msg, "", limits)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _walk(msg: Message, path: str, limits: Limits) -> None:
+    for fd, value in msg.ListFields():
+        p = _join(path, fd.json_name)
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            _check_map(fd, value, p, limits)
+        elif fd.is_repeated:
+            if len(value) > limits.max_items:
+                raise Invalid(p, f"at most {limits.max_items} items (got {len(value)})")
+            for i, item in enumerate(value):
+                _check_value(fd, item, f"{p}[{i}]", limits)
+        else:
+            _check_value(fd, value, p, limits)
+
+
+def _check_value(fd: FieldDescriptor, value: Any, path: str, limits: Limits) -> None:
+    if fd.type == FieldDescriptor.TYPE_MESSAGE:
+        _walk(value, path, limits)
+    elif fd.type == FieldDescriptor.TYPE_STRING and len(value) > limits.max_string_bytes:
+        most, got = _size(limits.max_string_bytes), _size(len(value))
+        raise Invalid(path, f"must be no more than {most} (got {got})")
+
+
+def _check_map(fd: FieldDescriptor, value: Any, path: str, limits: Limits) -> None:
+    n = len(value)
+    if fd.name == "labels" and n > limits.max_labels:
+        raise Invalid(path, f"at most {limits.max_labels} labels (got {n})")
+    if n > limits.max_items:
+        raise Invalid(path, f"at most {limits.max_items} entries (got {n})")
+    if fd.name == "annotations":
+        total = sum(len(k) + len(v) for k, v in value.items())
+        if total > limits.max_annotations_bytes:
+            most = _size(limits.max_annotations_bytes)
+            raise Invalid(path, f"annotations total {_size(total)}; the maximum is {most}")
+        return
+    entry: Any = fd.message_type
+    value_fd = entry.fields_by_name["value"]
+    for k, v in value.items():
+        if isinstance(k, str) and len(k) > limits.max_string_bytes:
+            raise Invalid(path, f"key of {_size(len(k))} is too long")
+        _check_value(value_fd, v, f"{path}[{k}]" if len(str(k)) <= 80 else f"{path}[...]", limits)
+
+
+# --- rate limits ----------------------------------------------------------------------------------
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `burst` saved up."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = now
+
+    def take(self, now: float) -> float:
+        """Take one token: 0.0 if granted, else the seconds until one is available."""
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate if self.rate > 0 else math.inf
+
+
+class RateLimiter:
+    """One bucket per client key; raises `ResourceExhausted` when one is empty."""
+
+    def __init__(self, limits: Limits, clock: Clock) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def check(self, key: str, *, system: bool = False) -> None:
+        now = self._clock.monotonic()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            lim = self._limits
+            rate, burst = (lim.system_rate, lim.system_burst) if system else (lim.user_rate, lim.user_burst)
+            bucket = TokenBucket(rate, burst, now)
+            self._buckets[key] = bucket
+            while len(self._buckets) > lim.max_clients:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        wait = bucket.take(now)
+        if wait > 0:
+            raise ResourceExhausted(
+                f"rate limit for {key}: {bucket.rate:g} requests/s (burst {bucket.burst}); "
+                f"retry in {wait:.2f}s"
+            )
+
+
+class StreamCounter:
+    """Caps concurrent streams per client key."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._open: dict[str, int] = {}
+
+    @contextmanager
+    def opened(self, key: str) -> Iterator[None]:
+        n = self._open.get(key, 0)
+        if n >= self._limit:
+            raise ResourceExhausted(f"{key} already has {n} open streams (the maximum); close some first")
+        self._open[key] = n + 1
+        try:
+            yield
+        finally:
+            left = self._open[key] - 1
+            if left:
+                self._open[key] = left
+            else:
+                del self._open[key]
