@@ -1,0 +1,429 @@
+"""The VM manager: reconciles the controller's VM objects with a hypervisor provider.
+
+Runs inside the controller process when `--provider` is not `none`, but talks
+to the controller only through gRPC (a `Client`), like any other component:
+
+    VM informer ──┐                     ┌─► provider (full/instant clone, pause, snap free, destroy)
+                  ├─► dirty ─► plan() ──┤
+    Node informer ┘   ▲                 └─► VMService.UpdateStatus / Destroy, NodeService.Delete, events
+                      └── resync tick (provider.list(); catches VMs that died on their own)
+
+One loop owns the plan; each action runs as its own task (one in flight per
+VM name), so a slow clone never blocks a destroy of another VM. The first
+plan runs only after both informers have synced, so startup reconciliation
+(orphan VMs destroyed, vanished VMs marked Failed) sees the whole picture.
+
+A snap free is asked for by setting the annotation `cowpod.io/snap-free` on
+the VM (VMService.SnapFree does that); the manager does it and sets
+status.snapped_free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pathlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from cowpod.client import Client
+from cowpod.clock import Clock, RealClock
+from cowpod.errors import CowpodError, FailedPrecondition
+from cowpod.informer import Informer
+from cowpod.v1 import event_pb2, meta_pb2, node_pb2, vm_pb2
+from hypervisor.plan import (
+    CREATING,
+    FAILED,
+    Action,
+    Create,
+    DesiredVM,
+    Destroy,
+    DestroyOrphan,
+    Fail,
+    SetPaused,
+    SnapFree,
+    StatusFields,
+    SyncStatus,
+    plan,
+    target_status,
+)
+from hypervisor.provider import Provider, VMSpecInfo
+
+log = logging.getLogger(__name__)
+
+SNAP_FREE_ANNOTATION = "cowpod.io/snap-free"
+COMPONENT = "vm-manager"
+
+
+# ---- protobuf at the edge -----------------------------------------------------
+
+
+def _ts(t: float | None) -> timestamp_pb2.Timestamp | None:
+    if t is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(t * 1e9))
+    return ts
+
+
+def _from_ts(msg: vm_pb2.VMStatus, field: str) -> float | None:
+    if not msg.HasField(field):
+        return None
+    ts: timestamp_pb2.Timestamp = getattr(msg, field)
+    return float(ts.ToNanoseconds()) / 1e9
+
+
+def desired_of(vm: vm_pb2.VM) -> DesiredVM:
+    s = vm.status
+    ann = vm.metadata.annotations.get(SNAP_FREE_ANNOTATION, "")
+    return DesiredVM(
+        name=vm.metadata.name,
+        spec=VMSpecInfo(
+            name=vm.metadata.name,
+            class_name=vm.spec.class_name,
+            cpu_millis=vm.spec.cpu_millis,
+            memory_bytes=vm.spec.memory_bytes,
+            image=vm.spec.image,
+            parent=vm.spec.parent,
+            node_labels=dict(vm.spec.node_labels),
+            template=vm.spec.template,
+        ),
+        status=StatusFields(
+            phase=s.phase,
+            node_name=s.node_name,
+            ip=s.ip,
+            provider_id=s.provider_id,
+            hostname=s.hostname,
+            machine_id=s.machine_id,
+            clone_kind=s.clone_kind,
+            created_at=_from_ts(s, "created_at"),
+            ready_at=_from_ts(s, "ready_at"),
+            snapped_free=s.snapped_free,
+            children=tuple(s.children),
+            message=s.message,
+        ),
+        deleting=vm.metadata.HasField("deletion_timestamp"),
+        paused=vm.spec.paused,
+        snap_free_requested=ann.lower() not in ("", "false", "0"),
+    )
+
+
+def apply_status(vm: vm_pb2.VM, st: StatusFields) -> vm_pb2.VM:
+    """A copy of `vm` whose status carries `st` (other status fields kept)."""
+    out = vm_pb2.VM()
+    out.CopyFrom(vm)
+    s = out.status
+    s.phase = st.phase
+    s.node_name = st.node_name
+    s.ip = st.ip
+    s.provider_id = st.provider_id
+    s.hostname = st.hostname
+    s.machine_id = st.machine_id
+    s.clone_kind = st.clone_kind
+    s.snapped_free = st.snapped_free
+    s.message = st.message
+    del s.children[:]
+    s.children.extend(st.children)
+    for field, t in (("created_at", st.created_at), ("ready_at", st.ready_at)):
+        ts = _ts(t)
+        if ts is None:
+            s.ClearField(field)
+        else:
+            getattr(s, field).CopyFrom(ts)
+    return out
+
+
+def _node_ready(node: node_pb2.Node) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+
+
+# ---- what the executor needs from the controller --------------------------------
+
+
+class VMApi(Protocol):
+    """The controller calls the executor makes; `GrpcVMApi` is the real one."""
+
+    async def update_status(self, name: str, status: StatusFields) -> None: ...
+
+    async def finalize(self, name: str) -> None:
+        """Remove the VM object for good (VMService.Destroy with grace 0)."""
+
+    async def delete_node(self, name: str) -> None: ...
+
+    async def event(self, vm: str, reason: str, message: str, *, warning: bool = False) -> None: ...
+
+
+def _code(err: grpc.RpcError) -> grpc.StatusCode | None:
+    return err.code() if isinstance(err, grpc.aio.AioRpcError) else None
+
+
+class GrpcVMApi:
+    def __init__(self, client: Client, clock: Clock, latest: Mapping[tuple[str, str], vm_pb2.VM]) -> None:
+        self._c = client
+        self._clock = clock
+        # The VM informer's cache: the freshest copy we have, for CAS writes.
+        self._latest = latest
+        # VM name -> resource_version of our last status write. Until the cache
+        # has caught up with it, planning that VM would act on stale status.
+        self.written: dict[str, int] = {}
+
+    async def update_status(self, name: str, status: StatusFields) -> None:
+        cached = self._latest.get(("", name))
+        for _ in range(5):
+            vm: vm_pb2.VM = (
+                cached if cached is not None
+                else await self._c.call(self._c.vms.Get, meta_pb2.ObjectKey(name=name))
+            )
+            try:
+                out = await self._c.call(self._c.vms.UpdateStatus, apply_status(vm, status))
+                self.written[name] = out.metadata.resource_version
+                return
+            except grpc.RpcError as err:
+                if _code(err) == grpc.StatusCode.NOT_FOUND:
+                    return  # gone meanwhile: nothing to report on
+                if _code(err) != grpc.StatusCode.ABORTED:
+                    raise
+                cached = None  # stale: read again and retry
+        raise FailedPrecondition(f"vm {name!r}: status update kept conflicting")
+
+    async def finalize(self, name: str) -> None:
+        try:
+            await self._c.call(self._c.vms.Destroy, meta_pb2.DeleteOptions(
+                key=meta_pb2.ObjectKey(name=name), grace_period_seconds=0))
+        except grpc.RpcError as err:
+            if _code(err) != grpc.StatusCode.NOT_FOUND:
+                raise
+
+    async def delete_node(self, name: str) -> None:
+        try:
+            await self._c.call(self._c.nodes.Delete, meta_pb2.DeleteOptions(
+                key=meta_pb2.ObjectKey(name=name), grace_period_seconds=0))
+        except grpc.RpcError as err:
+            if _code(err) != grpc.StatusCode.NOT_FOUND:
+                raise
+
+    async def event(self, vm: str, reason: str, message: str, *, warning: bool = False) -> None:
+        now = _ts(self._clock.now())
+        ev = event_pb2.Event(
+            metadata=meta_pb2.ObjectMeta(name=f"{vm}.{uuid.uuid4().hex[:10]}", namespace="default"),
+            involved_object=event_pb2.ObjectReference(kind="VM", name=vm),
+            reason=reason, message=message, type="Warning" if warning else "Normal",
+            source=event_pb2.EventSource(component=COMPONENT),
+            first_timestamp=now, last_timestamp=now, count=1,
+        )
+        try:
+            await self._c.call(self._c.events.Create, ev)
+        except grpc.RpcError as err:  # events are best effort
+            log.warning("event %s for vm %s not recorded: %s", reason, vm, err)
+
+
+# ---- the executor ------------------------------------------------------------
+
+
+@dataclass
+class Executor:
+    """Does one planned action against the provider and the controller."""
+
+    provider: Provider
+    api: VMApi
+    clock: Clock
+
+    async def execute(self, action: Action) -> None:
+        match action:
+            case Create():
+                await self._create(action)
+            case SyncStatus(name=name, status=status):
+                await self.api.update_status(name, status)
+            case SetPaused(name=name, paused=paused):
+                info = await (self.provider.pause(name) if paused else self.provider.resume(name))
+                await self.api.event(name, "Paused" if paused else "Resumed", f"vm {info.name}")
+            case SnapFree(name=name):
+                await self.provider.snap_free(name)
+                await self.api.event(name, "SnappedFree", "no longer depends on its parent")
+            case Destroy(name=name, present=present):
+                if present:
+                    await self.provider.destroy(name)
+                await self.api.delete_node(name)
+                await self.api.finalize(name)
+            case Fail(name=name, message=message, present=present):
+                await self._fail(name, message, present)
+            case DestroyOrphan(name=name):
+                log.info("destroying orphan vm %s (no VM object)", name)
+                await self.provider.destroy(name, cascade=True)
+
+    async def _create(self, a: Create) -> None:
+        requested = StatusFields(phase=CREATING)
+        await self.api.update_status(a.name, requested)
+        try:
+            if a.parent:
+                info = await self.provider.instant_clone(a.parent, a.spec)
+            else:
+                info = await self.provider.full_clone(a.spec)
+        except CowpodError as err:
+            await self.api.update_status(a.name, StatusFields(phase=FAILED, message=str(err)))
+            await self.api.event(a.name, "CreateFailed", str(err), warning=True)
+            return
+        d = DesiredVM(name=a.name, spec=a.spec, status=requested)
+        await self.api.update_status(a.name, target_status(d, info, False, self.clock.now()))
+        kind = "instant clone of " + a.parent if a.parent else "full clone"
+        await self.api.event(a.name, "Created", f"{kind}: {info.provider_id} ip {info.ip}")
+
+    async def _fail(self, name: str, message: str, present: bool) -> None:
+        await self.api.update_status(name, StatusFields(phase=FAILED, message=message))
+        await self.api.event(name, "VMFailed", message, warning=True)
+        await self.api.delete_node(name)
+        if present:
+            # Clean up its pods and the dead VM; a parent whose children still
+            # need it keeps its (stopped) container, its pods are stopped.
+            try:
+                await self.provider.destroy(name)
+            except FailedPrecondition:
+                await self.provider.power_off(name)
+
+
+# ---- the manager ---------------------------------------------------------------
+
+
+class VMManager:
+    """Watches VMs and nodes, plans, executes. `run()` until cancelled."""
+
+    def __init__(
+        self,
+        client: Client,
+        provider_name: str,
+        data_dir: pathlib.Path,
+        clock: Clock | None = None,
+        *,
+        provider: Provider | None = None,
+        cluster_id: str = "",
+        resync_seconds: float = 2.0,
+    ) -> None:
+        self.client = client
+        self.provider_name = provider_name
+        self.data_dir = data_dir
+        self.clock: Clock = clock or RealClock()
+        self.cluster_id = cluster_id
+        self.resync_seconds = resync_seconds
+        self._provider = provider
+        self._dirty = asyncio.Event()
+        self._in_flight: set[str] = set()
+        # VM name -> (failures in a row, monotonic time before which it is not retried).
+        self._backoff: dict[str, tuple[int, float]] = {}
+        self.vms: Informer[vm_pb2.VM] = Informer(
+            client.vms.Watch, handler=self._on_change, clock=self.clock, name="vm-manager/vms"
+        )
+        self.nodes: Informer[node_pb2.Node] = Informer(
+            client.nodes.Watch, handler=self._on_change, clock=self.clock, name="vm-manager/nodes"
+        )
+        # Set after each completed reconcile pass (tests wait on it).
+        self.passes = 0
+        self._written: dict[str, int] = {}
+
+    async def _on_change(self, _type: int, _obj: object) -> None:
+        self._dirty.set()
+
+    @property
+    def provider(self) -> Provider:
+        if self._provider is None:
+            self._provider = make_provider(self.provider_name, self.data_dir, self.cluster_id, self.clock)
+        return self._provider
+
+    def _mine(self, vm: vm_pb2.VM) -> bool:
+        return vm.spec.provider in ("", self.provider_name)
+
+    async def reconcile_once(self) -> list[Action]:
+        """One pass: list the provider, plan, return the actions not already in flight."""
+        actual = await self.provider.list()
+        vms = [v for v in self.vms.cache.values() if self._mine(v)]
+        stale = {v.metadata.name for v in vms if not self._fresh(v)}
+        desired = [desired_of(v) for v in vms]
+        ready = frozenset(n.metadata.name for n in self.nodes.cache.values() if _node_ready(n))
+        now = self.clock.monotonic()
+        return [
+            a for a in plan(desired, actual, ready, self.clock.now())
+            if a.name not in self._in_flight and a.name not in stale
+            and self._backoff.get(a.name, (0, 0.0))[1] <= now
+        ]
+
+    def _fresh(self, vm: vm_pb2.VM) -> bool:
+        return vm.metadata.resource_version >= self._written.get(vm.metadata.name, 0)
+
+    async def run(self) -> None:
+        api = GrpcVMApi(self.client, self.clock, self.vms.cache)
+        self._written = api.written
+        ex = Executor(self.provider, api, self.clock)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.vms.run(), name="vm-manager/vm-informer")
+                tg.create_task(self.nodes.run(), name="vm-manager/node-informer")
+                tg.create_task(self._tick(), name="vm-manager/resync")
+                await self._loop(tg, ex)
+        finally:
+            await self.provider.close()
+
+    async def _tick(self) -> None:
+        while True:
+            await self.clock.sleep(self.resync_seconds)
+            self._dirty.set()
+
+    async def _loop(self, tg: asyncio.TaskGroup, ex: Executor) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if not (self.vms.synced and self.nodes.synced):
+                continue
+            try:
+                actions = await self.reconcile_once()
+            except Exception:
+                log.exception("vm-manager: reconcile pass failed; retrying on the next tick")
+                continue
+            for a in actions:
+                self._in_flight.add(a.name)
+                tg.create_task(self._do(ex, a), name=f"vm-manager/{type(a).__name__}/{a.name}")
+            self.passes += 1
+
+    async def _do(self, ex: Executor, a: Action) -> None:
+        try:
+            await ex.execute(a)
+            self._backoff.pop(a.name, None)
+        except Exception as err:
+            n = self._backoff.get(a.name, (0, 0.0))[0] + 1
+            delay = min(0.5 * 2 ** (n - 1), 30.0)
+            self._backoff[a.name] = (n, self.clock.monotonic() + delay)
+            if isinstance(err, CowpodError | grpc.RpcError):
+                log.warning("vm-manager: %s failed (retry in %.1fs): %s", a, delay, err)
+            else:
+                log.exception("vm-manager: %s failed (retry in %.1fs)", a, delay)
+        finally:
+            self._in_flight.discard(a.name)
+            self._dirty.set()
+
+
+def make_provider(name: str, data_dir: pathlib.Path, cluster_id: str, clock: Clock) -> Provider:
+    """The provider named by `--provider`, configured from the data dir and cluster id."""
+    import os
+
+    cluster = cluster_id or os.environ.get("COWPOD_CLUSTER_ID", "default")
+    if name == "docker":
+        from hypervisor.docker_provider import DockerProvider, DockerProviderConfig
+
+        return DockerProvider(DockerProviderConfig(data_dir=data_dir, cluster_id=cluster))
+    if name == "fake":
+        from hypervisor.fake import FakeProvider
+
+        return FakeProvider(clock)
+    if name == "sim":
+        import importlib
+
+        sim = importlib.import_module("hypervisor.sim")  # written by the simulator's author
+        factory = getattr(sim, "make_provider", None)
+        if factory is None:
+            raise FailedPrecondition("hypervisor.sim has no make_provider(data_dir, cluster_id, clock)")
+        provider: Provider = factory(data_dir=data_dir, cluster_id=cluster, clock=clock)
+        return provider
+    raise FailedPrecondition(f"unknown provider {name!r} (docker, sim)")

@@ -1,0 +1,163 @@
+"""The VM manager's executor against the in-memory provider and a recording API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cowpod.clock import FakeClock
+from cowpod.errors import FailedPrecondition
+from cowpod.v1 import meta_pb2, vm_pb2
+from hypervisor.fake import FakeProvider
+from hypervisor.manager import Executor, apply_status, desired_of
+from hypervisor.plan import (
+    FAILED,
+    RUNNING,
+    Create,
+    Destroy,
+    DestroyOrphan,
+    Fail,
+    SetPaused,
+    SnapFree,
+    StatusFields,
+    SyncStatus,
+    plan,
+)
+from hypervisor.provider import VMSpecInfo, VMState
+
+
+@dataclass
+class RecordingApi:
+    statuses: dict[str, list[StatusFields]] = field(default_factory=dict)
+    finalized: list[str] = field(default_factory=list)
+    nodes_deleted: list[str] = field(default_factory=list)
+    events: list[tuple[str, str, bool]] = field(default_factory=list)
+
+    async def update_status(self, name: str, status: StatusFields) -> None:
+        self.statuses.setdefault(name, []).append(status)
+
+    async def finalize(self, name: str) -> None:
+        self.finalized.append(name)
+
+    async def delete_node(self, name: str) -> None:
+        self.nodes_deleted.append(name)
+
+    async def event(self, vm: str, reason: str, message: str, *, warning: bool = False) -> None:
+        self.events.append((vm, reason, warning))
+
+
+def spec(name: str, parent: str = "") -> VMSpecInfo:
+    return VMSpecInfo(name=name, class_name="small", cpu_millis=500, memory_bytes=256 << 20, parent=parent)
+
+
+def setup() -> tuple[FakeProvider, RecordingApi, Executor]:
+    clock = FakeClock()
+    p = FakeProvider(clock)
+    api = RecordingApi()
+    return p, api, Executor(p, api, clock)
+
+
+async def test_create_full_clone_reports_creating_then_running() -> None:
+    p, api, ex = setup()
+    await ex.execute(Create("a", spec("a")))
+    phases = [s.phase for s in api.statuses["a"]]
+    assert phases == ["Creating", RUNNING]
+    final = api.statuses["a"][-1]
+    info = await p.get("a")
+    assert (final.ip, final.provider_id, final.node_name, final.clone_kind) == (
+        info.ip, info.provider_id, "a", "full")
+    assert final.created_at is not None
+    assert ("a", "Created", False) in api.events
+
+
+async def test_create_instant_clone_records_lineage() -> None:
+    p, api, ex = setup()
+    await ex.execute(Create("p", spec("p")))
+    await ex.execute(Create("c", spec("c", "p"), parent="p"))
+    c = await p.get("c")
+    assert c.parent == "p" and not c.snapped_free
+    assert (await p.get("p")).children == ("c",)
+    assert api.statuses["c"][-1].clone_kind == "instant"
+
+
+async def test_create_failure_marks_the_vm_failed() -> None:
+    p, api, ex = setup()
+    p.fail_next_create = FailedPrecondition("image missing")
+    await ex.execute(Create("a", spec("a")))
+    last = api.statuses["a"][-1]
+    assert last.phase == FAILED and "image missing" in last.message
+    assert ("a", "CreateFailed", True) in api.events
+
+
+async def test_destroy_tears_down_then_finalizes() -> None:
+    p, api, ex = setup()
+    await p.full_clone(spec("a"))
+    p.add_nested("a", "pod-x")
+    await ex.execute(Destroy("a", present=True))
+    assert await p.list() == []
+    assert await p.nested_containers("a") == []
+    assert api.nodes_deleted == ["a"] and api.finalized == ["a"]
+
+
+async def test_fail_cleans_up_a_dead_vm_and_its_node() -> None:
+    p, api, ex = setup()
+    await p.full_clone(spec("a"))
+    p.crash("a")
+    await ex.execute(Fail("a", "exited with code 137", present=True))
+    assert api.statuses["a"][-1].phase == FAILED
+    assert api.nodes_deleted == ["a"]
+    assert await p.list() == []
+
+
+async def test_fail_of_a_parent_with_dependent_children_powers_it_off() -> None:
+    p, _api, ex = setup()
+    await p.full_clone(spec("p"))
+    await p.instant_clone("p", spec("c", "p"))
+    p.crash("p")
+    await ex.execute(Fail("p", "died", present=True))
+    assert (await p.get("p")).state == VMState.STOPPED
+    assert (await p.get("c")).state == VMState.RUNNING
+
+
+async def test_pause_resume_snap_free_orphans() -> None:
+    p, _api, ex = setup()
+    await p.full_clone(spec("p"))
+    await p.instant_clone("p", spec("c", "p"))
+    await ex.execute(SetPaused("p", True))
+    assert (await p.get("p")).state == VMState.PAUSED
+    await ex.execute(SetPaused("p", False))
+    assert (await p.get("p")).state == VMState.RUNNING
+    await ex.execute(SnapFree("c"))
+    assert (await p.get("c")).snapped_free
+    await ex.execute(DestroyOrphan("p"))
+    assert [v.name for v in await p.list()] == ["c"]
+
+
+async def test_sync_status_writes_the_planned_status() -> None:
+    _, api, ex = setup()
+    st = StatusFields(phase=RUNNING, ip="1.2.3.4")
+    await ex.execute(SyncStatus("a", st))
+    assert api.statuses["a"] == [st]
+
+
+async def test_plan_and_execute_converge() -> None:
+    """Repeating plan+execute over the fake reaches a fixed point with no actions left."""
+    p, api, ex = setup()
+    objs = {
+        "p": vm_pb2.VM(metadata=meta_pb2.ObjectMeta(name="p"), spec=vm_pb2.VMSpec(
+            class_name="small", cpu_millis=500, memory_bytes=256 << 20)),
+        "c": vm_pb2.VM(metadata=meta_pb2.ObjectMeta(name="c"), spec=vm_pb2.VMSpec(
+            class_name="small", cpu_millis=500, memory_bytes=256 << 20, parent="p")),
+    }
+    for _ in range(6):
+        actions = plan([desired_of(v) for v in objs.values()], await p.list(), frozenset({"p", "c"}), 5.0)
+        if not actions:
+            break
+        for a in actions:
+            await ex.execute(a)
+            if a.name in api.statuses:
+                objs[a.name] = apply_status(objs[a.name], api.statuses[a.name][-1])
+    else:
+        raise AssertionError(f"did not converge: {actions}")
+    assert objs["c"].status.phase == RUNNING and objs["c"].status.clone_kind == "instant"
+    assert list(objs["p"].status.children) == ["c"]
+    assert objs["p"].status.HasField("ready_at")

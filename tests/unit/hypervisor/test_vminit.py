@@ -1,0 +1,98 @@
+"""The VM init: identity on disk, clone detection, agent supervision."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from hypervisor.vminit import Init, InitConfig, adopt_identity
+
+
+def cfg(
+    root: pathlib.Path, name: str = "vm-a", argv: list[str] | None = None, start: str = "now"
+) -> InitConfig:
+    return InitConfig.from_env({
+        "COWPOD_VM_NAME": name,
+        "COWPOD_MACHINE_ID": "ab" * 16,
+        "COWPOD_AGENT_ARGV": json.dumps(argv if argv is not None else ["true"]),
+        "COWPOD_AGENT_START": start,
+        "COWPOD_STOP_GRACE": "2",
+    }, root=root)
+
+
+def test_from_env_rejects_a_bad_argv(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ValueError, match="COWPOD_AGENT_ARGV"):
+        InitConfig.from_env({"COWPOD_AGENT_ARGV": '"cowpod-agent"'}, root=tmp_path)
+
+
+def test_first_boot_writes_identity(tmp_path: pathlib.Path) -> None:
+    assert adopt_identity(cfg(tmp_path)) is False
+    assert (tmp_path / "etc/machine-id").read_text() == "ab" * 16 + "\n"
+    assert (tmp_path / "var/lib/cowpod/vm-name").read_text() == "vm-a\n"
+    # A reboot of the same VM is not a clone.
+    assert adopt_identity(cfg(tmp_path)) is False
+
+
+def test_cloned_disk_wipes_the_parents_state(tmp_path: pathlib.Path) -> None:
+    adopt_identity(cfg(tmp_path, "parent"))
+    agent_state = tmp_path / "var/lib/cowpod/agent"
+    agent_state.mkdir()
+    (agent_state / "node-identity").write_text("parent")
+    keep = tmp_path / "var/lib/cowpod/cache"
+    keep.mkdir()
+    assert adopt_identity(cfg(tmp_path, "child")) is True
+    assert not agent_state.exists()
+    assert keep.exists()  # warm caches survive the clone
+    assert (tmp_path / "var/lib/cowpod/vm-name").read_text() == "child\n"
+
+
+def test_agent_is_started_restarted_and_waits_in_wait_mode(tmp_path: pathlib.Path) -> None:
+    spawned: list[list[str]] = []
+
+    def recorder(pid: int) -> Callable[[Sequence[str]], int]:
+        def spawn(argv: Sequence[str]) -> int:
+            spawned.append(list(argv))
+            return pid
+        return spawn
+
+    init = Init(cfg(tmp_path, argv=["agent", "--x"]))
+    init.spawn = recorder(4242)  # type: ignore[method-assign]
+    init.maybe_start(0.0)
+    assert spawned == [["agent", "--x"]] and init.agent_pid == 4242
+
+    waiting = Init(cfg(tmp_path, argv=["agent"], start="wait"))
+    waiting.spawn = recorder(7)  # type: ignore[method-assign]
+    waiting.maybe_start(0.0)
+    assert waiting.agent_pid is None
+    waiting.on_signal(signal.SIGUSR1, 1.0)
+    waiting.maybe_start(1.0)
+    assert waiting.agent_pid == 7
+
+
+def test_real_child_is_reaped_and_restarted_with_backoff(tmp_path: pathlib.Path) -> None:
+    init = Init(cfg(tmp_path, argv=[sys.executable, "-c", "pass"]))
+    init.maybe_start(0.0)
+    pid = init.agent_pid
+    assert pid is not None
+    # The init reaps it (not the test): poll as the init's SIGCHLD loop would.
+    deadline = 200
+    while init.agent_pid is not None and deadline:
+        time.sleep(0.02)
+        init.reap(100.0)
+        deadline -= 1
+    assert init.agent_pid is None
+    assert init.next_start == 101.0  # restart after 1 s of back-off
+    init.maybe_start(100.5)
+    assert init.agent_pid is None
+    init.maybe_start(101.0)
+    assert init.agent_pid is not None
+    # Stop it as docker stop would.
+    init.on_signal(signal.SIGTERM, 102.0)
+    init.shutdown()
+    assert init.agent_pid is None
