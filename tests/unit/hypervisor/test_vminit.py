@@ -62,12 +62,12 @@ def test_agent_is_started_restarted_and_waits_in_wait_mode(tmp_path: pathlib.Pat
         return spawn
 
     init = Init(cfg(tmp_path, argv=["agent", "--x"]))
-    init.spawn = recorder(4242)  # type: ignore[method-assign]
+    init.spawn = recorder(4242)  # type: ignore[method-assign,assignment]
     init.maybe_start(0.0)
     assert spawned == [["agent", "--x"]] and init.agent_pid == 4242
 
     waiting = Init(cfg(tmp_path, argv=["agent"], start="wait"))
-    waiting.spawn = recorder(7)  # type: ignore[method-assign]
+    waiting.spawn = recorder(7)  # type: ignore[method-assign,assignment]
     waiting.maybe_start(0.0)
     assert waiting.agent_pid is None
     waiting.on_signal(signal.SIGUSR1, 1.0)
