@@ -221,6 +221,9 @@ class DockerProvider:
         return {"label": [f"{L_MANAGED}=1", f"{L_CLUSTER}={self.cfg.cluster_id}", *labels]}
 
     async def close(self) -> None:
+        closer = getattr(self.warm_start, "close", None)
+        if closer is not None:
+            await closer()
         if self._client is not None:
             await self._run(self._client.close)
             self._client = None

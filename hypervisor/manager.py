@@ -21,6 +21,7 @@ status.snapped_free.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import pathlib
 import uuid
@@ -38,6 +39,7 @@ from cowpod.informer import Informer
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, vm_pb2
 from hypervisor.plan import (
     CREATING,
+    DESTROYING,
     FAILED,
     Action,
     Create,
@@ -245,7 +247,9 @@ class Executor:
             case SnapFree(name=name):
                 await self.provider.snap_free(name)
                 await self.api.event(name, "SnappedFree", "no longer depends on its parent")
-            case Destroy(name=name, present=present):
+            case Destroy(name=name, present=present, status=status):
+                if status is not None:
+                    await self.api.update_status(name, dataclasses.replace(status, phase=DESTROYING))
                 if present:
                     await self.provider.destroy(name)
                 await self.api.delete_node(name)
@@ -302,6 +306,7 @@ class VMManager:
         provider: Provider | None = None,
         cluster_id: str = "",
         resync_seconds: float = 2.0,
+        warm_clones: bool = False,
     ) -> None:
         self.client = client
         self.provider_name = provider_name
@@ -309,6 +314,7 @@ class VMManager:
         self.clock: Clock = clock or RealClock()
         self.cluster_id = cluster_id
         self.resync_seconds = resync_seconds
+        self.warm_clones = warm_clones
         self._provider = provider
         self._dirty = asyncio.Event()
         self._in_flight: set[str] = set()
@@ -330,7 +336,8 @@ class VMManager:
     @property
     def provider(self) -> Provider:
         if self._provider is None:
-            self._provider = make_provider(self.provider_name, self.data_dir, self.cluster_id, self.clock)
+            self._provider = make_provider(self.provider_name, self.data_dir, self.cluster_id, self.clock,
+                                           warm_clones=self.warm_clones)
         return self._provider
 
     def _mine(self, vm: vm_pb2.VM) -> bool:
@@ -404,15 +411,27 @@ class VMManager:
             self._dirty.set()
 
 
-def make_provider(name: str, data_dir: pathlib.Path, cluster_id: str, clock: Clock) -> Provider:
-    """The provider named by `--provider`, configured from the data dir and cluster id."""
+def make_provider(
+    name: str, data_dir: pathlib.Path, cluster_id: str, clock: Clock, *, warm_clones: bool = False
+) -> Provider:
+    """The provider named by `--provider`, configured from the data dir and cluster id.
+
+    `warm_clones` gives the docker provider the zygote warm-start hook: instant
+    clones get an agent forked from a warm process instead of a cold one."""
     import os
 
     cluster = cluster_id or os.environ.get("COWPOD_CLUSTER_ID", "default")
     if name == "docker":
         from hypervisor.docker_provider import DockerProvider, DockerProviderConfig
 
-        return DockerProvider(DockerProviderConfig(data_dir=data_dir, cluster_id=cluster))
+        cfg = DockerProviderConfig(data_dir=data_dir, cluster_id=cluster)
+        if not warm_clones:
+            return DockerProvider(cfg)
+        from hypervisor.zygote_warm import ZygoteWarmStarter
+
+        warm = ZygoteWarmStarter(ZygoteWarmStarter.default_socket_dir(data_dir),
+                                 container_prefix=cfg.container_prefix)
+        return DockerProvider(cfg, warm_start=warm)
     if name == "fake":
         from hypervisor.fake import FakeProvider
 

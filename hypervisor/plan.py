@@ -25,7 +25,6 @@ Rules, per VM name:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -111,6 +110,8 @@ class Destroy:
     name: str
     # False when the provider no longer has the VM: only node and object remain.
     present: bool
+    # The stored status, to report phase Destroying while it happens (None: don't).
+    status: StatusFields | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,9 @@ def target_status(d: DesiredVM, a: VMInfo, node_ready: bool, now: float) -> Stat
         created_at=d.status.created_at if d.status.created_at is not None else a.created_at,
         ready_at=ready_at,
         snapped_free=a.snapped_free,
-        children=tuple(sorted(a.children)),
+        # Lineage in the object is the controller's record (it keeps it across
+        # UpdateStatus); the provider's view is not written over it.
+        children=d.status.children,
         message=a.message if a.state in (VMState.FAILED, VMState.STOPPED) else "",
     )
 
@@ -166,7 +169,8 @@ def _plan_one(
             dependants = [k for k in a.children if k in actual and not actual[k].snapped_free]
             if dependants:
                 return []  # children first
-        return [Destroy(d.name, present=a is not None)]
+        report = d.status if d.status.phase != DESTROYING else None
+        return [Destroy(d.name, present=a is not None, status=report)]
     if a is None:
         phase = d.status.phase
         if phase in ("", PENDING, CREATING):
@@ -197,7 +201,7 @@ def _plan_one(
     if d.snap_free_requested and not a.snapped_free:
         out.append(SnapFree(d.name))
     target = target_status(d, a, d.name in ready_nodes, now)
-    if target != dataclasses.replace(d.status, children=tuple(sorted(d.status.children))):
+    if target != d.status:
         out.append(SyncStatus(d.name, target))
     return out
 

@@ -8,6 +8,7 @@ import pytest
 
 from hypervisor.plan import (
     CREATING,
+    DESTROYING,
     FAILED,
     PENDING,
     RUNNING,
@@ -94,16 +95,17 @@ CASES: list[tuple[str, list[DesiredVM], list[VMInfo], frozenset[str], list[Actio
     ("snap free already done", [synced(want("c", snap_free_requested=True), have("c"))], [have("c")],
      frozenset(), []),
     ("deleting vm is destroyed", [want("a", RUNNING, deleting=True)], [have("a")], frozenset(),
-     [Destroy("a", present=True)]),
-    ("deleting vm already gone is finalized", [want("a", RUNNING, deleting=True)], [], frozenset(),
+     [Destroy("a", present=True, status=StatusFields(phase=RUNNING))]),
+    ("deleting vm already gone is finalized", [want("a", DESTROYING, deleting=True)], [], frozenset(),
      [Destroy("a", present=False)]),
     ("parent waits for its unsnapped children",
      [want("p", RUNNING, deleting=True), want("c", RUNNING, deleting=True)],
      [have("p", children=("c",)), have("c", clone_kind=CloneKind.INSTANT, parent="p", snapped_free=False)],
-     frozenset(), [Destroy("c", present=True)]),
+     frozenset(), [Destroy("c", present=True, status=StatusFields(phase=RUNNING))]),
     ("parent with snapped-free children goes at once",
      [want("p", RUNNING, deleting=True), synced(want("c"), have("c", parent="p"))],
-     [have("p", children=("c",)), have("c", parent="p")], frozenset(), [Destroy("p", present=True)]),
+     [have("p", children=("c",)), have("c", parent="p")], frozenset(),
+     [Destroy("p", present=True, status=StatusFields(phase=RUNNING))]),
     ("provider vm without an object is an orphan", [], [have("x")], frozenset(), [DestroyOrphan("x")]),
 ]
 
@@ -128,5 +130,5 @@ def test_target_status_carries_the_provider_identity() -> None:
     assert (st.phase, st.ip, st.provider_id, st.node_name, st.hostname, st.machine_id) == (
         RUNNING, "10.0.0.2", "fake://a", "a", "a", "m-a")
     assert st.clone_kind == "instant" and st.snapped_free is False
-    assert st.children == ("k1", "k2")
+    assert st.children == ()  # lineage in the object is the controller's record
     assert st.created_at == NOW - 10 and st.ready_at == NOW
