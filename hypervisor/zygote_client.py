@@ -134,6 +134,20 @@ def config_to_argv(config: ZygoteConfig) -> list[str]:
     return argv
 
 
+def minimal_env(source: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The zygote's environment: just enough to run Python.
+
+    Every clone's /proc/PID/environ shows the environment the zygote was
+    exec'd with (a clone's own os.environ is the container's), and clones
+    live inside VMs: the controller's variables must not show up there.
+    """
+    src = os.environ if source is None else source
+    keep = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "TZ")
+    env = {k: src[k] for k in keep if k in src}
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return env
+
+
 class ZygoteProcess:
     """Runs `python -m hypervisor.zygote` as a child process and waits until it serves.
 
@@ -154,7 +168,7 @@ class ZygoteProcess:
         self.config = config
         self._python = python
         self._stderr_path = stderr_path
-        self._env = dict(env) if env is not None else None
+        self._env = dict(env) if env is not None else minimal_env()
         self._cwd = cwd
         self._start_timeout = start_timeout
         self._proc: asyncio.subprocess.Process | None = None
@@ -165,6 +179,10 @@ class ZygoteProcess:
         if self._proc is None:
             raise RuntimeError("zygote not started")
         return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
 
     async def start(self) -> ZygoteClient:
         stderr: Any = asyncio.subprocess.DEVNULL

@@ -42,6 +42,7 @@ def report() -> dict[str, Any]:
         "root_mount": _root_mount_line(),
         "root_entries": sorted(os.listdir("/")),
         "cwd": os.getcwd(),
+        "env": dict(os.environ),
     }
 
 

@@ -12,7 +12,7 @@ import http.client
 import json
 import socket
 import urllib.parse
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class TargetNotFound(LookupError):
@@ -44,6 +44,20 @@ class DockerSocketResolver:
         self._timeout = timeout
 
     def init_pid(self, container: str) -> int:
+        state = self.inspect(container).get("State", {})
+        pid = int(state.get("Pid") or 0)
+        if not state.get("Running") or pid <= 0:
+            raise TargetNotFound(
+                f"target.container: container {container!r} is not running (status {state.get('Status')!r})"
+            )
+        return pid
+
+    def labels(self, container: str) -> dict[str, str]:
+        labels = self.inspect(container).get("Config", {}).get("Labels") or {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+    def inspect(self, container: str) -> dict[str, Any]:
+        """`docker inspect` of one container; TargetNotFound when there is none."""
         conn = _UnixHTTPConnection(self._socket_path, self._timeout)
         try:
             conn.request("GET", f"/containers/{urllib.parse.quote(container, safe='')}/json")
@@ -57,10 +71,7 @@ class DockerSocketResolver:
             raise TargetNotFound(f"target.container: no such container {container!r}")
         if resp.status != 200:
             raise OSError(f"docker engine: inspect {container!r} answered HTTP {resp.status}: {body[:200]!r}")
-        state = json.loads(body).get("State", {})
-        pid = int(state.get("Pid") or 0)
-        if not state.get("Running") or pid <= 0:
-            raise TargetNotFound(
-                f"target.container: container {container!r} is not running (status {state.get('Status')!r})"
-            )
-        return pid
+        obj = json.loads(body)
+        if not isinstance(obj, dict):
+            raise OSError(f"docker engine: inspect {container!r}: unexpected answer")
+        return obj

@@ -30,6 +30,7 @@ from hypervisor import nsenter
 from hypervisor.zygote import ZygoteConfig
 from hypervisor.zygote_client import ZygoteClient, ZygoteProcess
 from hypervisor.zygote_protocol import ChildStatus
+from hypervisor.zygote_warm import ZygoteWarmStarter
 
 pytestmark = pytest.mark.e2e
 
@@ -81,11 +82,11 @@ def containers(dock: docker.DockerClient, busybox: str) -> Iterator[Callable[...
     """Start labelled busybox containers (`sleep`); all are removed at teardown, clones with them."""
     made: list[Container] = []
 
-    def start(memory: str = "64m") -> Container:
+    def start(memory: str = "64m", labels: dict[str, str] | None = None) -> Container:
         name = f"cowpod-zyg-{uuid.uuid4().hex[:8]}"
         c: Container = dock.containers.run(
             busybox, ["sleep", "3600"], detach=True, name=name, hostname=name,
-            labels=TEST_LABELS, mem_limit=memory, memswap_limit=memory,
+            labels={**TEST_LABELS, **(labels or {})}, mem_limit=memory, memswap_limit=memory,
         )
         made.append(c)
         c.reload()
@@ -275,3 +276,31 @@ async def test_zygote_charged_to_its_parent_leaves_with_it(
         assert clone.pid in top_pids(child)
     finally:
         await zp.stop()
+
+
+async def test_warm_starter_forks_into_an_instant_clone_child_from_its_parents_zygote(
+    tmp_path: pathlib.Path, containers: Callable[..., Container]
+) -> None:
+    """What DockerProvider.instant_clone does with `warm_start=ZygoteWarmStarter(...)`."""
+    parent = containers(memory="256m")
+    child = containers(labels={"cowpod.parent": parent.name.removeprefix("cowpod-zyg-")})
+    starter = ZygoteWarmStarter(
+        tmp_path / "zygotes", container_prefix="cowpod-zyg-", preload=PRELOAD, entrypoint=PROBE, sys_path=None
+    )
+    try:
+        await starter(child.name, ["cowpod-agent", "--out", "/warm.json"], {"COWPOD_VM_NAME": "child"})
+        report = await wait_for(lambda: probe_report(child, "/warm.json"), "warm probe report")
+        assert starter.last_clone is not None and report["pid"] == starter.last_clone.ns_pid
+        assert report["hostname"] == child.name
+        zp = await starter.prepare(parent.name)  # the same zygote, already running
+        assert zp.pid in top_pids(parent)
+        assert (await zp.client.ping())["children"] == [starter.last_clone.pid]
+        # The container's environment plus the provider's, nothing of the host's.
+        assert report["env"]["COWPOD_VM_NAME"] == "child"
+        assert report["env"]["HOSTNAME"] == child.name
+        assert "PYTEST_CURRENT_TEST" not in report["env"]
+        # Even the frozen copy the kernel shows in /proc/PID/environ is the zygote's clean one.
+        environ = await asyncio.to_thread(pathlib.Path(f"/proc/{starter.last_clone.pid}/environ").read_bytes)
+        assert b"PYTEST_CURRENT_TEST" not in environ
+    finally:
+        await starter.close()
