@@ -1,0 +1,22 @@
+"""Score: Prefer the emptiest nodes (spreads load; the default).
+
+Uses the pods' non-zero requests (100m CPU / 200Mi when a pod asks for
+nothing), so that pods without requests still count."""
+
+from __future__ import annotations
+
+from scheduler.framework.cache import Cache, FloatArray, IntArray, NodeView
+from scheduler.framework.cycle_state import CycleState
+from scheduler.framework.interfaces import ScorePlugin
+from scheduler.framework.types import PodInfo
+from scheduler.plugins._allocation import least_allocated, node_columns, rows_columns
+
+
+class NodeResourcesLeastAllocated(ScorePlugin):
+    name = "NodeResourcesLeastAllocated"
+
+    def score(self, state: CycleState, pod: PodInfo, node: NodeView) -> float:
+        return float(least_allocated(node_columns(pod, node))[0])
+
+    def score_batch(self, state: CycleState, pod: PodInfo, cache: Cache, rows: IntArray) -> FloatArray:
+        return least_allocated(rows_columns(pod, cache, rows))

@@ -1,0 +1,311 @@
+"""The scheduler process's core: informer events in, bindings out.
+
+    pod informer ──pending──► SchedulingQueue ──pop_many──► Framework.schedule ──► assume in Cache
+    (unbound)                      ▲  ▲                          │ no node                │
+                                   │  └── cluster events ──┐     ▼                         ▼
+    pod informer ──bound──► Cache ─┘                       │  unschedulable set +   bind queue ──► binder
+    node informer ────────► Cache ─────────────────────────┘  condition + event       (BindBatch, N in flight)
+                                                                                       │ failed: forget,
+                                                                                       ▼ back-off
+One cycle decides a batch of pods synchronously (each assumed before the
+next is decided, so they never share capacity), hands the batch to a bind
+worker and goes on deciding while bindings are in flight. A failed binding
+is forgotten in the cache and its pod retried after back-off; a stale one
+(pod changed or already bound) is dropped if the watch says so.
+
+Status writes for pods that fit nowhere (condition PodScheduled=False and a
+FailedScheduling event) go through a small coalescing writer: only the
+latest message per pod, only when it changed, never on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cowpod.client import Client
+from cowpod.clock import Clock
+from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2
+from scheduler.config import Profile, SchedulerConfig
+from scheduler.convert import node_info, pod_info
+from scheduler.framework.cache import Cache
+from scheduler.framework.events import Action, ClusterEvent, Resource
+from scheduler.framework.interfaces import BindOutcome, Plan
+from scheduler.framework.queue import QueuedPod, SchedulingQueue
+from scheduler.framework.runtime import Framework
+from scheduler.framework.types import PodInfo, PodUID
+from scheduler.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCHEDULER_NAMES = frozenset({"", "default-scheduler"})
+COMPONENT = "default-scheduler"
+
+
+@dataclass
+class _Pending:
+    qp: QueuedPod
+    node: str
+
+
+def _now_ts(t: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(t * 1e9))
+    return ts
+
+
+class Scheduler:
+    def __init__(
+        self,
+        cfg: SchedulerConfig,
+        profile: Profile,
+        *,
+        client: Client | None,
+        clock: Clock,
+        metrics: Metrics | None = None,
+        framework: Framework | None = None,
+        is_leader: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.cfg = cfg
+        self.profile = profile
+        self._client = client
+        self._clock = clock
+        self.metrics = metrics or Metrics()
+        self._is_leader = is_leader
+        self.cache = Cache()
+        self.framework = framework or Framework(
+            profile.filters, profile.scores, percentage_of_nodes_to_score=cfg.percentage_of_nodes_to_score
+        )
+        events = {f.name: f.events() for f in profile.filters}
+        self.queue = SchedulingQueue(
+            profile.queue_sort,
+            clock,
+            events_by_plugin=events,
+            initial_backoff=cfg.initial_backoff_s,
+            max_backoff=cfg.max_backoff_s,
+            max_unschedulable_s=cfg.max_unschedulable_s,
+        )
+        self._names = (
+            DEFAULT_SCHEDULER_NAMES if cfg.scheduler_name == COMPONENT else frozenset({cfg.scheduler_name})
+        )
+        # Latest proto of every pending pod, for status writes and bind retries.
+        self._pending_protos: dict[PodUID, pod_pb2.Pod] = {}
+        self._binding: dict[PodUID, _Pending] = {}
+        self._bind_q: asyncio.Queue[list[Plan]] = asyncio.Queue(maxsize=max(1, cfg.max_binds_in_flight))
+        self._status_dirty: dict[PodUID, str] = {}
+        self._status_written: dict[PodUID, str] = {}
+        self._status_wake = asyncio.Event()
+        self.scheduled = 0
+
+    # ---- informer handlers -------------------------------------------------------
+
+    async def on_node(self, type_: int, node: node_pb2.Node) -> None:
+        self.handle_node(type_, node)
+
+    def handle_node(self, type_: int, node: node_pb2.Node) -> None:
+        if type_ == meta_pb2.DELETED:
+            if self.cache.remove_node(node.metadata.name):
+                self.queue.on_event(ClusterEvent(Resource.NODE, Action.DELETE))
+        else:
+            change = self.cache.set_node(node_info(node))
+            if change:
+                self.queue.on_event(ClusterEvent(Resource.NODE, change))
+        self.metrics.nodes.set(self.cache.n)
+
+    async def on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
+        self.handle_pod(type_, pod)
+
+    def handle_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
+        uid = PodUID(pod.metadata.uid)
+        if type_ == meta_pb2.DELETED:
+            self._pending_protos.pop(uid, None)
+            self._status_dirty.pop(uid, None)
+            self._status_written.pop(uid, None)
+            self.queue.delete(uid)
+            if self.cache.remove_pod(uid):
+                self.queue.on_event(ClusterEvent(Resource.POD, Action.DELETE))
+            return
+        if pod.spec.node_name:
+            self._pending_protos.pop(uid, None)
+            self._status_dirty.pop(uid, None)
+            self._status_written.pop(uid, None)
+            self.queue.delete(uid)
+            info = pod_info(pod)
+            known = self.cache.pod(uid) is not None and not self.cache.is_assumed(uid)
+            self.cache.set_pod(info)
+            if info.terminal:
+                self.queue.on_event(ClusterEvent(Resource.POD, Action.DELETE))
+            elif not known:
+                self.queue.on_event(ClusterEvent(Resource.POD, Action.ADD))
+            return
+        if pod.spec.scheduler_name not in self._names or pod.metadata.HasField("deletion_timestamp"):
+            return
+        if pod.status.phase in ("Succeeded", "Failed"):
+            return
+        self._pending_protos[uid] = pod
+        if self.cache.is_assumed(uid):
+            return  # we placed it; the bound version is on its way
+        self.queue.add(pod_info(pod))
+
+    # ---- scheduling --------------------------------------------------------------
+
+    def schedule_batch(self, batch: list[QueuedPod]) -> list[Plan]:
+        """Decide every pod of `batch` (synchronously) and return the placements."""
+        plans: list[Plan] = []
+        m = self.metrics
+        for qp in batch:
+            pod = qp.pod
+            if self.cache.pod(pod.uid) is not None:
+                self.queue.done(pod.uid)
+                continue
+            t0 = time.perf_counter()
+            res = self.framework.schedule(pod, self.cache)
+            m.algorithm.observe(time.perf_counter() - t0)
+            if res.node is not None:
+                self.cache.assume(pod, res.node)
+                self.queue.done(pod.uid)
+                self._binding[pod.uid] = _Pending(qp, res.node)
+                plans.append(Plan(pod, res.node))
+                m.attempts.labels("scheduled").inc()
+            else:
+                assert res.diagnosis is not None
+                self.queue.unschedulable(qp, res.diagnosis.rejectors)
+                m.attempts.labels("unschedulable").inc()
+                self._report_unschedulable(pod, res.diagnosis.message())
+        self._update_depth()
+        return plans
+
+    def _update_depth(self) -> None:
+        for k, v in self.queue.depth().items():
+            self.metrics.pending.labels(k).set(v)
+
+    async def run_scheduling(self) -> None:
+        while True:
+            batch = await self.queue.pop_many(self.cfg.batch_size)
+            plans = self.schedule_batch(batch)
+            if plans:
+                await self._bind_q.put(plans)
+            # Let informer events and bind results in between batches.
+            await asyncio.sleep(0)
+
+    async def run_binder(self) -> None:
+        binder = self.profile.binder
+        if binder is None:
+            raise RuntimeError("no bind plugin configured")
+        while True:
+            plans = await self._bind_q.get()
+            if not self._is_leader():
+                outcomes = [BindOutcome(p, False, "NOT_LEADER", "lost leadership") for p in plans]
+            else:
+                outcomes = await binder.bind(plans)
+            self.finish_binds(outcomes)
+
+    def finish_binds(self, outcomes: list[BindOutcome]) -> None:
+        now = self._clock.monotonic()
+        freed = False
+        for o in outcomes:
+            uid = o.plan.pod.uid
+            pending = self._binding.pop(uid, None)
+            if o.ok:
+                self.scheduled += 1
+                self.metrics.binds.labels("ok").inc()
+                if pending is not None:
+                    self.metrics.e2e.observe(max(0.0, now - pending.qp.enqueued))
+                continue
+            self.metrics.binds.labels("failed").inc()
+            self.cache.forget(uid)
+            freed = True
+            proto = self._pending_protos.get(uid)
+            log.info(
+                "bind %s/%s -> %s failed: %s %s",
+                o.plan.pod.namespace,
+                o.plan.pod.name,
+                o.plan.node,
+                o.code,
+                o.message,
+            )
+            if proto is None or pending is None:
+                continue  # deleted or bound by someone else meanwhile: nothing to retry
+            qp = pending.qp
+            qp.pod = pod_info(proto)
+            self.queue.error(qp)
+        if freed:
+            self.queue.on_event(ClusterEvent(Resource.POD, Action.DELETE))
+
+    # ---- unschedulable reporting -------------------------------------------------
+
+    def _report_unschedulable(self, pod: PodInfo, message: str) -> None:
+        if self._status_written.get(pod.uid) == message:
+            return
+        self._status_dirty[pod.uid] = message
+        self._status_wake.set()
+
+    async def run_status_writer(self, concurrency: int = 8) -> None:
+        sem = asyncio.Semaphore(concurrency)
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                await self._status_wake.wait()
+                self._status_wake.clear()
+                while self._status_dirty:
+                    uid, message = next(iter(self._status_dirty.items()))
+                    del self._status_dirty[uid]
+                    proto = self._pending_protos.get(uid)
+                    if proto is None:
+                        continue
+                    await sem.acquire()
+                    tg.create_task(self._write_status(proto, message, sem), name=f"status-{uid}")
+
+    async def _write_status(self, proto: pod_pb2.Pod, message: str, sem: asyncio.Semaphore) -> None:
+        try:
+            await self.write_unschedulable(proto, message)
+            self._status_written[PodUID(proto.metadata.uid)] = message
+        except grpc.aio.AioRpcError as err:
+            log.info("status for %s/%s: %s", proto.metadata.namespace, proto.metadata.name, err.details())
+        finally:
+            sem.release()
+
+    async def write_unschedulable(self, proto: pod_pb2.Pod, message: str) -> None:
+        """PodScheduled=False/Unschedulable on the pod, and a FailedScheduling event."""
+        if self._client is None:
+            return
+        now = _now_ts(self._clock.now())
+        update = pod_pb2.Pod()
+        update.metadata.CopyFrom(proto.metadata)
+        update.status.CopyFrom(proto.status)
+        if not update.status.phase:
+            update.status.phase = "Pending"
+        conds = [c for c in update.status.conditions if c.type != "PodScheduled"]
+        old = next((c for c in proto.status.conditions if c.type == "PodScheduled"), None)
+        cond = meta_pb2.Condition(
+            type="PodScheduled", status="False", reason="Unschedulable", message=message, last_probe_time=now
+        )
+        if old is not None and old.status == "False":
+            cond.last_transition_time.CopyFrom(old.last_transition_time)
+        else:
+            cond.last_transition_time.CopyFrom(now)
+        del update.status.conditions[:]
+        update.status.conditions.extend([*conds, cond])
+        await self._client.call(self._client.pods.UpdateStatus, update, timeout=10.0)
+        m = proto.metadata
+        event = event_pb2.Event(
+            api_version="v1",
+            kind="Event",
+            metadata=meta_pb2.ObjectMeta(namespace=m.namespace or "default", generate_name=f"{m.name}."),
+            involved_object=event_pb2.ObjectReference(
+                kind="Pod", namespace=m.namespace, name=m.name, uid=m.uid
+            ),
+            reason="FailedScheduling",
+            message=message,
+            type="Warning",
+            source=event_pb2.EventSource(component=COMPONENT),
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        await self._client.call(self._client.events.Create, event, timeout=10.0)
