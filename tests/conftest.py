@@ -7,11 +7,16 @@ import os
 import pathlib
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cowpod.local.etcd import EtcdMember
+
+if TYPE_CHECKING:
+    from controller.testing import ControllerRunner
+    from cowpod.client import Client
 
 
 def _require(binary: str, hint: str) -> None:
@@ -45,3 +50,30 @@ def data_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     d = tmp_path / "cowpod"
     d.mkdir()
     return d
+
+
+# --- controller (owned by the controller engineer; see controller/testing.py) ---------------------
+
+
+@pytest.fixture
+async def controller(etcd: EtcdMember, etcd_prefix: str) -> AsyncIterator[ControllerRunner]:
+    """A controller running in this test's event loop on an ephemeral loopback port, against
+    the session etcd under this test's prefix. `.address`, `.stop()`, `.start()`, `.restart()`
+    (same port, state kept), `.controller` (the live Controller, e.g. for its store)."""
+    from controller.testing import ControllerRunner
+
+    runner = ControllerRunner(etcd.endpoint, etcd_prefix)
+    await runner.start()
+    try:
+        yield runner
+    finally:
+        await runner.stop()
+
+
+@pytest.fixture
+async def client(controller: ControllerRunner) -> AsyncIterator[Client]:
+    """A `cowpod.client.Client` connected to the `controller` fixture."""
+    from cowpod.client import Client
+
+    async with Client(controller.address) as c:
+        yield c

@@ -1,0 +1,82 @@
+"""Logs and exec reach a pod's agent through the controller: pod -> node ->
+node.status.daemonEndpoint -> AgentService. A CLI user never needs a VM's address.
+
+Channels are cached per endpoint; the agent's own status codes pass through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from controller.resource import Resource
+from cowpod.errors import CowpodError, FailedPrecondition, NotFound, Unavailable
+from cowpod.v1 import agent_pb2_grpc, node_pb2, pod_pb2
+
+
+class AgentError(CowpodError):
+    """An error the agent answered with, passed through with its own code."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AgentProxy:
+    def __init__(self, pods: Resource[pod_pb2.Pod], nodes: Resource[node_pb2.Node],
+                 *, connect_timeout: float = 5.0) -> None:
+        self.pods = pods
+        self.nodes = nodes
+        self.connect_timeout = connect_timeout
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def _stub(self, namespace: str, name: str) -> tuple[agent_pb2_grpc.AgentServiceStub, str]:
+        pod = await self.pods.get(namespace, name)
+        node_name = pod.spec.node_name
+        q = f"{pod.metadata.namespace}/{name}"
+        if not node_name:
+            raise FailedPrecondition(f'pods "{q}" is not bound to a node yet; nothing runs it')
+        try:
+            node = await self.nodes.get("", node_name)
+        except NotFound:
+            raise NotFound(f'pods "{q}": its node "{node_name}" no longer exists') from None
+        endpoint = node.status.daemon_endpoint
+        if not endpoint:
+            raise Unavailable(f'node "{node_name}" has not advertised an agent endpoint '
+                              "(status.daemonEndpoint is empty)")
+        ch = self._channels.get(endpoint)
+        if ch is None:
+            ch = grpc.aio.insecure_channel(endpoint)
+            self._channels[endpoint] = ch
+        return agent_pb2_grpc.AgentServiceStub(ch), f'agent of node "{node_name}" at {endpoint}'
+
+    @staticmethod
+    def _translate(err: grpc.aio.AioRpcError, where: str) -> CowpodError:
+        code = err.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return Unavailable(f"{where} unreachable: {err.details()}")
+        return AgentError(code, err.details() or code.name)
+
+    async def logs(self, req: pod_pb2.LogsRequest) -> AsyncIterator[pod_pb2.LogChunk]:
+        stub, where = await self._stub(req.pod.namespace, req.pod.name)
+        try:
+            async for chunk in stub.Logs(req, wait_for_ready=False):
+                yield chunk
+        except grpc.aio.AioRpcError as err:
+            raise self._translate(err, where) from None
+
+    async def exec(self, req: pod_pb2.ExecRequest, timeout: float | None) -> pod_pb2.ExecResponse:
+        stub, where = await self._stub(req.pod.namespace, req.pod.name)
+        try:
+            resp: pod_pb2.ExecResponse = await stub.Exec(req, timeout=timeout, wait_for_ready=False)
+            return resp
+        except grpc.aio.AioRpcError as err:
+            raise self._translate(err, where) from None
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+        self._channels.clear()
+
+

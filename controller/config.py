@@ -1,0 +1,26 @@
+"""Controller configuration: one object, built from flags or by tests, passed down."""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ControllerConfig:
+    listen: str = "127.0.0.1:7070"
+    listen_unix: str = ""
+    etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
+    etcd_prefix: str = "/cowpod"
+    etcd_timeout: float = 5.0
+    provider: str = "none"  # none | docker | sim
+    data_dir: pathlib.Path | None = None
+    metrics_listen: str = ""  # host:port; empty = no metrics endpoint
+    log_level: str = "info"
+    node_monitor_grace: float = 40.0
+    node_monitor_period: float = 5.0
+    node_lease_seconds: int = 40
+    health_period: float = 2.0
+    watch_queue_size: int = 50_000
+    watch_buffer_size: int = 100_000
+    shutdown_grace: float = 2.0

@@ -1,0 +1,97 @@
+"""`cowpod-controller`: the API server. Flags are the process contract in the brief."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import pathlib
+import signal
+import sys
+import time
+
+from controller.config import ControllerConfig
+from controller.server import ConfigError, Controller
+
+
+class LogfmtFormatter(logging.Formatter):
+    """`ts=... level=info logger=controller.nodes msg="node n1 registered"`: greppable, parseable."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        msg = record.getMessage().replace("\\", "\\\\").replace('"', '\\"')
+        line = f'ts={ts} level={record.levelname.lower()} logger={record.name} msg="{msg}"'
+        if record.exc_info:
+            exc = self.formatException(record.exc_info).replace("\n", "\\n").replace('"', '\\"')
+            line += f' exc="{exc}"'
+        return line
+
+
+def parse_args(argv: list[str] | None = None) -> ControllerConfig:
+    p = argparse.ArgumentParser(prog="cowpod-controller",
+                                description="cowpod API server (gRPC, state in etcd)")
+    p.add_argument("--listen", default="127.0.0.1:7070", help="TCP address to serve gRPC on (host:port)")
+    p.add_argument("--listen-unix", default="", metavar="PATH", help="also serve on this unix socket")
+    p.add_argument("--etcd", default="127.0.0.1:2379", help="etcd endpoints, HOST:PORT[,HOST:PORT]")
+    p.add_argument("--etcd-prefix", default="/cowpod", help="key prefix for everything cowpod stores")
+    p.add_argument("--etcd-timeout", type=float, default=5.0, help="deadline for each etcd request (s)")
+    p.add_argument("--provider", default="none", choices=["none", "docker", "sim"],
+                   help="run the VM manager in-process with this hypervisor provider")
+    p.add_argument("--data-dir", type=pathlib.Path, default=None, help="the VM manager's data directory")
+    p.add_argument("--metrics-listen", default="", metavar="HOST:PORT", help="serve Prometheus /metrics here")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--node-monitor-grace", type=float, default=40.0,
+                   help="seconds without a heartbeat before a node is marked Ready=Unknown and tainted")
+    p.add_argument("--node-monitor-period", type=float, default=5.0, help="node lifecycle pass interval (s)")
+    p.add_argument("--node-lease-seconds", type=int, default=40, help="lease duration given to agents")
+    a = p.parse_args(argv)
+    return ControllerConfig(
+        listen=a.listen,
+        listen_unix=a.listen_unix,
+        etcd=[e for e in a.etcd.split(",") if e.strip()],
+        etcd_prefix=a.etcd_prefix,
+        etcd_timeout=a.etcd_timeout,
+        provider=a.provider,
+        data_dir=a.data_dir,
+        metrics_listen=a.metrics_listen,
+        log_level=a.log_level,
+        node_monitor_grace=a.node_monitor_grace,
+        node_monitor_period=a.node_monitor_period,
+        node_lease_seconds=a.node_lease_seconds,
+    )
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("grpc").setLevel(logging.WARNING)
+
+
+async def _serve(config: ControllerConfig) -> None:
+    controller = Controller(config)
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await controller.run()
+    except asyncio.CancelledError:
+        logging.getLogger("controller").info("shutting down on signal")
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    setup_logging(config.log_level)
+    try:
+        asyncio.run(_serve(config))
+    except ConfigError as err:
+        logging.getLogger("controller").error("%s", err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Node lifecycle: notice nodes whose agent stopped heartbeating, and their return.
+
+    every `period`:  list nodes + node leases ──► plan(nodes, leases, now, grace) ──► execute(actions)
+
+A node whose lease (`cowpod-node-lease/<node>`) was last renewed more than
+`grace` seconds ago (default 40, `--node-monitor-grace`) gets condition
+Ready=Unknown and the taint `node.kubernetes.io/unreachable:NoExecute`; the
+scheduler stops placing pods there. When the lease is renewed again the taint is
+removed and Ready=Unknown becomes Ready=True (a Ready=False the agent reported
+itself is left alone).
+
+Renew times are written by this controller's clock, so agents' clocks never
+matter. After a controller start we wait one grace period before judging, so
+agents that could not heartbeat while we were down are not all marked lost.
+
+Seam for eviction (a later issue): pods on a node tainted NoExecute that do
+not tolerate the taint should be deleted after their tolerationSeconds. That
+will be a second pure planner, `plan_evictions(nodes, pods, now)`, executed by
+the same loop; nothing here needs to change for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from controller.kinds import LEASES, NODE_LEASE_NAMESPACE, NODES
+from controller.metrics import Metrics
+from controller.pods import set_condition
+from controller.resource import get_time, set_time
+from controller.store import Store, guaranteed_update
+from cowpod.clock import Clock
+from cowpod.errors import CowpodError, NotFound
+from cowpod.v1 import lease_pb2, node_pb2
+
+log = logging.getLogger(__name__)
+
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+NO_EXECUTE = "NoExecute"
+DEFAULT_GRACE_SECONDS = 40.0
+DEFAULT_PERIOD_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class MarkUnreachable:
+    node: str
+    silent_for: float  # seconds since the last renewal we know of
+
+
+@dataclass(frozen=True)
+class MarkReachable:
+    node: str
+
+
+Action = MarkUnreachable | MarkReachable
+
+
+def ready_status(node: node_pb2.Node) -> str:
+    for c in node.status.conditions:
+        if c.type == "Ready":
+            return str(c.status)
+    return ""
+
+
+def has_unreachable_taint(node: node_pb2.Node) -> bool:
+    return any(t.key == UNREACHABLE_TAINT and t.effect == NO_EXECUTE for t in node.spec.taints)
+
+
+def last_renewal(node: node_pb2.Node, lease: lease_pb2.Lease | None) -> float:
+    """When we last heard from the node: its lease's renew time, else its creation."""
+    if lease is not None and lease.spec.HasField("renew_time"):
+        return get_time(lease.spec.renew_time)
+    return get_time(node.metadata.creation_timestamp)
+
+
+def plan(nodes: Sequence[node_pb2.Node], leases: Mapping[str, lease_pb2.Lease], now: float,
+         grace: float = DEFAULT_GRACE_SECONDS) -> list[Action]:
+    """Pure: which nodes must be marked unreachable, and which are back."""
+    actions: list[Action] = []
+    for node in nodes:
+        name = node.metadata.name
+        silent = now - last_renewal(node, leases.get(name))
+        tainted = has_unreachable_taint(node)
+        ready = ready_status(node)
+        if silent > grace:
+            if not tainted or ready != "Unknown":
+                actions.append(MarkUnreachable(name, silent))
+        elif tainted or ready == "Unknown":
+            actions.append(MarkReachable(name))
+    return actions
+
+
+def apply_unreachable(node: node_pb2.Node, silent_for: float, now: float) -> node_pb2.Node | None:
+    changed = False
+    if ready_status(node) != "Unknown":
+        set_condition(node.status.conditions, "Ready", "Unknown", "NodeStatusUnknown",
+                      f"the node's agent stopped renewing its lease ({silent_for:.0f}s ago)", now)
+        changed = True
+    if not has_unreachable_taint(node):
+        t = node.spec.taints.add(key=UNREACHABLE_TAINT, effect=NO_EXECUTE)
+        set_time(t.time_added, now)
+        changed = True
+    return node if changed else None
+
+
+def apply_reachable(node: node_pb2.Node, now: float) -> node_pb2.Node | None:
+    changed = False
+    if has_unreachable_taint(node):
+        kept = [t for t in node.spec.taints if not (t.key == UNREACHABLE_TAINT and t.effect == NO_EXECUTE)]
+        del node.spec.taints[:]
+        node.spec.taints.extend(kept)
+        changed = True
+    if ready_status(node) == "Unknown":
+        set_condition(node.status.conditions, "Ready", "True", "AgentReady",
+                      "the node's agent is renewing its lease again", now)
+        changed = True
+    return node if changed else None
+
+
+class NodeLifecycle:
+    """The reconciler: list, plan, execute, every `period` seconds of the injected clock."""
+
+    def __init__(self, store: Store, clock: Clock, *, grace: float = DEFAULT_GRACE_SECONDS,
+                 period: float = DEFAULT_PERIOD_SECONDS, metrics: Metrics | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.grace = grace
+        self.period = period
+        self.metrics = metrics
+
+    async def run(self) -> None:
+        started = self.clock.monotonic()
+        while True:
+            await self.clock.sleep(self.period)
+            if self.clock.monotonic() - started < self.grace:
+                continue
+            try:
+                await self.reconcile_once()
+            except CowpodError as err:
+                log.warning("node lifecycle pass failed: %s", err)
+
+    async def reconcile_once(self) -> list[Action]:
+        nodes, _ = await self.store.list(NODES.prefix(), node_pb2.Node)
+        leases_l, _ = await self.store.list(LEASES.prefix(NODE_LEASE_NAMESPACE), lease_pb2.Lease)
+        leases = {lease.metadata.name: lease for lease in leases_l}
+        actions = plan(nodes, leases, self.clock.now(), self.grace)
+        for a in actions:
+            await self.execute(a)
+        return actions
+
+    async def execute(self, action: Action) -> None:
+        now = self.clock.now()
+        key = NODES.key("", action.node)
+        try:
+            if isinstance(action, MarkUnreachable):
+                await guaranteed_update(self.store, key, node_pb2.Node,
+                                        lambda n: apply_unreachable(n, action.silent_for, now))
+                log.warning("node %s unreachable: no heartbeat for %.0fs; Ready=Unknown, tainted %s:%s",
+                            action.node, action.silent_for, UNREACHABLE_TAINT, NO_EXECUTE)
+                name = "unreachable"
+            else:
+                await guaranteed_update(self.store, key, node_pb2.Node, lambda n: apply_reachable(n, now))
+                log.info("node %s reachable again: heartbeat resumed; taint %s removed",
+                         action.node, UNREACHABLE_TAINT)
+                name = "reachable"
+        except NotFound:
+            return
+        if self.metrics is not None:
+            self.metrics.node_transitions.labels(name).inc()

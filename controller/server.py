@@ -1,0 +1,219 @@
+"""Assemble the controller: store, watch hubs, domains, servicers, gRPC server, loops.
+
+`Controller.run` is the one owner of every task in the process (an
+asyncio.TaskGroup): the gRPC server, one watch hub (and its bookmark ticker) per
+watched kind, the etcd health probe, node lifecycle, the metrics endpoint and,
+with --provider, the VM manager. Cancel `run` to stop everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import pathlib
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from controller.agent_proxy import AgentProxy
+from controller.config import ControllerConfig
+from controller.events import Events
+from controller.kinds import EVENTS, LEASES, NODES, PODS, VMS
+from controller.leases import Leases
+from controller.metrics import Metrics, serve_metrics
+from controller.node_lifecycle import NodeLifecycle
+from controller.nodes import Nodes
+from controller.pods import Pods
+from controller.resource import Resource
+from controller.rpc import service_handler
+from controller.servicers.events import EventServicer
+from controller.servicers.leases import LeaseServicer
+from controller.servicers.nodes import NodeServicer
+from controller.servicers.pods import PodServicer
+from controller.servicers.vms import VMServicer
+from controller.store import EtcdStore, Store
+from controller.vms import VMs
+from controller.watch import WatchHub
+from cowpod.client import CHANNEL_OPTIONS
+from cowpod.clock import Clock, RealClock
+from cowpod.errors import CowpodError
+from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2
+
+log = logging.getLogger(__name__)
+
+SERVICES = (
+    pod_pb2.DESCRIPTOR.services_by_name["PodService"],
+    node_pb2.DESCRIPTOR.services_by_name["NodeService"],
+    vm_pb2.DESCRIPTOR.services_by_name["VMService"],
+    event_pb2.DESCRIPTOR.services_by_name["EventService"],
+    lease_pb2.DESCRIPTOR.services_by_name["LeaseService"],
+)
+
+
+class ConfigError(Exception):
+    """A configuration problem found before serving (bad flag, missing module)."""
+
+
+def _load_vm_manager() -> Any:
+    try:
+        mod = importlib.import_module("hypervisor.manager")
+    except ModuleNotFoundError as err:
+        raise ConfigError(
+            f"--provider needs the VM manager (hypervisor/manager.py), which cannot be imported: {err}. "
+            "Run with --provider none, or install a cowpod that includes it."
+        ) from err
+    cls = getattr(mod, "VMManager", None)
+    if cls is None:
+        raise ConfigError("hypervisor.manager has no VMManager class")
+    return cls
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig, clock: Clock | None = None,
+                 store: Store | None = None) -> None:
+        self.config = config
+        self.clock: Clock = clock or RealClock()
+        self.store: Store = store or EtcdStore(config.etcd, config.etcd_prefix, timeout=config.etcd_timeout)
+        self.metrics = Metrics()
+        self.port: int = 0  # the TCP port actually bound, once started
+        self.metrics_port: int = 0
+        self.started = asyncio.Event()
+        self.health = health.aio.HealthServicer()
+
+        q, b = config.watch_queue_size, config.watch_buffer_size
+        self.hubs: dict[str, WatchHub[Any]] = {
+            k.resource: WatchHub(self.store, k, self.clock, buffer_size=b, queue_size=q)
+            for k in (PODS, NODES, VMS, EVENTS)
+        }
+        pods_r = Resource(PODS, self.store, self.clock, self.hubs["pods"])
+        nodes_r = Resource(NODES, self.store, self.clock, self.hubs["nodes"])
+        vms_r = Resource(VMS, self.store, self.clock, self.hubs["vms"])
+        events_r = Resource(EVENTS, self.store, self.clock, self.hubs["events"])
+        leases_r = Resource(LEASES, self.store, self.clock)
+        self.pods = Pods(pods_r, nodes_r, self.store, self.clock)
+        self.nodes = Nodes(nodes_r, leases_r, self.store, self.clock, lease_seconds=config.node_lease_seconds)
+        self.vms = VMs(vms_r, self.store, self.clock)
+        self.events = Events(events_r, self.store, self.clock)
+        self.leases = Leases(leases_r)
+        self.proxy = AgentProxy(pods_r, nodes_r)
+        self.lifecycle = NodeLifecycle(self.store, self.clock, grace=config.node_monitor_grace,
+                                       period=config.node_monitor_period, metrics=self.metrics)
+        self.servicers: list[tuple[Any, object]] = [
+            (SERVICES[0], PodServicer(self.pods, self.proxy, self.metrics)),
+            (SERVICES[1], NodeServicer(self.nodes, self.metrics)),
+            (SERVICES[2], VMServicer(self.vms, self.metrics)),
+            (SERVICES[3], EventServicer(self.events, self.metrics)),
+            (SERVICES[4], LeaseServicer(self.leases)),
+        ]
+
+    @property
+    def address(self) -> str:
+        host = self.config.listen.rsplit(":", 1)[0] or "127.0.0.1"
+        if host in ("0.0.0.0", "[::]", "::"):
+            host = "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    def _build_server(self) -> grpc.aio.Server:
+        server = grpc.aio.server(options=[
+            *CHANNEL_OPTIONS,
+            ("grpc.so_reuseport", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ])
+        server.add_generic_rpc_handlers(
+            [service_handler(desc, svc, self.metrics) for desc, svc in self.servicers]
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [*(d.full_name for d in SERVICES), health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        try:
+            self.port = server.add_insecure_port(self.config.listen)
+        except RuntimeError as err:
+            raise ConfigError(f"cannot listen on {self.config.listen}: {err}") from err
+        if self.config.listen_unix:
+            path = pathlib.Path(self.config.listen_unix)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            server.add_insecure_port(f"unix:{path}")
+        return server
+
+    async def run(self) -> None:
+        cfg = self.config
+        vm_manager_cls = _load_vm_manager() if cfg.provider != "none" else None
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        server = self._build_server()
+        await server.start()
+        log.info("controller listening on %s%s (etcd %s, prefix %s)", self.address,
+                 f" and unix:{cfg.listen_unix}" if cfg.listen_unix else "",
+                 ",".join(cfg.etcd), cfg.etcd_prefix)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._health_loop(), name="etcd-health")
+                for name, hub in self.hubs.items():
+                    tg.create_task(hub.run(), name=f"watch-hub-{name}")
+                    tg.create_task(hub.run_ticker(), name=f"watch-ticker-{name}")
+                tg.create_task(self._progress_loop(), name="watch-progress")
+                tg.create_task(self.lifecycle.run(), name="node-lifecycle")
+                if cfg.metrics_listen:
+                    host, _, port = cfg.metrics_listen.rpartition(":")
+                    fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                    tg.create_task(serve_metrics(self.metrics, host or "127.0.0.1", int(port), fut),
+                                   name="metrics")
+                    self.metrics_port = await fut
+                if vm_manager_cls is not None:
+                    tg.create_task(self._run_vm_manager(vm_manager_cls), name="vm-manager")
+                self.started.set()
+                tg.create_task(server.wait_for_termination(), name="grpc-server")
+        finally:
+            await self.health.enter_graceful_shutdown()
+            await server.stop(cfg.shutdown_grace)
+            await self.proxy.close()
+            await self.store.close()
+            if cfg.listen_unix:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(cfg.listen_unix)
+            log.info("controller stopped")
+
+    async def _health_loop(self) -> None:
+        serving: bool | None = None
+        while True:
+            try:
+                await self.store.current_revision()
+                ok = True
+            except CowpodError as err:
+                ok = False
+                if serving is not False:
+                    log.warning("etcd not answering: %s; health NOT_SERVING", err)
+            if ok != serving:
+                serving = ok
+                status = health_pb2.HealthCheckResponse
+                await self.health.set("", status.SERVING if ok else status.NOT_SERVING)
+                if ok:
+                    log.info("etcd answers; health SERVING")
+            await self.clock.sleep(self.config.health_period)
+
+    async def _progress_loop(self, period: float = 5.0) -> None:
+        """Ask etcd where every watch stands, so idle streams' BOOKMARKs move forward."""
+        request = getattr(self.store, "request_progress", None)
+        if request is None:
+            return
+        while True:
+            await self.clock.sleep(period)
+            request()
+
+    async def _run_vm_manager(self, cls: Any) -> None:
+        from cowpod.client import Client
+
+        address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
+        data_dir = self.config.data_dir or pathlib.Path.cwd() / "cowpod-data"
+        async with Client(address) as client:
+            manager = cls(client, self.config.provider, data_dir, self.clock)
+            log.info("VM manager started (provider %s, data dir %s)", self.config.provider, data_dir)
+            await manager.run()
+

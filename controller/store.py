@@ -1,0 +1,548 @@
+"""The etcd store: the only code in cowpod that talks to etcd.
+
+Objects are stored as serialized protobuf under `<prefix>/<key>` where the
+caller's key is relative (`registry/pods/default/web`). The etcd mod revision
+*is* the object's `resource_version`: it is stripped before a write (so the
+stored bytes never carry a stale one) and filled in on every read.
+
+Why raw etcd RPCs (via the stubs `aetcd` ships) rather than `aetcd.Client`'s
+convenience methods: we need reads that return the header revision, watches
+that start at a revision with `prev_kv` and progress notifications, multi-op
+transactions with arbitrary compares, and a deadline on *every* call so an
+unreachable etcd becomes `Unavailable` within seconds instead of a hang. The
+convenience layer exposes none of these.
+
+Errors: etcd unreachable or too slow -> `Unavailable` naming the endpoints;
+a compacted revision -> `OutOfRange`; a lost compare-and-swap -> `Conflict`;
+an absent key -> `NotFound`; a create over an existing key -> `AlreadyExists`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import enum
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from aetcd import rpc  # the etcd v3 API stubs and messages
+from google.protobuf.message import Message
+
+from cowpod.errors import AlreadyExists, Conflict, CowpodError, NotFound, OutOfRange, Unavailable
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+# etcd's default --max-txn-ops is 128: compares, successes and failures each.
+MAX_TXN_OPS = 128
+
+
+# --- plain data exchanged with the store --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+    lease: int = 0
+
+
+class Target(enum.Enum):
+    MOD = "mod"
+    CREATE = "create"
+    VERSION = "version"
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """`key`'s `target` revision compared with `value` (`=`, `!=`, `<`, `>`)."""
+
+    key: str
+    target: Target
+    op: str
+    value: int
+
+    @staticmethod
+    def absent(key: str) -> Compare:
+        return Compare(key, Target.VERSION, "=", 0)
+
+    @staticmethod
+    def exists(key: str) -> Compare:
+        return Compare(key, Target.VERSION, ">", 0)
+
+    @staticmethod
+    def at(key: str, mod_revision: int) -> Compare:
+        return Compare(key, Target.MOD, "=", mod_revision)
+
+    @staticmethod
+    def created_at(key: str, create_revision: int) -> Compare:
+        return Compare(key, Target.CREATE, "=", create_revision)
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: str
+    value: bytes
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    key: str
+
+
+Op = Put | Delete | Get
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    # One entry per Get op in the branch that ran (None = key absent).
+    gets: list[KeyValue | None] = field(default_factory=list)
+
+
+class EventType(enum.Enum):
+    PUT = "put"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    type: EventType
+    key: str
+    value: bytes  # empty for DELETE
+    prev_value: bytes | None  # None when the key did not exist before (create)
+    mod_revision: int  # revision of this change (for DELETE: the deletion's revision)
+    create_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """Changes etcd reported together. `revision` is the store revision they bring us to:
+    with no events (a progress notification) it still tells the watcher how far it has seen."""
+
+    revision: int
+    events: list[RawEvent]
+
+
+# --- protobuf helpers -----------------------------------------------------------------------------
+
+
+def encode(obj: Message) -> bytes:
+    """Serialize without resource_version: the mod revision is the truth."""
+    meta: Any = getattr(obj, "metadata", None)
+    if meta is None or meta.resource_version == 0:
+        return obj.SerializeToString(deterministic=True)
+    rv = meta.resource_version
+    meta.resource_version = 0
+    try:
+        return obj.SerializeToString(deterministic=True)
+    finally:
+        meta.resource_version = rv
+
+
+def decode(cls: type[M], value: bytes, mod_revision: int) -> M:
+    obj = cls.FromString(value)
+    meta: Any = getattr(obj, "metadata", None)
+    if meta is not None:
+        meta.resource_version = mod_revision
+    return obj
+
+
+# --- the protocol ---------------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """What the API layer needs from a key-value store with revisions."""
+
+    async def create(self, key: str, obj: M, *, lease: int = 0) -> M: ...
+
+    async def get(self, key: str, cls: type[M]) -> M: ...
+
+    async def get_raw(self, key: str) -> KeyValue | None: ...
+
+    async def get_many(self, keys: Sequence[str]) -> builtins.list[KeyValue | None]: ...
+
+    async def list(self, prefix: str, cls: type[M]) -> tuple[builtins.list[M], int]: ...
+
+    async def list_raw(self, prefix: str) -> tuple[builtins.list[KeyValue], int]: ...
+
+    async def update(self, key: str, obj: M, *, expected_revision: int, lease: int = 0) -> M: ...
+
+    async def delete(self, key: str, cls: type[M], *, expected_revision: int = 0) -> M: ...
+
+    async def txn(self, compares: Sequence[Compare], success: Sequence[Op],
+                  failure: Sequence[Op] = ()) -> TxnResult: ...
+
+    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchBatch]: ...
+
+    async def current_revision(self) -> int: ...
+
+    async def grant_lease(self, ttl_seconds: int) -> int: ...
+
+    async def compact(self, revision: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# --- etcd implementation --------------------------------------------------------------------------
+
+
+def _channel_target(endpoints: Sequence[str]) -> str:
+    """One gRPC target for one or several `host:port` endpoints.
+
+    Several IP endpoints use the `ipv4:` resolver so gRPC fails over between
+    members; a single host name is resolved by DNS as usual."""
+    eps = [e.strip() for e in endpoints if e.strip()]
+    if not eps:
+        raise ValueError("no etcd endpoints given")
+    if len(eps) == 1:
+        return eps[0]
+    hosts = [e.rsplit(":", 1)[0] for e in eps]
+    try:
+        for h in hosts:
+            ipaddress.IPv4Address(h)
+    except ValueError:
+        log.warning("several etcd endpoints with host names; using the first, %s", eps[0])
+        return eps[0]
+    return "ipv4:" + ",".join(eps)
+
+
+_CMP_TARGET = {
+    Target.MOD: rpc.Compare.MOD,
+    Target.CREATE: rpc.Compare.CREATE,
+    Target.VERSION: rpc.Compare.VERSION,
+}
+_CMP_FIELD = {Target.MOD: "mod_revision", Target.CREATE: "create_revision", Target.VERSION: "version"}
+_CMP_OP = {
+    "=": rpc.Compare.EQUAL,
+    "!=": rpc.Compare.NOT_EQUAL,
+    "<": rpc.Compare.LESS,
+    ">": rpc.Compare.GREATER,
+}
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    b = bytearray(prefix)
+    for i in range(len(b) - 1, -1, -1):
+        if b[i] < 0xFF:
+            b[i] += 1
+            return bytes(b[: i + 1])
+    return b"\0"
+
+
+class EtcdStore:
+    """`Store` on etcd v3. Every unary call has a deadline (`timeout`)."""
+
+    def __init__(self, endpoints: Sequence[str], prefix: str = "/cowpod", *, timeout: float = 5.0) -> None:
+        self.endpoints = list(endpoints)
+        self.prefix = prefix.rstrip("/")
+        self._p = (self.prefix + "/").encode()
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(
+            _channel_target(self.endpoints),
+            options=[
+                ("grpc.max_receive_message_length", 512 * 1024 * 1024),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.keepalive_timeout_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2_000),
+            ],
+        )
+        self._kv = rpc.KVStub(self._channel)
+        self._leases = rpc.LeaseStub(self._channel)
+        self._watch = rpc.WatchStub(self._channel)
+        # Request queues of open watch streams, for progress requests.
+        self._progress_queues: dict[int, asyncio.Queue[Any]] = {}
+
+    # -- keys
+
+    def _k(self, key: str) -> bytes:
+        return self._p + key.encode()
+
+    def _unk(self, raw: bytes) -> str:
+        return raw[len(self._p):].decode()
+
+    def _kv_of(self, kv: Any) -> KeyValue:
+        return KeyValue(self._unk(kv.key), kv.value, kv.mod_revision, kv.create_revision, kv.lease)
+
+    # -- error translation
+
+    def _translate(self, err: grpc.aio.AioRpcError, what: str) -> CowpodError:
+        code = err.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.CANCELLED):
+            return Unavailable(
+                f"etcd at {','.join(self.endpoints)} unreachable during {what}: "
+                f"{code.name}: {err.details()}"
+            )
+        if code == grpc.StatusCode.OUT_OF_RANGE or "compacted" in (err.details() or ""):
+            return OutOfRange(f"{what}: {err.details()}; relist")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return Unavailable(f"etcd refused {what}: {err.details()}")
+        return CowpodError(f"etcd {what} failed: {code.name}: {err.details()}")
+
+    async def _call(self, what: str, fn: Callable[..., Any], request: Any) -> Any:
+        try:
+            return await fn(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            raise self._translate(err, what) from None
+
+    # -- reads
+
+    async def get_raw(self, key: str) -> KeyValue | None:
+        resp = await self._call("get", self._kv.Range, rpc.RangeRequest(key=self._k(key)))
+        return self._kv_of(resp.kvs[0]) if resp.kvs else None
+
+    async def get(self, key: str, cls: type[M]) -> M:
+        kv = await self.get_raw(key)
+        if kv is None:
+            raise NotFound(f"{_describe(key)} not found")
+        return decode(cls, kv.value, kv.mod_revision)
+
+    async def get_many(self, keys: Sequence[str]) -> builtins.list[KeyValue | None]:
+        """Read many keys at one revision per chunk: one round trip per 128 keys."""
+        out: builtins.list[KeyValue | None] = []
+        for i in range(0, len(keys), MAX_TXN_OPS):
+            chunk = keys[i: i + MAX_TXN_OPS]
+            res = await self.txn((), [Get(k) for k in chunk])
+            out.extend(res.gets)
+        return out
+
+    async def list_raw(self, prefix: str) -> tuple[builtins.list[KeyValue], int]:
+        start = self._k(prefix)
+        resp = await self._call(
+            "list", self._kv.Range, rpc.RangeRequest(key=start, range_end=_prefix_end(start))
+        )
+        return [self._kv_of(kv) for kv in resp.kvs], int(resp.header.revision)
+
+    async def list(self, prefix: str, cls: type[M]) -> tuple[builtins.list[M], int]:
+        kvs, rev = await self.list_raw(prefix)
+        return [decode(cls, kv.value, kv.mod_revision) for kv in kvs], rev
+
+    async def current_revision(self) -> int:
+        resp = await self._call(
+            "revision", self._kv.Range, rpc.RangeRequest(key=self._p, count_only=True)
+        )
+        return int(resp.header.revision)
+
+    # -- writes
+
+    async def create(self, key: str, obj: M, *, lease: int = 0) -> M:
+        res = await self.txn([Compare.absent(key)], [Put(key, encode(obj), lease)])
+        if not res.succeeded:
+            raise AlreadyExists(f"{_describe(key)} already exists")
+        _set_rv(obj, res.revision)
+        return obj
+
+    async def update(self, key: str, obj: M, *, expected_revision: int, lease: int = 0) -> M:
+        """Compare-and-swap on the mod revision; 0 = only require that the key exists."""
+        cmp = Compare.at(key, expected_revision) if expected_revision else Compare.exists(key)
+        res = await self.txn([cmp], [Put(key, encode(obj), lease)], [Get(key)])
+        if not res.succeeded:
+            current = res.gets[0] if res.gets else None
+            if current is None:
+                raise NotFound(f"{_describe(key)} not found")
+            raise Conflict(
+                f"{_describe(key)} was modified: resource_version {expected_revision} is stale "
+                f"(now {current.mod_revision}); re-read and retry"
+            )
+        _set_rv(obj, res.revision)
+        return obj
+
+    async def delete(self, key: str, cls: type[M], *, expected_revision: int = 0) -> M:
+        """Delete and return the last stored value (its resource_version = the deletion revision)."""
+        cmp = Compare.at(key, expected_revision) if expected_revision else Compare.exists(key)
+        res = await self.txn([cmp], [Get(key), Delete(key)], [Get(key)])
+        current = res.gets[0] if res.gets else None
+        if current is None:
+            raise NotFound(f"{_describe(key)} not found")
+        if not res.succeeded:
+            raise Conflict(
+                f"{_describe(key)} was modified: resource_version {expected_revision} is stale "
+                f"(now {current.mod_revision})"
+            )
+        return decode(cls, current.value, res.revision)
+
+    def _ops(self, ops: Sequence[Op]) -> builtins.list[Any]:
+        out = []
+        for op in ops:
+            if isinstance(op, Put):
+                out.append(rpc.RequestOp(request_put=rpc.PutRequest(
+                    key=self._k(op.key), value=op.value, lease=op.lease)))
+            elif isinstance(op, Delete):
+                out.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self._k(op.key))))
+            else:
+                out.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=self._k(op.key))))
+        return out
+
+    async def txn(self, compares: Sequence[Compare], success: Sequence[Op],
+                  failure: Sequence[Op] = ()) -> TxnResult:
+        req = rpc.TxnRequest(
+            compare=[
+                rpc.Compare(
+                    key=self._k(c.key),
+                    target=_CMP_TARGET[c.target],
+                    result=_CMP_OP[c.op],
+                    **{_CMP_FIELD[c.target]: c.value},
+                )
+                for c in compares
+            ],
+            success=self._ops(success),
+            failure=self._ops(failure),
+        )
+        resp = await self._call("transaction", self._kv.Txn, req)
+        gets: builtins.list[KeyValue | None] = []
+        for r in resp.responses:
+            if r.WhichOneof("response") == "response_range":
+                kvs = r.response_range.kvs
+                gets.append(self._kv_of(kvs[0]) if kvs else None)
+        return TxnResult(bool(resp.succeeded), int(resp.header.revision), gets)
+
+    # -- leases and maintenance
+
+    async def grant_lease(self, ttl_seconds: int) -> int:
+        resp = await self._call("lease grant", self._leases.LeaseGrant,
+                                rpc.LeaseGrantRequest(TTL=ttl_seconds))
+        return int(resp.ID)
+
+    async def compact(self, revision: int) -> None:
+        await self._call("compact", self._kv.Compact, rpc.CompactionRequest(revision=revision, physical=True))
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    # -- watch
+
+    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchBatch]:
+        """Changes under `prefix` from `start_revision` (inclusive; 0 = from now).
+
+        Yields batches until cancelled. Raises `OutOfRange` when the start revision has
+        been compacted and `Unavailable` when etcd goes away; the caller resumes from the
+        last revision it saw. A progress request is sent when the consumer sends nothing:
+        see `progress()` in `WatchHub`."""
+        start = self._k(prefix)
+        create = rpc.WatchCreateRequest(
+            key=start,
+            range_end=_prefix_end(start),
+            start_revision=start_revision,
+            prev_kv=True,
+            progress_notify=True,
+        )
+        requests: asyncio.Queue[Any] = asyncio.Queue()
+        requests.put_nowait(rpc.WatchRequest(create_request=create))
+
+        async def request_iter() -> AsyncIterator[Any]:
+            while True:
+                item = await requests.get()
+                if item is None:
+                    return
+                yield item
+
+        call = self._watch.Watch(request_iter())
+        self._progress_queues[id(call)] = requests
+        created = False
+        try:
+            try:
+                first = await asyncio.wait_for(call.read(), self.timeout)
+            except TimeoutError:
+                raise Unavailable(
+                    f"etcd at {','.join(self.endpoints)} did not confirm a watch within {self.timeout:.0f}s"
+                ) from None
+            resp: Any = first
+            while True:
+                if resp is grpc.aio.EOF:
+                    raise Unavailable(f"etcd at {','.join(self.endpoints)} closed the watch stream")
+                if resp.compact_revision:
+                    raise OutOfRange(
+                        f"revision {start_revision} has been compacted (oldest available "
+                        f"{resp.compact_revision}); relist"
+                    )
+                if resp.canceled:
+                    raise Unavailable(f"etcd cancelled the watch: {resp.cancel_reason or 'no reason given'}")
+                if resp.created and not created:
+                    created = True
+                    if not resp.events:
+                        resp = await call.read()
+                        continue
+                events = [
+                    RawEvent(
+                        EventType.DELETE if ev.type == rpc.Event.DELETE else EventType.PUT,
+                        self._unk(ev.kv.key),
+                        ev.kv.value,
+                        ev.prev_kv.value if ev.HasField("prev_kv") else None,
+                        ev.kv.mod_revision,
+                        ev.kv.create_revision if ev.type != rpc.Event.DELETE else ev.prev_kv.create_revision,
+                    )
+                    for ev in resp.events
+                ]
+                rev = max([int(resp.header.revision), *(e.mod_revision for e in events)])
+                if events:
+                    # A batch may be a fragment of the revisions etcd will still send, so only
+                    # the last event's revision is safe to report as "seen everything up to".
+                    rev = events[-1].mod_revision
+                yield WatchBatch(rev, events)
+                resp = await call.read()
+        except grpc.aio.AioRpcError as err:
+            raise self._translate(err, "watch") from None
+        finally:
+            self._progress_queues.pop(id(call), None)
+            requests.put_nowait(None)
+            call.cancel()
+
+    def request_progress(self) -> None:
+        """Ask etcd for a progress notification on every open watch (bookmarks move on)."""
+        for q in self._progress_queues.values():
+            q.put_nowait(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+
+
+def _set_rv(obj: Message, rev: int) -> None:
+    meta: Any = getattr(obj, "metadata", None)
+    if meta is not None:
+        meta.resource_version = rev
+
+
+def _describe(key: str) -> str:
+    """`registry/pods/default/web` -> `pods "default/web"` for messages a user reads."""
+    parts = key.split("/")
+    if len(parts) >= 3 and parts[0] == "registry":
+        return f'{parts[1]} "{"/".join(parts[2:])}"'
+    return f'"{key}"'
+
+
+async def guaranteed_update(
+    store: Store,
+    key: str,
+    cls: type[M],
+    mutate: Callable[[M], M | None],
+    *,
+    attempts: int = 16,
+) -> M:
+    """Read-modify-CAS until it sticks. `mutate` returns None for "nothing to change"."""
+    for _ in range(attempts):
+        current = await store.get(key, cls)
+        rv = current.metadata.resource_version  # type: ignore[attr-defined]
+        new = mutate(current)
+        if new is None:
+            return current
+        try:
+            return await store.update(key, new, expected_revision=rv)
+        except Conflict:
+            continue
+    raise Conflict(f"{_describe(key)} kept changing; gave up after {attempts} attempts")

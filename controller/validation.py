@@ -1,0 +1,531 @@
+"""Validation: pure functions over protobuf objects, run before anything is stored.
+
+Every problem is reported with its Kubernetes camelCase field path and a reason,
+e.g. `spec.containers[0].image: required`. All problems found are reported in one
+`Invalid` (the first one's path is the error's `field`), so a user fixes a
+manifest in one go.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cowpod.errors import Invalid
+from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+RESTART_POLICIES = ("Always", "OnFailure", "Never")
+PULL_POLICIES = ("", "Always", "IfNotPresent", "Never")
+PROTOCOLS = ("", "TCP", "UDP", "SCTP")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+TOLERATION_OPERATORS = ("", "Equal", "Exists")
+NODE_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
+LABEL_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+POD_PHASES = ("", "Pending", "Running", "Succeeded", "Failed", "Unknown")
+VM_PHASES = ("", "Pending", "Creating", "Running", "Paused", "Stopped", "Failed", "Destroying")
+VM_PROVIDERS = ("", "docker", "sim", "vsphere")
+CONDITION_STATUSES = ("True", "False", "Unknown")
+EVENT_TYPES = ("", "Normal", "Warning")
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+
+
+class Errors:
+    """Collects (path, reason) pairs; `raise_if_any` turns them into one `Invalid`."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, path: str, reason: str) -> None:
+        self.items.append((path, reason))
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        path, reason = self.items[0]
+        rest = "; ".join(f"{p}: {r}" for p, r in self.items[1:])
+        raise Invalid(path, f"{reason}; {rest}" if rest else reason)
+
+
+# --- names and labels -----------------------------------------------------------------------------
+
+
+def dns_subdomain(errs: Errors, path: str, value: str, *, required: bool = True) -> None:
+    if not value:
+        if required:
+            errs.add(path, "required")
+        return
+    if len(value) > 253:
+        errs.add(path, f"must be no more than 253 characters (got {len(value)})")
+    elif not DNS1123_SUBDOMAIN.match(value):
+        errs.add(path, f"invalid value {value!r}: a lowercase RFC 1123 subdomain must consist of "
+                       "lower case alphanumeric characters, '-' or '.', and must start and end "
+                       "with an alphanumeric character")
+
+
+def dns_label(errs: Errors, path: str, value: str, *, required: bool = True) -> None:
+    if not value:
+        if required:
+            errs.add(path, "required")
+        return
+    if len(value) > 63:
+        errs.add(path, f"must be no more than 63 characters (got {len(value)})")
+    elif not DNS1123_LABEL.match(value):
+        errs.add(path, f"invalid value {value!r}: a lowercase RFC 1123 label must consist of "
+                       "lower case alphanumeric characters or '-', and must start and end with an "
+                       "alphanumeric character")
+
+
+def qualified_name(errs: Errors, path: str, key: str) -> None:
+    """A label/annotation/taint key: optional DNS-subdomain prefix, '/', name of ≤ 63 chars."""
+    if not key:
+        errs.add(path, "key must not be empty")
+        return
+    prefix, slash, name = key.rpartition("/")
+    if slash:
+        if not prefix:
+            errs.add(path, f"key {key!r}: prefix part must not be empty")
+        elif len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix):
+            errs.add(path, f"key {key!r}: prefix part must be a lowercase RFC 1123 subdomain")
+    if not name:
+        errs.add(path, f"key {key!r}: name part must not be empty")
+    elif len(name) > 63:
+        errs.add(path, f"key {key!r}: name part must be no more than 63 characters")
+    elif not _LABEL_NAME.match(name):
+        errs.add(path, f"key {key!r}: name part must consist of alphanumeric characters, '-', '_' "
+                       "or '.', and must start and end with an alphanumeric character")
+
+
+def label_value(errs: Errors, path: str, value: str) -> None:
+    if len(value) > 63:
+        errs.add(path, f"value {value!r} must be no more than 63 characters")
+    elif not _LABEL_VALUE.match(value):
+        errs.add(path, f"value {value!r} must be empty or consist of alphanumeric characters, '-', "
+                       "'_' or '.', and must start and end with an alphanumeric character")
+
+
+def label_map(errs: Errors, path: str, m: Mapping[str, str]) -> None:
+    for k in sorted(m):
+        qualified_name(errs, f"{path}[{k}]", k)
+        label_value(errs, f"{path}[{k}]", m[k])
+
+
+def annotation_map(errs: Errors, path: str, m: Mapping[str, str]) -> None:
+    total = 0
+    for k in sorted(m):
+        qualified_name(errs, f"{path}[{k}]", k)
+        total += len(k) + len(m[k])
+    if total > MAX_ANNOTATIONS_BYTES:
+        errs.add(path, f"may not be more than {MAX_ANNOTATIONS_BYTES} bytes in total (got {total})")
+
+
+def metadata(errs: Errors, meta: Any, *, namespaced: bool, name_label: bool = False) -> None:
+    if name_label:
+        dns_label(errs, "metadata.name", meta.name)
+    else:
+        dns_subdomain(errs, "metadata.name", meta.name)
+    if namespaced:
+        dns_label(errs, "metadata.namespace", meta.namespace)
+    label_map(errs, "metadata.labels", meta.labels)
+    annotation_map(errs, "metadata.annotations", meta.annotations)
+
+
+def check_metadata(meta: Any, *, namespaced: bool) -> None:
+    errs = Errors()
+    metadata(errs, meta, namespaced=namespaced)
+    errs.raise_if_any()
+
+
+def one_of(errs: Errors, path: str, value: str, allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        shown = ", ".join(f'"{a}"' for a in allowed if a)
+        errs.add(path, f"unsupported value {value!r}: supported values: {shown}")
+
+
+# --- pods -----------------------------------------------------------------------------------------
+
+
+def _resource_list(errs: Errors, path: str, rl: Any) -> None:
+    for f, name in (("cpu_millis", "cpu"), ("memory_bytes", "memory"), ("pods", "pods"),
+                    ("ephemeral_storage_bytes", "ephemeral-storage")):
+        if getattr(rl, f) < 0:
+            errs.add(f"{path}.{name}", f"must be greater than or equal to 0 (got {getattr(rl, f)})")
+    for k in sorted(rl.extended):
+        if rl.extended[k] < 0:
+            errs.add(f"{path}.{k}", f"must be greater than or equal to 0 (got {rl.extended[k]})")
+
+
+def _resources(errs: Errors, path: str, r: pod_pb2.ResourceRequirements) -> None:
+    _resource_list(errs, f"{path}.requests", r.requests)
+    _resource_list(errs, f"{path}.limits", r.limits)
+    for f, name in (("cpu_millis", "cpu"), ("memory_bytes", "memory"),
+                    ("ephemeral_storage_bytes", "ephemeral-storage")):
+        req, lim = getattr(r.requests, f), getattr(r.limits, f)
+        if lim > 0 and req > lim:
+            errs.add(f"{path}.requests.{name}", f"must be less than or equal to {name} limit "
+                                                f"({req} > {lim})")
+    for k in sorted(r.limits.extended):
+        if r.requests.extended.get(k, 0) > r.limits.extended[k] > 0:
+            errs.add(f"{path}.requests.{k}", f"must be less than or equal to {k} limit")
+
+
+def _port(errs: Errors, path: str, port: int, *, allow_zero: bool = False) -> None:
+    if allow_zero and port == 0:
+        return
+    if not 1 <= port <= 65535:
+        errs.add(path, f"must be between 1 and 65535, inclusive (got {port})")
+
+
+def _probe(errs: Errors, path: str, p: pod_pb2.Probe, *, liveness: bool = False) -> None:
+    handlers = [n for n, f in (("exec", "exec"), ("httpGet", "http_get"), ("tcpSocket", "tcp_socket"))
+                if p.HasField(f)]
+    if len(handlers) == 0:
+        errs.add(path, "must specify a handler type (exec, httpGet or tcpSocket)")
+    elif len(handlers) > 1:
+        errs.add(path, f"may not specify more than 1 handler type (got {', '.join(handlers)})")
+    if p.HasField("exec") and not p.exec.command:
+        errs.add(f"{path}.exec.command", "required")
+    if p.HasField("http_get"):
+        _port(errs, f"{path}.httpGet.port", p.http_get.port)
+        if p.http_get.scheme not in ("", "HTTP", "HTTPS"):
+            one_of(errs, f"{path}.httpGet.scheme", p.http_get.scheme, ("HTTP", "HTTPS"))
+    if p.HasField("tcp_socket"):
+        _port(errs, f"{path}.tcpSocket.port", p.tcp_socket.port)
+    for f, name in (("initial_delay_seconds", "initialDelaySeconds"), ("period_seconds", "periodSeconds"),
+                    ("timeout_seconds", "timeoutSeconds")):
+        if getattr(p, f) < 0:
+            errs.add(f"{path}.{name}", f"must be greater than or equal to 0 (got {getattr(p, f)})")
+    # 0 means "use the default" (1 and 3) in the proto encoding; negative is nonsense.
+    for f, name in (("success_threshold", "successThreshold"), ("failure_threshold", "failureThreshold")):
+        if getattr(p, f) < 0:
+            errs.add(f"{path}.{name}", f"must be greater than or equal to 1 (got {getattr(p, f)})")
+    if liveness and p.success_threshold > 1:
+        errs.add(f"{path}.successThreshold", "must be 1 for liveness and startup probes")
+
+
+def _container(errs: Errors, path: str, c: pod_pb2.Container, volume_names: set[str],
+               seen_names: set[str], init: bool) -> None:
+    dns_label(errs, f"{path}.name", c.name)
+    if c.name:
+        if c.name in seen_names:
+            errs.add(f"{path}.name", f"duplicate container name {c.name!r}")
+        seen_names.add(c.name)
+    if not c.image.strip():
+        errs.add(f"{path}.image", "required")
+    one_of(errs, f"{path}.imagePullPolicy", c.image_pull_policy, PULL_POLICIES)
+    port_names: set[str] = set()
+    for i, p in enumerate(c.ports):
+        pp = f"{path}.ports[{i}]"
+        _port(errs, f"{pp}.containerPort", p.container_port)
+        _port(errs, f"{pp}.hostPort", p.host_port, allow_zero=True)
+        one_of(errs, f"{pp}.protocol", p.protocol, PROTOCOLS)
+        if p.name:
+            if len(p.name) > 15 or not _PORT_NAME.match(p.name):
+                errs.add(f"{pp}.name", f"invalid port name {p.name!r}: must be no more than 15 "
+                                       "lower case alphanumeric characters or '-'")
+            elif p.name in port_names:
+                errs.add(f"{pp}.name", f"duplicate port name {p.name!r}")
+            port_names.add(p.name)
+    for i, e in enumerate(c.env):
+        if not e.name:
+            errs.add(f"{path}.env[{i}].name", "required")
+        elif not _ENV_NAME.match(e.name):
+            errs.add(f"{path}.env[{i}].name", f"invalid environment variable name {e.name!r}")
+        if e.value and e.HasField("value_from"):
+            errs.add(f"{path}.env[{i}].valueFrom", "may not be specified when `value` is not empty")
+    _resources(errs, f"{path}.resources", c.resources)
+    mount_paths: set[str] = set()
+    for i, m in enumerate(c.volume_mounts):
+        mp = f"{path}.volumeMounts[{i}]"
+        if not m.name:
+            errs.add(f"{mp}.name", "required")
+        elif m.name not in volume_names:
+            errs.add(f"{mp}.name", f"volume {m.name!r} not found in spec.volumes")
+        if not m.mount_path:
+            errs.add(f"{mp}.mountPath", "required")
+        elif not m.mount_path.startswith("/"):
+            errs.add(f"{mp}.mountPath", f"must be an absolute path (got {m.mount_path!r})")
+        elif m.mount_path in mount_paths:
+            errs.add(f"{mp}.mountPath", f"must be unique ({m.mount_path!r} is mounted twice)")
+        mount_paths.add(m.mount_path)
+        if m.sub_path.startswith("/") or ".." in m.sub_path.split("/"):
+            errs.add(f"{mp}.subPath", "must be a relative path without '..'")
+    probes = (("livenessProbe", "liveness_probe", True), ("readinessProbe", "readiness_probe", False),
+              ("startupProbe", "startup_probe", True))
+    for name, f, live in probes:
+        if c.HasField(f):
+            if init:
+                errs.add(f"{path}.{name}", "may not be set for init containers")
+            else:
+                _probe(errs, f"{path}.{name}", getattr(c, f), liveness=live)
+    for hook, f in (("postStart", "post_start"), ("preStop", "pre_stop")):
+        if c.lifecycle.HasField(f) and not getattr(c.lifecycle, f).exec.command:
+            errs.add(f"{path}.lifecycle.{hook}.exec.command", "required")
+
+
+def _node_selector_requirement(errs: Errors, path: str, r: pod_pb2.NodeSelectorRequirement) -> None:
+    qualified_name(errs, f"{path}.key", r.key)
+    if r.operator not in NODE_SELECTOR_OPERATORS:
+        one_of(errs, f"{path}.operator", r.operator, NODE_SELECTOR_OPERATORS)
+        return
+    if r.operator in ("In", "NotIn") and not r.values:
+        errs.add(f"{path}.values", f"must be specified when `operator` is {r.operator!r}")
+    if r.operator in ("Exists", "DoesNotExist") and r.values:
+        errs.add(f"{path}.values", f"may not be specified when `operator` is {r.operator!r}")
+    if r.operator in ("Gt", "Lt"):
+        if len(r.values) != 1:
+            errs.add(f"{path}.values", f"must be specified single value when `operator` is {r.operator!r}")
+        else:
+            try:
+                int(r.values[0])
+            except ValueError:
+                errs.add(f"{path}.values[0]", f"must be an integer for {r.operator!r} (got {r.values[0]!r})")
+
+
+def _node_selector_term(errs: Errors, path: str, t: pod_pb2.NodeSelectorTerm) -> None:
+    for i, r in enumerate(t.match_expressions):
+        _node_selector_requirement(errs, f"{path}.matchExpressions[{i}]", r)
+
+
+def _affinity(errs: Errors, path: str, a: pod_pb2.Affinity) -> None:
+    na = a.node_affinity
+    req = na.required_during_scheduling_ignored_during_execution
+    rp = f"{path}.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    if na.HasField("required_during_scheduling_ignored_during_execution") and not req.node_selector_terms:
+        errs.add(f"{rp}.nodeSelectorTerms", "must have at least one node selector term")
+    for i, t in enumerate(req.node_selector_terms):
+        _node_selector_term(errs, f"{rp}.nodeSelectorTerms[{i}]", t)
+    for i, p in enumerate(na.preferred_during_scheduling_ignored_during_execution):
+        pp = f"{path}.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[{i}]"
+        if not 1 <= p.weight <= 100:
+            errs.add(f"{pp}.weight", f"must be in the range 1-100 (got {p.weight})")
+        _node_selector_term(errs, f"{pp}.preference", p.preference)
+
+
+def _toleration(errs: Errors, path: str, t: pod_pb2.Toleration) -> None:
+    if t.key:
+        qualified_name(errs, f"{path}.key", t.key)
+    one_of(errs, f"{path}.operator", t.operator, TOLERATION_OPERATORS)
+    if not t.key and t.operator != "Exists":
+        errs.add(f"{path}.operator", f"must be 'Exists' when `key` is empty (got {t.operator or 'Equal'!r})")
+    if t.operator == "Exists" and t.value:
+        errs.add(f"{path}.value", "must be empty when `operator` is 'Exists'")
+    if t.operator in ("", "Equal") and t.value:
+        label_value(errs, f"{path}.value", t.value)
+    one_of(errs, f"{path}.effect", t.effect, ("", *TAINT_EFFECTS))
+    if t.HasField("toleration_seconds") and t.effect != "NoExecute":
+        errs.add(f"{path}.tolerationSeconds", "may only be set when `effect` is 'NoExecute'")
+
+
+def _label_selector(errs: Errors, path: str, s: pod_pb2.LabelSelector) -> None:
+    label_map(errs, f"{path}.matchLabels", s.match_labels)
+    for i, r in enumerate(s.match_expressions):
+        rp = f"{path}.matchExpressions[{i}]"
+        qualified_name(errs, f"{rp}.key", r.key)
+        one_of(errs, f"{rp}.operator", r.operator, LABEL_SELECTOR_OPERATORS)
+        if r.operator in ("In", "NotIn") and not r.values:
+            errs.add(f"{rp}.values", f"must be specified when `operator` is {r.operator!r}")
+        if r.operator in ("Exists", "DoesNotExist") and r.values:
+            errs.add(f"{rp}.values", f"may not be specified when `operator` is {r.operator!r}")
+
+
+def _volumes(errs: Errors, spec: pod_pb2.PodSpec) -> set[str]:
+    names: set[str] = set()
+    for i, v in enumerate(spec.volumes):
+        vp = f"spec.volumes[{i}]"
+        dns_label(errs, f"{vp}.name", v.name)
+        if v.name in names:
+            errs.add(f"{vp}.name", f"duplicate volume name {v.name!r}")
+        names.add(v.name)
+        if v.HasField("empty_dir") and v.HasField("host_path"):
+            errs.add(vp, "may not specify more than 1 volume type")
+        if v.HasField("host_path"):
+            if not v.host_path.path.startswith("/"):
+                errs.add(f"{vp}.hostPath.path", "must be an absolute path")
+        if v.empty_dir.medium not in ("", "Memory"):
+            one_of(errs, f"{vp}.emptyDir.medium", v.empty_dir.medium, ("Memory",))
+        if v.empty_dir.size_limit_bytes < 0:
+            errs.add(f"{vp}.emptyDir.sizeLimit", "must be greater than or equal to 0")
+    return names
+
+
+def pod_spec(errs: Errors, spec: pod_pb2.PodSpec) -> None:
+    volume_names = _volumes(errs, spec)
+    if not spec.containers:
+        errs.add("spec.containers", "required: a pod needs at least one container")
+    seen: set[str] = set()
+    for i, c in enumerate(spec.init_containers):
+        _container(errs, f"spec.initContainers[{i}]", c, volume_names, seen, init=True)
+    for i, c in enumerate(spec.containers):
+        _container(errs, f"spec.containers[{i}]", c, volume_names, seen, init=False)
+    host_ports: set[tuple[str, int]] = set()
+    for i, c in enumerate(spec.containers):
+        for j, p in enumerate(c.ports):
+            if p.host_port:
+                hp = (p.protocol or "TCP", p.host_port)
+                if hp in host_ports:
+                    errs.add(f"spec.containers[{i}].ports[{j}].hostPort",
+                             f"duplicate host port {p.host_port}/{hp[0]}")
+                host_ports.add(hp)
+    if spec.restart_policy:
+        one_of(errs, "spec.restartPolicy", spec.restart_policy, RESTART_POLICIES)
+    if spec.node_name:
+        dns_subdomain(errs, "spec.nodeName", spec.node_name)
+    label_map(errs, "spec.nodeSelector", spec.node_selector)
+    _affinity(errs, "spec.affinity", spec.affinity)
+    for i, t in enumerate(spec.tolerations):
+        _toleration(errs, f"spec.tolerations[{i}]", t)
+    if spec.HasField("termination_grace_period_seconds") and spec.termination_grace_period_seconds < 0:
+        errs.add("spec.terminationGracePeriodSeconds", "must be greater than or equal to 0")
+    if spec.HasField("active_deadline_seconds") and spec.active_deadline_seconds <= 0:
+        errs.add("spec.activeDeadlineSeconds", "must be greater than 0")
+    for i, tsc in enumerate(spec.topology_spread_constraints):
+        tp = f"spec.topologySpreadConstraints[{i}]"
+        if tsc.max_skew <= 0:
+            errs.add(f"{tp}.maxSkew", f"must be greater than 0 (got {tsc.max_skew})")
+        if not tsc.topology_key:
+            errs.add(f"{tp}.topologyKey", "required")
+        else:
+            qualified_name(errs, f"{tp}.topologyKey", tsc.topology_key)
+        one_of(errs, f"{tp}.whenUnsatisfiable", tsc.when_unsatisfiable, ("DoNotSchedule", "ScheduleAnyway"))
+        _label_selector(errs, f"{tp}.labelSelector", tsc.label_selector)
+    if spec.hostname:
+        dns_label(errs, "spec.hostname", spec.hostname)
+    if spec.scheduler_name:
+        dns_subdomain(errs, "spec.schedulerName", spec.scheduler_name)
+
+
+def pod_status(errs: Errors, status: pod_pb2.PodStatus) -> None:
+    one_of(errs, "status.phase", status.phase, POD_PHASES)
+    conditions(errs, "status.conditions", status.conditions)
+
+
+def conditions(errs: Errors, path: str, conds: Iterable[Any]) -> None:
+    seen: set[str] = set()
+    for i, c in enumerate(conds):
+        if not c.type:
+            errs.add(f"{path}[{i}].type", "required")
+        elif c.type in seen:
+            errs.add(f"{path}[{i}].type", f"duplicate condition type {c.type!r}")
+        seen.add(c.type)
+        one_of(errs, f"{path}[{i}].status", c.status, CONDITION_STATUSES)
+
+
+def validate_pod(pod: pod_pb2.Pod) -> None:
+    errs = Errors()
+    metadata(errs, pod.metadata, namespaced=True)
+    pod_spec(errs, pod.spec)
+    pod_status(errs, pod.status)
+    errs.raise_if_any()
+
+
+def validate_pod_status(pod: pod_pb2.Pod) -> None:
+    errs = Errors()
+    pod_status(errs, pod.status)
+    errs.raise_if_any()
+
+
+# --- nodes ----------------------------------------------------------------------------------------
+
+
+def taints(errs: Errors, path: str, ts: Iterable[node_pb2.Taint]) -> None:
+    seen: set[tuple[str, str]] = set()
+    for i, t in enumerate(ts):
+        qualified_name(errs, f"{path}[{i}].key", t.key)
+        if t.value:
+            label_value(errs, f"{path}[{i}].value", t.value)
+        if not t.effect:
+            errs.add(f"{path}[{i}].effect", "required")
+        else:
+            one_of(errs, f"{path}[{i}].effect", t.effect, TAINT_EFFECTS)
+        if (t.key, t.effect) in seen:
+            errs.add(f"{path}[{i}]", f"duplicate taint {t.key}:{t.effect}")
+        seen.add((t.key, t.effect))
+
+
+def node_status(errs: Errors, status: node_pb2.NodeStatus) -> None:
+    _resource_list(errs, "status.capacity", status.capacity)
+    _resource_list(errs, "status.allocatable", status.allocatable)
+    conditions(errs, "status.conditions", status.conditions)
+
+
+def validate_node(node: node_pb2.Node) -> None:
+    errs = Errors()
+    metadata(errs, node.metadata, namespaced=False)
+    taints(errs, "spec.taints", node.spec.taints)
+    node_status(errs, node.status)
+    errs.raise_if_any()
+
+
+def validate_node_status(node: node_pb2.Node) -> None:
+    errs = Errors()
+    node_status(errs, node.status)
+    errs.raise_if_any()
+
+
+# --- vms ------------------------------------------------------------------------------------------
+
+
+def vm_spec(errs: Errors, spec: vm_pb2.VMSpec) -> None:
+    if spec.cpu_millis < 0:
+        errs.add("spec.cpuMillis", "must be greater than or equal to 0")
+    if spec.memory_bytes < 0:
+        errs.add("spec.memoryBytes", "must be greater than or equal to 0")
+    one_of(errs, "spec.provider", spec.provider, VM_PROVIDERS)
+    if spec.parent:
+        dns_label(errs, "spec.parent", spec.parent)
+    label_map(errs, "spec.nodeLabels", spec.node_labels)
+    if spec.class_name:
+        dns_subdomain(errs, "spec.className", spec.class_name)
+
+
+def validate_vm(vm: vm_pb2.VM) -> None:
+    errs = Errors()
+    # A VM's name becomes a container name and hostname: a DNS label.
+    metadata(errs, vm.metadata, namespaced=False, name_label=True)
+    vm_spec(errs, vm.spec)
+    one_of(errs, "status.phase", vm.status.phase, VM_PHASES)
+    errs.raise_if_any()
+
+
+def validate_vm_status(vm: vm_pb2.VM) -> None:
+    errs = Errors()
+    one_of(errs, "status.phase", vm.status.phase, VM_PHASES)
+    errs.raise_if_any()
+
+
+# --- leases and events ----------------------------------------------------------------------------
+
+
+def validate_lease(lease: lease_pb2.Lease) -> None:
+    errs = Errors()
+    metadata(errs, lease.metadata, namespaced=True)
+    if lease.spec.lease_duration_seconds < 0:
+        errs.add("spec.leaseDurationSeconds", "must be greater than or equal to 0")
+    if lease.spec.lease_transitions < 0:
+        errs.add("spec.leaseTransitions", "must be greater than or equal to 0")
+    errs.raise_if_any()
+
+
+def validate_event(ev: event_pb2.Event) -> None:
+    errs = Errors()
+    if ev.metadata.name:
+        dns_subdomain(errs, "metadata.name", ev.metadata.name)
+    if not ev.involved_object.kind:
+        errs.add("involvedObject.kind", "required")
+    if not ev.involved_object.name:
+        errs.add("involvedObject.name", "required")
+    if not ev.reason:
+        errs.add("reason", "required")
+    one_of(errs, "type", ev.type, EVENT_TYPES)
+    if ev.count < 0:
+        errs.add("count", "must be greater than or equal to 0")
+    errs.raise_if_any()

@@ -1,0 +1,345 @@
+"""Watch fan-out: one etcd watch per kind, shared by every client stream.
+
+    etcd ──watch(prefix, prev_kv)──► WatchHub(kind) ──► ring buffer of recent HubEvents
+                                          │
+                        index by trigger field (pods: spec.nodeName)
+                                          │
+                  ┌───────────────┬───────┴───────┬───────────────┐
+              Subscription    Subscription    Subscription     (bounded queue each)
+                  │                │               │
+             client stream    client stream   client stream  (gRPC Watch handlers)
+
+Each etcd event is decoded once and, per outgoing event type, encoded once:
+all streams share the bytes. A subscriber is matched against the event's new and
+previous object, so an object moving *into* a stream's selector arrives as ADDED,
+one moving *out* as DELETED, like the Kubernetes watch cache.
+
+A stream asking to resume from a revision the ring buffer still covers is served
+from it; an older revision falls back to a dedicated etcd watch for that stream
+(etcd answers OUT_OF_RANGE when it is compacted). A stream whose queue overflows
+is closed with RESOURCE_EXHAUSTED; its informer resumes from its last revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.message import Message
+
+from controller.kinds import Kind
+from controller.selectors import FieldSelector, LabelSelector
+from controller.store import EventType, RawEvent, Store, WatchBatch, decode
+from cowpod.clock import Clock
+from cowpod.errors import CowpodError, OutOfRange, ResourceExhausted, Unavailable
+from cowpod.v1 import meta_pb2
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+ADDED = meta_pb2.ADDED
+MODIFIED = meta_pb2.MODIFIED
+DELETED = meta_pb2.DELETED
+BOOKMARK = meta_pb2.BOOKMARK
+
+
+@dataclass(frozen=True)
+class Filter(Generic[M]):
+    """What one stream wants: a namespace, a label selector and a field selector."""
+
+    namespace: str
+    labels: LabelSelector
+    fields: FieldSelector[M]
+
+    @property
+    def everything(self) -> bool:
+        return not self.namespace and self.labels.empty and self.fields.empty
+
+    def matches(self, obj: Any) -> bool:
+        meta = obj.metadata
+        if self.namespace and meta.namespace != self.namespace:
+            return False
+        if not self.labels.empty and not self.labels.matches(meta.labels):
+            return False
+        return self.fields.empty or self.fields.matches(obj)
+
+
+class HubEvent:
+    """One etcd change, decoded lazily and encoded at most once per outgoing type."""
+
+    __slots__ = ("_cls", "_enc", "_new", "_prev", "_wcls", "raw")
+
+    def __init__(self, raw: RawEvent, cls: type[Message], wcls: type[Message]) -> None:
+        self.raw = raw
+        self._cls = cls
+        self._wcls = wcls
+        self._new: Message | None = None
+        self._prev: Message | None = None
+        self._enc: dict[tuple[int, bool], bytes] = {}
+
+    @property
+    def revision(self) -> int:
+        return self.raw.mod_revision
+
+    def new(self) -> Message | None:
+        if self.raw.type is EventType.DELETE:
+            return None
+        if self._new is None:
+            self._new = decode(self._cls, self.raw.value, self.raw.mod_revision)
+        return self._new
+
+    def prev(self) -> Message | None:
+        if self.raw.prev_value is None:
+            return None
+        if self._prev is None:
+            # The deleted/replaced object, stamped with this event's revision so a
+            # client resuming from it does not see the event again.
+            self._prev = decode(self._cls, self.raw.prev_value, self.raw.mod_revision)
+        return self._prev
+
+    def encoded(self, type_: int, use_prev: bool) -> bytes:
+        k = (type_, use_prev)
+        b = self._enc.get(k)
+        if b is None:
+            obj = self.prev() if use_prev else self.new()
+            b = self._wcls(type=type_, object=obj, resource_version=self.revision).SerializeToString()
+            self._enc[k] = b
+        return b
+
+    def outcome(self, flt: Filter[Any]) -> tuple[int, bool] | None:
+        """(type to send, send the previous object?) for a stream with `flt`, or None."""
+        new = self.new()
+        prev = self.prev()
+        if flt.everything:
+            if new is None:
+                return (DELETED, True) if prev is not None else None
+            return (ADDED, False) if prev is None else (MODIFIED, False)
+        new_ok = new is not None and flt.matches(new)
+        prev_ok = prev is not None and flt.matches(prev)
+        if new_ok and prev_ok:
+            return (MODIFIED, False)
+        if new_ok:
+            return (ADDED, False)
+        if prev_ok:
+            # Deleted, or moved out of the selector: the client forgets it.
+            return (DELETED, new is None)
+        return None
+
+
+_TICK = object()
+
+
+class Subscription:
+    """One client stream's view of a hub: a bounded queue of (type, use_prev, event)."""
+
+    def __init__(self, hub: WatchHub[Any], flt: Filter[Any], after: int, queue_size: int,
+                 bookmark_interval: float) -> None:
+        self.hub = hub
+        self.filter = flt
+        self.after = after  # events at or below this revision are not for us
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(queue_size)
+        self.error: CowpodError | None = None
+        self.bookmark_interval = bookmark_interval
+        self.trigger: str | None = None
+        self.last_sent = hub.clock.monotonic()
+
+    def offer(self, ev: HubEvent) -> None:
+        if self.error is not None or ev.revision <= self.after:
+            return
+        out = ev.outcome(self.filter)
+        if out is None:
+            return
+        try:
+            self.queue.put_nowait((out[0], out[1], ev))
+        except asyncio.QueueFull:
+            self.fail(ResourceExhausted(
+                f"watch stream fell more than {self.queue.maxsize} events behind; "
+                "it was closed so the client can resume or relist"
+            ))
+
+    def fail(self, err: CowpodError) -> None:
+        if self.error is None:
+            self.error = err
+            self.hub.unsubscribe(self)
+            # Wake the consumer even if the queue is full.
+            while True:
+                try:
+                    self.queue.put_nowait(None)
+                    break
+                except asyncio.QueueFull:
+                    self.queue.get_nowait()
+
+    def tick(self) -> None:
+        if self.queue.empty():
+            self.queue.put_nowait(_TICK)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        wcls = self.hub.kind.watch_event
+        assert wcls is not None
+        clock = self.hub.clock
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                assert self.error is not None
+                raise self.error
+            if item is _TICK:
+                if clock.monotonic() - self.last_sent >= self.bookmark_interval:
+                    self.last_sent = clock.monotonic()
+                    yield bookmark(wcls, max(self.after, self.hub.position))
+                continue
+            type_, use_prev, ev = item
+            self.last_sent = clock.monotonic()
+            yield ev.encoded(type_, use_prev)
+
+
+def bookmark(wcls: type[Message], revision: int) -> bytes:
+    return wcls(type=BOOKMARK, resource_version=revision).SerializeToString()
+
+
+class WatchHub(Generic[M]):
+    """The shared etcd watch of one kind. Owned by the server's TaskGroup via `run`."""
+
+    def __init__(self, store: Store, kind: Kind[M], clock: Clock, *, buffer_size: int = 100_000,
+                 queue_size: int = 50_000) -> None:
+        self.store = store
+        self.kind = kind
+        self.clock = clock
+        self.queue_size = queue_size
+        self.position = 0  # every event up to here has been dispatched
+        self.buffer_start = 0  # the buffer holds every event with revision > buffer_start
+        self._buffer: collections.deque[HubEvent] = collections.deque(maxlen=buffer_size)
+        self._unindexed: set[Subscription] = set()
+        self._by_trigger: dict[str, set[Subscription]] = {}
+        self._trigger_get = kind.all_fields().get(kind.trigger_field) if kind.trigger_field else None
+        self._ready = asyncio.Event()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._unindexed) + sum(len(s) for s in self._by_trigger.values())
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def run(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                if not self._ready.is_set():
+                    self.position = await self.store.current_revision()
+                    self.buffer_start = self.position
+                    self._ready.set()
+                async for batch in self.store.watch(self.kind.prefix(), self.position + 1):
+                    self._dispatch(batch)
+                    delay = 0.2
+            except OutOfRange as err:
+                # We were away longer than etcd keeps history: nobody can be served
+                # from our buffer any more. Every stream relists.
+                log.warning("%s watch hub: %s; resetting and closing %d streams",
+                            self.kind.resource, err, self.subscribers)
+                self._reset(OutOfRange(f"the controller's {self.kind.resource} watch was reset; relist"))
+                continue
+            except Unavailable as err:
+                log.warning("%s watch hub: %s; retrying in %.1fs", self.kind.resource, err, delay)
+            await self.clock.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def run_ticker(self, period: float = 1.0) -> None:
+        """Wake idle streams so they can send BOOKMARKs at their interval."""
+        while True:
+            await self.clock.sleep(period)
+            for sub in list(self._all()):
+                sub.tick()
+
+    def _all(self) -> list[Subscription]:
+        out = list(self._unindexed)
+        for s in self._by_trigger.values():
+            out.extend(s)
+        return out
+
+    def _reset(self, err: CowpodError) -> None:
+        for sub in self._all():
+            sub.fail(err)
+        self._buffer.clear()
+        self._ready.clear()
+
+    def _dispatch(self, batch: WatchBatch) -> None:
+        wcls = self.kind.watch_event
+        assert wcls is not None
+        for raw in batch.events:
+            ev = HubEvent(raw, self.kind.message, wcls)
+            if len(self._buffer) == self._buffer.maxlen:
+                self.buffer_start = self._buffer[0].revision
+            self._buffer.append(ev)
+            for sub in self._candidates(ev):
+                sub.offer(ev)
+        self.position = max(self.position, batch.revision)
+
+    def _candidates(self, ev: HubEvent) -> list[Subscription]:
+        if not self._by_trigger or self._trigger_get is None:
+            return list(self._unindexed)
+        out = list(self._unindexed)
+        values = set()
+        new = ev.new()
+        prev = ev.prev()
+        if new is not None:
+            values.add(self._trigger_get(new))
+        if prev is not None:
+            values.add(self._trigger_get(prev))
+        for v in values:
+            out.extend(self._by_trigger.get(v, ()))
+        return out
+
+    def subscribe(self, flt: Filter[M], after: int, bookmark_interval: float) -> Subscription | None:
+        """A subscription for events after `after`, or None when the buffer no longer covers it."""
+        if after < self.buffer_start or not self._ready.is_set():
+            return None
+        sub = Subscription(self, flt, after, self.queue_size, bookmark_interval)
+        trig = flt.fields.required(self.kind.trigger_field) if self._trigger_get else None
+        if trig is not None:
+            sub.trigger = trig
+            self._by_trigger.setdefault(trig, set()).add(sub)
+        else:
+            self._unindexed.add(sub)
+        # Replay what the buffer holds after `after`: no await between this and
+        # registration, so no event can slip between replay and live delivery.
+        if after < self.position:
+            for ev in self._buffer:
+                if ev.revision > after:
+                    sub.offer(ev)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub.trigger is not None:
+            subs = self._by_trigger.get(sub.trigger)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_trigger[sub.trigger]
+        else:
+            self._unindexed.discard(sub)
+
+
+async def dedicated_stream(store: Store, kind: Kind[M], flt: Filter[M], after: int,
+                           clock: Clock, bookmark_interval: float) -> AsyncIterator[bytes]:
+    """Serve a stream that resumes from before the hub's buffer with its own etcd watch."""
+    wcls = kind.watch_event
+    assert wcls is not None
+    last_sent = clock.monotonic()
+    async for batch in store.watch(kind.prefix(flt.namespace), after + 1):
+        sent = False
+        for raw in batch.events:
+            ev = HubEvent(raw, kind.message, wcls)
+            out = ev.outcome(flt)
+            if out is not None:
+                sent = True
+                yield ev.encoded(out[0], out[1])
+        if not sent and clock.monotonic() - last_sent >= bookmark_interval:
+            yield bookmark(wcls, batch.revision)
+            sent = True
+        if sent:
+            last_sent = clock.monotonic()
