@@ -73,7 +73,8 @@ async def test_unschedulable_pod_waits_for_a_relevant_event_and_its_backoff() ->
     await clock.advance(1.9)
     assert q.pop_nowait() is None
     await clock.advance(0.2)
-    assert (qp := q.pop_nowait()) is not None and qp.pod.name == "p"
+    qp = q.pop_nowait()
+    assert qp is not None and qp.pod.name == "p"
 
 
 async def test_parked_pods_are_retried_after_max_unschedulable() -> None:

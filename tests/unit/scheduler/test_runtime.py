@@ -157,7 +157,7 @@ def test_batch_filters_agree_with_per_node_on_random_clusters() -> None:
             from scheduler.framework.cycle_state import CycleState
 
             state = CycleState()
-            mask, applied = fw.find_feasible(state, pod, cache)
+            _mask, applied = fw.find_feasible(state, pod, cache)
             for f, m in applied:
                 per = np.array([f.filter(state, pod, s).ok for s in cache.states])
                 assert (m == per).all(), f.name
