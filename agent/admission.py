@@ -1,0 +1,71 @@
+"""Admission: the agent's last word on whether a bound pod fits this node.
+
+The scheduler should never bind a pod that does not fit, but it works from a
+cache and may be wrong (or a user may bind by hand). Like kubelet, the agent
+checks requests against allocatable minus what admitted pods already hold,
+and rejects with `OutOfcpu` / `OutOfmemory` / `OutOfpods`; the pod becomes
+Failed with that reason and never starts.
+"""
+
+from __future__ import annotations
+
+from agent.capacity import Resources
+from agent.podspec import pod_requests
+from cowpod.v1 import pod_pb2
+
+
+class Admission:
+    def __init__(self, allocatable: Resources, *, allow_host_path: bool) -> None:
+        self.allocatable = allocatable
+        self.allow_host_path = allow_host_path
+        self._held: dict[str, tuple[int, int]] = {}
+
+    def used(self) -> tuple[int, int, int]:
+        cpu = sum(v[0] for v in self._held.values())
+        mem = sum(v[1] for v in self._held.values())
+        return cpu, mem, len(self._held)
+
+    def holds(self, uid: str) -> bool:
+        return uid in self._held
+
+    def admit(self, pod: pod_pb2.Pod, *, force: bool = False) -> tuple[str, str] | None:
+        """None when admitted; else (reason, message)."""
+        uid = pod.metadata.uid
+        if uid in self._held:
+            return None
+        cpu, mem = pod_requests(pod)
+        if force:
+            self._held[uid] = (cpu, mem)
+            return None
+        if not self.allow_host_path:
+            for v in pod.spec.volumes:
+                if v.HasField("host_path"):
+                    return (
+                        "HostPathNotAllowed",
+                        f"Pod volume {v.name!r} is a hostPath, which this node does not allow "
+                        "(start the agent with --allow-host-path)",
+                    )
+        used_cpu, used_mem, used_pods = self.used()
+        a = self.allocatable
+        if used_pods + 1 > a.pods:
+            return (
+                "OutOfpods",
+                f"Node didn't have enough resource: pods, used: {used_pods}, capacity: {a.pods}",
+            )
+        if cpu and used_cpu + cpu > a.cpu_millis:
+            return (
+                "OutOfcpu",
+                f"Node didn't have enough resource: cpu, requested: {cpu}m, used: {used_cpu}m, "
+                f"capacity: {a.cpu_millis}m",
+            )
+        if mem and used_mem + mem > a.memory_bytes:
+            return (
+                "OutOfmemory",
+                f"Node didn't have enough resource: memory, requested: {mem}, used: {used_mem}, "
+                f"capacity: {a.memory_bytes}",
+            )
+        self._held[uid] = (cpu, mem)
+        return None
+
+    def release(self, uid: str) -> None:
+        self._held.pop(uid, None)

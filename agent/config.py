@@ -1,0 +1,60 @@
+"""The agent's configuration: one frozen object built from the command line
+(or by a test) and passed to every part; there is no global state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """Crash-loop back-off, as kubelet does it: the first restart is
+    immediate, then `initial` doubling up to `maximum`; a container that ran
+    `reset_after` seconds before it died starts a fresh streak (10 s, 5 min,
+    10 min by default; tests shrink them)."""
+
+    initial: float = 10.0
+    maximum: float = 300.0
+    reset_after: float = 600.0
+
+    def delay(self, streak: int) -> float:
+        """Seconds between a crash and the restart that is the `streak`-th
+        in a row: 0, initial, 2*initial, ... capped at maximum."""
+        if streak <= 1:
+            return 0.0
+        return float(min(self.initial * (2 ** (streak - 2)), self.maximum))
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    controller: str
+    node_name: str
+    listen: str = ""
+    advertise: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    vm_container: str = ""
+    reserve_cpu_millis: int = 100
+    reserve_memory_bytes: int = 64 * 2**20
+    max_pods: int = 110
+    allow_host_path: bool = False
+    pause_image: str = "cowpod/pause:latest"
+    # Never contact a registry: a missing image is ErrImageNotFound at once.
+    no_pull: bool = False
+    heartbeat_seconds: float = 10.0
+    # Each pod is re-reconciled at least this often even without events.
+    resync_seconds: float = 10.0
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    # Image pull failures back off like crashes (ImagePullBackOff).
+    image_backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    # Dead instances kept per container (for lastState and `logs --previous`).
+    keep_dead_per_container: int = 1
+    # Extra labels for every Docker object (tests add cowpod.test=1).
+    extra_docker_labels: Mapping[str, str] = field(default_factory=dict)
+    # Status writes: at most this many in flight and per second.
+    status_concurrency: int = 4
+    status_qps: float = 50.0
+    docker_threads: int = 32
+    # Paths read for capacity; tests point them at fixtures.
+    cgroup_root: str = "/sys/fs/cgroup"
+    proc_root: str = "/proc"

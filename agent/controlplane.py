@@ -1,0 +1,105 @@
+"""The agent's view of the controller: the few calls it makes, as a Protocol
+with a gRPC implementation over `cowpod.client.Client` (unit tests use an
+in-memory fake). gRPC errors are turned into outcomes here, once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import grpc
+
+from cowpod.client import Client
+from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2
+
+log = logging.getLogger(__name__)
+
+
+class ControlPlane(Protocol):
+    async def register(self, node: node_pb2.Node) -> node_pb2.Node: ...
+
+    async def heartbeat(self, node_name: str, status: node_pb2.NodeStatus) -> bool:
+        """False when the controller no longer knows the node (re-register)."""
+
+    async def update_pod_status(self, pod: pod_pb2.Pod) -> pod_pb2.Pod | None:
+        """None when the pod is gone."""
+
+    async def finalize_pod(self, namespace: str, name: str, uid: str, resource_version: int) -> None:
+        """Remove the pod object now that its containers are gone; a pod
+        already gone, or replaced by another of the same name, is left be."""
+
+    async def create_event(self, event: event_pb2.Event) -> None: ...
+
+    def pod_watch(self) -> Callable[..., Any]:
+        """The Watch callable an Informer drives."""
+
+
+def _code(err: grpc.RpcError) -> grpc.StatusCode | None:
+    return err.code() if isinstance(err, grpc.aio.AioRpcError) else None
+
+
+class GrpcControlPlane:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def register(self, node: node_pb2.Node) -> node_pb2.Node:
+        return await self.client.call(self.client.nodes.Register, node, attempts=1000, max_delay=5.0)
+
+    async def heartbeat(self, node_name: str, status: node_pb2.NodeStatus) -> bool:
+        try:
+            await self.client.call(
+                self.client.nodes.Heartbeat,
+                node_pb2.HeartbeatRequest(node_name=node_name, status=status),
+                timeout=10.0,
+                attempts=3,
+            )
+        except grpc.RpcError as err:
+            if _code(err) == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def update_pod_status(self, pod: pod_pb2.Pod) -> pod_pb2.Pod | None:
+        try:
+            return await self.client.call(self.client.pods.UpdateStatus, pod, timeout=15.0, attempts=3)
+        except grpc.RpcError as err:
+            if _code(err) == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+    async def finalize_pod(self, namespace: str, name: str, uid: str, resource_version: int) -> None:
+        key = meta_pb2.ObjectKey(namespace=namespace, name=name)
+        for _ in range(5):
+            try:
+                current = await self.client.call(self.client.pods.Get, key, timeout=10.0)
+            except grpc.RpcError as err:
+                if _code(err) == grpc.StatusCode.NOT_FOUND:
+                    return
+                raise
+            if uid and current.metadata.uid != uid:
+                return
+            try:
+                await self.client.call(
+                    self.client.pods.Delete,
+                    meta_pb2.DeleteOptions(
+                        key=key, grace_period_seconds=0, resource_version=current.metadata.resource_version
+                    ),
+                    timeout=10.0,
+                )
+                return
+            except grpc.RpcError as err:
+                code = _code(err)
+                if code == grpc.StatusCode.NOT_FOUND:
+                    return
+                if code != grpc.StatusCode.ABORTED:
+                    raise
+        log.warning("finalize %s/%s: kept changing under us; will retry on next sync", namespace, name)
+        raise RuntimeError(f"finalize {namespace}/{name}: conflict")
+
+    async def create_event(self, event: event_pb2.Event) -> None:
+        await self.client.call(self.client.events.Create, event, timeout=10.0, attempts=3)
+
+    def pod_watch(self) -> Callable[..., Any]:
+        watch: Callable[..., Any] = self.client.pods.Watch
+        return watch

@@ -1,0 +1,238 @@
+"""The agent process: wires the parts and owns every task.
+
+    Agent.run
+      ├─ register node (capacity from cgroup), then in one TaskGroup:
+      ├─ heartbeat loop
+      ├─ pod informer (spec.nodeName=<node>)  ──► on_pod ──► PodWorker per UID
+      ├─ docker events ──► poke the pod's worker
+      ├─ garbage collector (orphan containers/volumes, every few resyncs)
+      ├─ status manager (coalesced UpdateStatus) and event recorder
+      └─ AgentService (Logs, Exec) when --listen is given
+
+Nothing is garbage-collected before the informer has delivered its first
+full list: after a restart the agent must know every pod before it decides a
+container is an orphan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from agent import labels as L
+from agent.admission import Admission
+from agent.capacity import allocatable, detect_capacity
+from agent.config import AgentConfig
+from agent.controlplane import ControlPlane
+from agent.events import EventRecorder
+from agent.executor import Executor, NodeContext
+from agent.node import NodeRegistrar, host_ip
+from agent.probes import Prober
+from agent.runtime import Runtime, VMInfo
+from agent.statusmgr import StatusManager
+from agent.supervisor import Supervisor
+from agent.worker import PodWorker, WorkerDeps
+from cowpod.clock import Clock, RealClock
+from cowpod.informer import Informer
+from cowpod.v1 import meta_pb2, pod_pb2
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        cp: ControlPlane,
+        runtime: Runtime,
+        *,
+        clock: Clock | None = None,
+        serve: Callable[[Agent], object] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.cp = cp
+        self.runtime = runtime
+        self.clock: Clock = clock or RealClock()
+        self._serve = serve
+        self.workers: dict[str, PodWorker] = {}
+        self.pods: dict[str, pod_pb2.Pod] = {}  # by UID
+        self.synced = asyncio.Event()
+        self.ready = asyncio.Event()  # registered, synced and first pass done
+        self.supervisor: Supervisor | None = None
+        self.vm: VMInfo | None = None
+        self.deps: WorkerDeps | None = None
+        self.registrar: NodeRegistrar | None = None
+        self.bound_port = 0  # set by the AgentService server once listening
+        self.serving = asyncio.Event()
+        self.recorder = EventRecorder(cp, self.clock, cfg.node_name)
+        self.statuses = StatusManager(cp, self.clock, concurrency=cfg.status_concurrency, qps=cfg.status_qps)
+        self.informer: Informer[pod_pb2.Pod] = Informer(
+            cp.pod_watch(),
+            list_options=meta_pb2.ListOptions(field_selector=f"spec.nodeName={cfg.node_name}"),
+            handler=self.on_pod,
+            clock=self.clock,
+            name=f"agent {cfg.node_name} pods",
+            on_synced=self.on_synced,
+        )
+
+    # ------------------------------------------------------------ setup
+
+    async def setup(self) -> None:
+        if self.cfg.vm_container:
+            self.vm = await self.runtime.vm_info(self.cfg.vm_container)
+            log.info(
+                "pods nest in VM container %s (cgroup %s, ip %s)",
+                self.vm.id[:12],
+                self.vm.cgroup_parent,
+                self.vm.ip,
+            )
+        capacity = detect_capacity(self.cfg.cgroup_root, self.cfg.proc_root, self.cfg.max_pods)
+        alloc = allocatable(capacity, self.cfg.reserve_cpu_millis, self.cfg.reserve_memory_bytes)
+        ip = self.vm.ip if self.vm is not None and self.vm.ip else host_ip()
+        self.registrar = NodeRegistrar(
+            self.cfg,
+            self.cp,
+            self.clock,
+            capacity=capacity,
+            allocatable=alloc,
+            internal_ip=ip,
+            runtime_version=await self.runtime.version(),
+            provider_id=f"docker://{self.vm.id}" if self.vm is not None else "",
+        )
+        await self.registrar.register()
+        self._admission = Admission(alloc, allow_host_path=self.cfg.allow_host_path)
+        self._node_ctx = NodeContext(self.cfg.node_name, ip, self.vm)
+
+    async def run(self) -> None:
+        await self.setup()
+        assert self.registrar is not None
+        async with asyncio.TaskGroup() as tg:
+            sup = self.supervisor = Supervisor(tg)
+            executor = Executor(
+                self.cfg, self.runtime, self.cp, self.recorder, self.statuses, self.clock, self._node_ctx
+            )
+            self.deps = WorkerDeps(
+                cfg=self.cfg,
+                executor=executor,
+                recorder=self.recorder,
+                statuses=self.statuses,
+                clock=self.clock,
+                supervisor=sup,
+                admission=self._admission,
+                prober=Prober(self.runtime),
+            )
+            sup.spawn("heartbeat", self.registrar.heartbeat_loop())
+            sup.spawn("status", self.statuses.run(), critical=True)
+            sup.spawn("events", self.recorder.run(), critical=True)
+            sup.spawn("docker-events", self._docker_events())
+            sup.spawn("informer", self.informer.run(), critical=True)
+            sup.spawn("gc", self._gc_loop())
+            if self._serve is not None:
+                served = self._serve(self)
+                if asyncio.iscoroutine(served):
+                    sup.spawn("server", served, critical=True)
+
+    # ------------------------------------------------------------ pods
+
+    def _worker(self, uid: str, pod: pod_pb2.Pod | None) -> PodWorker:
+        w = self.workers.get(uid)
+        if w is not None and not w.done:
+            return w
+        assert self.deps is not None and self.supervisor is not None
+        w = PodWorker(uid, pod, self.deps)
+        self.workers[uid] = w
+        self.supervisor.spawn(w.task_name, self._run_worker(w))
+        return w
+
+    async def _run_worker(self, w: PodWorker) -> None:
+        try:
+            await w.run()
+        finally:
+            if self.workers.get(w.uid) is w:
+                del self.workers[w.uid]
+
+    async def on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
+        uid = pod.metadata.uid
+        if type_ == meta_pb2.DELETED:
+            self.pods.pop(uid, None)
+            w = self.workers.get(uid)
+            if w is not None:
+                w.update(None)
+            elif self.synced.is_set():
+                self._worker(uid, None)
+            return
+        if pod.spec.node_name != self.cfg.node_name:
+            return
+        self.pods[uid] = pod
+        w = self.workers.get(uid)
+        if w is not None and not w.done:
+            w.update(pod)
+        else:
+            self._worker(uid, pod)
+
+    async def on_synced(self) -> None:
+        """The first full list is in: now containers of unknown pods are orphans."""
+        await self.collect_garbage()
+        self.synced.set()
+        if self.supervisor is not None:
+            self.supervisor.spawn("first-pass", self._first_pass())
+
+    async def _first_pass(self) -> None:
+        # Ready once every known pod has been reconciled at least once.
+        while any(w.syncs == 0 for w in list(self.workers.values()) if not w.done):
+            await self.clock.sleep(0.05)
+        self.ready.set()
+        log.info("agent %s ready: initial reconcile done for %d pods", self.cfg.node_name, len(self.workers))
+
+    async def collect_garbage(self) -> None:
+        """Start workers for pods Docker knows but the API does not (they tear
+        down), and remove volumes of pods that have neither."""
+        containers = await self.runtime.list_containers()
+        for uid in sorted({c.pod_uid for c in containers}):
+            if uid not in self.pods and uid not in self.workers:
+                log.info("containers of pod %s have no pod object: removing them", uid)
+                self._worker(uid, None)
+        alive = {c.pod_uid for c in containers} | set(self.pods)
+        for name, lab in await self.runtime.list_volumes():
+            if lab.get(L.POD_UID) not in alive:
+                try:
+                    await self.runtime.remove_volume(name)
+                except Exception as err:
+                    log.debug("volume %s not removed: %s", name, err)
+
+    async def _gc_loop(self) -> None:
+        while True:
+            await self.clock.sleep(max(self.cfg.resync_seconds * 3, 5.0))
+            if not self.synced.is_set():
+                continue
+            try:
+                await self.collect_garbage()
+            except Exception as err:
+                log.warning("garbage collection failed: %s", err)
+
+    async def _docker_events(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async for uid in self.runtime.events():
+                    w = self.workers.get(uid)
+                    if w is not None:
+                        w.poke()
+                    delay = 0.5
+            except Exception as err:
+                log.warning("docker events failed: %s", err)
+            await self.clock.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            # Missed events: make every worker look again.
+            for w in list(self.workers.values()):
+                w.poke()
+
+    # ------------------------------------------------------------ lookups (logs, exec)
+
+    def find_pod(self, namespace: str, name: str) -> pod_pb2.Pod | None:
+        ns = namespace or "default"
+        for pod in self.pods.values():
+            if pod.metadata.name == name and (pod.metadata.namespace or "default") == ns:
+                return pod
+        return None

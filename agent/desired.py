@@ -1,0 +1,63 @@
+"""The desired pod as the planner sees it: a small frozen view of the API's
+Pod (protobuf stops here), with a hash per container spec so a changed spec
+replaces its container."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from agent.runtime import Kind
+from cowpod.v1 import pod_pb2
+
+DEFAULT_GRACE = 30
+TERMINAL = frozenset({"Succeeded", "Failed"})
+
+
+@dataclass(frozen=True)
+class Want:
+    name: str
+    kind: Kind
+    spec_hash: str
+
+
+@dataclass(frozen=True)
+class DesiredPod:
+    uid: str
+    name: str
+    namespace: str
+    restart_policy: str  # Always | OnFailure | Never
+    init: tuple[Want, ...]
+    apps: tuple[Want, ...]
+    grace_seconds: int
+    deleting: bool
+    # A phase the pod already reached and reported; never left again.
+    terminal_phase: str = ""
+
+
+def spec_hash(c: pod_pb2.Container) -> str:
+    return hashlib.sha256(c.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
+def grace_of(pod: pod_pb2.Pod) -> int:
+    md = pod.metadata
+    if md.HasField("deletion_timestamp") and md.HasField("deletion_grace_period_seconds"):
+        return max(0, int(md.deletion_grace_period_seconds))
+    if pod.spec.HasField("termination_grace_period_seconds"):
+        return max(0, int(pod.spec.termination_grace_period_seconds))
+    return DEFAULT_GRACE
+
+
+def from_proto(pod: pod_pb2.Pod) -> DesiredPod:
+    phase = pod.status.phase
+    return DesiredPod(
+        uid=pod.metadata.uid,
+        name=pod.metadata.name,
+        namespace=pod.metadata.namespace or "default",
+        restart_policy=pod.spec.restart_policy or "Always",
+        init=tuple(Want(c.name, Kind.INIT, spec_hash(c)) for c in pod.spec.init_containers),
+        apps=tuple(Want(c.name, Kind.APP, spec_hash(c)) for c in pod.spec.containers),
+        grace_seconds=grace_of(pod),
+        deleting=pod.metadata.HasField("deletion_timestamp"),
+        terminal_phase=phase if phase in TERMINAL else "",
+    )

@@ -1,0 +1,323 @@
+"""Carries out the planner's actions on the runtime and says what happened
+(events, errors remembered in the pod's memory for the next plan).
+
+Kills of one plan run concurrently (a pod's containers share one grace
+period); everything else runs in plan order. A failure of one action is
+remembered and reported, never raised into the worker's loop, except for
+engine errors the worker retries on its next sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent import labels as L
+from agent.config import AgentConfig
+from agent.controlplane import ControlPlane
+from agent.events import EventRecorder, PodRef
+from agent.plan import (
+    Action,
+    Finalize,
+    KillContainer,
+    PendingError,
+    PodMemory,
+    RemoveContainer,
+    RemoveVolumes,
+    Requeue,
+    StartContainer,
+    StartSandbox,
+)
+from agent.podspec import ConfigError, PodContext, container_spec, sandbox_spec, volume_name
+from agent.runtime import ContainerInfo, EngineError, ImageError, Kind, Runtime, VMInfo
+from agent.statusmgr import StatusManager
+from cowpod.clock import Clock
+from cowpod.v1 import pod_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    node_name: str
+    host_ip: str
+    vm: VMInfo | None
+
+
+def find_spec(pod: pod_pb2.Pod, name: str, kind: Kind) -> pod_pb2.Container | None:
+    pool = pod.spec.init_containers if kind == Kind.INIT else pod.spec.containers
+    return next((c for c in pool if c.name == name), None)
+
+
+class Executor:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        runtime: Runtime,
+        cp: ControlPlane,
+        recorder: EventRecorder,
+        statuses: StatusManager,
+        clock: Clock,
+        node: NodeContext,
+    ) -> None:
+        self.cfg = cfg
+        self.runtime = runtime
+        self.cp = cp
+        self.recorder = recorder
+        self.statuses = statuses
+        self.clock = clock
+        self.node = node
+
+    def pod_ip(self, containers: Sequence[ContainerInfo]) -> str:
+        if self.node.vm is not None:
+            return self.node.vm.ip
+        sb = [c for c in containers if c.kind == Kind.SANDBOX and c.running]
+        return sb[-1].ip if sb else ""
+
+    async def execute(
+        self,
+        pod: pod_pb2.Pod | None,
+        ref: PodRef,
+        actions: Sequence[Action],
+        memory: PodMemory,
+        containers: Sequence[ContainerInfo],
+    ) -> bool:
+        """Run the actions; True when the pod was finalized."""
+        kills = [a for a in actions if isinstance(a, KillContainer)]
+        if kills:
+            by_id = {c.id: c for c in containers}
+            await asyncio.gather(*(self.kill(pod, ref, a, memory, by_id.get(a.id)) for a in kills))
+        for a in actions:
+            if isinstance(a, StartSandbox) and pod is not None:
+                await self.start_sandbox(pod, ref, a, memory)
+            elif isinstance(a, StartContainer) and pod is not None:
+                await self.start_container(pod, ref, a, memory, containers)
+            elif isinstance(a, RemoveContainer):
+                await self.runtime.remove_container(a.id)
+            elif isinstance(a, RemoveVolumes):
+                await self.remove_volumes(a.pod_uid)
+            elif isinstance(a, Finalize) and pod is not None:
+                await self.statuses.flush(ref.uid)
+                await self.cp.finalize_pod(ref.namespace, ref.name, ref.uid, pod.metadata.resource_version)
+                self.statuses.forget(ref.uid)
+                return True
+            elif isinstance(a, (KillContainer, Requeue)):
+                continue
+        return False
+
+    # ------------------------------------------------------------ stopping
+
+    async def kill(
+        self,
+        pod: pod_pb2.Pod | None,
+        ref: PodRef,
+        a: KillContainer,
+        memory: PodMemory,
+        info: ContainerInfo | None,
+    ) -> None:
+        """preStop hook, SIGTERM, wait up to the grace period, SIGKILL."""
+        deadline = self.clock.monotonic() + a.grace
+        spec = find_spec(pod, a.name, info.kind) if (pod is not None and info is not None) else None
+        if a.reason != "PodTerminated" or (info is not None and info.kind != Kind.SANDBOX):
+            msg = {
+                "Unhealthy": memory.unhealthy.get(
+                    a.id, f"Container {a.name} failed a probe, will be restarted"
+                ),
+                "SpecChanged": f"Container {a.name} definition changed, will be restarted",
+                "SandboxChanged": f"Pod sandbox changed, stopping container {a.name}",
+            }.get(a.reason, f"Stopping container {a.name}")
+            self.recorder.record(ref, "Killing", msg)
+        if a.pre_stop and a.grace > 0 and spec is not None and spec.lifecycle.pre_stop.exec.command:
+            try:
+                res = await self.runtime.exec(
+                    a.id, list(spec.lifecycle.pre_stop.exec.command), timeout=max(a.grace, 1)
+                )
+                if res.exit_code != 0:
+                    self.recorder.record(
+                        ref,
+                        "FailedPreStopHook",
+                        f"PreStop hook of {a.name} exited with {res.exit_code}",
+                        warning=True,
+                    )
+            except (TimeoutError, EngineError) as err:
+                self.recorder.record(
+                    ref, "FailedPreStopHook", f"PreStop hook of {a.name}: {err}", warning=True
+                )
+        if a.grace > 0:
+            await self.runtime.signal_container(a.id, "SIGTERM")
+            delay = 0.05
+            while self.clock.monotonic() < deadline:
+                if not await self.runtime.is_running(a.id):
+                    break
+                await self.clock.sleep(min(delay, max(deadline - self.clock.monotonic(), 0.01)))
+                delay = min(delay * 2, 0.5)
+        if await self.runtime.is_running(a.id):
+            await self.runtime.signal_container(a.id, "SIGKILL")
+            for _ in range(100):
+                if not await self.runtime.is_running(a.id):
+                    break
+                await self.clock.sleep(0.05)
+        memory.unhealthy.pop(a.id, None)
+        memory.ready.pop(a.id, None)
+        memory.started.pop(a.id, None)
+
+    async def remove_volumes(self, pod_uid: str) -> None:
+        for name, lab in await self.runtime.list_volumes():
+            if lab.get(L.POD_UID) == pod_uid:
+                try:
+                    await self.runtime.remove_volume(name)
+                except EngineError as err:
+                    log.warning("volume %s not removed yet: %s", name, err)
+
+    # ------------------------------------------------------------ starting
+
+    def _backoff_error(self, memory: PodMemory, name: str, reason: str, message: str) -> None:
+        old = memory.errors.get(name)
+        streak = (old.streak + 1) if old is not None else 1
+        delay = max(self.cfg.image_backoff.delay(streak + 1), 1.0)
+        memory.errors[name] = PendingError(reason, message, self.clock.now() + delay, streak)
+
+    async def _ensure_image(self, ref: PodRef, image: str, policy: str, memory: PodMemory, name: str) -> bool:
+        present = await self.runtime.image_present(image)
+        policy = policy or "IfNotPresent"
+        if policy == "Never" or (self.cfg.no_pull and policy != "Always"):
+            if present:
+                self.recorder.record(ref, "Pulled", f'Container image "{image}" already present on machine')
+                return True
+            msg = (
+                f'image "{image}" is not present on the node and cannot be pulled (imagePullPolicy {policy})'
+            )
+            self._image_failed(ref, memory, name, "ErrImageNotFound", msg)
+            return False
+        if present and policy == "IfNotPresent":
+            self.recorder.record(ref, "Pulled", f'Container image "{image}" already present on machine')
+            return True
+        if self.cfg.no_pull:
+            if present:
+                return True
+            self._image_failed(
+                ref, memory, name, "ErrImageNotFound", f'image "{image}" is not present on the node'
+            )
+            return False
+        self.recorder.record(ref, "Pulling", f'Pulling image "{image}"')
+        try:
+            await self.runtime.pull_image(image)
+        except ImageError as err:
+            if present:
+                self.recorder.record(ref, "Failed", f"{err.message}; using the local copy", warning=True)
+                return True
+            reason = "ErrImageNotFound" if err.reason == "ErrImageNotFound" else "ImagePullBackOff"
+            self._image_failed(ref, memory, name, reason, err.message)
+            return False
+        self.recorder.record(ref, "Pulled", f'Successfully pulled image "{image}"')
+        return True
+
+    def _image_failed(self, ref: PodRef, memory: PodMemory, name: str, reason: str, msg: str) -> None:
+        first = name not in memory.errors
+        self._backoff_error(memory, name, reason, msg)
+        if first:
+            self.recorder.record(ref, "Failed", f"Error: {reason}: {msg}", warning=True)
+        else:
+            self.recorder.record(ref, "BackOff", f"Back-off pulling image: {reason}: {msg}", warning=True)
+
+    async def ensure_volumes(self, pod: pod_pb2.Pod) -> None:
+        lab = {
+            **self.cfg.extra_docker_labels,
+            L.MANAGED: "1",
+            L.NODE: self.cfg.node_name,
+            L.POD_UID: pod.metadata.uid,
+            L.POD_NAME: pod.metadata.name,
+            L.POD_NAMESPACE: pod.metadata.namespace or "default",
+        }
+        for v in pod.spec.volumes:
+            if v.HasField("host_path"):
+                continue
+            tmpfs = v.empty_dir.medium == "Memory"
+            await self.runtime.ensure_volume(
+                volume_name(pod.metadata.uid, v.name),
+                lab | {L.VOLUME_NAME: v.name},
+                tmpfs=tmpfs,
+                size=v.empty_dir.size_limit_bytes,
+            )
+
+    async def start_sandbox(self, pod: pod_pb2.Pod, ref: PodRef, a: StartSandbox, memory: PodMemory) -> None:
+        vm = self.node.vm
+        spec = sandbox_spec(pod, self.cfg, a.attempt, vm.id if vm else "", vm.cgroup_parent if vm else "")
+        try:
+            if not await self.runtime.image_present(spec.image) and not self.cfg.no_pull:
+                await self.runtime.pull_image(spec.image)
+            await self.ensure_volumes(pod)
+            cid = await self.runtime.create_container(spec)
+            await self.runtime.start_container(cid)
+        except (ImageError, EngineError) as err:
+            self._backoff_error(memory, "", "SandboxCreateError", str(err))
+            self.recorder.record(
+                ref, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {err}", warning=True
+            )
+            return
+        memory.errors.pop("", None)
+        if a.attempt > 0:
+            self.recorder.record(
+                ref, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created."
+            )
+
+    async def start_container(
+        self,
+        pod: pod_pb2.Pod,
+        ref: PodRef,
+        a: StartContainer,
+        memory: PodMemory,
+        containers: Sequence[ContainerInfo],
+    ) -> None:
+        c = find_spec(pod, a.name, a.kind)
+        if c is None:
+            return
+        if not await self._ensure_image(ref, c.image, c.image_pull_policy, memory, c.name):
+            return
+        vm = self.node.vm
+        ctx = PodContext(
+            node_name=self.cfg.node_name,
+            pod_ip=self.pod_ip(containers),
+            host_ip=self.node.host_ip,
+            sandbox_id=a.sandbox_id,
+            vm_id=vm.id if vm else "",
+            cgroup_parent=vm.cgroup_parent if vm else "",
+        )
+        try:
+            spec = container_spec(pod, c, a.kind, a.attempt, a.streak, self.cfg, ctx)
+        except ConfigError as err:
+            self._backoff_error(memory, c.name, "CreateContainerConfigError", str(err))
+            self.recorder.record(ref, "Failed", f"Error: {err}", warning=True)
+            return
+        try:
+            cid = await self.runtime.create_container(spec)
+        except ImageError as err:
+            self._image_failed(ref, memory, c.name, err.reason, err.message)
+            return
+        except EngineError as err:
+            self._backoff_error(memory, c.name, "CreateContainerError", str(err))
+            self.recorder.record(ref, "Failed", f"Error: {err}", warning=True)
+            return
+        memory.errors.pop(c.name, None)
+        self.recorder.record(ref, "Created", f"Created container {c.name}")
+        try:
+            await self.runtime.start_container(cid)
+        except EngineError as err:
+            self.recorder.record(
+                ref, "Failed", f"Error: failed to start container {c.name}: {err}", warning=True
+            )
+            return
+        self.recorder.record(ref, "Started", f"Started container {c.name}")
+        if c.lifecycle.post_start.exec.command:
+            try:
+                res = await self.runtime.exec(cid, list(c.lifecycle.post_start.exec.command), timeout=30)
+                ok, why = res.exit_code == 0, f"exited with {res.exit_code}"
+            except (TimeoutError, EngineError) as err:
+                ok, why = False, str(err)
+            if not ok:
+                self.recorder.record(
+                    ref, "FailedPostStartHook", f"PostStart hook of {c.name} {why}", warning=True
+                )
+                memory.unhealthy[cid] = f"Container {c.name} failed its postStart hook, will be restarted"

@@ -1,0 +1,150 @@
+"""`cowpod-agent`: the node agent's command line.
+
+    cowpod-agent --controller ADDR --node-name NAME [--listen ADDR] [--advertise ADDR]
+                 [--labels k=v,..] [--vm-container NAME] [--reserve-cpu 100m]
+                 [--reserve-memory 64Mi] [--allow-host-path] [--pause-image IMG] ...
+
+`run(argv)` is the whole program without `sys.exit`, so a forked warm process
+(an instant-cloned VM) can call it directly. Stopping the agent (SIGTERM,
+SIGINT, even SIGKILL) never stops pods: a new agent adopts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from agent.config import AgentConfig, BackoffPolicy
+from agent.controlplane import GrpcControlPlane
+from agent.daemon import Agent
+from agent.quantity import parse_bytes, parse_cpu_millis
+from agent.runtime_docker import DockerRuntime
+from agent.server import serve
+from cowpod.client import Client
+
+log = logging.getLogger("agent")
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        k, sep, v = part.partition("=")
+        if not sep or not k:
+            raise argparse.ArgumentTypeError(f"--labels: {part!r} is not key=value")
+        out[k] = v
+    return out
+
+
+def _cpu(text: str) -> int:
+    try:
+        return parse_cpu_millis(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _mem(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cowpod-agent", description="cowpod node agent: runs pods with Docker")
+    p.add_argument("--controller", required=True, help="controller address: host:port or unix:///path")
+    p.add_argument("--node-name", required=True)
+    p.add_argument(
+        "--listen", default="", help="serve AgentService (logs/exec) here: unix:///path or 127.0.0.1:port"
+    )
+    p.add_argument("--advertise", default="", help="the address the controller should use to reach --listen")
+    p.add_argument("--labels", type=parse_labels, default={}, help="node labels: k=v,k2=v2")
+    p.add_argument("--vm-container", default="", help="Docker container this agent's VM is; pods nest in it")
+    p.add_argument("--reserve-cpu", type=_cpu, default=100, help="CPU kept back from pods (default 100m)")
+    p.add_argument("--reserve-memory", type=_mem, default=64 * 2**20, help="memory kept back (default 64Mi)")
+    p.add_argument("--max-pods", type=int, default=110)
+    p.add_argument("--allow-host-path", action="store_true", help="allow hostPath volumes")
+    p.add_argument("--pause-image", default="cowpod/pause:latest")
+    p.add_argument("--no-pull", action="store_true", help="never pull images (no registry)")
+    p.add_argument("--heartbeat-seconds", type=float, default=10.0)
+    p.add_argument("--resync-seconds", type=float, default=10.0)
+    p.add_argument("--backoff-initial", type=float, default=10.0, help="crash back-off start (s)")
+    p.add_argument("--backoff-max", type=float, default=300.0, help="crash back-off cap (s)")
+    p.add_argument(
+        "--docker-label", type=parse_labels, default={}, help="extra labels on every Docker object (k=v,..)"
+    )
+    p.add_argument("--cgroup-root", default="/sys/fs/cgroup")
+    p.add_argument("--log-level", default="info")
+    return p
+
+
+def config_from_args(ns: argparse.Namespace) -> AgentConfig:
+    listen = ns.listen
+    return AgentConfig(
+        controller=ns.controller,
+        node_name=ns.node_name,
+        listen=listen,
+        advertise=ns.advertise or listen,
+        labels=ns.labels,
+        vm_container=ns.vm_container,
+        reserve_cpu_millis=ns.reserve_cpu,
+        reserve_memory_bytes=ns.reserve_memory,
+        max_pods=ns.max_pods,
+        allow_host_path=ns.allow_host_path,
+        pause_image=ns.pause_image,
+        no_pull=ns.no_pull,
+        heartbeat_seconds=ns.heartbeat_seconds,
+        resync_seconds=ns.resync_seconds,
+        backoff=BackoffPolicy(initial=ns.backoff_initial, maximum=ns.backoff_max),
+        image_backoff=BackoffPolicy(initial=ns.backoff_initial, maximum=ns.backoff_max),
+        extra_docker_labels=ns.docker_label,
+        cgroup_root=ns.cgroup_root,
+    )
+
+
+async def run_agent(cfg: AgentConfig) -> None:
+    """Run until cancelled or until SIGTERM/SIGINT."""
+    runtime = DockerRuntime(cfg.node_name, threads=cfg.docker_threads)
+    client = Client(cfg.controller)
+    agent = Agent(cfg, GrpcControlPlane(client), runtime, serve=serve if cfg.listen else None)
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, lambda: main_task.cancel() if main_task else None)
+            installed.append(sig)
+    try:
+        await agent.run()
+    except asyncio.CancelledError:
+        log.info("agent %s stopping (pods keep running)", cfg.node_name)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await client.close()
+        await runtime.close()
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    ns = parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(ns.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    asyncio.run(run_agent(config_from_args(ns)))
+
+
+def main() -> None:
+    try:
+        run()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

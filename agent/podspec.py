@@ -1,0 +1,213 @@
+"""From a pod's container spec to the runtime's `CreateSpec`: names, labels,
+command and args (Kubernetes `command` is the entrypoint, `args` the cmd),
+env with `fieldRef` and `$(VAR)` expansion, resources, volumes, and the
+network/cgroup nesting that makes a pod live inside its VM.
+
+    VM container (cgroup /docker/<vm>, network of the VM)
+      └─ sandbox "pause"  network_mode=container:<vm>  cgroup_parent=/docker/<vm>
+           └─ app / init  network_mode=container:<sandbox>, ipc=container:<sandbox>
+
+Without a VM container the sandbox gets the engine's default network.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agent import labels as L
+from agent.config import AgentConfig
+from agent.desired import grace_of, spec_hash
+from agent.runtime import CreateSpec, Kind, Mount
+from cowpod.v1 import pod_pb2
+
+
+class ConfigError(Exception):
+    """The pod's spec cannot be turned into a container (CreateContainerConfigError)."""
+
+
+@dataclass(frozen=True)
+class PodContext:
+    """What a container spec needs that is not in the pod: where it runs."""
+
+    node_name: str
+    pod_ip: str
+    host_ip: str
+    sandbox_id: str
+    vm_id: str = ""
+    cgroup_parent: str = ""
+
+
+def docker_name(pod: pod_pb2.Pod, container: str, attempt: int) -> str:
+    md = pod.metadata
+    raw = f"cowpod_{container}_{md.name}_{md.namespace or 'default'}_{md.uid}_{attempt}"
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", raw)
+
+
+def volume_name(pod_uid: str, volume: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"cowpod-{pod_uid}-{volume}")
+
+
+def base_labels(pod: pod_pb2.Pod, cfg: AgentConfig) -> dict[str, str]:
+    md = pod.metadata
+    return {
+        **cfg.extra_docker_labels,
+        L.MANAGED: "1",
+        L.NODE: cfg.node_name,
+        L.POD_UID: md.uid,
+        L.POD_NAME: md.name,
+        L.POD_NAMESPACE: md.namespace or "default",
+        L.GRACE: str(grace_of(pod)),
+    }
+
+
+def sandbox_spec(
+    pod: pod_pb2.Pod, cfg: AgentConfig, attempt: int, vm_id: str, cgroup_parent: str
+) -> CreateSpec:
+    lab = base_labels(pod, cfg) | {
+        L.CONTAINER_NAME: L.SANDBOX_NAME,
+        L.CONTAINER_KIND: Kind.SANDBOX.value,
+        L.ATTEMPT: str(attempt),
+        L.BACKOFF_STREAK: "0",
+    }
+    ports: dict[str, int] = {}
+    for c in pod.spec.containers:
+        for p in c.ports:
+            if p.host_port:
+                ports[f"{p.container_port}/{(p.protocol or 'TCP').lower()}"] = p.host_port
+    return CreateSpec(
+        name=docker_name(pod, L.SANDBOX_NAME, attempt),
+        image=cfg.pause_image,
+        labels=lab,
+        network_mode=f"container:{vm_id}" if vm_id else "",
+        ipc_mode="shareable",
+        cgroup_parent=cgroup_parent,
+        hostname="" if vm_id else (pod.spec.hostname or pod.metadata.name)[:63],
+        published_ports={} if vm_id else ports,
+    )
+
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes `$(VAR)` expansion: defined names are replaced, `$$` is a
+    literal `$`, unknown references stay as written."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1)
+        return env.get(name, m.group(0))
+
+    return _VAR.sub(sub, text)
+
+
+def field_value(pod: pod_pb2.Pod, path: str, ctx: PodContext) -> str:
+    md = pod.metadata
+    simple = {
+        "metadata.name": md.name,
+        "metadata.namespace": md.namespace or "default",
+        "metadata.uid": md.uid,
+        "spec.nodeName": pod.spec.node_name or ctx.node_name,
+        "status.podIP": ctx.pod_ip,
+        "status.hostIP": ctx.host_ip,
+    }
+    if path in simple:
+        return simple[path]
+    m = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+    if m:
+        src = md.labels if m.group(1) == "labels" else md.annotations
+        return src.get(m.group(2), "")
+    raise ConfigError(f"fieldRef {path!r} is not supported")
+
+
+def resolve_env(pod: pod_pb2.Pod, c: pod_pb2.Container, ctx: PodContext) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for i, e in enumerate(c.env):
+        if e.HasField("value_from"):
+            if not e.value_from.HasField("field_ref"):
+                raise ConfigError(f"env[{i}] {e.name}: only valueFrom.fieldRef is supported")
+            env[e.name] = field_value(pod, e.value_from.field_ref.field_path, ctx)
+        else:
+            env[e.name] = expand(e.value, env)
+    return env
+
+
+def mounts_for(pod: pod_pb2.Pod, c: pod_pb2.Container, cfg: AgentConfig) -> list[Mount]:
+    vols = {v.name: v for v in pod.spec.volumes}
+    out: list[Mount] = []
+    for vm in c.volume_mounts:
+        v = vols.get(vm.name)
+        if v is None:
+            raise ConfigError(f"volumeMount {vm.name!r}: no volume of that name in spec.volumes")
+        if vm.sub_path:
+            raise ConfigError(f"volumeMount {vm.name!r}: subPath is not supported")
+        if v.HasField("host_path"):
+            if not cfg.allow_host_path:
+                raise ConfigError(f"volume {v.name!r}: hostPath volumes are not allowed on this node")
+            out.append(Mount("bind", v.host_path.path, vm.mount_path, vm.read_only))
+        else:
+            out.append(Mount("volume", volume_name(pod.metadata.uid, v.name), vm.mount_path, vm.read_only))
+    return out
+
+
+def container_spec(
+    pod: pod_pb2.Pod,
+    c: pod_pb2.Container,
+    kind: Kind,
+    attempt: int,
+    streak: int,
+    cfg: AgentConfig,
+    ctx: PodContext,
+) -> CreateSpec:
+    env = resolve_env(pod, c, ctx)
+    res = c.resources
+    cpu_limit = res.limits.cpu_millis
+    cpu_request = res.requests.cpu_millis or cpu_limit
+    lab = base_labels(pod, cfg) | {
+        L.CONTAINER_NAME: c.name,
+        L.CONTAINER_KIND: kind.value,
+        L.ATTEMPT: str(attempt),
+        L.BACKOFF_STREAK: str(streak),
+        L.SPEC_HASH: spec_hash(c),
+    }
+    sandbox = f"container:{ctx.sandbox_id}"
+    return CreateSpec(
+        name=docker_name(pod, c.name, attempt),
+        image=c.image,
+        labels=lab,
+        entrypoint=[expand(x, env) for x in c.command] if c.command else None,
+        cmd=[expand(x, env) for x in c.args] if c.args else None,
+        env=env,
+        working_dir=c.working_dir,
+        network_mode=sandbox,
+        ipc_mode=sandbox,
+        cgroup_parent=ctx.cgroup_parent,
+        nano_cpus=cpu_limit * 1_000_000,
+        cpu_shares=max(2, cpu_request * 1024 // 1000) if cpu_request else 0,
+        memory_limit=res.limits.memory_bytes,
+        mounts=mounts_for(pod, c, cfg),
+        tty=c.tty,
+        stdin_open=c.stdin,
+    )
+
+
+def pod_requests(pod: pod_pb2.Pod) -> tuple[int, int]:
+    """(cpu millis, memory bytes) the pod asks for, as the scheduler counts it:
+    max(sum of app containers, largest init container); a limit without a
+    request counts as the request."""
+
+    def one(c: pod_pb2.Container) -> tuple[int, int]:
+        r = c.resources
+        return (
+            r.requests.cpu_millis or r.limits.cpu_millis,
+            r.requests.memory_bytes or r.limits.memory_bytes,
+        )
+
+    apps = [one(c) for c in pod.spec.containers]
+    inits = [one(c) for c in pod.spec.init_containers]
+    cpu = max(sum(a[0] for a in apps), max((i[0] for i in inits), default=0))
+    mem = max(sum(a[1] for a in apps), max((i[1] for i in inits), default=0))
+    return cpu, mem

@@ -1,0 +1,135 @@
+"""AgentService: logs and exec for the controller to proxy (`cowpod logs`,
+`cowpod exec`), served on a unix socket or a loopback port.
+
+The servicer decodes the request, asks the agent which container is meant
+(domain errors from `cowpod.errors`), calls the runtime, and maps errors to
+gRPC codes in one place (`_abort`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from collections.abc import AsyncIterator
+
+import grpc
+
+from agent.daemon import Agent
+from agent.plan import instances
+from agent.runtime import ContainerInfo, EngineError, Kind
+from cowpod.errors import CowpodError, FailedPrecondition, Invalid, NotFound, grpc_code
+from cowpod.v1 import agent_pb2_grpc, pod_pb2
+
+log = logging.getLogger(__name__)
+
+
+async def find_container(
+    agent: Agent, req_pod_ns: str, req_pod: str, container: str, previous: bool
+) -> ContainerInfo:
+    pod = agent.find_pod(req_pod_ns, req_pod)
+    if pod is None:
+        raise NotFound(f"pod {req_pod_ns or 'default'}/{req_pod} is not on node {agent.cfg.node_name}")
+    names = [c.name for c in pod.spec.containers]
+    init_names = [c.name for c in pod.spec.init_containers]
+    if not container:
+        if len(names) != 1:
+            raise Invalid(
+                "container",
+                f"a container name must be specified for pod {req_pod}, choose one of: [{' '.join(names)}]",
+            )
+        container = names[0]
+    if container in names:
+        kind = Kind.APP
+    elif container in init_names:
+        kind = Kind.INIT
+    else:
+        raise NotFound(f"container {container} is not valid for pod {req_pod}")
+    inst = instances(await agent.runtime.list_containers(pod_uid=pod.metadata.uid), container, kind)
+    if previous:
+        if len(inst) < 2:
+            raise NotFound(f'previous terminated container "{container}" in pod "{req_pod}" not found')
+        return inst[-2]
+    if not inst:
+        raise FailedPrecondition(f'container "{container}" in pod "{req_pod}" is waiting to start')
+    return inst[-1]
+
+
+async def _abort(context: grpc.aio.ServicerContext[object, object], err: Exception) -> None:
+    if isinstance(err, CowpodError):
+        await context.abort(grpc_code(err), str(err))
+    if isinstance(err, EngineError):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
+    log.exception("agent service error", exc_info=err)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {err}")
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def Logs(
+        self, request: pod_pb2.LogsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pod_pb2.LogChunk]:
+        try:
+            c = await find_container(
+                self.agent, request.pod.namespace, request.pod.name, request.container, request.previous
+            )
+            since = self.agent.clock.now() - request.since_seconds if request.since_seconds > 0 else 0.0
+            async for chunk in self.agent.runtime.logs(
+                c.id,
+                follow=request.follow and not request.previous and c.running,
+                tail=int(request.tail_lines),
+                timestamps=request.timestamps,
+                since=since,
+            ):
+                yield pod_pb2.LogChunk(data=chunk)
+        except (CowpodError, EngineError) as err:
+            await _abort(context, err)
+
+    async def Exec(
+        self, request: pod_pb2.ExecRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pod_pb2.ExecResponse:
+        try:
+            if not request.command:
+                raise Invalid("command", "required")
+            c = await find_container(
+                self.agent, request.pod.namespace, request.pod.name, request.container, False
+            )
+            if not c.running:
+                raise FailedPrecondition(f"container {c.name} is not running")
+            res = await self.agent.runtime.exec(c.id, list(request.command), stdin=request.stdin)
+            return pod_pb2.ExecResponse(stdout=res.stdout, stderr=res.stderr, exit_code=res.exit_code)
+        except (CowpodError, EngineError) as err:
+            await _abort(context, err)
+            raise AssertionError("unreachable") from err
+
+
+def bind_address(listen: str) -> str:
+    """'unix:///path' or 'host:port' as grpc wants it; makes the socket's
+    directory and removes a stale socket file."""
+    if listen.startswith("unix://"):
+        path = pathlib.Path(listen.removeprefix("unix://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            os.unlink(path)
+        return f"unix://{path}"
+    return listen
+
+
+async def serve(agent: Agent) -> None:
+    """Serve AgentService on agent.cfg.listen until cancelled."""
+    server = grpc.aio.server()
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agent), server)
+    addr = bind_address(agent.cfg.listen)
+    port = server.add_insecure_port(addr)
+    if port == 0:
+        raise OSError(f"--listen {agent.cfg.listen}: cannot bind")
+    await server.start()
+    agent.bound_port = port
+    agent.serving.set()
+    log.info("AgentService listening on %s", addr)
+    try:
+        await server.wait_for_termination()
+    finally:
+        await server.stop(grace=1.0)
