@@ -41,6 +41,11 @@ MASTERS_GROUP = "system:masters"
 SCHEDULER_USER = "system:scheduler"
 CONTROLLER_USER = "system:controller"
 CONTROLLERS_GROUP = "system:controllers"
+# The shared, deliberately non-secret client certificate that gets a caller
+# through the TLS handshake (gRPC's Python server can only require a client
+# certificate or not ask for one); it grants nothing, a bearer token must follow.
+ANONYMOUS_USER = "system:anonymous"
+UNAUTHENTICATED_GROUP = "system:unauthenticated"
 
 CA_DAYS = 3650
 LEAF_DAYS = 365
@@ -339,6 +344,8 @@ class ClusterPKI:
         controller.crt/.key         serving certificate + the controller's own client identity
         admin.crt/.key              CN=admin O=system:masters, for the CLI
         scheduler.crt/.key          CN=system:scheduler
+        transport.crt/.key          CN=system:anonymous: not secret, grants nothing; lets a
+                                    token holder or a joining agent complete the handshake
     """
 
     directory: pathlib.Path
@@ -391,6 +398,7 @@ class ClusterPKI:
             "controller": (Subject(CONTROLLER_USER, (CONTROLLERS_GROUP,)), True),
             "admin": (Subject("admin", (MASTERS_GROUP,)), False),
             "scheduler": (Subject(SCHEDULER_USER), False),
+            "transport": (Subject(ANONYMOUS_USER, (UNAUTHENTICATED_GROUP,)), False),
         }
         for name, (subject, server) in wanted.items():
             if self.cert(name).exists() and self.key(name).exists():
@@ -416,3 +424,14 @@ def split_hosts(hosts: Sequence[str]) -> tuple[list[str], list[str]]:
         if ip not in ips:
             ips.append(ip)
     return dns, ips
+
+
+def write_join_bundle(pki: ClusterPKI, directory: pathlib.Path) -> None:
+    """What a joining agent needs and may see: the CA certificate and the transport pair.
+
+    Written into the directory VMs mount (`/run/cowpod/`); never the CA key."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_public(directory / "ca.crt", pki.ca_cert.read_bytes())
+    _write_public(directory / "transport.crt", pki.cert("transport").read_bytes())
+    # Readable by the agent whatever its uid: this key is public by design.
+    _write_public(directory / "transport.key", pki.key("transport").read_bytes())

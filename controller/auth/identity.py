@@ -19,16 +19,15 @@ import enum
 from dataclasses import dataclass
 
 from cowpod.pki import (
+    ANONYMOUS_USER,
     CONTROLLERS_GROUP,
     MASTERS_GROUP,
     NODE_USER_PREFIX,
     NODES_GROUP,
     SCHEDULER_USER,
+    UNAUTHENTICATED_GROUP,
     Subject,
 )
-
-ANONYMOUS_USER = "system:anonymous"
-UNAUTHENTICATED_GROUP = "system:unauthenticated"
 
 
 class Role(enum.StrEnum):

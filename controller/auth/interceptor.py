@@ -1,0 +1,287 @@
+"""The gRPC server interceptor that puts every call through the gate.
+
+For each call, before the servicer runs:
+
+    1. who: the bearer token if the call carries one, else the client
+       certificate the TLS handshake verified (insecure mode: nobody, admin)
+    2. rate limit for that client                      -> RESOURCE_EXHAUSTED
+    3. stream cap for watches and logs                 -> RESOURCE_EXHAUSTED
+    4. token check                                     -> UNAUTHENTICATED
+    5. object limits on the request                    -> INVALID_ARGUMENT
+    6. authorize(identity, method, request)            -> UNAUTHENTICATED / PERMISSION_DENIED
+    7. for nodes: is the pod bound to this node?       -> PERMISSION_DENIED
+
+A grpc.aio interceptor only sees the method name and metadata, so it wraps
+the method handler it is given: the wrapper sees the decoded request and the
+servicer context (whose auth context holds the verified peer certificate).
+The identity is published in a ContextVar for servicers that need it
+(`WhoAmI`). Denials are logged with the user and method, never a secret.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf.message import Message
+
+from controller.auth.authorizer import PodCheck, Requirement, authorize
+from controller.auth.identity import INSECURE, Identity, Role, identity_from_subject
+from controller.auth.tokens import TokenManager
+from controller.limits import Limits, RateLimiter, StreamCounter, check_message
+from cowpod.auth import tokens as tok
+from cowpod.clock import Clock
+from cowpod.errors import CowpodError, NotFound, PermissionDenied, Unauthenticated
+from cowpod.pki import CONTROLLERS_GROUP, PKIError, subject_of
+
+log = logging.getLogger(__name__)
+
+current_identity: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(
+    "cowpod_identity", default=None
+)
+
+
+class PodNodeLookup(Protocol):
+    async def __call__(self, namespace: str, name: str) -> str:
+        """The node the stored pod is bound to ('' if unbound); raises NotFound."""
+
+
+Behavior = Callable[..., Any]
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class _CertCache:
+    """Parsed identities by certificate PEM: parsing X.509 per call would be wasteful."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._items: OrderedDict[bytes, Identity] = OrderedDict()
+
+    def identity(self, pem: bytes) -> Identity:
+        ident = self._items.get(pem)
+        if ident is None:
+            try:
+                ident = identity_from_subject(subject_of(pem))
+            except PKIError:
+                raise Unauthenticated("client certificate could not be read") from None
+            self._items[pem] = ident
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return ident
+
+
+def _bearer(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("the authorization header must be 'Bearer <token>'")
+            return token.strip()
+    return None
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(
+        self,
+        *,
+        tokens: TokenManager | None,
+        limits: Limits,
+        clock: Clock,
+        pod_node: PodNodeLookup | None,
+        insecure: bool = False,
+    ) -> None:
+        self._tokens = tokens
+        self._limits = limits
+        self._rate = RateLimiter(limits, clock)
+        self._streams = StreamCounter(limits.max_streams)
+        self._pod_node = pod_node
+        self._insecure = insecure
+        self._certs = _CertCache()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        metadata = handler_call_details.invocation_metadata
+        kw = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            behavior = self._unary(method, metadata, handler.unary_unary)
+            return grpc.unary_unary_rpc_method_handler(behavior, **kw)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._unary_stream(method, metadata, handler.unary_stream), **kw
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._stream_in(method, metadata, handler.stream_unary, streaming_out=False), **kw
+            )
+        assert handler.stream_stream is not None
+        return grpc.stream_stream_rpc_method_handler(
+            self._stream_in(method, metadata, handler.stream_stream, streaming_out=True), **kw
+        )
+
+    # -- the gate
+
+    def _peer_identity(self, context: Ctx) -> Identity | None:
+        pems = list(context.auth_context().get("x509_pem_cert") or ())
+        if not pems:
+            return None
+        return self._certs.identity(pems[0])
+
+    async def _admit(
+        self, method: str, metadata: Any, request: Any, context: Ctx, *, stream: bool
+    ) -> tuple[Identity, PodCheck | None]:
+        token = _bearer(metadata)
+        peer = self._peer_identity(context)
+        if peer is None and not self._insecure:
+            # TLS with required client certificates makes this unreachable; never fail open.
+            raise Unauthenticated("no client certificate")
+        # Rate-limit before checking a token, so guessing tokens is rate-limited too.
+        if token is not None:
+            try:
+                key = f"token:{tok.parse(token).id}"
+            except tok.MalformedToken:
+                raise Unauthenticated("invalid bearer token: not in the <id>.<secret> form") from None
+            system = False
+        elif peer is not None:
+            key = peer.user if peer.authenticated else f"anonymous@{context.peer()}"
+            system = peer.role in (Role.NODE, Role.SCHEDULER) or CONTROLLERS_GROUP in peer.groups
+        else:
+            key, system = f"insecure@{context.peer()}", False
+        self._rate.check(key, system=system)
+        if token is not None:
+            if self._tokens is None:
+                raise Unauthenticated("this controller does not accept bearer tokens (it runs --insecure)")
+            identity = await self._tokens.authenticate(token)
+        else:
+            identity = peer if peer is not None else INSECURE
+        if isinstance(request, Message):
+            check_message(request, self._limits)
+        decision = authorize(identity, method, request)
+        if not decision.allowed:
+            log.info("denied %s %s: %s", identity.user, method, decision.reason)
+            if decision.unauthenticated:
+                raise Unauthenticated(decision.reason)
+            raise PermissionDenied(decision.reason)
+        if decision.check is not None and decision.check.requirement is Requirement.BOUND_BEFORE:
+            await self._check_bound(decision.check, identity)
+        return identity, decision.check
+
+    async def _check_bound(self, check: PodCheck, identity: Identity) -> None:
+        if self._pod_node is None:
+            raise PermissionDenied(f"{identity.describe()}: pod ownership cannot be checked")
+        try:
+            node = await self._pod_node(check.namespace, check.name)
+        except NotFound:
+            node = ""
+        if node != check.node:
+            # Not found and bound elsewhere look the same: a node learns nothing about others' pods.
+            raise PermissionDenied(
+                f"{identity.describe()} may only touch pods bound to node {check.node!r}; "
+                f"pod {check.namespace}/{check.name} is not"
+            )
+
+    @staticmethod
+    def _check_response(check: PodCheck | None, identity: Identity, response: Any) -> None:
+        if check is None or check.requirement is not Requirement.BOUND_RESPONSE:
+            return
+        node = getattr(getattr(response, "spec", None), "node_name", None)
+        if node != check.node:
+            meta = getattr(response, "metadata", None)
+            what = f"{meta.namespace}/{meta.name}" if meta is not None else "this pod"
+            raise PermissionDenied(
+                f"{identity.describe()} may only read pods bound to node {check.node!r}; {what} is not"
+            )
+
+    @staticmethod
+    async def _abort(context: Ctx, err: CowpodError) -> None:
+        await context.abort(err.code, str(err))
+
+    # -- wrappers per call shape
+
+    def _unary(self, method: str, metadata: Any, inner: Behavior) -> Behavior:
+        async def call(request: Any, context: Ctx) -> Any:
+            try:
+                identity, check = await self._admit(method, metadata, request, context, stream=False)
+            except CowpodError as err:
+                await self._abort(context, err)
+                raise AssertionError("unreachable") from None
+            token = current_identity.set(identity)
+            try:
+                response = await inner(request, context)
+                try:
+                    self._check_response(check, identity, response)
+                except CowpodError as err:
+                    await self._abort(context, err)
+                return response
+            finally:
+                current_identity.reset(token)
+
+        return call
+
+    def _unary_stream(self, method: str, metadata: Any, inner: Behavior) -> Behavior:
+        async def call(request: Any, context: Ctx) -> AsyncIterator[Any]:
+            try:
+                identity, _ = await self._admit(method, metadata, request, context, stream=True)
+                opened = self._streams.opened(identity.user)
+                opened.__enter__()
+            except CowpodError as err:
+                await self._abort(context, err)
+                raise AssertionError("unreachable") from None
+            token = current_identity.set(identity)
+            try:
+                result = inner(request, context)
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                else:
+                    await result
+            finally:
+                current_identity.reset(token)
+                opened.__exit__(None, None, None)
+
+        return call
+
+    def _stream_in(self, method: str, metadata: Any, inner: Behavior, *, streaming_out: bool) -> Behavior:
+        """Client-streaming methods (server reflection): admitted on the method alone."""
+
+        async def admit(context: Ctx) -> Identity:
+            try:
+                identity, _ = await self._admit(method, metadata, None, context, stream=True)
+            except CowpodError as err:
+                await self._abort(context, err)
+                raise AssertionError("unreachable") from None
+            return identity
+
+        if streaming_out:
+
+            async def call_stream(requests: Any, context: Ctx) -> AsyncIterator[Any]:
+                await admit(context)
+                result = inner(requests, context)
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                else:
+                    await result
+
+            return call_stream
+
+        async def call_unary(request_iterator: Any, context: Ctx) -> Any:
+            await admit(context)
+            return await inner(request_iterator, context)
+
+        return call_unary

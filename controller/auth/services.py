@@ -1,0 +1,96 @@
+"""TokenService, BootstrapService and IdentityService: thin servicers over
+`TokenManager` and the cluster CA. Errors are `cowpod.errors` exceptions;
+`controller.rpc` maps them to status codes like every other servicer's."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from controller.auth.identity import ANONYMOUS
+from controller.auth.interceptor import current_identity
+from controller.auth.tokens import TokenManager
+from cowpod.clock import Clock
+from cowpod.errors import FailedPrecondition, Invalid
+from cowpod.pki import CertificateAuthority, PKIError, load_csr, node_subject, subject_of_csr
+from cowpod.v1 import auth_pb2, meta_pb2
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_CSR_BYTES = 16 * 1024
+
+
+class TokenServicer:
+    def __init__(self, tokens: TokenManager) -> None:
+        self.tokens = tokens
+
+    async def Create(self, req: auth_pb2.CreateTokenRequest, ctx: Any) -> auth_pb2.Token:
+        return await self.tokens.create(
+            role=req.role, ttl_seconds=req.ttl_seconds, single_use=req.single_use,
+            node_name=req.node_name, description=req.description,
+        )
+
+    async def List(self, req: meta_pb2.ListOptions, ctx: Any) -> auth_pb2.TokenList:
+        return auth_pb2.TokenList(items=await self.tokens.list())
+
+    async def Revoke(self, req: auth_pb2.RevokeTokenRequest, ctx: Any) -> auth_pb2.Token:
+        if not req.name:
+            raise Invalid("name", "required")
+        return await self.tokens.revoke(req.name)
+
+
+class BootstrapServicer:
+    """Signs a node's CSR for `system:node:<name>` in exchange for a bootstrap token."""
+
+    def __init__(self, tokens: TokenManager, ca: CertificateAuthority | None, clock: Clock,
+                 *, cert_days: float = 365) -> None:
+        self.tokens = tokens
+        self.ca = ca
+        self.clock = clock
+        self.cert_days = cert_days
+
+    async def ExchangeToken(
+        self, req: auth_pb2.ExchangeTokenRequest, ctx: Any
+    ) -> auth_pb2.ExchangeTokenResponse:
+        if self.ca is None:
+            raise FailedPrecondition("this controller has no cluster CA (it runs --insecure)")
+        name = req.node_name
+        if not name:
+            raise Invalid("nodeName", "required")
+        if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+            raise Invalid("nodeName", f"{name[:64]!r} is not a valid node name (RFC 1123 subdomain)")
+        if not req.token:
+            raise Invalid("token", "required")
+        if not req.csr_pem:
+            raise Invalid("csrPem", "required")
+        if len(req.csr_pem) > MAX_CSR_BYTES:
+            raise Invalid("csrPem", f"must be no more than {MAX_CSR_BYTES} bytes")
+        subject = node_subject(name)
+        # Check the CSR before redeeming: a malformed request must not burn a single-use token.
+        try:
+            asked = subject_of_csr(load_csr(req.csr_pem))
+        except PKIError as err:
+            raise Invalid("csrPem", str(err)) from None
+        if asked != subject:
+            raise Invalid(
+                "csrPem",
+                f"must ask for CN={subject.common_name}, O={subject.organizations[0]} "
+                f"(asks for CN={asked.common_name!r}, O={list(asked.organizations)})",
+            )
+        await self.tokens.redeem_bootstrap(req.token, name)
+        try:
+            cert = self.ca.sign_csr(
+                req.csr_pem, subject=subject, now=self.clock.now(), days=self.cert_days,
+                client=True, server=True, dns_names=[name],
+            )
+        except PKIError as err:
+            raise Invalid("csrPem", str(err)) from None
+        return auth_pb2.ExchangeTokenResponse(certificate_pem=cert, ca_certificate_pem=self.ca.cert_pem)
+
+
+class IdentityServicer:
+    async def WhoAmI(self, req: auth_pb2.WhoAmIRequest, ctx: Any) -> auth_pb2.WhoAmIResponse:
+        ident = current_identity.get() or ANONYMOUS
+        return auth_pb2.WhoAmIResponse(
+            user=ident.user, groups=list(ident.groups), role=ident.role.value,
+            authenticated_by=ident.via.value, node_name=ident.node_name,
+        )
