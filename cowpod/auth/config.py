@@ -140,7 +140,9 @@ _USER_KEYS = {
 
 
 def _entries(doc: Mapping[str, Any], section: str, inner: str) -> list[tuple[str, dict[str, Any]]]:
-    raw = doc.get(section) or []
+    raw = doc.get(section)
+    if raw is None:
+        return []
     if not isinstance(raw, list):
         raise ConfigError(f"{section}: must be a list")
     out = []
