@@ -112,4 +112,5 @@ def test_flags(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ConfigError, match="--ca-file is required"):
         settings_from_args("a:1", p.parse_args([]))
     with pytest.raises(ConfigError, match="go together"):
-        settings_from_args("a:1", p.parse_args(["--ca-file", str(tmp_path / "ca"), "--cert-file", str(tmp_path / "ca")]))
+        ca = str(tmp_path / "ca")
+        settings_from_args("a:1", p.parse_args(["--ca-file", ca, "--cert-file", ca]))
