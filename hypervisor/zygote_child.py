@@ -194,7 +194,9 @@ def run_grandchild(plan: ChildPlan) -> NoReturn:
         _close_inherited_fds(plan.report_fd)
         stage = "reset identity"
         _reset_identity(plan)
-        nsenter.set_process_name(req.name or plan.entry_name.rpartition(":")[2])
+        # Only comm can change here: rewriting /proc/PID/cmdline (PR_SET_MM) needs
+        # CAP_SYS_RESOURCE, so `docker top` shows the zygote's command line.
+        nsenter.set_process_name(req.name or "cowpod-clone")
         if req.match_capabilities and plan.capabilities is not None:
             stage = "match the container's capabilities"
             nsenter.match_capabilities(plan.capabilities, plan.cap_last_cap)
