@@ -104,7 +104,7 @@ busybox_rootfs() {  # dir
 
 build_busybox() {
   local ctx=$BUILD/images/busybox hash
-  hash=$( { sha256sum "$(busybox_bin)"; sha256sum "$0"; } | sha256sum | cut -c1-16)
+  hash=$(cat "$(busybox_bin)" "$0" | sha256sum | cut -c1-16)
   if up_to_date cowpod/busybox:latest "$hash"; then summary "cowpod/busybox:latest up to date ($hash)"; return; fi
   busybox_rootfs "$ctx/rootfs"
   printf 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD ["sh"]\n' >"$ctx/Dockerfile"
@@ -114,7 +114,7 @@ build_busybox() {
 
 build_pause() {
   local ctx=$BUILD/images/pause hash
-  hash=$( { sha256sum "$(busybox_bin)"; sha256sum "$0" "$ROOT/deploy/images/pause.sh"; } | sha256sum | cut -c1-16)
+  hash=$(cat "$(busybox_bin)" "$0" "$ROOT/deploy/images/pause.sh" | sha256sum | cut -c1-16)
   if up_to_date cowpod/pause:latest "$hash"; then summary "cowpod/pause:latest up to date ($hash)"; return; fi
   rm -rf "$ctx"; mkdir -p "$ctx/rootfs/bin"
   cp "$(busybox_bin)" "$ctx/rootfs/bin/busybox"
@@ -162,7 +162,7 @@ with open(sys.argv[1], "rb") as f:
 print("\n".join([*deps, "setuptools>=68", "wheel"]))
 PY
 ) || die "cannot read dependencies from pyproject.toml with $PYTHON"
-  hash=$( { echo "$reqs"; sha256sum "$0"; } | sha256sum | cut -c1-16)
+  hash=$( { echo "$reqs"; cat "$0"; } | sha256sum | cut -c1-16)
   if [[ -f $dir/.hash && "$(cat "$dir/.hash")" == "$hash" ]]; then
     say "wheels up to date ($hash)"; return
   fi
@@ -190,7 +190,7 @@ build_vm() {
   build_vm_base
   fetch_wheels
   local ctx=$BUILD/images/vm hash
-  hash=$( { hash_files "${SRC_PATHS[@]}"; cat "$BUILD/wheels/.hash"; sha256sum "$0" "$ROOT/deploy/images/vm.Dockerfile";
+  hash=$( { hash_files "${SRC_PATHS[@]}"; cat "$BUILD/wheels/.hash" "$0" "$ROOT/deploy/images/vm.Dockerfile";
             "$DOCKER" image inspect -f '{{.Id}}' cowpod/vm-base:bookworm; } | sha256sum | cut -c1-16)
   if up_to_date cowpod/vm:latest "$hash"; then summary "cowpod/vm:latest up to date ($hash)"; return; fi
   local t0=$SECONDS
@@ -211,3 +211,5 @@ flock 9
 for t in "${TARGETS[@]}"; do
   "build_$t"
 done
+# Earlier builds that a rebuild left untagged and that no container uses.
+"$DOCKER" image prune -f --filter label=cowpod.source-hash >/dev/null
