@@ -5,7 +5,7 @@
 One VM container (`cowpod/vm:latest` running `sleep`, 512 MiB) is the target.
 The entrypoint both ways is `hypervisor.zygote_probe:run` after importing what
 the agent imports (`hypervisor.zygote.DEFAULT_PRELOAD`: grpc, protobuf stubs,
-docker, yaml, cowpod.client):
+docker, yaml, cowpod.client; plus `agent.main` and everything it imports):
 
 - warm: a zygote on the host preloads those modules once; each clone is
   `ZygoteClient.fork_into(container, ...)`;
@@ -49,6 +49,8 @@ from hypervisor.zygote import DEFAULT_PRELOAD, ZygoteConfig  # noqa: E402
 from hypervisor.zygote_client import ZygoteProcess  # noqa: E402
 
 VM_PYTHON = "/opt/cowpod/venv/bin/python"
+# What `cowpod-agent` loads before it runs: the zygote's default list plus the agent itself.
+PRELOAD = (*DEFAULT_PRELOAD, "agent.main")
 PROBE_DIR = "/tmp/cowpod-bench"  # inside the VM: a copy of zygote_probe.py for the cold path
 
 
@@ -110,7 +112,7 @@ async def run(forks: int, cold: int, image: str) -> dict[str, Any]:
     )
     tmp = tempfile.mkdtemp(prefix="cowpod-bench-")
     zp = ZygoteProcess(
-        ZygoteConfig(socket_path=f"{tmp}/z.sock", preload=DEFAULT_PRELOAD,
+        ZygoteConfig(socket_path=f"{tmp}/z.sock", preload=PRELOAD,
                      entrypoint="hypervisor.zygote_probe:run"),
         stderr_path=f"{tmp}/zygote.log",
     )
@@ -140,7 +142,7 @@ async def run(forks: int, cold: int, image: str) -> dict[str, Any]:
             ready_ms.append((t2 - t0) * 1000)
 
         # Cold: docker exec the VM's Python, import the same modules, run the same probe.
-        imports = "; ".join(f"import {m}" for m in DEFAULT_PRELOAD)
+        imports = "; ".join(f"import {m}" for m in PRELOAD)
 
         def cold_cmd(out: str, sleep: str) -> list[str]:
             code = (f"import sys; sys.path.insert(0, {PROBE_DIR!r}); {imports}; import zygote_probe; "
@@ -192,7 +194,7 @@ async def run(forks: int, cold: int, image: str) -> dict[str, Any]:
         "forks": forks,
         "cold_starts": cold,
         "vm_python": vm_python.output.decode().strip(),
-        "preload": list(DEFAULT_PRELOAD),
+        "preload": list(PRELOAD),
         "machine": machine(),
     }
     return result
