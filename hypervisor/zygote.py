@@ -374,7 +374,12 @@ class Zygote:
             )
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
-            child = os.fork()
+            try:
+                child = os.fork()
+            except OSError:
+                os.close(r)
+                os.close(w)
+                raise
             if child == 0:
                 try:
                     os.close(r)
@@ -387,6 +392,8 @@ class Zygote:
             messages = _read_reports(r, started + self.config.handshake_timeout)
         finally:
             os.close(r)
+        if any(m.get("timeout") for m in messages):
+            _kill(child)  # stuck before its exit: never block the zygote on it
         _, child_status = _wait_intermediate(child)
         errors = [m["error"] for m in messages if "error" in m]
         host_pid = next((int(m["pid"]) for m in messages if "pid" in m), None)
@@ -482,7 +489,8 @@ def _read_reports(fd: int, deadline: float) -> list[dict[str, Any]]:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return [{"error": "timed out waiting for the clone to report back"}, *_parse_lines(buf)]
+                timeout = {"error": "timed out waiting for the clone to report back", "timeout": True}
+                return [timeout, *_parse_lines(buf)]
             if not sel.select(remaining):
                 continue
             chunk = os.read(fd, 4096)

@@ -113,6 +113,14 @@ class ZygoteWarmStarter:
             self._zygotes[parent_container] = zp
             return zp
 
+    async def release(self, parent_container: str) -> None:
+        """Stop one parent's zygote; call before destroying that parent VM, so its
+        cgroups are empty when Docker removes them (the zygote would also leave by
+        itself when the parent's init exits, but that races Docker's cleanup)."""
+        zp = self._zygotes.pop(parent_container, None)
+        if zp is not None:
+            await zp.stop()
+
     async def close(self) -> None:
         """Stop every zygote. Agents already forked keep running in their VMs."""
         zygotes, self._zygotes = list(self._zygotes.values()), {}

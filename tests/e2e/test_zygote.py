@@ -295,6 +295,8 @@ async def test_warm_starter_forks_into_an_instant_clone_child_from_its_parents_z
         zp = await starter.prepare(parent.name)  # the same zygote, already running
         assert zp.pid in top_pids(parent)
         assert (await zp.client.ping())["children"] == [starter.last_clone.pid]
+        await starter.release(parent.name)
+        assert not zp.running and zp.pid not in top_pids(parent)
         # The container's environment plus the provider's, nothing of the host's.
         assert report["env"]["COWPOD_VM_NAME"] == "child"
         assert report["env"]["HOSTNAME"] == child.name
