@@ -1,0 +1,304 @@
+"""`cowpod apply` and `cowpod create`: send manifests to the controller.
+
+The whole input is decoded and checked before the first object is sent, so a
+typo in document 3 leaves documents 1 and 2 unapplied too.
+
+`apply` is declarative, as in kubectl: it records the manifest it applied in
+the `cowpod.io/last-applied-configuration` annotation and, on the next apply,
+changes only what the manifest says (top-level spec fields the manifest sets
+are replaced; ones it stopped setting are cleared; fields the server filled,
+such as `nodeName`, are kept). The same manifest again is `unchanged`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import grpc
+
+from cowpod.cli.commands.common import Subparsers, add_command, parse_duration
+from cowpod.cli.context import Ctx
+from cowpod.cli.errors import CliError, code_of, is_not_found, rpc_error
+from cowpod.cli.progress import Progress
+from cowpod.cli.readiness import Readiness, node_ready, pod_readiness, vm_readiness
+from cowpod.cli.resources import ref, service, what
+from cowpod.cli.waiting import poll_until
+from cowpod.manifest import Document, KindInfo, encode_object, load_paths
+from cowpod.manifest.kinds import EVENT, NODE, POD, VM, Obj
+from cowpod.manifest.schema import input_names
+from cowpod.v1 import meta_pb2
+
+LAST_APPLIED = "cowpod.io/last-applied-configuration"
+
+APPLY_EXAMPLES = """
+  cowpod apply -f examples/hello.yaml            # pod/hello created
+  cowpod apply -f examples/hello.yaml            # pod/hello unchanged
+  cowpod apply -f examples/ --wait               # every manifest in a directory; wait until running
+  cat web.yaml | cowpod apply -f -               # from stdin
+  cowpod apply -f pods.yaml --dry-run            # only check the manifests
+"""
+
+CREATE_EXAMPLES = """
+  cowpod create -f examples/hello.yaml           # fails if pod/hello exists
+  cowpod create -f job.yaml                      # metadata.generateName: job- gives job-x7k2p
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="manifest file (YAML or JSON, several documents), directory, or - for stdin",
+    )
+    p.add_argument("--dry-run", action="store_true", help="check the manifests, send nothing")
+    p.add_argument(
+        "--wait", action="store_true", help="wait until pods run (or finish) and VMs have Ready nodes"
+    )
+    p.add_argument(
+        "--timeout", type=parse_duration, default=300.0, metavar="DURATION", help="for --wait (300s)"
+    )
+
+
+def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sub,
+        "apply",
+        parents,
+        help="create or update objects from manifests",
+        description="Create each object in the manifests, or update it to match; prints created, "
+        "configured or unchanged for each.",
+        examples=APPLY_EXAMPLES,
+    )
+    _common(p)
+    p.set_defaults(func=run_apply)
+    c = add_command(
+        sub,
+        "create",
+        parents,
+        help="create objects from manifests (error if they exist)",
+        description="Create each object in the manifests; an object that already exists is an error.",
+        examples=CREATE_EXAMPLES,
+    )
+    _common(c)
+    c.set_defaults(func=run_create)
+
+
+def _prepare(ctx: Ctx, docs: list[Document], explicit_ns: str | None) -> None:
+    """Give namespaced objects their namespace, refusing a clash with an explicit -n."""
+    for doc in docs:
+        meta = doc.obj.metadata
+        if not doc.info.namespaced:
+            continue
+        if meta.namespace and explicit_ns and meta.namespace != explicit_ns:
+            raise CliError(
+                f'{doc.where}: the namespace in the manifest ("{meta.namespace}") does not match '
+                f'-n "{explicit_ns}"',
+                exit_code=2,
+            )
+        if not meta.namespace:
+            meta.namespace = ctx.namespace
+
+
+def _scoped_key(doc: Document) -> meta_pb2.ObjectKey:
+    meta = doc.obj.metadata
+    return meta_pb2.ObjectKey(namespace=meta.namespace, name=meta.name)
+
+
+async def run_apply(ctx: Ctx, args: argparse.Namespace) -> int:
+    return await _run(ctx, args, create_only=False)
+
+
+async def run_create(ctx: Ctx, args: argparse.Namespace) -> int:
+    return await _run(ctx, args, create_only=True)
+
+
+async def _run(ctx: Ctx, args: argparse.Namespace, *, create_only: bool) -> int:
+    docs = load_paths(args.filename, ctx.stdin)
+    _prepare(ctx, docs, getattr(args, "namespace", None))
+    if not create_only:
+        for doc in docs:
+            if not doc.name:
+                raise CliError(f"{doc.where}: metadata.name: required by apply (use create for generateName)")
+    if args.dry_run:
+        for doc in docs:
+            ctx.print(f"{ref(doc.info, doc.name or doc.obj.metadata.generate_name)} checked (dry run)")
+        return 0
+    failures = 0
+    applied: list[tuple[KindInfo, Obj]] = []
+    for doc in docs:
+        try:
+            if create_only:
+                obj = await _create(ctx, doc.info, doc.obj)
+                result = "created"
+            else:
+                result, obj = await apply_one(ctx, doc)
+        except CliError as e:
+            ctx.err.write(f"error: {doc.where}: {e.message}\n")
+            failures += 1
+            continue
+        ctx.print(f"{ref(doc.info, obj.metadata.name or doc.name)} {result}")
+        ctx.out.flush()
+        applied.append((doc.info, obj))
+    if args.wait and applied and not failures:
+        await wait_applied(ctx, applied, timeout=args.timeout)
+    return 1 if failures else 0
+
+
+def last_applied(doc: Document) -> str:
+    """The canonical JSON of what the user asked for (no status), stored on the object."""
+    data = encode_object(doc.obj)
+    data.pop("status", None)
+    meta = data.get("metadata", {})
+    annotations = {k: v for k, v in meta.get("annotations", {}).items() if k != LAST_APPLIED}
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+async def _create(ctx: Ctx, info: KindInfo, obj: Obj) -> Obj:
+    svc = service(ctx, info)
+    name = obj.metadata.name or obj.metadata.generate_name
+    if info is NODE:
+        created: Obj = await ctx.call(svc.Register, obj, what=what(info, name))
+    else:
+        created = await ctx.call(svc.Create, obj, what=what(info, name))
+    return created
+
+
+def _spec_fields(msg: Obj, spec: Any) -> set[str]:
+    """Proto names of the top-level `spec` fields a manifest mapping sets."""
+    if not isinstance(spec, dict) or "spec" not in [f.name for f in msg.DESCRIPTOR.fields]:
+        return set()
+    names = input_names(msg.spec.DESCRIPTOR)
+    return {names[k].fd.name for k in spec if k in names and spec[k] is not None}
+
+
+def merge(existing: Obj, desired: Obj, desired_raw: dict[str, Any], previous: dict[str, Any] | None) -> Obj:
+    """`existing` changed as far as the manifest says: labels, annotations, mentioned spec fields."""
+    merged = type(existing)()
+    merged.CopyFrom(existing)
+    meta, want = merged.metadata, desired.metadata
+    meta.labels.clear()
+    meta.labels.update(want.labels)
+    prev_annotations = set((previous or {}).get("metadata", {}).get("annotations", {}))
+    kept = {k: v for k, v in meta.annotations.items() if k not in prev_annotations and k != LAST_APPLIED}
+    meta.annotations.clear()
+    meta.annotations.update(kept)
+    meta.annotations.update(want.annotations)
+    if "spec" in [f.name for f in existing.DESCRIPTOR.fields]:
+        spec, want_spec = merged.spec, desired.spec
+        mentioned = _spec_fields(desired, desired_raw.get("spec"))
+        before = _spec_fields(desired, (previous or {}).get("spec")) - mentioned
+        for name in mentioned:
+            spec.ClearField(name)
+            only = type(want_spec)()
+            only.CopyFrom(want_spec)
+            for other in only.DESCRIPTOR.fields:
+                if other.name != name:
+                    only.ClearField(other.name)
+            spec.MergeFrom(only)
+        for name in before:
+            spec.ClearField(name)
+    return merged
+
+
+async def apply_one(ctx: Ctx, doc: Document) -> tuple[str, Obj]:
+    """Create or update one object; returns ("created"|"configured"|"unchanged", object)."""
+    info = doc.info
+    svc = service(ctx, info)
+    meta = doc.obj.metadata
+    stamp = last_applied(doc)
+    meta.annotations[LAST_APPLIED] = stamp
+    for _attempt in range(3):
+        try:
+            existing: Obj = await svc.Get(_scoped_key(doc), timeout=30)
+        except grpc.RpcError as e:
+            if not is_not_found(e):
+                raise rpc_error(e, address=ctx.config.controller, what=what(info, doc.name)) from e
+            return "created", await _create(ctx, info, doc.obj)
+        previous_text = existing.metadata.annotations.get(LAST_APPLIED)
+        if previous_text == stamp:
+            return "unchanged", existing
+        try:
+            previous = json.loads(previous_text) if previous_text else None
+        except ValueError:
+            previous = None
+        merged = merge(existing, doc.obj, doc.raw, previous)
+        if _same_but_annotation(merged, existing):
+            if info in (VM, EVENT):
+                return "unchanged", existing
+        elif info in (VM, EVENT):
+            raise CliError(
+                f"{ref(info, doc.name)}: {info.plural} cannot be changed after creation; "
+                f"delete it and apply again"
+            )
+        try:
+            updated: Obj = await svc.Update(merged, timeout=30)
+        except grpc.RpcError as e:
+            if code_of(e) == grpc.StatusCode.ABORTED:
+                continue  # someone else wrote meanwhile: read again and re-merge
+            raise rpc_error(e, address=ctx.config.controller, what=what(info, doc.name)) from e
+        return "configured", updated
+    raise CliError(f"{ref(info, doc.name)} keeps changing under us; try again")
+
+
+def _same_but_annotation(a: Obj, b: Obj) -> bool:
+    a2, b2 = type(a)(), type(b)()
+    a2.CopyFrom(a)
+    b2.CopyFrom(b)
+    for m in (a2, b2):
+        m.metadata.annotations.pop(LAST_APPLIED, None)
+    return bool(a2 == b2)
+
+
+async def wait_applied(ctx: Ctx, applied: list[tuple[KindInfo, Obj]], *, timeout: float) -> None:
+    watched = [(info, obj) for info, obj in applied if info in (POD, VM, NODE)]
+    if not watched:
+        return
+    pending = {(info.kind, o.metadata.namespace, o.metadata.name): info for info, o in watched}
+
+    async def check() -> tuple[bool, str]:
+        states: list[str] = []
+        for (kind, ns, name), info in list(pending.items()):
+            r = await readiness_of(ctx, info, ns, name)
+            if r.failure:
+                raise CliError(r.failure)
+            if r.done:
+                del pending[(kind, ns, name)]
+                ctx.err.write(f"{ref(info, name)} {r.status}\n")
+            else:
+                states.append(f"{ref(info, name)} {r.status}")
+        return (not pending, ", ".join(states))
+
+    await poll_until(
+        ctx,
+        check,
+        timeout=timeout,
+        what=f"{len(watched)} object(s)",
+        progress=Progress(ctx.err),
+        hint="see `cowpod describe` and `cowpod get events`",
+    )
+
+
+async def readiness_of(ctx: Ctx, info: KindInfo, namespace: str, name: str) -> Readiness:
+    key = meta_pb2.ObjectKey(namespace=namespace, name=name)
+    obj: Any = await ctx.call(service(ctx, info).Get, key, what=what(info, name), retry=True)
+    if info is POD:
+        return pod_readiness(obj)
+    if info is VM:
+        node = None
+        if obj.status.node_name:
+            try:
+                node = await ctx.client.nodes.Get(meta_pb2.ObjectKey(name=obj.status.node_name), timeout=10)
+            except grpc.RpcError:
+                node = None
+        return vm_readiness(obj, node)
+    ok = node_ready(obj)
+    return Readiness(ok, "Ready" if ok else "NotReady")

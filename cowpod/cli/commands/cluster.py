@@ -1,0 +1,275 @@
+"""`cowpod up`, `down`, `status`: the local cluster (see cowpod.local.supervisor)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cowpod import quantity
+from cowpod.cli import printers
+from cowpod.cli.commands.common import Subparsers, add_command, parse_duration
+from cowpod.cli.context import Ctx
+from cowpod.cli.errors import CliError
+from cowpod.cli.progress import Progress
+from cowpod.cli.readiness import node_ready
+from cowpod.client import Client
+from cowpod.local.state import StateError
+from cowpod.local.supervisor import (
+    DEFAULT_LISTEN,
+    PROVIDERS,
+    Layout,
+    StatusReport,
+    Supervisor,
+    SupervisorError,
+    UpOptions,
+)
+from cowpod.v1 import meta_pb2
+
+UP_EXAMPLES = """
+  cowpod up                             # etcd, controller, scheduler; Ctrl-C stops them all
+  cowpod up --detach --vms 2            # in the background, with two 1-CPU 1Gi VMs (Docker)
+  cowpod up -d --vms 1 --vm-cpus 2 --vm-memory 4Gi
+  cowpod up -d --provider sim --vms 50  # hollow VMs: no Docker needed
+  cowpod up -d --data-dir /tmp/c2 --listen 127.0.0.1:7071   # a second cluster
+"""
+
+DOWN_EXAMPLES = """
+  cowpod down                           # destroy the VMs, stop every component; keep the data
+  cowpod down --purge                   # ... and delete the data dir
+"""
+
+STATUS_EXAMPLES = """
+  cowpod status                         # each component: pid, address, healthy
+  cowpod status -o json
+"""
+
+
+def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
+    up = add_command(
+        sub,
+        "up",
+        parents,
+        help="start a local cluster (etcd, controller, scheduler, VMs)",
+        description="Start a local cluster: a single etcd member, the controller and the scheduler as child "
+        "processes with data and logs under the data dir, then --vms N VMs whose nodes it waits for.",
+        examples=UP_EXAMPLES,
+    )
+    up.add_argument("-d", "--detach", action="store_true", help="start in the background and return")
+    up.add_argument(
+        "--vms", type=int, default=0, metavar="N", help="create N VMs (vm-1..vm-N) and wait for them"
+    )
+    up.add_argument("--vm-cpus", default="1", metavar="C", help="CPUs per VM, e.g. 1, 2, 500m (default 1)")
+    up.add_argument("--vm-memory", default="1Gi", metavar="M", help="memory per VM, e.g. 1Gi (default)")
+    up.add_argument(
+        "--listen", default=DEFAULT_LISTEN, metavar="ADDR", help=f"controller address ({DEFAULT_LISTEN})"
+    )
+    up.add_argument("--provider", choices=PROVIDERS, default="docker", help="VM provider (docker)")
+    up.add_argument(
+        "--timeout",
+        type=parse_duration,
+        default=300.0,
+        metavar="DURATION",
+        help="how long to wait for the VMs' nodes (300s)",
+    )
+    up.add_argument(
+        "--retain", action="store_true", help="keep a cluster that failed to come up, to debug it"
+    )
+    up.set_defaults(func=run_up)
+
+    down = add_command(
+        sub,
+        "down",
+        parents,
+        help="stop the local cluster (destroying its VMs first)",
+        description="Destroy every VM through the controller, stop the scheduler, controller and etcd, and "
+        "remove any Docker container left with this cluster's label.",
+        examples=DOWN_EXAMPLES,
+    )
+    down.add_argument("--purge", action="store_true", help="also delete the data dir (etcd data, logs)")
+    down.set_defaults(func=run_down)
+
+    status = add_command(
+        sub,
+        "status",
+        parents,
+        help="show the local cluster's components and their health",
+        description="Show each component of the local cluster with its pid, address and health.",
+        examples=STATUS_EXAMPLES,
+    )
+    status.add_argument("-o", "--output", choices=("json",), help="json")
+    status.set_defaults(func=run_status)
+
+
+def _supervisor(ctx: Ctx, progress: Progress) -> Supervisor:
+    def say(text: str) -> None:
+        progress.done()
+        ctx.err.write(text + "\n")
+        ctx.err.flush()
+
+    return Supervisor(
+        Layout(ctx.config.data_dir),
+        ctx.clock,
+        say=say,
+        progress=progress.update,
+        progress_done=progress.done,
+        env=dict(ctx.env),
+    )
+
+
+def up_options(args: argparse.Namespace) -> UpOptions:
+    try:
+        cpu = quantity.parse_cpu(args.vm_cpus)
+    except quantity.QuantityError as e:
+        raise CliError(f"--vm-cpus: {e}", exit_code=2) from None
+    try:
+        memory = quantity.parse_memory(args.vm_memory)
+    except quantity.QuantityError as e:
+        raise CliError(f"--vm-memory: {e}", exit_code=2) from None
+    return UpOptions(
+        listen=args.listen,
+        provider=args.provider,
+        vms=args.vms,
+        vm_cpu_millis=cpu,
+        vm_memory_bytes=memory,
+        detach=args.detach,
+        timeout=args.timeout,
+        retain=args.retain,
+    )
+
+
+async def run_up(ctx: Ctx, args: argparse.Namespace) -> int:
+    opts = up_options(args)
+    progress = Progress(ctx.err)
+    sup = _supervisor(ctx, progress)
+    try:
+        running = sup.running()
+    except StateError as e:
+        raise CliError(str(e)) from None
+    if running is not None:
+        ctx.print(
+            f"cowpod is already running (controller {running.controller}, data in {running.data_dir}); "
+            "`cowpod status` shows its health"
+        )
+        return 0
+    try:
+        state = await sup.up(opts)
+    except SupervisorError as e:
+        raise CliError(str(e)) from None
+    progress.done()
+    ctx.print(f"cowpod is up: cluster {state.cluster_id}, data in {state.data_dir}")
+    rows = [[c.name, str(c.pid), c.address, c.log] for c in state.components]
+    ctx.out.write(_indent(printers.render_table(["COMPONENT", "PID", "ADDRESS", "LOG"], rows)))
+    if opts.vms:
+        ctx.out.write(_indent(await _vm_table(state.controller, ctx)))
+    ctx.print(f"controller: {state.controller}   try: cowpod get nodes")
+    ctx.out.flush()
+    if opts.detach:
+        return 0
+    ctx.print("running in the foreground: press Ctrl-C to stop the cluster")
+    ctx.out.flush()
+    code = await sup.serve(state)
+    ctx.print("cowpod stopped")
+    return code
+
+
+def _indent(text: str) -> str:
+    return "".join("  " + line for line in text.splitlines(keepends=True))
+
+
+async def _vm_table(controller: str, ctx: Ctx) -> str:
+    async with Client(controller) as client:
+        vms = (await client.vms.List(meta_pb2.ListOptions(), timeout=10)).items
+        nodes = {
+            n.metadata.name: n for n in (await client.nodes.List(meta_pb2.ListOptions(), timeout=10)).items
+        }
+    rows = []
+    for vm in sorted(vms, key=lambda v: v.metadata.name):
+        node = nodes.get(vm.status.node_name)
+        ready = "Ready" if node_ready(node) else "NotReady"
+        size = (
+            f"{quantity.format_cpu(vm.spec.cpu_millis)} CPU, {quantity.format_memory(vm.spec.memory_bytes)}"
+        )
+        rows.append(
+            [vm.metadata.name, vm.status.phase or "Pending", vm.status.node_name or "<none>", ready, size]
+        )
+    return printers.render_table(["VM", "PHASE", "NODE", "NODE STATUS", "SIZE"], rows)
+
+
+async def run_down(ctx: Ctx, args: argparse.Namespace) -> int:
+    progress = Progress(ctx.err)
+    sup = _supervisor(ctx, progress)
+    try:
+        stopped = await sup.down(purge=args.purge)
+    except (SupervisorError, StateError) as e:
+        raise CliError(str(e)) from None
+    if not stopped:
+        ctx.print(f"cowpod is not running (no cluster.json in {ctx.config.data_dir})")
+    elif args.purge:
+        ctx.print("cowpod stopped and its data deleted")
+    else:
+        ctx.print(f"cowpod stopped (data kept in {ctx.config.data_dir}; `cowpod down --purge` deletes it)")
+    return 0
+
+
+async def run_status(ctx: Ctx, args: argparse.Namespace) -> int:
+    sup = _supervisor(ctx, Progress(ctx.err, enabled=False))
+    try:
+        report = await sup.status()
+    except StateError as e:
+        raise CliError(str(e)) from None
+    if report is None:
+        if args.output == "json":
+            empty = StatusReport(str(ctx.config.data_dir), ctx.config.controller)
+            ctx.out.write(json.dumps(empty.to_json(), indent=2) + "\n")
+            return 1
+        raise CliError(
+            f"cowpod is not running (no cluster.json in {ctx.config.data_dir}); start it with `cowpod up`"
+        )
+    vms = (
+        await _vm_rows(report) if any(c.name == "controller" and c.healthy for c in report.components) else []
+    )
+    if args.output == "json":
+        data = report.to_json()
+        data["vms"] = [{"name": n, "phase": p, "node": nd, "nodeReady": r == "Ready"} for n, p, nd, r in vms]
+        ctx.out.write(json.dumps(data, indent=2) + "\n")
+        return 0 if report.healthy else 1
+    ctx.print(f"cluster {report.cluster_id} (provider {report.provider}), data in {report.data_dir}")
+    rows = [
+        [
+            c.name,
+            str(c.pid),
+            c.address,
+            "true" if c.healthy else ("false" if c.alive else "false (not running)"),
+        ]
+        for c in report.components
+    ]
+    ctx.out.write(printers.render_table(["NAME", "PID", "ADDRESS", "HEALTHY"], rows))
+    if vms:
+        ctx.out.write(
+            "\n" + printers.render_table(["VM", "PHASE", "NODE", "NODE STATUS"], [list(v) for v in vms])
+        )
+    if not report.healthy:
+        unhealthy = [c for c in report.components if not c.healthy]
+        ctx.err.write("error: unhealthy: " + ", ".join(f"{c.name} (log: {c.log})" for c in unhealthy) + "\n")
+        return 1
+    return 0
+
+
+async def _vm_rows(report: StatusReport) -> list[tuple[str, str, str, str]]:
+    try:
+        async with Client(report.controller) as client:
+            vms = (await client.vms.List(meta_pb2.ListOptions(), timeout=5)).items
+            nodes = {
+                n.metadata.name: n for n in (await client.nodes.List(meta_pb2.ListOptions(), timeout=5)).items
+            }
+    except Exception:
+        return []
+    return [
+        (
+            vm.metadata.name,
+            vm.status.phase or "Pending",
+            vm.status.node_name or "<none>",
+            "Ready" if node_ready(nodes.get(vm.status.node_name)) else "NotReady",
+        )
+        for vm in sorted(vms, key=lambda v: v.metadata.name)
+    ]

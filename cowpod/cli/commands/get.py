@@ -1,0 +1,150 @@
+"""`cowpod get`: tables, or the objects as YAML/JSON, optionally watching for changes."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from typing import Any
+
+import grpc
+
+from cowpod.cli import output, printers
+from cowpod.cli.commands.common import Subparsers, add_command, split_type_name
+from cowpod.cli.context import Ctx
+from cowpod.cli.errors import CliError, rpc_error
+from cowpod.cli.resources import get_object, list_objects, list_options, resolve_kind, watch_stream, what
+from cowpod.manifest import KindInfo, dump_json, dump_yaml, encode_object
+from cowpod.manifest.kinds import NODE, POD
+from cowpod.v1 import meta_pb2
+
+EXAMPLES = """
+  cowpod get pods                       # pods in the current namespace
+  cowpod get pods -o wide               # ... with their IP and node
+  cowpod get pod hello -o yaml          # one pod, in full, as YAML
+  cowpod get pods -l app=web -A         # by label, in every namespace
+  cowpod get nodes -o wide              # nodes with IP, allocatable CPU/memory and pod count
+  cowpod get vms -o wide                # VMs with IP, clone kind and children
+  cowpod get events -w                  # events, then new ones as they happen
+  cowpod get pod web -o jsonpath='{.status.podIp}'
+"""
+
+
+def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sub,
+        "get",
+        parents,
+        help="list objects (pods, nodes, vms, events) in a table, or print them",
+        description="List objects in a kubectl-style table, or print them as YAML, JSON or names.",
+        examples=EXAMPLES,
+    )
+    p.add_argument("type", metavar="TYPE", help="pods | nodes | vms | events | leases (or TYPE/NAME)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these objects")
+    p.add_argument("-o", "--output", metavar="FORMAT", help="wide | yaml | json | name | jsonpath=TEMPLATE")
+    p.add_argument("-l", "--selector", default="", help="label selector, e.g. app=web,tier!=db")
+    p.add_argument("--field-selector", default="", help="e.g. spec.nodeName=vm-1, status.phase=Running")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="list across all namespaces")
+    p.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
+    p.add_argument("--no-headers", action="store_true", help="omit the table header")
+    p.set_defaults(func=run)
+
+
+async def run(ctx: Ctx, args: argparse.Namespace) -> int:
+    kind, names = split_type_name(args.type, list(args.names))
+    info = resolve_kind(kind)
+    fmt = output.check_format(args.output)
+    if args.watch:
+        return await _watch(ctx, info, names, fmt, args)
+    objects: list[Any]
+    failed = 0
+    if names:
+        objects = []
+        for name in names:
+            try:
+                objects.append(await get_object(ctx, info, name))
+            except CliError as e:
+                if len(names) == 1:
+                    raise
+                ctx.err.write(f"error: {e.message}\n")
+                failed += 1
+    else:
+        objects = await list_objects(
+            ctx,
+            info,
+            all_namespaces=args.all_namespaces,
+            selector=args.selector,
+            field_selector=args.field_selector,
+        )
+        if not objects and fmt not in ("yaml", "json"):
+            where = "" if args.all_namespaces or not info.namespaced else f" in {ctx.namespace} namespace"
+            ctx.err.write(f"No resources found{where}.\n")
+            return 0
+    per_node = await _pods_per_node(ctx) if info is NODE and fmt == "wide" else None
+    if objects or fmt in ("yaml", "json"):
+        ctx.out.write(
+            output.render_objects(
+                info,
+                objects,
+                ctx.now(),
+                output=fmt,
+                single=len(names) == 1,
+                all_namespaces=args.all_namespaces,
+                no_headers=args.no_headers,
+                pods_per_node=per_node,
+            )
+        )
+    return 1 if failed else 0
+
+
+async def _pods_per_node(ctx: Ctx) -> dict[str, int]:
+    try:
+        pods = await list_objects(ctx, POD, all_namespaces=True)
+    except CliError:
+        return {}
+    counts: Counter[str] = printers.pods_per_node(pods)
+    return dict(counts)
+
+
+async def _watch(
+    ctx: Ctx, info: KindInfo, names: list[str], fmt: str | None, args: argparse.Namespace
+) -> int:
+    field_selector = args.field_selector
+    if len(names) == 1:
+        field_selector = ",".join(s for s in (field_selector, f"metadata.name={names[0]}") if s)
+    opts = list_options(
+        ctx, info, all_namespaces=args.all_namespaces, selector=args.selector, field_selector=field_selector
+    )
+    table = fmt in (None, "wide")
+    hdrs = output.headers(info, wide=fmt == "wide", all_namespaces=args.all_namespaces)
+    widths = [len(h) for h in hdrs]
+    header_done = args.no_headers
+    try:
+        async for ev in watch_stream(ctx, info, opts):
+            if ev.type == meta_pb2.BOOKMARK or not ev.HasField("object"):
+                continue
+            obj = ev.object
+            if names and obj.metadata.name not in names:
+                continue
+            if table:
+                cells = output.row(
+                    info, obj, ctx.now(), wide=fmt == "wide", all_namespaces=args.all_namespaces
+                )
+                widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]
+                if not header_done:
+                    ctx.print(_line(hdrs, widths))
+                    header_done = True
+                ctx.print(_line(cells, widths))
+            elif fmt == "name":
+                ctx.print(f"{info.singular}/{obj.metadata.name}")
+            elif fmt == "json":
+                ctx.out.write(dump_json(encode_object(obj)))
+            else:
+                ctx.out.write("---\n" + dump_yaml(encode_object(obj)))
+            ctx.out.flush()
+    except grpc.RpcError as e:
+        raise rpc_error(e, address=ctx.config.controller, what=what(info, names[0]) if names else "") from e
+    return 0
+
+
+def _line(cells: list[str], widths: list[int]) -> str:
+    return "   ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()

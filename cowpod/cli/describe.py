@@ -1,0 +1,423 @@
+"""`cowpod describe`: kubectl-like prose views of one pod, node or VM, with its events.
+
+Pure functions of protos and "now" so tests check the text against fixed
+objects. `Writer` aligns the values of consecutive `Key: value` lines at one
+indentation level, the way kubectl's describe output reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cowpod import quantity
+from cowpod.cli import printers
+from cowpod.manifest.timefmt import format_rfc3339
+from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2, vm_pb2
+
+NONE = "<none>"
+
+
+@dataclass
+class Writer:
+    _lines: list[tuple[int, str, str | None]] = field(default_factory=list)
+
+    def kv(self, level: int, key: str, value: object = "") -> None:
+        self._lines.append((level, key + ":", str(value)))
+
+    def cont(self, level: int, value: object) -> None:
+        """Another value of the `Key:` line above, aligned under its first value."""
+        self._lines.append((level, "", str(value)))
+
+    def line(self, level: int, text: str) -> None:
+        self._lines.append((level, text, None))
+
+    def render(self) -> str:
+        out: list[str] = []
+        i = 0
+        while i < len(self._lines):
+            level, _, value = self._lines[i]
+            if value is None:
+                out.append("  " * level + self._lines[i][1])
+                i += 1
+                continue
+            j = i
+            while j < len(self._lines) and self._lines[j][0] == level and self._lines[j][2] is not None:
+                j += 1
+            width = max(len(k) for _, k, _ in self._lines[i:j])
+            for lvl, k, v in self._lines[i:j]:
+                out.append("  " * lvl + (k.ljust(width) + "  " + (v or "")).rstrip())
+            i = j
+        return "\n".join(out) + "\n"
+
+
+def _time(ts: Timestamp, is_set: bool) -> str:
+    return format_rfc3339(ts) if is_set else NONE
+
+
+def _map(w: Writer, level: int, key: str, values: Mapping[str, str]) -> None:
+    if not values:
+        w.kv(level, key, NONE)
+        return
+    _list(w, level, key, [f"{k}={v}" for k, v in sorted(values.items())])
+
+
+def _conditions(w: Writer, conditions: Sequence[meta_pb2.Condition], *, node: bool = False) -> None:
+    if not conditions:
+        w.kv(0, "Conditions", NONE)
+        return
+    w.line(0, "Conditions:")
+    if node:
+        rows = [
+            [
+                c.type,
+                c.status,
+                _time(c.last_heartbeat_time, c.HasField("last_heartbeat_time")),
+                _time(c.last_transition_time, c.HasField("last_transition_time")),
+                c.reason,
+                c.message,
+            ]
+            for c in conditions
+        ]
+        headers = ["Type", "Status", "LastHeartbeatTime", "LastTransitionTime", "Reason", "Message"]
+    else:
+        rows = [[c.type, c.status] for c in conditions]
+        headers = ["Type", "Status"]
+    _table(w, 1, headers, rows)
+
+
+def _table(w: Writer, level: int, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    rows = list(rows)
+    underline = ["-" * len(h) for h in headers]
+    text = printers.render_table(headers, [underline, *rows]) if len(headers) > 0 else ""
+    for line in text.splitlines():
+        w.line(level, line)
+
+
+def events_section(w: Writer, events: Iterable[event_pb2.Event], now: float) -> None:
+    events = printers.sort_events(events)
+    if not events:
+        w.kv(0, "Events", NONE)
+        return
+    w.line(0, "Events:")
+    rows = []
+    for ev in events:
+        seen = printers.event_last_seen(ev, now)
+        rows.append(
+            [ev.type or "Normal", ev.reason, seen, ev.source.component or NONE, " ".join(ev.message.split())]
+        )
+    _table(w, 1, ["Type", "Reason", "Age", "From", "Message"], rows)
+
+
+def _resources(w: Writer, level: int, key: str, rl: meta_pb2.ResourceList) -> None:
+    values = []
+    if rl.cpu_millis:
+        values.append(("cpu", quantity.format_cpu(rl.cpu_millis)))
+    if rl.memory_bytes:
+        values.append(("memory", quantity.format_memory(rl.memory_bytes)))
+    if rl.pods:
+        values.append(("pods", str(rl.pods)))
+    if rl.ephemeral_storage_bytes:
+        values.append(("ephemeral-storage", quantity.format_memory(rl.ephemeral_storage_bytes)))
+    values += [(k, str(v)) for k, v in sorted(rl.extended.items())]
+    if not values:
+        return
+    w.line(level, f"{key}:")
+    for k, v in values:
+        w.kv(level + 1, k, v)
+
+
+def _state(w: Writer, level: int, key: str, state: pod_pb2.ContainerState) -> None:
+    if state.HasField("running"):
+        w.kv(level, key, "Running")
+        r = state.running
+        w.kv(level + 1, "Started", _time(r.started_at, r.HasField("started_at")))
+    elif state.HasField("terminated"):
+        t = state.terminated
+        w.kv(level, key, "Terminated")
+        if t.reason:
+            w.kv(level + 1, "Reason", t.reason)
+        if t.message:
+            w.kv(level + 1, "Message", t.message)
+        w.kv(level + 1, "Exit Code", t.exit_code)
+        if t.signal:
+            w.kv(level + 1, "Signal", t.signal)
+        w.kv(level + 1, "Started", _time(t.started_at, t.HasField("started_at")))
+        w.kv(level + 1, "Finished", _time(t.finished_at, t.HasField("finished_at")))
+    elif state.HasField("waiting"):
+        w.kv(level, key, "Waiting")
+        if state.waiting.reason:
+            w.kv(level + 1, "Reason", state.waiting.reason)
+        if state.waiting.message:
+            w.kv(level + 1, "Message", state.waiting.message)
+    else:
+        w.kv(level, key, "Waiting" if key == "State" else NONE)
+
+
+def _probe(p: pod_pb2.Probe) -> str:
+    if p.HasField("http_get"):
+        h = p.http_get
+        action = f"http-get {(h.scheme or 'HTTP').lower()}://{h.host or ''}:{h.port}{h.path or '/'}"
+    elif p.HasField("tcp_socket"):
+        action = f"tcp-socket {p.tcp_socket.host or ''}:{p.tcp_socket.port}"
+    elif p.HasField("exec"):
+        action = "exec [" + " ".join(p.exec.command) + "]"
+    else:
+        action = "<unknown>"
+    return (
+        f"{action} delay={p.initial_delay_seconds}s timeout={p.timeout_seconds or 1}s "
+        f"period={p.period_seconds or 10}s #success={p.success_threshold or 1} "
+        f"#failure={p.failure_threshold or 3}"
+    )
+
+
+def _container(w: Writer, c: pod_pb2.Container, status: pod_pb2.ContainerStatus | None) -> None:
+    w.line(1, f"{c.name}:")
+    w.kv(2, "Container ID", (status.container_id if status else "") or "")
+    w.kv(2, "Image", c.image)
+    w.kv(2, "Image ID", (status.image_id if status else "") or "")
+    if c.ports:
+        w.kv(2, "Ports", ", ".join(f"{p.container_port}/{p.protocol or 'TCP'}" for p in c.ports))
+        host_ports = [p.host_port for p in c.ports if p.host_port]
+        if host_ports:
+            w.kv(2, "Host Ports", ", ".join(f"{hp}/TCP" for hp in host_ports))
+    for key, values in (("Command", c.command), ("Args", c.args)):
+        if values:
+            w.line(2, f"{key}:")
+            for v in values:
+                w.line(3, v)
+    if status is not None:
+        _state(w, 2, "State", status.state)
+        if status.last_state.HasField("terminated") or status.last_state.HasField("waiting"):
+            _state(w, 2, "Last State", status.last_state)
+        w.kv(2, "Ready", "True" if status.ready else "False")
+        w.kv(2, "Restart Count", status.restart_count)
+    else:
+        w.kv(2, "State", "Waiting")
+        w.kv(2, "Ready", "False")
+        w.kv(2, "Restart Count", 0)
+    _resources(w, 2, "Limits", c.resources.limits)
+    _resources(w, 2, "Requests", c.resources.requests)
+    for key, probe_field in (
+        ("Liveness", "liveness_probe"),
+        ("Readiness", "readiness_probe"),
+        ("Startup", "startup_probe"),
+    ):
+        if c.HasField(probe_field):
+            w.kv(2, key, _probe(getattr(c, probe_field)))
+    if c.env:
+        w.line(2, "Environment:")
+        for e in c.env:
+            value = e.value
+            if e.HasField("value_from") and e.value_from.HasField("field_ref"):
+                value = f"({e.value_from.field_ref.field_path})"
+            w.kv(3, e.name, value)
+    else:
+        w.kv(2, "Environment", NONE)
+    if c.volume_mounts:
+        w.line(2, "Mounts:")
+        for m in c.volume_mounts:
+            mode = "ro" if m.read_only else "rw"
+            w.line(3, f"{m.mount_path} from {m.name} ({mode})")
+    else:
+        w.kv(2, "Mounts", NONE)
+
+
+def describe_pod(pod: pod_pb2.Pod, events: Iterable[event_pb2.Event], now: float) -> str:
+    meta, spec, status = pod.metadata, pod.spec, pod.status
+    w = Writer()
+    w.kv(0, "Name", meta.name)
+    w.kv(0, "Namespace", meta.namespace or "default")
+    w.kv(0, "Priority", spec.priority)
+    if spec.priority_class_name:
+        w.kv(0, "Priority Class Name", spec.priority_class_name)
+    node = spec.node_name or NONE
+    if spec.node_name and status.host_ip:
+        node = f"{spec.node_name}/{status.host_ip}"
+    w.kv(0, "Node", node)
+    w.kv(0, "Start Time", _time(status.start_time, status.HasField("start_time")))
+    _map(w, 0, "Labels", meta.labels)
+    _map(w, 0, "Annotations", meta.annotations)
+    shown = printers.pod_status(pod)
+    w.kv(0, "Status", shown if shown == "Terminating" else (status.phase or "Pending"))
+    if meta.HasField("deletion_timestamp"):
+        grace = meta.deletion_grace_period_seconds if meta.HasField("deletion_grace_period_seconds") else 0
+        w.kv(0, "Termination Grace Period", f"{grace}s")
+    if status.reason:
+        w.kv(0, "Reason", status.reason)
+    if status.message:
+        w.kv(0, "Message", status.message)
+    w.kv(0, "IP", status.pod_ip or "")
+    if status.nominated_node_name:
+        w.kv(0, "Nominated Node Name", status.nominated_node_name)
+    by_name = {cs.name: cs for cs in status.container_statuses}
+    init_by_name = {cs.name: cs for cs in status.init_container_statuses}
+    if spec.init_containers:
+        w.line(0, "Init Containers:")
+        for c in spec.init_containers:
+            _container(w, c, init_by_name.get(c.name))
+    w.line(0, "Containers:")
+    for c in spec.containers:
+        _container(w, c, by_name.get(c.name))
+    _conditions(w, list(status.conditions))
+    if spec.volumes:
+        w.line(0, "Volumes:")
+        for v in spec.volumes:
+            w.line(1, f"{v.name}:")
+            if v.HasField("empty_dir"):
+                w.kv(2, "Type", "EmptyDir (a temporary directory that shares a pod's lifetime)")
+                w.kv(2, "Medium", v.empty_dir.medium)
+                limit = v.empty_dir.size_limit_bytes
+                w.kv(2, "SizeLimit", quantity.format_memory(limit) if limit else "<unset>")
+            elif v.HasField("host_path"):
+                w.kv(2, "Type", f"HostPath (bare host directory volume) {v.host_path.type}".rstrip())
+                w.kv(2, "Path", v.host_path.path)
+    else:
+        w.kv(0, "Volumes", NONE)
+    w.kv(0, "QoS Class", status.qos_class or NONE)
+    _map(w, 0, "Node-Selectors", spec.node_selector)
+    tolerations = [
+        f"{t.key or '<all>'}"
+        + (f"={t.value}" if t.value else "")
+        + (f":{t.effect}" if t.effect else "")
+        + (f" op={t.operator}" if t.operator == "Exists" and t.key else "")
+        + (f" for {t.toleration_seconds}s" if t.HasField("toleration_seconds") else "")
+        for t in spec.tolerations
+    ]
+    _list(w, 0, "Tolerations", tolerations)
+    events_section(w, events, now)
+    return w.render()
+
+
+def _list(w: Writer, level: int, key: str, values: Sequence[str]) -> None:
+    if not values:
+        w.kv(level, key, NONE)
+        return
+    w.kv(level, key, values[0])
+    for v in values[1:]:
+        w.cont(level, v)
+
+
+def describe_node(
+    node: node_pb2.Node, pods: Iterable[pod_pb2.Pod], events: Iterable[event_pb2.Event], now: float
+) -> str:
+    meta, spec, status = node.metadata, node.spec, node.status
+    w = Writer()
+    w.kv(0, "Name", meta.name)
+    w.kv(0, "Roles", printers.node_roles(node))
+    _map(w, 0, "Labels", meta.labels)
+    _map(w, 0, "Annotations", meta.annotations)
+    w.kv(0, "CreationTimestamp", _time(meta.creation_timestamp, meta.HasField("creation_timestamp")))
+    taints = [f"{t.key}" + (f"={t.value}" if t.value else "") + f":{t.effect}" for t in spec.taints]
+    _list(w, 0, "Taints", taints)
+    w.kv(0, "Unschedulable", "true" if spec.unschedulable else "false")
+    if spec.provider_id:
+        w.kv(0, "ProviderID", spec.provider_id)
+    _conditions(w, list(status.conditions), node=True)
+    w.line(0, "Addresses:")
+    for a in status.addresses:
+        w.kv(1, a.type, a.address)
+    for key, field_name in (("Capacity", "capacity"), ("Allocatable", "allocatable")):
+        rl: meta_pb2.ResourceList = getattr(status, field_name)
+        _resources(w, 0, key, rl)
+    info = status.node_info
+    w.line(0, "System Info:")
+    for key, value in (
+        ("Machine ID", info.machine_id),
+        ("Kernel Version", info.kernel_version),
+        ("OS Image", info.os_image),
+        ("Operating System", info.operating_system),
+        ("Architecture", info.architecture),
+        ("Container Runtime Version", info.container_runtime_version),
+        ("Agent Version", info.agent_version),
+    ):
+        w.kv(1, key, value)
+    if status.daemon_endpoint:
+        w.kv(0, "Agent Endpoint", status.daemon_endpoint)
+    active = [
+        p for p in pods if p.spec.node_name == meta.name and p.status.phase not in ("Succeeded", "Failed")
+    ]
+    alloc = status.allocatable if status.HasField("allocatable") else status.capacity
+    w.line(0, f"Non-terminated Pods:          ({len(active)} in total)")
+    if active:
+        rows = []
+        for p in sorted(active, key=lambda p: (p.metadata.namespace, p.metadata.name)):
+            cpu = sum(c.resources.requests.cpu_millis for c in p.spec.containers)
+            mem = sum(c.resources.requests.memory_bytes for c in p.spec.containers)
+            rows.append(
+                [
+                    p.metadata.namespace or "default",
+                    p.metadata.name,
+                    f"{quantity.format_cpu(cpu)} ({_percent(cpu, alloc.cpu_millis)})",
+                    f"{quantity.format_memory(mem)} ({_percent(mem, alloc.memory_bytes)})",
+                    printers.age(
+                        p.metadata.creation_timestamp, now, is_set=p.metadata.HasField("creation_timestamp")
+                    ),
+                ]
+            )
+        _table(w, 1, ["Namespace", "Name", "CPU Requests", "Memory Requests", "Age"], rows)
+    cpu_total = sum(c.resources.requests.cpu_millis for p in active for c in p.spec.containers)
+    mem_total = sum(c.resources.requests.memory_bytes for p in active for c in p.spec.containers)
+    w.line(0, "Allocated resources:")
+    _table(
+        w,
+        1,
+        ["Resource", "Requests"],
+        [
+            ["cpu", f"{quantity.format_cpu(cpu_total)} ({_percent(cpu_total, alloc.cpu_millis)})"],
+            ["memory", f"{quantity.format_memory(mem_total)} ({_percent(mem_total, alloc.memory_bytes)})"],
+            ["pods", f"{len(active)}" + (f" ({_percent(len(active), alloc.pods)})" if alloc.pods else "")],
+        ],
+    )
+    events_section(w, events, now)
+    return w.render()
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{part * 100 // whole}%" if whole else "0%"
+
+
+def describe_vm(vm: vm_pb2.VM, events: Iterable[event_pb2.Event], now: float) -> str:
+    meta, spec, status = vm.metadata, vm.spec, vm.status
+    w = Writer()
+    w.kv(0, "Name", meta.name)
+    w.kv(0, "Class", spec.class_name or NONE)
+    w.kv(0, "Provider", spec.provider or NONE)
+    _map(w, 0, "Labels", meta.labels)
+    _map(w, 0, "Annotations", meta.annotations)
+    w.kv(0, "CreationTimestamp", _time(meta.creation_timestamp, meta.HasField("creation_timestamp")))
+    w.kv(0, "Phase", status.phase or "Pending")
+    if status.message:
+        w.kv(0, "Message", status.message)
+    w.kv(0, "CPU", quantity.format_cpu(spec.cpu_millis) if spec.cpu_millis else NONE)
+    w.kv(0, "Memory", quantity.format_memory(spec.memory_bytes) if spec.memory_bytes else NONE)
+    if spec.image:
+        w.kv(0, "Image", spec.image)
+    w.kv(0, "Template", "true" if spec.template else "false")
+    if spec.paused:
+        w.kv(0, "Paused", "true")
+    _map(w, 0, "Node Labels", spec.node_labels)
+    w.kv(0, "Node", status.node_name or NONE)
+    w.kv(0, "IP", status.ip or NONE)
+    if status.hostname:
+        w.kv(0, "Hostname", status.hostname)
+    if status.provider_id:
+        w.kv(0, "Provider ID", status.provider_id)
+    w.line(0, "Lineage:")
+    w.kv(1, "Clone Kind", status.clone_kind or NONE)
+    w.kv(1, "Parent", spec.parent or NONE)
+    w.kv(1, "Snapped Free", "true" if status.snapped_free else "false")
+    _list(w, 1, "Children", list(status.children))
+    w.line(0, "Timing:")
+    w.kv(1, "Requested", _time(status.requested_at, status.HasField("requested_at")))
+    w.kv(1, "Created", _time(status.created_at, status.HasField("created_at")))
+    w.kv(1, "Ready", _time(status.ready_at, status.HasField("ready_at")))
+    if status.HasField("requested_at") and status.HasField("ready_at"):
+        took = (status.ready_at.seconds + status.ready_at.nanos / 1e9) - (
+            status.requested_at.seconds + status.requested_at.nanos / 1e9
+        )
+        w.kv(1, "Requested To Ready", f"{took:.3f}s")
+    events_section(w, events, now)
+    return w.render()

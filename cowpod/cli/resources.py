@@ -1,0 +1,143 @@
+"""One table of how each kind is read, listed, watched, created and deleted.
+
+Commands speak in kinds (`pods`, `vm`) and names; this module maps them to the
+services in `cowpod.client.Client`, so `get`, `describe`, `delete`, `wait` and
+`apply` share one implementation per verb instead of one per kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf.message import Message
+
+from cowpod.cli.context import Ctx
+from cowpod.cli.errors import CliError
+from cowpod.manifest import KindInfo, by_alias
+from cowpod.manifest.kinds import EVENT, LEASE, NODE, POD, VM
+from cowpod.v1 import event_pb2, meta_pb2
+
+GETTABLE = (POD, NODE, VM, EVENT, LEASE)
+
+
+def resolve_kind(name: str, allowed: tuple[KindInfo, ...] = GETTABLE) -> KindInfo:
+    info = by_alias(name)
+    if info is None or info not in allowed:
+        choices = ", ".join(k.plural for k in allowed)
+        raise CliError(f'unknown resource type "{name}" (one of: {choices})', exit_code=2)
+    return info
+
+
+def what(info: KindInfo, name: str) -> str:
+    """How errors name an object: `pod "web"`."""
+    return f'{info.singular} "{name}"'
+
+
+def ref(info: KindInfo, name: str) -> str:
+    """How results name an object: `pod/web`."""
+    return f"{info.singular}/{name}"
+
+
+def namespace_for(info: KindInfo, ctx: Ctx, all_namespaces: bool = False) -> str:
+    if not info.namespaced or all_namespaces:
+        return ""
+    return ctx.namespace
+
+
+def service(ctx: Ctx, info: KindInfo) -> Any:
+    c = ctx.client
+    return {"Pod": c.pods, "Node": c.nodes, "VM": c.vms, "Event": c.events, "Lease": c.leases}[info.kind]
+
+
+async def get_object(ctx: Ctx, info: KindInfo, name: str) -> Message:
+    ns = namespace_for(info, ctx)
+    if info is EVENT:
+        for ev in await list_objects(ctx, info):
+            if ev.metadata.name == name:
+                found: Message = ev
+                return found
+        raise CliError(f"{what(info, name)} not found")
+    key = meta_pb2.ObjectKey(namespace=ns, name=name)
+    obj: Message = await ctx.call(service(ctx, info).Get, key, what=what(info, name), retry=True)
+    return obj
+
+
+def list_options(
+    ctx: Ctx, info: KindInfo, *, all_namespaces: bool = False, selector: str = "", field_selector: str = ""
+) -> meta_pb2.ListOptions:
+    return meta_pb2.ListOptions(
+        namespace=namespace_for(info, ctx, all_namespaces),
+        label_selector=selector,
+        field_selector=field_selector,
+    )
+
+
+async def list_objects(
+    ctx: Ctx,
+    info: KindInfo,
+    *,
+    all_namespaces: bool = False,
+    selector: str = "",
+    field_selector: str = "",
+    involved: event_pb2.ObjectReference | None = None,
+) -> list[Any]:
+    opts = list_options(
+        ctx, info, all_namespaces=all_namespaces, selector=selector, field_selector=field_selector
+    )
+    svc = service(ctx, info)
+    if info is EVENT:
+        req = event_pb2.ListEventsRequest(list=opts, involved_object=involved)
+        resp = await ctx.call(svc.List, req, what=info.plural, retry=True)
+    else:
+        resp = await ctx.call(svc.List, opts, what=info.plural, retry=True)
+    items = list(resp.items)
+    return sorted(items, key=lambda o: (o.metadata.namespace, o.metadata.name))
+
+
+async def events_for(ctx: Ctx, info: KindInfo, obj: Any) -> list[event_pb2.Event]:
+    """Events about one object; filtered here too, in case the server ignores the filter."""
+    meta = obj.metadata
+    involved = event_pb2.ObjectReference(kind=info.kind, namespace=meta.namespace, name=meta.name)
+    try:
+        events = await list_objects(ctx, EVENT, all_namespaces=not info.namespaced, involved=involved)
+    except CliError:
+        return []  # describe still shows the object when events cannot be listed
+    return [
+        e
+        for e in events
+        if e.involved_object.name == meta.name
+        and e.involved_object.kind.lower() in (info.kind.lower(), "")
+        and (not info.namespaced or e.involved_object.namespace in (meta.namespace, ""))
+    ]
+
+
+def watch_stream(ctx: Ctx, info: KindInfo, opts: meta_pb2.ListOptions) -> AsyncIterator[Any]:
+    if info is LEASE:
+        raise CliError("leases cannot be watched", exit_code=2)
+    req = meta_pb2.WatchOptions(list=opts, send_initial=True)
+    stream: AsyncIterator[Any] = service(ctx, info).Watch(req)
+    return stream
+
+
+def delete_options(
+    ctx: Ctx, info: KindInfo, name: str, *, grace: int | None = None, cascade: bool = False
+) -> meta_pb2.DeleteOptions:
+    opts = meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(namespace=namespace_for(info, ctx), name=name))
+    if grace is not None:
+        opts.grace_period_seconds = grace
+    opts.cascade = cascade
+    return opts
+
+
+async def delete_object(
+    ctx: Ctx, info: KindInfo, name: str, *, grace: int | None = None, cascade: bool = False
+) -> None:
+    svc = service(ctx, info)
+    opts = delete_options(ctx, info, name, grace=grace, cascade=cascade)
+    if info is VM:
+        await ctx.call(svc.Destroy, opts, what=what(info, name))
+    elif info is EVENT:
+        raise CliError("events cannot be deleted; they expire on their own", exit_code=2)
+    else:
+        await ctx.call(svc.Delete, opts, what=what(info, name))

@@ -1,0 +1,66 @@
+"""Health probes for `cowpod status` and for `up` while it waits for components."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cowpod.client import Client
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def http_get(address: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """A minimal HTTP/1.0 GET on loopback: (status, body). No dependency for one request."""
+    host, port = split_address(address)
+
+    async def go() -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            await writer.drain()
+            data = await reader.read(1 << 20)
+        finally:
+            writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        parts = head.split(b" ", 2)
+        return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0), body
+
+    return await asyncio.wait_for(go(), timeout)
+
+
+async def http_ok(address: str, path: str = "/metrics", timeout: float = 2.0) -> bool:
+    try:
+        status, _ = await http_get(address, path, timeout)
+    except (OSError, TimeoutError, ValueError):
+        return False
+    return 200 <= status < 300
+
+
+async def etcd_ok(address: str, timeout: float = 2.0) -> bool:
+    """etcd's own /health: {"health":"true"}."""
+    try:
+        status, body = await http_get(address, "/health", timeout)
+    except (OSError, TimeoutError, ValueError):
+        return False
+    return status == 200 and b"true" in body
+
+
+async def grpc_ok(address: str, timeout: float = 2.0) -> bool:
+    client = Client(address)
+    try:
+        return await client.healthy(timeout=timeout)
+    finally:
+        await client.close()
+
+
+async def tcp_ok(address: str, timeout: float = 1.0) -> bool:
+    host, port = split_address(address)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True

@@ -1,0 +1,102 @@
+"""Child processes of a local cluster: is this pid still ours, and stop it politely.
+
+`down` may run long after `up` exited, so it only has pids from cluster.json.
+A pid can be reused by an unrelated process; before signalling, we check that
+the process's command line is the one we started. Only those pids are ever
+signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+from collections.abc import Sequence
+
+from cowpod.clock import Clock
+
+
+def cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # The state letter follows the parenthesised command name, which may contain spaces.
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def matches(actual: Sequence[str], expected: Sequence[str]) -> bool:
+    """Is `actual` (from /proc) the process started as `expected`?
+
+    A console script runs as `python /venv/bin/cowpod-controller ARGS`, so the
+    program may appear as the first or second word; the arguments must match.
+    """
+    if not actual or not expected:
+        return False
+    program = os.path.basename(expected[0])
+    args = list(expected[1:])
+    heads = [os.path.basename(a) for a in actual[:2]]
+    if program not in heads:
+        return False
+    return list(actual[len(actual) - len(args) :]) == args if args else True
+
+
+def is_ours(pid: int, expected: Sequence[str]) -> bool:
+    if not pid_alive(pid):
+        return False
+    actual = cmdline(pid)
+    return actual is not None and matches(actual, expected)
+
+
+async def terminate(pid: int, expected: Sequence[str], clock: Clock, *, grace: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds. False if it was not running (or not ours)."""
+    if not is_ours(pid, expected):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = clock.monotonic() + grace
+    while clock.monotonic() < deadline:
+        if not pid_alive(pid):
+            _reap(pid)
+            return True
+        await clock.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    for _ in range(50):
+        if not pid_alive(pid):
+            break
+        await clock.sleep(0.1)
+    _reap(pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the process was our own child (foreground `up`)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,614 @@
+"""The local cluster behind `cowpod up`, `down` and `status`.
+
+    up:    etcd ──► controller ──► scheduler ──► VMs (VMService.Create) ──► nodes Ready
+    down:  destroy VMs (VMService.Destroy) ──► scheduler ──► controller ──► etcd ──► Docker sweep
+
+Components are child processes, each in its own session (so a Ctrl-C in the
+terminal reaches only the supervisor, which then stops them in order, VMs
+first), logging to `<data-dir>/logs/<name>.log`. What was started is written
+to `<data-dir>/cluster.json` after each step, so `down` can clean up after a
+crashed `up` too. Pids are only ever signalled after checking that their
+command line is the one we started (see `process`).
+
+The pure parts (paths, command lines, prerequisites) are functions; the
+`Supervisor` class does the I/O, with its clock and output injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cowpod.client import Client
+from cowpod.clock import Clock
+from cowpod.local import docker_env, fleet, health, process
+from cowpod.local.etcd import EtcdMember, etcd_binary, free_port
+from cowpod.local.state import ClusterState, ComponentState, read_state, remove_state, write_state
+
+DEFAULT_LISTEN = "127.0.0.1:7070"
+PROVIDERS = ("docker", "sim", "none")
+# sun_path is 108 bytes including the terminating NUL.
+MAX_UNIX_PATH = 107
+
+
+class SupervisorError(Exception):
+    """`up`/`down` cannot go on; the message says why and where to look."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a cluster keeps things under its data dir."""
+
+    data_dir: pathlib.Path
+
+    @property
+    def etcd_dir(self) -> pathlib.Path:
+        return self.data_dir / "etcd"
+
+    @property
+    def logs_dir(self) -> pathlib.Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> pathlib.Path:
+        return self.data_dir / "run"
+
+    @property
+    def controller_socket(self) -> pathlib.Path:
+        return self.run_dir / "controller.sock"
+
+    def log(self, component: str) -> pathlib.Path:
+        return self.logs_dir / f"{component}.log"
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    listen: str = DEFAULT_LISTEN
+    provider: str = "docker"
+    vms: int = 0
+    vm_cpu_millis: int = 1000
+    vm_memory_bytes: int = 1 << 30
+    detach: bool = False
+    timeout: float = 300.0
+    retain: bool = False
+    vm_image: str = docker_env.VM_IMAGE
+
+
+# --- pure parts ---------------------------------------------------------------------------------
+
+
+def find_executable(name: str) -> str:
+    """A console script of this installation: next to our Python first, then PATH."""
+    beside = pathlib.Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise SupervisorError(f"{name} not found next to {sys.executable} or on PATH; is cowpod installed?")
+    return found
+
+
+def controller_command(
+    exe: str, *, listen: str, socket_path: pathlib.Path, etcd: str, provider: str, data_dir: pathlib.Path
+) -> list[str]:
+    return [
+        exe,
+        "--listen",
+        listen,
+        "--listen-unix",
+        str(socket_path),
+        "--etcd",
+        etcd,
+        "--provider",
+        provider,
+        "--data-dir",
+        str(data_dir),
+    ]
+
+
+def scheduler_command(exe: str, *, controller: str, metrics: str) -> list[str]:
+    return [exe, "--controller", controller, "--metrics-listen", metrics]
+
+
+def new_cluster_id() -> str:
+    return "cp-" + uuid.uuid4().hex[:10]
+
+
+def parse_listen(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SupervisorError(f'--listen must be HOST:PORT, e.g. 127.0.0.1:7070 (got "{address}")')
+    return host, int(port)
+
+
+def port_in_use(address: str) -> bool:
+    host, port = parse_listen(address)
+    with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as s:
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError:
+            return True
+    return False
+
+
+def check_prerequisites(opts: UpOptions, layout: Layout) -> dict[str, str]:
+    """Everything `up` needs, checked before anything starts. Returns the executables."""
+    if opts.provider not in PROVIDERS:
+        raise SupervisorError(f'--provider must be one of {", ".join(PROVIDERS)} (got "{opts.provider}")')
+    if opts.vms < 0:
+        raise SupervisorError("--vms must be 0 or more")
+    if opts.vms and opts.provider == "none":
+        raise SupervisorError("--vms needs a VM provider: use --provider docker or --provider sim")
+    if opts.vms and (opts.vm_cpu_millis <= 0 or opts.vm_memory_bytes <= 0):
+        raise SupervisorError("--vm-cpus and --vm-memory must be more than zero")
+    parse_listen(opts.listen)
+    if len(str(layout.controller_socket)) > MAX_UNIX_PATH:
+        raise SupervisorError(
+            f"the data dir path is too long for a unix socket ({layout.controller_socket}); "
+            "use a shorter --data-dir"
+        )
+    try:
+        exes = {"etcd": etcd_binary()}
+    except FileNotFoundError as e:
+        raise SupervisorError(str(e)) from None
+    exes["controller"] = find_executable("cowpod-controller")
+    exes["scheduler"] = find_executable("cowpod-scheduler")
+    if port_in_use(opts.listen):
+        raise SupervisorError(
+            f"{opts.listen} is already in use (another cowpod cluster?); "
+            "choose another address with --listen 127.0.0.1:PORT"
+        )
+    if opts.provider == "docker":
+        try:
+            docker_env.check_engine_and_image(opts.vm_image)
+        except docker_env.DockerProblem as e:
+            raise SupervisorError(str(e)) from None
+    return exes
+
+
+def last_log_line(path: pathlib.Path, limit: int = 240) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 8192))
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    if not lines:
+        return ""
+    line = lines[-1]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComponentHealth:
+    name: str
+    pid: int
+    address: str
+    alive: bool
+    healthy: bool
+    log: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "address": self.address,
+            "alive": self.alive,
+            "healthy": self.healthy,
+            "log": self.log,
+        }
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    data_dir: str
+    controller: str
+    cluster_id: str = ""
+    provider: str = ""
+    components: list[ComponentHealth] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return bool(self.components) and any(c.alive for c in self.components)
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.components) and all(c.healthy for c in self.components)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "components": [c.to_json() for c in self.components],
+            "dataDir": self.data_dir,
+            "controller": self.controller,
+            "clusterId": self.cluster_id,
+            "provider": self.provider,
+            "running": self.running,
+            "healthy": self.healthy,
+        }
+
+
+async def probe(component: ComponentState) -> ComponentHealth:
+    alive = (
+        process.is_ours(component.pid, component.command)
+        if component.command
+        else process.pid_alive(component.pid)
+    )
+    healthy = alive
+    if alive and component.address:
+        if component.health == "grpc":
+            healthy = await health.grpc_ok(component.address)
+        elif component.health == "etcd":
+            healthy = await health.etcd_ok(component.address)
+        elif component.health == "http":
+            healthy = await health.http_ok(component.address)
+    return ComponentHealth(component.name, component.pid, component.address, alive, healthy, component.log)
+
+
+# --- the supervisor -----------------------------------------------------------------------------
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class _Child:
+    state: ComponentState
+    proc: subprocess.Popen[bytes] | None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        layout: Layout,
+        clock: Clock,
+        *,
+        say: Say,
+        progress: Say,
+        progress_done: Callable[[], None],
+        env: Mapping[str, str],
+    ) -> None:
+        self.layout = layout
+        self.clock = clock
+        self.say = say
+        self.progress = progress
+        self.progress_done = progress_done
+        self.env = env
+        self._children: list[_Child] = []
+        self._cluster_id = ""
+
+    # -- queries --
+
+    def read(self) -> ClusterState | None:
+        return read_state(self.layout.data_dir)
+
+    def running(self) -> ClusterState | None:
+        """The recorded cluster if its controller process is still alive."""
+        state = self.read()
+        if state is None:
+            return None
+        ctl = state.component("controller")
+        if ctl is not None and process.is_ours(ctl.pid, ctl.command):
+            return state
+        return None
+
+    async def status(self) -> StatusReport | None:
+        state = self.read()
+        if state is None:
+            return None
+        comps = await asyncio.gather(*(probe(c) for c in state.components))
+        return StatusReport(state.data_dir, state.controller, state.cluster_id, state.provider, list(comps))
+
+    # -- up --
+
+    async def up(self, opts: UpOptions) -> ClusterState:
+        """Start etcd, controller, scheduler (and VMs). On failure stop what was started."""
+        previous = self.read()
+        exes = await asyncio.to_thread(check_prerequisites, opts, self.layout)
+        if previous is not None:
+            # A cluster that died without `down`: clear what is left, keep its identity and data.
+            await self.down(purge=False, quiet=True)
+        cluster_id = previous.cluster_id if previous is not None else new_cluster_id()
+        self._cluster_id = cluster_id
+        for d in (self.layout.data_dir, self.layout.logs_dir, self.layout.run_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        state = ClusterState(
+            cluster_id=cluster_id,
+            data_dir=str(self.layout.data_dir),
+            controller=opts.listen,
+            controller_socket=str(self.layout.controller_socket),
+            provider=opts.provider,
+            started_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            detached=opts.detach,
+            supervisor_pid=0 if opts.detach else os.getpid(),
+        )
+        try:
+            state = await self._start_etcd(state, exes["etcd"], previous)
+            state = await self._start_controller(state, exes["controller"], opts)
+            state = await self._start_scheduler(state, exes["scheduler"])
+            if opts.vms:
+                await self._start_vms(state, opts)
+        except BaseException as e:
+            self.progress_done()
+            if opts.retain:
+                self.say("the cluster is kept as it is (--retain); stop it with `cowpod down`")
+            else:
+                await self.down(purge=False, quiet=True)
+            if isinstance(e, SupervisorError | fleet.FleetError):
+                raise SupervisorError(str(e)) from None
+            raise
+        return state
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.layout.log(name), "ab")
+        try:
+            env = {**self.env, "COWPOD_CLUSTER_ID": self._cluster_id, "PYTHONUNBUFFERED": "1"}
+            return subprocess.Popen(
+                command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+            )
+        finally:
+            log.close()
+
+    def _record(self, state: ClusterState, child: _Child) -> ClusterState:
+        self._children.append(child)
+        comps = [c for c in state.components if c.name != child.state.name] + [child.state]
+        state = replace(state, components=comps)
+        write_state(self.layout.data_dir, state)
+        return state
+
+    def _died(self, name: str, proc: subprocess.Popen[bytes] | None) -> SupervisorError:
+        code = proc.returncode if proc is not None else None
+        log = self.layout.log(name)
+        last = last_log_line(log)
+        detail = f": {last}" if last else ""
+        return SupervisorError(f"{name} exited with code {code}{detail} (see {log})")
+
+    async def _start_etcd(self, state: ClusterState, exe: str, previous: ClusterState | None) -> ClusterState:
+        self.progress("starting etcd")
+        member = EtcdMember(data_dir=self.layout.etcd_dir, log_path=self.layout.log("etcd"))
+        old = previous.component("etcd") if previous is not None else None
+        if old is not None and old.address:
+            # Same ports as last time when they are free: the member's data remembers its URLs.
+            _, port = health.split_address(old.address)
+            if not port_in_use(f"127.0.0.1:{port}"):
+                member.client_port = port
+        member.start(detach=True)
+        command = member.command()
+        command[0] = exe
+        child = _Child(
+            ComponentState(
+                "etcd",
+                member.proc.pid if member.proc else 0,
+                member.endpoint,
+                str(self.layout.log("etcd")),
+                command,
+                "etcd",
+            ),
+            member.proc,
+        )
+        state = self._record(state, child)
+        state = replace(state, etcd=member.endpoint)
+        write_state(self.layout.data_dir, state)
+        try:
+            await asyncio.to_thread(member.wait_ready, 30.0)
+        except (RuntimeError, TimeoutError):
+            raise self._died("etcd", member.proc) from None
+        if not await self._until(lambda: health.etcd_ok(member.endpoint), member.proc, 20.0):
+            raise SupervisorError(
+                f"etcd did not report healthy on {member.endpoint} (see {self.layout.log('etcd')})"
+            )
+        return state
+
+    async def _until(
+        self, ok: Callable[[], Awaitable[bool]], proc: subprocess.Popen[bytes] | None, timeout: float
+    ) -> bool:
+        """Poll `ok()` until true; False on timeout. Raises if the process exits meanwhile."""
+        deadline = self.clock.monotonic() + timeout
+        while self.clock.monotonic() < deadline:
+            if await ok():
+                return True
+            if proc is not None and proc.poll() is not None:
+                return False
+            await self.clock.sleep(0.2)
+        return False
+
+    async def _start_controller(self, state: ClusterState, exe: str, opts: UpOptions) -> ClusterState:
+        self.progress("starting the controller")
+        self.layout.controller_socket.unlink(missing_ok=True)
+        command = controller_command(
+            exe,
+            listen=opts.listen,
+            socket_path=self.layout.controller_socket,
+            etcd=state.etcd,
+            provider=opts.provider,
+            data_dir=self.layout.data_dir,
+        )
+        proc = self._spawn("controller", command)
+        state = self._record(
+            state,
+            _Child(
+                ComponentState(
+                    "controller", proc.pid, opts.listen, str(self.layout.log("controller")), command, "grpc"
+                ),
+                proc,
+            ),
+        )
+        if not await self._until(lambda: health.grpc_ok(opts.listen), proc, 60.0):
+            if proc.poll() is not None:
+                raise self._died("controller", proc)
+            raise SupervisorError(
+                f"the controller did not become healthy on {opts.listen} within 60s "
+                f"(see {self.layout.log('controller')})"
+            )
+        return state
+
+    async def _start_scheduler(self, state: ClusterState, exe: str) -> ClusterState:
+        self.progress("starting the scheduler")
+        metrics = f"127.0.0.1:{free_port()}"
+        command = scheduler_command(exe, controller=state.controller, metrics=metrics)
+        proc = self._spawn("scheduler", command)
+        state = self._record(
+            state,
+            _Child(
+                ComponentState(
+                    "scheduler", proc.pid, metrics, str(self.layout.log("scheduler")), command, "http"
+                ),
+                proc,
+            ),
+        )
+        if not await self._until(lambda: health.http_ok(metrics), proc, 30.0):
+            if proc.poll() is not None:
+                raise self._died("scheduler", proc)
+            log = self.layout.log("scheduler")
+            self.say(f"warning: the scheduler does not answer on {metrics} yet (see {log})")
+        return state
+
+    async def _start_vms(self, state: ClusterState, opts: UpOptions) -> None:
+        names = fleet.vm_names(opts.vms)
+        image = opts.vm_image if opts.provider == "docker" else ""
+        vms = [
+            fleet.vm_object(
+                n,
+                cpu_millis=opts.vm_cpu_millis,
+                memory_bytes=opts.vm_memory_bytes,
+                provider=opts.provider,
+                image=image,
+            )
+            for n in names
+        ]
+        hint = (
+            f"see {self.layout.log('controller')} and the agent logs "
+            f"(`docker logs <vm container>`), or `cowpod describe vm {names[0]}` with --retain"
+        )
+        async with Client(state.controller, clock=self.clock) as client:
+            self.progress(f"creating {len(names)} VM(s)")
+            await fleet.create_vms(client, vms)
+            await fleet.wait_vms_ready(
+                client, names, self.clock, timeout=opts.timeout, report=self.progress, hint=hint
+            )
+        self.progress_done()
+
+    # -- foreground --
+
+    async def serve(self, state: ClusterState) -> int:
+        """Stay in the foreground until Ctrl-C/SIGTERM or a component dies; then stop everything."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, stop.set)
+        code = 0
+        try:
+            while not stop.is_set():
+                for child in self._children:
+                    if child.proc is not None and child.proc.poll() is not None:
+                        self.say(f"error: {self._died(child.state.name, child.proc)}; stopping the cluster")
+                        code = 1
+                        stop.set()
+                        break
+                try:
+                    await asyncio.wait_for(stop.wait(), 0.5)
+                except TimeoutError:
+                    pass
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        self.say("stopping the cluster")
+        await self.down(purge=False)
+        return code
+
+    # -- down --
+
+    async def _ask_foreground_up_to_stop(self, state: ClusterState) -> None:
+        """A foreground `up` owns the cluster: let it do the orderly stop it does on Ctrl-C."""
+        pid = state.supervisor_pid
+        if state.detached or pid <= 0 or pid == os.getpid() or not process.pid_alive(pid):
+            return
+        argv = process.cmdline(pid) or []
+        if "up" not in argv or not any("cowpod" in os.path.basename(a) for a in argv[:2]):
+            return
+        self.progress(f"asking the foreground `cowpod up` (pid {pid}) to stop the cluster")
+        os.kill(pid, signal.SIGTERM)
+        deadline = self.clock.monotonic() + 240
+        while process.pid_alive(pid) and self.clock.monotonic() < deadline:
+            await self.clock.sleep(0.2)
+
+    async def down(self, *, purge: bool = False, quiet: bool = False) -> bool:
+        """Stop the recorded cluster. Returns False if there was nothing to stop."""
+        state = self.read()
+        if state is None:
+            if purge:
+                self._purge()
+            return False
+        if not quiet:
+            await self._ask_foreground_up_to_stop(state)
+            state = self.read() or state
+        ctl = state.component("controller")
+        if ctl is not None and process.is_ours(ctl.pid, ctl.command):
+            await self._destroy_vms(state, quiet=quiet)
+        for name in ("scheduler", "controller", "etcd"):
+            comp = state.component(name)
+            if comp is None:
+                continue
+            self.progress(f"stopping {name}")
+            await process.terminate(comp.pid, comp.command, self.clock, grace=15.0)
+        for child in self._children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.kill()
+            if child.proc is not None:
+                child.proc.wait()
+        self._children.clear()
+        if state.provider == "docker":
+            try:
+                removed = await asyncio.to_thread(docker_env.remove_cluster_containers, state.cluster_id)
+            except docker_env.DockerProblem as e:
+                removed = []
+                if not quiet:
+                    self.say(f"warning: could not check for leftover containers: {e}")
+            if removed and not quiet:
+                self.say(f"removed {len(removed)} leftover container(s): {', '.join(sorted(removed))}")
+        self.progress_done()
+        remove_state(self.layout.data_dir)
+        self.layout.controller_socket.unlink(missing_ok=True)
+        if purge:
+            self._purge()
+        return True
+
+    async def _destroy_vms(self, state: ClusterState, *, quiet: bool) -> None:
+        try:
+            async with Client(state.controller, clock=self.clock) as client:
+                if not await client.healthy(timeout=3.0):
+                    raise SupervisorError("the controller is not healthy")
+                names = await fleet.destroy_all_vms(client, self.clock, timeout=150.0, report=self.progress)
+            if names and not quiet:
+                self.progress_done()
+                self.say(f"destroyed {len(names)} VM(s): {', '.join(names)}")
+        except Exception as e:
+            self.progress_done()
+            if not quiet:
+                self.say(
+                    f"warning: could not destroy VMs through the controller ({e}); removing their containers"
+                )
+
+    def _purge(self) -> None:
+        d = self.layout.data_dir
+        if not d.exists():
+            return
+        markers = ("cluster.json", "etcd", "logs", "run")
+        if not any((d / m).exists() for m in markers):
+            raise SupervisorError(f"refusing to delete {d}: it does not look like a cowpod data dir")
+        shutil.rmtree(d)
+        self.say(f"deleted {d}")

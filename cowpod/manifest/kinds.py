@@ -1,0 +1,55 @@
+"""The kinds a manifest may hold, and how users name them on the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2
+
+# A top-level object (Pod, Node, VM, Event, Lease). The generated classes share
+# no base type with `metadata`, so code that handles any kind types it as this.
+Obj = Any
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    kind: str
+    # The first one is what cowpod writes; the others are accepted on input.
+    api_versions: tuple[str, ...]
+    message: type[Message]
+    namespaced: bool
+    plural: str
+    # Names accepted by `get`, `describe`, `delete` (singular, plural, short).
+    aliases: tuple[str, ...]
+
+    @property
+    def api_version(self) -> str:
+        return self.api_versions[0]
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+
+POD = KindInfo("Pod", ("v1",), pod_pb2.Pod, True, "pods", ("pod", "pods", "po"))
+NODE = KindInfo("Node", ("v1",), node_pb2.Node, False, "nodes", ("node", "nodes", "no"))
+VM = KindInfo("VM", ("cowpod.io/v1",), vm_pb2.VM, False, "vms", ("vm", "vms"))
+EVENT = KindInfo("Event", ("v1",), event_pb2.Event, True, "events", ("event", "events", "ev"))
+LEASE = KindInfo("Lease", ("coordination.k8s.io/v1",), lease_pb2.Lease, True, "leases", ("lease", "leases"))
+
+KINDS: tuple[KindInfo, ...] = (POD, NODE, VM, EVENT, LEASE)
+BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}
+_BY_ALIAS: dict[str, KindInfo] = {a: k for k in KINDS for a in k.aliases}
+_BY_MESSAGE: dict[str, KindInfo] = {k.message.DESCRIPTOR.full_name: k for k in KINDS}
+
+
+def by_alias(name: str) -> KindInfo | None:
+    """`pods`, `pod`, `po`, `Pod` -> POD."""
+    return _BY_ALIAS.get(name.lower())
+
+
+def of_message(msg: Message) -> KindInfo | None:
+    return _BY_MESSAGE.get(msg.DESCRIPTOR.full_name)

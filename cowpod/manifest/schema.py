@@ -1,0 +1,198 @@
+"""How protobuf fields appear in manifests: names, special encodings, allowed values.
+
+The manifest shape is derived from the protos' descriptors, so a field added to
+a .proto is accepted and printed without touching this package. A field's
+manifest name is its protobuf JSON name (lowerCamelCase: `restart_policy` ->
+`restartPolicy`). This module lists only the exceptions:
+
+- quantities: `ResourceList` is a Kubernetes resource map (`{cpu: 500m,
+  memory: 64Mi, pods: "110", example.com/gpu: "1"}`), and a few integer fields
+  carry units in their name (`VMSpec.cpu_millis` is `cpu: "2"`);
+- strings with a closed set of values (`restartPolicy: Always|OnFailure|Never`)
+  and integers with a range (ports), checked on input;
+- Kubernetes acronym spellings (`hostIP`, `containerID`) accepted on input next
+  to the JSON names (`hostIp`, `containerId`) that cowpod prints.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+
+RESOURCE_LIST = "cowpod.v1.ResourceList"
+TIMESTAMP = "google.protobuf.Timestamp"
+OBJECT_META = "cowpod.v1.ObjectMeta"
+
+
+class Unit(enum.Enum):
+    """How an integer field with a unit is written in a manifest."""
+
+    CPU = "cpu"  # millicores <-> "500m", "2"
+    BYTES = "bytes"  # bytes <-> "64Mi", "1G"
+
+
+# (message full name, proto field name) -> (manifest name, unit)
+QUANTITY_FIELDS: dict[tuple[str, str], tuple[str, Unit]] = {
+    ("cowpod.v1.VMSpec", "cpu_millis"): ("cpu", Unit.CPU),
+    ("cowpod.v1.VMSpec", "memory_bytes"): ("memory", Unit.BYTES),
+    ("cowpod.v1.EmptyDirVolumeSource", "size_limit_bytes"): ("sizeLimit", Unit.BYTES),
+}
+
+# Strings with a closed set of values. "" (unset) is always allowed.
+_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("cowpod.v1.PodSpec", "restart_policy"): ("Always", "OnFailure", "Never"),
+    ("cowpod.v1.Container", "image_pull_policy"): ("Always", "IfNotPresent", "Never"),
+    ("cowpod.v1.ContainerPort", "protocol"): ("TCP", "UDP", "SCTP"),
+    ("cowpod.v1.HTTPGetAction", "scheme"): ("HTTP", "HTTPS"),
+    ("cowpod.v1.Taint", "effect"): _EFFECTS,
+    ("cowpod.v1.Toleration", "operator"): ("Equal", "Exists"),
+    ("cowpod.v1.Toleration", "effect"): _EFFECTS,
+    ("cowpod.v1.NodeSelectorRequirement", "operator"): ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"),
+    ("cowpod.v1.LabelSelectorRequirement", "operator"): ("In", "NotIn", "Exists", "DoesNotExist"),
+    ("cowpod.v1.TopologySpreadConstraint", "when_unsatisfiable"): ("DoNotSchedule", "ScheduleAnyway"),
+    ("cowpod.v1.Condition", "status"): ("True", "False", "Unknown"),
+    ("cowpod.v1.Event", "type"): ("Normal", "Warning"),
+    ("cowpod.v1.EmptyDirVolumeSource", "medium"): ("Memory",),
+    ("cowpod.v1.PodStatus", "phase"): ("Pending", "Running", "Succeeded", "Failed", "Unknown"),
+    ("cowpod.v1.NodeAddress", "type"): ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS"),
+}
+
+# Integers with a range (inclusive). 0 means unset for proto3 scalars and is
+# always allowed unless the field is listed in REQUIRED_NONZERO.
+_PORT = (1, 65535)
+INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
+    ("cowpod.v1.ContainerPort", "container_port"): _PORT,
+    ("cowpod.v1.ContainerPort", "host_port"): _PORT,
+    ("cowpod.v1.HTTPGetAction", "port"): _PORT,
+    ("cowpod.v1.TCPSocketAction", "port"): _PORT,
+    ("cowpod.v1.Probe", "initial_delay_seconds"): (0, 2**31 - 1),
+    ("cowpod.v1.Probe", "period_seconds"): (1, 2**31 - 1),
+    ("cowpod.v1.Probe", "timeout_seconds"): (1, 2**31 - 1),
+    ("cowpod.v1.Probe", "success_threshold"): (1, 2**31 - 1),
+    ("cowpod.v1.Probe", "failure_threshold"): (1, 2**31 - 1),
+    ("cowpod.v1.PodSpec", "termination_grace_period_seconds"): (0, 2**63 - 1),
+    ("cowpod.v1.PodSpec", "active_deadline_seconds"): (1, 2**63 - 1),
+    ("cowpod.v1.PreferredSchedulingTerm", "weight"): (1, 100),
+    ("cowpod.v1.TopologySpreadConstraint", "max_skew"): (1, 2**31 - 1),
+    ("cowpod.v1.Toleration", "toleration_seconds"): (0, 2**63 - 1),
+    ("cowpod.v1.ObjectMeta", "deletion_grace_period_seconds"): (0, 2**63 - 1),
+    ("cowpod.v1.ContainerStatus", "restart_count"): (0, 2**31 - 1),
+    ("cowpod.v1.Event", "count"): (0, 2**31 - 1),
+    ("cowpod.v1.LeaseSpec", "lease_duration_seconds"): (0, 2**31 - 1),
+    ("cowpod.v1.LeaseSpec", "lease_transitions"): (0, 2**31 - 1),
+    ("cowpod.v1.ObjectMeta", "generation"): (0, 2**63 - 1),
+}
+
+# Printed even when zero, as Kubernetes does (an exit code of 0 means something).
+ALWAYS_PRINTED: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("cowpod.v1.ContainerStateTerminated", "exit_code"),
+        ("cowpod.v1.ContainerStatus", "restart_count"),
+        ("cowpod.v1.ContainerStatus", "ready"),
+    }
+)
+
+# ObjectMeta.resource_version is an int64 inside cowpod and a string in
+# manifests, as in Kubernetes, where it is opaque to clients.
+STRING_INT_FIELDS: frozenset[tuple[str, str]] = frozenset({(OBJECT_META, "resource_version")})
+
+_INT_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_SFIXED32,
+        FieldDescriptor.TYPE_SFIXED64,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_FIXED64,
+    }
+)
+_32_BIT = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SFIXED32,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_FIXED32,
+    }
+)
+_UNSIGNED = frozenset(
+    {
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_FIXED64,
+    }
+)
+
+
+def int_bounds(fd: Any) -> tuple[int, int] | None:
+    """The representable range of an integer field, or None if not an integer."""
+    if fd.type not in _INT_TYPES:
+        return None
+    bits = 32 if fd.type in _32_BIT else 64
+    if fd.type in _UNSIGNED:
+        return (0, 2**bits - 1)
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field as a manifest sees it."""
+
+    name: str  # the manifest (camelCase) name
+    fd: Any  # FieldDescriptor (its stubs make every link Optional)
+    unit: Unit | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.fd.containing_type.full_name, self.fd.name)
+
+
+def _acronym_alias(fd: Any) -> str | None:
+    """`host_ip` -> `hostIP`: the Kubernetes spelling of an id/ip field."""
+    parts: list[str] = fd.name.split("_")
+    if len(parts) < 2 or parts[-1] not in ("ip", "id"):
+        return None
+    return parts[0] + "".join(p.capitalize() for p in parts[1:-1]) + parts[-1].upper()
+
+
+@cache
+def fields_of(desc: Any) -> tuple[FieldSpec, ...]:
+    """The message's fields in proto order, with their manifest names."""
+    out = []
+    for fd in desc.fields:
+        special = QUANTITY_FIELDS.get((desc.full_name, fd.name))
+        if special is not None:
+            out.append(FieldSpec(special[0], fd, special[1]))
+        else:
+            out.append(FieldSpec(fd.json_name, fd))
+    return tuple(out)
+
+
+@cache
+def input_names(desc: Any) -> dict[str, FieldSpec]:
+    """Every name accepted on input for the message's fields (JSON name and acronym alias)."""
+    names: dict[str, FieldSpec] = {}
+    for spec in fields_of(desc):
+        names[spec.name] = spec
+        alias = _acronym_alias(spec.fd)
+        if alias is not None and spec.unit is None:
+            names[alias] = spec
+    return names
+
+
+def is_map(fd: Any) -> bool:
+    return bool(fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry)
+
+
+def is_repeated(fd: Any) -> bool:
+    return bool(fd.is_repeated)

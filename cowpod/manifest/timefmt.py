@@ -1,0 +1,46 @@
+"""RFC 3339 timestamps, as Kubernetes prints them: `2026-11-25T10:00:00Z`."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import re
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$"
+)
+
+
+def parse_rfc3339(text: str) -> Timestamp:
+    """Raise ValueError with a user-facing reason if `text` is not RFC 3339."""
+    m = _RFC3339.match(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not an RFC 3339 time (e.g. 2026-11-25T10:00:00Z)")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    frac, zone = m.group(7), m.group(8)
+    try:
+        when = dt.datetime(year, month, day, hour, minute, min(second, 59), tzinfo=dt.UTC)
+    except ValueError as e:
+        raise ValueError(f"{text!r}: {e}") from None
+    offset = 0
+    if zone not in ("Z", "z"):
+        sign = 1 if zone[0] == "+" else -1
+        offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    seconds = calendar.timegm(when.timetuple()) - offset
+    nanos = int((frac or "").ljust(9, "0")) if frac else 0
+    return Timestamp(seconds=seconds, nanos=nanos)
+
+
+def format_rfc3339(ts: Timestamp) -> str:
+    when = dt.datetime.fromtimestamp(ts.seconds, tz=dt.UTC)
+    text = when.strftime("%Y-%m-%dT%H:%M:%S")
+    if ts.nanos:
+        # As Go's RFC3339Nano: only the digits that are needed.
+        text += "." + f"{ts.nanos:09d}".rstrip("0")
+    return text + "Z"
+
+
+def to_seconds(ts: Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
