@@ -20,19 +20,14 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from cowpod.client import Client
 from cowpod.clock import RealClock
 from cowpod.errors import Invalid
-from cowpod.informer import Informer
-from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
-from scheduler.config import build_profile, load
-from scheduler.leader import LeaderElector, LeadershipLost
-from scheduler.metrics import Metrics, serve_http
-from scheduler.plugins import PluginContext
-from scheduler.scheduler import Scheduler
+from scheduler.app import SchedulerApp
+from scheduler.config import load
+from scheduler.leader import LeadershipLost
 
 log = logging.getLogger("cowpod.scheduler")
 
@@ -55,82 +50,15 @@ async def run(args: argparse.Namespace) -> None:
     identity = args.identity or f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     async with Client(args.controller) as client:
         await client.wait_ready(timeout=60)
-        profile = build_profile(cfg, PluginContext(client=client))
-        metrics = Metrics()
-        elector = LeaderElector(client, cfg.leader_election, identity, clock) if args.leader_elect else None
-        sched = Scheduler(
+        app = SchedulerApp(
+            client,
             cfg,
-            profile,
-            client=client,
             clock=clock,
-            metrics=metrics,
-            is_leader=elector.is_leader if elector else (lambda: True),
+            identity=identity,
+            leader_elect=args.leader_elect,
+            metrics_listen=args.metrics_listen,
         )
-        synced = [asyncio.Event() for _ in range(3)]
-
-        def on_synced(i: int) -> Callable[[], Awaitable[None]]:
-            async def cb() -> None:
-                synced[i].set()
-
-            return cb
-
-        node_inf: Informer[node_pb2.Node] = Informer(
-            client.nodes.Watch, handler=sched.on_node, clock=clock, name="nodes", on_synced=on_synced(0)
-        )
-        pending_inf: Informer[pod_pb2.Pod] = Informer(
-            client.pods.Watch,
-            handler=sched.on_pod,
-            clock=clock,
-            name="pods-pending",
-            on_synced=on_synced(1),
-            list_options=meta_pb2.ListOptions(field_selector="spec.nodeName="),
-        )
-        assigned_inf: Informer[pod_pb2.Pod] = Informer(
-            client.pods.Watch,
-            handler=sched.on_pod,
-            clock=clock,
-            name="pods-assigned",
-            on_synced=on_synced(2),
-            list_options=meta_pb2.ListOptions(field_selector="spec.nodeName!="),
-        )
-        informers: list[tuple[str, Informer[Any]]] = [
-            ("nodes", node_inf),
-            ("pods-pending", pending_inf),
-            ("pods-assigned", assigned_inf),
-        ]
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for name, inf in informers:
-                    tg.create_task(inf.run(), name=f"informer-{name}")
-                if args.metrics_listen:
-                    host, _, port = args.metrics_listen.rpartition(":")
-                    tg.create_task(
-                        serve_http(
-                            host or "127.0.0.1", int(port), metrics, lambda: all(e.is_set() for e in synced)
-                        ),
-                        name="metrics",
-                    )
-                for e in synced:
-                    await e.wait()
-                log.info(
-                    "caches synced: %d nodes, %d assigned pods, %d pending",
-                    sched.cache.n,
-                    sched.cache.pod_count(),
-                    len(sched.queue),
-                )
-                if elector is not None:
-                    await elector.acquire()
-                    tg.create_task(elector.keep(), name="leader-renew")
-                metrics.is_leader.set(1)
-                tg.create_task(sched.run_scheduling(), name="schedule")
-                for i in range(max(1, cfg.max_binds_in_flight)):
-                    tg.create_task(sched.run_binder(), name=f"binder-{i}")
-                tg.create_task(sched.run_status_writer(), name="status-writer")
-        except* LeadershipLost as eg:
-            raise eg.exceptions[0] from None
-        finally:
-            if elector is not None:
-                await elector.release()
+        await app.run()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

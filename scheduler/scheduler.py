@@ -118,24 +118,38 @@ class Scheduler:
                 self.queue.on_event(ClusterEvent(Resource.NODE, change))
         self.metrics.nodes.set(self.cache.n)
 
-    async def on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
+    async def on_pending_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
+        """From the `spec.nodeName=` stream. DELETED here may only mean the pod
+        left the selector (it got bound): the cache is not touched."""
+        if type_ == meta_pb2.DELETED:
+            self._drop_pending(PodUID(pod.metadata.uid))
+        else:
+            self.handle_pod(type_, pod)
+
+    async def on_assigned_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
+        """From the `spec.nodeName!=` stream: DELETED is a real deletion (or the
+        pod vanished during a relist)."""
         self.handle_pod(type_, pod)
+
+    async def on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
+        """From one stream of every pod."""
+        self.handle_pod(type_, pod)
+
+    def _drop_pending(self, uid: PodUID) -> None:
+        self._pending_protos.pop(uid, None)
+        self._status_dirty.pop(uid, None)
+        self._status_written.pop(uid, None)
+        self.queue.delete(uid)
 
     def handle_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
         uid = PodUID(pod.metadata.uid)
         if type_ == meta_pb2.DELETED:
-            self._pending_protos.pop(uid, None)
-            self._status_dirty.pop(uid, None)
-            self._status_written.pop(uid, None)
-            self.queue.delete(uid)
+            self._drop_pending(uid)
             if self.cache.remove_pod(uid):
                 self.queue.on_event(ClusterEvent(Resource.POD, Action.DELETE))
             return
         if pod.spec.node_name:
-            self._pending_protos.pop(uid, None)
-            self._status_dirty.pop(uid, None)
-            self._status_written.pop(uid, None)
-            self.queue.delete(uid)
+            self._drop_pending(uid)
             info = pod_info(pod)
             known = self.cache.pod(uid) is not None and not self.cache.is_assumed(uid)
             self.cache.set_pod(info)
@@ -145,8 +159,10 @@ class Scheduler:
                 self.queue.on_event(ClusterEvent(Resource.POD, Action.ADD))
             return
         if pod.spec.scheduler_name not in self._names or pod.metadata.HasField("deletion_timestamp"):
+            self._drop_pending(uid)
             return
         if pod.status.phase in ("Succeeded", "Failed"):
+            self._drop_pending(uid)
             return
         self._pending_protos[uid] = pod
         if self.cache.is_assumed(uid):

@@ -1,0 +1,180 @@
+"""The scheduler against the real controller and etcd, with hollow nodes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent.hollow import HollowNodeSpec
+from controller.testing import ControllerRunner
+from cowpod.client import Client
+from cowpod.local.etcd import EtcdMember
+from cowpod.v1 import event_pb2, meta_pb2
+from tests.integration.scheduler_harness import (
+    all_pods,
+    bound_count,
+    fast_controller,
+    hollow_fleet,
+    pod,
+    running_scheduler,
+    usage_by_node,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def controller(etcd: EtcdMember, etcd_prefix: str) -> AsyncIterator[ControllerRunner]:
+    async with fast_controller(etcd.endpoint, etcd_prefix) as runner:
+        yield runner
+
+
+@pytest.fixture
+async def client(controller: ControllerRunner) -> AsyncIterator[Client]:
+    async with Client(controller.address) as c:
+        yield c
+
+
+async def test_binds_runs_and_explains_what_cannot_fit(client: Client, controller: ControllerRunner) -> None:
+    specs = [HollowNodeSpec(f"n{i}", cpu_millis=1000, memory_bytes=2 << 30) for i in range(3)]
+    specs.append(
+        HollowNodeSpec(
+            "gpu", cpu_millis=1000, memory_bytes=2 << 30, taints=[("dedicated", "gpu", "NoSchedule")]
+        )
+    )
+    async with (
+        hollow_fleet(client, specs, heartbeat_s=5.0) as fleet,
+        running_scheduler(
+            controller.address,
+            "s1",
+        ),
+    ):
+        for i in range(6):
+            await client.pods.Create(pod(f"web-{i}", cpu=400))
+        await client.pods.Create(pod("huge", cpu=100, memory=4 << 30))
+
+        async def placed() -> bool:
+            ps = {p.metadata.name: p for p in await all_pods(client)}
+            return all(ps[f"web-{i}"].status.phase == "Running" for i in range(6))
+
+        await wait_for(placed, what="six pods Running")
+        ps = {p.metadata.name: p for p in await all_pods(client)}
+        assert all(ps[f"web-{i}"].spec.node_name in {"n0", "n1", "n2"} for i in range(6))
+        assert fleet.marked_running >= 6
+        usage = await usage_by_node(client)
+        assert all(cpu <= 1000 for cpu, _, _ in usage.values()), (
+            usage,
+            {p.metadata.name: p.spec.node_name for p in await all_pods(client)},
+        )
+
+        want = (
+            "0/4 nodes are available: 3 Insufficient memory, "
+            "1 node(s) had untolerated taint {dedicated: gpu}."
+        )
+
+        async def explained() -> bool:
+            p = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="huge"))
+            conds = {c.type: c for c in p.status.conditions}
+            c = conds.get("PodScheduled")
+            return c is not None and c.status == "False" and c.reason == "Unschedulable" and c.message == want
+
+        await wait_for(explained, what="PodScheduled=False with the reasons")
+        assert (
+            await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="huge"))
+        ).spec.node_name == ""
+
+        async def evented() -> bool:
+            evs = await client.events.List(
+                event_pb2.ListEventsRequest(
+                    involved_object=event_pb2.ObjectReference(kind="Pod", namespace="default", name="huge")
+                )
+            )
+            return any(e.reason == "FailedScheduling" and e.message == want for e in evs.items)
+
+        await wait_for(evented, what="a FailedScheduling event")
+
+
+async def test_pending_pod_is_placed_when_a_node_arrives(
+    client: Client, controller: ControllerRunner
+) -> None:
+    async with (
+        hollow_fleet(client, [HollowNodeSpec("small", cpu_millis=500)], heartbeat_s=5.0) as fleet,
+        running_scheduler(controller.address, "s1") as (app, _),
+    ):
+        await client.pods.Create(pod("big", cpu=2000))
+        await wait_for(lambda: _true(app.scheduler.queue.depth()["unschedulable"] == 1), what="pod parked")
+        await fleet.add(HollowNodeSpec("large", cpu_millis=4000))
+
+        async def bound() -> bool:
+            p = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="big"))
+            return p.spec.node_name == "large"
+
+        await wait_for(bound, what="pod bound to the new node")
+
+
+async def test_freed_capacity_requeues_a_waiting_pod(client: Client, controller: ControllerRunner) -> None:
+    async with (
+        hollow_fleet(client, [HollowNodeSpec("n", cpu_millis=1000)], heartbeat_s=5.0),
+        running_scheduler(
+            controller.address,
+            "s1",
+        ) as (app, _),
+    ):
+        await client.pods.Create(pod("first", cpu=800))
+        await wait_for(lambda: _bound(client, "first"), what="first bound")
+        await client.pods.Create(pod("second", cpu=800))
+        await wait_for(lambda: _true(app.scheduler.queue.depth()["unschedulable"] == 1), what="second parked")
+        await client.pods.Delete(
+            meta_pb2.DeleteOptions(
+                key=meta_pb2.ObjectKey(namespace="default", name="first"), grace_period_seconds=0
+            )
+        )
+        await wait_for(lambda: _bound(client, "second"), what="second bound after first left")
+
+
+async def _bound(client: Client, name: str) -> bool:
+    p = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name=name))
+    return bool(p.spec.node_name)
+
+
+async def _true(v: bool) -> bool:
+    return v
+
+
+async def test_two_schedulers_racing_never_bind_a_pod_twice(
+    client: Client, controller: ControllerRunner
+) -> None:
+    """No leader election: both schedule the same pods at once. The controller's
+    conditional bind lets exactly one plan per pod land; the loser forgets its
+    assumption and drops the pod when the watch shows it bound."""
+    specs = [HollowNodeSpec(f"n{i}", cpu_millis=64_000, memory_bytes=64 << 30, pods=500) for i in range(20)]
+    async with (
+        hollow_fleet(client, specs, heartbeat_s=5.0, mark_running=False),
+        running_scheduler(
+            controller.address,
+            "a",
+        ) as (a, _),
+        running_scheduler(controller.address, "b") as (b, _),
+    ):
+        await asyncio.gather(a.leading.wait(), b.leading.wait())
+        sem = asyncio.Semaphore(32)
+
+        async def create(i: int) -> None:
+            async with sem:
+                await client.pods.Create(pod(f"p{i}", cpu=10, memory=1 << 20))
+
+        await asyncio.gather(*(create(i) for i in range(300)))
+        await wait_for(lambda: _true_async(bound_count(client), 300), what="all 300 bound")
+        await asyncio.sleep(0.5)  # let late bind answers arrive
+        # Every pod bound once: the two schedulers' successful binds add up to the pod count.
+        assert a.scheduler.scheduled + b.scheduler.scheduled == 300
+        assert (
+            a.metrics.binds.labels("failed")._value.get() + b.metrics.binds.labels("failed")._value.get() >= 0
+        )
+
+
+async def _true_async(v: object, want: int) -> bool:
+    return await v == want  # type: ignore[misc]
