@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass, field
 
+from controller.limits import Limits
+
 
 @dataclass
 class ControllerConfig:
@@ -24,3 +26,8 @@ class ControllerConfig:
     watch_queue_size: int = 50_000
     watch_buffer_size: int = 100_000
     shutdown_grace: float = 2.0
+    # Security (controller/auth): the cluster PKI directory (made by `cowpod up`; default
+    # <data_dir>/pki when it exists). insecure=True serves plaintext with no authentication.
+    pki_dir: pathlib.Path | None = None
+    insecure: bool = False
+    limits: Limits = field(default_factory=Limits)

@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
                    help="seconds without a heartbeat before a node is marked Ready=Unknown and tainted")
     p.add_argument("--node-monitor-period", type=float, default=5.0, help="node lifecycle pass interval (s)")
     p.add_argument("--node-lease-seconds", type=int, default=40, help="lease duration given to agents")
+    p.add_argument("--pki-dir", type=pathlib.Path, default=None,
+                   help="cluster PKI made by `cowpod up` (CA, controller certificate); default DATA_DIR/pki")
+    p.add_argument("--insecure", action="store_true",
+                   help="plaintext gRPC, no authentication: every caller is admin (not for shared clusters)")
     a = p.parse_args(argv)
     return ControllerConfig(
         listen=a.listen,
@@ -58,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         node_monitor_grace=a.node_monitor_grace,
         node_monitor_period=a.node_monitor_period,
         node_lease_seconds=a.node_lease_seconds,
+        pki_dir=a.pki_dir,
+        insecure=a.insecure,
     )
 
 

@@ -21,6 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from controller.agent_proxy import AgentProxy
+from controller.auth.setup import SERVICES as AUTH_SERVICES
+from controller.auth.setup import SecurityConfigError, ServerSecurity
 from controller.config import ControllerConfig
 from controller.events import Events
 from controller.kinds import EVENTS, LEASES, NODES, PODS, VMS
@@ -39,6 +41,7 @@ from controller.servicers.vms import VMServicer
 from controller.store import EtcdStore, Store
 from controller.vms import VMs
 from controller.watch import WatchHub
+from cowpod.auth.credentials import connect
 from cowpod.client import CHANNEL_OPTIONS
 from cowpod.clock import Clock, RealClock
 from cowpod.errors import CowpodError
@@ -110,6 +113,18 @@ class Controller:
             (SERVICES[3], EventServicer(self.events, self.metrics)),
             (SERVICES[4], LeaseServicer(self.leases)),
         ]
+        # TLS, authentication, authorization and limits (controller/auth, controller/limits).
+        pki_dir = config.pki_dir
+        if pki_dir is None and config.data_dir is not None and (config.data_dir / "pki" / "ca.crt").exists():
+            pki_dir = config.data_dir / "pki"
+        try:
+            self.security = ServerSecurity.create(
+                pki_dir=pki_dir, insecure=config.insecure, limits=config.limits,
+                store=self.store, clock=self.clock,
+            )
+        except SecurityConfigError as err:
+            raise ConfigError(str(err)) from err
+        self.servicers.extend(self.security.servicers())
 
     @property
     def address(self) -> str:
@@ -119,7 +134,9 @@ class Controller:
         return f"{host}:{self.port}"
 
     def _build_server(self) -> grpc.aio.Server:
-        server = grpc.aio.server(options=[
+        # The request size limit first: for a repeated channel argument gRPC takes the first.
+        server = grpc.aio.server(interceptors=self.security.interceptors(), options=[
+            *self.security.server_options(),
             *CHANNEL_OPTIONS,
             ("grpc.so_reuseport", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
@@ -129,10 +146,12 @@ class Controller:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            [*(d.full_name for d in SERVICES), health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            [*(d.full_name for d in (*SERVICES, *AUTH_SERVICES)), health.SERVICE_NAME,
+             reflection.SERVICE_NAME],
+            server,
         )
         try:
-            self.port = server.add_insecure_port(self.config.listen)
+            self.port = self.security.add_port(server, self.config.listen)
         except RuntimeError as err:
             raise ConfigError(f"cannot listen on {self.config.listen}: {err}") from err
         if self.config.listen_unix:
@@ -140,7 +159,7 @@ class Controller:
             path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            server.add_insecure_port(f"unix:{path}")
+            self.security.add_port(server, f"unix:{path}")
         return server
 
     async def run(self) -> None:
@@ -208,11 +227,9 @@ class Controller:
             request()
 
     async def _run_vm_manager(self, cls: Any) -> None:
-        from cowpod.client import Client
-
         address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
         data_dir = self.config.data_dir or pathlib.Path.cwd() / "cowpod-data"
-        async with Client(address) as client:
+        async with connect(self.security.self_client_settings(address)) as client:
             manager = cls(client, self.config.provider, data_dir, self.clock)
             log.info("VM manager started (provider %s, data dir %s)", self.config.provider, data_dir)
             await manager.run()

@@ -9,6 +9,13 @@
 Also an async context manager. `overrides` are ControllerConfig fields (e.g.
 node_monitor_grace=2.0, metrics_listen="127.0.0.1:0"); `clock` is injected into
 the controller (node lifecycle, bookmarks, health probe).
+
+By default the runner is plaintext without authentication (`insecure=True`),
+which is what tests of everything but security want. The secure variant,
+`ControllerRunner.secure(..., pki_dir=tmp)`, makes a cluster PKI there and
+serves TLS with client certificates, authorization and limits;
+`runner.settings("admin")` / `runner.client("scheduler")` connect as one of
+the PKI's identities (admin, scheduler, controller, transport).
 """
 
 from __future__ import annotations
@@ -16,11 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import pathlib
+import time
 from typing import Any
 
 from controller.config import ControllerConfig
 from controller.server import Controller
+from cowpod.auth.config import ConnectionSettings
+from cowpod.auth.credentials import connect
+from cowpod.client import Client
 from cowpod.clock import Clock
+from cowpod.pki import CONTROLLER_SERVER_NAME, ClusterPKI
 
 
 class ControllerRunner:
@@ -32,12 +45,34 @@ class ControllerRunner:
             etcd_prefix=etcd_prefix,
             etcd_timeout=5.0,
             shutdown_grace=0.2,
+            insecure=True,
         )
         self.config = dataclasses.replace(self.config, **overrides)
         self.clock = clock
         self.controller: Controller | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = 0
+
+    @classmethod
+    def secure(cls, etcd_endpoint: str, etcd_prefix: str, *, pki_dir: pathlib.Path,
+               clock: Clock | None = None, **overrides: Any) -> ControllerRunner:
+        """A runner with TLS and authentication on, with a fresh cluster PKI in `pki_dir`."""
+        ClusterPKI(pki_dir).ensure(now=time.time())
+        return cls(etcd_endpoint, etcd_prefix, clock=clock, insecure=False, pki_dir=pki_dir, **overrides)
+
+    def settings(self, identity: str = "admin", *, token: str = "") -> ConnectionSettings:
+        """How to connect as one of the PKI's identities (plaintext when insecure)."""
+        if self.config.insecure or self.config.pki_dir is None:
+            return ConnectionSettings(server=self.address, insecure=True)
+        pki = ClusterPKI(self.config.pki_dir)
+        pair = pki.load(identity)
+        return ConnectionSettings(
+            server=self.address, ca_pem=pki.ca_cert.read_bytes(), tls_server_name=CONTROLLER_SERVER_NAME,
+            client_cert_pem=pair.cert_pem, client_key_pem=pair.key_pem, token=token,
+        )
+
+    def client(self, identity: str = "admin", *, token: str = "") -> Client:
+        return connect(self.settings(identity, token=token))
 
     @property
     def address(self) -> str:
@@ -72,9 +107,7 @@ class ControllerRunner:
 
     async def wait_serving(self, timeout: float = 10.0) -> None:
         """Until health says SERVING (etcd answered)."""
-        from cowpod.client import Client
-
-        async with Client(self.address) as c:
+        async with self.client() as c:
             await c.wait_ready(timeout)
 
     async def stop(self) -> None:

@@ -147,7 +147,7 @@ class Harness:
 @pytest.fixture
 async def h(tmp_path: pathlib.Path) -> AsyncIterator[Harness]:
     harness = Harness(tmp_path)
-    await harness.start(Limits(user_rate=5, user_burst=5))
+    await harness.start(Limits(user_rate=5, user_burst=5, system_rate=100, system_burst=100))
     yield harness
     await harness.stop()
 
@@ -252,7 +252,8 @@ async def test_node_certificate_limited_to_own_pods(h: Harness) -> None:
 
 
 async def test_rate_limit_is_resource_exhausted(h: Harness) -> None:
-    ch = h.channel(h.pki.load("admin"))
+    created = await h.tokens.create(role="view")
+    ch = h.channel(transport(h), created.token)
     pods = pod_pb2_grpc.PodServiceStub(ch)
     codes = [await code_of(pods.List(meta_pb2.ListOptions(), timeout=5)) for _ in range(7)]
     assert codes[:5] == [grpc.StatusCode.OK] * 5
