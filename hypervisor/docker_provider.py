@@ -38,6 +38,8 @@ import json
 import logging
 import pathlib
 import re
+import signal
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +84,7 @@ _VM_LABEL_KEYS = (L_VM, L_MANAGED, L_CLUSTER, L_CLASS, L_CPU, L_MEMORY, L_PARENT
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 IN_VM_RUN_DIR = "/run/cowpod"
+_SIGUSR1_BIT = 1 << (signal.SIGUSR1 - 1)
 
 
 class WarmStarter(Protocol):
@@ -442,6 +445,7 @@ class DockerProvider:
             raise
         if self.warm_start is not None:
             cname = container_name(self.cfg, child.name)
+            await self._run(self._wait_init_sync, child.name)
             try:
                 await self.warm_start(cname, argv, env)
             except Exception:
@@ -452,6 +456,26 @@ class DockerProvider:
 
     def _signal_sync(self, name: str, sig: str) -> None:
         self._find_sync(name).kill(signal=sig)
+
+    def _wait_init_sync(self, name: str, timeout: float = 15.0) -> None:
+        """Wait until the VM's init blocks SIGUSR1 (it then takes it with sigtimedwait).
+
+        PID 1 of a namespace ignores a signal it has no handler for, so a
+        SIGUSR1 sent while Python is still starting would be lost. The init's
+        blocked-signal mask in /proc/<host pid>/status says when it is ready."""
+        c = self._find_sync(name)
+        pid = int(c.attrs.get("State", {}).get("Pid") or 0)
+        status = pathlib.Path(f"/proc/{pid}/status")
+        deadline = time.monotonic() + timeout
+        while pid and time.monotonic() < deadline:
+            try:
+                text = status.read_text()
+            except OSError:
+                return  # not a local engine, or the VM is gone: nothing to wait for
+            for line in text.splitlines():
+                if line.startswith("SigBlk:") and int(line.split()[1], 16) & _SIGUSR1_BIT:
+                    return
+            time.sleep(0.02)
 
     def _snap_free_sync(self, name: str) -> None:
         c = self._find_sync(name)
