@@ -57,6 +57,8 @@ class ScaleDown:
 
     vm: VMName
     reason: str
+    # The VM's node, when the destroy ends a Cordon/Drain sequence that may abort.
+    node: NodeName | None = None
 
 
 @dataclass(frozen=True)

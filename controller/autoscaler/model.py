@@ -154,7 +154,8 @@ class VMView:
 
     @property
     def can_be_cloned(self) -> bool:
-        return self.is_parent and not self.deleting and self.phase in (PHASE_RUNNING, PHASE_PAUSED)
+        """VMService.Clone forks only a Running parent (the controller refuses others)."""
+        return self.is_parent and not self.deleting and self.phase == PHASE_RUNNING
 
 
 @dataclass(frozen=True)

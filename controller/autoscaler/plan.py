@@ -370,7 +370,7 @@ def plan(
         why = f"node {vm.node_name} unneeded for {fmt_duration(now - since)}"
         actions.append(Cordon(vm.node_name))
         actions.append(Drain(vm.node_name))
-        actions.append(ScaleDown(vm.name, why))
+        actions.append(ScaleDown(vm.name, why, vm.node_name))
         actions.append(Event("Node", "", vm.node_name, "ScaleDown", f"{why}; destroying VM {vm.name}"))
     return actions
 

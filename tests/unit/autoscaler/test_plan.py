@@ -21,7 +21,7 @@ from controller.autoscaler.actions import (
     ScaleUp,
     TaintParent,
 )
-from controller.autoscaler.fit import builtin_fits
+from controller.autoscaler.fit import SchedulerFit
 from controller.autoscaler.memory import Backoff, Memory
 from controller.autoscaler.model import ClassName, NodeName, PodRef, VMName
 from controller.autoscaler.observe import snapshot
@@ -35,6 +35,8 @@ SMALL = VMClass("small", 1000, 1 * GiB, labels={"tier": "small"}, max=10)
 LARGE = VMClass("large", 4000, 4 * GiB, labels={"tier": "large"}, max=5)
 CONFIG = ClusterConfig(vm_classes=(SMALL, LARGE))
 NOW = T0 + 100
+# The scheduler's own filters: the planner and the scheduler must agree.
+FITS = SchedulerFit()
 
 
 def warm(*classes: VMClass) -> tuple[list[vm_pb2.VM], list[node_pb2.Node]]:
@@ -71,7 +73,7 @@ class Case:
 
 def run(case: Case) -> list[Action]:
     snap = snapshot(case.pods, case.nodes, case.vms, case.now)
-    return plan(snap, case.config, case.memory, case.now, builtin_fits)
+    return plan(snap, case.config, case.memory, case.now, FITS)
 
 
 def small_clone(
@@ -129,8 +131,8 @@ SCALE_UP_CASES = [
         want=[
             Event(
                 "Pod", "default", "nowhere", "NotTriggerScaleUp",
-                "pod fits no VM class (small: node(s) didn't match node selector; "
-                "large: node(s) didn't match node selector)",
+                "pod fits no VM class (small: node(s) didn't match Pod's node affinity/selector; "
+                "large: node(s) didn't match Pod's node affinity/selector)",
                 "Warning",
             )
         ],
@@ -234,10 +236,10 @@ PARENT_CASES = [
         want=[ScaleUp(ClassName("small"), 1, None, refs("web-1"))],
     ),
     Case(
-        "a paused parent can be cloned from",
+        "a paused parent is not cloned from (Clone needs a Running parent): full clone",
         pods=[pending("web-1")],
         vms=[make_vm("small-parent").cls(SMALL).parent().phase("Paused").obj(), WARM_VMS[1]],
-        want=[ScaleUp(ClassName("small"), 1, VMName("small-parent"), refs("web-1"))],
+        want=[ScaleUp(ClassName("small"), 1, None, refs("web-1"))],
     ),
     Case(
         "a parent's node without the taint gets it",
@@ -392,7 +394,7 @@ def idle(
 SCALE_DOWN_WANT: list[Action] = [
     Cordon(NodeName("small-idle")),
     Drain(NodeName("small-idle")),
-    ScaleDown(VMName("small-idle"), "node small-idle unneeded for 10m"),
+    ScaleDown(VMName("small-idle"), "node small-idle unneeded for 10m", NodeName("small-idle")),
     Event("Node", "", "small-idle", "ScaleDown",
           "node small-idle unneeded for 10m; destroying VM small-idle"),
 ]
@@ -448,7 +450,7 @@ def test_two_idle_clones_one_min_removes_the_older() -> None:
     )
     got = run(case)
     assert [a for a in got if isinstance(a, ScaleDown)] == [
-        ScaleDown(VMName("small-b"), "node small-b unneeded for 15m")
+        ScaleDown(VMName("small-b"), "node small-b unneeded for 15m", NodeName("small-b"))
     ]
 
 
