@@ -36,7 +36,7 @@ from controller.auth.tokens import TokenManager
 from controller.limits import Limits, RateLimiter, StreamCounter, check_message
 from cowpod.auth import tokens as tok
 from cowpod.clock import Clock
-from cowpod.errors import CowpodError, NotFound, PermissionDenied, Unauthenticated
+from cowpod.errors import CowpodError, Invalid, NotFound, PermissionDenied, Unauthenticated
 from cowpod.pki import CONTROLLERS_GROUP, PKIError, subject_of
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,29 @@ class PodNodeLookup(Protocol):
 
 Behavior = Callable[..., Any]
 Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes are not the method's message.
+
+    gRPC reports a deserializer exception as UNKNOWN; a malformed request is
+    the caller's fault, so the wrapper answers INVALID_ARGUMENT instead."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as err:  # any parse failure is the caller's malformed input
+            return _Undecodable(err)
+
+    return parse
 
 
 class _CertCache:
@@ -118,12 +141,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
+        unary_kw = {**kw, "request_deserializer": _tolerant(handler.request_deserializer)}
         if handler.unary_unary is not None:
             behavior = self._unary(method, metadata, handler.unary_unary)
-            return grpc.unary_unary_rpc_method_handler(behavior, **kw)
+            return grpc.unary_unary_rpc_method_handler(behavior, **unary_kw)
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._unary_stream(method, metadata, handler.unary_stream), **kw
+                self._unary_stream(method, metadata, handler.unary_stream), **unary_kw
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
@@ -145,6 +169,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     async def _admit(
         self, method: str, metadata: Any, request: Any, context: Ctx, *, stream: bool
     ) -> tuple[Identity, PodCheck | None]:
+        if isinstance(request, _Undecodable):
+            _, _, verb = method.rpartition("/")
+            raise Invalid("", f"request is not a valid message for {verb}: {request.error}")
         token = _bearer(metadata)
         peer = self._peer_identity(context)
         if peer is None and not self._insecure:
