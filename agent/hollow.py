@@ -105,6 +105,7 @@ class HollowFleet:
         clock: Clock | None = None,
         heartbeat_s: float = 10.0,
         mark_running: bool = True,
+        watch_pods: bool = True,
         concurrency: int = 32,
         rng: random.Random | None = None,
     ) -> None:
@@ -112,6 +113,9 @@ class HollowFleet:
         self._clock = clock or RealClock()
         self.heartbeat_s = heartbeat_s
         self.mark_running = mark_running
+        # Without a pod watch the fleet neither runs nor finalizes pods (benchmarks
+        # that measure binding alone).
+        self.watch_pods = watch_pods or mark_running
         self._sem = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._rng = rng or random.Random()
@@ -173,6 +177,9 @@ class HollowFleet:
         )
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._heartbeat_loop(tg), name="hollow-heartbeats")
+            if not self.watch_pods:
+                self.synced.set()
+                return
             tg.create_task(informer.run(), name="hollow-pod-informer")
             for i in range(self._concurrency):
                 tg.create_task(self._status_worker(), name=f"hollow-status-{i}")

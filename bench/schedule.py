@@ -1,0 +1,458 @@
+"""Scheduler throughput on hollow nodes, against the real controller and etcd.
+
+    python bench/schedule.py --nodes 5000 --pods 20000 [--workload plain|mixed] [--mark-running]
+                             [--concurrency 64] [--profile scheduler.prof]
+
+Starts etcd, measures its raw write rate through the controller's own etcd
+client (`controller.store.EtcdStore`, pod-sized creates, the same concurrency
+as the pod creates below), then starts the controller and the scheduler as
+separate processes, registers hollow nodes from this process (one channel,
+heartbeats with jitter), creates the pods as fast as `--concurrency` allows
+and watches until every pod is bound. Prints binds/s, create->bound latency
+(p50/p99), scheduler CPU seconds per 1,000 pods, peak RSS of the scheduler
+and the controller, and the ratio binds/s : raw etcd creates/s. The last line
+is one JSON object with every figure.
+
+Everything shares the machine (2 cores here): etcd, the controller, the
+scheduler and this process (hollow nodes + pod creation + the watch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Any
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agent.hollow import HollowFleet, HollowNodeSpec  # noqa: E402
+from cowpod.client import Client  # noqa: E402
+from cowpod.local.etcd import EtcdMember, free_port  # noqa: E402
+from cowpod.v1 import meta_pb2, pod_pb2  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---- process accounting -------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# ---- the controller as a separate process --------------------------------------------
+
+
+def serve_controller(listen: str, etcd: str, prefix: str, lease_seconds: int, grace: float) -> None:
+    """Runs in the child process: the real Controller, insecure, without per-client
+    rate limits (the bench's single client stands for thousands of agents)."""
+    from controller.config import ControllerConfig
+    from controller.limits import Limits
+    from controller.main import setup_logging
+    from controller.server import Controller
+
+    setup_logging("warning")
+    cfg = ControllerConfig(
+        listen=listen,
+        etcd=[etcd],
+        etcd_prefix=prefix,
+        insecure=True,
+        node_lease_seconds=lease_seconds,
+        node_monitor_grace=grace,
+        limits=Limits(user_rate=1e9, user_burst=1_000_000_000, max_streams=100_000),
+    )
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await Controller(cfg).run()
+
+    asyncio.run(main())
+
+
+# ---- workloads ----------------------------------------------------------------------
+
+
+def node_specs(n: int, workload: str, rng: random.Random) -> list[HollowNodeSpec]:
+    out = []
+    for i in range(n):
+        labels = {"zone": f"zone-{i % 10}"}
+        taints: list[tuple[str, str, str]] = []
+        if workload == "mixed":
+            if i % 4 == 0:
+                labels["disk"] = "ssd"
+            if i % 10 == 1:
+                labels["gpu"] = "true"
+                taints.append(("dedicated", "gpu", "NoSchedule"))
+        out.append(
+            HollowNodeSpec(
+                f"hollow-{i:05d}",
+                cpu_millis=32_000,
+                memory_bytes=64 << 30,
+                pods=110,
+                labels=labels,
+                taints=taints,
+            )
+        )
+    return out
+
+
+def make_pod(i: int, workload: str, rng: random.Random) -> pod_pb2.Pod:
+    p = pod_pb2.Pod()
+    p.metadata.name = f"bench-{i:06d}"
+    p.metadata.namespace = "default"
+    c = p.spec.containers.add()
+    c.name = "app"
+    c.image = "cowpod/busybox:latest"
+    c.resources.requests.cpu_millis = 100
+    c.resources.requests.memory_bytes = 128 << 20
+    if workload == "mixed":
+        kind = i % 20
+        if kind < 5:  # 25%: node selector
+            p.spec.node_selector["disk"] = "ssd"
+        elif kind < 7:  # 10%: tolerate the gpu taint and ask for it
+            p.spec.node_selector["gpu"] = "true"
+            t = p.spec.tolerations.add()
+            t.key, t.operator, t.value, t.effect = "dedicated", "Equal", "gpu", "NoSchedule"
+        elif kind < 12:  # 25%: spread replicas of one app over zones
+            app = f"svc-{i % 50}"
+            p.metadata.labels["app"] = app
+            sc = p.spec.topology_spread_constraints.add()
+            sc.max_skew = 1
+            sc.topology_key = "zone"
+            sc.when_unsatisfiable = "DoNotSchedule"
+            sc.label_selector.match_labels["app"] = app
+        p.spec.priority = rng.choice([0, 0, 0, 100])
+    return p
+
+
+# ---- phases -------------------------------------------------------------------------
+
+
+async def etcd_baseline(endpoint: str, n: int, concurrency: int, value_size: int) -> float:
+    """Creates/s of pod-sized objects through the controller's etcd client."""
+    from controller.store import EtcdStore
+
+    store = EtcdStore([endpoint], "/bench-baseline")
+    sample = make_pod(0, "plain", random.Random(0))
+    sample.metadata.uid = "x" * 36
+    pad = max(0, value_size - sample.ByteSize())
+    sample.metadata.annotations["pad"] = "x" * pad
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        p = pod_pb2.Pod()
+        p.CopyFrom(sample)
+        p.metadata.name = f"b{i}"
+        async with sem:
+            await store.create(f"registry/pods/default/b{i}", p)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    dt = time.perf_counter() - t0
+    await store.close()
+    return n / dt
+
+
+def spawn(cmd: list[str], log: pathlib.Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def healthz(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:  # loopback only
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+async def wait_healthz(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(healthz, url):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{url} not healthy after {timeout}s")
+
+
+@dataclasses.dataclass
+class Result:
+    figures: dict[str, Any]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    work = pathlib.Path(tempfile.mkdtemp(prefix="cowpod-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    etcd = EtcdMember(data_dir=work / "etcd", log_path=work / "etcd.log")
+    etcd.start()
+    try:
+        etcd.wait_ready()
+        print(f"etcd on {etcd.endpoint}; work dir {work}", flush=True)
+        sample_size = make_pod(0, args.workload, rng).ByteSize() + 200  # + uid, timestamps, status
+        baseline_n = args.baseline_puts or min(args.pods, 20_000)
+        etcd_rate = await etcd_baseline(etcd.endpoint, baseline_n, args.concurrency, sample_size)
+        print(
+            f"raw etcd creates (controller's client, concurrency {args.concurrency}): {etcd_rate:,.0f}/s",
+            flush=True,
+        )
+
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        ctl = spawn(
+            [
+                sys.executable,
+                __file__,
+                "--serve-controller",
+                address,
+                "--etcd-endpoint",
+                etcd.endpoint,
+                "--lease-seconds",
+                str(args.lease_seconds),
+            ],
+            work / "controller.log",
+        )
+        procs.append(ctl)
+        async with Client(address) as client:
+            await client.wait_ready(60)
+            fleet = HollowFleet(
+                client,
+                heartbeat_s=args.heartbeat,
+                mark_running=args.mark_running,
+                watch_pods=args.mark_running,
+                concurrency=64,
+                rng=rng,
+            )
+            async with asyncio.TaskGroup() as tg:
+                fleet_task = tg.create_task(fleet.run(), name="fleet")
+                t0 = time.perf_counter()
+                await fleet.add_many(node_specs(args.nodes, args.workload, rng))
+                reg_s = time.perf_counter() - t0
+                print(f"{args.nodes} hollow nodes registered in {reg_s:.1f}s", flush=True)
+
+                metrics_port = free_port()
+                cfg_path = work / "scheduler.yaml"
+                cfg_path.write_text(
+                    f"percentageOfNodesToScore: {args.percentage}\nbatchSize: {args.batch}\n"
+                    f"maxBindsInFlight: {args.binds_in_flight}\n"
+                )
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "scheduler.main",
+                    "--controller",
+                    address,
+                    "--config",
+                    str(cfg_path),
+                    "--metrics-listen",
+                    f"127.0.0.1:{metrics_port}",
+                    "--log-level",
+                    "warning",
+                ]
+                if args.profile:
+                    cmd += ["--cprofile", args.profile_path]
+                sched = spawn(cmd, work / "scheduler.log")
+                procs.append(sched)
+                await wait_healthz(f"http://127.0.0.1:{metrics_port}/healthz", 120)
+                print("scheduler synced", flush=True)
+
+                figures = await measure(args, client, rng, sched.pid, ctl.pid, etcd)
+                fleet_task.cancel()
+        figures["etcd_puts_per_s"] = round(etcd_rate, 1)
+        figures["ratio"] = round(figures["binds_per_s"] / etcd_rate, 3)
+        figures["nodes_register_s"] = round(reg_s, 2)
+        return figures
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        etcd.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+async def measure(
+    args: argparse.Namespace,
+    client: Client,
+    rng: random.Random,
+    sched_pid: int,
+    ctl_pid: int,
+    etcd: EtcdMember,
+) -> dict[str, Any]:
+    created_at: dict[str, float] = {}
+    bound_at: dict[str, float] = {}
+    all_bound = asyncio.Event()
+    watch_ready = asyncio.Event()
+
+    async def watch() -> None:
+        opts = meta_pb2.WatchOptions(list=meta_pb2.ListOptions(field_selector="spec.nodeName!="))
+        call = client.pods.Watch(opts)
+        watch_ready.set()
+        async for ev in call:
+            if ev.type in (meta_pb2.ADDED, meta_pb2.MODIFIED) and ev.object.spec.node_name:
+                name = ev.object.metadata.name
+                if name not in bound_at:
+                    bound_at[name] = time.perf_counter()
+                    if len(bound_at) >= args.pods:
+                        all_bound.set()
+
+    pods = [make_pod(i, args.workload, rng) for i in range(args.pods)]
+    sem = asyncio.Semaphore(args.concurrency)
+
+    async def create(p: pod_pb2.Pod) -> None:
+        async with sem:
+            created_at[p.metadata.name] = time.perf_counter()
+            await client.call(client.pods.Create, p, timeout=60)
+
+    cpu0 = {
+        "scheduler": cpu_seconds(sched_pid),
+        "controller": cpu_seconds(ctl_pid),
+        "etcd": cpu_seconds(etcd.proc.pid) if etcd.proc else 0.0,
+        "bench": self_cpu(),
+    }
+    async with asyncio.TaskGroup() as tg:
+        w = tg.create_task(watch(), name="bound-watch")
+        await watch_ready.wait()
+        await asyncio.sleep(0.2)
+        t_start = time.perf_counter()
+        await asyncio.gather(*(create(p) for p in pods))
+        t_created = time.perf_counter()
+        print(
+            f"{args.pods} pods created in {t_created - t_start:.1f}s "
+            f"({args.pods / (t_created - t_start):,.0f}/s)",
+            flush=True,
+        )
+        try:
+            await asyncio.wait_for(all_bound.wait(), args.timeout)
+        except TimeoutError:
+            print(f"timeout: {len(bound_at)}/{args.pods} bound", flush=True)
+        w.cancel()
+    t_end = max(bound_at.values()) if bound_at else time.perf_counter()
+    cpu1 = {
+        "scheduler": cpu_seconds(sched_pid),
+        "controller": cpu_seconds(ctl_pid),
+        "etcd": cpu_seconds(etcd.proc.pid) if etcd.proc else 0.0,
+        "bench": self_cpu(),
+    }
+    lat = sorted(bound_at[n] - created_at[n] for n in bound_at if n in created_at)
+    elapsed = t_end - t_start
+    bound = len(bound_at)
+
+    def pct(q: float) -> float:
+        return round(lat[min(len(lat) - 1, int(q * len(lat)))], 4) if lat else float("nan")
+
+    cpu = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0}
+    return {
+        "nodes": args.nodes,
+        "pods": args.pods,
+        "workload": args.workload,
+        "bound": bound,
+        "elapsed_s": round(elapsed, 2),
+        "binds_per_s": round(bound / elapsed, 1) if elapsed > 0 else 0.0,
+        "creates_per_s": round(args.pods / (t_created - t_start), 1),
+        "p50_bind_s": pct(0.50),
+        "p99_bind_s": pct(0.99),
+        "mean_bind_s": round(statistics.fmean(lat), 4) if lat else float("nan"),
+        "scheduler_cpu_s_per_1000_pods": round(cpu["scheduler"] * 1000 / max(bound, 1), 3),
+        "cpu_s": cpu,
+        "scheduler_peak_rss_mib": round(peak_rss_mib(sched_pid), 1),
+        "controller_peak_rss_mib": round(peak_rss_mib(ctl_pid), 1),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nodes", type=int, default=5000)
+    p.add_argument("--pods", type=int, default=20000)
+    p.add_argument(
+        "--workload",
+        choices=["plain", "mixed"],
+        default="plain",
+        help="mixed: node selectors, tainted GPU nodes with tolerating pods, zone spread, priorities",
+    )
+    p.add_argument("--concurrency", type=int, default=64, help="pod creates in flight (and baseline puts)")
+    p.add_argument("--mark-running", action="store_true", help="hollow agents also mark bound pods Running")
+    p.add_argument("--heartbeat", type=float, default=10.0, help="hollow node heartbeat period (s)")
+    p.add_argument("--lease-seconds", type=int, default=40)
+    p.add_argument("--percentage", type=int, default=0, help="percentageOfNodesToScore (0 = adaptive)")
+    p.add_argument("--batch", type=int, default=256, help="scheduler batchSize")
+    p.add_argument("--binds-in-flight", type=int, default=4)
+    p.add_argument(
+        "--baseline-puts", type=int, default=0, help="raw etcd creates to time (default min(pods, 20000))"
+    )
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--profile", default="", help="write the scheduler's cProfile stats here")
+    p.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--serve-controller", default="", help=argparse.SUPPRESS)
+    p.add_argument("--etcd-endpoint", default="", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.serve_controller:
+        serve_controller(
+            args.serve_controller,
+            args.etcd_endpoint,
+            "/cowpod",
+            args.lease_seconds,
+            float(args.lease_seconds),
+        )
+        return
+    t0 = self_cpu()
+    args.profile_path = str(pathlib.Path(args.profile).resolve()) if args.profile else ""
+    figures = asyncio.run(run(args))
+    figures["machine"] = (
+        f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    figures["bench_total_cpu_s"] = round(self_cpu() - t0, 1)
+    print(
+        f"binds/s {figures['binds_per_s']:,.0f}  raw etcd creates/s {figures['etcd_puts_per_s']:,.0f}  "
+        f"ratio {figures['ratio']}  p50 {figures['p50_bind_s']}s  p99 {figures['p99_bind_s']}s  "
+        f"scheduler CPU {figures['scheduler_cpu_s_per_1000_pods']}s/1000 pods  "
+        f"RSS scheduler {figures['scheduler_peak_rss_mib']} MiB, "
+        f"controller {figures['controller_peak_rss_mib']} MiB",
+        flush=True,
+    )
+    print(json.dumps(figures), flush=True)
+
+
+if __name__ == "__main__":
+    main()
