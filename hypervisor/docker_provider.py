@@ -458,11 +458,13 @@ class DockerProvider:
         self._find_sync(name).kill(signal=sig)
 
     def _wait_init_sync(self, name: str, timeout: float = 15.0) -> None:
-        """Wait until the VM's init blocks SIGUSR1 (it then takes it with sigtimedwait).
+        """Wait until the VM's init takes SIGUSR1.
 
         PID 1 of a namespace ignores a signal it has no handler for, so a
-        SIGUSR1 sent while Python is still starting would be lost. The init's
-        blocked-signal mask in /proc/<host pid>/status says when it is ready."""
+        SIGUSR1 sent while Python is still starting would be lost. The init
+        installs its handler once it blocks the signal for sigtimedwait, which
+        /proc/<host pid>/status shows in SigCgt. (SigBlk cannot tell: the
+        kernel unblocks the awaited signals while sigtimedwait sleeps.)"""
         c = self._find_sync(name)
         pid = int(c.attrs.get("State", {}).get("Pid") or 0)
         status = pathlib.Path(f"/proc/{pid}/status")
@@ -473,7 +475,7 @@ class DockerProvider:
             except OSError:
                 return  # not a local engine, or the VM is gone: nothing to wait for
             for line in text.splitlines():
-                if line.startswith("SigBlk:") and int(line.split()[1], 16) & _SIGUSR1_BIT:
+                if line.startswith("SigCgt:") and int(line.split()[1], 16) & _SIGUSR1_BIT:
                     return
             time.sleep(0.02)
 

@@ -178,6 +178,11 @@ class Init:
 
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        # Blocked signals are taken by sigtimedwait below, never by this handler;
+        # installing it (after blocking) shows in /proc/1/status SigCgt, which is
+        # how the provider tells that a SIGUSR1 sent now will not be lost (PID 1
+        # ignores signals it has no handler for).
+        signal.signal(signal.SIGUSR1, _never_called)
         while not self.stopping:
             now = time.monotonic()
             self.maybe_start(now)
@@ -192,6 +197,10 @@ class Init:
         self.shutdown()
         log("stopped")
         return 0
+
+
+def _never_called(signo: int, frame: object) -> None:
+    return None
 
 
 def _kill(pid: int, signo: int) -> None:
