@@ -6,6 +6,7 @@ import pathlib
 from dataclasses import dataclass, field
 
 from controller.limits import Limits
+from cowpod.clusterconfig import ClusterConfig
 
 
 @dataclass
@@ -31,3 +32,5 @@ class ControllerConfig:
     pki_dir: pathlib.Path | None = None
     insecure: bool = False
     limits: Limits = field(default_factory=Limits)
+    # --autoscale: the autoscaler's VM classes and bounds; None = no autoscaler.
+    autoscaler: ClusterConfig | None = None

@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 
+from controller.autoscaler import flags as autoscaler_flags
 from controller.config import ControllerConfig
 from controller.server import ConfigError, Controller
 
@@ -48,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
                    help="cluster PKI made by `cowpod up` (CA, controller certificate); default DATA_DIR/pki")
     p.add_argument("--insecure", action="store_true",
                    help="plaintext gRPC, no authentication: every caller is admin (not for shared clusters)")
+    autoscaler_flags.add_flags(p)
     a = p.parse_args(argv)
     return ControllerConfig(
         listen=a.listen,
@@ -64,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         node_lease_seconds=a.node_lease_seconds,
         pki_dir=a.pki_dir,
         insecure=a.insecure,
+        autoscaler=autoscaler_flags.cluster_config(p, a),
     )
 
 

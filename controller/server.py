@@ -44,6 +44,7 @@ from controller.watch import WatchHub
 from cowpod.auth.credentials import connect
 from cowpod.client import CHANNEL_OPTIONS
 from cowpod.clock import Clock, RealClock
+from cowpod.clusterconfig import ClusterConfig
 from cowpod.errors import CowpodError
 from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2
 
@@ -187,6 +188,8 @@ class Controller:
                     self.metrics_port = await fut
                 if vm_manager_cls is not None:
                     tg.create_task(self._run_vm_manager(vm_manager_cls), name="vm-manager")
+                if cfg.autoscaler is not None:
+                    tg.create_task(self._run_autoscaler(cfg.autoscaler), name="autoscaler")
                 self.started.set()
                 tg.create_task(server.wait_for_termination(), name="grpc-server")
         finally:
@@ -233,4 +236,11 @@ class Controller:
             manager = cls(client, self.config.provider, data_dir, self.clock)
             log.info("VM manager started (provider %s, data dir %s)", self.config.provider, data_dir)
             await manager.run()
+
+    async def _run_autoscaler(self, cluster: ClusterConfig) -> None:
+        from controller.autoscaler.reconciler import Autoscaler
+
+        address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
+        async with connect(self.security.self_client_settings(address)) as client:
+            await Autoscaler(client, cluster, clock=self.clock).run()
 

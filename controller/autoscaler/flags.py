@@ -1,0 +1,55 @@
+"""The controller's autoscaler flags, kept here so `controller/main.py` needs two lines.
+
+    cowpod-controller ... --autoscale --cluster-config cluster.yaml
+                          [--max-vms 20] [--scale-down-unneeded 10m]
+
+Flags override the file; without `--autoscale` the autoscaler does not run
+(and the other flags are refused, so a typo does not silently do nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from cowpod.clusterconfig import ClusterConfig, load, parse_duration
+from cowpod.errors import Invalid
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("autoscaler")
+    g.add_argument("--autoscale", action="store_true",
+                   help="run the autoscaler in this process (needs --cluster-config for VM classes)")
+    g.add_argument("--cluster-config", type=pathlib.Path, default=None, metavar="PATH",
+                   help="cluster config YAML: vmClasses, maxVMs, totals, cooldown, instantClones")
+    g.add_argument("--max-vms", type=int, default=None, metavar="N",
+                   help="most VMs in the cluster, parents and unmanaged VMs included (overrides maxVMs)")
+    g.add_argument("--scale-down-unneeded", default=None, metavar="DURATION",
+                   help="how long a clone is empty before it goes (10m; overrides scaleDownUnneeded)")
+
+
+def cluster_config(p: argparse.ArgumentParser, args: argparse.Namespace) -> ClusterConfig | None:
+    """The autoscaler's config from the flags, or None when --autoscale is off.
+    Errors exit through `p.error` (status 2) naming the file field or flag."""
+    if not args.autoscale:
+        given = [f for f, v in (("--cluster-config", args.cluster_config), ("--max-vms", args.max_vms),
+                                ("--scale-down-unneeded", args.scale_down_unneeded)) if v is not None]
+        if given:
+            p.error(f"{', '.join(given)} given without --autoscale")
+        return None
+    try:
+        cfg = load(args.cluster_config) if args.cluster_config else ClusterConfig()
+        if args.max_vms is not None:
+            if args.max_vms < 0:
+                raise Invalid("--max-vms", "must not be negative")
+            cfg = cfg.replace(max_vms=args.max_vms)
+        if args.scale_down_unneeded is not None:
+            cfg = cfg.replace(
+                scale_down_unneeded_s=parse_duration(args.scale_down_unneeded, "--scale-down-unneeded")
+            )
+    except Invalid as err:
+        where = f" ({args.cluster_config})" if args.cluster_config and not err.field.startswith("--") else ""
+        p.error(f"cluster config{where}: {err}")
+    if not cfg.vm_classes:
+        p.error("--autoscale: the cluster config defines no vmClasses (use --cluster-config)")
+    return cfg

@@ -1,0 +1,53 @@
+"""`cowpod-controller --autoscale ...`: flags in, the autoscaler's config out."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from controller.main import parse_args
+
+YAML = """
+vmClasses:
+  - {name: small, cpu: 1, memory: 1Gi, max: 4}
+maxVMs: 10
+"""
+
+
+def test_no_autoscale_no_autoscaler() -> None:
+    assert parse_args([]).autoscaler is None
+
+
+def test_flags_override_the_file(tmp_path: pathlib.Path) -> None:
+    f = tmp_path / "cluster.yaml"
+    f.write_text(YAML)
+    cfg = parse_args(["--autoscale", "--cluster-config", str(f), "--max-vms", "3",
+                      "--scale-down-unneeded", "2m"]).autoscaler
+    assert cfg is not None
+    assert [c.name for c in cfg.vm_classes] == ["small"]
+    assert (cfg.max_vms, cfg.scale_down_unneeded_s) == (3, 120.0)
+    assert parse_args(["--autoscale", "--cluster-config", str(f)]).autoscaler.max_vms == 10  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-vms", "3"], "--max-vms given without --autoscale"),
+        (["--autoscale"], "defines no vmClasses"),
+        (["--autoscale", "--cluster-config", "{f}", "--scale-down-unneeded", "soon"],
+         "--scale-down-unneeded: invalid duration"),
+        (["--autoscale", "--cluster-config", "{bad}"], "vmClasses[0].memory: required"),
+    ],
+)
+def test_bad_flags_exit_2_with_the_reason(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    f = tmp_path / "cluster.yaml"
+    f.write_text(YAML)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("vmClasses: [{name: s, cpu: 1}]")
+    with pytest.raises(SystemExit) as exc:
+        parse_args([a.format(f=f, bad=bad) for a in args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
