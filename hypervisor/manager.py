@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 
 SNAP_FREE_ANNOTATION = "cowpod.io/snap-free"
 COMPONENT = "vm-manager"
+# A VM object may leave its size to the provider (the API allows 0).
+DEFAULT_CPU_MILLIS = 1000
+DEFAULT_MEMORY_BYTES = 1 << 30
 
 
 # ---- protobuf at the edge -----------------------------------------------------
@@ -88,8 +91,8 @@ def desired_of(vm: vm_pb2.VM) -> DesiredVM:
         spec=VMSpecInfo(
             name=vm.metadata.name,
             class_name=vm.spec.class_name,
-            cpu_millis=vm.spec.cpu_millis,
-            memory_bytes=vm.spec.memory_bytes,
+            cpu_millis=vm.spec.cpu_millis or DEFAULT_CPU_MILLIS,
+            memory_bytes=vm.spec.memory_bytes or DEFAULT_MEMORY_BYTES,
             image=vm.spec.image,
             parent=vm.spec.parent,
             node_labels=dict(vm.spec.node_labels),

@@ -1,0 +1,189 @@
+"""The VM manager end to end: a controller (real etcd), the manager, the docker provider,
+and the real agent inside the VM image."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import docker
+import grpc
+import pytest
+
+from cowpod.client import Client
+from cowpod.local.etcd import EtcdMember
+from cowpod.v1 import event_pb2, meta_pb2, vm_pb2
+from hypervisor.docker_provider import DockerProvider
+from hypervisor.manager import VMManager
+from hypervisor.provider import VMSpecInfo
+from hypervisor.testing import DockerTestEnv, build_images
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def images() -> None:
+    build_images()
+
+
+@pytest.fixture
+def env(images: None) -> Iterator[DockerTestEnv]:
+    e = DockerTestEnv.create()
+    (e.data_dir / "run").mkdir()
+    try:
+        yield e
+    finally:
+        e.cleanup()
+
+
+@dataclass
+class Stack:
+    client: Client
+    provider: DockerProvider
+    manager: VMManager
+    env: DockerTestEnv
+
+
+@contextlib.asynccontextmanager
+async def running_manager(client: Client, env: DockerTestEnv) -> AsyncIterator[Stack]:
+    provider = env.provider()
+    manager = VMManager(client, "docker", env.data_dir, provider=provider, resync_seconds=0.5)
+    task = asyncio.create_task(manager.run(), name="vm-manager-under-test")
+    try:
+        yield Stack(client, provider, manager, env)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def stack(etcd: EtcdMember, etcd_prefix: str, env: DockerTestEnv) -> AsyncIterator[Stack]:
+    from controller.testing import ControllerRunner
+
+    sock = str(env.data_dir / "run" / "controller.sock")
+    runner = ControllerRunner(etcd.endpoint, etcd_prefix, listen_unix=sock, data_dir=env.data_dir)
+    await runner.start()
+    try:
+        async with Client(runner.address) as client, running_manager(client, env) as s:
+            yield s
+    finally:
+        await runner.stop()
+
+
+async def eventually(fn: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await fn():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def get_vm(c: Client, name: str) -> vm_pb2.VM | None:
+    try:
+        return await c.vms.Get(meta_pb2.ObjectKey(name=name))
+    except grpc.aio.AioRpcError as err:
+        if err.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+async def phase_is(c: Client, name: str, phase: str) -> bool:
+    vm = await get_vm(c, name)
+    return vm is not None and vm.status.phase == phase
+
+
+def new_vm(name: str, **spec: object) -> vm_pb2.VM:
+    return vm_pb2.VM(metadata=meta_pb2.ObjectMeta(name=name),
+                     spec=vm_pb2.VMSpec(class_name="small", cpu_millis=500, memory_bytes=256 << 20,
+                                        **spec))  # type: ignore[arg-type]
+
+
+async def test_full_clone_registers_a_ready_node_and_destroy_cleans_up(stack: Stack) -> None:
+    c, name = stack.client, f"full-{stack.env.cluster_id}"
+    await c.vms.Create(new_vm(name))
+    await eventually(lambda: phase_is(c, name, "Running"), "VM Running")
+    vm = await get_vm(c, name)
+    assert vm is not None
+    assert vm.status.ip and vm.status.provider_id.startswith("docker://") and vm.status.node_name == name
+    assert vm.status.HasField("created_at") and vm.status.clone_kind == "full"
+    # The real agent in the VM registers the node; the manager stamps ready_at.
+    async def ready() -> bool:
+        v = await get_vm(c, name)
+        return v is not None and v.status.HasField("ready_at")
+    await eventually(ready, "the VM's node Ready (ready_at)", timeout=90)
+    node = await c.nodes.Get(meta_pb2.ObjectKey(name=name))
+    assert node.status.node_info.machine_id in ("", vm.status.machine_id)
+    await c.vms.Destroy(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=name)))
+    await eventually(lambda: _gone(c, name), "VM object removed")
+    assert docker.from_env().containers.list(all=True, filters={"name": f"cowpod-vm-{name}"}) == []
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await c.nodes.Get(meta_pb2.ObjectKey(name=name))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def _gone(c: Client, name: str) -> bool:
+    return await get_vm(c, name) is None
+
+
+async def test_instant_clone_and_snap_free_through_the_api(stack: Stack) -> None:
+    c, parent = stack.client, f"par-{stack.env.cluster_id}"
+    child = f"kid-{stack.env.cluster_id}"
+    await c.vms.Create(new_vm(parent))
+    await eventually(lambda: phase_is(c, parent, "Running"), "parent Running")
+    await c.vms.Clone(vm_pb2.CloneRequest(parent=parent, names=[child]))
+    await eventually(lambda: phase_is(c, child, "Running"), "child Running")
+    kid = await get_vm(c, child)
+    par = await get_vm(c, parent)
+    assert kid is not None and par is not None
+    assert kid.status.clone_kind == "instant" and not kid.status.snapped_free
+    for f in ("ip", "hostname", "machine_id", "node_name", "provider_id"):
+        assert getattr(kid.status, f) != getattr(par.status, f), f
+    await c.vms.SnapFree(meta_pb2.ObjectKey(name=child))
+
+    async def freed() -> bool:
+        v = await get_vm(c, child)
+        return v is not None and v.status.snapped_free
+    await eventually(freed, "child snapped free")
+    await c.vms.Destroy(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=parent)))
+    await eventually(lambda: _gone(c, parent), "parent removed")
+    assert (await stack.provider.get(child)).state.value == "running"
+
+
+async def test_a_vm_that_dies_is_marked_failed_with_an_event(stack: Stack) -> None:
+    c, name = stack.client, f"die-{stack.env.cluster_id}"
+    await c.vms.Create(new_vm(name))
+    await eventually(lambda: phase_is(c, name, "Running"), "VM Running")
+    await asyncio.to_thread(docker.from_env().containers.get(f"cowpod-vm-{name}").kill)
+    await eventually(lambda: phase_is(c, name, "Failed"), "VM Failed")
+    vm = await get_vm(c, name)
+    assert vm is not None and "137" in vm.status.message
+    evs = await c.events.List(event_pb2.ListEventsRequest(
+        list=meta_pb2.ListOptions(namespace="default"),
+        involved_object=event_pb2.ObjectReference(kind="VM", name=name)))
+    assert "VMFailed" in [e.reason for e in evs.items]
+
+
+async def test_startup_destroys_orphans_and_fails_vanished_vms(
+    etcd: EtcdMember, etcd_prefix: str, env: DockerTestEnv
+) -> None:
+    from controller.testing import ControllerRunner
+
+    async with ControllerRunner(etcd.endpoint, etcd_prefix) as runner, Client(runner.address) as c:
+        provider = env.provider()
+        orphan = f"orph-{env.cluster_id}"
+        await provider.full_clone(VMSpecInfo(name=orphan, class_name="s", cpu_millis=200,
+                                             memory_bytes=128 << 20))
+        lost = f"lost-{env.cluster_id}"
+        created = await c.vms.Create(new_vm(lost))
+        created.status.phase = "Running"
+        await c.vms.UpdateStatus(created)
+        await provider.close()
+        async with running_manager(c, env) as s:
+            await eventually(lambda: phase_is(c, lost, "Failed"), "vanished VM Failed")
+            async def orphan_gone() -> bool:
+                return orphan not in [v.name for v in await s.provider.list()]
+            await eventually(orphan_gone, "orphan destroyed")
