@@ -1,21 +1,29 @@
-"""The CLI's configuration: which controller, which data dir, which namespace.
+"""The CLI's configuration: which controller, how to authenticate, which data dir, which namespace.
 
 Resolved once per invocation from flags, then the environment, then the
-state file that `cowpod up` wrote, then defaults, and passed down as a frozen
-value (no module globals), so every command and test sees exactly one answer.
+state file that `cowpod up` wrote, then the user config file, then defaults,
+and passed down as a frozen value (no module globals), so every command and
+test sees exactly one answer.
 
-    controller:  --controller  > $COWPOD_CONTROLLER > <data-dir>/cluster.json > 127.0.0.1:7070
+    controller:  --controller > $COWPOD_CONTROLLER > <data-dir>/cluster.json
+                 > current context of $COWPOD_CONFIG (~/.cowpod/config) > 127.0.0.1:7070
     data dir:    --data-dir    > $COWPOD_DATA_DIR   > ~/.cowpod
     namespace:   -n            > $COWPOD_NAMESPACE  > default
+
+Credentials: a local cluster started by `cowpod up` is reached as its admin
+(the certificates in its PKI) when it is secure, in plaintext otherwise; a
+cluster from the user config with that context's credentials.
 """
 
 from __future__ import annotations
 
 import pathlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from cowpod.local.state import StateError, read_state
+from cowpod.auth.config import ConnectionSettings, default_config_path
+from cowpod.auth.config import load_config as load_user_config
+from cowpod.local.state import ClusterState, StateError, connection_for, read_state
 
 DEFAULT_CONTROLLER = "127.0.0.1:7070"
 DEFAULT_NAMESPACE = "default"
@@ -27,8 +35,15 @@ class CliConfig:
     data_dir: pathlib.Path
     namespace: str = DEFAULT_NAMESPACE
     debug: bool = False
-    # Where `controller` came from: flag | env | state | default (said in connection errors).
+    # Where `controller` came from: flag | env | state | config | default.
     controller_source: str = "default"
+    connection: ConnectionSettings = field(
+        default_factory=lambda: ConnectionSettings(server="", insecure=True)
+    )
+
+    def __post_init__(self) -> None:
+        if not self.connection.server:
+            object.__setattr__(self, "connection", ConnectionSettings(server=self.controller, insecure=True))
 
 
 def default_data_dir(env: Mapping[str, str]) -> pathlib.Path:
@@ -46,16 +61,27 @@ def load_config(
     namespace: str | None = None,
     debug: bool = False,
 ) -> CliConfig:
+    """Raises StateError or ConfigError (cowpod.auth.config) with a one-line reason."""
     directory = pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir(env)
     ns = namespace or env.get("COWPOD_NAMESPACE") or DEFAULT_NAMESPACE
-    if controller:
-        return CliConfig(controller, directory, ns, debug, "flag")
-    if env.get("COWPOD_CONTROLLER"):
-        return CliConfig(env["COWPOD_CONTROLLER"], directory, ns, debug, "env")
     try:
-        state = read_state(directory)
+        state: ClusterState | None = read_state(directory)
     except StateError:
-        state = None  # `status`/`down` report the damage; other verbs fall back to the default
-    if state is not None and state.controller:
-        return CliConfig(state.controller, directory, ns, debug, "state")
-    return CliConfig(DEFAULT_CONTROLLER, directory, ns, debug, "default")
+        state = None  # `status`/`down` report the damage; other verbs go on without it
+    if controller or env.get("COWPOD_CONTROLLER"):
+        address = controller or env["COWPOD_CONTROLLER"]
+        source = "flag" if controller else "env"
+    elif state is not None and state.controller:
+        address, source = state.controller, "state"
+    else:
+        user = load_user_config(default_config_path(env))
+        if user.current_context:
+            settings = user.settings()
+            return CliConfig(settings.server, directory, ns, debug, "config", settings)
+        address, source = DEFAULT_CONTROLLER, "default"
+    if state is not None:
+        # An explicit address next to a local cluster is taken to be that cluster (e.g. its unix socket).
+        connection = connection_for(state, address)
+    else:
+        connection = ConnectionSettings(server=address, insecure=True)
+    return CliConfig(address, directory, ns, debug, source, connection)

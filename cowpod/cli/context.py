@@ -12,6 +12,8 @@ from typing import Any, TextIO, TypeVar
 
 import grpc
 
+from cowpod.auth.config import ConnectionSettings
+from cowpod.auth.credentials import connect
 from cowpod.cli.errors import rpc_error
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
@@ -31,7 +33,8 @@ class Ctx:
     stdin: TextIO
     env: Mapping[str, str] = field(default_factory=dict)
     clock: Clock = field(default_factory=RealClock)
-    client_factory: Callable[[str], Client] = Client
+    # Opens the channel (TLS and credentials from the settings); tests pass their own.
+    client_factory: Callable[[ConnectionSettings], Client] = connect
     _client: Client | None = None
 
     @property
@@ -41,7 +44,7 @@ class Ctx:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = self.client_factory(self.config.controller)
+            self._client = self.client_factory(self.config.connection)
         return self._client
 
     async def aclose(self) -> None:

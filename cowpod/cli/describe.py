@@ -18,6 +18,8 @@ from cowpod.manifest.timefmt import format_rfc3339
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2, vm_pb2
 
 NONE = "<none>"
+# Bookkeeping of `cowpod apply`, as kubectl describe hides its own.
+HIDDEN_ANNOTATIONS = frozenset({"cowpod.io/last-applied-configuration"})
 
 
 @dataclass
@@ -239,7 +241,7 @@ def describe_pod(pod: pod_pb2.Pod, events: Iterable[event_pb2.Event], now: float
     w.kv(0, "Node", node)
     w.kv(0, "Start Time", _time(status.start_time, status.HasField("start_time")))
     _map(w, 0, "Labels", meta.labels)
-    _map(w, 0, "Annotations", meta.annotations)
+    _map(w, 0, "Annotations", {k: v for k, v in meta.annotations.items() if k not in HIDDEN_ANNOTATIONS})
     shown = printers.pod_status(pod)
     w.kv(0, "Status", shown if shown == "Terminating" else (status.phase or "Pending"))
     if meta.HasField("deletion_timestamp"):
@@ -308,7 +310,7 @@ def describe_node(
     w.kv(0, "Name", meta.name)
     w.kv(0, "Roles", printers.node_roles(node))
     _map(w, 0, "Labels", meta.labels)
-    _map(w, 0, "Annotations", meta.annotations)
+    _map(w, 0, "Annotations", {k: v for k, v in meta.annotations.items() if k not in HIDDEN_ANNOTATIONS})
     w.kv(0, "CreationTimestamp", _time(meta.creation_timestamp, meta.HasField("creation_timestamp")))
     taints = [f"{t.key}" + (f"={t.value}" if t.value else "") + f":{t.effect}" for t in spec.taints]
     _list(w, 0, "Taints", taints)
@@ -386,7 +388,7 @@ def describe_vm(vm: vm_pb2.VM, events: Iterable[event_pb2.Event], now: float) ->
     w.kv(0, "Class", spec.class_name or NONE)
     w.kv(0, "Provider", spec.provider or NONE)
     _map(w, 0, "Labels", meta.labels)
-    _map(w, 0, "Annotations", meta.annotations)
+    _map(w, 0, "Annotations", {k: v for k, v in meta.annotations.items() if k not in HIDDEN_ANNOTATIONS})
     w.kv(0, "CreationTimestamp", _time(meta.creation_timestamp, meta.HasField("creation_timestamp")))
     w.kv(0, "Phase", status.phase or "Pending")
     if status.message:

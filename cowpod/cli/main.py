@@ -25,6 +25,7 @@ from typing import NoReturn, TextIO
 
 import grpc
 
+from cowpod.auth.config import ConfigError
 from cowpod.cli.commands import (
     apply,
     cluster,
@@ -165,13 +166,17 @@ def main(
         format="%(levelname)s %(name)s: %(message)s",
         stream=err,
     )
-    config = load_config(
-        env=environ,
-        controller=args.controller,
-        data_dir=args.data_dir,
-        namespace=args.namespace,
-        debug=args.debug,
-    )
+    try:
+        config = load_config(
+            env=environ,
+            controller=args.controller,
+            data_dir=args.data_dir,
+            namespace=args.namespace,
+            debug=args.debug,
+        )
+    except (StateError, ConfigError) as e:
+        _explain(err, str(e), e, debug)
+        return 1
     ctx = Ctx(
         config=config, out=out, err=err, stdin=stdin or sys.stdin, env=environ, clock=clock or RealClock()
     )
@@ -183,7 +188,7 @@ def main(
     except CliError as e:
         _explain(err, e.message, e, debug)
         return e.exit_code
-    except (ManifestError, StateError) as e:
+    except (ManifestError, StateError, ConfigError) as e:
         _explain(err, str(e), e, debug)
         return 1
     except grpc.RpcError as e:

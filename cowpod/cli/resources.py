@@ -7,7 +7,6 @@ services in `cowpod.client.Client`, so `get`, `describe`, `delete`, `wait` and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf.message import Message
@@ -110,14 +109,6 @@ async def events_for(ctx: Ctx, info: KindInfo, obj: Any) -> list[event_pb2.Event
         and e.involved_object.kind.lower() in (info.kind.lower(), "")
         and (not info.namespaced or e.involved_object.namespace in (meta.namespace, ""))
     ]
-
-
-def watch_stream(ctx: Ctx, info: KindInfo, opts: meta_pb2.ListOptions) -> AsyncIterator[Any]:
-    if info is LEASE:
-        raise CliError("leases cannot be watched", exit_code=2)
-    req = meta_pb2.WatchOptions(list=opts, send_initial=True)
-    stream: AsyncIterator[Any] = service(ctx, info).Watch(req)
-    return stream
 
 
 def delete_options(

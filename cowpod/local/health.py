@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from cowpod.client import Client
+from cowpod.auth.config import ConnectionSettings
+from cowpod.auth.credentials import connect
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -48,8 +49,9 @@ async def etcd_ok(address: str, timeout: float = 2.0) -> bool:
     return status == 200 and b"true" in body
 
 
-async def grpc_ok(address: str, timeout: float = 2.0) -> bool:
-    client = Client(address)
+async def grpc_ok(settings: ConnectionSettings, timeout: float = 2.0) -> bool:
+    """grpc.health.v1 says SERVING, asked with the cluster's credentials."""
+    client = connect(settings)
     try:
         return await client.healthy(timeout=timeout)
     finally:

@@ -15,6 +15,9 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cowpod.auth.config import ConnectionSettings
+from cowpod.pki import ClusterPKI
+
 STATE_FILE = "cluster.json"
 
 
@@ -40,6 +43,9 @@ class ClusterState:
     detached: bool = False
     supervisor_pid: int = 0
     components: list[ComponentState] = field(default_factory=list)
+    # TLS: the controller requires client certificates from <pki_dir> (see cowpod.pki).
+    secure: bool = False
+    pki_dir: str = ""
 
     def component(self, name: str) -> ComponentState | None:
         for c in self.components:
@@ -60,6 +66,8 @@ class ClusterState:
             "detached": d["detached"],
             "supervisorPid": d["supervisor_pid"],
             "components": d["components"],
+            "secure": d["secure"],
+            "pkiDir": d["pki_dir"],
         }
 
     @classmethod
@@ -85,6 +93,8 @@ class ClusterState:
                 )
                 for c in d.get("components", [])
             ],
+            secure=bool(d.get("secure", False)),
+            pki_dir=str(d.get("pkiDir", "")),
         )
 
 
@@ -127,3 +137,21 @@ def write_state(data_dir: pathlib.Path, state: ClusterState) -> None:
 
 def remove_state(data_dir: pathlib.Path) -> None:
     state_path(data_dir).unlink(missing_ok=True)
+
+
+def connection_for(state: ClusterState, server: str | None = None) -> ConnectionSettings:
+    """How to reach this cluster's controller: as its admin over TLS, or plaintext when insecure."""
+    address = server or state.controller
+    if not state.secure:
+        return ConnectionSettings(server=address, insecure=True)
+    pki = ClusterPKI(pathlib.Path(state.pki_dir))
+    try:
+        admin = pki.load("admin")
+        ca = pki.ca_cert.read_bytes()
+    except OSError as e:
+        raise StateError(
+            f"cannot read the cluster's admin credentials in {pki.directory}: {e.strerror}"
+        ) from None
+    return ConnectionSettings(
+        server=address, ca_pem=ca, client_cert_pem=admin.cert_pem, client_key_pem=admin.key_pem
+    )

@@ -30,14 +30,24 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cowpod.client import Client
+from cowpod.auth.credentials import connect
 from cowpod.clock import Clock
 from cowpod.local import docker_env, fleet, health, process
 from cowpod.local.etcd import EtcdMember, etcd_binary, free_port
-from cowpod.local.state import ClusterState, ComponentState, read_state, remove_state, write_state
+from cowpod.local.state import (
+    ClusterState,
+    ComponentState,
+    connection_for,
+    read_state,
+    remove_state,
+    write_state,
+)
+from cowpod.pki import ClusterPKI, write_join_bundle
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
 PROVIDERS = ("docker", "sim", "none")
+# The user config (cowpod.auth.config) lives in ~/.cowpod too; purging a cluster keeps it.
+KEEP_ON_PURGE = frozenset({"config"})
 # sun_path is 108 bytes including the terminating NUL.
 MAX_UNIX_PATH = 107
 
@@ -68,6 +78,10 @@ class Layout:
     def controller_socket(self) -> pathlib.Path:
         return self.run_dir / "controller.sock"
 
+    @property
+    def pki(self) -> ClusterPKI:
+        return ClusterPKI.of(self.data_dir)
+
     def log(self, component: str) -> pathlib.Path:
         return self.logs_dir / f"{component}.log"
 
@@ -83,6 +97,8 @@ class UpOptions:
     timeout: float = 300.0
     retain: bool = False
     vm_image: str = docker_env.VM_IMAGE
+    # TLS with client certificates everywhere (cowpod.pki); plaintext on loopback otherwise.
+    secure: bool = False
 
 
 # --- pure parts ---------------------------------------------------------------------------------
@@ -100,21 +116,38 @@ def find_executable(name: str) -> str:
 
 
 def controller_command(
-    exe: str, *, listen: str, socket_path: pathlib.Path, etcd: str, provider: str, data_dir: pathlib.Path
+    exe: str,
+    *,
+    listen: str,
+    socket_path: pathlib.Path,
+    etcd: str,
+    provider: str,
+    data_dir: pathlib.Path,
+    pki_dir: pathlib.Path | None = None,
 ) -> list[str]:
+    """`pki_dir` None = `--insecure`, said explicitly: the controller would otherwise
+    turn secure by itself when it finds `<data-dir>/pki` from an earlier secure run."""
+    security = ["--pki-dir", str(pki_dir)] if pki_dir is not None else ["--insecure"]
     return [
         exe,
-        "--listen",
-        listen,
-        "--listen-unix",
-        str(socket_path),
-        "--etcd",
-        etcd,
-        "--provider",
-        provider,
-        "--data-dir",
-        str(data_dir),
+        *("--listen", listen),
+        *("--listen-unix", str(socket_path)),
+        *("--etcd", etcd),
+        *("--provider", provider),
+        *("--data-dir", str(data_dir)),
+        *security,
     ]
+
+
+def scheduler_env(pki: ClusterPKI | None) -> dict[str, str]:
+    """The scheduler's credentials, the way cowpod.auth.flags reads them (no flags needed)."""
+    if pki is None:
+        return {}
+    return {
+        "COWPOD_CA_FILE": str(pki.ca_cert),
+        "COWPOD_CERT_FILE": str(pki.cert("scheduler")),
+        "COWPOD_KEY_FILE": str(pki.key("scheduler")),
+    }
 
 
 def scheduler_command(exe: str, *, controller: str, metrics: str) -> list[str]:
@@ -243,7 +276,7 @@ class StatusReport:
         }
 
 
-async def probe(component: ComponentState) -> ComponentHealth:
+async def probe(component: ComponentState, state: ClusterState) -> ComponentHealth:
     alive = (
         process.is_ours(component.pid, component.command)
         if component.command
@@ -252,7 +285,7 @@ async def probe(component: ComponentState) -> ComponentHealth:
     healthy = alive
     if alive and component.address:
         if component.health == "grpc":
-            healthy = await health.grpc_ok(component.address)
+            healthy = await health.grpc_ok(connection_for(state, component.address))
         elif component.health == "etcd":
             healthy = await health.etcd_ok(component.address)
         elif component.health == "http":
@@ -310,7 +343,7 @@ class Supervisor:
         state = self.read()
         if state is None:
             return None
-        comps = await asyncio.gather(*(probe(c) for c in state.components))
+        comps = await asyncio.gather(*(probe(c, state) for c in state.components))
         return StatusReport(state.data_dir, state.controller, state.cluster_id, state.provider, list(comps))
 
     # -- up --
@@ -335,7 +368,15 @@ class Supervisor:
             started_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             detached=opts.detach,
             supervisor_pid=0 if opts.detach else os.getpid(),
+            secure=opts.secure,
+            pki_dir=str(self.layout.pki.directory) if opts.secure else "",
         )
+        if opts.secure:
+            self.progress("creating the cluster PKI")
+            pki = self.layout.pki
+            await asyncio.to_thread(pki.ensure, now=self.clock.now())
+            # What agents in VMs may see (CA certificate, transport pair), in the directory they mount.
+            await asyncio.to_thread(write_join_bundle, pki, self.layout.run_dir)
         try:
             state = await self._start_etcd(state, exes["etcd"], previous)
             state = await self._start_controller(state, exes["controller"], opts)
@@ -353,10 +394,17 @@ class Supervisor:
             raise
         return state
 
-    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.layout.log(name), "ab")
+    def _spawn(
+        self, name: str, command: list[str], extra_env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = open(self.layout.log(name), "ab")  # the child keeps its own copy of the descriptor
         try:
-            env = {**self.env, "COWPOD_CLUSTER_ID": self._cluster_id, "PYTHONUNBUFFERED": "1"}
+            env = {
+                **self.env,
+                "COWPOD_CLUSTER_ID": self._cluster_id,
+                "PYTHONUNBUFFERED": "1",
+                **(extra_env or {}),
+            }
             return subprocess.Popen(
                 command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=env
             )
@@ -436,6 +484,7 @@ class Supervisor:
             etcd=state.etcd,
             provider=opts.provider,
             data_dir=self.layout.data_dir,
+            pki_dir=self.layout.pki.directory if opts.secure else None,
         )
         proc = self._spawn("controller", command)
         state = self._record(
@@ -447,7 +496,8 @@ class Supervisor:
                 proc,
             ),
         )
-        if not await self._until(lambda: health.grpc_ok(opts.listen), proc, 60.0):
+        settings = connection_for(state)
+        if not await self._until(lambda: health.grpc_ok(settings), proc, 60.0):
             if proc.poll() is not None:
                 raise self._died("controller", proc)
             raise SupervisorError(
@@ -460,7 +510,7 @@ class Supervisor:
         self.progress("starting the scheduler")
         metrics = f"127.0.0.1:{free_port()}"
         command = scheduler_command(exe, controller=state.controller, metrics=metrics)
-        proc = self._spawn("scheduler", command)
+        proc = self._spawn("scheduler", command, scheduler_env(self.layout.pki if state.secure else None))
         state = self._record(
             state,
             _Child(
@@ -494,7 +544,7 @@ class Supervisor:
             f"see {self.layout.log('controller')} and the agent logs "
             f"(`docker logs <vm container>`), or `cowpod describe vm {names[0]}` with --retain"
         )
-        async with Client(state.controller, clock=self.clock) as client:
+        async with connect(connection_for(state), clock=self.clock) as client:
             self.progress(f"creating {len(names)} VM(s)")
             await fleet.create_vms(client, vms)
             await fleet.wait_vms_ready(
@@ -589,7 +639,7 @@ class Supervisor:
 
     async def _destroy_vms(self, state: ClusterState, *, quiet: bool) -> None:
         try:
-            async with Client(state.controller, clock=self.clock) as client:
+            async with connect(connection_for(state), clock=self.clock) as client:
                 if not await client.healthy(timeout=3.0):
                     raise SupervisorError("the controller is not healthy")
                 names = await fleet.destroy_all_vms(client, self.clock, timeout=150.0, report=self.progress)
@@ -604,11 +654,20 @@ class Supervisor:
                 )
 
     def _purge(self) -> None:
+        """Delete the data dir, except a user config file kept there (~/.cowpod/config)."""
         d = self.layout.data_dir
         if not d.exists():
             return
         markers = ("cluster.json", "etcd", "logs", "run")
         if not any((d / m).exists() for m in markers):
             raise SupervisorError(f"refusing to delete {d}: it does not look like a cowpod data dir")
-        shutil.rmtree(d)
+        for entry in d.iterdir():
+            if entry.name in KEEP_ON_PURGE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        if not any(d.iterdir()):
+            d.rmdir()
         self.say(f"deleted {d}")

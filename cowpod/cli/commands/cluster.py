@@ -6,14 +6,15 @@ import argparse
 import json
 
 from cowpod import quantity
+from cowpod.auth.config import ConnectionSettings
+from cowpod.auth.credentials import connect
 from cowpod.cli import printers
 from cowpod.cli.commands.common import Subparsers, add_command, parse_duration
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError
 from cowpod.cli.progress import Progress
 from cowpod.cli.readiness import node_ready
-from cowpod.client import Client
-from cowpod.local.state import StateError
+from cowpod.local.state import StateError, connection_for, read_state
 from cowpod.local.supervisor import (
     DEFAULT_LISTEN,
     PROVIDERS,
@@ -73,6 +74,11 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     )
     up.add_argument(
         "--retain", action="store_true", help="keep a cluster that failed to come up, to debug it"
+    )
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS and client certificates (creates <data-dir>/pki; the CLI connects as the cluster's admin)",
     )
     up.set_defaults(func=run_up)
 
@@ -134,6 +140,7 @@ def up_options(args: argparse.Namespace) -> UpOptions:
         detach=args.detach,
         timeout=args.timeout,
         retain=args.retain,
+        secure=args.secure,
     )
 
 
@@ -172,12 +179,19 @@ async def run_up(ctx: Ctx, args: argparse.Namespace) -> int:
     return code
 
 
+def _settings(ctx: Ctx, controller: str) -> ConnectionSettings:
+    state = read_state(ctx.config.data_dir)
+    if state is None:
+        return ConnectionSettings(server=controller, insecure=True)
+    return connection_for(state, controller)
+
+
 def _indent(text: str) -> str:
     return "".join("  " + line for line in text.splitlines(keepends=True))
 
 
 async def _vm_table(controller: str, ctx: Ctx) -> str:
-    async with Client(controller) as client:
+    async with connect(_settings(ctx, controller)) as client:
         vms = (await client.vms.List(meta_pb2.ListOptions(), timeout=10)).items
         nodes = {
             n.metadata.name: n for n in (await client.nodes.List(meta_pb2.ListOptions(), timeout=10)).items
@@ -204,6 +218,8 @@ async def run_down(ctx: Ctx, args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     if not stopped:
         ctx.print(f"cowpod is not running (no cluster.json in {ctx.config.data_dir})")
+        if args.purge:
+            ctx.print("its data dir is deleted")
     elif args.purge:
         ctx.print("cowpod stopped and its data deleted")
     else:
@@ -226,7 +242,9 @@ async def run_status(ctx: Ctx, args: argparse.Namespace) -> int:
             f"cowpod is not running (no cluster.json in {ctx.config.data_dir}); start it with `cowpod up`"
         )
     vms = (
-        await _vm_rows(report) if any(c.name == "controller" and c.healthy for c in report.components) else []
+        await _vm_rows(ctx, report)
+        if any(c.name == "controller" and c.healthy for c in report.components)
+        else []
     )
     if args.output == "json":
         data = report.to_json()
@@ -255,9 +273,9 @@ async def run_status(ctx: Ctx, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _vm_rows(report: StatusReport) -> list[tuple[str, str, str, str]]:
+async def _vm_rows(ctx: Ctx, report: StatusReport) -> list[tuple[str, str, str, str]]:
     try:
-        async with Client(report.controller) as client:
+        async with connect(_settings(ctx, report.controller)) as client:
             vms = (await client.vms.List(meta_pb2.ListOptions(), timeout=5)).items
             nodes = {
                 n.metadata.name: n for n in (await client.nodes.List(meta_pb2.ListOptions(), timeout=5)).items

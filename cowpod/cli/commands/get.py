@@ -12,10 +12,10 @@ from cowpod.cli import output, printers
 from cowpod.cli.commands.common import Subparsers, add_command, split_type_name
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, rpc_error
-from cowpod.cli.resources import get_object, list_objects, list_options, resolve_kind, watch_stream, what
+from cowpod.cli.resources import get_object, list_objects, list_options, resolve_kind, service, what
 from cowpod.manifest import KindInfo, dump_json, dump_yaml, encode_object
-from cowpod.manifest.kinds import NODE, POD
-from cowpod.v1 import meta_pb2
+from cowpod.manifest.kinds import EVENT, LEASE, NODE, POD
+from cowpod.v1 import event_pb2, meta_pb2
 
 EXAMPLES = """
   cowpod get pods                       # pods in the current namespace
@@ -108,42 +108,62 @@ async def _pods_per_node(ctx: Ctx) -> dict[str, int]:
 async def _watch(
     ctx: Ctx, info: KindInfo, names: list[str], fmt: str | None, args: argparse.Namespace
 ) -> int:
+    """List, print, then watch from the list's revision: kubectl's way, with no gap and no repeat."""
+    if info is LEASE:
+        raise CliError("leases cannot be watched", exit_code=2)
     field_selector = args.field_selector
     if len(names) == 1:
         field_selector = ",".join(s for s in (field_selector, f"metadata.name={names[0]}") if s)
     opts = list_options(
         ctx, info, all_namespaces=args.all_namespaces, selector=args.selector, field_selector=field_selector
     )
+    svc = service(ctx, info)
+    request: Any = event_pb2.ListEventsRequest(list=opts) if info is EVENT else opts
+    listed = await ctx.call(svc.List, request, what=info.plural, retry=True)
+    items = [o for o in listed.items if not names or o.metadata.name in names]
     table = fmt in (None, "wide")
-    hdrs = output.headers(info, wide=fmt == "wide", all_namespaces=args.all_namespaces)
+    wide = fmt == "wide"
+    hdrs = output.headers(info, wide=wide, all_namespaces=args.all_namespaces)
     widths = [len(h) for h in hdrs]
-    header_done = args.no_headers
+    if table:
+        rows = [output.row(info, o, ctx.now(), wide=wide, all_namespaces=args.all_namespaces) for o in items]
+        for cells in rows:
+            widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]
+        for cells in ([] if args.no_headers else [hdrs]) + rows:
+            ctx.print(_line(cells, widths))
+    else:
+        for o in items:
+            _print_object(ctx, info, o, fmt)
+    ctx.out.flush()
+    req = meta_pb2.WatchOptions(list=opts, resource_version=listed.resource_version)
     try:
-        async for ev in watch_stream(ctx, info, opts):
+        async for ev in svc.Watch(req):
             if ev.type == meta_pb2.BOOKMARK or not ev.HasField("object"):
                 continue
             obj = ev.object
             if names and obj.metadata.name not in names:
                 continue
             if table:
-                cells = output.row(
-                    info, obj, ctx.now(), wide=fmt == "wide", all_namespaces=args.all_namespaces
-                )
+                cells = output.row(info, obj, ctx.now(), wide=wide, all_namespaces=args.all_namespaces)
                 widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]
-                if not header_done:
-                    ctx.print(_line(hdrs, widths))
-                    header_done = True
                 ctx.print(_line(cells, widths))
-            elif fmt == "name":
-                ctx.print(f"{info.singular}/{obj.metadata.name}")
-            elif fmt == "json":
-                ctx.out.write(dump_json(encode_object(obj)))
             else:
-                ctx.out.write("---\n" + dump_yaml(encode_object(obj)))
+                _print_object(ctx, info, obj, fmt)
             ctx.out.flush()
     except grpc.RpcError as e:
         raise rpc_error(e, address=ctx.config.controller, what=what(info, names[0]) if names else "") from e
     return 0
+
+
+def _print_object(ctx: Ctx, info: KindInfo, obj: Any, fmt: str | None) -> None:
+    if fmt == "name":
+        ctx.print(f"{info.singular}/{obj.metadata.name}")
+    elif fmt == "json":
+        ctx.out.write(dump_json(encode_object(obj)))
+    elif fmt is not None and fmt.startswith("jsonpath="):
+        ctx.out.write(output.render_objects(info, [obj], ctx.now(), output=fmt, single=True))
+    else:
+        ctx.out.write("---\n" + dump_yaml(encode_object(obj)))
 
 
 def _line(cells: list[str], widths: list[int]) -> str:

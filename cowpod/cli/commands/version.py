@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import platform
 
 import grpc
 
-import cowpod
 from cowpod.cli.commands.common import Subparsers, add_command
 from cowpod.cli.context import Ctx
 
@@ -25,10 +25,16 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def client_version() -> str:
+    try:
+        return importlib.metadata.version("cowpod")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 async def run(ctx: Ctx, args: argparse.Namespace) -> int:
     ctx.print(
-        f"Client Version: v{cowpod.__version__} "
-        f"(python {platform.python_version()}, grpcio {grpc.__version__})"
+        f"Client Version: v{client_version()} (python {platform.python_version()}, grpcio {grpc.__version__})"
     )
     if not args.client:
         healthy = await ctx.client.healthy(timeout=2.0)
