@@ -72,7 +72,9 @@ def self_cpu() -> float:
 # ---- the controller as a separate process --------------------------------------------
 
 
-def serve_controller(listen: str, etcd: str, prefix: str, lease_seconds: int, grace: float) -> None:
+def serve_controller(
+    listen: str, etcd: str, prefix: str, lease_seconds: int, grace: float, profile: str = ""
+) -> None:
     """Runs in the child process: the real Controller, insecure, without per-client
     rate limits (the bench's single client stands for thousands of agents)."""
     from controller.config import ControllerConfig
@@ -98,7 +100,18 @@ def serve_controller(listen: str, etcd: str, prefix: str, lease_seconds: int, gr
         with contextlib.suppress(asyncio.CancelledError):
             await Controller(cfg).run()
 
-    asyncio.run(main())
+    if not profile:
+        asyncio.run(main())
+        return
+    import cProfile
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        asyncio.run(main())
+    finally:
+        prof.disable()
+        prof.dump_stats(profile)
 
 
 # ---- workloads ----------------------------------------------------------------------
@@ -241,6 +254,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 etcd.endpoint,
                 "--lease-seconds",
                 str(args.lease_seconds),
+                *(["--controller-profile", args.controller_profile_path] if args.controller_profile else []),
             ],
             work / "controller.log",
         )
@@ -418,6 +432,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--profile", default="", help="write the scheduler's cProfile stats here")
+    p.add_argument("--controller-profile", default="", help="write the controller's cProfile stats here")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--serve-controller", default="", help=argparse.SUPPRESS)
@@ -438,6 +453,9 @@ def main() -> None:
         return
     t0 = self_cpu()
     args.profile_path = str(pathlib.Path(args.profile).resolve()) if args.profile else ""
+    args.controller_profile_path = (
+        str(pathlib.Path(args.controller_profile).resolve()) if args.controller_profile else ""
+    )
     figures = asyncio.run(run(args))
     figures["machine"] = (
         f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"

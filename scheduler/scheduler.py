@@ -150,6 +150,10 @@ class Scheduler:
             return
         if pod.spec.node_name:
             self._drop_pending(uid)
+            if pod.status.phase not in ("Succeeded", "Failed") and self.cache.confirm(
+                uid, pod.spec.node_name
+            ):
+                return  # our own placement, as assumed: nothing to decode
             info = pod_info(pod)
             known = self.cache.pod(uid) is not None and not self.cache.is_assumed(uid)
             self.cache.set_pod(info)

@@ -337,6 +337,15 @@ class Cache:
             del self._pods[uid]
             self._unplace(e.pod, e.node)
 
+    def confirm(self, uid: PodUID, node: str) -> bool:
+        """The watch shows an assumed pod bound where we put it: keep it, no longer assumed.
+        False if it is not assumed there (the caller then decodes and `set_pod`s it)."""
+        e = self._pods.get(uid)
+        if e is None or not e.assumed or e.node != node:
+            return False
+        e.assumed = False
+        return True
+
     def set_pod(self, pod: PodInfo) -> None:
         """A bound pod from the watch: add, update, or confirm an assumption."""
         if pod.terminal:

@@ -8,10 +8,12 @@ from typing import Any
 import numpy as np
 
 from scheduler.framework.cache import Cache, FloatArray, IntArray, NodeView
+from scheduler.framework.cycle_state import CycleState
 from scheduler.framework.interfaces import MAX_NODE_SCORE
 from scheduler.framework.types import PodInfo
 
 Columns = tuple[Any, Any, Any, Any]
+_KEY = "allocation-columns"
 
 
 def node_columns(pod: PodInfo, node: NodeView) -> Columns:
@@ -25,19 +27,29 @@ def node_columns(pod: PodInfo, node: NodeView) -> Columns:
     )
 
 
-def rows_columns(pod: PodInfo, cache: Cache, rows: IntArray) -> Columns:
-    return (
+def rows_columns(pod: PodInfo, cache: Cache, rows: IntArray, state: CycleState | None = None) -> Columns:
+    """The same for `rows`; memoised in the cycle state, since three scores want it."""
+    if state is not None:
+        hit = state.read(_KEY)
+        if hit is not None and hit[0] is rows:
+            return hit[1]  # type: ignore[no-any-return]
+    cols = (
         cache.col("alloc_cpu")[rows].astype(np.float64),
         cache.col("nz_cpu")[rows] + float(pod.nonzero_cpu),
         cache.col("alloc_mem")[rows].astype(np.float64),
         cache.col("nz_mem")[rows] + float(pod.nonzero_memory),
     )
+    if state is not None:
+        state.write(_KEY, (rows, cols))
+    return cols
 
 
 def fraction(alloc: FloatArray, used: FloatArray) -> FloatArray:
-    """used / alloc in [0, 1]; a resource the node does not have counts as full."""
-    safe = np.where(alloc > 0, alloc, 1.0)
-    return np.where(alloc > 0, np.clip(used / safe, 0.0, 1.0), 1.0)
+    """used / alloc, capped at 1; a resource the node does not have (alloc 0) counts as full.
+    `used` includes the pod's non-zero request, so it is never 0 and 0/0 cannot happen."""
+    with np.errstate(divide="ignore"):
+        out: FloatArray = np.minimum(used / alloc, 1.0)
+    return out
 
 
 def least_allocated(cols: Columns) -> FloatArray:

@@ -19,4 +19,4 @@ class NodeResourcesBalancedAllocation(ScorePlugin):
         return float(balanced(node_columns(pod, node))[0])
 
     def score_batch(self, state: CycleState, pod: PodInfo, cache: Cache, rows: IntArray) -> FloatArray:
-        return balanced(rows_columns(pod, cache, rows))
+        return balanced(rows_columns(pod, cache, rows, state))

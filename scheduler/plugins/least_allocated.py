@@ -19,4 +19,4 @@ class NodeResourcesLeastAllocated(ScorePlugin):
         return float(least_allocated(node_columns(pod, node))[0])
 
     def score_batch(self, state: CycleState, pod: PodInfo, cache: Cache, rows: IntArray) -> FloatArray:
-        return least_allocated(rows_columns(pod, cache, rows))
+        return least_allocated(rows_columns(pod, cache, rows, state))

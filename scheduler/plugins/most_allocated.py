@@ -19,4 +19,4 @@ class NodeResourcesMostAllocated(ScorePlugin):
         return float(most_allocated(node_columns(pod, node))[0])
 
     def score_batch(self, state: CycleState, pod: PodInfo, cache: Cache, rows: IntArray) -> FloatArray:
-        return most_allocated(rows_columns(pod, cache, rows))
+        return most_allocated(rows_columns(pod, cache, rows, state))
