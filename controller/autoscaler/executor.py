@@ -208,7 +208,8 @@ class Executor:
         verb = "cloned" if how.startswith("from") else "created"
         names = ", ".join(v.metadata.name for v in made[:5]) + (" …" if len(made) > 5 else "")
         if a.for_pods:
-            msg = f"{verb} {len(made)} {TIMES} {c.name} {how} for {len(a.for_pods)} pods ({names})"
+            pods = f"{len(a.for_pods)} pod" + ("s" if len(a.for_pods) != 1 else "")
+            msg = f"{verb} {len(made)} {TIMES} {c.name} {how} for {pods} ({names})"
         else:
             msg = f"{verb} {len(made)} {TIMES} {c.name} {how}: {a.reason} {c.min} ({names})"
         log.info("autoscaler: %s", msg)
@@ -237,10 +238,29 @@ class Executor:
                 log.warning("autoscaler: could not create warm parent %s: %s", name, _details(err))
                 return
             out.created.append(made)
+            await self._preregister_parent_node(name, c)
             await self.event(
                 Event("VM", "", name, "CreatedParent", f"warm parent for class {c.name} (instant clones)")
             )
             return
+
+    async def _preregister_parent_node(self, name: str, c: VMClass) -> None:
+        """Register the parent's node, tainted, before its agent boots.
+
+        The agent's own Register then adopts it and keeps its spec, so the
+        parent is never schedulable, not even for the moment between its
+        agent registering and a TaintParent pass. The node has no Ready
+        condition until the agent reports one, so nothing lands on it meanwhile."""
+        node = node_pb2.Node(api_version="v1", kind="Node")
+        node.metadata.name = name
+        node.metadata.labels.update(class_labels(c))
+        t = node.spec.taints.add(key=PARENT_TAINT_KEY, value=PARENT_TAINT_VALUE, effect=PARENT_TAINT_EFFECT)
+        t.time_added.CopyFrom(_ts(self.clock.now()))
+        try:
+            await self.api.nodes.Register(node, timeout=CALL_TIMEOUT_S)
+        except grpc.RpcError as err:
+            log.info("autoscaler: pre-registering parent node %s: %s (TaintParent will follow)",
+                     name, _details(err))
 
     # ------------------------------------------------------------ node edits
 

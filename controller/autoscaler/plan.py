@@ -64,9 +64,9 @@ MAX_PODS_NAMED = 50
 
 
 def fmt_duration(seconds: float) -> str:
-    """600 -> "10m", 90 -> "1m30s", 0.5 -> "0.5s": what a user reads in an event."""
+    """600 -> "10m", 90 -> "1m30s", 1.117 -> "1.1s": what a user reads in an event."""
     if seconds < 60:
-        return f"{seconds:g}s"
+        return f"{round(seconds, 1):g}s"
     m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
     out = (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{s}s" if s else "")

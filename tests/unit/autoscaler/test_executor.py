@@ -173,6 +173,12 @@ async def test_parent_gets_the_plain_name_or_a_suffixed_one(api: FakeApi, ex: Ex
     assert [r.metadata.name for r in reqs] == ["small-parent", "small-parent-0"]
     assert reqs[1].spec.template is True
     assert [v.metadata.name for v in out.created] == ["small-parent-0"]
+    # Its node is registered, tainted, before its agent boots (the agent adopts it).
+    [node] = api.requests("nodes.Register")
+    assert node.metadata.name == "small-parent-0"
+    taints = [(t.key, t.value, t.effect) for t in node.spec.taints]
+    assert taints == [("cowpod.io/parent", "true", "NoSchedule")]
+    assert not node.status.conditions
 
 
 async def test_taint_parent_adds_the_taint_once(api: FakeApi, ex: Executor) -> None:

@@ -25,7 +25,7 @@ from controller.autoscaler.fit import SchedulerFit
 from controller.autoscaler.memory import Backoff, Memory
 from controller.autoscaler.model import ClassName, NodeName, PodRef, VMName
 from controller.autoscaler.observe import snapshot
-from controller.autoscaler.plan import plan
+from controller.autoscaler.plan import fmt_duration, plan
 from controller.autoscaler.testing import T0, make_node, make_pod, make_vm
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.v1 import node_pb2, pod_pb2, vm_pb2
@@ -465,3 +465,10 @@ def test_many_pods_place_all_with_mixed_classes() -> None:
     assert {u.vm_class for u in ups} <= {"small", "large"}
     assert sum(u.count for u in ups if u.vm_class == "large") == 1
     assert not [a for a in got if isinstance(a, Event)]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(600, "10m"), (90, "1m30s"), (1.117, "1.1s"), (3600 + 61, "1h1m1s"), (45, "45s")]
+)
+def test_durations_read_like_go(seconds: float, text: str) -> None:
+    assert fmt_duration(seconds) == text
