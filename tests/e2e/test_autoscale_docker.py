@@ -1,0 +1,126 @@
+"""End to end on the real Docker engine: a pod no node can take becomes Running
+on a VM the autoscaler instant-cloned from the class's warm parent.
+
+Everything real but in one process: etcd, the controller (with the unix
+socket the VMs' agents dial), the scheduler, the VM manager driving the
+docker provider (VM containers labelled cowpod.test=1), and the autoscaler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from controller.autoscaler.reconciler import Autoscaler, Options
+from controller.testing import ControllerRunner
+from cowpod.client import Client
+from cowpod.clusterconfig import ClusterConfig, VMClass
+from cowpod.local.etcd import EtcdMember
+from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, vm_pb2
+from hypervisor.docker_provider import DockerProvider
+from hypervisor.manager import VMManager
+from hypervisor.testing import DockerTestEnv, build_images
+from tests.integration.scheduler_harness import running_scheduler, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SMALL = VMClass("small", 1000, 512 << 20, labels={"tier": "small"}, max=2)
+CONFIG = ClusterConfig(vm_classes=(SMALL,), scan_interval_s=1.0, cooldown_s=5.0, max_vms=3)
+
+
+@pytest.fixture(scope="module")
+def images() -> None:
+    build_images()
+
+
+@pytest.fixture
+def env(images: None) -> Iterator[DockerTestEnv]:
+    e = DockerTestEnv.create()
+    try:
+        yield e
+    finally:
+        e.cleanup()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@contextlib.asynccontextmanager
+async def cluster(etcd: EtcdMember, prefix: str, env: DockerTestEnv) -> AsyncIterator[Client]:
+    sock = env.data_dir / "run" / "controller.sock"
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    provider: DockerProvider = env.provider()
+    async with (
+        ControllerRunner(etcd.endpoint, prefix, listen_unix=str(sock)) as runner,
+        Client(runner.address) as client,
+        running_scheduler(runner.address, "sched-e2e"),
+    ):
+        manager = VMManager(client, "docker", env.data_dir, provider=provider, cluster_id=env.cluster_id)
+        autoscaler = Autoscaler(client, CONFIG, options=Options(leader_elect=False))
+        tasks = [
+            asyncio.create_task(manager.run(), name="e2e-vm-manager"),
+            asyncio.create_task(autoscaler.run(), name="e2e-autoscaler"),
+        ]
+        try:
+            yield client
+        finally:
+            await _cancel(tasks[1])
+            await _cancel(tasks[0])
+            # Children before parents; destroy takes the VMs' pod containers with it.
+            fresh = env.provider()
+            try:
+                for vm in sorted(await fresh.list(), key=lambda v: v.parent == ""):
+                    with contextlib.suppress(Exception):
+                        await fresh.destroy(vm.name, cascade=True)
+            finally:
+                await fresh.close()
+
+
+async def _vms(client: Client) -> list[vm_pb2.VM]:
+    return list((await client.vms.List(meta_pb2.ListOptions())).items)
+
+
+async def test_a_pending_pod_runs_on_a_freshly_cloned_vm(
+    etcd: EtcdMember, etcd_prefix: str, env: DockerTestEnv
+) -> None:
+    async with cluster(etcd, etcd_prefix, env) as client:
+
+        async def parent_ready() -> bool:
+            parents = [v for v in await _vms(client) if v.spec.template]
+            if not parents or parents[0].status.phase != "Running":
+                return False
+            node = await client.nodes.Get(meta_pb2.ObjectKey(name=parents[0].metadata.name))
+            return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+
+        await wait_for(parent_ready, 180, "the warm parent VM Running with its node Ready")
+
+        pod = pod_pb2.Pod()
+        pod.metadata.name = "web"
+        pod.metadata.namespace = "default"
+        c = pod.spec.containers.add(name="main", image="cowpod/busybox:latest", command=["sleep", "3600"])
+        c.resources.requests.cpu_millis = 200
+        c.resources.requests.memory_bytes = 32 << 20
+        await client.pods.Create(pod)
+
+        async def running() -> bool:
+            p = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
+            return p.status.phase == "Running"
+
+        await wait_for(running, 180, "pod web Running")
+        got = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
+        vms = {v.metadata.name: v for v in await _vms(client)}
+        vm = vms[got.spec.node_name]
+        assert not vm.spec.template
+        assert vm.spec.parent == "small-parent"
+        assert vm.status.clone_kind == "instant"
+        assert len([v for v in vms.values() if not v.spec.template]) == 1
+
+        ref = event_pb2.ObjectReference(kind="Pod", namespace="default", name="web")
+        events = (await client.events.List(event_pb2.ListEventsRequest(involved_object=ref))).items
+        assert any(e.reason == "TriggeredScaleUp" and "from small-parent" in e.message for e in events)
