@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
+import docker.errors
 import pytest
 
 from controller.autoscaler.reconciler import Autoscaler, Options
@@ -72,14 +73,29 @@ async def cluster(etcd: EtcdMember, prefix: str, env: DockerTestEnv) -> AsyncIte
         finally:
             await _cancel(tasks[1])
             await _cancel(tasks[0])
-            # Children before parents; destroy takes the VMs' pod containers with it.
-            fresh = env.provider()
-            try:
-                for vm in sorted(await fresh.list(), key=lambda v: v.parent == ""):
-                    with contextlib.suppress(Exception):
-                        await fresh.destroy(vm.name, cascade=True)
-            finally:
-                await fresh.close()
+            await _teardown(env)
+
+
+async def _teardown(env: DockerTestEnv) -> None:
+    """Destroy the VMs (children first), then sweep their pods' containers: an
+    agent may still be (re)creating one while its VM goes."""
+    fresh = env.provider()
+    try:
+        vms = sorted(await fresh.list(), key=lambda v: v.parent == "")
+        for vm in vms:
+            with contextlib.suppress(Exception):
+                await fresh.destroy(vm.name, cascade=True)
+    finally:
+        await fresh.close()
+    nodes = [f"cowpod.node={vm.name}" for vm in vms]
+    if not nodes:
+        return
+    for _ in range(2):
+        for label in nodes:
+            for c in env.client.containers.list(all=True, filters={"label": label}, ignore_removed=True):
+                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                    c.remove(force=True, v=True)
+        await asyncio.sleep(1.0)
 
 
 async def _vms(client: Client) -> list[vm_pb2.VM]:
