@@ -469,8 +469,7 @@ class DockerRuntime:
             for s in holder:
                 with contextlib.suppress(Exception):
                     s.close()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(task), 2)
+            await asyncio.wait({task}, timeout=2)
 
     def _vm_info_sync(self, name: str) -> VMInfo:
         try:

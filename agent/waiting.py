@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from cowpod.clock import Clock
 
@@ -24,9 +23,8 @@ async def wait_event(event: asyncio.Event, clock: Clock, timeout: float) -> bool
         await asyncio.wait({ev, tm}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in (ev, tm):
-            if not t.done():
-                t.cancel()
-        for t in (ev, tm):
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+            t.cancel()
+        # gather, not `suppress(CancelledError)`: a cancellation of *this*
+        # task arriving now must propagate, not be swallowed.
+        await asyncio.gather(ev, tm, return_exceptions=True)
     return event.is_set()

@@ -1,0 +1,243 @@
+"""An in-memory `Runtime` for unit tests (and hollow agents): containers are
+records whose processes a test scripts.
+
+A container's "process" is described by the image's behaviour table:
+`FakeRuntime.behaviour[image] = Behaviour(exit_code=1, runs_for=5.0)` makes
+every container of that image exit 1 five seconds (on the injected clock)
+after it starts; `runs_for=None` runs until signalled. SIGTERM stops it
+unless `ignores_sigterm`. Exec answers come from `exec_results`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from agent import labels as L
+from agent.runtime import (
+    ContainerInfo,
+    CreateSpec,
+    EngineError,
+    ExecResult,
+    ImageError,
+    Kind,
+    RunState,
+    VMInfo,
+)
+from agent.waiting import wait_event
+from cowpod.clock import Clock
+
+
+@dataclass
+class Behaviour:
+    exit_code: int = 0
+    runs_for: float | None = None  # None: until signalled
+    ignores_sigterm: bool = False
+    oom: bool = False
+    logs: bytes = b""
+    start_error: str = ""
+
+
+@dataclass
+class FakeContainer:
+    info: ContainerInfo
+    spec: CreateSpec
+    stop_at: float | None = None
+    log: bytearray = field(default_factory=bytearray)
+
+
+class FakeRuntime:
+    def __init__(self, clock: Clock, node_name: str = "node-1") -> None:
+        self.clock = clock
+        self.node = node_name
+        self.images: set[str] = set()
+        self.pullable: set[str] = set()
+        self.behaviour: dict[str, Behaviour] = {}
+        self.containers: dict[str, FakeContainer] = {}
+        self.volumes: dict[str, Mapping[str, str]] = {}
+        # (container name label, command tuple) -> exit code; default 0
+        self.exec_results: dict[tuple[str, tuple[str, ...]], int] = {}
+        self.exec_log: list[tuple[str, tuple[str, ...]]] = []
+        self.calls: list[str] = []
+        self.vms: dict[str, VMInfo] = {}
+        self._ids = itertools.count(1)
+        self._events: asyncio.Queue[str] = asyncio.Queue()
+        self._changed = asyncio.Event()
+
+    # ------------------------------------------------------------ time
+
+    def _advance(self) -> None:
+        """Finish containers whose scripted run time has passed."""
+        now = self.clock.now()
+        for c in self.containers.values():
+            if c.info.state == RunState.RUNNING and c.stop_at is not None and now >= c.stop_at:
+                b = self.behaviour.get(c.spec.image, Behaviour())
+                self._exit(c, 137 if b.oom else b.exit_code, oom=b.oom, at=c.stop_at)
+
+    def _exit(self, c: FakeContainer, code: int, *, oom: bool = False, at: float | None = None) -> None:
+        c.info = replace(
+            c.info, state=RunState.EXITED, exit_code=code, oom_killed=oom, finished_at=at or self.clock.now()
+        )
+        c.stop_at = None
+        self._events.put_nowait(c.info.pod_uid)
+        self._changed.set()
+
+    # ------------------------------------------------------------ Runtime
+
+    async def list_containers(self, *, pod_uid: str | None = None) -> list[ContainerInfo]:
+        self._advance()
+        return [
+            c.info
+            for c in self.containers.values()
+            if c.info.labels.get(L.NODE) == self.node and (pod_uid is None or c.info.pod_uid == pod_uid)
+        ]
+
+    async def image_present(self, image: str) -> bool:
+        return image in self.images
+
+    async def pull_image(self, image: str) -> None:
+        self.calls.append(f"pull {image}")
+        if image in self.pullable:
+            self.images.add(image)
+            return
+        raise ImageError("ErrImagePull", f"pull {image}: registry unreachable")
+
+    async def create_container(self, spec: CreateSpec) -> str:
+        if spec.image not in self.images:
+            raise ImageError("ErrImageNotFound", f"image {spec.image} not found")
+        if any(c.spec.name == spec.name for c in self.containers.values()):
+            raise EngineError(f"name {spec.name} in use")
+        cid = f"{next(self._ids):064x}"
+        lab = dict(spec.labels)
+        info = ContainerInfo(
+            id=cid,
+            pod_uid=lab.get(L.POD_UID, ""),
+            pod_name=lab.get(L.POD_NAME, ""),
+            pod_namespace=lab.get(L.POD_NAMESPACE, ""),
+            name=lab.get(L.CONTAINER_NAME, ""),
+            kind=Kind(lab.get(L.CONTAINER_KIND, "app")),
+            attempt=int(lab.get(L.ATTEMPT, "0")),
+            streak=int(lab.get(L.BACKOFF_STREAK, "0")),
+            spec_hash=lab.get(L.SPEC_HASH, ""),
+            state=RunState.CREATED,
+            created_at=self.clock.now(),
+            image=spec.image,
+            image_id=f"sha256:{spec.image}",
+            grace_seconds=int(lab.get(L.GRACE, "30")),
+            labels=lab,
+        )
+        self.containers[cid] = FakeContainer(info, spec)
+        self.calls.append(f"create {info.name}#{info.attempt}")
+        return cid
+
+    async def start_container(self, container_id: str) -> None:
+        c = self.containers.get(container_id)
+        if c is None:
+            raise EngineError("no such container")
+        b = self.behaviour.get(c.spec.image, Behaviour())
+        self.calls.append(f"start {c.info.name}#{c.info.attempt}")
+        if b.start_error:
+            c.info = replace(c.info, exit_code=127, error=b.start_error)
+            raise EngineError(b.start_error)
+        now = self.clock.now()
+        ip = f"10.0.0.{len(self.containers) % 250 + 1}" if c.info.kind == Kind.SANDBOX else ""
+        c.info = replace(c.info, state=RunState.RUNNING, started_at=now, ip=ip)
+        c.log.extend(b.logs)
+        c.stop_at = None if b.runs_for is None else now + b.runs_for
+        self._events.put_nowait(c.info.pod_uid)
+        self._changed.set()
+
+    async def is_running(self, container_id: str) -> bool:
+        self._advance()
+        c = self.containers.get(container_id)
+        return c is not None and c.info.state == RunState.RUNNING
+
+    async def signal_container(self, container_id: str, signal: str) -> None:
+        c = self.containers.get(container_id)
+        self.calls.append(f"signal {signal} {c.info.name if c else container_id[:8]}")
+        if c is None or c.info.state != RunState.RUNNING:
+            return
+        b = self.behaviour.get(c.spec.image, Behaviour())
+        if signal == "SIGKILL":
+            self._exit(c, 137)
+        elif signal == "SIGTERM" and not b.ignores_sigterm:
+            self._exit(c, 143 if c.info.kind != Kind.SANDBOX else 0)
+
+    async def remove_container(self, container_id: str) -> None:
+        c = self.containers.pop(container_id, None)
+        if c is not None:
+            self.calls.append(f"remove {c.info.name}#{c.info.attempt}")
+
+    async def exec(
+        self, container_id: str, command: Sequence[str], *, stdin: bytes = b"", timeout: float | None = None
+    ) -> ExecResult:
+        c = self.containers.get(container_id)
+        if c is None or c.info.state != RunState.RUNNING:
+            raise EngineError("container is not running")
+        key = (c.info.name, tuple(command))
+        self.exec_log.append(key)
+        return ExecResult(self.exec_results.get(key, 0), b"", b"")
+
+    async def logs(
+        self,
+        container_id: str,
+        *,
+        follow: bool = False,
+        tail: int = 0,
+        timestamps: bool = False,
+        since: float = 0.0,
+    ) -> AsyncIterator[bytes]:
+        c = self.containers.get(container_id)
+        if c is None:
+            raise EngineError("no such container")
+        data = bytes(c.log)
+        if tail > 0:
+            data = b"".join(data.splitlines(keepends=True)[-tail:])
+        yield data
+
+    async def ensure_volume(self, name: str, labels: Mapping[str, str], *, tmpfs: bool, size: int) -> None:
+        self.volumes.setdefault(name, dict(labels))
+
+    async def remove_volume(self, name: str) -> None:
+        self.volumes.pop(name, None)
+
+    async def list_volumes(self) -> list[tuple[str, Mapping[str, str]]]:
+        return list(self.volumes.items())
+
+    async def events(self) -> AsyncIterator[str]:
+        """Like Docker's stream: a container's scripted exit is announced when
+        the (fake) clock reaches it, not when someone next looks."""
+        while True:
+            self._advance()
+            while not self._events.empty():
+                yield self._events.get_nowait()
+            stops = [c.stop_at for c in self.containers.values() if c.stop_at is not None]
+            timeout = (min(stops) - self.clock.now()) if stops else 3600.0
+            self._changed.clear()
+            await wait_event(self._changed, self.clock, max(timeout, 0.0))
+
+    async def vm_info(self, name: str) -> VMInfo:
+        if name not in self.vms:
+            raise EngineError(f"--vm-container {name!r}: no such container")
+        return self.vms[name]
+
+    async def version(self) -> str:
+        return "fake-1.0"
+
+    async def close(self) -> None:
+        return None
+
+    # ------------------------------------------------------------ test helpers
+
+    def running(self, name: str | None = None) -> list[ContainerInfo]:
+        self._advance()
+        return [
+            c.info
+            for c in self.containers.values()
+            if c.info.state == RunState.RUNNING and (name is None or c.info.name == name)
+        ]
+
+    def crash(self, container_id: str, code: int = 1, *, oom: bool = False) -> None:
+        self._exit(self.containers[container_id], code, oom=oom)
