@@ -11,7 +11,7 @@
     asyncio.run(main())
 
 `Client` holds one gRPC channel and a typed stub per service (`pods`, `nodes`,
-`vms`, `events`, `leases`). `call` retries a unary call on UNAVAILABLE with capped
+`vms`, `events`, `leases`, `replicasets`). `call` retries a unary call on UNAVAILABLE with capped
 exponential back-off, which is what every component wants while the
 controller or etcd restarts; callers that must not repeat a non-idempotent
 write use the stub directly.
@@ -28,7 +28,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cowpod.clock import Clock, RealClock
-from cowpod.v1 import event_pb2_grpc, lease_pb2_grpc, node_pb2_grpc, pod_pb2_grpc, vm_pb2_grpc
+from cowpod.v1 import (
+    event_pb2_grpc,
+    lease_pb2_grpc,
+    node_pb2_grpc,
+    pod_pb2_grpc,
+    vm_pb2_grpc,
+    workload_pb2_grpc,
+)
 
 DEFAULT_ADDRESS = "127.0.0.1:7070"
 
@@ -71,6 +78,7 @@ class Client:
         self.vms = vm_pb2_grpc.VMServiceStub(self.channel)
         self.events = event_pb2_grpc.EventServiceStub(self.channel)
         self.leases = lease_pb2_grpc.LeaseServiceStub(self.channel)
+        self.replicasets = workload_pb2_grpc.ReplicaSetServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     async def __aenter__(self) -> Client:

@@ -1,0 +1,315 @@
+"""ReplicaSet: the pure planner as a table, the executor against a fake API, and the
+API's validation and defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import pytest
+
+from controller.replicaset import (
+    CollectOrphan,
+    CreatePods,
+    DeletePod,
+    Executor,
+    Expectations,
+    InFlight,
+    ReplicaSetMetrics,
+    UpdateStatus,
+    compute_status,
+    plan,
+    plan_replicaset,
+    pod_from_template,
+)
+from controller.replicaset_api import apply_defaults, validate_replicaset
+from controller.resource import set_time
+from cowpod.clock import FakeClock
+from cowpod.errors import Invalid
+from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
+
+T0 = 1_700_000_000.0
+
+
+# ---- builders -------------------------------------------------------------------------------------
+
+
+def rs(name: str = "web", replicas: int = 3, *, uid: str = "rs-uid", generation: int = 1,
+       status: workload_pb2.ReplicaSetStatus | None = None) -> workload_pb2.ReplicaSet:
+    r = workload_pb2.ReplicaSet()
+    r.metadata.name, r.metadata.namespace, r.metadata.uid = name, "default", uid
+    r.metadata.generation = generation
+    r.spec.replicas = replicas
+    r.spec.selector.match_labels["app"] = name
+    r.spec.template.metadata.labels["app"] = name
+    r.spec.template.spec.containers.add(name="c", image="cowpod/busybox:latest", command=["sleep", "1d"])
+    r.spec.template.spec.restart_policy = "Always"
+    if status is not None:
+        r.status.CopyFrom(status)
+    return r
+
+
+def pod(name: str, *, owner: str = "rs-uid", node: str = "n1", phase: str = "Running", ready: bool = True,
+        terminating: bool = False, created: float = T0, restarts: int = 0) -> pod_pb2.Pod:
+    p = pod_pb2.Pod()
+    p.metadata.name, p.metadata.namespace, p.metadata.uid = name, "default", f"uid-{name}"
+    p.metadata.labels["app"] = "web"
+    set_time(p.metadata.creation_timestamp, created)
+    if owner:
+        p.metadata.owner_references.add(kind="ReplicaSet", name="web", uid=owner, controller=True)
+    p.spec.node_name = node
+    p.status.phase = phase
+    c = p.status.conditions.add(type="Ready", status="True" if ready else "False")
+    set_time(c.last_transition_time, created)
+    p.status.container_statuses.add(name="c", restart_count=restarts)
+    if terminating:
+        set_time(p.metadata.deletion_timestamp, T0)
+    return p
+
+
+def status(replicas: int, ready: int | None = None, generation: int = 1) -> workload_pb2.ReplicaSetStatus:
+    r = replicas if ready is None else ready
+    return workload_pb2.ReplicaSetStatus(replicas=replicas, fully_labeled_replicas=replicas, ready_replicas=r,
+                                         available_replicas=r, observed_generation=generation)
+
+
+def kinds(actions: Sequence[Any]) -> list[str]:
+    return [type(a).__name__ for a in actions]
+
+
+# ---- the planner ----------------------------------------------------------------------------------
+
+
+def test_creates_the_missing_pods_and_reports_status() -> None:
+    acts = plan_replicaset(rs(replicas=3), [pod("a")], InFlight(), T0)
+    assert kinds(acts) == ["CreatePods", "UpdateStatus"]
+    assert isinstance(acts[0], CreatePods) and acts[0].count == 2
+    assert isinstance(acts[1], UpdateStatus) and acts[1].status == status(1)
+
+
+def test_steady_state_does_nothing() -> None:
+    pods = [pod("a"), pod("b"), pod("c")]
+    assert plan_replicaset(rs(replicas=3, status=status(3)), pods, InFlight(), T0) == []
+
+
+def test_creates_are_capped_by_burst() -> None:
+    acts = plan_replicaset(rs(replicas=1000), [], InFlight(), T0, burst=100)
+    assert isinstance(acts[0], CreatePods) and acts[0].count == 100
+
+
+def test_surplus_goes_unscheduled_first_then_not_ready_then_newest() -> None:
+    pods = [
+        pod("old-ready", created=T0),
+        pod("new-ready", created=T0 + 10),
+        pod("not-ready", ready=False),
+        pod("pending", node="", phase="Pending", ready=False),
+        pod("restarty", restarts=5, created=T0 - 10),
+    ]
+    acts = plan_replicaset(rs(replicas=1, status=status(1)), pods, InFlight(), T0)
+    deleted = [a.name for a in acts if isinstance(a, DeletePod)]
+    assert deleted == ["pending", "not-ready", "restarty", "new-ready"]
+    assert all(isinstance(a, DeletePod) and a.reason == "surplus" for a in acts if isinstance(a, DeletePod))
+
+
+def test_lost_pods_do_not_count_and_are_replaced() -> None:
+    # Evicted from a lost node: Failed and terminating. It is left to the eviction/agent.
+    lost = pod("lost", phase="Failed", terminating=True)
+    acts = plan_replicaset(rs(replicas=2, status=status(2)), [pod("a"), lost], InFlight(), T0)
+    assert kinds(acts) == ["CreatePods", "UpdateStatus"]
+    assert isinstance(acts[0], CreatePods) and acts[0].count == 1
+
+
+def test_terminal_pods_not_yet_terminating_are_deleted_and_replaced() -> None:
+    rejected = pod("rejected", phase="Failed", ready=False)
+    acts = plan_replicaset(rs(replicas=1, status=status(0)), [rejected], InFlight(), T0)
+    assert kinds(acts) == ["DeletePod", "CreatePods"]
+    assert isinstance(acts[0], DeletePod) and acts[0].reason == "terminal"
+
+
+def test_nothing_is_scaled_while_creates_are_in_flight() -> None:
+    fl = InFlight(creating=frozenset({"web-new"}))
+    assert kinds(plan_replicaset(rs(replicas=3), [pod("a")], fl, T0)) == ["UpdateStatus"]
+    # Once the cache shows the created pod, the set is planned again.
+    acts = plan_replicaset(rs(replicas=3), [pod("a"), pod("web-new")], fl, T0)
+    assert isinstance(acts[0], CreatePods) and acts[0].count == 1
+
+
+def test_pods_being_deleted_do_not_count_and_block_scaling() -> None:
+    fl = InFlight(deleting=frozenset({"uid-b"}))
+    acts = plan_replicaset(rs(replicas=1, status=status(1)), [pod("a"), pod("b")], fl, T0)
+    assert acts == []
+
+
+def test_status_counts_ready_available_and_generation() -> None:
+    r = rs(replicas=3, generation=4)
+    r.spec.min_ready_seconds = 30
+    pods = [pod("a", created=T0 - 100), pod("b", created=T0 - 5), pod("c", ready=False)]
+    st = compute_status(r, pods, T0)
+    assert (st.replicas, st.ready_replicas, st.available_replicas, st.observed_generation) == (3, 2, 1, 4)
+
+
+def test_orphans_of_a_deleted_set_are_collected() -> None:
+    pods = [pod("a", owner="gone-uid"), pod("b", owner=""), pod("c", owner="gone-uid", terminating=True)]
+    acts = plan([], pods, {}, T0)
+    assert acts == [CollectOrphan("default", "a", "uid-a", "web", "gone-uid")]
+
+
+def test_whole_cluster_plan_groups_pods_by_owner() -> None:
+    sets = [rs("web", 1, uid="u1", status=status(1)), rs("api", 2, uid="u2", status=status(0))]
+    pods = [pod("w1", owner="u1"), pod("a1", owner="u2")]
+    acts = plan(sets, pods, {}, T0)
+    creates = [a for a in acts if isinstance(a, CreatePods)]
+    assert [(c.name, c.count) for c in creates] == [("api", 1)]
+
+
+def test_pod_from_template_is_owned_and_labelled() -> None:
+    p = pod_from_template(rs(), "web-abcde")
+    assert p.metadata.name == "web-abcde" and p.metadata.namespace == "default"
+    assert dict(p.metadata.labels) == {"app": "web"}
+    [ref] = p.metadata.owner_references
+    assert (ref.kind, ref.name, ref.uid, ref.controller) == ("ReplicaSet", "web", "rs-uid", True)
+    assert p.spec.containers[0].image == "cowpod/busybox:latest"
+
+
+# ---- expectations ---------------------------------------------------------------------------------
+
+
+async def test_expectations_resolve_on_observation_and_expire() -> None:
+    clock = FakeClock(start=T0)
+    ex = Expectations(clock, timeout=60)
+    ex.expect_create("rs-uid", "web-x")
+    ex.expect_delete("rs-uid", "uid-b")
+    assert ex.view("rs-uid") == InFlight(frozenset({"web-x"}), frozenset({"uid-b"}))
+    ex.observe(pod("web-x"))
+    ex.observe(pod("b", terminating=True))
+    assert ex.view("rs-uid").empty
+    ex.expect_create("rs-uid", "web-y")
+    await clock.advance(61)
+    assert ex.view("rs-uid").empty
+
+
+# ---- executor -------------------------------------------------------------------------------------
+
+
+class RpcErr(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class FakeAPI:
+    def __init__(self) -> None:
+        self.created: list[pod_pb2.Pod] = []
+        self.deleted: list[str] = []
+        self.statuses: list[workload_pb2.ReplicaSetStatus] = []
+        self.events: list[tuple[str, str]] = []
+        self.sets: dict[str, workload_pb2.ReplicaSet] = {}
+        self.fail_create: grpc.StatusCode | None = None
+
+    def watch_replicasets(self, opts: meta_pb2.WatchOptions) -> Any:
+        raise NotImplementedError
+
+    def watch_pods(self, opts: meta_pb2.WatchOptions) -> Any:
+        raise NotImplementedError
+
+    async def create_pod(self, p: pod_pb2.Pod) -> None:
+        if self.fail_create is not None:
+            raise RpcErr(self.fail_create, "nope")
+        self.created.append(p)
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        self.deleted.append(name)
+
+    async def get_replicaset(self, namespace: str, name: str) -> workload_pb2.ReplicaSet | None:
+        return self.sets.get(name)
+
+    async def update_status(self, namespace: str, name: str, st: workload_pb2.ReplicaSetStatus) -> None:
+        self.statuses.append(st)
+
+    async def event(self, namespace: str, name: str, uid: str, reason: str, message: str,
+                    *, warning: bool = False) -> None:
+        self.events.append((reason, message))
+
+
+def executor(api: FakeAPI) -> tuple[Executor, Expectations]:
+    ex = Expectations(FakeClock(start=T0))
+    names = iter(f"web-{i}" for i in range(100))
+    return Executor(api, ex, ReplicaSetMetrics(), name_fn=lambda _: next(names)), ex
+
+
+async def test_executor_creates_named_owned_pods_and_expects_them() -> None:
+    api = FakeAPI()
+    exe, ex = executor(api)
+    await exe.execute([CreatePods(rs(), "default", "web", 2)])
+    assert [p.metadata.name for p in api.created] == ["web-0", "web-1"]
+    assert ex.view("rs-uid").creating == {"web-0", "web-1"}
+    assert ("SuccessfulCreate", "Created pod: web-0") in api.events
+
+
+async def test_already_exists_is_our_own_earlier_attempt() -> None:
+    api = FakeAPI()
+    api.fail_create = grpc.StatusCode.ALREADY_EXISTS
+    exe, ex = executor(api)
+    await exe.execute([CreatePods(rs(), "default", "web", 1)])
+    assert ex.view("rs-uid").creating == {"web-0"}
+
+
+async def test_a_failed_create_is_forgotten_so_the_next_pass_retries() -> None:
+    api = FakeAPI()
+    api.fail_create = grpc.StatusCode.INVALID_ARGUMENT
+    exe, ex = executor(api)
+    await exe.execute([CreatePods(rs(), "default", "web", 1)])
+    assert ex.view("rs-uid").empty
+    assert api.events and api.events[0][0] == "FailedCreate"
+
+
+async def test_orphans_are_deleted_only_when_the_owner_is_really_gone() -> None:
+    api = FakeAPI()
+    exe, _ = executor(api)
+    api.sets["web"] = rs(uid="live-uid")
+    await exe.execute([CollectOrphan("default", "a", "uid-a", "web", "live-uid")])
+    assert api.deleted == []  # the cache was behind
+    await exe.execute([CollectOrphan("default", "a", "uid-a", "web", "old-uid")])
+    assert api.deleted == ["a"]  # same name, different uid: recreated set, old pod goes
+
+
+# ---- API validation and defaults ------------------------------------------------------------------
+
+
+def test_defaults_replicas_selector_and_restart_policy() -> None:
+    r = workload_pb2.ReplicaSet()
+    r.metadata.name, r.metadata.namespace = "web", "default"
+    r.spec.template.metadata.labels["app"] = "web"
+    r.spec.template.spec.containers.add(name="c", image="x")
+    apply_defaults(r.spec)
+    assert r.spec.replicas == 1
+    assert dict(r.spec.selector.match_labels) == {"app": "web"}
+    assert r.spec.template.spec.restart_policy == "Always"
+    validate_replicaset(r)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda r: setattr(r.spec, "replicas", -1), "spec.replicas"),
+        (lambda r: r.spec.selector.match_labels.clear(), "spec.selector"),
+        (lambda r: r.spec.selector.match_labels.__setitem__("app", "other"), "spec.template.metadata.labels"),
+        (lambda r: r.spec.template.spec.containers[0].ClearField("image"),
+         "spec.template.spec.containers[0].image"),
+        (lambda r: setattr(r.spec.template.spec, "restart_policy", "Never"),
+         "spec.template.spec.restartPolicy"),
+        (lambda r: setattr(r.metadata, "name", "Bad_Name"), "metadata.name"),
+    ],
+)
+def test_validation_names_the_field(mutate: Any, field: str) -> None:
+    r = rs()
+    mutate(r)
+    with pytest.raises(Invalid) as info:
+        validate_replicaset(r)
+    assert info.value.field == field
