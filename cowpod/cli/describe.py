@@ -22,6 +22,11 @@ NONE = "<none>"
 HIDDEN_ANNOTATIONS = frozenset({"cowpod.io/last-applied-configuration"})
 
 
+def _continues(line: tuple[int, str, str | None], level: int) -> bool:
+    """Does `line` keep a group of `Key: value` lines at `level` open?"""
+    return line[0] > level or (line[0] == level and line[2] is not None)
+
+
 @dataclass
 class Writer:
     _lines: list[tuple[int, str, str | None]] = field(default_factory=list)
@@ -37,21 +42,29 @@ class Writer:
         self._lines.append((level, text, None))
 
     def render(self) -> str:
-        out: list[str] = []
-        i = 0
-        while i < len(self._lines):
-            level, _, value = self._lines[i]
-            if value is None:
-                out.append("  " * level + self._lines[i][1])
-                i += 1
+        """Values of one level line up across the deeper lines between them (as `State:` and
+        `Ready:` of a container do around the state's details); a plain line or a shallower
+        one ends the group."""
+        lines = self._lines
+        width: dict[int, int] = {}
+        for i, (level, _key, value) in enumerate(lines):
+            if value is None or i in width:
                 continue
-            j = i
-            while j < len(self._lines) and self._lines[j][0] == level and self._lines[j][2] is not None:
+            group = [i]
+            j = i + 1
+            while j < len(lines) and _continues(lines[j], level):
+                if lines[j][0] == level:
+                    group.append(j)
                 j += 1
-            width = max(len(k) for _, k, _ in self._lines[i:j])
-            for lvl, k, v in self._lines[i:j]:
-                out.append("  " * lvl + (k.ljust(width) + "  " + (v or "")).rstrip())
-            i = j
+            w = max(len(lines[g][1]) for g in group)
+            for g in group:
+                width[g] = w
+        out = []
+        for i, (level, key, value) in enumerate(lines):
+            if value is None:
+                out.append("  " * level + key)
+            else:
+                out.append(("  " * level + key.ljust(width[i]) + "  " + value).rstrip())
         return "\n".join(out) + "\n"
 
 

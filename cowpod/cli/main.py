@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import difflib
 import logging
 import os
@@ -124,6 +125,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse, with everything after the first `--` kept verbatim as the command of `exec`.
+
+    (argparse of Python 3.11 mishandles `--` below subcommands, so it never sees it.)
+    """
+    argv = list(argv)
+    tail: list[str] | None = None
+    if "--" in argv:
+        i = argv.index("--")
+        argv, tail = argv[:i], argv[i + 1 :]
+    args = parser.parse_args(argv)
+    if tail is not None:
+        if getattr(args, "verb", None) != "exec":
+            raise CliError(f"unexpected arguments after --: {' '.join(tail)}", exit_code=2)
+        args.command = [*args.command, *tail]
+    return args
+
+
 async def _run(ctx: Ctx, args: argparse.Namespace) -> int:
     try:
         code: int = await args.func(ctx, args)
@@ -149,7 +168,8 @@ def main(
     debug = "--debug" in argv
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stdout(out):  # --help goes where the caller said
+            args = parse_args(parser, argv)
     except CliError as e:
         err.write(f"error: {e.message}\n")
         return e.exit_code

@@ -60,7 +60,7 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     e.add_argument("pod", metavar="POD")
     e.add_argument("-c", "--container", default="", help="container name (default: the first)")
     e.add_argument("-i", "--stdin", action="store_true", help="send this command's stdin to the process")
-    e.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
+    e.add_argument("command", nargs="*", metavar="COMMAND", help="after --: the command and its arguments")
     e.set_defaults(func=run_exec)
 
 
