@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -297,12 +298,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 ]
                 if args.profile:
                     cmd += ["--cprofile", args.profile_path]
-                sched = spawn(cmd, work / "scheduler.log")
-                procs.append(sched)
-                await wait_healthz(f"http://127.0.0.1:{metrics_port}/healthz", 120)
-                print("scheduler synced", flush=True)
 
-                figures = await measure(args, client, rng, sched.pid, ctl.pid, etcd)
+                async def start_scheduler(wait: bool) -> subprocess.Popen[bytes]:
+                    sched = spawn(cmd, work / "scheduler.log")
+                    procs.append(sched)
+                    if wait:
+                        await wait_healthz(f"http://127.0.0.1:{metrics_port}/healthz", 120)
+                        print("scheduler synced", flush=True)
+                    return sched
+
+                figures = await measure(args, client, rng, start_scheduler, ctl.pid, etcd)
                 fleet_task.cancel()
         figures["etcd_puts_per_s"] = round(etcd_rate, 1)
         figures["ratio"] = round(figures["binds_per_s"] / etcd_rate, 3)
@@ -325,10 +330,14 @@ async def measure(
     args: argparse.Namespace,
     client: Client,
     rng: random.Random,
-    sched_pid: int,
+    start_scheduler: Callable[[bool], Awaitable[subprocess.Popen[bytes]]],
     ctl_pid: int,
     etcd: EtcdMember,
 ) -> dict[str, Any]:
+    """Default: the scheduler is up and synced, then pods are created as fast as
+    `--concurrency` allows; latency is create -> bound. With --precreate every pod
+    exists (Pending) before the scheduler starts: binds/s is then the scheduler +
+    BindBatch rate alone, and latency counts from the scheduler's start."""
     created_at: dict[str, float] = {}
     bound_at: dict[str, float] = {}
     all_bound = asyncio.Event()
@@ -354,36 +363,46 @@ async def measure(
             created_at[p.metadata.name] = time.perf_counter()
             await client.call(client.pods.Create, p, timeout=60)
 
-    cpu0 = {
-        "scheduler": cpu_seconds(sched_pid),
-        "controller": cpu_seconds(ctl_pid),
-        "etcd": cpu_seconds(etcd.proc.pid) if etcd.proc else 0.0,
-        "bench": self_cpu(),
-    }
+    def cpu(pid: int) -> dict[str, float]:
+        return {
+            "scheduler": cpu_seconds(pid),
+            "controller": cpu_seconds(ctl_pid),
+            "etcd": cpu_seconds(etcd.proc.pid) if etcd.proc else 0.0,
+            "bench": self_cpu(),
+        }
+
     async with asyncio.TaskGroup() as tg:
         w = tg.create_task(watch(), name="bound-watch")
         await watch_ready.wait()
         await asyncio.sleep(0.2)
-        t_start = time.perf_counter()
-        await asyncio.gather(*(create(p) for p in pods))
-        t_created = time.perf_counter()
-        print(
-            f"{args.pods} pods created in {t_created - t_start:.1f}s "
-            f"({args.pods / (t_created - t_start):,.0f}/s)",
-            flush=True,
-        )
+        if args.precreate:
+            t0 = time.perf_counter()
+            await asyncio.gather(*(create(p) for p in pods))
+            t_created = time.perf_counter()
+            creates_per_s = args.pods / (t_created - t0)
+            print(f"{args.pods} pods created in {t_created - t0:.1f}s ({creates_per_s:,.0f}/s)", flush=True)
+            sched = await start_scheduler(False)
+            cpu0 = cpu(sched.pid)
+            t_start = time.perf_counter()
+            created_at = dict.fromkeys(created_at, t_start)
+        else:
+            sched = await start_scheduler(True)
+            cpu0 = cpu(sched.pid)
+            t_start = time.perf_counter()
+            await asyncio.gather(*(create(p) for p in pods))
+            t_created = time.perf_counter()
+            creates_per_s = args.pods / (t_created - t_start)
+            print(
+                f"{args.pods} pods created in {t_created - t_start:.1f}s ({creates_per_s:,.0f}/s)", flush=True
+            )
         try:
             await asyncio.wait_for(all_bound.wait(), args.timeout)
         except TimeoutError:
             print(f"timeout: {len(bound_at)}/{args.pods} bound", flush=True)
         w.cancel()
+    sched_pid = sched.pid
     t_end = max(bound_at.values()) if bound_at else time.perf_counter()
-    cpu1 = {
-        "scheduler": cpu_seconds(sched_pid),
-        "controller": cpu_seconds(ctl_pid),
-        "etcd": cpu_seconds(etcd.proc.pid) if etcd.proc else 0.0,
-        "bench": self_cpu(),
-    }
+    cpu1 = cpu(sched_pid)
     lat = sorted(bound_at[n] - created_at[n] for n in bound_at if n in created_at)
     elapsed = t_end - t_start
     bound = len(bound_at)
@@ -391,20 +410,21 @@ async def measure(
     def pct(q: float) -> float:
         return round(lat[min(len(lat) - 1, int(q * len(lat)))], 4) if lat else float("nan")
 
-    cpu = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0}
+    used = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0}
     return {
+        "mode": "precreate" if args.precreate else "create-while-scheduling",
         "nodes": args.nodes,
         "pods": args.pods,
         "workload": args.workload,
         "bound": bound,
         "elapsed_s": round(elapsed, 2),
         "binds_per_s": round(bound / elapsed, 1) if elapsed > 0 else 0.0,
-        "creates_per_s": round(args.pods / (t_created - t_start), 1),
+        "creates_per_s": round(creates_per_s, 1),
         "p50_bind_s": pct(0.50),
         "p99_bind_s": pct(0.99),
         "mean_bind_s": round(statistics.fmean(lat), 4) if lat else float("nan"),
-        "scheduler_cpu_s_per_1000_pods": round(cpu["scheduler"] * 1000 / max(bound, 1), 3),
-        "cpu_s": cpu,
+        "scheduler_cpu_s_per_1000_pods": round(used["scheduler"] * 1000 / max(bound, 1), 3),
+        "cpu_s": used,
         "scheduler_peak_rss_mib": round(peak_rss_mib(sched_pid), 1),
         "controller_peak_rss_mib": round(peak_rss_mib(ctl_pid), 1),
     }
@@ -421,6 +441,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="mixed: node selectors, tainted GPU nodes with tolerating pods, zone spread, priorities",
     )
     p.add_argument("--concurrency", type=int, default=64, help="pod creates in flight (and baseline puts)")
+    p.add_argument(
+        "--precreate",
+        action="store_true",
+        help="create every pod first, then start the scheduler (bind rate alone)",
+    )
     p.add_argument("--mark-running", action="store_true", help="hollow agents also mark bound pods Running")
     p.add_argument("--heartbeat", type=float, default=10.0, help="hollow node heartbeat period (s)")
     p.add_argument("--lease-seconds", type=int, default=40)
@@ -449,6 +474,7 @@ def main() -> None:
             "/cowpod",
             args.lease_seconds,
             float(args.lease_seconds),
+            args.controller_profile,
         )
         return
     t0 = self_cpu()
