@@ -34,3 +34,9 @@ class ControllerConfig:
     limits: Limits = field(default_factory=Limits)
     # --autoscale: the autoscaler's VM classes and bounds; None = no autoscaler.
     autoscaler: ClusterConfig | None = None
+    # Eviction (controller/eviction.py): how long pods stay on an unreachable node when they
+    # do not say (the default toleration of node.kubernetes.io/unreachable:NoExecute).
+    pod_eviction_timeout: float = 300.0
+    # The ReplicaSet controller (controller/replicaset.py) runs in this process.
+    replicaset_controller: bool = True
+    replicaset_resync: float = 30.0

@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
                    help="cluster PKI made by `cowpod up` (CA, controller certificate); default DATA_DIR/pki")
     p.add_argument("--insecure", action="store_true",
                    help="plaintext gRPC, no authentication: every caller is admin (not for shared clusters)")
+    p.add_argument("--pod-eviction-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="how long pods stay on an unreachable node unless they tolerate it otherwise")
+    p.add_argument("--no-replicaset-controller", action="store_true",
+                   help="do not run the ReplicaSet controller in this process")
     autoscaler_flags.add_flags(p)
     a = p.parse_args(argv)
     return ControllerConfig(
@@ -67,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         pki_dir=a.pki_dir,
         insecure=a.insecure,
         autoscaler=autoscaler_flags.cluster_config(p, a),
+        pod_eviction_timeout=a.pod_eviction_timeout,
+        replicaset_controller=not a.no_replicaset_controller,
     )
 
 

@@ -25,12 +25,15 @@ from controller.auth.setup import SERVICES as AUTH_SERVICES
 from controller.auth.setup import SecurityConfigError, ServerSecurity
 from controller.config import ControllerConfig
 from controller.events import Events
+from controller.eviction import Evictor, StoredEvents
 from controller.kinds import EVENTS, LEASES, NODES, PODS, VMS
 from controller.leases import Leases
 from controller.metrics import Metrics, serve_metrics
 from controller.node_lifecycle import NodeLifecycle
 from controller.nodes import Nodes
 from controller.pods import Pods
+from controller.replicaset import GrpcWorkloadAPI, ReplicaSetController
+from controller.replicaset_api import REPLICASETS, ReplicaSets, ReplicaSetServicer
 from controller.resource import Resource
 from controller.rpc import service_handler
 from controller.servicers.events import EventServicer
@@ -39,6 +42,7 @@ from controller.servicers.nodes import NodeServicer
 from controller.servicers.pods import PodServicer
 from controller.servicers.vms import VMServicer
 from controller.store import EtcdStore, Store
+from controller.supervise import supervise
 from controller.vms import VMs
 from controller.watch import WatchHub
 from cowpod.auth.credentials import connect
@@ -46,7 +50,7 @@ from cowpod.client import CHANNEL_OPTIONS
 from cowpod.clock import Clock, RealClock
 from cowpod.clusterconfig import ClusterConfig
 from cowpod.errors import CowpodError
-from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2
+from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2, workload_pb2
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,7 @@ SERVICES = (
     vm_pb2.DESCRIPTOR.services_by_name["VMService"],
     event_pb2.DESCRIPTOR.services_by_name["EventService"],
     lease_pb2.DESCRIPTOR.services_by_name["LeaseService"],
+    workload_pb2.DESCRIPTOR.services_by_name["ReplicaSetService"],
 )
 
 
@@ -92,7 +97,7 @@ class Controller:
         q, b = config.watch_queue_size, config.watch_buffer_size
         self.hubs: dict[str, WatchHub[Any]] = {
             k.resource: WatchHub(self.store, k, self.clock, buffer_size=b, queue_size=q)
-            for k in (PODS, NODES, VMS, EVENTS)
+            for k in (PODS, NODES, VMS, EVENTS, REPLICASETS)
         }
         pods_r = Resource(PODS, self.store, self.clock, self.hubs["pods"])
         nodes_r = Resource(NODES, self.store, self.clock, self.hubs["nodes"])
@@ -114,6 +119,13 @@ class Controller:
             (SERVICES[3], EventServicer(self.events, self.metrics)),
             (SERVICES[4], LeaseServicer(self.leases)),
         ]
+        # Workloads and eviction (controller/replicaset*.py, controller/eviction.py).
+        rs_r = Resource(REPLICASETS, self.store, self.clock, self.hubs["replicasets"])
+        self.replicasets = ReplicaSets(rs_r, self.store, self.clock)
+        self.servicers.append((SERVICES[5], ReplicaSetServicer(self.replicasets, self.metrics)))
+        self.evictor = Evictor(self.store, self.clock, default_toleration_seconds=config.pod_eviction_timeout,
+                               period=config.node_monitor_period, startup_grace=config.node_monitor_grace,
+                               events=StoredEvents(self.events), registry=self.metrics.registry)
         # TLS, authentication, authorization and limits (controller/auth, controller/limits).
         pki_dir = config.pki_dir
         if pki_dir is None and config.data_dir is not None and (config.data_dir / "pki" / "ca.crt").exists():
@@ -180,6 +192,9 @@ class Controller:
                     tg.create_task(hub.run_ticker(), name=f"watch-ticker-{name}")
                 tg.create_task(self._progress_loop(), name="watch-progress")
                 tg.create_task(self.lifecycle.run(), name="node-lifecycle")
+                tg.create_task(supervise("eviction", self.evictor.run, self.clock), name="eviction")
+                if cfg.replicaset_controller:
+                    tg.create_task(self._run_replicasets(), name="replicaset-controller")
                 if cfg.metrics_listen:
                     host, _, port = cfg.metrics_listen.rpartition(":")
                     fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -244,3 +259,10 @@ class Controller:
         async with connect(self.security.self_client_settings(address)) as client:
             await Autoscaler(client, cluster, clock=self.clock).run()
 
+    async def _run_replicasets(self) -> None:
+        address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
+        async with connect(self.security.self_client_settings(address)) as client:
+            rsc = ReplicaSetController(GrpcWorkloadAPI(client), self.clock,
+                                       resync_seconds=self.config.replicaset_resync,
+                                       registry=self.metrics.registry)
+            await supervise("replicaset controller", rsc.run, self.clock)
