@@ -233,8 +233,8 @@ VM_WIDE = ["IP", "CLONE", "CHILDREN"]
 
 def vm_clone(vm: vm_pb2.VM) -> str:
     kind = vm.status.clone_kind or NONE
-    if vm.status.snapped_free:
-        kind += ",snapped-free"
+    if vm.status.snapped_free and vm.status.clone_kind == "instant":
+        kind += ",snapped-free"  # a full clone stands alone anyway
     return kind
 
 

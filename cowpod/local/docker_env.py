@@ -48,12 +48,29 @@ def check_engine_and_image(image: str = VM_IMAGE) -> None:
         client.close()
 
 
-def remove_cluster_containers(cluster_id: str) -> list[str]:
+def cluster_vm_ids(cluster_id: str) -> set[str]:
+    """Ids of the cluster's VM containers (`cowpod.cluster=<id>`), remembered by `down`
+    before it destroys the VMs, so their pods can still be found afterwards."""
+    client = connect()
+    try:
+        vms = client.containers.list(
+            all=True, sparse=True, filters={"label": [f"{MANAGED_LABEL}=1", f"{CLUSTER_LABEL}={cluster_id}"]}
+        )
+        return {str(c.id) for c in vms}
+    finally:
+        client.close()
+
+
+def remove_cluster_containers(
+    cluster_id: str, known_vm_ids: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
     """Remove the cluster's VM containers and the pod containers nested in them.
 
     VM containers carry `cowpod.cluster=<id>`; pod containers carry only
-    `cowpod.managed=1` but run in a VM's network namespace or cgroup, which is
-    how they are found. Nothing else is touched. Returns the names removed.
+    `cowpod.managed=1` but live in a VM's cgroup (`--cgroup-parent`) or
+    network (`--network container:<vm>`), which is how they are found, also
+    after their VM is gone (`known_vm_ids`: the VMs seen before they were
+    destroyed). Nothing else is touched. Returns the names removed.
     """
     client = connect()
     removed: list[str] = []
@@ -61,17 +78,15 @@ def remove_cluster_containers(cluster_id: str) -> list[str]:
         vms = client.containers.list(
             all=True, filters={"label": [f"{MANAGED_LABEL}=1", f"{CLUSTER_LABEL}={cluster_id}"]}
         )
-        vm_ids = {c.id for c in vms}
+        vm_ids = {c.id for c in vms} | set(known_vm_ids)
         if not vm_ids:
             return removed
         nested = []
         for c in client.containers.list(all=True, filters={"label": [f"{MANAGED_LABEL}=1"]}):
-            if c.id in vm_ids:
-                continue
+            if c.id in vm_ids or c.labels.get(CLUSTER_LABEL):
+                continue  # a VM: ours are removed below, other clusters' are not ours to touch
             host = c.attrs.get("HostConfig", {}) or {}
-            network = str(host.get("NetworkMode", ""))
-            cgroup = str(host.get("CgroupParent", ""))
-            if any(network == f"container:{vid}" or (cgroup and vid in cgroup) for vid in vm_ids):
+            if nested_in(str(host.get("NetworkMode", "")), str(host.get("CgroupParent", "")), vm_ids):
                 nested.append(c)
         for c in [*nested, *vms]:  # pods first: they live inside their VM
             try:
@@ -82,3 +97,10 @@ def remove_cluster_containers(cluster_id: str) -> list[str]:
     finally:
         client.close()
     return removed
+
+
+def nested_in(network_mode: str, cgroup_parent: str, vm_ids: set[str]) -> bool:
+    """Does a container with this network mode and cgroup parent run inside one of the VMs?"""
+    return any(
+        network_mode == f"container:{vid}" or (cgroup_parent and vid in cgroup_parent) for vid in vm_ids
+    )

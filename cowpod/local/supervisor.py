@@ -606,6 +606,12 @@ class Supervisor:
         if not quiet:
             await self._ask_foreground_up_to_stop(state)
             state = self.read() or state
+        vm_ids: set[str] = set()
+        if state.provider == "docker":
+            try:
+                vm_ids = await asyncio.to_thread(docker_env.cluster_vm_ids, state.cluster_id)
+            except docker_env.DockerProblem:
+                pass  # reported by the sweep below
         ctl = state.component("controller")
         if ctl is not None and process.is_ours(ctl.pid, ctl.command):
             await self._destroy_vms(state, quiet=quiet)
@@ -623,7 +629,9 @@ class Supervisor:
         self._children.clear()
         if state.provider == "docker":
             try:
-                removed = await asyncio.to_thread(docker_env.remove_cluster_containers, state.cluster_id)
+                removed = await asyncio.to_thread(
+                    docker_env.remove_cluster_containers, state.cluster_id, vm_ids
+                )
             except docker_env.DockerProblem as e:
                 removed = []
                 if not quiet:

@@ -303,3 +303,13 @@ def test_python_is_alive_and_ours() -> None:
     me = process.cmdline(os.getpid())
     assert me is not None and process.is_ours(os.getpid(), me)
     assert sys.executable
+
+
+def test_pods_nested_in_a_vm_are_found_by_cgroup_or_network() -> None:
+    from cowpod.local.docker_env import nested_in
+
+    vms = {"abc123"}
+    assert nested_in("container:abc123", "", vms)
+    assert nested_in("container:sandbox9", "/docker/abc123", vms)
+    assert not nested_in("container:other", "/docker/zzz", vms)
+    assert not nested_in("bridge", "", vms)

@@ -208,3 +208,10 @@ def test_describe_vm() -> None:
     assert any(ln.split() == ["Children:", "vm-1-a"] for ln in lines)
     assert any(ln.split() == ["vm-1-b"] for ln in lines)
     assert any(ln.split() == ["Requested", "To", "Ready:", "1.250s"] for ln in lines)
+
+
+def test_clone_column_says_snapped_free_only_for_instant_clones() -> None:
+    full, child = builders.vm(), builders.vm("vm-1-a", parent="vm-1")
+    full.status.snapped_free = child.status.snapped_free = True
+    assert printers.vm_clone(full) == "full"
+    assert printers.vm_clone(child) == "instant,snapped-free"
