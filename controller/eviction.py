@@ -186,8 +186,8 @@ def plan(nodes: Sequence[node_pb2.Node], pods: Sequence[pod_pb2.Pod], now: float
         reason = _reason_for(taints)
         names = ", ".join(f"{t.key}:{t.effect}" for t in taints)
         if reason == NODE_LOST:
-            silent = now - min(get_time(t.time_added) for t in taints if t.key in DEFAULTED_TAINTS)
-            message = f"node {node_name} has been unreachable for {silent:.0f}s (taint {names})"
+            since = now - min(get_time(t.time_added) for t in taints if t.key in DEFAULTED_TAINTS)
+            message = f"node {node_name} is unreachable (tainted {since:.0f}s ago: {names})"
         else:
             message = f"node {node_name} has taint(s) {names} that the pod does not tolerate (any longer)"
         actions.append(Evict(meta.namespace, meta.name, meta.uid, node_name, meta.resource_version,

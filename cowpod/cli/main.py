@@ -32,6 +32,7 @@ from cowpod.cli.commands import (
     cluster,
     delete,
     describe,
+    drain,
     get,
     logs,
     node,
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     parents = [_global_options(suppress=True)]
-    for module in (cluster, apply, get, describe, delete, logs, wait_cmd, node, vm, version):
+    for module in (cluster, apply, get, describe, delete, logs, wait_cmd, node, drain, vm, version):
         module.add_parser(sub, parents)
     return parser
 

@@ -8,7 +8,7 @@ from typing import Any
 from cowpod.cli import jsonpath, printers
 from cowpod.cli.errors import CliError
 from cowpod.manifest import KindInfo, as_list, dump_json, dump_yaml, encode_object
-from cowpod.manifest.kinds import EVENT, LEASE, NODE, POD, VM
+from cowpod.manifest.kinds import EVENT, LEASE, NODE, POD, REPLICASET, VM
 
 FORMATS = ("wide", "yaml", "json", "name", "jsonpath=TEMPLATE")
 
@@ -30,6 +30,8 @@ def headers(info: KindInfo, *, wide: bool, all_namespaces: bool) -> list[str]:
         h = list(printers.EVENT_HEADERS)
     elif info is LEASE:
         h = ["NAME", "HOLDER", "AGE"]
+    elif info is REPLICASET:
+        h = printers.REPLICASET_HEADERS + (printers.REPLICASET_WIDE if wide else [])
     else:
         h = ["NAME"]
     return (["NAMESPACE"] if all_namespaces and info.namespaced else []) + h
@@ -61,6 +63,8 @@ def row(
                 obj.metadata.creation_timestamp, now, is_set=obj.metadata.HasField("creation_timestamp")
             ),
         ]
+    elif info is REPLICASET:
+        r = printers.replicaset_row(obj, now, wide=wide)
     else:
         r = [obj.metadata.name]
     if all_namespaces and info.namespaced:

@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cowpod import quantity
-from cowpod.v1 import event_pb2, node_pb2, pod_pb2, vm_pb2
+from cowpod.v1 import event_pb2, node_pb2, pod_pb2, vm_pb2, workload_pb2
 
 NONE = "<none>"
 
@@ -250,6 +250,28 @@ def vm_row(vm: vm_pb2.VM, now: float, *, wide: bool = False) -> Row:
     ]
     if wide:
         row += [vm.status.ip or NONE, vm_clone(vm), str(len(vm.status.children))]
+    return row
+
+
+# --- replicasets ------------------------------------------------------------------------------
+
+REPLICASET_HEADERS = ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
+REPLICASET_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
+
+
+def replicaset_row(rs: workload_pb2.ReplicaSet, now: float, *, wide: bool = False) -> Row:
+    row = [
+        rs.metadata.name,
+        str(rs.spec.replicas),
+        str(rs.status.replicas),
+        str(rs.status.ready_replicas),
+        age(rs.metadata.creation_timestamp, now, is_set=rs.metadata.HasField("creation_timestamp")),
+    ]
+    if wide:
+        containers = rs.spec.template.spec.containers
+        selector = ",".join(f"{k}={v}" for k, v in sorted(rs.spec.selector.match_labels.items()))
+        row += [",".join(c.name for c in containers) or NONE, ",".join(c.image for c in containers) or NONE,
+                selector or NONE]
     return row
 
 

@@ -14,10 +14,10 @@ from google.protobuf.message import Message
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError
 from cowpod.manifest import KindInfo, by_alias
-from cowpod.manifest.kinds import EVENT, LEASE, NODE, POD, VM
+from cowpod.manifest.kinds import EVENT, LEASE, NODE, POD, REPLICASET, VM
 from cowpod.v1 import event_pb2, meta_pb2
 
-GETTABLE = (POD, NODE, VM, EVENT, LEASE)
+GETTABLE = (POD, NODE, VM, EVENT, LEASE, REPLICASET)
 
 
 def resolve_kind(name: str, allowed: tuple[KindInfo, ...] = GETTABLE) -> KindInfo:
@@ -46,7 +46,10 @@ def namespace_for(info: KindInfo, ctx: Ctx, all_namespaces: bool = False) -> str
 
 def service(ctx: Ctx, info: KindInfo) -> Any:
     c = ctx.client
-    return {"Pod": c.pods, "Node": c.nodes, "VM": c.vms, "Event": c.events, "Lease": c.leases}[info.kind]
+    return {
+        "Pod": c.pods, "Node": c.nodes, "VM": c.vms, "Event": c.events, "Lease": c.leases,
+        "ReplicaSet": c.replicasets,
+    }[info.kind]
 
 
 async def get_object(ctx: Ctx, info: KindInfo, name: str) -> Message:

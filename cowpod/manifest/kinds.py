@@ -7,7 +7,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2
+from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2, workload_pb2
 
 # A top-level object (Pod, Node, VM, Event, Lease). The generated classes share
 # no base type with `metadata`, so code that handles any kind types it as this.
@@ -39,8 +39,12 @@ NODE = KindInfo("Node", ("v1",), node_pb2.Node, False, "nodes", ("node", "nodes"
 VM = KindInfo("VM", ("cowpod.io/v1",), vm_pb2.VM, False, "vms", ("vm", "vms"))
 EVENT = KindInfo("Event", ("v1",), event_pb2.Event, True, "events", ("event", "events", "ev"))
 LEASE = KindInfo("Lease", ("coordination.k8s.io/v1",), lease_pb2.Lease, True, "leases", ("lease", "leases"))
+REPLICASET = KindInfo(
+    "ReplicaSet", ("apps/v1",), workload_pb2.ReplicaSet, True, "replicasets",
+    ("replicaset", "replicasets", "rs"),
+)
 
-KINDS: tuple[KindInfo, ...] = (POD, NODE, VM, EVENT, LEASE)
+KINDS: tuple[KindInfo, ...] = (POD, NODE, VM, EVENT, LEASE, REPLICASET)
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}
 _BY_ALIAS: dict[str, KindInfo] = {a: k for k in KINDS for a in k.aliases}
 _BY_MESSAGE: dict[str, KindInfo] = {k.message.DESCRIPTOR.full_name: k for k in KINDS}

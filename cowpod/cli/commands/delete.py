@@ -12,7 +12,7 @@ from cowpod.cli.progress import Progress
 from cowpod.cli.resources import delete_object, list_objects, namespace_for, resolve_kind, service, what
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import KindInfo, load_paths
-from cowpod.manifest.kinds import LEASE, NODE, POD, VM
+from cowpod.manifest.kinds import LEASE, NODE, POD, REPLICASET, VM
 from cowpod.v1 import meta_pb2
 
 EXAMPLES = """
@@ -35,7 +35,7 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         description="Delete objects. Pods stop gracefully unless --force or --grace-period 0.",
         examples=EXAMPLES,
     )
-    p.add_argument("type", nargs="?", metavar="TYPE", help="pod | vm | node (or TYPE/NAME)")
+    p.add_argument("type", nargs="?", metavar="TYPE", help="pod | vm | node | replicaset (or TYPE/NAME)")
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument(
         "-f", "--filename", action="append", default=[], metavar="FILE", help="manifest file, dir or -"
@@ -62,7 +62,7 @@ async def run(ctx: Ctx, args: argparse.Namespace) -> int:
         if args.type or args.names:
             raise CliError("give either -f FILE or TYPE NAME, not both", exit_code=2)
         for doc in load_paths(args.filename, ctx.stdin):
-            if doc.info not in (POD, VM, NODE, LEASE):
+            if doc.info not in (POD, VM, NODE, LEASE, REPLICASET):
                 raise CliError(f"{doc.where}: {doc.info.plural} cannot be deleted", exit_code=2)
             ns = doc.obj.metadata.namespace or namespace_for(doc.info, ctx)
             targets.append((doc.info, ns, doc.name))
@@ -70,7 +70,7 @@ async def run(ctx: Ctx, args: argparse.Namespace) -> int:
         if not args.type:
             raise CliError("say what to delete: cowpod delete TYPE NAME, or -f FILE", exit_code=2)
         kind, names = split_type_name(args.type, list(args.names))
-        info = resolve_kind(kind, (POD, VM, NODE, LEASE))
+        info = resolve_kind(kind, (POD, VM, NODE, LEASE, REPLICASET))
         if args.selector or args.all:
             if names:
                 raise CliError("give names or a selector (-l/--all), not both", exit_code=2)

@@ -81,7 +81,7 @@ def test_default_toleration_is_300s_from_the_taint() -> None:
     [a] = plan(nodes, pods, T0 + 300)
     assert isinstance(a, Evict)
     assert (a.name, a.node, a.reason, a.pod_revision, a.node_revision) == ("a", "n1", NODE_LOST, 7, 5)
-    assert "unreachable for 300s" in a.message
+    assert "unreachable (tainted 300s ago" in a.message
 
 
 def test_default_toleration_is_configurable() -> None:
