@@ -1,4 +1,8 @@
-"""RFC 3339 timestamps, as Kubernetes prints them: `2026-11-25T10:00:00Z`."""
+"""RFC 3339 timestamps, as Kubernetes prints them: `2026-11-25T10:00:00Z`.
+
+Input may carry a fraction and an offset (`2026-11-25T11:00:00.25+01:00`);
+output is UTC in whole seconds.
+"""
 
 from __future__ import annotations
 
@@ -34,12 +38,10 @@ def parse_rfc3339(text: str) -> Timestamp:
 
 
 def format_rfc3339(ts: Timestamp) -> str:
+    """Whole seconds, as Kubernetes prints `metav1.Time`: fixed width, so the strings
+    sort like the times (a fraction on some and not others would not)."""
     when = dt.datetime.fromtimestamp(ts.seconds, tz=dt.UTC)
-    text = when.strftime("%Y-%m-%dT%H:%M:%S")
-    if ts.nanos:
-        # As Go's RFC3339Nano: only the digits that are needed.
-        text += "." + f"{ts.nanos:09d}".rstrip("0")
-    return text + "Z"
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def to_seconds(ts: Timestamp) -> float:

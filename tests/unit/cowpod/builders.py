@@ -67,7 +67,7 @@ def pod(
     if phase in ("Succeeded", "Failed"):
         cs.state.terminated.CopyFrom(
             pod_pb2.ContainerStateTerminated(
-                exit_code=exit_code, reason=reason, started_at=ts(T0 + 1), finished_at=ts(T0 + 2, 500_000_000)
+                exit_code=exit_code, reason=reason, started_at=ts(T0 + 1), finished_at=ts(T0 + 2)
             )
         )
     elif phase == "Running":
@@ -124,7 +124,7 @@ def vm(name: str = "vm-1", *, parent: str = "", phase: str = "Running") -> vm_pb
             clone_kind="instant" if parent else "full",
             children=["vm-1-a", "vm-1-b"] if not parent else [],
             requested_at=ts(T0),
-            ready_at=ts(T0 + 1, 250_000_000),
+            ready_at=ts(T0 + 1, 250_000_000),  # sub-second: only describe shows it
         ),
     )
 

@@ -99,7 +99,7 @@ status:
   conditions:
   - type: Ready
     status: 'False'
-    lastTransitionTime: '2026-11-25T10:00:02.5Z'
+    lastTransitionTime: '2026-11-25T10:00:02Z'
   podIp: 172.17.0.3
   startTime: '2026-11-25T10:00:01Z'
   containerStatuses:
@@ -109,7 +109,7 @@ status:
         exitCode: 0
         reason: Completed
         startedAt: '2026-11-25T10:00:01Z'
-        finishedAt: '2026-11-25T10:00:02.123456789Z'
+        finishedAt: '2026-11-25T10:00:02Z'
     ready: false
     restartCount: 0
     image: cowpod/busybox:latest
@@ -206,7 +206,24 @@ def test_manifest_to_proto_to_manifest(text: str) -> None:
 )
 def test_proto_to_manifest_to_proto(obj: Message) -> None:
     _, back = decode_object(yaml.safe_load(to_yaml(obj)), validate=False)
-    assert back == obj
+    assert back == whole_seconds(obj)
+
+
+def whole_seconds(msg: Message) -> Message:
+    """A copy with every timestamp cut to whole seconds, as manifests print them."""
+    out = type(msg)()
+    out.CopyFrom(msg)
+    stack: list[Message] = [out]
+    while stack:
+        m = stack.pop()
+        if m.DESCRIPTOR.full_name == "google.protobuf.Timestamp":
+            m.nanos = 0  # type: ignore[attr-defined]
+            continue
+        for fd, value in m.ListFields():
+            if fd.message_type is None or fd.message_type.GetOptions().map_entry:
+                continue
+            stack.extend(value if fd.is_repeated else [value])
+    return out
 
 
 def test_output_is_kubernetes_shaped() -> None:
@@ -217,7 +234,7 @@ def test_output_is_kubernetes_shaped() -> None:
     assert out["metadata"]["creationTimestamp"] == "2026-11-25T09:46:40Z"
     (cs,) = out["status"]["containerStatuses"]
     assert cs["state"]["terminated"]["exitCode"] == 0  # printed although zero
-    assert cs["state"]["terminated"]["finishedAt"] == "2026-11-25T09:46:42.5Z"
+    assert cs["state"]["terminated"]["finishedAt"] == "2026-11-25T09:46:42Z"  # whole seconds
     assert cs["restartCount"] == 0
     assert cs["ready"] is False
     assert out["spec"]["containers"][0]["resources"] == {"requests": {"cpu": "10m", "memory": "16Mi"}}
@@ -271,3 +288,10 @@ def test_several_documents_keep_their_numbers() -> None:
 def test_null_means_unset() -> None:
     (doc,) = load_text(VM.replace("  nodeLabels:\n    pool: web\n", "  nodeLabels:\n  parent: null\n"), "x")
     assert not doc.obj.spec.node_labels and doc.obj.spec.parent == ""
+
+
+def test_times_are_read_with_fractions_and_offsets_and_printed_in_whole_utc_seconds() -> None:
+    text = LEASE.replace("renewTime: '2026-11-25T10:00:00Z'", "renewTime: '2026-11-25T11:00:00.75+01:00'")
+    (doc,) = load_text(text, "x.yaml")
+    assert doc.obj.spec.renew_time.nanos == 750_000_000
+    assert encode_object(doc.obj)["spec"]["renewTime"] == "2026-11-25T10:00:00Z"

@@ -161,7 +161,7 @@ def test_describe_pod() -> None:
     assert "    State:          Terminated" in lines
     assert "      Reason:     Completed" in lines
     assert "      Exit Code:  0" in lines
-    assert "      Finished:   2026-11-25T09:46:42.5Z" in lines
+    assert "      Finished:   2026-11-25T09:46:42Z" in lines
     assert "    Ready:          False" in lines  # aligned with State: across the state's details
     assert "    Requests:" in lines and "      cpu:     10m" in lines and "      memory:  16Mi" in lines
     i = lines.index("Conditions:")
