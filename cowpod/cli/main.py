@@ -216,7 +216,11 @@ def main(
         _explain(err, rpc_message(e, address=config.controller), e, debug)
         return 1
     except BrokenPipeError:
-        return 0  # `cowpod get pods | head`: the reader has what it wanted
+        # `cowpod get pods | head`: the reader has what it wanted. Point stdout at /dev/null so
+        # the interpreter's final flush does not complain about the closed pipe.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        return 0
     except Exception as e:
         _explain(err, f"unexpected {type(e).__name__}: {e} (run with --debug for details)", e, debug)
         return 1

@@ -100,3 +100,33 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def exists(pid: int) -> bool:
+    """Alive or a zombie: the pid still names a process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def wait_gone(pids: Sequence[int], clock: Clock, *, timeout: float = 15.0) -> list[int]:
+    """Wait until the pids name no process at all, zombies included; returns those left.
+
+    A stopped component of a detached cluster is an orphan whose exit status
+    only init collects; until it does, the pid still exists. `down` waits for
+    that, so "stopped" means the pids are gone.
+    """
+    for pid in pids:
+        _reap(pid)
+    deadline = clock.monotonic() + timeout
+    left = [p for p in pids if exists(p)]
+    while left and clock.monotonic() < deadline:
+        await clock.sleep(0.1)
+        for pid in left:
+            _reap(pid)
+        left = [p for p in left if exists(p)]
+    return left

@@ -615,18 +615,23 @@ class Supervisor:
         ctl = state.component("controller")
         if ctl is not None and process.is_ours(ctl.pid, ctl.command):
             await self._destroy_vms(state, quiet=quiet)
+        stopped: list[int] = []
         for name in ("scheduler", "controller", "etcd"):
             comp = state.component(name)
             if comp is None:
                 continue
             self.progress(f"stopping {name}")
-            await process.terminate(comp.pid, comp.command, self.clock, grace=15.0)
+            if await process.terminate(comp.pid, comp.command, self.clock, grace=15.0):
+                stopped.append(comp.pid)
         for child in self._children:
             if child.proc is not None and child.proc.poll() is None:
                 child.proc.kill()
             if child.proc is not None:
                 child.proc.wait()
         self._children.clear()
+        left = await process.wait_gone(stopped, self.clock)
+        if left and not quiet:
+            self.say(f"warning: pids {', '.join(map(str, left))} were stopped but not yet collected by init")
         if state.provider == "docker":
             try:
                 removed = await asyncio.to_thread(

@@ -185,13 +185,16 @@ def merge(existing: Obj, desired: Obj, desired_raw: dict[str, Any], previous: di
     merged = type(existing)()
     merged.CopyFrom(existing)
     meta, want = merged.metadata, desired.metadata
-    meta.labels.clear()
-    meta.labels.update(want.labels)
-    prev_annotations = set((previous or {}).get("metadata", {}).get("annotations", {}))
-    kept = {k: v for k, v in meta.annotations.items() if k not in prev_annotations and k != LAST_APPLIED}
-    meta.annotations.clear()
-    meta.annotations.update(kept)
-    meta.annotations.update(want.annotations)
+    prev_meta = (previous or {}).get("metadata", {})
+    # Keys the last apply set and this one does not are removed; keys others set (an agent's
+    # node labels) are kept; the manifest's own are set.
+    for field in ("labels", "annotations"):
+        current, wanted = getattr(meta, field), getattr(want, field)
+        dropped = set(prev_meta.get(field, {})) | {LAST_APPLIED}
+        kept = {k: v for k, v in current.items() if k not in dropped}
+        current.clear()
+        current.update(kept)
+        current.update(wanted)
     if "spec" in [f.name for f in existing.DESCRIPTOR.fields]:
         spec, want_spec = merged.spec, desired.spec
         mentioned = _spec_fields(desired, desired_raw.get("spec"))

@@ -219,3 +219,26 @@ def test_global_flags_before_and_after_the_verb() -> None:
     a = build_parser().parse_args(["-n", "x", "get", "pods"])
     b = build_parser().parse_args(["get", "pods", "-n", "x"])
     assert a.namespace == b.namespace == "x"
+
+
+def test_apply_merge_keeps_what_others_set_and_drops_what_the_manifest_dropped() -> None:
+    from cowpod.cli.commands.apply import LAST_APPLIED, merge
+    from cowpod.v1 import node_pb2
+
+    existing = node_pb2.Node()
+    existing.metadata.name = "n1"
+    existing.metadata.labels.update({"agent-label": "x", "old": "1", "keep": "a"})
+    existing.metadata.annotations[LAST_APPLIED] = "{}"
+    existing.spec.unschedulable = True
+    existing.spec.provider_id = "docker://n1"  # set by the server: not in any manifest
+    existing.spec.taints.add(key="old-taint", effect="NoSchedule")
+    previous = {"metadata": {"labels": {"old": "1", "keep": "a"}}, "spec": {"unschedulable": True, "taints": []}}
+    desired = node_pb2.Node()
+    desired.metadata.name = "n1"
+    desired.metadata.labels.update({"keep": "b", "new": "2"})
+    raw = {"metadata": {"name": "n1", "labels": {"keep": "b", "new": "2"}}, "spec": {"unschedulable": False}}
+    merged = merge(existing, desired, raw, previous)
+    assert dict(merged.metadata.labels) == {"agent-label": "x", "keep": "b", "new": "2"}
+    assert merged.spec.unschedulable is False  # mentioned: set to the manifest's value
+    assert merged.spec.provider_id == "docker://n1"  # never mentioned: kept
+    assert not merged.spec.taints  # mentioned last time, not now: cleared
