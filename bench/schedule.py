@@ -395,10 +395,17 @@ async def measure(
             print(
                 f"{args.pods} pods created in {t_created - t_start:.1f}s ({creates_per_s:,.0f}/s)", flush=True
             )
-        try:
-            await asyncio.wait_for(all_bound.wait(), args.timeout)
-        except TimeoutError:
-            print(f"timeout: {len(bound_at)}/{args.pods} bound", flush=True)
+        deadline = time.perf_counter() + args.timeout
+        while not all_bound.is_set():
+            if sched.poll() is not None:
+                raise RuntimeError(
+                    f"the scheduler exited with {sched.returncode}; see scheduler.log (--keep)"
+                )
+            if time.perf_counter() > deadline:
+                print(f"timeout: {len(bound_at)}/{args.pods} bound", flush=True)
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_bound.wait(), 1.0)
         w.cancel()
     sched_pid = sched.pid
     t_end = max(bound_at.values()) if bound_at else time.perf_counter()

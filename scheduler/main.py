@@ -22,7 +22,9 @@ import sys
 import uuid
 from collections.abc import Sequence
 
-from cowpod.client import Client
+from cowpod.auth.config import ConfigError
+from cowpod.auth.credentials import connect
+from cowpod.auth.flags import add_tls_arguments, settings_from_args
 from cowpod.clock import RealClock
 from cowpod.errors import Invalid
 from scheduler.app import SchedulerApp
@@ -41,6 +43,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metrics-listen", default="", help="HOST:PORT for /metrics and /healthz")
     p.add_argument("--log-level", default="info")
     p.add_argument("--cprofile", default="", help="write cProfile stats here on exit (benchmarks)")
+    # TLS and identity (cowpod.auth): --ca-file/--cert-file/--key-file (CN=system:scheduler) or --insecure.
+    add_tls_arguments(p)
     return p.parse_args(argv)
 
 
@@ -48,8 +52,18 @@ async def run(args: argparse.Namespace) -> None:
     cfg = load(args.config)
     clock = RealClock()
     identity = args.identity or f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    async with Client(args.controller) as client:
-        await client.wait_ready(timeout=60)
+    try:
+        settings = settings_from_args(args.controller, args)
+    except ConfigError as err:
+        log.error("%s", err)
+        raise SystemExit(2) from None
+    async with connect(settings) as client:
+        while True:  # a scheduler outlives controller restarts: wait as long as it takes
+            try:
+                await client.wait_ready(timeout=60)
+                break
+            except TimeoutError as err:
+                log.warning("%s; still waiting", err)
         app = SchedulerApp(
             client,
             cfg,
