@@ -295,6 +295,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"127.0.0.1:{metrics_port}",
                     "--log-level",
                     "warning",
+                    "--insecure",
                 ]
                 if args.profile:
                     cmd += ["--cprofile", args.profile_path]
