@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
+import string
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -31,6 +34,7 @@ from cowpod.clock import Clock, RealClock
 from cowpod.v1 import (
     event_pb2_grpc,
     lease_pb2_grpc,
+    meta_pb2,
     node_pb2_grpc,
     pod_pb2_grpc,
     vm_pb2_grpc,
@@ -52,6 +56,10 @@ CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
 )
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+# A create may be repeated after these too: `Client.create` makes the repeat harmless.
+CREATE_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# Set by `Client.create` so a retried create can recognise its own earlier attempt.
+CREATE_ID_ANNOTATION = "cowpod.io/create-id"
 
 
 class Client:
@@ -116,6 +124,54 @@ class Client:
                 code = err.code() if isinstance(err, grpc.aio.AioRpcError) else None
                 if code not in RETRYABLE or attempt == attempts - 1:
                     raise
+            await self.clock.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, max_delay)
+        raise AssertionError("unreachable")
+
+    async def create(
+        self,
+        create: Callable[..., Awaitable[T]],
+        get: Callable[..., Awaitable[T]],
+        obj: Any,
+        *,
+        timeout: float = 30.0,
+        attempts: int = 10,
+        base_delay: float = 0.1,
+        max_delay: float = 3.0,
+    ) -> T:
+        """Create `obj` (e.g. `create=c.pods.Create, get=c.pods.Get`), retrying UNAVAILABLE and
+        DEADLINE_EXCEEDED with back-off, without ever creating it twice.
+
+        A create whose answer was lost (the controller or etcd died after committing)
+        must not become a duplicate or an error on retry. So the name is fixed before
+        the first attempt (a `generate_name` is resolved here, not by the server) and
+        the object carries a `cowpod.io/create-id` annotation; a retry that meets
+        ALREADY_EXISTS reads the stored object and, if it carries our id, returns it:
+        our earlier attempt landed."""
+        meta = obj.metadata
+        if not meta.name and meta.generate_name:
+            meta.name = meta.generate_name + "".join(
+                secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
+            meta.generate_name = ""
+        create_id = meta.annotations.get(CREATE_ID_ANNOTATION) or uuid.uuid4().hex
+        meta.annotations[CREATE_ID_ANNOTATION] = create_id
+        delay = base_delay
+        retried = False
+        for attempt in range(attempts):
+            try:
+                return await create(obj, timeout=timeout)
+            except grpc.RpcError as err:
+                code = err.code() if isinstance(err, grpc.aio.AioRpcError) else None
+                if code == grpc.StatusCode.ALREADY_EXISTS and retried:
+                    key = meta_pb2.ObjectKey(namespace=meta.namespace, name=meta.name)
+                    existing: Any = await self.call(get, key, timeout=timeout)
+                    if existing.metadata.annotations.get(CREATE_ID_ANNOTATION) == create_id:
+                        found: T = existing
+                        return found
+                    raise
+                if code not in CREATE_RETRYABLE or attempt == attempts - 1:
+                    raise
+            retried = True
             await self.clock.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, max_delay)
         raise AssertionError("unreachable")
