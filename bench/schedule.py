@@ -410,6 +410,7 @@ async def measure(
         w.cancel()
     sched_pid = sched.pid
     t_end = max(bound_at.values()) if bound_at else time.perf_counter()
+    t_first = min(bound_at.values()) if bound_at else t_end
     cpu1 = cpu(sched_pid)
     lat = sorted(bound_at[n] - created_at[n] for n in bound_at if n in created_at)
     elapsed = t_end - t_start
@@ -427,6 +428,11 @@ async def measure(
         "bound": bound,
         "elapsed_s": round(elapsed, 2),
         "binds_per_s": round(bound / elapsed, 1) if elapsed > 0 else 0.0,
+        # From the first bind to the last: the rate once the scheduler is running.
+        "steady_binds_per_s": round((bound - 1) / (t_end - t_first), 1)
+        if bound > 1 and t_end > t_first
+        else 0.0,
+        "first_bind_s": round(t_first - t_start, 3) if bound_at else float("nan"),
         "creates_per_s": round(creates_per_s, 1),
         "p50_bind_s": pct(0.50),
         "p99_bind_s": pct(0.99),
