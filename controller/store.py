@@ -32,7 +32,15 @@ import grpc
 from aetcd import rpc  # the etcd v3 API stubs and messages
 from google.protobuf.message import Message
 
-from cowpod.errors import AlreadyExists, Conflict, CowpodError, NotFound, OutOfRange, Unavailable
+from cowpod.errors import (
+    AlreadyExists,
+    Conflict,
+    CowpodError,
+    NotFound,
+    OutOfRange,
+    ResourceExhausted,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -294,8 +302,20 @@ class EtcdStore:
             )
         if code == grpc.StatusCode.OUT_OF_RANGE or "compacted" in (err.details() or ""):
             return OutOfRange(f"{what}: {err.details()}; relist")
+        details = err.details() or ""
+        if "database space exceeded" in details or "no space" in details.lower():
+            # etcd's NOSPACE alarm: nothing is written until an operator frees space. Retrying is futile.
+            return ResourceExhausted(
+                f"etcd is out of space, {what} refused ({details}): compact and defragment etcd, "
+                "then disarm its NOSPACE alarm (`etcdctl alarm disarm`); reads still work"
+            )
+        if "request is too large" in details:
+            return ResourceExhausted(
+                f"{what} refused: the request is too large for etcd ({details}; see etcd's "
+                "--max-request-bytes); nothing was written"
+            )
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return Unavailable(f"etcd refused {what}: {err.details()}")
+            return Unavailable(f"etcd refused {what}: {details}")
         return CowpodError(f"etcd {what} failed: {code.name}: {err.details()}")
 
     async def _call(self, what: str, fn: Callable[..., Any], request: Any) -> Any:

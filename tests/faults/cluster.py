@@ -43,6 +43,16 @@ BUSYBOX = "cowpod/busybox:latest"
 
 
 @dataclass
+class Member(EtcdMember):
+    """An etcd member with extra flags (e.g. a small --max-request-bytes)."""
+
+    extra_args: tuple[str, ...] = ()
+
+    def command(self) -> list[str]:
+        return [*super().command(), *self.extra_args]
+
+
+@dataclass
 class Proc:
     """One child process: started, killed and restarted with the same command line."""
 
@@ -122,6 +132,7 @@ class ProcCluster:
         heartbeat_seconds: float = 1.0,
         etcd_quota_bytes: int = 0,
         controller_args: Sequence[str] = (),
+        etcd_args: Sequence[str] = (),
         run_id: str = "",
     ) -> None:
         self.root = root
@@ -136,11 +147,12 @@ class ProcCluster:
         self.controller_args = list(controller_args)
         names = [f"etcd{i}" for i in range(etcd_members)]
         members = [
-            EtcdMember(
+            Member(
                 data_dir=root / name,
                 name=name,
                 log_path=self.logs / f"{name}.log",
                 quota_bytes=etcd_quota_bytes,
+                extra_args=tuple(etcd_args),
             )
             for name in names
         ]
@@ -148,7 +160,7 @@ class ProcCluster:
             initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
             for m in members:
                 m.initial_cluster = initial
-        self.etcd = members
+        self.etcd: list[Member] = members
         self.controller_port = free_port()
         self.metrics_port = free_port()
         self.scheduler_metrics_port = free_port()
