@@ -25,7 +25,11 @@ from agent.daemon import Agent
 from agent.quantity import parse_bytes, parse_cpu_millis
 from agent.runtime_docker import DockerRuntime
 from agent.server import serve
-from cowpod.client import Client
+from cowpod.auth.bootstrap import agent_connection
+from cowpod.auth.config import ConnectionSettings
+from cowpod.auth.credentials import connect
+from cowpod.auth.flags import add_node_arguments, add_tls_arguments
+from cowpod.clock import RealClock
 
 log = logging.getLogger("agent")
 
@@ -79,6 +83,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cgroup-root", default="/sys/fs/cgroup")
     p.add_argument("--log-level", default="info")
+    # TLS to the controller and the node's identity (cowpod.auth): --ca-file, --cert-file/--key-file
+    # (the join bundle's transport pair), --bootstrap-token-file, --cert-dir, or --insecure.
+    add_tls_arguments(p)
+    add_node_arguments(p)
     return p
 
 
@@ -106,10 +114,10 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
     )
 
 
-async def run_agent(cfg: AgentConfig) -> None:
-    """Run until cancelled or until SIGTERM/SIGINT."""
+async def run_agent(cfg: AgentConfig, connection: ConnectionSettings | None = None) -> None:
+    """Run until cancelled or until SIGTERM/SIGINT. `connection` None = plaintext to cfg.controller."""
     runtime = DockerRuntime(cfg.node_name, threads=cfg.docker_threads)
-    client = Client(cfg.controller)
+    client = connect(connection or ConnectionSettings(server=cfg.controller, insecure=True))
     agent = Agent(cfg, GrpcControlPlane(client), runtime, serve=serve if cfg.listen else None)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
@@ -136,7 +144,13 @@ def run(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    asyncio.run(run_agent(config_from_args(ns)))
+    cfg = config_from_args(ns)
+
+    async def start() -> None:
+        connection = await agent_connection(cfg.controller, ns, node_name=cfg.node_name, clock=RealClock())
+        await run_agent(cfg, connection)
+
+    asyncio.run(start())
 
 
 def main() -> None:

@@ -178,6 +178,8 @@ class Controller:
     async def run(self) -> None:
         cfg = self.config
         vm_manager_cls = _load_vm_manager() if cfg.provider != "none" else None
+        # Secure: CA certificate, transport pair and a rotating join token where VMs' agents find them.
+        join_dir = await asyncio.to_thread(self.security.join_run_dir, cfg.data_dir)
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         server = self._build_server()
         await server.start()
@@ -195,6 +197,8 @@ class Controller:
                 tg.create_task(supervise("eviction", self.evictor.run, self.clock), name="eviction")
                 if cfg.replicaset_controller:
                     tg.create_task(self._run_replicasets(), name="replicaset-controller")
+                if join_dir is not None:
+                    tg.create_task(self.security.run_join_tokens(join_dir), name="join-token")
                 if cfg.metrics_listen:
                     host, _, port = cfg.metrics_listen.rpartition(":")
                     fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()

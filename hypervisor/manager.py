@@ -425,9 +425,13 @@ def make_provider(
 
     cluster = cluster_id or os.environ.get("COWPOD_CLUSTER_ID", "default")
     if name == "docker":
-        from hypervisor.docker_provider import DockerProvider, DockerProviderConfig
+        from cowpod.auth.flags import agent_join_args
+        from hypervisor.docker_provider import IN_VM_RUN_DIR, DockerProvider, DockerProviderConfig
 
-        cfg = DockerProviderConfig(data_dir=data_dir, cluster_id=cluster)
+        # A secure controller leaves its join bundle (CA, transport pair, join token) in <data>/run.
+        secure = (data_dir / "run" / "ca.crt").exists()
+        cfg = DockerProviderConfig(data_dir=data_dir, cluster_id=cluster,
+                                   agent_extra_args=agent_join_args(IN_VM_RUN_DIR, secure=secure))
         if not warm_clones:
             return DockerProvider(cfg)
         from hypervisor.zygote_warm import ZygoteWarmStarter

@@ -23,13 +23,14 @@ from typing import Any
 import grpc
 
 from controller.auth.interceptor import AuthInterceptor
+from controller.auth.jointoken import run_rotation
 from controller.auth.services import BootstrapServicer, IdentityServicer, TokenServicer
 from controller.auth.tokens import StoreTokenRepository, TokenManager
 from controller.limits import Limits, server_options
 from controller.store import Store
 from cowpod.auth.config import ConnectionSettings
 from cowpod.clock import Clock
-from cowpod.pki import CONTROLLER_SERVER_NAME, CertificateAuthority, ClusterPKI, PKIError
+from cowpod.pki import CONTROLLER_SERVER_NAME, CertificateAuthority, ClusterPKI, PKIError, write_join_bundle
 from cowpod.v1 import auth_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,18 @@ class ServerSecurity:
         if creds is None:
             return server.add_insecure_port(address)
         return server.add_secure_port(address, creds)
+
+    def join_run_dir(self, data_dir: pathlib.Path | None) -> pathlib.Path | None:
+        """Publish the join bundle in `<data_dir>/run` (what VMs mount) when secure;
+        returns that directory, where `run_join_tokens` keeps the join token."""
+        if self.pki is None or data_dir is None:
+            return None
+        run_dir = data_dir / "run"
+        write_join_bundle(self.pki, run_dir)
+        return run_dir
+
+    async def run_join_tokens(self, run_dir: pathlib.Path) -> None:
+        await run_rotation(self.tokens, run_dir, self.clock)
 
     def self_client_settings(self, address: str) -> ConnectionSettings:
         """How components inside the controller process (the VM manager) call its API."""

@@ -187,6 +187,21 @@ class TokenManager:
         log.info("revoked token %s", token_id)
         return public_view(deleted)
 
+    async def prune_expired(self, *, description: str | None = None) -> int:
+        """Delete expired records (only those with `description`, when given)."""
+        n = 0
+        for record in await self._repo.list():
+            if description is not None and record.spec.description != description:
+                continue
+            if self._expired(record):
+                try:
+                    rv = record.metadata.resource_version
+                    await self._repo.delete(record.metadata.name, expected_revision=rv)
+                    n += 1
+                except (NotFound, Conflict):
+                    pass
+        return n
+
     # -- checking
 
     def _expired(self, record: auth_pb2.Token) -> bool:

@@ -13,12 +13,15 @@ has a different name, finds no certificate for it, and bootstraps its own.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import logging
 import pathlib
 from dataclasses import replace
 
 from cowpod.auth.config import ConnectionSettings
 from cowpod.auth.credentials import connect
+from cowpod.auth.flags import settings_from_args
 from cowpod.clock import Clock
 from cowpod.pki import (
     CertKey,
@@ -101,3 +104,28 @@ async def ensure_node_certificate(
 def node_settings(transport: ConnectionSettings, pair: CertKey) -> ConnectionSettings:
     """The transport settings with the node's own certificate instead of the shared one."""
     return replace(transport, client_cert_pem=pair.cert_pem, client_key_pem=pair.key_pem, token="")
+
+
+async def agent_connection(
+    controller: str,
+    args: argparse.Namespace,
+    *,
+    node_name: str,
+    clock: Clock,
+) -> ConnectionSettings:
+    """What `cowpod-agent` connects with: plaintext under --insecure, else TLS as
+    `system:node:<name>`, bootstrapping the certificate on first start."""
+    transport = settings_from_args(controller, args)
+    if transport.insecure:
+        return transport
+    token = ""
+    if args.bootstrap_token_file:
+        try:
+            text = await asyncio.to_thread(pathlib.Path(args.bootstrap_token_file).read_text)
+            token = text.strip()
+        except OSError as err:
+            log.warning("bootstrap token file %s unreadable: %s", args.bootstrap_token_file, err.strerror)
+    pair = await ensure_node_certificate(
+        transport, node_name=node_name, cert_dir=pathlib.Path(args.cert_dir), token=token, clock=clock
+    )
+    return node_settings(transport, pair)

@@ -13,8 +13,8 @@
                             (default cowpod-controller)
     --insecure              plaintext, for a controller started with --insecure
 
-`COWPOD_CA_FILE`, `COWPOD_CERT_FILE`, `COWPOD_KEY_FILE` and `COWPOD_TOKEN_FILE`
-give defaults, so a supervisor can pass credentials without flags.
+`COWPOD_CA_FILE`, `COWPOD_CERT_FILE`, `COWPOD_KEY_FILE`, `COWPOD_TOKEN_FILE` and
+`COWPOD_INSECURE=1` give defaults, so a supervisor can pass credentials without flags.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def add_tls_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str
     g.add_argument("--token-file", default=env.get("COWPOD_TOKEN_FILE", ""), help="bearer token file")
     g.add_argument("--tls-server-name", default="", help="name in the controller's certificate")
     g.add_argument(
-        "--insecure", action="store_true",
-        help="plaintext gRPC, only for a controller started with --insecure",
+        "--insecure", action="store_true", default=env.get("COWPOD_INSECURE") == "1",
+        help="plaintext gRPC, only for a controller started with --insecure (env COWPOD_INSECURE=1)",
     )
 
 
@@ -69,3 +69,32 @@ def settings_from_args(address: str, args: argparse.Namespace) -> ConnectionSett
         token=token_raw.decode().strip() if token_raw else "",
         tls_server_name=args.tls_server_name,
     )
+
+
+def add_node_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
+    """The agent's extra flags: how it gets (and where it keeps) its node certificate."""
+    env = os.environ if environ is None else environ
+    g = parser.add_argument_group("node identity (TLS bootstrapping)")
+    g.add_argument(
+        "--bootstrap-token-file", default=env.get("COWPOD_BOOTSTRAP_TOKEN_FILE", ""),
+        help="file with a bootstrap token, exchanged for a node certificate on first start",
+    )
+    g.add_argument(
+        "--cert-dir", default=env.get("COWPOD_CERT_DIR", "/var/lib/cowpod/pki"),
+        help="where the node keeps its key and certificate (<node>.key, <node>.crt)",
+    )
+
+
+def agent_join_args(in_vm_dir: str, *, secure: bool) -> list[str]:
+    """Agent flags for a VM whose `in_vm_dir` (e.g. /run/cowpod) holds the join bundle.
+
+    The bundle (`cowpod.pki.write_join_bundle`) has the CA certificate and the
+    transport pair; the controller keeps a join token beside them."""
+    if not secure:
+        return ["--insecure"]
+    return [
+        "--ca-file", f"{in_vm_dir}/ca.crt",
+        "--cert-file", f"{in_vm_dir}/transport.crt",
+        "--key-file", f"{in_vm_dir}/transport.key",
+        "--bootstrap-token-file", f"{in_vm_dir}/bootstrap-token",
+    ]

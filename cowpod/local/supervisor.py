@@ -97,8 +97,9 @@ class UpOptions:
     timeout: float = 300.0
     retain: bool = False
     vm_image: str = docker_env.VM_IMAGE
-    # TLS with client certificates everywhere (cowpod.pki); plaintext on loopback otherwise.
-    secure: bool = False
+    # TLS with client certificates everywhere (cowpod.pki), the default; `cowpod up --insecure`
+    # serves plaintext on loopback with no authentication.
+    secure: bool = True
 
 
 # --- pure parts ---------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ def controller_command(
 def scheduler_env(pki: ClusterPKI | None) -> dict[str, str]:
     """The scheduler's credentials, the way cowpod.auth.flags reads them (no flags needed)."""
     if pki is None:
-        return {}
+        return {"COWPOD_INSECURE": "1"}
     return {
         "COWPOD_CA_FILE": str(pki.ca_cert),
         "COWPOD_CERT_FILE": str(pki.cert("scheduler")),

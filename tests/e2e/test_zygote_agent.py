@@ -128,7 +128,7 @@ async def test_forked_agent_registers_its_node(
         clone = await zp.client.fork_into(
             vm.name,
             ["--controller", "unix:///run/cowpod/controller.sock", "--node-name", vm.name,
-             "--vm-container", vm.name, "--no-pull", "--heartbeat-seconds", "1"],
+             "--vm-container", vm.name, "--no-pull", "--heartbeat-seconds", "1", "--insecure"],
             {"COWPOD_WARM": "1"},
             sys_path=VM_SYS_PATH,
             name="cowpod-agent",

@@ -78,7 +78,12 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     up.add_argument(
         "--secure",
         action="store_true",
-        help="TLS and client certificates (creates <data-dir>/pki; the CLI connects as the cluster's admin)",
+        help="TLS and client certificates: the default (creates <data-dir>/pki; the CLI connects as admin)",
+    )
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext, no authentication: every caller is admin (only for throwaway local clusters)",
     )
     up.set_defaults(func=run_up)
 
@@ -140,7 +145,7 @@ def up_options(args: argparse.Namespace) -> UpOptions:
         detach=args.detach,
         timeout=args.timeout,
         retain=args.retain,
-        secure=args.secure,
+        secure=not args.insecure,
     )
 
 

@@ -108,7 +108,7 @@ def test_command_lines() -> None:
         "--metrics-listen",
         "127.0.0.1:9",
     ]
-    assert scheduler_env(None) == {}
+    assert scheduler_env(None) == {"COWPOD_INSECURE": "1"}
     env = scheduler_env(ClusterPKI(d / "pki"))
     assert env["COWPOD_CERT_FILE"] == "/d/pki/scheduler.crt" and env["COWPOD_CA_FILE"] == "/d/pki/ca.crt"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import pathlib
+import stat
 
 import pytest
 
@@ -137,3 +139,21 @@ async def test_user_token_cannot_bootstrap(mgr: TokenManager) -> None:
     created = await mgr.create(role="admin")
     with pytest.raises(PermissionDenied, match="not bootstrap"):
         await mgr.redeem_bootstrap(created.token, "n1")
+
+
+async def test_join_token_rotation_publishes_and_prunes(
+    mgr: TokenManager, clock: FakeClock, tmp_path: pathlib.Path
+) -> None:
+    from controller.auth.jointoken import JOIN_TOKEN_FILE, rotate_once
+
+    first = await rotate_once(mgr, tmp_path, ttl=100)
+    text = (tmp_path / JOIN_TOKEN_FILE).read_text().strip()
+    assert tok.parse(text).id == first
+    await mgr.redeem_bootstrap(text, "any-node")
+    other = await mgr.create(role="view", ttl_seconds=10)
+    await clock.advance(101)
+    second = await rotate_once(mgr, tmp_path, ttl=100)
+    names = {t.metadata.name for t in await mgr.list()}
+    # The expired join token is gone; an expired token of another kind is not ours to prune.
+    assert names == {second, other.metadata.name}
+    assert stat.S_IMODE((tmp_path / JOIN_TOKEN_FILE).stat().st_mode) == 0o600
