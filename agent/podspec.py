@@ -20,6 +20,7 @@ from agent import labels as L
 from agent.config import AgentConfig
 from agent.desired import grace_of, spec_hash
 from agent.runtime import CreateSpec, Kind, Mount
+from cowpod.auth.podsecurity import host_path_violation
 from cowpod.v1 import pod_pb2
 
 
@@ -147,6 +148,9 @@ def mounts_for(pod: pod_pb2.Pod, c: pod_pb2.Container, cfg: AgentConfig) -> list
         if v.HasField("host_path"):
             if not cfg.allow_host_path:
                 raise ConfigError(f"volume {v.name!r}: hostPath volumes are not allowed on this node")
+            why = host_path_violation(v.host_path.path)  # never the Docker socket or cowpod's state
+            if why is not None:
+                raise ConfigError(f"volume {v.name!r}: hostPath {v.host_path.path!r}: {why}")
             out.append(Mount("bind", v.host_path.path, vm.mount_path, vm.read_only))
         else:
             out.append(Mount("volume", volume_name(pod.metadata.uid, v.name), vm.mount_path, vm.read_only))

@@ -35,6 +35,7 @@ from controller.auth.identity import INSECURE, Identity, Role, identity_from_sub
 from controller.auth.tokens import TokenManager
 from controller.limits import Limits, RateLimiter, StreamCounter, check_message
 from cowpod.auth import tokens as tok
+from cowpod.auth.podsecurity import pod_violations
 from cowpod.clock import Clock
 from cowpod.errors import CowpodError, Invalid, NotFound, PermissionDenied, Unauthenticated
 from cowpod.pki import CONTROLLERS_GROUP, PKIError, subject_of
@@ -52,6 +53,8 @@ class PodNodeLookup(Protocol):
 
 
 Behavior = Callable[..., Any]
+# Pod isolation rules (cowpod.auth.podsecurity) are checked on these, for every role.
+_POD_WRITES = frozenset({"/cowpod.v1.PodService/Create", "/cowpod.v1.PodService/Update"})
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -201,6 +204,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             identity = peer if peer is not None else INSECURE
         if isinstance(request, Message):
             check_message(request, self._limits)
+            if method in _POD_WRITES:
+                for field, why in pod_violations(request):
+                    raise Invalid(field, why)
         decision = authorize(identity, method, request)
         if not decision.allowed:
             log.info("denied %s %s: %s", identity.user, method, decision.reason)

@@ -292,3 +292,17 @@ async def test_limits_and_rate(etcd: EtcdMember, etcd_prefix: str, tmp_path: pat
         await admin.pods.List(meta_pb2.ListOptions())
         listed = await runner.controller.store.list_raw("registry/pods/") if runner.controller else None
         assert listed is not None and listed[0] == []
+
+
+async def test_no_pod_may_mount_the_docker_socket(secure: ControllerRunner, admin: Client) -> None:
+    pod = make_pod("sock")
+    pod.spec.volumes.add(name="d", host_path=pod_pb2.HostPathVolumeSource(path="/var/run/docker.sock"))
+    pod.spec.containers[0].volume_mounts.add(name="d", mount_path="/var/run/docker.sock")
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await admin.pods.Create(pod)  # not even an admin
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = e.value.details() or ""
+    assert details.startswith("spec.volumes[0].hostPath.path: /var/run/docker.sock is never")
+    pod.spec.volumes[0].host_path.path = "/"
+    assert await code_of(admin.pods.Create(pod)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert (await admin.pods.List(meta_pb2.ListOptions())).items == []

@@ -1,0 +1,62 @@
+"""Pod isolation rules that hold on every node, whatever it allows.
+
+Shared by the controller (refuses such pods at admission, INVALID_ARGUMENT)
+and the agent (refuses to start them: defence in depth for pods that were
+stored before a rule existed).
+
+- A hostPath volume needs a node started with `--allow-host-path`, and even
+  then never reaches the container engine's socket, cowpod's own state, or
+  the host's kernel interfaces. On the docker provider a "host" path is a
+  path on the machine running Docker (bind sources are resolved by dockerd,
+  not inside the VM), so these paths are the keys to the whole host.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+# A hostPath equal to, inside, or containing (e.g. "/", "/var") one of these is refused.
+FORBIDDEN_HOST_PATHS = (
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/var/run/docker",
+    "/run/docker",
+    "/run/containerd",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+    "/run/cowpod",
+    "/var/lib/cowpod",
+    "/etc/cowpod",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/root/.cowpod",
+)
+
+
+def host_path_violation(path: str, extra: tuple[str, ...] = ()) -> str | None:
+    """Why `path` may never be a hostPath, or None."""
+    if not path.startswith("/"):
+        return "must be an absolute path"
+    norm = posixpath.normpath(path)
+    if norm.startswith("//"):
+        norm = "/" + norm.lstrip("/")
+    for bad in (*FORBIDDEN_HOST_PATHS, *extra):
+        if norm == bad or norm.startswith(bad + "/"):
+            return f"{bad} is never mounted into pods (container engine, cowpod state or kernel interfaces)"
+        if bad.startswith(norm.rstrip("/") + "/") or norm == "/":
+            return f"would expose {bad}, which is never mounted into pods"
+    return None
+
+
+def pod_violations(pod: Any, extra: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(field path, reason) for every hostPath volume of `pod` that breaks the rules."""
+    out = []
+    for i, v in enumerate(pod.spec.volumes):
+        if v.HasField("host_path"):
+            why = host_path_violation(v.host_path.path, extra)
+            if why is not None:
+                out.append((f"spec.volumes[{i}].hostPath.path", why))
+    return out
