@@ -383,6 +383,9 @@ class DockerProvider:
                 ) from None
             raise
         c.reload()
+        # Return a VM booted to its init: until the init takes signals, PID 1
+        # drops SIGTERM, and a `docker stop` right away would end in SIGKILL.
+        _wait_init(int(c.attrs.get("State", {}).get("Pid") or 0))
         return c
 
     async def full_clone(self, spec: VMSpecInfo) -> VMInfo:
@@ -445,7 +448,6 @@ class DockerProvider:
             raise
         if self.warm_start is not None:
             cname = container_name(self.cfg, child.name)
-            await self._run(self._wait_init_sync, child.name)
             try:
                 await self.warm_start(cname, argv, env)
             except Exception:
@@ -458,26 +460,9 @@ class DockerProvider:
         self._find_sync(name).kill(signal=sig)
 
     def _wait_init_sync(self, name: str, timeout: float = 15.0) -> None:
-        """Wait until the VM's init takes SIGUSR1.
-
-        PID 1 of a namespace ignores a signal it has no handler for, so a
-        SIGUSR1 sent while Python is still starting would be lost. The init
-        installs its handler once it blocks the signal for sigtimedwait, which
-        /proc/<host pid>/status shows in SigCgt. (SigBlk cannot tell: the
-        kernel unblocks the awaited signals while sigtimedwait sleeps.)"""
         c = self._find_sync(name)
-        pid = int(c.attrs.get("State", {}).get("Pid") or 0)
-        status = pathlib.Path(f"/proc/{pid}/status")
-        deadline = time.monotonic() + timeout
-        while pid and time.monotonic() < deadline:
-            try:
-                text = status.read_text()
-            except OSError:
-                return  # not a local engine, or the VM is gone: nothing to wait for
-            for line in text.splitlines():
-                if line.startswith("SigCgt:") and int(line.split()[1], 16) & _SIGUSR1_BIT:
-                    return
-            time.sleep(0.02)
+        if c.status == "running":
+            _wait_init(int(c.attrs.get("State", {}).get("Pid") or 0), timeout)
 
     def _snap_free_sync(self, name: str) -> None:
         c = self._find_sync(name)
@@ -529,6 +514,7 @@ class DockerProvider:
             _ignore_gone(p.kill)
         if c.attrs.get("State", {}).get("Paused"):
             c.unpause()
+        self._wait_init_sync(name)
         c.stop(timeout=self.cfg.stop_timeout)
 
     async def power_off(self, name: str) -> VMInfo:
@@ -606,6 +592,28 @@ class DockerProvider:
                     tags.extend(img.tags)
             return sorted(set(tags))
         return await self._run(go)
+
+
+def _wait_init(pid: int, timeout: float = 15.0) -> None:
+    """Wait until the VM's init (host pid `pid`) takes its signals.
+
+    PID 1 of a namespace ignores a signal it has no handler for, so a SIGTERM
+    or SIGUSR1 sent while Python is still starting would be lost. The init
+    installs a SIGUSR1 handler once it has blocked its signals for
+    sigtimedwait, which /proc/<pid>/status shows in SigCgt. (SigBlk cannot
+    tell: the kernel unblocks the awaited signals while sigtimedwait sleeps.)
+    Returns at once when /proc cannot tell (a remote engine, a VM gone)."""
+    status = pathlib.Path(f"/proc/{pid}/status")
+    deadline = time.monotonic() + timeout
+    while pid and time.monotonic() < deadline:
+        try:
+            text = status.read_text()
+        except OSError:
+            return
+        for line in text.splitlines():
+            if line.startswith("SigCgt:") and int(line.split()[1], 16) & _SIGUSR1_BIT:
+                return
+        time.sleep(0.02)
 
 
 def _ignore_gone(fn: Callable[[], object]) -> None:
