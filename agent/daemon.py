@@ -98,17 +98,30 @@ class Agent:
             allocatable=alloc,
             internal_ip=ip,
             runtime_version=await self.runtime.version(),
+            endpoint=self.advertised_endpoint(),
             provider_id=f"docker://{self.vm.id}" if self.vm is not None else "",
         )
         await self.registrar.register()
         self._admission = Admission(alloc, allow_host_path=self.cfg.allow_host_path)
         self._node_ctx = NodeContext(self.cfg.node_name, ip, self.vm)
 
+    def advertised_endpoint(self) -> str:
+        """--advertise, else --listen; a TCP port 0 becomes the port bound."""
+        addr = self.cfg.advertise or self.cfg.listen
+        if addr.endswith(":0") and self.bound_port:
+            addr = f"{addr[:-2]}:{self.bound_port}"
+        return addr
+
     async def run(self) -> None:
-        await self.setup()
-        assert self.registrar is not None
         async with asyncio.TaskGroup() as tg:
             sup = self.supervisor = Supervisor(tg)
+            if self._serve is not None:
+                served = self._serve(self)
+                if asyncio.iscoroutine(served):
+                    sup.spawn("server", served, critical=True)
+                    await self.serving.wait()
+            await self.setup()
+            assert self.registrar is not None
             executor = Executor(
                 self.cfg, self.runtime, self.cp, self.recorder, self.statuses, self.clock, self._node_ctx
             )
@@ -128,10 +141,6 @@ class Agent:
             sup.spawn("docker-events", self._docker_events())
             sup.spawn("informer", self.informer.run(), critical=True)
             sup.spawn("gc", self._gc_loop())
-            if self._serve is not None:
-                served = self._serve(self)
-                if asyncio.iscoroutine(served):
-                    sup.spawn("server", served, critical=True)
 
     # ------------------------------------------------------------ pods
 

@@ -83,6 +83,7 @@ class NodeRegistrar:
         internal_ip: str,
         runtime_version: str,
         provider_id: str = "",
+        endpoint: str = "",
     ) -> None:
         self.cfg = cfg
         self.cp = cp
@@ -92,6 +93,7 @@ class NodeRegistrar:
         self.internal_ip = internal_ip
         self.runtime_version = runtime_version
         self.provider_id = provider_id
+        self.endpoint = endpoint
         self.beats = 0
         self.node: node_pb2.Node | None = None
 
@@ -122,7 +124,7 @@ class NodeRegistrar:
                 architecture=_ARCH.get(platform.machine(), platform.machine()),
                 operating_system=(os.uname().sysname or "linux").lower(),
             ),
-            daemon_endpoint=self.cfg.advertise or self.cfg.listen,
+            daemon_endpoint=self.endpoint,
             phase="Running",
         )
 

@@ -16,6 +16,7 @@ import functools
 import logging
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -448,8 +449,13 @@ class DockerRuntime:
                 holder.append(stream)
                 for ev in stream:
                     uid = ((ev.get("Actor") or {}).get("Attributes") or {}).get(L.POD_UID)
-                    if uid:
-                        loop.call_soon_threadsafe(queue.put_nowait, uid)
+                    if not uid:
+                        continue
+                    if ev.get("status") == "die":
+                        # Docker announces "die" a moment before inspect says
+                        # the container stopped; hold the news until it does.
+                        self._wait_stopped(ev.get("id", ""))
+                    loop.call_soon_threadsafe(queue.put_nowait, uid)
             except Exception as err:
                 if not stopping.is_set():
                     log.warning("docker event stream broke: %s", err)
@@ -470,6 +476,12 @@ class DockerRuntime:
                 with contextlib.suppress(Exception):
                     s.close()
             await asyncio.wait({task}, timeout=2)
+
+    def _wait_stopped(self, cid: str) -> None:
+        for _ in range(40):
+            if not cid or not self._is_running_sync(cid):
+                return
+            time.sleep(0.025)
 
     def _vm_info_sync(self, name: str) -> VMInfo:
         try:
