@@ -27,9 +27,12 @@ based on: the pod at the revision planned from, and the node at its revision
 (or, for a gone node, still absent). A crash between any two writes leaves
 nothing half-done: the next pass re-plans from what is stored.
 
-Taint-based evictions wait `startup_grace` after a controller start, as node
-lifecycle does, so taints left from before an outage are first cleared for
-nodes whose agents are back.
+Taint-based evictions wait `startup_grace` after a controller start (and after
+a pass that found etcd unreachable), as node lifecycle does, so taints left from
+before an outage are first cleared for nodes whose agents are back. And when
+every node is unreachable at once, nothing is evicted (Kubernetes' "full
+disruption"): that is far more likely a fault on our side of the network, or of
+the control plane, than of all the nodes, and evicting would only make it worse.
 
 Pods are listed only when some node carries a NoExecute taint, a node vanished
 since the last pass, or a periodic sweep is due: a healthy cluster costs one
@@ -53,7 +56,7 @@ from controller.pods import DEFAULT_GRACE_SECONDS, set_condition
 from controller.resource import get_time, set_time
 from controller.store import Compare, Delete, Put, Store, encode
 from cowpod.clock import Clock
-from cowpod.errors import CowpodError
+from cowpod.errors import CowpodError, Unavailable
 from cowpod.v1 import event_pb2, node_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
@@ -106,7 +109,15 @@ class StampTaints:
     node_revision: int
 
 
-Action = Evict | Collect | StampTaints
+@dataclass(frozen=True)
+class HoldEvictions:
+    """Every node is unreachable at once: more likely our side (network, control plane) than
+    all the nodes. Nothing is evicted for taints until some node is reachable again."""
+
+    nodes: int
+
+
+Action = Evict | Collect | StampTaints | HoldEvictions
 
 
 # ---- pure rules -----------------------------------------------------------------------------------
@@ -156,6 +167,10 @@ def plan(nodes: Sequence[node_pb2.Node], pods: Sequence[pod_pb2.Pod], now: float
     """Pure: which pods to evict or collect, and which taints to stamp."""
     actions: list[Action] = []
     by_name = {n.metadata.name: n for n in nodes}
+    if judge_taints and nodes and all(
+            any(t.key in DEFAULTED_TAINTS for t in no_execute_taints(n)) for n in nodes):
+        actions.append(HoldEvictions(len(nodes)))
+        judge_taints = False
     unstamped: set[str] = set()
     for n in nodes:
         if any(not t.HasField("time_added") for t in no_execute_taints(n)):
@@ -259,6 +274,7 @@ class Evictor:
         self._started = clock.monotonic()
         self._known_nodes: set[str] | None = None
         self._next_sweep = 0.0
+        self._holding = False
 
     async def run(self) -> None:
         self._started = self.clock.monotonic()
@@ -266,6 +282,9 @@ class Evictor:
             await self.clock.sleep(self.period)
             try:
                 await self.reconcile_once()
+            except Unavailable as err:
+                log.warning("eviction pass failed: %s; taints judged again in %.0fs", err, self.startup_grace)
+                self._started = self.clock.monotonic()
             except CowpodError as err:
                 log.warning("eviction pass failed: %s", err)
 
@@ -284,6 +303,9 @@ class Evictor:
             self._next_sweep = mono + self.sweep_seconds
         actions = plan(nodes, pods, self.clock.now(), default_seconds=self.default_seconds,
                        judge_taints=judge)
+        holding = any(isinstance(a, HoldEvictions) for a in actions)
+        if self._holding and not holding:
+            log.info("a node is reachable again: evictions resume")
         by_key = {(p.metadata.namespace, p.metadata.name): p for p in pods}
         nodes_by_name = {n.metadata.name: n for n in nodes}
         for a in actions:
@@ -292,10 +314,15 @@ class Evictor:
                     await self._evict(a, by_key[(a.namespace, a.name)])
                 elif isinstance(a, Collect):
                     await self._collect(a.namespace, a.name, a.node, a.pod_revision)
+                elif isinstance(a, HoldEvictions):
+                    if not self._holding:
+                        log.warning("all %d nodes are unreachable: suspecting the network or the control "
+                                    "plane, not the nodes; holding evictions until one is back", a.nodes)
                 else:
                     await self._stamp(nodes_by_name[a.node])
             except CowpodError as err:
                 log.warning("eviction action %s failed: %s; retried next pass", a, err)
+        self._holding = holding
         return actions
 
     async def _evict(self, a: Evict, pod: pod_pb2.Pod) -> None:

@@ -11,7 +11,8 @@ itself is left alone).
 
 Renew times are written by this controller's clock, so agents' clocks never
 matter. After a controller start we wait one grace period before judging, so
-agents that could not heartbeat while we were down are not all marked lost.
+agents that could not heartbeat while we were down are not all marked lost; the
+same after a pass that found the store (etcd) unreachable.
 
 Seam for eviction (a later issue): pods on a node tainted NoExecute that do
 not tolerate the taint should be deleted after their tolerationSeconds. That
@@ -31,7 +32,7 @@ from controller.pods import set_condition
 from controller.resource import get_time, set_time
 from controller.store import Store, guaranteed_update
 from cowpod.clock import Clock
-from cowpod.errors import CowpodError, NotFound
+from cowpod.errors import CowpodError, NotFound, Unavailable
 from cowpod.v1 import lease_pb2, node_pb2
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,11 @@ class NodeLifecycle:
                 continue
             try:
                 await self.reconcile_once()
+            except Unavailable as err:
+                # Agents could not renew their leases while the store was unreachable either:
+                # judge again only a grace period after it answers, as after a start.
+                log.warning("node lifecycle pass failed: %s; next judgement in %.0fs", err, self.grace)
+                started = self.clock.monotonic()
             except CowpodError as err:
                 log.warning("node lifecycle pass failed: %s", err)
 

@@ -17,6 +17,7 @@ from controller.eviction import (
     Collect,
     Evict,
     Evictor,
+    HoldEvictions,
     StampTaints,
     allowed_seconds,
     plan,
@@ -76,7 +77,7 @@ def test_healthy_nodes_evict_nothing() -> None:
 
 
 def test_default_toleration_is_300s_from_the_taint() -> None:
-    nodes, pods = [unreachable("n1")], [pod("a")]
+    nodes, pods = [unreachable("n1"), node("ok")], [pod("a")]
     assert plan(nodes, pods, T0 + 299) == []
     [a] = plan(nodes, pods, T0 + 300)
     assert isinstance(a, Evict)
@@ -85,7 +86,7 @@ def test_default_toleration_is_300s_from_the_taint() -> None:
 
 
 def test_default_toleration_is_configurable() -> None:
-    assert len(plan([unreachable("n1")], [pod("a")], T0 + 3, default_seconds=2)) == 1
+    assert len(plan([unreachable("n1"), node("ok")], [pod("a")], T0 + 3, default_seconds=2)) == 1
 
 
 UNREACH: dict[str, Any] = {"key": UNREACHABLE_TAINT, "operator": "Exists", "effect": "NoExecute"}
@@ -112,7 +113,7 @@ def test_allowed_seconds(tolerations: list[dict[str, Any]], seconds: float) -> N
 
 def test_a_pod_that_tolerates_forever_stays() -> None:
     tol = [{"key": UNREACHABLE_TAINT, "operator": "Exists", "effect": "NoExecute"}]
-    assert plan([unreachable("n1")], [pod("a", tolerations=tol)], T0 + 10**7) == []
+    assert plan([unreachable("n1"), node("ok")], [pod("a", tolerations=tol)], T0 + 10**7) == []
 
 
 def test_other_untolerated_no_execute_taint_evicts_at_once() -> None:
@@ -130,7 +131,7 @@ def test_no_schedule_taints_never_evict() -> None:
 
 def test_terminating_terminal_and_unbound_pods_are_left_alone_on_a_lost_node() -> None:
     pods = [pod("t", terminating=True), pod("f", phase="Failed"), pod("s", phase="Succeeded"), pod("u", "")]
-    assert plan([unreachable("n1")], pods, T0 + 10**6) == []
+    assert plan([unreachable("n1"), node("ok")], pods, T0 + 10**6) == []
 
 
 def test_pods_of_a_vanished_node_are_evicted_then_collected() -> None:
@@ -139,6 +140,16 @@ def test_pods_of_a_vanished_node_are_evicted_then_collected() -> None:
     assert "no longer exists" in a.message
     acts = plan([], [pod("f", "gone", phase="Failed"), pod("t", "gone", terminating=True)], T0)
     assert acts == [Collect("default", "f", "uid-f", "gone", 7), Collect("default", "t", "uid-t", "gone", 7)]
+
+
+def test_nothing_is_evicted_for_taints_when_every_node_is_unreachable() -> None:
+    nodes = [unreachable("n1"), unreachable("n2")]
+    acts = plan(nodes, [pod("a"), pod("b", "n2"), pod("c", "gone")], T0 + 10**6)
+    assert acts[0] == HoldEvictions(2)
+    assert [(type(a), a.name) for a in acts[1:]] == [(Evict, "c")]  # a gone node still counts
+    # One node reachable again: the lost one's pods go.
+    acts = plan([unreachable("n1"), node("n2")], [pod("a"), pod("b", "n2")], T0 + 10**6)
+    assert [(type(a), a.name) for a in acts] == [(Evict, "a")]
 
 
 def test_unstamped_taint_is_stamped_before_anything_is_judged() -> None:
@@ -262,6 +273,7 @@ async def test_pods_of_a_gone_node_are_failed_then_deleted(clock: FakeClock) -> 
 async def test_a_node_that_comes_back_between_plan_and_write_keeps_its_pod(clock: FakeClock) -> None:
     store = MemStore()
     store.put(NODES.key("", "n1"), unreachable("n1", since=T0 - 1000))
+    store.put(NODES.key("", "ok"), node("ok"))
     store.put(pkey("a"), pod("a", "n1"))
     ev = Evictor(store, clock, startup_grace=0)  # type: ignore[arg-type]
     real_list = store.list
