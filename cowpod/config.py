@@ -5,8 +5,10 @@ state file that `cowpod up` wrote, then the user config file, then defaults,
 and passed down as a frozen value (no module globals), so every command and
 test sees exactly one answer.
 
-    controller:  --controller > $COWPOD_CONTROLLER > <data-dir>/cluster.json
-                 > current context of $COWPOD_CONFIG (~/.cowpod/config) > 127.0.0.1:7070
+    controller:  --controller > $COWPOD_CONTROLLER > a context switched to in the user config
+                 > <data-dir>/cluster.json > current context of the user config > 127.0.0.1:7070
+    user config: $COWPOD_CONFIG > <data-dir>/config (~/.cowpod/config); `cowpod up` writes its
+                 `local` context there, `cowpod config use-context` switches
     data dir:    --data-dir    > $COWPOD_DATA_DIR   > ~/.cowpod
     namespace:   -n            > $COWPOD_NAMESPACE  > default
 
@@ -21,7 +23,7 @@ import pathlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cowpod.auth.config import ConnectionSettings, default_config_path
+from cowpod.auth.config import ENV_CONFIG, LOCAL_CONTEXT, ConnectionSettings, default_config_path
 from cowpod.auth.config import load_config as load_user_config
 from cowpod.local.state import ClusterState, StateError, connection_for, read_state
 
@@ -68,16 +70,21 @@ def load_config(
         state: ClusterState | None = read_state(directory)
     except StateError:
         state = None  # `status`/`down` report the damage; other verbs go on without it
+    # The user config: $COWPOD_CONFIG, else <data dir>/config (~/.cowpod/config).
+    user_path = default_config_path(env) if env.get(ENV_CONFIG) else directory / "config"
+    user = load_user_config(user_path)
+    # A context the user switched to (`cowpod config use-context`) beats the local cluster's state;
+    # the `local` context itself is only a copy of what the state says (and stale once it is gone).
+    switched = bool(user.current_context) and user.current_context != LOCAL_CONTEXT
     if controller or env.get("COWPOD_CONTROLLER"):
         address = controller or env["COWPOD_CONTROLLER"]
         source = "flag" if controller else "env"
+    elif switched:
+        settings = user.settings()
+        return CliConfig(settings.server, directory, ns, debug, "config", settings)
     elif state is not None and state.controller:
         address, source = state.controller, "state"
     else:
-        user = load_user_config(default_config_path(env))
-        if user.current_context:
-            settings = user.settings()
-            return CliConfig(settings.server, directory, ns, debug, "config", settings)
         address, source = DEFAULT_CONTROLLER, "default"
     if state is not None:
         # An explicit address next to a local cluster is taken to be that cluster (e.g. its unix socket).

@@ -53,10 +53,17 @@ class ConfigError(ValueError):
     """The config file is unreadable or names something it does not define."""
 
 
+# The context `cowpod up` writes for the local cluster it starts (as its admin).
+LOCAL_CONTEXT = "local"
+
+
 def default_config_path(environ: Mapping[str, str] | None = None) -> pathlib.Path:
+    """$COWPOD_CONFIG, else <data dir>/config: $COWPOD_DATA_DIR/config or ~/.cowpod/config."""
     env = os.environ if environ is None else environ
     if env.get(ENV_CONFIG):
         return pathlib.Path(env[ENV_CONFIG]).expanduser()
+    if env.get("COWPOD_DATA_DIR"):
+        return pathlib.Path(env["COWPOD_DATA_DIR"]).expanduser() / "config"
     return pathlib.Path("~/.cowpod/config").expanduser()
 
 
@@ -380,3 +387,33 @@ def settings_for_cluster(
         tls_server_name=tls_server_name,
         insecure=insecure,
     )
+
+
+def with_local_cluster(cfg: UserConfig, *, server: str, secure: bool, pki_dir: pathlib.Path) -> UserConfig:
+    """The config with the `local` context of a cluster `cowpod up` started, made current.
+
+    Secure: the cluster's CA and transport pair, and its admin certificate as user
+    `local-admin`. Insecure: `insecure: true`, no credentials."""
+    from cowpod.pki import CONTROLLER_SERVER_NAME
+
+    if secure:
+        cluster = ClusterEntry(
+            LOCAL_CONTEXT, server,
+            certificate_authority=str(pki_dir / "ca.crt"),
+            tls_server_name=CONTROLLER_SERVER_NAME,
+            transport_certificate=str(pki_dir / "transport.crt"),
+            transport_key=str(pki_dir / "transport.key"),
+        )
+        user = UserEntry("local-admin", client_certificate=str(pki_dir / "admin.crt"),
+                         client_key=str(pki_dir / "admin.key"))
+    else:
+        cluster = ClusterEntry(LOCAL_CONTEXT, server, insecure=True)
+        user = UserEntry("local-admin")
+    cfg = cfg.with_cluster(cluster).with_user(user)
+    return cfg.with_context(ContextEntry(LOCAL_CONTEXT, LOCAL_CONTEXT, user.name), use=True)
+
+
+def write_local_context(path: pathlib.Path, *, server: str, secure: bool, pki_dir: pathlib.Path) -> None:
+    """Merge the local cluster into the config file at `path` (what `cowpod up` does)."""
+    cfg = load_config(path)
+    with_local_cluster(cfg, server=server, secure=secure, pki_dir=pki_dir.resolve()).save(path)

@@ -29,6 +29,7 @@ import grpc
 from cowpod.auth.config import ConfigError
 from cowpod.cli.commands import (
     apply,
+    auth,
     cluster,
     delete,
     describe,
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     parents = [_global_options(suppress=True)]
-    for module in (cluster, apply, get, describe, delete, logs, wait_cmd, node, drain, vm, version):
+    for module in (cluster, apply, get, describe, delete, logs, wait_cmd, node, drain, vm, auth, version):
         module.add_parser(sub, parents)
     return parser
 

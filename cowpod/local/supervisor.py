@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cowpod.auth.config import ENV_CONFIG, default_config_path, write_local_context
 from cowpod.auth.credentials import connect
 from cowpod.clock import Clock
 from cowpod.local import docker_env, fleet, health, process
@@ -378,6 +379,14 @@ class Supervisor:
             await asyncio.to_thread(pki.ensure, now=self.clock.now())
             # What agents in VMs may see (CA certificate, transport pair), in the directory they mount.
             await asyncio.to_thread(write_join_bundle, pki, self.layout.run_dir)
+        # The user config's `local` context: this cluster, as its admin (`cowpod config` shows it).
+        user_config = (
+            default_config_path(self.env) if self.env.get(ENV_CONFIG) else self.layout.data_dir / "config"
+        )
+        await asyncio.to_thread(
+            write_local_context, user_config, server=opts.listen, secure=opts.secure,
+            pki_dir=self.layout.pki.directory,
+        )
         try:
             state = await self._start_etcd(state, exes["etcd"], previous)
             state = await self._start_controller(state, exes["controller"], opts)
