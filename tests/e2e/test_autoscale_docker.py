@@ -17,11 +17,12 @@ import pytest
 
 from controller.autoscaler.reconciler import Autoscaler, Options
 from controller.testing import ControllerRunner
+from cowpod.auth.flags import agent_join_args
 from cowpod.client import Client
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, vm_pb2
-from hypervisor.docker_provider import DockerProvider
+from hypervisor.docker_provider import IN_VM_RUN_DIR, DockerProvider
 from hypervisor.manager import VMManager
 from hypervisor.testing import DockerTestEnv, build_images
 from tests.integration.scheduler_harness import running_scheduler, wait_for
@@ -56,7 +57,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 async def cluster(etcd: EtcdMember, prefix: str, env: DockerTestEnv) -> AsyncIterator[Client]:
     sock = env.data_dir / "run" / "controller.sock"
     sock.parent.mkdir(parents=True, exist_ok=True)
-    provider: DockerProvider = env.provider()
+    # The controller here is plaintext; the VMs' agents must be told so.
+    provider: DockerProvider = env.provider(agent_extra_args=agent_join_args(IN_VM_RUN_DIR, secure=False))
     async with (
         ControllerRunner(etcd.endpoint, prefix, listen_unix=str(sock)) as runner,
         Client(runner.address) as client,
