@@ -1,0 +1,203 @@
+"""The watch hub over an in-memory store: shared fan-out, selector transitions,
+resume from the buffer, overflow, bookmarks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from controller.kinds import PODS
+from controller.memstore import MemoryStore
+from controller.resource import Resource
+from controller.watch import WatchHub
+from cowpod.clock import FakeClock
+from cowpod.errors import ResourceExhausted
+from cowpod.v1 import meta_pb2, pod_pb2
+
+
+def pod(name: str, *, node: str = "", labels: dict[str, str] | None = None) -> pod_pb2.Pod:
+    p = pod_pb2.Pod()
+    p.metadata.name = name
+    p.metadata.namespace = "default"
+    p.metadata.labels.update(labels or {})
+    p.spec.node_name = node
+    p.spec.containers.add(name="c", image="i")
+    return p
+
+
+class Env:
+    def __init__(self, queue_size: int = 100, buffer_size: int = 1000) -> None:
+        self.store = MemoryStore()
+        self.clock = FakeClock()
+        self.hub: WatchHub[pod_pb2.Pod] = WatchHub(self.store, PODS, self.clock,
+                                                   queue_size=queue_size, buffer_size=buffer_size)
+        self.res = Resource(PODS, self.store, self.clock, self.hub)
+
+    async def put(self, p: pod_pb2.Pod) -> int:
+        key = PODS.key("default", p.metadata.name)
+        cur = await self.store.get_raw(key)
+        if cur is None:
+            return (await self.store.create(key, p)).metadata.resource_version
+        return (await self.store.update(key, p, expected_revision=cur.mod_revision)).metadata.resource_version
+
+    async def delete(self, name: str) -> None:
+        await self.store.delete(PODS.key("default", name), pod_pb2.Pod)
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    e = Env()
+    task = asyncio.create_task(e.hub.run())
+    await e.hub.wait_ready()
+    yield e
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+class Reader:
+    """Pulls decoded events off a watch stream without blocking the test."""
+
+    def __init__(self, stream: AsyncIterator[bytes]) -> None:
+        self.stream = stream
+
+    async def next(self) -> pod_pb2.PodWatchEvent:
+        b = await asyncio.wait_for(anext(self.stream), 5)
+        return pod_pb2.PodWatchEvent.FromString(b)
+
+    async def changes(self, n: int) -> list[tuple[int, str]]:
+        out: list[tuple[int, str]] = []
+        while len(out) < n:
+            ev = await self.next()
+            if ev.type != meta_pb2.BOOKMARK:
+                out.append((int(ev.type), ev.object.metadata.name))
+        return out
+
+
+async def test_initial_list_bookmark_then_changes(env: Env) -> None:
+    await env.put(pod("a"))
+    r = Reader(env.res.watch(meta_pb2.WatchOptions(send_initial=True)))
+    first = await r.next()
+    assert (first.type, first.object.metadata.name) == (meta_pb2.ADDED, "a")
+    bm = await r.next()
+    assert bm.type == meta_pb2.BOOKMARK and bm.resource_version == env.store.revision
+    await env.put(pod("b"))
+    await env.put(pod("a", labels={"x": "1"}))
+    await env.delete("b")
+    assert await r.changes(3) == [(meta_pb2.ADDED, "b"), (meta_pb2.MODIFIED, "a"), (meta_pb2.DELETED, "b")]
+
+
+async def test_field_selector_transitions(env: Env) -> None:
+    await env.put(pod("a"))
+    unbound = Reader(env.res.watch(meta_pb2.WatchOptions(
+        list=meta_pb2.ListOptions(field_selector="spec.nodeName="), send_initial=True)))
+    on_n1 = Reader(env.res.watch(meta_pb2.WatchOptions(
+        list=meta_pb2.ListOptions(field_selector="spec.nodeName=n1"), send_initial=True)))
+    assert (await unbound.next()).type == meta_pb2.ADDED
+    assert (await unbound.next()).type == meta_pb2.BOOKMARK
+    assert (await on_n1.next()).type == meta_pb2.BOOKMARK
+    await env.put(pod("a", node="n1"))  # bound: leaves the unbound view, enters n1's
+    assert await unbound.changes(1) == [(meta_pb2.DELETED, "a")]
+    assert await on_n1.changes(1) == [(meta_pb2.ADDED, "a")]
+    await env.delete("a")
+    assert await on_n1.changes(1) == [(meta_pb2.DELETED, "a")]
+
+
+async def test_label_selector_in_and_out(env: Env) -> None:
+    r = Reader(env.res.watch(meta_pb2.WatchOptions(list=meta_pb2.ListOptions(label_selector="app=web"))))
+    got = asyncio.create_task(r.changes(3))  # the stream subscribes on its first pull
+    await settle()
+    await env.put(pod("a", labels={"app": "db"}))
+    await env.put(pod("a", labels={"app": "web"}))
+    await env.put(pod("a", labels={"app": "web", "v": "2"}))
+    await env.put(pod("a", labels={"app": "db"}))
+    assert await got == [(meta_pb2.ADDED, "a"), (meta_pb2.MODIFIED, "a"), (meta_pb2.DELETED, "a")]
+
+
+async def test_resume_from_revision_in_buffer(env: Env) -> None:
+    r1 = await env.put(pod("a"))
+    await env.put(pod("b"))
+    await env.put(pod("c"))
+    await settle()
+    r = Reader(env.res.watch(meta_pb2.WatchOptions(resource_version=r1)))
+    assert await r.changes(2) == [(meta_pb2.ADDED, "b"), (meta_pb2.ADDED, "c")]
+
+
+async def test_resume_before_the_hub_started_uses_a_dedicated_watch() -> None:
+    e = Env()
+    r1 = await e.put(pod("a"))
+    await e.put(pod("b"))
+    task = asyncio.create_task(e.hub.run())
+    await e.hub.wait_ready()
+    try:
+        r = Reader(e.res.watch(meta_pb2.WatchOptions(resource_version=r1)))
+        assert await r.changes(1) == [(meta_pb2.ADDED, "b")]
+        await e.put(pod("c"))
+        assert await r.changes(1) == [(meta_pb2.ADDED, "c")]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_slow_stream_is_closed_not_blocking_others() -> None:
+    e = Env(queue_size=3)
+    task = asyncio.create_task(e.hub.run())
+    await e.hub.wait_ready()
+    try:
+        slow = Reader(e.res.watch(meta_pb2.WatchOptions()))
+        fast = Reader(e.res.watch(meta_pb2.WatchOptions()))
+        # Start both streams (they subscribe on first pull).
+        t_slow = asyncio.create_task(slow.next())
+        t_fast = asyncio.create_task(fast.next())
+        await settle()
+        await e.put(pod("p0"))
+        assert (await t_fast).object.metadata.name == "p0"
+        assert (await t_slow).object.metadata.name == "p0"
+        for i in range(1, 10):
+            await e.put(pod(f"p{i}"))
+            await settle()
+            assert (await fast.next()).object.metadata.name == f"p{i}"
+        with pytest.raises(ResourceExhausted, match="fell more than 3 events behind"):
+            for _ in range(10):
+                await slow.next()
+        assert e.hub.subscribers == 1
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_bookmarks_on_idle_streams(env: Env) -> None:
+    r = Reader(env.res.watch(meta_pb2.WatchOptions(bookmark_interval_seconds=2)))
+    ticker = asyncio.create_task(env.hub.run_ticker(1.0))
+    try:
+        nxt = asyncio.create_task(r.next())
+        await settle()
+        await env.clock.advance(3)
+        ev = await nxt
+        assert ev.type == meta_pb2.BOOKMARK
+        assert ev.resource_version == env.store.revision
+    finally:
+        ticker.cancel()
+
+
+async def test_events_reach_only_interested_node_streams(env: Env) -> None:
+    streams = [Reader(env.res.watch(meta_pb2.WatchOptions(
+        list=meta_pb2.ListOptions(field_selector=f"spec.nodeName=n{i}")))) for i in range(3)]
+    pulls = [asyncio.create_task(s.next()) for s in streams]
+    await settle()
+    await env.put(pod("a", node="n1"))
+    ev = await pulls[1]
+    assert ev.object.metadata.name == "a"
+    await settle()
+    assert not pulls[0].done() and not pulls[2].done()
+    for t in (pulls[0], pulls[2]):
+        t.cancel()
