@@ -1,0 +1,133 @@
+"""A default (secure) `cowpod up` with one VM on the real Docker engine: the agent
+joined with a bootstrap token and holds a node certificate, the pods it runs are
+unprivileged with Docker's default capabilities and seccomp, and no pod can reach
+the Docker socket or the control-plane directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from cowpod.local.etcd import free_port
+from cowpod.pki import Subject, subject_of
+
+pytestmark = pytest.mark.e2e
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(sys.executable).parent
+
+PROBE = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: probe}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: probe
+    image: cowpod/busybox:latest
+    command: ["sleep", "600"]
+    resources: {requests: {cpu: 10m, memory: 16Mi}}
+"""
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    data: pathlib.Path
+
+    def run(self, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([str(BIN / "cowpod"), *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"cowpod {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], check=check, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if shutil.which("docker") is None or docker("info", check=False).returncode:
+        pytest.fail("no Docker engine answers; run scripts/bootstrap.sh")
+    subprocess.run([str(ROOT / "deploy" / "build-images.sh"), "--quiet"], check=True)
+    data = tmp_path_factory.mktemp("secure") / "data"
+    env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    for k in ("COWPOD_CONTROLLER", "COWPOD_CONFIG"):
+        env.pop(k, None)
+    c = Cluster(env, data)
+    c.run("up", "--detach", "--vms", "1", "--listen", f"127.0.0.1:{free_port()}", timeout=300)
+    try:
+        yield c
+    finally:
+        c.run("down", "--purge", check=False, timeout=180)
+
+
+def test_cluster_is_secure_by_default(cluster: Cluster) -> None:
+    state = json.loads((cluster.data / "cluster.json").read_text())
+    assert state["secure"] is True
+    shown = cluster.run("config").stdout
+    assert "identity: admin (role admin, by certificate)" in shown
+    # Plaintext to the controller's port is refused.
+    plain = subprocess.run(
+        [str(BIN / "cowpod"), "--controller", state["controller"], "get", "pods"],
+        env={**cluster.env, "COWPOD_DATA_DIR": str(cluster.data.parent / "nowhere")},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert plain.returncode != 0
+
+
+def test_vm_agent_joined_with_its_own_node_certificate(cluster: Cluster) -> None:
+    vm = cluster.json("get", "vm", "vm-1")
+    container = vm["status"]["providerId"].removeprefix("docker://")
+    pem = docker("exec", container, "cat", "/var/lib/cowpod/pki/vm-1.crt").stdout.encode()
+    assert subject_of(pem) == Subject("system:node:vm-1", ("system:nodes",))
+    # The CA key never reaches a VM.
+    assert docker("exec", container, "ls", "/run/cowpod/").stdout.split().count("ca.key") == 0
+    tokens = cluster.run("token", "list").stdout
+    assert "bootstrap" in tokens and "VM join token" in tokens
+
+
+def test_pod_is_unprivileged_and_cannot_reach_the_engine(cluster: Cluster, tmp_path: pathlib.Path) -> None:
+    manifest = tmp_path / "probe.yaml"
+    manifest.write_text(PROBE)
+    cluster.run("apply", "-f", str(manifest))
+    cluster.run("wait", "pod", "probe", "--for", "phase=Running", "--timeout", "120")
+    pod = cluster.json("get", "pod", "probe")
+    uid = pod["metadata"]["uid"]
+    ids = docker("ps", "-q", "--no-trunc", "--filter", f"label=cowpod.pod.uid={uid}").stdout.split()
+    assert ids
+    for cid in ids:
+        info = json.loads(docker("inspect", cid).stdout)[0]
+        hc = info["HostConfig"]
+        assert hc["Privileged"] is False
+        assert not hc.get("CapAdd")
+        assert not any("unconfined" in o for o in hc.get("SecurityOpt") or [])
+        sources = [m.get("Source", "") for m in info.get("Mounts", [])]
+        assert not any("docker.sock" in s or s.endswith("/run") for s in sources), sources
+    for path in ("/var/run/docker.sock", "/run/cowpod/controller.sock", "/run/cowpod/ca.crt"):
+        out = cluster.run("exec", "probe", "--", "ls", path, check=False)
+        assert out.returncode != 0, f"{path} is visible in the pod"
+    # A pod asking for the socket as a hostPath is refused before it is stored.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(PROBE.replace("name: probe}", "name: sock}").replace(
+        "  containers:", "  volumes: [{name: d, hostPath: {path: /var/run/docker.sock}}]\n  containers:"))
+    proc = cluster.run("apply", "-f", str(bad), check=False)
+    assert proc.returncode != 0 and "hostPath.path" in proc.stderr
+    assert cluster.run("get", "pod", "sock", check=False).returncode != 0
+    cluster.run("delete", "pod", "probe", "--grace-period", "0")
