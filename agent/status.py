@@ -213,5 +213,6 @@ def build_status(
 
 
 def same_status(a: pod_pb2.PodStatus, b: pod_pb2.PodStatus) -> bool:
-    """Equal but for timestamps that only move (transition times are kept)."""
+    """Byte-equal. Builders keep transition and start times from the previous
+    status, so an unchanged pod yields an equal status and no write."""
     return a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)

@@ -22,7 +22,7 @@ from agent.desired import DesiredPod, from_proto
 from agent.events import EventRecorder, PodRef
 from agent.executor import Executor
 from agent.plan import PlanConfig, PodMemory, Requeue, first_requeue, plan_pod
-from agent.probes import ProbeKind, Prober, ProbeWorker, Target
+from agent.probes import Failure, ProbeKind, Prober, ProbeWorker, Target, Verdict
 from agent.runtime import ContainerInfo, Kind
 from agent.status import build_status
 from agent.statusmgr import StatusManager
@@ -231,7 +231,7 @@ class PodWorker:
                     self.d.supervisor.spawn(name, worker.run())
         self._stop_probes(keep)
 
-    def _make_verdict(self, cname: str):  # type: ignore[no-untyped-def]
+    def _make_verdict(self, cname: str) -> Verdict:
         async def verdict(kind: ProbeKind, cid: str, ok: bool, msg: str) -> None:
             if kind == ProbeKind.READINESS:
                 self.memory.ready[cid] = ok
@@ -247,7 +247,7 @@ class PodWorker:
 
         return verdict
 
-    def _on_probe_failure(self, cname: str):  # type: ignore[no-untyped-def]
+    def _on_probe_failure(self, cname: str) -> Failure:
         def failure(kind: ProbeKind, cid: str, msg: str) -> None:
             self.d.recorder.record(
                 self.last_ref, "Unhealthy", f"{kind.value} probe failed: {msg}", warning=True

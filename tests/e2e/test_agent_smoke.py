@@ -58,6 +58,8 @@ async def test_pod_runs_logs_exec_delete(node: AgentRunner, client: Client) -> N
         assert b"hello from cowpod" in b"".join(chunks)
         res = await stub.Exec(pod_pb2.ExecRequest(pod=key, command=["sh", "-c", "echo out; exit 7"]))
         assert res.exit_code == 7 and res.stdout == b"out\n"
+        piped = await stub.Exec(pod_pb2.ExecRequest(pod=key, command=["cat"], stdin=b"through stdin"))
+        assert (piped.exit_code, piped.stdout) == (0, b"through stdin")
 
     await client.pods.Delete(
         meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(namespace="default", name="hello"))
