@@ -34,6 +34,7 @@ from cowpod.auth.credentials import connect
 from cowpod.client import Client
 from cowpod.clock import Clock
 from cowpod.pki import CONTROLLER_SERVER_NAME, ClusterPKI
+from cowpod.v1 import node_pb2, pod_pb2
 
 
 class ControllerRunner:
@@ -127,3 +128,27 @@ class ControllerRunner:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+# --- builders for tests: the smallest valid objects ------------------------------------------------
+
+
+def make_pod(name: str, *, namespace: str = "default", labels: dict[str, str] | None = None,
+             image: str = "cowpod/busybox:latest") -> pod_pb2.Pod:
+    """A valid one-container pod."""
+    p = pod_pb2.Pod()
+    p.metadata.name = name
+    p.metadata.namespace = namespace
+    p.metadata.labels.update(labels or {})
+    p.spec.containers.add(name="main", image=image)
+    return p
+
+
+async def make_node(client: Client, name: str, *, cpu_millis: int = 2000) -> node_pb2.Node:
+    """Register a node (no agent behind it) and return it."""
+    n = node_pb2.Node()
+    n.metadata.name = name
+    n.status.capacity.cpu_millis = cpu_millis
+    n.status.allocatable.cpu_millis = cpu_millis
+    out: node_pb2.Node = await client.nodes.Register(n)
+    return out

@@ -7,29 +7,11 @@ import asyncio
 import grpc
 import pytest
 
+from controller.testing import ControllerRunner, make_node, make_pod
 from cowpod.client import Client
-from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
+from cowpod.v1 import meta_pb2, pod_pb2
 
 pytestmark = pytest.mark.integration
-
-
-def make_pod(name: str, *, ns: str = "default", labels: dict[str, str] | None = None,
-             image: str = "cowpod/busybox:latest") -> pod_pb2.Pod:
-    p = pod_pb2.Pod()
-    p.metadata.name = name
-    p.metadata.namespace = ns
-    p.metadata.labels.update(labels or {})
-    c = p.spec.containers.add()
-    c.name = "main"
-    c.image = image
-    return p
-
-
-async def make_node(client: Client, name: str) -> node_pb2.Node:
-    n = node_pb2.Node()
-    n.metadata.name = name
-    n.status.capacity.cpu_millis = 2000
-    return await client.nodes.Register(n)
 
 
 async def test_create_get_list_delete(client: Client) -> None:
@@ -114,7 +96,7 @@ async def test_bind_conditional(client: Client) -> None:
     assert "nope" in (e.value.details() or "")
 
 
-async def test_restart_loses_nothing(controller, client: Client) -> None:  # type: ignore[no-untyped-def]
+async def test_restart_loses_nothing(controller: ControllerRunner, client: Client) -> None:
     await client.pods.Create(make_pod("a"))
     await controller.restart()
     got = await client.call(client.pods.Get, meta_pb2.ObjectKey(name="a"))

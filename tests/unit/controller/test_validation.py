@@ -27,7 +27,7 @@ def _c(p: pod_pb2.Pod) -> pod_pb2.Container:
     return p.spec.containers[0]
 
 
-BAD_PODS: list[tuple[str, Callable[[pod_pb2.Pod], None], str]] = [
+BAD_PODS: list[tuple[str, Callable[[pod_pb2.Pod], object], str]] = [
     ("name required", lambda p: setattr(p.metadata, "name", ""), "metadata.name: required"),
     ("name uppercase", lambda p: setattr(p.metadata, "name", "Web"), "metadata.name: invalid value 'Web'"),
     ("name too long", lambda p: setattr(p.metadata, "name", "a" * 254),

@@ -1,0 +1,164 @@
+"""Bind and BindBatch: conditional commits, mixed outcomes, graceful delete of bound pods."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from controller.testing import make_node, make_pod
+from cowpod.client import Client
+from cowpod.v1 import meta_pb2, pod_pb2
+
+pytestmark = pytest.mark.integration
+
+
+def binding(name: str, node: str, **kw: object) -> pod_pb2.Binding:
+    return pod_pb2.Binding(pod=meta_pb2.ObjectKey(namespace="default", name=name), node_name=node,
+                           **kw)  # type: ignore[arg-type]
+
+
+async def test_bind_batch_mixed_outcomes(client: Client) -> None:
+    await make_node(client, "n1")
+    await make_node(client, "n2")
+    ok1 = await client.pods.Create(make_pod("ok1"))
+    await client.pods.Create(make_pod("ok2"))
+    await client.pods.Create(make_pod("bound"))
+    await client.pods.Bind(binding("bound", "n1"))
+    stale = await client.pods.Create(make_pod("stale"))
+    stale.metadata.labels["touched"] = "1"
+    await client.pods.Update(stale)
+    await client.pods.Create(make_pod("nonode"))
+    await client.pods.Create(make_pod("wronguid"))
+
+    resp = await client.pods.BindBatch(pod_pb2.BindBatchRequest(bindings=[
+        binding("ok1", "n1", pod_uid=ok1.metadata.uid, pod_resource_version=ok1.metadata.resource_version),
+        binding("ok2", "n2"),
+        binding("bound", "n2"),
+        binding("stale", "n1", pod_resource_version=stale.metadata.resource_version),
+        binding("nonode", "n9"),
+        binding("missing", "n1"),
+        binding("wronguid", "n1", pod_uid="not-the-uid"),
+        binding("ok2", "n1"),  # the same pod twice in one batch
+    ]))
+    got = [(r.pod.name, r.ok, grpc.StatusCode.OK if r.ok else _code(r.code)) for r in resp.results]
+    assert got == [
+        ("ok1", True, grpc.StatusCode.OK),
+        ("ok2", True, grpc.StatusCode.OK),
+        ("bound", False, grpc.StatusCode.ABORTED),
+        ("stale", False, grpc.StatusCode.ABORTED),
+        ("nonode", False, grpc.StatusCode.ABORTED),
+        ("missing", False, grpc.StatusCode.NOT_FOUND),
+        ("wronguid", False, grpc.StatusCode.ABORTED),
+        ("ok2", False, grpc.StatusCode.ABORTED),
+    ]
+    assert "already bound" in resp.results[2].message
+    assert '"n9" not found' in resp.results[4].message
+    assert resp.results[0].resource_version > 0
+
+    pods = {p.metadata.name: p.spec.node_name
+            for p in (await client.pods.List(meta_pb2.ListOptions())).items}
+    assert pods == {"ok1": "n1", "ok2": "n2", "bound": "n1", "stale": "", "nonode": "", "wronguid": ""}
+
+
+def _code(value: int) -> grpc.StatusCode:
+    return next(c for c in grpc.StatusCode if c.value[0] == value)
+
+
+async def test_bind_batch_many_in_groups(client: Client) -> None:
+    for n in range(3):
+        await make_node(client, f"n{n}")
+    names = [f"p{i}" for i in range(150)]
+    for name in names:
+        await client.pods.Create(make_pod(name))
+    resp = await client.pods.BindBatch(pod_pb2.BindBatchRequest(
+        bindings=[binding(name, f"n{i % 3}") for i, name in enumerate(names)]))
+    assert all(r.ok for r in resp.results), [r.message for r in resp.results if not r.ok][:3]
+    unbound = await client.pods.List(meta_pb2.ListOptions(field_selector="spec.nodeName="))
+    assert list(unbound.items) == []
+    on_n0 = await client.pods.List(meta_pb2.ListOptions(field_selector="spec.nodeName=n0"))
+    assert len(on_n0.items) == 50
+
+
+async def test_bind_to_node_being_deleted_or_gone(client: Client) -> None:
+    await make_node(client, "n1")
+    await client.pods.Create(make_pod("a"))
+    await client.nodes.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="n1")))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.pods.Bind(binding("a", "n1"))
+    assert e.value.code() == grpc.StatusCode.ABORTED
+
+
+async def test_graceful_delete_of_bound_pod_then_finalize(client: Client) -> None:
+    await make_node(client, "n1")
+    await client.pods.Create(make_pod("a"))
+    await client.pods.Bind(binding("a", "n1"))
+    watch = client.pods.Watch(meta_pb2.WatchOptions(
+        list=meta_pb2.ListOptions(field_selector="spec.nodeName=n1"), send_initial=True))
+    assert (await watch.read()).type == meta_pb2.ADDED
+    assert (await watch.read()).type == meta_pb2.BOOKMARK
+
+    marked = await client.pods.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="a")))
+    assert marked.metadata.HasField("deletion_timestamp")
+    assert marked.metadata.deletion_grace_period_seconds == 30
+    still = await client.pods.Get(meta_pb2.ObjectKey(name="a"))
+    assert still.metadata.HasField("deletion_timestamp")
+    ev = await watch.read()
+    assert ev.type == meta_pb2.MODIFIED and ev.object.metadata.HasField("deletion_timestamp")
+
+    # A second delete with a shorter grace shortens it; a longer one changes nothing.
+    shorter = await client.pods.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="a"),
+                                                              grace_period_seconds=5))
+    assert shorter.metadata.deletion_grace_period_seconds == 5
+
+    # The agent, once the containers are gone, finalizes with grace 0.
+    await client.pods.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="a"),
+                                                    grace_period_seconds=0))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.pods.Get(meta_pb2.ObjectKey(name="a"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    while True:
+        ev = await watch.read()
+        if ev.type != meta_pb2.BOOKMARK:
+            break
+    assert ev.type in (meta_pb2.MODIFIED, meta_pb2.DELETED)
+    if ev.type == meta_pb2.MODIFIED:  # the shortened grace
+        ev = await watch.read()
+    assert (ev.type, ev.object.metadata.name) == (meta_pb2.DELETED, "a")
+    watch.cancel()
+
+
+async def test_delete_unbound_or_orphaned_pod_is_immediate(client: Client) -> None:
+    await client.pods.Create(make_pod("unbound"))
+    await client.pods.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="unbound")))
+    await make_node(client, "n1")
+    await client.pods.Create(make_pod("orphan"))
+    await client.pods.Bind(binding("orphan", "n1"))
+    await client.nodes.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="n1")))
+    await client.pods.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="orphan")))
+    assert list((await client.pods.List(meta_pb2.ListOptions())).items) == []
+
+
+async def test_update_rules(client: Client) -> None:
+    await make_node(client, "n1")
+    p = await client.pods.Create(make_pod("a"))
+    p.spec.containers[0].image = "cowpod/busybox:v2"
+    p = await client.pods.Update(p)
+    assert p.spec.containers[0].image == "cowpod/busybox:v2"
+    assert p.metadata.generation == 2
+    p.spec.restart_policy = "Never"
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.pods.Update(p)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Forbidden" in (e.value.details() or "")
+    p = await client.pods.Get(meta_pb2.ObjectKey(name="a"))
+    p.spec.node_name = "n1"
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.pods.Update(p)
+    assert "use Bind" in (e.value.details() or "")
+    # UpdateStatus takes only status.
+    p = await client.pods.Get(meta_pb2.ObjectKey(name="a"))
+    p.status.phase = "Running"
+    p.metadata.labels["ignored"] = "yes"
+    s = await client.pods.UpdateStatus(p)
+    assert s.status.phase == "Running"
+    assert "ignored" not in s.metadata.labels
