@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from agent.config import AgentConfig, BackoffPolicy
 from agent.controlplane import GrpcControlPlane
@@ -29,7 +30,9 @@ from cowpod.auth.bootstrap import agent_connection
 from cowpod.auth.config import ConnectionSettings
 from cowpod.auth.credentials import connect
 from cowpod.auth.flags import add_node_arguments, add_tls_arguments
+from cowpod.auth.peer import PeerCheck, node_server_credentials
 from cowpod.clock import RealClock
+from cowpod.pki import CertKey
 
 log = logging.getLogger("agent")
 
@@ -118,7 +121,14 @@ async def run_agent(cfg: AgentConfig, connection: ConnectionSettings | None = No
     """Run until cancelled or until SIGTERM/SIGINT. `connection` None = plaintext to cfg.controller."""
     runtime = DockerRuntime(cfg.node_name, threads=cfg.docker_threads)
     client = connect(connection or ConnectionSettings(server=cfg.controller, insecure=True))
-    agent = Agent(cfg, GrpcControlPlane(client), runtime, serve=serve if cfg.listen else None)
+    serve_fn: Callable[[Agent], Awaitable[None]] = serve
+    conn = connection
+    if conn is not None and conn.client_cert_pem and conn.client_key_pem and conn.ca_pem:
+        # Logs/exec: TLS with the node certificate, and only the controller may call.
+        pair = CertKey(conn.client_cert_pem, conn.client_key_pem)
+        serve_fn = functools.partial(serve, credentials=node_server_credentials(pair, conn.ca_pem),
+                                     interceptors=[PeerCheck()])
+    agent = Agent(cfg, GrpcControlPlane(client), runtime, serve=serve_fn if cfg.listen else None)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     installed: list[signal.Signals] = []

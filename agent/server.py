@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -117,12 +117,20 @@ def bind_address(listen: str) -> str:
     return listen
 
 
-async def serve(agent: Agent) -> None:
-    """Serve AgentService on agent.cfg.listen until cancelled."""
-    server = grpc.aio.server()
+async def serve(
+    agent: Agent,
+    *,
+    credentials: grpc.ServerCredentials | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> None:
+    """Serve AgentService on agent.cfg.listen until cancelled.
+
+    `credentials`/`interceptors`: TLS with the node certificate and the check that
+    only the controller calls (cowpod.auth.peer); plaintext without them."""
+    server = grpc.aio.server(interceptors=list(interceptors))
     agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(agent), server)
     addr = bind_address(agent.cfg.listen)
-    port = server.add_insecure_port(addr)
+    port = server.add_secure_port(addr, credentials) if credentials else server.add_insecure_port(addr)
     if port == 0:
         raise OSError(f"--listen {agent.cfg.listen}: cannot bind")
     await server.start()

@@ -30,6 +30,8 @@ class AgentProxy:
         self.nodes = nodes
         self.connect_timeout = connect_timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # Set by a secure controller: TLS as system:controller, verifying the agent's node certificate.
+        self.credentials: grpc.ChannelCredentials | None = None
 
     async def _stub(self, namespace: str, name: str) -> tuple[agent_pb2_grpc.AgentServiceStub, str]:
         pod = await self.pods.get(namespace, name)
@@ -47,7 +49,12 @@ class AgentProxy:
                               "(status.daemonEndpoint is empty)")
         ch = self._channels.get(endpoint)
         if ch is None:
-            ch = grpc.aio.insecure_channel(endpoint)
+            if self.credentials is not None:
+                ch = grpc.aio.secure_channel(
+                    endpoint, self.credentials, options=[("grpc.ssl_target_name_override", node_name)]
+                )
+            else:
+                ch = grpc.aio.insecure_channel(endpoint)
             self._channels[endpoint] = ch
         return agent_pb2_grpc.AgentServiceStub(ch), f'agent of node "{node_name}" at {endpoint}'
 

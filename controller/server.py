@@ -138,6 +138,7 @@ class Controller:
         except SecurityConfigError as err:
             raise ConfigError(str(err)) from err
         self.servicers.extend(self.security.servicers())
+        self.proxy.credentials = self.security.agent_channel_credentials()
 
     @property
     def address(self) -> str:

@@ -117,6 +117,13 @@ class ServerSecurity:
             [(own.key_pem, own.cert_pem)], root_certificates=self.ca.cert_pem, require_client_auth=True
         )
 
+    def agent_channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """For logs/exec proxied to agents: the controller's certificate, the cluster CA."""
+        if self.pki is None or self.ca is None:
+            return None
+        own = self.pki.load("controller")
+        return grpc.ssl_channel_credentials(self.ca.cert_pem, own.key_pem, own.cert_pem)
+
     def add_port(self, server: grpc.aio.Server, address: str) -> int:
         creds = self.credentials()
         if creds is None:
