@@ -45,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
                    help="seconds without a heartbeat before a node is marked Ready=Unknown and tainted")
     p.add_argument("--node-monitor-period", type=float, default=5.0, help="node lifecycle pass interval (s)")
     p.add_argument("--node-lease-seconds", type=int, default=40, help="lease duration given to agents")
+    p.add_argument("--watch-queue-size", type=int, default=50_000, metavar="N",
+                   help="events a watch stream may fall behind before it is closed (client relists)")
+    p.add_argument("--watch-buffer-size", type=int, default=100_000, metavar="N",
+                   help="recent events kept per kind so resuming watches need no etcd watch of their own")
     p.add_argument("--pki-dir", type=pathlib.Path, default=None,
                    help="cluster PKI made by `cowpod up` (CA, controller certificate); default DATA_DIR/pki")
     p.add_argument("--insecure", action="store_true",
@@ -68,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         node_monitor_grace=a.node_monitor_grace,
         node_monitor_period=a.node_monitor_period,
         node_lease_seconds=a.node_lease_seconds,
+        watch_queue_size=a.watch_queue_size,
+        watch_buffer_size=a.watch_buffer_size,
         pki_dir=a.pki_dir,
         insecure=a.insecure,
         autoscaler=autoscaler_flags.cluster_config(p, a),

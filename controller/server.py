@@ -251,7 +251,8 @@ class Controller:
 
     async def _run_vm_manager(self, cls: Any) -> None:
         address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
-        data_dir = self.config.data_dir or pathlib.Path.cwd() / "cowpod-data"
+        # The CLI's default data directory (`cowpod up`), never the working directory.
+        data_dir = self.config.data_dir or pathlib.Path.home() / ".cowpod"
         async with connect(self.security.self_client_settings(address)) as client:
             manager = cls(client, self.config.provider, data_dir, self.clock)
             log.info("VM manager started (provider %s, data dir %s)", self.config.provider, data_dir)
