@@ -25,7 +25,7 @@ class ControllerConfig:
     node_lease_seconds: int = 40
     health_period: float = 2.0
     watch_queue_size: int = 50_000
-    watch_buffer_size: int = 100_000
+    watch_buffer_size: int = 20_000
     shutdown_grace: float = 2.0
     # Security (controller/auth): the cluster PKI directory (made by `cowpod up`; default
     # <data_dir>/pki when it exists). insecure=True serves plaintext with no authentication.

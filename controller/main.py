@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
     p.add_argument("--node-lease-seconds", type=int, default=40, help="lease duration given to agents")
     p.add_argument("--watch-queue-size", type=int, default=50_000, metavar="N",
                    help="events a watch stream may fall behind before it is closed (client relists)")
-    p.add_argument("--watch-buffer-size", type=int, default=100_000, metavar="N",
+    p.add_argument("--watch-buffer-size", type=int, default=20_000, metavar="N",
                    help="recent events kept per kind so resuming watches need no etcd watch of their own")
     p.add_argument("--pki-dir", type=pathlib.Path, default=None,
                    help="cluster PKI made by `cowpod up` (CA, controller certificate); default DATA_DIR/pki")

@@ -111,6 +111,12 @@ class HubEvent:
             self._enc[k] = b
         return b
 
+    def forget_decoded(self) -> None:
+        """Drop the decoded objects once dispatched: the ring buffer keeps only bytes
+        (raw and encoded), so a full buffer costs megabytes, not gigabytes."""
+        self._new = None
+        self._prev = None
+
     def outcome(self, flt: Filter[Any]) -> tuple[int, bool] | None:
         """(type to send, send the previous object?) for a stream with `flt`, or None."""
         new = self.new()
@@ -204,7 +210,7 @@ def bookmark(wcls: type[Message], revision: int) -> bytes:
 class WatchHub(Generic[M]):
     """The shared etcd watch of one kind. Owned by the server's TaskGroup via `run`."""
 
-    def __init__(self, store: Store, kind: Kind[M], clock: Clock, *, buffer_size: int = 100_000,
+    def __init__(self, store: Store, kind: Kind[M], clock: Clock, *, buffer_size: int = 20_000,
                  queue_size: int = 50_000) -> None:
         self.store = store
         self.kind = kind
@@ -277,6 +283,7 @@ class WatchHub(Generic[M]):
             self._buffer.append(ev)
             for sub in self._candidates(ev):
                 sub.offer(ev)
+            ev.forget_decoded()
         self.position = max(self.position, batch.revision)
 
     def _candidates(self, ev: HubEvent) -> list[Subscription]:
@@ -311,6 +318,7 @@ class WatchHub(Generic[M]):
             for ev in self._buffer:
                 if ev.revision > after:
                     sub.offer(ev)
+                    ev.forget_decoded()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
