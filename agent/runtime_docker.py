@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _NOT_FOUND_HINTS = ("not found", "manifest unknown", "does not exist", "pull access denied", "no such image")
+# No registry answers at all (cowpod clusters usually have none): for an image
+# that is not on the node this is "not found", not a transient pull failure.
+_NO_REGISTRY_HINTS = ("no such host", "connection refused", "network is unreachable", "server misbehaving")
 
 
 _TIME_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
@@ -190,9 +193,9 @@ class DockerRuntime:
             self._api.pull(repo, tag=tag)
         except docker.errors.APIError as err:
             text = str(err.explanation or err)
-            reason = (
-                "ErrImageNotFound" if any(h in text.lower() for h in _NOT_FOUND_HINTS) else "ErrImagePull"
-            )
+            low = text.lower()
+            missing = any(h in low for h in (*_NOT_FOUND_HINTS, *_NO_REGISTRY_HINTS))
+            reason = "ErrImageNotFound" if missing else "ErrImagePull"
             raise ImageError(reason, f"pulling image {image!r} failed: {text}") from err
 
     async def pull_image(self, image: str) -> None:
