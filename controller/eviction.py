@@ -275,6 +275,7 @@ class Evictor:
         self._known_nodes: set[str] | None = None
         self._next_sweep = 0.0
         self._holding = False
+        self._store_down = False
 
     async def run(self) -> None:
         self._started = self.clock.monotonic()
@@ -283,15 +284,20 @@ class Evictor:
             try:
                 await self.reconcile_once()
             except Unavailable as err:
-                log.warning("eviction pass failed: %s; taints judged again in %.0fs", err, self.startup_grace)
-                self._started = self.clock.monotonic()
+                if not self._store_down:
+                    log.warning("eviction pass failed: %s; taints judged %.0fs after it answers",
+                                err, self.startup_grace)
+                self._store_down = True
             except CowpodError as err:
                 log.warning("eviction pass failed: %s", err)
 
     async def reconcile_once(self) -> list[Action]:
-        mono = self.clock.monotonic()
-        judge = mono - self._started >= self.startup_grace
         nodes, _ = await self.store.list(NODES.prefix(), node_pb2.Node)
+        mono = self.clock.monotonic()
+        if self._store_down:  # back after an outage: agents could not heartbeat either
+            self._store_down = False
+            self._started = mono
+        judge = mono - self._started >= self.startup_grace
         names = {n.metadata.name for n in nodes}
         vanished = self._known_nodes is None or bool(self._known_nodes - names)
         self._known_nodes = names

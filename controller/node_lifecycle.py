@@ -132,17 +132,25 @@ class NodeLifecycle:
 
     async def run(self) -> None:
         started = self.clock.monotonic()
+        store_down = False
         while True:
             await self.clock.sleep(self.period)
-            if self.clock.monotonic() - started < self.grace:
-                continue
             try:
+                if store_down:
+                    # Agents could not renew their leases while the store was unreachable
+                    # either: once it answers, give them a grace period, as after a start.
+                    await self.store.current_revision()
+                    store_down = False
+                    started = self.clock.monotonic()
+                    log.info("store answers again; judging nodes in %.0fs", self.grace)
+                    continue
+                if self.clock.monotonic() - started < self.grace:
+                    continue
                 await self.reconcile_once()
             except Unavailable as err:
-                # Agents could not renew their leases while the store was unreachable either:
-                # judge again only a grace period after it answers, as after a start.
-                log.warning("node lifecycle pass failed: %s; next judgement in %.0fs", err, self.grace)
-                started = self.clock.monotonic()
+                if not store_down:
+                    log.warning("node lifecycle pass failed: %s; no judgement until it answers", err)
+                store_down = True
             except CowpodError as err:
                 log.warning("node lifecycle pass failed: %s", err)
 

@@ -133,6 +133,7 @@ class ProcCluster:
         etcd_quota_bytes: int = 0,
         controller_args: Sequence[str] = (),
         etcd_args: Sequence[str] = (),
+        controller_env: dict[str, str] | None = None,
         run_id: str = "",
     ) -> None:
         self.root = root
@@ -145,6 +146,7 @@ class ProcCluster:
         self.etcd_timeout = etcd_timeout
         self.heartbeat_seconds = heartbeat_seconds
         self.controller_args = list(controller_args)
+        self.controller_env = dict(controller_env or {})
         names = [f"etcd{i}" for i in range(etcd_members)]
         members = [
             Member(
@@ -237,7 +239,7 @@ class ProcCluster:
             *self.controller_args,
             *extra,
         ]
-        return self._proc("controller", cmd)
+        return self._proc("controller", cmd, self.controller_env)
 
     def start_scheduler(self, name: str = "scheduler", *extra: str) -> Proc:
         port = self.scheduler_metrics_port if name == "scheduler" else free_port()

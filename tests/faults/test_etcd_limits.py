@@ -26,7 +26,7 @@ def big_pod(name: str, kib: int) -> object:
 
 
 async def test_disk_quota_full_gives_a_clear_error_and_writes_nothing(make_cluster) -> None:  # type: ignore[no-untyped-def]
-    cluster: ProcCluster = make_cluster(etcd_quota_bytes=2 * 1024 * 1024)
+    cluster: ProcCluster = make_cluster(etcd_quota_bytes=2 * 1024 * 1024, etcd_timeout=10.0)
     cluster.start_etcd()
     cluster.start_controller()
     await cluster.wait_serving()
@@ -36,7 +36,8 @@ async def test_disk_quota_full_gives_a_clear_error_and_writes_nothing(make_clust
         for i in range(200):
             name = f"fill-{i:03d}"
             try:
-                await c.pods.Create(big_pod(name, 240), timeout=10)
+                # Retries a slow moment (UNAVAILABLE) harmlessly; RESOURCE_EXHAUSTED is final.
+                await c.create(c.pods.Create, c.pods.Get, big_pod(name, 240), timeout=15)
             except grpc.aio.AioRpcError as err:
                 refused = err
                 break
@@ -58,7 +59,7 @@ async def test_disk_quota_full_gives_a_clear_error_and_writes_nothing(make_clust
 
 async def test_request_over_etcds_size_limit_is_refused_whole(make_cluster) -> None:  # type: ignore[no-untyped-def]
     # etcd accepts at most 128 KiB per request here; the controller's own limit is higher.
-    cluster: ProcCluster = make_cluster(etcd_args=("--max-request-bytes", str(128 * 1024)))
+    cluster: ProcCluster = make_cluster(etcd_args=("--max-request-bytes", str(128 * 1024)), etcd_timeout=10.0)
     cluster.start_etcd()
     cluster.start_controller()
     await cluster.wait_serving()
