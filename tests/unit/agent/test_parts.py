@@ -283,6 +283,26 @@ async def test_status_manager_coalesces_and_skips_unchanged() -> None:
         task.cancel()
 
 
+async def test_status_manager_paces_writes() -> None:
+    cp = FakeControlPlane()
+    pods = [cp.put(pod(f"p{i}", container("app"))) for i in range(30)]
+    clock = FakeClock()
+    mgr = StatusManager(cp, clock, concurrency=4, qps=10)
+    task = asyncio.create_task(mgr.run())
+    try:
+        for p in pods:
+            mgr.set("default", p.metadata.name, p.metadata.uid, pod_pb2.PodStatus(phase="Running"))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        await clock.advance(1.0)
+        assert 9 <= len(cp.status_writes) <= 12  # about 10 per second
+        for _ in range(30):
+            await clock.advance(0.1)
+        assert len(cp.status_writes) == 30 and mgr.pending() == 0
+    finally:
+        task.cancel()
+
+
 def test_probe_defaults() -> None:
     s = settings(pod_pb2.Probe(), ProbeKind.LIVENESS)
     assert (s.period, s.timeout, s.success_threshold, s.failure_threshold) == (10.0, 1.0, 1, 3)
