@@ -16,6 +16,7 @@ class ControllerConfig:
     etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     etcd_prefix: str = "/cowpod"
     etcd_timeout: float = 5.0
+    etcd_compaction_interval: float = 300.0  # 0 = never compact (another component does)
     provider: str = "none"  # none | docker | sim
     data_dir: pathlib.Path | None = None
     metrics_listen: str = ""  # host:port; empty = no metrics endpoint

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from controller.agent_proxy import AgentProxy
 from controller.auth.setup import SERVICES as AUTH_SERVICES
 from controller.auth.setup import SecurityConfigError, ServerSecurity
+from controller.compactor import run_compactor
 from controller.config import ControllerConfig
 from controller.events import Events
 from controller.eviction import Evictor, StoredEvents
@@ -194,6 +195,9 @@ class Controller:
                     tg.create_task(hub.run(), name=f"watch-hub-{name}")
                     tg.create_task(hub.run_ticker(), name=f"watch-ticker-{name}")
                 tg.create_task(self._progress_loop(), name="watch-progress")
+                if cfg.etcd_compaction_interval > 0:
+                    tg.create_task(run_compactor(self.store, self.clock, cfg.etcd_compaction_interval),
+                                   name="etcd-compactor")
                 tg.create_task(self.lifecycle.run(), name="node-lifecycle")
                 tg.create_task(supervise("eviction", self.evictor.run, self.clock), name="eviction")
                 if cfg.replicaset_controller:
