@@ -214,8 +214,10 @@ class Controller:
                     tg.create_task(self._run_vm_manager(vm_manager_cls), name="vm-manager")
                 if cfg.autoscaler is not None:
                     tg.create_task(self._run_autoscaler(cfg.autoscaler), name="autoscaler")
+                # The gRPC server serves on its own (C core) until stopped below. No task here
+                # awaits server.wait_for_termination(): cancelling that await cancels the
+                # future stop() waits on, and shutdown would end in CancelledError.
                 self.started.set()
-                tg.create_task(server.wait_for_termination(), name="grpc-server")
         finally:
             await self.health.enter_graceful_shutdown()
             await server.stop(cfg.shutdown_grace)
