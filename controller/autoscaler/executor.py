@@ -56,6 +56,8 @@ EVENT_REPEAT_S = 120.0
 # Pods named per scale-up event fan-out.
 MAX_POD_EVENTS = 50
 CALL_TIMEOUT_S = 15.0
+# Pauses between Clone attempts while the parent is momentarily Paused.
+CLONE_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.3, 0.4)
 # The multiplication sign in "cloned 3 x small from small-parent for 7 pods".
 TIMES = "\u00d7"
 
@@ -182,15 +184,15 @@ class Executor:
                 node_labels=class_labels(c),
             )
             try:
-                resp = await self.api.vms.Clone(req, timeout=CALL_TIMEOUT_S)
+                resp = await self._clone(req)
                 made = list(resp.items)
                 how = f"from {a.parent}"
             except grpc.RpcError as err:
                 if _code(err) != grpc.StatusCode.FAILED_PRECONDITION:
                     errors.append(_details(err))
                 else:
-                    # The parent stopped being clonable since we looked: don't
-                    # make the pods wait a pass, boot them instead.
+                    # The parent is not clonable after all: don't make the pods
+                    # wait for another pass, boot them instead.
                     log.info("autoscaler: instant clone from %s refused (%s); full clones instead",
                              a.parent, _details(err))
                     made, errors = await self._full_clones(c, a.count)
@@ -223,6 +225,22 @@ class Executor:
         else:
             for v in made:
                 await self.event(Event("VM", "", v.metadata.name, "TriggeredScaleUp", msg))
+
+    async def _clone(self, req: vm_pb2.CloneRequest) -> vm_pb2.CloneResponse:
+        """Clone, retried for about a second while the controller says the parent
+        is not Running: a docker parent is paused while each snapshot is taken
+        (the VM manager may publish that as phase Paused), which is over in well
+        under a second; a full clone instead would cost the pods far more."""
+        for delay in CLONE_RETRY_DELAYS_S:
+            try:
+                resp: vm_pb2.CloneResponse = await self.api.vms.Clone(req, timeout=CALL_TIMEOUT_S)
+                return resp
+            except grpc.RpcError as err:
+                if _code(err) != grpc.StatusCode.FAILED_PRECONDITION or "Paused" not in _details(err):
+                    raise
+            await self.clock.sleep(delay)
+        resp = await self.api.vms.Clone(req, timeout=CALL_TIMEOUT_S)
+        return resp
 
     async def _create_parent(self, a: CreateParent, out: Outcome) -> None:
         c = self.config.vm_class(a.vm_class)

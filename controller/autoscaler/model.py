@@ -154,8 +154,11 @@ class VMView:
 
     @property
     def can_be_cloned(self) -> bool:
-        """VMService.Clone forks only a Running parent (the controller refuses others)."""
-        return self.is_parent and not self.deleting and self.phase == PHASE_RUNNING
+        """Running, or Paused: a docker parent is paused for the instant of each
+        disk snapshot (and the VM manager may report that), and providers fork
+        a paused parent. The executor retries a Clone the controller refuses
+        for a moment before it falls back to a full clone."""
+        return self.is_parent and not self.deleting and self.phase in (PHASE_RUNNING, PHASE_PAUSED)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ order, and how it reacts when a call fails or the cluster moved meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -148,7 +149,7 @@ async def test_full_clones_carry_the_class_size_and_labels(api: FakeApi, ex: Exe
 async def test_a_parent_that_stopped_being_clonable_falls_back_to_full_clones(
     api: FakeApi, ex: Executor
 ) -> None:
-    api.fail["vms.Clone"] = RpcError(grpc.StatusCode.FAILED_PRECONDITION, "parent is Paused")
+    api.fail["vms.Clone"] = RpcError(grpc.StatusCode.FAILED_PRECONDITION, "parent is being destroyed")
     out = await ex.execute([ScaleUp(ClassName("small"), 2, VMName("small-parent"), PODS)])
     assert api.called("vms.") == ["vms.Clone", "vms.Create", "vms.Create"]
     assert len(out.created) == 2 and out.failed_classes == []
@@ -248,3 +249,29 @@ async def test_the_same_event_is_not_repeated_within_the_interval(
     assert (sent[0].involved_object.kind, sent[0].reason, sent[0].type, sent[0].source.component) == (
         "Pod", "NotTriggerScaleUp", "Warning", "cowpod-autoscaler"
     )
+
+
+async def test_a_parent_paused_for_a_snapshot_is_retried_not_abandoned(
+    api: FakeApi, ex: Executor, clock: FakeClock
+) -> None:
+    tries = iter([RpcError(grpc.StatusCode.FAILED_PRECONDITION, 'parent vms "small-parent" is Paused'), None])
+    api.fail["vms.Clone"] = lambda req: next(tries)
+    task = asyncio.ensure_future(ex.execute([ScaleUp(ClassName("small"), 1, VMName("small-parent"), PODS)]))
+    while not task.done():
+        await clock.advance(0.05)
+    out = task.result()
+    assert api.called("vms.") == ["vms.Clone", "vms.Clone"]
+    assert len(out.created) == 1 and out.failed_classes == []
+
+
+async def test_a_parent_paused_for_good_falls_back_to_full_clones(
+    api: FakeApi, ex: Executor, clock: FakeClock
+) -> None:
+    paused = 'parent vms "small-parent" is Paused'
+    api.fail["vms.Clone"] = RpcError(grpc.StatusCode.FAILED_PRECONDITION, paused)
+    task = asyncio.ensure_future(ex.execute([ScaleUp(ClassName("small"), 1, VMName("small-parent"), PODS)]))
+    while not task.done():
+        await clock.advance(0.05)
+    out = task.result()
+    assert api.called("vms.") == ["vms.Clone"] * 6 + ["vms.Create"]
+    assert len(out.created) == 1

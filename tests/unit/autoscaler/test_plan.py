@@ -236,10 +236,10 @@ PARENT_CASES = [
         want=[ScaleUp(ClassName("small"), 1, None, refs("web-1"))],
     ),
     Case(
-        "a paused parent is not cloned from (Clone needs a Running parent): full clone",
+        "a paused parent (paused for a snapshot) is still cloned from",
         pods=[pending("web-1")],
         vms=[make_vm("small-parent").cls(SMALL).parent().phase("Paused").obj(), WARM_VMS[1]],
-        want=[ScaleUp(ClassName("small"), 1, None, refs("web-1"))],
+        want=[ScaleUp(ClassName("small"), 1, VMName("small-parent"), refs("web-1"))],
     ),
     Case(
         "a parent's node without the taint gets it",

@@ -1,0 +1,528 @@
+"""Instant clone vs full clone, end to end, on the docker provider, in one run.
+
+    .venv/bin/python bench/clone.py [--n 5] [--pods 20] [--cold-agents] [--keep]
+
+Everything is real and in this process (as `cowpod up` would run it, minus the
+process boundaries): an etcd member, the controller (with the unix socket the
+VMs' agents dial), the VM manager driving the docker provider (with the
+zygote warm-start hook unless --cold-agents), the scheduler and the
+autoscaler. One class, `small` (1 CPU, 512 MiB), with a warm parent.
+
+1. Clone latency: N full clones (VMService.Create) then N instant clones
+   (VMService.Clone from the parent), one at a time, each timed from the
+   request to its node's Ready condition (seen on a node watch). Stages:
+   request -> VM phase Running (provider work) and Running -> node Ready
+   (the agent starting and registering).
+2. Memory: the agent process of an instant clone and of a full clone,
+   `/proc/<pid>/smaps_rollup`: private (Private_*) vs shared (Shared_*).
+   An instant clone's agent is forked from the parent's zygote, so what it
+   shares it shares with the parent's; a full clone's agent starts cold.
+3. Pending to Running: the cluster has no room (only the tainted parent), 20
+   pods of 200m are applied at once; the autoscaler makes VMs for them. Time
+   from each pod's Create to its phase Running; first, last and p50; once with
+   instant clones, then (after the clones are gone) with instant clones off.
+
+The last line printed is one JSON object. Docker objects carry cowpod.test=1
+and this run's cluster id, and are removed at the end even on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import docker  # noqa: E402
+
+from controller.autoscaler.reconciler import Autoscaler, Options  # noqa: E402
+from controller.limits import Limits  # noqa: E402
+from controller.testing import ControllerRunner  # noqa: E402
+from cowpod.auth.flags import agent_join_args  # noqa: E402
+from cowpod.client import Client  # noqa: E402
+from cowpod.clock import RealClock  # noqa: E402
+from cowpod.clusterconfig import ClusterConfig, VMClass  # noqa: E402
+from cowpod.informer import Informer  # noqa: E402
+from cowpod.local.etcd import EtcdMember  # noqa: E402
+from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2  # noqa: E402
+from hypervisor.docker_provider import IN_VM_RUN_DIR, DockerProvider, container_name  # noqa: E402
+from hypervisor.manager import VMManager  # noqa: E402
+from hypervisor.testing import DockerTestEnv, build_images  # noqa: E402
+from scheduler.app import SchedulerApp  # noqa: E402
+from scheduler.config import SchedulerConfig  # noqa: E402
+
+SMALL = VMClass("small", 1000, 512 << 20, labels={"tier": "small"}, max=20)
+PARENT = "small-parent"
+POD_CPU = 200
+POD_MEMORY = 32 << 20
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    i = min(len(s) - 1, max(0, round(q * (len(s) - 1))))
+    return round(s[i], 3)
+
+
+def p50(xs: list[float]) -> float:
+    return round(statistics.median(xs), 3) if xs else float("nan")
+
+
+# ---------------------------------------------------------------- watching
+
+
+@dataclass
+class Seen:
+    """First wall-clock time each thing was seen, from watches (one loop, same clock)."""
+
+    node_ready: dict[str, float] = field(default_factory=dict)
+    vm_running: dict[str, float] = field(default_factory=dict)
+    pod_running: dict[str, float] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def on_node(self, _t: int, n: node_pb2.Node) -> None:
+        ready = any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)
+        if ready and n.metadata.name not in self.node_ready:
+            self.node_ready[n.metadata.name] = time.time()
+            self.changed.set()
+
+    async def on_vm(self, _t: int, v: vm_pb2.VM) -> None:
+        if v.status.phase == "Running" and v.metadata.name not in self.vm_running:
+            self.vm_running[v.metadata.name] = time.time()
+            self.changed.set()
+
+    async def on_pod(self, _t: int, p: pod_pb2.Pod) -> None:
+        if p.status.phase == "Running" and p.metadata.name not in self.pod_running:
+            self.pod_running[p.metadata.name] = time.time()
+            self.changed.set()
+
+    async def until(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(left, 1.0))
+
+
+# ------------------------------------------------------------ stage timing
+
+
+@dataclass
+class Stages:
+    """Durations of the docker provider's steps, by wrapping its methods (bench only)."""
+
+    times: dict[str, list[float]] = field(default_factory=dict)
+
+    def wrap_sync(self, obj: Any, attr: str, key: str) -> None:
+        fn = getattr(obj, attr)
+
+        def timed(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self.times.setdefault(key, []).append(time.perf_counter() - t0)
+
+        setattr(obj, attr, timed)
+
+    def wrap_async(self, obj: Any, attr: str, key: str) -> None:
+        fn = getattr(obj, attr)
+
+        async def timed(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await fn(*a, **kw)
+            finally:
+                self.times.setdefault(key, []).append(time.perf_counter() - t0)
+
+        setattr(obj, attr, timed)
+
+    def reset(self) -> None:
+        self.times.clear()
+
+    def p50s(self, prefix: str) -> dict[str, float]:
+        return {f"{prefix}_{k}_p50_s": p50(v) for k, v in sorted(self.times.items())}
+
+
+def instrument(provider: DockerProvider, stages: Stages) -> None:
+    stages.wrap_async(provider, "full_clone", "provider_call")
+    stages.wrap_async(provider, "instant_clone", "provider_call")
+    stages.wrap_sync(provider, "_snapshot_sync", "docker_commit")
+    stages.wrap_sync(provider, "_start_sync", "docker_create_start")
+    if provider.warm_start is not None:
+        stages.wrap_async(provider, "warm_start", "zygote_fork_agent")
+
+
+def docker_run_baseline(image: str, n: int) -> list[float]:
+    """Raw `docker run -d` of the VM image (create + start), removed after: the engine's own floor."""
+    dock = docker.from_env()
+    out = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            c = dock.containers.run(image, ["sleep", "60"], entrypoint=[], detach=True,
+                                    labels={"cowpod.test": "1", "cowpod.bench": "clone"})
+            out.append(time.perf_counter() - t0)
+            c.remove(force=True)
+    finally:
+        dock.close()
+    return out
+
+
+# ------------------------------------------------------------------ memory
+
+
+def smaps(pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if rest.strip().endswith("kB"):
+                out[key] = int(rest.split()[0])
+    return out
+
+
+def agent_pid(container: str) -> int | None:
+    """The agent process in a VM container: a forked agent names itself
+    `cowpod-agent` (comm); a cold one runs the `cowpod-agent` console script.
+    The biggest such process (by RSS) when several match (a wrapper shell)."""
+    dock = docker.from_env()
+    try:
+        top = dock.containers.get(container).top(ps_args="-o pid,comm,args")
+    finally:
+        dock.close()
+    best: tuple[int, int] | None = None
+    for row in top.get("Processes") or []:
+        if "cowpod-agent" not in " ".join(row):
+            continue
+        pid = int(row[0])
+        try:
+            rss = smaps(pid).get("Rss", 0)
+        except OSError:
+            continue
+        if best is None or rss > best[1]:
+            best = (pid, rss)
+    return best[0] if best else None
+
+
+def memory_of(container: str) -> dict[str, float]:
+    pid = agent_pid(container)
+    if pid is None:
+        return {}
+    s = smaps(pid)
+    return {
+        "private_mb": round((s["Private_Clean"] + s["Private_Dirty"]) / 1024, 1),
+        "shared_mb": round((s["Shared_Clean"] + s["Shared_Dirty"]) / 1024, 1),
+        "rss_mb": round(s["Rss"] / 1024, 1),
+        "pss_mb": round(s["Pss"] / 1024, 1),
+    }
+
+
+# ----------------------------------------------------------------- cluster
+
+
+@dataclass
+class Bench:
+    client: Client
+    seen: Seen
+    env: DockerTestEnv
+    runner: ControllerRunner
+    tg: asyncio.TaskGroup
+    autoscaler_task: asyncio.Task[None] | None = None
+
+    def vm(self, name: str, *, template: bool = False) -> vm_pb2.VM:
+        v = vm_pb2.VM(api_version="v1", kind="VM")
+        v.metadata.name = name
+        v.spec.class_name = SMALL.name
+        v.spec.cpu_millis = SMALL.cpu_millis
+        v.spec.memory_bytes = SMALL.memory_bytes
+        v.spec.template = template
+        v.spec.node_labels.update({**SMALL.labels, "cowpod.io/vm-class": SMALL.name})
+        return v
+
+    async def ready(self, name: str, timeout: float = 180) -> None:
+        await self.seen.until(lambda: name in self.seen.node_ready, timeout, f"node {name} Ready")
+
+    async def destroy_all_clones(self) -> None:
+        vms = (await self.client.vms.List(meta_pb2.ListOptions())).items
+        names = [v.metadata.name for v in vms if not v.spec.template]
+        for n in names:
+            with contextlib.suppress(Exception):
+                await self.client.vms.Destroy(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=n)))
+
+        async def gone() -> bool:
+            left = (await self.client.vms.List(meta_pb2.ListOptions())).items
+            return not any(v.metadata.name in names for v in left)
+
+        await poll(gone, 180, "clones destroyed")
+
+    async def start_autoscaler(self, cfg: ClusterConfig) -> None:
+        a = Autoscaler(self.client, cfg, options=Options(leader_elect=False))
+        self.autoscaler_task = self.tg.create_task(a.run(), name="bench-autoscaler")
+
+    async def stop_autoscaler(self) -> None:
+        if self.autoscaler_task is not None:
+            self.autoscaler_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.autoscaler_task
+            self.autoscaler_task = None
+
+
+async def poll(cond: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+# ------------------------------------------------------------------ phases
+
+
+async def clone_latency(b: Bench, n: int, stages: Stages) -> dict[str, Any]:
+    full: list[float] = []
+    full_boot: list[float] = []
+    stages.reset()
+    for i in range(n):
+        name = f"full-{i}"
+        t0 = time.time()
+        await b.client.vms.Create(b.vm(name))
+        await b.ready(name)
+        full.append(b.seen.node_ready[name] - t0)
+        full_boot.append(b.seen.vm_running.get(name, b.seen.node_ready[name]) - t0)
+    full_stages = stages.p50s("full")
+    stages.reset()
+    inst: list[float] = []
+    inst_boot: list[float] = []
+    for i in range(n):
+        name = f"inst-{i}"
+        t0 = time.time()
+        await b.client.vms.Clone(vm_pb2.CloneRequest(parent=PARENT, count=1, names=[name]))
+        await b.ready(name)
+        inst.append(b.seen.node_ready[name] - t0)
+        inst_boot.append(b.seen.vm_running.get(name, b.seen.node_ready[name]) - t0)
+    await asyncio.sleep(2.0)  # let the agents settle into their steady state
+    child = memory_of(container_name(b.env.config(), "inst-0"))
+    cold = memory_of(container_name(b.env.config(), "full-0"))
+    parent = memory_of(container_name(b.env.config(), PARENT))
+    return {
+        "instant_ready_p50_s": p50(inst),
+        "instant_ready_p95_s": pct(inst, 0.95),
+        "full_ready_p50_s": p50(full),
+        "full_ready_p95_s": pct(full, 0.95),
+        "speedup": round(p50(full) / p50(inst), 2) if inst and p50(inst) > 0 else None,
+        "instant_vm_running_p50_s": p50(inst_boot),
+        "instant_running_to_ready_p50_s": p50([r - v for r, v in zip(inst, inst_boot, strict=True)]),
+        "full_vm_running_p50_s": p50(full_boot),
+        "full_running_to_ready_p50_s": p50([r - v for r, v in zip(full, full_boot, strict=True)]),
+        "instant_ready_s": [round(x, 3) for x in inst],
+        "full_ready_s": [round(x, 3) for x in full],
+        "child_private_mb": child.get("private_mb"),
+        "child_shared_mb": child.get("shared_mb"),
+        "child_rss_mb": child.get("rss_mb"),
+        "full_child_private_mb": cold.get("private_mb"),
+        "full_child_shared_mb": cold.get("shared_mb"),
+        "parent_agent_rss_mb": parent.get("rss_mb"),
+        **full_stages,
+        **stages.p50s("instant"),
+    }
+
+
+def bench_pod(name: str) -> pod_pb2.Pod:
+    p = pod_pb2.Pod()
+    p.metadata.name = name
+    p.metadata.namespace = "default"
+    c = p.spec.containers.add(name="main", image="cowpod/busybox:latest", command=["sleep", "3600"])
+    c.resources.requests.cpu_millis = POD_CPU
+    c.resources.requests.memory_bytes = POD_MEMORY
+    p.spec.termination_grace_period_seconds = 0
+    return p
+
+
+async def pending_to_running(b: Bench, pods: int, prefix: str, cfg: ClusterConfig) -> dict[str, Any]:
+    await b.start_autoscaler(cfg)
+    created: dict[str, float] = {}
+    names = [f"{prefix}-{i}" for i in range(pods)]
+    for n in names:
+        created[n] = time.time()
+        await b.client.pods.Create(bench_pod(n))
+    await b.seen.until(lambda: all(n in b.seen.pod_running for n in names), 600, f"{pods} pods Running")
+    waits = [b.seen.pod_running[n] - created[n] for n in names]
+    vms = (await b.client.vms.List(meta_pb2.ListOptions())).items
+    clones = [v for v in vms if not v.spec.template]
+    await b.stop_autoscaler()
+    for n in names:
+        with contextlib.suppress(Exception):
+            key = meta_pb2.ObjectKey(namespace="default", name=n)
+            await b.client.pods.Delete(meta_pb2.DeleteOptions(key=key, grace_period_seconds=0))
+    await b.destroy_all_clones()
+    return {
+        "p50_s": p50(waits),
+        "first_s": round(min(waits), 3),
+        "last_s": round(max(waits), 3),
+        "vms": len(clones),
+        "clone_kinds": sorted({v.status.clone_kind for v in clones}),
+    }
+
+
+# -------------------------------------------------------------------- run
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    dv = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                        capture_output=True, text=True, check=False).stdout.strip()
+    return {"cpu": model, "cores": os.cpu_count(), "mem_gib": round(mem_kb / 2**20, 1),
+            "kernel": platform.release(), "docker": dv, "python": platform.python_version()}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    build_images()
+    env = DockerTestEnv.create()
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="cowpod-bench-"))
+    etcd = EtcdMember(data_dir=tmp / "etcd", log_path=tmp / "etcd.log")
+    etcd.start()
+    result: dict[str, Any] = {}
+    try:
+        etcd.wait_ready()
+        sock = env.data_dir / "run" / "controller.sock"
+        sock.parent.mkdir(parents=True, exist_ok=True)
+        warm = None
+        if not args.cold_agents:
+            from hypervisor.zygote_warm import ZygoteWarmStarter
+
+            cfg = env.config()
+            warm = ZygoteWarmStarter(ZygoteWarmStarter.default_socket_dir(env.data_dir),
+                                     container_prefix=cfg.container_prefix)
+        # The bench's controller is plaintext; the VMs' agents must be told so.
+        provider = DockerProvider(env.config(agent_extra_args=agent_join_args(IN_VM_RUN_DIR, secure=False)),
+                                  warm_start=warm)
+        stages = Stages()
+        instrument(provider, stages)
+        baseline = await asyncio.to_thread(docker_run_baseline, provider.cfg.image, args.n)
+        result["docker_run_p50_s"] = p50(baseline)
+        seen = Seen()
+        async with (
+            ControllerRunner(etcd.endpoint, "/bench", listen_unix=str(sock),
+                             limits=Limits(user_rate=1e6, user_burst=1_000_000)) as runner,
+            Client(runner.address) as client,
+            asyncio.TaskGroup() as tg,
+        ):
+            manager = VMManager(client, "docker", env.data_dir, provider=provider,
+                                cluster_id=env.cluster_id, resync_seconds=1.0)
+            sched = SchedulerApp(client, SchedulerConfig(), clock=RealClock(), identity="bench-scheduler")
+            informers = [
+                Informer(client.nodes.Watch, handler=seen.on_node, name="bench-nodes"),
+                Informer(client.vms.Watch, handler=seen.on_vm, name="bench-vms"),
+                Informer(client.pods.Watch, handler=seen.on_pod, name="bench-pods"),
+            ]
+            tasks = [tg.create_task(manager.run(), name="bench-vm-manager"),
+                     tg.create_task(sched.run(), name="bench-scheduler")]
+            tasks += [tg.create_task(i.run(), name=f"bench-informer-{k}") for k, i in enumerate(informers)]
+            b = Bench(client, seen, env, runner, tg)
+            try:
+                await client.vms.Create(b.vm(PARENT, template=True))
+                await b.ready(PARENT)
+                # The parent hosts no pods (the autoscaler would do this too).
+                node = await client.nodes.Get(meta_pb2.ObjectKey(name=PARENT))
+                node.spec.taints.add(key="cowpod.io/parent", value="true", effect="NoSchedule")
+                await client.nodes.Update(node)
+
+                result.update(await clone_latency(b, args.n, stages))
+                await b.destroy_all_clones()
+
+                cfg = ClusterConfig(vm_classes=(SMALL,), scan_interval_s=1.0, max_vms=args.pods + 2)
+                inst = await pending_to_running(b, args.pods, "ins", cfg)
+                full = await pending_to_running(b, args.pods, "ful", cfg.replace(instant_clones=False))
+                result.update({
+                    "pending_to_running_p50_s": inst["p50_s"],
+                    "pending_to_running_first_s": inst["first_s"],
+                    "pending_to_running_last_s": inst["last_s"],
+                    "pending_to_running_vms": inst["vms"],
+                    "pending_to_running_clone_kinds": inst["clone_kinds"],
+                    "pending_to_running_full_clone_p50_s": full["p50_s"],
+                    "pending_to_running_full_clone_first_s": full["first_s"],
+                    "pending_to_running_full_clone_last_s": full["last_s"],
+                    "pending_to_running_full_clone_vms": full["vms"],
+                    "pending_to_running_full_clone_kinds": full["clone_kinds"],
+                    "pending_to_running_speedup": round(full["p50_s"] / inst["p50_s"], 2)
+                    if inst["p50_s"] > 0 else None,
+                })
+            finally:
+                await b.stop_autoscaler()
+                for t in tasks:
+                    t.cancel()
+    finally:
+        if not args.keep:
+            cleanup(env)
+            etcd.stop()
+    result.update({
+        "n": args.n,
+        "pods": args.pods,
+        "pod_cpu_millis": POD_CPU,
+        "vm_class": {"cpu_millis": SMALL.cpu_millis, "memory_mb": SMALL.memory_bytes >> 20},
+        "warm_agents": not args.cold_agents,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "machine": machine(),
+    })
+    return result
+
+
+def cleanup(env: DockerTestEnv) -> None:
+    """Every container of this run: VMs by cluster label, pods by their VMs' node label."""
+    dock = docker.from_env()
+    try:
+        vms = dock.containers.list(all=True, filters={"label": f"cowpod.cluster={env.cluster_id}"})
+        nodes = [c.labels.get("cowpod.vm", "") for c in vms]
+        for node in filter(None, nodes):
+            for c in dock.containers.list(all=True, filters={"label": f"cowpod.node={node}"}):
+                with contextlib.suppress(docker.errors.APIError):
+                    c.remove(force=True, v=True)
+    finally:
+        dock.close()
+    env.cleanup()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=5, help="full clones and instant clones to time, each")
+    p.add_argument("--pods", type=int, default=20, help="pods applied at once in the end-to-end case")
+    p.add_argument("--cold-agents", action="store_true",
+                   help="instant clones start their agent cold (no zygote warm start)")
+    p.add_argument("--keep", action="store_true", help="leave the containers and etcd for inspection")
+    p.add_argument("--log-level", default="warning")
+    args = p.parse_args()
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    result = asyncio.run(run(args))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
