@@ -33,6 +33,10 @@ from agent.config import BackoffPolicy
 from agent.desired import DesiredPod, Want
 from agent.runtime import ContainerInfo, Kind, RunState
 
+# A pod that vanished from the API was force-deleted (or its node record
+# wiped): stop its containers promptly, like kubelet's minimum grace.
+ORPHAN_GRACE = 2
+
 # ---------------------------------------------------------------- actions
 
 
@@ -232,7 +236,9 @@ def _teardown(desired: DesiredPod | None, uid: str, containers: Sequence[Contain
     if workers:
         grace = desired.grace_seconds if desired is not None else None
         return [
-            KillContainer(c.id, c.name, c.grace_seconds if grace is None else grace, "Stopping")
+            KillContainer(
+                c.id, c.name, min(c.grace_seconds, ORPHAN_GRACE) if grace is None else grace, "Stopping"
+            )
             for c in workers
         ]
     out: list[Action] = [RemoveContainer(c.id, c.name) for c in containers]

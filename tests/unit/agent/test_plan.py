@@ -178,6 +178,12 @@ ROWS = [
         [RemoveContainer(SBID, "POD"), RemoveContainer("c1", "app"), RemoveVolumes("u1")],
     ),
     Row(
+        "pod gone while running: stopped with a short grace",
+        None,
+        [SB, ctr(cid="c1")],
+        [KillContainer("c1", "app", 2, "Stopping")],
+    ),
+    Row(
         "sandbox died: stop the app first",
         desired(),
         [sandbox(state=RunState.EXITED), ctr(cid="c1")],
