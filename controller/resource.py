@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from controller import validation
 from controller.kinds import DEFAULT_NAMESPACE, Kind
 from controller.selectors import parse_field_selector, parse_label_selector
-from controller.store import Store, decode, guaranteed_update
+from controller.store import KeyValue, Store, decode, guaranteed_update
 from controller.watch import Filter, WatchHub, bookmark, dedicated_stream
 from cowpod.clock import Clock
 from cowpod.errors import Conflict, Invalid, NotFound
@@ -160,31 +160,36 @@ class Resource(Generic[M]):
         wcls = self.kind.watch_event
         assert wcls is not None
         interval = float(opts.bookmark_interval_seconds) or DEFAULT_BOOKMARK_SECONDS
+        if self.hub is not None:
+            await self.hub.wait_ready()
+        kvs: builtins.list[KeyValue] = []
         if opts.send_initial:
             kvs, after = await self.store.list_raw(self.kind.prefix(flt.namespace))
-            for kv in kvs:
-                obj = decode(self.kind.message, kv.value, kv.mod_revision)
-                if flt.everything or flt.matches(obj):
-                    yield wcls(type=meta_pb2.ADDED, object=obj,
-                               resource_version=kv.mod_revision).SerializeToString()
-            yield bookmark(wcls, after)
         elif opts.resource_version:
             after = opts.resource_version
         else:
             after = await self.store.current_revision()
-        sub = None
-        if self.hub is not None:
-            await self.hub.wait_ready()
-            sub = self.hub.subscribe(flt, after, interval)
-        if sub is None:
-            async for b in dedicated_stream(self.store, self.kind, flt, after, self.clock, interval):
-                yield b
-            return
+        # Subscribe before sending the initial list (no await in between): changes made
+        # while a big list is still streaming out queue up instead of being missed.
+        sub = self.hub.subscribe(flt, after, interval) if self.hub is not None else None
         try:
+            if opts.send_initial:
+                for kv in kvs:
+                    obj = decode(self.kind.message, kv.value, kv.mod_revision)
+                    if flt.everything or flt.matches(obj):
+                        yield wcls(type=meta_pb2.ADDED, object=obj,
+                                   resource_version=kv.mod_revision).SerializeToString()
+                del kvs
+                yield bookmark(wcls, after)
+            if sub is None:
+                async for b in dedicated_stream(self.store, self.kind, flt, after, self.clock, interval):
+                    yield b
+                return
             async for b in sub.stream():
                 yield b
         finally:
-            sub.hub.unsubscribe(sub)
+            if sub is not None:
+                sub.hub.unsubscribe(sub)
 
 
 def _qual(namespace: str, name: str) -> str:
