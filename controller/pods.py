@@ -16,6 +16,7 @@ thousands of binds per second:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from controller.store import Compare, KeyValue, Put, Store, decode, encode
 from cowpod.clock import Clock
 from cowpod.errors import Conflict, CowpodError, Invalid, NotFound
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_SECONDS = 30
 # Each binding costs one pod compare and (at most) one node compare; etcd allows 128.
@@ -103,7 +106,9 @@ class Pods:
         pod.status.qos_class = qos_class(spec)
         self.res.prepare_new(pod)
         validation.validate_pod(pod)
-        return await self.res.create(pod)
+        out = await self.res.create(pod)
+        log.debug("pod %s/%s created (uid %s)", pod.metadata.namespace, pod.metadata.name, pod.metadata.uid)
+        return out
 
     async def update(self, req: pod_pb2.Pod) -> pod_pb2.Pod:
         meta = req.metadata
@@ -163,7 +168,10 @@ class Pods:
             node = pod.spec.node_name
             if grace == 0 or not node or await self.store.get_raw(NODES.key("", node)) is None:
                 try:
-                    return await self.store.delete(key, pod_pb2.Pod, expected_revision=rv)
+                    gone = await self.store.delete(key, pod_pb2.Pod, expected_revision=rv)
+                    log.debug("pod %s/%s deleted (%s)", ns, name,
+                              "finalized" if grace == 0 else "unbound" if not node else "node gone")
+                    return gone
                 except Conflict:
                     if opts.resource_version:
                         raise
@@ -181,11 +189,13 @@ class Pods:
                 set_time(meta.deletion_timestamp, now)
                 meta.deletion_grace_period_seconds = grace
             try:
-                return await self.store.update(key, pod, expected_revision=rv)
+                marked = await self.store.update(key, pod, expected_revision=rv)
             except Conflict:
                 if opts.resource_version:
                     raise
                 continue
+            log.debug("pod %s/%s terminating on node %s (grace %ds)", ns, name, node, grace)
+            return marked
         raise Conflict(f'pods "{ns}/{name}" kept changing during delete; retry')
 
     # -- bind
@@ -231,6 +241,10 @@ class Pods:
 
         groups = [plans[g: g + BIND_GROUP] for g in range(0, len(plans), BIND_GROUP)]
         await asyncio.gather(*(self._commit_group(grp, bindings, outcomes) for grp in groups))
+        if log.isEnabledFor(logging.DEBUG):
+            ok = sum(1 for o in outcomes if o.error is None)
+            log.debug("bound %d of %d pods; refused: %s", ok, len(bindings),
+                      "; ".join(str(o.error) for o in outcomes if o.error is not None)[:500] or "none")
         return outcomes
 
     def _plan_bind(self, b: pod_pb2.Binding, pod_key: str, pkv: KeyValue | None, nkv: KeyValue | None,
