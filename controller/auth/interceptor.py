@@ -256,16 +256,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             except CowpodError as err:
                 await self._abort(context, err)
                 raise AssertionError("unreachable") from None
-            token = current_identity.set(identity)
+            # gRPC runs each call in a task of its own, whose context dies with it: no reset
+            # (a reset from an async generator's finally may run in another context).
+            current_identity.set(identity)
+            response = await inner(request, context)
             try:
-                response = await inner(request, context)
-                try:
-                    self._check_response(check, identity, response)
-                except CowpodError as err:
-                    await self._abort(context, err)
-                return response
-            finally:
-                current_identity.reset(token)
+                self._check_response(check, identity, response)
+            except CowpodError as err:
+                await self._abort(context, err)
+            return response
 
         return call
 
@@ -278,7 +277,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             except CowpodError as err:
                 await self._abort(context, err)
                 raise AssertionError("unreachable") from None
-            token = current_identity.set(identity)
+            current_identity.set(identity)
             try:
                 result = inner(request, context)
                 if inspect.isasyncgen(result):
@@ -287,7 +286,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 else:
                     await result
             finally:
-                current_identity.reset(token)
                 opened.__exit__(None, None, None)
 
         return call
