@@ -126,7 +126,7 @@ def node_specs(n: int, workload: str, rng: random.Random) -> list[HollowNodeSpec
         if workload == "mixed":
             if i % 4 == 0:
                 labels["disk"] = "ssd"
-            if i % 10 == 1:
+            if i % 20 == 3:  # 5% GPU nodes; every zone keeps untainted nodes
                 labels["gpu"] = "true"
                 taints.append(("dedicated", "gpu", "NoSchedule"))
         out.append(
@@ -155,7 +155,7 @@ def make_pod(i: int, workload: str, rng: random.Random) -> pod_pb2.Pod:
         kind = i % 20
         if kind < 5:  # 25%: node selector
             p.spec.node_selector["disk"] = "ssd"
-        elif kind < 7:  # 10%: tolerate the gpu taint and ask for it
+        elif kind < 6:  # 5%: tolerate the gpu taint and ask for it
             p.spec.node_selector["gpu"] = "true"
             t = p.spec.tolerations.add()
             t.key, t.operator, t.value, t.effect = "dedicated", "Equal", "gpu", "NoSchedule"
