@@ -77,3 +77,20 @@ async def client(controller: ControllerRunner) -> AsyncIterator[Client]:
 
     async with Client(controller.address) as c:
         yield c
+
+
+@pytest.fixture
+async def secure_controller(
+    etcd: EtcdMember, etcd_prefix: str, tmp_path: pathlib.Path
+) -> AsyncIterator[ControllerRunner]:
+    """Like `controller`, with TLS, client certificates, authorization and limits on (a fresh
+    cluster PKI in tmp_path/pki). Connect with `.client("admin" | "scheduler" | "transport",
+    token=...)` or `.settings(...)`; see docs/security.md."""
+    from controller.testing import ControllerRunner
+
+    runner = ControllerRunner.secure(etcd.endpoint, etcd_prefix, pki_dir=tmp_path / "pki")
+    await runner.start()
+    try:
+        yield runner
+    finally:
+        await runner.stop()

@@ -95,7 +95,8 @@ async def test_connection_without_certificate_is_refused(secure: ControllerRunne
         assert code == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_certificate_of_another_ca_is_refused(secure: ControllerRunner, tmp_path: pathlib.Path) -> None:
+async def test_certificate_of_another_ca_is_refused(secure_controller: ControllerRunner) -> None:
+    secure = secure_controller
     rogue = CertificateAuthority.create("rogue", now=time.time())
     pair = rogue.issue(Subject("admin", ("system:masters",)), now=time.time())
     s = secure.settings("admin")
