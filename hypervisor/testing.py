@@ -25,7 +25,8 @@ from typing import Any
 import docker
 import docker.errors
 
-from hypervisor.docker_provider import L_CLUSTER, L_NODE, DockerProvider, DockerProviderConfig
+from cowpod.auth.flags import agent_join_args
+from hypervisor.docker_provider import IN_VM_RUN_DIR, L_CLUSTER, L_NODE, DockerProvider, DockerProviderConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEST_LABELS = {"cowpod.test": "1"}
@@ -52,16 +53,19 @@ class DockerTestEnv:
         d = pathlib.Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))
         return DockerTestEnv(cluster_id=cid, network=network or f"cowpod-{cid}", data_dir=d)
 
-    def config(self, **overrides: Any) -> DockerProviderConfig:
+    def config(self, *, secure: bool = False, **overrides: Any) -> DockerProviderConfig:
+        """Provider config for this env. The agents get the join flags of a secure
+        controller (bundle in <data_dir>/run) or `--insecure` for an insecure one."""
         kw: dict[str, Any] = dict(
             data_dir=self.data_dir, cluster_id=self.cluster_id, network=self.network,
             extra_labels=TEST_LABELS, stop_timeout=5,
+            agent_extra_args=agent_join_args(IN_VM_RUN_DIR, secure=secure),
         )
         kw.update(overrides)
         return DockerProviderConfig(**kw)
 
-    def provider(self, **overrides: Any) -> DockerProvider:
-        return DockerProvider(self.config(**overrides))
+    def provider(self, *, secure: bool = False, **overrides: Any) -> DockerProvider:
+        return DockerProvider(self.config(secure=secure, **overrides))
 
     def run_nested(self, vm_container: str, node: str, name: str) -> str:
         """Start a pod-like container nested in a VM (its cgroup and network), as the agent does."""
