@@ -15,7 +15,8 @@ interceptor resolves against the store.
                 bound to X (list/watch by spec.nodeName=X, get, status, delete),
                 its lease in cowpod-node-lease, create events. Never: create or
                 bind pods, other nodes or their pods, VMs, tokens.
-    scheduler   read pods, nodes, VMs; bind; create events; leader-election leases
+    scheduler   read pods, nodes, VMs; bind; status of unbound pods (why pending);
+                create events; leader-election leases
     bootstrap   exchange a bootstrap token for a node certificate
     anonymous   health, who-am-I, exchange a bootstrap token; else UNAUTHENTICATED
     none        health, who-am-I
@@ -154,6 +155,10 @@ def _scheduler(identity: Identity, service: str, verb: str, request: Any) -> Dec
         return ALLOW
     if service == POD and verb in ("Bind", "BindBatch"):
         return ALLOW
+    if service == POD and verb == "UpdateStatus":
+        # Saying why a pod is pending (PodScheduled=False) on pods no node owns yet.
+        meta = request.metadata
+        return Decision(True, check=PodCheck(Requirement.BOUND_BEFORE, "", meta.namespace, meta.name))
     if service == EVENT and verb == "Create":
         return ALLOW
     if service == LEASE and verb in ("Get", "Create", "Update"):

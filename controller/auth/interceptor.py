@@ -226,8 +226,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             node = ""
         if node != check.node:
             # Not found and bound elsewhere look the same: a node learns nothing about others' pods.
+            whose = f"bound to node {check.node!r}" if check.node else "not bound to a node yet"
             raise PermissionDenied(
-                f"{identity.describe()} may only touch pods bound to node {check.node!r}; "
+                f"{identity.describe()} may only touch pods {whose}; "
                 f"pod {check.namespace}/{check.name} is not"
             )
 

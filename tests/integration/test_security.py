@@ -199,8 +199,15 @@ async def test_agent_certificate_is_limited_to_its_node(
             await sched.pods.Bind(
                 pod_pb2.Binding(pod=meta_pb2.ObjectKey(namespace="default", name="b"), node_name="n2")
             )
-            # The scheduler binds and reads, nothing else.
+            # The scheduler binds and reads; it may say why a pod is pending, on unbound pods only.
             assert await code_of(sched.pods.Create(make_pod("c"))) == grpc.StatusCode.PERMISSION_DENIED
+            await admin.pods.Create(make_pod("pending"))
+            pending = await sched.pods.Get(meta_pb2.ObjectKey(namespace="default", name="pending"))
+            pending.status.message = "0/2 nodes fit"
+            await sched.pods.UpdateStatus(pending)
+            bound = await sched.pods.Get(meta_pb2.ObjectKey(namespace="default", name="a"))
+            bound.status.message = "tampered"
+            assert await code_of(sched.pods.UpdateStatus(bound)) == grpc.StatusCode.PERMISSION_DENIED
         # It sees and reports on its own pods only.
         mine = await n1.pods.List(meta_pb2.ListOptions(field_selector="spec.nodeName=n1"))
         assert [p.metadata.name for p in mine.items] == ["a"]

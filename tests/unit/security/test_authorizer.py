@@ -120,6 +120,8 @@ ROWS: list[tuple[Identity, str, Any, bool]] = [
     (SCHED, pod_m("Delete"), None, False),
     (SCHED, pod_m("Exec"), None, False),
     (SCHED, node_m("UpdateStatus"), named_node("n1"), False),
+    (SCHED, pod_m("UpdateStatus"), POD, True),  # with a check: only unbound pods
+    (SCHED, pod_m("Update"), POD, False),
     (SCHED, "/cowpod.v1.VMService/Clone", None, False),
     (SCHED, "/cowpod.v1.LeaseService/Update", lease("cowpod-system", "scheduler"), True),
     (SCHED, "/cowpod.v1.LeaseService/Update", lease("cowpod-node-lease", "n1"), False),
@@ -151,6 +153,11 @@ def test_node_pod_reads_and_writes_carry_binding_checks() -> None:
     assert status.check == PodCheck(Requirement.BOUND_BEFORE, "n1", "default", "web")
     delete = authorize(NODE1, pod_m("Delete"), meta_pb2.DeleteOptions(key=KEY))
     assert delete.check == PodCheck(Requirement.BOUND_BEFORE, "n1", "default", "web")
+
+
+def test_scheduler_writes_status_of_unbound_pods_only() -> None:
+    d = authorize(SCHED, pod_m("UpdateStatus"), POD)
+    assert d.check == PodCheck(Requirement.BOUND_BEFORE, "", "default", "web")
 
 
 def test_identity_from_certificates() -> None:
