@@ -187,3 +187,31 @@ async def test_startup_destroys_orphans_and_fails_vanished_vms(
             async def orphan_gone() -> bool:
                 return orphan not in [v.name for v in await s.provider.list()]
             await eventually(orphan_gone, "orphan destroyed")
+
+
+async def test_secure_cluster_agent_joins_with_the_bundle(
+    etcd: EtcdMember, etcd_prefix: str, env: DockerTestEnv
+) -> None:
+    """With TLS and authentication on, the VM's agent joins with the bundle the controller
+    publishes in <data_dir>/run (CA, transport pair, join token) and its node becomes Ready."""
+    from controller.testing import ControllerRunner
+
+    sock = str(env.data_dir / "run" / "controller.sock")
+    runner = ControllerRunner.secure(etcd.endpoint, etcd_prefix, pki_dir=env.data_dir / "pki",
+                                     listen_unix=sock, data_dir=env.data_dir)
+    async with runner, runner.client() as c:
+        provider = env.provider(secure=True)
+        manager = VMManager(c, "docker", env.data_dir, provider=provider, resync_seconds=0.5)
+        task = asyncio.create_task(manager.run(), name="vm-manager-under-test")
+        try:
+            name = f"sec-{env.cluster_id}"
+            await c.vms.Create(new_vm(name))
+
+            async def ready() -> bool:
+                v = await get_vm(c, name)
+                return v is not None and v.status.HasField("ready_at")
+            await eventually(ready, "the VM's node Ready in a secure cluster", timeout=90)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
