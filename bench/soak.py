@@ -10,8 +10,9 @@ the controller, the scheduler and `--agents` node agents on the host's Docker.
   delete its pod (gracefully) and create the next generation (`soak-<slot>-<gen>`) with
   `Client.create` (retries UNAVAILABLE, idempotent by name and create-id). A create that
   returned is *acknowledged*.
-- Chaos: every `--kill-every` s (jittered) one of etcd, controller, scheduler or an agent
-  is SIGKILLed, left down 0.5-2 s and restarted. Then a probe pod (pinned to the killed
+- Chaos: every `--kill-every` s (jittered), whatever state the cluster is in, one of
+  etcd, controller, scheduler or an agent that is up is SIGKILLed, left down 0.5-2 s and
+  restarted; outages may overlap. After each restart a probe pod (pinned to the killed
   agent's node when an agent was killed) is created and waited for until Running: the
   time from the kill until then is that kill's *recovery*.
 - Watching: one pod watch (an Informer that resumes across controller restarts) records
@@ -202,33 +203,43 @@ class Soak:
     # -- chaos
 
     async def chaos(self, c: Client) -> None:
-        k = 0
-        while not self.stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), self.rng.uniform(0.5, 1.5) * self.args.kill_every)
-            if self.stop.is_set():
-                return
-            victim = self.rng.choice(self.components())
-            down = self.rng.uniform(0.5, 2.0)
-            t_kill = time.monotonic()
-            self.kill(victim)
-            self.stats.kills[victim] += 1
-            await asyncio.sleep(down)
-            self.restart(victim)
-            k += 1
-            recovered = await self.probe(c, k, victim, t_kill)
-            if recovered is None:
-                self.stats.unrecovered += 1
-                log(
-                    f"kill {k}: {victim} down {down:.1f}s; "
-                    f"NOT recovered within {self.args.recovery_timeout:.0f}s"
-                )
-            else:
-                self.stats.recoveries.append((victim, recovered))
-                log(
-                    f"kill {k}: {victim} down {down:.1f}s; recovered in {recovered:.1f}s "
-                    f"(acknowledged so far {self.stats.acknowledged})"
-                )
+        """Kill a random live component every few seconds, whatever state the cluster is in;
+        each kill gets its own restart and recovery probe, so outages may overlap."""
+        down_now: set[str] = set()
+        async with asyncio.TaskGroup() as tg:
+            k = 0
+            while not self.stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        self.stop.wait(), self.rng.uniform(0.5, 1.5) * self.args.kill_every
+                    )
+                if self.stop.is_set():
+                    break
+                victim = self.rng.choice([x for x in self.components() if x not in down_now])
+                down = self.rng.uniform(0.5, 2.0)
+                k += 1
+                self.kill(victim)
+                down_now.add(victim)
+                self.stats.kills[victim] += 1
+                log(f"kill {k}: {victim} (down {down:.1f}s)")
+                tg.create_task(self.restart_and_probe(c, k, victim, down, time.monotonic(), down_now))
+
+    async def restart_and_probe(
+        self, c: Client, k: int, victim: str, down: float, t_kill: float, down_now: set[str]
+    ) -> None:
+        await asyncio.sleep(down)
+        self.restart(victim)
+        down_now.discard(victim)
+        recovered = await self.probe(c, k, victim, t_kill)
+        if recovered is None:
+            self.stats.unrecovered += 1
+            log(f"kill {k}: {victim}: NOT recovered within {self.args.recovery_timeout:.0f}s")
+        else:
+            self.stats.recoveries.append((victim, recovered))
+            log(
+                f"kill {k}: {victim}: recovered in {recovered:.1f}s "
+                f"(acknowledged so far {self.stats.acknowledged})"
+            )
 
     async def probe(self, c: Client, k: int, victim: str, t_kill: float) -> float | None:
         """A pod created after the kill runs: the whole pipeline works again."""

@@ -44,6 +44,8 @@ def make_cluster(tmp_path: pathlib.Path) -> Iterator[Callable[..., ProcCluster]]
 def docker_images() -> None:
     """The busybox and pause images the host agents run (built locally, no registry)."""
     _require(shutil.which("docker") is not None, "docker not found")
+    if image_present("cowpod/busybox:latest") and image_present("cowpod/pause:latest"):
+        return
     from agent.testing import ensure_images
 
     ensure_images()
