@@ -118,7 +118,11 @@ class Informer(Generic[ObjT]):
                 continue
             obj: ObjT = ev.object
             k = key_of(obj)
-            self.resource_version = max(self.resource_version, ev.resource_version)
+            if not in_initial:
+                # During the initial list, objects arrive with their own (older)
+                # revisions; only the closing BOOKMARK says the list is complete.
+                # Resuming from one of them after a break would skip the rest.
+                self.resource_version = max(self.resource_version, ev.resource_version)
             if ev.type == meta_pb2.DELETED:
                 if self.cache.pop(k, None) is not None or not in_initial:
                     await self._emit(meta_pb2.DELETED, obj)
