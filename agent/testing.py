@@ -103,7 +103,7 @@ class AgentRunner:
             return self.config.listen
         return f"127.0.0.1:{self.agent.bound_port}"
 
-    async def start(self, timeout: float = 30.0) -> AgentRunner:
+    async def start(self, timeout: float = 60.0) -> AgentRunner:
         self.client = Client(self.config.controller)
         self.runtime = DockerRuntime(self.config.node_name, threads=self.config.docker_threads)
         self.agent = Agent(
@@ -187,7 +187,7 @@ async def create_and_bind(client: Client, pod: Any, node_name: str) -> Any:
 
 
 async def wait_pod(
-    client: Client, name: str, predicate: Any, *, namespace: str = "default", timeout: float = 60.0
+    client: Client, name: str, predicate: Any, *, namespace: str = "default", timeout: float = 120.0
 ) -> Any:
     """Poll the pod until predicate(pod) is true; the last pod in the error."""
     import grpc
