@@ -50,7 +50,7 @@ class AgentProcess:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
 
-    async def wait_ready(self, timeout: float = 30.0) -> None:
+    async def wait_ready(self, timeout: float = 60.0) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while READY_LINE not in self.log.read_text():
@@ -133,7 +133,7 @@ async def test_kill_9_and_restart_keeps_healthy_containers(
 
     agent_proc.start()
     await agent_proc.wait_ready()
-    for _ in range(150):
+    for _ in range(600):
         if not await asyncio.to_thread(containers_of, orphan_uid):
             break
         await asyncio.sleep(0.1)
