@@ -269,8 +269,10 @@ def make_provider(
     agents: NodeAgents | None = None
     if address:
         hollow = importlib.import_module("agent.hollow")
-        client_mod = importlib.import_module("cowpod.client")
-        fleet = hollow.HollowFleet(client_mod.Client(address), clock=clock)
+        creds = importlib.import_module("cowpod.auth.credentials")
+        # A secure cluster: hollow agents talk as the controller (its certificate in <data>/pki).
+        client = creds.connect(creds.settings_from_pki(address, data_dir / "pki", "controller"))
+        fleet = hollow.HollowFleet(client, clock=clock)
         agents = hollow.FleetAgents(fleet)
     else:
         log.warning("sim provider: no controller address; VMs will have no nodes")

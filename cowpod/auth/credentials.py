@@ -9,6 +9,7 @@ VMs use.
 
 from __future__ import annotations
 
+import pathlib
 from typing import Any
 
 import grpc
@@ -16,7 +17,7 @@ import grpc
 from cowpod.auth.config import ConfigError, ConnectionSettings, UserConfig
 from cowpod.client import Client
 from cowpod.clock import Clock
-from cowpod.pki import CONTROLLER_SERVER_NAME
+from cowpod.pki import CONTROLLER_SERVER_NAME, ClusterPKI
 
 
 def channel_credentials(
@@ -57,4 +58,17 @@ def connect(
         call_credentials=call,
         options=[*opts, *(options or [])],
         clock=clock,
+    )
+
+
+def settings_from_pki(server: str, pki_dir: pathlib.Path, identity: str) -> ConnectionSettings:
+    """Connect as one of a cluster PKI's own identities (`admin`, `controller`, `scheduler`,
+    `transport`); plaintext when the directory holds no PKI (an insecure cluster)."""
+    pki = ClusterPKI(pki_dir)
+    if not (pki.ca_cert.exists() and pki.cert(identity).exists()):
+        return ConnectionSettings(server=server, insecure=True)
+    pair = pki.load(identity)
+    return ConnectionSettings(
+        server=server, user=identity, ca_pem=pki.ca_cert.read_bytes(), tls_server_name=CONTROLLER_SERVER_NAME,
+        client_cert_pem=pair.cert_pem, client_key_pem=pair.key_pem,
     )
