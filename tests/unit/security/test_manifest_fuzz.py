@@ -11,7 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from cowpod.manifest import FieldError, ManifestError, decode_object, load_text
 from tests.unit.security.strategies import hostile_manifests, hostile_values, invalid_pods
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @FAST
@@ -43,7 +45,7 @@ def test_rule_breaking_pods_get_a_field_path_or_reach_the_server(doc: Any) -> No
         assert err.path.startswith(("metadata", "spec")), str(err)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(hostile_manifests())
 def test_yaml_text_of_hostile_manifest(doc: Any) -> None:
     try:
