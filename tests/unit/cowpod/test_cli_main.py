@@ -232,7 +232,10 @@ def test_apply_merge_keeps_what_others_set_and_drops_what_the_manifest_dropped()
     existing.spec.unschedulable = True
     existing.spec.provider_id = "docker://n1"  # set by the server: not in any manifest
     existing.spec.taints.add(key="old-taint", effect="NoSchedule")
-    previous = {"metadata": {"labels": {"old": "1", "keep": "a"}}, "spec": {"unschedulable": True, "taints": []}}
+    previous = {
+        "metadata": {"labels": {"old": "1", "keep": "a"}},
+        "spec": {"unschedulable": True, "taints": []},
+    }
     desired = node_pb2.Node()
     desired.metadata.name = "n1"
     desired.metadata.labels.update({"keep": "b", "new": "2"})
