@@ -313,3 +313,42 @@ def test_validation_names_the_field(mutate: Any, field: str) -> None:
     with pytest.raises(Invalid) as info:
         validate_replicaset(r)
     assert info.value.field == field
+
+
+# ---- the controller's bookkeeping (handlers + one sync, no informer streams) ---------------------
+
+
+async def test_controller_syncs_dirty_sets_and_waits_for_its_own_creates() -> None:
+    from controller.replicaset import ReplicaSetController
+
+    api = FakeAPI()
+    rsc = ReplicaSetController(api, FakeClock(start=T0))
+    rsc.executor = executor(api)[0]
+    rsc.expect = rsc.executor.expect
+    rsc.replicasets.synced = rsc.pods.synced = True
+    web = rs(replicas=2)
+    rsc.replicasets.cache[("default", "web")] = web
+    await rsc._on_rs(meta_pb2.ADDED, web)
+    acts = await rsc.sync_once()
+    assert [type(a).__name__ for a in acts] == ["CreatePods", "UpdateStatus"]
+    assert [p.metadata.name for p in api.created] == ["web-0", "web-1"]
+    # Nothing new is created while the cache has not shown those pods yet.
+    await rsc._on_rs(meta_pb2.MODIFIED, web)
+    assert not [a for a in await rsc.sync_once() if isinstance(a, CreatePods)]
+    # The informer delivers them: in steady state there is nothing to do.
+    for p in api.created:
+        p.metadata.uid = f"uid-{p.metadata.name}"
+        p.status.phase = "Running"
+        await rsc._on_pod(meta_pb2.ADDED, p)
+    web.status.CopyFrom(status(2, ready=0))
+    assert await rsc.sync_once() == []
+    # A pod vanishes: the set is dirty again and one is replaced.
+    await rsc._on_pod(meta_pb2.DELETED, api.created[0])
+    acts = await rsc.sync_once()
+    assert any(isinstance(a, CreatePods) and a.count == 1 for a in acts)
+    # The set is deleted: its remaining pod is an orphan and is collected.
+    await rsc._on_rs(meta_pb2.DELETED, web)
+    del rsc.replicasets.cache[("default", "web")]
+    acts = await rsc.sync_once()
+    assert [a.name for a in acts if isinstance(a, CollectOrphan)] == ["web-1"]
+    assert "web-1" in api.deleted
