@@ -17,8 +17,10 @@ This reconciler then decides, per pod bound to a node:
   one write. Being terminal and terminating, it no longer counts for its
   ReplicaSet, which replaces it elsewhere; if the agent comes back it stops the
   containers and finalizes the pod instead of running a duplicate.
-- node gone (deleted, or its VM died and the VM manager removed it): the pod is
-  evicted the same way and then deleted (nobody is left to finalize it).
+- node gone (deleted, or its VM died and the VM manager removed it): once pods have
+  been seen bound to the missing node for `gone_quarantine` (10 s: a pod created for a
+  node that is about to register is not killed), the pod is evicted the same way and
+  then deleted (nobody is left to finalize it).
 - a NoExecute taint without `time_added` (set by hand) gets one, so that
   tolerations count from when it was first seen, not from the epoch.
 
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,6 +69,7 @@ DEFAULTED_TAINTS = frozenset({UNREACHABLE_TAINT, NOT_READY_TAINT})
 DEFAULT_TOLERATION_SECONDS = 300.0
 DEFAULT_PERIOD_SECONDS = 5.0
 DEFAULT_SWEEP_SECONDS = 30.0
+DEFAULT_GONE_QUARANTINE = 10.0
 NODE_LOST = "NodeLost"
 EVICTED = "Evicted"
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
@@ -163,8 +166,12 @@ def _reason_for(taints: Sequence[node_pb2.Taint]) -> str:
 
 
 def plan(nodes: Sequence[node_pb2.Node], pods: Sequence[pod_pb2.Pod], now: float, *,
-         default_seconds: float = DEFAULT_TOLERATION_SECONDS, judge_taints: bool = True) -> list[Action]:
-    """Pure: which pods to evict or collect, and which taints to stamp."""
+         default_seconds: float = DEFAULT_TOLERATION_SECONDS, judge_taints: bool = True,
+         gone: Set[str] | None = None) -> list[Action]:
+    """Pure: which pods to evict or collect, and which taints to stamp.
+
+    `gone`: the missing nodes that have been missing long enough to give up on (None: every
+    node not in `nodes`); pods on other missing nodes are left alone for now."""
     actions: list[Action] = []
     by_name = {n.metadata.name: n for n in nodes}
     if judge_taints and nodes and all(
@@ -184,6 +191,8 @@ def plan(nodes: Sequence[node_pb2.Node], pods: Sequence[pod_pb2.Pod], now: float
         node = by_name.get(node_name)
         done = meta.HasField("deletion_timestamp") or pod.status.phase in TERMINAL_PHASES
         if node is None:
+            if gone is not None and node_name not in gone:
+                continue
             if done:
                 actions.append(Collect(meta.namespace, meta.name, meta.uid, node_name, meta.resource_version))
             else:
@@ -257,7 +266,8 @@ class Evictor:
     def __init__(self, store: Store, clock: Clock, *,
                  default_toleration_seconds: float = DEFAULT_TOLERATION_SECONDS,
                  period: float = DEFAULT_PERIOD_SECONDS, startup_grace: float = 40.0,
-                 sweep_seconds: float = DEFAULT_SWEEP_SECONDS, events: EventSink | None = None,
+                 sweep_seconds: float = DEFAULT_SWEEP_SECONDS,
+                 gone_quarantine: float = DEFAULT_GONE_QUARANTINE, events: EventSink | None = None,
                  registry: CollectorRegistry | None = None) -> None:
         self.store = store
         self.clock = clock
@@ -265,6 +275,7 @@ class Evictor:
         self.period = period
         self.startup_grace = startup_grace
         self.sweep_seconds = sweep_seconds
+        self.gone_quarantine = gone_quarantine
         self.events = events
         self.evictions = Counter("cowpod_controller_evictions", "Pods evicted from lost or tainted nodes",
                                  ["reason"], registry=registry or CollectorRegistry())
@@ -276,6 +287,8 @@ class Evictor:
         self._next_sweep = 0.0
         self._holding = False
         self._store_down = False
+        # Missing node -> when this process first saw pods bound to it (monotonic).
+        self._missing_since: dict[str, float] = {}
 
     async def run(self) -> None:
         self._started = self.clock.monotonic()
@@ -304,11 +317,14 @@ class Evictor:
         tainted = any(no_execute_taints(n) for n in nodes)
         sweep = mono >= self._next_sweep
         pods: list[pod_pb2.Pod] = []
-        if vanished or sweep or (tainted and judge):
+        if vanished or sweep or (tainted and judge) or self._missing_since:
             pods, _ = await self.store.list(PODS.prefix(), pod_pb2.Pod)
             self._next_sweep = mono + self.sweep_seconds
+            missing = {p.spec.node_name for p in pods if p.spec.node_name and p.spec.node_name not in names}
+            self._missing_since = {n: self._missing_since.get(n, mono) for n in missing}
+        gone = {n for n, since in self._missing_since.items() if mono - since >= self.gone_quarantine}
         actions = plan(nodes, pods, self.clock.now(), default_seconds=self.default_seconds,
-                       judge_taints=judge)
+                       judge_taints=judge, gone=gone)
         holding = any(isinstance(a, HoldEvictions) for a in actions)
         if self._holding and not holding:
             log.info("a node is reachable again: evictions resume")

@@ -262,10 +262,16 @@ async def test_evicts_after_the_default_toleration_on_the_fake_clock(clock: Fake
 async def test_pods_of_a_gone_node_are_failed_then_deleted(clock: FakeClock) -> None:
     store, events = MemStore(), Recorder()
     store.put(pkey("a"), pod("a", "gone"))
-    ev = Evictor(store, clock, startup_grace=1000, events=events)  # type: ignore[arg-type]
+    ev = Evictor(store, clock, startup_grace=1000, gone_quarantine=10, events=events)  # type: ignore[arg-type]
+    # First a quarantine: the node may be about to register.
+    assert await ev.reconcile_once() == []
+    await clock.advance(5)
+    assert await ev.reconcile_once() == []
+    store.put(pkey("b"), pod("b", "late"))  # another missing node, seen later
+    await clock.advance(5)
     acts = await ev.reconcile_once()
-    assert [type(a) for a in acts] == [Evict]
-    assert pkey("a") not in store.data
+    assert [(type(a), a.name) for a in acts] == [(Evict, "a")]
+    assert pkey("a") not in store.data and pkey("b") in store.data
     assert events.events[0][:2] == ("a", NODE_LOST)
     assert ev.collected._value.get() == 1
 
