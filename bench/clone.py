@@ -21,6 +21,9 @@ autoscaler. One class, `small` (1 CPU, 512 MiB), with a warm parent.
    pods of 200m are applied at once; the autoscaler makes VMs for them. Time
    from each pod's Create to its phase Running; first, last and p50; once with
    instant clones, then (after the clones are gone) with instant clones off.
+   Before that, the same for one pod alone, and the stages of each case:
+   apply -> Unschedulable verdict, verdict -> first VM asked for, VM -> node
+   Ready, bound -> Running.
 
 The last line printed is one JSON object. Docker objects carry cowpod.test=1
 and this run's cluster id, and are removed at the end even on failure.
@@ -94,6 +97,9 @@ class Seen:
     node_ready: dict[str, float] = field(default_factory=dict)
     vm_running: dict[str, float] = field(default_factory=dict)
     pod_running: dict[str, float] = field(default_factory=dict)
+    pod_unschedulable: dict[str, float] = field(default_factory=dict)
+    pod_bound: dict[str, float] = field(default_factory=dict)
+    vm_added: dict[str, float] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def on_node(self, _t: int, n: node_pb2.Node) -> None:
@@ -103,11 +109,17 @@ class Seen:
             self.changed.set()
 
     async def on_vm(self, _t: int, v: vm_pb2.VM) -> None:
+        self.vm_added.setdefault(v.metadata.name, time.time())
         if v.status.phase == "Running" and v.metadata.name not in self.vm_running:
             self.vm_running[v.metadata.name] = time.time()
             self.changed.set()
 
     async def on_pod(self, _t: int, p: pod_pb2.Pod) -> None:
+        name = p.metadata.name
+        if any(c.type == "PodScheduled" and c.status == "False" for c in p.status.conditions):
+            self.pod_unschedulable.setdefault(name, time.time())
+        if p.spec.node_name:
+            self.pod_bound.setdefault(name, time.time())
         if p.status.phase == "Running" and p.metadata.name not in self.pod_running:
             self.pod_running[p.metadata.name] = time.time()
             self.changed.set()
@@ -366,9 +378,26 @@ async def pending_to_running(b: Bench, pods: int, prefix: str, cfg: ClusterConfi
         created[n] = time.time()
         await b.client.pods.Create(bench_pod(n))
     await b.seen.until(lambda: all(n in b.seen.pod_running for n in names), 600, f"{pods} pods Running")
-    waits = [b.seen.pod_running[n] - created[n] for n in names]
+    seen = b.seen
+    waits = [seen.pod_running[n] - created[n] for n in names]
     vms = (await b.client.vms.List(meta_pb2.ListOptions())).items
     clones = [v for v in vms if not v.spec.template]
+    marked = [n for n in names if n in seen.pod_unschedulable]
+    vm_ready = [seen.node_ready[v.metadata.name] - seen.vm_added[v.metadata.name]
+                for v in clones if v.metadata.name in seen.node_ready and v.metadata.name in seen.vm_added]
+    first_vm = min((seen.vm_added[v.metadata.name] for v in clones if v.metadata.name in seen.vm_added),
+                   default=float("nan"))
+    stages = {
+        # apply -> the scheduler says Unschedulable
+        "to_unschedulable_p50_s": p50([seen.pod_unschedulable[n] - created[n] for n in marked]),
+        # first verdict -> first VM asked for (the autoscaler's reaction)
+        "autoscaler_reaction_s": round(first_vm - min(seen.pod_unschedulable[n] for n in marked), 3)
+        if marked else None,
+        # VM asked for -> its node Ready
+        "vm_to_node_ready_p50_s": p50(vm_ready),
+        # node Ready -> pod bound (the scheduler retrying the pod)
+        "bound_to_running_p50_s": p50([seen.pod_running[n] - seen.pod_bound[n] for n in names]),
+    }
     await b.stop_autoscaler()
     for n in names:
         with contextlib.suppress(Exception):
@@ -381,6 +410,7 @@ async def pending_to_running(b: Bench, pods: int, prefix: str, cfg: ClusterConfi
         "last_s": round(max(waits), 3),
         "vms": len(clones),
         "clone_kinds": sorted({v.status.clone_kind for v in clones}),
+        "stages": stages,
     }
 
 
@@ -458,6 +488,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await b.destroy_all_clones()
 
                 cfg = ClusterConfig(vm_classes=(SMALL,), scan_interval_s=1.0, max_vms=args.pods + 2)
+                one_inst = await pending_to_running(b, 1, "one-ins", cfg)
+                one_full = await pending_to_running(b, 1, "one-ful", cfg.replace(instant_clones=False))
                 inst = await pending_to_running(b, args.pods, "ins", cfg)
                 full = await pending_to_running(b, args.pods, "ful", cfg.replace(instant_clones=False))
                 result.update({
@@ -473,6 +505,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "pending_to_running_full_clone_kinds": full["clone_kinds"],
                     "pending_to_running_speedup": round(full["p50_s"] / inst["p50_s"], 2)
                     if inst["p50_s"] > 0 else None,
+                    "pending_to_running_stages": inst["stages"],
+                    # One pod alone (no contention on the engine from 20 pods' containers).
+                    "one_pod_pending_to_running_s": one_inst["p50_s"],
+                    "one_pod_pending_to_running_full_clone_s": one_full["p50_s"],
+                    "one_pod_stages": one_inst["stages"],
+                    "pending_to_running_full_clone_stages": full["stages"],
                 })
             finally:
                 await b.stop_autoscaler()
