@@ -1,46 +1,38 @@
 """Pods: create with defaults, update rules, graceful delete, and binding.
 
 Binding is the scheduler's plan for a pod committed as one conditional etcd
-write: the pod must still be the same object (uid), unbound, not being deleted
-(and at `pod_resource_version` when given), and the node must exist and not be
-going away. `bind_many` serves Bind and BindBatch alike and is built for
-thousands of binds per second:
+write that also checks the node's capacity: `controller.binder` (Bind and
+BindBatch alike, built for thousands of binds per second).
 
-    bindings ──► one batched read of every pod and distinct node (128 keys per round trip)
-             ──► per binding: check, build the bound pod
-             ──► commit in groups: one txn per group, all compares ANDed
-                     └─ a group whose txn fails (some binding went stale) is retried
-                        binding by binding, so one stale plan never sinks the others
+Every write that adds a pod to a node puts the node's binding sequence key
+(`controller.node_usage`) in the same transaction, which is what lets a bind's
+capacity check be correct across schedulers and controller processes: a bind,
+a create with `spec.nodeName`, and a status write that brings a terminal pod
+back to life.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import grpc
 
 from controller import validation
+from controller.binder import Binder, BindOutcome, set_condition
+from controller.capacity import counts
 from controller.kinds import NODES, PODS
+from controller.node_usage import NodeUsage, bindseq_key, seq_value
 from controller.resource import Resource, get_time, not_found, set_time
-from controller.store import Compare, KeyValue, Put, Store, decode, encode
+from controller.store import Compare, Put, Store, encode
+from controller.watch import WatchHub
 from cowpod.clock import Clock
-from cowpod.errors import Conflict, CowpodError, Invalid, NotFound
+from cowpod.errors import AlreadyExists, Conflict, Invalid
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_SECONDS = 30
-# Each binding costs one pod compare and (at most) one node compare; etcd allows 128.
-BIND_GROUP = 60
-
-
-@dataclass
-class BindOutcome:
-    pod: pod_pb2.Pod | None
-    error: CowpodError | None
 
 
 def qos_class(spec: pod_pb2.PodSpec) -> str:
@@ -63,35 +55,28 @@ def qos_class(spec: pod_pb2.PodSpec) -> str:
     return "Guaranteed" if guaranteed else "Burstable"
 
 
-def set_condition(conds: object, type_: str, status: str, reason: str, message: str, now: float) -> None:
-    """Set a condition in a repeated Condition field, touching the transition time only on change."""
-    seq = conds  # RepeatedCompositeFieldContainer[Condition]
-    for c in seq:  # type: ignore[attr-defined]
-        if c.type == type_:
-            if c.status != status:
-                set_time(c.last_transition_time, now)
-            c.status, c.reason, c.message = status, reason, message
-            set_time(c.last_probe_time, now)
-            return
-    c = seq.add()  # type: ignore[attr-defined]
-    c.type, c.status, c.reason, c.message = type_, status, reason, message
-    set_time(c.last_transition_time, now)
-    set_time(c.last_probe_time, now)
-
-
 # Fields of a pod's spec that an Update may change after creation.
 MUTABLE_SPEC = ("spec.containers[*].image", "spec.initContainers[*].image", "spec.activeDeadlineSeconds",
                 "spec.tolerations", "spec.terminationGracePeriodSeconds")
 
 
+class _Revived(Exception):
+    """A status write would bring a bound terminal pod back to life (see `update_status`)."""
+
+
 class Pods:
     def __init__(self, pods: Resource[pod_pb2.Pod], nodes: Resource[node_pb2.Node], store: Store,
-                 clock: Clock, *, bind_concurrency: int = 32) -> None:
+                 clock: Clock, *, usage: NodeUsage, bind_timeout: float = 5.0,
+                 bind_concurrency: int = 32) -> None:
         self.res = pods
         self.nodes = nodes
         self.store = store
         self.clock = clock
-        self._bind_sem = asyncio.Semaphore(bind_concurrency)
+        hub = pods.hub
+        if hub is None:
+            raise ValueError("binding needs the pods watch hub (its NodeUsage observer)")
+        self.hub: WatchHub[pod_pb2.Pod] = hub
+        self.binder = Binder(store, usage, hub, clock, timeout=bind_timeout, txn_concurrency=bind_concurrency)
 
     # -- create / update
 
@@ -106,9 +91,24 @@ class Pods:
         pod.status.qos_class = qos_class(spec)
         self.res.prepare_new(pod)
         validation.validate_pod(pod)
-        out = await self.res.create(pod)
+        if spec.node_name:
+            out = await self._create_bound(pod)
+        else:
+            out = await self.res.create(pod)
         log.debug("pod %s/%s created (uid %s)", pod.metadata.namespace, pod.metadata.name, pod.metadata.uid)
         return out
+
+    async def _create_bound(self, pod: pod_pb2.Pod) -> pod_pb2.Pod:
+        """A pod created with `spec.nodeName` (placed by its author, not the scheduler; as in
+        Kubernetes it is not capacity-checked here, the node's agent admits or fails it) still
+        bumps the node's binding sequence, so binds racing with it re-check the node."""
+        key = self.res.key_of(pod)
+        seq = Put(bindseq_key(pod.spec.node_name), seq_value(key))
+        res = await self.store.txn([Compare.absent(key)], [Put(key, encode(pod)), seq])
+        if not res.succeeded:
+            raise AlreadyExists(f'pods "{pod.metadata.namespace}/{pod.metadata.name}" already exists')
+        pod.metadata.resource_version = res.revision
+        return pod
 
     async def update(self, req: pod_pb2.Pod) -> pod_pb2.Pod:
         meta = req.metadata
@@ -135,14 +135,44 @@ class Pods:
     async def update_status(self, req: pod_pb2.Pod) -> pod_pb2.Pod:
         validation.validate_pod_status(req)
 
-        def mutate(cur: pod_pb2.Pod) -> pod_pb2.Pod:
+        def apply(cur: pod_pb2.Pod) -> pod_pb2.Pod:
             cur.status.CopyFrom(req.status)
             if not cur.status.qos_class:
                 cur.status.qos_class = qos_class(cur.spec)
             return cur
 
+        def mutate(cur: pod_pb2.Pod) -> pod_pb2.Pod:
+            if cur.spec.node_name and not counts(cur) and counts(apply(pod_pb2.Pod(spec=cur.spec,
+                                                                                status=cur.status))):
+                raise _Revived
+            return apply(cur)
+
         ns, name = self.res.names(req.metadata.namespace, req.metadata.name)
-        return await self.res.update(ns, name, req.metadata.resource_version, mutate)
+        try:
+            return await self.res.update(ns, name, req.metadata.resource_version, mutate)
+        except _Revived:
+            return await self._revive(ns, name, req.metadata.resource_version, apply)
+
+    async def _revive(self, ns: str, name: str, expected: int, apply: Callable[[pod_pb2.Pod], pod_pb2.Pod],
+                      ) -> pod_pb2.Pod:
+        """The rare status write that makes a Succeeded/Failed bound pod count on its node
+        again: it bumps the node's binding sequence in the same transaction."""
+        key = PODS.key(ns, name)
+        for _ in range(16):
+            cur = await self.store.get(key, pod_pb2.Pod)
+            rv = cur.metadata.resource_version
+            if expected and rv != expected:
+                raise Conflict(f'pods "{ns}/{name}" was modified: resource_version {expected} is stale '
+                               f"(now {rv}); re-read and retry")
+            new = apply(cur)
+            seq = Put(bindseq_key(new.spec.node_name), seq_value(key))
+            res = await self.store.txn([Compare.at(key, rv)], [Put(key, encode(new)), seq])
+            if res.succeeded:
+                new.metadata.resource_version = res.revision
+                return new
+            if expected:
+                raise Conflict(f'pods "{ns}/{name}" was modified during the status write; re-read and retry')
+        raise Conflict(f'pods "{ns}/{name}" kept changing; retry')
 
     # -- delete
 
@@ -208,110 +238,7 @@ class Pods:
         return out.pod
 
     async def bind_many(self, bindings: Sequence[pod_pb2.Binding]) -> list[BindOutcome]:
-        outcomes: list[BindOutcome] = [BindOutcome(None, None) for _ in bindings]
-        pod_keys: list[str] = []
-        for i, b in enumerate(bindings):
-            if not b.pod.name:
-                outcomes[i].error = Invalid(f"bindings[{i}].pod.name", "required")
-            elif not b.node_name:
-                outcomes[i].error = Invalid(f"bindings[{i}].nodeName", "required")
-            pod_keys.append(PODS.key(b.pod.namespace or "default", b.pod.name))
-        node_names = sorted({b.node_name for b in bindings if b.node_name})
-        node_keys = [NODES.key("", n) for n in node_names]
-        kvs = await self.store.get_many([*pod_keys, *node_keys])
-        pods_kv = kvs[: len(pod_keys)]
-        nodes_kv: dict[str, KeyValue | None] = dict(zip(node_names, kvs[len(pod_keys):], strict=True))
-
-        now = self.clock.now()
-        # (index, pod key, read pod revision, node key, node create revision, new pod)
-        plans: list[tuple[int, str, int, str, int, pod_pb2.Pod]] = []
-        claimed: set[str] = set()
-        for i, b in enumerate(bindings):
-            if outcomes[i].error is not None:
-                continue
-            err, plan = self._plan_bind(b, pod_keys[i], pods_kv[i], nodes_kv.get(b.node_name), now)
-            if err is None and pod_keys[i] in claimed:
-                err = Conflict(f'pods "{_qual(b)}" appears twice in one batch; only the first binding counts')
-            if err is not None:
-                outcomes[i].error = err
-                continue
-            assert plan is not None
-            claimed.add(pod_keys[i])
-            plans.append((i, *plan))
-
-        groups = [plans[g: g + BIND_GROUP] for g in range(0, len(plans), BIND_GROUP)]
-        await asyncio.gather(*(self._commit_group(grp, bindings, outcomes) for grp in groups))
-        if log.isEnabledFor(logging.DEBUG):
-            ok = sum(1 for o in outcomes if o.error is None)
-            log.debug("bound %d of %d pods; refused: %s", ok, len(bindings),
-                      "; ".join(str(o.error) for o in outcomes if o.error is not None)[:500] or "none")
-        return outcomes
-
-    def _plan_bind(self, b: pod_pb2.Binding, pod_key: str, pkv: KeyValue | None, nkv: KeyValue | None,
-                   now: float) -> tuple[CowpodError | None, tuple[str, int, str, int, pod_pb2.Pod] | None]:
-        q = _qual(b)
-        if pkv is None:
-            return NotFound(f'pods "{q}" not found'), None
-        pod = decode(pod_pb2.Pod, pkv.value, pkv.mod_revision)
-        if b.pod_uid and pod.metadata.uid != b.pod_uid:
-            return Conflict(f'pods "{q}": uid {b.pod_uid} is gone (the pod was recreated as '
-                            f"{pod.metadata.uid})"), None
-        if b.pod_resource_version and pkv.mod_revision != b.pod_resource_version:
-            return Conflict(f'pods "{q}" changed since the scheduler read it (resource_version '
-                            f"{b.pod_resource_version} is stale, now {pkv.mod_revision})"), None
-        if pod.spec.node_name:
-            return Conflict(f'pods "{q}" is already bound to node "{pod.spec.node_name}"'), None
-        if pod.metadata.HasField("deletion_timestamp"):
-            return Conflict(f'pods "{q}" is being deleted'), None
-        if nkv is None:
-            return Conflict(f'cannot bind pods "{q}": node "{b.node_name}" not found'), None
-        node = node_pb2.Node.FromString(nkv.value)
-        if node.metadata.HasField("deletion_timestamp"):
-            return Conflict(f'cannot bind pods "{q}": node "{b.node_name}" is being deleted'), None
-        pod.spec.node_name = b.node_name
-        set_condition(pod.status.conditions, "PodScheduled", "True", "", "", now)
-        return None, (pod_key, pkv.mod_revision, NODES.key("", b.node_name), nkv.create_revision, pod)
-
-    async def _commit_group(self, grp: list[tuple[int, str, int, str, int, pod_pb2.Pod]],
-                            bindings: Sequence[pod_pb2.Binding], outcomes: list[BindOutcome]) -> None:
-        async with self._bind_sem:
-            compares: list[Compare] = []
-            seen_nodes: set[str] = set()
-            puts: list[Put] = []
-            for _, pkey, prev, nkey, ncreate, pod in grp:
-                compares.append(Compare.at(pkey, prev))
-                if nkey not in seen_nodes:
-                    seen_nodes.add(nkey)
-                    compares.append(Compare.created_at(nkey, ncreate))
-                puts.append(Put(pkey, encode(pod)))
-            res = await self.store.txn(compares, puts)
-        if res.succeeded:
-            for i, *_, pod in grp:
-                pod.metadata.resource_version = res.revision
-                outcomes[i].pod = pod
-            return
-        if len(grp) == 1:
-            i, pkey, prev, nkey, ncreate, pod = grp[0]
-            outcomes[i].error = await self._why_stale(bindings[i], pkey, nkey, ncreate)
-            return
-        # Somebody in the group went stale: commit one by one so the rest still land.
-        await asyncio.gather(*(self._commit_group([p], bindings, outcomes) for p in grp))
-
-    async def _why_stale(self, b: pod_pb2.Binding, pkey: str, nkey: str, ncreate: int) -> CowpodError:
-        pkv, nkv = await self.store.get_many([pkey, nkey])
-        q = _qual(b)
-        if pkv is None:
-            return NotFound(f'pods "{q}" not found')
-        if nkv is None or nkv.create_revision != ncreate:
-            return Conflict(f'cannot bind pods "{q}": node "{b.node_name}" not found')
-        pod = pod_pb2.Pod.FromString(pkv.value)
-        if pod.spec.node_name:
-            return Conflict(f'pods "{q}" is already bound to node "{pod.spec.node_name}"')
-        return Conflict(f'pods "{q}" changed while binding; re-read and retry')
-
-
-def _qual(b: pod_pb2.Binding) -> str:
-    return f"{b.pod.namespace or 'default'}/{b.pod.name}"
+        return await self.binder.bind_many(bindings)
 
 
 def _apply_spec_update(new: pod_pb2.PodSpec, req: pod_pb2.PodSpec, cur: pod_pb2.PodSpec) -> None:
@@ -352,4 +279,4 @@ def bind_result(b: pod_pb2.Binding, out: BindOutcome) -> pod_pb2.BindResult:
     return pod_pb2.BindResult(pod=b.pod, ok=False, code=int(code.value[0]), message=str(err))
 
 
-__all__ = ["Pods", "bind_result", "not_found", "qos_class", "set_condition"]
+__all__ = ["BindOutcome", "Pods", "bind_result", "not_found", "qos_class", "set_condition"]

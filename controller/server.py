@@ -31,6 +31,7 @@ from controller.kinds import EVENTS, LEASES, NODES, PODS, VMS
 from controller.leases import Leases
 from controller.metrics import Metrics, serve_metrics
 from controller.node_lifecycle import NodeLifecycle
+from controller.node_usage import NodeUsage
 from controller.nodes import Nodes
 from controller.pods import Pods
 from controller.replicaset import GrpcWorkloadAPI, ReplicaSetController
@@ -96,8 +97,11 @@ class Controller:
         self.health = health.aio.HealthServicer()
 
         q, b = config.watch_queue_size, config.watch_buffer_size
+        # What every node has bound to it, kept from the pods watch: binds check capacity on it.
+        self.node_usage = NodeUsage(self.store)
         self.hubs: dict[str, WatchHub[Any]] = {
-            k.resource: WatchHub(self.store, k, self.clock, buffer_size=b, queue_size=q)
+            k.resource: WatchHub(self.store, k, self.clock, buffer_size=b, queue_size=q,
+                                 observer=self.node_usage if k is PODS else None)
             for k in (PODS, NODES, VMS, EVENTS, REPLICASETS)
         }
         pods_r = Resource(PODS, self.store, self.clock, self.hubs["pods"])
@@ -105,7 +109,8 @@ class Controller:
         vms_r = Resource(VMS, self.store, self.clock, self.hubs["vms"])
         events_r = Resource(EVENTS, self.store, self.clock, self.hubs["events"])
         leases_r = Resource(LEASES, self.store, self.clock)
-        self.pods = Pods(pods_r, nodes_r, self.store, self.clock)
+        self.pods = Pods(pods_r, nodes_r, self.store, self.clock, usage=self.node_usage,
+                         bind_timeout=config.etcd_timeout)
         self.nodes = Nodes(nodes_r, leases_r, self.store, self.clock, lease_seconds=config.node_lease_seconds)
         self.vms = VMs(vms_r, self.store, self.clock)
         self.events = Events(events_r, self.store, self.clock)

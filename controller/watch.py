@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
@@ -140,6 +142,16 @@ class HubEvent:
 _TICK = object()
 
 
+class HubObserver(Protocol):
+    """Keeps an index over every object of the kind in step with the hub (controller.node_usage)."""
+
+    async def resync(self) -> int:
+        """Rebuild from a full list; return the revision of the list (the watch resumes after it)."""
+
+    def observe(self, ev: HubEvent) -> None:
+        """One change, in revision order, before any stream sees it."""
+
+
 class Subscription:
     """One client stream's view of a hub: a bounded queue of (type, use_prev, event)."""
 
@@ -211,12 +223,16 @@ class WatchHub(Generic[M]):
     """The shared etcd watch of one kind. Owned by the server's TaskGroup via `run`."""
 
     def __init__(self, store: Store, kind: Kind[M], clock: Clock, *, buffer_size: int = 20_000,
-                 queue_size: int = 50_000) -> None:
+                 queue_size: int = 50_000, observer: HubObserver | None = None) -> None:
         self.store = store
         self.kind = kind
         self.clock = clock
         self.queue_size = queue_size
+        self.observer = observer
         self.position = 0  # every event up to here has been dispatched
+        # (revision, tiebreak, future) of callers waiting for `position` to reach a revision
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._tiebreak = itertools.count()
         self.buffer_start = 0  # the buffer holds every event with revision > buffer_start
         self._buffer: collections.deque[HubEvent] = collections.deque(maxlen=buffer_size)
         self._unindexed: set[Subscription] = set()
@@ -236,9 +252,14 @@ class WatchHub(Generic[M]):
         while True:
             try:
                 if not self._ready.is_set():
-                    self.position = await self.store.current_revision()
+                    if self.observer is not None:
+                        rev = await self.observer.resync()
+                    else:
+                        rev = await self.store.current_revision()
+                    self.position = max(self.position, rev)
                     self.buffer_start = self.position
                     self._ready.set()
+                    self._wake_waiters()
                 async for batch in self.store.watch(self.kind.prefix(), self.position + 1):
                     self._dispatch(batch)
                     delay = 0.2
@@ -276,15 +297,46 @@ class WatchHub(Generic[M]):
     def _dispatch(self, batch: WatchBatch) -> None:
         wcls = self.kind.watch_event
         assert wcls is not None
+        observer = self.observer
         for raw in batch.events:
             ev = HubEvent(raw, self.kind.message, wcls)
             if len(self._buffer) == self._buffer.maxlen:
                 self.buffer_start = self._buffer[0].revision
             self._buffer.append(ev)
+            if observer is not None:
+                observer.observe(ev)
             for sub in self._candidates(ev):
                 sub.offer(ev)
             ev.forget_decoded()
         self.position = max(self.position, batch.revision)
+        self._wake_waiters()
+
+    async def wait_position(self, revision: int, timeout: float) -> None:
+        """Return once every event up to `revision` has been dispatched (and observed).
+        Raises `Unavailable` after `timeout` seconds (the etcd watch is stuck or down)."""
+        if self.position >= revision and self._ready.is_set():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (revision, next(self._tiebreak), fut))
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            raise Unavailable(
+                f"the controller's {self.kind.resource} watch has not reached revision {revision} "
+                f"within {timeout:.0f}s (at {self.position}); retry"
+            ) from None
+        finally:
+            fut.cancel()
+
+    def _wake_waiters(self) -> None:
+        if not self._ready.is_set():
+            return
+        w = self._waiters
+        while w and w[0][0] <= self.position:
+            _, _, fut = heapq.heappop(w)
+            if not fut.done():
+                fut.set_result(None)
 
     def _candidates(self, ev: HubEvent) -> list[Subscription]:
         if not self._by_trigger or self._trigger_get is None:

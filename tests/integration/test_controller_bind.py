@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
-from controller.testing import make_node, make_pod
+from controller.testing import ControllerRunner, make_node, make_pod
 from cowpod.client import Client
-from cowpod.v1 import meta_pb2, pod_pb2
+from cowpod.local.etcd import EtcdMember
+from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -162,3 +165,107 @@ async def test_update_rules(client: Client) -> None:
     s = await client.pods.UpdateStatus(p)
     assert s.status.phase == "Running"
     assert "ignored" not in s.metadata.labels
+
+
+# --- capacity: a bind never overcommits a node -----------------------------------------------------
+
+
+async def _node(client: Client, name: str, *, cpu: int = 1000, memory: int = 1 << 30, pods: int = 0) -> None:
+    n = node_pb2.Node()
+    n.metadata.name = name
+    n.status.allocatable.cpu_millis = cpu
+    n.status.allocatable.memory_bytes = memory
+    n.status.allocatable.pods = pods
+    n.status.capacity.CopyFrom(n.status.allocatable)
+    await client.nodes.Register(n)
+
+
+def _sized(name: str, *, cpu: int = 0, memory: int = 0) -> pod_pb2.Pod:
+    p = make_pod(name)
+    p.spec.containers[0].resources.requests.cpu_millis = cpu
+    p.spec.containers[0].resources.requests.memory_bytes = memory
+    return p
+
+
+async def test_bind_refuses_what_does_not_fit_with_the_reason(client: Client) -> None:
+    await _node(client, "n1", cpu=1000, memory=768 << 20)
+    await client.pods.Create(_sized("a", cpu=500, memory=512 << 20))
+    await client.pods.Create(_sized("b", cpu=100, memory=512 << 20))
+    await client.pods.Create(_sized("c", cpu=600))
+    await client.pods.Bind(binding("a", "n1"))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.pods.Bind(binding("b", "n1"))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "node n1 has insufficient memory (requested 512Mi, free 256Mi)" in (e.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.pods.Bind(binding("c", "n1"))
+    assert "node n1 has insufficient cpu (requested 600m, free 500m)" in (e.value.details() or "")
+    assert (await client.pods.Get(meta_pb2.ObjectKey(name="b"))).spec.node_name == ""
+
+
+async def test_bind_batch_fills_a_node_and_refuses_the_rest(client: Client) -> None:
+    await _node(client, "n1", cpu=1000)
+    await _node(client, "n2", cpu=10_000, pods=2)
+    for i in range(8):
+        await client.pods.Create(_sized(f"p{i}", cpu=300))
+    resp = await client.pods.BindBatch(pod_pb2.BindBatchRequest(
+        bindings=[binding(f"p{i}", "n1" if i < 5 else "n2") for i in range(8)]))
+    got = [(r.ok, _code(r.code) if not r.ok else grpc.StatusCode.OK) for r in resp.results]
+    # 3 x 300m fit in 1000m; n2 takes two pods whatever their size.
+    assert [ok for ok, _ in got] == [True, True, True, False, False, True, True, False]
+    assert {c for ok, c in got if not ok} == {grpc.StatusCode.FAILED_PRECONDITION}
+    assert "too many pods" in resp.results[7].message
+
+
+async def test_terminal_and_deleted_pods_free_their_share(client: Client) -> None:
+    await _node(client, "n1", cpu=1000)
+    for name in ("a", "b", "c"):
+        await client.pods.Create(_sized(name, cpu=600))
+    await client.pods.Bind(binding("a", "n1"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await client.pods.Bind(binding("b", "n1"))
+    done = await client.pods.Get(meta_pb2.ObjectKey(name="a"))
+    done.status.phase = "Succeeded"
+    await client.pods.UpdateStatus(done)
+    await _eventually_binds(client, "b", "n1")
+    await client.pods.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="b"), grace_period_seconds=0))
+    await _eventually_binds(client, "c", "n1")
+
+
+async def _eventually_binds(client: Client, name: str, node: str) -> None:
+    """The controller's pod cache frees capacity when the watch shows the change (it may lag)."""
+    for _ in range(100):
+        try:
+            await client.pods.Bind(binding(name, node))
+            return
+        except grpc.aio.AioRpcError as e:
+            assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e.details()
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} never fit on {node}")
+
+
+async def test_two_controllers_racing_binds_never_overcommit(
+        client: Client, controller: ControllerRunner, etcd: EtcdMember, etcd_prefix: str) -> None:
+    """Two controller processes (one etcd) each get a batch overfilling the same nodes at
+    once: their caches are separate, the binding sequence in etcd makes the checks agree."""
+    await _node(client, "n1", cpu=1000)
+    await _node(client, "n2", cpu=1000)
+    names = [f"p{i}" for i in range(24)]
+    for name in names:
+        await client.pods.Create(_sized(name, cpu=200))
+    async with ControllerRunner(etcd.endpoint, etcd_prefix) as other, Client(other.address) as c2:
+        half = len(names) // 2
+
+        def batch(ns: list[str]) -> pod_pb2.BindBatchRequest:
+            return pod_pb2.BindBatchRequest(bindings=[binding(n, f"n{i % 2 + 1}") for i, n in enumerate(ns)])
+
+        r1, r2 = await asyncio.gather(client.pods.BindBatch(batch(names[:half])),
+                                      c2.pods.BindBatch(batch(names[half:])))
+    ok = sum(r.ok for r in [*r1.results, *r2.results])
+    assert ok == 10  # 5 x 200m on each of two 1000m nodes
+    pods = list((await client.pods.List(meta_pb2.ListOptions())).items)
+    per_node: dict[str, int] = {}
+    for p in pods:
+        if p.spec.node_name:
+            per_node[p.spec.node_name] = per_node.get(p.spec.node_name, 0) + 200
+    assert per_node == {"n1": 1000, "n2": 1000}

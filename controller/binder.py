@@ -1,0 +1,328 @@
+"""Capacity-aware binding: the scheduler's plans committed as conditional etcd writes.
+
+    bindings ──► one batched read of every pod and distinct node (128 keys per round trip)
+             ──► per binding: the pod is still that object (uid, version), unbound and not
+                 being deleted; the node exists and is not being deleted   (else ABORTED / NOT_FOUND)
+             ──► grouped by node. In this process one transaction at a time works on a node;
+                 nodes that are free now go at once, busy ones when released
+             ──► packs of nodes, each one etcd transaction (etcd takes 128 compares):
+                   wait until the pods watch has dispatched the node's last known binding
+                   fit each binding against allocatable - bound requests     (else FAILED_PRECONDITION)
+                   compares, per node: created at the same revision, binding sequence unchanged;
+                             per pod:  mod revision unchanged
+                   puts: the bound pods and each node's binding sequence key
+                   lost: the failure branch reads every key back; stale pods get their reason,
+                         moved sequences are learnt, the rest is checked again and retried
+
+Why it is globally correct (two schedulers, several controller processes): every
+write that adds a pod to node N also puts `registry/bindseq/N`
+(`controller.node_usage`), so a transaction whose compare on that key holds was
+checked against every pod that ever arrived on N — the pods watch had
+dispatched at least up to the key's revision. Removals free capacity without
+touching the key, so a watch that lags behind them only refuses too much.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from controller.capacity import Resources, allocatable, pod_requests, shortfall
+from controller.kinds import NODES, PODS
+from controller.node_usage import NodeUsage, bindseq_key, seq_value
+from controller.resource import set_time
+from controller.store import MAX_TXN_OPS, Compare, Get, KeyValue, Op, Put, Store, decode, encode
+from controller.watch import WatchHub
+from cowpod.clock import Clock
+from cowpod.errors import Conflict, CowpodError, FailedPrecondition, Invalid, NotFound
+from cowpod.v1 import node_pb2, pod_pb2
+
+log = logging.getLogger(__name__)
+
+# A pack is retried this often when other binders keep moving its nodes' sequences.
+ATTEMPTS = 8
+
+
+@dataclass
+class BindOutcome:
+    pod: pod_pb2.Pod | None
+    error: CowpodError | None
+
+
+@dataclass(slots=True)
+class _Item:
+    index: int  # in the request
+    qual: str  # namespace/name
+    pod_key: str
+    pod_rev: int  # mod revision the checks were made on
+    pod: pod_pb2.Pod  # the bound pod
+    data: bytes  # ... encoded
+    want: Resources
+
+
+@dataclass(slots=True)
+class _NodeWork:
+    name: str
+    key: str
+    create_rev: int
+    alloc: Resources
+    items: list[_Item]
+
+
+def set_condition(conds: object, type_: str, status: str, reason: str, message: str, now: float) -> None:
+    """Set a condition in a repeated Condition field, touching the transition time only on change."""
+    seq = conds  # RepeatedCompositeFieldContainer[Condition]
+    for c in seq:  # type: ignore[attr-defined]
+        if c.type == type_:
+            if c.status != status:
+                set_time(c.last_transition_time, now)
+            c.status, c.reason, c.message = status, reason, message
+            set_time(c.last_probe_time, now)
+            return
+    c = seq.add()  # type: ignore[attr-defined]
+    c.type, c.status, c.reason, c.message = type_, status, reason, message
+    set_time(c.last_transition_time, now)
+    set_time(c.last_probe_time, now)
+
+
+def pack_nodes(works: list[_NodeWork], pending: dict[str, _NodeWork],
+               max_ops: int = MAX_TXN_OPS) -> list[list[_NodeWork]]:
+    """Cut `works` into transactions of at most `max_ops` compares (a node costs 2 plus
+    one per pod; puts and failure reads are never more). A node with more pods than one
+    transaction holds keeps the rest in `pending`; taken nodes leave it."""
+    packs: list[list[_NodeWork]] = []
+    cur: list[_NodeWork] = []
+    ops = 0
+    for w in works:
+        take = w.items[: max_ops - 2]
+        need = len(take) + 2
+        if cur and ops + need > max_ops:
+            packs.append(cur)
+            cur, ops = [], 0
+        cur.append(_NodeWork(w.name, w.key, w.create_rev, w.alloc, take))
+        ops += need
+        if len(take) < len(w.items):
+            w.items = w.items[len(take):]
+        else:
+            pending.pop(w.name, None)
+    if cur:
+        packs.append(cur)
+    return packs
+
+
+class Binder:
+    def __init__(self, store: Store, usage: NodeUsage, hub: WatchHub[pod_pb2.Pod], clock: Clock, *,
+                 timeout: float = 5.0, txn_concurrency: int = 32) -> None:
+        self.store = store
+        self.usage = usage
+        self.hub = hub
+        self.clock = clock
+        self.timeout = timeout
+        self._sem = asyncio.Semaphore(txn_concurrency)
+        # Nodes a transaction of this process is working on, resolved when it is done.
+        self._busy: dict[str, asyncio.Future[None]] = {}
+
+    async def bind_many(self, bindings: Sequence[pod_pb2.Binding]) -> list[BindOutcome]:
+        outcomes = [BindOutcome(None, None) for _ in bindings]
+        works = await self._check(bindings, outcomes)
+        await self._commit(works, outcomes)
+        if log.isEnabledFor(logging.DEBUG):
+            ok = sum(1 for o in outcomes if o.error is None)
+            log.debug("bound %d of %d pods; refused: %s", ok, len(bindings),
+                      "; ".join(str(o.error) for o in outcomes if o.error is not None)[:500] or "none")
+        return outcomes
+
+    # -- static checks: one batched read
+
+    async def _check(self, bindings: Sequence[pod_pb2.Binding],
+                     outcomes: list[BindOutcome]) -> dict[str, _NodeWork]:
+        pod_keys: list[str] = []
+        for i, b in enumerate(bindings):
+            if not b.pod.name:
+                outcomes[i].error = Invalid(f"bindings[{i}].pod.name", "required")
+            elif not b.node_name:
+                outcomes[i].error = Invalid(f"bindings[{i}].nodeName", "required")
+            pod_keys.append(PODS.key(b.pod.namespace or "default", b.pod.name))
+        node_names = sorted({b.node_name for b in bindings if b.node_name})
+        kvs = await self.store.get_many([*pod_keys, *(NODES.key("", n) for n in node_names)])
+        works: dict[str, _NodeWork] = {}
+        refused: dict[str, str] = {}  # node -> why nothing binds to it
+        for name, nkv in zip(node_names, kvs[len(pod_keys):], strict=True):
+            if nkv is None:
+                refused[name] = "not found"
+                continue
+            node = node_pb2.Node.FromString(nkv.value)
+            if node.metadata.HasField("deletion_timestamp"):
+                refused[name] = "is being deleted"
+                continue
+            works[name] = _NodeWork(name, NODES.key("", name), nkv.create_revision, allocatable(node), [])
+        now = self.clock.now()
+        claimed: set[str] = set()
+        for i, b in enumerate(bindings):
+            if outcomes[i].error is not None:
+                continue
+            q = f"{b.pod.namespace or 'default'}/{b.pod.name}"
+            err, pod = _check_pod(b, q, kvs[i])
+            if err is None and b.node_name in refused:
+                err = Conflict(f'cannot bind pods "{q}": node "{b.node_name}" {refused[b.node_name]}')
+            if err is None and pod_keys[i] in claimed:
+                err = Conflict(f'pods "{q}" appears twice in one batch; only the first binding counts')
+            if err is not None:
+                outcomes[i].error = err
+                continue
+            pkv = kvs[i]
+            assert pod is not None and pkv is not None
+            claimed.add(pod_keys[i])
+            pod.spec.node_name = b.node_name
+            set_condition(pod.status.conditions, "PodScheduled", "True", "", "", now)
+            works[b.node_name].items.append(
+                _Item(i, q, pod_keys[i], pkv.mod_revision, pod, encode(pod), pod_requests(pod.spec)))
+        return {n: w for n, w in works.items() if w.items}
+
+    # -- commit
+
+    async def _commit(self, pending: dict[str, _NodeWork], outcomes: list[BindOutcome]) -> None:
+        loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as tg:
+            while pending:
+                free = [w for n, w in pending.items() if n not in self._busy]
+                if not free:
+                    await asyncio.wait({self._busy[n] for n in pending}, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                for pack in pack_nodes(free, pending):
+                    for w in pack:
+                        self._busy[w.name] = loop.create_future()
+                    tg.create_task(self._commit_pack(pack, outcomes))
+
+    async def _commit_pack(self, pack: list[_NodeWork], outcomes: list[BindOutcome]) -> None:
+        names = [w.name for w in pack]
+        undecided = [it for w in pack for it in w.items]
+        try:
+            for _ in range(ATTEMPTS):
+                await self.hub.wait_position(max(self.usage.seq(n) for n in names), self.timeout)
+                compares, puts, reads, planned = self._plan(pack, outcomes)
+                if not planned:
+                    return
+                async with self._sem:
+                    res = await self.store.txn(compares, puts, reads)
+                if res.succeeded:
+                    for w, items in planned:
+                        self.usage.note_seq(w.name, res.revision)
+                        for it in items:
+                            it.pod.metadata.resource_version = res.revision
+                            outcomes[it.index].pod = it.pod
+                    return
+                pack = self._learn(planned, res.gets, outcomes)
+                if not pack:
+                    return
+            for w in pack:
+                for it in w.items:
+                    outcomes[it.index].error = Conflict(
+                        f'cannot bind pods "{it.qual}": node "{w.name}" kept changing; retry')
+        except CowpodError as err:
+            for it in undecided:
+                o = outcomes[it.index]
+                if o.pod is None and o.error is None:
+                    o.error = err
+        finally:
+            for n in names:
+                fut = self._busy.pop(n, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+
+    def _plan(self, pack: list[_NodeWork], outcomes: list[BindOutcome]
+              ) -> tuple[list[Compare], list[Op], list[Op], list[tuple[_NodeWork, list[_Item]]]]:
+        """One transaction for `pack`: the bindings that fit, given what the watch has shown."""
+        compares: list[Compare] = []
+        puts: list[Op] = []
+        reads: list[Op] = []
+        planned: list[tuple[_NodeWork, list[_Item]]] = []
+        for w in pack:
+            used = self.usage.used(w.name)
+            fit: list[_Item] = []
+            for it in w.items:
+                why = shortfall(w.name, w.alloc, used, it.want)
+                if why is not None:
+                    outcomes[it.index].error = FailedPrecondition(f'cannot bind pods "{it.qual}": {why}')
+                    continue
+                used = used + it.want
+                fit.append(it)
+            if not fit:
+                continue
+            seq = self.usage.seq(w.name)
+            skey = bindseq_key(w.name)
+            compares.append(Compare.created_at(w.key, w.create_rev))
+            compares.append(Compare.at(skey, seq) if seq else Compare.absent(skey))
+            puts.append(Put(skey, seq_value(fit[-1].pod_key)))
+            reads.append(Get(skey))
+            reads.append(Get(w.key))
+            for it in fit:
+                compares.append(Compare.at(it.pod_key, it.pod_rev))
+                puts.append(Put(it.pod_key, it.data))
+                reads.append(Get(it.pod_key))
+            planned.append((w, fit))
+        return compares, puts, reads, planned
+
+    def _learn(self, planned: list[tuple[_NodeWork, list[_Item]]], gets: list[KeyValue | None],
+               outcomes: list[BindOutcome]) -> list[_NodeWork]:
+        """After a lost transaction: why, from the keys read back. Returns what is left to retry."""
+        it = iter(gets)
+        left: list[_NodeWork] = []
+        for w, items in planned:
+            skv, nkv = next(it), next(it)
+            pkvs = [next(it) for _ in items]
+            self.usage.note_seq(w.name, skv.mod_revision if skv is not None else 0)
+            if nkv is None or nkv.create_revision != w.create_rev:
+                for item in items:
+                    outcomes[item.index].error = Conflict(
+                        f'cannot bind pods "{item.qual}": node "{w.name}" not found')
+                continue
+            node = node_pb2.Node.FromString(nkv.value)
+            if node.metadata.HasField("deletion_timestamp"):
+                for item in items:
+                    outcomes[item.index].error = Conflict(
+                        f'cannot bind pods "{item.qual}": node "{w.name}" is being deleted')
+                continue
+            keep: list[_Item] = []
+            for item, pkv in zip(items, pkvs, strict=True):
+                if pkv is None:
+                    outcomes[item.index].error = NotFound(f'pods "{item.qual}" not found')
+                elif pkv.mod_revision != item.pod_rev:
+                    outcomes[item.index].error = _stale(item.qual, pkv)
+                else:
+                    keep.append(item)
+            if keep:
+                left.append(_NodeWork(w.name, w.key, w.create_rev, allocatable(node), keep))
+        return left
+
+
+def _check_pod(b: pod_pb2.Binding, q: str,
+               pkv: KeyValue | None) -> tuple[CowpodError | None, pod_pb2.Pod | None]:
+    if pkv is None:
+        return NotFound(f'pods "{q}" not found'), None
+    pod = decode(pod_pb2.Pod, pkv.value, pkv.mod_revision)
+    if b.pod_uid and pod.metadata.uid != b.pod_uid:
+        return Conflict(f'pods "{q}": uid {b.pod_uid} is gone (the pod was recreated as '
+                        f"{pod.metadata.uid})"), None
+    if b.pod_resource_version and pkv.mod_revision != b.pod_resource_version:
+        return Conflict(f'pods "{q}" changed since the scheduler read it (resource_version '
+                        f"{b.pod_resource_version} is stale, now {pkv.mod_revision})"), None
+    if pod.spec.node_name:
+        return Conflict(f'pods "{q}" is already bound to node "{pod.spec.node_name}"'), None
+    if pod.metadata.HasField("deletion_timestamp"):
+        return Conflict(f'pods "{q}" is being deleted'), None
+    return None, pod
+
+
+def _stale(q: str, pkv: KeyValue) -> CowpodError:
+    pod = pod_pb2.Pod.FromString(pkv.value)
+    if pod.spec.node_name:
+        return Conflict(f'pods "{q}" is already bound to node "{pod.spec.node_name}"')
+    if pod.metadata.HasField("deletion_timestamp"):
+        return Conflict(f'pods "{q}" is being deleted')
+    return Conflict(f'pods "{q}" changed while binding; re-read and retry')
+
+
+__all__ = ["BindOutcome", "Binder", "pack_nodes", "set_condition"]

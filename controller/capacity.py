@@ -1,0 +1,93 @@
+"""Node capacity arithmetic for capacity-aware binding (pure, no I/O).
+
+The controller refuses a binding that would make the requests of the pods on
+a node exceed what the node can allocate. The rules are the scheduler's
+`NodeResourcesFit` (and Kubernetes'), so a scheduler whose cache is right is
+never refused:
+
+- a pod requests the sum of its app containers' requests, or the largest init
+  container's if that is bigger (init containers run one at a time);
+- a pod counts on its node while it is bound and not terminal (phase
+  Succeeded or Failed frees its share; a pod being deleted still counts until
+  its agent has stopped it);
+- a node can allocate `status.allocatable` (or `status.capacity` when it
+  reports no allocatable); a pod count of 0 means the default, 110;
+- a request of zero for CPU or memory is never refused, even on a full node;
+  the pod count always is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cowpod.quantity import format_cpu, format_memory
+from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
+
+DEFAULT_MAX_PODS = 110
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+    pods: int = 0
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(self.cpu_millis + other.cpu_millis, self.memory_bytes + other.memory_bytes,
+                         self.pods + other.pods)
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources(self.cpu_millis - other.cpu_millis, self.memory_bytes - other.memory_bytes,
+                         self.pods - other.pods)
+
+
+NOTHING = Resources()
+
+
+def pod_requests(spec: pod_pb2.PodSpec) -> Resources:
+    """What one pod takes from its node (pods = 1)."""
+    cpu = mem = 0
+    for c in spec.containers:
+        r = c.resources.requests
+        cpu += r.cpu_millis
+        mem += r.memory_bytes
+    for c in spec.init_containers:
+        r = c.resources.requests
+        cpu = max(cpu, r.cpu_millis)
+        mem = max(mem, r.memory_bytes)
+    return Resources(cpu, mem, 1)
+
+
+def counts(pod: pod_pb2.Pod) -> bool:
+    """Whether `pod` takes a share of a node: bound and not terminal."""
+    return bool(pod.spec.node_name) and pod.status.phase not in TERMINAL_PHASES
+
+
+def _resources(r: meta_pb2.ResourceList) -> Resources:
+    return Resources(r.cpu_millis, r.memory_bytes, r.pods or DEFAULT_MAX_PODS)
+
+
+def allocatable(node: node_pb2.Node) -> Resources:
+    st = node.status
+    return _resources(st.allocatable if st.HasField("allocatable") else st.capacity)
+
+
+def shortfall(node: str, alloc: Resources, used: Resources, want: Resources) -> str | None:
+    """Why `want` does not fit on `node` next to `used`, or None when it fits.
+
+    The message names the first resource short, what the pod requests and what
+    is free: `node n1 has insufficient memory (requested 512Mi, free 256Mi)`."""
+    free = alloc - used
+    if used.pods + want.pods > alloc.pods:
+        return f"node {node} has too many pods (allocatable {alloc.pods}, bound {used.pods})"
+    if want.cpu_millis > 0 and want.cpu_millis > free.cpu_millis:
+        return (f"node {node} has insufficient cpu (requested {format_cpu(want.cpu_millis)}, "
+                f"free {format_cpu(max(0, free.cpu_millis))})")
+    if want.memory_bytes > 0 and want.memory_bytes > free.memory_bytes:
+        return (f"node {node} has insufficient memory (requested {format_memory(want.memory_bytes)}, "
+                f"free {format_memory(max(0, free.memory_bytes))})")
+    return None
+
+
+__all__ = ["NOTHING", "Resources", "allocatable", "counts", "pod_requests", "shortfall"]
