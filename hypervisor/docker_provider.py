@@ -536,6 +536,15 @@ class DockerProvider:
     def _remove_container_sync(self, cname: str) -> None:
         self.docker.containers.get(cname).remove(force=True, v=True)
 
+    def _kill_container_sync(self, cname: str) -> None:
+        c = self.docker.containers.get(cname)
+        state = c.attrs.get("State", {})
+        if state.get("Paused"):
+            c.unpause()
+        if state.get("Running"):
+            c.kill()
+            c.wait(timeout=10)
+
     def _destroy_sync(self, name: str, cascade: bool) -> builtins.list[str]:
         """Destroy one VM; returns the unsnapped children that block it (if not cascade)."""
         try:
@@ -549,7 +558,10 @@ class DockerProvider:
                 return blocking
             for kid in blocking:
                 self._destroy_sync(kid, cascade=True)
-        # Pods first: killing the VM container does not stop them.
+        # Stop the VM first so its agent cannot restart the pods we remove,
+        # then the pods (killing the VM container does not stop them), then the VM.
+        if info is not None:
+            _ignore_gone(functools.partial(self._kill_container_sync, container_name(self.cfg, name)))
         for p in self._nested_sync(name):
             _ignore_gone(functools.partial(p.remove, force=True, v=True))
         snapshot = ""

@@ -15,7 +15,7 @@ import pytest
 
 from cowpod.client import Client
 from cowpod.local.etcd import EtcdMember
-from cowpod.v1 import event_pb2, meta_pb2, vm_pb2
+from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, vm_pb2
 from hypervisor.docker_provider import DockerProvider
 from hypervisor.manager import VMManager
 from hypervisor.provider import VMSpecInfo
@@ -123,6 +123,42 @@ async def test_full_clone_registers_a_ready_node_and_destroy_cleans_up(stack: St
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await c.nodes.Get(meta_pb2.ObjectKey(name=name))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_destroy_removes_the_pods_its_live_agent_would_restart(stack: Stack) -> None:
+    """The agent inside a VM restarts pod containers that vanish; destroying the
+    VM must not race it and leave pod containers behind."""
+    c, name = stack.client, f"pods-{stack.env.cluster_id}"
+    await c.vms.Create(new_vm(name))
+
+    async def node_ready() -> bool:
+        v = await get_vm(c, name)
+        return v is not None and v.status.HasField("ready_at")
+
+    await eventually(node_ready, "the VM's node Ready", timeout=90)
+    pod = pod_pb2.Pod(
+        metadata=meta_pb2.ObjectMeta(name=f"sleeper-{stack.env.cluster_id}", namespace="default"),
+        spec=pod_pb2.PodSpec(
+            restart_policy="Always",
+            containers=[
+                pod_pb2.Container(name="s", image="cowpod/busybox:latest", command=["sleep", "3600"])
+            ],
+        ),
+    )
+    created = await c.pods.Create(pod)
+    await c.pods.Bind(pod_pb2.Binding(pod=meta_pb2.ObjectKey(namespace="default", name=pod.metadata.name),
+                                      node_name=name, pod_uid=created.metadata.uid))
+
+    async def running() -> bool:
+        got = await c.pods.Get(meta_pb2.ObjectKey(namespace="default", name=pod.metadata.name))
+        return got.status.phase == "Running"
+
+    await eventually(running, "pod Running on the VM", timeout=90)
+    engine = docker.from_env()
+    assert engine.containers.list(all=True, filters={"label": f"cowpod.node={name}"})
+    await c.vms.Destroy(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=name)))
+    await eventually(lambda: _gone(c, name), "VM object removed")
+    assert engine.containers.list(all=True, filters={"label": f"cowpod.node={name}"}) == []
 
 
 async def _gone(c: Client, name: str) -> bool:
