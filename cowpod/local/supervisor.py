@@ -101,6 +101,8 @@ class UpOptions:
     # TLS with client certificates everywhere (cowpod.pki), the default; `cowpod up --insecure`
     # serves plaintext on loopback with no authentication.
     secure: bool = True
+    # A cluster config file (cowpod.clusterconfig): the controller autoscales with it.
+    cluster_config: str = ""
 
 
 # --- pure parts ---------------------------------------------------------------------------------
@@ -126,6 +128,7 @@ def controller_command(
     provider: str,
     data_dir: pathlib.Path,
     pki_dir: pathlib.Path | None = None,
+    cluster_config: str = "",
 ) -> list[str]:
     """`pki_dir` None = `--insecure`, said explicitly: the controller would otherwise
     turn secure by itself when it finds `<data-dir>/pki` from an earlier secure run."""
@@ -138,6 +141,7 @@ def controller_command(
         *("--provider", provider),
         *("--data-dir", str(data_dir)),
         *security,
+        *(("--autoscale", "--cluster-config", cluster_config) if cluster_config else ()),
     ]
 
 
@@ -495,6 +499,7 @@ class Supervisor:
             provider=opts.provider,
             data_dir=self.layout.data_dir,
             pki_dir=self.layout.pki.directory if opts.secure else None,
+            cluster_config=opts.cluster_config,
         )
         proc = self._spawn("controller", command)
         state = self._record(

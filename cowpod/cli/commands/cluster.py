@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 
-from cowpod import quantity
+from cowpod import clusterconfig, quantity
 from cowpod.auth.config import ConnectionSettings
 from cowpod.auth.credentials import connect
 from cowpod.cli import printers
@@ -14,6 +15,7 @@ from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError
 from cowpod.cli.progress import Progress
 from cowpod.cli.readiness import node_ready
+from cowpod.errors import CowpodError
 from cowpod.local.state import StateError, connection_for, read_state
 from cowpod.local.supervisor import (
     DEFAULT_LISTEN,
@@ -31,6 +33,7 @@ UP_EXAMPLES = """
   cowpod up --detach --vms 2            # in the background, with two 1-CPU 1Gi VMs (Docker)
   cowpod up -d --vms 1 --vm-cpus 2 --vm-memory 4Gi
   cowpod up -d --provider sim --vms 50  # hollow VMs: no Docker needed
+  cowpod up -d --cluster-config deploy/cluster.yaml   # autoscale: clone VMs for pending pods
   cowpod up -d --data-dir /tmp/c2 --listen 127.0.0.1:7071   # a second cluster
 """
 
@@ -74,6 +77,12 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     )
     up.add_argument(
         "--retain", action="store_true", help="keep a cluster that failed to come up, to debug it"
+    )
+    up.add_argument(
+        "--cluster-config",
+        metavar="FILE",
+        help="VM classes and bounds (docs/autoscaler.md); turns the autoscaler on: pods that fit nowhere "
+        "get VMs instant-cloned from each class's warm parent",
     )
     up.add_argument(
         "--secure",
@@ -136,7 +145,16 @@ def up_options(args: argparse.Namespace) -> UpOptions:
         memory = quantity.parse_memory(args.vm_memory)
     except quantity.QuantityError as e:
         raise CliError(f"--vm-memory: {e}", exit_code=2) from None
+    cluster_config = ""
+    if args.cluster_config:
+        path = pathlib.Path(args.cluster_config).resolve()
+        try:
+            clusterconfig.load(path)
+        except (OSError, ValueError, CowpodError) as e:
+            raise CliError(f"--cluster-config: {e}", exit_code=2) from None
+        cluster_config = str(path)
     return UpOptions(
+        cluster_config=cluster_config,
         listen=args.listen,
         provider=args.provider,
         vms=args.vms,

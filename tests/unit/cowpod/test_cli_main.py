@@ -162,8 +162,11 @@ def test_examples_are_valid(cli: object) -> None:
     assert r.code == 0, r.err
     assert sorted(r.out.splitlines()) == [
         "pod/hello checked (dry run)",
+        "pod/kubelet-features checked (dry run)",
+        "pod/placed checked (dry run)",
         "pod/two-containers checked (dry run)",
         "pod/web checked (dry run)",
+        "replicaset/echo checked (dry run)",
     ]
 
 
@@ -245,3 +248,22 @@ def test_apply_merge_keeps_what_others_set_and_drops_what_the_manifest_dropped()
     assert merged.spec.unschedulable is False  # mentioned: set to the manifest's value
     assert merged.spec.provider_id == "docker://n1"  # never mentioned: kept
     assert not merged.spec.taints  # mentioned last time, not now: cleared
+
+
+def test_up_rejects_a_bad_cluster_config_before_starting_anything(
+    cli: object, tmp_path: pathlib.Path
+) -> None:
+    bad = tmp_path / "cluster.yaml"
+    bad.write_text("vmClasses:\n- {name: small, cpu: 1, memory: 8Q}\n")
+    r = cli("up", "--cluster-config", str(bad), controller=False)  # type: ignore[operator]
+    assert r.code == 2
+    assert len(r.error_lines) == 1 and "vmClasses[0].memory" in r.err and "--cluster-config" in r.err
+    assert not (tmp_path / "data" / "cluster.json").exists()
+
+
+def test_up_accepts_the_example_cluster_config() -> None:
+    from cowpod.cli.commands.cluster import up_options
+
+    config = str(ROOT / "deploy" / "cluster.yaml")
+    args = parse_args(build_parser(), ["up", "--cluster-config", config])
+    assert up_options(args).cluster_config == config

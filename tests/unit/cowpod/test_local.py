@@ -101,6 +101,11 @@ def test_command_lines() -> None:
         "c", listen="a:1", socket_path=d / "s", etcd="e:2", provider="sim", data_dir=d, pki_dir=d / "pki"
     )
     assert secure[-2:] == ["--pki-dir", "/d/pki"]
+    autoscaled = controller_command(
+        "c", listen="a:1", socket_path=d / "s", etcd="e:2", provider="docker", data_dir=d,
+        cluster_config="/d/cluster.yaml",
+    )
+    assert autoscaled[-3:] == ["--autoscale", "--cluster-config", "/d/cluster.yaml"]
     assert scheduler_command("s", controller="a:1", metrics="127.0.0.1:9") == [
         "s",
         "--controller",
