@@ -12,6 +12,14 @@ resource_version, so two candidates never both win; a leader that cannot
 renew within `renew_deadline` (< lease_duration) stops acting before anyone
 else may start. On clean shutdown the leader releases the lease so a standby
 takes over at once.
+
+Under load (a busy machine, a slow etcd fsync) one RPC can take longer than a
+retry period. A renewal is therefore given the time left until the renew
+deadline, not a fixed short timeout: a slow renewal that lands in time keeps
+the lease, as in client-go, where the whole renew loop is bounded by the renew
+deadline. A write whose answer was lost (timed out or cancelled after etcd
+committed it) leaves us holding a newer revision than we know; the next round
+or `release` re-reads the lease and carries on from what it shows.
 """
 
 from __future__ import annotations
@@ -71,11 +79,20 @@ class LeaderElector:
             lease_transitions=(prev.lease_transitions + (1 if taking_over else 0)) if prev else 0,
         )
 
+    def _timeout(self, now: float) -> float:
+        """How long one RPC may take: a leader has until its renew deadline (never less than a
+        retry period); a candidate loses nothing by waiting, so it gets the renew deadline."""
+        if self._renewed_at is None:
+            return self._cfg.renew_deadline_s
+        left = self._renewed_at + self._cfg.renew_deadline_s - now
+        return max(left, self._cfg.retry_period_s)
+
     async def try_acquire_or_renew(self) -> bool:
         """One round: returns True if we hold the lease afterwards."""
-        now = self._clock.monotonic()
+        now = self._clock.monotonic()  # a renewal counts from before we asked: conservative
+        timeout = self._timeout(now)
         try:
-            lease = await self._client.leases.Get(self._key(), timeout=self._cfg.retry_period_s * 2)
+            lease = await self._client.leases.Get(self._key(), timeout=timeout)
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.NOT_FOUND:
                 log.warning("leader election: get lease: %s", err.details())
@@ -87,14 +104,17 @@ class LeaderElector:
                 spec=self._spec(None),
             )
             try:
-                self._lease = await self._client.leases.Create(fresh, timeout=self._cfg.retry_period_s * 2)
+                self._lease = await self._client.leases.Create(fresh, timeout=timeout)
             except grpc.aio.AioRpcError:
                 return False
             self._renewed_at = now
             return True
         if lease.metadata.resource_version != self._observed_rv:
+            # A change is dated when we *saw* it (after the Get answered), never earlier: the
+            # holder's write may have landed just before the answer, and dating it from before
+            # the request would let us call its lease expired early.
             self._observed_rv = lease.metadata.resource_version
-            self._observed_at = now
+            self._observed_at = self._clock.monotonic()
         holder = lease.spec.holder_identity
         duration = lease.spec.lease_duration_seconds or self._cfg.lease_duration_s
         if holder and holder != self.identity and now - self._observed_at < duration:
@@ -104,7 +124,7 @@ class LeaderElector:
         update.CopyFrom(lease)
         update.spec.CopyFrom(self._spec(lease.spec))
         try:
-            self._lease = await self._client.leases.Update(update, timeout=self._cfg.retry_period_s * 2)
+            self._lease = await self._client.leases.Update(update, timeout=timeout)
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.ABORTED:
                 log.warning("leader election: update lease: %s", err.details())
@@ -112,7 +132,7 @@ class LeaderElector:
         if holder != self.identity:
             log.info("leader election: %s took the lease from %r", self.identity, holder or "nobody")
         self._observed_rv = self._lease.metadata.resource_version
-        self._observed_at = now
+        self._observed_at = self._clock.monotonic()
         self._renewed_at = now
         return True
 
@@ -132,16 +152,31 @@ class LeaderElector:
                 self._renewed_at = None
                 raise LeadershipLost(f"{self.identity} could not renew the lease within the renew deadline")
 
-    async def release(self) -> None:
-        """Give the lease up (clean shutdown) so a standby need not wait for expiry."""
-        if self._lease is None or not self.is_leader():
-            return
-        update = lease_pb2.Lease()
-        update.CopyFrom(self._lease)
-        update.spec.holder_identity = ""
-        update.spec.lease_duration_seconds = 1
-        try:
-            await self._client.leases.Update(update, timeout=2.0)
-        except grpc.aio.AioRpcError as err:
-            log.info("leader election: release: %s", err.details())
-        self._renewed_at = None
+    async def release(self, timeout: float = 5.0) -> None:
+        """Give the lease up (clean shutdown) so a standby need not wait for expiry.
+
+        Tried whenever our write was the last we know of, even if the renew deadline has
+        passed: the update is a compare-and-swap, so it can never clobber a lease someone else
+        took. When it is refused as stale (a renewal cancelled by the shutdown may still have
+        committed), re-read: if the lease still names us, release that revision instead."""
+        lease, self._lease, self._renewed_at = self._lease, None, None
+        for _ in range(3):
+            if lease is None or lease.spec.holder_identity != self.identity:
+                return
+            update = lease_pb2.Lease()
+            update.CopyFrom(lease)
+            update.spec.holder_identity = ""
+            update.spec.lease_duration_seconds = 1
+            try:
+                await self._client.leases.Update(update, timeout=timeout)
+                log.info("leader election: %s released the lease", self.identity)
+                return
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.ABORTED:
+                    log.info("leader election: release: %s", err.details())
+                    return
+            try:
+                lease = await self._client.leases.Get(self._key(), timeout=timeout)
+            except grpc.aio.AioRpcError as err:
+                log.info("leader election: release: re-read: %s", err.details())
+                return

@@ -16,13 +16,19 @@ from cowpod.v1 import meta_pb2, pod_pb2
 from scheduler.app import SchedulerApp
 from scheduler.config import LeaderElectionConfig, SchedulerConfig
 
+# Short enough that a fail-over test waits seconds, long enough that a leader on a loaded CI
+# machine (an etcd fsync or a busy event loop can hold one renewal for a second or two) keeps
+# its lease: the renew deadline bounds how long a renewal may take, the lease adds a margin.
 FAST_LEASE = LeaderElectionConfig(
     lease_name="sched-test",
     namespace="kube-system",
-    lease_duration_s=2.0,
-    renew_deadline_s=1.5,
+    lease_duration_s=5.0,
+    renew_deadline_s=4.0,
     retry_period_s=0.25,
 )
+# How long a test waits for something that must happen (a takeover after expiry, a count):
+# generous, because only a hang should fail a test, never a slow machine.
+PATIENCE_S = 60.0
 
 
 def pod(
@@ -46,7 +52,7 @@ def pod(
 
 
 async def wait_for(
-    cond: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition"
+    cond: Callable[[], Awaitable[bool]], timeout: float = PATIENCE_S, what: str = "condition"
 ) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not await cond():

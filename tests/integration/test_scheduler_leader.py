@@ -15,6 +15,7 @@ from cowpod.v1 import meta_pb2
 from scheduler.config import SchedulerConfig
 from tests.integration.scheduler_harness import (
     FAST_LEASE,
+    PATIENCE_S,
     all_pods,
     bound_count,
     fast_controller,
@@ -150,7 +151,7 @@ async def test_standby_takes_over_when_the_leader_dies(client: Client, controlle
             a,
             a_task,
         ):
-            await a.leading.wait()
+            await asyncio.wait_for(a.leading.wait(), PATIENCE_S)
             async with running_scheduler(controller.address, "b", leader_elect=True) as (b, _):
                 await create_pods(client, "first-", 20, 10)
 
@@ -165,7 +166,7 @@ async def test_standby_takes_over_when_the_leader_dies(client: Client, controlle
                 a_task.cancel()
                 await asyncio.gather(a_task, return_exceptions=True)
                 await create_pods(client, "second-", 20, 10)
-                await asyncio.wait_for(b.leading.wait(), FAST_LEASE.lease_duration_s * 5)
+                await asyncio.wait_for(b.leading.wait(), PATIENCE_S)
 
                 async def all_bound() -> bool:
                     return await bound_count(client) == 40
@@ -180,13 +181,13 @@ async def test_standby_takes_over_when_the_leader_dies(client: Client, controlle
 async def test_clean_shutdown_hands_the_lease_over(client: Client, controller: ControllerRunner) -> None:
     async with hollow_fleet(client, [HollowNodeSpec("n0")], heartbeat_s=5.0, mark_running=False):
         async with running_scheduler(controller.address, "a", leader_elect=True) as (a, a_task):
-            await a.leading.wait()
+            await asyncio.wait_for(a.leading.wait(), PATIENCE_S)
             async with running_scheduler(controller.address, "b", leader_elect=True) as (b, _):
                 a_task.cancel()
                 await asyncio.gather(a_task, return_exceptions=True)
                 # Released, not left to expire (b may already have taken it).
                 assert await holder(client) in ("", "b")
-                await asyncio.wait_for(b.leading.wait(), FAST_LEASE.lease_duration_s * 5)
+                await asyncio.wait_for(b.leading.wait(), PATIENCE_S)
                 assert await holder(client) == "b"
 
 

@@ -118,3 +118,91 @@ async def test_release_lets_a_standby_in_at_once() -> None:
     await a.release()
     assert leases.lease is not None and leases.lease.spec.holder_identity == ""
     assert await b.try_acquire_or_renew()
+
+
+class LossyLeases(FakeLeases):
+    """Leases whose next Update may commit and then lose its answer (a timeout or a
+    cancellation after etcd applied the write), whose Get may be slow, and which record
+    the timeout each call was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose_next_answer = False
+        self.during_get: Any = None  # async callable run while a Get is in flight
+        self.timeouts: list[float] = []
+
+    async def Get(self, key: meta_pb2.ObjectKey, timeout: float = 0) -> lease_pb2.Lease:
+        self.timeouts.append(timeout)
+        hook, self.during_get = self.during_get, None
+        if hook is not None:
+            await hook()
+        return await super().Get(key, timeout)
+
+    async def Update(self, lease: lease_pb2.Lease, timeout: float = 0) -> lease_pb2.Lease:
+        self.timeouts.append(timeout)
+        out = await super().Update(lease, timeout)
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED)
+        return out
+
+
+async def test_release_after_a_renewal_whose_answer_was_lost_still_frees_the_lease() -> None:
+    clock, leases = FakeClock(), LossyLeases()
+    a = elector(leases, "a", clock)
+    assert await a.try_acquire_or_renew()
+    await clock.advance(1)
+    leases.lose_next_answer = True  # the shutdown cancels a renewal that etcd applied anyway
+    assert not await a.try_acquire_or_renew()
+    await a.release()
+    assert leases.lease is not None and leases.lease.spec.holder_identity == ""
+
+
+async def test_release_past_the_renew_deadline_frees_our_lease_but_never_anothers() -> None:
+    clock, leases = FakeClock(), LossyLeases()
+    a, b = elector(leases, "a", clock), elector(leases, "b", clock)
+    assert await a.try_acquire_or_renew()
+    await clock.advance(CFG.renew_deadline_s + 0.5)  # a stalled: no longer sure it leads
+    assert not a.is_leader()
+    await a.release()
+    assert leases.lease is not None and leases.lease.spec.holder_identity == ""
+    # Now a takes it again, stalls past expiry, b takes over; a's late release changes nothing.
+    assert await a.try_acquire_or_renew()
+    assert not await b.try_acquire_or_renew()
+    await clock.advance(CFG.lease_duration_s + 1)
+    assert await b.try_acquire_or_renew()
+    await a.release()
+    assert leases.lease.spec.holder_identity == "b"
+
+
+async def test_a_slow_renewal_may_use_the_time_left_until_the_renew_deadline() -> None:
+    clock, leases = FakeClock(), LossyLeases()
+    a = elector(leases, "a", clock)
+    assert await a.try_acquire_or_renew()
+    await clock.advance(0.5)
+    leases.timeouts.clear()
+    assert await a.try_acquire_or_renew()
+    # Renewed 0.5 s ago with a 3 s renew deadline: each call of this round may take 2.5 s
+    # (more than two retry periods: a loaded etcd's slow write still counts).
+    assert leases.timeouts == [CFG.renew_deadline_s - 0.5] * 2
+
+
+async def test_a_change_is_dated_when_seen_so_a_slow_read_never_shortens_the_lease() -> None:
+    clock, leases = FakeClock(), LossyLeases()
+    a, b = elector(leases, "a", clock), elector(leases, "b", clock)
+    assert await a.try_acquire_or_renew()
+    assert not await b.try_acquire_or_renew()
+
+    async def leader_renews_while_b_reads() -> None:
+        await clock.advance(3.9)
+        assert await a.try_acquire_or_renew()  # a leads until 3.9 + renew deadline
+        await clock.advance(0.1)
+
+    leases.during_get = leader_renews_while_b_reads
+    assert not await b.try_acquire_or_renew()  # started at 0, answered at 4 with a's renewal
+    await clock.advance(1.5)  # t = 5.5: a still believes it leads
+    assert a.is_leader()
+    assert not await b.try_acquire_or_renew()
+    await clock.advance(CFG.lease_duration_s - 1.5)  # t = 9: 5 s after b saw the renewal
+    assert not a.is_leader()
+    assert await b.try_acquire_or_renew()
