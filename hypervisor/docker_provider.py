@@ -9,11 +9,21 @@ How VM concepts map onto Docker (docs/hypervisor.md has the long version):
 - VM's disk     the container's writable overlay2 layer over the template's layers.
 - full clone    a fresh container from the template: a cold boot (init, Python,
                 agent imports, registration).
-- instant clone `docker commit` of the RUNNING parent (its writable layer, copy-on-
-                write, the parent frozen for the ~0.1 s it takes) into
-                `cowpod/vm-snap:<parent>-<n>`, then a child container from that
-                snapshot with a NEW identity; an optional warm-start hook (the
-                zygote) can inject a warm agent into the child instead of a cold one.
+- quiesce       `docker commit` of the RUNNING parent (its writable layer, the
+                parent frozen for the ~0.1-0.2 s it takes) into
+                `cowpod/vm-snap:<parent>-<n>`, ONCE per parent: the first time it
+                is a clone source (or `prepare_parent`), again only on
+                `requiesce(parent)`. Every child forks from that point, as
+                Fargo's children fork from a quiesced parent.
+- warm shell    a child container created ahead from the parent's snapshot and
+                started with its init idle: no agent, no name, no machine id.
+                A small pool per parent (`pool_size`, default 2) is refilled in
+                the background after each take.
+- instant clone take a shell (or create one inline when the pool is empty), give
+                it the child's identity (machine id, hostname, name; see
+                vm_identity.py), rename it to `<prefix><child>`, then start its
+                agent: forked warm from the parent's zygote (warm-start hook) or
+                cold by the init (SIGUSR1).
 - lineage       the child's labels `cowpod.parent` and `cowpod.snapshot`.
 - snap free     `docker commit` of the child into its own image record
                 `cowpod/vm-own:<child>`: from then on the child owns its disk and
@@ -32,6 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
+import contextlib
 import datetime
 import functools
 import json
@@ -51,6 +63,15 @@ from docker.models.containers import Container
 
 from cowpod.errors import AlreadyExists, FailedPrecondition, Invalid, NotFound
 from hypervisor.provider import CloneKind, VMInfo, VMSpecInfo, VMState
+from hypervisor.vm_identity import (
+    IdentityRecord,
+    give_identity,
+    identity_json,
+    read_record,
+    remove_record,
+    rewrite_host_files,
+    write_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +89,9 @@ L_SNAPSHOT = "cowpod.snapshot"
 L_CLONE_KIND = "cowpod.clone-kind"
 L_MACHINE_ID = "cowpod.machine-id"
 L_TEMPLATE = "cowpod.template"
+# On a warm shell: the parent it was made from. A shell that was taken keeps the
+# label (labels are immutable); its VM name is then its container name.
+L_SHELL_OF = "cowpod.shell-of"
 # Labels on pods' containers: the node they run on.
 L_NODE = "cowpod.node"
 # Labels on images.
@@ -78,13 +102,14 @@ L_OWN_OF = "cowpod.own-of"
 # a child's container inherits its snapshot image's labels (the parent's), and
 # only keys we set override them.
 _VM_LABEL_KEYS = (L_VM, L_MANAGED, L_CLUSTER, L_CLASS, L_CPU, L_MEMORY, L_PARENT, L_SNAPSHOT,
-                  L_CLONE_KIND, L_MACHINE_ID, L_TEMPLATE)
+                  L_CLONE_KIND, L_MACHINE_ID, L_TEMPLATE, L_SHELL_OF)
 
 # DNS-1123 label-ish, which is also a valid container-name suffix, image tag and hostname.
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 IN_VM_RUN_DIR = "/run/cowpod"
 _SIGUSR1_BIT = 1 << (signal.SIGUSR1 - 1)
+_CPU_PERIOD = 100_000  # µs: CFS period of shells (quota = cpu millis * period / 1000)
 
 
 class WarmStarter(Protocol):
@@ -120,6 +145,13 @@ class DockerProviderConfig:
     stop_timeout: int = 10
     # Docker Engine API URL; empty = the environment's (DOCKER_HOST or the local socket).
     docker_url: str = ""
+    # Warm shells kept ready per parent for instant clones (0: none; clones then
+    # create their shell inline). Names: `<shell_prefix><parent>-<random>`.
+    pool_size: int = 2
+    shell_prefix: str = "cowpod-shell-"
+    # Keep idle shells paused (cgroup freezer): they then cost no CPU at all, and a
+    # take pays one `docker unpause` (~10-30 ms).
+    pool_paused: bool = False
 
 
 def container_name(cfg: DockerProviderConfig, vm: str) -> str:
@@ -195,6 +227,18 @@ class DockerProvider:
         self.warm_start = warm_start
         self._network_ready = False
         self._locks: dict[str, asyncio.Lock] = {}
+        # Shells per pool; tests and the bench may change it at run time.
+        self.pool_size = cfg.pool_size
+        # parent -> its current snapshot (the quiesce point every child forks from).
+        self._snapshots: dict[str, str] = {}
+        # parent -> ids of idle shells made from its current snapshot, oldest first.
+        self._pools: dict[str, collections.deque[str]] = {}
+        # parent -> (cpu millis, memory bytes) of its last child: the size new shells get.
+        self._shell_size: dict[str, tuple[int, int]] = {}
+        # parent -> the task refilling its pool. The provider owns these tasks:
+        # `_stop_pool` and `close` stop and await them.
+        self._refills: dict[str, asyncio.Task[None]] = {}
+        self._stopping: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -224,6 +268,8 @@ class DockerProvider:
         return {"label": [f"{L_MANAGED}=1", f"{L_CLUSTER}={self.cfg.cluster_id}", *labels]}
 
     async def close(self) -> None:
+        for parent in builtins.list(self._refills):
+            await self._stop_pool(parent)
         closer = getattr(self.warm_start, "close", None)
         if closer is not None:
             await closer()
@@ -257,9 +303,21 @@ class DockerProvider:
         except docker.errors.NotFound:
             raise NotFound(f"vm {name!r} not found") from None
         labels = c.labels
-        if labels.get(L_VM) != name or labels.get(L_CLUSTER) != self.cfg.cluster_id:
+        if self._vm_name_of(c) != name or labels.get(L_CLUSTER) != self.cfg.cluster_id:
             raise NotFound(f"vm {name!r} not found (container {c.name} belongs to another cluster)")
         return c
+
+    def _vm_name_of(self, c: Container) -> str | None:
+        """The VM a container is, or None (an idle shell, a stranger). A VM made
+        from a warm shell is named by its container name: the shell's labels were
+        set before anyone knew the name, and labels never change."""
+        labels = c.labels
+        cname = str(c.name)
+        if labels.get(L_SHELL_OF):
+            prefix = self.cfg.container_prefix
+            return cname[len(prefix):] if cname.startswith(prefix) else None
+        name = labels.get(L_VM, "")
+        return name if name and cname == container_name(self.cfg, name) else None
 
     def _info(self, c: Container, children: Sequence[str], owned: bool) -> VMInfo:
         attrs = c.attrs
@@ -268,8 +326,21 @@ class DockerProvider:
         nets = attrs.get("NetworkSettings", {}).get("Networks") or {}
         ip = (nets.get(self.cfg.network) or {}).get("IPAddress", "")
         kind = CloneKind(labels.get(L_CLONE_KIND) or CloneKind.FULL)
-        name = labels[L_VM]
         st = attrs.get("State", {})
+        name = self._vm_name_of(c) or labels[L_VM]
+        hostname = attrs.get("Config", {}).get("Hostname", "")
+        created_at = _parse_time(attrs.get("Created")) or 0.0
+        ready_at = _parse_time(st.get("StartedAt")) if state != VMState.CREATING else None
+        if labels.get(L_SHELL_OF):
+            # A taken shell: what its labels would say is in its identity record.
+            rec = read_record(self.cfg.data_dir, str(c.id))
+            labels[L_VM] = name
+            hostname = name
+            if rec is not None:
+                labels.update({L_CLASS: rec.class_name, L_CPU: str(rec.cpu_millis),
+                               L_MEMORY: str(rec.memory_bytes), L_MACHINE_ID: rec.machine_id,
+                               L_TEMPLATE: "1" if rec.template else ""})
+                created_at = ready_at = rec.taken_at
         return VMInfo(
             name=name,
             class_name=labels.get(L_CLASS, ""),
@@ -279,11 +350,11 @@ class DockerProvider:
             node_name=name,
             ip=ip,
             provider_id=f"docker://{c.id}",
-            hostname=attrs.get("Config", {}).get("Hostname", ""),
+            hostname=hostname,
             machine_id=labels.get(L_MACHINE_ID, ""),
             clone_kind=kind,
-            created_at=_parse_time(attrs.get("Created")) or 0.0,
-            ready_at=_parse_time(st.get("StartedAt")) if state != VMState.CREATING else None,
+            created_at=created_at,
+            ready_at=ready_at,
             parent=labels.get(L_PARENT, ""),
             children=tuple(sorted(children)),
             snapped_free=kind == CloneKind.FULL or owned,
@@ -299,17 +370,13 @@ class DockerProvider:
     def _list_sync(self) -> builtins.list[VMInfo]:
         cs = self.docker.containers.list(all=True, filters=self._filters(L_VM), ignore_removed=True)
         owned = self._owned_sync()
+        named = [(c, self._vm_name_of(c)) for c in cs]
         children: dict[str, list[str]] = {}
-        for c in cs:
+        for c, name in named:
             parent = c.labels.get(L_PARENT, "")
-            if parent:
-                children.setdefault(parent, []).append(c.labels[L_VM])
-        out = []
-        for c in cs:
-            name = c.labels.get(L_VM, "")
-            if not name or c.name != container_name(self.cfg, name):
-                continue
-            out.append(self._info(c, children.get(name, []), name in owned))
+            if parent and name:
+                children.setdefault(parent, []).append(name)
+        out = [self._info(c, children.get(name, []), name in owned) for c, name in named if name]
         return sorted(out, key=lambda i: i.name)
 
     def _get_sync(self, name: str) -> VMInfo:
@@ -318,7 +385,8 @@ class DockerProvider:
             all=True, filters=self._filters(f"{L_PARENT}={name}"), ignore_removed=True
         )
         owned = bool(self.docker.images.list(filters=self._filters(f"{L_OWN_OF}={name}")))
-        return self._info(c, [k.labels.get(L_VM, "") for k in kids], owned)
+        names = [self._vm_name_of(k) for k in kids]
+        return self._info(c, [n for n in names if n], owned)
 
     # ---- Provider ---------------------------------------------------------
 
@@ -399,20 +467,27 @@ class DockerProvider:
         log.info("full clone %s from %s", spec.name, image)
         return await self.get(spec.name)
 
-    def _snapshot_sync(self, parent: str) -> str:
-        """Commit the parent's writable layer into the next `<repo>:<parent>-<n>`."""
+    def _snapshot_sync(self, parent: str, fresh: bool = False) -> str:
+        """The parent's quiesce point: its newest `<repo>:<parent>-<n>` snapshot,
+        committed now when there is none (or when `fresh`). Checks the parent is
+        running or paused either way: a child needs a live parent (its zygote)."""
         c = self._find_sync(parent)
         status = c.attrs.get("State", {}).get("Status")
         if status not in ("running", "paused"):
             raise FailedPrecondition(f"vm {parent!r} is {status}: instant clone needs a running parent")
+        cached = self._snapshots.get(parent)
+        if cached and not fresh:
+            return cached
         taken = self.docker.images.list(filters=self._filters(f"{L_SNAPSHOT_OF}={parent}"))
-        n = 1
+        n = 0
         prefix = f"{self.cfg.snapshot_repo}:{parent}-"
         for img in taken:
             for tag in img.tags:
                 if tag.startswith(prefix) and tag[len(prefix):].isdigit():
-                    n = max(n, int(tag[len(prefix):]) + 1)
-        tag = f"{parent}-{n}"
+                    n = max(n, int(tag[len(prefix):]))
+        if n and not fresh:
+            return f"{prefix}{n}"
+        tag = f"{parent}-{n + 1}"
         changes = [f'LABEL {k}="{v}"' for k, v in
                    self._labels({L_SNAPSHOT_OF: parent}).items()]
         # pause=True freezes the parent while its layer is read: a consistent disk.
@@ -421,6 +496,208 @@ class DockerProvider:
                                changes=changes, pause=status == "running",
                                message=f"cowpod snapshot of {parent}")
         return f"{self.cfg.snapshot_repo}:{tag}"
+
+    async def _snapshot(self, parent: str, fresh: bool = False) -> str:
+        async with self._lock(f"snapshot/{parent}"):
+            ref = await self._run(self._snapshot_sync, parent, fresh)
+            if self._snapshots.get(parent) != ref:
+                self._snapshots[parent] = ref
+                # Shells of an older quiesce point are not this parent's any more.
+                self._pools.pop(parent, None)
+            return ref
+
+    # ---- warm shells --------------------------------------------------------
+
+    def _shell_labels(self, parent: str, snapshot: str, cpu: int, mem: int) -> dict[str, str]:
+        labels = dict.fromkeys(_VM_LABEL_KEYS, "")
+        labels.update(self._labels({
+            L_PARENT: parent, L_SNAPSHOT: snapshot, L_CLONE_KIND: CloneKind.INSTANT.value,
+            L_SHELL_OF: parent, L_CPU: str(cpu), L_MEMORY: str(mem),
+        }))
+        return labels
+
+    def _create_shell_sync(self, parent: str, snapshot: str, cpu: int, mem: int, pooled: bool) -> str:
+        """Create and start a shell: the child container without an identity."""
+        run_dir = self.cfg.data_dir.resolve() / "run"
+        (run_dir / "agents").mkdir(parents=True, exist_ok=True)
+        suffix = uuid.uuid4().hex[:10]
+        # The snapshot's config carries the parent's env (committed with it): blank
+        # the identity so the init neither adopts the parent's nor starts an agent.
+        env = {"COWPOD_VM_NAME": "", "COWPOD_MACHINE_ID": "", "COWPOD_AGENT_ARGV": "",
+               "COWPOD_AGENT_START": "wait", "COWPOD_STOP_GRACE": str(max(1, self.cfg.stop_timeout - 2)),
+               "COWPOD_CLUSTER_ID": self.cfg.cluster_id}
+        try:
+            c: Container = self.docker.containers.run(
+                snapshot,
+                detach=True,
+                name=f"{self.cfg.shell_prefix}{parent}-{suffix}",
+                hostname=f"shell-{suffix}",
+                labels=self._shell_labels(parent, snapshot, cpu, mem),
+                environment=env,
+                # Quota rather than nano_cpus: `docker update` can change a quota.
+                cpu_period=_CPU_PERIOD,
+                cpu_quota=cpu * _CPU_PERIOD // 1000,
+                mem_limit=mem,
+                memswap_limit=mem,
+                network=self.cfg.network,
+                volumes={
+                    self.cfg.docker_socket: {"bind": "/var/run/docker.sock", "mode": "rw"},
+                    str(run_dir): {"bind": IN_VM_RUN_DIR, "mode": "rw"},
+                },
+                stop_signal="SIGTERM",
+            )
+        except docker.errors.ImageNotFound:
+            raise FailedPrecondition(f"snapshot {snapshot!r} of {parent!r} is gone") from None
+        c.reload()
+        _wait_init(int(c.attrs.get("State", {}).get("Pid") or 0))
+        if pooled and self.cfg.pool_paused:
+            c.pause()
+        return str(c.id)
+
+    def _adopt_sync(
+        self, shell_id: str, spec: VMSpecInfo, machine_id: str, argv: Sequence[str], env: Mapping[str, str],
+    ) -> None:
+        """Make a shell the VM `spec`: size, identity, then the name (the commit point)."""
+        c = self.docker.containers.get(shell_id)
+        st = c.attrs.get("State", {})
+        if st.get("Paused"):
+            c.unpause()
+        elif st.get("Status") != "running":
+            raise NotFound(f"shell {c.name} is {st.get('Status')}")
+        labels = c.labels
+        if (labels.get(L_CPU), labels.get(L_MEMORY)) != (str(spec.cpu_millis), str(spec.memory_bytes)):
+            self.docker.api.update_container(
+                shell_id, cpu_period=_CPU_PERIOD, cpu_quota=spec.cpu_millis * _CPU_PERIOD // 1000,
+                mem_limit=spec.memory_bytes, memswap_limit=spec.memory_bytes)
+        write_record(self.cfg.data_dir, shell_id, IdentityRecord(
+            name=spec.name, class_name=spec.class_name, cpu_millis=spec.cpu_millis,
+            memory_bytes=spec.memory_bytes, machine_id=machine_id, template=spec.template,
+            taken_at=time.time()))
+        pid = int(st.get("Pid") or 0)
+        give_identity(pid, spec.name, machine_id, identity_json(spec.name, argv, env))
+        rewrite_host_files(str(c.attrs.get("HostnamePath") or ""), str(c.attrs.get("HostsPath") or ""),
+                           str(c.attrs.get("Config", {}).get("Hostname", "")), spec.name)
+        try:
+            self.docker.api.rename(shell_id, container_name(self.cfg, spec.name))
+        except docker.errors.APIError as err:
+            if err.status_code == 409:
+                raise AlreadyExists(f"vm {spec.name!r} already exists") from None
+            raise
+
+    def _idle_shells_sync(self, parent: str, snapshot: str) -> builtins.list[str]:
+        """Idle shells of `parent` from `snapshot` that Docker has (after a restart)."""
+        cs = self.docker.containers.list(
+            filters=self._filters(f"{L_SHELL_OF}={parent}", f"{L_SNAPSHOT}={snapshot}"), ignore_removed=True)
+        return [str(c.id) for c in cs if str(c.name).startswith(self.cfg.shell_prefix)]
+
+    async def _pool(self, parent: str, snapshot: str) -> collections.deque[str]:
+        pool = self._pools.get(parent)
+        if pool is None:
+            pool = collections.deque(await self._run(self._idle_shells_sync, parent, snapshot))
+            self._pools[parent] = pool
+        return pool
+
+    def _kick_refill(self, parent: str, snapshot: str) -> None:
+        if self.pool_size <= 0 or parent in self._stopping:
+            return
+        t = self._refills.get(parent)
+        if t is not None and not t.done():
+            return
+        self._refills[parent] = asyncio.create_task(
+            self._refill(parent, snapshot), name=f"docker-provider/refill/{parent}")
+
+    async def _refill(self, parent: str, snapshot: str) -> None:
+        """Fill the parent's pool up to `pool_size`, one shell at a time (a
+        stop request is honoured between shells, never in the middle of one,
+        so no container is left half made)."""
+        try:
+            prepare = getattr(self.warm_start, "prepare", None)
+            if prepare is not None:
+                await prepare(container_name(self.cfg, parent))
+            while parent not in self._stopping and self._snapshots.get(parent) == snapshot:
+                pool = await self._pool(parent, snapshot)
+                if len(pool) >= self.pool_size:
+                    return
+                cpu, mem = self._shell_size.get(parent, (1000, 1 << 30))
+                pool.append(await asyncio.shield(
+                    self._run(self._create_shell_sync, parent, snapshot, cpu, mem, True)))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("refilling the shell pool of %s failed", parent)
+
+    async def _stop_pool(self, parent: str) -> None:
+        """Stop refilling `parent`'s pool and wait for the shell being made."""
+        self._stopping.add(parent)
+        t = self._refills.pop(parent, None)
+        if t is not None:
+            with contextlib.suppress(Exception):
+                await t
+        self._pools.pop(parent, None)
+
+    async def _take_shell(self, parent: str, snapshot: str, spec: VMSpecInfo) -> tuple[str, bool]:
+        """An idle shell id and whether it came from the pool (else it was made now)."""
+        pool = await self._pool(parent, snapshot)
+        if pool:
+            return pool.popleft(), True
+        sid = await self._run(self._create_shell_sync, parent, snapshot, spec.cpu_millis, spec.memory_bytes,
+                              False)
+        return sid, False
+
+    async def prepare_parent(self, parent: str) -> None:
+        """Quiesce `parent` now (its snapshot) and fill its pool in the background:
+        the first instant clone then finds a shell ready."""
+        snapshot = await self._snapshot(parent)
+        self._stopping.discard(parent)
+        info = await self.get(parent)
+        self._shell_size.setdefault(parent, (info.cpu_millis or 1000, info.memory_bytes or 1 << 30))
+        self._kick_refill(parent, snapshot)
+
+    async def requiesce(self, parent: str) -> str:
+        """Take a new quiesce point of `parent` (after it changed on purpose):
+        later children fork from now; idle shells of the old point are removed
+        and the pool refilled. Children already made keep their snapshot."""
+        await self._stop_pool(parent)
+        snapshot = await self._snapshot(parent, fresh=True)
+        await self._run(self._remove_shells_sync, parent)
+        self._stopping.discard(parent)
+        self._kick_refill(parent, snapshot)
+        return snapshot
+
+    def _remove_shells_sync(self, parent: str) -> None:
+        """Remove the idle shells of `parent` (taken ones are VMs: not touched)."""
+        cs = self.docker.containers.list(all=True, filters=self._filters(f"{L_SHELL_OF}={parent}"),
+                                         ignore_removed=True)
+        for c in cs:
+            if str(c.name).startswith(self.cfg.shell_prefix):
+                _ignore_gone(functools.partial(c.remove, force=True, v=True))
+
+    def _collect_garbage_sync(self) -> builtins.list[str]:
+        """Idle shells whose parent is gone or not running, and identity records
+        of containers that are gone. Returns the shells removed."""
+        cs = self.docker.containers.list(all=True, filters=self._filters(L_VM), ignore_removed=True)
+        live = {self._vm_name_of(c) for c in cs if c.status in ("running", "paused")}
+        removed = []
+        for c in cs:
+            parent = c.labels.get(L_SHELL_OF, "")
+            if parent and str(c.name).startswith(self.cfg.shell_prefix) and parent not in live:
+                _ignore_gone(functools.partial(c.remove, force=True, v=True))
+                removed.append(str(c.name))
+        ids = {str(c.id) for c in cs}
+        records = self.cfg.data_dir / "vms"
+        if records.is_dir():
+            for f in records.glob("*.json"):
+                if f.stem not in ids:
+                    f.unlink(missing_ok=True)
+        return removed
+
+    async def collect_garbage(self) -> builtins.list[str]:
+        """Run at manager start: shells left by a parent that vanished (a crash
+        between a parent's destroy and its shells') would otherwise live forever."""
+        removed = await self._run(self._collect_garbage_sync)
+        if removed:
+            log.info("removed %d orphan shells: %s", len(removed), ", ".join(removed))
+        return removed
 
     async def instant_clone(self, parent: str, child: VMSpecInfo) -> VMInfo:
         validate_spec(child)
@@ -433,28 +710,44 @@ class DockerProvider:
             pass
         else:
             raise AlreadyExists(f"vm {child.name!r} already exists")
-        async with self._lock(parent):
-            snapshot = await self._run(self._snapshot_sync, parent)
+        snapshot = await self._snapshot(parent)
+        self._stopping.discard(parent)
+        self._shell_size[parent] = (child.cpu_millis, child.memory_bytes)
         machine_id = uuid.uuid4().hex
         argv = agent_argv(self.cfg, child)
-        start = "wait" if self.warm_start is not None else "now"
-        env = self._env(child, machine_id, argv, start)
-        try:
-            async with self._lock(child.name):
-                await self._run(self._start_sync, child, snapshot, CloneKind.INSTANT, parent, snapshot,
-                                env, machine_id)
-        except BaseException:
-            await self._run(self._remove_image_sync, snapshot)
-            raise
+        env = self._env(child, machine_id, argv, "wait")
+        pooled = False
+        async with self._lock(child.name):
+            for _ in range(3):
+                sid, pooled = await self._take_shell(parent, snapshot, child)
+                try:
+                    await self._run(self._adopt_sync, sid, child, machine_id, argv, env)
+                    break
+                except NotFound:
+                    continue  # a pooled shell died or was removed meanwhile: next one
+                except BaseException:
+                    await self._run(self._remove_shell_sync, sid)
+                    raise
+            else:
+                raise FailedPrecondition(f"no usable shell for a child of {parent!r}")
+        self._kick_refill(parent, snapshot)
+        cname = container_name(self.cfg, child.name)
         if self.warm_start is not None:
-            cname = container_name(self.cfg, child.name)
             try:
                 await self.warm_start(cname, argv, env)
             except Exception:
                 log.exception("warm start of %s failed; starting its agent cold", child.name)
                 await self._run(self._signal_sync, child.name, "SIGUSR1")
-        log.info("instant clone %s from %s (%s)", child.name, parent, snapshot)
+        else:
+            # The init reads the identity file and starts the agent cold.
+            await self._run(self._signal_sync, child.name, "SIGUSR1")
+        log.info("instant clone %s from %s (%s, %s shell)", child.name, parent, snapshot,
+                 "pooled" if pooled else "new")
         return await self.get(child.name)
+
+    def _remove_shell_sync(self, shell_id: str) -> None:
+        _ignore_gone(functools.partial(self._remove_container_sync, shell_id))
+        remove_record(self.cfg.data_dir, shell_id)
 
     def _signal_sync(self, name: str, sig: str) -> None:
         self._find_sync(name).kill(signal=sig)
@@ -568,25 +861,49 @@ class DockerProvider:
         if info is not None:
             snapshot = info.labels.get(L_SNAPSHOT, "")
             _ignore_gone(functools.partial(self._remove_container_sync, container_name(self.cfg, name)))
+            remove_record(self.cfg.data_dir, info.provider_id.removeprefix("docker://"))
+        # Its idle shells go with it (a parent's pool).
+        self._remove_shells_sync(name)
         # Images: the VM's own record, its snapshots no child uses, and the
-        # snapshot it was cloned from if nothing else uses it now.
+        # snapshot it was cloned from if nothing else uses it now — unless that
+        # is its parent's current quiesce point, kept for the next child.
         refs = [f"{self.cfg.own_repo}:{name}"]
         for img in self.docker.images.list(filters=self._filters(f"{L_SNAPSHOT_OF}={name}")):
             refs.extend(img.tags or [str(img.id)])
-        if snapshot:
+        parent = info.parent if info is not None else ""
+        current = bool(parent) and self._snapshots.get(parent) == snapshot and self._parent_alive(parent)
+        if snapshot and not current:
             refs.append(snapshot)
         for ref in refs:
             self._remove_image_sync(ref)
         return []
 
+    def _parent_alive(self, parent: str) -> bool:
+        try:
+            self._find_sync(parent)
+        except NotFound:
+            return False
+        return True
+
     async def destroy(self, name: str, *, cascade: bool = False) -> None:
+        # No shell may be in the making while the parent's shells are removed.
+        await self._stop_pool(name)
         async with self._lock(name):
             blocking = await self._run(self._destroy_sync, name, cascade)
         if blocking:
+            self._stopping.discard(name)
             raise FailedPrecondition(
                 f"vm {name!r} has children that are not snapped free: {', '.join(sorted(blocking))}"
                 " (snap them free first, or destroy with cascade)"
             )
+        self._snapshots.pop(name, None)
+        # A cascade took descendants with it: their pools stop too, and any shell
+        # made meanwhile goes.
+        for parent in [p for p in builtins.list(self._refills) if p != name]:
+            if not await self._run(self._parent_alive, parent):
+                await self._stop_pool(parent)
+                self._snapshots.pop(parent, None)
+                await self._run(self._remove_shells_sync, parent)
         log.info("destroyed vm %s", name)
 
     # ---- extras for the manager and tests ---------------------------------

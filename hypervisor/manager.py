@@ -279,6 +279,14 @@ class Executor:
         await self.api.update_status(a.name, target_status(d, info, False, self.clock.now()))
         kind = "instant clone of " + a.parent if a.parent else "full clone"
         await self.api.event(a.name, "Created", f"{kind}: {info.provider_id} ip {info.ip}")
+        # A warm parent is kept to be cloned: quiesce it and make its children's
+        # shells now, not on the first clone (docker provider; others have no such step).
+        prepare = getattr(self.provider, "prepare_parent", None)
+        if a.spec.template and prepare is not None:
+            try:
+                await prepare(a.name)
+            except CowpodError as err:
+                log.warning("vm-manager: preparing parent %s failed: %s", a.name, err)
 
     async def _fail(self, name: str, message: str, present: bool) -> None:
         await self.api.update_status(name, StatusFields(phase=FAILED, message=message))
@@ -367,6 +375,14 @@ class VMManager:
         api = GrpcVMApi(self.client, self.clock, self.vms.cache)
         self._written = api.written
         ex = Executor(self.provider, api, self.clock)
+        # Leftovers of a previous run whose parent is gone (warm shells): the
+        # orphan rule below only sees VMs, and idle shells are not VMs yet.
+        collect = getattr(self.provider, "collect_garbage", None)
+        if collect is not None:
+            try:
+                await collect()
+            except Exception:
+                log.exception("vm-manager: collecting provider garbage failed")
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.vms.run(), name="vm-manager/vm-informer")

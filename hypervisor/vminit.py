@@ -11,7 +11,11 @@ A VM container runs `python -m hypervisor.vminit`. It
    back-off when it dies, as systemd's Restart=always would. With
    COWPOD_AGENT_START=wait it does not start the agent until SIGUSR1: an
    instant clone whose agent is injected warm (hypervisor/zygote.py) keeps it
-   that way, and the provider sends SIGUSR1 to fall back to a cold start;
+   that way, and the provider sends SIGUSR1 to fall back to a cold start. A
+   *warm shell* (a child container made ahead, before anyone knew its name)
+   starts with no identity and no agent argv at all; the provider writes the
+   identity it is given into /var/lib/cowpod/identity.json when it takes the
+   shell, and a SIGUSR1 then makes the init read that file and start the agent;
 3. reaps every zombie (orphans reparent to PID 1);
 4. on SIGTERM or SIGINT (`docker stop`) sends SIGTERM to the agent, waits up to
    COWPOD_STOP_GRACE seconds, kills what is left, and exits 0.
@@ -22,6 +26,7 @@ handler racing the main loop; children get an empty signal mask.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -35,7 +40,9 @@ from dataclasses import dataclass
 STATE_DIR = pathlib.Path("/var/lib/cowpod")
 # Per-VM state that must not survive into a clone: the agent's node-local
 # state and this init's own records.
-PER_VM_STATE: tuple[str, ...] = ("agent", "vm-name")
+PER_VM_STATE: tuple[str, ...] = ("agent", "vm-name", "identity.json")
+# Written by the docker provider into a taken warm shell (see load_identity).
+IDENTITY_FILE = "identity.json"
 
 SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP}
 
@@ -96,6 +103,23 @@ def adopt_identity(cfg: InitConfig) -> bool:
     return cloned
 
 
+def load_identity(cfg: InitConfig) -> InitConfig:
+    """A warm shell's identity, given after it booted: `identity.json` holds
+    {"vm_name", "agent_argv", "env"}. The env is added to os.environ so the
+    agent gets what a VM started with its identity would have had. Returns
+    `cfg` unchanged when there is no such file (or it is unreadable)."""
+    path = cfg.root / STATE_DIR.relative_to("/") / IDENTITY_FILE
+    try:
+        data = json.loads(path.read_text())
+        argv = tuple(str(a) for a in data["agent_argv"])
+        env = {str(k): str(v) for k, v in dict(data.get("env") or {}).items()}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log(f"no usable {path}: {err}")
+        return cfg
+    os.environ.update(env)
+    return dataclasses.replace(cfg, vm_name=str(data.get("vm_name", cfg.vm_name)), agent_argv=argv)
+
+
 class Init:
     """The supervision loop. `spawn` and `now` are parameters so tests can drive it."""
 
@@ -145,6 +169,8 @@ class Init:
         if signo == signal.SIGCHLD:
             self.reap(now)
         elif signo == signal.SIGUSR1:
+            if not self.cfg.agent_argv:
+                self.cfg = load_identity(self.cfg)
             if not self.wanted and self.cfg.agent_argv:
                 log("SIGUSR1: starting the agent cold")
                 self.wanted = True

@@ -96,3 +96,36 @@ def test_real_child_is_reaped_and_restarted_with_backoff(tmp_path: pathlib.Path)
     init.on_signal(signal.SIGTERM, 102.0)
     init.shutdown()
     assert init.agent_pid is None
+
+
+def test_a_warm_shell_takes_its_identity_file_on_sigusr1(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COWPOD_TEST_SHELL_VAR", raising=False)
+    # A shell boots with no name and no agent: a cold fallback must find both in the file.
+    shell = Init(InitConfig.from_env({"COWPOD_AGENT_START": "wait"}, root=tmp_path))
+    spawned: list[list[str]] = []
+
+    def spawn(argv: Sequence[str]) -> int:
+        spawned.append(list(argv))
+        return 9
+
+    shell.spawn = spawn  # type: ignore[method-assign]
+    shell.on_signal(signal.SIGUSR1, 0.0)  # no file yet: nothing to start
+    shell.maybe_start(0.0)
+    assert spawned == [] and shell.agent_pid is None
+    state = tmp_path / "var/lib/cowpod"
+    state.mkdir(parents=True)
+    (state / "identity.json").write_text(json.dumps({
+        "vm_name": "kid", "agent_argv": ["agent", "--node-name", "kid"],
+        "env": {"COWPOD_TEST_SHELL_VAR": "kid"}}))
+    shell.on_signal(signal.SIGUSR1, 1.0)
+    shell.maybe_start(1.0)
+    assert spawned == [["agent", "--node-name", "kid"]]
+    assert shell.cfg.vm_name == "kid"
+    import os
+    assert os.environ["COWPOD_TEST_SHELL_VAR"] == "kid"
+    # The identity file is per-VM state: a clone of this VM does not inherit it.
+    (state / "vm-name").write_text("kid\n")  # the provider writes it when it takes the shell
+    adopt_identity(cfg(tmp_path, "grandkid"))
+    assert not (state / "identity.json").exists()

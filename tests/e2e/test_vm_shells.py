@@ -1,0 +1,206 @@
+"""Warm shells on the real engine: instant clones taken from a pool of pre-made
+child containers, their identity, the pool's refill, and that no shell outlives
+its parent, its cluster or `cowpod down`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import docker
+import pytest
+
+from cowpod.client import Client
+from cowpod.local.docker_env import remove_cluster_containers
+from cowpod.local.etcd import EtcdMember
+from cowpod.v1 import meta_pb2, vm_pb2
+from hypervisor.docker_provider import L_SHELL_OF, DockerProvider
+from hypervisor.manager import VMManager
+from hypervisor.provider import VMSpecInfo, VMState
+from hypervisor.testing import DockerTestEnv, build_images
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def images() -> None:
+    build_images()
+
+
+@pytest.fixture
+def env(images: None) -> Iterator[DockerTestEnv]:
+    e = DockerTestEnv.create()
+    (e.data_dir / "run").mkdir()
+    try:
+        yield e
+    finally:
+        e.cleanup()
+
+
+@pytest.fixture
+async def provider(env: DockerTestEnv) -> AsyncIterator[DockerProvider]:
+    p = env.provider(pool_size=2)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+def spec(name: str) -> VMSpecInfo:
+    return VMSpecInfo(name=name, class_name="small", cpu_millis=500, memory_bytes=256 << 20)
+
+
+def sh(container: str, cmd: str) -> str:
+    c = docker.from_env().containers.get(container)
+    rc, out = c.exec_run(["sh", "-c", cmd])
+    assert isinstance(out, bytes)
+    assert rc == 0, f"{cmd!r} in {container}: {out.decode()}"
+    return out.decode().strip()
+
+
+def shells(env: DockerTestEnv, parent: str = "") -> list[str]:
+    """Idle shells of the env's cluster (of one parent when given)."""
+    lbl = f"{L_SHELL_OF}={parent}" if parent else L_SHELL_OF
+    cs = docker.from_env().containers.list(
+        all=True, filters={"label": [f"cowpod.cluster={env.cluster_id}", lbl]})
+    return sorted(str(c.name) for c in cs if str(c.name).startswith("cowpod-shell-"))
+
+
+async def eventually(fn: Callable[[], Awaitable[bool] | bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = fn()
+        if r if isinstance(r, bool) else await r:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_pooled_clones_have_unique_identities_and_the_pool_refills(
+    env: DockerTestEnv, provider: DockerProvider
+) -> None:
+    parent = await provider.full_clone(spec(f"par-{env.cluster_id}"))
+    await provider.prepare_parent(parent.name)
+    await eventually(lambda: len(shells(env, parent.name)) == 2, "two idle shells")
+    pooled = set(shells(env, parent.name))
+    kids = [await provider.instant_clone(parent.name, spec(f"kid{i}-{env.cluster_id}")) for i in range(3)]
+    # The first two came from the pool (those shells are now VMs), the pool refills to 2.
+    assert not pooled & set(shells(env, parent.name))
+    await eventually(lambda: len(shells(env, parent.name)) == 2, "the pool refilled")
+    seen: dict[str, set[str]] = {"hostname": set(), "machine_id": set(), "ip": set(), "node": set()}
+    for vm in [parent, *kids]:
+        cname = f"cowpod-vm-{vm.name}"
+        hostname, machine_id = sh(cname, "hostname"), sh(cname, "cat /etc/machine-id")
+        if vm is not parent:
+            assert hostname == vm.name == vm.hostname == vm.node_name
+            assert machine_id == vm.machine_id
+            assert sh(cname, "cat /var/lib/cowpod/vm-name") == vm.name
+            assert vm.state == VMState.RUNNING and vm.parent == parent.name
+            assert (vm.cpu_millis, vm.memory_bytes, vm.class_name) == (500, 256 << 20, "small")
+        for key, value in (("hostname", hostname), ("machine_id", machine_id), ("ip", vm.ip),
+                           ("node", vm.node_name)):
+            assert value and value not in seen[key], (key, vm.name)
+            seen[key].add(value)
+    # Idle shells are not VMs; the taken ones are, and they are the parent's children.
+    assert {v.name for v in await provider.list()} == {parent.name, *(k.name for k in kids)}
+    assert set((await provider.get(parent.name)).children) == {k.name for k in kids}
+    # One quiesce point: every child forks from the same snapshot.
+    assert len({k.labels["cowpod.snapshot"] for k in kids}) == 1
+    # Destroying the parent (cascade) takes its children and its idle shells.
+    await provider.destroy(parent.name, cascade=True)
+    assert shells(env) == []
+    assert await provider.list() == []
+    assert await provider.snapshot_images() == []
+
+
+async def test_empty_pool_creates_the_shell_inline(env: DockerTestEnv) -> None:
+    p = env.provider(pool_size=0)
+    try:
+        parent = await p.full_clone(spec(f"par-{env.cluster_id}"))
+        kid = await p.instant_clone(parent.name, spec(f"kid-{env.cluster_id}"))
+        assert kid.state == VMState.RUNNING and kid.hostname == kid.name != parent.hostname
+        assert sh(f"cowpod-vm-{kid.name}", "hostname") == kid.name
+        assert kid.machine_id != parent.machine_id and kid.ip != parent.ip
+        # Without a warm-start hook the init reads its identity and starts the agent cold.
+        logs = docker.from_env().containers.get(f"cowpod-vm-{kid.name}").logs().decode()
+        assert "starting the agent cold" in logs
+        assert shells(env) == []  # no pool: nothing idle is kept
+        await p.destroy(kid.name)
+        # The parent's quiesce point stays for the next child while the parent lives.
+        assert any(t.startswith(f"cowpod/vm-snap:{parent.name}-") for t in await p.snapshot_images())
+        await p.destroy(parent.name)
+        assert await p.snapshot_images() == []
+    finally:
+        await p.close()
+
+
+async def test_orphan_shells_go_at_manager_start_and_on_cowpod_down(env: DockerTestEnv) -> None:
+    p = env.provider(pool_size=2)
+    parent = await p.full_clone(spec(f"par-{env.cluster_id}"))
+    await p.prepare_parent(parent.name)
+    await eventually(lambda: len(shells(env, parent.name)) == 2, "two idle shells")
+    await p.close()
+    # The parent vanishes behind the provider's back (a crash, a manual docker rm).
+    client = docker.from_env()
+    client.containers.get(f"cowpod-vm-{parent.name}").remove(force=True)
+    fresh = env.provider()
+    try:
+        removed = await fresh.collect_garbage()
+        assert sorted(removed) and shells(env) == []
+    finally:
+        await fresh.close()
+    # `cowpod down` removes what carries the cluster label: shells carry it.
+    p2 = env.provider(pool_size=2)
+    try:
+        other = await p2.full_clone(spec(f"par2-{env.cluster_id}"))
+        await p2.prepare_parent(other.name)
+        await eventually(lambda: len(shells(env, other.name)) == 2, "two idle shells")
+    finally:
+        await p2.close()
+    removed_names = await asyncio.to_thread(remove_cluster_containers, env.cluster_id)
+    assert shells(env) == [] and any(n.startswith("cowpod-shell-") for n in removed_names)
+
+
+async def test_a_pooled_clone_registers_its_node(
+    etcd: EtcdMember, etcd_prefix: str, env: DockerTestEnv
+) -> None:
+    from controller.testing import ControllerRunner
+
+    sock = str(env.data_dir / "run" / "controller.sock")
+    runner = ControllerRunner(etcd.endpoint, etcd_prefix, listen_unix=sock, data_dir=env.data_dir)
+    await runner.start()
+    provider = env.provider(pool_size=1)
+    try:
+        async with Client(runner.address) as c:
+            manager = VMManager(c, "docker", env.data_dir, provider=provider, resync_seconds=0.5)
+            task = asyncio.create_task(manager.run(), name="vm-manager-under-test")
+            try:
+                parent = f"tpl-{env.cluster_id}"
+                await c.vms.Create(vm_pb2.VM(
+                    metadata=meta_pb2.ObjectMeta(name=parent),
+                    spec=vm_pb2.VMSpec(class_name="small", cpu_millis=500, memory_bytes=256 << 20,
+                                       template=True)))
+                # The manager prepares a template: its pool fills without any clone asked for.
+                await eventually(lambda: len(shells(env, parent)) == 1, "the template's shell", 90)
+                kid = f"kid-{env.cluster_id}"
+                await c.vms.Clone(vm_pb2.CloneRequest(parent=parent, count=1, names=[kid]))
+
+                async def registered() -> bool:
+                    nodes = (await c.nodes.List(meta_pb2.ListOptions())).items
+                    return any(n.metadata.name == kid for n in nodes)
+                await eventually(registered, "the clone's node", 90)
+                node = await c.nodes.Get(meta_pb2.ObjectKey(name=kid))
+                vm = await c.vms.Get(meta_pb2.ObjectKey(name=kid))
+                assert vm.status.clone_kind == "instant" and vm.status.node_name == kid
+                assert node.status.node_info.machine_id in ("", vm.status.machine_id)
+                await eventually(lambda: len(shells(env, parent)) == 1, "the pool refilled", 90)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        await provider.close()
+        await runner.stop()
