@@ -11,7 +11,7 @@ import grpc
 from cowpod.cli.readiness import vm_readiness
 from cowpod.client import Client
 from cowpod.clock import Clock
-from cowpod.v1 import meta_pb2, node_pb2, vm_pb2
+from cowpod.v1 import lease_pb2, meta_pb2, node_pb2, vm_pb2
 
 Report = Callable[[str], None]
 
@@ -83,24 +83,66 @@ async def wait_vms_ready(
         await clock.sleep(0.5)
 
 
-async def destroy_all_vms(client: Client, clock: Clock, *, timeout: float, report: Report) -> list[str]:
-    """Destroy every VM (with its clones and pods) and wait until none is left."""
-    vms = (await client.call(client.vms.List, meta_pb2.ListOptions(), attempts=3)).items
-    names = [v.metadata.name for v in vms]
-    for name in names:
+# The autoscaler acts only while it holds this lease (controller/autoscaler/leader.py).
+AUTOSCALER_LEASE = meta_pb2.ObjectKey(namespace="cowpod-system", name="cowpod-autoscaler")
+FENCE_HOLDER = "cowpod-down"
+
+
+async def fence_autoscaler(client: Client, *, hold_seconds: int = 3600) -> None:
+    """Take the autoscaler's leader lease, so it stops cloning VMs (and
+    replacing warm parents) while `down` destroys them. Compare-and-swap, as
+    any candidate would; the autoscaler sees a fresh foreign holder and stands
+    down at its next renewal."""
+    spec = lease_pb2.LeaseSpec(holder_identity=FENCE_HOLDER, lease_duration_seconds=hold_seconds)
+    spec.renew_time.GetCurrentTime()
+    for _ in range(5):
         try:
-            await client.vms.Destroy(
-                meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=name), cascade=True), timeout=30
-            )
-        except grpc.RpcError as e:
-            if isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.NOT_FOUND:
+            lease = await client.leases.Get(AUTOSCALER_LEASE, timeout=10)
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            meta = meta_pb2.ObjectMeta(namespace=AUTOSCALER_LEASE.namespace, name=AUTOSCALER_LEASE.name)
+            fresh = lease_pb2.Lease(metadata=meta, spec=spec)
+            try:
+                await client.leases.Create(fresh, timeout=10)
+                return
+            except grpc.aio.AioRpcError as e2:
+                if e2.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
                 continue
-            raise
+        lease.spec.CopyFrom(spec)
+        try:
+            await client.leases.Update(lease, timeout=10)
+            return
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.ABORTED:
+                raise
+    raise FleetError("could not take the autoscaler's lease: it kept changing")
+
+
+async def destroy_all_vms(client: Client, clock: Clock, *, timeout: float, report: Report) -> list[str]:
+    """Destroy every VM (with its clones and pods) and wait until none is left,
+    including VMs that appear meanwhile (a clone already in flight)."""
+    await fence_autoscaler(client)
     deadline = clock.monotonic() + timeout
+    names: list[str] = []
     while True:
         left = (await client.call(client.vms.List, meta_pb2.ListOptions(), attempts=3)).items
         if not left:
             return names
+        for vm in left:
+            if vm.metadata.HasField("deletion_timestamp"):
+                continue
+            try:
+                await client.vms.Destroy(
+                    meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=vm.metadata.name), cascade=True),
+                    timeout=30,
+                )
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+            if vm.metadata.name not in names:
+                names.append(vm.metadata.name)
         report(
             f"destroying {len(left)} VM(s): " + ", ".join(f"{v.metadata.name} {v.status.phase}" for v in left)
         )

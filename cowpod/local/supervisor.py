@@ -627,13 +627,19 @@ class Supervisor:
                 vm_ids = await asyncio.to_thread(docker_env.cluster_vm_ids, state.cluster_id)
             except docker_env.DockerProblem:
                 pass  # reported by the sweep below
+        stopped: list[int] = []
         ctl = state.component("controller")
         if ctl is not None and process.is_ours(ctl.pid, ctl.command):
+            # The scheduler goes first, so no pod lands on a VM being destroyed.
+            sched = state.component("scheduler")
+            if sched is not None:
+                self.progress("stopping scheduler")
+                if await process.terminate(sched.pid, sched.command, self.clock, grace=15.0):
+                    stopped.append(sched.pid)
             await self._destroy_vms(state, quiet=quiet)
-        stopped: list[int] = []
         for name in ("scheduler", "controller", "etcd"):
             comp = state.component(name)
-            if comp is None:
+            if comp is None or comp.pid in stopped:
                 continue
             self.progress(f"stopping {name}")
             if await process.terminate(comp.pid, comp.command, self.clock, grace=15.0):
