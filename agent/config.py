@@ -58,3 +58,5 @@ class AgentConfig:
     # Paths read for capacity; tests point them at fixtures.
     cgroup_root: str = "/sys/fs/cgroup"
     proc_root: str = "/proc"
+    # Serve Prometheus /metrics here (HOST:PORT, port 0 picks one); empty = not served.
+    metrics_listen: str = ""

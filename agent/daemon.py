@@ -27,6 +27,7 @@ from agent.config import AgentConfig
 from agent.controlplane import ControlPlane
 from agent.events import EventRecorder
 from agent.executor import Executor, NodeContext
+from agent.metrics import AgentMetrics, serve_metrics
 from agent.node import NodeRegistrar, host_ip
 from agent.probes import Prober
 from agent.runtime import Runtime, VMInfo
@@ -49,8 +50,13 @@ class Agent:
         *,
         clock: Clock | None = None,
         serve: Callable[[Agent], object] | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.cfg = cfg
+        # Always counted (cheap); served only with cfg.metrics_listen.
+        self.metrics = metrics or AgentMetrics()
+        self.metrics.track_pods(self._phases)
+        self.metrics_port = 0
         self.cp = cp
         self.runtime = runtime
         self.clock: Clock = clock or RealClock()
@@ -66,7 +72,9 @@ class Agent:
         self.bound_port = 0  # set by the AgentService server once listening
         self.serving = asyncio.Event()
         self.recorder = EventRecorder(cp, self.clock, cfg.node_name)
-        self.statuses = StatusManager(cp, self.clock, concurrency=cfg.status_concurrency, qps=cfg.status_qps)
+        self.statuses = StatusManager(
+            cp, self.clock, concurrency=cfg.status_concurrency, qps=cfg.status_qps, metrics=self.metrics
+        )
         self.informer: Informer[pod_pb2.Pod] = Informer(
             cp.pod_watch(),
             list_options=meta_pb2.ListOptions(field_selector=f"spec.nodeName={cfg.node_name}"),
@@ -100,6 +108,7 @@ class Agent:
             runtime_version=await self.runtime.version(),
             endpoint=self.advertised_endpoint(),
             provider_id=f"docker://{self.vm.id}" if self.vm is not None else "",
+            metrics=self.metrics,
         )
         await self.registrar.register()
         self._admission = Admission(alloc, allow_host_path=self.cfg.allow_host_path)
@@ -115,6 +124,12 @@ class Agent:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             sup = self.supervisor = Supervisor(tg)
+            if self.cfg.metrics_listen:
+                host, _, port = self.cfg.metrics_listen.rpartition(":")
+                bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                sup.spawn("metrics", serve_metrics(self.metrics, host or "127.0.0.1", int(port), bound),
+                          critical=True)
+                self.metrics_port = await bound
             if self._serve is not None:
                 served = self._serve(self)
                 if asyncio.iscoroutine(served):
@@ -123,7 +138,8 @@ class Agent:
             await self.setup()
             assert self.registrar is not None
             executor = Executor(
-                self.cfg, self.runtime, self.cp, self.recorder, self.statuses, self.clock, self._node_ctx
+                self.cfg, self.runtime, self.cp, self.recorder, self.statuses, self.clock, self._node_ctx,
+                metrics=self.metrics,
             )
             self.deps = WorkerDeps(
                 cfg=self.cfg,
@@ -133,7 +149,7 @@ class Agent:
                 clock=self.clock,
                 supervisor=sup,
                 admission=self._admission,
-                prober=Prober(self.runtime),
+                prober=Prober(self.runtime, self.metrics),
             )
             sup.spawn("heartbeat", self.registrar.heartbeat_loop())
             sup.spawn("status", self.statuses.run(), critical=True)
@@ -141,6 +157,14 @@ class Agent:
             sup.spawn("docker-events", self._docker_events())
             sup.spawn("informer", self.informer.run(), critical=True)
             sup.spawn("gc", self._gc_loop())
+
+    def _phases(self) -> list[str]:
+        """Each bound pod's phase as last reported (else as the API has it), for /metrics."""
+        out = []
+        for uid, pod in list(self.pods.items()):
+            st = self.statuses.get(uid)
+            out.append((st.phase if st is not None else "") or pod.status.phase)
+        return out
 
     # ------------------------------------------------------------ pods
 

@@ -18,6 +18,7 @@ from agent import labels as L
 from agent.config import AgentConfig
 from agent.controlplane import ControlPlane
 from agent.events import EventRecorder, PodRef
+from agent.metrics import AgentMetrics
 from agent.plan import (
     Action,
     Finalize,
@@ -61,7 +62,9 @@ class Executor:
         statuses: StatusManager,
         clock: Clock,
         node: NodeContext,
+        metrics: AgentMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.cfg = cfg
         self.runtime = runtime
         self.cp = cp
@@ -251,6 +254,8 @@ class Executor:
             await self.ensure_volumes(pod)
             cid = await self.runtime.create_container(spec)
             await self.runtime.start_container(cid)
+            if self.metrics is not None:
+                self.metrics.started("sandbox", a.attempt)
         except (ImageError, EngineError) as err:
             self._backoff_error(memory, "", "SandboxCreateError", str(err))
             self.recorder.record(
@@ -310,6 +315,8 @@ class Executor:
             )
             return
         self.recorder.record(ref, "Started", f"Started container {c.name}")
+        if self.metrics is not None:
+            self.metrics.started(a.kind.value, a.attempt)
         if c.lifecycle.post_start.exec.command:
             try:
                 res = await self.runtime.exec(cid, list(c.lifecycle.post_start.exec.command), timeout=30)

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from agent.config import AgentConfig, BackoffPolicy
 from agent.controlplane import GrpcControlPlane
 from agent.daemon import Agent
+from agent.metrics import AgentMetrics
 from agent.quantity import parse_bytes, parse_cpu_millis
 from agent.runtime_docker import DockerRuntime
 from agent.server import serve
@@ -85,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
         "--docker-label", type=parse_labels, default={}, help="extra labels on every Docker object (k=v,..)"
     )
     p.add_argument("--cgroup-root", default="/sys/fs/cgroup")
+    p.add_argument("--metrics-listen", default="", metavar="HOST:PORT", help="serve Prometheus /metrics here")
     p.add_argument("--log-level", default="info")
     # TLS to the controller and the node's identity (cowpod.auth): --ca-file, --cert-file/--key-file
     # (the join bundle's transport pair), --bootstrap-token-file, --cert-dir, or --insecure.
@@ -114,12 +116,14 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         image_backoff=BackoffPolicy(initial=ns.backoff_initial, maximum=ns.backoff_max),
         extra_docker_labels=ns.docker_label,
         cgroup_root=ns.cgroup_root,
+        metrics_listen=ns.metrics_listen,
     )
 
 
 async def run_agent(cfg: AgentConfig, connection: ConnectionSettings | None = None) -> None:
     """Run until cancelled or until SIGTERM/SIGINT. `connection` None = plaintext to cfg.controller."""
-    runtime = DockerRuntime(cfg.node_name, threads=cfg.docker_threads)
+    metrics = AgentMetrics()
+    runtime = DockerRuntime(cfg.node_name, threads=cfg.docker_threads, metrics=metrics)
     client = connect(connection or ConnectionSettings(server=cfg.controller, insecure=True))
     serve_fn: Callable[[Agent], Awaitable[None]] = serve
     conn = connection
@@ -128,7 +132,9 @@ async def run_agent(cfg: AgentConfig, connection: ConnectionSettings | None = No
         pair = CertKey(conn.client_cert_pem, conn.client_key_pem)
         serve_fn = functools.partial(serve, credentials=node_server_credentials(pair, conn.ca_pem),
                                      interceptors=[PeerCheck()])
-    agent = Agent(cfg, GrpcControlPlane(client), runtime, serve=serve_fn if cfg.listen else None)
+    agent = Agent(
+        cfg, GrpcControlPlane(client), runtime, serve=serve_fn if cfg.listen else None, metrics=metrics
+    )
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     installed: list[signal.Signals] = []

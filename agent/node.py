@@ -20,6 +20,7 @@ from importlib import metadata
 from agent.capacity import Resources
 from agent.config import AgentConfig
 from agent.controlplane import ControlPlane
+from agent.metrics import AgentMetrics
 from agent.status import ts
 from cowpod.clock import Clock
 from cowpod.v1 import meta_pb2, node_pb2
@@ -84,7 +85,9 @@ class NodeRegistrar:
         runtime_version: str,
         provider_id: str = "",
         endpoint: str = "",
+        metrics: AgentMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.cfg = cfg
         self.cp = cp
         self.clock = clock
@@ -164,5 +167,9 @@ class NodeRegistrar:
                     log.warning("node %s unknown to the controller; registering again", self.cfg.node_name)
                     await self.register()
                 self.beats += 1
+                if self.metrics is not None:
+                    self.metrics.heartbeat(True)
             except Exception as err:
                 log.warning("heartbeat failed: %s", err)
+                if self.metrics is not None:
+                    self.metrics.heartbeat(False)

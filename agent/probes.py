@@ -22,6 +22,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from agent.metrics import AgentMetrics
 from agent.runtime import Runtime
 from cowpod.clock import Clock
 from cowpod.v1 import pod_pb2
@@ -64,8 +65,9 @@ class Target:
 class Prober:
     """Runs one check: exec in the container, TCP connect, or HTTP GET."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, metrics: AgentMetrics | None = None) -> None:
         self._runtime = runtime
+        self.metrics = metrics  # probe workers count their results here
 
     async def check(self, p: pod_pb2.Probe, target: Target, timeout: float) -> tuple[bool, str]:
         try:
@@ -171,6 +173,8 @@ class ProbeWorker:
         verdict: bool | None = None
         while True:
             ok, msg = await self._prober.check(self.probe, self.target, self.s.timeout)
+            if self._prober.metrics is not None:
+                self._prober.metrics.probed(self.kind.value.lower(), ok)
             if ok:
                 successes, failures = successes + 1, 0
             else:

@@ -26,6 +26,7 @@ import docker.errors
 from docker.types import Mount as DockerMount
 
 from agent import labels as L
+from agent.metrics import AgentMetrics
 from agent.runtime import (
     ContainerInfo,
     CreateSpec,
@@ -126,8 +127,10 @@ class DockerRuntime:
         *,
         client: docker.DockerClient | None = None,
         threads: int = 32,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self._node = node_name
+        self._metrics = metrics
         self._docker = client or docker.from_env(timeout=120)
         self._api = self._docker.api
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="docker")
@@ -136,7 +139,17 @@ class DockerRuntime:
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        if self._metrics is None:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        call = getattr(fn, "__name__", "call").strip("_").removesuffix("_sync")
+        t0 = time.monotonic()
+        ok = False
+        try:
+            out = await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+            ok = True
+            return out
+        finally:
+            self._metrics.docker_call(call, time.monotonic() - t0, ok)
 
     def _filters(self, pod_uid: str | None) -> dict[str, Any]:
         lab = [f"{L.MANAGED}=1", f"{L.NODE}={self._node}"]

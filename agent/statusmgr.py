@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from agent.controlplane import ControlPlane
+from agent.metrics import AgentMetrics
 from agent.status import same_status
 from agent.waiting import wait_event
 from cowpod.clock import Clock
@@ -36,7 +37,11 @@ class _Entry:
 
 
 class StatusManager:
-    def __init__(self, cp: ControlPlane, clock: Clock, *, concurrency: int = 4, qps: float = 50.0) -> None:
+    def __init__(
+        self, cp: ControlPlane, clock: Clock, *, concurrency: int = 4, qps: float = 50.0,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        self._metrics = metrics
         self._cp = cp
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
@@ -92,6 +97,8 @@ class StatusManager:
                 res = await self._cp.update_pod_status(pod)
             self.writes += 1
         except Exception as err:
+            if self._metrics is not None:
+                self._metrics.status_written("error")
             e.failures += 1
             delay = min(0.5 * 2 ** min(e.failures, 6), 30.0)
             log.warning(
@@ -102,6 +109,8 @@ class StatusManager:
                 e.dirty = True
             return
         e.failures = 0
+        if self._metrics is not None:
+            self._metrics.status_written("ok" if res is not None else "gone")
         if res is None:  # the pod is gone
             if self._entries.get(e.uid) is e:
                 del self._entries[e.uid]
