@@ -16,6 +16,8 @@ class ControllerConfig:
     etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     etcd_prefix: str = "/cowpod"
     etcd_timeout: float = 5.0
+    # etcd transactions in flight; writes issued meanwhile share one (controller/groupcommit.py).
+    etcd_group_commit: int = 4
     etcd_compaction_interval: float = 300.0  # 0 = never compact (another component does)
     provider: str = "none"  # none | docker | sim
     data_dir: pathlib.Path | None = None

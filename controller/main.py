@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
     p.add_argument("--etcd", default="127.0.0.1:2379", help="etcd endpoints, HOST:PORT[,HOST:PORT]")
     p.add_argument("--etcd-prefix", default="/cowpod", help="key prefix for everything cowpod stores")
     p.add_argument("--etcd-timeout", type=float, default=5.0, help="deadline for each etcd request (s)")
+    p.add_argument("--etcd-group-commit", type=int, default=4, metavar="N",
+                   help="etcd transactions in flight at once; writes issued meanwhile are merged into "
+                        "one transaction (0 = every write its own round trip)")
     p.add_argument("--etcd-compaction-interval", type=float, default=300.0, metavar="SECONDS",
                    help="compact etcd history to the revision seen this long ago (0 = never)")
     p.add_argument("--provider", default="none", choices=["none", "docker", "sim"],
@@ -67,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         etcd=[e for e in a.etcd.split(",") if e.strip()],
         etcd_prefix=a.etcd_prefix,
         etcd_timeout=a.etcd_timeout,
+        etcd_group_commit=a.etcd_group_commit,
         etcd_compaction_interval=a.etcd_compaction_interval,
         provider=a.provider,
         data_dir=a.data_dir,

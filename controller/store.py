@@ -21,17 +21,30 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import enum
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import grpc
 from aetcd import rpc  # the etcd v3 API stubs and messages
 from google.protobuf.message import Message
 
+from controller import groupcommit
+from controller.store_types import (
+    MAX_TXN_OPS,
+    Compare,
+    Delete,
+    EventType,
+    Get,
+    KeyValue,
+    Op,
+    Put,
+    RawEvent,
+    Target,
+    TxnResult,
+    WatchBatch,
+)
 from cowpod.errors import (
     AlreadyExists,
     Conflict,
@@ -45,106 +58,6 @@ from cowpod.errors import (
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
-
-# etcd's default --max-txn-ops is 128: compares, successes and failures each.
-MAX_TXN_OPS = 128
-
-
-# --- plain data exchanged with the store --------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    key: str
-    value: bytes
-    mod_revision: int
-    create_revision: int
-    lease: int = 0
-
-
-class Target(enum.Enum):
-    MOD = "mod"
-    CREATE = "create"
-    VERSION = "version"
-
-
-@dataclass(frozen=True, slots=True)
-class Compare:
-    """`key`'s `target` revision compared with `value` (`=`, `!=`, `<`, `>`)."""
-
-    key: str
-    target: Target
-    op: str
-    value: int
-
-    @staticmethod
-    def absent(key: str) -> Compare:
-        return Compare(key, Target.VERSION, "=", 0)
-
-    @staticmethod
-    def exists(key: str) -> Compare:
-        return Compare(key, Target.VERSION, ">", 0)
-
-    @staticmethod
-    def at(key: str, mod_revision: int) -> Compare:
-        return Compare(key, Target.MOD, "=", mod_revision)
-
-    @staticmethod
-    def created_at(key: str, create_revision: int) -> Compare:
-        return Compare(key, Target.CREATE, "=", create_revision)
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    key: str
-    value: bytes
-    lease: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class Get:
-    key: str
-
-
-Op = Put | Delete | Get
-
-
-@dataclass(frozen=True, slots=True)
-class TxnResult:
-    succeeded: bool
-    revision: int
-    # One entry per Get op in the branch that ran (None = key absent).
-    gets: list[KeyValue | None] = field(default_factory=list)
-
-
-class EventType(enum.Enum):
-    PUT = "put"
-    DELETE = "delete"
-
-
-@dataclass(frozen=True, slots=True)
-class RawEvent:
-    type: EventType
-    key: str
-    value: bytes  # empty for DELETE
-    prev_value: bytes | None  # None when the key did not exist before (create)
-    mod_revision: int  # revision of this change (for DELETE: the deletion's revision)
-    create_revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class WatchBatch:
-    """Changes etcd reported together. `revision` is the store revision they bring us to:
-    with no events (a progress notification) it still tells the watcher how far it has seen."""
-
-    revision: int
-    events: list[RawEvent]
-
 
 # --- protobuf helpers -----------------------------------------------------------------------------
 
@@ -255,7 +168,8 @@ def _prefix_end(prefix: bytes) -> bytes:
 class EtcdStore:
     """`Store` on etcd v3. Every unary call has a deadline (`timeout`)."""
 
-    def __init__(self, endpoints: Sequence[str], prefix: str = "/cowpod", *, timeout: float = 5.0) -> None:
+    def __init__(self, endpoints: Sequence[str], prefix: str = "/cowpod", *, timeout: float = 5.0,
+                 group_commit: int = 0) -> None:
         self.endpoints = list(endpoints)
         self.prefix = prefix.rstrip("/")
         self._p = (self.prefix + "/").encode()
@@ -278,6 +192,13 @@ class EtcdStore:
         self._watch = rpc.WatchStub(self._channel)
         # Request queues of open watch streams, for progress requests.
         self._progress_queues: dict[int, asyncio.Queue[Any]] = {}
+        # Group commit: at most this many transactions in flight; what queues meanwhile is
+        # merged (controller.groupcommit). 0 sends every transaction on its own.
+        self.group_commit = group_commit
+        self._queue: builtins.list[groupcommit.Member] = []
+        self._sending: set[asyncio.Task[None]] = set()
+        self.txns_sent = 0  # etcd transactions sent ...
+        self.txns_shared = 0  # ... and callers' transactions that went in one with others
 
     # -- keys
 
@@ -288,7 +209,8 @@ class EtcdStore:
         return raw[len(self._p):].decode()
 
     def _kv_of(self, kv: Any) -> KeyValue:
-        return KeyValue(self._unk(kv.key), kv.value, kv.mod_revision, kv.create_revision, kv.lease)
+        return KeyValue(self._unk(kv.key), kv.value, kv.mod_revision, kv.create_revision, kv.lease,
+                        kv.version)
 
     # -- error translation
 
@@ -414,6 +336,63 @@ class EtcdStore:
 
     async def txn(self, compares: Sequence[Compare], success: Sequence[Op],
                   failure: Sequence[Op] = ()) -> TxnResult:
+        """One etcd transaction. With group commit on, it may share a round trip with
+        transactions other callers issue at the same moment (`controller.groupcommit`)."""
+        if self.group_commit <= 0:
+            succeeded, rev, results = await self._send(compares, success, failure)
+            return TxnResult(succeeded, rev, groupcommit.reads(results))
+        fut: asyncio.Future[TxnResult] = asyncio.get_running_loop().create_future()
+        self._queue.append(groupcommit.Member(compares, success, failure, fut))
+        self._kick()
+        try:
+            return await fut
+        finally:
+            if not fut.done():
+                fut.cancel()  # not sent yet: `take` drops it
+
+    def _kick(self) -> None:
+        while self._queue and len(self._sending) < self.group_commit:
+            members = groupcommit.take(self._queue)
+            if not members:
+                return
+            task = asyncio.get_running_loop().create_task(self._send_merged(members),
+                                                          name="etcd-group-commit")
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("etcd group commit failed with a bug", exc_info=task.exception())
+        self._kick()
+
+    async def _send_merged(self, members: builtins.list[groupcommit.Member]) -> None:
+        try:
+            if len(members) == 1:
+                m = members[0]
+                succeeded, rev, results = await self._send(m.compares, m.success, m.failure)
+                if not m.future.done():
+                    m.future.set_result(TxnResult(succeeded, rev, groupcommit.reads(results)))
+                return
+            merged = groupcommit.merge(members)
+            self.txns_shared += len(members)
+            succeeded, rev, results = await self._send(merged.compares, merged.success, merged.failure)
+        except Exception as err:  # etcd unreachable, refused: every member sees it, as if sent alone
+            for m in members:
+                if not m.future.done():
+                    m.future.set_exception(err)
+            return
+        except asyncio.CancelledError:
+            for m in members:
+                m.future.cancel()
+            raise
+        # Members whose compares held go first in the next merge.
+        self._queue[:0] = groupcommit.settle(merged, succeeded, rev, results)
+
+    async def _send(self, compares: Sequence[Compare], success: Sequence[Op],
+                    failure: Sequence[Op]) -> tuple[bool, int, builtins.list[KeyValue | bool | None]]:
+        """The raw transaction: (succeeded, revision, per op of the branch that ran: the
+        KeyValue or None a read found, True for a write)."""
         req = rpc.TxnRequest(
             compare=[
                 rpc.Compare(
@@ -427,13 +406,16 @@ class EtcdStore:
             success=self._ops(success),
             failure=self._ops(failure),
         )
+        self.txns_sent += 1
         resp = await self._call("transaction", self._kv.Txn, req)
-        gets: builtins.list[KeyValue | None] = []
+        results: builtins.list[KeyValue | bool | None] = []
         for r in resp.responses:
             if r.WhichOneof("response") == "response_range":
                 kvs = r.response_range.kvs
-                gets.append(self._kv_of(kvs[0]) if kvs else None)
-        return TxnResult(bool(resp.succeeded), int(resp.header.revision), gets)
+                results.append(self._kv_of(kvs[0]) if kvs else None)
+            else:
+                results.append(True)
+        return bool(resp.succeeded), int(resp.header.revision), results
 
     # -- leases and maintenance
 
@@ -446,6 +428,9 @@ class EtcdStore:
         await self._call("compact", self._kv.Compact, rpc.CompactionRequest(revision=revision, physical=True))
 
     async def close(self) -> None:
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
         await self._channel.close()
 
     # -- watch
@@ -566,3 +551,26 @@ async def guaranteed_update(
         except Conflict:
             continue
     raise Conflict(f"{_describe(key)} kept changing; gave up after {attempts} attempts")
+
+
+# The plain values live in controller.store_types; callers import them from here.
+__all__ = [
+    "MAX_TXN_OPS",
+    "Compare",
+    "Delete",
+    "EtcdStore",
+    "EventType",
+    "Get",
+    "KeyValue",
+    "M",
+    "Op",
+    "Put",
+    "RawEvent",
+    "Store",
+    "Target",
+    "TxnResult",
+    "WatchBatch",
+    "decode",
+    "encode",
+    "guaranteed_update",
+]

@@ -74,7 +74,7 @@ class Filter(Generic[M]):
 class HubEvent:
     """One etcd change, decoded lazily and encoded at most once per outgoing type."""
 
-    __slots__ = ("_cls", "_enc", "_new", "_prev", "_wcls", "raw")
+    __slots__ = ("_cls", "_enc", "_new", "_prev", "_wcls", "raw", "resume")
 
     def __init__(self, raw: RawEvent, cls: type[Message], wcls: type[Message]) -> None:
         self.raw = raw
@@ -83,6 +83,11 @@ class HubEvent:
         self._new: Message | None = None
         self._prev: Message | None = None
         self._enc: dict[tuple[int, bool], bytes] = {}
+        # The revision a client that has seen this event may resume after. One transaction
+        # can change many objects at one revision (BindBatch, group commit): every event but
+        # the last of its revision says revision - 1, so a stream cut between two of them
+        # resumes with the rest (and sees a few again) instead of skipping them.
+        self.resume = raw.mod_revision
 
     @property
     def revision(self) -> int:
@@ -109,7 +114,7 @@ class HubEvent:
         b = self._enc.get(k)
         if b is None:
             obj = self.prev() if use_prev else self.new()
-            b = self._wcls(type=type_, object=obj, resource_version=self.revision).SerializeToString()
+            b = self._wcls(type=type_, object=obj, resource_version=self.resume).SerializeToString()
             self._enc[k] = b
         return b
 
@@ -137,6 +142,15 @@ class HubEvent:
             # Deleted, or moved out of the selector: the client forgets it.
             return (DELETED, new is None)
         return None
+
+
+def hub_events(batch: WatchBatch, cls: type[Message], wcls: type[Message]) -> list[HubEvent]:
+    """A batch's events, each knowing whether a later one shares its revision (`resume`)."""
+    out = [HubEvent(raw, cls, wcls) for raw in batch.events]
+    for a, b in itertools.pairwise(out):
+        if a.raw.mod_revision == b.raw.mod_revision:
+            a.resume = a.raw.mod_revision - 1
+    return out
 
 
 _TICK = object()
@@ -298,8 +312,7 @@ class WatchHub(Generic[M]):
         wcls = self.kind.watch_event
         assert wcls is not None
         observer = self.observer
-        for raw in batch.events:
-            ev = HubEvent(raw, self.kind.message, wcls)
+        for ev in hub_events(batch, self.kind.message, wcls):
             if len(self._buffer) == self._buffer.maxlen:
                 self.buffer_start = self._buffer[0].revision
             self._buffer.append(ev)
@@ -392,8 +405,7 @@ async def dedicated_stream(store: Store, kind: Kind[M], flt: Filter[M], after: i
     last_sent = clock.monotonic()
     async for batch in store.watch(kind.prefix(flt.namespace), after + 1):
         sent = False
-        for raw in batch.events:
-            ev = HubEvent(raw, kind.message, wcls)
+        for ev in hub_events(batch, kind.message, wcls):
             out = ev.outcome(flt)
             if out is not None:
                 sent = True

@@ -11,6 +11,7 @@ import pytest
 from controller.kinds import PODS
 from controller.memstore import MemoryStore
 from controller.resource import Resource
+from controller.store import Put
 from controller.watch import WatchHub
 from cowpod.clock import FakeClock
 from cowpod.errors import ResourceExhausted
@@ -201,3 +202,21 @@ async def test_events_reach_only_interested_node_streams(env: Env) -> None:
     assert not pulls[0].done() and not pulls[2].done()
     for t in (pulls[0], pulls[2]):
         t.cancel()
+
+
+async def test_objects_written_in_one_transaction_resume_without_a_gap(env: Env) -> None:
+    """One transaction writes three pods at one revision R: the first two events say R - 1
+    (resume there and the rest come again), the last says R."""
+    stream = env.res.watch(meta_pb2.WatchOptions())
+    r = Reader(stream)
+    first = asyncio.ensure_future(r.next())
+    await settle()
+    await env.store.txn([], [Put(PODS.key("default", n), pod(n).SerializeToString()) for n in "abc"])
+    evs = [await first, await r.next(), await r.next()]
+    rev = env.store.revision
+    assert [(e.object.metadata.name, e.resource_version) for e in evs] == [
+        ("a", rev - 1), ("b", rev - 1), ("c", rev)]
+    assert all(e.object.metadata.resource_version == rev for e in evs)
+    # A stream cut after "a" resumes from what "a" said and gets "b" and "c".
+    resumed = Reader(env.res.watch(meta_pb2.WatchOptions(resource_version=evs[0].resource_version)))
+    assert await resumed.changes(3) == [(meta_pb2.ADDED, "a"), (meta_pb2.ADDED, "b"), (meta_pb2.ADDED, "c")]
