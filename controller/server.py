@@ -266,7 +266,8 @@ class Controller:
         # The CLI's default data directory (`cowpod up`), never the working directory.
         data_dir = self.config.data_dir or pathlib.Path.home() / ".cowpod"
         async with connect(self.security.self_client_settings(address)) as client:
-            manager = cls(client, self.config.provider, data_dir, self.clock)
+            # Clone/destroy durations and VMs by phase go on this controller's /metrics.
+            manager = cls(client, self.config.provider, data_dir, self.clock, registry=self.metrics.registry)
             log.info("VM manager started (provider %s, data dir %s)", self.config.provider, data_dir)
             await manager.run()
 

@@ -21,22 +21,26 @@ status.snapped_free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import pathlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Protocol
 
 import grpc
 from google.protobuf import timestamp_pb2
+from prometheus_client import CollectorRegistry
 
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.errors import CowpodError, FailedPrecondition
 from cowpod.informer import Informer
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, vm_pb2
+from hypervisor.metrics import VMMetrics
 from hypervisor.plan import (
     CREATING,
     DESTROYING,
@@ -237,6 +241,25 @@ class Executor:
     provider: Provider
     api: VMApi
     clock: Clock
+    metrics: VMMetrics | None = None
+    # A VM's clone kind (full | instant) as its status records it, for destroy metrics.
+    kind_of: Callable[[str], str] = dc_field(default=lambda _name: "")
+
+    @contextlib.contextmanager
+    def _timed(self, what: str, kind: str) -> Iterator[None]:
+        if self.metrics is None:
+            yield
+            return
+        hist = self.metrics.clone_seconds if what == "clone" else self.metrics.destroy_seconds
+        with self.metrics.timed(hist, kind, self.clock):
+            yield
+
+    async def _destroy(self, name: str, *, cascade: bool = False) -> None:
+        with self._timed("destroy", self.kind_of(name)):
+            if cascade:
+                await self.provider.destroy(name, cascade=True)
+            else:
+                await self.provider.destroy(name)
 
     async def execute(self, action: Action) -> None:
         match action:
@@ -254,23 +277,24 @@ class Executor:
                 if status is not None:
                     await self.api.update_status(name, dataclasses.replace(status, phase=DESTROYING))
                 if present:
-                    await self.provider.destroy(name)
+                    await self._destroy(name)
                 await self.api.delete_node(name)
                 await self.api.finalize(name)
             case Fail(name=name, message=message, present=present):
                 await self._fail(name, message, present)
             case DestroyOrphan(name=name):
                 log.info("destroying orphan vm %s (no VM object)", name)
-                await self.provider.destroy(name, cascade=True)
+                await self._destroy(name, cascade=True)
 
     async def _create(self, a: Create) -> None:
         requested = StatusFields(phase=CREATING)
         await self.api.update_status(a.name, requested)
         try:
-            if a.parent:
-                info = await self.provider.instant_clone(a.parent, a.spec)
-            else:
-                info = await self.provider.full_clone(a.spec)
+            with self._timed("clone", "instant" if a.parent else "full"):
+                if a.parent:
+                    info = await self.provider.instant_clone(a.parent, a.spec)
+                else:
+                    info = await self.provider.full_clone(a.spec)
         except CowpodError as err:
             await self.api.update_status(a.name, StatusFields(phase=FAILED, message=str(err)))
             await self.api.event(a.name, "CreateFailed", str(err), warning=True)
@@ -296,7 +320,7 @@ class Executor:
             # Clean up its pods and the dead VM; a parent whose children still
             # need it keeps its (stopped) container, its pods are stopped.
             try:
-                await self.provider.destroy(name)
+                await self._destroy(name)
             except FailedPrecondition:
                 await self.provider.power_off(name)
 
@@ -318,6 +342,7 @@ class VMManager:
         cluster_id: str = "",
         resync_seconds: float = 2.0,
         warm_clones: bool = False,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.client = client
         self.provider_name = provider_name
@@ -337,6 +362,9 @@ class VMManager:
         self.nodes: Informer[node_pb2.Node] = Informer(
             client.nodes.Watch, handler=self._on_change, clock=self.clock, name="vm-manager/nodes"
         )
+        # Clone/destroy durations and VMs by phase, on the host process's registry when given.
+        self.metrics = VMMetrics(registry)
+        self.metrics.track_vms(self._phases)
         # Set after each completed reconcile pass (tests wait on it).
         self.passes = 0
         self._written: dict[str, int] = {}
@@ -350,6 +378,15 @@ class VMManager:
             self._provider = make_provider(self.provider_name, self.data_dir, self.cluster_id, self.clock,
                                            warm_clones=self.warm_clones)
         return self._provider
+
+    def _phases(self) -> list[str]:
+        return [str(v.status.phase) for v in list(self.vms.cache.values()) if self._mine(v)]
+
+    def _clone_kind(self, name: str) -> str:
+        for vm in list(self.vms.cache.values()):
+            if vm.metadata.name == name:
+                return str(vm.status.clone_kind)
+        return ""
 
     def _mine(self, vm: vm_pb2.VM) -> bool:
         return vm.spec.provider in ("", self.provider_name)
@@ -374,7 +411,7 @@ class VMManager:
     async def run(self) -> None:
         api = GrpcVMApi(self.client, self.clock, self.vms.cache)
         self._written = api.written
-        ex = Executor(self.provider, api, self.clock)
+        ex = Executor(self.provider, api, self.clock, self.metrics, self._clone_kind)
         # Leftovers of a previous run whose parent is gone (warm shells): the
         # orphan rule below only sees VMs, and idle shells are not VMs yet.
         collect = getattr(self.provider, "collect_garbage", None)

@@ -9,6 +9,7 @@ from cowpod.errors import FailedPrecondition
 from cowpod.v1 import meta_pb2, vm_pb2
 from hypervisor.fake import FakeProvider
 from hypervisor.manager import Executor, apply_status, desired_of
+from hypervisor.metrics import VMMetrics
 from hypervisor.plan import (
     FAILED,
     RUNNING,
@@ -162,3 +163,23 @@ async def test_plan_and_execute_converge() -> None:
     assert objs["c"].status.phase == RUNNING and objs["c"].status.clone_kind == "instant"
     assert objs["p"].status.HasField("ready_at")
     assert (await p.get("p")).children == ("c",)
+
+
+async def test_clone_and_destroy_durations_by_kind_and_outcome() -> None:
+    clock = FakeClock()
+    p, api, metrics = FakeProvider(clock), RecordingApi(), VMMetrics()
+    kinds = {"kid": "instant"}
+    ex = Executor(p, api, clock, metrics, lambda name: kinds.get(name, ""))
+    await ex.execute(Create("mom", spec("mom")))
+    await ex.execute(Create("kid", spec("kid", parent="mom"), parent="mom"))
+    await ex.execute(Create("lost", spec("lost", parent="nobody"), parent="nobody"))  # refused
+    await ex.execute(Destroy("kid", present=True, status=None))
+
+    def count(name: str, kind: str, outcome: str) -> float:
+        got = metrics.registry.get_sample_value(f"{name}_count", {"kind": kind, "outcome": outcome})
+        return got or 0.0
+
+    assert count("cowpod_vm_clone_seconds", "full", "ok") == 1
+    assert count("cowpod_vm_clone_seconds", "instant", "ok") == 1
+    assert count("cowpod_vm_clone_seconds", "instant", "error") == 1
+    assert count("cowpod_vm_destroy_seconds", "instant", "ok") == 1
