@@ -8,11 +8,15 @@ VMs' agents dial), the VM manager driving the docker provider (with the
 zygote warm-start hook unless --cold-agents), the scheduler and the
 autoscaler. One class, `small` (1 CPU, 512 MiB), with a warm parent.
 
-1. Clone latency: N full clones (VMService.Create) then N instant clones
-   (VMService.Clone from the parent), one at a time, each timed from the
-   request to its node's Ready condition (seen on a node watch). Stages:
-   request -> VM phase Running (provider work) and Running -> node Ready
-   (the agent starting and registering).
+1. Clone latency: N full clones (VMService.Create), N instant clones
+   (VMService.Clone from the parent) each taking a warm shell from the
+   parent's pool (the bench waits for the pool to be full before each), and N
+   instant clones with the pool drained and off (the shell is created inline),
+   one at a time, each timed from the request to its node's Ready condition
+   (seen on a node watch). Stages: request -> VM phase Running (provider work)
+   and Running -> node Ready (the agent starting and registering); for full
+   clones the container step (`docker run` + the init taking signals) and the
+   agent's cold boot (provider returned -> node Ready).
 2. Memory: the agent process of an instant clone and of a full clone,
    `/proc/<pid>/smaps_rollup`: private (Private_*) vs shared (Shared_*).
    An instant clone's agent is forked from the parent's zygote, so what it
@@ -178,8 +182,10 @@ class Stages:
 def instrument(provider: DockerProvider, stages: Stages) -> None:
     stages.wrap_async(provider, "full_clone", "provider_call")
     stages.wrap_async(provider, "instant_clone", "provider_call")
-    stages.wrap_sync(provider, "_snapshot_sync", "docker_commit")
+    stages.wrap_sync(provider, "_snapshot_sync", "snapshot_reuse_or_commit")
     stages.wrap_sync(provider, "_start_sync", "docker_create_start")
+    stages.wrap_sync(provider, "_create_shell_sync", "shell_create")
+    stages.wrap_sync(provider, "_adopt_sync", "shell_identity_rename")
     if provider.warm_start is not None:
         stages.wrap_async(provider, "warm_start", "zygote_fork_agent")
 
@@ -310,9 +316,44 @@ async def poll(cond: Callable[[], Awaitable[bool]], timeout: float, what: str) -
 # ------------------------------------------------------------------ phases
 
 
-async def clone_latency(b: Bench, n: int, stages: Stages) -> dict[str, Any]:
+async def pool_full(provider: DockerProvider, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while provider.idle_shells(PARENT) < provider.pool_size:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the pool of {PARENT} did not refill in {timeout:.0f}s")
+        await asyncio.sleep(0.05)
+
+
+async def instant_series(
+    b: Bench, prefix: str, n: int, provider: DockerProvider
+) -> tuple[list[float], list[float]]:
+    ready: list[float] = []
+    running: list[float] = []
+    for i in range(n):
+        name = f"{prefix}-{i}"
+        await pool_full(provider)
+        await asyncio.sleep(0.3)  # let the last shell's init settle: no overlap with the clone
+        t0 = time.time()
+        await b.client.vms.Clone(vm_pb2.CloneRequest(parent=PARENT, count=1, names=[name]))
+        await b.ready(name)
+        ready.append(b.seen.node_ready[name] - t0)
+        running.append(b.seen.vm_running.get(name, b.seen.node_ready[name]) - t0)
+    return ready, running
+
+
+async def clone_latency(b: Bench, n: int, stages: Stages, provider: DockerProvider) -> dict[str, Any]:
     full: list[float] = []
     full_boot: list[float] = []
+    agent_boot: list[float] = []
+    returned: dict[str, float] = {}
+    inner = provider.full_clone
+
+    async def timed_full_clone(spec: Any) -> Any:
+        info = await inner(spec)
+        returned[spec.name] = time.time()
+        return info
+
+    provider.full_clone = timed_full_clone  # type: ignore[method-assign]
     stages.reset()
     for i in range(n):
         name = f"full-{i}"
@@ -321,17 +362,22 @@ async def clone_latency(b: Bench, n: int, stages: Stages) -> dict[str, Any]:
         await b.ready(name)
         full.append(b.seen.node_ready[name] - t0)
         full_boot.append(b.seen.vm_running.get(name, b.seen.node_ready[name]) - t0)
+        agent_boot.append(b.seen.node_ready[name] - returned[name])
+    provider.full_clone = inner  # type: ignore[method-assign]
+    container_step = list(stages.times.get("docker_create_start", []))
     full_stages = stages.p50s("full")
     stages.reset()
-    inst: list[float] = []
-    inst_boot: list[float] = []
-    for i in range(n):
-        name = f"inst-{i}"
-        t0 = time.time()
-        await b.client.vms.Clone(vm_pb2.CloneRequest(parent=PARENT, count=1, names=[name]))
-        await b.ready(name)
-        inst.append(b.seen.node_ready[name] - t0)
-        inst_boot.append(b.seen.vm_running.get(name, b.seen.node_ready[name]) - t0)
+    inst, inst_boot = await instant_series(b, "inst", n, provider)
+    inst_stages = stages.p50s("instant")
+    # The same with the pool empty and off: each clone creates its shell inline.
+    stages.reset()
+    size = provider.pool_size
+    provider.pool_size = 0
+    await provider.drain_pool(PARENT)
+    nopool, nopool_boot = await instant_series(b, "nopool", n, provider)
+    nopool_stages = stages.p50s("instant_nopool")
+    provider.pool_size = size
+    await provider.prepare_parent(PARENT)
     await asyncio.sleep(2.0)  # let the agents settle into their steady state
     child = memory_of(container_name(b.env.config(), "inst-0"))
     cold = memory_of(container_name(b.env.config(), "full-0"))
@@ -339,9 +385,16 @@ async def clone_latency(b: Bench, n: int, stages: Stages) -> dict[str, Any]:
     return {
         "instant_ready_p50_s": p50(inst),
         "instant_ready_p95_s": pct(inst, 0.95),
+        "instant_ready_nopool_p50_s": p50(nopool),
         "full_ready_p50_s": p50(full),
         "full_ready_p95_s": pct(full, 0.95),
         "speedup": round(p50(full) / p50(inst), 2) if inst and p50(inst) > 0 else None,
+        "speedup_nopool": round(p50(full) / p50(nopool), 2) if nopool and p50(nopool) > 0 else None,
+        "container_step_full_p50_s": p50(container_step),
+        "agent_boot_full_p50_s": p50(agent_boot),
+        "container_step_share_of_full": round(p50(container_step) / p50(full), 2) if full else None,
+        "instant_nopool_vm_running_p50_s": p50(nopool_boot),
+        "instant_ready_nopool_s": [round(x, 3) for x in nopool],
         "instant_vm_running_p50_s": p50(inst_boot),
         "instant_running_to_ready_p50_s": p50([r - v for r, v in zip(inst, inst_boot, strict=True)]),
         "full_vm_running_p50_s": p50(full_boot),
@@ -355,7 +408,8 @@ async def clone_latency(b: Bench, n: int, stages: Stages) -> dict[str, Any]:
         "full_child_shared_mb": cold.get("shared_mb"),
         "parent_agent_rss_mb": parent.get("rss_mb"),
         **full_stages,
-        **stages.p50s("instant"),
+        **inst_stages,
+        **nopool_stages,
     }
 
 
@@ -370,7 +424,10 @@ def bench_pod(name: str) -> pod_pb2.Pod:
     return p
 
 
-async def pending_to_running(b: Bench, pods: int, prefix: str, cfg: ClusterConfig) -> dict[str, Any]:
+async def pending_to_running(
+    b: Bench, pods: int, prefix: str, cfg: ClusterConfig, provider: DockerProvider
+) -> dict[str, Any]:
+    await pool_full(provider)
     await b.start_autoscaler(cfg)
     created: dict[str, float] = {}
     names = [f"{prefix}-{i}" for i in range(pods)]
@@ -434,6 +491,7 @@ def machine() -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     build_images()
+    load_at_start = os.getloadavg()
     env = DockerTestEnv.create()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="cowpod-bench-"))
     etcd = EtcdMember(data_dir=tmp / "etcd", log_path=tmp / "etcd.log")
@@ -467,7 +525,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             manager = VMManager(client, "docker", env.data_dir, provider=provider,
                                 cluster_id=env.cluster_id, resync_seconds=1.0)
             sched = SchedulerApp(client, SchedulerConfig(), clock=RealClock(), identity="bench-scheduler")
-            informers = [
+            informers: list[Informer[Any]] = [
                 Informer(client.nodes.Watch, handler=seen.on_node, name="bench-nodes"),
                 Informer(client.vms.Watch, handler=seen.on_vm, name="bench-vms"),
                 Informer(client.pods.Watch, handler=seen.on_pod, name="bench-pods"),
@@ -484,14 +542,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 node.spec.taints.add(key="cowpod.io/parent", value="true", effect="NoSchedule")
                 await client.nodes.Update(node)
 
-                result.update(await clone_latency(b, args.n, stages))
+                result.update(await clone_latency(b, args.n, stages, provider))
                 await b.destroy_all_clones()
 
-                cfg = ClusterConfig(vm_classes=(SMALL,), scan_interval_s=1.0, max_vms=args.pods + 2)
-                one_inst = await pending_to_running(b, 1, "one-ins", cfg)
-                one_full = await pending_to_running(b, 1, "one-ful", cfg.replace(instant_clones=False))
-                inst = await pending_to_running(b, args.pods, "ins", cfg)
-                full = await pending_to_running(b, args.pods, "ful", cfg.replace(instant_clones=False))
+                ccfg = ClusterConfig(vm_classes=(SMALL,), scan_interval_s=1.0, max_vms=args.pods + 2)
+                cold = ccfg.replace(instant_clones=False)
+                one_inst = await pending_to_running(b, 1, "one-ins", ccfg, provider)
+                one_full = await pending_to_running(b, 1, "one-ful", cold, provider)
+                inst = await pending_to_running(b, args.pods, "ins", ccfg, provider)
+                full = await pending_to_running(b, args.pods, "ful", cold, provider)
                 result.update({
                     "pending_to_running_p50_s": inst["p50_s"],
                     "pending_to_running_first_s": inst["first_s"],
@@ -527,6 +586,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "vm_class": {"cpu_millis": SMALL.cpu_millis, "memory_mb": SMALL.memory_bytes >> 20},
         "warm_agents": not args.cold_agents,
         "load_avg_1m": round(os.getloadavg()[0], 2),
+        # 1, 5 and 15 minute load averages when the run started (2 cores: above ~1 the
+        # bench competes with something else).
+        "load_avg": [round(x, 2) for x in load_at_start],
+        "pool_size": provider.cfg.pool_size,
         "machine": machine(),
     })
     return result

@@ -556,7 +556,7 @@ class DockerProvider:
 
     def _adopt_sync(
         self, shell_id: str, spec: VMSpecInfo, machine_id: str, argv: Sequence[str], env: Mapping[str, str],
-    ) -> None:
+    ) -> Container:
         """Make a shell the VM `spec`: size, identity, then the name (the commit point)."""
         c = self.docker.containers.get(shell_id)
         st = c.attrs.get("State", {})
@@ -583,6 +583,8 @@ class DockerProvider:
             if err.status_code == 409:
                 raise AlreadyExists(f"vm {spec.name!r} already exists") from None
             raise
+        c.reload()
+        return c
 
     def _idle_shells_sync(self, parent: str, snapshot: str) -> builtins.list[str]:
         """Idle shells of `parent` from `snapshot` that Docker has (after a restart)."""
@@ -653,6 +655,15 @@ class DockerProvider:
         self._shell_size.setdefault(parent, (info.cpu_millis or 1000, info.memory_bytes or 1 << 30))
         self._kick_refill(parent, snapshot)
 
+    def idle_shells(self, parent: str) -> int:
+        """Shells ready in `parent`'s pool (as this provider knows; for the bench and tests)."""
+        return len(self._pools.get(parent, ()))
+
+    async def drain_pool(self, parent: str) -> None:
+        """Stop refilling `parent`'s pool and remove its idle shells (`prepare_parent` refills)."""
+        await self._stop_pool(parent)
+        await self._run(self._remove_shells_sync, parent)
+
     async def requiesce(self, parent: str) -> str:
         """Take a new quiesce point of `parent` (after it changed on purpose):
         later children fork from now; idle shells of the old point are removed
@@ -704,24 +715,20 @@ class DockerProvider:
         if child.name == parent:
             raise Invalid("metadata.name", "a child cannot have its parent's name")
         await self._ensure_network()
-        try:
-            await self.get(child.name)
-        except NotFound:
-            pass
-        else:
-            raise AlreadyExists(f"vm {child.name!r} already exists")
+        # No "does the child exist?" lookup here: the rename that names the shell
+        # fails with AlreadyExists when the name is taken (the shell is then removed).
         snapshot = await self._snapshot(parent)
         self._stopping.discard(parent)
         self._shell_size[parent] = (child.cpu_millis, child.memory_bytes)
         machine_id = uuid.uuid4().hex
         argv = agent_argv(self.cfg, child)
-        env = self._env(child, machine_id, argv, "wait")
+        env = {**self._env(child, machine_id, argv, "wait"), "COWPOD_PARENT_VM": parent}
         pooled = False
         async with self._lock(child.name):
             for _ in range(3):
                 sid, pooled = await self._take_shell(parent, snapshot, child)
                 try:
-                    await self._run(self._adopt_sync, sid, child, machine_id, argv, env)
+                    made = await self._run(self._adopt_sync, sid, child, machine_id, argv, env)
                     break
                 except NotFound:
                     continue  # a pooled shell died or was removed meanwhile: next one
@@ -743,7 +750,9 @@ class DockerProvider:
             await self._run(self._signal_sync, child.name, "SIGUSR1")
         log.info("instant clone %s from %s (%s, %s shell)", child.name, parent, snapshot,
                  "pooled" if pooled else "new")
-        return await self.get(child.name)
+        # A new child has no children and no own image: its inspect after the
+        # rename is all there is to say (saves the three lookups of get()).
+        return self._info(made, [], False)
 
     def _remove_shell_sync(self, shell_id: str) -> None:
         _ignore_gone(functools.partial(self._remove_container_sync, shell_id))

@@ -73,8 +73,11 @@ class ZygoteWarmStarter:
         self.last_clone: ForkResult | None = None
 
     async def __call__(self, child_container: str, agent_argv: Sequence[str], env: Mapping[str, str]) -> None:
-        labels = await asyncio.to_thread(self._resolver.labels, child_container)
-        parent = labels.get(PARENT_LABEL, "")
+        # The docker provider says who the parent is; otherwise ask Docker.
+        parent = env.get("COWPOD_PARENT_VM", "")
+        if not parent:
+            labels = await asyncio.to_thread(self._resolver.labels, child_container)
+            parent = labels.get(PARENT_LABEL, "")
         if not parent:
             raise FailedPrecondition(f"container {child_container!r} has no {PARENT_LABEL} label")
         zygote = await self.prepare(self._prefix + parent)
