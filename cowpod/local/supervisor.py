@@ -1,6 +1,6 @@
 """The local cluster behind `cowpod up`, `down` and `status`.
 
-    up:    etcd ──► controller ──► scheduler ──► VMs (VMService.Create) ──► nodes Ready
+    up:    etcd (1 member, or --etcd-members 3) ──► controller ──► scheduler ──► VMs ──► nodes Ready
     down:  destroy VMs (VMService.Destroy) ──► scheduler ──► controller ──► etcd ──► Docker sweep
 
 Components are child processes, each in its own session (so a Ctrl-C in the
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
+import json
 import os
 import pathlib
 import shutil
@@ -47,6 +49,9 @@ from cowpod.pki import ClusterPKI, write_join_bundle
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
 PROVIDERS = ("docker", "sim", "none")
+# Member counts `--etcd-members` accepts: a majority of an odd count survives one (or two) losses.
+ETCD_MEMBER_COUNTS = (1, 3, 5)
+ETCD_MEMBERS_FILE = "etcd-members.json"
 # The user config (cowpod.auth.config) lives in ~/.cowpod too; purging a cluster keeps it.
 KEEP_ON_PURGE = frozenset({"config"})
 # sun_path is 108 bytes including the terminating NUL.
@@ -86,6 +91,14 @@ class Layout:
     def log(self, component: str) -> pathlib.Path:
         return self.logs_dir / f"{component}.log"
 
+    def etcd_member_dir(self, name: str) -> pathlib.Path:
+        """The single member keeps `<data>/etcd`; members of a cluster `<data>/etcd-<i>`."""
+        return self.etcd_dir if name == "etcd" else self.data_dir / name
+
+    @property
+    def etcd_members_file(self) -> pathlib.Path:
+        return self.data_dir / ETCD_MEMBERS_FILE
+
 
 @dataclass(frozen=True)
 class UpOptions:
@@ -103,6 +116,8 @@ class UpOptions:
     secure: bool = True
     # A cluster config file (cowpod.clusterconfig): the controller autoscales with it.
     cluster_config: str = ""
+    # etcd members started locally: 1 (the default) or a 3/5-member cluster on loopback ports.
+    etcd_members: int = 1
 
 
 # --- pure parts ---------------------------------------------------------------------------------
@@ -160,6 +175,49 @@ def scheduler_command(exe: str, *, controller: str, metrics: str) -> list[str]:
     return [exe, "--controller", controller, "--metrics-listen", metrics]
 
 
+def etcd_member_names(n: int) -> list[str]:
+    """Component names: `etcd` for the single member (as before), `etcd-0..` for a cluster."""
+    return ["etcd"] if n == 1 else [f"etcd-{i}" for i in range(n)]
+
+
+def etcd_cluster(
+    layout: Layout, n: int, saved: Mapping[str, tuple[int, int]] | None = None
+) -> list[EtcdMember]:
+    """The members of an `n`-member local etcd cluster, each with its data dir, log and
+    ports. `saved` (name -> (client, peer) port) are the ports of an earlier run: a
+    member's data remembers its peers' URLs, so a restarted cluster must use them again."""
+    saved = saved or {}
+    members = []
+    for name in etcd_member_names(n):
+        m = EtcdMember(data_dir=layout.etcd_member_dir(name), name=name, log_path=layout.log(name))
+        if name in saved:
+            m.client_port, m.peer_port = saved[name]
+        members.append(m)
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    for m in members:
+        m.initial_cluster = initial
+    return members
+
+
+def read_etcd_ports(layout: Layout) -> dict[str, tuple[int, int]]:
+    """Ports recorded by an earlier `up --etcd-members N` whose members' data is still there."""
+    try:
+        raw = json.loads(layout.etcd_members_file.read_text())
+        ports = {str(k): (int(v["client"]), int(v["peer"])) for k, v in raw.items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {k: v for k, v in ports.items() if (layout.etcd_member_dir(k) / "member").exists()}
+
+
+def write_etcd_ports(layout: Layout, members: list[EtcdMember]) -> None:
+    data = {m.name: {"client": m.client_port, "peer": m.peer_port} for m in members}
+    layout.etcd_members_file.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def etcd_components(state: ClusterState) -> list[ComponentState]:
+    return [c for c in state.components if c.name == "etcd" or c.name.startswith("etcd-")]
+
+
 def new_cluster_id() -> str:
     return "cp-" + uuid.uuid4().hex[:10]
 
@@ -187,6 +245,9 @@ def check_prerequisites(opts: UpOptions, layout: Layout) -> dict[str, str]:
         raise SupervisorError(f'--provider must be one of {", ".join(PROVIDERS)} (got "{opts.provider}")')
     if opts.vms < 0:
         raise SupervisorError("--vms must be 0 or more")
+    if opts.etcd_members not in ETCD_MEMBER_COUNTS:
+        counts = ", ".join(map(str, ETCD_MEMBER_COUNTS))
+        raise SupervisorError(f"--etcd-members must be one of {counts} (got {opts.etcd_members})")
     if opts.vms and opts.provider == "none":
         raise SupervisorError("--vms needs a VM provider: use --provider docker or --provider sim")
     if opts.vms and (opts.vm_cpu_millis <= 0 or opts.vm_memory_bytes <= 0):
@@ -261,6 +322,7 @@ class StatusReport:
     cluster_id: str = ""
     provider: str = ""
     components: list[ComponentHealth] = field(default_factory=list)
+    etcd: str = ""  # the endpoints the controller was given
 
     @property
     def running(self) -> bool:
@@ -277,6 +339,7 @@ class StatusReport:
             "controller": self.controller,
             "clusterId": self.cluster_id,
             "provider": self.provider,
+            "etcd": self.etcd,
             "running": self.running,
             "healthy": self.healthy,
         }
@@ -350,7 +413,9 @@ class Supervisor:
         if state is None:
             return None
         comps = await asyncio.gather(*(probe(c, state) for c in state.components))
-        return StatusReport(state.data_dir, state.controller, state.cluster_id, state.provider, list(comps))
+        return StatusReport(
+            state.data_dir, state.controller, state.cluster_id, state.provider, list(comps), state.etcd
+        )
 
     # -- up --
 
@@ -392,7 +457,10 @@ class Supervisor:
             pki_dir=self.layout.pki.directory,
         )
         try:
-            state = await self._start_etcd(state, exes["etcd"], previous)
+            if opts.etcd_members == 1:
+                state = await self._start_etcd(state, exes["etcd"], previous)
+            else:
+                state = await self._start_etcd_cluster(state, exes["etcd"], opts.etcd_members)
             state = await self._start_controller(state, exes["controller"], opts)
             state = await self._start_scheduler(state, exes["scheduler"])
             if opts.vms:
@@ -473,6 +541,42 @@ class Supervisor:
             raise SupervisorError(
                 f"etcd did not report healthy on {member.endpoint} (see {self.layout.log('etcd')})"
             )
+        return state
+
+    async def _start_etcd_cluster(self, state: ClusterState, exe: str, n: int) -> ClusterState:
+        """Start `n` members on loopback ports; the controller gets every endpoint."""
+        self.progress(f"starting etcd ({n} members)")
+        saved = read_etcd_ports(self.layout)
+        members = etcd_cluster(self.layout, n, saved)
+        for m in members:
+            for port in (m.client_port, m.peer_port):
+                if m.name in saved and port_in_use(f"127.0.0.1:{port}"):
+                    raise SupervisorError(
+                        f"port {port} of etcd member {m.name} is in use; its data in "
+                        f"{self.layout.etcd_member_dir(m.name)} names that port (free it, or "
+                        "`cowpod down --purge` to start from empty)"
+                    )
+        write_etcd_ports(self.layout, members)
+        for m in members:
+            m.start(detach=True)
+            command = m.command()
+            command[0] = exe
+            pid = m.proc.pid if m.proc else 0
+            comp = ComponentState(m.name, pid, m.endpoint, str(m.log_path), command, "etcd")
+            state = self._record(state, _Child(comp, m.proc))
+        state = replace(state, etcd=",".join(m.endpoint for m in members))
+        write_state(self.layout.data_dir, state)
+        for m in members:
+            try:
+                await asyncio.to_thread(m.wait_ready, 30.0)
+            except (RuntimeError, TimeoutError):
+                raise self._died(m.name, m.proc) from None
+        for m in members:  # healthy = the member has a leader, i.e. a quorum formed
+            if not await self._until(functools.partial(health.etcd_ok, m.endpoint), m.proc, 30.0):
+                raise SupervisorError(
+                    f"etcd member {m.name} did not report healthy on {m.endpoint} "
+                    f"(see {self.layout.log(m.name)})"
+                )
         return state
 
     async def _until(
@@ -576,10 +680,18 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         code = 0
+        lost: set[str] = set()
         try:
             while not stop.is_set():
                 for child in self._children:
                     if child.proc is not None and child.proc.poll() is not None:
+                        if child.state.name.startswith("etcd-") and child.state.name not in lost:
+                            # One member of several: the others keep a quorum; keep serving.
+                            lost.add(child.state.name)
+                            self.say(f"warning: {self._died(child.state.name, child.proc)}")
+                            continue
+                        if child.state.name in lost:
+                            continue
                         self.say(f"error: {self._died(child.state.name, child.proc)}; stopping the cluster")
                         code = 1
                         stop.set()
@@ -637,11 +749,11 @@ class Supervisor:
                 if await process.terminate(sched.pid, sched.command, self.clock, grace=15.0):
                     stopped.append(sched.pid)
             await self._destroy_vms(state, quiet=quiet)
-        for name in ("scheduler", "controller", "etcd"):
-            comp = state.component(name)
+        ordered = [state.component("scheduler"), state.component("controller"), *etcd_components(state)]
+        for comp in ordered:
             if comp is None or comp.pid in stopped:
                 continue
-            self.progress(f"stopping {name}")
+            self.progress(f"stopping {comp.name}")
             if await process.terminate(comp.pid, comp.command, self.clock, grace=15.0):
                 stopped.append(comp.pid)
         for child in self._children:

@@ -33,6 +33,7 @@ UP_EXAMPLES = """
   cowpod up --detach --vms 2            # in the background, with two 1-CPU 1Gi VMs (Docker)
   cowpod up -d --vms 1 --vm-cpus 2 --vm-memory 4Gi
   cowpod up -d --provider sim --vms 50  # hollow VMs: no Docker needed
+  cowpod up -d --etcd-members 3         # a 3-member etcd cluster (survives losing one member)
   cowpod up -d --cluster-config deploy/cluster.yaml   # autoscale: clone VMs for pending pods
   cowpod up -d --data-dir /tmp/c2 --listen 127.0.0.1:7071   # a second cluster
 """
@@ -54,8 +55,9 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         "up",
         parents,
         help="start a local cluster (etcd, controller, scheduler, VMs)",
-        description="Start a local cluster: a single etcd member, the controller and the scheduler as child "
-        "processes with data and logs under the data dir, then --vms N VMs whose nodes it waits for.",
+        description="Start a local cluster: etcd (one member, or --etcd-members N), the controller and the "
+        "scheduler as child processes with data and logs under the data dir, then --vms N VMs whose nodes "
+        "it waits for.",
         examples=UP_EXAMPLES,
     )
     up.add_argument("-d", "--detach", action="store_true", help="start in the background and return")
@@ -68,6 +70,13 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         "--listen", default=DEFAULT_LISTEN, metavar="ADDR", help=f"controller address ({DEFAULT_LISTEN})"
     )
     up.add_argument("--provider", choices=PROVIDERS, default="docker", help="VM provider (docker)")
+    up.add_argument(
+        "--etcd-members",
+        type=int,
+        default=1,
+        metavar="N",
+        help="etcd members to start on loopback: 1 (default), 3 or 5; the controller gets every endpoint",
+    )
     up.add_argument(
         "--timeout",
         type=parse_duration,
@@ -164,6 +173,7 @@ def up_options(args: argparse.Namespace) -> UpOptions:
         timeout=args.timeout,
         retain=args.retain,
         secure=not args.insecure,
+        etcd_members=args.etcd_members,
     )
 
 
@@ -275,6 +285,8 @@ async def run_status(ctx: Ctx, args: argparse.Namespace) -> int:
         ctx.out.write(json.dumps(data, indent=2) + "\n")
         return 0 if report.healthy else 1
     ctx.print(f"cluster {report.cluster_id} (provider {report.provider}), data in {report.data_dir}")
+    if report.etcd:
+        ctx.print(f"etcd: {report.etcd}")
     rows = [
         [
             c.name,

@@ -29,9 +29,14 @@ from cowpod.local.supervisor import (
     UpOptions,
     check_prerequisites,
     controller_command,
+    etcd_cluster,
+    etcd_components,
+    etcd_member_names,
     last_log_line,
+    read_etcd_ports,
     scheduler_command,
     scheduler_env,
+    write_etcd_ports,
 )
 from cowpod.pki import ClusterPKI
 
@@ -318,3 +323,54 @@ def test_pods_nested_in_a_vm_are_found_by_cgroup_or_network() -> None:
     assert nested_in("container:sandbox9", "/docker/abc123", vms)
     assert not nested_in("container:other", "/docker/zzz", vms)
     assert not nested_in("bridge", "", vms)
+
+
+def test_etcd_cluster_members_name_each_other_and_keep_their_ports(tmp_path: pathlib.Path) -> None:
+    lay = Layout(tmp_path)
+    members = etcd_cluster(lay, 3)
+    assert [m.name for m in members] == ["etcd-0", "etcd-1", "etcd-2"]
+    assert [m.data_dir for m in members] == [tmp_path / "etcd-0", tmp_path / "etcd-1", tmp_path / "etcd-2"]
+    assert [m.log_path for m in members] == [lay.log("etcd-0"), lay.log("etcd-1"), lay.log("etcd-2")]
+    initial = ",".join(f"etcd-{i}=http://127.0.0.1:{m.peer_port}" for i, m in enumerate(members))
+    for m in members:
+        cmd = m.command()
+        assert cmd[cmd.index("--initial-cluster") + 1] == initial
+        assert cmd[cmd.index("--name") + 1] == m.name
+        assert cmd[cmd.index("--listen-client-urls") + 1] == f"http://127.0.0.1:{m.client_port}"
+    assert len({p for m in members for p in (m.client_port, m.peer_port)}) == 6
+    # The ports are recorded, and reused only while the member's data exists.
+    write_etcd_ports(lay, members)
+    assert read_etcd_ports(lay) == {}
+    for m in members:
+        (m.data_dir / "member").mkdir(parents=True)
+    saved = read_etcd_ports(lay)
+    again = etcd_cluster(lay, 3, saved)
+    assert [(m.client_port, m.peer_port) for m in again] == [(m.client_port, m.peer_port) for m in members]
+    # One member stays the single `etcd` it always was.
+    assert etcd_member_names(1) == ["etcd"] and lay.etcd_member_dir("etcd") == lay.etcd_dir
+
+
+def test_etcd_member_count_must_be_odd(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(SupervisorError, match="--etcd-members must be one of 1, 3, 5"):
+        check_prerequisites(UpOptions(provider="none", etcd_members=2), Layout(tmp_path))
+
+
+async def test_status_and_down_know_every_etcd_member(tmp_path: pathlib.Path) -> None:
+    members = [
+        ComponentState(f"etcd-{i}", 2**22 + 100 + i, f"127.0.0.1:{2379 + i}", f"e{i}.log", ["etcd"], "etcd")
+        for i in range(3)
+    ]
+    ctl = ComponentState("controller", 2**22 + 99, "127.0.0.1:7171", "c.log", ["cowpod-controller"], "grpc")
+    endpoints = ",".join(m.address for m in members)
+    write_state(tmp_path, state(tmp_path, etcd=endpoints, components=[*members, ctl]))
+    s = read_state(tmp_path)
+    assert s is not None and s.etcd == endpoints
+    assert [c.name for c in etcd_components(s)] == ["etcd-0", "etcd-1", "etcd-2"]
+    sup, _ = _supervisor(tmp_path)
+    report = await sup.status()
+    assert report is not None
+    data = report.to_json()
+    assert data["etcd"] == endpoints
+    assert [c["name"] for c in data["components"]] == ["etcd-0", "etcd-1", "etcd-2", "controller"]
+    assert await sup.down() is True  # nothing alive: the state is cleared
+    assert read_state(tmp_path) is None
