@@ -211,7 +211,8 @@ def plan(nodes: Sequence[node_pb2.Node], pods: Sequence[pod_pb2.Pod], now: float
         names = ", ".join(f"{t.key}:{t.effect}" for t in taints)
         if reason == NODE_LOST:
             since = now - min(get_time(t.time_added) for t in taints if t.key in DEFAULTED_TAINTS)
-            message = f"node {node_name} is unreachable (tainted {since:.0f}s ago: {names})"
+            state = "unreachable" if any(t.key == UNREACHABLE_TAINT for t in taints) else "not ready"
+            message = f"node {node_name} is {state} (tainted {since:.0f}s ago: {names})"
         else:
             message = f"node {node_name} has taint(s) {names} that the pod does not tolerate (any longer)"
         actions.append(Evict(meta.namespace, meta.name, meta.uid, node_name, meta.resource_version,

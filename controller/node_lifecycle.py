@@ -7,7 +7,13 @@ A node whose lease (`cowpod-node-lease/<node>`) was last renewed more than
 Ready=Unknown and the taint `node.kubernetes.io/unreachable:NoExecute`; the
 scheduler stops placing pods there. When the lease is renewed again the taint is
 removed and Ready=Unknown becomes Ready=True (a Ready=False the agent reported
-itself is left alone).
+itself is kept).
+
+A node whose agent heartbeats but reports Ready=False gets the taint
+`node.kubernetes.io/not-ready:NoExecute`, as Kubernetes does; it is removed
+when the agent reports Ready=True again. The two taints never coexist: a
+not-ready node that then falls silent has its not-ready taint swapped for
+unreachable. The eviction reconciler evicts on either per the pods' tolerations.
 
 Renew times are written by this controller's clock, so agents' clocks never
 matter. After a controller start we wait one grace period before judging, so
@@ -38,6 +44,7 @@ from cowpod.v1 import lease_pb2, node_pb2
 log = logging.getLogger(__name__)
 
 UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 NO_EXECUTE = "NoExecute"
 DEFAULT_GRACE_SECONDS = 40.0
 DEFAULT_PERIOD_SECONDS = 5.0
@@ -54,7 +61,21 @@ class MarkReachable:
     node: str
 
 
-Action = MarkUnreachable | MarkReachable
+@dataclass(frozen=True)
+class MarkNotReady:
+    """The agent heartbeats but reports Ready=False: taint not-ready:NoExecute."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class MarkReady:
+    """The agent reports Ready=True again: remove the not-ready taint."""
+
+    node: str
+
+
+Action = MarkUnreachable | MarkReachable | MarkNotReady | MarkReady
 
 
 def ready_status(node: node_pb2.Node) -> str:
@@ -64,8 +85,23 @@ def ready_status(node: node_pb2.Node) -> str:
     return ""
 
 
+def has_taint(node: node_pb2.Node, key: str) -> bool:
+    return any(t.key == key and t.effect == NO_EXECUTE for t in node.spec.taints)
+
+
 def has_unreachable_taint(node: node_pb2.Node) -> bool:
-    return any(t.key == UNREACHABLE_TAINT and t.effect == NO_EXECUTE for t in node.spec.taints)
+    return has_taint(node, UNREACHABLE_TAINT)
+
+
+def _add_taint(node: node_pb2.Node, key: str, now: float) -> None:
+    t = node.spec.taints.add(key=key, effect=NO_EXECUTE)
+    set_time(t.time_added, now)
+
+
+def _remove_taint(node: node_pb2.Node, key: str) -> None:
+    kept = [t for t in node.spec.taints if not (t.key == key and t.effect == NO_EXECUTE)]
+    del node.spec.taints[:]
+    node.spec.taints.extend(kept)
 
 
 def last_renewal(node: node_pb2.Node, lease: lease_pb2.Lease | None) -> float:
@@ -77,18 +113,25 @@ def last_renewal(node: node_pb2.Node, lease: lease_pb2.Lease | None) -> float:
 
 def plan(nodes: Sequence[node_pb2.Node], leases: Mapping[str, lease_pb2.Lease], now: float,
          grace: float = DEFAULT_GRACE_SECONDS) -> list[Action]:
-    """Pure: which nodes must be marked unreachable, and which are back."""
+    """Pure: which nodes must be marked unreachable, which are back, and which heartbeat
+    but say they are not ready (or ready again). One action per node per pass: a node
+    back from silence is first made reachable, and judged on its Ready next pass."""
     actions: list[Action] = []
     for node in nodes:
         name = node.metadata.name
         silent = now - last_renewal(node, leases.get(name))
         tainted = has_unreachable_taint(node)
+        not_ready_tainted = has_taint(node, NOT_READY_TAINT)
         ready = ready_status(node)
         if silent > grace:
-            if not tainted or ready != "Unknown":
+            if not tainted or ready != "Unknown" or not_ready_tainted:
                 actions.append(MarkUnreachable(name, silent))
         elif tainted or ready == "Unknown":
             actions.append(MarkReachable(name))
+        elif ready == "False" and not not_ready_tainted:
+            actions.append(MarkNotReady(name))
+        elif ready == "True" and not_ready_tainted:
+            actions.append(MarkReady(name))
     return actions
 
 
@@ -98,19 +141,35 @@ def apply_unreachable(node: node_pb2.Node, silent_for: float, now: float) -> nod
         set_condition(node.status.conditions, "Ready", "Unknown", "NodeStatusUnknown",
                       f"the node's agent stopped renewing its lease ({silent_for:.0f}s ago)", now)
         changed = True
+    if has_taint(node, NOT_READY_TAINT):  # swapped, as Kubernetes does: Unknown is not False
+        _remove_taint(node, NOT_READY_TAINT)
+        changed = True
     if not has_unreachable_taint(node):
-        t = node.spec.taints.add(key=UNREACHABLE_TAINT, effect=NO_EXECUTE)
-        set_time(t.time_added, now)
+        _add_taint(node, UNREACHABLE_TAINT, now)
         changed = True
     return node if changed else None
+
+
+def apply_not_ready(node: node_pb2.Node, now: float) -> node_pb2.Node | None:
+    """Taint not-ready if the stored node still says Ready=False (re-checked on every CAS retry)."""
+    if ready_status(node) != "False" or has_taint(node, NOT_READY_TAINT):
+        return None
+    _add_taint(node, NOT_READY_TAINT, now)
+    return node
+
+
+def apply_ready(node: node_pb2.Node) -> node_pb2.Node | None:
+    """Remove the not-ready taint if the stored node says Ready=True."""
+    if ready_status(node) != "True" or not has_taint(node, NOT_READY_TAINT):
+        return None
+    _remove_taint(node, NOT_READY_TAINT)
+    return node
 
 
 def apply_reachable(node: node_pb2.Node, now: float) -> node_pb2.Node | None:
     changed = False
     if has_unreachable_taint(node):
-        kept = [t for t in node.spec.taints if not (t.key == UNREACHABLE_TAINT and t.effect == NO_EXECUTE)]
-        del node.spec.taints[:]
-        node.spec.taints.extend(kept)
+        _remove_taint(node, UNREACHABLE_TAINT)
         changed = True
     if ready_status(node) == "Unknown":
         set_condition(node.status.conditions, "Ready", "True", "AgentReady",
@@ -173,11 +232,20 @@ class NodeLifecycle:
                 log.warning("node %s unreachable: no heartbeat for %.0fs; Ready=Unknown, tainted %s:%s",
                             action.node, action.silent_for, UNREACHABLE_TAINT, NO_EXECUTE)
                 name = "unreachable"
-            else:
+            elif isinstance(action, MarkReachable):
                 await guaranteed_update(self.store, key, node_pb2.Node, lambda n: apply_reachable(n, now))
                 log.info("node %s reachable again: heartbeat resumed; taint %s removed",
                          action.node, UNREACHABLE_TAINT)
                 name = "reachable"
+            elif isinstance(action, MarkNotReady):
+                await guaranteed_update(self.store, key, node_pb2.Node, lambda n: apply_not_ready(n, now))
+                log.warning("node %s not ready: its agent reports Ready=False; tainted %s:%s",
+                            action.node, NOT_READY_TAINT, NO_EXECUTE)
+                name = "not-ready"
+            else:
+                await guaranteed_update(self.store, key, node_pb2.Node, apply_ready)
+                log.info("node %s ready again: taint %s removed", action.node, NOT_READY_TAINT)
+                name = "ready"
         except NotFound:
             return
         if self.metrics is not None:

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import pytest
 
+from controller import eviction
 from controller.kinds import LEASES, NODE_LEASE_NAMESPACE, NODES
 from controller.memstore import MemoryStore
 from controller.node_lifecycle import (
     NO_EXECUTE,
+    NOT_READY_TAINT,
     UNREACHABLE_TAINT,
+    MarkNotReady,
     MarkReachable,
+    MarkReady,
     MarkUnreachable,
     NodeLifecycle,
+    apply_not_ready,
     apply_reachable,
+    apply_ready,
     apply_unreachable,
+    has_taint,
     plan,
     ready_status,
 )
 from controller.resource import set_time
 from cowpod.clock import FakeClock
-from cowpod.v1 import lease_pb2, node_pb2
+from cowpod.v1 import lease_pb2, node_pb2, pod_pb2
 
 T0 = 1_700_000_000.0
 
@@ -67,8 +74,46 @@ def test_renewed_lease_marks_reachable() -> None:
     assert plan([n], {"n1": lease("n1", T0 + 95)}, T0 + 100, grace=40) == [MarkReachable("n1")]
 
 
-def test_agent_reported_not_ready_is_left_alone() -> None:
-    assert plan([node("n1", ready="False")], {"n1": lease("n1", T0 + 95)}, T0 + 100, grace=40) == []
+def test_agent_reported_not_ready_is_tainted_not_ready_and_untainted_when_ready() -> None:
+    fresh = {"n1": lease("n1", T0 + 95)}
+    assert plan([node("n1", ready="False")], fresh, T0 + 100, grace=40) == [MarkNotReady("n1")]
+    tainted = apply_not_ready(node("n1", ready="False"), T0 + 100)
+    assert tainted is not None
+    assert [(t.key, t.effect) for t in tainted.spec.taints] == [(NOT_READY_TAINT, NO_EXECUTE)]
+    assert tainted.spec.taints[0].HasField("time_added")
+    assert plan([tainted], fresh, T0 + 100, grace=40) == []  # idempotent
+    assert apply_not_ready(tainted, T0 + 105) is None
+    # The agent reports Ready=True again: the taint goes, other taints stay.
+    tainted.spec.taints.add(key="gpu", effect="NoSchedule")
+    tainted.status.conditions[0].status = "True"
+    assert plan([tainted], fresh, T0 + 100, grace=40) == [MarkReady("n1")]
+    back = apply_ready(tainted)
+    assert back is not None and [t.key for t in back.spec.taints] == ["gpu"]
+    assert plan([back], fresh, T0 + 100, grace=40) == []
+    assert apply_ready(back) is None
+
+
+def test_not_ready_apply_rechecks_the_stored_node() -> None:
+    # Planned on a stale read: the stored node says Ready=True by now; nothing is tainted.
+    assert apply_not_ready(node("n1", ready="True"), T0) is None
+    assert apply_not_ready(node("n1", ready=""), T0) is None
+    n = node("n1", ready="False")
+    n.spec.taints.add(key=NOT_READY_TAINT, effect=NO_EXECUTE)
+    assert apply_ready(n) is None  # still not ready: keep the taint
+
+
+def test_no_ready_condition_yet_is_not_judged() -> None:
+    assert plan([node("n1", ready="")], {"n1": lease("n1", T0 + 95)}, T0 + 100, grace=40) == []
+
+
+def test_a_not_ready_node_that_falls_silent_swaps_not_ready_for_unreachable() -> None:
+    n = apply_not_ready(node("n1", ready="False"), T0)
+    assert n is not None
+    assert plan([n], {"n1": lease("n1", T0)}, T0 + 50, grace=40) == [MarkUnreachable("n1", 50.0)]
+    out = apply_unreachable(n, 50, T0 + 50)
+    assert out is not None and ready_status(out) == "Unknown"
+    assert [(t.key, t.effect) for t in out.spec.taints] == [(UNREACHABLE_TAINT, NO_EXECUTE)]
+    assert plan([out], {"n1": lease("n1", T0)}, T0 + 60, grace=40) == []
 
 
 def test_many_nodes_only_the_silent_ones() -> None:
@@ -116,3 +161,48 @@ async def test_reconciler_on_fake_clock(silence: float) -> None:
     else:
         assert acts == []
         assert ready_status(stored) == "True"
+
+
+def _pod_on(name: str, node_name: str, *, tolerate_for: int | None = None) -> pod_pb2.Pod:
+    p = pod_pb2.Pod()
+    p.metadata.name, p.metadata.namespace, p.metadata.uid = name, "default", f"uid-{name}"
+    p.spec.node_name = node_name
+    p.status.phase = "Running"
+    if tolerate_for is not None:
+        t = p.spec.tolerations.add(key=NOT_READY_TAINT, operator="Exists", effect=NO_EXECUTE)
+        t.toleration_seconds = tolerate_for
+    return p
+
+
+async def test_reconciler_taints_a_not_ready_node_and_eviction_follows_tolerations() -> None:
+    clock = FakeClock(start=T0)
+    store = MemoryStore()
+    await store.create(NODES.key("", "n1"), node("n1", ready="False"))
+    await store.create(NODES.key("", "n2"), node("n2"))
+    for name in ("n1", "n2"):
+        await store.create(LEASES.key(NODE_LEASE_NAMESPACE, name), lease(name, T0))
+    lc = NodeLifecycle(store, clock, grace=40, period=5)
+    await clock.advance(10)  # heartbeating: only the Ready=False node is judged
+    assert await lc.reconcile_once() == [MarkNotReady("n1")]
+    n1 = await store.get(NODES.key("", "n1"), node_pb2.Node)
+    assert has_taint(n1, NOT_READY_TAINT) and ready_status(n1) == "False"
+    assert not has_taint(await store.get(NODES.key("", "n2"), node_pb2.Node), NOT_READY_TAINT)
+    assert await lc.reconcile_once() == []
+
+    # Eviction (pure plan) reads the taint: a pod tolerating it for 60 s goes after 60 s,
+    # one saying nothing after the default; n2's pod stays.
+    pods = [_pod_on("short", "n1", tolerate_for=60), _pod_on("plain", "n1"), _pod_on("other", "n2")]
+    nodes = [n1, await store.get(NODES.key("", "n2"), node_pb2.Node)]
+    at = T0 + 10
+    assert eviction.plan(nodes, pods, at + 59, default_seconds=300) == []
+    first = eviction.plan(nodes, pods, at + 61, default_seconds=300)
+    assert [a.name for a in first] == ["short"]
+    assert isinstance(first[0], eviction.Evict) and "node n1 is not ready" in first[0].message
+    assert {a.name for a in eviction.plan(nodes, pods, at + 301, default_seconds=300)} == {"short", "plain"}
+
+    # The agent reports Ready=True again: untainted.
+    n1.status.conditions[0].status = "True"
+    await store.update(NODES.key("", "n1"), n1, expected_revision=n1.metadata.resource_version)
+    assert await lc.reconcile_once() == [MarkReady("n1")]
+    n1 = await store.get(NODES.key("", "n1"), node_pb2.Node)
+    assert not has_taint(n1, NOT_READY_TAINT) and ready_status(n1) == "True"
