@@ -345,24 +345,41 @@ async def measure(
     watch_ready = asyncio.Event()
 
     async def watch() -> None:
-        opts = meta_pb2.WatchOptions(list=meta_pb2.ListOptions(field_selector="spec.nodeName!="))
+        opts = meta_pb2.WatchOptions(
+            list=meta_pb2.ListOptions(field_selector="spec.nodeName!="), allow_batches=True
+        )
         call = client.pods.Watch(opts)
         watch_ready.set()
-        async for ev in call:
-            if ev.type in (meta_pb2.ADDED, meta_pb2.MODIFIED) and ev.object.spec.node_name:
-                name = ev.object.metadata.name
-                if name not in bound_at:
-                    bound_at[name] = time.perf_counter()
-                    if len(bound_at) >= args.pods:
-                        all_bound.set()
+        async for msg in call:
+            now = time.perf_counter()
+            for ev in msg.batch if len(msg.batch) else (msg,):
+                if ev.type in (meta_pb2.ADDED, meta_pb2.MODIFIED) and ev.object.spec.node_name:
+                    name = ev.object.metadata.name
+                    if name not in bound_at:
+                        bound_at[name] = now
+                        if len(bound_at) >= args.pods:
+                            all_bound.set()
 
     pods = [make_pod(i, args.workload, rng) for i in range(args.pods)]
-    sem = asyncio.Semaphore(args.concurrency)
+    # --concurrency pods in flight, in CreateBatch calls of --create-batch pods (1 = unary Create).
+    per_call = max(1, args.create_batch)
+    chunks = [pods[i: i + per_call] for i in range(0, len(pods), per_call)]
+    sem = asyncio.Semaphore(max(1, args.concurrency // per_call))
 
-    async def create(p: pod_pb2.Pod) -> None:
+    async def create(chunk: list[pod_pb2.Pod]) -> None:
         async with sem:
-            created_at[p.metadata.name] = time.perf_counter()
-            await client.call(client.pods.Create, p, timeout=60)
+            t = time.perf_counter()
+            for p in chunk:
+                created_at[p.metadata.name] = t
+            if per_call == 1:
+                await client.call(client.pods.Create, chunk[0], timeout=60)
+                return
+            req = pod_pb2.CreatePodsRequest(pods=chunk)
+            resp = await client.call(client.pods.CreateBatch, req, timeout=60)
+            failed = [r for r in resp.results if not r.ok]
+            if failed:
+                first = failed[0]
+                raise RuntimeError(f"{len(failed)} creates failed, e.g. {first.pod.name}: {first.message}")
 
     def cpu(pid: int) -> dict[str, float]:
         return {
@@ -378,7 +395,7 @@ async def measure(
         await asyncio.sleep(0.2)
         if args.precreate:
             t0 = time.perf_counter()
-            await asyncio.gather(*(create(p) for p in pods))
+            await asyncio.gather(*(create(c) for c in chunks))
             t_created = time.perf_counter()
             creates_per_s = args.pods / (t_created - t0)
             print(f"{args.pods} pods created in {t_created - t0:.1f}s ({creates_per_s:,.0f}/s)", flush=True)
@@ -390,7 +407,7 @@ async def measure(
             sched = await start_scheduler(True)
             cpu0 = cpu(sched.pid)
             t_start = time.perf_counter()
-            await asyncio.gather(*(create(p) for p in pods))
+            await asyncio.gather(*(create(c) for c in chunks))
             t_created = time.perf_counter()
             creates_per_s = args.pods / (t_created - t_start)
             print(
@@ -455,6 +472,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="mixed: node selectors, tainted GPU nodes with tolerating pods, zone spread, priorities",
     )
     p.add_argument("--concurrency", type=int, default=64, help="pod creates in flight (and baseline puts)")
+    p.add_argument(
+        "--create-batch",
+        type=int,
+        default=16,
+        help="pods per PodService.CreateBatch call (1 = one unary Create per pod)",
+    )
     p.add_argument(
         "--precreate",
         action="store_true",

@@ -13,6 +13,7 @@ back to life.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
@@ -27,7 +28,7 @@ from controller.resource import Resource, get_time, not_found, set_time
 from controller.store import Compare, Put, Store, encode
 from controller.watch import WatchHub
 from cowpod.clock import Clock
-from cowpod.errors import AlreadyExists, Conflict, Invalid
+from cowpod.errors import AlreadyExists, Conflict, CowpodError, Invalid
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,18 @@ class Pods:
             out = await self.res.create(pod)
         log.debug("pod %s/%s created (uid %s)", pod.metadata.namespace, pod.metadata.name, pod.metadata.uid)
         return out
+
+    async def create_many(self, pods: Sequence[pod_pb2.Pod]) -> list[pod_pb2.Pod | CowpodError]:
+        """Create each pod as `create` does; each gets the created pod or its own error.
+        Issued together, their etcd writes share transactions (group commit)."""
+
+        async def one(pod: pod_pb2.Pod) -> pod_pb2.Pod | CowpodError:
+            try:
+                return await self.create(pod)
+            except CowpodError as err:
+                return err
+
+        return list(await asyncio.gather(*(one(p) for p in pods)))
 
     async def _create_bound(self, pod: pod_pb2.Pod) -> pod_pb2.Pod:
         """A pod created with `spec.nodeName` (placed by its author, not the scheduler; as in
@@ -270,6 +283,16 @@ def _apply_spec_update(new: pod_pb2.PodSpec, req: pod_pb2.PodSpec, cur: pod_pb2.
     new.CopyFrom(candidate)
 
 
+def create_result(req: pod_pb2.Pod, out: pod_pb2.Pod | CowpodError) -> pod_pb2.CreatePodResult:
+    meta = req.metadata  # defaulted in place by create (namespace, generated name)
+    key = meta_pb2.ObjectKey(namespace=meta.namespace, name=meta.name)
+    if isinstance(out, CowpodError):
+        code = out.code if out.code != grpc.StatusCode.UNKNOWN else grpc.StatusCode.INTERNAL
+        return pod_pb2.CreatePodResult(pod=key, ok=False, code=int(code.value[0]), message=str(out))
+    return pod_pb2.CreatePodResult(pod=key, ok=True, uid=out.metadata.uid,
+                                   resource_version=out.metadata.resource_version)
+
+
 def bind_result(b: pod_pb2.Binding, out: BindOutcome) -> pod_pb2.BindResult:
     if out.error is None and out.pod is not None:
         return pod_pb2.BindResult(pod=b.pod, ok=True, code=0,
@@ -279,4 +302,4 @@ def bind_result(b: pod_pb2.Binding, out: BindOutcome) -> pod_pb2.BindResult:
     return pod_pb2.BindResult(pod=b.pod, ok=False, code=int(code.value[0]), message=str(err))
 
 
-__all__ = ["BindOutcome", "Pods", "bind_result", "not_found", "qos_class", "set_condition"]
+__all__ = ["BindOutcome", "Pods", "bind_result", "create_result", "not_found", "qos_class", "set_condition"]

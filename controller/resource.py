@@ -19,7 +19,7 @@ from controller import validation
 from controller.kinds import DEFAULT_NAMESPACE, Kind
 from controller.selectors import parse_field_selector, parse_label_selector
 from controller.store import KeyValue, Store, decode, guaranteed_update
-from controller.watch import Filter, WatchHub, bookmark, dedicated_stream
+from controller.watch import MAX_BATCH_EVENTS, Filter, WatchHub, batched, bookmark, dedicated_stream
 from cowpod.clock import Clock
 from cowpod.errors import Conflict, Invalid, NotFound
 from cowpod.v1 import meta_pb2
@@ -172,20 +172,29 @@ class Resource(Generic[M]):
         # Subscribe before sending the initial list (no await in between): changes made
         # while a big list is still streaming out queue up instead of being missed.
         sub = self.hub.subscribe(flt, after, interval) if self.hub is not None else None
+        batches = opts.allow_batches
         try:
             if opts.send_initial:
+                chunk: builtins.list[bytes] = []
                 for kv in kvs:
                     obj = decode(self.kind.message, kv.value, kv.mod_revision)
                     if flt.everything or flt.matches(obj):
-                        yield wcls(type=meta_pb2.ADDED, object=obj,
-                                   resource_version=kv.mod_revision).SerializeToString()
+                        chunk.append(wcls(type=meta_pb2.ADDED, object=obj,
+                                          resource_version=kv.mod_revision).SerializeToString())
+                        if not batches or len(chunk) >= MAX_BATCH_EVENTS:
+                            for b in batched(chunk):
+                                yield b
+                            chunk = []
                 del kvs
-                yield bookmark(wcls, after)
+                chunk.append(bookmark(wcls, after))
+                for b in batched(chunk):
+                    yield b
             if sub is None:
-                async for b in dedicated_stream(self.store, self.kind, flt, after, self.clock, interval):
+                async for b in dedicated_stream(self.store, self.kind, flt, after, self.clock, interval,
+                                                batches):
                     yield b
                 return
-            async for b in sub.stream():
+            async for b in sub.stream(batches):
                 yield b
         finally:
             if sub is not None:

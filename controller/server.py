@@ -120,7 +120,7 @@ class Controller:
         self.lifecycle = NodeLifecycle(self.store, self.clock, grace=config.node_monitor_grace,
                                        period=config.node_monitor_period, metrics=self.metrics)
         self.servicers: list[tuple[Any, object]] = [
-            (SERVICES[0], PodServicer(self.pods, self.proxy, self.metrics)),
+            (SERVICES[0], PodServicer(self.pods, self.proxy, self.metrics, config.limits)),
             (SERVICES[1], NodeServicer(self.nodes, self.metrics)),
             (SERVICES[2], VMServicer(self.vms, self.metrics)),
             (SERVICES[3], EventServicer(self.events, self.metrics)),

@@ -210,12 +210,15 @@ class Subscription:
         if self.queue.empty():
             self.queue.put_nowait(_TICK)
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def stream(self, batches: bool = False) -> AsyncIterator[bytes]:
+        """The encoded events, one message each; with `batches`, everything already queued
+        goes out in one message (see `pack`)."""
         wcls = self.hub.kind.watch_event
         assert wcls is not None
         clock = self.hub.clock
+        queue = self.queue
         while True:
-            item = await self.queue.get()
+            item = await queue.get()
             if item is None:
                 assert self.error is not None
                 raise self.error
@@ -226,7 +229,66 @@ class Subscription:
                 continue
             type_, use_prev, ev = item
             self.last_sent = clock.monotonic()
-            yield ev.encoded(type_, use_prev)
+            first = ev.encoded(type_, use_prev)
+            if not batches or queue.empty():
+                yield first
+                continue
+            parts = [first]
+            size = len(first)
+            failed = False
+            while len(parts) < MAX_BATCH_EVENTS and size < MAX_BATCH_BYTES and not queue.empty():
+                nxt = queue.get_nowait()
+                if nxt is None:
+                    failed = True
+                    break
+                if nxt is _TICK:
+                    continue
+                b = nxt[2].encoded(nxt[0], nxt[1])
+                parts.append(b)
+                size += len(b)
+            yield pack(parts)
+            if failed:
+                assert self.error is not None
+                raise self.error
+
+
+# A batch message carries at most this many events / bytes (clients accept 4 MiB by default).
+MAX_BATCH_EVENTS = 512
+MAX_BATCH_BYTES = 1 << 20
+_BATCH_TAG = bytes([4 << 3 | 2])  # field 4 (`batch`), length-delimited
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def pack(events: list[bytes]) -> bytes:
+    """Encoded watch events as one watch event whose `batch` holds them, built from the
+    shared bytes without decoding anything; a single event goes as it is."""
+    if len(events) == 1:
+        return events[0]
+    return b"".join(_BATCH_TAG + _varint(len(e)) + e for e in events)
+
+
+def batched(messages: list[bytes]) -> list[bytes]:
+    """`messages` regrouped into batch messages within the size limits."""
+    out: list[bytes] = []
+    cur: list[bytes] = []
+    size = 0
+    for m in messages:
+        if cur and (len(cur) >= MAX_BATCH_EVENTS or size + len(m) > MAX_BATCH_BYTES):
+            out.append(pack(cur))
+            cur, size = [], 0
+        cur.append(m)
+        size += len(m)
+    if cur:
+        out.append(pack(cur))
+    return out
 
 
 def bookmark(wcls: type[Message], revision: int) -> bytes:
@@ -398,20 +460,21 @@ class WatchHub(Generic[M]):
 
 
 async def dedicated_stream(store: Store, kind: Kind[M], flt: Filter[M], after: int,
-                           clock: Clock, bookmark_interval: float) -> AsyncIterator[bytes]:
+                           clock: Clock, bookmark_interval: float,
+                           batches: bool = False) -> AsyncIterator[bytes]:
     """Serve a stream that resumes from before the hub's buffer with its own etcd watch."""
     wcls = kind.watch_event
     assert wcls is not None
     last_sent = clock.monotonic()
     async for batch in store.watch(kind.prefix(flt.namespace), after + 1):
-        sent = False
+        out: list[bytes] = []
         for ev in hub_events(batch, kind.message, wcls):
-            out = ev.outcome(flt)
-            if out is not None:
-                sent = True
-                yield ev.encoded(out[0], out[1])
-        if not sent and clock.monotonic() - last_sent >= bookmark_interval:
-            yield bookmark(wcls, batch.revision)
-            sent = True
-        if sent:
+            o = ev.outcome(flt)
+            if o is not None:
+                out.append(ev.encoded(o[0], o[1]))
+        if not out and clock.monotonic() - last_sent >= bookmark_interval:
+            out.append(bookmark(wcls, batch.revision))
+        if out:
             last_sent = clock.monotonic()
+        for b in batched(out) if batches else out:
+            yield b

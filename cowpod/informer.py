@@ -95,41 +95,43 @@ class Informer(Generic[ObjT]):
     async def _stream(self) -> AsyncIterator[None]:
         relist = self.resource_version == 0
         opts = meta_pb2.WatchOptions(
-            list=self._opts, resource_version=self.resource_version, send_initial=relist
+            list=self._opts, resource_version=self.resource_version, send_initial=relist, allow_batches=True
         )
         seen: set[Key] = set()
         in_initial = relist
         call = self._watch(opts)
-        async for ev in call:
-            if ev.type == meta_pb2.BOOKMARK:
-                self.resource_version = max(self.resource_version, ev.resource_version)
-                if in_initial:
-                    in_initial = False
-                    # Objects we held that the fresh list did not mention were
-                    # deleted while we were not watching.
-                    for k in [k for k in self.cache if k not in seen]:
-                        gone = self.cache.pop(k)
-                        await self._emit(meta_pb2.DELETED, gone)
-                    if not self.synced:
-                        self.synced = True
-                        if self._on_synced is not None:
-                            await self._on_synced()
+        async for msg in call:
+            # A server may pack the events that were ready at once into one message.
+            for ev in msg.batch if len(msg.batch) else (msg,):
+                if ev.type == meta_pb2.BOOKMARK:
+                    self.resource_version = max(self.resource_version, ev.resource_version)
+                    if in_initial:
+                        in_initial = False
+                        # Objects we held that the fresh list did not mention were
+                        # deleted while we were not watching.
+                        for k in [k for k in self.cache if k not in seen]:
+                            gone = self.cache.pop(k)
+                            await self._emit(meta_pb2.DELETED, gone)
+                        if not self.synced:
+                            self.synced = True
+                            if self._on_synced is not None:
+                                await self._on_synced()
+                    yield None
+                    continue
+                obj: ObjT = ev.object
+                k = key_of(obj)
+                if not in_initial:
+                    # During the initial list, objects arrive with their own (older)
+                    # revisions; only the closing BOOKMARK says the list is complete.
+                    # Resuming from one of them after a break would skip the rest.
+                    self.resource_version = max(self.resource_version, ev.resource_version)
+                if ev.type == meta_pb2.DELETED:
+                    if self.cache.pop(k, None) is not None or not in_initial:
+                        await self._emit(meta_pb2.DELETED, obj)
+                else:
+                    if in_initial:
+                        seen.add(k)
+                    type_ = meta_pb2.MODIFIED if k in self.cache else meta_pb2.ADDED
+                    self.cache[k] = obj
+                    await self._emit(type_, obj)
                 yield None
-                continue
-            obj: ObjT = ev.object
-            k = key_of(obj)
-            if not in_initial:
-                # During the initial list, objects arrive with their own (older)
-                # revisions; only the closing BOOKMARK says the list is complete.
-                # Resuming from one of them after a break would skip the rest.
-                self.resource_version = max(self.resource_version, ev.resource_version)
-            if ev.type == meta_pb2.DELETED:
-                if self.cache.pop(k, None) is not None or not in_initial:
-                    await self._emit(meta_pb2.DELETED, obj)
-            else:
-                if in_initial:
-                    seen.add(k)
-                type_ = meta_pb2.MODIFIED if k in self.cache else meta_pb2.ADDED
-                self.cache[k] = obj
-                await self._emit(type_, obj)
-            yield None

@@ -53,7 +53,7 @@ PUBLIC = frozenset({(HEALTH, "Check"), (HEALTH, "Watch"), (IDENTITY, "WhoAmI"), 
 
 # Per service: what edit may do beyond reading (None = every verb).
 _EDIT_WRITES: dict[str, frozenset[str] | None] = {
-    POD: frozenset({"Create", "Update", "Delete", "Logs", "Exec"}),
+    POD: frozenset({"Create", "CreateBatch", "Update", "Delete", "Logs", "Exec"}),
     EVENT: frozenset({"Create"}),
     NODE: frozenset(),
     VM: frozenset(),

@@ -5,21 +5,43 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from controller.agent_proxy import AgentProxy
+from controller.limits import Limits
 from controller.metrics import Metrics
-from controller.pods import Pods, bind_result
+from controller.pods import Pods, bind_result, create_result
 from controller.rpc import Ctx
+from cowpod.auth.podsecurity import pod_violations
+from cowpod.errors import CowpodError, Invalid
 from cowpod.v1 import meta_pb2, pod_pb2
 
 
 class PodServicer:
-    def __init__(self, pods: Pods, proxy: AgentProxy, metrics: Metrics) -> None:
+    def __init__(self, pods: Pods, proxy: AgentProxy, metrics: Metrics, limits: Limits | None = None) -> None:
         self.pods = pods
         self.res = pods.res
         self.proxy = proxy
         self.metrics = metrics
+        self.limits = limits or Limits()
 
     async def Create(self, req: pod_pb2.Pod, ctx: Ctx) -> pod_pb2.Pod:
         return await self.pods.create(req)
+
+    async def CreateBatch(self, req: pod_pb2.CreatePodsRequest, ctx: Ctx) -> pod_pb2.CreatePodsResponse:
+        """Each pod passes what a single Create passes (the gate checks a Pod request's size and
+        isolation rules; here they are checked per item) and gets its own result."""
+        outs: list[pod_pb2.Pod | CowpodError | None] = [self._admit(p) for p in req.pods]
+        todo = [i for i, o in enumerate(outs) if o is None]
+        for i, out in zip(todo, await self.pods.create_many([req.pods[i] for i in todo]), strict=True):
+            outs[i] = out
+        return pod_pb2.CreatePodsResponse(
+            results=[create_result(p, o) for p, o in zip(req.pods, outs, strict=True) if o is not None])
+
+    def _admit(self, pod: pod_pb2.Pod) -> CowpodError | None:
+        size = pod.ByteSize()
+        if size > self.limits.max_object_bytes:
+            return Invalid("", f"object is {size} bytes; the maximum is {self.limits.max_object_bytes}")
+        for field, why in pod_violations(pod):
+            return Invalid(field, why)
+        return None
 
     async def Get(self, req: meta_pb2.ObjectKey, ctx: Ctx) -> pod_pb2.Pod:
         return await self.res.get_key(req)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from cowpod.v1 import meta_pb2 as cowpod_dot_v1_dot_meta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63owpod/v1/event.proto\x12\tcowpod.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14\x63owpod/v1/meta.proto\"M\n\x0fObjectReference\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\".\n\x0b\x45ventSource\x12\x11\n\tcomponent\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\"\xd7\x02\n\x05\x45vent\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x08metadata\x18\x03 \x01(\x0b\x32\x15.cowpod.v1.ObjectMeta\x12\x33\n\x0finvolved_object\x18\x04 \x01(\x0b\x32\x1a.cowpod.v1.ObjectReference\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x0c\n\x04type\x18\x07 \x01(\t\x12&\n\x06source\x18\x08 \x01(\x0b\x32\x16.cowpod.v1.EventSource\x12\x33\n\x0f\x66irst_timestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_timestamp\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x0b \x01(\x05\"F\n\tEventList\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.cowpod.v1.Event\x12\x18\n\x10resource_version\x18\x02 \x01(\x03\"v\n\x0f\x45ventWatchEvent\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.cowpod.v1.WatchEventType\x12 \n\x06object\x18\x02 \x01(\x0b\x32\x10.cowpod.v1.Event\x12\x18\n\x10resource_version\x18\x03 \x01(\x03\"n\n\x11ListEventsRequest\x12$\n\x04list\x18\x01 \x01(\x0b\x32\x16.cowpod.v1.ListOptions\x12\x33\n\x0finvolved_object\x18\x02 \x01(\x0b\x32\x1a.cowpod.v1.ObjectReference2\xb8\x01\n\x0c\x45ventService\x12,\n\x06\x43reate\x12\x10.cowpod.v1.Event\x1a\x10.cowpod.v1.Event\x12:\n\x04List\x12\x1c.cowpod.v1.ListEventsRequest\x1a\x14.cowpod.v1.EventList\x12>\n\x05Watch\x12\x17.cowpod.v1.WatchOptions\x1a\x1a.cowpod.v1.EventWatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63owpod/v1/event.proto\x12\tcowpod.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14\x63owpod/v1/meta.proto\"M\n\x0fObjectReference\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\".\n\x0b\x45ventSource\x12\x11\n\tcomponent\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\"\xd7\x02\n\x05\x45vent\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x08metadata\x18\x03 \x01(\x0b\x32\x15.cowpod.v1.ObjectMeta\x12\x33\n\x0finvolved_object\x18\x04 \x01(\x0b\x32\x1a.cowpod.v1.ObjectReference\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x0c\n\x04type\x18\x07 \x01(\t\x12&\n\x06source\x18\x08 \x01(\x0b\x32\x16.cowpod.v1.EventSource\x12\x33\n\x0f\x66irst_timestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_timestamp\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x0b \x01(\x05\"F\n\tEventList\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.cowpod.v1.Event\x12\x18\n\x10resource_version\x18\x02 \x01(\x03\"\xa1\x01\n\x0f\x45ventWatchEvent\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.cowpod.v1.WatchEventType\x12 \n\x06object\x18\x02 \x01(\x0b\x32\x10.cowpod.v1.Event\x12\x18\n\x10resource_version\x18\x03 \x01(\x03\x12)\n\x05\x62\x61tch\x18\x04 \x03(\x0b\x32\x1a.cowpod.v1.EventWatchEvent\"n\n\x11ListEventsRequest\x12$\n\x04list\x18\x01 \x01(\x0b\x32\x16.cowpod.v1.ListOptions\x12\x33\n\x0finvolved_object\x18\x02 \x01(\x0b\x32\x1a.cowpod.v1.ObjectReference2\xb8\x01\n\x0c\x45ventService\x12,\n\x06\x43reate\x12\x10.cowpod.v1.Event\x1a\x10.cowpod.v1.Event\x12:\n\x04List\x12\x1c.cowpod.v1.ListEventsRequest\x1a\x14.cowpod.v1.EventList\x12>\n\x05Watch\x12\x17.cowpod.v1.WatchOptions\x1a\x1a.cowpod.v1.EventWatchEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,10 +41,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT']._serialized_end=562
   _globals['_EVENTLIST']._serialized_start=564
   _globals['_EVENTLIST']._serialized_end=634
-  _globals['_EVENTWATCHEVENT']._serialized_start=636
-  _globals['_EVENTWATCHEVENT']._serialized_end=754
-  _globals['_LISTEVENTSREQUEST']._serialized_start=756
-  _globals['_LISTEVENTSREQUEST']._serialized_end=866
-  _globals['_EVENTSERVICE']._serialized_start=869
-  _globals['_EVENTSERVICE']._serialized_end=1053
+  _globals['_EVENTWATCHEVENT']._serialized_start=637
+  _globals['_EVENTWATCHEVENT']._serialized_end=798
+  _globals['_LISTEVENTSREQUEST']._serialized_start=800
+  _globals['_LISTEVENTSREQUEST']._serialized_end=910
+  _globals['_EVENTSERVICE']._serialized_start=913
+  _globals['_EVENTSERVICE']._serialized_end=1097
 # @@protoc_insertion_point(module_scope)

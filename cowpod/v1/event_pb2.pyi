@@ -65,14 +65,16 @@ class EventList(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., resource_version: _Optional[int] = ...) -> None: ...
 
 class EventWatchEvent(_message.Message):
-    __slots__ = ("type", "object", "resource_version")
+    __slots__ = ("type", "object", "resource_version", "batch")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     type: _meta_pb2.WatchEventType
     object: Event
     resource_version: int
-    def __init__(self, type: _Optional[_Union[_meta_pb2.WatchEventType, str]] = ..., object: _Optional[_Union[Event, _Mapping]] = ..., resource_version: _Optional[int] = ...) -> None: ...
+    batch: _containers.RepeatedCompositeFieldContainer[EventWatchEvent]
+    def __init__(self, type: _Optional[_Union[_meta_pb2.WatchEventType, str]] = ..., object: _Optional[_Union[Event, _Mapping]] = ..., resource_version: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[EventWatchEvent, _Mapping]]] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
     __slots__ = ("list", "involved_object")

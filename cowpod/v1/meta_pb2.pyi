@@ -110,16 +110,18 @@ class DeleteOptions(_message.Message):
     def __init__(self, key: _Optional[_Union[ObjectKey, _Mapping]] = ..., grace_period_seconds: _Optional[int] = ..., resource_version: _Optional[int] = ..., cascade: _Optional[bool] = ...) -> None: ...
 
 class WatchOptions(_message.Message):
-    __slots__ = ("list", "resource_version", "send_initial", "bookmark_interval_seconds")
+    __slots__ = ("list", "resource_version", "send_initial", "bookmark_interval_seconds", "allow_batches")
     LIST_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEND_INITIAL_FIELD_NUMBER: _ClassVar[int]
     BOOKMARK_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_BATCHES_FIELD_NUMBER: _ClassVar[int]
     list: ListOptions
     resource_version: int
     send_initial: bool
     bookmark_interval_seconds: int
-    def __init__(self, list: _Optional[_Union[ListOptions, _Mapping]] = ..., resource_version: _Optional[int] = ..., send_initial: _Optional[bool] = ..., bookmark_interval_seconds: _Optional[int] = ...) -> None: ...
+    allow_batches: bool
+    def __init__(self, list: _Optional[_Union[ListOptions, _Mapping]] = ..., resource_version: _Optional[int] = ..., send_initial: _Optional[bool] = ..., bookmark_interval_seconds: _Optional[int] = ..., allow_batches: _Optional[bool] = ...) -> None: ...
 
 class ResourceList(_message.Message):
     __slots__ = ("cpu_millis", "memory_bytes", "pods", "ephemeral_storage_bytes", "extended")

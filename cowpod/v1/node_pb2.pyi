@@ -99,14 +99,16 @@ class NodeList(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., resource_version: _Optional[int] = ...) -> None: ...
 
 class NodeWatchEvent(_message.Message):
-    __slots__ = ("type", "object", "resource_version")
+    __slots__ = ("type", "object", "resource_version", "batch")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     type: _meta_pb2.WatchEventType
     object: Node
     resource_version: int
-    def __init__(self, type: _Optional[_Union[_meta_pb2.WatchEventType, str]] = ..., object: _Optional[_Union[Node, _Mapping]] = ..., resource_version: _Optional[int] = ...) -> None: ...
+    batch: _containers.RepeatedCompositeFieldContainer[NodeWatchEvent]
+    def __init__(self, type: _Optional[_Union[_meta_pb2.WatchEventType, str]] = ..., object: _Optional[_Union[Node, _Mapping]] = ..., resource_version: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[NodeWatchEvent, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("node_name", "status")

@@ -447,14 +447,16 @@ class PodList(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[Pod, _Mapping]]] = ..., resource_version: _Optional[int] = ...) -> None: ...
 
 class PodWatchEvent(_message.Message):
-    __slots__ = ("type", "object", "resource_version")
+    __slots__ = ("type", "object", "resource_version", "batch")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     type: _meta_pb2.WatchEventType
     object: Pod
     resource_version: int
-    def __init__(self, type: _Optional[_Union[_meta_pb2.WatchEventType, str]] = ..., object: _Optional[_Union[Pod, _Mapping]] = ..., resource_version: _Optional[int] = ...) -> None: ...
+    batch: _containers.RepeatedCompositeFieldContainer[PodWatchEvent]
+    def __init__(self, type: _Optional[_Union[_meta_pb2.WatchEventType, str]] = ..., object: _Optional[_Union[Pod, _Mapping]] = ..., resource_version: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[PodWatchEvent, _Mapping]]] = ...) -> None: ...
 
 class Binding(_message.Message):
     __slots__ = ("pod", "node_name", "pod_uid", "pod_resource_version")
@@ -493,6 +495,34 @@ class BindBatchResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[BindResult]
     def __init__(self, results: _Optional[_Iterable[_Union[BindResult, _Mapping]]] = ...) -> None: ...
+
+class CreatePodsRequest(_message.Message):
+    __slots__ = ("pods",)
+    PODS_FIELD_NUMBER: _ClassVar[int]
+    pods: _containers.RepeatedCompositeFieldContainer[Pod]
+    def __init__(self, pods: _Optional[_Iterable[_Union[Pod, _Mapping]]] = ...) -> None: ...
+
+class CreatePodResult(_message.Message):
+    __slots__ = ("pod", "ok", "code", "message", "uid", "resource_version")
+    POD_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    pod: _meta_pb2.ObjectKey
+    ok: bool
+    code: int
+    message: str
+    uid: str
+    resource_version: int
+    def __init__(self, pod: _Optional[_Union[_meta_pb2.ObjectKey, _Mapping]] = ..., ok: _Optional[bool] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., uid: _Optional[str] = ..., resource_version: _Optional[int] = ...) -> None: ...
+
+class CreatePodsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[CreatePodResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[CreatePodResult, _Mapping]]] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
     __slots__ = ("pod", "container", "follow", "previous", "tail_lines", "timestamps", "since_seconds")

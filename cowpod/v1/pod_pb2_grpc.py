@@ -80,6 +80,11 @@ class PodServiceStub:
                 request_serializer=cowpod_dot_v1_dot_pod__pb2.BindBatchRequest.SerializeToString,
                 response_deserializer=cowpod_dot_v1_dot_pod__pb2.BindBatchResponse.FromString,
                 _registered_method=True)
+        self.CreateBatch = channel.unary_unary(
+                '/cowpod.v1.PodService/CreateBatch',
+                request_serializer=cowpod_dot_v1_dot_pod__pb2.CreatePodsRequest.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_pod__pb2.CreatePodsResponse.FromString,
+                _registered_method=True)
         self.Logs = channel.unary_stream(
                 '/cowpod.v1.PodService/Logs',
                 request_serializer=cowpod_dot_v1_dot_pod__pb2.LogsRequest.SerializeToString,
@@ -154,6 +159,13 @@ class PodServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateBatch(self, request, context):
+        """Create for many pods at once (bulk submitters, `cowpod create -f` of many documents).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Logs(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -213,6 +225,11 @@ def add_PodServiceServicer_to_server(servicer, server):
                     servicer.BindBatch,
                     request_deserializer=cowpod_dot_v1_dot_pod__pb2.BindBatchRequest.FromString,
                     response_serializer=cowpod_dot_v1_dot_pod__pb2.BindBatchResponse.SerializeToString,
+            ),
+            'CreateBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBatch,
+                    request_deserializer=cowpod_dot_v1_dot_pod__pb2.CreatePodsRequest.FromString,
+                    response_serializer=cowpod_dot_v1_dot_pod__pb2.CreatePodsResponse.SerializeToString,
             ),
             'Logs': grpc.unary_stream_rpc_method_handler(
                     servicer.Logs,
@@ -468,6 +485,33 @@ class PodService:
             '/cowpod.v1.PodService/BindBatch',
             cowpod_dot_v1_dot_pod__pb2.BindBatchRequest.SerializeToString,
             cowpod_dot_v1_dot_pod__pb2.BindBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.PodService/CreateBatch',
+            cowpod_dot_v1_dot_pod__pb2.CreatePodsRequest.SerializeToString,
+            cowpod_dot_v1_dot_pod__pb2.CreatePodsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -92,14 +92,16 @@ class VMList(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[VM, _Mapping]]] = ..., resource_version: _Optional[int] = ...) -> None: ...
 
 class VMWatchEvent(_message.Message):
-    __slots__ = ("type", "object", "resource_version")
+    __slots__ = ("type", "object", "resource_version", "batch")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     type: _meta_pb2.WatchEventType
     object: VM
     resource_version: int
-    def __init__(self, type: _Optional[_Union[_meta_pb2.WatchEventType, str]] = ..., object: _Optional[_Union[VM, _Mapping]] = ..., resource_version: _Optional[int] = ...) -> None: ...
+    batch: _containers.RepeatedCompositeFieldContainer[VMWatchEvent]
+    def __init__(self, type: _Optional[_Union[_meta_pb2.WatchEventType, str]] = ..., object: _Optional[_Union[VM, _Mapping]] = ..., resource_version: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[VMWatchEvent, _Mapping]]] = ...) -> None: ...
 
 class CloneRequest(_message.Message):
     __slots__ = ("parent", "count", "names", "node_labels")

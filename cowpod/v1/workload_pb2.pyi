@@ -67,14 +67,16 @@ class ReplicaSetList(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[ReplicaSet, _Mapping]]] = ..., resource_version: _Optional[int] = ...) -> None: ...
 
 class ReplicaSetWatchEvent(_message.Message):
-    __slots__ = ("type", "object", "resource_version")
+    __slots__ = ("type", "object", "resource_version", "batch")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     type: _meta_pb2.WatchEventType
     object: ReplicaSet
     resource_version: int
-    def __init__(self, type: _Optional[_Union[_meta_pb2.WatchEventType, str]] = ..., object: _Optional[_Union[ReplicaSet, _Mapping]] = ..., resource_version: _Optional[int] = ...) -> None: ...
+    batch: _containers.RepeatedCompositeFieldContainer[ReplicaSetWatchEvent]
+    def __init__(self, type: _Optional[_Union[_meta_pb2.WatchEventType, str]] = ..., object: _Optional[_Union[ReplicaSet, _Mapping]] = ..., resource_version: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[ReplicaSetWatchEvent, _Mapping]]] = ...) -> None: ...
 
 class ScaleRequest(_message.Message):
     __slots__ = ("key", "replicas", "resource_version")

@@ -12,7 +12,7 @@ from controller.kinds import PODS
 from controller.memstore import MemoryStore
 from controller.resource import Resource
 from controller.store import Put
-from controller.watch import WatchHub
+from controller.watch import WatchHub, batched, pack
 from cowpod.clock import FakeClock
 from cowpod.errors import ResourceExhausted
 from cowpod.v1 import meta_pb2, pod_pb2
@@ -220,3 +220,34 @@ async def test_objects_written_in_one_transaction_resume_without_a_gap(env: Env)
     # A stream cut after "a" resumes from what "a" said and gets "b" and "c".
     resumed = Reader(env.res.watch(meta_pb2.WatchOptions(resource_version=evs[0].resource_version)))
     assert await resumed.changes(3) == [(meta_pb2.ADDED, "a"), (meta_pb2.ADDED, "b"), (meta_pb2.ADDED, "c")]
+
+
+async def test_a_client_that_allows_batches_gets_what_is_ready_in_one_message(env: Env) -> None:
+    for n in "ab":
+        await env.put(pod(n))
+    stream = env.res.watch(meta_pb2.WatchOptions(send_initial=True, allow_batches=True))
+    initial = pod_pb2.PodWatchEvent.FromString(await asyncio.wait_for(anext(stream), 5))
+    assert [(e.type, e.object.metadata.name) for e in initial.batch] == [
+        (meta_pb2.ADDED, "a"), (meta_pb2.ADDED, "b"), (meta_pb2.BOOKMARK, "")]
+    nxt = asyncio.ensure_future(anext(stream))
+    await settle()
+    puts = [Put(PODS.key("default", n), pod(n, node="n1").SerializeToString()) for n in "abc"]
+    await env.store.txn([], puts)
+    msg = pod_pb2.PodWatchEvent.FromString(await asyncio.wait_for(nxt, 5))
+    got = [(e.type, e.object.metadata.name, e.object.spec.node_name) for e in msg.batch] or [
+        (msg.type, msg.object.metadata.name, msg.object.spec.node_name)]
+    # The first event may have left before the others were queued; the rest come together.
+    while len(got) < 3:
+        m = pod_pb2.PodWatchEvent.FromString(await asyncio.wait_for(anext(stream), 5))
+        got += [(e.type, e.object.metadata.name, e.object.spec.node_name) for e in m.batch or [m]]
+    assert got == [
+        (meta_pb2.MODIFIED, "a", "n1"), (meta_pb2.MODIFIED, "b", "n1"), (meta_pb2.ADDED, "c", "n1")]
+
+
+def test_pack_builds_a_batch_message_from_encoded_events() -> None:
+    evs = [pod_pb2.PodWatchEvent(type=meta_pb2.ADDED, object=pod(f"p{i}" * 40), resource_version=i)
+           for i in range(300)]
+    parts = [e.SerializeToString() for e in evs]
+    assert pack(parts[:1]) == parts[0]
+    msgs = [pod_pb2.PodWatchEvent.FromString(b) for b in batched(parts)]
+    assert [e for m in msgs for e in m.batch] == evs

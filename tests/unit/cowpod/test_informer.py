@@ -118,3 +118,21 @@ async def test_resume_after_break_then_relist_after_compaction_reports_vanished(
     assert (watch.requests[2].resource_version, watch.requests[2].send_initial) == (0, True)
     assert deleted == ["a"]
     assert set(inf.cache) == {("default", "b")}
+
+
+async def test_batched_events_are_handled_one_by_one_in_order() -> None:
+    seen: list[tuple[int, str]] = []
+
+    async def handler(t: int, p: pod_pb2.Pod) -> None:
+        seen.append((t, p.metadata.name))
+
+    events = [ev(meta_pb2.ADDED, pod("a", 5)), ev(meta_pb2.BOOKMARK, rv=9),
+              ev(meta_pb2.MODIFIED, pod("a", 10)), ev(meta_pb2.ADDED, pod("b", 10))]
+    batch = pod_pb2.PodWatchEvent(batch=events)
+    watch = ScriptedWatch(([batch, ev(meta_pb2.DELETED, pod("b", 12))], None))
+    clock = FakeClock()
+    inf: Informer[pod_pb2.Pod] = Informer(watch, handler=handler, clock=clock)
+    await run_until(inf, lambda: len(seen) == 4, clock)
+    assert seen == [(meta_pb2.ADDED, "a"), (meta_pb2.MODIFIED, "a"),
+                    (meta_pb2.ADDED, "b"), (meta_pb2.DELETED, "b")]
+    assert inf.synced and inf.resource_version == 12 and watch.requests[0].allow_batches
