@@ -1,6 +1,7 @@
 """Instant clone vs full clone, end to end, on the docker provider, in one run.
 
-    .venv/bin/python bench/clone.py [--n 5] [--pods 20] [--cold-agents] [--keep]
+    .venv/bin/python bench/clone.py [--n 5] [--pods 20] [--pool-size 2] [--pod-initial-backoff 1.0]
+                                    [--cold-agents] [--keep]
 
 Everything is real and in this process (as `cowpod up` would run it, minus the
 process boundaries): an etcd member, the controller (with the unix socket the
@@ -103,6 +104,7 @@ class Seen:
     pod_running: dict[str, float] = field(default_factory=dict)
     pod_unschedulable: dict[str, float] = field(default_factory=dict)
     pod_bound: dict[str, float] = field(default_factory=dict)
+    pod_node: dict[str, str] = field(default_factory=dict)
     vm_added: dict[str, float] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -124,6 +126,7 @@ class Seen:
             self.pod_unschedulable.setdefault(name, time.time())
         if p.spec.node_name:
             self.pod_bound.setdefault(name, time.time())
+            self.pod_node.setdefault(name, p.spec.node_name)
         if p.status.phase == "Running" and p.metadata.name not in self.pod_running:
             self.pod_running[p.metadata.name] = time.time()
             self.changed.set()
@@ -452,7 +455,10 @@ async def pending_to_running(
         if marked else None,
         # VM asked for -> its node Ready
         "vm_to_node_ready_p50_s": p50(vm_ready),
-        # node Ready -> pod bound (the scheduler retrying the pod)
+        # its node Ready -> pod bound (the scheduler retrying the pod: its back-off)
+        "node_ready_to_bound_p50_s": p50([seen.pod_bound[n] - seen.node_ready[seen.pod_node[n]]
+                                          for n in names if seen.pod_node.get(n) in seen.node_ready]),
+        # bound -> Running (the agent starting the pod's containers)
         "bound_to_running_p50_s": p50([seen.pod_running[n] - seen.pod_bound[n] for n in names]),
     }
     await b.stop_autoscaler()
@@ -509,7 +515,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             warm = ZygoteWarmStarter(ZygoteWarmStarter.default_socket_dir(env.data_dir),
                                      container_prefix=cfg.container_prefix)
         # The bench's controller is plaintext; the VMs' agents must be told so.
-        provider = DockerProvider(env.config(agent_extra_args=agent_join_args(IN_VM_RUN_DIR, secure=False)),
+        provider = DockerProvider(env.config(agent_extra_args=agent_join_args(IN_VM_RUN_DIR, secure=False),
+                                             pool_size=args.pool_size),
                                   warm_start=warm)
         stages = Stages()
         instrument(provider, stages)
@@ -524,7 +531,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ):
             manager = VMManager(client, "docker", env.data_dir, provider=provider,
                                 cluster_id=env.cluster_id, resync_seconds=1.0)
-            sched = SchedulerApp(client, SchedulerConfig(), clock=RealClock(), identity="bench-scheduler")
+            sched = SchedulerApp(client, SchedulerConfig(initial_backoff_s=args.pod_initial_backoff),
+                                 clock=RealClock(), identity="bench-scheduler")
             informers: list[Informer[Any]] = [
                 Informer(client.nodes.Watch, handler=seen.on_node, name="bench-nodes"),
                 Informer(client.vms.Watch, handler=seen.on_vm, name="bench-vms"),
@@ -589,7 +597,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # 1, 5 and 15 minute load averages when the run started (2 cores: above ~1 the
         # bench competes with something else).
         "load_avg": [round(x, 2) for x in load_at_start],
-        "pool_size": provider.cfg.pool_size,
+        "pool_size": args.pool_size,
+        "pod_initial_backoff_s": args.pod_initial_backoff,
         "machine": machine(),
     })
     return result
@@ -616,6 +625,10 @@ def main() -> None:
     p.add_argument("--pods", type=int, default=20, help="pods applied at once in the end-to-end case")
     p.add_argument("--cold-agents", action="store_true",
                    help="instant clones start their agent cold (no zygote warm start)")
+    p.add_argument("--pool-size", type=int, default=2,
+                   help="warm shells per parent (the docker provider's default is 2; >= 1 here)")
+    p.add_argument("--pod-initial-backoff", type=float, default=SchedulerConfig().initial_backoff_s,
+                   help="the scheduler's podInitialBackoffSeconds (its default, like Kubernetes', is 1 s)")
     p.add_argument("--keep", action="store_true", help="leave the containers and etcd for inspection")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args()

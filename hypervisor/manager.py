@@ -368,6 +368,9 @@ class VMManager:
         # Set after each completed reconcile pass (tests wait on it).
         self.passes = 0
         self._written: dict[str, int] = {}
+        # Names whose action finished while a reconcile pass was listing the
+        # provider: that pass's view of them is from before the action.
+        self._finished: set[str] = set()
 
     async def _on_change(self, _type: int, _obj: object) -> None:
         self._dirty.set()
@@ -392,8 +395,15 @@ class VMManager:
         return vm.spec.provider in ("", self.provider_name)
 
     async def reconcile_once(self) -> list[Action]:
-        """One pass: list the provider, plan, return the actions not already in flight."""
+        """One pass: list the provider, plan, return the actions not already in flight.
+
+        A VM whose action (a clone, say) finished while the provider was being
+        listed is left to the next pass: the list may predate the clone while
+        the cache already holds its Running status, which would read as "the VM
+        vanished". The action's end marks the manager dirty, so that pass comes."""
+        self._finished = set()
         actual = await self.provider.list()
+        finished = self._finished
         vms = [v for v in self.vms.cache.values() if self._mine(v)]
         stale = {v.metadata.name for v in vms if not self._fresh(v)}
         desired = [desired_of(v) for v in vms]
@@ -401,7 +411,7 @@ class VMManager:
         now = self.clock.monotonic()
         return [
             a for a in plan(desired, actual, ready, self.clock.now())
-            if a.name not in self._in_flight and a.name not in stale
+            if a.name not in self._in_flight and a.name not in stale and a.name not in finished
             and self._backoff.get(a.name, (0, 0.0))[1] <= now
         ]
 
@@ -464,6 +474,7 @@ class VMManager:
                 log.exception("vm-manager: %s failed (retry in %.1fs)", a, delay)
         finally:
             self._in_flight.discard(a.name)
+            self._finished.add(a.name)
             self._dirty.set()
 
 

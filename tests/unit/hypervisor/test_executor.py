@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 from dataclasses import dataclass, field
 
 from cowpod.clock import FakeClock
@@ -183,3 +184,37 @@ async def test_clone_and_destroy_durations_by_kind_and_outcome() -> None:
     assert count("cowpod_vm_clone_seconds", "instant", "ok") == 1
     assert count("cowpod_vm_clone_seconds", "instant", "error") == 1
     assert count("cowpod_vm_destroy_seconds", "instant", "ok") == 1
+
+
+async def test_a_clone_finishing_while_the_provider_is_listed_is_not_taken_for_vanished() -> None:
+    """The list can predate a clone whose Running status the cache already holds
+    (a warm shell is named at the very end of a clone): that pass must leave the
+    VM alone rather than mark it Failed."""
+    import types
+
+    from hypervisor.manager import VMManager
+    from hypervisor.provider import VMInfo
+
+    clock = FakeClock()
+    api = RecordingApi()
+
+    class ListsBeforeTheClone(FakeProvider):
+        async def list(self) -> list[VMInfo]:
+            before = await super().list()
+            await mgr._do(Executor(self, api, clock), Create(name="c", spec=spec("c"), parent=""))
+            vm = objs["c"]
+            mgr.vms.cache[("", "c")] = apply_status(vm, api.statuses["c"][-1])
+            return before
+
+    p = ListsBeforeTheClone(clock)
+    client = types.SimpleNamespace(vms=types.SimpleNamespace(Watch=None),
+                                   nodes=types.SimpleNamespace(Watch=None))
+    mgr = VMManager(client, "fake", pathlib.Path("/nonexistent"), clock, provider=p)  # type: ignore[arg-type]
+    objs = {"c": vm_pb2.VM(metadata=meta_pb2.ObjectMeta(name="c"), spec=vm_pb2.VMSpec(
+        class_name="small", cpu_millis=500, memory_bytes=256 << 20))}
+    mgr.vms.cache[("", "c")] = objs["c"]
+    assert not any(isinstance(a, Fail) for a in await mgr.reconcile_once())
+    # The next pass lists after the clone: the VM is there, nothing to fix.
+    p.__class__ = FakeProvider  # type: ignore[assignment]
+    assert not any(isinstance(a, Fail) for a in await mgr.reconcile_once())
+    assert api.statuses["c"][-1].phase == RUNNING
