@@ -74,7 +74,13 @@ def self_cpu() -> float:
 
 
 def serve_controller(
-    listen: str, etcd: str, prefix: str, lease_seconds: int, grace: float, profile: str = ""
+    listen: str,
+    etcd: str,
+    prefix: str,
+    lease_seconds: int,
+    grace: float,
+    profile: str = "",
+    group_commit: int = 4,
 ) -> None:
     """Runs in the child process: the real Controller, insecure, without per-client
     rate limits (the bench's single client stands for thousands of agents)."""
@@ -90,6 +96,7 @@ def serve_controller(
         etcd_prefix=prefix,
         insecure=True,
         node_lease_seconds=lease_seconds,
+        etcd_group_commit=group_commit,
         node_monitor_grace=grace,
         limits=Limits(user_rate=1e9, user_burst=1_000_000_000, max_streams=100_000),
     )
@@ -98,8 +105,12 @@ def serve_controller(
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        ctl = Controller(cfg)
         with contextlib.suppress(asyncio.CancelledError):
-            await Controller(cfg).run()
+            await ctl.run()
+        store: Any = ctl.store
+        print(f"etcd transactions sent {store.txns_sent}, callers' transactions merged {store.txns_shared}",
+              file=sys.stderr, flush=True)
 
     if not profile:
         asyncio.run(main())
@@ -255,6 +266,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 etcd.endpoint,
                 "--lease-seconds",
                 str(args.lease_seconds),
+                "--etcd-group-commit",
+                str(args.etcd_group_commit),
                 *(["--controller-profile", args.controller_profile_path] if args.controller_profile else []),
             ],
             work / "controller.log",
@@ -486,6 +499,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mark-running", action="store_true", help="hollow agents also mark bound pods Running")
     p.add_argument("--heartbeat", type=float, default=10.0, help="hollow node heartbeat period (s)")
     p.add_argument("--lease-seconds", type=int, default=40)
+    p.add_argument(
+        "--etcd-group-commit", type=int, default=4, help="the controller's --etcd-group-commit (0 = off)"
+    )
     p.add_argument("--percentage", type=int, default=0, help="percentageOfNodesToScore (0 = adaptive)")
     p.add_argument("--batch", type=int, default=256, help="scheduler batchSize")
     p.add_argument("--binds-in-flight", type=int, default=4)
@@ -512,6 +528,7 @@ def main() -> None:
             args.lease_seconds,
             float(args.lease_seconds),
             args.controller_profile,
+            args.etcd_group_commit,
         )
         return
     t0 = self_cpu()

@@ -39,17 +39,17 @@ DEFAULT_GRACE_SECONDS = 30
 def qos_class(spec: pod_pb2.PodSpec) -> str:
     """Kubernetes QoS: Guaranteed (limits == requests for cpu and memory everywhere),
     BestEffort (nothing set), Burstable otherwise."""
-    containers = [*spec.init_containers, *spec.containers]
     any_set = False
     guaranteed = True
-    for c in containers:
-        r, lim = c.resources.requests, c.resources.limits
-        if r.cpu_millis or r.memory_bytes or lim.cpu_millis or lim.memory_bytes:
-            any_set = True
-        for f in ("cpu_millis", "memory_bytes"):
-            lv = getattr(lim, f)
-            rv = getattr(r, f) or lv
-            if not lv or rv != lv:
+    for containers in (spec.init_containers, spec.containers):
+        for c in containers:
+            res = c.resources
+            r, lim = res.requests, res.limits
+            rc, rm, lc, lm = r.cpu_millis, r.memory_bytes, lim.cpu_millis, lim.memory_bytes
+            if rc or rm or lc or lm:
+                any_set = True
+            # A request left out defaults to the limit.
+            if not lc or (rc or lc) != lc or not lm or (rm or lm) != lm:
                 guaranteed = False
     if not any_set:
         return "BestEffort"

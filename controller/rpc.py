@@ -42,63 +42,82 @@ def _serialize(m: Any) -> bytes:
 
 
 class _Call:
+    """One method's metric children, looked up once (a labels() call per request is a lock
+    and a dict walk), and how a failed call is reported."""
+
     def __init__(self, method: str, metrics: Metrics) -> None:
         self.method = method
         self.metrics = metrics
-        self.start = time.perf_counter()
-        self.code = "OK"
+        self.latency = metrics.latency.labels(method)
+        self._counts: dict[str, Any] = {}
+
+    def count(self, code: str) -> None:
+        c = self._counts.get(code)
+        if c is None:
+            c = self._counts[code] = self.metrics.requests.labels(self.method, code)
+        c.inc()
+
+    @staticmethod
+    def code_of(err: BaseException) -> str:
+        return status_for(err).name if isinstance(err, CowpodError) else "INTERNAL"
 
     async def fail(self, context: Ctx, err: BaseException) -> None:
+        """Abort the call with the status `err` stands for (logged by how much it matters)."""
         if isinstance(err, CowpodError):
             code = status_for(err)
-            self.code = code.name
             if code in _CLIENT_CODES:
                 log.debug("%s -> %s: %s", self.method, code.name, err)
             else:
                 log.warning("%s -> %s: %s", self.method, code.name, err)
             await context.abort(code, str(err))
-        self.code = "INTERNAL"
         log.error("%s failed with a bug: %r", self.method, err, exc_info=err)
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {self.method}: {err!r}")
 
-    def done(self) -> None:
-        self.metrics.requests.labels(self.method, self.code).inc()
-
 
 def _wrap_unary(method: str, fn: Callable[[Any, Any], Awaitable[Any]], metrics: Metrics) -> Any:
+    call = _Call(method, metrics)
+    observe = call.latency.observe
+    perf = time.perf_counter
+
     async def handler(request: Any, context: Ctx) -> Any:
-        call = _Call(method, metrics)
+        start = perf()
+        code = "OK"
         try:
             return await fn(request, context)
         except grpc.aio.AbortError:
-            call.code = "ABORTED_BY_HANDLER"
+            code = "ABORTED_BY_HANDLER"
             raise
         except Exception as err:
+            code = call.code_of(err)
             await call.fail(context, err)
         finally:
-            metrics.latency.labels(method).observe(time.perf_counter() - call.start)
-            call.done()
+            observe(perf() - start)
+            call.count(code)
 
     return handler
 
 
 def _wrap_stream(method: str, fn: Callable[[Any, Any], AsyncIterator[Any]], metrics: Metrics) -> Any:
+    call = _Call(method, metrics)
+
     async def handler(request: Any, context: Ctx) -> AsyncIterator[Any]:
-        call = _Call(method, metrics)
+        start = time.perf_counter()
         first = True
+        code = "OK"
         try:
             async for item in fn(request, context):
                 if first:
                     first = False
-                    metrics.latency.labels(method).observe(time.perf_counter() - call.start)
+                    call.latency.observe(time.perf_counter() - start)
                 yield item
         except grpc.aio.AbortError:
-            call.code = "ABORTED_BY_HANDLER"
+            code = "ABORTED_BY_HANDLER"
             raise
         except Exception as err:
+            code = call.code_of(err)
             await call.fail(context, err)
         finally:
-            call.done()
+            call.count(code)
 
     return handler
 

@@ -322,17 +322,21 @@ class EtcdStore:
             )
         return decode(cls, current.value, res.revision)
 
-    def _ops(self, ops: Sequence[Op]) -> builtins.list[Any]:
-        out = []
+    def _ops(self, into: Any, ops: Sequence[Op]) -> None:
+        """Append `ops` to a repeated RequestOp field. Filling messages in place (`add()`)
+        costs less than half of building and copying them, on the hottest path there is."""
+        p = self._p
         for op in ops:
             if isinstance(op, Put):
-                out.append(rpc.RequestOp(request_put=rpc.PutRequest(
-                    key=self._k(op.key), value=op.value, lease=op.lease)))
+                put = into.add().request_put
+                put.key = p + op.key.encode()
+                put.value = op.value
+                if op.lease:
+                    put.lease = op.lease
             elif isinstance(op, Delete):
-                out.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self._k(op.key))))
+                into.add().request_delete_range.key = p + op.key.encode()
             else:
-                out.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=self._k(op.key))))
-        return out
+                into.add().request_range.key = p + op.key.encode()
 
     async def txn(self, compares: Sequence[Compare], success: Sequence[Op],
                   failure: Sequence[Op] = ()) -> TxnResult:
@@ -393,19 +397,16 @@ class EtcdStore:
                     failure: Sequence[Op]) -> tuple[bool, int, builtins.list[KeyValue | bool | None]]:
         """The raw transaction: (succeeded, revision, per op of the branch that ran: the
         KeyValue or None a read found, True for a write)."""
-        req = rpc.TxnRequest(
-            compare=[
-                rpc.Compare(
-                    key=self._k(c.key),
-                    target=_CMP_TARGET[c.target],
-                    result=_CMP_OP[c.op],
-                    **{_CMP_FIELD[c.target]: c.value},
-                )
-                for c in compares
-            ],
-            success=self._ops(success),
-            failure=self._ops(failure),
-        )
+        req = rpc.TxnRequest()
+        p = self._p
+        for c in compares:
+            rc = req.compare.add()
+            rc.key = p + c.key.encode()
+            rc.target = _CMP_TARGET[c.target]
+            rc.result = _CMP_OP[c.op]
+            setattr(rc, _CMP_FIELD[c.target], c.value)
+        self._ops(req.success, success)
+        self._ops(req.failure, failure)
         self.txns_sent += 1
         resp = await self._call("transaction", self._kv.Txn, req)
         results: builtins.list[KeyValue | bool | None] = []

@@ -9,6 +9,7 @@ from controller.binder import _Item, _NodeWork, pack_nodes
 from controller.capacity import Resources, allocatable, counts, pod_requests, shortfall
 from controller.memstore import MemoryStore
 from controller.node_usage import NodeUsage, bindseq_key
+from controller.pods import qos_class
 from controller.store import EventType, Put, RawEvent
 from controller.watch import HubEvent
 from cowpod.v1 import node_pb2, pod_pb2
@@ -135,3 +136,24 @@ def test_a_node_with_more_pods_than_a_transaction_keeps_the_rest_pending() -> No
     packs = pack_nodes([big], pending, max_ops=128)
     assert [len(p[0].items) for p in packs] == [126]
     assert len(pending["big"].items) == 174
+
+
+def qos_spec(*containers: tuple[int, int, int, int]) -> pod_pb2.PodSpec:
+    s = pod_pb2.PodSpec()
+    for rc, rm, lc, lm in containers:
+        c = s.containers.add(name="c", image="i")
+        c.resources.requests.cpu_millis, c.resources.requests.memory_bytes = rc, rm
+        c.resources.limits.cpu_millis, c.resources.limits.memory_bytes = lc, lm
+    return s
+
+
+@pytest.mark.parametrize(("containers", "want"), [
+    ([(0, 0, 0, 0)], "BestEffort"),
+    ([(100, Mi, 100, Mi)], "Guaranteed"),
+    ([(0, 0, 100, Mi)], "Guaranteed"),  # requests default to limits
+    ([(100, Mi, 200, Mi)], "Burstable"),
+    ([(100, Mi, 0, 0)], "Burstable"),
+    ([(100, Mi, 100, Mi), (0, 0, 0, 0)], "Burstable"),
+])
+def test_qos_class(containers: list[tuple[int, int, int, int]], want: str) -> None:
+    assert qos_class(qos_spec(*containers)) == want
