@@ -165,3 +165,32 @@ async def test_events_are_listed(cli: Cli) -> None:
     assert r.code == 0
     # An empty list goes to stderr as kubectl does; a table starts with its header.
     assert r.out == "" or r.out.split()[:2] == ["NAMESPACE", "LAST"]
+
+
+def _pods_yaml(*names: str) -> str:
+    return "---\n".join(HELLO.replace("name: hello", f"name: {n}") for n in names)
+
+
+async def test_many_pods_in_one_file_go_in_one_batch(
+    cli: Cli, tmp_path: pathlib.Path, controller: ControllerRunner
+) -> None:
+    """`create` and `apply` of several pod documents use PodService.CreateBatch; each document
+    still gets its own line, in order, and its own error."""
+    f = tmp_path / "pods.yaml"
+    f.write_text(_pods_yaml("p1", "p2"))
+    assert (await cli("create", "-f", str(f))).out == "pod/p1 created\npod/p2 created\n"
+    f.write_text(_pods_yaml("p0", "p1", "p3"))
+    r = await cli("create", "-f", str(f))
+    assert (r.code, r.out) == (1, "pod/p0 created\npod/p3 created\n")
+    assert 'document 2: pod "p1" already exists' in r.err
+    f.write_text(_pods_yaml("p1", "p4", "p5"))
+    r = await cli("apply", "-f", str(f))
+    # p1 was made by `create` (no last-applied record): apply records it.
+    assert (r.code, r.out) == (0, "pod/p1 configured\npod/p4 created\npod/p5 created\n"), r.err
+    r = await cli("apply", "-f", str(f))
+    assert r.out == "pod/p1 unchanged\npod/p4 unchanged\npod/p5 unchanged\n"
+    names = (await cli("get", "pods", "-o", "name")).out.split()
+    assert sorted(names) == [f"pod/p{i}" for i in range(6)]
+    assert controller.controller is not None
+    batches = controller.controller.metrics.requests.labels("PodService.CreateBatch", "OK")
+    assert batches._value.get() == 3

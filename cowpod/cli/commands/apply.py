@@ -20,7 +20,7 @@ import grpc
 
 from cowpod.cli.commands.common import Subparsers, add_command, parse_duration
 from cowpod.cli.context import Ctx
-from cowpod.cli.errors import CliError, code_of, is_not_found, rpc_error
+from cowpod.cli.errors import CliError, code_of, is_not_found, rpc_error, rpc_message
 from cowpod.cli.progress import Progress
 from cowpod.cli.readiness import Readiness, node_ready, pod_readiness, vm_readiness
 from cowpod.cli.resources import ref, service, what
@@ -28,7 +28,7 @@ from cowpod.cli.waiting import poll_until
 from cowpod.manifest import Document, KindInfo, encode_object, load_paths
 from cowpod.manifest.kinds import EVENT, NODE, POD, VM, Obj
 from cowpod.manifest.schema import input_names
-from cowpod.v1 import meta_pb2
+from cowpod.v1 import meta_pb2, pod_pb2
 
 LAST_APPLIED = "cowpod.io/last-applied-configuration"
 
@@ -130,23 +130,105 @@ async def _run(ctx: Ctx, args: argparse.Namespace, *, create_only: bool) -> int:
         return 0
     failures = 0
     applied: list[tuple[KindInfo, Obj]] = []
+    # Pods to create go together in PodService.CreateBatch calls (one round trip for many
+    # documents); everything else, and updates, one by one. Results print in document order.
+    several_pods = sum(1 for d in docs if d.info is POD) > 1
+    outcomes: list[tuple[str, Obj] | CliError | None] = []
+    deferred: list[int] = []
     for doc in docs:
         try:
-            if create_only:
-                obj = await _create(ctx, doc.info, doc.obj)
-                result = "created"
+            if create_only and several_pods and doc.info is POD:
+                outcome: tuple[str, Obj] | None = None
+            elif create_only:
+                outcome = ("created", await _create(ctx, doc.info, doc.obj))
             else:
-                result, obj = await apply_one(ctx, doc)
+                outcome = await apply_one(ctx, doc, create=not (several_pods and doc.info is POD))
         except CliError as e:
-            ctx.err.write(f"error: {doc.where}: {e.message}\n")
+            outcomes.append(e)
+            continue
+        if outcome is None:
+            deferred.append(len(outcomes))
+        outcomes.append(outcome)
+    if deferred:
+        created = await _create_pods(ctx, [docs[i] for i in deferred])
+        for i, out in zip(deferred, created, strict=True):
+            if isinstance(out, _Exists) and not create_only:
+                try:  # created by someone else since we looked: apply over it
+                    outcomes[i] = await apply_one(ctx, docs[i])
+                except CliError as e:
+                    outcomes[i] = e
+            else:
+                outcomes[i] = out if isinstance(out, CliError) else ("created", out)
+    for doc, result in zip(docs, outcomes, strict=True):
+        if isinstance(result, CliError):
+            ctx.err.write(f"error: {doc.where}: {result.message}\n")
             failures += 1
             continue
-        ctx.print(f"{ref(doc.info, obj.metadata.name or doc.name)} {result}")
+        assert result is not None
+        verb, obj = result
+        ctx.print(f"{ref(doc.info, obj.metadata.name or doc.name)} {verb}")
         ctx.out.flush()
         applied.append((doc.info, obj))
     if args.wait and applied and not failures:
         await wait_applied(ctx, applied, timeout=args.timeout)
     return 1 if failures else 0
+
+
+# Pods per CreateBatch call (the controller takes requests up to 4 MiB).
+CREATE_BATCH = 200
+
+
+class _ItemError(grpc.RpcError):
+    """One item's failure in a batch answer, shaped like the RpcError of a single call."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._c, self._d = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._c
+
+    def details(self) -> str:
+        return self._d
+
+
+class _Exists(CliError):
+    """A pod that already existed when the batch was created."""
+
+
+async def _create_pods(ctx: Ctx, docs: list[Document]) -> list[Obj | CliError]:
+    """Create the pods of `docs` in CreateBatch calls; falls back to one Create each against
+    a controller without CreateBatch."""
+    out: list[Obj | CliError] = []
+    svc = ctx.client.pods
+    codes = {c.value[0]: c for c in grpc.StatusCode}
+    for start in range(0, len(docs), CREATE_BATCH):
+        chunk = docs[start: start + CREATE_BATCH]
+        req = pod_pb2.CreatePodsRequest(pods=[d.obj for d in chunk])
+        try:
+            resp = await svc.CreateBatch(req, timeout=60)
+        except grpc.RpcError as e:
+            if code_of(e) != grpc.StatusCode.UNIMPLEMENTED:
+                raise rpc_error(e, address=ctx.config.controller, what=f"{len(chunk)} pods") from e
+            for d in chunk:
+                try:
+                    out.append(await _create(ctx, d.info, d.obj))
+                except CliError as err:
+                    out.append(err)
+            continue
+        for d, r in zip(chunk, resp.results, strict=True):
+            name = r.pod.name or d.name
+            if not r.ok:
+                code = codes.get(r.code, grpc.StatusCode.UNKNOWN)
+                msg = rpc_message(_ItemError(code, r.message), address=ctx.config.controller,
+                                  what=what(d.info, name))
+                out.append(_Exists(msg) if code == grpc.StatusCode.ALREADY_EXISTS else CliError(msg))
+                continue
+            obj = pod_pb2.Pod()
+            obj.CopyFrom(d.obj)
+            obj.metadata.name, obj.metadata.namespace = name, r.pod.namespace
+            obj.metadata.uid, obj.metadata.resource_version = r.uid, r.resource_version
+            out.append(obj)
+    return out
 
 
 def last_applied(doc: Document) -> str:
@@ -212,8 +294,9 @@ def merge(existing: Obj, desired: Obj, desired_raw: dict[str, Any], previous: di
     return merged
 
 
-async def apply_one(ctx: Ctx, doc: Document) -> tuple[str, Obj]:
-    """Create or update one object; returns ("created"|"configured"|"unchanged", object)."""
+async def apply_one(ctx: Ctx, doc: Document, *, create: bool = True) -> tuple[str, Obj] | None:
+    """Create or update one object; returns ("created"|"configured"|"unchanged", object).
+    With `create` False an object that does not exist is left to the caller (None)."""
     info = doc.info
     svc = service(ctx, info)
     meta = doc.obj.metadata
@@ -225,6 +308,8 @@ async def apply_one(ctx: Ctx, doc: Document) -> tuple[str, Obj]:
         except grpc.RpcError as e:
             if not is_not_found(e):
                 raise rpc_error(e, address=ctx.config.controller, what=what(info, doc.name)) from e
+            if not create:
+                return None
             return "created", await _create(ctx, info, doc.obj)
         previous_text = existing.metadata.annotations.get(LAST_APPLIED)
         if previous_text == stamp:
