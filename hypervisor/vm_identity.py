@@ -4,6 +4,7 @@ A warm shell is a child container created ahead from its parent's snapshot,
 before anyone knew the child's name (docker_provider.py). Taking it means
 writing the identity the init would otherwise have written at boot:
 
+- the parent's per-VM state wiped (its agent's state, its name, its identity file);
 - /etc/machine-id, fresh;
 - /var/lib/cowpod/vm-name (so a later clone of this VM sees a disk from another VM);
 - /var/lib/cowpod/identity.json: name, agent argv and env, read by the init
@@ -35,9 +36,11 @@ from dataclasses import asdict, dataclass
 
 from cowpod.errors import FailedPrecondition
 
-# $1 machine id, $2 vm name, stdin the identity JSON.
+# $1 machine id, $2 vm name, stdin the identity JSON. The parent's per-VM state
+# (vminit.PER_VM_STATE) goes first: the shell's init left the disk as it was.
 _SCRIPT = (
-    "set -e; umask 022; printf '%s\\n' \"$1\" > /etc/machine-id; mkdir -p /var/lib/cowpod; "
+    "set -e; umask 022; rm -rf /var/lib/cowpod/agent /var/lib/cowpod/vm-name /var/lib/cowpod/identity.json; "
+    "printf '%s\\n' \"$1\" > /etc/machine-id; mkdir -p /var/lib/cowpod; "
     "printf '%s\\n' \"$2\" > /var/lib/cowpod/vm-name; cat > /var/lib/cowpod/identity.json; hostname \"$2\""
 )
 

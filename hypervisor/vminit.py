@@ -80,7 +80,14 @@ def log(msg: str) -> None:
 
 
 def adopt_identity(cfg: InitConfig) -> bool:
-    """Write the VM's identity to its disk; return True when the disk came from another VM."""
+    """Write the VM's identity to its disk; return True when the disk came from another VM.
+
+    A warm shell boots with no name: it leaves the disk alone, and the provider
+    wipes the parent's per-VM state and writes the new identity in one step when
+    it takes the shell (hypervisor/vm_identity.py), so no boot-time write can
+    race that."""
+    if not cfg.vm_name:
+        return False
     state = cfg.root / STATE_DIR.relative_to("/")
     state.mkdir(parents=True, exist_ok=True)
     name_file = state / "vm-name"

@@ -64,7 +64,7 @@ def shells(env: DockerTestEnv, parent: str = "") -> list[str]:
     """Idle shells of the env's cluster (of one parent when given)."""
     lbl = f"{L_SHELL_OF}={parent}" if parent else L_SHELL_OF
     cs = docker.from_env().containers.list(
-        all=True, filters={"label": [f"cowpod.cluster={env.cluster_id}", lbl]})
+        all=True, filters={"label": [f"cowpod.cluster={env.cluster_id}", lbl]}, ignore_removed=True)
     return sorted(str(c.name) for c in cs if str(c.name).startswith("cowpod-shell-"))
 
 

@@ -129,3 +129,12 @@ def test_a_warm_shell_takes_its_identity_file_on_sigusr1(
     (state / "vm-name").write_text("kid\n")  # the provider writes it when it takes the shell
     adopt_identity(cfg(tmp_path, "grandkid"))
     assert not (state / "identity.json").exists()
+
+
+def test_a_nameless_shell_leaves_the_disk_to_the_provider(tmp_path: pathlib.Path) -> None:
+    adopt_identity(cfg(tmp_path, "parent"))
+    shell = InitConfig.from_env({"COWPOD_AGENT_START": "wait"}, root=tmp_path)
+    assert adopt_identity(shell) is False
+    # Nothing wiped at boot: the take wipes and writes in one step, so a late
+    # boot can never undo a take.
+    assert (tmp_path / "var/lib/cowpod/vm-name").read_text() == "parent\n"
