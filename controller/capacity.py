@@ -78,15 +78,16 @@ def shortfall(node: str, alloc: Resources, used: Resources, want: Resources) -> 
 
     The message names the first resource short, what the pod requests and what
     is free: `node n1 has insufficient memory (requested 512Mi, free 256Mi)`."""
-    free = alloc - used
     if used.pods + want.pods > alloc.pods:
         return f"node {node} has too many pods (allocatable {alloc.pods}, bound {used.pods})"
-    if want.cpu_millis > 0 and want.cpu_millis > free.cpu_millis:
+    free_cpu = alloc.cpu_millis - used.cpu_millis
+    if want.cpu_millis > 0 and want.cpu_millis > free_cpu:
         return (f"node {node} has insufficient cpu (requested {format_cpu(want.cpu_millis)}, "
-                f"free {format_cpu(max(0, free.cpu_millis))})")
-    if want.memory_bytes > 0 and want.memory_bytes > free.memory_bytes:
+                f"free {format_cpu(max(0, free_cpu))})")
+    free_mem = alloc.memory_bytes - used.memory_bytes
+    if want.memory_bytes > 0 and want.memory_bytes > free_mem:
         return (f"node {node} has insufficient memory (requested {format_memory(want.memory_bytes)}, "
-                f"free {format_memory(max(0, free.memory_bytes))})")
+                f"free {format_memory(max(0, free_mem))})")
     return None
 
 

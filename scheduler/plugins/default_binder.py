@@ -1,9 +1,12 @@
 """Bind: commit plans through PodService.BindBatch.
 
 The controller applies each Binding as a conditional write (pod still
-unbound, at its uid and resource_version; node still there) and answers per
-binding, so one stale plan never fails its neighbours. Falls back to one
-Bind per pod against a controller without BindBatch."""
+unbound, at its uid and resource_version; node still there; the pod fits in
+what the node has left, checked against etcd, so two active schedulers never
+overcommit a node) and answers per binding, so one stale plan never fails its
+neighbours; a refused binding is forgotten and its pod requeued
+(`Scheduler.finish_binds`). Falls back to one Bind per pod against a
+controller without BindBatch."""
 
 from __future__ import annotations
 
