@@ -612,21 +612,32 @@ class DockerProvider:
         """Fill the parent's pool up to `pool_size`, one shell at a time (a
         stop request is honoured between shells, never in the middle of one,
         so no container is left half made)."""
-        try:
-            prepare = getattr(self.warm_start, "prepare", None)
-            if prepare is not None:
+        prepare = getattr(self.warm_start, "prepare", None)
+        if prepare is not None:
+            try:
                 await prepare(container_name(self.cfg, parent))
-            while parent not in self._stopping and self._snapshots.get(parent) == snapshot:
+            except Exception:
+                log.exception("starting the zygote of %s failed (clones start cold)", parent)
+        failures = 0
+        while parent not in self._stopping and self._snapshots.get(parent) == snapshot:
+            try:
                 pool = await self._pool(parent, snapshot)
                 if len(pool) >= self.pool_size:
                     return
                 cpu, mem = self._shell_size.get(parent, (1000, 1 << 30))
                 pool.append(await asyncio.shield(
                     self._run(self._create_shell_sync, parent, snapshot, cpu, mem, True)))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("refilling the shell pool of %s failed", parent)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A busy engine can fail a create: retry a few times, briefly (a
+                # stop request waits for this task), then leave it to the next take.
+                failures += 1
+                log.exception("making a shell for %s failed (%d in a row)", parent, failures)
+                if failures >= 3:
+                    return
+                await asyncio.sleep(0.5 * failures)
 
     async def _stop_pool(self, parent: str) -> None:
         """Stop refilling `parent`'s pool and wait for the shell being made."""

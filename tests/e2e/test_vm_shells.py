@@ -204,3 +204,21 @@ async def test_a_pooled_clone_registers_its_node(
     finally:
         await provider.close()
         await runner.stop()
+
+
+async def test_paused_shells_are_unpaused_when_taken(env: DockerTestEnv) -> None:
+    p = env.provider(pool_size=1, pool_paused=True)
+    try:
+        parent = await p.full_clone(spec(f"par-{env.cluster_id}"))
+        await p.prepare_parent(parent.name)
+        await eventually(lambda: len(shells(env, parent.name)) == 1, "an idle shell")
+        await eventually(lambda: p.idle_shells(parent.name) == 1, "the shell made and paused")
+        idle = docker.from_env().containers.get(shells(env, parent.name)[0])
+        assert idle.attrs["State"]["Paused"]
+        kid = await p.instant_clone(parent.name, spec(f"kid-{env.cluster_id}"))
+        assert kid.state == VMState.RUNNING
+        assert sh(f"cowpod-vm-{kid.name}", "hostname") == kid.name
+        await p.destroy(parent.name, cascade=True)
+        assert shells(env) == [] and await p.list() == []
+    finally:
+        await p.close()
