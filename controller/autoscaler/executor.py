@@ -251,6 +251,10 @@ class Executor:
                 made = await self._create(self._vm(name, c, template=True))
             except grpc.RpcError as err:
                 if _code(err) == grpc.StatusCode.ALREADY_EXISTS:
+                    if await self._live_parent(name, c):
+                        # Our cache had not seen it yet (or an earlier create's
+                        # answer was lost): the class has its parent.
+                        return
                     continue
                 out.failed_classes.append(c.name)
                 log.warning("autoscaler: could not create warm parent %s: %s", name, _details(err))
@@ -261,6 +265,19 @@ class Executor:
                 Event("VM", "", name, "CreatedParent", f"warm parent for class {c.name} (instant clones)")
             )
             return
+
+    async def _live_parent(self, name: str, c: VMClass) -> bool:
+        """Whether `name` is a warm parent of class `c` that is not being destroyed."""
+        try:
+            vm: vm_pb2.VM = await self.api.vms.Get(meta_pb2.ObjectKey(name=name), timeout=CALL_TIMEOUT_S)
+        except grpc.RpcError:
+            return False
+        return (
+            vm.spec.template
+            and vm.spec.class_name == c.name
+            and not vm.metadata.HasField("deletion_timestamp")
+            and vm.status.phase != "Failed"
+        )
 
     async def _preregister_parent_node(self, name: str, c: VMClass) -> None:
         """Register the parent's node, tainted, before its agent boots.

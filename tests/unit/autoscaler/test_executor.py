@@ -60,6 +60,7 @@ class FakeApi:
         self.fail: dict[str, Any] = {}
         self.nodes_by_name: dict[str, node_pb2.Node] = {}
         self.pods_on: dict[str, list[pod_pb2.Pod]] = {}
+        self.vms_by_name: dict[str, vm_pb2.VM] = {}
         self.vms = Stub(self, "vms")
         self.nodes = Stub(self, "nodes")
         self.pods = Stub(self, "pods")
@@ -76,6 +77,10 @@ class FakeApi:
             return vm_pb2.CloneResponse(
                 items=[vm_pb2.VM(metadata=meta_pb2.ObjectMeta(name=n, resource_version=7)) for n in req.names]
             )
+        if name == "vms.Get":
+            if req.name not in self.vms_by_name:
+                raise RpcError(grpc.StatusCode.NOT_FOUND)
+            return self.vms_by_name[req.name]
         if name == "nodes.Get":
             n = node_pb2.Node()
             n.CopyFrom(self.nodes_by_name[req.name])
@@ -180,6 +185,19 @@ async def test_parent_gets_the_plain_name_or_a_suffixed_one(api: FakeApi, ex: Ex
     taints = [(t.key, t.value, t.effect) for t in node.spec.taints]
     assert taints == [("cowpod.io/parent", "true", "NoSchedule")]
     assert not node.status.conditions
+
+
+async def test_parent_whose_create_already_landed_is_not_made_twice(api: FakeApi, ex: Executor) -> None:
+    # The informer had not shown the parent yet (or an earlier answer was lost).
+    api.vms_by_name["small-parent"] = vm_pb2.VM(
+        metadata=meta_pb2.ObjectMeta(name="small-parent"),
+        spec=vm_pb2.VMSpec(class_name="small", template=True),
+        status=vm_pb2.VMStatus(phase="Creating"),
+    )
+    api.fail["vms.Create"] = RpcError(grpc.StatusCode.ALREADY_EXISTS)
+    out = await ex.execute([CreateParent(ClassName("small"))])
+    assert [r.metadata.name for r in api.requests("vms.Create")] == ["small-parent"]
+    assert out.created == [] and out.failed_classes == []
 
 
 async def test_taint_parent_adds_the_taint_once(api: FakeApi, ex: Executor) -> None:
