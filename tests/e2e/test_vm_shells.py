@@ -125,8 +125,12 @@ async def test_empty_pool_creates_the_shell_inline(env: DockerTestEnv) -> None:
         assert sh(f"cowpod-vm-{kid.name}", "hostname") == kid.name
         assert kid.machine_id != parent.machine_id and kid.ip != parent.ip
         # Without a warm-start hook the init reads its identity and starts the agent cold.
-        logs = docker.from_env().containers.get(f"cowpod-vm-{kid.name}").logs().decode()
-        assert "starting the agent cold" in logs
+        # (The signal is sent as the clone returns; the init logs once it has handled it.)
+        vm_container = docker.from_env().containers.get(f"cowpod-vm-{kid.name}")
+        deadline = time.monotonic() + 30
+        while "starting the agent cold" not in (logs := vm_container.logs().decode()):
+            assert time.monotonic() < deadline, logs
+            await asyncio.sleep(0.1)
         assert shells(env) == []  # no pool: nothing idle is kept
         await p.destroy(kid.name)
         # The parent's quiesce point stays for the next child while the parent lives.

@@ -341,7 +341,10 @@ def containers(run_id: str, *labels: str) -> list[dict[str, str]]:
     ).stdout
     rows = []
     for line in out.splitlines():
-        cid, name, state, started = line.split(" ", 3)
+        fields = line.split(" ", 3)
+        if len(fields) != 4:
+            continue  # removed between `ps` and `inspect`: docker printed nothing for it
+        cid, name, state, started = fields
         rows.append({"id": cid, "name": name.lstrip("/"), "state": state, "started": started})
     return rows
 
