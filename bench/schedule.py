@@ -80,7 +80,7 @@ def serve_controller(
     lease_seconds: int,
     grace: float,
     profile: str = "",
-    group_commit: int = 4,
+    group_commit: int = 1,
 ) -> None:
     """Runs in the child process: the real Controller, insecure, without per-client
     rate limits (the bench's single client stands for thousands of agents)."""
@@ -500,7 +500,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--heartbeat", type=float, default=10.0, help="hollow node heartbeat period (s)")
     p.add_argument("--lease-seconds", type=int, default=40)
     p.add_argument(
-        "--etcd-group-commit", type=int, default=4, help="the controller's --etcd-group-commit (0 = off)"
+        "--etcd-group-commit", type=int, default=1, help="the controller's --etcd-group-commit (0 = off)"
     )
     p.add_argument("--percentage", type=int, default=0, help="percentageOfNodesToScore (0 = adaptive)")
     p.add_argument("--batch", type=int, default=256, help="scheduler batchSize")

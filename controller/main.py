@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
     p.add_argument("--etcd", default="127.0.0.1:2379", help="etcd endpoints, HOST:PORT[,HOST:PORT]")
     p.add_argument("--etcd-prefix", default="/cowpod", help="key prefix for everything cowpod stores")
     p.add_argument("--etcd-timeout", type=float, default=5.0, help="deadline for each etcd request (s)")
-    p.add_argument("--etcd-group-commit", type=int, default=4, metavar="N",
+    p.add_argument("--etcd-group-commit", type=int, default=1, metavar="N",
                    help="etcd transactions in flight at once; writes issued meanwhile are merged into "
                         "one transaction (0 = every write its own round trip)")
     p.add_argument("--etcd-compaction-interval", type=float, default=300.0, metavar="SECONDS",
