@@ -370,14 +370,19 @@ class EtcdStore:
     async def _send_merged(self, members: builtins.list[groupcommit.Member]) -> None:
         try:
             if len(members) == 1:
-                m = members[0]
-                succeeded, rev, results = await self._send(m.compares, m.success, m.failure)
-                if not m.future.done():
-                    m.future.set_result(TxnResult(succeeded, rev, groupcommit.reads(results)))
+                await self._send_alone(members[0])
                 return
             merged = groupcommit.merge(members)
             self.txns_shared += len(members)
-            succeeded, rev, results = await self._send(merged.compares, merged.success, merged.failure)
+            try:
+                succeeded, rev, results = await self._send(merged.compares, merged.success, merged.failure)
+            except ResourceExhausted as err:
+                if "too large" not in str(err):
+                    raise
+                # This etcd takes smaller requests than a merge may reach: each on its own.
+                for m in members:
+                    await self._send_alone(m)
+                return
         except Exception as err:  # etcd unreachable, refused: every member sees it, as if sent alone
             for m in members:
                 if not m.future.done():
@@ -389,6 +394,18 @@ class EtcdStore:
             raise
         # Members whose compares held go first in the next merge.
         self._queue[:0] = groupcommit.settle(merged, succeeded, rev, results)
+
+    async def _send_alone(self, m: groupcommit.Member) -> None:
+        if m.future.done():
+            return
+        try:
+            succeeded, rev, results = await self._send(m.compares, m.success, m.failure)
+        except CowpodError as err:
+            if not m.future.done():
+                m.future.set_exception(err)
+            return
+        if not m.future.done():
+            m.future.set_result(TxnResult(succeeded, rev, groupcommit.reads(results)))
 
     async def _send(self, compares: Sequence[Compare], success: Sequence[Op],
                     failure: Sequence[Op]) -> tuple[bool, int, builtins.list[KeyValue | bool | None]]:

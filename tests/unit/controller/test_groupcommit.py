@@ -9,7 +9,8 @@ import pytest
 
 from controller import groupcommit
 from controller.groupcommit import Member, holds, merge, settle, take
-from controller.store import Compare, Get, KeyValue, Put, Target, TxnResult
+from controller.store import Compare, EtcdStore, Get, KeyValue, Put, Target, TxnResult
+from cowpod.errors import ResourceExhausted
 
 
 def member(*compares: Compare, success: tuple[object, ...] = (), failure: tuple[object, ...] = ()) -> Member:
@@ -76,3 +77,30 @@ async def test_failure_fails_only_the_members_whose_compares_are_false() -> None
     assert again == [fine] and not fine.future.done()
     assert create.future.result() == TxnResult(False, 9, [])
     assert update.future.result() == TxnResult(False, 9, [kv("b", 6)])
+
+
+async def test_a_merge_etcd_finds_too_large_is_sent_member_by_member() -> None:
+    """An etcd with a smaller --max-request-bytes than a merge reached: each member alone."""
+    store = EtcdStore(["127.0.0.1:1"], "/t", group_commit=1)
+    sent: list[int] = []
+    release = asyncio.Event()
+
+    async def fake_send(compares: object, success: list[Put],
+                        failure: object) -> tuple[bool, int, list[bool]]:
+        sent.append(len(success))
+        if len(sent) == 1:
+            await release.wait()  # hold the one slot so the next three queue up and merge
+        if len(success) > 1:
+            raise ResourceExhausted("transaction refused: the request is too large for etcd")
+        return True, 10 + len(sent), [True] * len(success)
+
+    store._send = fake_send  # type: ignore[method-assign,assignment]
+    try:
+        calls = [asyncio.ensure_future(store.txn([], [Put(f"k{i}", b"v")])) for i in range(4)]
+        await asyncio.sleep(0)
+        release.set()
+        results = await asyncio.gather(*calls)
+    finally:
+        await store.close()
+    assert sent == [1, 3, 1, 1, 1]  # alone, the merge (refused), then each of its three
+    assert all(r.succeeded for r in results)
