@@ -376,10 +376,12 @@ class EtcdStore:
             self.txns_shared += len(members)
             try:
                 succeeded, rev, results = await self._send(merged.compares, merged.success, merged.failure)
-            except ResourceExhausted as err:
-                if "too large" not in str(err):
-                    raise
-                # This etcd takes smaller requests than a merge may reach: each on its own.
+            except Unavailable:
+                raise
+            except CowpodError:
+                # etcd refused the merge for something one member may have caused (a request
+                # larger than this etcd takes, a lease that expired): each goes on its own
+                # and gets its own answer.
                 for m in members:
                     await self._send_alone(m)
                 return

@@ -10,7 +10,7 @@ import pytest
 from controller import groupcommit
 from controller.groupcommit import Member, holds, merge, settle, take
 from controller.store import Compare, EtcdStore, Get, KeyValue, Put, Target, TxnResult
-from cowpod.errors import ResourceExhausted
+from cowpod.errors import CowpodError, ResourceExhausted
 
 
 def member(*compares: Compare, success: tuple[object, ...] = (), failure: tuple[object, ...] = ()) -> Member:
@@ -79,8 +79,12 @@ async def test_failure_fails_only_the_members_whose_compares_are_false() -> None
     assert update.future.result() == TxnResult(False, 9, [kv("b", 6)])
 
 
-async def test_a_merge_etcd_finds_too_large_is_sent_member_by_member() -> None:
-    """An etcd with a smaller --max-request-bytes than a merge reached: each member alone."""
+@pytest.mark.parametrize("refusal", [
+    ResourceExhausted("transaction refused: the request is too large for etcd"),  # small --max-request-bytes
+    CowpodError("etcd transaction failed: NOT_FOUND: etcdserver: requested lease not found"),
+])
+async def test_a_merge_etcd_refuses_is_sent_member_by_member(refusal: CowpodError) -> None:
+    """etcd refused the merge for what one member may have caused: each member alone."""
     store = EtcdStore(["127.0.0.1:1"], "/t", group_commit=1)
     sent: list[int] = []
     release = asyncio.Event()
@@ -91,7 +95,7 @@ async def test_a_merge_etcd_finds_too_large_is_sent_member_by_member() -> None:
         if len(sent) == 1:
             await release.wait()  # hold the one slot so the next three queue up and merge
         if len(success) > 1:
-            raise ResourceExhausted("transaction refused: the request is too large for etcd")
+            raise refusal
         return True, 10 + len(sent), [True] * len(success)
 
     store._send = fake_send  # type: ignore[method-assign,assignment]
