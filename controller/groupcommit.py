@@ -17,7 +17,10 @@ meanwhile goes out together:
 This is exactly what each member's own transaction would have done at that
 revision, so callers cannot tell the difference. Members in one merge touch
 disjoint keys, and a merge stays within etcd's limits (128 compares, 128 ops
-per branch) and well under its request size limit.
+per branch) and well under its request size limit. A merge that etcd refuses
+for anything but unavailability (an etcd with a smaller request limit, an
+expired lease in one member's put) is sent again member by member
+(`EtcdStore._send_merged`), so no member fails for another's sake.
 """
 
 from __future__ import annotations
