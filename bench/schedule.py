@@ -1,17 +1,20 @@
 """Scheduler throughput on hollow nodes, against the real controller and etcd.
 
     python bench/schedule.py --nodes 5000 --pods 20000 [--workload plain|mixed] [--mark-running]
-                             [--concurrency 64] [--profile scheduler.prof]
+                             [--concurrency 64] [--create-batch 16] [--etcd-group-commit 1]
+                             [--precreate] [--profile scheduler.prof]
 
 Starts etcd, measures its raw write rate through the controller's own etcd
-client (`controller.store.EtcdStore`, pod-sized creates, the same concurrency
-as the pod creates below), then starts the controller and the scheduler as
-separate processes, registers hollow nodes from this process (one channel,
-heartbeats with jitter), creates the pods as fast as `--concurrency` allows
-and watches until every pod is bound. Prints binds/s, create->bound latency
-(p50/p99), scheduler CPU seconds per 1,000 pods, peak RSS of the scheduler
-and the controller, and the ratio binds/s : raw etcd creates/s. The last line
-is one JSON object with every figure.
+client (`controller.store.EtcdStore`, pod-sized creates, one transaction each,
+the same concurrency as the pod creates below), then starts the controller and
+the scheduler as separate processes, registers hollow nodes from this process
+(one channel, one unary Heartbeat per node every 10 s with jitter), creates the
+pods as fast as `--concurrency` pods in flight allow (in PodService.CreateBatch
+calls of `--create-batch`; 1 = unary Create) and watches until every pod is
+bound. Prints binds/s, create->bound latency (p50/p99), scheduler CPU seconds
+per 1,000 pods, CPU seconds of every process, peak RSS of the scheduler and the
+controller, and the ratio binds/s : raw etcd creates/s. The last line is one
+JSON object with every figure.
 
 Everything shares the machine (2 cores here): etcd, the controller, the
 scheduler and this process (hollow nodes + pod creation + the watch).
