@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -39,6 +41,16 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    @contextlib.contextmanager
+    def watch_open(self, kind: str) -> Iterator[None]:
+        """Count a watch stream of `kind` in `watch_streams` while the block runs."""
+        gauge = self.watch_streams.labels(kind)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
 
 
 async def serve_metrics(metrics: Metrics, host: str, port: int,

@@ -193,10 +193,6 @@ class ReplicaSetServicer:
         return await self.rs.delete(req)
 
     async def Watch(self, req: meta_pb2.WatchOptions, ctx: Ctx) -> AsyncIterator[bytes]:
-        gauge = self.metrics.watch_streams.labels("replicasets")
-        gauge.inc()
-        try:
+        with self.metrics.watch_open("replicasets"):
             async for b in self.res.watch(req):
                 yield b
-        finally:
-            gauge.dec()

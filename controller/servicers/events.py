@@ -25,10 +25,6 @@ class EventServicer:
         return event_pb2.EventList(items=items, resource_version=rev)
 
     async def Watch(self, req: meta_pb2.WatchOptions, ctx: Ctx) -> AsyncIterator[bytes]:
-        gauge = self.metrics.watch_streams.labels("events")
-        gauge.inc()
-        try:
+        with self.metrics.watch_open("events"):
             async for b in self.res.watch(req):
                 yield b
-        finally:
-            gauge.dec()

@@ -40,10 +40,6 @@ class NodeServicer:
         return await self.nodes.delete(req)
 
     async def Watch(self, req: meta_pb2.WatchOptions, ctx: Ctx) -> AsyncIterator[bytes]:
-        gauge = self.metrics.watch_streams.labels("nodes")
-        gauge.inc()
-        try:
+        with self.metrics.watch_open("nodes"):
             async for b in self.res.watch(req):
                 yield b
-        finally:
-            gauge.dec()

@@ -60,13 +60,9 @@ class PodServicer:
         return await self.pods.delete(req)
 
     async def Watch(self, req: meta_pb2.WatchOptions, ctx: Ctx) -> AsyncIterator[bytes]:
-        gauge = self.metrics.watch_streams.labels("pods")
-        gauge.inc()
-        try:
+        with self.metrics.watch_open("pods"):
             async for b in self.res.watch(req):
                 yield b
-        finally:
-            gauge.dec()
 
     async def Bind(self, req: pod_pb2.Binding, ctx: Ctx) -> pod_pb2.Pod:
         try:

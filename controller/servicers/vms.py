@@ -39,10 +39,6 @@ class VMServicer:
         return await self.vms.destroy(req)
 
     async def Watch(self, req: meta_pb2.WatchOptions, ctx: Ctx) -> AsyncIterator[bytes]:
-        gauge = self.metrics.watch_streams.labels("vms")
-        gauge.inc()
-        try:
+        with self.metrics.watch_open("vms"):
             async for b in self.res.watch(req):
                 yield b
-        finally:
-            gauge.dec()
