@@ -66,6 +66,9 @@ class SchedulerConfig:
     initial_backoff_s: float = 1.0
     max_backoff_s: float = 10.0
     max_unschedulable_s: float = 60.0
+    # Kubernetes' SchedulerPopFromBackoffQ: an idle scheduler does not make
+    # event-moved pods sit out their back-off.
+    pop_from_backoff: bool = True
     queue_sort: str = "PrioritySort"
     filters: tuple[str, ...] = DEFAULT_FILTERS
     scores: tuple[tuple[str, float], ...] = DEFAULT_SCORES
@@ -81,6 +84,7 @@ _TOP = {
     "podInitialBackoffSeconds": ("initial_backoff_s", float),
     "podMaxBackoffSeconds": ("max_backoff_s", float),
     "maxUnschedulableSeconds": ("max_unschedulable_s", float),
+    "popFromBackoffWhenIdle": ("pop_from_backoff", bool),
 }
 _LEADER = {
     "leaseName": ("lease_name", str),
@@ -94,6 +98,10 @@ _LEADER = {
 def _typed(path: str, value: Any, typ: type) -> Any:
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise Invalid(path, "must be true or false")
+        return value
     if not isinstance(value, typ) or isinstance(value, bool):
         raise Invalid(path, f"must be a {typ.__name__}")
     return value

@@ -90,6 +90,7 @@ class Scheduler:
             initial_backoff=cfg.initial_backoff_s,
             max_backoff=cfg.max_backoff_s,
             max_unschedulable_s=cfg.max_unschedulable_s,
+            pop_from_backoff=cfg.pop_from_backoff,
         )
         self._names = (
             DEFAULT_SCHEDULER_NAMES if cfg.scheduler_name == COMPONENT else frozenset({cfg.scheduler_name})

@@ -20,6 +20,13 @@ moved often is not retried in a tight loop. A parked pod is also retried after
 `max_unschedulable_s` in case an event was missed. Nothing polls: `pop` sleeps
 until a pod arrives or the earliest back-off expires.
 
+When nothing is active, a pod that an event moved into back-off is popped at
+once instead of idling out its back-off (Kubernetes' SchedulerPopFromBackoffQ,
+KEP-5142, on by default since 1.33): back-off exists to stop unschedulable pods
+from starving others, and with an empty active heap there is no one to starve.
+That is what lets a pod land on a freshly cloned node the moment it is Ready.
+Pods backing off after an *error* (a failed bind) still wait the whole back-off.
+
 Time comes from an injected `Clock`; tests drive it with `FakeClock`.
 """
 
@@ -67,6 +74,7 @@ class SchedulingQueue:
         initial_backoff: float = 1.0,
         max_backoff: float = 10.0,
         max_unschedulable_s: float = 60.0,
+        pop_from_backoff: bool = True,
     ) -> None:
         self._sort = sort
         self._clock = clock
@@ -74,11 +82,14 @@ class SchedulingQueue:
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.max_unschedulable_s = max_unschedulable_s
+        self.pop_from_backoff = pop_from_backoff
         self._pods: dict[PodUID, QueuedPod] = {}
         # Heaps hold (key, seq, uid); an entry whose seq no longer matches the
         # pod's is stale (the pod moved or was updated) and is skipped.
         self._active: list[tuple[tuple[float, ...], int, PodUID]] = []
         self._backoff: list[tuple[float, int, PodUID]] = []
+        # Pods backing off after an error: never popped before their time.
+        self._error_backoff: list[tuple[float, int, PodUID]] = []
         self._unschedulable: dict[PodUID, QueuedPod] = {}
         self._counts = {"active": 0, "backoff": 0, "unschedulable": 0, "inflight": 0}
         self._seq = itertools.count(1)
@@ -119,11 +130,12 @@ class SchedulingQueue:
         heapq.heappush(self._active, (self._sort.sort_key(qp), qp.seq, qp.pod.uid))
         self._wake.set()
 
-    def _to_backoff(self, qp: QueuedPod) -> None:
+    def _to_backoff(self, qp: QueuedPod, *, error: bool = False) -> None:
         self._unschedulable.pop(qp.pod.uid, None)
         self._set_where(qp, "backoff")
         qp.seq = next(self._seq)
-        heapq.heappush(self._backoff, (qp.backoff_until, qp.seq, qp.pod.uid))
+        heap = self._error_backoff if error else self._backoff
+        heapq.heappush(heap, (qp.backoff_until, qp.seq, qp.pod.uid))
         self._wake.set()
 
     def _to_active_or_backoff(self, qp: QueuedPod) -> None:
@@ -177,7 +189,7 @@ class SchedulingQueue:
             self._pods[qp.pod.uid] = qp
             qp.where = ""
         qp.backoff_until = self._clock.monotonic() + self.backoff_duration(max(qp.attempts, 1))
-        self._to_backoff(qp)
+        self._to_backoff(qp, error=True)
 
     def on_event(self, event: ClusterEvent) -> int:
         """Move parked pods that `event` may help. Returns how many moved."""
@@ -204,25 +216,31 @@ class SchedulingQueue:
     def flush(self) -> None:
         """Move pods whose back-off expired to active, and pods parked too long to back-off."""
         now = self._clock.monotonic()
-        while self._backoff and self._backoff[0][0] <= now:
-            _, seq, uid = heapq.heappop(self._backoff)
-            qp = self._pods.get(uid)
-            if qp is not None and qp.seq == seq and qp.where == "backoff":
-                self._to_active(qp)
+        for heap in (self._backoff, self._error_backoff):
+            while heap and heap[0][0] <= now:
+                qp = self._live_backoff(heapq.heappop(heap))
+                if qp is not None:
+                    self._to_active(qp)
         if self._unschedulable:
             for qp in list(self._unschedulable.values()):
                 if now - qp.unschedulable_since >= self.max_unschedulable_s:
                     self._to_active_or_backoff(qp)
 
+    def _live_backoff(self, entry: tuple[float, int, PodUID]) -> QueuedPod | None:
+        _, seq, uid = entry
+        qp = self._pods.get(uid)
+        if qp is not None and qp.seq == seq and qp.where == "backoff":
+            return qp
+        return None
+
     def _next_deadline(self) -> float | None:
         deadlines: list[float] = []
-        while self._backoff:
-            _, seq, uid = self._backoff[0]
-            qp = self._pods.get(uid)
-            if qp is not None and qp.seq == seq and qp.where == "backoff":
-                deadlines.append(self._backoff[0][0])
-                break
-            heapq.heappop(self._backoff)
+        for heap in (self._backoff, self._error_backoff):
+            while heap:
+                if self._live_backoff(heap[0]) is not None:
+                    deadlines.append(heap[0][0])
+                    break
+                heapq.heappop(heap)
         if self._unschedulable:
             deadlines.append(
                 min(q.unschedulable_since for q in self._unschedulable.values()) + self.max_unschedulable_s
@@ -238,10 +256,18 @@ class SchedulingQueue:
             qp = self._pods.get(uid)
             if qp is None or qp.seq != seq or qp.where != "active":
                 continue
-            qp.attempts += 1
-            self._set_where(qp, "inflight")
-            return qp
+            return self._take(qp)
+        while self.pop_from_backoff and self._backoff:
+            # Active is empty: the back-off has no one to protect (see the module doc).
+            qp = self._live_backoff(heapq.heappop(self._backoff))
+            if qp is not None:
+                return self._take(qp)
         return None
+
+    def _take(self, qp: QueuedPod) -> QueuedPod:
+        qp.attempts += 1
+        self._set_where(qp, "inflight")
+        return qp
 
     async def pop_many(self, max_n: int) -> list[QueuedPod]:
         """Wait for at least one pod; return up to `max_n` in queue order."""

@@ -27,6 +27,7 @@ def test_plugins_and_weights_from_yaml() -> None:
             """
             percentageOfNodesToScore: 20
             podMaxBackoffSeconds: 5
+            popFromBackoffWhenIdle: false
             plugins:
               filter: [NodeResourcesFit]
               score:
@@ -40,6 +41,7 @@ def test_plugins_and_weights_from_yaml() -> None:
     assert cfg.scores == (("NodeResourcesMostAllocated", 3.0), ("PodTopologySpreadScore", 1.0))
     assert cfg.percentage_of_nodes_to_score == 20 and cfg.max_backoff_s == 5.0
     assert cfg.leader_election.lease_duration_s == 4.0
+    assert cfg.pop_from_backoff is False and SchedulerConfig().pop_from_backoff is True
 
 
 @pytest.mark.parametrize(
@@ -50,6 +52,7 @@ def test_plugins_and_weights_from_yaml() -> None:
         ({"plugins": {"preBind": []}}, "plugins.preBind"),
         ({"percentageOfNodesToScore": 101}, "percentageOfNodesToScore"),
         ({"bogus": 1}, "bogus"),
+        ({"popFromBackoffWhenIdle": "yes"}, "popFromBackoffWhenIdle"),
         ({"leaderElection": {"x": 1}}, "leaderElection.x"),
     ],
 )

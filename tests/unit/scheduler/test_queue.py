@@ -16,7 +16,7 @@ from scheduler.plugins.taint_toleration import TaintToleration
 from tests.unit.scheduler.builders import make_pod
 
 
-def new_queue(clock: FakeClock) -> SchedulingQueue:
+def new_queue(clock: FakeClock, *, pop_from_backoff: bool = False) -> SchedulingQueue:
     plugins = [NodeResourcesFit(), TaintToleration(), NodeAffinity()]
     return SchedulingQueue(
         PrioritySort(),
@@ -25,6 +25,7 @@ def new_queue(clock: FakeClock) -> SchedulingQueue:
         initial_backoff=1.0,
         max_backoff=10.0,
         max_unschedulable_s=60.0,
+        pop_from_backoff=pop_from_backoff,
     )
 
 
@@ -73,6 +74,39 @@ async def test_unschedulable_pod_waits_for_a_relevant_event_and_its_backoff() ->
     await clock.advance(1.9)
     assert q.pop_nowait() is None
     await clock.advance(0.2)
+    qp = q.pop_nowait()
+    assert qp is not None and qp.pod.name == "p"
+
+
+async def test_idle_queue_pops_an_event_moved_pod_before_its_backoff_ends() -> None:
+    clock = FakeClock()
+    q = new_queue(clock, pop_from_backoff=True)
+    q.add(make_pod("waits").build())
+    qp = q.pop_nowait()
+    assert qp is not None
+    q.unschedulable(qp, {"NodeResourcesFit"})
+    # Parked pods are not popped early: only an event moves them.
+    assert q.pop_nowait() is None
+    q.on_event(NODE_ADD)
+    assert q.depth()["backoff"] == 1
+    # A pod in the active heap goes first; the backed-off one only when nothing is active.
+    q.add(make_pod("fresh").build())
+    first, second = q.pop_nowait(), q.pop_nowait()
+    assert first is not None and first.pod.name == "fresh"
+    assert second is not None and second.pod.name == "waits" and second.attempts == 2
+    assert q.depth()["backoff"] == 0 and clock.monotonic() == 0
+
+
+async def test_idle_queue_still_waits_out_an_error_backoff() -> None:
+    clock = FakeClock()
+    q = new_queue(clock, pop_from_backoff=True)
+    q.add(make_pod("p").build())
+    qp = q.pop_nowait()
+    assert qp is not None
+    q.done(qp.pod.uid)
+    q.error(qp)  # a failed bind: punished by the whole back-off
+    assert q.pop_nowait() is None
+    await clock.advance(1.1)
     qp = q.pop_nowait()
     assert qp is not None and qp.pod.name == "p"
 
