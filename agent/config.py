@@ -55,6 +55,8 @@ class AgentConfig:
     status_concurrency: int = 4
     status_qps: float = 50.0
     docker_threads: int = 32
+    # Container creates/starts at once, oldest pod first (agent/startgate.py).
+    parallel_starts: int = 2
     # Paths read for capacity; tests point them at fixtures.
     cgroup_root: str = "/sys/fs/cgroup"
     proc_root: str = "/proc"

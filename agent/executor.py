@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from agent import labels as L
@@ -33,6 +34,7 @@ from agent.plan import (
 )
 from agent.podspec import ConfigError, PodContext, container_spec, sandbox_spec, volume_name
 from agent.runtime import ContainerInfo, EngineError, ImageError, Kind, Runtime, VMInfo
+from agent.startgate import StartGate
 from agent.statusmgr import StatusManager
 from cowpod.clock import Clock
 from cowpod.v1 import pod_pb2
@@ -72,6 +74,12 @@ class Executor:
         self.statuses = statuses
         self.clock = clock
         self.node = node
+        self.gate = StartGate(cfg.parallel_starts)
+
+    def _slot(self, pod: pod_pb2.Pod) -> AbstractAsyncContextManager[None]:
+        """A gate slot for one container's create and start, oldest pod first."""
+        ts = pod.metadata.creation_timestamp
+        return self.gate.slot(ts.seconds + ts.nanos / 1e9)
 
     def pod_ip(self, containers: Sequence[ContainerInfo]) -> str:
         if self.node.vm is not None:
@@ -252,8 +260,9 @@ class Executor:
             if not await self.runtime.image_present(spec.image) and not self.cfg.no_pull:
                 await self.runtime.pull_image(spec.image)
             await self.ensure_volumes(pod)
-            cid = await self.runtime.create_container(spec)
-            await self.runtime.start_container(cid)
+            async with self._slot(pod):
+                cid = await self.runtime.create_container(spec)
+                await self.runtime.start_container(cid)
             if self.metrics is not None:
                 self.metrics.started("sandbox", a.attempt)
         except (ImageError, EngineError) as err:
@@ -296,24 +305,25 @@ class Executor:
             self._backoff_error(memory, c.name, "CreateContainerConfigError", str(err))
             self.recorder.record(ref, "Failed", f"Error: {err}", warning=True)
             return
-        try:
-            cid = await self.runtime.create_container(spec)
-        except ImageError as err:
-            self._image_failed(ref, memory, c.name, err.reason, err.message)
-            return
-        except EngineError as err:
-            self._backoff_error(memory, c.name, "CreateContainerError", str(err))
-            self.recorder.record(ref, "Failed", f"Error: {err}", warning=True)
-            return
-        memory.errors.pop(c.name, None)
-        self.recorder.record(ref, "Created", f"Created container {c.name}")
-        try:
-            await self.runtime.start_container(cid)
-        except EngineError as err:
-            self.recorder.record(
-                ref, "Failed", f"Error: failed to start container {c.name}: {err}", warning=True
-            )
-            return
+        async with self._slot(pod):
+            try:
+                cid = await self.runtime.create_container(spec)
+            except ImageError as err:
+                self._image_failed(ref, memory, c.name, err.reason, err.message)
+                return
+            except EngineError as err:
+                self._backoff_error(memory, c.name, "CreateContainerError", str(err))
+                self.recorder.record(ref, "Failed", f"Error: {err}", warning=True)
+                return
+            memory.errors.pop(c.name, None)
+            self.recorder.record(ref, "Created", f"Created container {c.name}")
+            try:
+                await self.runtime.start_container(cid)
+            except EngineError as err:
+                self.recorder.record(
+                    ref, "Failed", f"Error: failed to start container {c.name}: {err}", warning=True
+                )
+                return
         self.recorder.record(ref, "Started", f"Started container {c.name}")
         if self.metrics is not None:
             self.metrics.started(a.kind.value, a.attempt)

@@ -62,6 +62,16 @@ def _mem(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from err
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cowpod-agent", description="cowpod node agent: runs pods with Docker")
     p.add_argument("--controller", required=True, help="controller address: host:port or unix:///path")
@@ -86,6 +96,12 @@ def parser() -> argparse.ArgumentParser:
         "--docker-label", type=parse_labels, default={}, help="extra labels on every Docker object (k=v,..)"
     )
     p.add_argument("--cgroup-root", default="/sys/fs/cgroup")
+    p.add_argument(
+        "--parallel-starts",
+        type=_positive,
+        default=2,
+        help="container creates/starts at once, oldest pod first (default 2; the engine is CPU-bound)",
+    )
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT", help="serve Prometheus /metrics here")
     p.add_argument("--log-level", default="info")
     # TLS to the controller and the node's identity (cowpod.auth): --ca-file, --cert-file/--key-file
@@ -117,6 +133,7 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         extra_docker_labels=ns.docker_label,
         cgroup_root=ns.cgroup_root,
         metrics_listen=ns.metrics_listen,
+        parallel_starts=ns.parallel_starts,
     )
 
 
