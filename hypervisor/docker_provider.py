@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
-import contextlib
 import datetime
 import functools
 import json
@@ -148,6 +147,10 @@ class DockerProviderConfig:
     # Warm shells kept ready per parent for instant clones (0: none; clones then
     # create their shell inline). Names: `<shell_prefix><parent>-<random>`.
     pool_size: int = 2
+    # A pool is refilled only once no shell was taken from it for this long:
+    # during a burst of clones the engine's CPU goes to the clones and their
+    # pods, not to shells for the next burst.
+    refill_quiet_s: float = 1.0
     shell_prefix: str = "cowpod-shell-"
     # Keep idle shells paused (cgroup freezer): they then cost no CPU at all, and a
     # take pays one `docker unpause` (~10-30 ms).
@@ -239,6 +242,10 @@ class DockerProvider:
         # `_stop_pool` and `close` stop and await them.
         self._refills: dict[str, asyncio.Task[None]] = {}
         self._stopping: set[str] = set()
+        # parent -> monotonic time of the last shell taken from its pool.
+        self._last_take: dict[str, float] = {}
+        # Parents whose refill task is waiting for quiet (safe to cancel: no shell in the making).
+        self._refill_waiting: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -620,6 +627,7 @@ class DockerProvider:
                 log.exception("starting the zygote of %s failed (clones start cold)", parent)
         failures = 0
         while parent not in self._stopping and self._snapshots.get(parent) == snapshot:
+            await self._refill_quiet(parent)
             try:
                 pool = await self._pool(parent, snapshot)
                 if len(pool) >= self.pool_size:
@@ -639,18 +647,35 @@ class DockerProvider:
                     return
                 await asyncio.sleep(0.5 * failures)
 
+    async def _refill_quiet(self, parent: str) -> None:
+        """Wait until no shell of `parent` was taken for `refill_quiet_s`."""
+        self._refill_waiting.add(parent)
+        try:
+            while True:
+                # A deadline that moves with every take: re-read after each sleep.
+                wait = self._last_take.get(parent, -1e9) + self.cfg.refill_quiet_s - time.monotonic()
+                if wait <= 0:
+                    return
+                await asyncio.sleep(wait)
+        finally:
+            self._refill_waiting.discard(parent)
+
     async def _stop_pool(self, parent: str) -> None:
         """Stop refilling `parent`'s pool and wait for the shell being made."""
         self._stopping.add(parent)
         t = self._refills.pop(parent, None)
         if t is not None:
-            with contextlib.suppress(Exception):
-                await t
+            if parent in self._refill_waiting:
+                t.cancel()  # only waiting for quiet: nothing half made
+            await asyncio.wait({t})
+            if not t.cancelled():
+                t.exception()  # retrieved: a failed refill was logged where it failed
         self._pools.pop(parent, None)
 
     async def _take_shell(self, parent: str, snapshot: str, spec: VMSpecInfo) -> tuple[str, bool]:
         """An idle shell id and whether it came from the pool (else it was made now)."""
         pool = await self._pool(parent, snapshot)
+        self._last_take[parent] = time.monotonic()
         if pool:
             return pool.popleft(), True
         sid = await self._run(self._create_shell_sync, parent, snapshot, spec.cpu_millis, spec.memory_bytes,
