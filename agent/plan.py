@@ -16,7 +16,9 @@ Rules, in the order they bind (kubelet's, simplified):
 2. Pod terminal (Succeeded/Failed, or rejected): stop what still runs,
    start nothing.
 3. Sandbox first: no running sandbox -> stop the pod's containers, start a
-   new sandbox.
+   new sandbox. A pod without one (a single container on a VM's network,
+   see `desired.needs_sandbox`) skips this; one that already has a sandbox
+   (an older agent made it) keeps the sandbox model for its lifetime.
 4. Init containers one at a time, in order, each to success.
 5. App containers: start the missing; restart the dead per restart policy
    after crash back-off; replace a running one whose spec changed or that
@@ -51,7 +53,7 @@ class StartContainer:
     kind: Kind
     attempt: int
     streak: int
-    sandbox_id: str
+    sandbox_id: str  # "" for a pod without a sandbox: it joins the VM directly
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,9 @@ def plan_pod(
         (c for c in containers if c.kind == Kind.SANDBOX), key=lambda c: (c.attempt, c.created_at)
     )
     sandbox = sandboxes[-1] if sandboxes else None
-    if sandbox is None or not sandbox.running:
+    if sandbox is None and not desired.sandbox:
+        sandbox_id = ""
+    elif sandbox is None or not sandbox.running:
         workers = [c for c in containers if c.running and c.kind != Kind.SANDBOX]
         if workers:
             return [KillContainer(c.id, c.name, desired.grace_seconds, "SandboxChanged") for c in workers]
@@ -330,6 +334,8 @@ def plan_pod(
             StartSandbox(sandbox.attempt + 1 if sandbox else 0),
             *_garbage(desired, containers, cfg.keep_dead),
         ]
+    else:
+        sandbox_id = sandbox.id
 
     # Containers running that the spec no longer names.
     known = {(w.name, w.kind) for w in (*desired.init, *desired.apps)}
@@ -346,7 +352,7 @@ def plan_pod(
                 continue
             if last is not None and last.running:
                 break
-            a = _start_or_wait(w, last, memory, now, cfg, sandbox.id)
+            a = _start_or_wait(w, last, memory, now, cfg, sandbox_id)
             if a is not None:
                 out.append(a)
             break
@@ -362,7 +368,7 @@ def plan_pod(
             continue
         if last is not None and not wants_restart(last, desired.restart_policy):
             continue
-        a = _start_or_wait(w, last, memory, now, cfg, sandbox.id)
+        a = _start_or_wait(w, last, memory, now, cfg, sandbox_id)
         if a is not None:
             out.append(a)
     return out + _garbage(desired, containers, cfg.keep_dead)

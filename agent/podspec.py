@@ -7,6 +7,9 @@ network/cgroup nesting that makes a pod live inside its VM.
       └─ sandbox "pause"  network_mode=container:<vm>  cgroup_parent=/docker/<vm>
            └─ app / init  network_mode=container:<sandbox>, ipc=container:<sandbox>
 
+    A single-container pod on a VM (no sandbox; `desired.needs_sandbox`):
+      └─ app              network_mode=container:<vm>, its own IPC namespace
+
 Without a VM container the sandbox gets the engine's default network.
 """
 
@@ -177,7 +180,12 @@ def container_spec(
         L.BACKOFF_STREAK: str(streak),
         L.SPEC_HASH: spec_hash(c),
     }
-    sandbox = f"container:{ctx.sandbox_id}"
+    if ctx.sandbox_id:
+        network_mode = ipc_mode = f"container:{ctx.sandbox_id}"
+    elif ctx.vm_id:
+        network_mode, ipc_mode = f"container:{ctx.vm_id}", ""
+    else:
+        raise ConfigError("no sandbox and no VM to join")  # the planner never asks for this
     return CreateSpec(
         name=docker_name(pod, c.name, attempt),
         image=c.image,
@@ -186,8 +194,8 @@ def container_spec(
         cmd=[expand(x, env) for x in c.args] if c.args else None,
         env=env,
         working_dir=c.working_dir,
-        network_mode=sandbox,
-        ipc_mode=sandbox,
+        network_mode=network_mode,
+        ipc_mode=ipc_mode,
         cgroup_parent=ctx.cgroup_parent,
         nano_cpus=cpu_limit * 1_000_000,
         cpu_shares=max(2, cpu_request * 1024 // 1000) if cpu_request else 0,

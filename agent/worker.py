@@ -113,7 +113,8 @@ class PodWorker:
             if pod is None and not containers:
                 self.d.statuses.forget(self.uid)
                 return True, None
-            desired = from_proto(pod) if pod is not None else None
+            vm_network = self.d.executor.node.vm is not None
+            desired = from_proto(pod, vm_network=vm_network) if pod is not None else None
             if pod is not None and desired is not None:
                 self._first_sight(pod, desired, containers)
             self._sync_probes(pod, containers)

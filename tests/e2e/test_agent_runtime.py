@@ -445,19 +445,39 @@ async def test_pods_nest_in_vm_container_cgroup_and_network(
             node = await client.nodes.Get(meta_pb2.ObjectKey(name=name))
             assert node.spec.provider_id == f"docker://{vm_id}"
             assert any(a.address == vm_ip for a in node.status.addresses)
-            await create_and_bind(client, make_pod("nested", ("app", "sleep 1000")), runner.config.node_name)
+            # Two containers share a sandbox that joins the VM; one container joins the VM itself.
+            pair = make_pod("nested", ("app", "sleep 1000"), ("side", "sleep 1000"))
+            await create_and_bind(client, pair, runner.config.node_name)
+            await create_and_bind(client, make_pod("solo", ("app", "sleep 1000")), runner.config.node_name)
             pod = await wait_pod(client, "nested", phase_is("Running"))
-            assert pod.status.pod_ip == vm_ip
-            ids = docker(
-                "ps", "-q", "--no-trunc", "--filter", f"label=cowpod.pod.uid={pod.metadata.uid}"
-            ).split()
-            infos = {inspect(i)["Config"]["Labels"]["cowpod.container.kind"]: inspect(i) for i in ids}
-            sandbox, app = infos["sandbox"], infos["app"]
-            for info in (sandbox, app):
+            solo = await wait_pod(client, "solo", phase_is("Running"))
+            assert pod.status.pod_ip == vm_ip and solo.status.pod_ip == vm_ip
+
+            def kinds(uid: str) -> dict[str, list[dict[str, Any]]]:
+                ids = docker("ps", "-q", "--no-trunc", "--filter", f"label=cowpod.pod.uid={uid}").split()
+                out: dict[str, list[dict[str, Any]]] = {}
+                for i in ids:
+                    info = inspect(i)
+                    out.setdefault(info["Config"]["Labels"]["cowpod.container.kind"], []).append(info)
+                return out
+
+            infos = kinds(pod.metadata.uid)
+            [sandbox], apps = infos["sandbox"], infos["app"]
+            assert len(apps) == 2
+            for info in (sandbox, *apps):
                 assert info["HostConfig"]["CgroupParent"] == f"/docker/{vm_id}"
             assert sandbox["HostConfig"]["NetworkMode"] == f"container:{vm_id}"
-            assert app["HostConfig"]["NetworkMode"] == f"container:{sandbox['Id']}"
+            for app in apps:
+                assert app["HostConfig"]["NetworkMode"] == f"container:{sandbox['Id']}"
+                assert app["HostConfig"]["IpcMode"] == f"container:{sandbox['Id']}"
+            solo_infos = kinds(solo.metadata.uid)
+            assert set(solo_infos) == {"app"}
+            [solo_app] = solo_infos["app"]
+            assert solo_app["HostConfig"]["NetworkMode"] == f"container:{vm_id}"
+            assert solo_app["HostConfig"]["CgroupParent"] == f"/docker/{vm_id}"
+            await client.pods.Delete(meta_pb2.DeleteOptions(key=key("solo")))
             await client.pods.Delete(meta_pb2.DeleteOptions(key=key("nested")))
+            await wait_pod(client, "solo", gone, timeout=30)
             await wait_pod(client, "nested", gone, timeout=30)
     finally:
         cleanup_docker(name)

@@ -13,7 +13,7 @@ from agent import labels as L
 from agent.admission import Admission
 from agent.capacity import Resources, allocatable, detect_capacity
 from agent.config import AgentConfig, BackoffPolicy
-from agent.desired import from_proto, grace_of
+from agent.desired import from_proto, grace_of, needs_sandbox
 from agent.plan import PendingError, PodMemory
 from agent.podspec import ConfigError, PodContext, container_spec, expand, pod_requests, sandbox_spec
 from agent.probes import ProbeKind, Prober, ProbeWorker, Target, settings
@@ -168,6 +168,28 @@ def test_sandbox_joins_vm_network_or_publishes_ports() -> None:
     plain = sandbox_spec(p, CFG, 1, "", "")
     assert plain.network_mode == "" and plain.published_ports == {"80/tcp": 8080}
     assert plain.hostname == "web" and plain.labels[L.CONTAINER_KIND] == "sandbox"
+
+
+def test_only_single_container_pods_on_a_vm_go_without_a_sandbox() -> None:
+    one = pod("one", container("app"))
+    two = pod("two", container("a"), container("b"))
+    init = pod("init", container("app"))
+    init.spec.init_containers.add(name="setup", image="cowpod/busybox:latest")
+    assert not needs_sandbox(one, vm_network=True)
+    assert needs_sandbox(one, vm_network=False)  # its own network namespace to hold
+    assert needs_sandbox(two, vm_network=True) and needs_sandbox(init, vm_network=True)
+    assert from_proto(one, vm_network=True).sandbox is False
+
+
+def test_a_container_without_a_sandbox_joins_the_vm() -> None:
+    c = container("app")
+    p = pod("solo", c)
+    ctx = PodContext("node-1", "10.1.2.3", "192.168.0.1", "", vm_id="vm-id", cgroup_parent="/docker/vm-id")
+    spec = container_spec(p, c, Kind.APP, 0, 0, CFG, ctx)
+    assert spec.network_mode == "container:vm-id" and spec.ipc_mode == ""
+    assert spec.cgroup_parent == "/docker/vm-id"
+    with pytest.raises(ConfigError, match="no sandbox"):
+        container_spec(p, c, Kind.APP, 0, 0, CFG, PodContext("n", "", "", ""))
 
 
 def test_bad_specs_are_config_errors() -> None:

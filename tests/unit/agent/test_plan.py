@@ -3,7 +3,7 @@ No Docker, no clock: each row is one situation a reviewer can read."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -43,8 +43,29 @@ class Row:
     memory: PodMemory = field(default_factory=PodMemory)
 
 
+NOSB = replace(desired(), sandbox=False)
+
 ROWS = [
     Row("empty pod starts its sandbox", desired(), [], [StartSandbox(0)]),
+    Row(
+        "a pod without a sandbox starts its app at once, joined to the VM",
+        NOSB,
+        [],
+        [StartContainer("app", Kind.APP, 0, 0, "")],
+    ),
+    Row("a pod without a sandbox, app running: nothing", NOSB, [ctr()], []),
+    Row(
+        "a pod without a sandbox restarts its crashed app without one",
+        NOSB,
+        [exited("app", 1)],
+        [StartContainer("app", Kind.APP, 1, 1, "")],
+    ),
+    Row(
+        "a pod an older agent gave a sandbox keeps that model",
+        NOSB,
+        [sandbox(state=RunState.EXITED), ctr()],
+        [KillContainer("app-0-app", "app", 30, "SandboxChanged")],
+    ),
     Row("sandbox up: start the app", desired(), [SB], [StartContainer("app", Kind.APP, 0, 0, SBID)]),
     Row(
         "several apps start together",
