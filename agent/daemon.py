@@ -109,6 +109,7 @@ class Agent:
             endpoint=self.advertised_endpoint(),
             provider_id=f"docker://{self.vm.id}" if self.vm is not None else "",
             metrics=self.metrics,
+            runtime_check=self.runtime.version,
         )
         await self.registrar.register()
         self._admission = Admission(alloc, allow_host_path=self.cfg.allow_host_path)

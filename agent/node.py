@@ -5,16 +5,24 @@ Heartbeats go every `heartbeat_seconds` with ±10 % jitter (so a thousand
 agents started together do not beat in step) on the injected clock. A
 heartbeat answered NOT_FOUND means the node object was deleted: register
 again.
+
+Each heartbeat first asks the container runtime whether it answers. A node
+whose engine is down cannot start or watch pods, so it reports Ready=False
+(as kubelet does with "container runtime is down"); the scheduler then
+skips it and node lifecycle taints it not-ready, instead of the node looking
+healthy while nothing on it works.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pathlib
 import platform
 import random
 import socket
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 
 from agent.capacity import Resources
@@ -28,6 +36,8 @@ from cowpod.v1 import meta_pb2, node_pb2
 log = logging.getLogger(__name__)
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
+# How long the runtime may take to answer a health check before it counts as down.
+RUNTIME_CHECK_TIMEOUT = 5.0
 
 
 def agent_version() -> str:
@@ -86,8 +96,12 @@ class NodeRegistrar:
         provider_id: str = "",
         endpoint: str = "",
         metrics: AgentMetrics | None = None,
+        runtime_check: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.metrics = metrics
+        self.runtime_check = runtime_check
+        # Why the node is not ready ("" = it is), from the last runtime check.
+        self.not_ready = ""
         self.cfg = cfg
         self.cp = cp
         self.clock = clock
@@ -100,20 +114,37 @@ class NodeRegistrar:
         self.beats = 0
         self.node: node_pb2.Node | None = None
 
+    def ready_condition(self, now: float) -> meta_pb2.Condition:
+        if self.not_ready:
+            return meta_pb2.Condition(
+                type="Ready", status="False", reason="AgentNotReady",
+                message=self.not_ready, last_heartbeat_time=ts(now),
+            )
+        return meta_pb2.Condition(
+            type="Ready", status="True", reason="AgentReady",
+            message="cowpod agent is posting ready status", last_heartbeat_time=ts(now),
+        )
+
+    async def check_runtime(self) -> None:
+        """Set `not_ready` from whether the container runtime answers now."""
+        if self.runtime_check is None:
+            return
+        try:
+            await asyncio.wait_for(self.runtime_check(), RUNTIME_CHECK_TIMEOUT)
+            problem = ""
+        except Exception as err:
+            problem = f"container runtime is down: {err or type(err).__name__}"
+        if problem and not self.not_ready:
+            log.error("node %s not ready: %s", self.cfg.node_name, problem)
+        elif self.not_ready and not problem:
+            log.info("node %s ready again: the container runtime answers", self.cfg.node_name)
+        self.not_ready = problem
+
     def status(self) -> node_pb2.NodeStatus:
-        now = ts(self.clock.now())
         return node_pb2.NodeStatus(
             capacity=resource_list(self.capacity),
             allocatable=resource_list(self.allocatable),
-            conditions=[
-                meta_pb2.Condition(
-                    type="Ready",
-                    status="True",
-                    reason="AgentReady",
-                    message="cowpod agent is posting ready status",
-                    last_heartbeat_time=now,
-                ),
-            ],
+            conditions=[self.ready_condition(self.clock.now())],
             addresses=[
                 node_pb2.NodeAddress(type="InternalIP", address=self.internal_ip),
                 node_pb2.NodeAddress(type="Hostname", address=socket.gethostname()),
@@ -163,6 +194,7 @@ class NodeRegistrar:
         while True:
             await self.clock.sleep(period * random.uniform(0.9, 1.1))
             try:
+                await self.check_runtime()
                 if not await self.cp.heartbeat(self.cfg.node_name, self.status()):
                     log.warning("node %s unknown to the controller; registering again", self.cfg.node_name)
                     await self.register()

@@ -62,6 +62,8 @@ class FakeRuntime:
         self.exec_log: list[tuple[str, tuple[str, ...]]] = []
         self.calls: list[str] = []
         self.vms: dict[str, VMInfo] = {}
+        # Set to a message to make the engine stop answering `version` (a dead dockerd).
+        self.engine_down = ""
         self._ids = itertools.count(1)
         self._events: asyncio.Queue[str] = asyncio.Queue()
         self._changed = asyncio.Event()
@@ -224,6 +226,8 @@ class FakeRuntime:
         return self.vms[name]
 
     async def version(self) -> str:
+        if self.engine_down:
+            raise EngineError(self.engine_down)
         return "fake-1.0"
 
     async def close(self) -> None:

@@ -24,6 +24,7 @@ class FakeControlPlane:
         self.nodes: dict[str, node_pb2.Node] = {}
         self.events: list[event_pb2.Event] = []
         self.heartbeats = 0
+        self.node_statuses: list[node_pb2.NodeStatus] = []
         self.status_writes: list[pod_pb2.Pod] = []
         self.finalized: list[str] = []
         self._rv = itertools.count(1)
@@ -39,6 +40,7 @@ class FakeControlPlane:
 
     async def heartbeat(self, node_name: str, status: node_pb2.NodeStatus) -> bool:
         self.heartbeats += 1
+        self.node_statuses.append(status)
         return node_name in self.nodes
 
     async def update_pod_status(self, pod: pod_pb2.Pod) -> pod_pb2.Pod | None:

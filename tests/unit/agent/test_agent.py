@@ -121,6 +121,23 @@ async def test_registers_capacity_from_cgroup_minus_reserve(env: Env) -> None:
     await env.until(lambda: env.cp.heartbeats >= 2)
 
 
+async def test_node_is_not_ready_while_the_engine_does_not_answer(env: Env) -> None:
+    def ready() -> tuple[str, str, str]:
+        c = env.cp.node_statuses[-1].conditions[0]
+        return c.status, c.reason, c.message
+
+    await env.until(lambda: env.cp.heartbeats >= 1)
+    assert ready()[:2] == ("True", "AgentReady")
+    env.rt.engine_down = "Cannot connect to the Docker daemon"
+    beats = env.cp.heartbeats
+    await env.until(lambda: env.cp.heartbeats > beats)
+    assert ready() == ("False", "AgentNotReady", "container runtime is down: Cannot connect to the Docker daemon")
+    env.rt.engine_down = ""
+    beats = env.cp.heartbeats
+    await env.until(lambda: env.cp.heartbeats > beats)
+    assert ready()[:2] == ("True", "AgentReady")
+
+
 async def test_pod_runs_then_is_deleted_with_grace(env: Env) -> None:
     env.cp.put(pod("web", container("app", "img")))
     await env.until(lambda: env.status("web").phase == "Running")
