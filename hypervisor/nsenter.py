@@ -317,6 +317,31 @@ def cgroup_dir(membership: CgroupMembership, mounts: Sequence[CgroupMount]) -> s
     raise OSError(errno.ENOENT, f"cgroup hierarchy {what!r} (path {membership.path}) is not mounted here")
 
 
+FREEZER = "freezer"
+
+
+def charge_memberships(memberships: Sequence[CgroupMembership]) -> list[CgroupMembership]:
+    """The hierarchies a zygote joins to be charged to its parent VM: all but the v1 freezer.
+
+    cgroup v1 hierarchies are independent of each other, so a process can sit in
+    the parent container's memory, cpu, pids... cgroups (its pages and CPU are
+    the parent's) while staying in its own freezer cgroup. `docker pause` of the
+    parent (the v1 freezer) then leaves the zygote running, and a quiesced
+    parent can still be forked, as in Fargo. On a pure cgroup v2 host the
+    freezer is part of the one unified hierarchy (`cgroup.freeze`): there is no
+    way to be charged without being frozen, and the v2 entry is kept (charged,
+    and frozen with the parent; see `freezes_with_parent`).
+    """
+    return [m for m in memberships if FREEZER not in m.controllers]
+
+
+def freezes_with_parent(memberships: Sequence[CgroupMembership]) -> bool:
+    """Whether joining `charge_memberships(memberships)` still freezes with the parent:
+    true on a pure v2 host (no v1 freezer hierarchy, the v2 one joined)."""
+    has_v1_freezer = any(FREEZER in m.controllers for m in memberships)
+    return not has_v1_freezer and any(m.is_v2 for m in memberships)
+
+
 def cgroup_paths_of(pid: int, *, proc: str = "/proc") -> list[CgroupMembership]:
     """The cgroups `pid` belongs to, one per hierarchy (v1 and/or v2)."""
     path = f"{proc}/{pid}/cgroup"

@@ -28,7 +28,9 @@ Rules the zygote keeps so that fork is safe:
 
 Which parent it represents (see docs/instant-clone.md): one zygote per warm
 parent VM; with `charge_to` it moves itself into that parent VM container's
-cgroups before preloading, so the shared memory is charged to the parent —
+cgroups before preloading — every hierarchy but the v1 freezer, so a paused
+parent does not freeze its zygote and a quiesced parent can still be forked —
+so the shared memory is charged to the parent —
 as Fargo's shared pages belong to the parent VM — while it stays in the host's
 pid and mount namespaces (it needs the host's /proc and cgroupfs to enter
 other containers). When the parent's init exits, the zygote leaves the
@@ -166,10 +168,15 @@ class Zygote:
     def _charge_to_parent(self, ref: str) -> None:
         pid = self._resolve(ref)
         self._own_cgroups = nsenter.cgroup_paths_of(os.getpid())
-        nsenter.move_to_cgroups(os.getpid(), nsenter.cgroup_paths_of(pid))
+        parent = nsenter.cgroup_paths_of(pid)
+        # Everything but the freezer: a paused (quiesced) parent must stay forkable.
+        nsenter.move_to_cgroups(os.getpid(), nsenter.charge_memberships(parent))
         self._parent_pid = pid
         self._parent_pidfd = os.pidfd_open(pid)
-        log.info("zygote charged to parent %s (init pid %d)", ref, pid)
+        log.info("zygote charged to parent %s (init pid %d), its freezer excepted", ref, pid)
+        if nsenter.freezes_with_parent(parent):
+            log.warning("cgroup v2 only: the freezer is in the hierarchy that charges the parent; "
+                        "pausing parent %s will freeze this zygote too", ref)
 
     def _preload(self) -> None:
         for name in self.config.preload:

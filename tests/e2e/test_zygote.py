@@ -142,6 +142,10 @@ def memory_cgroup(pid: int) -> str:
     return next(m.path for m in nsenter.cgroup_paths_of(pid) if "memory" in m.controllers)
 
 
+def cgroup_of(pid: int, controller: str) -> str:
+    return next(m.path for m in nsenter.cgroup_paths_of(pid) if controller in m.controllers)
+
+
 def memcg_dir(c: Container) -> str:
     """The container's memory cgroup directory on the host."""
     mem = next(m for m in nsenter.cgroup_paths_of(init_pid(c)) if "memory" in m.controllers)
@@ -264,9 +268,21 @@ async def test_zygote_charged_to_its_parent_leaves_with_it(
         # The zygote's memory is the parent VM's: its cgroups, listed by docker top, but host pid ns.
         assert memory_cgroup(zp.pid) == f"/docker/{parent.id}"
         assert zp.pid in top_pids(parent)
-        clone = await ZygoteClient(zp.config.socket_path).fork_into(child.name, [])
+        # ... but not its freezer: pausing the parent (quiescing it) leaves the zygote serving.
+        assert cgroup_of(zp.pid, "freezer") != f"/docker/{parent.id}"
+        await asyncio.to_thread(parent.pause)
+        parent.reload()
+        assert parent.attrs["State"]["Paused"]
+        client = ZygoteClient(zp.config.socket_path)
+        assert (await asyncio.wait_for(client.ping(), 10))["ok"]
+        clone = await asyncio.wait_for(client.fork_into(child.name, []), 10)
         await wait_for(lambda: probe_report(child), "probe report")
         assert memory_cgroup(clone.pid) == f"/docker/{child.id}"
+        # The clone is the child's, freezer included: pausing the child would freeze it.
+        assert cgroup_of(clone.pid, "freezer") == f"/docker/{child.id}"
+        parent.reload()
+        assert parent.attrs["State"]["Paused"]
+        await asyncio.to_thread(parent.unpause)
         parent_memcg = memcg_dir(parent)
         # The parent goes: the zygote leaves its cgroups and exits, so Docker can clean them up.
         parent.remove(force=True)

@@ -8,6 +8,8 @@ from hypervisor.nsenter import (
     CgroupMembership,
     CgroupMount,
     cgroup_dir,
+    charge_memberships,
+    freezes_with_parent,
     move_to_cgroups,
     open_container,
     parse_capabilities,
@@ -187,3 +189,27 @@ def test_open_container_rejects_bad_input_before_touching_proc() -> None:
 def test_open_container_missing_pid_says_no_such_process(tmp_path: pytest.TempPathFactory) -> None:
     with pytest.raises(OSError, match="target pid 77: no such process"):
         open_container(77, proc=str(tmp_path))
+
+
+def test_a_zygote_joins_every_parent_hierarchy_but_the_v1_freezer() -> None:
+    parent = parse_proc_cgroup(PROC_CGROUP_V1)
+    joined = charge_memberships(parent)
+    assert [m.controllers for m in joined] == [
+        ("name=systemd",), ("pids",), ("blkio",), ("devices",), ("memory",), ("cpuset",), ("cpuacct",),
+        ("cpu",), (),
+    ]
+    assert all(m.path == f"/docker/{CID}" for m in joined)
+    assert not freezes_with_parent(parent)
+
+
+def test_a_freezer_sharing_a_hierarchy_is_left_out_with_it() -> None:
+    # A v1 hierarchy mounted with several controllers, the freezer among them,
+    # cannot be joined without joining the freezer: it is left out whole.
+    parent = parse_proc_cgroup("3:freezer,devices:/docker/x\n4:memory:/docker/x\n")
+    assert [m.controllers for m in charge_memberships(parent)] == [("memory",)]
+
+
+def test_on_a_pure_v2_host_the_unified_hierarchy_is_joined_and_freezes() -> None:
+    parent = parse_proc_cgroup("0::/system.slice/docker-abc.scope\n")
+    assert charge_memberships(parent) == parent
+    assert freezes_with_parent(parent)
