@@ -5,6 +5,7 @@ The controller records intent and lineage; it never touches a hypervisor:
     Create / Clone ──► VM{status.phase=Pending}            (controller)
     VM manager sees Pending ──► Creating ──► Running       (UpdateStatus)
     SnapFree ──► annotation cowpod.io/snap-free=requested (controller)
+    SetPaused ──► spec.paused; VM manager pauses/resumes ──► Paused/Running
     VM manager flattens ──► status.snappedFree=true       (UpdateStatus)
     Destroy ──► metadata.deletionTimestamp set            (controller)
     VM manager destroys ──► Destroying ──► Destroy(grace 0) removes the object
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 SNAP_FREE_ANNOTATION = "cowpod.io/snap-free"
 MAX_CLONES_PER_REQUEST = 100
+# A parent that is Paused is a quiesced parent: Fargo forks exactly those, and the
+# docker provider's zygote stays out of the parent's freezer, so it can.
+CLONABLE_PHASES = frozenset({"Running", "Paused"})
 
 
 class VMs:
@@ -80,10 +84,10 @@ class VMs:
                 raise FailedPrecondition(f'cannot clone: parent vms "{parent_name}" not found') from None
             if parent.metadata.HasField("deletion_timestamp"):
                 raise FailedPrecondition(f'cannot clone: parent vms "{parent_name}" is being destroyed')
-            if parent.status.phase != "Running":
+            if parent.status.phase not in CLONABLE_PHASES:
                 raise FailedPrecondition(
                     f'cannot clone: parent vms "{parent_name}" is {parent.status.phase or "Pending"}, '
-                    "not Running (instant clones fork a running VM)"
+                    "not Running or Paused (instant clones fork a live VM, quiesced or not)"
                 )
             made: list[vm_pb2.VM] = []
             for c in children:
@@ -133,6 +137,26 @@ class VMs:
 
         vm = await self.res.update("", name, 0, mark)
         log.info("vm %s: snap free requested", name)
+        return vm
+
+    async def set_paused(self, req: vm_pb2.SetPausedRequest) -> vm_pb2.VM:
+        """Record that the VM should be frozen (or thawed); the VM manager acts on spec.paused."""
+        if not req.key.name:
+            raise Invalid("key.name", "required")
+        _, name = self.res.names("", req.key.name)
+
+        def mark(cur: vm_pb2.VM) -> vm_pb2.VM | None:
+            if cur.metadata.HasField("deletion_timestamp"):
+                raise FailedPrecondition(f'vms "{name}" is being destroyed')
+            if cur.status.phase in ("Failed", "Stopped", "Destroying"):
+                raise FailedPrecondition(f'vms "{name}" is {cur.status.phase}: only a live VM can be paused')
+            if cur.spec.paused == req.paused:
+                return None
+            cur.spec.paused = req.paused
+            return cur
+
+        vm = await self.res.update("", name, 0, mark)
+        log.info("vm %s: %s requested", name, "pause" if req.paused else "resume")
         return vm
 
     async def update_status(self, req: vm_pb2.VM) -> vm_pb2.VM:

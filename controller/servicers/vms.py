@@ -32,6 +32,9 @@ class VMServicer:
     async def SnapFree(self, req: meta_pb2.ObjectKey, ctx: Ctx) -> vm_pb2.VM:
         return await self.vms.snap_free(req)
 
+    async def SetPaused(self, req: vm_pb2.SetPausedRequest, ctx: Ctx) -> vm_pb2.VM:
+        return await self.vms.set_paused(req)
+
     async def UpdateStatus(self, req: vm_pb2.VM, ctx: Ctx) -> vm_pb2.VM:
         return await self.vms.update_status(req)
 

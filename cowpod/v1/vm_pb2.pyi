@@ -127,3 +127,11 @@ class CloneResponse(_message.Message):
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[VM]
     def __init__(self, items: _Optional[_Iterable[_Union[VM, _Mapping]]] = ...) -> None: ...
+
+class SetPausedRequest(_message.Message):
+    __slots__ = ("key", "paused")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    key: _meta_pb2.ObjectKey
+    paused: bool
+    def __init__(self, key: _Optional[_Union[_meta_pb2.ObjectKey, _Mapping]] = ..., paused: _Optional[bool] = ...) -> None: ...

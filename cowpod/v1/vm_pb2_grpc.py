@@ -60,6 +60,11 @@ class VMServiceStub:
                 request_serializer=cowpod_dot_v1_dot_meta__pb2.ObjectKey.SerializeToString,
                 response_deserializer=cowpod_dot_v1_dot_vm__pb2.VM.FromString,
                 _registered_method=True)
+        self.SetPaused = channel.unary_unary(
+                '/cowpod.v1.VMService/SetPaused',
+                request_serializer=cowpod_dot_v1_dot_vm__pb2.SetPausedRequest.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_vm__pb2.VM.FromString,
+                _registered_method=True)
         self.UpdateStatus = channel.unary_unary(
                 '/cowpod.v1.VMService/UpdateStatus',
                 request_serializer=cowpod_dot_v1_dot_vm__pb2.VM.SerializeToString,
@@ -110,6 +115,12 @@ class VMServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPaused(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpdateStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -154,6 +165,11 @@ def add_VMServiceServicer_to_server(servicer, server):
             'SnapFree': grpc.unary_unary_rpc_method_handler(
                     servicer.SnapFree,
                     request_deserializer=cowpod_dot_v1_dot_meta__pb2.ObjectKey.FromString,
+                    response_serializer=cowpod_dot_v1_dot_vm__pb2.VM.SerializeToString,
+            ),
+            'SetPaused': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPaused,
+                    request_deserializer=cowpod_dot_v1_dot_vm__pb2.SetPausedRequest.FromString,
                     response_serializer=cowpod_dot_v1_dot_vm__pb2.VM.SerializeToString,
             ),
             'UpdateStatus': grpc.unary_unary_rpc_method_handler(
@@ -306,6 +322,33 @@ class VMService:
             target,
             '/cowpod.v1.VMService/SnapFree',
             cowpod_dot_v1_dot_meta__pb2.ObjectKey.SerializeToString,
+            cowpod_dot_v1_dot_vm__pb2.VM.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPaused(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.VMService/SetPaused',
+            cowpod_dot_v1_dot_vm__pb2.SetPausedRequest.SerializeToString,
             cowpod_dot_v1_dot_vm__pb2.VM.FromString,
             options,
             channel_credentials,

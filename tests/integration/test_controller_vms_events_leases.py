@@ -39,7 +39,7 @@ async def test_clone_protocol(client: Client) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await client.vms.Clone(vm_pb2.CloneRequest(parent="cold"))
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "not Running" in (e.value.details() or "")
+    assert "is Pending, not Running or Paused" in (e.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await client.vms.Clone(vm_pb2.CloneRequest(parent="ghost"))
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -90,6 +90,41 @@ async def test_clone_protocol(client: Client) -> None:
     await client.vms.Destroy(meta_pb2.DeleteOptions(key=key("parent"), grace_period_seconds=0))
     names = [v.metadata.name for v in (await client.vms.List(meta_pb2.ListOptions())).items]
     assert sorted(names) == ["c1", "cold"]
+
+
+async def test_pause_and_clone_a_paused_parent(client: Client) -> None:
+    parent = await running_vm(client, "quiet")
+    paused = await client.vms.SetPaused(vm_pb2.SetPausedRequest(key=key("quiet"), paused=True))
+    assert paused.spec.paused and paused.metadata.resource_version > parent.metadata.resource_version
+    # Asking again changes nothing.
+    again = await client.vms.SetPaused(vm_pb2.SetPausedRequest(key=key("quiet"), paused=True))
+    assert again.metadata.resource_version == paused.metadata.resource_version
+    # The VM manager reports it frozen; it is still a clone source (Fargo forks quiesced parents).
+    paused.status.phase = "Paused"
+    await client.vms.UpdateStatus(paused)
+    resp = await client.vms.Clone(vm_pb2.CloneRequest(parent="quiet", names=["q1"]))
+    child = resp.items[0]
+    assert child.spec.parent == "quiet" and not child.spec.paused and child.status.phase == "Pending"
+    stored = await client.vms.Get(key("quiet"))
+    assert stored.spec.paused and stored.status.phase == "Paused"
+    assert list(stored.status.children) == ["q1"]
+    resumed = await client.vms.SetPaused(vm_pb2.SetPausedRequest(key=key("quiet"), paused=False))
+    assert not resumed.spec.paused
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.vms.SetPaused(vm_pb2.SetPausedRequest(key=key("ghost"), paused=True))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.vms.SetPaused(vm_pb2.SetPausedRequest(paused=True))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "key.name: required" in (e.value.details() or "")
+    failed = await client.vms.Get(key("q1"))
+    failed.status.phase = "Failed"
+    await client.vms.UpdateStatus(failed)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.vms.SetPaused(vm_pb2.SetPausedRequest(key=key("q1"), paused=True))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "is Failed" in (e.value.details() or "")
 
 
 async def test_snap_free_of_full_clone_refused(client: Client) -> None:
