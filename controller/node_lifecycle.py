@@ -15,6 +15,17 @@ when the agent reports Ready=True again. The two taints never coexist: a
 not-ready node that then falls silent has its not-ready taint swapped for
 unreachable. The eviction reconciler evicts on either per the pods' tolerations.
 
+A node whose VM is deliberately paused (`spec.paused` and phase Paused: e.g.
+an idle warm parent the autoscaler quiesced) cannot heartbeat — its agent is
+frozen with it — but it is not lost: it gets Ready=Unknown with reason
+`VMPaused` and NO NoExecute taint (any it had is removed), so its pods are
+not evicted and no NodeLost churn follows; the scheduler places nothing new on
+it (it is not Ready). When the VM is resumed the condition turns
+Ready=Unknown/`VMResumed`, stamped now: the agent gets a grace period from
+that moment, and its first heartbeat (which reports Ready=True itself) makes
+the node normal again; an agent that stays silent for `grace` after the
+resume is marked unreachable as usual.
+
 Renew times are written by this controller's clock, so agents' clocks never
 matter. After a controller start we wait one grace period before judging, so
 agents that could not heartbeat while we were down are not all marked lost; the
@@ -29,17 +40,17 @@ the same loop; nothing here needs to change for it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
-from controller.kinds import LEASES, NODE_LEASE_NAMESPACE, NODES
+from controller.kinds import LEASES, NODE_LEASE_NAMESPACE, NODES, VMS
 from controller.metrics import Metrics
 from controller.pods import set_condition
 from controller.resource import get_time, set_time
 from controller.store import Store, guaranteed_update
 from cowpod.clock import Clock
 from cowpod.errors import CowpodError, NotFound, Unavailable
-from cowpod.v1 import lease_pb2, node_pb2
+from cowpod.v1 import lease_pb2, meta_pb2, node_pb2, vm_pb2
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +59,8 @@ NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 NO_EXECUTE = "NoExecute"
 DEFAULT_GRACE_SECONDS = 40.0
 DEFAULT_PERIOD_SECONDS = 5.0
+VM_PAUSED = "VMPaused"
+VM_RESUMED = "VMResumed"
 
 
 @dataclass(frozen=True)
@@ -75,7 +88,21 @@ class MarkReady:
     node: str
 
 
-Action = MarkUnreachable | MarkReachable | MarkNotReady | MarkReady
+@dataclass(frozen=True)
+class MarkPaused:
+    """Its VM is paused on purpose: Ready=Unknown (VMPaused), no NoExecute taints."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class MarkResumed:
+    """Its VM was resumed: Ready=Unknown (VMResumed) from now, awaiting the agent's heartbeat."""
+
+    node: str
+
+
+Action = MarkUnreachable | MarkReachable | MarkNotReady | MarkReady | MarkPaused | MarkResumed
 
 
 def ready_status(node: node_pb2.Node) -> str:
@@ -83,6 +110,28 @@ def ready_status(node: node_pb2.Node) -> str:
         if c.type == "Ready":
             return str(c.status)
     return ""
+
+
+def ready_condition(node: node_pb2.Node) -> meta_pb2.Condition | None:
+    for c in node.status.conditions:
+        if c.type == "Ready":
+            return c
+    return None
+
+
+def ready_reason(node: node_pb2.Node) -> str:
+    c = ready_condition(node)
+    return str(c.reason) if c is not None else ""
+
+
+def paused_nodes(vms: Iterable[vm_pb2.VM]) -> frozenset[str]:
+    """Nodes whose VM is paused on purpose: spec.paused and the VM manager reports it frozen.
+    (A VM only momentarily paused by its provider, e.g. for a snapshot, is not.)"""
+    return frozenset(
+        vm.status.node_name or vm.metadata.name
+        for vm in vms
+        if vm.spec.paused and vm.status.phase == "Paused" and not vm.metadata.HasField("deletion_timestamp")
+    )
 
 
 def has_taint(node: node_pb2.Node, key: str) -> bool:
@@ -112,17 +161,36 @@ def last_renewal(node: node_pb2.Node, lease: lease_pb2.Lease | None) -> float:
 
 
 def plan(nodes: Sequence[node_pb2.Node], leases: Mapping[str, lease_pb2.Lease], now: float,
-         grace: float = DEFAULT_GRACE_SECONDS) -> list[Action]:
+         grace: float = DEFAULT_GRACE_SECONDS, paused: Set[str] = frozenset()) -> list[Action]:
     """Pure: which nodes must be marked unreachable, which are back, and which heartbeat
-    but say they are not ready (or ready again). One action per node per pass: a node
+    but say they are not ready (or ready again); `paused` names nodes whose VM is
+    paused on purpose (`paused_nodes`). One action per node per pass: a node
     back from silence is first made reachable, and judged on its Ready next pass."""
     actions: list[Action] = []
     for node in nodes:
         name = node.metadata.name
-        silent = now - last_renewal(node, leases.get(name))
+        lease = leases.get(name)
+        heard = last_renewal(node, lease)
         tainted = has_unreachable_taint(node)
         not_ready_tainted = has_taint(node, NOT_READY_TAINT)
         ready = ready_status(node)
+        reason = ready_reason(node) if ready == "Unknown" else ""
+        if name in paused:
+            if reason != VM_PAUSED or tainted or not_ready_tainted:
+                actions.append(MarkPaused(name))
+            continue
+        if reason == VM_PAUSED:
+            actions.append(MarkResumed(name))
+            continue
+        if reason == VM_RESUMED:
+            cond = ready_condition(node)
+            resumed_at = get_time(cond.last_probe_time) if cond is not None else 0.0
+            if now - max(heard, resumed_at) > grace:
+                actions.append(MarkUnreachable(name, now - heard))
+            elif heard > resumed_at:
+                actions.append(MarkReachable(name))
+            continue  # else: resumed a moment ago; the agent's heartbeat is on its way
+        silent = now - heard
         if silent > grace:
             if not tainted or ready != "Unknown" or not_ready_tainted:
                 actions.append(MarkUnreachable(name, silent))
@@ -137,7 +205,7 @@ def plan(nodes: Sequence[node_pb2.Node], leases: Mapping[str, lease_pb2.Lease], 
 
 def apply_unreachable(node: node_pb2.Node, silent_for: float, now: float) -> node_pb2.Node | None:
     changed = False
-    if ready_status(node) != "Unknown":
+    if ready_status(node) != "Unknown" or ready_reason(node) in (VM_PAUSED, VM_RESUMED):
         set_condition(node.status.conditions, "Ready", "Unknown", "NodeStatusUnknown",
                       f"the node's agent stopped renewing its lease ({silent_for:.0f}s ago)", now)
         changed = True
@@ -163,6 +231,30 @@ def apply_ready(node: node_pb2.Node) -> node_pb2.Node | None:
     if ready_status(node) != "True" or not has_taint(node, NOT_READY_TAINT):
         return None
     _remove_taint(node, NOT_READY_TAINT)
+    return node
+
+
+def apply_paused(node: node_pb2.Node, now: float) -> node_pb2.Node | None:
+    """Ready=Unknown/VMPaused and no NoExecute taint of ours: a paused VM is not lost."""
+    changed = False
+    if ready_status(node) != "Unknown" or ready_reason(node) != VM_PAUSED:
+        set_condition(node.status.conditions, "Ready", "Unknown", VM_PAUSED,
+                      "the node's VM is paused (spec.paused): its agent is frozen with it; "
+                      "its pods stay, nothing new is scheduled here", now)
+        changed = True
+    for key in (UNREACHABLE_TAINT, NOT_READY_TAINT):
+        if has_taint(node, key):
+            _remove_taint(node, key)
+            changed = True
+    return node if changed else None
+
+
+def apply_resumed(node: node_pb2.Node, now: float) -> node_pb2.Node | None:
+    """Still VMPaused in the store: turn it into VMResumed, stamped now (last_probe_time)."""
+    if ready_status(node) != "Unknown" or ready_reason(node) != VM_PAUSED:
+        return None
+    set_condition(node.status.conditions, "Ready", "Unknown", VM_RESUMED,
+                  "the node's VM was resumed; waiting for its agent's heartbeat", now)
     return node
 
 
@@ -217,7 +309,8 @@ class NodeLifecycle:
         nodes, _ = await self.store.list(NODES.prefix(), node_pb2.Node)
         leases_l, _ = await self.store.list(LEASES.prefix(NODE_LEASE_NAMESPACE), lease_pb2.Lease)
         leases = {lease.metadata.name: lease for lease in leases_l}
-        actions = plan(nodes, leases, self.clock.now(), self.grace)
+        vms, _ = await self.store.list(VMS.prefix(), vm_pb2.VM)
+        actions = plan(nodes, leases, self.clock.now(), self.grace, paused_nodes(vms))
         for a in actions:
             await self.execute(a)
         return actions
@@ -237,6 +330,15 @@ class NodeLifecycle:
                 log.info("node %s reachable again: heartbeat resumed; taint %s removed",
                          action.node, UNREACHABLE_TAINT)
                 name = "reachable"
+            elif isinstance(action, MarkPaused):
+                await guaranteed_update(self.store, key, node_pb2.Node, lambda n: apply_paused(n, now))
+                log.info("node %s: its VM is paused; Ready=Unknown (%s), no NoExecute taint",
+                         action.node, VM_PAUSED)
+                name = "paused"
+            elif isinstance(action, MarkResumed):
+                await guaranteed_update(self.store, key, node_pb2.Node, lambda n: apply_resumed(n, now))
+                log.info("node %s: its VM was resumed; waiting for its agent's heartbeat", action.node)
+                name = "resumed"
             elif isinstance(action, MarkNotReady):
                 await guaranteed_update(self.store, key, node_pb2.Node, lambda n: apply_not_ready(n, now))
                 log.warning("node %s not ready: its agent reports Ready=False; tainted %s:%s",

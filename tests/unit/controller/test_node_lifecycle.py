@@ -5,28 +5,36 @@ from __future__ import annotations
 import pytest
 
 from controller import eviction
-from controller.kinds import LEASES, NODE_LEASE_NAMESPACE, NODES
+from controller.kinds import LEASES, NODE_LEASE_NAMESPACE, NODES, VMS
 from controller.memstore import MemoryStore
 from controller.node_lifecycle import (
     NO_EXECUTE,
     NOT_READY_TAINT,
     UNREACHABLE_TAINT,
+    VM_PAUSED,
+    VM_RESUMED,
     MarkNotReady,
+    MarkPaused,
     MarkReachable,
     MarkReady,
+    MarkResumed,
     MarkUnreachable,
     NodeLifecycle,
     apply_not_ready,
+    apply_paused,
     apply_reachable,
     apply_ready,
+    apply_resumed,
     apply_unreachable,
     has_taint,
+    paused_nodes,
     plan,
+    ready_reason,
     ready_status,
 )
 from controller.resource import set_time
 from cowpod.clock import FakeClock
-from cowpod.v1 import lease_pb2, node_pb2, pod_pb2
+from cowpod.v1 import lease_pb2, node_pb2, pod_pb2, vm_pb2
 
 T0 = 1_700_000_000.0
 
@@ -206,3 +214,85 @@ async def test_reconciler_taints_a_not_ready_node_and_eviction_follows_toleratio
     assert await lc.reconcile_once() == [MarkReady("n1")]
     n1 = await store.get(NODES.key("", "n1"), node_pb2.Node)
     assert not has_taint(n1, NOT_READY_TAINT) and ready_status(n1) == "True"
+
+
+# ---- a VM paused on purpose (an idle warm parent) --------------------------------------------
+
+
+def _vm(name: str, *, paused: bool, phase: str) -> vm_pb2.VM:
+    v = vm_pb2.VM()
+    v.metadata.name = name
+    v.spec.paused = paused
+    v.status.phase = phase
+    v.status.node_name = name
+    return v
+
+
+def test_paused_nodes_are_those_paused_on_purpose_and_frozen() -> None:
+    vms = [
+        _vm("parent", paused=True, phase="Paused"),
+        _vm("asked", paused=True, phase="Running"),  # the manager has not frozen it yet
+        _vm("snapshotting", paused=False, phase="Paused"),  # the provider's own moment
+        _vm("busy", paused=False, phase="Running"),
+    ]
+    assert paused_nodes(vms) == {"parent"}
+
+
+def test_a_paused_vms_node_is_marked_paused_never_unreachable() -> None:
+    stale = {"p": lease("p", T0)}
+    # Silent far past grace, yet no unreachable: it is paused.
+    assert plan([node("p")], stale, T0 + 500, grace=40, paused={"p"}) == [MarkPaused("p")]
+    marked = apply_paused(node("p", tainted=True), T0 + 500)
+    assert marked is not None
+    assert ready_status(marked) == "Unknown" and ready_reason(marked) == VM_PAUSED
+    assert not has_taint(marked, UNREACHABLE_TAINT) and not has_taint(marked, NOT_READY_TAINT)
+    assert apply_paused(marked, T0 + 600) is None
+    assert plan([marked], stale, T0 + 5000, grace=40, paused={"p"}) == []
+    # A NoExecute taint put back by anything is removed again.
+    marked.spec.taints.add(key=UNREACHABLE_TAINT, effect=NO_EXECUTE)
+    assert plan([marked], stale, T0 + 5000, grace=40, paused={"p"}) == [MarkPaused("p")]
+
+
+def test_a_resumed_vms_node_waits_for_its_agent_then_is_normal() -> None:
+    paused = apply_paused(node("p"), T0)
+    assert paused is not None
+    stale = {"p": lease("p", T0)}
+    # Resumed (no longer in `paused`): stamped now, judged from now.
+    assert plan([paused], stale, T0 + 500, grace=40) == [MarkResumed("p")]
+    resumed = apply_resumed(paused, T0 + 500)
+    assert resumed is not None and ready_reason(resumed) == VM_RESUMED
+    assert apply_resumed(resumed, T0 + 501) is None
+    # Within grace of the resume and no heartbeat yet: wait, no taint.
+    assert plan([resumed], stale, T0 + 530, grace=40) == []
+    # The agent's lease is renewed after the resume: reachable (Ready=True).
+    assert plan([resumed], {"p": lease("p", T0 + 531)}, T0 + 535, grace=40) == [MarkReachable("p")]
+    back = apply_reachable(resumed, T0 + 535)
+    assert back is not None and ready_status(back) == "True"
+    # An agent that never comes back after the resume is unreachable after grace, as usual.
+    assert plan([resumed], stale, T0 + 541, grace=40) == [MarkUnreachable("p", 541.0)]
+    lost = apply_unreachable(resumed, 541.0, T0 + 541)
+    assert lost is not None and ready_reason(lost) == "NodeStatusUnknown"
+    assert has_taint(lost, UNREACHABLE_TAINT)
+    assert plan([lost], stale, T0 + 600, grace=40) == []
+
+
+async def test_reconciler_reads_paused_vms_and_nothing_is_evicted() -> None:
+    clock = FakeClock(start=T0)
+    store = MemoryStore()
+    await store.create(NODES.key("", "p"), node("p"))
+    await store.create(LEASES.key(NODE_LEASE_NAMESPACE, "p"), lease("p", T0))
+    await store.create(VMS.key("", "p"), _vm("p", paused=True, phase="Paused"))
+    lc = NodeLifecycle(store, clock, grace=40, period=5)
+    await clock.advance(300)
+    assert await lc.reconcile_once() == [MarkPaused("p")]
+    assert await lc.reconcile_once() == []
+    stored = await store.get(NODES.key("", "p"), node_pb2.Node)
+    assert ready_reason(stored) == VM_PAUSED
+    assert eviction.plan([stored], [_pod_on("web", "p")], T0 + 10_000, default_seconds=300) == []
+    # Resume: the VM manager clears the phase after spec.paused goes false.
+    vm = await store.get(VMS.key("", "p"), vm_pb2.VM)
+    vm.spec.paused = False
+    vm.status.phase = "Running"
+    await store.update(VMS.key("", "p"), vm, expected_revision=vm.metadata.resource_version)
+    assert await lc.reconcile_once() == [MarkResumed("p")]
+    assert await lc.reconcile_once() == []
