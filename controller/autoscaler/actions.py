@@ -40,6 +40,15 @@ class TaintParent:
 
 
 @dataclass(frozen=True)
+class PauseParent:
+    """Quiesce an idle warm parent (spec.paused=true): it keeps its memory and
+    disk and stays a clone source, but costs no CPU and its agent is frozen."""
+
+    vm: VMName
+    idle_for: float
+
+
+@dataclass(frozen=True)
 class Cordon:
     node: NodeName
 
@@ -73,4 +82,4 @@ class Event:
     type: str = "Normal"  # Normal | Warning
 
 
-Action = ScaleUp | CreateParent | TaintParent | Cordon | Drain | ScaleDown | Event
+Action = ScaleUp | CreateParent | TaintParent | PauseParent | Cordon | Drain | ScaleDown | Event

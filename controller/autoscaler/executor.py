@@ -29,6 +29,7 @@ from controller.autoscaler.actions import (
     CreateParent,
     Drain,
     Event,
+    PauseParent,
     ScaleDown,
     ScaleUp,
     TaintParent,
@@ -41,6 +42,7 @@ from controller.autoscaler.model import (
     NodeName,
 )
 from controller.autoscaler.observe import pod_view
+from controller.autoscaler.plan import fmt_duration
 from cowpod.clock import Clock
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, vm_pb2
@@ -126,6 +128,8 @@ class Executor:
                 await self._create_parent(a, out)
             elif isinstance(a, TaintParent):
                 await self._taint_parent(a.node)
+            elif isinstance(a, PauseParent):
+                await self._pause_parent(a)
             elif isinstance(a, Cordon):
                 if not await self._cordon(a.node):
                     out.aborted_nodes.add(a.node)
@@ -296,6 +300,19 @@ class Executor:
         except grpc.RpcError as err:
             log.info("autoscaler: pre-registering parent node %s: %s (TaintParent will follow)",
                      name, _details(err))
+
+    async def _pause_parent(self, a: PauseParent) -> None:
+        """spec.paused=true; the VM manager freezes it. Clones keep forking from it."""
+        req = vm_pb2.SetPausedRequest(key=meta_pb2.ObjectKey(name=a.vm), paused=True)
+        try:
+            await self.api.vms.SetPaused(req, timeout=CALL_TIMEOUT_S)
+        except grpc.RpcError as err:
+            log.warning("autoscaler: pausing idle warm parent %s: %s", a.vm, _details(err))
+            return
+        msg = (f"warm parent idle for {fmt_duration(a.idle_for)} (no clone asked of it); paused: "
+               "instant clones still fork from it")
+        log.info("autoscaler: %s: %s", a.vm, msg)
+        await self.event(Event("VM", "", a.vm, "PausedParent", msg))
 
     # ------------------------------------------------------------ node edits
 

@@ -1,8 +1,9 @@
 """What the autoscaler must remember between passes, updated purely.
 
-Two things cannot be read off the API objects: how long a clone's node has
-been empty (a pod that came and went leaves no trace) and how often a class's
-clones have failed lately (for the cooldown's exponential back-off). Both
+Three things cannot be read off the API objects: how long a clone's node has
+been empty (a pod that came and went leaves no trace), how often a class's
+clones have failed lately (for the cooldown's exponential back-off), and when
+a warm parent was last used (for pausing it when idle). All three
 live in a frozen `Memory` that `remember` folds each observation into; the
 planner reads it. The reconciler owns the one instance.
 """
@@ -20,7 +21,15 @@ from controller.autoscaler.fleet import (
     timed_out,
     workload_pods,
 )
-from controller.autoscaler.model import PHASE_FAILED, ClassName, NodeName, Snapshot, VMName
+from controller.autoscaler.model import (
+    PHASE_FAILED,
+    PHASE_PAUSED,
+    PHASE_RUNNING,
+    ClassName,
+    NodeName,
+    Snapshot,
+    VMName,
+)
 from cowpod.clusterconfig import ClusterConfig
 
 
@@ -41,6 +50,10 @@ class Memory:
     failures_seen: frozenset[VMName] = frozenset()
     # VM -> when its node was last seen Ready (for "not Ready for too long").
     last_ready: Mapping[VMName, float] = field(default_factory=dict)
+    # Warm parent -> when it was last used: the newest clone asked of it, or
+    # when it was last seen not yet Running, or paused (so an operator's resume
+    # starts a fresh idle period). A parent first seen now counts from now.
+    parent_last_used: Mapping[VMName, float] = field(default_factory=dict)
 
     def backoff_left(self, vm_class: str, now: float) -> float:
         b = self.backoff.get(ClassName(vm_class))
@@ -57,6 +70,28 @@ def record_failure(memory: Memory, vm_class: str, config: ClusterConfig, now: fl
         memory,
         backoff={**memory.backoff, name: Backoff(failures, now + delay, now)},
     )
+
+
+def parents_last_used(
+    memory: Memory, snap: Snapshot, config: ClusterConfig, now: float
+) -> dict[VMName, float]:
+    """When each live warm parent was last used: its newest child's request time (children
+    the executor just asked for are in the snapshot through its overlay), or `now` while
+    the parent is not Running yet, is paused, or is seen for the first time."""
+    newest_child: dict[str, float] = {}
+    for vm in snap.vms.values():
+        if vm.parent:
+            newest_child[vm.parent] = max(newest_child.get(vm.parent, 0.0), vm.requested_at)
+    out: dict[VMName, float] = {}
+    for vm in snap.vms.values():
+        if not vm.is_parent or not is_managed(vm, config) or vm.gone:
+            continue
+        prev = memory.parent_last_used.get(vm.name)
+        if prev is None or vm.paused or vm.phase not in (PHASE_RUNNING, PHASE_PAUSED):
+            out[vm.name] = now
+        else:
+            out[vm.name] = max(prev, newest_child.get(vm.name, 0.0))
+    return out
 
 
 def remember(memory: Memory, snap: Snapshot, config: ClusterConfig, now: float) -> Memory:
@@ -82,7 +117,8 @@ def remember(memory: Memory, snap: Snapshot, config: ClusterConfig, now: float) 
     for vm in snap.vms.values():
         if node_ready(vm, snap):
             last_ready[vm.name] = now
-    out = replace(memory, unneeded_since=unneeded, last_ready=last_ready)
+    out = replace(memory, unneeded_since=unneeded, last_ready=last_ready,
+                  parent_last_used=parents_last_used(memory, snap, config, now))
 
     seen = set(memory.failures_seen)
     for vm in snap.vms.values():

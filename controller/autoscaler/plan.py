@@ -24,6 +24,10 @@ pass, in this order (earlier steps take from the budget first):
    below its class's `min`, never one the pending pods were just counted on,
    and never in a class that is scaling up in the same pass. Warm parents
    are never scaled down.
+6. Idle parents: a Running warm parent not used (no clone asked of it) for
+   `parent_idle_pause_s` (0 = never) is paused — quiesced, as Fargo keeps its
+   parents; instant clones still fork from it. Never one a ScaleUp of this
+   pass uses. The autoscaler never resumes a parent: nothing needs it running.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from controller.autoscaler.actions import (
     CreateParent,
     Drain,
     Event,
+    PauseParent,
     ScaleDown,
     ScaleUp,
     TaintParent,
@@ -48,6 +53,7 @@ from controller.autoscaler.fleet import is_clone, is_managed, pods_by_node, time
 from controller.autoscaler.memory import Memory
 from controller.autoscaler.model import (
     PHASE_FAILED,
+    PHASE_RUNNING,
     ClassName,
     PodRef,
     PodView,
@@ -195,6 +201,8 @@ def plan(
     memory: Memory,
     now: float,
     fits: FitChecker,
+    *,
+    parent_idle_pause_s: float = 0.0,
 ) -> list[Action]:
     actions: list[Action] = []
     by_node = pods_by_node(snap.pods)
@@ -372,6 +380,19 @@ def plan(
         actions.append(Drain(vm.node_name))
         actions.append(ScaleDown(vm.name, why, vm.node_name))
         actions.append(Event("Node", "", vm.node_name, "ScaleDown", f"{why}; destroying VM {vm.name}"))
+
+    # 6. Idle parents.
+    if use_parents and parent_idle_pause_s > 0:
+        cloning = {a.parent for a in actions if isinstance(a, ScaleUp) and a.parent is not None}
+        for c in config.vm_classes:
+            if not c.parent:
+                continue
+            for p in sorted(parents.get(c.name, []), key=lambda v: v.name):
+                if p.phase != PHASE_RUNNING or p.paused or p.name in cloning:
+                    continue
+                idle = now - memory.parent_last_used.get(p.name, now)
+                if idle >= parent_idle_pause_s:
+                    actions.append(PauseParent(p.name, idle))
     return actions
 
 

@@ -40,6 +40,8 @@ from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2
 
 log = logging.getLogger(__name__)
 
+DEFAULT_PARENT_IDLE_PAUSE_S = 30.0
+
 
 @dataclass(frozen=True)
 class Options:
@@ -50,6 +52,9 @@ class Options:
     identity: str = ""
     # Pause before restarting after an unexpected error.
     restart_delay_s: float = 5.0
+    # Pause a warm parent no clone was asked of for this long (0 = never). The
+    # cluster config's `parentIdlePause` when it has one; `--parent-idle-pause`.
+    parent_idle_pause_s: float = DEFAULT_PARENT_IDLE_PAUSE_S
 
 
 def default_identity() -> str:
@@ -180,7 +185,8 @@ class Autoscaler:
         now = self.clock.now()
         snap = snapshot(self.pods.cache.values(), self.nodes.cache.values(), self.current_vms(), now)
         self.memory = remember(self.memory, snap, self.config, now)
-        actions = plan(snap, self.config, self.memory, now, self.fits)
+        actions = plan(snap, self.config, self.memory, now, self.fits,
+                       parent_idle_pause_s=self.options.parent_idle_pause_s)
         self.passes += 1
         if actions:
             log.debug("autoscaler: pass %d: %s", self.passes, actions)

@@ -162,6 +162,12 @@ class VMBuilder:
         self.v.status.clone_kind = "instant"
         return self
 
+    def paused(self) -> VMBuilder:
+        """Paused on purpose (spec.paused) and frozen (phase Paused)."""
+        self.v.spec.paused = True
+        self.v.status.phase = "Paused"
+        return self
+
     def phase(self, phase: str, message: str = "") -> VMBuilder:
         self.v.status.phase = phase
         self.v.status.message = message
