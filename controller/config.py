@@ -38,6 +38,8 @@ class ControllerConfig:
     limits: Limits = field(default_factory=Limits)
     # --autoscale: the autoscaler's VM classes and bounds; None = no autoscaler.
     autoscaler: ClusterConfig | None = None
+    # --parent-idle-pause: the autoscaler pauses a warm parent idle this long (0 = never).
+    autoscaler_parent_idle_pause: float = 30.0
     # Eviction (controller/eviction.py): how long pods stay on an unreachable node when they
     # do not say (the default toleration of node.kubernetes.io/unreachable:NoExecute).
     pod_eviction_timeout: float = 300.0

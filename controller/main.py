@@ -84,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         pki_dir=a.pki_dir,
         insecure=a.insecure,
         autoscaler=autoscaler_flags.cluster_config(p, a),
+        autoscaler_parent_idle_pause=autoscaler_flags.parent_idle_pause(p, a),
         pod_eviction_timeout=a.pod_eviction_timeout,
         replicaset_controller=not a.no_replicaset_controller,
     )

@@ -272,11 +272,12 @@ class Controller:
             await manager.run()
 
     async def _run_autoscaler(self, cluster: ClusterConfig) -> None:
-        from controller.autoscaler.reconciler import Autoscaler
+        from controller.autoscaler.reconciler import Autoscaler, Options
 
         address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
+        options = Options(parent_idle_pause_s=self.config.autoscaler_parent_idle_pause)
         async with connect(self.security.self_client_settings(address)) as client:
-            await Autoscaler(client, cluster, clock=self.clock).run()
+            await Autoscaler(client, cluster, clock=self.clock, options=options).run()
 
     async def _run_replicasets(self) -> None:
         address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address

@@ -1,7 +1,7 @@
 """The controller's autoscaler flags, kept here so `controller/main.py` needs two lines.
 
     cowpod-controller ... --autoscale --cluster-config cluster.yaml
-                          [--max-vms 20] [--scale-down-unneeded 10m]
+                          [--max-vms 20] [--scale-down-unneeded 10m] [--parent-idle-pause 30s]
 
 Flags override the file; without `--autoscale` the autoscaler does not run
 (and the other flags are refused, so a typo does not silently do nothing).
@@ -15,6 +15,9 @@ import pathlib
 from cowpod.clusterconfig import ClusterConfig, load, parse_duration
 from cowpod.errors import Invalid
 
+# The reconciler's default too (kept here so the flags need not import the informers).
+DEFAULT_PARENT_IDLE_PAUSE_S = 30.0
+
 
 def add_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("autoscaler")
@@ -26,6 +29,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="most VMs in the cluster, parents and unmanaged VMs included (overrides maxVMs)")
     g.add_argument("--scale-down-unneeded", default=None, metavar="DURATION",
                    help="how long a clone is empty before it goes (10m; overrides scaleDownUnneeded)")
+    g.add_argument("--parent-idle-pause", default=None, metavar="DURATION",
+                   help="pause a warm parent no clone was asked of for this long (default 30s; "
+                        "0 = never); clones still fork from a paused parent")
 
 
 def cluster_config(p: argparse.ArgumentParser, args: argparse.Namespace) -> ClusterConfig | None:
@@ -33,7 +39,8 @@ def cluster_config(p: argparse.ArgumentParser, args: argparse.Namespace) -> Clus
     Errors exit through `p.error` (status 2) naming the file field or flag."""
     if not args.autoscale:
         given = [f for f, v in (("--cluster-config", args.cluster_config), ("--max-vms", args.max_vms),
-                                ("--scale-down-unneeded", args.scale_down_unneeded)) if v is not None]
+                                ("--scale-down-unneeded", args.scale_down_unneeded),
+                                ("--parent-idle-pause", args.parent_idle_pause)) if v is not None]
         if given:
             p.error(f"{', '.join(given)} given without --autoscale")
         return None
@@ -53,3 +60,15 @@ def cluster_config(p: argparse.ArgumentParser, args: argparse.Namespace) -> Clus
     if not cfg.vm_classes:
         p.error("--autoscale: the cluster config defines no vmClasses (use --cluster-config)")
     return cfg
+
+
+def parent_idle_pause(p: argparse.ArgumentParser, args: argparse.Namespace) -> float:
+    """`--parent-idle-pause` in seconds (default 30; 0 = never pause warm parents).
+
+    It is a flag, not yet a cluster-config field (`parentIdlePause` would carry it)."""
+    if args.parent_idle_pause is None:
+        return DEFAULT_PARENT_IDLE_PAUSE_S
+    try:
+        return parse_duration(args.parent_idle_pause, "--parent-idle-pause")
+    except Invalid as err:
+        p.error(str(err))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from controller.autoscaler.actions import Action
 from controller.autoscaler.executor import Api, Executor, Outcome
 from controller.autoscaler.fit import FitChecker, SchedulerFit
+from controller.autoscaler.flags import DEFAULT_PARENT_IDLE_PAUSE_S
 from controller.autoscaler.leader import Elector, LeaseConfig
 from controller.autoscaler.memory import Memory, record_failure, remember
 from controller.autoscaler.observe import UNSCHEDULABLE_REASONS, node_view, snapshot
@@ -39,8 +40,6 @@ from cowpod.informer import Informer
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PARENT_IDLE_PAUSE_S = 30.0
 
 
 @dataclass(frozen=True)

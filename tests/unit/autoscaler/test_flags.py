@@ -19,6 +19,15 @@ def test_no_autoscale_no_autoscaler() -> None:
     assert parse_args([]).autoscaler is None
 
 
+def test_parent_idle_pause_flag(tmp_path: pathlib.Path) -> None:
+    f = tmp_path / "cluster.yaml"
+    f.write_text(YAML)
+    assert parse_args(["--autoscale", "--cluster-config", str(f)]).autoscaler_parent_idle_pause == 30.0
+    for text, seconds in (("2m", 120.0), ("0", 0.0)):
+        cfg = parse_args(["--autoscale", "--cluster-config", str(f), "--parent-idle-pause", text])
+        assert cfg.autoscaler_parent_idle_pause == seconds
+
+
 def test_flags_override_the_file(tmp_path: pathlib.Path) -> None:
     f = tmp_path / "cluster.yaml"
     f.write_text(YAML)
@@ -34,6 +43,9 @@ def test_flags_override_the_file(tmp_path: pathlib.Path) -> None:
     ("args", "message"),
     [
         (["--max-vms", "3"], "--max-vms given without --autoscale"),
+        (["--parent-idle-pause", "1m"], "--parent-idle-pause given without --autoscale"),
+        (["--autoscale", "--cluster-config", "{f}", "--parent-idle-pause", "later"],
+         "--parent-idle-pause: invalid duration"),
         (["--autoscale"], "defines no vmClasses"),
         (["--autoscale", "--cluster-config", "{f}", "--scale-down-unneeded", "soon"],
          "--scale-down-unneeded: invalid duration"),
