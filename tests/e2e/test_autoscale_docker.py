@@ -1,5 +1,7 @@
 """End to end on the real Docker engine: a pod no node can take becomes Running
-on a VM the autoscaler instant-cloned from the class's warm parent.
+on a VM the autoscaler instant-cloned from the class's warm parent — also when
+that parent was paused for being idle, its node quietly VMPaused, and the
+child's agent forked from the parent's zygote while the parent stays frozen.
 
 Everything real but in one process: etcd, the controller (with the unix
 socket the VMs' agents dial), the scheduler, the VM manager driving the
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import docker.errors
 import pytest
@@ -25,6 +28,7 @@ from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, vm_pb2
 from hypervisor.docker_provider import IN_VM_RUN_DIR, DockerProvider
 from hypervisor.manager import VMManager
 from hypervisor.testing import DockerTestEnv, build_images
+from hypervisor.zygote_warm import ZygoteWarmStarter
 from tests.integration.scheduler_harness import running_scheduler, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -54,18 +58,22 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def cluster(etcd: EtcdMember, prefix: str, env: DockerTestEnv) -> AsyncIterator[Client]:
+async def cluster(
+    etcd: EtcdMember, prefix: str, env: DockerTestEnv, *, warm: ZygoteWarmStarter | None = None,
+    options: Options | None = None, **controller: Any,
+) -> AsyncIterator[Client]:
     sock = env.data_dir / "run" / "controller.sock"
     sock.parent.mkdir(parents=True, exist_ok=True)
     # The controller here is plaintext; the VMs' agents must be told so.
-    provider: DockerProvider = env.provider(agent_extra_args=agent_join_args(IN_VM_RUN_DIR, secure=False))
+    provider = DockerProvider(env.config(agent_extra_args=agent_join_args(IN_VM_RUN_DIR, secure=False)),
+                              warm_start=warm)
     async with (
-        ControllerRunner(etcd.endpoint, prefix, listen_unix=str(sock)) as runner,
+        ControllerRunner(etcd.endpoint, prefix, listen_unix=str(sock), **controller) as runner,
         Client(runner.address) as client,
         running_scheduler(runner.address, "sched-e2e"),
     ):
         manager = VMManager(client, "docker", env.data_dir, provider=provider, cluster_id=env.cluster_id)
-        autoscaler = Autoscaler(client, CONFIG, options=Options(leader_elect=False))
+        autoscaler = Autoscaler(client, CONFIG, options=options or Options(leader_elect=False))
         tasks = [
             asyncio.create_task(manager.run(), name="e2e-vm-manager"),
             asyncio.create_task(autoscaler.run(), name="e2e-autoscaler"),
@@ -75,7 +83,10 @@ async def cluster(etcd: EtcdMember, prefix: str, env: DockerTestEnv) -> AsyncIte
         finally:
             await _cancel(tasks[1])
             await _cancel(tasks[0])
-            await _teardown(env)
+            try:
+                await _teardown(env)
+            finally:
+                await provider.close()  # stops the zygotes, if any
 
 
 async def _teardown(env: DockerTestEnv) -> None:
@@ -142,3 +153,68 @@ async def test_a_pending_pod_runs_on_a_freshly_cloned_vm(
         ref = event_pb2.ObjectReference(kind="Pod", namespace="default", name="web")
         events = (await client.events.List(event_pb2.ListEventsRequest(involved_object=ref))).items
         assert any(e.reason == "TriggeredScaleUp" and "from small-parent" in e.message for e in events)
+
+
+def _ready(node: Any) -> tuple[str, str]:
+    for c in node.status.conditions:
+        if c.type == "Ready":
+            return str(c.status), str(c.reason)
+    return "", ""
+
+
+async def test_an_idle_parent_is_paused_and_a_pod_runs_on_a_clone_forked_from_it(
+    etcd: EtcdMember, etcd_prefix: str, env: DockerTestEnv
+) -> None:
+    warm = ZygoteWarmStarter(ZygoteWarmStarter.default_socket_dir(env.data_dir))
+    options = Options(leader_elect=False, parent_idle_pause_s=1.0)
+    async with cluster(etcd, etcd_prefix, env, warm=warm, options=options,
+                       node_monitor_grace=2.0, node_monitor_period=0.5) as client:
+        async def parent_paused() -> bool:
+            parents = [v for v in await _vms(client) if v.spec.template]
+            return bool(parents) and parents[0].spec.paused and parents[0].status.phase == "Paused"
+
+        await wait_for(parent_paused, 180, "the idle warm parent paused")
+        container = await asyncio.to_thread(env.client.containers.get, "cowpod-vm-small-parent")
+        assert container.attrs["State"]["Paused"]
+        ref = event_pb2.ObjectReference(kind="VM", name="small-parent")
+        events = (await client.events.List(event_pb2.ListEventsRequest(involved_object=ref))).items
+        assert any(e.reason == "PausedParent" for e in events)
+
+        # Its node: Ready=Unknown for a paused VM, never unreachable (no NoExecute taint).
+        async def node_marked_paused() -> bool:
+            node = await client.nodes.Get(meta_pb2.ObjectKey(name="small-parent"))
+            return _ready(node) == ("Unknown", "VMPaused")
+
+        await wait_for(node_marked_paused, 60, "the paused parent's node Ready=Unknown/VMPaused")
+
+        pod = pod_pb2.Pod()
+        pod.metadata.name = "web"
+        pod.metadata.namespace = "default"
+        c = pod.spec.containers.add(name="main", image="cowpod/busybox:latest", command=["sleep", "3600"])
+        c.resources.requests.cpu_millis = 200
+        c.resources.requests.memory_bytes = 32 << 20
+        await client.pods.Create(pod)
+
+        async def running() -> bool:
+            p = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
+            return p.status.phase == "Running"
+
+        await wait_for(running, 180, "pod web Running")
+        got = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
+        vm = await client.vms.Get(meta_pb2.ObjectKey(name=got.spec.node_name))
+        assert vm.spec.parent == "small-parent" and vm.status.clone_kind == "instant"
+        child_node = await client.nodes.Get(meta_pb2.ObjectKey(name=vm.metadata.name))
+        assert _ready(child_node)[0] == "True"
+        # The child's agent was forked by the parent's zygote, which the pause did not freeze.
+        assert warm.last_clone is not None
+        top = await asyncio.to_thread(env.client.containers.get(f"cowpod-vm-{vm.metadata.name}").top)
+        pid_col = top["Titles"].index("PID")
+        assert str(warm.last_clone.pid) in [row[pid_col] for row in top["Processes"]]
+        # ... and the parent stayed paused throughout, its node quiet.
+        parent = await client.vms.Get(meta_pb2.ObjectKey(name="small-parent"))
+        assert parent.spec.paused and parent.status.phase == "Paused"
+        container.reload()
+        assert container.attrs["State"]["Paused"]
+        pnode = await client.nodes.Get(meta_pb2.ObjectKey(name="small-parent"))
+        assert _ready(pnode) == ("Unknown", "VMPaused")
+        assert not [t for t in pnode.spec.taints if t.effect == "NoExecute"]
