@@ -231,10 +231,11 @@ class Executor:
                 await self.event(Event("VM", "", v.metadata.name, "TriggeredScaleUp", msg))
 
     async def _clone(self, req: vm_pb2.CloneRequest) -> vm_pb2.CloneResponse:
-        """Clone, retried for about a second while the controller says the parent
-        is not Running: a docker parent is paused while each snapshot is taken
-        (the VM manager may publish that as phase Paused), which is over in well
-        under a second; a full clone instead would cost the pods far more."""
+        """Clone, retried for about a second while the controller refuses a Paused
+        parent. This controller accepts one (a paused parent is quiesced, and
+        still forked); the retry is for an older controller that only forked
+        Running parents, where a snapshot's pause is over in well under a
+        second and a full clone instead would cost the pods far more."""
         for delay in CLONE_RETRY_DELAYS_S:
             try:
                 resp: vm_pb2.CloneResponse = await self.api.vms.Clone(req, timeout=CALL_TIMEOUT_S)
