@@ -1,8 +1,9 @@
 """Capacity-aware binding: the scheduler's plans committed as conditional etcd writes.
 
     bindings ──► one batched read of every pod and distinct node (128 keys per round trip)
-             ──► per binding: the pod is still that object (uid, version), unbound and not
-                 being deleted; the node exists and is not being deleted   (else ABORTED / NOT_FOUND)
+             ──► per binding: the pod is still that object (uid; version or spec generation
+                 when given), unbound and not being deleted; the node exists and is not
+                 being deleted                                              (else ABORTED / NOT_FOUND)
              ──► grouped by node. In this process one transaction at a time works on a node;
                  nodes that are free now go at once, busy ones when released
              ──► packs of nodes, each one etcd transaction (etcd takes 128 compares):
@@ -11,8 +12,9 @@
                    compares, per node: created at the same revision, binding sequence unchanged;
                              per pod:  mod revision unchanged
                    puts: the bound pods and each node's binding sequence key
-                   lost: the failure branch reads every key back; stale pods get their reason,
-                         moved sequences are learnt, the rest is checked again and retried
+                   lost: the failure branch reads every key back; a pod that changed is checked
+                         again on its new value (a status write in between does not abort a
+                         binding by generation), moved sequences are learnt, and the rest retried
 
 Why it is globally correct (two schedulers, several controller processes): every
 write that adds a pod to node N also puts `registry/bindseq/N`
@@ -60,6 +62,15 @@ class _Item:
     pod: pod_pb2.Pod  # the bound pod
     data: bytes  # ... encoded
     want: Resources
+    binding: pod_pb2.Binding
+
+
+def _bound(index: int, qual: str, key: str, rev: int, pod: pod_pb2.Pod, b: pod_pb2.Binding,
+           now: float) -> _Item:
+    """The pod as it will be written: on its node, PodScheduled."""
+    pod.spec.node_name = b.node_name
+    set_condition(pod.status.conditions, "PodScheduled", "True", "", "", now)
+    return _Item(index, qual, key, rev, pod, encode(pod), pod_requests(pod.spec), b)
 
 
 @dataclass(slots=True)
@@ -175,10 +186,7 @@ class Binder:
             pkv = kvs[i]
             assert pod is not None and pkv is not None
             claimed.add(pod_keys[i])
-            pod.spec.node_name = b.node_name
-            set_condition(pod.status.conditions, "PodScheduled", "True", "", "", now)
-            works[b.node_name].items.append(
-                _Item(i, q, pod_keys[i], pkv.mod_revision, pod, encode(pod), pod_requests(pod.spec)))
+            works[b.node_name].items.append(_bound(i, q, pod_keys[i], pkv.mod_revision, pod, b, now))
         return {n: w for n, w in works.items() if w.items}
 
     # -- commit
@@ -286,11 +294,18 @@ class Binder:
                         f'cannot bind pods "{item.qual}": node "{w.name}" is being deleted')
                 continue
             keep: list[_Item] = []
+            now = self.clock.now()
             for item, pkv in zip(items, pkvs, strict=True):
                 if pkv is None:
                     outcomes[item.index].error = NotFound(f'pods "{item.qual}" not found')
                 elif pkv.mod_revision != item.pod_rev:
-                    outcomes[item.index].error = _stale(item.qual, pkv)
+                    # Changed under us: bind the new value if the binding still holds for it.
+                    err, pod = _check_pod(item.binding, item.qual, pkv)
+                    if err is not None or pod is None:
+                        outcomes[item.index].error = err or _stale(item.qual, pkv)
+                    else:
+                        keep.append(_bound(item.index, item.qual, item.pod_key, pkv.mod_revision, pod,
+                                           item.binding, now))
                 else:
                     keep.append(item)
             if keep:
@@ -309,6 +324,9 @@ def _check_pod(b: pod_pb2.Binding, q: str,
     if b.pod_resource_version and pkv.mod_revision != b.pod_resource_version:
         return Conflict(f'pods "{q}" changed since the scheduler read it (resource_version '
                         f"{b.pod_resource_version} is stale, now {pkv.mod_revision})"), None
+    if b.pod_generation and pod.metadata.generation != b.pod_generation:
+        return Conflict(f'pods "{q}": its spec changed since the scheduler read it (generation '
+                        f"{b.pod_generation}, now {pod.metadata.generation})"), None
     if pod.spec.node_name:
         return Conflict(f'pods "{q}" is already bound to node "{pod.spec.node_name}"'), None
     if pod.metadata.HasField("deletion_timestamp"):

@@ -64,6 +64,7 @@ def pod_info(pod: pod_pb2.Pod) -> PodInfo:
         namespace=m.namespace or "default",
         name=m.name,
         resource_version=m.resource_version,
+        generation=m.generation,
         labels=dict(m.labels),
         priority=spec.priority,
         created=m.creation_timestamp.seconds + m.creation_timestamp.nanos / 1e9,
@@ -126,5 +127,7 @@ def binding(pod: PodInfo, node: str) -> pod_pb2.Binding:
         pod=meta_pb2.ObjectKey(namespace=pod.namespace, name=pod.name),
         node_name=node,
         pod_uid=pod.uid,
-        pod_resource_version=pod.resource_version,
+        # The spec, not the whole object: the scheduler's own status writes
+        # (Unschedulable verdicts) must not abort its binds.
+        pod_generation=pod.generation,
     )

@@ -459,16 +459,18 @@ class PodWatchEvent(_message.Message):
     def __init__(self, type: _Optional[_Union[_meta_pb2.WatchEventType, str]] = ..., object: _Optional[_Union[Pod, _Mapping]] = ..., resource_version: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[PodWatchEvent, _Mapping]]] = ...) -> None: ...
 
 class Binding(_message.Message):
-    __slots__ = ("pod", "node_name", "pod_uid", "pod_resource_version")
+    __slots__ = ("pod", "node_name", "pod_uid", "pod_resource_version", "pod_generation")
     POD_FIELD_NUMBER: _ClassVar[int]
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     POD_UID_FIELD_NUMBER: _ClassVar[int]
     POD_RESOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    POD_GENERATION_FIELD_NUMBER: _ClassVar[int]
     pod: _meta_pb2.ObjectKey
     node_name: str
     pod_uid: str
     pod_resource_version: int
-    def __init__(self, pod: _Optional[_Union[_meta_pb2.ObjectKey, _Mapping]] = ..., node_name: _Optional[str] = ..., pod_uid: _Optional[str] = ..., pod_resource_version: _Optional[int] = ...) -> None: ...
+    pod_generation: int
+    def __init__(self, pod: _Optional[_Union[_meta_pb2.ObjectKey, _Mapping]] = ..., node_name: _Optional[str] = ..., pod_uid: _Optional[str] = ..., pod_resource_version: _Optional[int] = ..., pod_generation: _Optional[int] = ...) -> None: ...
 
 class BindBatchRequest(_message.Message):
     __slots__ = ("bindings",)

@@ -173,6 +173,7 @@ class PodInfo:
     namespace: str
     name: str
     resource_version: int = 0
+    generation: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
     priority: int = 0
     created: float = 0.0

@@ -63,6 +63,66 @@ async def test_bind_batch_mixed_outcomes(client: Client) -> None:
     assert pods == {"ok1": "n1", "ok2": "n2", "bound": "n1", "stale": "", "nonode": "", "wronguid": ""}
 
 
+async def test_binding_by_generation_survives_status_writes_not_spec_changes(client: Client) -> None:
+    await make_node(client, "n1")
+    seen = await client.pods.Create(make_pod("verdict"))
+    # The scheduler's own Unschedulable verdict lands after it read the pod.
+    upd = pod_pb2.Pod()
+    upd.CopyFrom(seen)
+    upd.status.phase = "Pending"
+    upd.status.conditions.add(type="PodScheduled", status="False", reason="Unschedulable", message="0/0")
+    await client.pods.UpdateStatus(upd)
+    edited = await client.pods.Create(make_pod("edited"))
+    edited.spec.tolerations.add(key="dedicated", operator="Exists")
+    await client.pods.Update(edited)
+
+    gen = seen.metadata.generation
+    assert gen > 0
+    resp = await client.pods.BindBatch(pod_pb2.BindBatchRequest(bindings=[
+        binding("verdict", "n1", pod_uid=seen.metadata.uid, pod_generation=gen),
+        binding("edited", "n1", pod_uid=edited.metadata.uid, pod_generation=edited.metadata.generation),
+    ]))
+    [ok, refused] = resp.results
+    assert ok.ok, ok.message
+    got = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="verdict"))
+    assert got.spec.node_name == "n1"
+    assert [(c.type, c.status) for c in got.status.conditions] == [("PodScheduled", "True")]
+    assert not refused.ok and _code(refused.code) == grpc.StatusCode.ABORTED
+    assert "spec changed since the scheduler read it" in refused.message
+
+
+async def test_a_status_write_during_the_bind_transaction_is_kept_and_the_pod_bound(
+    controller: ControllerRunner, client: Client
+) -> None:
+    await make_node(client, "n1")
+    pod = await client.pods.Create(make_pod("racy"))
+    binder = controller.controller.pods.binder
+    real_txn = binder.store.txn
+    raced = []
+
+    async def txn_after_a_status_write(*a: object, **kw: object) -> object:
+        if not raced:  # between the binder's read and its transaction
+            raced.append(True)
+            upd = pod_pb2.Pod()
+            upd.CopyFrom(pod)
+            upd.status.phase = "Pending"
+            upd.status.conditions.add(type="PodScheduled", status="False", reason="Unschedulable")
+            await client.pods.UpdateStatus(upd)
+        return await real_txn(*a, **kw)  # type: ignore[arg-type]
+
+    binder.store.txn = txn_after_a_status_write  # type: ignore[method-assign]
+    try:
+        resp = await client.pods.BindBatch(pod_pb2.BindBatchRequest(bindings=[
+            binding("racy", "n1", pod_uid=pod.metadata.uid, pod_generation=pod.metadata.generation),
+        ]))
+    finally:
+        binder.store.txn = real_txn  # type: ignore[method-assign]
+    assert raced and resp.results[0].ok, resp.results[0].message
+    got = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="racy"))
+    assert got.spec.node_name == "n1" and got.status.phase == "Pending"
+    assert [(c.type, c.status) for c in got.status.conditions] == [("PodScheduled", "True")]
+
+
 def _code(value: int) -> grpc.StatusCode:
     return next(c for c in grpc.StatusCode if c.value[0] == value)
 

@@ -117,7 +117,8 @@ async def test_resync_lists_pods_and_binding_sequences() -> None:
 
 
 def work(name: str, n: int) -> _NodeWork:
-    items = [_Item(i, f"default/p{i}", f"k{i}", 1, pod_pb2.Pod(), b"", Resources()) for i in range(n)]
+    items = [_Item(i, f"default/p{i}", f"k{i}", 1, pod_pb2.Pod(), b"", Resources(), pod_pb2.Binding())
+             for i in range(n)]
     return _NodeWork(name, f"registry/nodes/{name}", 1, Resources(), items)
 
 
