@@ -99,7 +99,8 @@ class Scheduler:
         self._pending_protos: dict[PodUID, pod_pb2.Pod] = {}
         self._binding: dict[PodUID, _Pending] = {}
         self._bind_q: asyncio.Queue[list[Plan]] = asyncio.Queue(maxsize=max(1, cfg.max_binds_in_flight))
-        self._status_dirty: dict[PodUID, str] = {}
+        # Pods whose Unschedulable verdict is to be written: message and when it was reached.
+        self._status_dirty: dict[PodUID, tuple[str, float]] = {}
         self._status_written: dict[PodUID, str] = {}
         self._status_wake = asyncio.Event()
         self.scheduled = 0
@@ -264,7 +265,9 @@ class Scheduler:
     def _report_unschedulable(self, pod: PodInfo, message: str) -> None:
         if self._status_written.get(pod.uid) == message:
             return
-        self._status_dirty[pod.uid] = message
+        # Stamped with the decision's time, not the write's: the autoscaler trusts a
+        # verdict only against nodes that were Ready before it was reached.
+        self._status_dirty[pod.uid] = (message, self._clock.now())
         self._status_wake.set()
 
     async def run_status_writer(self, concurrency: int = 8) -> None:
@@ -274,28 +277,31 @@ class Scheduler:
                 await self._status_wake.wait()
                 self._status_wake.clear()
                 while self._status_dirty:
-                    uid, message = next(iter(self._status_dirty.items()))
+                    uid, (message, at) = next(iter(self._status_dirty.items()))
                     del self._status_dirty[uid]
                     proto = self._pending_protos.get(uid)
                     if proto is None:
                         continue
                     await sem.acquire()
-                    tg.create_task(self._write_status(proto, message, sem), name=f"status-{uid}")
+                    tg.create_task(self._write_status(proto, message, at, sem), name=f"status-{uid}")
 
-    async def _write_status(self, proto: pod_pb2.Pod, message: str, sem: asyncio.Semaphore) -> None:
+    async def _write_status(
+        self, proto: pod_pb2.Pod, message: str, at: float, sem: asyncio.Semaphore
+    ) -> None:
         try:
-            await self.write_unschedulable(proto, message)
+            await self.write_unschedulable(proto, message, at)
             self._status_written[PodUID(proto.metadata.uid)] = message
         except grpc.aio.AioRpcError as err:
             log.info("status for %s/%s: %s", proto.metadata.namespace, proto.metadata.name, err.details())
         finally:
             sem.release()
 
-    async def write_unschedulable(self, proto: pod_pb2.Pod, message: str) -> None:
-        """PodScheduled=False/Unschedulable on the pod, and a FailedScheduling event."""
+    async def write_unschedulable(self, proto: pod_pb2.Pod, message: str, at: float | None = None) -> None:
+        """PodScheduled=False/Unschedulable on the pod (as of `at`, the decision), and a
+        FailedScheduling event."""
         if self._client is None:
             return
-        now = _now_ts(self._clock.now())
+        now = _now_ts(self._clock.now() if at is None else at)
         update = pod_pb2.Pod()
         update.metadata.CopyFrom(proto.metadata)
         update.status.CopyFrom(proto.status)
