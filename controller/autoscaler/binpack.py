@@ -19,6 +19,12 @@ from dataclasses import dataclass, field
 
 from controller.autoscaler.model import HostPort, PodView, Resources
 
+# A verdict reached this soon after a node turned Ready may not have seen it: the
+# scheduler learns of the node through the API's watch a moment after the agent
+# says Ready. Such pods still count on the node (at worst a legitimate refusal
+# delays their scale-up until the next verdict or newNodeGrace).
+VERDICT_LAG_S = 1.0
+
 
 @dataclass
 class Bin:
@@ -27,15 +33,15 @@ class Bin:
     # The key the fit cache is kept by: a class name or a node name.
     kind: str
     # When the node turned Ready; None for capacity still on its way. A Ready
-    # node takes only pods the scheduler judged before it was Ready: a later
-    # "unschedulable" verdict already considered it.
+    # node takes only pods the scheduler judged before it was Ready (give or take
+    # VERDICT_LAG_S): a later "unschedulable" verdict already considered it.
     ready_since: float | None = None
     ports: set[HostPort] = field(default_factory=set)
     placed: list[PodView] = field(default_factory=list)
 
     def room_for(self, pod: PodView) -> bool:
         if self.ready_since is not None and (
-            pod.unschedulable_since is None or pod.unschedulable_since >= self.ready_since
+            pod.unschedulable_since is None or pod.unschedulable_since >= self.ready_since + VERDICT_LAG_S
         ):
             return False
         return pod.requests.fits_in(self.free) and not (pod.host_ports & self.ports)

@@ -131,7 +131,8 @@ async def test_node_is_not_ready_while_the_engine_does_not_answer(env: Env) -> N
     env.rt.engine_down = "Cannot connect to the Docker daemon"
     beats = env.cp.heartbeats
     await env.until(lambda: env.cp.heartbeats > beats)
-    assert ready() == ("False", "AgentNotReady", "container runtime is down: Cannot connect to the Docker daemon")
+    down = "container runtime is down: Cannot connect to the Docker daemon"
+    assert ready() == ("False", "AgentNotReady", down)
     env.rt.engine_down = ""
     beats = env.cp.heartbeats
     await env.until(lambda: env.cp.heartbeats > beats)

@@ -194,6 +194,13 @@ IN_FLIGHT_CASES = [
         want=[],
     ),
     Case(
+        "a verdict within a second of the node's Ready may not have seen it: wait",
+        pods=[pending("web-1", at=T0 + 90.5)],
+        nodes=[*WARM_NODES, make_node("small-x").ready(since=T0 + 90).obj()],
+        vms=[*WARM_VMS, small_clone("small-x")[0]],
+        want=[],
+    ),
+    Case(
         "a verdict given after the node was Ready is trusted: scale up",
         pods=[pending("web-1", at=T0 + 95)],
         nodes=[*WARM_NODES, make_node("small-x").ready(since=T0 + 90).obj()],
