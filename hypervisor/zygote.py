@@ -101,6 +101,9 @@ DEFAULT_PRELOAD: tuple[str, ...] = (
     "yaml",
 )
 DEFAULT_ENTRYPOINT = "agent.main:run"
+# Run once before serving: the secure bootstrap's lazily imported crypto backend
+# must be in memory, a clone cannot import it from inside its VM (agent/warmup.py).
+DEFAULT_WARMUP = "agent.warmup:run"
 DEFAULT_LOG_PATH = "/var/log/cowpod/clone.log"
 READY_LINE = "COWPOD-ZYGOTE-READY"
 _EXITED_KEPT = 1024

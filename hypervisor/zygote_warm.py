@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from cowpod.errors import FailedPrecondition
-from hypervisor.zygote import DEFAULT_ENTRYPOINT, DEFAULT_PRELOAD, ZygoteConfig
+from hypervisor.zygote import DEFAULT_ENTRYPOINT, DEFAULT_PRELOAD, DEFAULT_WARMUP, ZygoteConfig
 from hypervisor.zygote_client import ZygoteProcess
 from hypervisor.zygote_protocol import ForkResult
 from hypervisor.zygote_target import DockerSocketResolver
@@ -48,7 +48,7 @@ class ZygoteWarmStarter:
         container_prefix: str = "cowpod-vm-",
         preload: tuple[str, ...] = DEFAULT_PRELOAD,
         entrypoint: str = DEFAULT_ENTRYPOINT,
-        warmup: str | None = None,
+        warmup: str | None = DEFAULT_WARMUP,
         python: str = sys.executable,
         sys_path: Sequence[str] | None = VM_SYS_PATH,
         log_path: str = "/var/log/cowpod/agent.log",
