@@ -22,6 +22,10 @@ class ControllerConfig:
     etcd_compaction_interval: float = 300.0  # 0 = never compact (another component does)
     provider: str = "none"  # none | docker | sim
     data_dir: pathlib.Path | None = None
+    # docker provider: instant clones get their agent forked from the parent's zygote
+    # (off: started cold by the VM's init), and warm shells kept ready per parent.
+    warm_clones: bool = True
+    warm_shells: int = 2
     metrics_listen: str = ""  # host:port; empty = no metrics endpoint
     log_level: str = "info"
     node_monitor_grace: float = 40.0

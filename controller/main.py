@@ -28,6 +28,16 @@ class LogfmtFormatter(logging.Formatter):
         return line
 
 
+
+def _non_negative(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from err
+    if n < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return n
+
 def parse_args(argv: list[str] | None = None) -> ControllerConfig:
     p = argparse.ArgumentParser(prog="cowpod-controller",
                                 description="cowpod API server (gRPC, state in etcd)")
@@ -60,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
                    help="plaintext gRPC, no authentication: every caller is admin (not for shared clusters)")
     p.add_argument("--pod-eviction-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="how long pods stay on an unreachable node unless they tolerate it otherwise")
+    p.add_argument("--no-warm-clones", action="store_true",
+                   help="docker provider: start an instant clone's agent cold instead of forking it "
+                        "from the parent's warm zygote (slower; for debugging)")
+    p.add_argument("--warm-shells", type=_non_negative, default=2, metavar="N",
+                   help="docker provider: child containers kept created ahead per warm parent, so an "
+                        "instant clone only takes one (default 2; size it to your bursts; 0 = none)")
     p.add_argument("--no-replicaset-controller", action="store_true",
                    help="do not run the ReplicaSet controller in this process")
     autoscaler_flags.add_flags(p)
@@ -74,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         etcd_compaction_interval=a.etcd_compaction_interval,
         provider=a.provider,
         data_dir=a.data_dir,
+        warm_clones=not a.no_warm_clones,
+        warm_shells=a.warm_shells,
         metrics_listen=a.metrics_listen,
         log_level=a.log_level,
         node_monitor_grace=a.node_monitor_grace,

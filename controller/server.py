@@ -267,7 +267,8 @@ class Controller:
         data_dir = self.config.data_dir or pathlib.Path.home() / ".cowpod"
         async with connect(self.security.self_client_settings(address)) as client:
             # Clone/destroy durations and VMs by phase go on this controller's /metrics.
-            manager = cls(client, self.config.provider, data_dir, self.clock, registry=self.metrics.registry)
+            manager = cls(client, self.config.provider, data_dir, self.clock, registry=self.metrics.registry,
+                          warm_clones=self.config.warm_clones, warm_shells=self.config.warm_shells)
             log.info("VM manager started (provider %s, data dir %s)", self.config.provider, data_dir)
             await manager.run()
 

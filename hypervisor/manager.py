@@ -342,6 +342,7 @@ class VMManager:
         cluster_id: str = "",
         resync_seconds: float = 2.0,
         warm_clones: bool = False,
+        warm_shells: int | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.client = client
@@ -351,6 +352,7 @@ class VMManager:
         self.cluster_id = cluster_id
         self.resync_seconds = resync_seconds
         self.warm_clones = warm_clones
+        self.warm_shells = warm_shells
         self._provider = provider
         self._dirty = asyncio.Event()
         self._in_flight: set[str] = set()
@@ -379,7 +381,7 @@ class VMManager:
     def provider(self) -> Provider:
         if self._provider is None:
             self._provider = make_provider(self.provider_name, self.data_dir, self.cluster_id, self.clock,
-                                           warm_clones=self.warm_clones)
+                                           warm_clones=self.warm_clones, warm_shells=self.warm_shells)
         return self._provider
 
     def _phases(self) -> list[str]:
@@ -479,12 +481,14 @@ class VMManager:
 
 
 def make_provider(
-    name: str, data_dir: pathlib.Path, cluster_id: str, clock: Clock, *, warm_clones: bool = False
+    name: str, data_dir: pathlib.Path, cluster_id: str, clock: Clock, *, warm_clones: bool = False,
+    warm_shells: int | None = None,
 ) -> Provider:
     """The provider named by `--provider`, configured from the data dir and cluster id.
 
     `warm_clones` gives the docker provider the zygote warm-start hook: instant
-    clones get an agent forked from a warm process instead of a cold one."""
+    clones get an agent forked from a warm process instead of a cold one.
+    `warm_shells` sizes its pool of shells per parent (None: the provider's default)."""
     import os
 
     cluster = cluster_id or os.environ.get("COWPOD_CLUSTER_ID", "default")
@@ -496,6 +500,8 @@ def make_provider(
         secure = (data_dir / "run" / "ca.crt").exists()
         cfg = DockerProviderConfig(data_dir=data_dir, cluster_id=cluster,
                                    agent_extra_args=agent_join_args(IN_VM_RUN_DIR, secure=secure))
+        if warm_shells is not None:
+            cfg = dataclasses.replace(cfg, pool_size=warm_shells)
         if not warm_clones:
             return DockerProvider(cfg)
         from hypervisor.zygote_warm import ZygoteWarmStarter

@@ -118,6 +118,8 @@ class UpOptions:
     cluster_config: str = ""
     # etcd members started locally: 1 (the default) or a 3/5-member cluster on loopback ports.
     etcd_members: int = 1
+    # docker provider: shells kept ready per warm parent (the controller's --warm-shells).
+    warm_shells: int = 2
 
 
 # --- pure parts ---------------------------------------------------------------------------------
@@ -144,6 +146,7 @@ def controller_command(
     data_dir: pathlib.Path,
     pki_dir: pathlib.Path | None = None,
     cluster_config: str = "",
+    warm_shells: int | None = None,
 ) -> list[str]:
     """`pki_dir` None = `--insecure`, said explicitly: the controller would otherwise
     turn secure by itself when it finds `<data-dir>/pki` from an earlier secure run."""
@@ -157,6 +160,7 @@ def controller_command(
         *("--data-dir", str(data_dir)),
         *security,
         *(("--autoscale", "--cluster-config", cluster_config) if cluster_config else ()),
+        *(("--warm-shells", str(warm_shells)) if warm_shells is not None else ()),
     ]
 
 
@@ -604,6 +608,7 @@ class Supervisor:
             data_dir=self.layout.data_dir,
             pki_dir=self.layout.pki.directory if opts.secure else None,
             cluster_config=opts.cluster_config,
+            warm_shells=opts.warm_shells if opts.provider == "docker" else None,
         )
         proc = self._spawn("controller", command)
         state = self._record(

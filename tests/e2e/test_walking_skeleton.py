@@ -163,6 +163,19 @@ def test_missing_image_fails_the_pod_with_err_image_not_found(cluster: Cli, tmp_
     cluster.run("delete", "pod", "noimage", "--wait", "--grace-period", "0")
 
 
+def test_an_instant_clone_gets_its_agent_forked_from_the_parents_zygote(cluster: Cli) -> None:
+    cluster.run("vm", "clone", "vm-1", "--name", "vm-1-kid", "--wait", "--timeout", "120s")
+    vm = cluster.json("get", "vm", "vm-1-kid")
+    assert vm["spec"]["parent"] == "vm-1" and vm["status"]["cloneKind"] == "instant"
+    node = cluster.json("get", "node", "vm-1-kid")
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+    # The controller's docker provider forks clones' agents from a zygote by default.
+    logs = pathlib.Path(cluster.env["COWPOD_DATA_DIR"]) / "zygotes"
+    forked = "".join(f.read_text() for f in logs.glob("*.log"))
+    assert "--node-name vm-1-kid" in forked, forked[-2000:]
+    cluster.run("vm", "destroy", "vm-1-kid", "--wait", "--timeout", "120s")
+
+
 def test_down_leaves_no_container_behind(cluster: Cli) -> None:
     cluster.run("apply", "-f", str(ROOT / "examples" / "web.yaml"))
     pod = wait_for(cluster, "web", "Running")

@@ -35,6 +35,7 @@ UP_EXAMPLES = """
   cowpod up -d --provider sim --vms 50  # hollow VMs: no Docker needed
   cowpod up -d --etcd-members 3         # a 3-member etcd cluster (survives losing one member)
   cowpod up -d --cluster-config deploy/cluster.yaml   # autoscale: clone VMs for pending pods
+  cowpod up -d --cluster-config deploy/cluster.yaml --warm-shells 5   # bursts of ~5 VMs at once
   cowpod up -d --data-dir /tmp/c2 --listen 127.0.0.1:7071   # a second cluster
 """
 
@@ -76,6 +77,14 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         default=1,
         metavar="N",
         help="etcd members to start on loopback: 1 (default), 3 or 5; the controller gets every endpoint",
+    )
+    up.add_argument(
+        "--warm-shells",
+        type=int,
+        default=2,
+        metavar="N",
+        help="docker: VM containers kept made ahead per warm parent, so an instant clone only takes "
+        "one (2; size it to the number of VMs a burst of pods needs at once; 0 = none)",
     )
     up.add_argument(
         "--timeout",
@@ -154,6 +163,8 @@ def up_options(args: argparse.Namespace) -> UpOptions:
         memory = quantity.parse_memory(args.vm_memory)
     except quantity.QuantityError as e:
         raise CliError(f"--vm-memory: {e}", exit_code=2) from None
+    if args.warm_shells < 0:
+        raise CliError("--warm-shells: must not be negative", exit_code=2)
     cluster_config = ""
     if args.cluster_config:
         path = pathlib.Path(args.cluster_config).resolve()
@@ -174,6 +185,7 @@ def up_options(args: argparse.Namespace) -> UpOptions:
         retain=args.retain,
         secure=not args.insecure,
         etcd_members=args.etcd_members,
+        warm_shells=args.warm_shells,
     )
 
 

@@ -63,3 +63,13 @@ def test_bad_flags_exit_2_with_the_reason(
         parse_args([a.format(f=f, bad=bad) for a in args])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_warm_clone_flags() -> None:
+    default = parse_args([])
+    assert default.warm_clones is True and default.warm_shells == 2
+    cfg = parse_args(["--no-warm-clones", "--warm-shells", "5"])
+    assert cfg.warm_clones is False and cfg.warm_shells == 5
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--warm-shells", "-1"])
+    assert e.value.code == 2

@@ -111,6 +111,10 @@ def test_command_lines() -> None:
         cluster_config="/d/cluster.yaml",
     )
     assert autoscaled[-3:] == ["--autoscale", "--cluster-config", "/d/cluster.yaml"]
+    shells = controller_command(
+        "c", listen="a:1", socket_path=d / "s", etcd="e:2", provider="docker", data_dir=d, warm_shells=5,
+    )
+    assert shells[-2:] == ["--warm-shells", "5"]
     assert scheduler_command("s", controller="a:1", metrics="127.0.0.1:9") == [
         "s",
         "--controller",
