@@ -523,8 +523,13 @@ class DockerProvider:
         }))
         return labels
 
-    def _create_shell_sync(self, parent: str, snapshot: str, cpu: int, mem: int, pooled: bool) -> str:
-        """Create and start a shell: the child container without an identity."""
+    def _create_shell_sync(self, parent: str, snapshot: str, cpu: int, mem: int, pooled: bool,
+                           wait_init: bool = True) -> str:
+        """Create and start a shell: the child container without an identity.
+
+        `wait_init=False` returns before the init takes signals: a clone whose
+        agent the zygote forks needs no signal from it, so an inline shell does
+        not wait for the init's Python to start (the cold fallback waits)."""
         run_dir = self.cfg.data_dir.resolve() / "run"
         (run_dir / "agents").mkdir(parents=True, exist_ok=True)
         suffix = uuid.uuid4().hex[:10]
@@ -555,6 +560,8 @@ class DockerProvider:
             )
         except docker.errors.ImageNotFound:
             raise FailedPrecondition(f"snapshot {snapshot!r} of {parent!r} is gone") from None
+        if not wait_init:
+            return str(c.id)
         c.reload()
         _wait_init(int(c.attrs.get("State", {}).get("Pid") or 0))
         if pooled and self.cfg.pool_paused:
@@ -679,7 +686,7 @@ class DockerProvider:
         if pool:
             return pool.popleft(), True
         sid = await self._run(self._create_shell_sync, parent, snapshot, spec.cpu_millis, spec.memory_bytes,
-                              False)
+                              False, self.warm_start is None)
         return sid, False
 
     async def prepare_parent(self, parent: str) -> None:
@@ -780,6 +787,7 @@ class DockerProvider:
                 await self.warm_start(cname, argv, env)
             except Exception:
                 log.exception("warm start of %s failed; starting its agent cold", child.name)
+                await self._run(self._wait_init_sync, child.name)
                 await self._run(self._signal_sync, child.name, "SIGUSR1")
         else:
             # The init reads the identity file and starts the agent cold.
