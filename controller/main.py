@@ -80,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
                    help="do not run the ReplicaSet controller in this process")
     autoscaler_flags.add_flags(p)
     a = p.parse_args(argv)
+    cluster = autoscaler_flags.cluster_config(p, a)
     return ControllerConfig(
         listen=a.listen,
         listen_unix=a.listen_unix,
@@ -101,8 +102,8 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         watch_buffer_size=a.watch_buffer_size,
         pki_dir=a.pki_dir,
         insecure=a.insecure,
-        autoscaler=autoscaler_flags.cluster_config(p, a),
-        autoscaler_parent_idle_pause=autoscaler_flags.parent_idle_pause(p, a),
+        autoscaler=cluster,
+        autoscaler_parent_idle_pause=autoscaler_flags.parent_idle_pause(p, a, cluster),
         pod_eviction_timeout=a.pod_eviction_timeout,
         replicaset_controller=not a.no_replicaset_controller,
     )

@@ -14,6 +14,7 @@
     scaleDownUnneeded: 10m  # an empty clone lives this long before it goes
     cooldown: 30s           # after a failed clone; doubles per failure up to maxBackoff
     instantClones: true
+    parentIdlePause: 30s    # pause (quiesce) a warm parent no clone used this long; 0 = never
 
 It lives in `cowpod/` (not `controller/`) because it is a plain file format that
 the CLI, `cowpod up` and the controller all read; parsing knows nothing of
@@ -99,6 +100,8 @@ class ClusterConfig:
     max_pods_per_node: int = DEFAULT_MAX_PODS_PER_NODE
     # Which hypervisor provider new VMs ask for; "" = the controller's default.
     provider: str = ""
+    # A warm parent no clone was asked of for this long is paused (0 = never).
+    parent_idle_pause_s: float = 30.0
 
     def vm_class(self, name: str) -> VMClass | None:
         for c in self.vm_classes:
@@ -221,7 +224,7 @@ _CLASS_FIELDS = {"name", "cpu", "memory", "labels", "min", "max", "parent", "ima
 _TOP_FIELDS = {
     "vmClasses", "maxVMs", "maxTotalCPU", "maxTotalMemory", "scaleDownUnneeded", "cooldown",
     "maxBackoff", "instantClones", "provisionTimeout", "newNodeGrace", "scanInterval", "reserveCPU",
-    "reserveMemory", "maxPodsPerNode", "provider",
+    "reserveMemory", "maxPodsPerNode", "provider", "parentIdlePause",
 }
 
 
@@ -296,6 +299,9 @@ def parse(doc: object) -> ClusterConfig:
         reserve_memory_bytes=parse_memory(d.get("reserveMemory", "64Mi"), "reserveMemory"),
         max_pods_per_node=_int(d.get("maxPodsPerNode", base.max_pods_per_node), "maxPodsPerNode", minimum=1),
         provider=_str(d.get("provider", ""), "provider"),
+        parent_idle_pause_s=parse_duration(
+            d.get("parentIdlePause", base.parent_idle_pause_s), "parentIdlePause"
+        ),
     )
     if cfg.scan_interval_s <= 0:
         raise Invalid("scanInterval", "must be positive")

@@ -62,12 +62,13 @@ def cluster_config(p: argparse.ArgumentParser, args: argparse.Namespace) -> Clus
     return cfg
 
 
-def parent_idle_pause(p: argparse.ArgumentParser, args: argparse.Namespace) -> float:
-    """`--parent-idle-pause` in seconds (default 30; 0 = never pause warm parents).
-
-    It is a flag, not yet a cluster-config field (`parentIdlePause` would carry it)."""
+def parent_idle_pause(
+    p: argparse.ArgumentParser, args: argparse.Namespace, cfg: ClusterConfig | None = None
+) -> float:
+    """`--parent-idle-pause` in seconds, else the cluster config's `parentIdlePause`
+    (default 30; 0 = never pause warm parents)."""
     if args.parent_idle_pause is None:
-        return DEFAULT_PARENT_IDLE_PAUSE_S
+        return cfg.parent_idle_pause_s if cfg is not None else DEFAULT_PARENT_IDLE_PAUSE_S
     try:
         return parse_duration(args.parent_idle_pause, "--parent-idle-pause")
     except Invalid as err:

@@ -82,6 +82,7 @@ def test_price_defaults_to_size() -> None:
         ("maxVMs: many", "maxVMs", "expected an integer"),
         ("scaleDownUnneeded: soon", "scaleDownUnneeded", "invalid duration"),
         ("cooldown: -5", "cooldown", "negative"),
+        ("parentIdlePause: soon", "parentIdlePause", "duration"),
         ("instantclones: true", "instantclones", "unknown field"),
         ("[1, 2]", "", "expected a mapping"),
         ("a: [", "", "not valid YAML"),

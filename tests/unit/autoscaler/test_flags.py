@@ -26,6 +26,11 @@ def test_parent_idle_pause_flag(tmp_path: pathlib.Path) -> None:
     for text, seconds in (("2m", 120.0), ("0", 0.0)):
         cfg = parse_args(["--autoscale", "--cluster-config", str(f), "--parent-idle-pause", text])
         assert cfg.autoscaler_parent_idle_pause == seconds
+    # The file's parentIdlePause, unless the flag says otherwise.
+    f.write_text(YAML + "parentIdlePause: 5m\n")
+    assert parse_args(["--autoscale", "--cluster-config", str(f)]).autoscaler_parent_idle_pause == 300.0
+    flagged = parse_args(["--autoscale", "--cluster-config", str(f), "--parent-idle-pause", "0"])
+    assert flagged.autoscaler_parent_idle_pause == 0.0
 
 
 def test_flags_override_the_file(tmp_path: pathlib.Path) -> None:
