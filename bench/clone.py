@@ -66,6 +66,7 @@ from cowpod.client import Client  # noqa: E402
 from cowpod.clock import RealClock  # noqa: E402
 from cowpod.clusterconfig import ClusterConfig, VMClass  # noqa: E402
 from cowpod.informer import Informer  # noqa: E402
+from cowpod.local.docker_env import remove_cluster_containers  # noqa: E402
 from cowpod.local.etcd import EtcdMember  # noqa: E402
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2  # noqa: E402
 from hypervisor.docker_provider import IN_VM_RUN_DIR, DockerProvider, container_name  # noqa: E402
@@ -321,11 +322,11 @@ class Bench:
         self.autoscaler_task = self.tg.create_task(a.run(), name="bench-autoscaler")
 
     async def stop_autoscaler(self) -> None:
-        if self.autoscaler_task is not None:
-            self.autoscaler_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.autoscaler_task
-            self.autoscaler_task = None
+        task, self.autoscaler_task = self.autoscaler_task, None
+        if task is not None:
+            task.cancel()
+            # gather, not suppress(CancelledError): a ^C arriving meanwhile must end the run.
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def poll(cond: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
@@ -625,17 +626,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cleanup(env: DockerTestEnv) -> None:
-    """Every container of this run: VMs by cluster label, pods by their VMs' node label."""
-    dock = docker.from_env()
-    try:
-        vms = dock.containers.list(all=True, filters={"label": f"cowpod.cluster={env.cluster_id}"})
-        nodes = [c.labels.get("cowpod.vm", "") for c in vms]
-        for node in filter(None, nodes):
-            for c in dock.containers.list(all=True, filters={"label": f"cowpod.node={node}"}):
-                with contextlib.suppress(docker.errors.APIError):
-                    c.remove(force=True, v=True)
-    finally:
-        dock.close()
+    """Every container of this run: its VMs (cluster label) and the pods nested in them.
+
+    Pods are found by the VM they live in (network and cgroup parent), as `cowpod
+    down` finds them: a VM made from a shell has a blank `cowpod.vm` label
+    (labels cannot change after the shell was made), so looking pods up by their
+    VMs' names missed every instant clone's pods."""
+    remove_cluster_containers(env.cluster_id)
     env.cleanup()
 
 
