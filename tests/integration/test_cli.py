@@ -155,6 +155,14 @@ async def test_vm_objects(cli: Cli, tmp_path: pathlib.Path) -> None:
                                              "CHILDREN"]
     r = await cli("describe", "vm", "vm-9")
     assert r.code == 0 and "Lineage:" in r.out
+    r = await cli("vm", "pause", "vm-9")
+    assert r.out == "vm/vm-9 paused\n", r.err
+    assert (await cli("get", "vm", "vm-9", "-o", "json")).json()["spec"]["paused"] is True
+    r = await cli("vm", "resume", "vm-9")
+    assert r.out == "vm/vm-9 resumed\n", r.err
+    assert not (await cli("get", "vm", "vm-9", "-o", "json")).json()["spec"].get("paused")
+    r = await cli("vm", "pause", "no-such-vm")
+    assert r.code != 0 and "not found" in r.err
     r = await cli("delete", "vm", "vm-9")
     assert r.code == 0, r.err
 

@@ -1,4 +1,4 @@
-"""`cowpod vm clone|destroy|snap-free`: the VM verbs that are not plain get/delete."""
+"""`cowpod vm clone|destroy|snap-free|pause|resume`: the VM verbs that are not plain get/delete."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ EXAMPLES = """
   cowpod vm clone vm-1 --name web-a --label pool=web
   cowpod vm snap-free vm-1-abcde        # flatten a clone so it no longer needs its parent
   cowpod vm destroy vm-1 --cascade      # destroy vm-1 and its clones that were not snapped free
+  cowpod vm pause vm-1                  # freeze it (a paused VM can still be instant-cloned)
+  cowpod vm resume vm-1
 """
 
 
@@ -27,8 +29,9 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         sub,
         "vm",
         parents,
-        help="clone, snap free or destroy VMs",
-        description="Instant-clone a running VM, snap a clone free of its parent, or destroy a VM.",
+        help="clone, snap free, pause, resume or destroy VMs",
+        description="Instant-clone a running VM, snap a clone free of its parent, pause or resume a VM, "
+        "or destroy one.",
         examples=EXAMPLES,
     )
     verbs = p.add_subparsers(dest="vm_verb", metavar="VERB", parser_class=type(p))
@@ -69,6 +72,16 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     )
     snap.add_argument("name", metavar="NAME")
     snap.set_defaults(func=run_snap_free)
+    for verb, paused, text in (
+        ("pause", True, "freeze a VM (vSphere suspend): its pods stop, its node shows VMPaused, "
+                        "instant clones still fork from it"),
+        ("resume", False, "unfreeze a paused VM"),
+    ):
+        sp = verbs.add_parser(
+            verb, parents=parents, help=text.split(":")[0], description=text[0].upper() + text[1:] + "."
+        )
+        sp.add_argument("names", nargs="+", metavar="NAME")
+        sp.set_defaults(func=run_set_paused, paused=paused)
 
 
 async def run_clone(ctx: Ctx, args: argparse.Namespace) -> int:
@@ -108,4 +121,13 @@ async def run_snap_free(ctx: Ctx, args: argparse.Namespace) -> int:
         ctx.client.vms.SnapFree, meta_pb2.ObjectKey(name=args.name), what=what(VM, args.name)
     )
     ctx.print(f"vm/{vm.metadata.name or args.name} snapped free")
+    return 0
+
+
+async def run_set_paused(ctx: Ctx, args: argparse.Namespace) -> int:
+    """Set spec.paused; the VM manager pauses or resumes the VM (phase Paused/Running)."""
+    for name in args.names:
+        req = vm_pb2.SetPausedRequest(key=meta_pb2.ObjectKey(name=name), paused=args.paused)
+        await ctx.call(ctx.client.vms.SetPaused, req, what=what(VM, name))
+        ctx.print(f"vm/{name} {'paused' if args.paused else 'resumed'}")
     return 0
