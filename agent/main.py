@@ -27,6 +27,7 @@ from agent.metrics import AgentMetrics
 from agent.quantity import parse_bytes, parse_cpu_millis
 from agent.runtime_docker import DockerRuntime
 from agent.server import serve
+from cowpod.argtypes import whole_number
 from cowpod.auth.bootstrap import agent_connection
 from cowpod.auth.config import ConnectionSettings
 from cowpod.auth.credentials import connect
@@ -62,15 +63,6 @@ def _mem(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from err
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
-
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cowpod-agent", description="cowpod node agent: runs pods with Docker")
@@ -98,7 +90,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cgroup-root", default="/sys/fs/cgroup")
     p.add_argument(
         "--parallel-starts",
-        type=_positive,
+        type=whole_number(1),
         default=2,
         help="container creates/starts at once, oldest pod first (default 2; the engine is CPU-bound)",
     )

@@ -13,6 +13,7 @@ import time
 from controller.autoscaler import flags as autoscaler_flags
 from controller.config import ControllerConfig
 from controller.server import ConfigError, Controller
+from cowpod.argtypes import whole_number
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -28,15 +29,6 @@ class LogfmtFormatter(logging.Formatter):
         return line
 
 
-
-def _non_negative(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from err
-    if n < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return n
 
 def parse_args(argv: list[str] | None = None) -> ControllerConfig:
     p = argparse.ArgumentParser(prog="cowpod-controller",
@@ -73,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
     p.add_argument("--no-warm-clones", action="store_true",
                    help="docker provider: start an instant clone's agent cold instead of forking it "
                         "from the parent's warm zygote (slower; for debugging)")
-    p.add_argument("--warm-shells", type=_non_negative, default=2, metavar="N",
+    p.add_argument("--warm-shells", type=whole_number(0), default=2, metavar="N",
                    help="docker provider: child containers kept created ahead per warm parent, so an "
                         "instant clone only takes one (default 2; size it to your bursts; 0 = none)")
     p.add_argument("--no-replicaset-controller", action="store_true",
