@@ -129,20 +129,7 @@ async def test_a_pending_pod_runs_on_a_freshly_cloned_vm(
 
         await wait_for(parent_ready, 180, "the warm parent VM Running with its node Ready")
 
-        pod = pod_pb2.Pod()
-        pod.metadata.name = "web"
-        pod.metadata.namespace = "default"
-        c = pod.spec.containers.add(name="main", image="cowpod/busybox:latest", command=["sleep", "3600"])
-        c.resources.requests.cpu_millis = 200
-        c.resources.requests.memory_bytes = 32 << 20
-        await client.pods.Create(pod)
-
-        async def running() -> bool:
-            p = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
-            return p.status.phase == "Running"
-
-        await wait_for(running, 180, "pod web Running")
-        got = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
+        got = await _run_web_pod(client)
         vms = {v.metadata.name: v for v in await _vms(client)}
         vm = vms[got.spec.node_name]
         assert not vm.spec.template
@@ -153,6 +140,25 @@ async def test_a_pending_pod_runs_on_a_freshly_cloned_vm(
         ref = event_pb2.ObjectReference(kind="Pod", namespace="default", name="web")
         events = (await client.events.List(event_pb2.ListEventsRequest(involved_object=ref))).items
         assert any(e.reason == "TriggeredScaleUp" and "from small-parent" in e.message for e in events)
+
+
+async def _run_web_pod(client: Client) -> pod_pb2.Pod:
+    """A 200m pod `web` that needs new capacity, once it is Running."""
+    pod = pod_pb2.Pod()
+    pod.metadata.name = "web"
+    pod.metadata.namespace = "default"
+    c = pod.spec.containers.add(name="main", image="cowpod/busybox:latest", command=["sleep", "3600"])
+    c.resources.requests.cpu_millis = 200
+    c.resources.requests.memory_bytes = 32 << 20
+    await client.pods.Create(pod)
+
+    async def running() -> bool:
+        p = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
+        return bool(p.status.phase == "Running")
+
+    await wait_for(running, 180, "pod web Running")
+    got: pod_pb2.Pod = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
+    return got
 
 
 def _ready(node: Any) -> tuple[str, str]:
@@ -187,20 +193,7 @@ async def test_an_idle_parent_is_paused_and_a_pod_runs_on_a_clone_forked_from_it
 
         await wait_for(node_marked_paused, 60, "the paused parent's node Ready=Unknown/VMPaused")
 
-        pod = pod_pb2.Pod()
-        pod.metadata.name = "web"
-        pod.metadata.namespace = "default"
-        c = pod.spec.containers.add(name="main", image="cowpod/busybox:latest", command=["sleep", "3600"])
-        c.resources.requests.cpu_millis = 200
-        c.resources.requests.memory_bytes = 32 << 20
-        await client.pods.Create(pod)
-
-        async def running() -> bool:
-            p = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
-            return p.status.phase == "Running"
-
-        await wait_for(running, 180, "pod web Running")
-        got = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
+        got = await _run_web_pod(client)
         vm = await client.vms.Get(meta_pb2.ObjectKey(name=got.spec.node_name))
         assert vm.spec.parent == "small-parent" and vm.status.clone_kind == "instant"
         child_node = await client.nodes.Get(meta_pb2.ObjectKey(name=vm.metadata.name))
