@@ -63,7 +63,6 @@ def _mem(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cowpod-agent", description="cowpod node agent: runs pods with Docker")
     p.add_argument("--controller", required=True, help="controller address: host:port or unix:///path")

@@ -29,7 +29,6 @@ class LogfmtFormatter(logging.Formatter):
         return line
 
 
-
 def parse_args(argv: list[str] | None = None) -> ControllerConfig:
     p = argparse.ArgumentParser(prog="cowpod-controller",
                                 description="cowpod API server (gRPC, state in etcd)")
