@@ -73,9 +73,11 @@ def containers_of(uid: str) -> dict[str, tuple[str, str]]:
     ).stdout.split()  # fmt: skip
     out: dict[str, tuple[str, str]] = {}
     for i in ids:
-        info: Any = json.loads(
-            subprocess.run(["docker", "inspect", i], capture_output=True, text=True, check=True).stdout
-        )[0]
+        got = subprocess.run(["docker", "inspect", i], capture_output=True, text=True)
+        if got.returncode != 0 and "No such" in got.stderr:
+            continue  # removed between the listing and the inspect (the agent's GC at work)
+        got.check_returncode()
+        info: Any = json.loads(got.stdout)[0]
         out[i] = (info["State"]["Status"], info["State"]["StartedAt"])
     return out
 
