@@ -147,7 +147,9 @@ class Client:
         the first attempt (a `generate_name` is resolved here, not by the server) and
         the object carries a `cowpod.io/create-id` annotation; a retry that meets
         ALREADY_EXISTS reads the stored object and, if it carries our id, returns it:
-        our earlier attempt landed."""
+        our earlier attempt landed. So does a retry refused for another reason (etcd
+        out of space refuses before it compares, so a lost answer can come back as
+        RESOURCE_EXHAUSTED): the earlier attempt may still have landed."""
         meta = obj.metadata
         if not meta.name and meta.generate_name:
             meta.name = meta.generate_name + "".join(
@@ -170,11 +172,27 @@ class Client:
                         return found
                     raise
                 if code not in CREATE_RETRYABLE or attempt == attempts - 1:
+                    landed = await self._landed(get, meta, create_id, timeout) if retried else None
+                    if landed is not None:
+                        return landed
                     raise
             retried = True
             await self.clock.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, max_delay)
         raise AssertionError("unreachable")
+
+    async def _landed(self, get: Callable[..., Awaitable[T]], meta: Any, create_id: str,
+                      timeout: float) -> T | None:
+        """The object an earlier, unanswered attempt of this create stored, if any."""
+        key = meta_pb2.ObjectKey(namespace=meta.namespace, name=meta.name)
+        try:
+            existing: Any = await self.call(get, key, timeout=timeout)
+        except grpc.RpcError:
+            return None
+        if existing.metadata.annotations.get(CREATE_ID_ANNOTATION) != create_id:
+            return None
+        found: T = existing
+        return found
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until the controller answers health checks."""
