@@ -27,7 +27,7 @@ from agent.config import AgentConfig
 from agent.controlplane import ControlPlane
 from agent.events import EventRecorder
 from agent.executor import Executor, NodeContext
-from agent.metrics import AgentMetrics, serve_metrics
+from agent.metrics import AgentMetrics
 from agent.node import NodeRegistrar, host_ip
 from agent.probes import Prober
 from agent.runtime import Runtime, VMInfo
@@ -36,6 +36,7 @@ from agent.supervisor import Supervisor
 from agent.worker import PodWorker, WorkerDeps
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
+from cowpod.metrics_http import serve_metrics
 from cowpod.v1 import meta_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,9 @@ class Agent:
             if self.cfg.metrics_listen:
                 host, _, port = self.cfg.metrics_listen.rpartition(":")
                 bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-                sup.spawn("metrics", serve_metrics(self.metrics, host or "127.0.0.1", int(port), bound),
-                          critical=True)
+                metrics = serve_metrics(self.metrics.render, host or "127.0.0.1", int(port),
+                                        healthy=lambda: True, started=bound, name="agent metrics")
+                sup.spawn("metrics", metrics, critical=True)
                 self.metrics_port = await bound
             if self._serve is not None:
                 served = self._serve(self)

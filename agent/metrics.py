@@ -19,17 +19,12 @@ from what the agent last reported, so it can never drift.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-
-log = logging.getLogger(__name__)
 
 PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 
@@ -106,38 +101,3 @@ class AgentMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-async def serve_metrics(
-    metrics: AgentMetrics, host: str, port: int, started: asyncio.Future[int] | None = None
-) -> None:
-    """Serve GET /metrics (and /healthz) over plain HTTP until cancelled."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = line.decode(errors="replace").split()
-            path = parts[1].split("?")[0] if len(parts) >= 2 else ""
-            if parts and parts[0] == "GET" and path in ("/metrics", "/"):
-                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, metrics.render()
-            elif path == "/healthz":
-                status, ctype, body = "200 OK", "text/plain", b"ok\n"
-            else:
-                status, ctype, body = "404 Not Found", "text/plain", b"not found; try /metrics\n"
-            head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            writer.write(f"{head}Connection: close\r\n\r\n".encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, host, port)
-    bound = int(server.sockets[0].getsockname()[1])
-    log.info("agent metrics on http://%s:%d/metrics", host, bound)
-    if started is not None and not started.done():
-        started.set_result(bound)
-    async with server:
-        await server.serve_forever()

@@ -1,17 +1,12 @@
 """Prometheus metrics for the controller, on a registry owned by one server instance
-(tests run several controllers in one process), served by a tiny asyncio HTTP server."""
+(tests run several controllers in one process), served by `cowpod.metrics_http`."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-log = logging.getLogger(__name__)
 
 
 class Metrics:
@@ -51,35 +46,3 @@ class Metrics:
             yield
         finally:
             gauge.dec()
-
-
-async def serve_metrics(metrics: Metrics, host: str, port: int,
-                        started: asyncio.Future[int] | None = None) -> None:
-    """Serve GET /metrics until cancelled."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = line.decode(errors="replace").split()
-            if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] in ("/metrics", "/"):
-                body = metrics.render()
-                head = f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE_LATEST}\r\n"
-            else:
-                body = b"not found; try /metrics\n"
-                head = "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
-            writer.write(f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, host, port)
-    bound = server.sockets[0].getsockname()[1]
-    log.info("metrics on http://%s:%d/metrics", host, bound)
-    if started is not None and not started.done():
-        started.set_result(bound)
-    async with server:
-        await server.serve_forever()

@@ -29,7 +29,7 @@ from controller.events import Events
 from controller.eviction import Evictor, StoredEvents
 from controller.kinds import EVENTS, LEASES, NODES, PODS, VMS
 from controller.leases import Leases
-from controller.metrics import Metrics, serve_metrics
+from controller.metrics import Metrics
 from controller.node_lifecycle import NodeLifecycle
 from controller.node_usage import NodeUsage
 from controller.nodes import Nodes
@@ -52,6 +52,7 @@ from cowpod.client import CHANNEL_OPTIONS
 from cowpod.clock import Clock, RealClock
 from cowpod.clusterconfig import ClusterConfig
 from cowpod.errors import CowpodError
+from cowpod.metrics_http import serve_metrics
 from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2, workload_pb2
 
 log = logging.getLogger(__name__)
@@ -213,8 +214,8 @@ class Controller:
                 if cfg.metrics_listen:
                     host, _, port = cfg.metrics_listen.rpartition(":")
                     fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-                    tg.create_task(serve_metrics(self.metrics, host or "127.0.0.1", int(port), fut),
-                                   name="metrics")
+                    tg.create_task(serve_metrics(self.metrics.render, host or "127.0.0.1", int(port),
+                                                 started=fut), name="metrics")
                     self.metrics_port = await fut
                 if vm_manager_cls is not None:
                     tg.create_task(self._run_vm_manager(vm_manager_cls), name="vm-manager")

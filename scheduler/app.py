@@ -20,10 +20,11 @@ from typing import Any
 from cowpod.client import Client
 from cowpod.clock import Clock
 from cowpod.informer import Informer
+from cowpod.metrics_http import serve_metrics
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 from scheduler.config import SchedulerConfig, build_profile
 from scheduler.leader import LeaderElector, LeadershipLost
-from scheduler.metrics import Metrics, serve_http
+from scheduler.metrics import Metrics
 from scheduler.plugins import PluginContext
 from scheduler.scheduler import Scheduler
 
@@ -101,9 +102,11 @@ class SchedulerApp:
                     tg.create_task(inf.run(), name=f"informer-{name}")
                 if self._metrics_listen:
                     host, _, port = self._metrics_listen.rpartition(":")
-                    tg.create_task(
-                        serve_http(host or "127.0.0.1", int(port), self.metrics, self.synced), name="metrics"
+                    served = serve_metrics(
+                        self.metrics.render, host or "127.0.0.1", int(port), healthy=self.synced,
+                        name="scheduler metrics",
                     )
+                    tg.create_task(served, name="metrics")
                 for e in self._synced:
                     await e.wait()
                 log.info(
