@@ -71,7 +71,7 @@ from cowpod.local.etcd import EtcdMember  # noqa: E402
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2  # noqa: E402
 from hypervisor.docker_provider import IN_VM_RUN_DIR, DockerProvider, container_name  # noqa: E402
 from hypervisor.manager import VMManager  # noqa: E402
-from hypervisor.testing import DockerTestEnv, build_images  # noqa: E402
+from hypervisor.testing import DockerTestEnv, build_images, smaps_rollup_kb  # noqa: E402
 from scheduler.app import SchedulerApp  # noqa: E402
 from scheduler.config import SchedulerConfig  # noqa: E402
 
@@ -233,15 +233,6 @@ def docker_run_baseline(image: str, n: int) -> list[float]:
 # ------------------------------------------------------------------ memory
 
 
-def smaps(pid: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if rest.strip().endswith("kB"):
-                out[key] = int(rest.split()[0])
-    return out
-
 
 def agent_pid(container: str) -> int | None:
     """The agent process in a VM container: a forked agent names itself
@@ -258,7 +249,7 @@ def agent_pid(container: str) -> int | None:
             continue
         pid = int(row[0])
         try:
-            rss = smaps(pid).get("Rss", 0)
+            rss = smaps_rollup_kb(pid).get("Rss", 0)
         except OSError:
             continue
         if best is None or rss > best[1]:
@@ -270,7 +261,7 @@ def memory_of(container: str) -> dict[str, float]:
     pid = agent_pid(container)
     if pid is None:
         return {}
-    s = smaps(pid)
+    s = smaps_rollup_kb(pid)
     return {
         "private_mb": round((s["Private_Clean"] + s["Private_Dirty"]) / 1024, 1),
         "shared_mb": round((s["Shared_Clean"] + s["Shared_Dirty"]) / 1024, 1),

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 
+from hypervisor.testing import smaps_rollup_kb  # noqa: E402
 from hypervisor.zygote import DEFAULT_PRELOAD, ZygoteConfig  # noqa: E402
 from hypervisor.zygote_client import ZygoteProcess  # noqa: E402
 
@@ -54,22 +55,13 @@ PRELOAD = (*DEFAULT_PRELOAD, "agent.main")
 PROBE_DIR = "/tmp/cowpod-bench"  # inside the VM: a copy of zygote_probe.py for the cold path
 
 
-def smaps(pid: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if rest.strip().endswith("kB"):
-                out[key] = int(rest.split()[0])
-    return out
-
 
 def mb(kb: int) -> float:
     return round(kb / 1024, 1)
 
 
 def memory(pid: int) -> dict[str, float]:
-    s = smaps(pid)
+    s = smaps_rollup_kb(pid)
     return {
         "rss_mb": mb(s["Rss"]),
         "pss_mb": mb(s["Pss"]),

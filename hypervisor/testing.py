@@ -5,6 +5,7 @@
     provider = env.provider()           # a DockerProvider labelling everything cowpod.test=1
     ...
     env.cleanup()                       # every container, image and network it made, even on failure
+    smaps_rollup_kb(pid)                # a process's memory (Rss, Pss, Private_*, Shared_*) in kB
 
 Everything created carries `cowpod.test=1` plus the env's `cowpod.cluster`, so
 cleanup finds it by label. The data dir is short (/tmp/cp-XXXX) because unix
@@ -98,3 +99,15 @@ class DockerTestEnv:
                         net.remove()
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.client.close()
+
+
+def smaps_rollup_kb(pid: int) -> dict[str, int]:
+    """`/proc/<pid>/smaps_rollup` as {field: kB}: how a clone's memory splits
+    into private and shared with the process it was forked from."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if rest.strip().endswith("kB"):
+                out[key] = int(rest.split()[0])
+    return out

@@ -27,6 +27,7 @@ from docker.models.containers import Container
 
 from cowpod.errors import FailedPrecondition, NotFound
 from hypervisor import nsenter
+from hypervisor.testing import smaps_rollup_kb
 from hypervisor.zygote import ZygoteConfig
 from hypervisor.zygote_client import ZygoteClient, ZygoteProcess
 from hypervisor.zygote_protocol import ChildStatus
@@ -157,15 +158,6 @@ def oom_kills(c: Container) -> int:
         return int(dict(line.split() for line in f)["oom_kill"])
 
 
-def smaps_kb(pid: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if rest.strip().endswith("kB"):
-                out[key] = int(rest.split()[0])
-    return out
-
 
 def top_pids(c: Container) -> set[int]:
     top = c.top()
@@ -197,7 +189,7 @@ async def test_clone_lives_in_the_container_and_shares_the_zygotes_memory(
     mine, theirs = nsenter.capabilities_of(clone.pid), nsenter.capabilities_of(init_pid(c))
     assert (mine.bounding, mine.effective) == (theirs.bounding, theirs.effective)
     # Most of its memory is the zygote's pages, shared copy-on-write.
-    sm = smaps_kb(clone.pid)
+    sm = smaps_rollup_kb(clone.pid)
     shared = sm["Shared_Clean"] + sm["Shared_Dirty"]
     private = sm["Private_Clean"] + sm["Private_Dirty"]
     assert shared > private, sm

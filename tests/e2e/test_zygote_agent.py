@@ -25,6 +25,7 @@ from docker.models.containers import Container
 from cowpod.client import Client
 from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import meta_pb2, node_pb2
+from hypervisor.testing import smaps_rollup_kb
 from hypervisor.zygote import DEFAULT_PRELOAD, ZygoteConfig
 from hypervisor.zygote_client import ZygoteProcess
 from hypervisor.zygote_warm import VM_SYS_PATH
@@ -101,15 +102,6 @@ async def ready_node(client: Client, name: str) -> node_pb2.Node:
     raise AssertionError(f"node {name} never became Ready")
 
 
-def smaps_kb(pid: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if rest.strip().endswith("kB"):
-                out[key] = int(rest.split()[0])
-    return out
-
 
 async def test_forked_agent_registers_its_node(
     controller_unix: str, vm: Container, run_dir: pathlib.Path
@@ -142,7 +134,7 @@ async def test_forked_agent_registers_its_node(
         assert clone.pid in {int(row[col]) for row in top["Processes"]}
         assert (await zp.client.status(clone.pid)).state == "running"
         # A live agent with channels and tasks, still mostly the zygote's pages.
-        sm = await asyncio.to_thread(smaps_kb, clone.pid)
+        sm = await asyncio.to_thread(smaps_rollup_kb, clone.pid)
         assert sm["Shared_Clean"] + sm["Shared_Dirty"] > sm["Private_Clean"] + sm["Private_Dirty"], sm
     except BaseException:
         logs = vm.exec_run(["cat", "/var/log/cowpod/agent.log"]).output.decode(errors="replace")
