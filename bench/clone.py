@@ -43,9 +43,7 @@ import json
 import logging
 import os
 import pathlib
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -71,7 +69,7 @@ from cowpod.local.etcd import EtcdMember  # noqa: E402
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2  # noqa: E402
 from hypervisor.docker_provider import IN_VM_RUN_DIR, DockerProvider, container_name  # noqa: E402
 from hypervisor.manager import VMManager  # noqa: E402
-from hypervisor.testing import DockerTestEnv, build_images, smaps_rollup_kb  # noqa: E402
+from hypervisor.testing import DockerTestEnv, build_images, machine, smaps_rollup_kb  # noqa: E402
 from scheduler.app import SchedulerApp  # noqa: E402
 from scheduler.config import SchedulerConfig  # noqa: E402
 
@@ -490,21 +488,6 @@ async def pending_to_running(
 
 
 # -------------------------------------------------------------------- run
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
-    dv = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
-                        capture_output=True, text=True, check=False).stdout.strip()
-    return {"cpu": model, "cores": os.cpu_count(), "mem_gib": round(mem_kb / 2**20, 1),
-            "kernel": platform.release(), "docker": dv, "python": platform.python_version()}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -31,7 +31,6 @@ import asyncio
 import json
 import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 
-from hypervisor.testing import smaps_rollup_kb  # noqa: E402
+from hypervisor.testing import machine, smaps_rollup_kb  # noqa: E402
 from hypervisor.zygote import DEFAULT_PRELOAD, ZygoteConfig  # noqa: E402
 from hypervisor.zygote_client import ZygoteProcess  # noqa: E402
 
@@ -54,6 +53,14 @@ VM_PYTHON = "/opt/cowpod/venv/bin/python"
 PRELOAD = (*DEFAULT_PRELOAD, "agent.main")
 PROBE_DIR = "/tmp/cowpod-bench"  # inside the VM: a copy of zygote_probe.py for the cold path
 
+
+
+def host_machine() -> dict[str, Any]:
+    """The machine, its Python named `host_python`: the zygote runs on the host's,
+    the clones' code on the VM's (`vm_python`)."""
+    info = machine()
+    info["host_python"] = info.pop("python")
+    return info
 
 
 def mb(kb: int) -> float:
@@ -76,23 +83,6 @@ async def wait_file(path: str, limit: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} never appeared")
         await asyncio.sleep(0.001)
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
-    dv = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
-                        capture_output=True, text=True, check=False).stdout.strip()
-    return {
-        "cpu": model, "cores": os.cpu_count(), "mem_gib": round(mem_kb / 2**20, 1),
-        "kernel": platform.release(), "docker": dv, "host_python": platform.python_version(),
-    }
 
 
 async def run(forks: int, cold: int, image: str) -> dict[str, Any]:
@@ -187,7 +177,7 @@ async def run(forks: int, cold: int, image: str) -> dict[str, Any]:
         "cold_starts": cold,
         "vm_python": vm_python.output.decode().strip(),
         "preload": list(PRELOAD),
-        "machine": machine(),
+        "machine": host_machine(),
     }
     return result
 

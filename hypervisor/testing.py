@@ -6,6 +6,7 @@
     ...
     env.cleanup()                       # every container, image and network it made, even on failure
     smaps_rollup_kb(pid)                # a process's memory (Rss, Pss, Private_*, Shared_*) in kB
+    machine()                           # cpu, cores, memory, kernel, Docker, Python: for a bench's JSON
 
 Everything created carries `cowpod.test=1` plus the env's `cowpod.cluster`, so
 cleanup finds it by label. The data dir is short (/tmp/cp-XXXX) because unix
@@ -15,7 +16,9 @@ socket paths under it must stay below 108 bytes.
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -111,3 +114,19 @@ def smaps_rollup_kb(pid: int) -> dict[str, int]:
             if rest.strip().endswith("kB"):
                 out[key] = int(rest.split()[0])
     return out
+
+
+def machine() -> dict[str, Any]:
+    """What a benchmark ran on, for the last line of its JSON."""
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    dv = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                        capture_output=True, text=True, check=False).stdout.strip()
+    return {"cpu": model, "cores": os.cpu_count(), "mem_gib": round(mem_kb / 2**20, 1),
+            "kernel": platform.release(), "docker": dv, "python": platform.python_version()}
