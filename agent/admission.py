@@ -10,7 +10,7 @@ Failed with that reason and never starts.
 from __future__ import annotations
 
 from agent.capacity import Resources
-from agent.podspec import pod_requests
+from cowpod.podresources import pod_requests
 from cowpod.v1 import pod_pb2
 
 
@@ -33,7 +33,7 @@ class Admission:
         uid = pod.metadata.uid
         if uid in self._held:
             return None
-        cpu, mem = pod_requests(pod)
+        cpu, mem = pod_requests(pod.spec)
         if force:
             self._held[uid] = (cpu, mem)
             return None

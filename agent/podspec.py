@@ -204,22 +204,3 @@ def container_spec(
         tty=c.tty,
         stdin_open=c.stdin,
     )
-
-
-def pod_requests(pod: pod_pb2.Pod) -> tuple[int, int]:
-    """(cpu millis, memory bytes) the pod asks for, as the scheduler counts it:
-    max(sum of app containers, largest init container); a limit without a
-    request counts as the request."""
-
-    def one(c: pod_pb2.Container) -> tuple[int, int]:
-        r = c.resources
-        return (
-            r.requests.cpu_millis or r.limits.cpu_millis,
-            r.requests.memory_bytes or r.limits.memory_bytes,
-        )
-
-    apps = [one(c) for c in pod.spec.containers]
-    inits = [one(c) for c in pod.spec.init_containers]
-    cpu = max(sum(a[0] for a in apps), max((i[0] for i in inits), default=0))
-    mem = max(sum(a[1] for a in apps), max((i[1] for i in inits), default=0))
-    return cpu, mem

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cowpod import podresources
 from cowpod.quantity import format_cpu, format_memory
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 
@@ -46,17 +47,8 @@ NOTHING = Resources()
 
 
 def pod_requests(spec: pod_pb2.PodSpec) -> Resources:
-    """What one pod takes from its node (pods = 1)."""
-    cpu = mem = 0
-    for c in spec.containers:
-        r = c.resources.requests
-        cpu += r.cpu_millis
-        mem += r.memory_bytes
-    for c in spec.init_containers:
-        r = c.resources.requests
-        cpu = max(cpu, r.cpu_millis)
-        mem = max(mem, r.memory_bytes)
-    return Resources(cpu, mem, 1)
+    """What one pod takes from its node (pods = 1; the rule is `cowpod.podresources`)."""
+    return Resources(*podresources.pod_requests(spec), 1)
 
 
 def counts(pod: pod_pb2.Pod) -> bool:

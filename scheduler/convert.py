@@ -3,6 +3,7 @@ Binding messages back. Nothing past this module sees a proto."""
 
 from __future__ import annotations
 
+from cowpod import podresources
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 from scheduler.framework.types import (
     DEFAULT_MAX_PODS,
@@ -40,14 +41,8 @@ def label_selector(s: pod_pb2.LabelSelector) -> LabelSelector:
 
 
 def pod_requests(spec: pod_pb2.PodSpec) -> Resources:
-    """Sum of the app containers' requests, or the largest init container's if
-    bigger (init containers run one at a time), as Kubernetes computes it."""
-    cpu = sum(c.resources.requests.cpu_millis for c in spec.containers)
-    mem = sum(c.resources.requests.memory_bytes for c in spec.containers)
-    for c in spec.init_containers:
-        cpu = max(cpu, c.resources.requests.cpu_millis)
-        mem = max(mem, c.resources.requests.memory_bytes)
-    return Resources(cpu, mem, 1)
+    """What the pod reserves on a node (the rule is `cowpod.podresources`)."""
+    return Resources(*podresources.pod_requests(spec), 1)
 
 
 def pod_info(pod: pod_pb2.Pod) -> PodInfo:

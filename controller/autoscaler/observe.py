@@ -26,6 +26,7 @@ from controller.autoscaler.model import (
     VMName,
     VMView,
 )
+from cowpod import podresources
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2
 
 UNSCHEDULABLE_REASONS = frozenset({"Unschedulable"})
@@ -40,27 +41,9 @@ def _has(msg: object, name: str) -> bool:
     return bool(has_field is not None and has_field(name))
 
 
-def _container_request(c: pod_pb2.Container) -> Resources:
-    # As in Kubernetes, a limit without a request is the request.
-    req, lim = c.resources.requests, c.resources.limits
-    return Resources(
-        req.cpu_millis or lim.cpu_millis,
-        req.memory_bytes or lim.memory_bytes,
-        0,
-    )
-
-
 def pod_requests(spec: pod_pb2.PodSpec) -> Resources:
-    """What the scheduler reserves for a pod: the app containers' sum, or the
-    largest init container if that is more (they run one at a time, first)."""
-    total = Resources()
-    for c in spec.containers:
-        total = total + _container_request(c)
-    cpu, mem = total.cpu_millis, total.memory_bytes
-    for c in spec.init_containers:
-        r = _container_request(c)
-        cpu, mem = max(cpu, r.cpu_millis), max(mem, r.memory_bytes)
-    return Resources(cpu, mem, 1)
+    """What the scheduler reserves for a pod (the rule is `cowpod.podresources`)."""
+    return Resources(*podresources.pod_requests(spec), 1)
 
 
 def host_ports(spec: pod_pb2.PodSpec) -> frozenset[HostPort]:

@@ -15,7 +15,7 @@ from agent.capacity import Resources, allocatable, detect_capacity
 from agent.config import AgentConfig, BackoffPolicy
 from agent.desired import from_proto, grace_of, needs_sandbox
 from agent.plan import PendingError, PodMemory
-from agent.podspec import ConfigError, PodContext, container_spec, expand, pod_requests, sandbox_spec
+from agent.podspec import ConfigError, PodContext, container_spec, expand, sandbox_spec
 from agent.probes import ProbeKind, Prober, ProbeWorker, Target, settings
 from agent.quantity import format_bytes, parse_bytes, parse_cpu_millis
 from agent.runtime import ContainerInfo, Kind, RunState
@@ -23,6 +23,7 @@ from agent.runtime_fake import FakeRuntime
 from agent.status import build_status
 from agent.statusmgr import StatusManager
 from cowpod.clock import FakeClock
+from cowpod.podresources import pod_requests
 from cowpod.v1 import pod_pb2
 from tests.unit.agent.fakes import FakeControlPlane, container, ctr, exited, pod, sandbox
 
@@ -96,7 +97,7 @@ def test_pod_requests_max_of_apps_sum_and_largest_init() -> None:
     init = container("init")
     init.resources.requests.memory_bytes = 50
     p.spec.init_containers.append(init)
-    assert pod_requests(p) == (300, 50)
+    assert pod_requests(p.spec) == (300, 50)
 
 
 def test_admission_counts_what_is_admitted() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from controller.autoscaler.observe import pod_requests as autoscaler_pod_requests
 from controller.binder import _Item, _NodeWork, pack_nodes
 from controller.capacity import Resources, allocatable, counts, pod_requests, shortfall
 from controller.memstore import MemoryStore
@@ -13,6 +14,7 @@ from controller.pods import qos_class
 from controller.store import EventType, Put, RawEvent
 from controller.watch import HubEvent
 from cowpod.v1 import node_pb2, pod_pb2
+from scheduler.convert import pod_requests as scheduler_pod_requests
 
 Mi = 1 << 20
 
@@ -32,6 +34,17 @@ def test_requests_sum_app_containers_and_take_the_largest_init_container() -> No
     assert pod_requests(spec((100, 64 * Mi), (200, 64 * Mi))) == Resources(300, 128 * Mi, 1)
     assert pod_requests(spec((100, 64 * Mi), init=((500, 32 * Mi),))) == Resources(500, 64 * Mi, 1)
     assert pod_requests(spec()) == Resources(0, 0, 1)
+
+
+def test_a_limit_without_a_request_is_reserved_by_the_bind_check_and_the_scheduler() -> None:
+    s = spec((100, 64 * Mi))
+    extra = s.containers.add(name="limited", image="i")
+    extra.resources.limits.cpu_millis, extra.resources.limits.memory_bytes = 400, 32 * Mi
+    assert pod_requests(s) == Resources(500, 96 * Mi, 1)
+    # The scheduler and the autoscaler count it the same way (one rule, cowpod.podresources).
+    got = scheduler_pod_requests(s)
+    assert (got.cpu_millis, got.memory_bytes) == (500, 96 * Mi)
+    assert autoscaler_pod_requests(s).cpu_millis == 500
 
 
 @pytest.mark.parametrize(("node", "phase", "want"), [
