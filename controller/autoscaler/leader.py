@@ -28,6 +28,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cowpod.clock import Clock
+from cowpod.leases import AUTOSCALER_LEASE_NAME, SYSTEM_NAMESPACE
 from cowpod.v1 import lease_pb2, meta_pb2
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LeaseConfig:
-    namespace: str = "cowpod-system"
-    name: str = "cowpod-autoscaler"
+    namespace: str = SYSTEM_NAMESPACE
+    name: str = AUTOSCALER_LEASE_NAME
     lease_duration_s: float = 15.0
     renew_deadline_s: float = 10.0
     retry_period_s: float = 2.0

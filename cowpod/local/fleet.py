@@ -11,6 +11,7 @@ import grpc
 from cowpod.cli.readiness import vm_readiness
 from cowpod.client import Client
 from cowpod.clock import Clock
+from cowpod.leases import AUTOSCALER_LEASE_NAME, SYSTEM_NAMESPACE
 from cowpod.v1 import lease_pb2, meta_pb2, node_pb2, vm_pb2
 
 Report = Callable[[str], None]
@@ -84,7 +85,7 @@ async def wait_vms_ready(
 
 
 # The autoscaler acts only while it holds this lease (controller/autoscaler/leader.py).
-AUTOSCALER_LEASE = meta_pb2.ObjectKey(namespace="cowpod-system", name="cowpod-autoscaler")
+AUTOSCALER_LEASE = meta_pb2.ObjectKey(namespace=SYSTEM_NAMESPACE, name=AUTOSCALER_LEASE_NAME)
 FENCE_HOLDER = "cowpod-down"
 
 
