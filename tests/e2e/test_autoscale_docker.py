@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import docker.errors
@@ -27,7 +27,7 @@ from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, vm_pb2
 from hypervisor.docker_provider import IN_VM_RUN_DIR, DockerProvider
 from hypervisor.manager import VMManager
-from hypervisor.testing import DockerTestEnv, build_images
+from hypervisor.testing import DockerTestEnv
 from hypervisor.zygote_warm import ZygoteWarmStarter
 from tests.integration.scheduler_harness import running_scheduler, wait_for
 
@@ -35,20 +35,6 @@ pytestmark = pytest.mark.e2e
 
 SMALL = VMClass("small", 1000, 512 << 20, labels={"tier": "small"}, max=2)
 CONFIG = ClusterConfig(vm_classes=(SMALL,), scan_interval_s=1.0, cooldown_s=5.0, max_vms=3)
-
-
-@pytest.fixture(scope="module")
-def images() -> None:
-    build_images()
-
-
-@pytest.fixture
-def env(images: None) -> Iterator[DockerTestEnv]:
-    e = DockerTestEnv.create()
-    try:
-        yield e
-    finally:
-        e.cleanup()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -5,30 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import docker
 import pytest
 
 from hypervisor.docker_provider import DockerProvider
 from hypervisor.provider import VMSpecInfo, VMState
-from hypervisor.testing import DockerTestEnv, build_images
+from hypervisor.testing import DockerTestEnv
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def images() -> None:
-    build_images()
-
-
-@pytest.fixture
-def env(images: None) -> Iterator[DockerTestEnv]:
-    e = DockerTestEnv.create()
-    try:
-        yield e
-    finally:
-        e.cleanup()
 
 
 @pytest.fixture

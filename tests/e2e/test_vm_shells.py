@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import docker
 import pytest
@@ -19,24 +19,9 @@ from cowpod.v1 import meta_pb2, vm_pb2
 from hypervisor.docker_provider import L_SHELL_OF, DockerProvider
 from hypervisor.manager import VMManager
 from hypervisor.provider import VMSpecInfo, VMState
-from hypervisor.testing import DockerTestEnv, build_images
+from hypervisor.testing import DockerTestEnv
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def images() -> None:
-    build_images()
-
-
-@pytest.fixture
-def env(images: None) -> Iterator[DockerTestEnv]:
-    e = DockerTestEnv.create()
-    (e.data_dir / "run").mkdir()
-    try:
-        yield e
-    finally:
-        e.cleanup()
 
 
 @pytest.fixture

@@ -1,0 +1,27 @@
+"""Fixtures of the tests that run VMs on the real Docker engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from hypervisor.testing import DockerTestEnv, build_images
+
+
+@pytest.fixture(scope="module")
+def vm_images() -> None:
+    """The busybox, pause and VM images (cached after the first build)."""
+    build_images()
+
+
+@pytest.fixture
+def env(vm_images: None) -> Iterator[DockerTestEnv]:
+    """A private cluster id, network and data dir (with its `run/` for the VMs);
+    every container, image and network made under it is removed afterwards."""
+    e = DockerTestEnv.create()
+    (e.data_dir / "run").mkdir()
+    try:
+        yield e
+    finally:
+        e.cleanup()
