@@ -146,10 +146,9 @@ class Client:
         must not become a duplicate or an error on retry. So the name is fixed before
         the first attempt (a `generate_name` is resolved here, not by the server) and
         the object carries a `cowpod.io/create-id` annotation; a retry that meets
-        ALREADY_EXISTS reads the stored object and, if it carries our id, returns it:
-        our earlier attempt landed. So does a retry refused for another reason (etcd
-        out of space refuses before it compares, so a lost answer can come back as
-        RESOURCE_EXHAUSTED): the earlier attempt may still have landed."""
+        ALREADY_EXISTS — or any other final refusal (etcd out of space refuses before
+        it compares, so a lost answer can come back as RESOURCE_EXHAUSTED) — reads the
+        stored object and, if it carries our id, returns it: our earlier attempt landed."""
         meta = obj.metadata
         if not meta.name and meta.generate_name:
             meta.name = meta.generate_name + "".join(
@@ -164,14 +163,9 @@ class Client:
                 return await create(obj, timeout=timeout)
             except grpc.RpcError as err:
                 code = err.code() if isinstance(err, grpc.aio.AioRpcError) else None
-                if code == grpc.StatusCode.ALREADY_EXISTS and retried:
-                    key = meta_pb2.ObjectKey(namespace=meta.namespace, name=meta.name)
-                    existing: Any = await self.call(get, key, timeout=timeout)
-                    if existing.metadata.annotations.get(CREATE_ID_ANNOTATION) == create_id:
-                        found: T = existing
-                        return found
-                    raise
                 if code not in CREATE_RETRYABLE or attempt == attempts - 1:
+                    # ALREADY_EXISTS, or any other final answer, after an attempt whose
+                    # answer was lost: that attempt may be what is stored.
                     landed = await self._landed(get, meta, create_id, timeout) if retried else None
                     if landed is not None:
                         return landed

@@ -53,8 +53,9 @@ def pod(name: str) -> pod_pb2.Pod:
     return p
 
 
-async def test_a_refused_retry_returns_the_object_the_lost_attempt_stored() -> None:
-    store = Store(grpc.StatusCode.RESOURCE_EXHAUSTED)
+@pytest.mark.parametrize("refusal", [grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.RESOURCE_EXHAUSTED])
+async def test_a_refused_retry_returns_the_object_the_lost_attempt_stored(refusal: grpc.StatusCode) -> None:
+    store = Store(refusal)
     client = Client("127.0.0.1:1", clock=SkipClock())
     try:
         got: Any = await client.create(store.create, store.get, pod("p"))
