@@ -70,9 +70,6 @@ class Resource(Generic[M]):
         meta: Any = obj.metadata  # type: ignore[attr-defined]
         return self.key(meta.namespace, meta.name)
 
-    def object_key(self, k: meta_pb2.ObjectKey) -> str:
-        return self.key(k.namespace, k.name)
-
     # -- create
 
     def prepare_new(self, obj: M) -> M:

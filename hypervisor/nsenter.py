@@ -181,27 +181,6 @@ def join_namespaces(handle: ContainerHandle, *, chroot: bool = True) -> None:
             raise OSError(e.errno, f"chroot to root of pid {handle.pid}: {e.strerror}") from e
 
 
-def join_container(
-    pid_of_container_init: int,
-    namespaces: Sequence[str] = DEFAULT_NAMESPACES,
-    *,
-    cgroups: bool = True,
-    chroot: bool = True,
-) -> None:
-    """One call for the common case: cgroups, then namespaces, then root.
-
-    The calling process should be a freshly forked, single-threaded child; it
-    must fork again afterwards to enter the pid namespace.
-    """
-    handle = open_container(pid_of_container_init, namespaces)
-    try:
-        if cgroups:
-            move_to_cgroups(os.getpid(), handle.cgroups)
-        join_namespaces(handle, chroot=chroot)
-    finally:
-        handle.close()
-
-
 # --------------------------------------------------------------------------- cgroups
 
 
