@@ -24,10 +24,15 @@ children still depend on it without `cascade`).
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Mapping, Sequence
+import pathlib
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from cowpod.clock import Clock
+from hypervisor.guest import GuestBootstrap, GuestEndpoints
 
 
 class VMState(enum.StrEnum):
@@ -114,15 +119,23 @@ class Provider(Protocol):
     async def get(self, name: str) -> VMInfo:
         """One VM; raises NotFound."""
 
-    async def full_clone(self, spec: VMSpecInfo) -> VMInfo:
-        """Cold-boot a new VM from the class template. AlreadyExists if the name is taken."""
+    def guest_endpoints(self, name: str) -> GuestEndpoints:
+        """How VM `name`'s agent and the controller will reach each other.
 
-    async def instant_clone(self, parent: str, child: VMSpecInfo) -> VMInfo:
-        """Fork a new VM from the RUNNING (or paused) `parent` with a new identity.
+        Asked by the VM manager before each clone, to build the guest bootstrap."""
 
-        The child gets its own name, hostname, IP and machine id and never
-        the parent's node name. Raises NotFound for an unknown parent and
-        FailedPrecondition when the parent is not running."""
+    async def full_clone(self, spec: VMSpecInfo, guest: GuestBootstrap) -> VMInfo:
+        """Cold-boot a new VM from the class template and hand `guest` to its init.
+
+        AlreadyExists if the name is taken."""
+
+    async def instant_clone(self, parent: str, child: VMSpecInfo, guest: GuestBootstrap) -> VMInfo:
+        """Fork a new VM from the RUNNING (or paused) `parent`; `guest` is its new identity.
+
+        The child gets its own name, hostname, IP and machine id (from `guest`,
+        handed in after the fork) and never the parent's node name. Raises
+        NotFound for an unknown parent and FailedPrecondition when the parent
+        is not running."""
 
     async def snap_free(self, name: str) -> VMInfo:
         """Make an instant-clone child independent of its parent. Idempotent."""
@@ -142,3 +155,83 @@ class Provider(Protocol):
 
     async def close(self) -> None:
         """Release clients and connections (not the VMs)."""
+
+
+# ---- optional capabilities: small Protocols, checked with isinstance ---------------
+
+
+@runtime_checkable
+class PreparesParents(Protocol):
+    """Quiesce a warm parent ahead of its first clone (snapshot, warm pools)."""
+
+    async def prepare_parent(self, name: str) -> None: ...
+
+
+@runtime_checkable
+class CollectsGarbage(Protocol):
+    """Remove leftovers of an earlier run that are not VMs (so the orphan rule misses them)."""
+
+    async def collect_garbage(self) -> None: ...
+
+
+@runtime_checkable
+class WarmPool(Protocol):
+    """Keeps clones' shells made ahead; the size can change at run time."""
+
+    pool_size: int
+
+
+# ---- what a provider is made from ----------------------------------------------------
+
+
+class TaskOwner(Protocol):
+    """Runs a provider's background work (pool refills, watchers) under the VM
+    manager's supervision: cancelled when the manager stops, failures logged."""
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]: ...
+
+
+@dataclass(frozen=True)
+class ControllerAddress:
+    """Where the controller serves on the host: `tcp` host:port, `unix` socket path ("" = none)."""
+
+    tcp: str = "127.0.0.1:7070"
+    unix: str = ""
+
+    @property
+    def port(self) -> int:
+        return int(self.tcp.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What every provider is given, whatever its settings."""
+
+    data_dir: pathlib.Path
+    cluster_id: str
+    clock: Clock
+    tasks: TaskOwner
+    controller: ControllerAddress = field(default_factory=ControllerAddress)
+
+
+S = TypeVar("S")
+
+
+class ProviderPlugin(Protocol[S]):
+    """A provider's entry in `hypervisor.registry`: its settings and its factory.
+
+    `parse_settings` takes the cluster config's `provider:` section (without
+    `name`) and raises `cowpod.errors.Invalid` naming `<where>.<key>` and the
+    reason; an empty mapping gives the defaults that `--provider NAME` means.
+    `check` is the preflight that `cowpod up` and the controller run before
+    starting: it raises `FailedPrecondition` with one line naming the setting
+    that is wrong (no engine, no image, wrong password, missing datastore)."""
+
+    name: str
+    summary: str
+
+    def parse_settings(self, raw: Mapping[str, Any], where: str) -> S: ...
+
+    async def check(self, settings: S, ctx: ProviderContext) -> None: ...
+
+    def create(self, settings: S, ctx: ProviderContext) -> Provider: ...

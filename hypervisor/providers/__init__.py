@@ -1,0 +1,1 @@
+"""One package per hypervisor provider, each exposing a `PLUGIN` (see hypervisor/registry.py)."""
