@@ -9,16 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
-from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2
+from cowpod.v1 import event_pb2, lease_pb2, meta_pb2, node_pb2, pod_pb2, vm_pb2
 
 M = TypeVar("M", bound=Message)
+M_contra = TypeVar("M_contra", bound=Message, contravariant=True)
 
 DEFAULT_NAMESPACE = "default"
 NODE_LEASE_NAMESPACE = "cowpod-node-lease"
+
+
+class WatchEventClass(Protocol[M_contra]):
+    """A kind's generated `<Kind>WatchEvent` class, as the watch code constructs it.
+
+    The generated classes share no base but `Message`, whose stub takes no field
+    arguments; this says which fields every one of them has, so mypy checks the
+    names, the event type and that the object is of the kind being watched.
+    """
+
+    def __call__(self, *, type: meta_pb2.WatchEventType = ..., object: M_contra | None = ...,
+                 resource_version: int = ...) -> Message: ...
 
 
 @dataclass(frozen=True)
@@ -29,7 +42,7 @@ class Kind(Generic[M]):
     namespaced: bool
     message: type[M]
     list_message: type[Message] | None
-    watch_event: type[Message] | None
+    watch_event: WatchEventClass[M] | None
     # Field selector name -> getter. metadata.name/namespace are always present.
     fields: Mapping[str, Callable[[Any], str]] = field(default_factory=dict)
     # A field whose value most watchers pin with `field=value` (pods: spec.nodeName):

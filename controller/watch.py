@@ -33,7 +33,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
-from controller.kinds import Kind
+from controller.kinds import Kind, WatchEventClass
 from controller.selectors import FieldSelector, LabelSelector
 from controller.store import EventType, RawEvent, Store, WatchBatch, decode
 from cowpod.clock import Clock
@@ -76,13 +76,13 @@ class HubEvent:
 
     __slots__ = ("_cls", "_enc", "_new", "_prev", "_wcls", "raw", "resume")
 
-    def __init__(self, raw: RawEvent, cls: type[Message], wcls: type[Message]) -> None:
+    def __init__(self, raw: RawEvent, cls: type[Message], wcls: WatchEventClass[Any]) -> None:
         self.raw = raw
         self._cls = cls
         self._wcls = wcls
         self._new: Message | None = None
         self._prev: Message | None = None
-        self._enc: dict[tuple[int, bool], bytes] = {}
+        self._enc: dict[tuple[meta_pb2.WatchEventType, bool], bytes] = {}
         # The revision a client that has seen this event may resume after. One transaction
         # can change many objects at one revision (BindBatch, group commit): every event but
         # the last of its revision says revision - 1, so a stream cut between two of them
@@ -109,7 +109,7 @@ class HubEvent:
             self._prev = decode(self._cls, self.raw.prev_value, self.raw.mod_revision)
         return self._prev
 
-    def encoded(self, type_: int, use_prev: bool) -> bytes:
+    def encoded(self, type_: meta_pb2.WatchEventType, use_prev: bool) -> bytes:
         k = (type_, use_prev)
         b = self._enc.get(k)
         if b is None:
@@ -124,7 +124,7 @@ class HubEvent:
         self._new = None
         self._prev = None
 
-    def outcome(self, flt: Filter[Any]) -> tuple[int, bool] | None:
+    def outcome(self, flt: Filter[Any]) -> tuple[meta_pb2.WatchEventType, bool] | None:
         """(type to send, send the previous object?) for a stream with `flt`, or None."""
         new = self.new()
         prev = self.prev()
@@ -144,7 +144,7 @@ class HubEvent:
         return None
 
 
-def hub_events(batch: WatchBatch, cls: type[Message], wcls: type[Message]) -> list[HubEvent]:
+def hub_events(batch: WatchBatch, cls: type[Message], wcls: WatchEventClass[Any]) -> list[HubEvent]:
     """A batch's events, each knowing whether a later one shares its revision (`resume`)."""
     out = [HubEvent(raw, cls, wcls) for raw in batch.events]
     for a, b in itertools.pairwise(out):
@@ -291,7 +291,7 @@ def batched(messages: list[bytes]) -> list[bytes]:
     return out
 
 
-def bookmark(wcls: type[Message], revision: int) -> bytes:
+def bookmark(wcls: WatchEventClass[Any], revision: int) -> bytes:
     return wcls(type=BOOKMARK, resource_version=revision).SerializeToString()
 
 
