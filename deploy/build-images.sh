@@ -10,8 +10,9 @@
 # Idempotent and fast when nothing changed: each image carries a label
 # `cowpod.source-hash` of its inputs and is rebuilt only when that hash
 # differs. The vm-base image is built once (delete it to rebuild). The Python
-# deps are downloaded as cp311 manylinux wheels into .build/wheels only when
-# pyproject's dependency list changed.
+# deps are exactly requirements/runtime.txt (the lock scripts/lock.sh makes),
+# downloaded as hash-checked cp311 manylinux wheels into .build/wheels only when
+# that lock changed.
 #
 # Usage: deploy/build-images.sh [--force] [--quiet] [busybox|pause|vm ...]
 #   --force   rebuild even when the hashes match (vm-base too)
@@ -151,30 +152,26 @@ build_vm_base() {
   summary "built cowpod/vm-base:bookworm in $((SECONDS - t0))s"
 }
 
-# Project dependencies from pyproject.toml, as cp311 manylinux wheels, downloaded
-# again only when that list (or this script) changed.
+# The locked runtime set (requirements/runtime.txt: dependencies and build
+# requirements, not the dev tools), as cp311 manylinux wheels checked against the
+# lock's hashes, downloaded again only when the lock (or this script) changed.
+# The image installs from the same file, so pip checks the hashes there too.
 fetch_wheels() {
-  local dir=$BUILD/wheels reqs hash
-  reqs=$("$PYTHON" - "$ROOT/pyproject.toml" <<'PY'
-import sys, tomllib
-with open(sys.argv[1], "rb") as f:
-    deps = tomllib.load(f)["project"]["dependencies"]
-print("\n".join([*deps, "setuptools>=68", "wheel"]))
-PY
-) || die "cannot read dependencies from pyproject.toml with $PYTHON"
-  hash=$( { echo "$reqs"; cat "$0"; } | sha256sum | cut -c1-16)
+  local dir=$BUILD/wheels lock=$ROOT/requirements/runtime.txt hash
+  [[ -f $lock ]] || die "$lock is missing (scripts/lock.sh makes it)"
+  hash=$(cat "$lock" "$0" | sha256sum | cut -c1-16)
   if [[ -f $dir/.hash && "$(cat "$dir/.hash")" == "$hash" ]]; then
     say "wheels up to date ($hash)"; return
   fi
   say "downloading cp311 manylinux wheels into $dir"
   rm -rf "$dir"; mkdir -p "$dir"
-  echo "$reqs" >"$dir/requirements.txt"
+  cp "$lock" "$dir/requirements.txt"
   local plat=()
   for p in manylinux_2_36_x86_64 manylinux_2_34_x86_64 manylinux_2_28_x86_64 manylinux_2_17_x86_64 \
            manylinux2014_x86_64 manylinux_2_5_x86_64 manylinux1_x86_64; do
     plat+=(--platform "$p")
   done
-  if ! "$PYTHON" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+  if ! "$PYTHON" -m pip download --quiet --disable-pip-version-check --only-binary=:all: --require-hashes --no-deps \
       "${plat[@]}" --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
       -d "$dir" -r "$dir/requirements.txt" >"$BUILD/pip-download.log" 2>&1; then
     cat "$BUILD/pip-download.log" >&2

@@ -39,12 +39,24 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 # --- Python venv ------------------------------------------------------------
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# Exactly the versions and bytes in requirements/dev.txt (made by scripts/lock.sh;
+# pip itself is pinned there too), then cowpod on top without resolving anything,
+# so this installs the same thing on any day. A new lock means a new stamp.
+lock=requirements/dev.txt
+stamp=.venv/.installed-$(cat pyproject.toml "$lock" | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  say "installing Python dependencies into .venv"
+  say "installing Python dependencies into .venv from $lock"
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+  pip=(.venv/bin/pip --disable-pip-version-check)
+  log=$(mktemp)
+  if ! { "${pip[@]}" install -q --require-hashes -r "$lock" \
+         && "${pip[@]}" install -q --no-deps --no-build-isolation -e .; } >"$log" 2>&1; then
+    grep -v '^WARNING: Location' "$log" >&2 || true
+    rm -f "$log"
+    die "pip could not install $lock (run scripts/lock.sh if pyproject.toml changed)"
+  fi
+  grep -v '^WARNING: Location' "$log" || true
+  rm -f "$log"
   .venv/bin/python -c 'import cowpod.client, grpc, aetcd, docker' || die "Python dependencies did not install"
   rm -f .venv/.installed-* && touch "$stamp"
 fi
