@@ -59,7 +59,6 @@ import docker  # noqa: E402
 from controller.autoscaler.reconciler import Autoscaler, Options  # noqa: E402
 from controller.limits import Limits  # noqa: E402
 from controller.testing import ControllerRunner  # noqa: E402
-from cowpod.auth.flags import agent_join_args  # noqa: E402
 from cowpod.client import Client  # noqa: E402
 from cowpod.clock import RealClock  # noqa: E402
 from cowpod.clusterconfig import ClusterConfig, VMClass  # noqa: E402
@@ -67,8 +66,8 @@ from cowpod.informer import Informer  # noqa: E402
 from cowpod.local.docker_env import remove_cluster_containers  # noqa: E402
 from cowpod.local.etcd import EtcdMember  # noqa: E402
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2  # noqa: E402
-from hypervisor.docker_provider import IN_VM_RUN_DIR, DockerProvider, container_name  # noqa: E402
 from hypervisor.manager import VMManager  # noqa: E402
+from hypervisor.providers.docker.provider import DockerProvider, container_name  # noqa: E402
 from hypervisor.testing import DockerTestEnv, build_images, machine, smaps_rollup_kb  # noqa: E402
 from scheduler.app import SchedulerApp  # noqa: E402
 from scheduler.config import SchedulerConfig  # noqa: E402
@@ -361,8 +360,8 @@ async def clone_latency(b: Bench, n: int, stages: Stages, provider: DockerProvid
     returned: dict[str, float] = {}
     inner = provider.full_clone
 
-    async def timed_full_clone(spec: Any) -> Any:
-        info = await inner(spec)
+    async def timed_full_clone(spec: Any, guest: Any) -> Any:
+        info = await inner(spec, guest)
         returned[spec.name] = time.time()
         return info
 
@@ -504,13 +503,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sock.parent.mkdir(parents=True, exist_ok=True)
         warm = None
         if not args.cold_agents:
-            from hypervisor.zygote_warm import ZygoteWarmStarter
+            from hypervisor.providers.docker.zygote_warm import ZygoteWarmStarter
 
             cfg = env.config()
             warm = ZygoteWarmStarter(ZygoteWarmStarter.default_socket_dir(env.data_dir),
                                      container_prefix=cfg.container_prefix)
         # The bench's controller is plaintext; the VMs' agents must be told so.
-        provider = DockerProvider(env.config(agent_extra_args=agent_join_args(IN_VM_RUN_DIR, secure=False),
+        provider = DockerProvider(env.config(
                                              pool_size=args.pool_size),
                                   warm_start=warm)
         stages = Stages()

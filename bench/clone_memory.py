@@ -3,8 +3,8 @@
     .venv/bin/python bench/clone_memory.py [--forks 20] [--cold 8] [--image cowpod/vm:latest]
 
 One VM container (`cowpod/vm:latest` running `sleep`, 512 MiB) is the target.
-The entrypoint both ways is `hypervisor.zygote_probe:run` after importing what
-the agent imports (`hypervisor.zygote.DEFAULT_PRELOAD`: grpc, protobuf stubs,
+The entrypoint both ways is `hypervisor.providers.docker.zygote_probe:run` after importing what
+the agent imports (`hypervisor.providers.docker.zygote.DEFAULT_PRELOAD`: grpc, protobuf stubs,
 docker, yaml, cowpod.client; plus `agent.main` and everything it imports):
 
 - warm: a zygote on the host preloads those modules once; each clone is
@@ -44,9 +44,9 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 
+from hypervisor.providers.docker.zygote import DEFAULT_PRELOAD, ZygoteConfig  # noqa: E402
+from hypervisor.providers.docker.zygote_client import ZygoteProcess  # noqa: E402
 from hypervisor.testing import machine, smaps_rollup_kb  # noqa: E402
-from hypervisor.zygote import DEFAULT_PRELOAD, ZygoteConfig  # noqa: E402
-from hypervisor.zygote_client import ZygoteProcess  # noqa: E402
 
 VM_PYTHON = "/opt/cowpod/venv/bin/python"
 # What `cowpod-agent` loads before it runs: the zygote's default list plus the agent itself.
@@ -95,7 +95,7 @@ async def run(forks: int, cold: int, image: str) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="cowpod-bench-")
     zp = ZygoteProcess(
         ZygoteConfig(socket_path=f"{tmp}/z.sock", preload=PRELOAD,
-                     entrypoint="hypervisor.zygote_probe:run"),
+                     entrypoint="hypervisor.providers.docker.zygote_probe:run"),
         stderr_path=f"{tmp}/zygote.log",
     )
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from controller.limits import Limits
 from cowpod.clusterconfig import ClusterConfig
@@ -20,12 +21,11 @@ class ControllerConfig:
     # One is best measured: every write issued during a round trip goes out in the next.
     etcd_group_commit: int = 1
     etcd_compaction_interval: float = 300.0  # 0 = never compact (another component does)
-    provider: str = "none"  # none | docker | sim
+    # "none" or a name in hypervisor.registry; its settings as its plugin parsed them
+    # (None = the provider's defaults).
+    provider: str = "none"
+    provider_settings: Any = None
     data_dir: pathlib.Path | None = None
-    # docker provider: instant clones get their agent forked from the parent's zygote
-    # (off: started cold by the VM's init), and warm shells kept ready per parent.
-    warm_clones: bool = True
-    warm_shells: int = 2
     metrics_listen: str = ""  # host:port; empty = no metrics endpoint
     log_level: str = "info"
     node_monitor_grace: float = 40.0

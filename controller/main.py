@@ -9,11 +9,15 @@ import pathlib
 import signal
 import sys
 import time
+from typing import Any
 
 from controller.autoscaler import flags as autoscaler_flags
 from controller.config import ControllerConfig
 from controller.server import ConfigError, Controller
+from cowpod import clusterconfig
 from cowpod.argtypes import whole_number
+from cowpod.errors import Invalid
+from hypervisor import registry
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -42,8 +46,9 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
                         "one transaction (0 = every write its own round trip)")
     p.add_argument("--etcd-compaction-interval", type=float, default=300.0, metavar="SECONDS",
                    help="compact etcd history to the revision seen this long ago (0 = never)")
-    p.add_argument("--provider", default="none", choices=["none", "docker", "sim"],
-                   help="run the VM manager in-process with this hypervisor provider")
+    p.add_argument("--provider", default=None, choices=["none", *registry.names()],
+                   help="run the VM manager in-process with this hypervisor provider (default: the "
+                        "cluster config's `provider:`, else none); its settings come from that section")
     p.add_argument("--data-dir", type=pathlib.Path, default=None, help="the VM manager's data directory")
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT", help="serve Prometheus /metrics here")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -64,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
     p.add_argument("--no-warm-clones", action="store_true",
                    help="docker provider: start an instant clone's agent cold instead of forking it "
                         "from the parent's warm zygote (slower; for debugging)")
-    p.add_argument("--warm-shells", type=whole_number(0), default=2, metavar="N",
+    p.add_argument("--warm-shells", type=whole_number(0), default=None, metavar="N",
                    help="docker provider: child containers kept created ahead per warm parent, so an "
                         "instant clone only takes one (default 2; size it to your bursts; 0 = none)")
     p.add_argument("--no-replicaset-controller", action="store_true",
@@ -72,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
     autoscaler_flags.add_flags(p)
     a = p.parse_args(argv)
     cluster = autoscaler_flags.cluster_config(p, a)
+    provider, provider_settings = _provider(p, a)
     return ControllerConfig(
         listen=a.listen,
         listen_unix=a.listen_unix,
@@ -80,10 +86,9 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         etcd_timeout=a.etcd_timeout,
         etcd_group_commit=a.etcd_group_commit,
         etcd_compaction_interval=a.etcd_compaction_interval,
-        provider=a.provider,
+        provider=provider,
+        provider_settings=provider_settings,
         data_dir=a.data_dir,
-        warm_clones=not a.no_warm_clones,
-        warm_shells=a.warm_shells,
         metrics_listen=a.metrics_listen,
         log_level=a.log_level,
         node_monitor_grace=a.node_monitor_grace,
@@ -98,6 +103,22 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         pod_eviction_timeout=a.pod_eviction_timeout,
         replicaset_controller=not a.no_replicaset_controller,
     )
+
+
+def _provider(p: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[str, Any]:
+    """The provider's name and settings: `--cluster-config`'s `provider:` section,
+    `--provider NAME` as its short form, the docker flags as overrides of its keys."""
+    overrides: dict[str, Any] = {}
+    if a.warm_shells is not None:
+        overrides["warmShells"] = a.warm_shells
+    if a.no_warm_clones:
+        overrides["warmClones"] = False
+    try:
+        cc = clusterconfig.load(a.cluster_config) if a.cluster_config is not None else None
+        return registry.resolve(a.provider, cc.provider if cc else "", cc.provider_settings if cc else None,
+                                overrides)
+    except Invalid as err:
+        p.error(f"cluster config ({a.cluster_config}): {err}" if a.cluster_config else str(err))
 
 
 def setup_logging(level: str) -> None:

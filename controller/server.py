@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import pathlib
@@ -54,6 +53,7 @@ from cowpod.clusterconfig import ClusterConfig
 from cowpod.errors import CowpodError
 from cowpod.metrics_http import serve_metrics
 from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2, workload_pb2
+from hypervisor.provider import ControllerAddress
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +69,6 @@ SERVICES = (
 
 class ConfigError(Exception):
     """A configuration problem found before serving (bad flag, missing module)."""
-
-
-def _load_vm_manager() -> Any:
-    try:
-        mod = importlib.import_module("hypervisor.manager")
-    except ModuleNotFoundError as err:
-        raise ConfigError(
-            f"--provider needs the VM manager (hypervisor/manager.py), which cannot be imported: {err}. "
-            "Run with --provider none, or install a cowpod that includes it."
-        ) from err
-    cls = getattr(mod, "VMManager", None)
-    if cls is None:
-        raise ConfigError("hypervisor.manager has no VMManager class")
-    return cls
 
 
 class Controller:
@@ -186,7 +172,8 @@ class Controller:
 
     async def run(self) -> None:
         cfg = self.config
-        vm_manager_cls = _load_vm_manager() if cfg.provider != "none" else None
+        if cfg.provider != "none":
+            await self._check_provider()
         # Secure: CA certificate, transport pair and a rotating join token where VMs' agents find them.
         join_dir = await asyncio.to_thread(self.security.join_run_dir, cfg.data_dir)
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -217,8 +204,8 @@ class Controller:
                     tg.create_task(serve_metrics(self.metrics.render, host or "127.0.0.1", int(port),
                                                  started=fut), name="metrics")
                     self.metrics_port = await fut
-                if vm_manager_cls is not None:
-                    tg.create_task(self._run_vm_manager(vm_manager_cls), name="vm-manager")
+                if cfg.provider != "none":
+                    tg.create_task(self._run_vm_manager(), name="vm-manager")
                 if cfg.autoscaler is not None:
                     tg.create_task(self._run_autoscaler(cfg.autoscaler), name="autoscaler")
                 # The gRPC server serves on its own (C core) until stopped below. No task here
@@ -262,14 +249,35 @@ class Controller:
             await self.clock.sleep(period)
             request()
 
-    async def _run_vm_manager(self, cls: Any) -> None:
-        address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
+    def _vm_data_dir(self) -> pathlib.Path:
         # The CLI's default data directory (`cowpod up`), never the working directory.
-        data_dir = self.config.data_dir or pathlib.Path.home() / ".cowpod"
+        return self.config.data_dir or pathlib.Path.home() / ".cowpod"
+
+    async def _check_provider(self) -> None:
+        """The provider's preflight (engine, image, credentials, inventory): a wrong
+        setting stops the controller with one line, before it serves anything."""
+        from hypervisor.manager import check_provider
+
+        cfg = self.config
+        try:
+            await check_provider(cfg.provider, cfg.provider_settings, self._vm_data_dir(), self.clock,
+                                 self._controller_address())
+        except CowpodError as err:
+            raise ConfigError(f"provider {cfg.provider}: {err}") from None
+
+    def _controller_address(self) -> ControllerAddress:
+        return ControllerAddress(tcp=self.address, unix=self.config.listen_unix)
+
+    async def _run_vm_manager(self) -> None:
+        from hypervisor.manager import VMManager
+
+        address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
+        data_dir = self._vm_data_dir()
         async with connect(self.security.self_client_settings(address)) as client:
             # Clone/destroy durations and VMs by phase go on this controller's /metrics.
-            manager = cls(client, self.config.provider, data_dir, self.clock, registry=self.metrics.registry,
-                          warm_clones=self.config.warm_clones, warm_shells=self.config.warm_shells)
+            manager = VMManager(client, self.config.provider, data_dir, self.clock,
+                                settings=self.config.provider_settings, controller=self._controller_address(),
+                                registry=self.metrics.registry)
             log.info("VM manager started (provider %s, data dir %s)", self.config.provider, data_dir)
             await manager.run()
 

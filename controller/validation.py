@@ -14,6 +14,7 @@ from typing import Any
 
 from cowpod.errors import Invalid
 from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2
+from hypervisor import registry
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -31,7 +32,8 @@ NODE_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
 LABEL_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 POD_PHASES = ("", "Pending", "Running", "Succeeded", "Failed", "Unknown")
 VM_PHASES = ("", "Pending", "Creating", "Running", "Paused", "Stopped", "Failed", "Destroying")
-VM_PROVIDERS = ("", "docker", "sim", "vsphere")
+# "" = the controller's provider; otherwise one of hypervisor.registry's.
+VM_PROVIDERS = ("", *registry.names())
 CONDITION_STATUSES = ("True", "False", "Unknown")
 EVENT_TYPES = ("", "Normal", "Warning")
 MAX_ANNOTATIONS_BYTES = 256 * 1024

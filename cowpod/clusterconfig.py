@@ -15,6 +15,9 @@
     cooldown: 30s           # after a failed clone; doubles per failure up to maxBackoff
     instantClones: true
     parentIdlePause: 30s    # pause (quiesce) a warm parent no clone used this long; 0 = never
+    provider:               # or just `provider: docker`
+      name: vsphere         # one of hypervisor.registry's providers
+      server: https://vc.example.com/sdk   # ... and that provider's own settings
 
 It lives in `cowpod/` (not `controller/`) because it is a plain file format that
 the CLI, `cowpod up` and the controller all read; parsing knows nothing of
@@ -100,6 +103,9 @@ class ClusterConfig:
     max_pods_per_node: int = DEFAULT_MAX_PODS_PER_NODE
     # Which hypervisor provider new VMs ask for; "" = the controller's default.
     provider: str = ""
+    # The rest of the `provider:` section: the provider's own settings, checked by
+    # the provider itself (hypervisor.registry.parse_section), not here.
+    provider_settings: Mapping[str, Any] = field(default_factory=dict, hash=False)
     # A warm parent no clone was asked of for this long is paused (0 = never).
     parent_idle_pause_s: float = 30.0
 
@@ -265,6 +271,17 @@ def _parse_class(doc: object, path: str) -> VMClass:
     )
 
 
+def _provider(doc: object) -> tuple[str, dict[str, Any]]:
+    """`provider: docker` (a name) or `provider: {name: vsphere, server: ..., ...}`."""
+    if isinstance(doc, str):
+        return doc, {}
+    d = dict(_mapping(doc, "provider"))
+    if "name" not in d:
+        raise Invalid("provider.name", "required (the provider's name, e.g. docker, qemu, vsphere)")
+    name = _str(d.pop("name"), "provider.name")
+    return name, d
+
+
 def parse(doc: object) -> ClusterConfig:
     """Validate a decoded YAML document into a ClusterConfig."""
     d = _mapping(doc if doc is not None else {}, "")
@@ -278,6 +295,7 @@ def parse(doc: object) -> ClusterConfig:
         if c.name in seen:
             raise Invalid(f"vmClasses[{i}].name", f"duplicate class {c.name!r}")
         seen.add(c.name)
+    provider_name, provider_settings = _provider(d.get("provider", ""))
     base = ClusterConfig()
     cfg = ClusterConfig(
         vm_classes=classes,
@@ -298,7 +316,8 @@ def parse(doc: object) -> ClusterConfig:
         reserve_cpu_millis=parse_cpu(d.get("reserveCPU", "100m"), "reserveCPU"),
         reserve_memory_bytes=parse_memory(d.get("reserveMemory", "64Mi"), "reserveMemory"),
         max_pods_per_node=_int(d.get("maxPodsPerNode", base.max_pods_per_node), "maxPodsPerNode", minimum=1),
-        provider=_str(d.get("provider", ""), "provider"),
+        provider=provider_name,
+        provider_settings=provider_settings,
         parent_idle_pause_s=parse_duration(
             d.get("parentIdlePause", base.parent_idle_pause_s), "parentIdlePause"
         ),

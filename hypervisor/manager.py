@@ -24,12 +24,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import pathlib
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -40,6 +41,8 @@ from cowpod.clock import Clock, RealClock
 from cowpod.errors import CowpodError, FailedPrecondition
 from cowpod.informer import Informer
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, vm_pb2
+from hypervisor import registry
+from hypervisor.bootstrap import guest_bootstrap
 from hypervisor.metrics import VMMetrics
 from hypervisor.plan import (
     CREATING,
@@ -58,7 +61,15 @@ from hypervisor.plan import (
     plan,
     target_status,
 )
-from hypervisor.provider import Provider, VMSpecInfo
+from hypervisor.provider import (
+    CollectsGarbage,
+    ControllerAddress,
+    PreparesParents,
+    Provider,
+    ProviderContext,
+    VMSpecInfo,
+)
+from hypervisor.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +255,8 @@ class Executor:
     metrics: VMMetrics | None = None
     # A VM's clone kind (full | instant) as its status records it, for destroy metrics.
     kind_of: Callable[[str], str] = dc_field(default=lambda _name: "")
+    # Where the controller publishes the join bundle every guest gets (None: insecure).
+    join_dir: pathlib.Path | None = None
 
     @contextlib.contextmanager
     def _timed(self, what: str, kind: str) -> Iterator[None]:
@@ -287,14 +300,17 @@ class Executor:
                 await self._destroy(name, cascade=True)
 
     async def _create(self, a: Create) -> None:
+        # Before anything is reported: a bootstrap that cannot be made yet (no join
+        # token published) is retried with back-off, not a failed VM.
+        guest = guest_bootstrap(self.provider, a.spec, run_dir=self.join_dir, now=self.clock.now())
         requested = StatusFields(phase=CREATING)
         await self.api.update_status(a.name, requested)
         try:
             with self._timed("clone", "instant" if a.parent else "full"):
                 if a.parent:
-                    info = await self.provider.instant_clone(a.parent, a.spec)
+                    info = await self.provider.instant_clone(a.parent, a.spec, guest)
                 else:
-                    info = await self.provider.full_clone(a.spec)
+                    info = await self.provider.full_clone(a.spec, guest)
         except CowpodError as err:
             await self.api.update_status(a.name, StatusFields(phase=FAILED, message=str(err)))
             await self.api.event(a.name, "CreateFailed", str(err), warning=True)
@@ -303,12 +319,10 @@ class Executor:
         await self.api.update_status(a.name, target_status(d, info, False, self.clock.now()))
         kind = "instant clone of " + a.parent if a.parent else "full clone"
         await self.api.event(a.name, "Created", f"{kind}: {info.provider_id} ip {info.ip}")
-        # A warm parent is kept to be cloned: quiesce it and make its children's
-        # shells now, not on the first clone (docker provider; others have no such step).
-        prepare = getattr(self.provider, "prepare_parent", None)
-        if a.spec.template and prepare is not None:
+        # A warm parent is kept to be cloned: quiesce it now, not on the first clone.
+        if a.spec.template and isinstance(self.provider, PreparesParents):
             try:
-                await prepare(a.name)
+                await self.provider.prepare_parent(a.name)
             except CowpodError as err:
                 log.warning("vm-manager: preparing parent %s failed: %s", a.name, err)
 
@@ -338,21 +352,25 @@ class VMManager:
         data_dir: pathlib.Path,
         clock: Clock | None = None,
         *,
+        settings: Any = None,
         provider: Provider | None = None,
         cluster_id: str = "",
+        controller: ControllerAddress | None = None,
         resync_seconds: float = 2.0,
-        warm_clones: bool = False,
-        warm_shells: int | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
+        """`settings` are the provider's own (its plugin's `parse_settings`);
+        None = its defaults. `provider` short-cuts the registry (tests, benches)."""
         self.client = client
         self.provider_name = provider_name
+        self.settings = settings
         self.data_dir = data_dir
         self.clock: Clock = clock or RealClock()
-        self.cluster_id = cluster_id
+        self.cluster_id = cluster_id or os.environ.get("COWPOD_CLUSTER_ID", "default")
+        self.controller = controller or ControllerAddress()
         self.resync_seconds = resync_seconds
-        self.warm_clones = warm_clones
-        self.warm_shells = warm_shells
+        # The provider's background work runs here, stopped with the manager.
+        self.tasks = BackgroundTasks(f"{provider_name}-provider")
         self._provider = provider
         self._dirty = asyncio.Event()
         self._in_flight: set[str] = set()
@@ -378,10 +396,16 @@ class VMManager:
         self._dirty.set()
 
     @property
+    def context(self) -> ProviderContext:
+        return ProviderContext(data_dir=self.data_dir, cluster_id=self.cluster_id, clock=self.clock,
+                               tasks=self.tasks, controller=self.controller)
+
+    @property
     def provider(self) -> Provider:
         if self._provider is None:
-            self._provider = make_provider(self.provider_name, self.data_dir, self.cluster_id, self.clock,
-                                           warm_clones=self.warm_clones, warm_shells=self.warm_shells)
+            plugin = registry.plugin(self.provider_name)
+            settings = self.settings if self.settings is not None else plugin.parse_settings({}, "provider")
+            self._provider = plugin.create(settings, self.context)
         return self._provider
 
     def _phases(self) -> list[str]:
@@ -423,13 +447,13 @@ class VMManager:
     async def run(self) -> None:
         api = GrpcVMApi(self.client, self.clock, self.vms.cache)
         self._written = api.written
-        ex = Executor(self.provider, api, self.clock, self.metrics, self._clone_kind)
+        ex = Executor(self.provider, api, self.clock, self.metrics, self._clone_kind,
+                      join_dir=self.data_dir / "run")
         # Leftovers of a previous run whose parent is gone (warm shells): the
         # orphan rule below only sees VMs, and idle shells are not VMs yet.
-        collect = getattr(self.provider, "collect_garbage", None)
-        if collect is not None:
+        if isinstance(self.provider, CollectsGarbage):
             try:
-                await collect()
+                await self.provider.collect_garbage()
             except Exception:
                 log.exception("vm-manager: collecting provider garbage failed")
         try:
@@ -439,6 +463,7 @@ class VMManager:
                 tg.create_task(self._tick(), name="vm-manager/resync")
                 await self._loop(tg, ex)
         finally:
+            await self.tasks.close()
             await self.provider.close()
 
     async def _tick(self) -> None:
@@ -480,46 +505,19 @@ class VMManager:
             self._dirty.set()
 
 
-def make_provider(
-    name: str, data_dir: pathlib.Path, cluster_id: str, clock: Clock, *, warm_clones: bool = False,
-    warm_shells: int | None = None,
-) -> Provider:
-    """The provider named by `--provider`, configured from the data dir and cluster id.
-
-    `warm_clones` gives the docker provider the zygote warm-start hook: instant
-    clones get an agent forked from a warm process instead of a cold one.
-    `warm_shells` sizes its pool of shells per parent (None: the provider's default)."""
-    import os
-
+async def check_provider(
+    name: str, settings: Any, data_dir: pathlib.Path, clock: Clock, controller: ControllerAddress,
+    cluster_id: str = "",
+) -> None:
+    """Run the provider's preflight; raises FailedPrecondition (or Invalid) with one line."""
+    plugin = registry.plugin(name)
+    if settings is None:
+        settings = plugin.parse_settings({}, "provider")
+    tasks = BackgroundTasks(f"{name}-check")
     cluster = cluster_id or os.environ.get("COWPOD_CLUSTER_ID", "default")
-    if name == "docker":
-        from cowpod.auth.flags import agent_join_args
-        from hypervisor.docker_provider import IN_VM_RUN_DIR, DockerProvider, DockerProviderConfig
-
-        # A secure controller leaves its join bundle (CA, transport pair, join token) in <data>/run.
-        secure = (data_dir / "run" / "ca.crt").exists()
-        cfg = DockerProviderConfig(data_dir=data_dir, cluster_id=cluster,
-                                   agent_extra_args=agent_join_args(IN_VM_RUN_DIR, secure=secure))
-        if warm_shells is not None:
-            cfg = dataclasses.replace(cfg, pool_size=warm_shells)
-        if not warm_clones:
-            return DockerProvider(cfg)
-        from hypervisor.zygote_warm import ZygoteWarmStarter
-
-        warm = ZygoteWarmStarter(ZygoteWarmStarter.default_socket_dir(data_dir),
-                                 container_prefix=cfg.container_prefix)
-        return DockerProvider(cfg, warm_start=warm)
-    if name == "fake":
-        from hypervisor.fake import FakeProvider
-
-        return FakeProvider(clock)
-    if name == "sim":
-        import importlib
-
-        sim = importlib.import_module("hypervisor.sim")  # written by the simulator's author
-        factory = getattr(sim, "make_provider", None)
-        if factory is None:
-            raise FailedPrecondition("hypervisor.sim has no make_provider(data_dir, cluster_id, clock)")
-        provider: Provider = factory(data_dir=data_dir, cluster_id=cluster, clock=clock)
-        return provider
-    raise FailedPrecondition(f"unknown provider {name!r} (docker, sim)")
+    ctx = ProviderContext(data_dir=data_dir, cluster_id=cluster, clock=clock, tasks=tasks,
+                          controller=controller)
+    try:
+        await plugin.check(settings, ctx)
+    finally:
+        await tasks.close()

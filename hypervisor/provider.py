@@ -228,10 +228,20 @@ class ProviderPlugin(Protocol[S]):
     that is wrong (no engine, no image, wrong password, missing datastore)."""
 
     name: str
-    summary: str
 
     def parse_settings(self, raw: Mapping[str, Any], where: str) -> S: ...
 
     async def check(self, settings: S, ctx: ProviderContext) -> None: ...
 
     def create(self, settings: S, ctx: ProviderContext) -> Provider: ...
+
+
+@runtime_checkable
+class SweepsLeftovers(Protocol):
+    """A plugin that can find what a cluster left on its backing system after a
+    crash (`cowpod down`'s safety net): `leftovers` before the VMs are
+    destroyed, `sweep` afterwards (returns what it removed)."""
+
+    async def leftovers(self, ctx: ProviderContext) -> frozenset[str]: ...
+
+    async def sweep(self, ctx: ProviderContext, known: frozenset[str]) -> list[str]: ...

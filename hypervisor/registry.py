@@ -12,18 +12,32 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cowpod.errors import Invalid
 from hypervisor.provider import ProviderPlugin
 
-# name -> "module:attribute" of its ProviderPlugin. Order is the order of --help.
-REGISTRY: Mapping[str, str] = {
-    "docker": "hypervisor.providers.docker.plugin:PLUGIN",
-    "qemu": "hypervisor.providers.qemu.plugin:PLUGIN",
-    "vsphere": "hypervisor.providers.vsphere.plugin:PLUGIN",
-    "sim": "hypervisor.providers.sim:PLUGIN",
-    "fake": "hypervisor.providers.fake:PLUGIN",
+
+@dataclass(frozen=True)
+class Entry:
+    # "module:attribute" of the provider's ProviderPlugin.
+    target: str
+    # One line for --help.
+    summary: str
+
+
+# Order is the order of --help.
+REGISTRY: Mapping[str, Entry] = {
+    "docker": Entry("hypervisor.providers.docker.plugin:PLUGIN",
+                    "VMs as containers on the local Docker engine (the embedded default)"),
+    "qemu": Entry("hypervisor.providers.qemu.plugin:PLUGIN",
+                  "real Linux guests under QEMU (KVM, else TCG); instant clones share the parent's RAM"),
+    "vsphere": Entry("hypervisor.providers.vsphere.plugin:PLUGIN",
+                     "ESXi through vCenter's API (pyVmomi): InstantClone_Task, linked clones"),
+    "sim": Entry("hypervisor.providers.sim:PLUGIN",
+                 "hollow VMs and agents in the controller process (thousands of nodes, no Docker)"),
+    "fake": Entry("hypervisor.providers.fake:PLUGIN", "an in-memory hypervisor for tests"),
 }
 # Providers a user picks; `fake` is for tests.
 USER_PROVIDERS: tuple[str, ...] = tuple(n for n in REGISTRY if n != "fake")
@@ -35,21 +49,31 @@ def names() -> tuple[str, ...]:
 
 def plugin(name: str) -> ProviderPlugin[Any]:
     """The plugin for `name`; Invalid naming the choices for an unknown one."""
-    target = REGISTRY.get(name)
-    if target is None:
+    entry = REGISTRY.get(name)
+    if entry is None:
         raise Invalid("provider.name", f"unknown provider {name!r} (one of: {', '.join(USER_PROVIDERS)})")
-    module, _, attr = target.partition(":")
+    module, _, attr = entry.target.partition(":")
     found: ProviderPlugin[Any] = getattr(importlib.import_module(module), attr)
     return found
 
 
-def parse_section(section: Mapping[str, Any] | None, default: str = "docker") -> tuple[str, Any]:
-    """The cluster config's `provider:` section -> (name, the plugin's settings).
+def resolve(
+    flag: str | None, section_name: str = "", section: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[str, Any]:
+    """The provider to run and its parsed settings, the same way for `cowpod up` and the controller.
 
-    `{name: vsphere, server: ..., ...}`: `name` picks the plugin, every other
-    key is the plugin's, checked by it with the field path `provider.<key>`."""
-    raw = dict(section or {})
-    name = raw.pop("name", default)
-    if not isinstance(name, str):
-        raise Invalid("provider.name", "must be a string")
+    `flag` is `--provider NAME` (the short form: that provider's defaults);
+    `section_name`/`section` the cluster config's `provider:` name and other
+    keys; `overrides` flags that set provider keys (`--warm-shells`). Returns
+    ("none", None) when no provider is asked for. Raises Invalid naming the field."""
+    name = flag or ""
+    if section_name and name and name != "none" and section_name != name:
+        raise Invalid("--provider", f"{name!r} disagrees with the cluster config's provider {section_name!r}")
+    name = name or section_name
+    raw = {**(section or {}), **(overrides or {})}
+    if not name or name == "none":
+        if raw:
+            raise Invalid(f"provider.{next(iter(raw))}", "provider settings need a provider (--provider)")
+        return "none", None
     return name, plugin(name).parse_settings(raw, "provider")

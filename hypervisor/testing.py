@@ -29,10 +29,26 @@ from typing import Any
 import docker
 import docker.errors
 
-from cowpod.auth.flags import agent_join_args
-from hypervisor.docker_provider import IN_VM_RUN_DIR, L_CLUSTER, L_NODE, DockerProvider, DockerProviderConfig
+from hypervisor.bootstrap import guest_bootstrap
+from hypervisor.provider import Provider, VMInfo, VMSpecInfo
+from hypervisor.providers.docker.provider import (
+    L_CLUSTER,
+    L_NODE,
+    DockerProvider,
+    DockerProviderConfig,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+async def full_clone(provider: Provider, spec: VMSpecInfo, run_dir: pathlib.Path | None = None) -> VMInfo:
+    """A full clone with the bootstrap the VM manager would give it (insecure without `run_dir`)."""
+    return await provider.full_clone(spec, guest_bootstrap(provider, spec, run_dir=run_dir))
+
+
+async def instant_clone(provider: Provider, parent: str, spec: VMSpecInfo,
+                        run_dir: pathlib.Path | None = None) -> VMInfo:
+    return await provider.instant_clone(parent, spec, guest_bootstrap(provider, spec, run_dir=run_dir))
 TEST_LABELS = {"cowpod.test": "1"}
 
 
@@ -57,19 +73,16 @@ class DockerTestEnv:
         d = pathlib.Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))
         return DockerTestEnv(cluster_id=cid, network=network or f"cowpod-{cid}", data_dir=d)
 
-    def config(self, *, secure: bool = False, **overrides: Any) -> DockerProviderConfig:
-        """Provider config for this env. The agents get the join flags of a secure
-        controller (bundle in <data_dir>/run) or `--insecure` for an insecure one."""
+    def config(self, **overrides: Any) -> DockerProviderConfig:
         kw: dict[str, Any] = dict(
             data_dir=self.data_dir, cluster_id=self.cluster_id, network=self.network,
             extra_labels=TEST_LABELS, stop_timeout=5,
-            agent_extra_args=agent_join_args(IN_VM_RUN_DIR, secure=secure),
         )
         kw.update(overrides)
         return DockerProviderConfig(**kw)
 
-    def provider(self, *, secure: bool = False, **overrides: Any) -> DockerProvider:
-        return DockerProvider(self.config(secure=secure, **overrides))
+    def provider(self, **overrides: Any) -> DockerProvider:
+        return DockerProvider(self.config(**overrides))
 
     def run_nested(self, vm_container: str, node: str, name: str) -> str:
         """Start a pod-like container nested in a VM (its cgroup and network), as the agent does."""

@@ -10,7 +10,7 @@ A VM container runs `python -m hypervisor.vminit`. It
 2. starts the agent from COWPOD_AGENT_ARGV (a JSON list) and restarts it with
    back-off when it dies, as systemd's Restart=always would. With
    COWPOD_AGENT_START=wait it does not start the agent until SIGUSR1: an
-   instant clone whose agent is injected warm (hypervisor/zygote.py) keeps it
+   instant clone whose agent is injected warm (hypervisor/providers/docker/zygote.py) keeps it
    that way, and the provider sends SIGUSR1 to fall back to a cold start. A
    *warm shell* (a child container made ahead, before anyone knew its name)
    starts with no identity and no agent argv at all; the provider writes the
@@ -84,7 +84,7 @@ def adopt_identity(cfg: InitConfig) -> bool:
 
     A warm shell boots with no name: it leaves the disk alone, and the provider
     wipes the parent's per-VM state and writes the new identity in one step when
-    it takes the shell (hypervisor/vm_identity.py), so no boot-time write can
+    it takes the shell (hypervisor/providers/docker/vm_identity.py), so no boot-time write can
     race that."""
     if not cfg.vm_name:
         return False

@@ -38,7 +38,8 @@ def cluster_config(p: argparse.ArgumentParser, args: argparse.Namespace) -> Clus
     """The autoscaler's config from the flags, or None when --autoscale is off.
     Errors exit through `p.error` (status 2) naming the file field or flag."""
     if not args.autoscale:
-        given = [f for f, v in (("--cluster-config", args.cluster_config), ("--max-vms", args.max_vms),
+        # --cluster-config alone is fine: its `provider:` section configures the VM manager.
+        given = [f for f, v in (("--max-vms", args.max_vms),
                                 ("--scale-down-unneeded", args.scale_down_unneeded),
                                 ("--parent-idle-pause", args.parent_idle_pause)) if v is not None]
         if given:

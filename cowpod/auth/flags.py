@@ -83,18 +83,3 @@ def add_node_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, st
         "--cert-dir", default=env.get("COWPOD_CERT_DIR", "/var/lib/cowpod/pki"),
         help="where the node keeps its key and certificate (<node>.key, <node>.crt)",
     )
-
-
-def agent_join_args(in_vm_dir: str, *, secure: bool) -> list[str]:
-    """Agent flags for a VM whose `in_vm_dir` (e.g. /run/cowpod) holds the join bundle.
-
-    The bundle (`cowpod.pki.write_join_bundle`) has the CA certificate and the
-    transport pair; the controller keeps a join token beside them."""
-    if not secure:
-        return ["--insecure"]
-    return [
-        "--ca-file", f"{in_vm_dir}/ca.crt",
-        "--cert-file", f"{in_vm_dir}/transport.crt",
-        "--key-file", f"{in_vm_dir}/transport.key",
-        "--bootstrap-token-file", f"{in_vm_dir}/bootstrap-token",
-    ]

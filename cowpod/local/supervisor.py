@@ -35,7 +35,8 @@ from typing import Any
 from cowpod.auth.config import ENV_CONFIG, default_config_path, write_local_context
 from cowpod.auth.credentials import connect
 from cowpod.clock import Clock
-from cowpod.local import docker_env, fleet, health, process
+from cowpod.errors import CowpodError
+from cowpod.local import fleet, health, process
 from cowpod.local.etcd import EtcdMember, etcd_binary, free_port
 from cowpod.local.state import (
     ClusterState,
@@ -46,9 +47,13 @@ from cowpod.local.state import (
     write_state,
 )
 from cowpod.pki import ClusterPKI, write_join_bundle
+from hypervisor import registry
+from hypervisor.provider import ControllerAddress, ProviderContext, SweepsLeftovers
+from hypervisor.tasks import BackgroundTasks
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
-PROVIDERS = ("docker", "sim", "none")
+# "none" (no VM manager) or a provider of hypervisor.registry.
+PROVIDERS = ("none", *registry.USER_PROVIDERS)
 # Member counts `--etcd-members` accepts: a majority of an odd count survives one (or two) losses.
 ETCD_MEMBER_COUNTS = (1, 3, 5)
 ETCD_MEMBERS_FILE = "etcd-members.json"
@@ -104,22 +109,26 @@ class Layout:
 class UpOptions:
     listen: str = DEFAULT_LISTEN
     provider: str = "docker"
+    # The provider's settings as its plugin parsed them (None = its defaults).
+    provider_settings: Any = None
     vms: int = 0
     vm_cpu_millis: int = 1000
     vm_memory_bytes: int = 1 << 30
     detach: bool = False
     timeout: float = 300.0
     retain: bool = False
-    vm_image: str = docker_env.VM_IMAGE
     # TLS with client certificates everywhere (cowpod.pki), the default; `cowpod up --insecure`
     # serves plaintext on loopback with no authentication.
     secure: bool = True
-    # A cluster config file (cowpod.clusterconfig): the controller autoscales with it.
+    # A cluster config file (cowpod.clusterconfig): the provider's settings, and the
+    # autoscaler's VM classes when it has any (`autoscale`).
     cluster_config: str = ""
+    autoscale: bool = False
     # etcd members started locally: 1 (the default) or a 3/5-member cluster on loopback ports.
     etcd_members: int = 1
-    # docker provider: shells kept ready per warm parent (the controller's --warm-shells).
-    warm_shells: int = 2
+    # docker provider: shells kept ready per warm parent (the controller's --warm-shells);
+    # None = the provider's setting.
+    warm_shells: int | None = None
 
 
 # --- pure parts ---------------------------------------------------------------------------------
@@ -146,6 +155,7 @@ def controller_command(
     data_dir: pathlib.Path,
     pki_dir: pathlib.Path | None = None,
     cluster_config: str = "",
+    autoscale: bool = False,
     warm_shells: int | None = None,
 ) -> list[str]:
     """`pki_dir` None = `--insecure`, said explicitly: the controller would otherwise
@@ -159,7 +169,8 @@ def controller_command(
         *("--provider", provider),
         *("--data-dir", str(data_dir)),
         *security,
-        *(("--autoscale", "--cluster-config", cluster_config) if cluster_config else ()),
+        *(("--cluster-config", cluster_config) if cluster_config else ()),
+        *(("--autoscale",) if autoscale else ()),
         *(("--warm-shells", str(warm_shells)) if warm_shells is not None else ()),
     ]
 
@@ -253,7 +264,7 @@ def check_prerequisites(opts: UpOptions, layout: Layout) -> dict[str, str]:
         counts = ", ".join(map(str, ETCD_MEMBER_COUNTS))
         raise SupervisorError(f"--etcd-members must be one of {counts} (got {opts.etcd_members})")
     if opts.vms and opts.provider == "none":
-        raise SupervisorError("--vms needs a VM provider: use --provider docker or --provider sim")
+        raise SupervisorError(f"--vms needs a VM provider: use --provider ({', '.join(PROVIDERS[1:])})")
     if opts.vms and (opts.vm_cpu_millis <= 0 or opts.vm_memory_bytes <= 0):
         raise SupervisorError("--vm-cpus and --vm-memory must be more than zero")
     parse_listen(opts.listen)
@@ -273,11 +284,6 @@ def check_prerequisites(opts: UpOptions, layout: Layout) -> dict[str, str]:
             f"{opts.listen} is already in use (another cowpod cluster?); "
             "choose another address with --listen 127.0.0.1:PORT"
         )
-    if opts.provider == "docker":
-        try:
-            docker_env.check_engine_and_image(opts.vm_image)
-        except docker_env.DockerProblem as e:
-            raise SupervisorError(str(e)) from None
     return exes
 
 
@@ -427,6 +433,7 @@ class Supervisor:
         """Start etcd, controller, scheduler (and VMs). On failure stop what was started."""
         previous = self.read()
         exes = await asyncio.to_thread(check_prerequisites, opts, self.layout)
+        await self._check_provider(opts)
         if previous is not None:
             # A cluster that died without `down`: clear what is left, keep its identity and data.
             await self.down(purge=False, quiet=True)
@@ -608,7 +615,8 @@ class Supervisor:
             data_dir=self.layout.data_dir,
             pki_dir=self.layout.pki.directory if opts.secure else None,
             cluster_config=opts.cluster_config,
-            warm_shells=opts.warm_shells if opts.provider == "docker" else None,
+            autoscale=opts.autoscale,
+            warm_shells=opts.warm_shells,
         )
         proc = self._spawn("controller", command)
         state = self._record(
@@ -653,14 +661,12 @@ class Supervisor:
 
     async def _start_vms(self, state: ClusterState, opts: UpOptions) -> None:
         names = fleet.vm_names(opts.vms)
-        image = opts.vm_image if opts.provider == "docker" else ""
         vms = [
             fleet.vm_object(
                 n,
                 cpu_millis=opts.vm_cpu_millis,
                 memory_bytes=opts.vm_memory_bytes,
                 provider=opts.provider,
-                image=image,
             )
             for n in names
         ]
@@ -738,12 +744,8 @@ class Supervisor:
         if not quiet:
             await self._ask_foreground_up_to_stop(state)
             state = self.read() or state
-        vm_ids: set[str] = set()
-        if state.provider == "docker":
-            try:
-                vm_ids = await asyncio.to_thread(docker_env.cluster_vm_ids, state.cluster_id)
-            except docker_env.DockerProblem:
-                pass  # reported by the sweep below
+        sweeper = self._sweeper(state)
+        known = await sweeper.leftovers(self._provider_context(state)) if sweeper is not None else frozenset()
         stopped: list[int] = []
         ctl = state.component("controller")
         if ctl is not None and process.is_ours(ctl.pid, ctl.command):
@@ -770,23 +772,50 @@ class Supervisor:
         left = await process.wait_gone(stopped, self.clock)
         if left and not quiet:
             self.say(f"warning: pids {', '.join(map(str, left))} were stopped but not yet collected by init")
-        if state.provider == "docker":
+        if sweeper is not None:
             try:
-                removed = await asyncio.to_thread(
-                    docker_env.remove_cluster_containers, state.cluster_id, vm_ids
-                )
-            except docker_env.DockerProblem as e:
+                removed = await sweeper.sweep(self._provider_context(state), known)
+            except CowpodError as e:
                 removed = []
                 if not quiet:
-                    self.say(f"warning: could not check for leftover containers: {e}")
+                    self.say(f"warning: {e}")
             if removed and not quiet:
-                self.say(f"removed {len(removed)} leftover container(s): {', '.join(sorted(removed))}")
+                self.say(f"removed {len(removed)} leftover(s) of the {state.provider} provider: "
+                         f"{', '.join(sorted(removed))}")
         self.progress_done()
         remove_state(self.layout.data_dir)
         self.layout.controller_socket.unlink(missing_ok=True)
         if purge:
             self._purge()
         return True
+
+    def _provider_context(self, state: ClusterState) -> ProviderContext:
+        return ProviderContext(
+            data_dir=pathlib.Path(state.data_dir), cluster_id=state.cluster_id, clock=self.clock,
+            tasks=BackgroundTasks("cowpod-down"),
+            controller=ControllerAddress(tcp=state.controller, unix=state.controller_socket),
+        )
+
+    def _sweeper(self, state: ClusterState) -> SweepsLeftovers | None:
+        """The provider's safety net for `down`, when it has one."""
+        if state.provider not in registry.names():
+            return None
+        found = registry.plugin(state.provider)
+        return found if isinstance(found, SweepsLeftovers) else None
+
+    async def _check_provider(self, opts: UpOptions) -> None:
+        """The provider's preflight (engine and image, credentials, inventory), before anything starts."""
+        if opts.provider == "none":
+            return
+        from hypervisor.manager import check_provider
+
+        try:
+            await check_provider(
+                opts.provider, opts.provider_settings, self.layout.data_dir, self.clock,
+                ControllerAddress(tcp=opts.listen, unix=str(self.layout.controller_socket)),
+            )
+        except CowpodError as e:
+            raise SupervisorError(f"provider {opts.provider}: {e}") from None
 
     async def _destroy_vms(self, state: ClusterState, *, quiet: bool) -> None:
         try:

@@ -20,15 +20,14 @@ import pytest
 
 from controller.autoscaler.reconciler import Autoscaler, Options
 from controller.testing import ControllerRunner
-from cowpod.auth.flags import agent_join_args
 from cowpod.client import Client
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, vm_pb2
-from hypervisor.docker_provider import IN_VM_RUN_DIR, DockerProvider
 from hypervisor.manager import VMManager
+from hypervisor.providers.docker.provider import DockerProvider
+from hypervisor.providers.docker.zygote_warm import ZygoteWarmStarter
 from hypervisor.testing import DockerTestEnv
-from hypervisor.zygote_warm import ZygoteWarmStarter
 from tests.integration.scheduler_harness import running_scheduler, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +50,7 @@ async def cluster(
     sock = env.data_dir / "run" / "controller.sock"
     sock.parent.mkdir(parents=True, exist_ok=True)
     # The controller here is plaintext; the VMs' agents must be told so.
-    provider = DockerProvider(env.config(agent_extra_args=agent_join_args(IN_VM_RUN_DIR, secure=False)),
+    provider = DockerProvider(env.config(),
                               warm_start=warm)
     async with (
         ControllerRunner(etcd.endpoint, prefix, listen_unix=str(sock), **controller) as runner,

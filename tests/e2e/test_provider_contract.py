@@ -1,7 +1,7 @@
 """The provider contract: the same assertions against every provider.
 
 `fake` (in memory) and `docker` (real engine, images built once per session)
-run here; the simulator joins by exposing `hypervisor.sim.make_provider(data_dir=,
+run here; the simulator joins by exposing `hypervisor.providers.sim.make_provider(data_dir=,
 cluster_id=, clock=)` — it is imported lazily, so this file does not depend on it.
 A `Harness` per provider knows the few things the contract cannot ask through
 the Provider interface: how to put a "pod container" on a VM's node and how to
@@ -22,9 +22,9 @@ import pytest
 
 from cowpod.clock import RealClock
 from cowpod.errors import AlreadyExists, FailedPrecondition, NotFound
-from hypervisor.fake import FakeProvider
 from hypervisor.provider import CloneKind, Provider, VMSpecInfo, VMState
-from hypervisor.testing import DockerTestEnv, build_images
+from hypervisor.providers.fake import FakeProvider
+from hypervisor.testing import DockerTestEnv, build_images, full_clone, instant_clone
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +81,7 @@ class DockerHarness:
 
 class SimHarness:
     def __init__(self) -> None:
-        sim = importlib.import_module("hypervisor.sim")
+        sim = importlib.import_module("hypervisor.providers.sim")
         self._dir = pathlib.Path(tempfile.mkdtemp(prefix="cp-sim-"))
         self.provider: Provider = sim.make_provider(
             data_dir=self._dir, cluster_id="t" + uuid.uuid4().hex[:8], clock=RealClock())
@@ -101,9 +101,9 @@ class SimHarness:
 
 
 def _sim_available() -> bool:
-    if importlib.util.find_spec("hypervisor.sim") is None:
+    if importlib.util.find_spec("hypervisor.providers.sim") is None:
         return False
-    return hasattr(importlib.import_module("hypervisor.sim"), "make_provider")
+    return hasattr(importlib.import_module("hypervisor.providers.sim"), "make_provider")
 
 
 PROVIDERS = ["fake", "docker", *(["sim"] if _sim_available() else [])]
@@ -145,7 +145,7 @@ def uniq(prefix: str) -> str:
 async def test_full_clone_is_running_with_an_identity(harness: Harness) -> None:
     p = harness.provider
     name = uniq("full")
-    info = await p.full_clone(vm(name))
+    info = await full_clone(p, vm(name))
     assert info.name == name and info.node_name == name and info.hostname == name
     assert info.state == VMState.RUNNING
     assert info.clone_kind == CloneKind.FULL and info.snapped_free and not info.parent
@@ -154,15 +154,15 @@ async def test_full_clone_is_running_with_an_identity(harness: Harness) -> None:
     assert info.created_at > 0
     assert [v for v in await p.list() if v.name == name] == [await p.get(name)]
     with pytest.raises(AlreadyExists):
-        await p.full_clone(vm(name))
+        await full_clone(p, vm(name))
     with pytest.raises(NotFound):
         await p.get(uniq("nope"))
 
 
 async def test_instant_clone_has_a_new_identity_and_lineage(harness: Harness) -> None:
     p = harness.provider
-    parent = await p.full_clone(vm(uniq("par")))
-    child = await p.instant_clone(parent.name, vm(uniq("kid")))
+    parent = await full_clone(p, vm(uniq("par")))
+    child = await instant_clone(p, parent.name, vm(uniq("kid")))
     assert child.state == VMState.RUNNING
     assert child.clone_kind == CloneKind.INSTANT and child.parent == parent.name
     assert not child.snapped_free
@@ -171,15 +171,15 @@ async def test_instant_clone_has_a_new_identity_and_lineage(harness: Harness) ->
     assert child.node_name == child.name
     assert child.name in (await p.get(parent.name)).children
     with pytest.raises(NotFound):
-        await p.instant_clone(uniq("ghost"), vm(uniq("kid")))
+        await instant_clone(p, uniq("ghost"), vm(uniq("kid")))
     with pytest.raises(AlreadyExists):
-        await p.instant_clone(parent.name, vm(child.name))
+        await instant_clone(p, parent.name, vm(child.name))
 
 
 async def test_parent_cannot_go_before_its_children_are_snapped_free(harness: Harness) -> None:
     p = harness.provider
-    parent = await p.full_clone(vm(uniq("par")))
-    child = await p.instant_clone(parent.name, vm(uniq("kid")))
+    parent = await full_clone(p, vm(uniq("par")))
+    child = await instant_clone(p, parent.name, vm(uniq("kid")))
     with pytest.raises(FailedPrecondition):
         await p.destroy(parent.name)
     freed = await p.snap_free(child.name)
@@ -194,9 +194,9 @@ async def test_parent_cannot_go_before_its_children_are_snapped_free(harness: Ha
 
 async def test_cascade_destroys_unsnapped_children(harness: Harness) -> None:
     p = harness.provider
-    parent = await p.full_clone(vm(uniq("par")))
-    kid = await p.instant_clone(parent.name, vm(uniq("kid")))
-    grandkid = await p.instant_clone(kid.name, vm(uniq("gkid")))
+    parent = await full_clone(p, vm(uniq("par")))
+    kid = await instant_clone(p, parent.name, vm(uniq("kid")))
+    grandkid = await instant_clone(p, kid.name, vm(uniq("gkid")))
     await p.destroy(parent.name, cascade=True)
     names = {v.name for v in await p.list()}
     assert not names & {parent.name, kid.name, grandkid.name}
@@ -204,7 +204,7 @@ async def test_cascade_destroys_unsnapped_children(harness: Harness) -> None:
 
 async def test_destroy_removes_the_vms_pod_containers(harness: Harness) -> None:
     p = harness.provider
-    info = await p.full_clone(vm(uniq("pods")))
+    info = await full_clone(p, vm(uniq("pods")))
     if harness.has_pod_containers:
         await harness.add_pod_container(info.name)
         assert len(await harness.pod_containers(info.name)) == 1
@@ -216,15 +216,15 @@ async def test_destroy_removes_the_vms_pod_containers(harness: Harness) -> None:
 
 async def test_pause_resume_and_power_off(harness: Harness) -> None:
     p = harness.provider
-    info = await p.full_clone(vm(uniq("pz")))
+    info = await full_clone(p, vm(uniq("pz")))
     assert (await p.pause(info.name)).state == VMState.PAUSED
     # A paused parent can still be cloned (its disk is frozen anyway).
-    kid = await p.instant_clone(info.name, vm(uniq("kid")))
+    kid = await instant_clone(p, info.name, vm(uniq("kid")))
     assert kid.state == VMState.RUNNING
     assert (await p.resume(info.name)).state == VMState.RUNNING
     off = await p.power_off(kid.name)
     assert off.state == VMState.STOPPED, off.message
     with pytest.raises(FailedPrecondition):
-        await p.instant_clone(kid.name, vm(uniq("kid")))
+        await instant_clone(p, kid.name, vm(uniq("kid")))
     with pytest.raises(FailedPrecondition):
         await p.pause(kid.name)

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 import docker
 import pytest
 
-from hypervisor.docker_provider import DockerProvider
 from hypervisor.provider import VMSpecInfo, VMState
-from hypervisor.testing import DockerTestEnv
+from hypervisor.providers.docker.provider import DockerProvider
+from hypervisor.testing import DockerTestEnv, full_clone, instant_clone
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,7 @@ async def test_vm_container_has_its_limits_identity_and_mounts(
     env: DockerTestEnv, provider: DockerProvider
 ) -> None:
     name = f"lim-{env.cluster_id}"
-    info = await provider.full_clone(spec(name, node_labels={"zone": "z1"}))
+    info = await full_clone(provider, spec(name, node_labels={"zone": "z1"}))
     c = docker.from_env().containers.get(f"cowpod-vm-{name}")
     hc = c.attrs["HostConfig"]
     assert hc["NanoCpus"] == 500_000_000
@@ -83,11 +83,11 @@ async def test_vm_container_has_its_limits_identity_and_mounts(
 async def test_instant_clone_copies_the_parents_disk_at_the_clone(
     env: DockerTestEnv, provider: DockerProvider
 ) -> None:
-    parent = await provider.full_clone(spec(f"par-{env.cluster_id}"))
+    parent = await full_clone(provider, spec(f"par-{env.cluster_id}"))
     pc = f"cowpod-vm-{parent.name}"
     sh(pc, "echo warm > /var/lib/cowpod/cache-before && mkdir -p /var/lib/cowpod/agent && echo p > "
            "/var/lib/cowpod/agent/identity")
-    child = await provider.instant_clone(parent.name, spec(f"kid-{env.cluster_id}"))
+    child = await instant_clone(provider, parent.name, spec(f"kid-{env.cluster_id}"))
     sh(pc, "echo late > /var/lib/cowpod/cache-after")
     cc = f"cowpod-vm-{child.name}"
     assert sh(cc, "cat /var/lib/cowpod/cache-before") == "warm"
@@ -110,8 +110,8 @@ async def test_instant_clone_copies_the_parents_disk_at_the_clone(
 async def test_docker_stop_is_a_clean_shutdown_and_kill_a_failure(
     env: DockerTestEnv, provider: DockerProvider
 ) -> None:
-    a = await provider.full_clone(spec(f"stop-{env.cluster_id}"))
-    b = await provider.full_clone(spec(f"kill-{env.cluster_id}"))
+    a = await full_clone(provider, spec(f"stop-{env.cluster_id}"))
+    b = await full_clone(provider, spec(f"kill-{env.cluster_id}"))
     client = docker.from_env()
     await asyncio.to_thread(client.containers.get(f"cowpod-vm-{a.name}").stop, timeout=10)
     await asyncio.to_thread(client.containers.get(f"cowpod-vm-{b.name}").kill)
@@ -125,7 +125,7 @@ async def test_docker_stop_is_a_clean_shutdown_and_kill_a_failure(
 async def test_power_off_stops_the_vms_pods_and_destroy_removes_them(
     env: DockerTestEnv, provider: DockerProvider
 ) -> None:
-    info = await provider.full_clone(spec(f"pods-{env.cluster_id}"))
+    info = await full_clone(provider, spec(f"pods-{env.cluster_id}"))
     pod = await asyncio.to_thread(
         env.run_nested, f"cowpod-vm-{info.name}", info.name, f"pod-{env.cluster_id}"
     )
@@ -155,8 +155,8 @@ async def test_warm_start_hook(env: DockerTestEnv, fail: bool) -> None:
     hook = RecordingWarmStart(fail)
     p = DockerProvider(env.config(), warm_start=hook)
     try:
-        parent = await p.full_clone(spec(f"wp-{env.cluster_id}"))
-        child = await p.instant_clone(parent.name, spec(f"wc-{env.cluster_id}"))
+        parent = await full_clone(p, spec(f"wp-{env.cluster_id}"))
+        child = await instant_clone(p, parent.name, spec(f"wc-{env.cluster_id}"))
         assert [c[0] for c in hook.calls] == [f"cowpod-vm-{child.name}"]
         _, argv, child_env = hook.calls[0]
         assert argv[argv.index("--node-name") + 1] == child.name

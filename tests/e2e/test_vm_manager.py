@@ -16,10 +16,10 @@ import pytest
 from cowpod.client import Client
 from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, vm_pb2
-from hypervisor.docker_provider import DockerProvider
 from hypervisor.manager import VMManager
 from hypervisor.provider import VMSpecInfo
-from hypervisor.testing import DockerTestEnv
+from hypervisor.providers.docker.provider import DockerProvider
+from hypervisor.testing import DockerTestEnv, full_clone
 
 pytestmark = pytest.mark.e2e
 
@@ -196,7 +196,7 @@ async def test_startup_destroys_orphans_and_fails_vanished_vms(
     async with ControllerRunner(etcd.endpoint, etcd_prefix) as runner, Client(runner.address) as c:
         provider = env.provider()
         orphan = f"orph-{env.cluster_id}"
-        await provider.full_clone(VMSpecInfo(name=orphan, class_name="s", cpu_millis=200,
+        await full_clone(provider, VMSpecInfo(name=orphan, class_name="s", cpu_millis=200,
                                              memory_bytes=128 << 20))
         lost = f"lost-{env.cluster_id}"
         created = await c.vms.Create(new_vm(lost))
@@ -221,7 +221,7 @@ async def test_secure_cluster_agent_joins_with_the_bundle(
     runner = ControllerRunner.secure(etcd.endpoint, etcd_prefix, pki_dir=env.data_dir / "pki",
                                      listen_unix=sock, data_dir=env.data_dir)
     async with runner, runner.client() as c:
-        provider = env.provider(secure=True)
+        provider = env.provider()
         manager = VMManager(c, "docker", env.data_dir, provider=provider, resync_seconds=0.5)
         task = asyncio.create_task(manager.run(), name="vm-manager-under-test")
         try:

@@ -16,10 +16,10 @@ from cowpod.client import Client
 from cowpod.local.docker_env import remove_cluster_containers
 from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import meta_pb2, vm_pb2
-from hypervisor.docker_provider import L_SHELL_OF, DockerProvider
 from hypervisor.manager import VMManager
 from hypervisor.provider import VMSpecInfo, VMState
-from hypervisor.testing import DockerTestEnv
+from hypervisor.providers.docker.provider import L_SHELL_OF, DockerProvider
+from hypervisor.testing import DockerTestEnv, full_clone, instant_clone
 
 pytestmark = pytest.mark.e2e
 
@@ -67,11 +67,11 @@ async def eventually(fn: Callable[[], Awaitable[bool] | bool], what: str, timeou
 async def test_pooled_clones_have_unique_identities_and_the_pool_refills(
     env: DockerTestEnv, provider: DockerProvider
 ) -> None:
-    parent = await provider.full_clone(spec(f"par-{env.cluster_id}"))
+    parent = await full_clone(provider, spec(f"par-{env.cluster_id}"))
     await provider.prepare_parent(parent.name)
     await eventually(lambda: len(shells(env, parent.name)) == 2, "two idle shells")
     pooled = set(shells(env, parent.name))
-    kids = [await provider.instant_clone(parent.name, spec(f"kid{i}-{env.cluster_id}")) for i in range(3)]
+    kids = [await instant_clone(provider, parent.name, spec(f"kid{i}-{env.cluster_id}")) for i in range(3)]
     # The first two came from the pool (those shells are now VMs), the pool refills to 2.
     assert not pooled & set(shells(env, parent.name))
     await eventually(lambda: len(shells(env, parent.name)) == 2, "the pool refilled")
@@ -104,8 +104,8 @@ async def test_pooled_clones_have_unique_identities_and_the_pool_refills(
 async def test_empty_pool_creates_the_shell_inline(env: DockerTestEnv) -> None:
     p = env.provider(pool_size=0)
     try:
-        parent = await p.full_clone(spec(f"par-{env.cluster_id}"))
-        kid = await p.instant_clone(parent.name, spec(f"kid-{env.cluster_id}"))
+        parent = await full_clone(p, spec(f"par-{env.cluster_id}"))
+        kid = await instant_clone(p, parent.name, spec(f"kid-{env.cluster_id}"))
         assert kid.state == VMState.RUNNING and kid.hostname == kid.name != parent.hostname
         assert sh(f"cowpod-vm-{kid.name}", "hostname") == kid.name
         assert kid.machine_id != parent.machine_id and kid.ip != parent.ip
@@ -128,7 +128,7 @@ async def test_empty_pool_creates_the_shell_inline(env: DockerTestEnv) -> None:
 
 async def test_orphan_shells_go_at_manager_start_and_on_cowpod_down(env: DockerTestEnv) -> None:
     p = env.provider(pool_size=2)
-    parent = await p.full_clone(spec(f"par-{env.cluster_id}"))
+    parent = await full_clone(p, spec(f"par-{env.cluster_id}"))
     await p.prepare_parent(parent.name)
     await eventually(lambda: len(shells(env, parent.name)) == 2, "two idle shells")
     await p.close()
@@ -144,7 +144,7 @@ async def test_orphan_shells_go_at_manager_start_and_on_cowpod_down(env: DockerT
     # `cowpod down` removes what carries the cluster label: shells carry it.
     p2 = env.provider(pool_size=2)
     try:
-        other = await p2.full_clone(spec(f"par2-{env.cluster_id}"))
+        other = await full_clone(p2, spec(f"par2-{env.cluster_id}"))
         await p2.prepare_parent(other.name)
         await eventually(lambda: len(shells(env, other.name)) == 2, "two idle shells")
     finally:
@@ -198,13 +198,13 @@ async def test_a_pooled_clone_registers_its_node(
 async def test_paused_shells_are_unpaused_when_taken(env: DockerTestEnv) -> None:
     p = env.provider(pool_size=1, pool_paused=True)
     try:
-        parent = await p.full_clone(spec(f"par-{env.cluster_id}"))
+        parent = await full_clone(p, spec(f"par-{env.cluster_id}"))
         await p.prepare_parent(parent.name)
         await eventually(lambda: len(shells(env, parent.name)) == 1, "an idle shell")
         await eventually(lambda: p.idle_shells(parent.name) == 1, "the shell made and paused")
         idle = docker.from_env().containers.get(shells(env, parent.name)[0])
         assert idle.attrs["State"]["Paused"]
-        kid = await p.instant_clone(parent.name, spec(f"kid-{env.cluster_id}"))
+        kid = await instant_clone(p, parent.name, spec(f"kid-{env.cluster_id}"))
         assert kid.state == VMState.RUNNING
         assert sh(f"cowpod-vm-{kid.name}", "hostname") == kid.name
         await p.destroy(parent.name, cascade=True)

@@ -1,6 +1,6 @@
 """The zygote against the real Docker engine: a warm process forked into running containers.
 
-Each clone runs `hypervisor.zygote_probe:run`, which writes what it sees into
+Each clone runs `hypervisor.providers.docker.zygote_probe:run`, which writes what it sees into
 its container; the tests read that back through the container's root from the
 host and check the kernel's own view (/proc/<pid>/cgroup, smaps_rollup,
 `docker top`, the memory cgroup's OOM counter).
@@ -26,12 +26,12 @@ import pytest
 from docker.models.containers import Container
 
 from cowpod.errors import FailedPrecondition, NotFound
-from hypervisor import nsenter
+from hypervisor.providers.docker import nsenter
+from hypervisor.providers.docker.zygote import ZygoteConfig
+from hypervisor.providers.docker.zygote_client import ZygoteClient, ZygoteProcess
+from hypervisor.providers.docker.zygote_protocol import ChildStatus
+from hypervisor.providers.docker.zygote_warm import ZygoteWarmStarter
 from hypervisor.testing import smaps_rollup_kb
-from hypervisor.zygote import ZygoteConfig
-from hypervisor.zygote_client import ZygoteClient, ZygoteProcess
-from hypervisor.zygote_protocol import ChildStatus
-from hypervisor.zygote_warm import ZygoteWarmStarter
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ TEST_LABELS = {"cowpod.test": "1", "cowpod.zygote-test": "1"}
 # Enough to make the share visible (grpc and yaml are most of what the agent loads)
 # while keeping the zygote's start fast.
 PRELOAD = ("argparse", "json", "socket", "grpc", "grpc.aio", "yaml", "google.protobuf.json_format")
-PROBE = "hypervisor.zygote_probe:run"
+PROBE = "hypervisor.providers.docker.zygote_probe:run"
 
 
 @pytest.fixture(scope="module")

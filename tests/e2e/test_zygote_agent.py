@@ -25,10 +25,10 @@ from docker.models.containers import Container
 from cowpod.client import Client
 from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import meta_pb2, node_pb2
+from hypervisor.providers.docker.zygote import DEFAULT_PRELOAD, ZygoteConfig
+from hypervisor.providers.docker.zygote_client import ZygoteProcess
+from hypervisor.providers.docker.zygote_warm import VM_SYS_PATH
 from hypervisor.testing import smaps_rollup_kb
-from hypervisor.zygote import DEFAULT_PRELOAD, ZygoteConfig
-from hypervisor.zygote_client import ZygoteProcess
-from hypervisor.zygote_warm import VM_SYS_PATH
 
 pytestmark = pytest.mark.e2e
 

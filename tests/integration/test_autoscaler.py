@@ -26,7 +26,7 @@ from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, vm_pb2
 from hypervisor.manager import VMManager
-from hypervisor.sim import SimLatencies, SimProvider
+from hypervisor.providers.sim import SimLatencies, SimProvider
 from tests.integration.scheduler_harness import fast_controller, pod, running_scheduler, wait_for
 
 pytestmark = pytest.mark.integration

@@ -27,12 +27,15 @@ from cowpod.local.supervisor import (
     UpOptions,
 )
 from cowpod.v1 import meta_pb2
+from hypervisor import registry
 
 UP_EXAMPLES = """
   cowpod up                             # etcd, controller, scheduler; Ctrl-C stops them all
   cowpod up --detach --vms 2            # in the background, with two 1-CPU 1Gi VMs (Docker)
   cowpod up -d --vms 1 --vm-cpus 2 --vm-memory 4Gi
   cowpod up -d --provider sim --vms 50  # hollow VMs: no Docker needed
+  cowpod up -d --provider qemu --vms 1  # real Linux guests under QEMU (KVM, else TCG)
+  cowpod up -d --cluster-config "$(deploy/vcsim/start.sh | tail -1)"   # vSphere (the simulator)
   cowpod up -d --etcd-members 3         # a 3-member etcd cluster (survives losing one member)
   cowpod up -d --cluster-config deploy/cluster.yaml   # autoscale: clone VMs for pending pods
   cowpod up -d --cluster-config deploy/cluster.yaml --warm-shells 5   # bursts of ~5 VMs at once
@@ -70,7 +73,11 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     up.add_argument(
         "--listen", default=DEFAULT_LISTEN, metavar="ADDR", help=f"controller address ({DEFAULT_LISTEN})"
     )
-    up.add_argument("--provider", choices=PROVIDERS, default="docker", help="VM provider (docker)")
+    up.add_argument(
+        "--provider", choices=PROVIDERS, default=None,
+        help="VM provider with its default settings (default: the cluster config's `provider:` section, "
+        "else docker); " + "; ".join(f"{n}: {registry.REGISTRY[n].summary}" for n in PROVIDERS[1:]),
+    )
     up.add_argument(
         "--etcd-members",
         type=int,
@@ -81,10 +88,11 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     up.add_argument(
         "--warm-shells",
         type=int,
-        default=2,
+        default=None,
         metavar="N",
         help="docker: VM containers kept made ahead per warm parent, so an instant clone only takes "
-        "one (2; size it to the number of VMs a burst of pods needs at once; 0 = none)",
+        "one (2; size it to the number of VMs a burst of pods needs at once; 0 = none; "
+        "overrides the provider section's warmShells)",
     )
     up.add_argument(
         "--timeout",
@@ -163,20 +171,31 @@ def up_options(args: argparse.Namespace) -> UpOptions:
         memory = quantity.parse_memory(args.vm_memory)
     except quantity.QuantityError as e:
         raise CliError(f"--vm-memory: {e}", exit_code=2) from None
-    if args.warm_shells < 0:
+    if args.warm_shells is not None and args.warm_shells < 0:
         raise CliError("--warm-shells: must not be negative", exit_code=2)
     cluster_config = ""
+    cc: clusterconfig.ClusterConfig | None = None
     if args.cluster_config:
         path = pathlib.Path(args.cluster_config).resolve()
         try:
-            clusterconfig.load(path)
+            cc = clusterconfig.load(path)
         except (OSError, ValueError, CowpodError) as e:
             raise CliError(f"--cluster-config: {e}", exit_code=2) from None
         cluster_config = str(path)
+    # Neither --provider nor a `provider:` section: the embedded default.
+    flag = args.provider or (None if cc is not None and cc.provider else "docker")
+    overrides = {"warmShells": args.warm_shells} if args.warm_shells is not None else {}
+    try:
+        provider, settings = registry.resolve(
+            flag, cc.provider if cc else "", cc.provider_settings if cc else None, overrides)
+    except CowpodError as e:
+        raise CliError(f"--cluster-config: {e}" if cc else str(e), exit_code=2) from None
     return UpOptions(
         cluster_config=cluster_config,
+        autoscale=bool(cc and cc.vm_classes),
         listen=args.listen,
-        provider=args.provider,
+        provider=provider,
+        provider_settings=settings,
         vms=args.vms,
         vm_cpu_millis=cpu,
         vm_memory_bytes=memory,

@@ -70,11 +70,32 @@ def test_bad_flags_exit_2_with_the_reason(
     assert message in capsys.readouterr().err
 
 
-def test_warm_clone_flags() -> None:
-    default = parse_args([])
-    assert default.warm_clones is True and default.warm_shells == 2
-    cfg = parse_args(["--no-warm-clones", "--warm-shells", "5"])
-    assert cfg.warm_clones is False and cfg.warm_shells == 5
-    with pytest.raises(SystemExit) as e:
-        parse_args(["--warm-shells", "-1"])
-    assert e.value.code == 2
+def test_warm_clone_flags_set_the_docker_providers_settings() -> None:
+    default = parse_args(["--provider", "docker"])
+    assert default.provider_settings.warm_clones is True and default.provider_settings.warm_shells == 2
+    cfg = parse_args(["--provider", "docker", "--no-warm-clones", "--warm-shells", "5"])
+    assert cfg.provider_settings.warm_clones is False and cfg.provider_settings.warm_shells == 5
+    for bad in (["--provider", "docker", "--warm-shells", "-1"], ["--warm-shells", "3"],
+                ["--provider", "sim", "--warm-shells", "3"]):
+        with pytest.raises(SystemExit) as e:
+            parse_args(bad)
+        assert e.value.code == 2
+
+
+def test_the_cluster_configs_provider_section_is_parsed_by_its_provider(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "cluster.yaml"
+    f.write_text("provider: {name: docker, warmShells: 4, image: my/vm:1}\n")
+    cfg = parse_args(["--cluster-config", str(f)])
+    assert cfg.provider == "docker" and cfg.autoscaler is None
+    assert cfg.provider_settings.warm_shells == 4 and cfg.provider_settings.image == "my/vm:1"
+    # --provider is the short form and must agree; a provider's unknown key names its path.
+    f.write_text("provider: {name: docker, warmShell: 4}\n")
+    with pytest.raises(SystemExit):
+        parse_args(["--cluster-config", str(f)])
+    assert "provider.warmShell: unknown setting" in capsys.readouterr().err
+    f.write_text("provider: sim\n")
+    with pytest.raises(SystemExit):
+        parse_args(["--cluster-config", str(f), "--provider", "docker"])
+    assert "disagrees" in capsys.readouterr().err

@@ -175,8 +175,8 @@ def test_vm_name_is_a_dns_label() -> None:
     with pytest.raises(Invalid, match=r"metadata\.name: invalid value 'a\.b'"):
         validation.validate_vm(vm)
     vm.metadata.name = "vm-1"
-    vm.spec.provider = "qemu"
-    with pytest.raises(Invalid, match=r"spec\.provider: unsupported value 'qemu'"):
+    vm.spec.provider = "xen"
+    with pytest.raises(Invalid, match=r"spec\.provider: unsupported value 'xen'"):
         validation.validate_vm(vm)
 
 

@@ -108,9 +108,14 @@ def test_command_lines() -> None:
     assert secure[-2:] == ["--pki-dir", "/d/pki"]
     autoscaled = controller_command(
         "c", listen="a:1", socket_path=d / "s", etcd="e:2", provider="docker", data_dir=d,
+        cluster_config="/d/cluster.yaml", autoscale=True,
+    )
+    assert autoscaled[-3:] == ["--cluster-config", "/d/cluster.yaml", "--autoscale"]
+    settings_only = controller_command(
+        "c", listen="a:1", socket_path=d / "s", etcd="e:2", provider="vsphere", data_dir=d,
         cluster_config="/d/cluster.yaml",
     )
-    assert autoscaled[-3:] == ["--autoscale", "--cluster-config", "/d/cluster.yaml"]
+    assert settings_only[-2:] == ["--cluster-config", "/d/cluster.yaml"]
     shells = controller_command(
         "c", listen="a:1", socket_path=d / "s", etcd="e:2", provider="docker", data_dir=d, warm_shells=5,
     )

@@ -7,8 +7,10 @@ import pathlib
 import pytest
 
 from cowpod.errors import Invalid
-from hypervisor.docker_provider import DockerProviderConfig, agent_argv, state_of, validate_spec
+from hypervisor.bootstrap import guest_bootstrap
+from hypervisor.guest import JoinBundle
 from hypervisor.provider import VMSpecInfo, VMState
+from hypervisor.providers.docker.provider import DockerProvider, DockerProviderConfig, state_of, validate_spec
 
 
 @pytest.mark.parametrize(("state", "expected"), [
@@ -30,11 +32,14 @@ def test_failure_message_names_the_cause() -> None:
     assert "out of memory" in state_of({"State": {"Status": "exited", "ExitCode": 137, "OOMKilled": True}})[1]
 
 
-def test_agent_argv_follows_the_process_contract() -> None:
-    cfg = DockerProviderConfig(data_dir=pathlib.Path("/var/lib/cowpod"))
+def test_agent_argv_follows_the_process_contract(tmp_path: pathlib.Path) -> None:
+    """The manager's bootstrap plus the docker provider's endpoints give the agent's command line."""
+    p = DockerProvider(DockerProviderConfig(data_dir=pathlib.Path("/var/lib/cowpod")))
     spec = VMSpecInfo(name="vm-1", class_name="small", cpu_millis=500, memory_bytes=1 << 28,
                       node_labels={"zone": "a"}, template=True)
-    argv = agent_argv(cfg, spec)
+    argv = guest_bootstrap(p, spec).agent_argv()
+    assert argv[-1] == "--insecure"
+    argv = argv[:-1]
     flags = dict(zip(argv[1::2], argv[2::2], strict=True))
     assert argv[0] == "cowpod-agent"
     assert flags == {
@@ -56,3 +61,16 @@ def test_validate_spec_names_the_field(spec: VMSpecInfo, field: str) -> None:
     with pytest.raises(Invalid) as err:
         validate_spec(spec)
     assert err.value.field == field
+
+
+def test_a_secure_bootstrap_points_the_agent_at_the_join_bundle(tmp_path: pathlib.Path) -> None:
+    bundle = (("ca.crt", "CA"), ("transport.crt", "C"), ("transport.key", "K"), ("bootstrap-token", "t\n"))
+    for name, text in bundle:
+        (tmp_path / name).write_text(text)
+    p = DockerProvider(DockerProviderConfig(data_dir=tmp_path))
+    guest = guest_bootstrap(p, VMSpecInfo(name="vm-2", class_name="s", cpu_millis=1, memory_bytes=1 << 28),
+                            run_dir=tmp_path)
+    assert guest.join == JoinBundle(ca_pem="CA", transport_cert_pem="C", transport_key_pem="K", token="t")
+    argv = guest.agent_argv()
+    assert argv[argv.index("--bootstrap-token-file") + 1] == "/run/cowpod/bootstrap-token"
+    assert "--insecure" not in argv

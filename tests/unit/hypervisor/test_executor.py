@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from cowpod.clock import FakeClock
 from cowpod.errors import FailedPrecondition
 from cowpod.v1 import meta_pb2, vm_pb2
-from hypervisor.fake import FakeProvider
 from hypervisor.manager import Executor, apply_status, desired_of
 from hypervisor.metrics import VMMetrics
 from hypervisor.plan import (
@@ -25,6 +24,8 @@ from hypervisor.plan import (
     plan,
 )
 from hypervisor.provider import VMSpecInfo, VMState
+from hypervisor.providers.fake import FakeProvider
+from hypervisor.testing import full_clone, instant_clone
 
 
 @dataclass
@@ -92,7 +93,7 @@ async def test_create_failure_marks_the_vm_failed() -> None:
 
 async def test_destroy_tears_down_then_finalizes() -> None:
     p, api, ex = setup()
-    await p.full_clone(spec("a"))
+    await full_clone(p, spec("a"))
     p.add_nested("a", "pod-x")
     await ex.execute(Destroy("a", present=True, status=StatusFields(phase=RUNNING, ip="10.0.0.2")))
     assert api.statuses["a"] == [StatusFields(phase="Destroying", ip="10.0.0.2")]
@@ -103,7 +104,7 @@ async def test_destroy_tears_down_then_finalizes() -> None:
 
 async def test_fail_cleans_up_a_dead_vm_and_its_node() -> None:
     p, api, ex = setup()
-    await p.full_clone(spec("a"))
+    await full_clone(p, spec("a"))
     p.crash("a")
     await ex.execute(Fail("a", "exited with code 137", present=True))
     assert api.statuses["a"][-1].phase == FAILED
@@ -113,8 +114,8 @@ async def test_fail_cleans_up_a_dead_vm_and_its_node() -> None:
 
 async def test_fail_of_a_parent_with_dependent_children_powers_it_off() -> None:
     p, _api, ex = setup()
-    await p.full_clone(spec("p"))
-    await p.instant_clone("p", spec("c", "p"))
+    await full_clone(p, spec("p"))
+    await instant_clone(p, "p", spec("c", "p"))
     p.crash("p")
     await ex.execute(Fail("p", "died", present=True))
     assert (await p.get("p")).state == VMState.STOPPED
@@ -123,8 +124,8 @@ async def test_fail_of_a_parent_with_dependent_children_powers_it_off() -> None:
 
 async def test_pause_resume_snap_free_orphans() -> None:
     p, _api, ex = setup()
-    await p.full_clone(spec("p"))
-    await p.instant_clone("p", spec("c", "p"))
+    await full_clone(p, spec("p"))
+    await instant_clone(p, "p", spec("c", "p"))
     await ex.execute(SetPaused("p", True))
     assert (await p.get("p")).state == VMState.PAUSED
     await ex.execute(SetPaused("p", False))

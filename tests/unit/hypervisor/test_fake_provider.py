@@ -6,8 +6,9 @@ import pytest
 
 from cowpod.clock import FakeClock
 from cowpod.errors import AlreadyExists, FailedPrecondition, NotFound
-from hypervisor.fake import FakeProvider
 from hypervisor.provider import CloneKind, Provider, VMSpecInfo, VMState
+from hypervisor.providers.fake import FakeProvider
+from hypervisor.testing import full_clone, instant_clone
 
 
 def spec(name: str) -> VMSpecInfo:
@@ -20,14 +21,14 @@ async def test_is_a_provider() -> None:
 
 async def test_clone_identity_lineage_and_destroy_rules() -> None:
     p = FakeProvider(FakeClock())
-    parent = await p.full_clone(spec("p"))
-    child = await p.instant_clone("p", spec("c"))
+    parent = await full_clone(p, spec("p"))
+    child = await instant_clone(p, "p", spec("c"))
     assert child.clone_kind == CloneKind.INSTANT and child.parent == "p" and not child.snapped_free
     for attr in ("name", "hostname", "ip", "machine_id", "node_name", "provider_id"):
         assert getattr(child, attr) != getattr(parent, attr), attr
     assert (await p.get("p")).children == ("c",)
     with pytest.raises(AlreadyExists):
-        await p.full_clone(spec("c"))
+        await full_clone(p, spec("c"))
     with pytest.raises(FailedPrecondition, match="not snapped free"):
         await p.destroy("p")
     await p.snap_free("c")
@@ -40,8 +41,8 @@ async def test_clone_identity_lineage_and_destroy_rules() -> None:
 
 async def test_cascade_destroys_unsnapped_children_and_nested_containers() -> None:
     p = FakeProvider()
-    await p.full_clone(spec("p"))
-    await p.instant_clone("p", spec("c"))
+    await full_clone(p, spec("p"))
+    await instant_clone(p, "p", spec("c"))
     p.add_nested("c", "pod-1")
     await p.destroy("p", cascade=True)
     assert await p.list() == []
@@ -50,10 +51,10 @@ async def test_cascade_destroys_unsnapped_children_and_nested_containers() -> No
 
 async def test_clone_of_a_stopped_parent_is_refused() -> None:
     p = FakeProvider()
-    await p.full_clone(spec("p"))
+    await full_clone(p, spec("p"))
     await p.power_off("p")
     assert (await p.get("p")).state == VMState.STOPPED
     with pytest.raises(FailedPrecondition):
-        await p.instant_clone("p", spec("c"))
+        await instant_clone(p, "p", spec("c"))
     with pytest.raises(NotFound):
-        await p.instant_clone("ghost", spec("c"))
+        await instant_clone(p, "ghost", spec("c"))

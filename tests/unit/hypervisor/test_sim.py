@@ -11,7 +11,8 @@ import pytest
 from cowpod.clock import FakeClock
 from cowpod.errors import AlreadyExists, FailedPrecondition, NotFound
 from hypervisor.provider import CloneKind, Provider, VMSpecInfo, VMState
-from hypervisor.sim import SimLatencies, SimProvider
+from hypervisor.providers.sim import SimLatencies, SimProvider
+from hypervisor.testing import full_clone, instant_clone
 
 
 class RecordingAgents:
@@ -66,7 +67,7 @@ async def test_full_then_instant_clone_with_latencies_and_agents() -> None:
     agents = RecordingAgents()
     p = SimProvider(clock=clock, agents=agents, latencies=SimLatencies(full_clone=3.0, instant_clone=0.25))
     assert isinstance(p, Provider)
-    task = asyncio.ensure_future(p.full_clone(spec("parent", template=True, node_labels={"tier": "web"})))
+    task = asyncio.ensure_future(full_clone(p, spec("parent", template=True, node_labels={"tier": "web"})))
     for _ in range(5):
         await asyncio.sleep(0)
     assert (await p.get("parent")).state == VMState.CREATING
@@ -82,7 +83,7 @@ async def test_full_then_instant_clone_with_latencies_and_agents() -> None:
         "cowpod.io/template": "true",
         "tier": "web",
     }
-    child = await finish(clock, p.instant_clone("parent", spec("child")), 0.25)
+    child = await finish(clock, instant_clone(p, "parent", spec("child")), 0.25)
     assert child.clone_kind == CloneKind.INSTANT and child.parent == "parent" and not child.snapped_free  # type: ignore[union-attr]
     assert child.machine_id != parent.machine_id and child.ip != parent.ip  # type: ignore[union-attr]
     assert (await p.get("parent")).children == ("child",)
@@ -94,12 +95,12 @@ async def test_rules() -> None:
     clock = FakeClock()
     agents = RecordingAgents()
     p = SimProvider(clock=clock, agents=agents, latencies=SimLatencies(0, 0, 0, 0, 0, 0, 0))
-    await p.full_clone(spec("a"))
+    await full_clone(p, spec("a"))
     with pytest.raises(AlreadyExists):
-        await p.full_clone(spec("a"))
+        await full_clone(p, spec("a"))
     with pytest.raises(NotFound):
-        await p.instant_clone("nope", spec("x"))
-    await p.instant_clone("a", spec("b"))
+        await instant_clone(p, "nope", spec("x"))
+    await instant_clone(p, "a", spec("b"))
     with pytest.raises(FailedPrecondition):
         await p.destroy("a")
     await p.pause("b")
@@ -110,7 +111,7 @@ async def test_rules() -> None:
     assert (await p.get("b")).snapped_free
     await p.power_off("b")
     with pytest.raises(FailedPrecondition):
-        await p.instant_clone("b", spec("c"))
+        await instant_clone(p, "b", spec("c"))
     await p.destroy("b")
     await p.destroy("b")  # idempotent
     assert await p.list() == []
@@ -120,7 +121,7 @@ async def test_rules() -> None:
 
 async def test_cascade_destroys_dependent_children() -> None:
     p = SimProvider(clock=FakeClock(), latencies=SimLatencies(0, 0, 0, 0, 0, 0, 0))
-    await p.full_clone(spec("a"))
-    await p.instant_clone("a", spec("b"))
+    await full_clone(p, spec("a"))
+    await instant_clone(p, "a", spec("b"))
     await p.destroy("a", cascade=True)
     assert await p.list() == []

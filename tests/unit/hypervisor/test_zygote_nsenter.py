@@ -1,10 +1,10 @@
-"""Pure parts of hypervisor.nsenter: /proc text parsing and cgroup directory mapping."""
+"""Pure parts of hypervisor.providers.docker.nsenter: /proc text parsing and cgroup directory mapping."""
 
 from __future__ import annotations
 
 import pytest
 
-from hypervisor.nsenter import (
+from hypervisor.providers.docker.nsenter import (
     CgroupMembership,
     CgroupMount,
     cgroup_dir,

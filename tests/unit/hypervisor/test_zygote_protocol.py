@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from cowpod.errors import FailedPrecondition, Invalid, NotFound, Unavailable
-from hypervisor.zygote import Zygote, ZygoteConfig, ZygoteStartError
-from hypervisor.zygote_client import ZygoteClient, config_to_argv
-from hypervisor.zygote_protocol import (
+from hypervisor.providers.docker.zygote import Zygote, ZygoteConfig, ZygoteStartError
+from hypervisor.providers.docker.zygote_client import ZygoteClient, config_to_argv
+from hypervisor.providers.docker.zygote_protocol import (
     MAX_FRAME,
     ForkRequest,
     ProtocolError,
@@ -23,7 +23,7 @@ from hypervisor.zygote_protocol import (
     encode_frame,
     parse_fork_request,
 )
-from hypervisor.zygote_target import TargetNotFound
+from hypervisor.providers.docker.zygote_target import TargetNotFound
 
 # ------------------------------------------------------------------ framing
 
@@ -172,7 +172,7 @@ def test_preload_failure_and_threads_refuse_to_start(tmp_path: pathlib.Path) -> 
 
 
 def test_config_to_argv_carries_every_setting(tmp_path: pathlib.Path) -> None:
-    from hypervisor.zygote import config_from_argv
+    from hypervisor.providers.docker.zygote import config_from_argv
 
     cfg = ZygoteConfig(
         socket_path=str(tmp_path / "z.sock"), preload=("json", "yaml"), entrypoint="m:f",

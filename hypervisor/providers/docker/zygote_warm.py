@@ -23,10 +23,15 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from cowpod.errors import FailedPrecondition
-from hypervisor.zygote import DEFAULT_ENTRYPOINT, DEFAULT_PRELOAD, DEFAULT_WARMUP, ZygoteConfig
-from hypervisor.zygote_client import ZygoteProcess
-from hypervisor.zygote_protocol import ForkResult
-from hypervisor.zygote_target import DockerSocketResolver
+from hypervisor.providers.docker.zygote import (
+    DEFAULT_ENTRYPOINT,
+    DEFAULT_PRELOAD,
+    DEFAULT_WARMUP,
+    ZygoteConfig,
+)
+from hypervisor.providers.docker.zygote_client import ZygoteProcess
+from hypervisor.providers.docker.zygote_protocol import ForkResult
+from hypervisor.providers.docker.zygote_target import DockerSocketResolver
 
 # Where the VM image's Python finds modules the zygote did not preload.
 VM_SYS_PATH: tuple[str, ...] = (
@@ -39,7 +44,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 class ZygoteWarmStarter:
-    """A `hypervisor.docker_provider.WarmStarter` backed by a pool of zygotes."""
+    """A `hypervisor.providers.docker.provider.WarmStarter` backed by a pool of zygotes."""
 
     def __init__(
         self,

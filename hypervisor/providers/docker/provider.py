@@ -61,8 +61,9 @@ import docker.errors
 from docker.models.containers import Container
 
 from cowpod.errors import AlreadyExists, FailedPrecondition, Invalid, NotFound
-from hypervisor.provider import CloneKind, VMInfo, VMSpecInfo, VMState
-from hypervisor.vm_identity import (
+from hypervisor.guest import GuestBootstrap, GuestEndpoints
+from hypervisor.provider import CloneKind, TaskOwner, VMInfo, VMSpecInfo, VMState
+from hypervisor.providers.docker.vm_identity import (
     IdentityRecord,
     give_identity,
     identity_json,
@@ -71,6 +72,7 @@ from hypervisor.vm_identity import (
     rewrite_host_files,
     write_record,
 )
+from hypervisor.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +140,6 @@ class DockerProviderConfig:
     # Added to every container, image and network this provider creates
     # (tests add {"cowpod.test": "1"}).
     extra_labels: Mapping[str, str] = field(default_factory=dict)
-    agent_command: str = "cowpod-agent"
-    agent_extra_args: Sequence[str] = ()
     # Seconds `docker stop` waits before SIGKILL (the VM's init has its own grace, shorter).
     stop_timeout: int = 10
     # Docker Engine API URL; empty = the environment's (DOCKER_HOST or the local socket).
@@ -161,23 +161,16 @@ def container_name(cfg: DockerProviderConfig, vm: str) -> str:
     return f"{cfg.container_prefix}{vm}"
 
 
-def agent_argv(cfg: DockerProviderConfig, spec: VMSpecInfo) -> list[str]:
-    """The agent command line the VM's init runs (the brief's process contract)."""
-    labels = {"cowpod.io/vm": spec.name, "cowpod.io/class": spec.class_name}
-    if spec.template:
-        labels["cowpod.io/template"] = "true"
-    labels.update(spec.node_labels)
+def guest_endpoints(cfg: DockerProviderConfig, vm: str) -> GuestEndpoints:
+    """The agent serves on a unix socket in the run dir every VM mounts, so the
+    controller on the host dials the same file by its host path."""
     host_run = cfg.data_dir.resolve() / "run"
-    return [
-        cfg.agent_command,
-        "--controller", cfg.controller_address,
-        "--node-name", spec.name,
-        "--vm-container", container_name(cfg, spec.name),
-        "--listen", f"unix://{IN_VM_RUN_DIR}/agents/{spec.name}.sock",
-        "--advertise", f"unix://{host_run}/agents/{spec.name}.sock",
-        "--labels", ",".join(f"{k}={v}" for k, v in labels.items()),
-        *cfg.agent_extra_args,
-    ]
+    return GuestEndpoints(
+        controller=cfg.controller_address,
+        agent_listen=f"unix://{IN_VM_RUN_DIR}/agents/{vm}.sock",
+        agent_advertise=f"unix://{host_run}/agents/{vm}.sock",
+        agent_args=("--vm-container", container_name(cfg, vm)),
+    )
 
 
 def validate_spec(spec: VMSpecInfo) -> None:
@@ -224,10 +217,14 @@ class DockerProvider:
         *,
         client: docker.DockerClient | None = None,
         warm_start: WarmStarter | None = None,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.cfg = cfg
         self._client = client
         self.warm_start = warm_start
+        # Who runs the pool refills: the VM manager's task owner; standalone
+        # (tests, benches) a set of our own. `close` stops them either way.
+        self._tasks: TaskOwner = tasks or BackgroundTasks("docker-provider")
         self._network_ready = False
         self._locks: dict[str, asyncio.Lock] = {}
         # Shells per pool; tests and the bench may change it at run time.
@@ -463,11 +460,16 @@ class DockerProvider:
         _wait_init(int(c.attrs.get("State", {}).get("Pid") or 0))
         return c
 
-    async def full_clone(self, spec: VMSpecInfo) -> VMInfo:
+    def guest_endpoints(self, name: str) -> GuestEndpoints:
+        return guest_endpoints(self.cfg, name)
+
+    async def full_clone(self, spec: VMSpecInfo, guest: GuestBootstrap) -> VMInfo:
         validate_spec(spec)
         await self._ensure_network()
-        machine_id = uuid.uuid4().hex
-        env = self._env(spec, machine_id, agent_argv(self.cfg, spec), "now")
+        # The join bundle reaches the VM through the mounted run dir (the controller
+        # keeps it there), so only the command line travels in the environment.
+        machine_id = guest.machine_id
+        env = self._env(spec, machine_id, guest.agent_argv(IN_VM_RUN_DIR), "now")
         image = spec.image or self.cfg.image
         async with self._lock(spec.name):
             await self._run(self._start_sync, spec, image, CloneKind.FULL, "", "", env, machine_id)
@@ -619,8 +621,7 @@ class DockerProvider:
         t = self._refills.get(parent)
         if t is not None and not t.done():
             return
-        self._refills[parent] = asyncio.create_task(
-            self._refill(parent, snapshot), name=f"docker-provider/refill/{parent}")
+        self._refills[parent] = self._tasks.spawn(self._refill(parent, snapshot), f"refill/{parent}")
 
     async def _refill(self, parent: str, snapshot: str) -> None:
         """Fill the parent's pool up to `pool_size`, one shell at a time (a
@@ -753,7 +754,7 @@ class DockerProvider:
             log.info("removed %d orphan shells: %s", len(removed), ", ".join(removed))
         return removed
 
-    async def instant_clone(self, parent: str, child: VMSpecInfo) -> VMInfo:
+    async def instant_clone(self, parent: str, child: VMSpecInfo, guest: GuestBootstrap) -> VMInfo:
         validate_spec(child)
         if child.name == parent:
             raise Invalid("metadata.name", "a child cannot have its parent's name")
@@ -763,8 +764,8 @@ class DockerProvider:
         snapshot = await self._snapshot(parent)
         self._stopping.discard(parent)
         self._shell_size[parent] = (child.cpu_millis, child.memory_bytes)
-        machine_id = uuid.uuid4().hex
-        argv = agent_argv(self.cfg, child)
+        machine_id = guest.machine_id
+        argv = guest.agent_argv(IN_VM_RUN_DIR)
         env = {**self._env(child, machine_id, argv, "wait"), "COWPOD_PARENT_VM": parent}
         pooled = False
         async with self._lock(child.name):

@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from hypervisor import nsenter
-from hypervisor.zygote_protocol import ForkRequest
+from hypervisor.providers.docker import nsenter
+from hypervisor.providers.docker.zygote_protocol import ForkRequest
 
 Entrypoint = Callable[[list[str]], int | None]
 

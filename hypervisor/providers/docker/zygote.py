@@ -10,7 +10,7 @@ the pages it writes.
 
     provider ── ZygoteClient.fork_into(container, argv) ──unix socket──► Zygote
                                                                            │ fork
-                                                     (hypervisor/zygote_child.py)
+                                                     (hypervisor/providers/docker/zygote_child.py)
                                                      child: cgroups + setns + chroot, fork
                                                      grandchild in the container: entrypoint(argv)
 
@@ -37,8 +37,8 @@ other containers). When the parent's init exits, the zygote leaves the
 parent's cgroups (so Docker can remove them) and exits: a parent that is gone
 can no longer be forked.
 
-Run it as `python -m hypervisor.zygote --socket PATH ...` (ZygoteProcess in
-hypervisor/zygote_client.py does that), never by forking an asyncio process.
+Run it as `python -m hypervisor.providers.docker.zygote --socket PATH ...` (ZygoteProcess in
+hypervisor/providers/docker/zygote_client.py does that), never by forking an asyncio process.
 """
 
 from __future__ import annotations
@@ -60,9 +60,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hypervisor import nsenter
-from hypervisor.zygote_child import ChildPlan, Entrypoint, read_environ, resolve_entrypoint, run_child
-from hypervisor.zygote_protocol import (
+from hypervisor.providers.docker import nsenter
+from hypervisor.providers.docker.zygote_child import (
+    ChildPlan,
+    Entrypoint,
+    read_environ,
+    resolve_entrypoint,
+    run_child,
+)
+from hypervisor.providers.docker.zygote_protocol import (
     HEADER_SIZE,
     ForkRequest,
     ProtocolError,
@@ -73,7 +79,7 @@ from hypervisor.zygote_protocol import (
     error_response,
     parse_fork_request,
 )
-from hypervisor.zygote_target import DockerSocketResolver, TargetNotFound, TargetResolver
+from hypervisor.providers.docker.zygote_target import DockerSocketResolver, TargetNotFound, TargetResolver
 
 log = logging.getLogger("cowpod.zygote")
 
@@ -551,7 +557,8 @@ def _status_kb(field_name: str) -> int:
 
 
 def config_from_argv(argv: Sequence[str]) -> ZygoteConfig:
-    p = argparse.ArgumentParser(prog="python -m hypervisor.zygote", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m hypervisor.providers.docker.zygote",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--socket", required=True, help="unix socket to serve fork requests on")
     p.add_argument("--preload", default=None, help="comma-separated modules (default: the agent's)")
     p.add_argument("--entrypoint", default=DEFAULT_ENTRYPOINT, help="module:function run in each clone")

@@ -28,14 +28,15 @@ import itertools
 import logging
 import os
 import pathlib
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cowpod.clock import Clock, RealClock
 from cowpod.errors import AlreadyExists, FailedPrecondition, Invalid, NotFound
-from hypervisor.provider import CloneKind, VMInfo, VMSpecInfo, VMState
+from hypervisor.guest import GuestBootstrap, GuestEndpoints
+from hypervisor.provider import CloneKind, ProviderContext, VMInfo, VMSpecInfo, VMState
+from hypervisor.settings import Fields
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,9 @@ class SimProvider:
         if self._agents is not None and self._agents_task is None:
             self._agents_task = asyncio.get_running_loop().create_task(self._agents.run(), name="sim-agents")
 
-    async def _make(self, spec: VMSpecInfo, kind: CloneKind, parent: str, latency: float) -> VMInfo:
+    async def _make(
+        self, spec: VMSpecInfo, guest: GuestBootstrap, kind: CloneKind, parent: str, latency: float,
+    ) -> VMInfo:
         if not spec.name:
             raise Invalid("metadata.name", "required")
         if spec.name in self._vms:
@@ -138,7 +141,7 @@ class SimProvider:
             ip=f"127.77.{n // 250}.{n % 250 + 2}",
             provider_id=f"sim://{spec.name}",
             hostname=spec.name,
-            machine_id=uuid.uuid4().hex,
+            machine_id=guest.machine_id,
             clone_kind=kind,
             created_at=now,
             parent=parent,
@@ -152,15 +155,11 @@ class SimProvider:
         info = self._set(spec.name, state=VMState.RUNNING, ready_at=self._clock.now())
         if self._agents is not None:
             self._ensure_agents_running()
-            node_labels = {"cowpod.io/vm": spec.name, "cowpod.io/class": spec.class_name}
-            if spec.template:
-                node_labels["cowpod.io/template"] = "true"
-            node_labels.update(spec.node_labels)
             await self._agents.start_node(
                 spec.name,
                 cpu_millis=spec.cpu_millis,
                 memory_bytes=spec.memory_bytes,
-                labels=node_labels,
+                labels=guest.labels,
                 template=spec.template,
                 provider_id=info.provider_id,
             )
@@ -174,16 +173,20 @@ class SimProvider:
     async def get(self, name: str) -> VMInfo:
         return self._view(self._get(name))
 
-    async def full_clone(self, spec: VMSpecInfo) -> VMInfo:
-        return await self._make(spec, CloneKind.FULL, "", self.latencies.full_clone)
+    def guest_endpoints(self, name: str) -> GuestEndpoints:
+        """Hollow agents live in this process: nothing is dialled, nothing listens."""
+        return GuestEndpoints(controller="", agent_listen="", agent_advertise="")
 
-    async def instant_clone(self, parent: str, child: VMSpecInfo) -> VMInfo:
+    async def full_clone(self, spec: VMSpecInfo, guest: GuestBootstrap) -> VMInfo:
+        return await self._make(spec, guest, CloneKind.FULL, "", self.latencies.full_clone)
+
+    async def instant_clone(self, parent: str, child: VMSpecInfo, guest: GuestBootstrap) -> VMInfo:
         p = self._get(parent)
         if p.state not in (VMState.RUNNING, VMState.PAUSED):
             raise FailedPrecondition(f"vm {parent!r} is {p.state}: instant clone needs a running parent")
         if child.name == parent:
             raise Invalid("metadata.name", "a child cannot have its parent's name")
-        return await self._make(child, CloneKind.INSTANT, parent, self.latencies.instant_clone)
+        return await self._make(child, guest, CloneKind.INSTANT, parent, self.latencies.instant_clone)
 
     async def snap_free(self, name: str) -> VMInfo:
         vm = self._get(name)
@@ -277,3 +280,25 @@ def make_provider(
     else:
         log.warning("sim provider: no controller address; VMs will have no nodes")
     return SimProvider(clock=clock, latencies=latencies, agents=agents, cluster_id=cluster_id)
+
+
+class SimPlugin:
+    """`provider: {name: sim, controller: unix:///path}`: hollow VMs, no Docker."""
+
+    name = "sim"
+
+    def parse_settings(self, raw: Mapping[str, Any], where: str) -> str:
+        f = Fields(raw, where)
+        controller = f.string("controller")
+        f.done()
+        return controller
+
+    async def check(self, settings: str, ctx: ProviderContext) -> None:
+        return None
+
+    def create(self, settings: str, ctx: ProviderContext) -> SimProvider:
+        return make_provider(data_dir=ctx.data_dir, cluster_id=ctx.cluster_id, clock=ctx.clock,
+                             controller_address=settings)
+
+
+PLUGIN = SimPlugin()

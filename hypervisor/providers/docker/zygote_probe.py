@@ -1,6 +1,6 @@
 """A tiny clone entrypoint that reports where it landed: for tests, the benchmark and operators.
 
-`python -m hypervisor.zygote --entrypoint hypervisor.zygote_probe:run ...`
+`python -m hypervisor.providers.docker.zygote --entrypoint hypervisor.providers.docker.zygote_probe:run ...`
 then `fork_into(container, ["--out", "/probe.json"])` writes, inside the
 container, what the clone sees: its pid (in the container's pid namespace),
 hostname, cgroups, the root mount line of its mountinfo, the files at `/`,

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hypervisor.nsenter import DEFAULT_NAMESPACES, NAMESPACE_TYPES
+from hypervisor.providers.docker.nsenter import DEFAULT_NAMESPACES, NAMESPACE_TYPES
 
 MAX_FRAME = 1 << 20
 _HEADER = struct.Struct(">I")

@@ -1,7 +1,7 @@
 """Host side of the zygote: start one (`ZygoteProcess`) and ask it for clones (`ZygoteClient`).
 
 Both are asyncio-native and safe to use from the controller process: the
-zygote is started with fork+exec (`python -m hypervisor.zygote`), never by
+zygote is started with fork+exec (`python -m hypervisor.providers.docker.zygote`), never by
 forking the caller, whose gRPC threads and event loop would not survive a fork.
 
     async with ZygoteProcess(ZygoteConfig(socket_path=..., charge_to=parent_id)) as zp:
@@ -26,9 +26,9 @@ from types import TracebackType
 from typing import Any
 
 from cowpod.errors import FailedPrecondition, Invalid, NotFound, Unavailable
-from hypervisor.nsenter import DEFAULT_NAMESPACES
-from hypervisor.zygote import READY_LINE, ZygoteConfig
-from hypervisor.zygote_protocol import (
+from hypervisor.providers.docker.nsenter import DEFAULT_NAMESPACES
+from hypervisor.providers.docker.zygote import READY_LINE, ZygoteConfig
+from hypervisor.providers.docker.zygote_protocol import (
     HEADER_SIZE,
     ChildStatus,
     ForkRequest,
@@ -149,7 +149,7 @@ def minimal_env(source: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class ZygoteProcess:
-    """Runs `python -m hypervisor.zygote` as a child process and waits until it serves.
+    """Runs `python -m hypervisor.providers.docker.zygote` as a child process and waits until it serves.
 
     `stderr_path` receives the zygote's log. `python` must have cowpod (and the
     entrypoint's package) importable; the default is the caller's interpreter.
@@ -191,7 +191,7 @@ class ZygoteProcess:
             stderr = open(self._stderr_path, "ab")  # noqa: ASYNC230
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                self._python, "-m", "hypervisor.zygote", *config_to_argv(self.config),
+                self._python, "-m", "hypervisor.providers.docker.zygote", *config_to_argv(self.config),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,

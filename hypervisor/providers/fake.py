@@ -12,12 +12,15 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import itertools
-import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from cowpod.clock import Clock, RealClock
 from cowpod.errors import AlreadyExists, FailedPrecondition, Invalid, NotFound
-from hypervisor.provider import CloneKind, VMInfo, VMSpecInfo, VMState
+from hypervisor.guest import GuestBootstrap, GuestEndpoints
+from hypervisor.provider import CloneKind, ProviderContext, VMInfo, VMSpecInfo, VMState
+from hypervisor.settings import Fields
 
 
 @dataclass
@@ -37,6 +40,8 @@ class FakeProvider:
         self.calls: builtins.list[tuple[str, str]] = []
         # Set to make the next create fail (tests of the manager's error paths).
         self.fail_next_create: Exception | None = None
+        # The guest bootstrap each VM was made with (what a real guest's init would get).
+        self.guests: dict[str, GuestBootstrap] = {}
 
     @property
     def name(self) -> str:
@@ -58,7 +63,7 @@ class FakeProvider:
     async def get(self, name: str) -> VMInfo:
         return self._view(self._get(name))
 
-    def _make(self, spec: VMSpecInfo, kind: CloneKind, parent: str) -> VMInfo:
+    def _make(self, spec: VMSpecInfo, guest: GuestBootstrap, kind: CloneKind, parent: str) -> VMInfo:
         if not spec.name:
             raise Invalid("metadata.name", "required")
         if spec.name in self._vms:
@@ -72,26 +77,31 @@ class FakeProvider:
             name=spec.name, class_name=spec.class_name, cpu_millis=spec.cpu_millis,
             memory_bytes=spec.memory_bytes, state=VMState.RUNNING, node_name=spec.name,
             ip=f"10.99.{n // 250}.{n % 250 + 2}", provider_id=f"{self._name}://{spec.name}",
-            hostname=spec.name, machine_id=uuid.uuid4().hex, clone_kind=kind,
+            hostname=spec.name, machine_id=guest.machine_id, clone_kind=kind,
             created_at=now, ready_at=now, parent=parent,
             snapped_free=kind == CloneKind.FULL, labels={"cowpod.vm": spec.name},
         )
         self._vms[spec.name] = _VM(info)
         return info
 
-    async def full_clone(self, spec: VMSpecInfo) -> VMInfo:
+    def guest_endpoints(self, name: str) -> GuestEndpoints:
+        return GuestEndpoints(controller="fake:0", agent_listen="fake:0", agent_advertise=f"fake://{name}")
+
+    async def full_clone(self, spec: VMSpecInfo, guest: GuestBootstrap) -> VMInfo:
         self.calls.append(("full_clone", spec.name))
-        self._make(spec, CloneKind.FULL, "")
+        self.guests[spec.name] = guest
+        self._make(spec, guest, CloneKind.FULL, "")
         return await self.get(spec.name)
 
-    async def instant_clone(self, parent: str, child: VMSpecInfo) -> VMInfo:
+    async def instant_clone(self, parent: str, child: VMSpecInfo, guest: GuestBootstrap) -> VMInfo:
         self.calls.append(("instant_clone", child.name))
+        self.guests[child.name] = guest
         p = self._get(parent)
         if p.info.state not in (VMState.RUNNING, VMState.PAUSED):
             raise FailedPrecondition(f"vm {parent!r} is {p.info.state}: instant clone needs a running parent")
         if child.name == parent:
             raise Invalid("metadata.name", "a child cannot have its parent's name")
-        self._make(child, CloneKind.INSTANT, parent)
+        self._make(child, guest, CloneKind.INSTANT, parent)
         return await self.get(child.name)
 
     def _set(self, name: str, **changes: object) -> None:
@@ -158,3 +168,21 @@ class FakeProvider:
 
     async def nested_containers(self, name: str) -> builtins.list[str]:
         return sorted(self._vms[name].nested) if name in self._vms else []
+
+
+class FakePlugin:
+    """For tests of the manager and the registry; no settings."""
+
+    name = "fake"
+
+    def parse_settings(self, raw: Mapping[str, Any], where: str) -> None:
+        Fields(raw, where).done()
+
+    async def check(self, settings: None, ctx: ProviderContext) -> None:
+        return None
+
+    def create(self, settings: None, ctx: ProviderContext) -> FakeProvider:
+        return FakeProvider(ctx.clock)
+
+
+PLUGIN = FakePlugin()
