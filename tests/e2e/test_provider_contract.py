@@ -1,17 +1,15 @@
-"""The provider contract: the same assertions against every provider.
+"""The provider contract: the same assertions against every registered provider.
 
-`fake` (in memory) and `docker` (real engine, images built once per session)
-run here; the simulator joins by exposing `hypervisor.providers.sim.make_provider(data_dir=,
-cluster_id=, clock=)` — it is imported lazily, so this file does not depend on it.
-A `Harness` per provider knows the few things the contract cannot ask through
-the Provider interface: how to put a "pod container" on a VM's node and how to
-list them.
+The providers are `hypervisor.registry`'s, every one of them in every run:
+`test_every_registered_provider_has_a_harness` fails when a provider is
+registered without one here, so none can drop out silently. A `Harness` per
+provider knows the few things the contract cannot ask through the Provider
+interface: how to put a "pod container" on a VM's node and how to list them.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import pathlib
 import tempfile
 import uuid
@@ -22,6 +20,7 @@ import pytest
 
 from cowpod.clock import RealClock
 from cowpod.errors import AlreadyExists, FailedPrecondition, NotFound
+from hypervisor import registry
 from hypervisor.provider import CloneKind, Provider, VMSpecInfo, VMState
 from hypervisor.providers.fake import FakeProvider
 from hypervisor.testing import DockerTestEnv, build_images, full_clone, instant_clone
@@ -100,13 +99,13 @@ class SimHarness:
         await self.provider.close()
 
 
-def _sim_available() -> bool:
-    if importlib.util.find_spec("hypervisor.providers.sim") is None:
-        return False
-    return hasattr(importlib.import_module("hypervisor.providers.sim"), "make_provider")
+# Every provider of the registry, and the harness that drives it here.
+HARNESSES = ("fake", "docker", "sim")
+PROVIDERS = list(registry.names())
 
 
-PROVIDERS = ["fake", "docker", *(["sim"] if _sim_available() else [])]
+def test_every_registered_provider_has_a_harness() -> None:
+    assert sorted(HARNESSES) == sorted(PROVIDERS)
 
 
 @pytest.fixture(scope="session")
