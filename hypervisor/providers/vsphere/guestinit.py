@@ -1,0 +1,149 @@
+"""The guest side of the vsphere provider: identity from guestinfo, then the VM init.
+
+The provider puts the guest bootstrap (hypervisor/guest.py) in the VM's
+extraConfig as `guestinfo.cowpod.bootstrap`. This reads it back
+
+- in vcsim's guest containers, from the `VMX_GUESTINFO_COWPOD_BOOTSTRAP`
+  environment variable (vcsim turns every `guestinfo.x.y` key into
+  `VMX_GUESTINFO_X_Y`);
+- on a real VM, with open-vm-tools: `vmware-rpctool "info-get guestinfo.cowpod.bootstrap"`;
+
+writes the join bundle where the agent's flags point, and runs the VM init
+(hypervisor/vminit.py) with COWPOD_VM_NAME, COWPOD_MACHINE_ID and
+COWPOD_AGENT_ARGV from it: the init supervises the agent as on every provider.
+
+`{guest_ip}` in the agent's flags (the vsphere provider advertises
+`{guest_ip}:7071` on real VMs, whose address is known only after boot) becomes
+the address this guest uses to reach the controller.
+
+As PID 1 (a vcsim container) it execs the init. Under systemd on a real VM
+it keeps the init as its child and watches guestinfo: an instant clone
+resumes its parent's running guest, and its new identity arrives in
+guestinfo after the fork, so when the bootstrap changes the init is stopped
+and started again with the new one (the init wipes the parent's per-VM state
+when the VM name changes). A clone therefore never runs as its parent.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+
+from hypervisor.guest import BOOTSTRAP_KEY, GUEST_RUN_DIR, GuestBootstrap
+
+GUESTINFO_KEY = f"guestinfo.{BOOTSTRAP_KEY}"
+ENV_KEY = "VMX_" + GUESTINFO_KEY.upper().replace(".", "_")
+WATCH_INTERVAL_S = 2.0
+
+
+def log(msg: str) -> None:
+    print(f"cowpod-guestinit: {msg}", file=sys.stderr, flush=True)
+
+
+def read_bootstrap(env: Mapping[str, str]) -> str:
+    """The bootstrap's base64 text, or "" when the VM has none (a bare template)."""
+    if env.get(ENV_KEY):
+        return env[ENV_KEY]
+    rpctool = shutil.which("vmware-rpctool")
+    if rpctool is None:
+        return ""
+    try:
+        out = subprocess.run([rpctool, f"info-get {GUESTINFO_KEY}"], capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log(f"vmware-rpctool: {err}")
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def guest_ip(controller: str) -> str:
+    """The local address of the route to the controller (no packet is sent)."""
+    host, _, port = controller.removeprefix("dns:///").rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((host.strip("[]") or "127.0.0.1", int(port or 7070)))
+            return str(sock.getsockname()[0])
+        except (OSError, ValueError):
+            return "127.0.0.1"
+
+
+def init_env(boot: GuestBootstrap, base: Mapping[str, str]) -> dict[str, str]:
+    """The VM init's environment for this identity."""
+    argv = boot.agent_argv()
+    if any("{guest_ip}" in a for a in argv):
+        ip = guest_ip(boot.endpoints.controller)
+        argv = [a.replace("{guest_ip}", ip) for a in argv]
+    env = {k: v for k, v in base.items() if not k.startswith("VMX_GUESTINFO")}
+    env.update({
+        "COWPOD_VM_NAME": boot.node_name,
+        "COWPOD_MACHINE_ID": boot.machine_id,
+        "COWPOD_AGENT_ARGV": json.dumps(argv),
+        "COWPOD_AGENT_START": "now",
+    })
+    return env
+
+
+def prepare(text: str, base: Mapping[str, str]) -> dict[str, str]:
+    boot = GuestBootstrap.from_b64(text)
+    boot.write_join_files(pathlib.Path(GUEST_RUN_DIR))
+    log(f"identity: node {boot.node_name}, machine id {boot.machine_id}")
+    return init_env(boot, base)
+
+
+def init_argv() -> list[str]:
+    return [sys.executable, "-m", "hypervisor.vminit"]
+
+
+def supervise(text: str) -> int:
+    """Run the init as a child; restart it when guestinfo's bootstrap changes."""
+    child = subprocess.Popen(init_argv(), env=prepare(text, os.environ) if text else dict(os.environ))
+    stop = False
+
+    def on_term(signo: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+        child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    while True:
+        try:
+            code = child.wait(timeout=WATCH_INTERVAL_S)
+        except subprocess.TimeoutExpired:
+            now = read_bootstrap(os.environ)
+            if now and now != text:
+                log("guestinfo bootstrap changed (this VM is a new clone): restarting the init")
+                text = now
+                child.send_signal(signal.SIGTERM)
+                child.wait()
+                child = subprocess.Popen(init_argv(), env=prepare(text, os.environ))
+            continue
+        if stop:
+            return 0
+        log(f"the init exited ({code}); starting it again")
+        time.sleep(1)
+        child = subprocess.Popen(init_argv(), env=prepare(text, os.environ) if text else dict(os.environ))
+
+
+def main() -> int:
+    text = read_bootstrap(os.environ)
+    if not text:
+        log(f"no {GUESTINFO_KEY}: starting the init without an identity")
+    if os.getpid() == 1:
+        env = prepare(text, os.environ) if text else dict(os.environ)
+        os.execve(sys.executable, init_argv(), env)
+    return supervise(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
