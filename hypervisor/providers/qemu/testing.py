@@ -95,3 +95,24 @@ class QemuTestEnv:
         for f in self.ram_files():
             f.unlink(missing_ok=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class QemuHarness:
+    """The provider contract's harness (tests/e2e/test_provider_contract.py) for qemu:
+    the tiny guest runs no pods, so there are no pod containers to count."""
+
+    has_pod_containers = False
+
+    def __init__(self) -> None:
+        self.env = QemuTestEnv.create(tiny_image())
+        self.provider: QemuProvider = self.env.provider()
+
+    async def add_pod_container(self, vm: str) -> None:
+        return None
+
+    async def pod_containers(self, vm: str) -> list[str]:
+        return []
+
+    async def close(self) -> None:
+        await self.provider.close()
+        self.env.cleanup()
