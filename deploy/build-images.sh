@@ -6,6 +6,9 @@
 #   cowpod/pause:latest      FROM scratch + busybox; sleeps until SIGTERM (pod infra container)
 #   cowpod/vm-base:bookworm  debootstrap minbase + python3, python3-venv, ca-certificates, iproute2
 #   cowpod/vm:latest         vm-base + /opt/cowpod/venv (deps layer, then cowpod source layer)
+#   qemu                     .build/qemu/: the qemu provider's kernel, initrd and disk built from
+#                            the images above (deploy/qemu/build-image.sh); a default target only
+#                            where qemu-system-x86_64 is installed
 #
 # Idempotent and fast when nothing changed: each image carries a label
 # `cowpod.source-hash` of its inputs and is rebuilt only when that hash
@@ -14,7 +17,7 @@
 # downloaded as hash-checked cp311 manylinux wheels into .build/wheels only when
 # that lock changed.
 #
-# Usage: deploy/build-images.sh [--force] [--quiet] [busybox|pause|vm ...]
+# Usage: deploy/build-images.sh [--force] [--quiet] [busybox|pause|vm|qemu ...]
 #   --force   rebuild even when the hashes match (vm-base too)
 #   --quiet   print only errors and one summary line per image
 # Env: PYTHON (host python with pip; default .venv/bin/python, then python3),
@@ -35,12 +38,15 @@ for arg in "$@"; do
   case $arg in
     --force) FORCE=1 ;;
     --quiet) QUIET=1 ;;
-    busybox|pause|vm) TARGETS+=("$arg") ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-    *) echo "build-images: unknown argument '$arg' (expected --force, --quiet, busybox, pause, vm)" >&2; exit 2 ;;
+    busybox|pause|vm|qemu) TARGETS+=("$arg") ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) echo "build-images: unknown argument '$arg' (expected --force, --quiet, busybox, pause, vm, qemu)" >&2; exit 2 ;;
   esac
 done
-[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(busybox pause vm)
+if [[ ${#TARGETS[@]} == 0 ]]; then
+  TARGETS=(busybox pause vm)
+  command -v qemu-system-x86_64 >/dev/null 2>&1 && TARGETS+=(qemu)
+fi
 
 die() { echo "build-images: error: $*" >&2; exit 1; }
 say() { [[ $QUIET == 1 ]] || echo "build-images: $*"; }
@@ -199,6 +205,19 @@ build_vm() {
   cp "$ROOT/deploy/images/vm.Dockerfile" "$ctx/Dockerfile"
   docker_build --label "cowpod.source-hash=$hash" --label cowpod.managed=1 -t cowpod/vm:latest "$ctx"
   summary "built cowpod/vm:latest ($hash) in $((SECONDS - t0))s"
+}
+
+# The qemu guest is made from the images above (built first unless this run
+# already builds them); its script holds the details.
+build_qemu() {
+  local dep
+  for dep in busybox pause vm; do
+    [[ " ${TARGETS[*]} " == *" $dep "* ]] || "build_$dep"
+  done
+  local flags=()
+  [[ $FORCE == 1 ]] && flags+=(--force)
+  [[ $QUIET == 1 ]] && flags+=(--quiet)
+  COWPOD_IMAGES_BUILT=1 DOCKER=$DOCKER "$ROOT/deploy/qemu/build-image.sh" "${flags[@]}"
 }
 
 mkdir -p "$BUILD"

@@ -155,7 +155,7 @@ rm -f "$OUT/rootfs.raw"
 # No lazy init: the guest must not zero inode tables in the background (CPU under
 # TCG, and writes that would grow every clone's overlay).
 mkfs.ext4 -q -F -L cowpod-root -d "$ROOTFS" -E lazy_itable_init=0,lazy_journal_init=0 \
-  "$OUT/rootfs.raw" "${disk_mb}M"
+  "$OUT/rootfs.raw" "${disk_mb}M" >"$OUT/mkfs.log" 2>&1 || { cat "$OUT/mkfs.log" >&2; die "mkfs.ext4 failed"; }
 qemu-img convert -f raw -O qcow2 "$OUT/rootfs.raw" "$OUT/rootfs.qcow2.tmp"
 rm -f "$OUT/rootfs.raw"
 
