@@ -1,0 +1,281 @@
+"""The qemu guest's PID 1, without a VM: the channel, the bootstrap, the warm fork.
+
+The channel is a socketpair standing in for the virtio-serial port (the host's
+end is the test); the machine-wide effects (clock, RNG, hostname) go to a fake.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pathlib
+import socket
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from hypervisor.guest import GuestBootstrap, GuestEndpoints, JoinBundle, node_labels
+from hypervisor.providers.qemu.guestinit import (
+    Boot,
+    Channel,
+    GuestInit,
+    cgroup_v1_hierarchies,
+    find_port,
+    split_lines,
+)
+
+
+class FakeMachine:
+    def __init__(self) -> None:
+        self.clock: list[float] = []
+        self.entropy: list[bytes] = []
+        self.hostnames: list[str] = []
+
+    def set_clock(self, epoch: float) -> None:
+        self.clock.append(epoch)
+
+    def reseed(self, entropy: bytes) -> None:
+        self.entropy.append(entropy)
+
+    def set_hostname(self, name: str) -> None:
+        self.hostnames.append(name)
+
+
+class Host:
+    """The host's end of the port: JSON lines, with a timeout on every read."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sock.settimeout(5)
+        self.file = sock.makefile("rwb")
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.file.write(json.dumps(msg).encode() + b"\n")
+        self.file.flush()
+
+    def next(self) -> dict[str, Any]:
+        msg: dict[str, Any] = json.loads(self.file.readline())
+        return msg
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Channel, Host]]:
+    guest, host = socket.socketpair()
+    guest.setblocking(False)
+    yield Channel(guest.fileno()), Host(host)
+    guest.close()
+    host.close()
+
+
+def bootstrap(name: str = "vm-1", *, secure: bool = False) -> GuestBootstrap:
+    return GuestBootstrap(
+        node_name=name,
+        hostname=f"{name}.cowpod",
+        machine_id="cd" * 16,
+        labels=node_labels(name, "small", False, {}),
+        endpoints=GuestEndpoints(
+            controller="10.0.2.2:7000",
+            agent_listen="0.0.0.0:7071",
+            agent_advertise="127.0.0.1:40001",
+            tls_server_name="controller",
+        ),
+        join=JoinBundle("CA", "CERT", "KEY", "tok") if secure else None,
+        entropy=base64.b64encode(b"\x01" * 32).decode(),
+    )
+
+
+class RecordingInit(GuestInit):
+    """Records the agent's argv instead of starting it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spawned: list[list[str]] = []
+
+    def spawn(self, argv: Sequence[str]) -> int:
+        self.spawned.append(list(argv))
+        return 4242
+
+    def reap(self, now: float) -> None:
+        pass  # no real children here
+
+
+def make_init(
+    channel: Channel, tmp: pathlib.Path, boot: Boot | None = None
+) -> tuple[RecordingInit, FakeMachine]:
+    m = FakeMachine()
+    init = RecordingInit(channel, m, boot or Boot(), root=tmp, run_dir=tmp / "run" / "cowpod")
+    return init, m
+
+
+# ---- pure pieces ------------------------------------------------------------------
+
+
+def test_split_lines_keeps_a_partial_line_and_skips_junk() -> None:
+    msgs, rest = split_lines(b'{"a": 1}\nnot json\n[1]\n\n{"b": 2}\n{"c"')
+    assert msgs == [{"a": 1}, {"b": 2}]
+    assert rest == b'{"c"'
+
+
+def test_cgroup_hierarchies_group_like_docker_expects() -> None:
+    proc_cgroups = (
+        "#subsys_name\thierarchy\tnum_cgroups\tenabled\n"
+        "cpuset\t0\t1\t1\ncpu\t0\t1\t1\ncpuacct\t0\t1\t1\nblkio\t0\t1\t1\nmemory\t0\t1\t1\n"
+        "devices\t0\t1\t1\nfreezer\t0\t1\t1\nnet_cls\t0\t1\t1\nperf_event\t0\t1\t1\n"
+        "net_prio\t0\t1\t1\nhugetlb\t0\t1\t1\npids\t0\t1\t1\nrdma\t0\t1\t0\nmisc\t0\t1\t1\n"
+    )
+    assert cgroup_v1_hierarchies(proc_cgroups) == [
+        "cpuset",
+        "cpu,cpuacct",
+        "blkio",
+        "memory",
+        "devices",
+        "freezer",
+        "net_cls,net_prio",
+        "perf_event",
+        "hugetlb",
+        "pids",
+        "misc",
+    ]
+
+
+def test_find_port_by_name_in_sysfs(tmp_path: pathlib.Path) -> None:
+    assert find_port(sys_root=str(tmp_path)) is None
+    for dev, name in (("vport1p1", "org.qemu.guest_agent.0"), ("vport1p2", "org.cowpod.guest")):
+        (tmp_path / "class/virtio-ports" / dev).mkdir(parents=True)
+        (tmp_path / "class/virtio-ports" / dev / "name").write_text(name + "\n")
+    assert find_port(sys_root=str(tmp_path), dev_root="/dev") == "/dev/vport1p2"
+
+
+# ---- the channel ------------------------------------------------------------------
+
+
+def test_channel_sends_lines_and_reads_them_in_pieces(pair: tuple[Channel, Host]) -> None:
+    ch, host = pair
+    assert ch.send({"event": "warm"})
+    assert host.next() == {"event": "warm"}
+    host.sock.sendall(b'{"bootstrap": "x"')
+    assert ch.wait(0.1) == []
+    host.sock.sendall(b', "now": 1.5}\n')
+    assert ch.wait(1.0) == [{"bootstrap": "x", "now": 1.5}]
+
+
+def test_channel_waits_out_a_missing_host(pair: tuple[Channel, Host]) -> None:
+    ch, host = pair
+    host.file.close()
+    host.sock.close()
+    # EOF polls readable at once: wait must still take its time, not spin or fail.
+    assert ch.wait(0.2) == []
+    assert not ch.send({"event": "warm"})
+
+
+# ---- the bootstrap ----------------------------------------------------------------
+
+
+def test_bootstrap_makes_the_node_and_starts_its_agent(
+    pair: tuple[Channel, Host], tmp_path: pathlib.Path
+) -> None:
+    ch, host = pair
+    init, machine = make_init(ch, tmp_path)
+    b = bootstrap(secure=True)
+    init.handle({"bootstrap": b.to_b64(), "now": 1_800_000_000.5}, now=10.0)
+    assert host.next() == {"event": "started", "node": "vm-1", "machine_id": "cd" * 16}
+    assert machine.clock == [1_800_000_000.5]
+    assert machine.entropy == [b"\x01" * 32]
+    assert machine.hostnames == ["vm-1.cowpod"]
+    assert (tmp_path / "etc/machine-id").read_text() == "cd" * 16 + "\n"
+    assert (tmp_path / "run/cowpod/bootstrap-token").read_text() == "tok"
+    assert init.spawned == [GuestBootstrap.from_b64(b.to_b64()).agent_argv(str(tmp_path / "run" / "cowpod"))]
+    assert "--tls-server-name" in init.spawned[0]
+
+
+def test_the_same_bootstrap_again_is_started_again_and_another_is_refused(
+    pair: tuple[Channel, Host], tmp_path: pathlib.Path
+) -> None:
+    ch, host = pair
+    init, _ = make_init(ch, tmp_path)
+    init.handle({"bootstrap": bootstrap().to_b64()}, now=1.0)
+    assert host.next()["event"] == "started"
+    init.handle({"bootstrap": bootstrap().to_b64()}, now=2.0)
+    assert host.next()["event"] == "started"
+    init.handle({"bootstrap": bootstrap("vm-2").to_b64()}, now=3.0)
+    reply = host.next()
+    assert reply["event"] == "error" and "vm-1" in reply["message"] and "vm-2" in reply["message"]
+    assert len(init.spawned) == 1
+
+
+@pytest.mark.parametrize("value", ["not base64!", base64.b64encode(b"{}").decode(), ""])
+def test_a_bad_bootstrap_is_an_error_and_the_guest_keeps_waiting(
+    pair: tuple[Channel, Host], tmp_path: pathlib.Path, value: str
+) -> None:
+    ch, host = pair
+    init, _ = make_init(ch, tmp_path)
+    init.handle({"bootstrap": value}, now=1.0)
+    assert host.next()["event"] == "error"
+    assert init.bootstrap is None and not init.spawned
+    init.handle({"bootstrap": bootstrap().to_b64()}, now=2.0)
+    assert host.next()["event"] == "started"
+
+
+def test_a_failed_boot_answers_every_bootstrap_with_its_reason(
+    pair: tuple[Channel, Host], tmp_path: pathlib.Path
+) -> None:
+    ch, host = pair
+    init, _ = make_init(ch, tmp_path, Boot(error="dockerd did not answer in 180s"))
+    init.handle({"bootstrap": bootstrap().to_b64()}, now=1.0)
+    assert host.next() == {"event": "error", "message": "dockerd did not answer in 180s"}
+
+
+def test_loop_says_warm_until_the_host_speaks_then_stops_on_poweroff(
+    pair: tuple[Channel, Host], tmp_path: pathlib.Path
+) -> None:
+    ch, host = pair
+    init, _ = make_init(ch, tmp_path)
+    t = threading.Thread(target=init.loop, daemon=True)
+    t.start()
+    assert host.next() == {"event": "warm"}
+    assert host.next() == {"event": "warm"}  # again a second later: the host may connect late
+    host.send({"bootstrap": bootstrap().to_b64(), "now": 1.0})
+    assert host.next()["event"] == "started"
+    host.send({"poweroff": True})
+    t.join(5)
+    assert not t.is_alive()
+    # No warm after the host spoke.
+    host.sock.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        host.file.readline()
+
+
+# ---- the warm fork ----------------------------------------------------------------
+
+
+def test_the_agent_is_forked_from_the_warm_process(
+    pair: tuple[Channel, Host], tmp_path: pathlib.Path
+) -> None:
+    ch, _ = pair
+    out = tmp_path / "agent-argv"
+
+    def entry(argv: list[str]) -> object:
+        out.write_text(json.dumps(argv))
+        sys.exit(3)
+
+    init = GuestInit(ch, FakeMachine(), Boot(agent_entry=entry), root=tmp_path)
+    pid = init.spawn(["cowpod-agent", "--node-name", "vm-1"])
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 3
+    assert json.loads(out.read_text()) == ["--node-name", "vm-1"]
+
+
+def test_another_agent_command_is_executed_cold(pair: tuple[Channel, Host], tmp_path: pathlib.Path) -> None:
+    ch, _ = pair
+
+    def entry(argv: list[str]) -> object:
+        raise AssertionError("not the agent: must not run in-process")
+
+    init = GuestInit(ch, FakeMachine(), Boot(agent_entry=entry), root=tmp_path)
+    pid = init.spawn(["sh", "-c", "exit 5"])
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 5
