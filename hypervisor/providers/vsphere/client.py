@@ -28,12 +28,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from pyVim import connect as _connect
-from pyVmomi import vim as _vim
 from pyVmomi import VmomiSupport
+from pyVmomi import vim as _vim
 from pyVmomi import vmodl as _vmodl
 
 from cowpod.clock import Clock
-from cowpod.errors import CowpodError, FailedPrecondition, Unavailable
+from cowpod.errors import FailedPrecondition, Unavailable
 from hypervisor.providers.vsphere.settings import VSphereSettings
 
 # pyVmomi's stubs cover part of the API (no data-object constructors, several
@@ -50,10 +50,10 @@ T = TypeVar("T")
 _BASE_FAULT_FIELDS = frozenset({"msg", "faultCause", "faultMessage", "dynamicType", "dynamicProperty"})
 
 
-class TaskFault(CowpodError):
-    """A vSphere task (or call) ended in a fault; `fault` is pyVmomi's object."""
+class TaskFault(FailedPrecondition):
+    """A vSphere task (or call) ended in a fault; `fault` is pyVmomi's object.
 
-    code = FailedPrecondition.code
+    A FailedPrecondition, so the VM manager marks the VM Failed with this text."""
 
     def __init__(self, what: str, fault: Any) -> None:
         self.fault = fault

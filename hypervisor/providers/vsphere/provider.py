@@ -32,6 +32,7 @@ from __future__ import annotations
 import builtins
 import logging
 import math
+import random
 import re
 import socket
 import threading
@@ -63,7 +64,8 @@ K_SNAPPED = PREFIX + "snapped-free"
 # "linked": an instant clone that the server could only make as a linked clone.
 K_FALLBACK = PREFIX + "fallback"
 K_BOOTSTRAP = "guestinfo." + "cowpod.bootstrap"
-K_AGENT_PORT = PREFIX + "agent-port"
+# guestNetwork host: the loopback address this VM's agent serves on (its "IP").
+K_IP = PREFIX + "ip"
 # Keys of the source VM carried into every clone's config: vcsim's CloneVM_Task
 # copies no extraConfig from the source, and RUN.container is what makes its
 # VM run a guest. Real vCenter copies the source's config anyway.
@@ -111,7 +113,8 @@ class VSphereProvider:
         self._place_lock = threading.Lock()
         # None: not known yet; False once the server faulted InstantClone_Task.
         self.instant_clone_supported: bool | None = None
-        self._agent_ports: dict[str, int] = {}
+        # guestNetwork host: VM -> the loopback address its agent was given.
+        self._loopback: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -168,9 +171,7 @@ class VSphereProvider:
         if e.get(K_FALLBACK) == "linked":
             message = f"{message}; {_FALLBACK_NOTE}" if message else _FALLBACK_NOTE
         created = _float(e.get(K_CREATED)) or 0.0
-        ip = r.ip
-        if self.settings.guest_network == "host":
-            ip = "127.0.0.1"
+        ip = e.get(K_IP) or r.ip
         return VMInfo(
             name=r.name,
             class_name=e.get(K_CLASS, ""),
@@ -218,11 +219,13 @@ class VSphereProvider:
     def guest_endpoints(self, name: str) -> GuestEndpoints:
         s = self.settings
         if s.guest_network == "host":
-            # The guests share this host's loopback: every agent its own port.
-            port = self._agent_ports.get(name) or _free_port(set(self._agent_ports.values()))
-            self._agent_ports[name] = port
-            return GuestEndpoints(controller=self.ctx.controller.tcp, agent_listen=f"127.0.0.1:{port}",
-                                  agent_advertise=f"127.0.0.1:{port}")
+            # The guests share this host's network namespace: each VM gets its
+            # own address in 127.0.0.0/8 (all loopback on Linux), so VMs have
+            # distinct IPs and their agents the same port, as on real VMs.
+            ip = self._loopback.get(name) or _free_loopback(s.agent_port, set(self._loopback.values()))
+            self._loopback[name] = ip
+            return GuestEndpoints(controller=self.ctx.controller.tcp, agent_listen=f"{ip}:{s.agent_port}",
+                                  agent_advertise=f"{ip}:{s.agent_port}")
         # The guest init puts the VM's own address in place of {guest_ip}: it is
         # known only once the VM has booted (docs/vsphere.md).
         return GuestEndpoints(controller=s.controller_address, agent_listen=f"0.0.0.0:{s.agent_port}",
@@ -246,6 +249,7 @@ class VSphereProvider:
             K_SNAPPED: "1" if kind == CloneKind.FULL else "0",
             K_FALLBACK: fallback,
             K_BOOTSTRAP: guest.to_b64(),
+            K_IP: self._loopback.get(spec.name, "") if self.settings.guest_network == "host" else "",
         }
         for key, value in values.items():
             if not _WORD_RE.match(value):
@@ -306,7 +310,7 @@ class VSphereProvider:
                 f"vm class {spec.class_name!r} names no template: set its image (the template VM's name)"
                 " or provider.template")
         src = await self.session.run(lambda vc: self._template_sync(vc, template))
-        snapshot = await self.session.run(lambda vc: _current_snapshot(vc.bind(src.ref)))
+        snapshot = await self.session.run(lambda vc: _current_snapshot(vc, vc.bind(src.ref)))
         values = self._markers(spec, CloneKind.FULL, "", guest)
         await self._clone(f"clone {template} to {spec.name}", src, spec.name,
                           self._config(src, values, spec), snapshot)
@@ -319,9 +323,20 @@ class VSphereProvider:
             raise Invalid("metadata.name", "a child cannot have its parent's name")
         await self._refuse_taken(child.name)
         src = await self.session.run(lambda vc: self._find_sync(vc, parent))
-        if src.power != "poweredOn":
-            raise FailedPrecondition(
-                f"vm {parent!r} is {src.power}: InstantClone_Task needs a powered-on parent")
+        if src.power not in ("poweredOn", "suspended"):
+            raise FailedPrecondition(f"vm {parent!r} is {src.power}: instant clone needs a running parent")
+        if src.power == "suspended" and self.instant_clone_supported is not False:
+            # A paused (quiesced) parent: InstantClone_Task needs it powered on,
+            # so it runs for the length of the call and is suspended again.
+            await self._task(f"power on {parent}", lambda vc: vc.bind(src.ref).PowerOnVM_Task())
+            try:
+                return await self._instant_clone(src, child, guest)
+            finally:
+                await self._task(f"suspend {parent}", lambda vc: vc.bind(src.ref).SuspendVM_Task())
+        return await self._instant_clone(src, child, guest)
+
+    async def _instant_clone(self, src: _VMRecord, child: VMSpecInfo, guest: GuestBootstrap) -> VMInfo:
+        parent = src.name
         if self.instant_clone_supported is not False:
             values = self._markers(child, CloneKind.INSTANT, parent, guest)
             extra = _extra_config(src, values)
@@ -355,7 +370,7 @@ class VSphereProvider:
         return await self.get(child.name)
 
     async def _parent_snapshot(self, src: _VMRecord) -> Any:
-        found = await self.session.run(lambda vc: _named_snapshot(vc.bind(src.ref), PARENT_SNAPSHOT))
+        found = await self.session.run(lambda vc: _named_snapshot(vc, vc.bind(src.ref), PARENT_SNAPSHOT))
         if found is not None:
             return found
         return await self._task(
@@ -437,7 +452,7 @@ class VSphereProvider:
         except TaskFault as err:
             if not isinstance(err.fault, vmodl.fault.ManagedObjectNotFound):
                 raise
-        self._agent_ports.pop(name, None)
+        self._loopback.pop(name, None)
         log.info("destroyed vm %s", name)
 
     async def close(self) -> None:
@@ -484,13 +499,28 @@ def _record(obj: Any) -> _VMRecord:
     )
 
 
-def _current_snapshot(vm: Any) -> Any:
-    snap = vm.snapshot
+def _snapshot_info(vc: VC, vm: Any) -> Any:
+    """The VM's `snapshot` property, or None. Read through RetrievePropertiesEx:
+    vcsim 0.24's single-property fetch crashes on a VM that has none."""
+    pc = vc.content.propertyCollector
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=vm)],
+        propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine, pathSet=["snapshot"])],
+    )
+    result = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
+    for obj in (result.objects if result is not None else None) or []:
+        for prop in obj.propSet or []:
+            return prop.val
+    return None
+
+
+def _current_snapshot(vc: VC, vm: Any) -> Any:
+    snap = _snapshot_info(vc, vm)
     return snap.currentSnapshot if snap is not None else None
 
 
-def _named_snapshot(vm: Any, name: str) -> Any:
-    snap = vm.snapshot
+def _named_snapshot(vc: VC, vm: Any, name: str) -> Any:
+    snap = _snapshot_info(vc, vm)
     todo = list(snap.rootSnapshotList) if snap is not None else []
     while todo:
         node = todo.pop()
@@ -554,12 +584,17 @@ def _float(text: str | None) -> float | None:
         return None
 
 
-def _free_port(taken: set[int]) -> int:
-    """A loopback port nobody listens on now (and not handed out by us already)."""
+def _free_loopback(port: int, taken: set[str]) -> str:
+    """An address in 127.0.0.0/8 where `port` is free (and that we did not hand out)."""
+    rng = random.SystemRandom()
     for _ in range(100):
+        ip = f"127.{rng.randint(100, 199)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        if ip in taken:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in taken:
-            return port
-    raise FailedPrecondition("no free loopback port for the VM's agent")
+            try:
+                sock.bind((ip, port))
+            except OSError:
+                continue
+        return ip
+    raise FailedPrecondition(f"no loopback address with port {port} free for the VM's agent")

@@ -1,0 +1,150 @@
+"""Helpers for tests and benches against VMware's simulator (deploy/vcsim).
+
+    sim = Vcsim.start()                        # deploy/vcsim/start.sh on a free loopback port
+    env = VSphereTestEnv(sim)                  # a private cluster id in that simulator
+    provider = env.provider()                  # a VSphereProvider pointed at it
+    ...
+    env.cleanup(); sim.stop()                  # its VMs, their guest containers and pods
+
+`sim.connect()` is a pyVmomi session of the test's own, to check what the
+simulator itself recorded (its tasks, its inventory), not only cowpod's view.
+Everything is found again by name or label: the simulator's state dir, its
+`cowpod.vcsim=<instance>` guest containers, pods labelled `cowpod.node=<vm>`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from cowpod.clock import RealClock
+from hypervisor.provider import ControllerAddress, ProviderContext
+from hypervisor.providers.vsphere.client import connect
+from hypervisor.providers.vsphere.plugin import PLUGIN
+from hypervisor.providers.vsphere.provider import VSphereProvider
+from hypervisor.providers.vsphere.settings import VSphereSettings
+from hypervisor.tasks import BackgroundTasks
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+START = ROOT / "deploy" / "vcsim" / "start.sh"
+TEST_LABEL = "cowpod.test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Vcsim:
+    """A simulator this process started; `stop` removes it and all it ran."""
+
+    dir: pathlib.Path
+    port: int
+    config_path: pathlib.Path
+
+    @staticmethod
+    def start(*, instant_clone: bool = True, username: str = "", password: str = "") -> Vcsim:
+        port = free_port()
+        state = pathlib.Path(tempfile.mkdtemp(prefix="cp-vcsim-"))
+        args = [str(START), "--port", str(port), "--dir", str(state)]
+        if not instant_clone:
+            args.append("--no-instant-clone")
+        if username:
+            pw = state.parent / f"{state.name}.password"
+            pw.write_text(password)
+            args += ["--username", username, "--password-file", str(pw)]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+        if proc.returncode != 0:
+            subprocess.run([str(START), "--stop", "--dir", str(state)], capture_output=True, check=False)
+            raise RuntimeError(f"{START} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return Vcsim(dir=state, port=port, config_path=pathlib.Path(proc.stdout.strip().splitlines()[-1]))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        data: dict[str, Any] = yaml.safe_load(self.config_path.read_text())
+        return data
+
+    def provider_section(self, **overrides: Any) -> dict[str, Any]:
+        """The cluster config's `provider:` keys (without `name`), with overrides."""
+        raw = {k: v for k, v in self.config["provider"].items() if k != "name"}
+        raw.update(overrides)
+        return raw
+
+    @property
+    def instance(self) -> str:
+        return (self.dir / "instance").read_text().strip()
+
+    def connect(self) -> Any:
+        """A pyVmomi service instance of the test's own."""
+        return connect.SmartConnect(host="127.0.0.1", port=self.port, user="test", pwd="test",
+                                    disableSslCertValidation=True)
+
+    def guest_containers(self) -> list[str]:
+        out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=cowpod.vcsim={self.instance}",
+                              "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    def stop(self) -> None:
+        subprocess.run([str(START), "--stop", "--dir", str(self.dir)], capture_output=True, timeout=120,
+                       check=False)
+        (self.dir.parent / f"{self.dir.name}.password").unlink(missing_ok=True)
+
+
+@dataclass
+class VSphereTestEnv:
+    """A private cluster id in a simulator, and the providers made for it."""
+
+    sim: Vcsim
+    cluster_id: str = field(default_factory=lambda: "t" + uuid.uuid4().hex[:8])
+    controller: ControllerAddress = field(default_factory=ControllerAddress)
+    data_dir: pathlib.Path = field(default_factory=lambda: pathlib.Path(tempfile.mkdtemp(prefix="cp-vs-")))
+    tasks: BackgroundTasks = field(default_factory=lambda: BackgroundTasks("vsphere-test"))
+
+    def settings(self, **overrides: Any) -> VSphereSettings:
+        overrides.setdefault("template", "cowpod-template")
+        return PLUGIN.parse_settings(self.sim.provider_section(**overrides), "provider")
+
+    def context(self) -> ProviderContext:
+        return ProviderContext(data_dir=self.data_dir, cluster_id=self.cluster_id, clock=RealClock(),
+                               tasks=self.tasks, controller=self.controller)
+
+    def provider(self, **overrides: Any) -> VSphereProvider:
+        p = PLUGIN.create(self.settings(**overrides), self.context())
+        assert isinstance(p, VSphereProvider)
+        return p
+
+    def run_pod_container(self, vm: str) -> str:
+        """A container standing for a pod the VM's agent runs (labelled as the agent labels them)."""
+        name = f"pod-{self.cluster_id}-{vm}-{uuid.uuid4().hex[:4]}"
+        subprocess.run(["docker", "run", "-d", "--name", name, "--label", f"cowpod.node={vm}",
+                        "--label", "cowpod.managed=1", "--label", f"{TEST_LABEL}=1",
+                        "cowpod/pause:latest"], capture_output=True, check=True)
+        return name
+
+    def pod_containers(self, vm: str) -> list[str]:
+        out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=cowpod.node={vm}",
+                              "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    async def cleanup(self) -> None:
+        """Destroy every VM of this cluster (the simulator removes guests and pods with them)."""
+        p = self.provider()
+        try:
+            for vm in await p.list():
+                await p.destroy(vm.name, cascade=True)
+        finally:
+            await p.close()
+            await self.tasks.close()
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
