@@ -2,14 +2,16 @@
 
 One cold boot, driven over the guest channel exactly as the qemu provider
 drives it: the guest says `warm` with no identity, takes a bootstrap, starts
-its agent (which dials the controller's address through the user-mode NAT and
-serves on the forwarded port), refuses a second identity, and powers off
-cleanly when asked. The QEMU command line is written here, not taken from the
+its agent, which registers with a real controller through the user-mode NAT;
+a pod bound to that node runs in the guest's Docker from the baked image and
+its logs come back through the forwarded agent port; the guest refuses a
+second identity and powers off cleanly when asked. The QEMU command line is written here, not taken from the
 provider, so a guest regression shows up here and not as a provider failure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -21,12 +23,17 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import pytest
 
+from agent.testing import create_and_bind, make_pod, phase_is, wait_pod
+from controller.testing import ControllerRunner
+from cowpod.client import Client
+from cowpod.v1 import agent_pb2_grpc, meta_pb2, pod_pb2
 from hypervisor.guest import GuestBootstrap, GuestEndpoints, node_labels
 from hypervisor.testing import ROOT, build_images
 
@@ -34,7 +41,6 @@ pytestmark = pytest.mark.e2e
 
 IMAGE_DIR = ROOT / ".build" / "qemu"
 BOOT_TIMEOUT = 240.0
-HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -154,60 +160,75 @@ def make_bootstrap(name: str, controller_port: int, agent_port: int) -> GuestBoo
     )
 
 
+async def wait_for(what: str, timeout: float, check: Callable[[], Awaitable[bool]]) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not in {timeout:.0f}s")
+        await asyncio.sleep(0.5)
+
+
 @pytest.mark.timeout(900)  # a fresh machine builds the image first (debootstrap, apt)
-def test_guest_boots_warm_takes_its_identity_and_powers_off(guest: Guest) -> None:
-    # A stand-in controller on the host's loopback: the guest reaches it as 10.0.2.2.
-    controller = socket.socket()
-    controller.bind(("127.0.0.1", 0))
-    controller.listen(4)
-    with controller, contextlib.closing(guest.connect(30)) as sock:
+async def test_guest_boots_warm_becomes_a_node_runs_a_pod_and_powers_off(
+    guest: Guest, controller: ControllerRunner, client: Client
+) -> None:
+    sock = await asyncio.to_thread(guest.connect, 30)
+    with contextlib.closing(sock):
         ch = Lines(sock)
         try:
-            warm = ch.next(BOOT_TIMEOUT)
+            # Blocking reads off the loop: the controller runs in this test's event loop.
+            warm = await asyncio.to_thread(ch.next, BOOT_TIMEOUT)
         except (TimeoutError, ConnectionError) as err:
             pytest.fail(f"no warm from the guest ({err}); console:\n{guest.console[-3000:]}")
         assert warm == {"event": "warm"}, guest.console[-3000:]
-        boot_s = time.monotonic() - guest.started
-        print(f"cold boot -> warm: {boot_s:.1f}s (TCG)")
+        print(f"cold boot -> warm: {time.monotonic() - guest.started:.1f}s (TCG)")
         assert "cowpod-guest: warm in" in guest.console
-        # Nothing identity-like was made before the bootstrap: the snapshot point.
+        # Nothing identity-like before the bootstrap: this is the snapshot point.
         assert "bootstrap" not in guest.console
 
-        b = make_bootstrap("qg-" + uuid.uuid4().hex[:6], controller.getsockname()[1], guest.agent_port)
+        # The guest reaches the host's loopback (the controller) as 10.0.2.2.
+        name = "qg-" + uuid.uuid4().hex[:6]
+        b = make_bootstrap(name, int(controller.address.rsplit(":", 1)[1]), guest.agent_port)
+        t0 = time.monotonic()
         ch.send({"bootstrap": b.to_b64(), "now": time.time()})
-        started = ch.next(30, skip="warm")
-        assert started == {"event": "started", "node": b.node_name, "machine_id": b.machine_id}, started
+        started = await asyncio.to_thread(ch.next, 30, "warm")
+        assert started == {"event": "started", "node": name, "machine_id": b.machine_id}, started
 
-        # The agent dials the controller (gRPC: the HTTP/2 preface) through the NAT ...
-        controller.settimeout(90)
-        conn, _ = controller.accept()
-        with conn:
-            conn.settimeout(30)
-            assert conn.recv(len(HTTP2_PREFACE), socket.MSG_WAITALL) == HTTP2_PREFACE
-        # ... and serves on the forwarded port (its gRPC server answers with a SETTINGS frame).
-        deadline = time.monotonic() + 60
-        while True:
+        async def ready() -> bool:
             try:
-                with socket.create_connection(("127.0.0.1", guest.agent_port), timeout=10) as agent:
-                    agent.sendall(HTTP2_PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-                    frame = agent.recv(9)
-                    if len(frame) == 9 and frame[3] == 0x04:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"no agent on the port; console:\n{guest.console[-3000:]}"
-            time.sleep(1)
-        assert f"--node-name {b.node_name}" in guest.console
+                node = await client.nodes.Get(meta_pb2.ObjectKey(name=name))
+            except grpc.aio.AioRpcError:
+                return False
+            return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+
+        try:
+            await wait_for(f"node {name} Ready", 120, ready)
+        except TimeoutError:
+            pytest.fail(f"node {name} never Ready; console:\n{guest.console[-3000:]}")
+        print(f"bootstrap -> node Ready: {time.monotonic() - t0:.1f}s")
+
+        # A pod runs in the guest's Docker, from the image baked into the disk.
+        pod = make_pod("hello", ("main", "echo hello from the guest; sleep 1000"))
+        await create_and_bind(client, pod, name)
+        try:
+            await wait_pod(client, "hello", phase_is("Running"), timeout=180)
+        except TimeoutError:
+            pytest.fail(f"pod never Running; console:\n{guest.console[-3000:]}")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{guest.agent_port}") as agent:
+            stub = agent_pb2_grpc.AgentServiceStub(agent)
+            key = meta_pb2.ObjectKey(namespace="default", name="hello")
+            chunks = [c.data async for c in stub.Logs(pod_pb2.LogsRequest(pod=key))]
+        assert b"hello from the guest" in b"".join(chunks)
 
         # The same bootstrap again is answered the same; another identity is refused.
         ch.send({"bootstrap": b.to_b64(), "now": time.time()})
-        assert ch.next(30)["event"] == "started"
+        assert (await asyncio.to_thread(ch.next, 30))["event"] == "started"
         other = make_bootstrap("qg-other", 1, guest.agent_port)
         ch.send({"bootstrap": other.to_b64(), "now": time.time()})
-        refused = ch.next(30)
-        assert refused["event"] == "error" and b.node_name in refused["message"], refused
+        refused = await asyncio.to_thread(ch.next, 30)
+        assert refused["event"] == "error" and name in refused["message"], refused
 
         ch.send({"poweroff": True})
-        assert guest.proc.wait(timeout=90) == 0
+        assert await asyncio.to_thread(guest.proc.wait, 90) == 0
     log = guest.console
     assert "cowpod-guest: stopping dockerd" in log and "cowpod-guest: powering off" in log, log[-3000:]
