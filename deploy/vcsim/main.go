@@ -7,9 +7,9 @@
 //     with the child's guestinfo (VMX_GUESTINFO_* env). --no-instant-clone
 //     leaves it out: the call then faults MethodNotFound, as on vSphere < 6.7.
 //   - A VM's pods die with it: in the simulator a VM's guest is a container on
-//     this host's engine and its pods are sibling containers (labelled
-//     cowpod.node=<vm>), which would outlive the VM; on power-off and destroy
-//     they are removed, as they vanish inside a real VM.
+//     this host's engine and its pods are sibling containers nested in its
+//     cgroup (labelled cowpod.node=<vm>), which would outlive the VM; on
+//     power-off and destroy they are removed, as they vanish inside a real VM.
 //   - A template VM created at start (--template), carrying RUN.container
 //     (--template-run) and a snapshot, so linked clones have a base.
 //
@@ -124,6 +124,7 @@ func (vm *instantCloneVM) InstantCloneTask(ctx *simulator.Context, req *types.In
 type watcher struct {
 	self         types.ManagedObjectReference
 	instantClone bool
+	instance     string
 }
 
 func (w *watcher) Reference() types.ManagedObjectReference { return w.self }
@@ -147,14 +148,14 @@ func (w *watcher) UpdateObject(obj mo.Reference, changes []types.PropertyChange)
 				}
 			}
 		case string(types.VirtualMachinePowerStatePoweredOff):
-			removePods(entityName(ref))
+			removePods(w.instance, entityName(ref))
 		}
 	}
 }
 
 func (w *watcher) RemoveObject(ref types.ManagedObjectReference) {
 	if ref.Type == "VirtualMachine" {
-		removePods(entityName(ref))
+		removePods(w.instance, entityName(ref))
 	}
 }
 
@@ -165,28 +166,58 @@ func entityName(ref types.ManagedObjectReference) string {
 	return ""
 }
 
-// removePods removes the containers the cowpod agent of VM `name` started.
-func removePods(name string) {
+// removePods removes the containers the cowpod agent of VM `name` started:
+// those labelled cowpod.node=<name> that nest in (whose cgroup parent is) a
+// guest container of that VM started by this simulator instance. Only those:
+// another cluster on this engine may have a node of the same name.
+func removePods(instance, name string) {
 	if name == "" {
 		return
 	}
-	removeContainers("label=cowpod.node=" + name)
+	guests := map[string]bool{}
+	for _, line := range dockerLines("ps", "-a", "--no-trunc", "--filter", "label=cowpod.vcsim="+instance,
+		"--format", "{{.ID}} {{.Names}}") {
+		f := strings.Fields(line)
+		if len(f) == 2 && strings.HasPrefix(f[1], "vcsim-"+name+"-") {
+			guests[f[0]] = true
+		}
+	}
+	if len(guests) == 0 {
+		return
+	}
+	pods := dockerLines("ps", "-aq", "--no-trunc", "--filter", "label=cowpod.node="+name)
+	if len(pods) == 0 {
+		return
+	}
+	var ours []string
+	args := append([]string{"inspect", "--format", "{{.Id}} {{.HostConfig.CgroupParent}}"}, pods...)
+	for _, line := range dockerLines(args...) {
+		f := strings.Fields(line)
+		if len(f) == 2 && guests[f[1][strings.LastIndex(f[1], "/")+1:]] {
+			ours = append(ours, f[0])
+		}
+	}
+	if len(ours) == 0 {
+		return
+	}
+	if err := exec.Command("docker", append([]string{"rm", "-f", "-v"}, ours...)...).Run(); err != nil {
+		log.Printf("docker rm %v: %s", ours, err)
+	}
 }
 
-func removeContainers(filter string) {
-	out, err := exec.Command("docker", "ps", "-aq", "--filter", filter).Output()
+func dockerLines(args ...string) []string {
+	out, err := exec.Command("docker", args...).Output()
 	if err != nil {
-		log.Printf("docker ps --filter %s: %s", filter, err)
-		return
+		log.Printf("docker %v: %s", args, err)
+		return nil
 	}
-	ids := strings.Fields(string(out))
-	if len(ids) == 0 {
-		return
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l != "" {
+			lines = append(lines, l)
+		}
 	}
-	args := append([]string{"rm", "-f", "-v"}, ids...)
-	if err := exec.Command("docker", args...).Run(); err != nil {
-		log.Printf("docker rm %v: %s", ids, err)
-	}
+	return lines
 }
 
 // sweep removes every guest container (and its pods and DMI volume) this
@@ -293,7 +324,7 @@ func main() {
 		model.Service.TLS = new(tls.Config)
 	}
 	w := &watcher{self: types.ManagedObjectReference{Type: "CowpodWatcher", Value: "cowpod-watcher"},
-		instantClone: !*noInstantClone}
+		instantClone: !*noInstantClone, instance: *instance}
 	simulator.Map.AddHandler(w)
 
 	s := model.Service.NewServer()
@@ -321,7 +352,7 @@ func main() {
 	<-sig
 	log.Printf("stopping")
 	for _, e := range simulator.Map.All("VirtualMachine") {
-		removePods(e.Entity().Name)
+		removePods(*instance, e.Entity().Name)
 	}
 	if *instance != "" {
 		sweep(*instance)

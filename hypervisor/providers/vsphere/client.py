@@ -123,6 +123,7 @@ class Session:
         # Bumped at each login, so a thread that saw an expired session logs in
         # again only if nobody did since.
         self._generation = 0
+        self._closed = False
 
     # ---- connection (worker threads) ------------------------------------------
 
@@ -254,6 +255,9 @@ class Session:
                     finally:
                         self._vc = None
 
+        if self._closed:
+            return
+        self._closed = True
         try:
             await asyncio.get_running_loop().run_in_executor(self._pool, logout)
         finally:

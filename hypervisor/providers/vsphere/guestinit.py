@@ -14,7 +14,9 @@ COWPOD_AGENT_ARGV from it: the init supervises the agent as on every provider.
 
 `{guest_ip}` in the agent's flags (the vsphere provider advertises
 `{guest_ip}:7071` on real VMs, whose address is known only after boot) becomes
-the address this guest uses to reach the controller.
+the address this guest uses to reach the controller; `{container_id}` (the
+simulator's guests, whose pods nest in them with --vm-container) becomes the
+id of the container this guest is.
 
 As PID 1 (a vcsim container) it execs the init. Under systemd on a real VM
 it keeps the init as its child and watches guestinfo: an instant clone
@@ -77,12 +79,29 @@ def guest_ip(controller: str) -> str:
             return "127.0.0.1"
 
 
-def init_env(boot: GuestBootstrap, base: Mapping[str, str]) -> dict[str, str]:
+def container_id(mountinfo: str) -> str:
+    """The id of the Docker container whose mounts these are ("" outside one):
+    Docker bind-mounts /etc/hostname from /var/lib/docker/containers/<id>/."""
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == "/etc/hostname" and "/containers/" in fields[3]:
+            return fields[3].split("/containers/", 1)[1].split("/", 1)[0]
+    return ""
+
+
+def expand(argv: list[str], controller: str, mountinfo: str) -> list[str]:
+    """The agent's argv with `{guest_ip}` and `{container_id}` filled in."""
+    text = "\0".join(argv)
+    if "{guest_ip}" in text:
+        text = text.replace("{guest_ip}", guest_ip(controller))
+    if "{container_id}" in text:
+        text = text.replace("{container_id}", container_id(mountinfo))
+    return text.split("\0")
+
+
+def init_env(boot: GuestBootstrap, base: Mapping[str, str], mountinfo: str = "") -> dict[str, str]:
     """The VM init's environment for this identity."""
-    argv = boot.agent_argv()
-    if any("{guest_ip}" in a for a in argv):
-        ip = guest_ip(boot.endpoints.controller)
-        argv = [a.replace("{guest_ip}", ip) for a in argv]
+    argv = expand(boot.agent_argv(), boot.endpoints.controller, mountinfo)
     env = {k: v for k, v in base.items() if not k.startswith("VMX_GUESTINFO")}
     env.update({
         "COWPOD_VM_NAME": boot.node_name,
@@ -97,7 +116,11 @@ def prepare(text: str, base: Mapping[str, str]) -> dict[str, str]:
     boot = GuestBootstrap.from_b64(text)
     boot.write_join_files(pathlib.Path(GUEST_RUN_DIR))
     log(f"identity: node {boot.node_name}, machine id {boot.machine_id}")
-    return init_env(boot, base)
+    try:
+        mountinfo = pathlib.Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        mountinfo = ""
+    return init_env(boot, base, mountinfo)
 
 
 def init_argv() -> list[str]:

@@ -224,8 +224,12 @@ class VSphereProvider:
             # distinct IPs and their agents the same port, as on real VMs.
             ip = self._loopback.get(name) or _free_loopback(s.agent_port, set(self._loopback.values()))
             self._loopback[name] = ip
+            # The guest is a container on this host's engine, as a docker-provider
+            # VM is: its pods nest in it (its cgroup, its network), so they
+            # freeze with it and the simulator knows which pods are its own.
             return GuestEndpoints(controller=self.ctx.controller.tcp, agent_listen=f"{ip}:{s.agent_port}",
-                                  agent_advertise=f"{ip}:{s.agent_port}")
+                                  agent_advertise=f"{ip}:{s.agent_port}",
+                                  agent_args=("--vm-container", "{container_id}"))
         # The guest init puts the VM's own address in place of {guest_ip}: it is
         # known only once the VM has booted (docs/vsphere.md).
         return GuestEndpoints(controller=s.controller_address, agent_listen=f"0.0.0.0:{s.agent_port}",

@@ -124,9 +124,14 @@ class VSphereTestEnv:
         return p
 
     def run_pod_container(self, vm: str) -> str:
-        """A container standing for a pod the VM's agent runs (labelled as the agent labels them)."""
+        """A container standing for a pod the VM's agent runs: labelled as the
+        agent labels them, nested in the VM's guest container as the agent nests them."""
+        guest = [n for n in self.sim.guest_containers() if n.startswith(f"vcsim-{vm}-")]
+        gid = subprocess.run(["docker", "inspect", "--format", "{{.Id}}", guest[0]], capture_output=True,
+                             text=True, check=True).stdout.strip()
         name = f"pod-{self.cluster_id}-{vm}-{uuid.uuid4().hex[:4]}"
-        subprocess.run(["docker", "run", "-d", "--name", name, "--label", f"cowpod.node={vm}",
+        subprocess.run(["docker", "run", "-d", "--name", name, "--network", f"container:{gid}",
+                        "--cgroup-parent", f"/docker/{gid}", "--label", f"cowpod.node={vm}",
                         "--label", "cowpod.managed=1", "--label", f"{TEST_LABEL}=1",
                         "cowpod/pause:latest"], capture_output=True, check=True)
         return name
