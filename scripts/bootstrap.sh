@@ -18,6 +18,14 @@ command -v etcdctl >/dev/null || pkgs+=(etcd-client)
 [ -x /bin/busybox ] || pkgs+=(busybox-static)
 command -v debootstrap >/dev/null || pkgs+=(debootstrap)
 command -v ip >/dev/null || pkgs+=(iproute2)
+# The qemu provider: QEMU, qcow2 tools, the guest disk's filesystem, the tiny test guest's initramfs.
+command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
+command -v qemu-img >/dev/null || pkgs+=(qemu-utils)
+command -v mkfs.ext4 >/dev/null || pkgs+=(e2fsprogs)
+command -v cpio >/dev/null || pkgs+=(cpio)
+# The vsphere provider's tests and deploy/vcsim: VMware's simulator, built from Debian's govmomi.
+command -v go >/dev/null || pkgs+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/vmware/govmomi/simulator ] || pkgs+=(golang-github-vmware-govmomi-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || pkgs+=(python3-venv)
 if [ ${#pkgs[@]} -gt 0 ]; then
   command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
@@ -25,10 +33,12 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
-for b in dockerd docker etcd debootstrap; do
+for b in dockerd docker etcd debootstrap qemu-system-x86_64 qemu-img mkfs.ext4 cpio go; do
   command -v "$b" >/dev/null || die "$b is still missing after installing packages"
 done
 [ -x /bin/busybox ] || die "/bin/busybox is missing (package busybox-static)"
+[ -d /usr/share/gocode/src/github.com/vmware/govmomi/simulator ] \
+  || die "govmomi's simulator source is missing (package golang-github-vmware-govmomi-dev)"
 
 # --- Docker engine ----------------------------------------------------------
 if ! docker info >/dev/null 2>&1; then
