@@ -20,6 +20,13 @@ RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbi
  && : >/etc/machine-id
 
 COPY --from=cowpod/vm:latest /opt/cowpod /opt/cowpod
+# What a guest never runs (the disk is made from the flattened export, so this
+# shrinks it): the docker CLI (the init loads images through the API), debug and
+# legacy-shim binaries, overlay-network routing; pip, and numpy (the scheduler's,
+# not the agent's).
+RUN rm -f /usr/bin/docker /usr/bin/ctr /usr/bin/dnet /usr/sbin/ovrouter \
+      /usr/bin/containerd-shim /usr/bin/containerd-shim-runc-v1 \
+ && cd /opt/cowpod/venv/lib/python3.11/site-packages && rm -rf numpy numpy.libs numpy-* pip pip-*
 COPY cowpod-init /sbin/cowpod-init
 RUN mkdir -p /run/cowpod /var/lib/cowpod/images /var/log/cowpod /etc/docker
 COPY daemon.json /etc/docker/daemon.json
