@@ -41,6 +41,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
+import hashlib
 import logging
 import os
 import pathlib
@@ -109,7 +111,6 @@ class QemuProvider:
         self._channels: dict[str, Channel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._ports: dict[str, int] = {}
-        self._image: GuestImage | None = None
         self.accel: str = ""
 
     @property
@@ -130,10 +131,13 @@ class QemuProvider:
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
-    def _records(self) -> builtins.list[VMRecord]:
+    def _vm_dirs(self) -> builtins.list[pathlib.Path]:
         if not self.root.is_dir():
             return []
-        recs = (read_record(d) for d in sorted(self.root.iterdir()) if d.is_dir())
+        return [d for d in sorted(self.root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+
+    def _records(self) -> builtins.list[VMRecord]:
+        recs = (read_record(d) for d in self._vm_dirs())
         return [r for r in recs if r is not None]
 
     def _record(self, name: str) -> VMRecord:
@@ -203,25 +207,68 @@ class QemuProvider:
     # ---- processes -----------------------------------------------------------------
 
     def image(self) -> GuestImage:
-        if self._image is None:
-            try:
-                self._image = GuestImage.load(self.settings.image_dir)
-            except (OSError, ValueError) as err:
-                raise FailedPrecondition(
-                    f"qemu guest image: {err} (build it: deploy/qemu/build-image.sh)") from err
-        return self._image
+        """The image dir's guest as it is now (read each time: it may be rebuilt)."""
+        try:
+            return GuestImage.load(self.settings.image_dir)
+        except (OSError, ValueError) as err:
+            raise FailedPrecondition(
+                f"qemu guest image: {err} (build it: deploy/qemu/build-image.sh)") from err
 
-    async def _accel(self) -> str:
+    def _pin(self, img: GuestImage) -> tuple[pathlib.Path, GuestImage]:
+        """Hard links to the image's files under .images/<key>, made once per image version.
+
+        A rebuild replaces .build/qemu's files (new inodes), while every disk
+        chain and every restore of a VM must read the very files it booted:
+        reading a new ext4 image under an old guest's page cache reads garbage."""
+        files = [p for p in (img.kernel, img.initrd, img.rootfs) if p is not None]
+        stamp = "|".join(f"{p.name}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+                         for p, st in ((p, p.stat()) for p in files))
+        key = hashlib.sha256(stamp.encode()).hexdigest()[:16]
+        pinned = self.root / ".images" / key
+        if not pinned.is_dir():
+            tmp = self.root / ".images" / f".{key}.{uuid.uuid4().hex[:6]}"
+            tmp.mkdir(parents=True)
+            for p in files:
+                try:
+                    os.link(p, tmp / p.name)
+                except OSError:  # another filesystem: a copy, once per image version
+                    shutil.copy2(p, tmp / p.name)
+            try:
+                tmp.rename(pinned)
+            except OSError:  # made meanwhile by a concurrent create
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        def at(p: pathlib.Path | None) -> pathlib.Path | None:
+            return pinned / p.name if p is not None else None
+
+        kernel = at(img.kernel)
+        assert kernel is not None
+        return pinned, dataclasses.replace(img, kernel=kernel, initrd=at(img.initrd), rootfs=at(img.rootfs))
+
+    def _unpin_unused(self) -> builtins.list[str]:
+        images = self.root / ".images"
+        if not images.is_dir():
+            return []
+        used = {r.image for r in self._records()}
+        gone = [d for d in images.iterdir() if str(d) not in used]
+        for d in gone:
+            shutil.rmtree(d, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            images.rmdir()  # when nothing is pinned any more
+        return [str(d) for d in gone]
+
+    async def _accel(self, kernel: pathlib.Path) -> str:
         if not self.accel:
-            self.accel = await accel.resolve(self.settings.accel, self.settings.qemu, self.image().kernel)
+            self.accel = await accel.resolve(self.settings.accel, self.settings.qemu, kernel)
         return self.accel
 
     async def _machine(self, rec: VMRecord, *, incoming: bool, memory_mb: int, cpus: int) -> MachineSpec:
-        img = self.image()
+        kernel = pathlib.Path(rec.kernel)
         return MachineSpec(
-            vm_dir=self.vm_dir(rec.name), memory_mb=memory_mb, cpus=cpus, kernel=img.kernel,
-            initrd=img.initrd, cmdline=img.cmdline, ram_path=pathlib.Path(rec.ram),
-            ram_shared=rec.ram_shared, host_port=rec.host_port, accel=await self._accel(),
+            vm_dir=self.vm_dir(rec.name), memory_mb=memory_mb, cpus=cpus, kernel=kernel,
+            initrd=pathlib.Path(rec.initrd) if rec.initrd else None, cmdline=rec.cmdline,
+            ram_path=pathlib.Path(rec.ram),
+            ram_shared=rec.ram_shared, host_port=rec.host_port, accel=await self._accel(kernel),
             machine=self.settings.machine, disk=pathlib.Path(rec.disk) if rec.disk else None,
             incoming=incoming, extra_args=self.settings.extra_args,
         )
@@ -325,9 +372,12 @@ class QemuProvider:
             if problem:
                 raise FailedPrecondition(f"vm {spec.name!r}: {problem}")
             d = self.vm_dir(spec.name)
+            pinned, img = await asyncio.to_thread(self._pin, img)
             try:
                 rec = self._new_record(spec, CloneKind.FULL, ram=str(self._ram_file(spec.name, 0)),
-                                       ram_shared=True, disk=str(d / "disk-0.qcow2") if img.rootfs else "")
+                                       ram_shared=True, disk=str(d / "disk-0.qcow2") if img.rootfs else "",
+                                       image=str(pinned), kernel=str(img.kernel),
+                                       initrd=str(img.initrd or ""), cmdline=img.cmdline)
             except FileExistsError:
                 raise AlreadyExists(f"vm {spec.name!r} already exists") from None
             try:
@@ -404,7 +454,7 @@ class QemuProvider:
     async def instant_clone(self, parent: str, child: VMSpecInfo, guest: GuestBootstrap) -> VMInfo:
         if child.name == parent:
             raise Invalid("metadata.name", "a child cannot have its parent's name")
-        self._record(parent)
+        prec = self._record(parent)
         self._check_new(child)
         snap = await self._snapshot_of(parent)
         async with self._lock(child.name):
@@ -417,6 +467,7 @@ class QemuProvider:
                 rec = self._new_record(
                     child, CloneKind.INSTANT, parent=parent, source=str(snap.dir), snapped_free=False,
                     ram=ram, ram_shared=shared, disk=str(d / "disk-0.qcow2") if snap.disk else "",
+                    image=prec.image, kernel=prec.kernel, initrd=prec.initrd, cmdline=prec.cmdline,
                 )
             except FileExistsError:
                 raise AlreadyExists(f"vm {child.name!r} already exists") from None
@@ -504,6 +555,7 @@ class QemuProvider:
             for ram in self._ram_glob(name):
                 ram.unlink(missing_ok=True)
             shutil.rmtree(self.vm_dir(name), ignore_errors=True)
+            self._unpin_unused()
         self._locks.pop(name, None)
         if rec is not None:
             log.info("qemu: destroyed vm %s", name)
@@ -523,8 +575,10 @@ class QemuProvider:
                 continue
             if marker not in cmdline or "qemu" not in cmdline.split("\0", 1)[0]:
                 continue
-            vm = cmdline.split(marker, 1)[1].split("/", 1)[0]
-            if vm not in known:
+            # Its VM: the directory its sockets and logs are in (not .images/).
+            vms = {part.split("/", 1)[0] for part in cmdline.split(marker)[1:]}
+            vm = next((v for v in sorted(vms) if not v.startswith(".")), "")
+            if vm and vm not in known:
                 kill(int(proc.name))
                 await wait_exit(int(proc.name), timeout=10.0)
                 removed.append(f"process {proc.name} ({vm})")
@@ -533,12 +587,11 @@ class QemuProvider:
             if vm not in known:
                 ram.unlink(missing_ok=True)
                 removed.append(str(ram))
-        if self.root.is_dir():
-            for d in self.root.iterdir():
-                if d.is_dir() and d.name not in known:
-                    shutil.rmtree(d, ignore_errors=True)
-                    removed.append(str(d))
-        return removed
+        for d in self._vm_dirs():
+            if d.name not in known:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(str(d))
+        return removed + self._unpin_unused()
 
     async def close(self) -> None:
         for name in builtins.list(self._monitors) + builtins.list(self._channels):

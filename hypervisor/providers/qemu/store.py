@@ -4,7 +4,8 @@
     <data_dir>/qemu/<cluster>/<vm>/qemu.pid, *.sock, console.log, qemu.log
     <data_dir>/qemu/<cluster>/<vm>/disk-<n>.qcow2   its overlays; all but the newest are frozen
     <data_dir>/qemu/<cluster>/<vm>/snap-<n>/        a quiesce point: snapshot.json + state
-    <ram_dir>/cowpod-<cluster>-<vm>-<n>.ram         RAM files (tmpfs)
+    <data_dir>/qemu/<cluster>/.images/<key>/         the guest image as the VMs booted it (hard links)
+    <ram_dir>/cowpod.<cluster>.<vm>.<n>.ram         RAM files (tmpfs)
 
 A VM exists when its directory has a vm.json; whether it runs is asked of
 /proc (the pid, checked against its command line). Nothing is kept only in
@@ -92,6 +93,12 @@ class VMRecord:
     # Counter for snap-<n>, disk-<n>, RAM file names.
     generation: int = 0
     message: str = ""
+    # The pinned guest image it runs (.images/<key>): a restore must boot the very
+    # kernel and disk its source booted, whatever .build/qemu holds by then.
+    image: str = ""
+    kernel: str = ""
+    initrd: str = ""
+    cmdline: str = ""
     # What the guest said when it started ({"node":..., ...}).
     guest: Mapping[str, str] = field(default_factory=dict)
 

@@ -1,0 +1,150 @@
+"""The qemu provider in a real cluster: controller (real etcd), VM manager, the Debian guest image.
+
+A template parent cold-boots under TCG (about a minute here), is snapshotted
+while warm, and takes its identity; two instant clones of it come up as
+distinct Ready nodes; a pod runs in one of them and its logs come back through
+the controller (which dials the agent at its forwarded port); killing a
+clone's QEMU process makes its node NotReady. Slow (the cold boot): the image
+is built by deploy/qemu/build-image.sh (skipped when it is missing, failed in CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from cowpod.client import Client
+from cowpod.local.etcd import EtcdMember
+from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2
+from hypervisor.manager import VMManager
+from hypervisor.provider import ControllerAddress
+from hypervisor.providers.qemu.provider import QemuProvider
+from hypervisor.providers.qemu.settings import DEFAULT_IMAGE_DIR
+from hypervisor.providers.qemu.testing import QemuTestEnv
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Stack:
+    client: Client
+    provider: QemuProvider
+    env: QemuTestEnv
+
+
+@pytest.fixture(scope="module")
+def real_image() -> None:
+    if not (DEFAULT_IMAGE_DIR / "image.json").exists():
+        msg = f"no qemu guest image in {DEFAULT_IMAGE_DIR}: run deploy/qemu/build-image.sh"
+        pytest.fail(msg) if os.environ.get("CI") else pytest.skip(msg)
+
+
+@pytest.fixture
+async def stack(etcd: EtcdMember, etcd_prefix: str, real_image: None) -> AsyncIterator[Stack]:
+    from controller.testing import ControllerRunner
+
+    env = QemuTestEnv.create(DEFAULT_IMAGE_DIR, boot_timeout_s=900.0, start_timeout_s=300.0)
+    runner = ControllerRunner(etcd.endpoint, etcd_prefix, data_dir=env.data_dir,
+                              node_monitor_grace=20.0, node_monitor_period=1.0)
+    await runner.start()
+    controller = ControllerAddress(tcp=runner.address)
+    provider = QemuProvider(env.settings, env.context(controller), powerdown_grace_s=1.0)
+    try:
+        async with Client(runner.address) as client:
+            manager = VMManager(client, "qemu", env.data_dir, provider=provider, controller=controller,
+                                cluster_id=env.cluster_id, resync_seconds=0.5)
+            task = asyncio.create_task(manager.run(), name="vm-manager-under-test")
+            try:
+                yield Stack(client, provider, env)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        await provider.close()
+        await runner.stop()
+        env.cleanup()
+
+
+async def eventually(fn: Callable[[], Awaitable[bool]], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await fn():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.5)
+
+
+async def node_ready(c: Client, name: str) -> str:
+    """The node's Ready condition status ("" while it has not registered)."""
+    try:
+        node: node_pb2.Node = await c.nodes.Get(meta_pb2.ObjectKey(name=name))
+    except grpc.aio.AioRpcError as err:
+        if err.code() == grpc.StatusCode.NOT_FOUND:
+            return ""
+        raise
+    return next((cond.status for cond in node.status.conditions if cond.type == "Ready"), "")
+
+
+def new_vm(name: str, *, template: bool = False) -> vm_pb2.VM:
+    return vm_pb2.VM(metadata=meta_pb2.ObjectMeta(name=name),
+                     spec=vm_pb2.VMSpec(class_name="small", cpu_millis=2000, memory_bytes=1024 << 20,
+                                        template=template))
+
+
+async def test_instant_clones_of_a_warm_parent_are_ready_nodes_that_run_pods(stack: Stack) -> None:
+    c, cid = stack.client, stack.env.cluster_id
+    parent, kids = f"tpl-{cid}", [f"kid-a-{cid}", f"kid-b-{cid}"]
+    await c.vms.Create(new_vm(parent, template=True))
+
+    async def ready(name: str) -> bool:
+        return await node_ready(c, name) == "True"
+
+    await eventually(lambda: ready(parent), "the parent's node Ready (a cold boot under TCG)", 900)
+    await c.vms.Clone(vm_pb2.CloneRequest(parent=parent, names=kids))
+    for k in kids:
+        await eventually(functools.partial(ready, k), f"clone {k}'s node Ready", 300)
+
+    nodes = [await c.nodes.Get(meta_pb2.ObjectKey(name=n)) for n in [parent, *kids]]
+    machine_ids = {n.status.node_info.machine_id for n in nodes}
+    assert len(machine_ids) == 3 and "" not in machine_ids
+    vms = [await c.vms.Get(meta_pb2.ObjectKey(name=k)) for k in kids]
+    assert all(v.status.clone_kind == "instant" and v.status.parent == parent for v in vms)
+
+    pod = pod_pb2.Pod(
+        metadata=meta_pb2.ObjectMeta(name=f"hello-{cid}", namespace="default"),
+        spec=pod_pb2.PodSpec(restart_policy="Always", containers=[pod_pb2.Container(
+            name="hello", image="cowpod/busybox:latest",
+            command=["sh", "-c", "echo hello from $(hostname); sleep 3600"])]),
+    )
+    key = meta_pb2.ObjectKey(namespace="default", name=pod.metadata.name)
+    created = await c.pods.Create(pod)
+    await c.pods.Bind(pod_pb2.Binding(pod=key, node_name=kids[0], pod_uid=created.metadata.uid))
+
+    async def running() -> bool:
+        got: pod_pb2.Pod = await c.pods.Get(key)
+        return got.status.phase == "Running"
+
+    await eventually(running, "the pod Running in the clone", 300)
+
+    async def logs() -> bool:
+        chunks = [chunk.data async for chunk in c.pods.Logs(pod_pb2.LogsRequest(pod=key), timeout=60)]
+        return b"hello from" in b"".join(chunks)
+
+    await eventually(logs, "the pod's logs through the controller", 60)
+
+    os.kill(stack.provider.pid(kids[1]), signal.SIGKILL)
+    await eventually(functools.partial(_not_ready, c, kids[1]), "the killed clone's node NotReady", 120)
+    assert await node_ready(c, kids[0]) == "True"
+
+
+async def _not_ready(c: Client, name: str) -> bool:
+    return await node_ready(c, name) not in ("True", "")
