@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -286,8 +287,8 @@ async def test_an_unreachable_server_is_one_line(vs_env: VSphereTestEnv) -> None
 
 async def test_a_wrong_password_is_one_line() -> None:
     sim = Vcsim.start(username="cowpod", password="right")
+    env = VSphereTestEnv(sim)
     try:
-        env = VSphereTestEnv(sim)
         (env.data_dir / "pw").write_text("wrong\n")
         with pytest.raises(FailedPrecondition) as err:
             await PLUGIN.check(env.settings(username="cowpod", passwordFile=str(env.data_dir / "pw")),
@@ -299,3 +300,4 @@ async def test_a_wrong_password_is_one_line() -> None:
         await PLUGIN.check(right, env.context())
     finally:
         sim.stop()
+        shutil.rmtree(env.data_dir, ignore_errors=True)
