@@ -87,7 +87,7 @@ KVER=$(basename "$(ls -d "$KDIR"/lib/modules/*)")
 image_id() { "$DOCKER" image inspect -f '{{.Id}}' "$1" 2>/dev/null || die "image $1 missing (deploy/build-images.sh vm busybox pause)"; }
 HASH=$( { image_id cowpod/vm-base:bookworm; image_id cowpod/vm:latest; image_id cowpod/busybox:latest
           image_id cowpod/pause:latest; echo "$PKG"; cat /bin/busybox
-          (cd "$HERE" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum); } | sha256sum | cut -c1-16)
+          (cd "$HERE" && find . -type f ! -name '*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum); } | sha256sum | cut -c1-16)
 if [[ $FORCE == 0 && -f $OUT/image.json && -f $OUT/rootfs.qcow2 && -f $OUT/vmlinuz && -f $OUT/initrd.img ]] \
    && grep -q "\"source_hash\": \"$HASH\"" "$OUT/image.json"; then
   echo "qemu-image: .build/qemu up to date ($HASH)"
