@@ -14,6 +14,7 @@ Everything is found again by name or label: the simulator's state dir, its
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import shutil
 import socket
@@ -153,3 +154,28 @@ class VSphereTestEnv:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
+
+
+class ContractHarness:
+    """What tests/e2e/test_provider_contract.py needs for the vsphere provider:
+    a simulator of its own, the provider, and pods as the agent would run them."""
+
+    has_pod_containers = True
+
+    def __init__(self) -> None:
+        self.sim = Vcsim.start()
+        self.env = VSphereTestEnv(self.sim)
+        self.provider: VSphereProvider = self.env.provider()
+
+    async def add_pod_container(self, vm: str) -> None:
+        await asyncio.to_thread(self.env.run_pod_container, vm)
+
+    async def pod_containers(self, vm: str) -> list[str]:
+        return await asyncio.to_thread(self.env.pod_containers, vm)
+
+    async def close(self) -> None:
+        try:
+            await self.provider.close()
+            await self.env.cleanup()
+        finally:
+            await asyncio.to_thread(self.sim.stop)
