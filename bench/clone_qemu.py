@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/clone_qemu.py [--n 5] [--image tiny|real|<dir>] [--memory-mb 256]
                                          [--accel auto|kvm|tcg]
+    .venv/bin/python bench/clone_qemu.py --cluster [--n 3] [--memory-mb 1024]   # the real guest, node Ready
 
 A separate bench from bench/clone.py, which is built around the docker
 provider's containers, zygote and pools; this one drives the qemu provider
@@ -22,6 +23,11 @@ own start-up, the same for both kinds of clone.)
    parent and of each clone: private (Private_*) vs shared (Shared_*) — what a
    clone shares, it shares with the parent's snapshot through MAP_PRIVATE.
 
+With `--cluster` (the real guest image, .build/qemu): an etcd member, the
+controller and the VM manager run in this process, and "ready" is the node's
+Ready condition as a watch sees it: VMService.Create of a full clone -> its
+node Ready, VMService.Clone of the template parent -> the child's node Ready.
+
 The last line printed is one JSON object. Everything runs in a private data dir
 and RAM-file prefix and is removed at the end, even on failure.
 """
@@ -30,9 +36,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import sys
 import time
@@ -43,6 +51,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hypervisor.provider import VMSpecInfo  # noqa: E402
+from hypervisor.providers.qemu.provider import QemuProvider  # noqa: E402
 from hypervisor.providers.qemu.settings import DEFAULT_IMAGE_DIR  # noqa: E402
 from hypervisor.providers.qemu.store import Snapshot, read_record  # noqa: E402
 from hypervisor.providers.qemu.testing import QemuTestEnv, bootstrap, tiny_image  # noqa: E402
@@ -167,6 +176,118 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 LOAD0 = list(os.getloadavg())
 
 
+async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
+    """Create -> node Ready and Clone -> node Ready through a real controller."""
+    import tempfile
+
+    from controller.testing import ControllerRunner
+    from cowpod.client import Client
+    from cowpod.informer import Informer
+    from cowpod.local.etcd import EtcdMember
+    from cowpod.v1 import meta_pb2, node_pb2, vm_pb2
+    from hypervisor.manager import VMManager
+    from hypervisor.provider import ControllerAddress
+
+    env = QemuTestEnv.create(DEFAULT_IMAGE_DIR, accel=args.accel, boot_timeout_s=900.0, start_timeout_s=300.0)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="cpq-etcd-"))
+    etcd = EtcdMember(data_dir=tmp / "etcd", log_path=tmp / "etcd.log")
+    etcd.start()
+    ready_at: dict[str, float] = {}
+    changed = asyncio.Event()
+
+    async def on_node(_t: int, n: node_pb2.Node) -> None:
+        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions):
+            ready_at.setdefault(n.metadata.name, time.time())
+            changed.set()
+
+    async def ready(name: str, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while name not in ready_at:
+            changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"node {name} not Ready in {timeout:.0f}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), left)
+        return ready_at[name]
+
+    def vm(name: str, template: bool = False) -> vm_pb2.VM:
+        return vm_pb2.VM(metadata=meta_pb2.ObjectMeta(name=name), spec=vm_pb2.VMSpec(
+            class_name="bench", cpu_millis=2000, memory_bytes=args.memory_mb << 20, template=template))
+
+    try:
+        etcd.wait_ready()
+        async with (
+            ControllerRunner(etcd.endpoint, "/bench", data_dir=env.data_dir) as runner,
+            Client(runner.address) as client,
+            asyncio.TaskGroup() as tg,
+        ):
+            controller = ControllerAddress(tcp=runner.address)
+            p = QemuProvider(env.settings, env.context(controller), powerdown_grace_s=1.0)
+            manager = VMManager(client, "qemu", env.data_dir, provider=p, controller=controller,
+                                cluster_id=env.cluster_id, resync_seconds=1.0)
+            tasks = [tg.create_task(manager.run(), name="bench-vm-manager"),
+                     tg.create_task(Informer(client.nodes.Watch, handler=on_node, name="bench-nodes").run(),
+                                    name="bench-nodes")]
+            try:
+                full: list[float] = []
+                for i in range(args.n):
+                    name = f"full-{i}"
+                    t0 = time.time()
+                    await client.vms.Create(vm(name))
+                    full.append(await ready(name, 900) - t0)
+                    full_mem = memory(p.pid(name))
+                    await client.vms.Destroy(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=name)))
+                t0 = time.time()
+                await client.vms.Create(vm("parent", template=True))
+                parent_ready = await ready("parent", 900) - t0
+                instant: list[float] = []
+                kids = [f"kid-{i}" for i in range(args.n)]
+                for k in kids:
+                    t0 = time.time()
+                    await client.vms.Clone(vm_pb2.CloneRequest(parent="parent", names=[k]))
+                    instant.append(await ready(k, 300) - t0)
+                parent_mem = memory(p.pid("parent"))
+                kid_mem = [memory(p.pid(k)) for k in kids]
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await p.close()
+        child_private = statistics.median(m["private_mb"] for m in kid_mem)
+        child_guest_private = statistics.median(m["guest_private_mb"] for m in kid_mem)
+        return {
+            "bench": "clone_qemu --cluster",
+            "image": str(DEFAULT_IMAGE_DIR),
+            "accel": p.accel,
+            "ready_means": "the node's Ready condition (VMService.Create/Clone -> watch)",
+            "n": args.n,
+            "memory_mb": args.memory_mb,
+            "full_ready_p50_s": p50(full),
+            "instant_ready_p50_s": p50(instant),
+            "speedup": round(p50(full) / p50(instant), 1) if instant else 0.0,
+            "full_ready_s": [round(x, 3) for x in full],
+            "instant_ready_s": [round(x, 3) for x in instant],
+            "template_parent_ready_s": round(parent_ready, 3),
+            "child_private_mb": child_private,
+            "child_shared_mb": statistics.median(m["shared_mb"] for m in kid_mem),
+            "parent_rss_mb": parent_mem["rss_mb"],
+            "child_private_pct_of_parent_rss": round(100 * child_private / parent_mem["rss_mb"], 1),
+            "child_guest_private_mb": child_guest_private,
+            "parent_guest_rss_mb": parent_mem["guest_rss_mb"],
+            "child_guest_private_pct_of_parent_guest":
+                round(100 * child_guest_private / max(parent_mem["guest_rss_mb"], 0.1), 1),
+            "parent": parent_mem,
+            "children": kid_mem,
+            "full_clone_memory": full_mem,
+            "load_before_after": [LOAD0, list(os.getloadavg())],
+            "machine": machine(),
+        }
+    finally:
+        etcd.stop()
+        env.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=5, help="full clones and instant clones to time, each")
@@ -174,8 +295,10 @@ def main() -> None:
                     help="tiny (busybox guest, built on demand), real (.build/qemu), or an image dir")
     ap.add_argument("--memory-mb", type=int, default=256, help="guest memory")
     ap.add_argument("--accel", default="tcg", choices=("auto", "kvm", "tcg"))
+    ap.add_argument("--cluster", action="store_true",
+                    help="the real guest through a controller and the VM manager: node Ready times")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(run(args))))
+    print(json.dumps(asyncio.run(run_cluster(args) if args.cluster else run(args))))
 
 
 if __name__ == "__main__":
