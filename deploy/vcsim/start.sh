@@ -4,14 +4,14 @@
 # that `cowpod up -d --cluster-config PATH` takes.
 #
 #   deploy/vcsim/start.sh [--no-instant-clone] [--port N] [--dir DIR] [--image IMAGE]
-#                         [--username U --password-file F]
+#                         [--no-guest] [--username U --password-file F]
 #   deploy/vcsim/start.sh --stop [--port N] [--dir DIR]
 #
 # The simulator listens on 127.0.0.1:PORT (default 8989) with a self-signed
 # certificate. Its template VM `cowpod-template` (folder DC0/vm/cowpod) runs
 # IMAGE (default cowpod/vm:latest) as its guest container, on the host
 # network, with the Docker socket mounted: VMs cloned from it run cowpod's VM
-# init and agent. By default any user name and password log in (as vcsim);
+# init and agent (--no-guest: no guest at all, the API alone, for benches). By default any user name and password log in (as vcsim);
 # --username/--password-file make it accept only that pair.
 #
 # State (pid, log, password, cluster config) lives in DIR (default
@@ -24,6 +24,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 port=8989
 dir=""
 stop=0
+no_guest=0
 image="cowpod/vm:latest"
 busybox="cowpod/busybox:latest"
 extra=()
@@ -33,13 +34,14 @@ password_file=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-instant-clone) extra+=(--no-instant-clone) ;;
+        --no-guest) no_guest=1 ;;
         --port) port="$2"; shift ;;
         --dir) dir="$2"; shift ;;
         --image) image="$2"; shift ;;
         --username) username="$2"; shift ;;
         --password-file) password_file="$2"; shift ;;
         --stop) stop=1 ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "start.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -108,7 +110,8 @@ fi
 # and runs them with sh -c, after its own `docker run -d --name vcsim-<vm>-<uuid>
 # --env ... -v <dmi volume>:/sys/class/dmi/id:ro`; /sys/class is a tmpfs so that
 # mount has a place to land on hosts without DMI.
-run_json=$(printf '["--network","host","--tmpfs","/sys/class","-v","/var/run/docker.sock:/var/run/docker.sock","--label","cowpod.vcsim=%s","%s","/opt/cowpod/venv/bin/python","-m","hypervisor.providers.vsphere.guestinit"]' "$instance" "$image")
+run_json=""
+[ "$no_guest" = 1 ] || run_json=$(printf '["--network","host","--tmpfs","/sys/class","-v","/var/run/docker.sock:/var/run/docker.sock","--label","cowpod.vcsim=%s","%s","/opt/cowpod/venv/bin/python","-m","hypervisor.providers.vsphere.guestinit"]' "$instance" "$image")
 
 VCSIM_BUSYBOX="$busybox" nohup "$bin" --port "$port" --instance "$instance" --ready "$dir/url" \
     --template cowpod-template --folder cowpod --template-run "$run_json" \

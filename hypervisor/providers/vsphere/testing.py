@@ -54,12 +54,15 @@ class Vcsim:
     config_path: pathlib.Path
 
     @staticmethod
-    def start(*, instant_clone: bool = True, username: str = "", password: str = "") -> Vcsim:
+    def start(*, instant_clone: bool = True, guest: bool = True, username: str = "",
+              password: str = "") -> Vcsim:
         port = free_port()
         state = pathlib.Path(tempfile.mkdtemp(prefix="cp-vcsim-"))
         args = [str(START), "--port", str(port), "--dir", str(state)]
         if not instant_clone:
             args.append("--no-instant-clone")
+        if not guest:
+            args.append("--no-guest")
         if username:
             pw = state.parent / f"{state.name}.password"
             pw.write_text(password)
