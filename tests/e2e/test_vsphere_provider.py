@@ -8,9 +8,11 @@ identity really arrives through guestinfo).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
+import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -301,3 +303,20 @@ async def test_a_wrong_password_is_one_line() -> None:
     finally:
         sim.stop()
         shutil.rmtree(env.data_dir, ignore_errors=True)
+
+
+async def test_verification_is_on_unless_insecure_and_a_pinned_thumbprint_is_checked(
+        vs_env: VSphereTestEnv) -> None:
+    with pytest.raises(FailedPrecondition) as err:
+        await PLUGIN.check(vs_env.settings(insecure=False), vs_env.context())
+    assert str(err.value).startswith("provider.server: 127.0.0.1's certificate is not trusted (")
+    assert "\n" not in str(err.value)
+
+    pem = ssl.get_server_certificate(("127.0.0.1", vs_env.sim.port))
+    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).digest()
+    pinned = ":".join(f"{b:02X}" for b in digest)
+    await PLUGIN.check(vs_env.settings(insecure=False, thumbprint=pinned), vs_env.context())
+    wrong = ":".join(["AB"] * 32)
+    with pytest.raises(FailedPrecondition) as err:
+        await PLUGIN.check(vs_env.settings(insecure=False, thumbprint=wrong), vs_env.context())
+    assert str(err.value).startswith("provider.thumbprint: 127.0.0.1's certificate does not match it")

@@ -18,8 +18,10 @@ pyVmomi is synchronous and keeps one HTTP session per service instance, so:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import http.client
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -88,6 +90,23 @@ def fault_text(fault: Any) -> str:
     return text
 
 
+class ThumbprintMismatch(Exception):
+    pass
+
+
+def check_thumbprint(host: str, port: int, expected: str) -> None:
+    """Raise ThumbprintMismatch unless the server's certificate has this SHA-1/SHA-256 fingerprint."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=30) as raw, ctx.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True) or b""
+    want = expected.replace(":", "").lower()
+    got = (hashlib.sha1(der) if len(want) == 40 else hashlib.sha256(der)).hexdigest()
+    if got != want:
+        raise ThumbprintMismatch(f"the server's certificate has fingerprint {got}")
+
+
 def is_transient(err: BaseException) -> bool:
     """A fault that a later identical call may not meet."""
     if isinstance(err, ssl.SSLCertVerificationError):
@@ -131,13 +150,19 @@ class Session:
         s = self.settings
         kwargs: dict[str, Any] = {}
         if s.url.scheme == "https":
-            if s.insecure or s.thumbprint:
-                # A pinned thumbprint is checked by pyVmomi itself after the handshake.
+            if s.insecure:
                 kwargs["disableSslCertValidation"] = True
-                if s.thumbprint:
-                    kwargs["thumbprint"] = s.thumbprint
-            elif s.ca_file:
-                kwargs["sslContext"] = ssl.create_default_context(cafile=s.ca_file)
+            elif s.thumbprint:
+                # pyVmomi checks a pinned thumbprint only on its login connection
+                # and only when the chain does not verify, after it negotiated the
+                # API version over an unpinned one; so the pin is checked here,
+                # on a connection of its own, before anything is sent.
+                check_thumbprint(s.host, s.port, s.thumbprint)
+                kwargs["disableSslCertValidation"] = True
+            else:
+                # Always a context of our own: without one, pyVmomi skips
+                # verification for localhost and 127.0.0.1 on its own.
+                kwargs["sslContext"] = ssl.create_default_context(cafile=s.ca_file or None)
         return connect.SmartConnect(
             protocol=s.url.scheme, host=s.host, port=s.port, path=s.url.path or "/sdk",
             user=s.username, pwd=self._password, **kwargs,

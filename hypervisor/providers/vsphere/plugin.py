@@ -36,7 +36,7 @@ def _warn_insecure(s: VSphereSettings) -> None:
 
 def login_error(s: VSphereSettings, err: BaseException) -> CowpodError:
     """One line, naming the setting, for a failed login."""
-    from pyVmomi import vim
+    from hypervisor.providers.vsphere.client import ThumbprintMismatch, vim
 
     if isinstance(err, vim.fault.InvalidLogin):
         return FailedPrecondition(
@@ -46,8 +46,8 @@ def login_error(s: VSphereSettings, err: BaseException) -> CowpodError:
         return FailedPrecondition(
             f"provider.server: {s.host}'s certificate is not trusted ({err.verify_message}):"
             " set provider.caFile or provider.thumbprint (or insecure: true)")
-    if type(err).__name__ == "ThumbprintMismatchException":
-        return FailedPrecondition(f"provider.thumbprint: {s.host}'s certificate does not match it")
+    if isinstance(err, ThumbprintMismatch):
+        return FailedPrecondition(f"provider.thumbprint: {s.host}'s certificate does not match it ({err})")
     if isinstance(err, (OSError, http.client.HTTPException)):
         return FailedPrecondition(f"provider.server: cannot reach {s.server}: {err}")
     return FailedPrecondition(f"provider.server: {s.server}: {type(err).__name__}: {err}")
