@@ -74,51 +74,134 @@ class Guest:
         return (self.dir / "console.log").read_text(errors="replace")
 
     def connect(self, timeout: float) -> socket.socket:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                s = socket.socket(socket.AF_UNIX)
-                s.connect(str(self.dir / "guest.sock"))
-                return s
-            except OSError:
-                s.close()
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
+        return _connect(self.dir / "guest.sock", timeout, self.proc)
+
+
+def _connect(path: pathlib.Path, timeout: float, proc: subprocess.Popen[bytes]) -> socket.socket:
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(str(path))
+            return s
+        except OSError:
+            s.close()
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise
+            time.sleep(0.05)
+
+
+@dataclass
+class Lab:
+    """QEMU processes on one host directory; `close` removes every process and file it made."""
+
+    root: pathlib.Path
+    image: dict[str, Any]
+    guests: list[Guest]
+    ram_files: list[pathlib.Path]
+
+    def launch(self, name: str, backing: pathlib.Path, *, ram: pathlib.Path | None = None,
+               share: bool = True, incoming: bool = False) -> Guest:
+        """A VM on a fresh overlay over `backing`; with `ram`, its memory is that file
+        (shared: a snapshot's source; private: a clone mapping it copy-on-write)."""
+        d = self.root / name
+        d.mkdir()
+        overlay = d / "disk.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(backing),
+                        str(overlay)], check=True)
+        port = free_port()
+        image = self.image
+        machine = "q35"
+        memory: list[str] = []
+        if ram is not None:
+            machine += ",memory-backend=ram0"
+            share_opt = "on" if share else "off"
+            memory = ["-object", f"memory-backend-file,id=ram0,size=1024M,mem-path={ram},share={share_opt}",
+                      "-qmp", f"unix:{d / 'qmp.sock'},server=on,wait=off"]
+            if ram not in self.ram_files:
+                self.ram_files.append(ram)
+        argv = [
+            "qemu-system-x86_64", "-name", f"cowpod-test-{d.name}", "-nodefaults", "-no-user-config",
+            "-display", "none", "-no-reboot", "-accel", "tcg", "-machine", machine, "-m", "1024M",
+            "-smp", "1", *memory,
+            "-kernel", str(IMAGE_DIR / image["kernel"]), "-initrd", str(IMAGE_DIR / image["initrd"]),
+            "-append", image["cmdline"],
+            "-serial", f"file:{d / 'console.log'}",
+            "-drive", f"file={overlay},if=none,id=d0,format=qcow2", "-device", "virtio-blk-pci,drive=d0",
+            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{image['agent_port']}",
+            "-device", "virtio-net-pci,netdev=n0",
+            "-device", "virtio-serial-pci",
+            "-chardev", f"socket,id=cg,path={d / 'guest.sock'},server=on,wait=off",
+            "-device", f"virtserialport,chardev=cg,name={image['channel']}",
+            "-device", "virtio-rng-pci",
+        ]
+        if incoming:
+            argv += ["-incoming", "defer"]
+        with open(d / "qemu.err", "wb") as err:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        g = Guest(dir=d, proc=proc, agent_port=port, started=time.monotonic())
+        self.guests.append(g)
+        return g
+
+    def close(self) -> None:
+        for g in self.guests:
+            if g.proc.poll() is None:
+                g.proc.send_signal(signal.SIGKILL)
+            g.proc.wait(timeout=30)
+        for f in self.ram_files:
+            f.unlink(missing_ok=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture
-def guest(image: dict[str, Any]) -> Iterator[Guest]:
-    """One cold-booting guest on its own overlay; the QEMU process and every file go afterwards."""
-    d = pathlib.Path(tempfile.mkdtemp(prefix="cpg-", dir="/tmp"))  # short: a unix socket lives here
-    overlay = d / "disk.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
-                    "-b", str(IMAGE_DIR / image["rootfs"]), str(overlay)], check=True)
-    port = free_port()
-    argv = [
-        "qemu-system-x86_64", "-name", f"cowpod-test-{d.name}", "-nodefaults", "-no-user-config",
-        "-display", "none", "-no-reboot", "-accel", "tcg", "-machine", "q35", "-m", "1024", "-smp", "1",
-        "-kernel", str(IMAGE_DIR / image["kernel"]), "-initrd", str(IMAGE_DIR / image["initrd"]),
-        "-append", image["cmdline"],
-        "-serial", f"file:{d / 'console.log'}",
-        "-drive", f"file={overlay},if=virtio,format=qcow2",
-        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:{image['agent_port']}",
-        "-device", "virtio-net-pci,netdev=n0",
-        "-device", "virtio-serial-pci",
-        "-chardev", f"socket,id=cg,path={d / 'guest.sock'},server=on,wait=off",
-        "-device", f"virtserialport,chardev=cg,name={image['channel']}",
-        "-device", "virtio-rng-pci",
-    ]
-    with open(d / "qemu.err", "wb") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-    g = Guest(dir=d, proc=proc, agent_port=port, started=time.monotonic())
+def lab(image: dict[str, Any]) -> Iterator[Lab]:
+    # Short: unix sockets live under it.
+    root = pathlib.Path(tempfile.mkdtemp(prefix="cpg-", dir="/tmp"))
+    lab = Lab(root=root, image=image, guests=[], ram_files=[])
     try:
-        yield g
+        yield lab
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        shutil.rmtree(d, ignore_errors=True)
+        lab.close()
+
+
+@pytest.fixture
+def guest(lab: Lab) -> Guest:
+    """One cold-booting guest on its own overlay."""
+    return lab.launch("vm", IMAGE_DIR / lab.image["rootfs"])
+
+
+class QMP:
+    """Just enough of QEMU's monitor protocol for a snapshot and a restore (events skipped)."""
+
+    def __init__(self, guest: Guest) -> None:
+        self.sock = _connect(guest.dir / "qmp.sock", 30, guest.proc)
+        self.sock.settimeout(60)
+        self.file = self.sock.makefile("rwb")
+        self.file.readline()  # the greeting
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name: str, **arguments: Any) -> Any:
+        self.file.write(json.dumps({"execute": name, "arguments": arguments}).encode() + b"\n")
+        self.file.flush()
+        while True:
+            reply = json.loads(self.file.readline())
+            if "error" in reply:
+                raise RuntimeError(f"QMP {name}: {reply['error']}")
+            if "return" in reply:
+                return reply["return"]
+
+    def wait_migration(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while (status := self.cmd("query-migrate").get("status")) != "completed":
+            assert status != "failed" and time.monotonic() < deadline, status
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+IGNORE_SHARED = [{"capability": "x-ignore-shared", "state": True}]
 
 
 class Lines:
@@ -232,3 +315,69 @@ async def test_guest_boots_warm_becomes_a_node_runs_a_pod_and_powers_off(
         assert await asyncio.to_thread(guest.proc.wait, 90) == 0
     log = guest.console
     assert "cowpod-guest: stopping dockerd" in log and "cowpod-guest: powering off" in log, log[-3000:]
+
+
+def agent_serves(port: int, timeout: float) -> bool:
+    """The agent's gRPC server on the forwarded port answers an HTTP/2 preface with SETTINGS."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+                frame = s.recv(9)
+                if len(frame) == 9 and frame[3] == 0x04:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.timeout(900)
+def test_instant_clones_of_the_warm_guest_each_take_their_own_identity(lab: Lab) -> None:
+    """The guest side of Fargo: its init, blocked on the channel in the snapshot,
+    wakes in each clone's new QEMU process and becomes that clone's node."""
+    ram = pathlib.Path("/dev/shm") / f"cowpod-test-{lab.root.name}.ram"
+    parent = lab.launch("parent", IMAGE_DIR / lab.image["rootfs"], ram=ram, share=True)
+    with contextlib.closing(parent.connect(30)) as sock:
+        assert Lines(sock).next(BOOT_TIMEOUT) == {"event": "warm"}, parent.console[-3000:]
+    # Snapshot: device state to a file; the RAM file, no longer written, is the rest.
+    state = lab.root / "state"
+    qmp = QMP(parent)
+    qmp.cmd("stop")
+    qmp.cmd("migrate-set-capabilities", capabilities=IGNORE_SHARED)
+    qmp.cmd("migrate", uri=f"exec:cat > {state}")
+    qmp.wait_migration()
+    qmp.cmd("quit")
+    qmp.close()
+    parent.proc.wait(timeout=30)
+
+    clones = []
+    for name in ("qc-1", "qc-2"):
+        t0 = time.monotonic()
+        g = lab.launch(name, parent.dir / "disk.qcow2", ram=ram, share=False, incoming=True)
+        q = QMP(g)
+        q.cmd("migrate-set-capabilities", capabilities=IGNORE_SHARED)
+        q.cmd("migrate-incoming", uri=f"exec:cat {state}")
+        q.wait_migration()
+        q.cmd("cont")
+        q.close()
+        sock = g.connect(10)
+        ch = Lines(sock)
+        b = make_bootstrap(name, 1, g.agent_port)
+        ch.send({"bootstrap": b.to_b64(), "now": time.time()})
+        try:
+            started = ch.next(30, skip="warm")
+        except TimeoutError:
+            pytest.fail(f"{name}: no reply to its bootstrap; console:\n{g.console[-3000:]}")
+        sock.close()
+        assert started == {"event": "started", "node": name, "machine_id": b.machine_id}, g.console[-2000:]
+        print(f"{name}: QEMU start -> started {time.monotonic() - t0:.2f}s", end="; ")
+        assert agent_serves(g.agent_port, 60), g.console[-2000:]
+        print(f"agent serving {time.monotonic() - t0:.2f}s")
+        clones.append(g)
+    # Both alive at once, each its own node; the boot ran once, in the parent.
+    for g in clones:
+        assert g.proc.poll() is None
+        assert f"bootstrap: node {g.dir.name}," in g.console
+        assert "dockerd answers" not in g.console

@@ -117,7 +117,11 @@ def log(msg: str) -> None:
 
 
 def split_lines(buf: bytes) -> tuple[list[dict[str, Any]], bytes]:
-    """Complete JSON-object lines out of `buf`, and what is left of a line not yet ended."""
+    """Complete JSON-object lines out of `buf`, and what is left of a line not yet ended.
+
+    A host that disconnected mid-line leaves a fragment the next host's first
+    line is glued to; the protocol's objects are flat, so such a line is read
+    from its last `{"`."""
     *lines, rest = buf.split(b"\n")
     out: list[dict[str, Any]] = []
     for raw in lines:
@@ -126,8 +130,11 @@ def split_lines(buf: bytes) -> tuple[list[dict[str, Any]], bytes]:
         try:
             msg = json.loads(raw)
         except ValueError:
-            log(f"channel: ignoring a line that is not JSON: {raw[:80]!r}")
-            continue
+            try:
+                msg = json.loads(raw[raw.rfind(b'{"') :])
+            except ValueError:
+                log(f"channel: ignoring a line that is not JSON: {raw[:80]!r}")
+                continue
         if isinstance(msg, dict):
             out.append(msg)
         else:
@@ -211,8 +218,10 @@ class Channel:
                 eof = True
                 break
             if not chunk:
-                # The host went away; a line it did not finish is void.
-                self._buf = b""
+                # "No host" — which the port also says while a host that just
+                # connected is already sending (its data can overtake the open
+                # notice), so nothing read is dropped here; split_lines copes
+                # with a line a departed host left unfinished.
                 eof = True
                 break
             self._buf += chunk

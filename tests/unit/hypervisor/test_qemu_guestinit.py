@@ -120,6 +120,20 @@ def test_split_lines_keeps_a_partial_line_and_skips_junk() -> None:
     assert rest == b'{"c"'
 
 
+def test_a_line_glued_to_what_a_departed_host_left_is_still_read() -> None:
+    msgs, _ = split_lines(b'{"bootstrap": "QUJD{"bootstrap": "REVG", "now": 2.0}\n')
+    assert msgs == [{"bootstrap": "REVG", "now": 2.0}]
+
+
+def test_channel_keeps_data_that_arrives_with_the_no_host_eof(pair: tuple[Channel, Host]) -> None:
+    # The host's first line can overtake the port's "host connected" notice: the
+    # read that returns it is followed by an EOF; the line must not be dropped.
+    ch, host = pair
+    host.sock.sendall(b'{"bootstrap": "x", "now": 1.0}\n')
+    host.sock.shutdown(socket.SHUT_WR)
+    assert ch.wait(1.0) == [{"bootstrap": "x", "now": 1.0}]
+
+
 def test_cgroup_hierarchies_group_like_docker_expects() -> None:
     proc_cgroups = (
         "#subsys_name\thierarchy\tnum_cgroups\tenabled\n"
