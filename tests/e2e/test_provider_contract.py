@@ -100,7 +100,7 @@ class SimHarness:
 
 
 # Every provider of the registry, and the harness that drives it here.
-HARNESSES = ("fake", "docker", "sim")
+HARNESSES = ("fake", "docker", "sim", "qemu", "vsphere")
 PROVIDERS = list(registry.names())
 
 
@@ -125,8 +125,18 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     elif request.param == "docker":
         net: DockerTestEnv = request.getfixturevalue("docker_network")
         h = DockerHarness(DockerTestEnv.create(network=net.network))
-    else:
+    elif request.param == "sim":
         h = SimHarness()
+    elif request.param == "qemu":
+        from hypervisor.providers.qemu.testing import QemuHarness
+
+        h = QemuHarness()  # a tiny guest: a real kernel, no pods
+    elif request.param == "vsphere":
+        from hypervisor.providers.vsphere.testing import ContractHarness
+
+        h = ContractHarness()  # its own vcsim, guests are cowpod/vm containers
+    else:
+        raise AssertionError(f"no harness for provider {request.param!r}")
     try:
         yield h
     finally:
