@@ -260,7 +260,25 @@ func createTemplate(ctx context.Context, u *url.URL, dcName, folderName, name, r
 	if err != nil {
 		return err
 	}
+	// One NIC on "VM Network", as a real template has: clones keep it, or have
+	// its backing moved to the network cowpod's settings name.
+	network, err := finder.Network(ctx, "VM Network")
+	if err != nil {
+		return err
+	}
+	backing, err := network.EthernetCardBackingInfo(ctx)
+	if err != nil {
+		return err
+	}
+	nic, err := object.EthernetCardTypes().CreateEthernetCard("vmxnet3", backing)
+	if err != nil {
+		return err
+	}
 	spec := types.VirtualMachineConfigSpec{
+		DeviceChange: []types.BaseVirtualDeviceConfigSpec{&types.VirtualDeviceConfigSpec{
+			Operation: types.VirtualDeviceConfigSpecOperationAdd,
+			Device:    nic,
+		}},
 		Name:     name,
 		GuestId:  string(types.VirtualMachineGuestOsIdentifierDebian10_64Guest),
 		NumCPUs:  2,

@@ -320,3 +320,43 @@ async def test_verification_is_on_unless_insecure_and_a_pinned_thumbprint_is_che
     with pytest.raises(FailedPrecondition) as err:
         await PLUGIN.check(vs_env.settings(insecure=False, thumbprint=wrong), vs_env.context())
     assert str(err.value).startswith("provider.thumbprint: 127.0.0.1's certificate does not match it")
+
+
+def nic_backing(sim: Vcsim, vm_name: str) -> tuple[str, str]:
+    """(kind, network) of the first NIC of `vm_name` in the simulator."""
+    si = sim.connect()
+    try:
+        content = si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        try:
+            vm = next(v for v in view.view if v.name == vm_name)
+            pc = vmodl.query.PropertyCollector
+            spec = pc.FilterSpec(objectSet=[pc.ObjectSpec(obj=vm)],
+                                 propSet=[pc.PropertySpec(type=vim.VirtualMachine,
+                                                          pathSet=["config.hardware.device"])])
+            (obj,) = content.propertyCollector.RetrieveContents([spec])
+            nic = next(d for d in obj.propSet[0].val if isinstance(d, vim.vm.device.VirtualEthernetCard))
+            b = nic.backing
+            if isinstance(b, vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
+                return "dvportgroup", str(b.port.portgroupKey)
+            return "network", str(b.deviceName)
+        finally:
+            view.DestroyView()
+    finally:
+        connect.Disconnect(si)
+
+
+async def test_full_clones_go_on_the_configured_network_and_children_stay_on_it(
+        vs_env: VSphereTestEnv) -> None:
+    default = vs_env.provider()
+    plain = await full_clone(default, vm(f"vmnet-{vs_env.cluster_id}"))
+    assert nic_backing(vs_env.sim, plain.name) == ("network", "VM Network")
+    await default.close()
+
+    p = vs_env.provider(network="DC0_DVPG0")
+    parent = await full_clone(p, vm(f"dvpg-{vs_env.cluster_id}", template=True))
+    kind, key = nic_backing(vs_env.sim, parent.name)
+    assert kind == "dvportgroup" and key
+    child = await instant_clone(p, parent.name, vm(f"dvkid-{vs_env.cluster_id}"))
+    assert nic_backing(vs_env.sim, child.name) == (kind, key)
+    await p.close()

@@ -276,10 +276,14 @@ class VSphereProvider:
             loc.diskMoveType = "createNewChildDiskBacking"
         return loc
 
-    async def _clone(self, what: str, source: _VMRecord, name: str, config: Any, snapshot: Any) -> None:
-        """CloneVM_Task of `source` (linked when `snapshot`), then PowerOnVM_Task."""
+    async def _clone(self, what: str, source: _VMRecord, name: str, config: Any, snapshot: Any,
+                     *, network: bool = False) -> None:
+        """CloneVM_Task of `source` (linked when `snapshot`), then PowerOnVM_Task.
+        `network`: move the clone's first NIC to the configured network."""
         def start(vc: VC) -> Any:
             place = self.place_sync(vc)
+            if network and place.network is not None:
+                config.deviceChange = _nic_to(vc, vc.bind(source.ref), vc.bind(place.network))
             spec = vim.vm.CloneSpec(location=self._relocate(place, snapshot is not None),
                                     config=config, powerOn=False, template=False)
             if snapshot is not None:
@@ -317,7 +321,7 @@ class VSphereProvider:
         snapshot = await self.session.run(lambda vc: _current_snapshot(vc, vc.bind(src.ref)))
         values = self._markers(spec, CloneKind.FULL, "", guest)
         await self._clone(f"clone {template} to {spec.name}", src, spec.name,
-                          self._config(src, values, spec), snapshot)
+                          self._config(src, values, spec), snapshot, network=True)
         log.info("full clone %s from template %s (%s)", spec.name, template,
                  "linked" if snapshot is not None else "full copy")
         return await self.get(spec.name)
@@ -532,6 +536,32 @@ def _named_snapshot(vc: VC, vm: Any, name: str) -> Any:
             return node.snapshot
         todo.extend(node.childSnapshotList or [])
     return None
+
+
+def _nic_to(vc: VC, vm: Any, network: Any) -> list[Any]:
+    """A deviceChange moving `vm`'s first NIC to `network` (none if it has no NIC).
+
+    Children of a parent keep its NIC: the parent already is on the network."""
+    pc = vc.content.propertyCollector
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=vm)],
+        propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine,
+                                                            pathSet=["config.hardware.device"])],
+    )
+    result = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
+    devices = [d for o in (result.objects if result is not None else []) or []
+               for p in o.propSet or [] for d in p.val or []]
+    nic = next((d for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)), None)
+    if nic is None:
+        return []
+    if isinstance(network, vim.dvs.DistributedVirtualPortgroup):
+        nic.backing = vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
+            port=vim.dvs.PortConnection(portgroupKey=network.key,
+                                        switchUuid=network.config.distributedVirtualSwitch.uuid))
+    else:
+        nic.backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(network=network,
+                                                                           deviceName=network.name)
+    return [vim.vm.device.VirtualDeviceSpec(operation="edit", device=nic)]
 
 
 def _find_child(vc: VC, root: Any, kind: Any, name: str) -> Any:
