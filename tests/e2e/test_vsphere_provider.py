@@ -8,6 +8,7 @@ identity really arrives through guestinfo).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -359,4 +360,15 @@ async def test_full_clones_go_on_the_configured_network_and_children_stay_on_it(
     assert kind == "dvportgroup" and key
     child = await instant_clone(p, parent.name, vm(f"dvkid-{vs_env.cluster_id}"))
     assert nic_backing(vs_env.sim, child.name) == (kind, key)
+    await p.close()
+
+
+async def test_an_expired_session_is_logged_in_again(vs_env: VSphereTestEnv) -> None:
+    p = vs_env.provider()
+    info = await full_clone(p, vm(f"s-{vs_env.cluster_id}"))
+    vc = p.session.api_sync()
+    await asyncio.to_thread(vc.content.sessionManager.Logout)  # the server forgets the session
+    assert (await p.get(info.name)).state == VMState.RUNNING
+    assert (await p.pause(info.name)).state == VMState.PAUSED  # a task, started and awaited
+    assert p.session.api_sync() is not vc
     await p.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pathlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -155,3 +157,16 @@ def test_an_expired_session_logs_in_again_once_and_repeats_the_call() -> None:
 
     assert session.call_sync(call) == "done"
     assert len(logins) == 2 and seen[0] is not seen[1]
+
+
+def test_on_a_real_vm_the_bootstrap_comes_from_vmware_rpctool(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tool = tmp_path / "vmware-rpctool"
+    tool.write_text('#!/bin/sh\n'
+                    '[ "$1" = "info-get guestinfo.cowpod.bootstrap" ] && echo abc123 && exit 0\n'
+                    'exit 1\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert guestinit.read_bootstrap({}) == "abc123"
+    tool.write_text("#!/bin/sh\necho 'No value found' >&2\nexit 1\n")
+    assert guestinit.read_bootstrap({}) == ""
