@@ -59,15 +59,21 @@ sweep() {
     done
 }
 
+# True when pid file $1 names a running simulator (not a recycled pid).
+running() {
+    local pid
+    [ -f "$1" ] || return 1
+    pid=$(cat "$1")
+    kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q cowpod-vcsim
+}
+
 if [ "$stop" = 1 ]; then
-    if [ -f "$dir/pid" ]; then
+    if running "$dir/pid"; then
         pid=$(cat "$dir/pid")
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid"
-            # The simulator removes its containers before it exits.
-            for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-        fi
+        kill -TERM "$pid"
+        # The simulator removes its containers before it exits.
+        for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
     fi
     [ -f "$dir/instance" ] && sweep "$(cat "$dir/instance")"
     rm -rf "$dir"
@@ -86,7 +92,7 @@ if [ ! -x "$bin" ] || [ "$here/main.go" -nt "$bin" ]; then
         GOFLAGS= go build -o "$bin.tmp" . && mv "$bin.tmp" "$bin")
 fi
 
-if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+if running "$dir/pid"; then
     echo "start.sh: a simulator already runs from $dir (pid $(cat "$dir/pid")); stop it with: $0 --stop --dir $dir" >&2
     exit 1
 fi
@@ -99,6 +105,7 @@ echo "$instance" > "$dir/instance"
 if [ -z "$username" ]; then
     username="cowpod"
     password_file="$dir/password"
+    (umask 077 && : > "$password_file")
     head -c12 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$password_file"
     auth=()
 else
