@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -293,3 +294,13 @@ def test_another_agent_command_is_executed_cold(pair: tuple[Channel, Host], tmp_
     pid = init.spawn(["sh", "-c", "exit 5"])
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 5
+
+
+def test_the_init_imports_nothing_heavy() -> None:
+    # PID 1 starts before anything is warm, and the guest's venv has no numpy:
+    # the agent's packages are imported on purpose (preload_agent), never by accident.
+    code = "import sys, hypervisor.providers.qemu.guestinit; print(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = {m.split(".")[0] for m in out.split()}
+    heavy = {"agent", "controller", "scheduler", "cowpod", "grpc", "google", "docker", "yaml", "numpy"}
+    assert not loaded & heavy
