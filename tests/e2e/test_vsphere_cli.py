@@ -115,10 +115,13 @@ def run_a_pod_that_needs_a_new_vm(sim: Vcsim, data: pathlib.Path) -> tuple[Cli, 
     return cli, vm
 
 
-def down_leaves_only_the_template(cli: Cli, sim: Vcsim) -> None:
+def down_leaves_only_the_template(cli: Cli, sim: Vcsim, pod_node: str) -> None:
     cli.run("down", "--purge", timeout=180)
     assert inventory(sim) == ["cowpod-template"]
     assert sim.guest_containers() == []
+    pods = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=cowpod.node={pod_node}"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert pods == []
 
 
 def test_up_on_the_simulator_runs_a_pending_pod_on_an_instant_clone(
@@ -130,7 +133,7 @@ def test_up_on_the_simulator_runs_a_pending_pod_on_an_instant_clone(
         assert vm["spec"]["parent"] == "small-parent"
         assert vm["status"]["cloneKind"] == "instant"
         assert ("VirtualMachine.instantClone", "small-parent", vm["metadata"]["name"]) in clone_tasks(sim)
-        down_leaves_only_the_template(cli, sim)
+        down_leaves_only_the_template(cli, sim, vm["metadata"]["name"])
     finally:
         cli.run("down", "--purge", check=False, timeout=180)
 
@@ -148,7 +151,7 @@ def test_up_without_InstantClone_Task_runs_the_pod_on_a_linked_clone_that_says_s
         # Said once in the controller's log (the provider runs in the controller).
         log = (tmp_path / "data" / "logs" / "controller.log").read_text()
         assert len([ln for ln in log.splitlines() if "has no InstantClone_Task" in ln]) == 1, log
-        down_leaves_only_the_template(cli, sim)
+        down_leaves_only_the_template(cli, sim, vm["metadata"]["name"])
     finally:
         cli.run("down", "--purge", check=False, timeout=180)
         sim.stop()
