@@ -80,6 +80,15 @@ def guest_ram_kb(pid: int) -> dict[str, int]:
     return out
 
 
+def snapshot_ram_mb(p: QemuProvider, parent: str) -> float:
+    """What the parent's guest had touched when it was quiesced: the frozen RAM
+    file's allocated pages (a tmpfs file holds only the pages that were written)."""
+    rec = read_record(p.vm_dir(parent))
+    assert rec is not None and rec.snapshot
+    snap = Snapshot.load(pathlib.Path(rec.snapshot))
+    return round(snap.ram.stat().st_blocks * 512 / 2**20, 1) if snap.ram else 0.0
+
+
 def memory(pid: int) -> dict[str, float]:
     m = smaps_rollup_kb(pid)
     g = guest_ram_kb(pid)
@@ -97,7 +106,7 @@ def memory(pid: int) -> dict[str, float]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     image = tiny_image() if args.image == "tiny" else DEFAULT_IMAGE_DIR if args.image == "real" \
         else pathlib.Path(args.image)
-    env = QemuTestEnv.create(image, accel=args.accel)
+    env = QemuTestEnv.create(image, accel=args.accel, tcg_cache_mb=args.tcg_cache_mb)
     p = env.provider()
     tag = uuid.uuid4().hex[:4]
 
@@ -135,6 +144,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         parent_mem = memory(p.pid(parent.name))
         kid_mem = [memory(p.pid(k)) for k in kids]
+        snap_mb = snapshot_ram_mb(p, parent.name)
         child_private = statistics.median(m["private_mb"] for m in kid_mem)
         child_shared = statistics.median(m["shared_mb"] for m in kid_mem)
         child_guest_private = statistics.median(m["guest_private_mb"] for m in kid_mem)
@@ -162,6 +172,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "parent_guest_rss_mb": parent_mem["guest_rss_mb"],
             "child_guest_private_pct_of_parent_guest":
                 round(100 * child_guest_private / max(parent_mem["guest_rss_mb"], 0.1), 1),
+            # The parent at the fork point: its guest RAM in the snapshot; a full clone at Ready.
+            "snapshot_ram_mb": snap_mb,
+            "child_guest_private_pct_of_snapshot": round(100 * child_guest_private / max(snap_mb, 0.1), 1),
+            "child_private_pct_of_full_clone": round(100 * child_private / full_mem["private_mb"], 1),
             "parent": parent_mem,
             "children": kid_mem,
             "full_clone_memory": full_mem,
@@ -188,7 +202,8 @@ async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
     from hypervisor.manager import VMManager
     from hypervisor.provider import ControllerAddress
 
-    env = QemuTestEnv.create(DEFAULT_IMAGE_DIR, accel=args.accel, boot_timeout_s=900.0, start_timeout_s=300.0)
+    env = QemuTestEnv.create(DEFAULT_IMAGE_DIR, accel=args.accel, boot_timeout_s=900.0, start_timeout_s=300.0,
+                             tcg_cache_mb=args.tcg_cache_mb)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="cpq-etcd-"))
     etcd = EtcdMember(data_dir=tmp / "etcd", log_path=tmp / "etcd.log")
     etcd.start()
@@ -249,6 +264,9 @@ async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
                     instant.append(await ready(k, 300) - t0)
                 parent_mem = memory(p.pid("parent"))
                 kid_mem = [memory(p.pid(k)) for k in kids]
+                snap_mb = snapshot_ram_mb(p, "parent")
+                infos = [await p.get(k) for k in kids]
+                provider_s = [i.ready_at - i.created_at for i in infos if i.ready_at]
             finally:
                 for t in tasks:
                     t.cancel()
@@ -262,11 +280,14 @@ async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
             "ready_means": "the node's Ready condition (VMService.Create/Clone -> watch)",
             "n": args.n,
             "memory_mb": args.memory_mb,
+            "tcg_cache_mb": args.tcg_cache_mb,
             "full_ready_p50_s": p50(full),
             "instant_ready_p50_s": p50(instant),
             "speedup": round(p50(full) / p50(instant), 1) if instant else 0.0,
             "full_ready_s": [round(x, 3) for x in full],
             "instant_ready_s": [round(x, 3) for x in instant],
+            # The provider's part of an instant clone: call -> the guest's "started".
+            "instant_provider_p50_s": p50(provider_s),
             "template_parent_ready_s": round(parent_ready, 3),
             "child_private_mb": child_private,
             "child_shared_mb": statistics.median(m["shared_mb"] for m in kid_mem),
@@ -276,6 +297,10 @@ async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
             "parent_guest_rss_mb": parent_mem["guest_rss_mb"],
             "child_guest_private_pct_of_parent_guest":
                 round(100 * child_guest_private / max(parent_mem["guest_rss_mb"], 0.1), 1),
+            # The parent at the fork point: its guest RAM in the snapshot; a full clone at Ready.
+            "snapshot_ram_mb": snap_mb,
+            "child_guest_private_pct_of_snapshot": round(100 * child_guest_private / max(snap_mb, 0.1), 1),
+            "child_private_pct_of_full_clone": round(100 * child_private / full_mem["private_mb"], 1),
             "parent": parent_mem,
             "children": kid_mem,
             "full_clone_memory": full_mem,
@@ -295,6 +320,7 @@ def main() -> None:
                     help="tiny (busybox guest, built on demand), real (.build/qemu), or an image dir")
     ap.add_argument("--memory-mb", type=int, default=256, help="guest memory")
     ap.add_argument("--accel", default="tcg", choices=("auto", "kvm", "tcg"))
+    ap.add_argument("--tcg-cache-mb", type=int, default=0, help="TCG's code cache per VM (0: QEMU's default)")
     ap.add_argument("--cluster", action="store_true",
                     help="the real guest through a controller and the VM manager: node Ready times")
     args = ap.parse_args()

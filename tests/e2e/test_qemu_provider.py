@@ -10,6 +10,7 @@ seconds, without the Debian guest image.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pathlib
 import shutil
@@ -215,3 +216,20 @@ async def test_collect_garbage_removes_what_has_no_record(env: QemuTestEnv, prov
     assert [v.name for v in await provider.list()] == [keep.name]
     assert (await provider.get(keep.name)).state == VMState.RUNNING
     assert len(env.processes()) == 1
+
+
+async def test_auto_accel_probes_kvm_once_and_warns_once_when_it_falls_back(
+        image: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    from hypervisor.providers.qemu import accel
+    from hypervisor.providers.qemu.settings import GuestImage
+
+    kernel = GuestImage.load(image).kernel
+    accel._cache.clear()
+    with caplog.at_level(logging.WARNING, logger=accel.__name__):
+        first = await accel.resolve("auto", "qemu-system-x86_64", kernel)
+        assert await accel.resolve("auto", "qemu-system-x86_64", kernel) == first
+    warnings = [r for r in caplog.records if r.name == accel.__name__]
+    assert first in ("kvm", "tcg")
+    # Here (nested virtualization) KVM never prints a line: TCG, said once.
+    assert len(warnings) == (1 if first == "tcg" else 0)
+    assert await accel.resolve("tcg", "qemu-system-x86_64", kernel) == "tcg"

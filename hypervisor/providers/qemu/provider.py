@@ -111,6 +111,9 @@ class QemuProvider:
         self._channels: dict[str, Channel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._ports: dict[str, int] = {}
+        # VMs between their old process and its replacement (a parent coming back as a
+        # clone of its own snapshot): not failed, whatever /proc says for that moment.
+        self._replacing: set[str] = set()
         self.accel: str = ""
 
     @property
@@ -162,7 +165,7 @@ class QemuProvider:
             return VMState.STOPPED, rec.message or "powered off"
         if rec.phase == PHASE_FAILED:
             return VMState.FAILED, rec.message
-        if not alive:
+        if not alive and rec.name not in self._replacing:
             why = log_tail(self.vm_dir(rec.name))
             return VMState.FAILED, f"qemu exited: {why}" if why else "qemu process is gone"
         return {PHASE_CREATING: VMState.CREATING, PHASE_PAUSED: VMState.PAUSED}.get(
@@ -264,11 +267,14 @@ class QemuProvider:
 
     async def _machine(self, rec: VMRecord, *, incoming: bool, memory_mb: int, cpus: int) -> MachineSpec:
         kernel = pathlib.Path(rec.kernel)
+        accel = await self._accel(kernel)
+        if accel == "tcg" and self.settings.tcg_cache_mb:
+            accel += f",tb-size={self.settings.tcg_cache_mb}"
         return MachineSpec(
             vm_dir=self.vm_dir(rec.name), memory_mb=memory_mb, cpus=cpus, kernel=kernel,
             initrd=pathlib.Path(rec.initrd) if rec.initrd else None, cmdline=rec.cmdline,
             ram_path=pathlib.Path(rec.ram),
-            ram_shared=rec.ram_shared, host_port=rec.host_port, accel=await self._accel(kernel),
+            ram_shared=rec.ram_shared, host_port=rec.host_port, accel=accel,
             machine=self.settings.machine, disk=pathlib.Path(rec.disk) if rec.disk else None,
             incoming=incoming, extra_args=self.settings.extra_args,
         )
@@ -432,10 +438,14 @@ class QemuProvider:
         snap.save()
         # This process maps the file shared and would write it: it goes, and the VM
         # comes back as a clone of its own snapshot.
-        await self._end_process(name)
-        rec = self._save(rec.replace(snapshot=str(sdir), generation=gen, disk=new_disk, ram=str(ram),
-                                     ram_shared=False))
-        return await self._restore(rec, snap, resume=resume)
+        self._replacing.add(name)
+        try:
+            await self._end_process(name)
+            rec = self._save(rec.replace(snapshot=str(sdir), generation=gen, disk=new_disk, ram=str(ram),
+                                         ram_shared=False))
+            return await self._restore(rec, snap, resume=resume)
+        finally:
+            self._replacing.discard(name)
 
     async def _snapshot_of(self, parent: str) -> Snapshot:
         """The parent's quiesce point, made on first use; the parent must run (or be paused)."""
