@@ -153,11 +153,16 @@ class VSphereProvider:
     def _template_sync(self, vc: VC, name: str) -> _VMRecord:
         """A template anywhere in the datacenter's VM folders (not only ours)."""
         dc = self.place_sync(vc).datacenter
-        found = [r for r in self._records_sync(vc, dc.vmFolder, True) if r.name == name]
-        if not found:
+        # Names first (a datacenter may hold thousands of VMs), then the one's properties.
+        ref = _find_child(vc, dc.vmFolder, vim.VirtualMachine, name)
+        if ref is None:
             raise FailedPrecondition(
                 f"template VM {name!r} not found in datacenter {self.settings.datacenter!r}")
-        return found[0]
+        pc = vmodl.query.PropertyCollector
+        spec = pc.FilterSpec(objectSet=[pc.ObjectSpec(obj=ref)],
+                             propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=list(_VM_PROPS))])
+        result = vc.content.propertyCollector.RetrievePropertiesEx([spec], pc.RetrieveOptions())
+        return _record(result.objects[0])
 
     def _info(self, r: _VMRecord, children: Sequence[str]) -> VMInfo:
         e = r.extra
@@ -401,7 +406,9 @@ class VSphereProvider:
             await self._task(f"promote disks of {name}",
                              lambda vc: vc.bind(r.ref).PromoteDisks_Task(unlink=True))
         except TaskFault as err:
-            if not isinstance(err.fault, _UNSUPPORTED):
+            # Missing (vcsim), or refused for a running VM: relocating onto its own
+            # datastore with its own copy of every disk does the same while it runs.
+            if not isinstance(err.fault, (*_UNSUPPORTED, vim.fault.InvalidPowerState)):
                 raise
             spec = vim.vm.RelocateSpec(diskMoveType="moveAllDiskBackingsAndDisallowSharing")
             await self._task(f"relocate {name} off its parent's disks",
