@@ -39,7 +39,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from hypervisor.guest import BOOTSTRAP_KEY, GUEST_RUN_DIR, GuestBootstrap
 
@@ -127,35 +128,69 @@ def init_argv() -> list[str]:
     return [sys.executable, "-m", "hypervisor.vminit"]
 
 
+class Child(Protocol):
+    def send_signal(self, sig: int) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class Supervisor:
+    """The VM init as a child, started again with each new identity guestinfo shows.
+
+    `spawn(text)` starts the init for a bootstrap ("" = none), `read()` reads
+    guestinfo's bootstrap now; both are parameters so tests drive it."""
+
+    def __init__(self, text: str, spawn: Callable[[str], Child], read: Callable[[], str]) -> None:
+        self.text = text
+        self._spawn = spawn
+        self._read = read
+        self.child = spawn(text)
+        self.stopping = False
+
+    def check(self) -> bool:
+        """Re-read guestinfo; on a new bootstrap, stop the init and start it with that. True if so."""
+        now = self._read()
+        if not now or now == self.text:
+            return False
+        log("guestinfo bootstrap changed (this VM is a new clone): restarting the init")
+        self.text = now
+        self.child.send_signal(signal.SIGTERM)
+        self.child.wait()
+        self.child = self._spawn(now)
+        return True
+
+    def exited(self, code: int) -> None:
+        """The init died on its own: start it again, as systemd would restart this unit."""
+        log(f"the init exited ({code}); starting it again")
+        self.child = self._spawn(self.text)
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.child.send_signal(signal.SIGTERM)
+
+
 def supervise(text: str) -> int:
-    """Run the init as a child; restart it when guestinfo's bootstrap changes."""
-    child = subprocess.Popen(init_argv(), env=prepare(text, os.environ) if text else dict(os.environ))
-    stop = False
+    """Run the init as a child (under systemd on a real VM) and watch guestinfo."""
+    def spawn(t: str) -> Child:
+        return subprocess.Popen(init_argv(), env=prepare(t, os.environ) if t else dict(os.environ))
+
+    sup = Supervisor(text, spawn, lambda: read_bootstrap(os.environ))
 
     def on_term(signo: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-        child.send_signal(signal.SIGTERM)
+        sup.stop()
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     while True:
         try:
-            code = child.wait(timeout=WATCH_INTERVAL_S)
+            code = sup.child.wait(timeout=WATCH_INTERVAL_S)
         except subprocess.TimeoutExpired:
-            now = read_bootstrap(os.environ)
-            if now and now != text:
-                log("guestinfo bootstrap changed (this VM is a new clone): restarting the init")
-                text = now
-                child.send_signal(signal.SIGTERM)
-                child.wait()
-                child = subprocess.Popen(init_argv(), env=prepare(text, os.environ))
+            sup.check()
             continue
-        if stop:
+        if sup.stopping:
             return 0
-        log(f"the init exited ({code}); starting it again")
-        time.sleep(1)
-        child = subprocess.Popen(init_argv(), env=prepare(text, os.environ) if text else dict(os.environ))
+        time.sleep(1)  # no tight loop when the init cannot start at all
+        sup.exited(code)
 
 
 def main() -> int:

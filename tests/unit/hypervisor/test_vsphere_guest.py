@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import pathlib
+import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -170,3 +171,41 @@ def test_on_a_real_vm_the_bootstrap_comes_from_vmware_rpctool(
     assert guestinit.read_bootstrap({}) == "abc123"
     tool.write_text("#!/bin/sh\necho 'No value found' >&2\nexit 1\n")
     assert guestinit.read_bootstrap({}) == ""
+
+
+class FakeInit:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.signals: list[int] = []
+        self.waited = False
+
+    def send_signal(self, sig: int) -> None:
+        self.signals.append(sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.waited = True
+        return 0
+
+
+def test_a_new_bootstrap_in_guestinfo_restarts_the_init_with_it() -> None:
+    """An instant clone resumes its parent's guest: its identity arrives in guestinfo afterwards."""
+    started: list[FakeInit] = []
+    guestinfo = ["parent-bootstrap"]
+
+    def spawn(text: str) -> FakeInit:
+        started.append(FakeInit(text))
+        return started[-1]
+
+    sup = guestinit.Supervisor("parent-bootstrap", spawn, lambda: guestinfo[0])
+    assert not sup.check()  # unchanged: nothing happens
+    guestinfo[0] = "child-bootstrap"
+    assert sup.check()
+    assert [i.text for i in started] == ["parent-bootstrap", "child-bootstrap"]
+    assert started[0].signals == [signal.SIGTERM] and started[0].waited
+    assert not sup.check()  # once only
+    guestinfo[0] = ""  # unreadable for a moment: keep what runs
+    assert not sup.check()
+    sup.exited(1)
+    assert [i.text for i in started][-1] == "child-bootstrap"
+    sup.stop()
+    assert sup.stopping and started[-1].signals == [signal.SIGTERM]
