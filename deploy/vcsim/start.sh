@@ -120,7 +120,9 @@ fi
 run_json=""
 [ "$no_guest" = 1 ] || run_json=$(printf '["--network","host","--tmpfs","/sys/class","-v","/var/run/docker.sock:/var/run/docker.sock","--label","cowpod.vcsim=%s","%s","/opt/cowpod/venv/bin/python","-m","hypervisor.providers.vsphere.guestinit"]' "$instance" "$image")
 
-VCSIM_BUSYBOX="$busybox" nohup "$bin" --port "$port" --instance "$instance" --ready "$dir/url" \
+# TMPDIR: the simulated datastore's files go in the state dir, which --stop
+# removes even after a simulator that was killed.
+TMPDIR="$dir" VCSIM_BUSYBOX="$busybox" nohup "$bin" --port "$port" --instance "$instance" --ready "$dir/url" \
     --template cowpod-template --folder cowpod --template-run "$run_json" \
     ${extra[@]+"${extra[@]}"} ${auth[@]+"${auth[@]}"} >"$dir/vcsim.log" 2>&1 &
 echo $! > "$dir/pid"

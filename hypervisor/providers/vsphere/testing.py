@@ -39,6 +39,49 @@ START = ROOT / "deploy" / "vcsim" / "start.sh"
 TEST_LABEL = "cowpod.test"
 
 
+def live_instances() -> set[str]:
+    """The `--instance` of every cowpod-vcsim process running on this machine."""
+    found: set[str] = set()
+    for proc in pathlib.Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"cowpod-vcsim") and b"--instance" in argv:
+            i = argv.index(b"--instance")
+            if i + 1 < len(argv):
+                found.add(argv[i + 1].decode())
+    return found
+
+
+def sweep_dead_simulators() -> list[str]:
+    """Remove what simulators that died without `--stop` left: their guest
+    containers (label cowpod.vcsim=<instance> of no running simulator), their
+    DMI volumes, and the pods nested in those guests. Returns the names removed."""
+    out = subprocess.run(["docker", "ps", "-a", "--no-trunc", "--filter", "label=cowpod.vcsim",
+                          "--format", '{{.ID}} {{.Names}} {{.Label "cowpod.vcsim"}}'],
+                         capture_output=True, text=True, check=True).stdout
+    live = live_instances()
+    rows = [line.split() for line in out.splitlines()]
+    dead = [row for row in rows if len(row) == 3 and row[2] not in live]
+    if not dead:
+        return []
+    ids = {cid for cid, _, _ in dead}
+    pods = subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter", "label=cowpod.node"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    nested: list[str] = []
+    if pods:
+        fmt = "{{.Id}} {{.HostConfig.CgroupParent}}"
+        parents = subprocess.run(["docker", "inspect", "--format", fmt, *pods],
+                                 capture_output=True, text=True, check=False).stdout
+        nested = [f[0] for f in (ln.split() for ln in parents.splitlines())
+                  if len(f) == 2 and f[1].rsplit("/", 1)[-1] in ids]
+    names = [name for _, name, _ in dead]
+    subprocess.run(["docker", "rm", "-f", "-v", *nested, *names], capture_output=True, check=False)
+    subprocess.run(["docker", "volume", "rm", "-f", *names], capture_output=True, check=False)
+    return names + nested
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -56,6 +99,7 @@ class Vcsim:
     @staticmethod
     def start(*, instant_clone: bool = True, guest: bool = True, username: str = "",
               password: str = "") -> Vcsim:
+        sweep_dead_simulators()
         port = free_port()
         state = pathlib.Path(tempfile.mkdtemp(prefix="cp-vcsim-"))
         args = [str(START), "--port", str(port), "--dir", str(state)]
