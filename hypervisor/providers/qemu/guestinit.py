@@ -682,6 +682,12 @@ class GuestInit(Init):
         finally:
             os._exit(code)
 
+    def on_signal(self, signo: int, now: float) -> None:
+        if signo in (signal.SIGTERM, signal.SIGINT) and not self.stopping:
+            # SIGINT is also Ctrl-Alt-Del (e.g. QMP send-key): the host asking for a shutdown.
+            log(f"{signal.Signals(signo).name}: shutting down")
+        super().on_signal(signo, now)
+
     def reap(self, now: float) -> None:
         if self.dockerd is not None:
             self.dockerd.poll(now)
