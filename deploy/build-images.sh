@@ -76,7 +76,8 @@ up_to_date() {  # image hash
 }
 
 hash_files() {  # paths... -> sha256 over names and contents
-  (cd "$ROOT" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 \
+  (cd "$ROOT" && find "$@" -type f ! -path '*/__pycache__/*' ! -path '*/.mypy_cache/*' ! -path '*/.ruff_cache/*' \
+      ! -name '*.pyc' -print0 \
     | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 }
 
@@ -200,7 +201,8 @@ build_vm() {
   rm -rf "$ctx/src"; mkdir -p "$ctx/src"
   # Wheels are hard-linked (or copied) so the deps layer's cache key is their content.
   rm -rf "$ctx/wheels"; cp -al "$BUILD/wheels" "$ctx/wheels" 2>/dev/null || cp -a "$BUILD/wheels" "$ctx/wheels"
-  (cd "$ROOT" && tar -c --exclude=__pycache__ --exclude='*.pyc' "${SRC_PATHS[@]}") | tar -C "$ctx/src" -x
+  (cd "$ROOT" && tar -c --exclude=__pycache__ --exclude=.mypy_cache --exclude=.ruff_cache --exclude='*.pyc' \
+    "${SRC_PATHS[@]}") | tar -C "$ctx/src" -x
   [[ -f $ROOT/README.md ]] && cp "$ROOT/README.md" "$ctx/src/" || echo "# cowpod" >"$ctx/src/README.md"
   cp "$ROOT/deploy/images/vm.Dockerfile" "$ctx/Dockerfile"
   docker_build --label "cowpod.source-hash=$hash" --label cowpod.managed=1 -t cowpod/vm:latest "$ctx"
