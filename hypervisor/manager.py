@@ -318,7 +318,8 @@ class Executor:
         d = DesiredVM(name=a.name, spec=a.spec, status=requested)
         await self.api.update_status(a.name, target_status(d, info, False, self.clock.now()))
         kind = "instant clone of " + a.parent if a.parent else "full clone"
-        await self.api.event(a.name, "Created", f"{kind}: {info.provider_id} ip {info.ip}")
+        note = f" ({info.message})" if info.message else ""
+        await self.api.event(a.name, "Created", f"{kind}: {info.provider_id} ip {info.ip}{note}")
         # A warm parent is kept to be cloned: quiesce it now, not on the first clone.
         if a.spec.template and isinstance(self.provider, PreparesParents):
             try:

@@ -152,7 +152,7 @@ def target_status(d: DesiredVM, a: VMInfo, node_ready: bool, now: float) -> Stat
         # Lineage in the object is the controller's record (it keeps it across
         # UpdateStatus); the provider's view is not written over it.
         children=d.status.children,
-        message=a.message if a.state in (VMState.FAILED, VMState.STOPPED) else "",
+        message=a.message,  # why it failed or stopped; for a running VM, what the provider noted (a fallback)
     )
 
 
