@@ -40,7 +40,7 @@ class Fields:
         if not isinstance(v, str):
             raise Invalid(self.path(key), f"expected a string, got {v!r}")
         if required and not v:
-            raise Invalid(self.path(key), "must not be empty")
+            raise Invalid(self.path(key), "required, and must not be empty")
         return v
 
     def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
@@ -52,6 +52,14 @@ class Fields:
         if v < minimum:
             raise Invalid(self.path(key), f"must be at least {minimum}, got {v}")
         return v
+
+    def number(self, key: str, default: float) -> float:
+        v = self._get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise Invalid(self.path(key), f"expected a number, got {v!r}")
+        return float(v)
 
     def boolean(self, key: str, default: bool) -> bool:
         v = self._get(key)
@@ -82,4 +90,5 @@ class Fields:
     def done(self) -> None:
         unknown = sorted(set(self._raw) - self._taken)
         if unknown:
-            raise Invalid(self.path(unknown[0]), "unknown setting for this provider")
+            known = ", ".join(sorted(self._taken))
+            raise Invalid(self.path(unknown[0]), f"unknown setting for this provider (known: {known})")

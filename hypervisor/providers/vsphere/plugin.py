@@ -55,7 +55,6 @@ def login_error(s: VSphereSettings, err: BaseException) -> CowpodError:
 
 class VSpherePlugin:
     name = "vsphere"
-    summary = "VMware vCenter/ESXi through pyVmomi: InstantClone_Task, linked clones"
 
     def parse_settings(self, raw: Mapping[str, Any], where: str) -> VSphereSettings:
         return parse_settings(raw, where)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cowpod.errors import Invalid
+from hypervisor.settings import Fields
 
 GUEST_NETWORKS = ("vm", "host")
 
@@ -71,46 +72,35 @@ class VSphereSettings:
         return self.url.port or (443 if self.url.scheme == "https" else 80)
 
 
-# cluster-config key -> (attribute, type)
-_KEYS: Mapping[str, tuple[str, type]] = {
-    "server": ("server", str),
-    "username": ("username", str),
-    "passwordFile": ("password_file", str),
-    "datacenter": ("datacenter", str),
-    "cluster": ("cluster", str),
-    "resourcePool": ("resource_pool", str),
-    "folder": ("folder", str),
-    "datastore": ("datastore", str),
-    "network": ("network", str),
-    "template": ("template", str),
-    "caFile": ("ca_file", str),
-    "thumbprint": ("thumbprint", str),
-    "insecure": ("insecure", bool),
-    "guestNetwork": ("guest_network", str),
-    "controllerAddress": ("controller_address", str),
-    "agentPort": ("agent_port", int),
-    "workers": ("workers", int),
-    "taskTimeoutSeconds": ("task_timeout_s", float),
-    "retries": ("retries", int),
-}
-_REQUIRED = ("server", "username", "passwordFile", "datacenter")
-
-
 def parse_settings(raw: Mapping[str, Any], where: str) -> VSphereSettings:
     """The `provider:` section (without `name`) -> settings; Invalid names `<where>.<key>`.
 
     An empty mapping (what `--provider vsphere` alone means) is refused with
     the first missing key: there is no default vCenter."""
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in _KEYS:
-            raise Invalid(f"{where}.{key}", f"unknown setting (known: {', '.join(sorted(_KEYS))})")
-        attr, typ = _KEYS[key]
-        values[attr] = _typed(f"{where}.{key}", value, typ)
-    for key in _REQUIRED:
-        if not values.get(_KEYS[key][0]):
-            raise Invalid(f"{where}.{key}", "required for the vsphere provider")
-    s = VSphereSettings(**values)
+    f = Fields(raw, where)
+    d = VSphereSettings(server="", username="", password_file="", datacenter="")
+    s = VSphereSettings(
+        server=f.string("server", required=True).strip(),
+        username=f.string("username", required=True).strip(),
+        password_file=f.string("passwordFile", required=True).strip(),
+        datacenter=f.string("datacenter", required=True).strip(),
+        cluster=f.string("cluster").strip(),
+        resource_pool=f.string("resourcePool").strip(),
+        folder=f.string("folder").strip(),
+        datastore=f.string("datastore").strip(),
+        network=f.string("network").strip(),
+        template=f.string("template").strip(),
+        ca_file=f.string("caFile").strip(),
+        thumbprint=f.string("thumbprint").strip(),
+        insecure=f.boolean("insecure", d.insecure),
+        guest_network=f.string("guestNetwork", d.guest_network).strip(),
+        controller_address=f.string("controllerAddress").strip(),
+        agent_port=f.integer("agentPort", d.agent_port),
+        workers=f.integer("workers", d.workers),
+        task_timeout_s=f.number("taskTimeoutSeconds", d.task_timeout_s),
+        retries=f.integer("retries", d.retries),
+    )
+    f.done()
 
     url = s.url
     if url.scheme not in ("https", "http") or not url.hostname:
@@ -149,24 +139,6 @@ def parse_settings(raw: Mapping[str, Any], where: str) -> VSphereSettings:
     if not 0 <= s.retries <= 20:
         raise Invalid(f"{where}.retries", "must be between 0 and 20")
     return s
-
-
-def _typed(path: str, value: Any, typ: type) -> Any:
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise Invalid(path, "must be true or false")
-        return value
-    if typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise Invalid(path, "must be a whole number")
-        return value
-    if typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise Invalid(path, "must be a number")
-        return float(value)
-    if not isinstance(value, str):
-        raise Invalid(path, "must be a string")
-    return value.strip()
 
 
 def _is_thumbprint(text: str) -> bool:

@@ -68,7 +68,7 @@ def test_the_registry_parses_the_section_by_name() -> None:
     ({"agentPort": True}, "provider.agentPort", "whole number"),
     ({"workers": 0}, "provider.workers", "between 1 and 64"),
     ({"taskTimeoutSeconds": -1}, "provider.taskTimeoutSeconds", "positive"),
-    ({"datastore": 7}, "provider.datastore", "must be a string"),
+    ({"datastore": 7}, "provider.datastore", "expected a string"),
 ])
 def test_a_bad_setting_is_refused_with_its_field_path(
         changes: dict[str, Any], field: str, reason: str) -> None:
