@@ -28,7 +28,7 @@ from agent.quantity import parse_bytes, parse_cpu_millis
 from agent.runtime_docker import DockerRuntime
 from agent.server import serve
 from cowpod.argtypes import whole_number
-from cowpod.auth.bootstrap import agent_connection
+from cowpod.auth.bootstrap import agent_connection, agent_serving_certificate
 from cowpod.auth.config import ConnectionSettings
 from cowpod.auth.credentials import connect
 from cowpod.auth.flags import add_node_arguments, add_tls_arguments
@@ -128,17 +128,19 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
     )
 
 
-async def run_agent(cfg: AgentConfig, connection: ConnectionSettings | None = None) -> None:
-    """Run until cancelled or until SIGTERM/SIGINT. `connection` None = plaintext to cfg.controller."""
+async def run_agent(
+    cfg: AgentConfig, connection: ConnectionSettings | None = None, serving: CertKey | None = None
+) -> None:
+    """Run until cancelled or until SIGTERM/SIGINT. `connection` None = plaintext to cfg.controller;
+    `serving` is the node's serving certificate (None: logs/exec in plaintext)."""
     metrics = AgentMetrics()
     runtime = DockerRuntime(cfg.node_name, threads=cfg.docker_threads, metrics=metrics)
     client = connect(connection or ConnectionSettings(server=cfg.controller, insecure=True))
     serve_fn: Callable[[Agent], Awaitable[None]] = serve
     conn = connection
-    if conn is not None and conn.client_cert_pem and conn.client_key_pem and conn.ca_pem:
-        # Logs/exec: TLS with the node certificate, and only the controller may call.
-        pair = CertKey(conn.client_cert_pem, conn.client_key_pem)
-        serve_fn = functools.partial(serve, credentials=node_server_credentials(pair, conn.ca_pem),
+    if conn is not None and serving is not None and conn.ca_pem:
+        # Logs/exec: TLS with the node's serving certificate, and only the controller may call.
+        serve_fn = functools.partial(serve, credentials=node_server_credentials(serving, conn.ca_pem),
                                      interceptors=[PeerCheck()])
     agent = Agent(
         cfg, GrpcControlPlane(client), runtime, serve=serve_fn if cfg.listen else None, metrics=metrics
@@ -171,8 +173,10 @@ def run(argv: Sequence[str] | None = None) -> None:
     cfg = config_from_args(ns)
 
     async def start() -> None:
-        connection = await agent_connection(cfg.controller, ns, node_name=cfg.node_name, clock=RealClock())
-        await run_agent(cfg, connection)
+        clock = RealClock()
+        connection = await agent_connection(cfg.controller, ns, node_name=cfg.node_name, clock=clock)
+        serving = await agent_serving_certificate(connection, ns, node_name=cfg.node_name, clock=clock)
+        await run_agent(cfg, connection, serving)
 
     asyncio.run(start())
 

@@ -1,11 +1,17 @@
 """Logs and exec reach a pod's agent through the controller: pod -> node ->
 node.status.daemonEndpoint -> AgentService. A CLI user never needs a VM's address.
 
-Channels are cached per endpoint; the agent's own status codes pass through.
+Channels are cached per (endpoint, node): a secure channel verifies the agent's
+serving certificate against the node's name, so a node advertising another
+node's endpoint gets a channel of its own that fails the handshake, and the
+other node's channel is untouched. A node can write any endpoint into its
+status, so the cache is bounded (least recently used channels are closed).
+The agent's own status codes pass through.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 import grpc
@@ -23,13 +29,18 @@ class AgentError(CowpodError):
         self.code = code
 
 
+# Channels kept open at once; one per node in a healthy cluster.
+MAX_CHANNELS = 1024
+
+
 class AgentProxy:
     def __init__(self, pods: Resource[pod_pb2.Pod], nodes: Resource[node_pb2.Node],
-                 *, connect_timeout: float = 5.0) -> None:
+                 *, connect_timeout: float = 5.0, max_channels: int = MAX_CHANNELS) -> None:
         self.pods = pods
         self.nodes = nodes
         self.connect_timeout = connect_timeout
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.max_channels = max_channels
+        self._channels: OrderedDict[tuple[str, str], grpc.aio.Channel] = OrderedDict()
         # Set by a secure controller: TLS as system:controller, verifying the agent's node certificate.
         self.credentials: grpc.ChannelCredentials | None = None
 
@@ -47,16 +58,27 @@ class AgentProxy:
         if not endpoint:
             raise Unavailable(f'node "{node_name}" has not advertised an agent endpoint '
                               "(status.daemonEndpoint is empty)")
-        ch = self._channels.get(endpoint)
-        if ch is None:
-            if self.credentials is not None:
-                ch = grpc.aio.secure_channel(
-                    endpoint, self.credentials, options=[("grpc.ssl_target_name_override", node_name)]
-                )
-            else:
-                ch = grpc.aio.insecure_channel(endpoint)
-            self._channels[endpoint] = ch
+        ch = await self._channel(endpoint, node_name)
         return agent_pb2_grpc.AgentServiceStub(ch), f'agent of node "{node_name}" at {endpoint}'
+
+    async def _channel(self, endpoint: str, node_name: str) -> grpc.aio.Channel:
+        key = (endpoint, node_name)
+        ch = self._channels.get(key)
+        if ch is not None:
+            self._channels.move_to_end(key)
+            return ch
+        if self.credentials is not None:
+            ch = grpc.aio.secure_channel(
+                endpoint, self.credentials, options=[("grpc.ssl_target_name_override", node_name)]
+            )
+        else:
+            ch = grpc.aio.insecure_channel(endpoint)
+        self._channels[key] = ch
+        while len(self._channels) > self.max_channels:
+            _, old = self._channels.popitem(last=False)
+            # A grace period lets a call still using the evicted channel finish.
+            await old.close(grace=self.connect_timeout)
+        return ch
 
     @staticmethod
     def _translate(err: grpc.aio.AioRpcError, where: str) -> CowpodError:

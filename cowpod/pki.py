@@ -22,7 +22,7 @@ import datetime as dt
 import ipaddress
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -309,6 +309,49 @@ def verify_issued_by(ca_cert_pem: bytes, cert_pem: bytes, *, now: float) -> None
 
 def node_subject(node_name: str) -> Subject:
     return Subject(NODE_USER_PREFIX + node_name, (NODES_GROUP,))
+
+
+# Names no node may take. An agent's serving certificate is named after its node, and
+# clients find the controller by name: a node called `cowpod-controller` (or `localhost`,
+# or an address) would hold a certificate that passes for the controller's.
+RESERVED_NODE_NAMES = frozenset({CONTROLLER_SERVER_NAME, "localhost"})
+
+
+def node_name_conflict(name: str, controller_names: Collection[str] = ()) -> str | None:
+    """Why `name` may not be a node's name (it is the controller's or an address), or None.
+
+    `controller_names` are the names in the controller's own serving certificate
+    (`dns_names_of`), so names an operator added with `--host` are reserved too."""
+    if name in RESERVED_NODE_NAMES or name in controller_names:
+        return f"{name!r} is a name of the controller, reserved"
+    if name.endswith(".localhost") or name.endswith("." + CONTROLLER_SERVER_NAME):
+        return f"{name!r} is under a name reserved for the controller"
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return None
+    return f"{name!r} is an IP address, not a node name"
+
+
+def dns_names_of(cert: x509.Certificate | bytes) -> list[str]:
+    """The DNS names a certificate's subjectAltName lists (none: an empty list)."""
+    c = load_certificate(cert) if isinstance(cert, bytes) else cert
+    try:
+        san = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(n) for n in san.get_values_for_type(x509.DNSName)]
+
+
+def extended_key_usages(cert: x509.Certificate | bytes) -> frozenset[str]:
+    """'client' and/or 'server': what TLS will accept the certificate for."""
+    c = load_certificate(cert) if isinstance(cert, bytes) else cert
+    try:
+        eku = c.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return frozenset({"client", "server"})
+    names = {ExtendedKeyUsageOID.CLIENT_AUTH: "client", ExtendedKeyUsageOID.SERVER_AUTH: "server"}
+    return frozenset(names[u] for u in eku if u in names)
 
 
 # --- the files of a cluster ------------------------------------------------------------------------

@@ -11,9 +11,11 @@ interceptor resolves against the store.
     admin       everything
     edit        pods (not bind, not status), events, workloads; read nodes, VMs, leases
     view        read (Get/List/Watch) everything but tokens; pod logs
-    node X      its own Node (register, heartbeat, get, update, status), the pods
+    node X      its own Node (register, heartbeat, get, status; never update:
+                see noderestriction.py), the pods
                 bound to X (list/watch by spec.nodeName=X, get, status, delete),
-                its lease in cowpod-node-lease, create events. Never: create or
+                its lease in cowpod-node-lease, create events, its own serving
+                certificate. Never: create or
                 bind pods, other nodes or their pods, VMs, tokens.
     scheduler   read pods, nodes, VMs; bind; status of unbound pods (why pending);
                 create events; leader-election leases
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.auth.identity import Identity, Role
+from controller.auth.noderestriction import register_violation
 
 NODE_LEASE_NAMESPACE = "cowpod-node-lease"
 
@@ -194,8 +197,16 @@ def _node(identity: Identity, service: str, verb: str, request: Any) -> Decision
         return _deny(identity, service, verb, f"a node may only touch its own {what} ({me!r}, not {name!r})")
 
     if service == NODE:
-        if verb in ("Register", "Update", "UpdateStatus"):
+        if verb == "Register":
+            why = register_violation(request)
+            if why is not None and request.metadata.name == me:
+                return _deny(identity, service, verb, why)
             return only_own(request.metadata.name, "Node")
+        if verb == "UpdateStatus":
+            return only_own(request.metadata.name, "Node")
+        if verb == "Update":
+            return _deny(identity, service, verb, "a node changes only its status and heartbeat; "
+                         "its spec, labels and taints are for admins and the controller")
         if verb == "Heartbeat":
             return only_own(request.node_name, "Node")
         if verb == "Get":
@@ -224,6 +235,8 @@ def _node(identity: Identity, service: str, verb: str, request: Any) -> Decision
         return _deny(identity, service, verb, "nodes may not create, change, bind or exec into pods")
     if service == EVENT and verb == "Create":
         return ALLOW
+    if service == BOOTSTRAP and verb == "SignServingCertificate":
+        return ALLOW  # the servicer signs only for the caller's own node name
     if service == LEASE and verb in ("Get", "Create", "Update", "Delete"):
         if verb in ("Create", "Update"):
             ns, name = request.metadata.namespace, request.metadata.name

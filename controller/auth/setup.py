@@ -30,7 +30,14 @@ from controller.limits import Limits, server_options
 from controller.store import Store
 from cowpod.auth.config import ConnectionSettings
 from cowpod.clock import Clock
-from cowpod.pki import CONTROLLER_SERVER_NAME, CertificateAuthority, ClusterPKI, PKIError, write_join_bundle
+from cowpod.pki import (
+    CONTROLLER_SERVER_NAME,
+    CertificateAuthority,
+    ClusterPKI,
+    PKIError,
+    dns_names_of,
+    write_join_bundle,
+)
 from cowpod.v1 import auth_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
@@ -105,9 +112,16 @@ class ServerSecurity:
     def servicers(self) -> list[tuple[Any, object]]:
         return [
             (SERVICES[0], TokenServicer(self.tokens)),
-            (SERVICES[1], BootstrapServicer(self.tokens, self.ca, self.clock, cert_days=self.node_cert_days)),
+            (SERVICES[1], BootstrapServicer(self.tokens, self.ca, self.clock, cert_days=self.node_cert_days,
+                                            controller_names=self._controller_names())),
             (SERVICES[2], IdentityServicer()),
         ]
+
+    def _controller_names(self) -> list[str]:
+        """The names in the controller's serving certificate: no node may take one."""
+        if self.pki is None:
+            return []
+        return dns_names_of(self.pki.load("controller").cert_pem)
 
     def credentials(self) -> grpc.ServerCredentials | None:
         if self.pki is None or self.ca is None:

@@ -1,7 +1,8 @@
 """Who may call a *node's* agent: only the controller.
 
 The agent serves logs and exec on a socket in the run directory every VM
-mounts. With TLS, the agent presents its node certificate and requires a
+mounts. With TLS, the agent presents its node *serving* certificate (server
+use only, named after the node, which the controller checks) and requires a
 client certificate from the cluster CA — but the shared transport
 certificate is from that CA too, so the server also checks the caller's
 identity: `PeerCheck` lets only the listed users (CN) through, for every
@@ -76,6 +77,6 @@ class PeerCheck(grpc.aio.ServerInterceptor):
 
 
 def node_server_credentials(pair: CertKey, ca_pem: bytes) -> grpc.ServerCredentials:
-    """TLS for an agent's server: its node certificate; callers need a cluster certificate."""
+    """TLS for an agent's server: its serving certificate; callers need a cluster certificate."""
     return grpc.ssl_server_credentials([(pair.key_pem, pair.cert_pem)], root_certificates=ca_pem,
                                        require_client_auth=True)

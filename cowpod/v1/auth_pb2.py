@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from cowpod.v1 import meta_pb2 as cowpod_dot_v1_dot_meta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63owpod/v1/auth.proto\x12\tcowpod.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14\x63owpod/v1/meta.proto\"\x85\x01\n\tTokenSpec\x12\x0c\n\x04role\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsingle_use\x18\x03 \x01(\x08\x12\x11\n\tnode_name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\x9d\x01\n\x05Token\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x08metadata\x18\x03 \x01(\x0b\x32\x15.cowpod.v1.ObjectMeta\x12\"\n\x04spec\x18\x04 \x01(\x0b\x32\x14.cowpod.v1.TokenSpec\x12\x15\n\rsecret_sha256\x18\x05 \x01(\t\x12\r\n\x05token\x18\x06 \x01(\t\"F\n\tTokenList\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.cowpod.v1.Token\x12\x18\n\x10resource_version\x18\x02 \x01(\x03\"s\n\x12\x43reateTokenRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x12\n\nsingle_use\x18\x03 \x01(\x08\x12\x11\n\tnode_name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\"\n\x12RevokeTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"I\n\x14\x45xchangeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x03 \x01(\x0c\"L\n\x15\x45xchangeTokenResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\x0c\"\x0f\n\rWhoAmIRequest\"i\n\x0eWhoAmIResponse\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0e\n\x06groups\x18\x02 \x03(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x18\n\x10\x61uthenticated_by\x18\x04 \x01(\t\x12\x11\n\tnode_name\x18\x05 \x01(\t2\xba\x01\n\x0cTokenService\x12\x39\n\x06\x43reate\x12\x1d.cowpod.v1.CreateTokenRequest\x1a\x10.cowpod.v1.Token\x12\x34\n\x04List\x12\x16.cowpod.v1.ListOptions\x1a\x14.cowpod.v1.TokenList\x12\x39\n\x06Revoke\x12\x1d.cowpod.v1.RevokeTokenRequest\x1a\x10.cowpod.v1.Token2f\n\x10\x42ootstrapService\x12R\n\rExchangeToken\x12\x1f.cowpod.v1.ExchangeTokenRequest\x1a .cowpod.v1.ExchangeTokenResponse2P\n\x0fIdentityService\x12=\n\x06WhoAmI\x12\x18.cowpod.v1.WhoAmIRequest\x1a\x19.cowpod.v1.WhoAmIResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63owpod/v1/auth.proto\x12\tcowpod.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14\x63owpod/v1/meta.proto\"\x85\x01\n\tTokenSpec\x12\x0c\n\x04role\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsingle_use\x18\x03 \x01(\x08\x12\x11\n\tnode_name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\x9d\x01\n\x05Token\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x08metadata\x18\x03 \x01(\x0b\x32\x15.cowpod.v1.ObjectMeta\x12\"\n\x04spec\x18\x04 \x01(\x0b\x32\x14.cowpod.v1.TokenSpec\x12\x15\n\rsecret_sha256\x18\x05 \x01(\t\x12\r\n\x05token\x18\x06 \x01(\t\"F\n\tTokenList\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.cowpod.v1.Token\x12\x18\n\x10resource_version\x18\x02 \x01(\x03\"s\n\x12\x43reateTokenRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x12\n\nsingle_use\x18\x03 \x01(\x08\x12\x11\n\tnode_name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\"\n\x12RevokeTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"I\n\x14\x45xchangeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x03 \x01(\x0c\"L\n\x15\x45xchangeTokenResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\x0c\",\n\x19ServingCertificateRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"\x0f\n\rWhoAmIRequest\"i\n\x0eWhoAmIResponse\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0e\n\x06groups\x18\x02 \x03(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x18\n\x10\x61uthenticated_by\x18\x04 \x01(\t\x12\x11\n\tnode_name\x18\x05 \x01(\t2\xba\x01\n\x0cTokenService\x12\x39\n\x06\x43reate\x12\x1d.cowpod.v1.CreateTokenRequest\x1a\x10.cowpod.v1.Token\x12\x34\n\x04List\x12\x16.cowpod.v1.ListOptions\x1a\x14.cowpod.v1.TokenList\x12\x39\n\x06Revoke\x12\x1d.cowpod.v1.RevokeTokenRequest\x1a\x10.cowpod.v1.Token2\xc8\x01\n\x10\x42ootstrapService\x12R\n\rExchangeToken\x12\x1f.cowpod.v1.ExchangeTokenRequest\x1a .cowpod.v1.ExchangeTokenResponse\x12`\n\x16SignServingCertificate\x12$.cowpod.v1.ServingCertificateRequest\x1a .cowpod.v1.ExchangeTokenResponse2P\n\x0fIdentityService\x12=\n\x06WhoAmI\x12\x18.cowpod.v1.WhoAmIRequest\x1a\x19.cowpod.v1.WhoAmIResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,14 +47,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXCHANGETOKENREQUEST']._serialized_end=684
   _globals['_EXCHANGETOKENRESPONSE']._serialized_start=686
   _globals['_EXCHANGETOKENRESPONSE']._serialized_end=762
-  _globals['_WHOAMIREQUEST']._serialized_start=764
-  _globals['_WHOAMIREQUEST']._serialized_end=779
-  _globals['_WHOAMIRESPONSE']._serialized_start=781
-  _globals['_WHOAMIRESPONSE']._serialized_end=886
-  _globals['_TOKENSERVICE']._serialized_start=889
-  _globals['_TOKENSERVICE']._serialized_end=1075
-  _globals['_BOOTSTRAPSERVICE']._serialized_start=1077
-  _globals['_BOOTSTRAPSERVICE']._serialized_end=1179
-  _globals['_IDENTITYSERVICE']._serialized_start=1181
-  _globals['_IDENTITYSERVICE']._serialized_end=1261
+  _globals['_SERVINGCERTIFICATEREQUEST']._serialized_start=764
+  _globals['_SERVINGCERTIFICATEREQUEST']._serialized_end=808
+  _globals['_WHOAMIREQUEST']._serialized_start=810
+  _globals['_WHOAMIREQUEST']._serialized_end=825
+  _globals['_WHOAMIRESPONSE']._serialized_start=827
+  _globals['_WHOAMIRESPONSE']._serialized_end=932
+  _globals['_TOKENSERVICE']._serialized_start=935
+  _globals['_TOKENSERVICE']._serialized_end=1121
+  _globals['_BOOTSTRAPSERVICE']._serialized_start=1124
+  _globals['_BOOTSTRAPSERVICE']._serialized_end=1324
+  _globals['_IDENTITYSERVICE']._serialized_start=1326
+  _globals['_IDENTITYSERVICE']._serialized_end=1406
 # @@protoc_insertion_point(module_scope)

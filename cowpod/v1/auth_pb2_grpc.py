@@ -198,6 +198,11 @@ class BootstrapServiceStub:
                 request_serializer=cowpod_dot_v1_dot_auth__pb2.ExchangeTokenRequest.SerializeToString,
                 response_deserializer=cowpod_dot_v1_dot_auth__pb2.ExchangeTokenResponse.FromString,
                 _registered_method=True)
+        self.SignServingCertificate = channel.unary_unary(
+                '/cowpod.v1.BootstrapService/SignServingCertificate',
+                request_serializer=cowpod_dot_v1_dot_auth__pb2.ServingCertificateRequest.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_auth__pb2.ExchangeTokenResponse.FromString,
+                _registered_method=True)
 
 
 class BootstrapServiceServicer:
@@ -209,12 +214,23 @@ class BootstrapServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignServingCertificate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BootstrapServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ExchangeToken': grpc.unary_unary_rpc_method_handler(
                     servicer.ExchangeToken,
                     request_deserializer=cowpod_dot_v1_dot_auth__pb2.ExchangeTokenRequest.FromString,
+                    response_serializer=cowpod_dot_v1_dot_auth__pb2.ExchangeTokenResponse.SerializeToString,
+            ),
+            'SignServingCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignServingCertificate,
+                    request_deserializer=cowpod_dot_v1_dot_auth__pb2.ServingCertificateRequest.FromString,
                     response_serializer=cowpod_dot_v1_dot_auth__pb2.ExchangeTokenResponse.SerializeToString,
             ),
     }
@@ -244,6 +260,33 @@ class BootstrapService:
             target,
             '/cowpod.v1.BootstrapService/ExchangeToken',
             cowpod_dot_v1_dot_auth__pb2.ExchangeTokenRequest.SerializeToString,
+            cowpod_dot_v1_dot_auth__pb2.ExchangeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignServingCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.BootstrapService/SignServingCertificate',
+            cowpod_dot_v1_dot_auth__pb2.ServingCertificateRequest.SerializeToString,
             cowpod_dot_v1_dot_auth__pb2.ExchangeTokenResponse.FromString,
             options,
             channel_credentials,
