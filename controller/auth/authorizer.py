@@ -11,7 +11,8 @@ interceptor resolves against the store.
     admin       everything
     edit        pods (not bind, not status), events, workloads; read nodes, VMs, leases
     view        read (Get/List/Watch) everything but tokens; pod logs
-    node X      its own Node (register, heartbeat, get, update, status), the pods
+    node X      its own Node (register, heartbeat, get, status; never update:
+                see noderestriction.py), the pods
                 bound to X (list/watch by spec.nodeName=X, get, status, delete),
                 its lease in cowpod-node-lease, create events, its own serving
                 certificate. Never: create or
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.auth.identity import Identity, Role
+from controller.auth.noderestriction import register_violation
 
 NODE_LEASE_NAMESPACE = "cowpod-node-lease"
 
@@ -195,8 +197,16 @@ def _node(identity: Identity, service: str, verb: str, request: Any) -> Decision
         return _deny(identity, service, verb, f"a node may only touch its own {what} ({me!r}, not {name!r})")
 
     if service == NODE:
-        if verb in ("Register", "Update", "UpdateStatus"):
+        if verb == "Register":
+            why = register_violation(request)
+            if why is not None and request.metadata.name == me:
+                return _deny(identity, service, verb, why)
             return only_own(request.metadata.name, "Node")
+        if verb == "UpdateStatus":
+            return only_own(request.metadata.name, "Node")
+        if verb == "Update":
+            return _deny(identity, service, verb, "a node changes only its status and heartbeat; "
+                         "its spec, labels and taints are for admins and the controller")
         if verb == "Heartbeat":
             return only_own(request.node_name, "Node")
         if verb == "Get":

@@ -84,6 +84,16 @@ ROWS: list[tuple[Identity, str, Any, bool]] = [
     (NODE1, node_m("Heartbeat"), node_pb2.HeartbeatRequest(node_name="n2"), False),
     (NODE1, node_m("UpdateStatus"), named_node("n1"), True),
     (NODE1, node_m("Update"), named_node("n2"), False),
+    # NodeRestriction: a node reports status, it does not rewrite itself
+    (NODE1, node_m("Update"), named_node("n1"), False),
+    (NODE1, node_m("Register"), node_pb2.Node(metadata=meta_pb2.ObjectMeta(
+        name="n1", labels={"disk": "ssd"})), True),
+    (NODE1, node_m("Register"), node_pb2.Node(metadata=meta_pb2.ObjectMeta(
+        name="n1", labels={"node-restriction.cowpod.io/pci": "true"})), False),
+    (NODE1, node_m("Register"), node_pb2.Node(metadata=meta_pb2.ObjectMeta(name="n1"), spec=node_pb2.NodeSpec(
+        taints=[node_pb2.Taint(key="k", effect="NoSchedule")])), False),
+    (NODE1, node_m("Register"), node_pb2.Node(metadata=meta_pb2.ObjectMeta(name="n1"),
+                                              spec=node_pb2.NodeSpec(unschedulable=True)), False),
     (NODE1, node_m("Get"), meta_pb2.ObjectKey(name="n1"), True),
     (NODE1, node_m("Get"), meta_pb2.ObjectKey(name="n2"), False),
     (NODE1, node_m("List"), ALL, False),
