@@ -8,7 +8,11 @@
   is never stored (etcd would refuse a value over 1.5 MiB anyway, less clearly).
 - Rate: a token bucket per client identity (`RateLimiter`), with more room
   for system components than for people; over it, RESOURCE_EXHAUSTED with
-  how long to wait. Streams (watches, logs) count once when they open, and
+  how long to wait. An identity's bucket is charged only once the caller has
+  proven it (a token checked, a certificate verified): otherwise anyone could
+  drain another user's bucket with junk under that user's token id. Failed
+  authentications are charged to their source address instead
+  (`failed_auth_rate`, `source_address`). Streams (watches, logs) count once when they open, and
   their number per client is capped (`StreamCounter`).
 
 Time comes from an injected `Clock`, so tests drain and refill buckets
@@ -21,7 +25,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -50,6 +54,10 @@ class Limits:
     user_burst: int = 200
     system_rate: float = 2000.0
     system_burst: int = 10_000
+    # Failed authentications (bad or unknown tokens) per source address: past this the
+    # source gets RESOURCE_EXHAUSTED for tokens this controller has not seen succeed.
+    failed_auth_rate: float = 1.0
+    failed_auth_burst: int = 20
     # Concurrent streams (watch, logs) per client.
     max_streams: int = 128
     # How many clients' buckets to remember (least recently used are dropped).
@@ -140,9 +148,13 @@ class TokenBucket:
         self._tokens = float(burst)
         self._at = now
 
+    def available(self, now: float) -> float:
+        """How many tokens there would be at `now`, taking none."""
+        return min(self.burst, self._tokens + (now - self._at) * self.rate)
+
     def take(self, now: float) -> float:
         """Take one token: 0.0 if granted, else the seconds until one is available."""
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._tokens = self.available(now)
         self._at = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0
@@ -157,6 +169,20 @@ class RateLimiter:
         self._limits = limits
         self._clock = clock
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    @staticmethod
+    def for_failures(limits: Limits, clock: Clock) -> RateLimiter:
+        """The limiter of failed authentications: the user budget is the failure budget."""
+        return RateLimiter(
+            replace(limits, user_rate=limits.failed_auth_rate, user_burst=limits.failed_auth_burst), clock
+        )
+
+    def exhausted(self, key: str) -> bool:
+        """Would `check(key)` refuse now? Looks without taking a token."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return False
+        return bucket.available(self._clock.monotonic()) < 1.0
 
     def check(self, key: str, *, system: bool = False) -> None:
         now = self._clock.monotonic()
@@ -176,6 +202,22 @@ class RateLimiter:
                 f"rate limit for {key}: {bucket.rate:g} requests/s (burst {bucket.burst}); "
                 f"retry in {wait:.2f}s"
             )
+
+
+def source_address(peer: str) -> str:
+    """The caller's address without its port, from gRPC's `context.peer()`.
+
+    `ipv4:10.0.0.7:51234` -> `10.0.0.7`, `ipv6:[::1]:4000` -> `::1`; a unix socket
+    peer is `unix` whatever its path (every VM of a host shares that socket). The
+    port must go: a fresh connection has a fresh port, and a limit per port is none.
+    """
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or rest
+    if kind == "ipv6":
+        host = rest.rpartition(":")[0] if rest.startswith("[") else rest
+        return host.strip("[]") or rest
+    return kind or "unknown"
 
 
 class StreamCounter:

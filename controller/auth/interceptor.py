@@ -2,14 +2,14 @@
 
 For each call, before the servicer runs:
 
-    1. who: the bearer token if the call carries one, else the client
-       certificate the TLS handshake verified (insecure mode: nobody, admin)
-    2. rate limit for that client                      -> RESOURCE_EXHAUSTED
-    3. stream cap for watches and logs                 -> RESOURCE_EXHAUSTED
-    4. token check                                     -> UNAUTHENTICATED
-    5. object limits on the request                    -> INVALID_ARGUMENT
-    6. authorize(identity, method, request)            -> UNAUTHENTICATED / PERMISSION_DENIED
-    7. for nodes: is the pod bound to this node?       -> PERMISSION_DENIED
+    1. who: the bearer token if the call carries one (checked: UNAUTHENTICATED,
+       or RESOURCE_EXHAUSTED once its source address failed too often), else
+       the client certificate the TLS handshake verified (insecure: admin)
+    2. rate limit for that client, now proven          -> RESOURCE_EXHAUSTED
+    3. object limits on the request                    -> INVALID_ARGUMENT
+    4. authorize(identity, method, request)            -> UNAUTHENTICATED / PERMISSION_DENIED
+    5. for nodes: is the pod bound to this node?       -> PERMISSION_DENIED
+    6. stream cap for watches and logs                 -> RESOURCE_EXHAUSTED
 
 A grpc.aio interceptor only sees the method name and metadata, so it wraps
 the method handler it is given: the wrapper sees the decoded request and the
@@ -33,7 +33,7 @@ from google.protobuf.message import Message
 from controller.auth.authorizer import PodCheck, Requirement, authorize
 from controller.auth.identity import INSECURE, Identity, Role, identity_from_subject
 from controller.auth.tokens import TokenManager
-from controller.limits import Limits, RateLimiter, StreamCounter, check_message
+from controller.limits import Limits, RateLimiter, StreamCounter, check_message, source_address
 from cowpod.auth import tokens as tok
 from cowpod.auth.podsecurity import pod_violations
 from cowpod.clock import Clock
@@ -125,6 +125,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._tokens = tokens
         self._limits = limits
         self._rate = RateLimiter(limits, clock)
+        self._failures = RateLimiter.for_failures(limits, clock)
+        # Ids of tokens that authenticated here lately (ids only: they are not secret). A
+        # source over its failure budget may still present these, so an attacker sharing
+        # the victim's address (NAT, the VMs' unix socket) cannot lock the victim out.
+        self._known_tokens: OrderedDict[str, None] = OrderedDict()
         self._streams = StreamCounter(limits.max_streams)
         self._pod_node = pod_node
         self._insecure = insecure
@@ -175,33 +180,27 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if isinstance(request, _Undecodable):
             _, _, verb = method.rpartition("/")
             raise Invalid("", f"request is not a valid message for {verb}: {request.error}")
-        token = _bearer(metadata)
+        source = source_address(context.peer())
         peer = self._peer_identity(context)
         if peer is None and not self._insecure:
             # TLS with required client certificates makes this unreachable; never fail open.
             raise Unauthenticated("no client certificate")
-        # Rate-limit before checking a token, so guessing tokens is rate-limited too.
+        token = self._bearer_or_failure(metadata, source)
         if token is not None:
-            try:
-                key = f"token:{tok.parse(token).id}"
-            except tok.MalformedToken:
-                raise Unauthenticated("invalid bearer token: not in the <id>.<secret> form") from None
-            system = False
+            identity = await self._authenticate(token, source)
+            key, system = identity.user, False
         elif peer is not None:
-            key = peer.user if peer.authenticated else f"anonymous@{context.peer()}"
+            identity = peer
+            key = peer.user if peer.authenticated else f"anonymous@{source}"
             # Components and the cluster's own admin certificate (benchmarks, supervisors)
             # get the system budget; people with tokens the user budget.
             system = peer.role in (Role.NODE, Role.SCHEDULER, Role.ADMIN) or CONTROLLERS_GROUP in peer.groups
         else:
-            key, system = "", False
+            identity, key, system = INSECURE, "", False
+        # Charged only now that the caller is proven: junk under a user's token id costs
+        # the junk's source, never the user (issue #15).
         if key:  # insecure mode trusts every caller: no rate limit, only the object limits
             self._rate.check(key, system=system)
-        if token is not None:
-            if self._tokens is None:
-                raise Unauthenticated("this controller does not accept bearer tokens (it runs --insecure)")
-            identity = await self._tokens.authenticate(token)
-        else:
-            identity = peer if peer is not None else INSECURE
         if isinstance(request, Message):
             check_message(request, self._limits)
             if method in _POD_WRITES:
@@ -216,6 +215,40 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if decision.check is not None and decision.check.requirement is Requirement.BOUND_BEFORE:
             await self._check_bound(decision.check, identity)
         return identity, decision.check
+
+    def _failed(self, source: str) -> None:
+        """Charge a failed authentication to its source; RESOURCE_EXHAUSTED when over budget."""
+        self._failures.check(f"failed-auth@{source}")
+
+    def _bearer_or_failure(self, metadata: Any, source: str) -> str | None:
+        try:
+            return _bearer(metadata)
+        except Unauthenticated:
+            self._failed(source)
+            raise
+
+    async def _authenticate(self, token: str, source: str) -> Identity:
+        """The token's identity; failures are charged to `source`, not to the token's id."""
+        if self._tokens is None:
+            raise Unauthenticated("this controller does not accept bearer tokens (it runs --insecure)")
+        try:
+            token_id = tok.parse(token).id
+        except tok.MalformedToken:
+            self._failed(source)
+            raise Unauthenticated("invalid bearer token: not in the <id>.<secret> form") from None
+        if token_id not in self._known_tokens and self._failures.exhausted(f"failed-auth@{source}"):
+            # Over its failure budget, a source costs no store read for tokens never seen to work.
+            self._failed(source)
+        try:
+            identity = await self._tokens.authenticate(token)
+        except Unauthenticated:
+            self._failed(source)
+            raise
+        self._known_tokens[token_id] = None
+        self._known_tokens.move_to_end(token_id)
+        while len(self._known_tokens) > self._limits.max_clients:
+            self._known_tokens.popitem(last=False)
+        return identity
 
     async def _check_bound(self, check: PodCheck, identity: Identity) -> None:
         if self._pod_node is None:

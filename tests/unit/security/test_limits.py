@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.limits import Limits, RateLimiter, StreamCounter, TokenBucket, check_message
+from controller.limits import Limits, RateLimiter, StreamCounter, TokenBucket, check_message, source_address
 from cowpod.clock import FakeClock
 from cowpod.errors import Invalid, ResourceExhausted
 from cowpod.v1 import meta_pb2, pod_pb2
@@ -112,3 +112,22 @@ def test_stream_counter() -> None:
             pass
     with sc.opened("a"), sc.opened("a"):
         pass
+
+
+def test_source_address_drops_the_port() -> None:
+    assert source_address("ipv4:10.0.0.7:51234") == "10.0.0.7"
+    assert source_address("ipv6:[::1]:4000") == "::1"
+    assert source_address("unix:/run/cowpod/controller.sock") == "unix"
+    assert source_address("unix:") == "unix"
+
+
+def test_failure_limiter_looks_without_taking() -> None:
+    clock = FakeClock()
+    rl = RateLimiter.for_failures(Limits(failed_auth_rate=1.0, failed_auth_burst=2), clock)
+    assert not rl.exhausted("failed-auth@10.0.0.7")
+    rl.check("failed-auth@10.0.0.7")
+    rl.check("failed-auth@10.0.0.7")
+    assert rl.exhausted("failed-auth@10.0.0.7") and rl.exhausted("failed-auth@10.0.0.7")
+    with pytest.raises(ResourceExhausted, match=r"failed-auth@10\.0\.0\.7"):
+        rl.check("failed-auth@10.0.0.7")
+    assert not rl.exhausted("failed-auth@10.0.0.8")
