@@ -24,6 +24,7 @@ from agent.config import AgentConfig
 from agent.desired import grace_of, spec_hash
 from agent.runtime import CreateSpec, Kind, Mount
 from cowpod.auth.podsecurity import host_path_violation
+from cowpod.images import internal_image_violation
 from cowpod.v1 import pod_pb2
 
 
@@ -169,6 +170,9 @@ def container_spec(
     cfg: AgentConfig,
     ctx: PodContext,
 ) -> CreateSpec:
+    why = internal_image_violation(c.image)  # admission refuses these; pods stored before it are caught here
+    if why is not None:
+        raise ConfigError(f"image {c.image!r}: {why}")
     env = resolve_env(pod, c, ctx)
     res = c.resources
     cpu_limit = res.limits.cpu_millis

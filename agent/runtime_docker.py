@@ -37,6 +37,7 @@ from agent.runtime import (
     RunState,
     VMInfo,
 )
+from cowpod.images import internal_labels_violation
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -243,6 +244,7 @@ class DockerRuntime:
             host_cfg["mem_reservation"] = spec.memory_reservation
         if spec.published_ports:
             host_cfg["port_bindings"] = {k: v for k, v in spec.published_ports.items()}
+        self._refuse_internal_image(spec.image)
         hc = self._api.create_host_config(**host_cfg)
         kwargs: dict[str, Any] = {
             "image": spec.image,
@@ -278,6 +280,18 @@ class DockerRuntime:
             else:
                 raise EngineError(f"create {spec.name}: {err.explanation or err}") from err
         return str(res["Id"])
+
+    def _refuse_internal_image(self, image: str) -> None:
+        """Raise if `image` is a cowpod VM disk or snapshot. Checked on the image
+        the engine resolves the reference to, so an image named by id, digest
+        or a second tag is caught as well as its name (cowpod/images.py)."""
+        try:
+            attrs = self._api.inspect_image(image)  # type: ignore[no-untyped-call]
+        except docker.errors.NotFound:
+            return  # the create reports the missing image
+        why = internal_labels_violation(attrs.get("Config", {}).get("Labels"))
+        if why is not None:
+            raise ImageError("InvalidImageName", f"image {image!r}: {why}")
 
     async def create_container(self, spec: CreateSpec) -> str:
         return await self._call(self._create_sync, spec)

@@ -205,7 +205,9 @@ build_vm() {
     "${SRC_PATHS[@]}") | tar -C "$ctx/src" -x
   [[ -f $ROOT/README.md ]] && cp "$ROOT/README.md" "$ctx/src/" || echo "# cowpod" >"$ctx/src/README.md"
   cp "$ROOT/deploy/images/vm.Dockerfile" "$ctx/Dockerfile"
-  docker_build --label "cowpod.source-hash=$hash" --label cowpod.managed=1 -t cowpod/vm:latest "$ctx"
+  # cowpod.internal: a VM disk, which the agent never runs as a pod (cowpod/images.py).
+  docker_build --label "cowpod.source-hash=$hash" --label cowpod.managed=1 --label cowpod.internal=vm \
+    -t cowpod/vm:latest "$ctx"
   summary "built cowpod/vm:latest ($hash) in $((SECONDS - t0))s"
 }
 

@@ -26,6 +26,11 @@ from collections.abc import Mapping
 
 from cowpod.auth.config import ConfigError, ConnectionSettings
 
+# Where an agent keeps its node key and certificate. VM providers keep this
+# directory off the VM's disk (the docker provider mounts a tmpfs there), so a
+# snapshot of the disk never holds the key.
+DEFAULT_CERT_DIR = "/var/lib/cowpod/pki"
+
 
 def add_tls_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
     env = os.environ if environ is None else environ
@@ -80,6 +85,6 @@ def add_node_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, st
         help="file with a bootstrap token, exchanged for a node certificate on first start",
     )
     g.add_argument(
-        "--cert-dir", default=env.get("COWPOD_CERT_DIR", "/var/lib/cowpod/pki"),
+        "--cert-dir", default=env.get("COWPOD_CERT_DIR", DEFAULT_CERT_DIR),
         help="where the node keeps its key and certificate (<node>.key, <node>.crt)",
     )

@@ -9,12 +9,16 @@ stored before a rule existed).
   the host's kernel interfaces. On the docker provider a "host" path is a
   path on the machine running Docker (bind sources are resolved by dockerd,
   not inside the VM), so these paths are the keys to the whole host.
+- No container runs one of cowpod's internal images (a VM disk or snapshot;
+  cowpod/images.py).
 """
 
 from __future__ import annotations
 
 import posixpath
 from typing import Any
+
+from cowpod.images import internal_image_violation
 
 # A hostPath equal to, inside, or containing (e.g. "/", "/var") one of these is refused.
 FORBIDDEN_HOST_PATHS = (
@@ -52,11 +56,17 @@ def host_path_violation(path: str, extra: tuple[str, ...] = ()) -> str | None:
 
 
 def pod_violations(pod: Any, extra: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    """(field path, reason) for every hostPath volume of `pod` that breaks the rules."""
+    """(field path, reason) for every hostPath volume and container image of `pod` that breaks the rules."""
     out = []
     for i, v in enumerate(pod.spec.volumes):
         if v.HasField("host_path"):
             why = host_path_violation(v.host_path.path, extra)
             if why is not None:
                 out.append((f"spec.volumes[{i}].hostPath.path", why))
+    spec = pod.spec
+    for kind, containers in (("initContainers", spec.init_containers), ("containers", spec.containers)):
+        for i, c in enumerate(containers):
+            why = internal_image_violation(c.image)
+            if why is not None:
+                out.append((f"spec.{kind}[{i}].image", why))
     return out

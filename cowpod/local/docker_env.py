@@ -13,7 +13,8 @@ from typing import Any
 import docker
 import docker.errors
 
-VM_IMAGE = "cowpod/vm:latest"
+from cowpod.images import VM_IMAGE
+
 CLUSTER_LABEL = "cowpod.cluster"
 MANAGED_LABEL = "cowpod.managed"
 

@@ -11,6 +11,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -131,3 +132,67 @@ def test_pod_is_unprivileged_and_cannot_reach_the_engine(cluster: Cluster, tmp_p
     assert proc.returncode != 0 and "hostPath.path" in proc.stderr
     assert cluster.run("get", "pod", "sock", check=False).returncode != 0
     cluster.run("delete", "pod", "probe", "--grace-period", "0")
+
+
+def _committed_files(image: str, base: str, tmp: pathlib.Path) -> dict[str, bytes]:
+    """Every regular file in the layers `image` has on top of `base` (what `docker
+    commit` took from a running VM), read from `docker save`, with its content."""
+    base_layers = json.loads(docker("image", "inspect", base).stdout)[0]["RootFS"]["Layers"]
+    archive = tmp / "image.tar"
+    docker("save", "-o", str(archive), image)
+    out: dict[str, bytes] = {}
+    with tarfile.open(archive) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
+        layers = manifest[0]["Layers"]
+        assert len(layers) > len(base_layers)
+        for name in layers[len(base_layers):]:
+            with tarfile.open(fileobj=outer.extractfile(name)) as layer:
+                for member in layer:
+                    f = layer.extractfile(member) if member.isfile() else None
+                    if f is not None:
+                        out[member.name] = f.read()
+    archive.unlink()
+    return out
+
+
+def test_snapshot_images_hold_no_node_key_and_pods_cannot_run_internal_images(
+    cluster: Cluster, tmp_path: pathlib.Path
+) -> None:
+    """Hole 2 of #15: a user who may create pods ran the parent's snapshot image
+    and read the parent's node key from it."""
+    parent = cluster.json("get", "vm", "vm-1")["status"]["providerId"].removeprefix("docker://")
+    assert "PRIVATE KEY" in docker("exec", parent, "cat", "/var/lib/cowpod/pki/vm-1.key").stdout
+    cluster.run("vm", "clone", "vm-1", "--name", "vm-2", "--wait", "--timeout", "180", timeout=240)
+    child = cluster.json("get", "vm", "vm-2")["status"]["providerId"].removeprefix("docker://")
+    snapshot = json.loads(docker("inspect", child).stdout)[0]["Config"]["Labels"]["cowpod.snapshot"]
+    assert snapshot.startswith("cowpod/vm-snap:vm-1-")
+    # The attack, part 1: read the snapshot. No key file, no PEM key anywhere in what was committed.
+    files = _committed_files(snapshot, "cowpod/vm:latest", tmp_path)
+    assert files, "the snapshot layer is empty: the test reads the wrong layers"
+    leaked = [n for n, data in files.items() if "cowpod/pki/" in n or b"PRIVATE KEY" in data]
+    assert not leaked, leaked
+    # The child made its own key (in its memory-backed key directory) and joined with it.
+    pem = docker("exec", child, "cat", "/var/lib/cowpod/pki/vm-2.crt").stdout.encode()
+    assert subject_of(pem) == Subject("system:node:vm-2", ("system:nodes",))
+    # The attack, part 2: run the internal images as pods. Refused at create, by name...
+    for i, image in enumerate((snapshot, "cowpod/vm:latest", "docker.io/cowpod/vm-own:vm-2")):
+        bad = tmp_path / f"internal{i}.yaml"
+        bad.write_text(PROBE.replace("name: probe}", f"name: internal{i}}}").replace(
+            "cowpod/busybox:latest", image))
+        proc = cluster.run("apply", "-f", str(bad), check=False)
+        assert proc.returncode != 0 and "spec.containers[0].image" in proc.stderr, proc.stderr
+        assert "internal images" in proc.stderr
+        assert cluster.run("get", "pod", f"internal{i}", check=False).returncode != 0
+    # ... and by the agent when the image is named by a short id (the engine resolves it).
+    short_id = json.loads(docker("image", "inspect", snapshot).stdout)[0]["Id"].removeprefix("sha256:")[:12]
+    by_id = tmp_path / "byid.yaml"
+    by_id.write_text(PROBE.replace("name: probe}", "name: byid}").replace(
+        "image: cowpod/busybox:latest", f"image: {short_id}\n    imagePullPolicy: Never"))
+    cluster.run("apply", "-f", str(by_id))
+    cluster.run("wait", "pod", "byid", "--timeout", "120",
+                "--for=jsonpath={.status.containerStatuses[0].state.waiting.reason}=InvalidImageName")
+    uid = cluster.json("get", "pod", "byid")["metadata"]["uid"]
+    for cid in docker("ps", "-aq", "--no-trunc", "--filter", f"label=cowpod.pod.uid={uid}").stdout.split():
+        labels = json.loads(docker("inspect", cid).stdout)[0]["Config"]["Labels"]
+        assert "cowpod.vm" not in labels and "cowpod.internal" not in labels
+    cluster.run("delete", "pod", "byid", "--grace-period", "0")

@@ -60,6 +60,8 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
+from cowpod import images
+from cowpod.auth.flags import DEFAULT_CERT_DIR
 from cowpod.errors import AlreadyExists, FailedPrecondition, Invalid, NotFound
 from hypervisor.guest import GuestBootstrap, GuestEndpoints
 from hypervisor.provider import CloneKind, TaskOwner, VMInfo, VMSpecInfo, VMState
@@ -79,7 +81,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Labels on VM containers (see the brief's process contracts).
-L_VM = "cowpod.vm"
+L_VM = images.VM_LABEL
 L_MANAGED = "cowpod.managed"
 L_CLUSTER = "cowpod.cluster"
 L_CLASS = "cowpod.class"
@@ -96,8 +98,8 @@ L_SHELL_OF = "cowpod.shell-of"
 # Labels on pods' containers: the node they run on.
 L_NODE = "cowpod.node"
 # Labels on images.
-L_SNAPSHOT_OF = "cowpod.snapshot-of"
-L_OWN_OF = "cowpod.own-of"
+L_SNAPSHOT_OF = images.SNAPSHOT_OF_LABEL
+L_OWN_OF = images.OWN_OF_LABEL
 
 # Every VM label is set on every VM container, empty when it does not apply:
 # a child's container inherits its snapshot image's labels (the parent's), and
@@ -109,6 +111,11 @@ _VM_LABEL_KEYS = (L_VM, L_MANAGED, L_CLUSTER, L_CLASS, L_CPU, L_MEMORY, L_PARENT
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 IN_VM_RUN_DIR = "/run/cowpod"
+# Key material lives in memory, never on the VM's disk: `docker commit` (a
+# snapshot, a snap free) copies the writable layer but not mounts, so no image
+# holds a node's key, and a child bootstraps its own. A restarted VM container
+# bootstraps again with the join token.
+_KEY_TMPFS = {DEFAULT_CERT_DIR: "rw,nosuid,nodev,noexec,mode=0700,size=1m"}
 _SIGUSR1_BIT = 1 << (signal.SIGUSR1 - 1)
 _CPU_PERIOD = 100_000  # µs: CFS period of shells (quota = cpu millis * period / 1000)
 
@@ -130,10 +137,10 @@ class DockerProviderConfig:
     data_dir: pathlib.Path
     cluster_id: str = "default"
     network: str = "cowpod"
-    image: str = "cowpod/vm:latest"
+    image: str = images.VM_IMAGE
     container_prefix: str = "cowpod-vm-"
-    snapshot_repo: str = "cowpod/vm-snap"
-    own_repo: str = "cowpod/vm-own"
+    snapshot_repo: str = images.SNAPSHOT_REPO
+    own_repo: str = images.OWN_REPO
     # The controller as the agent inside the VM reaches it.
     controller_address: str = f"unix://{IN_VM_RUN_DIR}/controller.sock"
     docker_socket: str = "/var/run/docker.sock"
@@ -444,6 +451,7 @@ class DockerProvider:
                     self.cfg.docker_socket: {"bind": "/var/run/docker.sock", "mode": "rw"},
                     str(run_dir): {"bind": IN_VM_RUN_DIR, "mode": "rw"},
                 },
+                tmpfs=_KEY_TMPFS,
                 stop_signal="SIGTERM",
             )
         except docker.errors.APIError as err:
@@ -496,6 +504,7 @@ class DockerProvider:
                     n = max(n, int(tag[len(prefix):]))
         if n and not fresh:
             return f"{prefix}{n}"
+        _refuse_key_on_disk(c)
         tag = f"{parent}-{n + 1}"
         changes = [f'LABEL {k}="{v}"' for k, v in
                    self._labels({L_SNAPSHOT_OF: parent}).items()]
@@ -558,6 +567,7 @@ class DockerProvider:
                     self.cfg.docker_socket: {"bind": "/var/run/docker.sock", "mode": "rw"},
                     str(run_dir): {"bind": IN_VM_RUN_DIR, "mode": "rw"},
                 },
+                tmpfs=_KEY_TMPFS,
                 stop_signal="SIGTERM",
             )
         except docker.errors.ImageNotFound:
@@ -818,6 +828,7 @@ class DockerProvider:
         if self.docker.images.list(filters=self._filters(f"{L_OWN_OF}={name}")):
             return
         status = c.attrs.get("State", {}).get("Status")
+        _refuse_key_on_disk(c)
         changes = [f'LABEL {k}="{v}"' for k, v in self._labels({L_OWN_OF: name, L_SNAPSHOT_OF: ""}).items()]
         self.docker.api.commit(str(c.id), repository=self.cfg.own_repo, tag=name, changes=changes,
                                pause=status == "running", message=f"cowpod: {name} snapped free")
@@ -975,6 +986,16 @@ class DockerProvider:
                     tags.extend(img.tags)
             return sorted(set(tags))
         return await self._run(go)
+
+
+def _refuse_key_on_disk(c: Container) -> None:
+    """Refuse to commit a VM whose node key would be in the image: one created
+    without the key tmpfs (by a cowpod before it had one)."""
+    tmpfs = c.attrs.get("HostConfig", {}).get("Tmpfs") or {}
+    if any(path not in tmpfs for path in _KEY_TMPFS):
+        raise FailedPrecondition(
+            f"vm container {c.name} keeps its node key on its disk (it predates the key tmpfs): "
+            "a snapshot of it would hold the key; recreate the VM to clone it")
 
 
 def _wait_init(pid: int, timeout: float = 15.0) -> None:
