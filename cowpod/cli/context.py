@@ -15,6 +15,7 @@ import grpc
 from cowpod.auth.config import ConnectionSettings
 from cowpod.auth.credentials import connect
 from cowpod.cli.errors import rpc_error
+from cowpod.cli.safe_text import raw_stream
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.config import CliConfig
@@ -59,7 +60,8 @@ class Ctx:
         self.out.write(text + "\n")
 
     def write_bytes(self, data: bytes, *, err: bool = False) -> None:
-        stream = self.err if err else self.out
+        # Raw: a container's own output, as the user asked for it (not a PrintableWriter).
+        stream = raw_stream(self.err if err else self.out)
         buffer: Any = getattr(stream, "buffer", None)
         if buffer is not None:
             stream.flush()

@@ -22,7 +22,7 @@ import re
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
-from typing import NoReturn, TextIO
+from typing import NoReturn, TextIO, cast
 
 import grpc
 
@@ -43,6 +43,7 @@ from cowpod.cli.commands import (
 from cowpod.cli.commands import wait as wait_cmd
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, rpc_message
+from cowpod.cli.safe_text import PrintableWriter, printable
 from cowpod.clock import Clock, RealClock
 from cowpod.config import load_config
 from cowpod.local.state import StateError
@@ -200,7 +201,8 @@ def main(
         _explain(err, str(e), e, debug)
         return 1
     ctx = Ctx(
-        config=config, out=out, err=err, stdin=stdin or sys.stdin, env=environ, clock=clock or RealClock()
+        config=config, out=cast(TextIO, PrintableWriter(out)), err=err, stdin=stdin or sys.stdin, env=environ,
+        clock=clock or RealClock(),
     )
     try:
         return asyncio.run(_run(ctx, args))
@@ -230,7 +232,8 @@ def main(
 def _explain(err: TextIO, message: str, exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(exc, file=err)
-    text = " ".join(message.split()) if "\n" in message else message
+    # Error messages quote what the controller said, which quotes names and values users chose.
+    text = printable(" ".join(message.split()) if "\n" in message else message)
     if text:
         err.write(f"error: {text}\n")
     err.flush()

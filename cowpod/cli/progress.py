@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from cowpod.cli.safe_text import printable
+
 
 class Progress:
     def __init__(self, stream: TextIO, *, enabled: bool = True) -> None:
@@ -21,6 +23,7 @@ class Progress:
         if not self._enabled or text == self._last:
             return
         self._last = text
+        text = printable(text)  # the status of what we wait for: cluster data
         if self._tty:
             self._stream.write("\r\033[K" + text)
         else:

@@ -24,6 +24,7 @@ from cowpod.cli.errors import CliError, code_of, is_not_found, rpc_error, rpc_me
 from cowpod.cli.progress import Progress
 from cowpod.cli.readiness import Readiness, node_ready, pod_readiness, vm_readiness
 from cowpod.cli.resources import ref, service, what
+from cowpod.cli.safe_text import printable
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import Document, KindInfo, encode_object, load_paths
 from cowpod.manifest.kinds import EVENT, NODE, POD, VM, Obj
@@ -161,7 +162,7 @@ async def _run(ctx: Ctx, args: argparse.Namespace, *, create_only: bool) -> int:
                 outcomes[i] = out if isinstance(out, CliError) else ("created", out)
     for doc, result in zip(docs, outcomes, strict=True):
         if isinstance(result, CliError):
-            ctx.err.write(f"error: {doc.where}: {result.message}\n")
+            ctx.err.write(printable(f"error: {doc.where}: {result.message}") + "\n")
             failures += 1
             continue
         assert result is not None

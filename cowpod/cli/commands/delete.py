@@ -10,6 +10,7 @@ from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, is_not_found
 from cowpod.cli.progress import Progress
 from cowpod.cli.resources import delete_object, list_objects, namespace_for, resolve_kind, service, what
+from cowpod.cli.safe_text import printable
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import KindInfo, load_paths
 from cowpod.manifest.kinds import LEASE, NODE, POD, REPLICASET, VM
@@ -95,7 +96,7 @@ async def run(ctx: Ctx, args: argparse.Namespace) -> int:
         except CliError as e:
             if isinstance(e.__cause__, Exception) and is_not_found(e.__cause__) and args.ignore_not_found:
                 continue
-            ctx.err.write(f"error: {e.message}\n")
+            ctx.err.write(printable(f"error: {e.message}") + "\n")
             failed += 1
             continue
         ctx.print(f"{what(info, name)} deleted")

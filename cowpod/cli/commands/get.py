@@ -13,6 +13,7 @@ from cowpod.cli.commands.common import Subparsers, add_command, split_type_name
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, rpc_error
 from cowpod.cli.resources import get_object, list_objects, list_options, resolve_kind, service, what
+from cowpod.cli.safe_text import printable
 from cowpod.manifest import KindInfo, dump_json, dump_yaml, encode_object
 from cowpod.manifest.kinds import EVENT, LEASE, NODE, POD
 from cowpod.v1 import event_pb2, meta_pb2
@@ -65,7 +66,7 @@ async def run(ctx: Ctx, args: argparse.Namespace) -> int:
             except CliError as e:
                 if len(names) == 1:
                     raise
-                ctx.err.write(f"error: {e.message}\n")
+                ctx.err.write(printable(f"error: {e.message}") + "\n")
                 failed += 1
     else:
         objects = await list_objects(
