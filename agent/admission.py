@@ -9,15 +9,18 @@ Failed with that reason and never starts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from agent.capacity import Resources
+from agent.hostpath import HostPathPrefix, not_allowed
 from cowpod.podresources import pod_requests
 from cowpod.v1 import pod_pb2
 
 
 class Admission:
-    def __init__(self, allocatable: Resources, *, allow_host_path: bool) -> None:
+    def __init__(self, allocatable: Resources, *, host_path_prefixes: Sequence[HostPathPrefix] = ()) -> None:
         self.allocatable = allocatable
-        self.allow_host_path = allow_host_path
+        self.host_path_prefixes = tuple(host_path_prefixes)
         self._held: dict[str, tuple[int, int]] = {}
 
     def used(self) -> tuple[int, int, int]:
@@ -37,14 +40,12 @@ class Admission:
         if force:
             self._held[uid] = (cpu, mem)
             return None
-        if not self.allow_host_path:
-            for v in pod.spec.volumes:
-                if v.HasField("host_path"):
-                    return (
-                        "HostPathNotAllowed",
-                        f"Pod volume {v.name!r} is a hostPath, which this node does not allow "
-                        "(start the agent with --allow-host-path)",
-                    )
+        for v in pod.spec.volumes:
+            if v.HasField("host_path"):
+                path = v.host_path.path
+                why = not_allowed(path, self.host_path_prefixes)
+                if why is not None:
+                    return "HostPathNotAllowed", f"Pod volume {v.name!r}: hostPath {path!r}: {why}"
         used_cpu, used_mem, used_pods = self.used()
         a = self.allocatable
         if used_pods + 1 > a.pods:

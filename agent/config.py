@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from agent.hostpath import HostPathPrefix
+from cowpod.images import PAUSE_IMAGE
+
 
 @dataclass(frozen=True)
 class BackoffPolicy:
@@ -37,8 +40,9 @@ class AgentConfig:
     reserve_cpu_millis: int = 100
     reserve_memory_bytes: int = 64 * 2**20
     max_pods: int = 110
-    allow_host_path: bool = False
-    pause_image: str = "cowpod/pause:latest"
+    # hostPath volumes only under these (agent/hostpath.py); none by default.
+    host_path_prefixes: tuple[HostPathPrefix, ...] = ()
+    pause_image: str = PAUSE_IMAGE
     # Never contact a registry: a missing image is ErrImageNotFound at once.
     no_pull: bool = False
     heartbeat_seconds: float = 10.0

@@ -113,7 +113,7 @@ class Agent:
             runtime_check=self.runtime.version,
         )
         await self.registrar.register()
-        self._admission = Admission(alloc, allow_host_path=self.cfg.allow_host_path)
+        self._admission = Admission(alloc, host_path_prefixes=self.cfg.host_path_prefixes)
         self._node_ctx = NodeContext(self.cfg.node_name, ip, self.vm)
 
     def advertised_endpoint(self) -> str:

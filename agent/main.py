@@ -2,7 +2,7 @@
 
     cowpod-agent --controller ADDR --node-name NAME [--listen ADDR] [--advertise ADDR]
                  [--labels k=v,..] [--vm-container NAME] [--reserve-cpu 100m]
-                 [--reserve-memory 64Mi] [--allow-host-path] [--pause-image IMG] ...
+                 [--reserve-memory 64Mi] [--allow-host-path PREFIX[:rw]] [--pause-image IMG] ...
 
 `run(argv)` is the whole program without `sys.exit`, so a forked warm process
 (an instant-cloned VM) can call it directly. Stopping the agent (SIGTERM,
@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from agent.config import AgentConfig, BackoffPolicy
 from agent.controlplane import GrpcControlPlane
 from agent.daemon import Agent
+from agent.hostpath import HostPathPrefix
 from agent.metrics import AgentMetrics
 from agent.quantity import parse_bytes, parse_cpu_millis
 from agent.runtime_docker import DockerRuntime
@@ -34,6 +35,7 @@ from cowpod.auth.credentials import connect
 from cowpod.auth.flags import add_node_arguments, add_tls_arguments
 from cowpod.auth.peer import PeerCheck, node_server_credentials
 from cowpod.clock import RealClock
+from cowpod.images import PAUSE_IMAGE
 from cowpod.pki import CertKey
 
 log = logging.getLogger("agent")
@@ -47,6 +49,13 @@ def parse_labels(text: str) -> dict[str, str]:
             raise argparse.ArgumentTypeError(f"--labels: {part!r} is not key=value")
         out[k] = v
     return out
+
+
+def _host_path_prefix(text: str) -> HostPathPrefix:
+    try:
+        return HostPathPrefix.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _cpu(text: str) -> int:
@@ -76,8 +85,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reserve-cpu", type=_cpu, default=100, help="CPU kept back from pods (default 100m)")
     p.add_argument("--reserve-memory", type=_mem, default=64 * 2**20, help="memory kept back (default 64Mi)")
     p.add_argument("--max-pods", type=int, default=110)
-    p.add_argument("--allow-host-path", action="store_true", help="allow hostPath volumes")
-    p.add_argument("--pause-image", default="cowpod/pause:latest")
+    p.add_argument(
+        "--allow-host-path", action="append", type=_host_path_prefix, default=[], metavar="PREFIX[:rw]",
+        help="allow hostPath volumes under PREFIX, read-only unless :rw (repeat; default: none)",
+    )
+    p.add_argument("--pause-image", default=PAUSE_IMAGE)
     p.add_argument("--no-pull", action="store_true", help="never pull images (no registry)")
     p.add_argument("--heartbeat-seconds", type=float, default=10.0)
     p.add_argument("--resync-seconds", type=float, default=10.0)
@@ -114,7 +126,7 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         reserve_cpu_millis=ns.reserve_cpu,
         reserve_memory_bytes=ns.reserve_memory,
         max_pods=ns.max_pods,
-        allow_host_path=ns.allow_host_path,
+        host_path_prefixes=tuple(ns.allow_host_path),
         pause_image=ns.pause_image,
         no_pull=ns.no_pull,
         heartbeat_seconds=ns.heartbeat_seconds,

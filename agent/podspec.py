@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from agent import labels as L
 from agent.config import AgentConfig
 from agent.desired import grace_of, spec_hash
+from agent.hostpath import not_allowed, prefix_for
 from agent.runtime import CreateSpec, Kind, Mount
 from cowpod.auth.podsecurity import host_path_violation
 from cowpod.images import internal_image_violation
@@ -150,12 +151,15 @@ def mounts_for(pod: pod_pb2.Pod, c: pod_pb2.Container, cfg: AgentConfig) -> list
         if vm.sub_path:
             raise ConfigError(f"volumeMount {vm.name!r}: subPath is not supported")
         if v.HasField("host_path"):
-            if not cfg.allow_host_path:
-                raise ConfigError(f"volume {v.name!r}: hostPath volumes are not allowed on this node")
-            why = host_path_violation(v.host_path.path)  # never the Docker socket or cowpod's state
+            path = v.host_path.path
+            why = host_path_violation(path) or not_allowed(path, cfg.host_path_prefixes)
             if why is not None:
-                raise ConfigError(f"volume {v.name!r}: hostPath {v.host_path.path!r}: {why}")
-            out.append(Mount("bind", v.host_path.path, vm.mount_path, vm.read_only))
+                raise ConfigError(f"volume {v.name!r}: hostPath {path!r}: {why}")
+            prefix = prefix_for(path, cfg.host_path_prefixes)
+            assert prefix is not None
+            # Read-only unless the admin made the prefix writable, whatever the pod asks.
+            out.append(Mount("bind", path, vm.mount_path, vm.read_only or not prefix.writable,
+                             host_prefix=prefix.path))
         else:
             out.append(Mount("volume", volume_name(pod.metadata.uid, v.name), vm.mount_path, vm.read_only))
     return out

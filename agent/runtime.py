@@ -71,6 +71,9 @@ class Mount:
     source: str
     target: str
     read_only: bool = False
+    # A bind: the allowed host prefix it lies under. The runtime checks every
+    # component below it on the host, without following links (agent/hostpath.py).
+    host_prefix: str = ""
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,12 @@ containers (restart policy "no"), the agent does.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import functools
+import hashlib
+import json
 import logging
 import re
 import threading
@@ -37,10 +40,14 @@ from agent.runtime import (
     RunState,
     VMInfo,
 )
-from cowpod.images import internal_labels_violation
+from cowpod.images import PAUSE_IMAGE, internal_labels_violation
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Go's os.ModeSymlink, in the mode of Docker's path stat.
+_GO_MODE_SYMLINK = 1 << 27
+_PROBE_LABEL = "cowpod.hostpath-probe"
 
 _NOT_FOUND_HINTS = ("not found", "manifest unknown", "does not exist", "pull access denied", "no such image")
 # No registry answers at all (cowpod clusters usually have none): for an image
@@ -129,8 +136,11 @@ class DockerRuntime:
         client: docker.DockerClient | None = None,
         threads: int = 32,
         metrics: AgentMetrics | None = None,
+        probe_image: str = PAUSE_IMAGE,
     ) -> None:
         self._node = node_name
+        self._probe_image = probe_image
+        self._probes: dict[str, str] = {}  # host path prefix -> probe container id
         self._metrics = metrics
         self._docker = client or docker.from_env(timeout=120)
         self._api = self._docker.api
@@ -245,6 +255,9 @@ class DockerRuntime:
         if spec.published_ports:
             host_cfg["port_bindings"] = {k: v for k, v in spec.published_ports.items()}
         self._refuse_internal_image(spec.image)
+        for m in spec.mounts:
+            if m.kind == "bind" and m.host_prefix:
+                self._refuse_host_path_links(m.host_prefix, m.source)
         hc = self._api.create_host_config(**host_cfg)
         kwargs: dict[str, Any] = {
             "image": spec.image,
@@ -292,6 +305,63 @@ class DockerRuntime:
         why = internal_labels_violation(attrs.get("Config", {}).get("Labels"))
         if why is not None:
             raise ImageError("InvalidImageName", f"image {image!r}: {why}")
+
+    def _probe_sync(self, prefix: str) -> str:
+        """A container created (never started) with `prefix` bound read-only at /h: the
+        engine's own view of the host directory, which it resolves binds in."""
+        cid = self._probes.get(prefix)
+        if cid is not None:
+            return cid
+        name = f"cowpod-hostpath-{self._node}-{hashlib.sha256(prefix.encode()).hexdigest()[:12]}"
+        try:
+            cid = str(self._api.inspect_container(name)["Id"])
+        except docker.errors.NotFound:
+            hc = self._api.create_host_config(
+                mounts=[DockerMount(target="/h", source=prefix, type="bind", read_only=True)],
+                network_mode="none")
+            try:
+                res = self._api.create_container(
+                    self._probe_image, name=name, labels={L.NODE: self._node, _PROBE_LABEL: "1"},
+                    host_config=hc, network_disabled=True)
+            except docker.errors.APIError as err:
+                if err.status_code != 409:  # 409: another thread made it just now
+                    raise EngineError(f"host path prefix {prefix!r}: {err.explanation or err}") from err
+                res = self._api.inspect_container(name)
+            cid = str(res["Id"])
+        self._probes[prefix] = cid
+        return cid
+
+    def _lstat_sync(self, cid: str, path: str) -> dict[str, Any] | None:
+        """Docker's path stat in a container: lstat (the last component is not followed)."""
+        api: Any = self._api  # the SDK has no call for HEAD /archive (a stat without the content)
+        res = api.head(api._url("/containers/{0}/archive", cid), params={"path": path})
+        if res.status_code == 404:
+            return None
+        api._raise_for_status(res)
+        stat: dict[str, Any] = json.loads(base64.b64decode(res.headers["X-Docker-Container-Path-Stat"]))
+        return stat
+
+    def _refuse_host_path_links(self, prefix: str, path: str) -> None:
+        """Raise unless every component of `path` below `prefix` exists on the host and
+        none is a symbolic link (agent/hostpath.py): dockerd follows links when it binds,
+        so a link planted by a pod with a writable mount could point at its own socket."""
+        cid = self._probe_sync(prefix)
+        inside = "/h"
+        for part in path[len(prefix):].strip("/").split("/") if path != prefix else []:
+            inside += "/" + part
+            stat = self._lstat_sync(cid, inside)
+            where = prefix + inside[2:]
+            if stat is None:
+                raise EngineError(f"hostPath {path!r}: {where} does not exist on the host")
+            if int(stat.get("mode", 0)) & _GO_MODE_SYMLINK:
+                raise EngineError(f"hostPath {path!r}: {where} is a symbolic link, which is never followed")
+
+    def _close_probes_sync(self) -> None:
+        """Remove the host-path probe containers (a VM's also go with the VM)."""
+        for cid in self._probes.values():
+            with contextlib.suppress(docker.errors.APIError):
+                self._api.remove_container(cid, force=True)
+        self._probes.clear()
 
     async def create_container(self, spec: CreateSpec) -> str:
         return await self._call(self._create_sync, spec)
@@ -537,6 +607,8 @@ class DockerRuntime:
         return str(v.get("Version", "unknown"))
 
     async def close(self) -> None:
+        if self._probes:
+            await self._call(self._close_probes_sync)
         self._pool.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
             self._docker.close()

@@ -18,6 +18,8 @@ import re
 from collections.abc import Mapping
 
 VM_IMAGE = "cowpod/vm:latest"
+# The pod sandbox (holds a pod's namespaces); also the agent's host-path probe.
+PAUSE_IMAGE = "cowpod/pause:latest"
 SNAPSHOT_REPO = "cowpod/vm-snap"
 OWN_REPO = "cowpod/vm-own"
 # Repositories of images that are VM disks or their build stages (deploy/build-images.sh,

@@ -4,9 +4,11 @@ Shared by the controller (refuses such pods at admission, INVALID_ARGUMENT)
 and the agent (refuses to start them: defence in depth for pods that were
 stored before a rule existed).
 
-- A hostPath volume needs a node started with `--allow-host-path`, and even
-  then never reaches the container engine's socket, cowpod's own state, or
-  the host's kernel interfaces. On the docker provider a "host" path is a
+- A hostPath volume needs a node whose agent allows a prefix it lies under
+  (`--allow-host-path PREFIX[:rw]`, agent/hostpath.py), is a clean absolute
+  path (no `.`, `..`, `//`: what is checked is what is mounted), and even
+  then never reaches the container engine's socket, cowpod's own state, a
+  user's cowpod or ssh keys, or the host's kernel interfaces. On the docker provider a "host" path is a
   path on the machine running Docker (bind sources are resolved by dockerd,
   not inside the VM), so these paths are the keys to the whole host.
 - No container runs one of cowpod's internal images (a VM disk or snapshot;
@@ -38,6 +40,8 @@ FORBIDDEN_HOST_PATHS = (
     "/boot",
     "/root/.cowpod",
 )
+# A hostPath with one of these as a component is refused wherever it is (keys in home directories).
+FORBIDDEN_COMPONENTS = (".cowpod", ".ssh", ".docker", ".kube", ".gnupg")
 
 
 def host_path_violation(path: str, extra: tuple[str, ...] = ()) -> str | None:
@@ -45,8 +49,11 @@ def host_path_violation(path: str, extra: tuple[str, ...] = ()) -> str | None:
     if not path.startswith("/"):
         return "must be an absolute path"
     norm = posixpath.normpath(path)
-    if norm.startswith("//"):
-        norm = "/" + norm.lstrip("/")
+    if "//" in path or (path != "/" and norm != path.rstrip("/")):
+        return f"must be a clean path (no '.', '..' or '//'; {norm!r}?)"
+    bad_parts = [c for c in norm.split("/") if c in FORBIDDEN_COMPONENTS]
+    if bad_parts:
+        return f"{bad_parts[0]} directories (credentials) are never mounted into pods"
     for bad in (*FORBIDDEN_HOST_PATHS, *extra):
         if norm == bad or norm.startswith(bad + "/"):
             return f"{bad} is never mounted into pods (container engine, cowpod state or kernel interfaces)"

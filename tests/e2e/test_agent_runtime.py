@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
+from agent.hostpath import HostPathPrefix
 from agent.testing import (
     BUSYBOX,
     AgentRunner,
@@ -43,7 +44,8 @@ async def node(controller: Any, images: None, tmp_path: pathlib.Path) -> AsyncIt
     name = f"agent-{uuid.uuid4().hex[:8]}"
     cleanup_docker(name)
     runner = AgentRunner(
-        controller.address, name, listen=f"unix://{tmp_path}/agent.sock", allow_host_path=True
+        controller.address, name, listen=f"unix://{tmp_path}/agent.sock",
+        host_path_prefixes=(HostPathPrefix(str(tmp_path), writable=True),),
     )
     try:
         await runner.start()

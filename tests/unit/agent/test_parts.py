@@ -101,7 +101,7 @@ def test_pod_requests_max_of_apps_sum_and_largest_init() -> None:
 
 
 def test_admission_counts_what_is_admitted() -> None:
-    adm = Admission(Resources(1000, 100, 2), allow_host_path=False)
+    adm = Admission(Resources(1000, 100, 2))
     assert adm.admit(_with_requests("a", cpu=600, mem=50)) is None
     assert adm.admit(_with_requests("b", cpu=600))[0] == "OutOfcpu"  # type: ignore[index]
     assert adm.admit(_with_requests("c", mem=60))[0] == "OutOfmemory"  # type: ignore[index]

@@ -12,7 +12,9 @@ from cowpod.v1 import pod_pb2
 @pytest.mark.parametrize(
     "path",
     ["/var/run/docker.sock", "/var/run/../run/docker.sock", "//var/run/docker.sock", "/", "/var", "/run",
-     "/run/cowpod/controller.sock", "/proc/1/root", "/sys/fs/cgroup", "/var/lib/docker/overlay2", "relative"],
+     "/run/cowpod/controller.sock", "/proc/1/root", "/sys/fs/cgroup", "/var/lib/docker/overlay2", "relative",
+     # #15 hole 4: what string checks let through
+     "/home/u/.cowpod/pki", "/root/.ssh", "/home/u/.ssh/id_ed25519", "/srv/./data", "/srv/a/../b", "/srv//b"],
 )
 def test_forbidden(path: str) -> None:
     assert host_path_violation(path) is not None
