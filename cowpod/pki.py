@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import pathlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from cowpod.safefile import write_atomic
 
 # The name every controller certificate carries, so clients can verify the
 # controller whatever address (IP, unix socket, NAT) they reach it by.
@@ -358,19 +359,13 @@ def extended_key_usages(cert: x509.Certificate | bytes) -> frozenset[str]:
 
 
 def _write_private(path: pathlib.Path, data: bytes) -> None:
-    """Write a secret readable by its owner only, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    """Write a secret readable by its owner only, atomically, following no link
+    (the join bundle's directory is writable by every VM: cowpod/safefile.py)."""
+    write_atomic(path, data, 0o600)
 
 
 def _write_public(path: pathlib.Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(0o644)
-    os.replace(tmp, path)
+    write_atomic(path, data, 0o644)
 
 
 def save_cert_key(directory: pathlib.Path, name: str, pair: CertKey) -> None:

@@ -15,12 +15,12 @@ Kubernetes' bootstrap tokens; see docs/security.md).
 from __future__ import annotations
 
 import logging
-import os
 import pathlib
 
 from controller.auth.tokens import TokenManager
 from cowpod.clock import Clock
 from cowpod.errors import CowpodError
+from cowpod.safefile import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,9 @@ DESCRIPTION = "VM join token (rotated by the controller)"
 
 
 def _write(path: pathlib.Path, text: str) -> None:
+    """Into the directory every VM can write: never through a link a VM planted."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (text + "\n").encode(), 0o600)
 
 
 async def rotate_once(tokens: TokenManager, run_dir: pathlib.Path, *, ttl: int) -> str:
