@@ -29,6 +29,13 @@ class BackoffPolicy:
         return float(min(self.initial * (2 ** (streak - 2)), self.maximum))
 
 
+# Enough for a JVM or a busy web server; far from the host's pid_max.
+DEFAULT_PIDS_LIMIT = 1024
+# Raw sockets let a pod forge packets on the VM's interface (ARP spoofing on the
+# shared bridge): dropped, as in Kubernetes' restricted profile. Nothing adds it back.
+DROPPED_CAPABILITIES = ("NET_RAW",)
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     controller: str
@@ -40,6 +47,8 @@ class AgentConfig:
     reserve_cpu_millis: int = 100
     reserve_memory_bytes: int = 64 * 2**20
     max_pods: int = 110
+    # Processes and threads per container (a fork bomb stays in its container); 0 = no limit.
+    pids_limit: int = DEFAULT_PIDS_LIMIT
     # hostPath volumes only under these (agent/hostpath.py); none by default.
     host_path_prefixes: tuple[HostPathPrefix, ...] = ()
     pause_image: str = PAUSE_IMAGE

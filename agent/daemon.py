@@ -29,6 +29,7 @@ from agent.events import EventRecorder
 from agent.executor import Executor, NodeContext
 from agent.metrics import AgentMetrics
 from agent.node import NodeRegistrar, host_ip
+from agent.podspec import volume_name
 from agent.probes import Prober
 from agent.runtime import Runtime, VMInfo
 from agent.statusmgr import StatusManager
@@ -160,6 +161,7 @@ class Agent:
             sup.spawn("docker-events", self._docker_events())
             sup.spawn("informer", self.informer.run(), critical=True)
             sup.spawn("gc", self._gc_loop())
+            sup.spawn("volume-limits", self._volume_limit_loop())
 
     def _phases(self) -> list[str]:
         """Each bound pod's phase as last reported (else as the API has it), for /metrics."""
@@ -246,6 +248,44 @@ class Agent:
                 await self.collect_garbage()
             except Exception as err:
                 log.warning("garbage collection failed: %s", err)
+
+    async def enforce_volume_limits(self) -> None:
+        """Evict pods whose disk-backed emptyDir outgrew its `sizeLimit`, as kubelet
+        does: Docker's local volumes have no quota, so usage is measured (by the
+        engine, on the host) and a pod over its limit becomes Failed/Evicted, its
+        containers stopped and its volumes removed with it. Memory-backed ones are
+        tmpfs mounts of that size already."""
+        limited: dict[str, tuple[PodWorker, str, int]] = {}
+        for uid, w in self.workers.items():
+            pod = w.pod
+            if pod is None or w.memory.rejected is not None or pod.status.phase in ("Succeeded", "Failed"):
+                continue
+            for v in pod.spec.volumes:
+                ed = v.empty_dir
+                if v.HasField("empty_dir") and ed.medium != "Memory" and ed.size_limit_bytes > 0:
+                    limited[volume_name(uid, v.name)] = (w, v.name, ed.size_limit_bytes)
+        if not limited:
+            return
+        usage = await self.runtime.volume_usage()
+        for name, (w, vol, limit) in limited.items():
+            used = usage.get(name, 0)
+            if used <= limit or w.memory.rejected is not None:
+                continue
+            msg = f'Usage of EmptyDir volume "{vol}" exceeds the limit "{limit}" bytes (used {used}).'
+            log.warning("evicting pod %s/%s: %s", w.last_ref.namespace, w.last_ref.name, msg)
+            w.memory.rejected = ("Evicted", msg)
+            self.recorder.record(w.last_ref, "Evicted", msg, warning=True)
+            w.poke()
+
+    async def _volume_limit_loop(self) -> None:
+        while True:
+            await self.clock.sleep(max(self.cfg.resync_seconds, 1.0))
+            if not self.synced.is_set():
+                continue
+            try:
+                await self.enforce_volume_limits()
+            except Exception as err:
+                log.warning("emptyDir size check failed: %s", err)
 
     async def _docker_events(self) -> None:
         delay = 0.5

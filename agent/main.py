@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
-from agent.config import AgentConfig, BackoffPolicy
+from agent.config import DEFAULT_PIDS_LIMIT, AgentConfig, BackoffPolicy
 from agent.controlplane import GrpcControlPlane
 from agent.daemon import Agent
 from agent.hostpath import HostPathPrefix
@@ -89,6 +89,10 @@ def parser() -> argparse.ArgumentParser:
         "--allow-host-path", action="append", type=_host_path_prefix, default=[], metavar="PREFIX[:rw]",
         help="allow hostPath volumes under PREFIX, read-only unless :rw (repeat; default: none)",
     )
+    p.add_argument(
+        "--pids-limit", type=whole_number(0), default=DEFAULT_PIDS_LIMIT, metavar="N",
+        help=f"processes and threads per container (default {DEFAULT_PIDS_LIMIT}; 0 = no limit)",
+    )
     p.add_argument("--pause-image", default=PAUSE_IMAGE)
     p.add_argument("--no-pull", action="store_true", help="never pull images (no registry)")
     p.add_argument("--heartbeat-seconds", type=float, default=10.0)
@@ -127,6 +131,7 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         reserve_memory_bytes=ns.reserve_memory,
         max_pods=ns.max_pods,
         host_path_prefixes=tuple(ns.allow_host_path),
+        pids_limit=ns.pids_limit,
         pause_image=ns.pause_image,
         no_pull=ns.no_pull,
         heartbeat_seconds=ns.heartbeat_seconds,

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent import labels as L
-from agent.config import AgentConfig
+from agent.config import DROPPED_CAPABILITIES, AgentConfig
 from agent.desired import grace_of, spec_hash
 from agent.hostpath import not_allowed, prefix_for
 from agent.runtime import CreateSpec, Kind, Mount
@@ -91,6 +91,8 @@ def sandbox_spec(
         cgroup_parent=cgroup_parent,
         hostname="" if vm_id else (pod.spec.hostname or pod.metadata.name)[:63],
         published_ports={} if vm_id else ports,
+        pids_limit=cfg.pids_limit,
+        cap_drop=DROPPED_CAPABILITIES,
     )
 
 
@@ -211,4 +213,6 @@ def container_spec(
         mounts=mounts_for(pod, c, cfg),
         tty=c.tty,
         stdin_open=c.stdin,
+        pids_limit=cfg.pids_limit,
+        cap_drop=DROPPED_CAPABILITIES,
     )

@@ -100,6 +100,10 @@ class CreateSpec:
     published_ports: Mapping[str, int] = field(default_factory=dict)
     tty: bool = False
     stdin_open: bool = False
+    # Processes (and threads) the container may have; 0 = the engine's default (none).
+    pids_limit: int = 0
+    # Capabilities taken from Docker's default set.
+    cap_drop: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,10 @@ class Runtime(Protocol):
     async def remove_volume(self, name: str) -> None: ...
 
     async def list_volumes(self) -> list[tuple[str, Mapping[str, str]]]: ...
+
+    async def volume_usage(self) -> Mapping[str, int]:
+        """Bytes used by each disk-backed volume the engine has (by name)."""
+        ...
 
     def events(self) -> AsyncIterator[str]:
         """Pod UIDs whose containers changed (died, started...), as they happen."""

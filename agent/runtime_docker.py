@@ -254,6 +254,10 @@ class DockerRuntime:
             host_cfg["mem_reservation"] = spec.memory_reservation
         if spec.published_ports:
             host_cfg["port_bindings"] = {k: v for k, v in spec.published_ports.items()}
+        if spec.pids_limit:
+            host_cfg["pids_limit"] = spec.pids_limit
+        if spec.cap_drop:
+            host_cfg["cap_drop"] = list(spec.cap_drop)
         self._refuse_internal_image(spec.image)
         for m in spec.mounts:
             if m.kind == "bind" and m.host_prefix:
@@ -530,6 +534,19 @@ class DockerRuntime:
     def _list_volumes_sync(self) -> list[tuple[str, Mapping[str, str]]]:
         res = self._api.volumes(filters={"label": [f"{L.MANAGED}=1", f"{L.NODE}={self._node}"]})
         return [(v["Name"], v.get("Labels") or {}) for v in (res.get("Volumes") or [])]
+
+    def _volume_usage_sync(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for v in self._api.df().get("Volumes") or []:
+            size = int((v.get("UsageData") or {}).get("Size", -1))
+            if size >= 0:  # -1: not measured
+                out[str(v["Name"])] = size
+        return out
+
+    async def volume_usage(self) -> Mapping[str, int]:
+        """The engine's `system df`: it measures every volume's directory (du) on the host,
+        where a VM's agent cannot look. Called only while some pod needs it."""
+        return await self._call(self._volume_usage_sync)
 
     async def list_volumes(self) -> list[tuple[str, Mapping[str, str]]]:
         return await self._call(self._list_volumes_sync)

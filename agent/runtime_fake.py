@@ -57,6 +57,7 @@ class FakeRuntime:
         self.behaviour: dict[str, Behaviour] = {}
         self.containers: dict[str, FakeContainer] = {}
         self.volumes: dict[str, Mapping[str, str]] = {}
+        self.volume_bytes: dict[str, int] = {}  # what volume_usage() reports
         # (container name label, command tuple) -> exit code; default 0
         self.exec_results: dict[tuple[str, tuple[str, ...]], int] = {}
         self.exec_log: list[tuple[str, tuple[str, ...]]] = []
@@ -207,6 +208,10 @@ class FakeRuntime:
 
     async def list_volumes(self) -> list[tuple[str, Mapping[str, str]]]:
         return list(self.volumes.items())
+
+    async def volume_usage(self) -> Mapping[str, int]:
+        """What tests put in `volume_bytes`."""
+        return {name: self.volume_bytes.get(name, 0) for name in self.volumes}
 
     async def events(self) -> AsyncIterator[str]:
         """Like Docker's stream: a container's scripted exit is announced when
