@@ -41,6 +41,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -194,13 +195,26 @@ async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
     """Create -> node Ready and Clone -> node Ready through a real controller."""
     import tempfile
 
+    from controller.autoscaler.reconciler import Autoscaler, Options
     from controller.testing import ControllerRunner
     from cowpod.client import Client
+    from cowpod.clock import RealClock
+    from cowpod.clusterconfig import ClusterConfig, VMClass
     from cowpod.informer import Informer
     from cowpod.local.etcd import EtcdMember
-    from cowpod.v1 import meta_pb2, node_pb2, vm_pb2
+    from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2
     from hypervisor.manager import VMManager
     from hypervisor.provider import ControllerAddress
+    from scheduler.app import SchedulerApp
+    from scheduler.config import SchedulerConfig
+
+    cls = VMClass("bench", 2000, args.memory_mb << 20, max=4)
+    running_at: dict[str, float] = {}
+
+    async def on_pod(_t: int, p: pod_pb2.Pod) -> None:
+        if p.status.phase == "Running":
+            running_at.setdefault(p.metadata.name, time.time())
+            changed.set()
 
     env = QemuTestEnv.create(DEFAULT_IMAGE_DIR, accel=args.accel, boot_timeout_s=900.0, start_timeout_s=300.0,
                              tcg_cache_mb=args.tcg_cache_mb)
@@ -215,20 +229,25 @@ async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
             ready_at.setdefault(n.metadata.name, time.time())
             changed.set()
 
-    async def ready(name: str, timeout: float) -> float:
+    async def seen(table: dict[str, float], name: str, timeout: float) -> float:
         deadline = time.monotonic() + timeout
-        while name not in ready_at:
+        while name not in table:
             changed.clear()
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"node {name} not Ready in {timeout:.0f}s")
+                raise TimeoutError(f"{name} not Ready/Running in {timeout:.0f}s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), left)
-        return ready_at[name]
+        return table[name]
+
+    async def ready(name: str, timeout: float) -> float:
+        return await seen(ready_at, name, timeout)
 
     def vm(name: str, template: bool = False) -> vm_pb2.VM:
-        return vm_pb2.VM(metadata=meta_pb2.ObjectMeta(name=name), spec=vm_pb2.VMSpec(
-            class_name="bench", cpu_millis=2000, memory_bytes=args.memory_mb << 20, template=template))
+        v = vm_pb2.VM(metadata=meta_pb2.ObjectMeta(name=name), spec=vm_pb2.VMSpec(
+            class_name=cls.name, cpu_millis=cls.cpu_millis, memory_bytes=cls.memory_bytes, template=template))
+        v.spec.node_labels["cowpod.io/vm-class"] = cls.name
+        return v
 
     try:
         etcd.wait_ready()
@@ -243,7 +262,9 @@ async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
                                 cluster_id=env.cluster_id, resync_seconds=1.0)
             tasks = [tg.create_task(manager.run(), name="bench-vm-manager"),
                      tg.create_task(Informer(client.nodes.Watch, handler=on_node, name="bench-nodes").run(),
-                                    name="bench-nodes")]
+                                    name="bench-nodes"),
+                     tg.create_task(Informer(client.pods.Watch, handler=on_pod, name="bench-pods").run(),
+                                    name="bench-pods")]
             try:
                 full: list[float] = []
                 for i in range(args.n):
@@ -254,19 +275,55 @@ async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
                     full_mem = memory(p.pid(name))
                     await client.vms.Destroy(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=name)))
                 t0 = time.time()
-                await client.vms.Create(vm("parent", template=True))
-                parent_ready = await ready("parent", 900) - t0
+                # The autoscaler's warm parent for the class (it adopts it by name).
+                parent = f"{cls.name}-parent"
+                await client.vms.Create(vm(parent, template=True))
+                parent_ready = await ready(parent, 900) - t0
+                node = await client.nodes.Get(meta_pb2.ObjectKey(name=parent))
+                node.spec.taints.add(key="cowpod.io/parent", value="true", effect="NoSchedule")
+                await client.nodes.Update(node)
                 instant: list[float] = []
                 kids = [f"kid-{i}" for i in range(args.n)]
                 for k in kids:
                     t0 = time.time()
-                    await client.vms.Clone(vm_pb2.CloneRequest(parent="parent", names=[k]))
+                    await client.vms.Clone(vm_pb2.CloneRequest(parent=parent, names=[k]))
                     instant.append(await ready(k, 300) - t0)
-                parent_mem = memory(p.pid("parent"))
+                parent_mem = memory(p.pid(parent))
                 kid_mem = [memory(p.pid(k)) for k in kids]
-                snap_mb = snapshot_ram_mb(p, "parent")
+                snap_mb = snapshot_ram_mb(p, parent)
                 infos = [await p.get(k) for k in kids]
                 provider_s = [i.ready_at - i.created_at for i in infos if i.ready_at]
+                for k in kids:
+                    await client.vms.Destroy(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=k)))
+                # Gone for the scheduler too, or it binds the pods below to a node about to go.
+                deadline = time.monotonic() + 120
+                while set(kids) & {n.metadata.name for n in
+                                   (await client.nodes.List(meta_pb2.ListOptions())).items}:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the clones' nodes are still there")
+                    await asyncio.sleep(0.2)
+
+                # Pending -> Running: no node has room (the parent is tainted); the
+                # autoscaler instant-clones the parent, the scheduler binds, the agent runs.
+                sched = SchedulerApp(client, SchedulerConfig(initial_backoff_s=0.5), clock=RealClock(),
+                                     identity="bench-scheduler")
+                ccfg = ClusterConfig(vm_classes=(cls,), scan_interval_s=1.0, max_vms=4)
+                autoscaler = Autoscaler(client, ccfg, options=Options(leader_elect=False))
+                tasks += [tg.create_task(sched.run(), name="bench-scheduler"),
+                          tg.create_task(autoscaler.run(), name="bench-autoscaler")]
+                pods = [f"pod-{i}" for i in range(args.pods)]
+                created: dict[str, float] = {}
+                for n in pods:
+                    pod = pod_pb2.Pod(metadata=meta_pb2.ObjectMeta(name=n, namespace="default"))
+                    c = pod.spec.containers.add(name="main", image="cowpod/busybox:latest",
+                                                command=["sleep", "3600"])
+                    c.resources.requests.cpu_millis = 200
+                    c.resources.requests.memory_bytes = 32 << 20
+                    created[n] = time.time()
+                    await client.pods.Create(pod)
+                pending = [await seen(running_at, n, 600) - created[n] for n in pods]
+                vms = (await client.vms.List(meta_pb2.ListOptions())).items
+                made = [v for v in vms if not v.spec.template]
             finally:
                 for t in tasks:
                     t.cancel()
@@ -289,6 +346,9 @@ async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
             # The provider's part of an instant clone: call -> the guest's "started".
             "instant_provider_p50_s": p50(provider_s),
             "template_parent_ready_s": round(parent_ready, 3),
+            "pending_to_running_p50_s": p50(pending),
+            "pending_to_running_s": [round(x, 3) for x in pending],
+            "pending_vms": sorted(f"{v.metadata.name}:{v.status.clone_kind}" for v in made),
             "child_private_mb": child_private,
             "child_shared_mb": statistics.median(m["shared_mb"] for m in kid_mem),
             "parent_rss_mb": parent_mem["rss_mb"],
@@ -321,9 +381,15 @@ def main() -> None:
     ap.add_argument("--memory-mb", type=int, default=256, help="guest memory")
     ap.add_argument("--accel", default="tcg", choices=("auto", "kvm", "tcg"))
     ap.add_argument("--tcg-cache-mb", type=int, default=0, help="TCG's code cache per VM (0: QEMU's default)")
+    ap.add_argument("--pods", type=int, default=3, help="--cluster: pods applied at once with no room")
     ap.add_argument("--cluster", action="store_true",
                     help="the real guest through a controller and the VM manager: node Ready times")
     args = ap.parse_args()
+
+    def interrupted(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # so the run's `finally` removes its VMs and files
+
+    signal.signal(signal.SIGTERM, interrupted)
     print(json.dumps(asyncio.run(run_cluster(args) if args.cluster else run(args))))
 
 
