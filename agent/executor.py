@@ -298,6 +298,7 @@ class Executor:
             sandbox_id=a.sandbox_id,
             vm_id=vm.id if vm else "",
             cgroup_parent=vm.cgroup_parent if vm else "",
+            vm_host_files=vm.host_files if vm else (),
         )
         try:
             spec = container_spec(pod, c, a.kind, a.attempt, a.streak, self.cfg, ctx)

@@ -43,6 +43,7 @@ class PodContext:
     sandbox_id: str
     vm_id: str = ""
     cgroup_parent: str = ""
+    vm_host_files: tuple[tuple[str, str], ...] = ()
 
 
 def docker_name(pod: pod_pb2.Pod, container: str, attempt: int) -> str:
@@ -190,6 +191,12 @@ def container_spec(
         L.BACKOFF_STREAK: str(streak),
         L.SPEC_HASH: spec_hash(c),
     }
+    mounts = mounts_for(pod, c, cfg)
+    # Joining the VM's network, the engine binds the VM's own hosts, resolv.conf and
+    # hostname files read-write: one pod could redirect the agent's and every other
+    # pod's name lookups. The same files, read-only, take their place.
+    taken = {m.target for m in mounts}
+    vm_files = [Mount("bind", src, at, True) for src, at in ctx.vm_host_files if at not in taken]
     if ctx.sandbox_id:
         network_mode = ipc_mode = f"container:{ctx.sandbox_id}"
     elif ctx.vm_id:
@@ -210,7 +217,7 @@ def container_spec(
         nano_cpus=cpu_limit * 1_000_000,
         cpu_shares=max(2, cpu_request * 1024 // 1000) if cpu_request else 0,
         memory_limit=res.limits.memory_bytes,
-        mounts=mounts_for(pod, c, cfg),
+        mounts=[*mounts, *vm_files],
         tty=c.tty,
         stdin_open=c.stdin,
         pids_limit=cfg.pids_limit,

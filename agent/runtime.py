@@ -118,6 +118,10 @@ class VMInfo:
     id: str
     ip: str
     cgroup_parent: str
+    # (host path, path in a container): the VM's /etc/hosts, /etc/resolv.conf and
+    # /etc/hostname, which the engine would otherwise bind read-write into every
+    # container joining the VM's network (see podspec.container_spec).
+    host_files: tuple[tuple[str, str], ...] = ()
 
 
 class ImageError(Exception):

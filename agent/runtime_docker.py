@@ -48,6 +48,9 @@ T = TypeVar("T")
 # Go's os.ModeSymlink, in the mode of Docker's path stat.
 _GO_MODE_SYMLINK = 1 << 27
 _PROBE_LABEL = "cowpod.hostpath-probe"
+# The engine's per-container files a container joining another's network shares.
+_VM_HOST_FILES = (("HostsPath", "/etc/hosts"), ("ResolvConfPath", "/etc/resolv.conf"),
+                  ("HostnamePath", "/etc/hostname"))
 
 _NOT_FOUND_HINTS = ("not found", "manifest unknown", "does not exist", "pull access denied", "no such image")
 # No registry answers at all (cowpod clusters usually have none): for an image
@@ -614,7 +617,8 @@ class DockerRuntime:
                     break
         cid = attrs["Id"]
         parent = (attrs.get("HostConfig") or {}).get("CgroupParent") or "/docker"
-        return VMInfo(id=cid, ip=ip, cgroup_parent=f"{parent.rstrip('/')}/{cid}")
+        files = tuple((str(attrs[k]), at) for k, at in _VM_HOST_FILES if attrs.get(k))
+        return VMInfo(id=cid, ip=ip, cgroup_parent=f"{parent.rstrip('/')}/{cid}", host_files=files)
 
     async def vm_info(self, name: str) -> VMInfo:
         return await self._call(self._vm_info_sync, name)

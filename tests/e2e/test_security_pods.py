@@ -196,3 +196,22 @@ def test_snapshot_images_hold_no_node_key_and_pods_cannot_run_internal_images(
         labels = json.loads(docker("inspect", cid).stdout)[0]["Config"]["Labels"]
         assert "cowpod.vm" not in labels and "cowpod.internal" not in labels
     cluster.run("delete", "pod", "byid", "--grace-period", "0")
+
+
+def test_pods_cannot_rewrite_the_vms_hosts_and_resolv_conf(cluster: Cluster, tmp_path: pathlib.Path) -> None:
+    """Also-verify item of #15: joining the VM's network, a pod got the VM's own
+    /etc/hosts and resolv.conf read-write and could redirect the agent's and every
+    other pod's name lookups."""
+    manifest = tmp_path / "dns.yaml"
+    manifest.write_text(PROBE.replace("name: probe}", "name: dns}"))
+    cluster.run("apply", "-f", str(manifest))
+    cluster.run("wait", "pod", "dns", "--for", "phase=Running", "--timeout", "120")
+    node = cluster.json("get", "pod", "dns")["spec"]["nodeName"]
+    vm = cluster.json("get", "vm", node)["status"]["providerId"].removeprefix("docker://")
+    for path in ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname"):
+        out = cluster.run("exec", "dns", "--", "sh", "-c", f"echo 6.6.6.6 evil >> {path}", check=False)
+        assert out.returncode != 0, f"a pod wrote the VM's {path}"
+        assert "6.6.6.6" not in docker("exec", vm, "cat", path).stdout
+    # The pod still reads them: it resolves what its VM resolves.
+    assert node in cluster.run("exec", "dns", "--", "cat", "/etc/hostname").stdout
+    cluster.run("delete", "pod", "dns", "--grace-period", "0")

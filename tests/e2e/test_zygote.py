@@ -188,6 +188,9 @@ async def test_clone_lives_in_the_container_and_shares_the_zygotes_memory(
     # The capabilities docker gave the container, not the host root's.
     mine, theirs = nsenter.capabilities_of(clone.pid), nsenter.capabilities_of(init_pid(c))
     assert (mine.bounding, mine.effective) == (theirs.bounding, theirs.effective)
+    # No descriptor of the zygote's (its listening socket, the parent's pidfd, the report
+    # pipe) reaches the container: only stdio is open (#15, also-verify).
+    assert sorted(os.listdir(f"/proc/{clone.pid}/fd"), key=int) == ["0", "1", "2"]
     # Most of its memory is the zygote's pages, shared copy-on-write.
     sm = smaps_rollup_kb(clone.pid)
     shared = sm["Shared_Clean"] + sm["Shared_Dirty"]
