@@ -17,13 +17,24 @@ two halves, split by the moment it learns who it is:
 
 Everything before the bootstrap is shared by every clone of a snapshot, so
 nothing identity-like (hostname, machine id, keys, random state handed to a
-process) may be made before it. The agent is *forked* from this process, which
+process) may be made before it.
+
+A VM that already is a node can be forked too (its first clone quiesces it):
+its clone resumes as the parent — the same agent, pod containers, node key and
+hostname in memory and on disk — and then receives a bootstrap naming another
+node. As cloud-init does on a new instance-id, the guest then drops everything
+per-node the parent left (`GuestInit.forget_node`: the agent killed outright so
+it says nothing more as the parent, the parent's pod containers and volumes in
+this dockerd, the agent's state, the node's key and certificate, the join
+files) and takes the new bootstrap exactly as a first one. The parent itself
+is never sent another node's bootstrap (the provider restores it without one),
+and the same bootstrap again is answered `started` again. The agent is *forked* from this process, which
 imported its modules during boot: a clone's agent starts without reading or
 compiling a file, which under TCG is the difference between a second and tens.
 
 The channel is the virtio-serial port `org.cowpod.guest`, newline-delimited
 JSON both ways (guest → host: warm, started, error; host → guest: bootstrap,
-and `{"poweroff": true}` for a clean shutdown). Without a connected host the
+and `{"poweroff": true}` for a clean shutdown; deploy/qemu/README.md). Without a connected host the
 port reads EOF and writes would block, so it is polled, never read blindly; a
 poll or a sleep survives the VM being migrated into a new QEMU process.
 
@@ -48,18 +59,20 @@ import json
 import os
 import pathlib
 import select
+import shutil
 import signal
 import socket
 import struct
 import sys
 import time
 import traceback
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hypervisor.guest import GUEST_RUN_DIR, LABEL_VM, GuestBootstrap
-from hypervisor.vminit import SIGNALS, Init, InitConfig, adopt_identity
+from hypervisor.vminit import PER_VM_STATE, SIGNALS, STATE_DIR, Init, InitConfig, adopt_identity
 
 PORT_NAME = "org.cowpod.guest"
 PORT_DIR = "/dev/virtio-ports"
@@ -97,6 +110,15 @@ AGENT_COMMAND = "cowpod-agent"
 DOCKERD_TIMEOUT = 180.0
 STOP_GRACE = 8.0
 DOCKERD_GRACE = 20.0
+# The label the agent puts on every container and volume it makes (agent/labels.py
+# NODE; not imported: this module stays free of the agent until preload_agent).
+NODE_LABEL = "cowpod.node"
+# Under STATE_DIR, what belongs to one node: vminit's per-VM state (the agent's
+# node-local state, the remembered VM name) and the node's key and certificates
+# (cowpod/auth/flags.py DEFAULT_CERT_DIR, the agent's --cert-dir: a clone must
+# not keep its parent's private key).
+PER_NODE_STATE: tuple[str, ...] = (*PER_VM_STATE, "pki")
+DOCKER_API_TIMEOUT = 120.0
 
 # linux/random.h, linux/reboot.h, sys/mount.h
 RNDADDENTROPY = 0x40085203
@@ -505,6 +527,55 @@ def load_images(images_dir: pathlib.Path = IMAGES_DIR) -> None:
         log(f"loaded {tar.name} in {time.monotonic() - t0:.1f}s")
 
 
+class Engine(Protocol):
+    """The pod containers and volumes of the guest's dockerd (a fake in tests)."""
+
+    def containers(self, label: str) -> list[str]: ...
+    def remove_container(self, cid: str) -> None: ...
+    def volumes(self, label: str) -> list[str]: ...
+    def remove_volume(self, name: str) -> None: ...
+
+
+class DockerEngine:
+    """Just enough of the engine's API to remove a node's objects (no docker CLI here)."""
+
+    def __init__(self, sock: str = DOCKER_SOCKET, timeout: float = DOCKER_API_TIMEOUT) -> None:
+        self.sock = sock
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, ok: tuple[int, ...] = (200,)) -> Any:
+        conn = _UnixHTTPConnection(self.sock, self.timeout)
+        try:
+            conn.request(method, path, headers={"Host": "docker"})
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        if resp.status not in ok:
+            why = body[-300:].decode(errors="replace")
+            raise RuntimeError(f"docker {method} {path}: {resp.status} {why}")
+        return json.loads(body) if body and resp.status == 200 else None
+
+    @staticmethod
+    def _filters(label: str) -> str:
+        return urllib.parse.quote(json.dumps({"label": [label]}))
+
+    def containers(self, label: str) -> list[str]:
+        found = self._call("GET", f"/containers/json?all=1&filters={self._filters(label)}")
+        return [str(c["Id"]) for c in found or []]
+
+    def remove_container(self, cid: str) -> None:
+        # 404: gone meanwhile (e.g. removed with its pod's sandbox).
+        self._call("DELETE", f"/containers/{urllib.parse.quote(cid)}?force=1&v=1", ok=(204, 404))
+
+    def volumes(self, label: str) -> list[str]:
+        found = self._call("GET", f"/volumes?filters={self._filters(label)}") or {}
+        return [str(v["Name"]) for v in found.get("Volumes") or []]
+
+    def remove_volume(self, name: str) -> None:
+        self._call("DELETE", f"/volumes/{urllib.parse.quote(name)}?force=1", ok=(204, 404))
+
+
 def preload_agent(modules: Sequence[str] = PRELOAD) -> Callable[[list[str]], object] | None:
     """Import the agent into this process and run its warm-up; the entry point, or
     None when that failed (the agent is then exec'd cold, which still works)."""
@@ -585,6 +656,7 @@ class GuestInit(Init):
         root: pathlib.Path = pathlib.Path("/"),
         dockerd: Dockerd | None = None,
         run_dir: pathlib.Path = pathlib.Path(GUEST_RUN_DIR),
+        engine: Engine | None = None,
     ) -> None:
         super().__init__(
             InitConfig(
@@ -596,7 +668,14 @@ class GuestInit(Init):
         self.boot = boot
         self.dockerd = dockerd
         self.run_dir = run_dir
+        self.engine: Engine = engine or DockerEngine()
         self.bootstrap: GuestBootstrap | None = None
+        # The node this guest was forked from, when it was (said in `started`).
+        self.previous = ""
+        # A node whose leftovers (pods, state, key) are not all removed yet: set from
+        # the moment a clone starts forgetting its parent until that is done, so a
+        # failed removal is retried by the host's next bootstrap.
+        self.forgetting = ""
 
     # ---- the protocol ----
 
@@ -617,14 +696,20 @@ class GuestInit(Init):
             b = GuestBootstrap.from_b64(str(msg["bootstrap"]))
         except (ValueError, binascii.Error, UnicodeDecodeError) as err:
             return {"event": "error", "message": f"bad bootstrap: {err}"}
-        if self.bootstrap is not None:
-            # A host that reconnects may say it again; a second identity is a bug.
-            if b.node_name == self.bootstrap.node_name:
-                return self.started()
-            return {
-                "event": "error",
-                "message": f"already node {self.bootstrap.node_name!r}; cannot become {b.node_name!r}",
-            }
+        if self.bootstrap is not None and b.node_name == self.bootstrap.node_name:
+            # A host that reconnects may say it again.
+            return self.started()
+        previous = ""
+        if self.bootstrap is not None or self.forgetting:
+            # Another node's name after this guest had one: it is a restored clone
+            # of an identified VM (the parent is never sent another's bootstrap).
+            previous = self.forgetting or (self.bootstrap.node_name if self.bootstrap else "")
+            try:
+                removed = self.forget_node()
+            except (OSError, RuntimeError, ValueError) as err:
+                log(f"cannot forget node {previous}: {err}")
+                return {"event": "error", "message": f"cannot remove what node {previous!r} left: {err}"}
+            log(f"clone of node {previous}: removed {removed}; becoming {b.node_name}")
         try:
             if isinstance(msg.get("now"), (int, float)):
                 self.machine.set_clock(float(msg["now"]))
@@ -642,6 +727,7 @@ class GuestInit(Init):
             log(f"bootstrap failed: {err}")
             return {"event": "error", "message": f"cannot take the bootstrap: {err}"}
         self.bootstrap = b
+        self.previous = previous
         log(f"bootstrap: node {b.node_name}, hostname {b.hostname or b.node_name}")
         self.wanted = True
         self.next_start = now
@@ -652,7 +738,60 @@ class GuestInit(Init):
 
     def started(self) -> dict[str, Any]:
         assert self.bootstrap is not None
-        return {"event": "started", "node": self.bootstrap.node_name, "machine_id": self.bootstrap.machine_id}
+        b = self.bootstrap
+        reply = {"event": "started", "node": b.node_name, "machine_id": b.machine_id}
+        if self.previous:
+            # For the host's record and the operator: this node was forked from that one.
+            reply["previous"] = self.previous
+        return reply
+
+    def forget_node(self) -> str:
+        """Remove everything per-node a cloned parent left; what was removed, for the log.
+
+        Order matters: the agent first and with SIGKILL (its session, i.e. anything it
+        started, too), because whatever it would still say — a heartbeat, a pod's
+        status, a graceful SIGTERM's last words — it says as the parent's node, with
+        the parent's certificate. Then the parent's pod containers (they run here:
+        the clone resumed them) and volumes, found by the label the agent puts on
+        all it makes; the new agent would never see them (it lists its own node's
+        label) and they would run on, unaccounted for. Then the files: the agent's
+        state, the node's key and certificates, the join bundle. Hostname and
+        machine id are rewritten by the bootstrap that follows. Raises when dockerd
+        cannot be told; `forgetting` stays set so the next bootstrap tries again."""
+        if self.bootstrap is not None:
+            self.forgetting = self.bootstrap.node_name
+        self.bootstrap = None
+        self.previous = ""
+        self.kill_agent()
+        containers = self.engine.containers(NODE_LABEL)
+        for cid in containers:
+            self.engine.remove_container(cid)
+        volumes = self.engine.volumes(NODE_LABEL)
+        for name in volumes:
+            self.engine.remove_volume(name)
+        state = self.cfg.root / STATE_DIR.relative_to("/")
+        for entry in PER_NODE_STATE:
+            _remove(state / entry)
+        if self.run_dir.is_dir():
+            for leftover in self.run_dir.iterdir():
+                _remove(leftover)
+        self.forgetting = ""
+        return f"{len(containers)} container(s), {len(volumes)} volume(s)"
+
+    def kill_agent(self) -> None:
+        """SIGKILL the agent and its session (spawn made it a session leader) and reap it."""
+        pid, self.agent_pid = self.agent_pid, None
+        self.wanted = False
+        self.backoff = 1.0
+        if pid is None:
+            return
+        log(f"killing the previous node's agent (pid {pid})")
+        _kill(-pid, signal.SIGKILL)
+        _kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
     # ---- supervision ----
 
@@ -750,6 +889,14 @@ def _kill(pid: int, signo: int) -> None:
         os.kill(pid, signo)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _remove(path: pathlib.Path) -> None:
+    """A file, link or directory tree, if it is there (a link is removed, never followed)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def _waitpid_nohang(pid: int) -> tuple[int, int]:

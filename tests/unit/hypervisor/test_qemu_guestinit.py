@@ -7,15 +7,18 @@ end is the test); the machine-wide effects (clock, RNG, hostname) go to a fake.
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -89,26 +92,82 @@ def bootstrap(name: str = "vm-1", *, secure: bool = False) -> GuestBootstrap:
     )
 
 
+class FakeEngine:
+    """The guest's dockerd: objects by their labels; what was removed, in order."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, str]] = {}  # id or volume name -> labels
+        self.removed: list[str] = []
+        self.fail = ""
+
+    def _labelled(self, kind: str, label: str) -> list[str]:
+        if self.fail:
+            raise RuntimeError(self.fail)
+        key = label.split("=", 1)[0]
+        return [i for i, lab in self.objects.items() if i.startswith(kind) and key in lab]
+
+    def containers(self, label: str) -> list[str]:
+        return self._labelled("c-", label)
+
+    def remove_container(self, cid: str) -> None:
+        self.removed.append(cid)
+        del self.objects[cid]
+
+    def volumes(self, label: str) -> list[str]:
+        return self._labelled("v-", label)
+
+    def remove_volume(self, name: str) -> None:
+        self.removed.append(name)
+        del self.objects[name]
+
+
 class RecordingInit(GuestInit):
-    """Records the agent's argv instead of starting it."""
+    """Records the agent's argv; the "agent" is a real `sleep` in its own session,
+    so stopping it is real too."""
+
+    live: ClassVar[list[RecordingInit]] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spawned: list[list[str]] = []
+        self.pids: list[int] = []
+        RecordingInit.live.append(self)
 
     def spawn(self, argv: Sequence[str]) -> int:
         self.spawned.append(list(argv))
-        return 4242
+        pid = os.posix_spawnp("sleep", ["sleep", "600"], dict(os.environ), setsid=True)
+        self.pids.append(pid)
+        return pid
 
     def reap(self, now: float) -> None:
-        pass  # no real children here
+        pass  # the test's own children: reaped by the fixture
+
+    def cleanup(self) -> None:
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_left() -> Iterator[None]:
+    yield
+    while RecordingInit.live:
+        RecordingInit.live.pop().cleanup()
 
 
 def make_init(
-    channel: Channel, tmp: pathlib.Path, boot: Boot | None = None
+    channel: Channel,
+    tmp: pathlib.Path,
+    boot: Boot | None = None,
+    *,
+    engine: FakeEngine | None = None,
 ) -> tuple[RecordingInit, FakeMachine]:
     m = FakeMachine()
-    init = RecordingInit(channel, m, boot or Boot(), root=tmp, run_dir=tmp / "run" / "cowpod")
+    init = RecordingInit(
+        channel, m, boot or Boot(), root=tmp, run_dir=tmp / "run" / "cowpod", engine=engine or FakeEngine()
+    )
     return init, m
 
 
@@ -207,19 +266,116 @@ def test_bootstrap_makes_the_node_and_starts_its_agent(
     assert "--tls-server-name" in init.spawned[0]
 
 
-def test_the_same_bootstrap_again_is_started_again_and_another_is_refused(
+def test_the_same_bootstrap_again_is_started_again(
     pair: tuple[Channel, Host], tmp_path: pathlib.Path
 ) -> None:
     ch, host = pair
-    init, _ = make_init(ch, tmp_path)
+    engine = FakeEngine()
+    init, _ = make_init(ch, tmp_path, engine=engine)
     init.handle({"bootstrap": bootstrap().to_b64()}, now=1.0)
     assert host.next()["event"] == "started"
+    engine.objects["c-pod"] = {"cowpod.node": "vm-1"}
     init.handle({"bootstrap": bootstrap().to_b64()}, now=2.0)
+    assert host.next() == {"event": "started", "node": "vm-1", "machine_id": "cd" * 16}
+    assert len(init.spawned) == 1 and not engine.removed
+    os.kill(init.pids[0], 0)  # the agent runs on
+
+
+def node_with_leftovers(
+    ch: Channel, host: Host, tmp: pathlib.Path, engine: FakeEngine
+) -> tuple[RecordingInit, FakeMachine]:
+    """A guest that became node vm-1 (secure) and ran a pod: what its clone resumes as."""
+    init, machine = make_init(ch, tmp, engine=engine)
+    init.handle({"bootstrap": bootstrap(secure=True).to_b64(), "now": 1_800_000_000.0}, now=1.0)
     assert host.next()["event"] == "started"
-    init.handle({"bootstrap": bootstrap("vm-2").to_b64()}, now=3.0)
+    state = tmp / "var/lib/cowpod"
+    for f in ("agent/pods/uid-1.json", "pki/vm-1.key", "pki/serving/vm-1.crt", "images/busybox.tar"):
+        (state / f).parent.mkdir(parents=True, exist_ok=True)
+        (state / f).write_text("x")
+    engine.objects.update(
+        {
+            "c-sandbox": {"cowpod.managed": "1", "cowpod.node": "vm-1"},
+            "c-app": {"cowpod.managed": "1", "cowpod.node": "vm-1"},
+            "c-probe": {"cowpod.node": "vm-1", "cowpod.hostpath-probe": "1"},
+            "v-scratch": {"cowpod.managed": "1", "cowpod.node": "vm-1"},
+            "c-not-the-agents": {},
+        }
+    )
+    return init, machine
+
+
+def test_a_clone_of_a_node_forgets_the_parent_and_becomes_a_new_node(
+    pair: tuple[Channel, Host], tmp_path: pathlib.Path
+) -> None:
+    ch, host = pair
+    engine = FakeEngine()
+    init, machine = node_with_leftovers(ch, host, tmp_path, engine)
+    parent_agent = init.pids[0]
+    child = dataclasses.replace(
+        bootstrap("vm-2"), machine_id="ef" * 16, entropy=base64.b64encode(b"\x02" * 32).decode()
+    )
+
+    init.handle({"bootstrap": child.to_b64(), "now": 1_800_000_100.0}, now=2.0)
+
+    assert host.next() == {"event": "started", "node": "vm-2", "machine_id": "ef" * 16, "previous": "vm-1"}
+    # The parent's agent is gone (killed and reaped), a new one runs as vm-2.
+    with pytest.raises(ProcessLookupError):
+        os.kill(parent_agent, 0)
+    assert init.agent_pid == init.pids[1]
+    assert init.spawned[1] == GuestBootstrap.from_b64(child.to_b64()).agent_argv(
+        str(tmp_path / "run" / "cowpod")
+    )
+    # Every object the agent made goes, containers before volumes; nothing else.
+    assert sorted(engine.removed[:3]) == ["c-app", "c-probe", "c-sandbox"]
+    assert engine.removed[3:] == ["v-scratch"]
+    assert list(engine.objects) == ["c-not-the-agents"]
+    # Per-node files gone; what every clone shares (the baked images) kept.
+    state = tmp_path / "var/lib/cowpod"
+    assert sorted(p.name for p in state.iterdir()) == ["images", "vm-name"]
+    assert (state / "vm-name").read_text() == "vm-2\n"
+    assert (tmp_path / "etc/machine-id").read_text() == "ef" * 16 + "\n"
+    # An insecure bootstrap after a secure one: the parent's join bundle is not kept.
+    assert not (tmp_path / "run/cowpod").exists() or not any((tmp_path / "run/cowpod").iterdir())
+    assert machine.hostnames == ["vm-1.cowpod", "vm-2.cowpod"]
+    assert machine.clock == [1_800_000_000.0, 1_800_000_100.0]
+    assert machine.entropy == [b"\x01" * 32, b"\x02" * 32]
+
+    # The child's own bootstrap again (a reconnecting host): the same answer, nothing redone.
+    init.handle({"bootstrap": child.to_b64()}, now=3.0)
+    assert host.next()["node"] == "vm-2"
+    assert len(init.spawned) == 2 and len(engine.removed) == 4
+
+
+def test_a_clone_whose_dockerd_does_not_answer_says_so_and_a_retry_finishes(
+    pair: tuple[Channel, Host], tmp_path: pathlib.Path
+) -> None:
+    ch, host = pair
+    engine = FakeEngine()
+    init, _ = node_with_leftovers(ch, host, tmp_path, engine)
+    engine.fail = "connection refused"
+    init.handle({"bootstrap": bootstrap("vm-2").to_b64()}, now=2.0)
     reply = host.next()
-    assert reply["event"] == "error" and "vm-1" in reply["message"] and "vm-2" in reply["message"]
-    assert len(init.spawned) == 1
+    assert reply["event"] == "error"
+    assert "vm-1" in reply["message"] and "connection refused" in reply["message"]
+    # Not the parent any more, not yet the child: no agent runs.
+    assert init.agent_pid is None and init.bootstrap is None
+    engine.fail = ""
+    init.handle({"bootstrap": bootstrap("vm-2").to_b64()}, now=3.0)
+    assert host.next()["previous"] == "vm-1"
+    assert list(engine.objects) == ["c-not-the-agents"]
+    assert not (tmp_path / "var/lib/cowpod/pki").exists()
+
+
+def test_what_the_guest_removes_is_named_as_the_agent_names_it() -> None:
+    # The init does not import the agent or cowpod; its copies of their names must agree.
+    from agent import labels
+    from cowpod.auth.flags import DEFAULT_CERT_DIR
+    from hypervisor.providers.qemu.guestinit import NODE_LABEL, PER_NODE_STATE
+    from hypervisor.vminit import STATE_DIR
+
+    assert labels.NODE == NODE_LABEL
+    cert_dir = pathlib.Path(DEFAULT_CERT_DIR)
+    assert cert_dir.parent == STATE_DIR and cert_dir.name in PER_NODE_STATE
 
 
 @pytest.mark.parametrize("value", ["not base64!", base64.b64encode(b"{}").decode(), ""])
