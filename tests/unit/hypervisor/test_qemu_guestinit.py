@@ -9,14 +9,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import http.server
 import json
 import os
 import pathlib
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -24,8 +27,10 @@ import pytest
 
 from hypervisor.guest import GuestBootstrap, GuestEndpoints, JoinBundle, node_labels
 from hypervisor.providers.qemu.guestinit import (
+    NODE_LABEL,
     Boot,
     Channel,
+    DockerEngine,
     GuestInit,
     cgroup_v1_hierarchies,
     find_port,
@@ -460,3 +465,66 @@ def test_the_init_imports_nothing_heavy() -> None:
     loaded = {m.split(".")[0] for m in out.split()}
     heavy = {"agent", "controller", "scheduler", "cowpod", "grpc", "google", "docker", "yaml", "numpy"}
     assert not loaded & heavy
+
+
+# ---- the engine's API ------------------------------------------------------------
+
+
+class _FakeDockerd(http.server.BaseHTTPRequestHandler):
+    """Answers the few calls DockerEngine makes; records them."""
+
+    calls: ClassVar[list[tuple[str, str]]] = []
+
+    def _answer(self, status: int, body: Any = None) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        self.calls.append(("GET", url.path + " " + json.dumps(json.loads(query["filters"][0]))))
+        if url.path == "/containers/json":
+            self._answer(200, [{"Id": "abc"}, {"Id": "def"}])
+        else:
+            self._answer(200, {"Volumes": [{"Name": "vol-1"}], "Warnings": None})
+
+    def do_DELETE(self) -> None:
+        self.calls.append(("DELETE", self.path))
+        self._answer(404 if "def" in self.path else 204)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_docker_engine_lists_by_label_and_force_removes(tmp_path: pathlib.Path) -> None:
+    sock = str(tmp_path / "docker.sock")
+    server = socketserver.ThreadingUnixStreamServer(sock, _FakeDockerd)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        engine = DockerEngine(sock, timeout=5)
+        assert engine.containers(NODE_LABEL) == ["abc", "def"]
+        engine.remove_container("abc")
+        engine.remove_container("def")  # gone meanwhile: not an error
+        assert engine.volumes(NODE_LABEL) == ["vol-1"]
+        engine.remove_volume("vol-1")
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join(5)
+    assert _FakeDockerd.calls == [
+        ("GET", '/containers/json {"label": ["cowpod.node"]}'),
+        ("DELETE", "/containers/abc?force=1&v=1"),
+        ("DELETE", "/containers/def?force=1&v=1"),
+        ("GET", '/volumes {"label": ["cowpod.node"]}'),
+        ("DELETE", "/volumes/vol-1?force=1"),
+    ]
+
+
+def test_docker_engine_without_dockerd_raises_what_forget_node_reports(tmp_path: pathlib.Path) -> None:
+    # No dockerd at all: the caller (forget_node) turns this into the host's error reply.
+    with pytest.raises(OSError):
+        DockerEngine(str(tmp_path / "none.sock"), timeout=1).containers(NODE_LABEL)
