@@ -250,12 +250,14 @@ class Agent:
                 log.warning("garbage collection failed: %s", err)
 
     async def enforce_volume_limits(self) -> None:
-        """Evict pods whose disk-backed emptyDir outgrew its `sizeLimit`, as kubelet
-        does: Docker's local volumes have no quota, so usage is measured (by the
-        engine, on the host) and a pod over its limit becomes Failed/Evicted, its
-        containers stopped and its volumes removed with it. Memory-backed ones are
-        tmpfs mounts of that size already."""
-        limited: dict[str, tuple[PodWorker, str, int]] = {}
+        """Evict pods over their disk limits, as kubelet does: a disk-backed emptyDir
+        over its `sizeLimit`, or a container whose writable layer outgrew its
+        `limits.ephemeral-storage`. Docker's local volumes and overlay2 layers have
+        no quota, so usage is measured (by the engine, on the host) and a pod over a
+        limit becomes Failed/Evicted, its containers stopped and its volumes removed
+        with it. Memory-backed emptyDirs are tmpfs mounts of that size already."""
+        volumes: dict[str, tuple[PodWorker, str, int]] = {}
+        layers: dict[tuple[str, str], tuple[PodWorker, int]] = {}  # (pod uid, container) -> limit
         for uid, w in self.workers.items():
             pod = w.pod
             if pod is None or w.memory.rejected is not None or pod.status.phase in ("Succeeded", "Failed"):
@@ -263,15 +265,27 @@ class Agent:
             for v in pod.spec.volumes:
                 ed = v.empty_dir
                 if v.HasField("empty_dir") and ed.medium != "Memory" and ed.size_limit_bytes > 0:
-                    limited[volume_name(uid, v.name)] = (w, v.name, ed.size_limit_bytes)
-        if not limited:
-            return
-        usage = await self.runtime.volume_usage()
-        for name, (w, vol, limit) in limited.items():
-            used = usage.get(name, 0)
-            if used <= limit or w.memory.rejected is not None:
+                    volumes[volume_name(uid, v.name)] = (w, v.name, ed.size_limit_bytes)
+            for c in (*pod.spec.init_containers, *pod.spec.containers):
+                if c.resources.limits.ephemeral_storage_bytes > 0:
+                    layers[uid, c.name] = (w, c.resources.limits.ephemeral_storage_bytes)
+        over: list[tuple[PodWorker, str]] = []
+        if volumes:
+            usage = await self.runtime.volume_usage()
+            for name, (w, vol, limit) in volumes.items():
+                if (used := usage.get(name, 0)) > limit:
+                    over.append((w, f'Usage of EmptyDir volume "{vol}" exceeds the limit "{limit}" bytes '
+                                    f"(used {used})."))
+        if layers:
+            sizes = await self.runtime.writable_layer_usage()
+            for ci in await self.runtime.list_containers():
+                hit = layers.get((ci.pod_uid, ci.name))
+                if hit is not None and (used := sizes.get(ci.id, 0)) > hit[1]:
+                    over.append((hit[0], f'Container {ci.name} exceeded its local ephemeral storage limit '
+                                         f'"{hit[1]}" bytes (used {used}).'))
+        for w, msg in over:
+            if w.memory.rejected is not None:
                 continue
-            msg = f'Usage of EmptyDir volume "{vol}" exceeds the limit "{limit}" bytes (used {used}).'
             log.warning("evicting pod %s/%s: %s", w.last_ref.namespace, w.last_ref.name, msg)
             w.memory.rejected = ("Evicted", msg)
             self.recorder.record(w.last_ref, "Evicted", msg, warning=True)

@@ -185,6 +185,10 @@ class Runtime(Protocol):
         """Bytes used by each disk-backed volume the engine has (by name)."""
         ...
 
+    async def writable_layer_usage(self) -> Mapping[str, int]:
+        """Bytes each running container of this node wrote to its own layer (by id)."""
+        ...
+
     def events(self) -> AsyncIterator[str]:
         """Pod UIDs whose containers changed (died, started...), as they happen."""
 

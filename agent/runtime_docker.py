@@ -546,6 +546,14 @@ class DockerRuntime:
                 out[str(v["Name"])] = size
         return out
 
+    def _layer_usage_sync(self) -> dict[str, int]:
+        flt = self._filters(None)
+        return {str(s["Id"]): int(s.get("SizeRw") or 0) for s in self._api.containers(size=True, filters=flt)}
+
+    async def writable_layer_usage(self) -> Mapping[str, int]:
+        """`docker ps --size` of this node's running containers (the engine measures on the host)."""
+        return await self._call(self._layer_usage_sync)
+
     async def volume_usage(self) -> Mapping[str, int]:
         """The engine's `system df`: it measures every volume's directory (du) on the host,
         where a VM's agent cannot look. Called only while some pod needs it."""

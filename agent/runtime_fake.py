@@ -58,6 +58,7 @@ class FakeRuntime:
         self.containers: dict[str, FakeContainer] = {}
         self.volumes: dict[str, Mapping[str, str]] = {}
         self.volume_bytes: dict[str, int] = {}  # what volume_usage() reports
+        self.layer_bytes: dict[str, int] = {}  # what writable_layer_usage() reports, by container id
         # (container name label, command tuple) -> exit code; default 0
         self.exec_results: dict[tuple[str, tuple[str, ...]], int] = {}
         self.exec_log: list[tuple[str, tuple[str, ...]]] = []
@@ -212,6 +213,10 @@ class FakeRuntime:
     async def volume_usage(self) -> Mapping[str, int]:
         """What tests put in `volume_bytes`."""
         return {name: self.volume_bytes.get(name, 0) for name in self.volumes}
+
+    async def writable_layer_usage(self) -> Mapping[str, int]:
+        """What tests put in `layer_bytes`."""
+        return dict(self.layer_bytes)
 
     async def events(self) -> AsyncIterator[str]:
         """Like Docker's stream: a container's scripted exit is announced when

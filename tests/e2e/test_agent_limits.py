@@ -85,3 +85,16 @@ async def test_disk_empty_dir_over_its_size_limit_is_evicted(node: AgentRunner, 
     await node.agent.enforce_volume_limits()  # type: ignore[union-attr]
     still = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="small"))
     assert still.status.phase == "Running"
+
+
+async def test_container_over_its_ephemeral_storage_limit_is_evicted(
+    node: AgentRunner, client: Client
+) -> None:
+    """The writable layer has no quota on overlay2: a container filled the host's disk there."""
+    c = pod_pb2.Container(name="fill", image="cowpod/busybox:latest", image_pull_policy="IfNotPresent",
+                          command=["sh", "-c", "dd if=/dev/zero of=/big bs=1M count=4; sleep 600"])
+    c.resources.limits.ephemeral_storage_bytes = 1 << 20
+    await create_and_bind(client, make_pod("layer", c), node.config.node_name)
+    pod = await wait_pod(client, "layer", phase_is("Failed"), timeout=120)
+    assert pod.status.reason == "Evicted", pod.status
+    assert "exceeded its local ephemeral storage limit" in pod.status.message
