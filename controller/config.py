@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.limits import Limits
+from cowpod.auth.tokens import DEFAULT_TOKEN_TTL
 from cowpod.clusterconfig import ClusterConfig
 
 
@@ -39,6 +40,8 @@ class ControllerConfig:
     # <data_dir>/pki when it exists). insecure=True serves plaintext with no authentication.
     pki_dir: pathlib.Path | None = None
     insecure: bool = False
+    # Lifetime of admin/edit/view tokens created without --ttl (seconds; 0 = never expire).
+    token_ttl: int = DEFAULT_TOKEN_TTL
     limits: Limits = field(default_factory=Limits)
     # --autoscale: the autoscaler's VM classes and bounds; None = no autoscaler.
     autoscaler: ClusterConfig | None = None

@@ -16,6 +16,7 @@ from controller.config import ControllerConfig
 from controller.server import ConfigError, Controller
 from cowpod import clusterconfig
 from cowpod.argtypes import whole_number
+from cowpod.auth.tokens import DEFAULT_TOKEN_TTL
 from cowpod.errors import Invalid
 from hypervisor import registry
 
@@ -62,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
                    help="recent events kept per kind so resuming watches need no etcd watch of their own")
     p.add_argument("--pki-dir", type=pathlib.Path, default=None,
                    help="cluster PKI made by `cowpod up` (CA, controller certificate); default DATA_DIR/pki")
+    p.add_argument("--default-token-ttl", type=whole_number(0), default=DEFAULT_TOKEN_TTL, metavar="SECONDS",
+                   help="lifetime of admin/edit/view tokens created without --ttl "
+                        f"(default {DEFAULT_TOKEN_TTL // 86400} days; 0 = they never expire)")
     p.add_argument("--insecure", action="store_true",
                    help="plaintext gRPC, no authentication: every caller is admin (not for shared clusters)")
     p.add_argument("--pod-eviction-timeout", type=float, default=300.0, metavar="SECONDS",
@@ -98,6 +102,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         watch_buffer_size=a.watch_buffer_size,
         pki_dir=a.pki_dir,
         insecure=a.insecure,
+        token_ttl=a.default_token_ttl,
         autoscaler=cluster,
         autoscaler_parent_idle_pause=autoscaler_flags.parent_idle_pause(p, a, cluster),
         pod_eviction_timeout=a.pod_eviction_timeout,

@@ -127,7 +127,7 @@ class Controller:
         try:
             self.security = ServerSecurity.create(
                 pki_dir=pki_dir, insecure=config.insecure, limits=config.limits,
-                store=self.store, clock=self.clock,
+                store=self.store, clock=self.clock, token_ttl=config.token_ttl,
             )
         except SecurityConfigError as err:
             raise ConfigError(str(err)) from err

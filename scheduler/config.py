@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from cowpod.errors import Invalid
+from cowpod.leases import SCHEDULER_LEASE_NAME, SYSTEM_NAMESPACE
 from scheduler.framework.interfaces import BindPlugin, FilterPlugin, QueueSortPlugin, ScorePlugin
 from scheduler.framework.runtime import WeightedScore
 from scheduler.plugins import REGISTRY, PluginContext
@@ -49,8 +50,9 @@ DEFAULT_SCORES: tuple[tuple[str, float], ...] = (
 
 @dataclass(frozen=True)
 class LeaderElectionConfig:
-    lease_name: str = "cowpod-scheduler"
-    namespace: str = "cowpod-system"
+    # The only lease the scheduler's certificate may take; another needs an admin identity.
+    lease_name: str = SCHEDULER_LEASE_NAME
+    namespace: str = SYSTEM_NAMESPACE
     lease_duration_s: float = 5.0
     renew_deadline_s: float = 3.5
     retry_period_s: float = 1.0

@@ -9,7 +9,8 @@ interceptor resolves against the store.
     role        may
     ---------   ---------------------------------------------------------------
     admin       everything
-    edit        pods (not bind, not status), events, workloads; read nodes, VMs, leases
+    edit        pods (not bind, not status), events, ReplicaSets (not status); read
+                nodes, VMs, leases
     view        read (Get/List/Watch) everything but tokens; pod logs
     node X      its own Node (register, heartbeat, get, status; never update:
                 see noderestriction.py), the pods
@@ -18,13 +19,16 @@ interceptor resolves against the store.
                 certificate. Never: create or
                 bind pods, other nodes or their pods, VMs, tokens.
     scheduler   read pods, nodes, VMs; bind; status of unbound pods (why pending);
-                create events; leader-election leases
+                create events; its leader-election lease cowpod-system/cowpod-scheduler
     bootstrap   exchange a bootstrap token for a node certificate
     anonymous   health, who-am-I, exchange a bootstrap token; else UNAUTHENTICATED
     none        health, who-am-I
 
-Services this table does not name (workload kinds added later) fall back to
-verbs: Get/List/Watch are reads (view), anything else is a write (edit).
+Services this table does not name are denied to every role but admin: a
+service added later stays closed until someone decides who may call it
+(least privilege; before, edit could call any verb of an unlisted service).
+The scheduler's leader-election lease is one lease, `cowpod-system/
+cowpod-scheduler`: it may not take the autoscaler's or anyone else's.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 
 from controller.auth.identity import Identity, Role
 from controller.auth.noderestriction import register_violation
+from cowpod.leases import SCHEDULER_LEASE_NAME, SYSTEM_NAMESPACE
 
 NODE_LEASE_NAMESPACE = "cowpod-node-lease"
 
@@ -43,6 +48,7 @@ READ_VERBS = frozenset({"Get", "List", "Watch"})
 POD = "cowpod.v1.PodService"
 NODE = "cowpod.v1.NodeService"
 VM = "cowpod.v1.VMService"
+REPLICASET = "cowpod.v1.ReplicaSetService"
 EVENT = "cowpod.v1.EventService"
 LEASE = "cowpod.v1.LeaseService"
 TOKEN = "cowpod.v1.TokenService"
@@ -54,9 +60,10 @@ REFLECTION = frozenset({"grpc.reflection.v1alpha.ServerReflection", "grpc.reflec
 # Methods anyone who completed the TLS handshake may call.
 PUBLIC = frozenset({(HEALTH, "Check"), (HEALTH, "Watch"), (IDENTITY, "WhoAmI"), (BOOTSTRAP, "ExchangeToken")})
 
-# Per service: what edit may do beyond reading (None = every verb).
-_EDIT_WRITES: dict[str, frozenset[str] | None] = {
+# Per service: what edit may do beyond reading. A service missing here is admin-only.
+_EDIT_WRITES: dict[str, frozenset[str]] = {
     POD: frozenset({"Create", "CreateBatch", "Update", "Delete", "Logs", "Exec"}),
+    REPLICASET: frozenset({"Create", "Update", "Scale", "Delete"}),
     EVENT: frozenset({"Create"}),
     NODE: frozenset(),
     VM: frozenset(),
@@ -143,12 +150,14 @@ def _user(identity: Identity, service: str, verb: str) -> Decision:
         return _deny(identity, service, verb, "only admin manages tokens")
     if service in REFLECTION:
         return ALLOW
+    writes = _EDIT_WRITES.get(service)
+    if writes is None:
+        return _deny(identity, service, verb, "the service is not in the authorization table (admin only)")
     if verb in READ_VERBS or verb in _VIEW_EXTRA.get(service, frozenset()):
         return ALLOW
     if identity.role is Role.VIEW:
         return _deny(identity, service, verb, "the view role only reads")
-    writes = _EDIT_WRITES.get(service)
-    if service in _EDIT_WRITES and writes is not None and verb not in writes:
+    if verb not in writes:
         return _deny(identity, service, verb, "the edit role changes pods and workloads, not this")
     return ALLOW
 
@@ -165,18 +174,20 @@ def _scheduler(identity: Identity, service: str, verb: str, request: Any) -> Dec
     if service == EVENT and verb == "Create":
         return ALLOW
     if service == LEASE and verb in ("Get", "Create", "Update"):
-        if _lease_namespace(verb, request) == NODE_LEASE_NAMESPACE:
-            return _deny(identity, service, verb, "node heartbeat leases belong to the nodes")
-        return ALLOW
+        if _lease_key(verb, request) == (SYSTEM_NAMESPACE, SCHEDULER_LEASE_NAME):
+            return ALLOW
+        why = f"the scheduler may only take its own lease {SYSTEM_NAMESPACE}/{SCHEDULER_LEASE_NAME}"
+        return _deny(identity, service, verb, why)
     return _deny(identity, service, verb, "the scheduler may only read and bind")
 
 
-def _lease_namespace(verb: str, request: Any) -> str:
+def _lease_key(verb: str, request: Any) -> tuple[str, str]:
+    """(namespace, name) of the lease a LeaseService request is about."""
     if verb in ("Create", "Update"):
-        return str(request.metadata.namespace)
+        return str(request.metadata.namespace), str(request.metadata.name)
     if verb == "Delete":
-        return str(request.key.namespace)
-    return str(getattr(request, "namespace", ""))
+        return str(request.key.namespace), str(request.key.name)
+    return str(getattr(request, "namespace", "")), str(getattr(request, "name", ""))
 
 
 def selector_pins(selector: str, field: str, value: str) -> bool:

@@ -25,7 +25,7 @@ import grpc
 from controller.auth.interceptor import AuthInterceptor
 from controller.auth.jointoken import run_rotation
 from controller.auth.services import BootstrapServicer, IdentityServicer, TokenServicer
-from controller.auth.tokens import StoreTokenRepository, TokenManager
+from controller.auth.tokens import DEFAULT_TOKEN_TTL, StoreTokenRepository, TokenManager
 from controller.limits import Limits, server_options
 from controller.store import Store
 from cowpod.auth.config import ConnectionSettings
@@ -72,8 +72,9 @@ class ServerSecurity:
         store: Store,
         clock: Clock,
         node_cert_days: float = 365,
+        token_ttl: int = DEFAULT_TOKEN_TTL,
     ) -> ServerSecurity:
-        tokens = TokenManager(StoreTokenRepository(store), clock)
+        tokens = TokenManager(StoreTokenRepository(store), clock, default_ttl=token_ttl)
         if insecure:
             log.warning("controller runs INSECURE: plaintext gRPC, no authentication, every caller is admin")
             return ServerSecurity(tokens, limits, clock, store, None, None, node_cert_days)

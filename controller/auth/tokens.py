@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "registry/tokens/"
 DEFAULT_BOOTSTRAP_TTL = 3600
+DEFAULT_TOKEN_TTL = tok.DEFAULT_TOKEN_TTL
 MAX_TTL = 10 * 365 * 86400
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -125,9 +126,10 @@ def public_view(token: auth_pb2.Token) -> auth_pb2.Token:
 
 
 class TokenManager:
-    def __init__(self, repo: TokenRepository, clock: Clock) -> None:
+    def __init__(self, repo: TokenRepository, clock: Clock, *, default_ttl: int = DEFAULT_TOKEN_TTL) -> None:
         self._repo = repo
         self._clock = clock
+        self.default_ttl = default_ttl
 
     # -- administration
 
@@ -154,8 +156,8 @@ class TokenManager:
             raise Invalid("nodeName", f"{node_name!r} is not a valid node name (RFC 1123 subdomain)")
         if len(description) > 1024:
             raise Invalid("description", "must be no more than 1024 characters")
-        if bootstrap and ttl_seconds == 0:
-            ttl_seconds = DEFAULT_BOOTSTRAP_TTL
+        if ttl_seconds == 0:
+            ttl_seconds = DEFAULT_BOOTSTRAP_TTL if bootstrap else self.default_ttl
         bearer = tok.generate()
         record = auth_pb2.Token(
             api_version="v1",

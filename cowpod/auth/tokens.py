@@ -20,6 +20,10 @@ SECRET_LENGTH = 32
 _ALPHABET = string.ascii_lowercase + string.digits
 _TOKEN_RE = re.compile(rf"^([a-z0-9]{{{ID_LENGTH}}})\.([a-z0-9]{{{SECRET_LENGTH}}})$")
 
+# Tokens of people and scripts expire too unless asked otherwise: a forgotten token is
+# a standing credential (the controller's --default-token-ttl; 0 = never).
+DEFAULT_TOKEN_TTL = 90 * 86400
+
 ROLES = ("admin", "edit", "view", "bootstrap")
 
 

@@ -24,7 +24,7 @@ from cowpod.cli.errors import CliError
 from cowpod.v1 import auth_pb2, auth_pb2_grpc, meta_pb2
 
 TOKEN_EXAMPLES = """\
-  cowpod token create --role view                 # read-only, never expires
+  cowpod token create --role view                 # read-only, expires in 90 days (the default)
   cowpod token create --role edit --ttl 24h --description "ci"
   cowpod token create --role bootstrap --ttl 1h   # for `cowpod-agent --bootstrap-token-file`
   cowpod token list
@@ -52,7 +52,8 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     create = tsub.add_parser("create", help="create a token and print it (once)")
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--ttl", type=parse_duration, default=0.0, metavar="DURATION",
-                        help="lifetime, e.g. 1h, 24h (default: never expires; bootstrap: 1h)")
+                        help="lifetime, e.g. 1h, 24h (default: the controller's --default-token-ttl, "
+                             "90 days unless set; bootstrap: 1h)")
     create.add_argument("--single-use", action="store_true", help="bootstrap tokens: consumed by one join")
     create.add_argument("--node", default="", help="bootstrap tokens: the only node name that may join")
     create.add_argument("--description", default="")

@@ -64,7 +64,14 @@ ROWS: list[tuple[Identity, str, Any, bool]] = [
     (EDIT, node_m("Update"), named_node("n1"), False),
     (EDIT, "/cowpod.v1.VMService/Clone", None, False),
     (EDIT, "/cowpod.v1.TokenService/List", ALL, False),
-    (EDIT, "/cowpod.v1.ReplicaSetService/Create", None, True),  # workloads, not yet known here
+    (EDIT, "/cowpod.v1.ReplicaSetService/Create", None, True),
+    (EDIT, "/cowpod.v1.ReplicaSetService/Scale", None, True),
+    (EDIT, "/cowpod.v1.ReplicaSetService/UpdateStatus", None, False),  # the ReplicaSet controller's
+    # Least privilege: a service missing from the table is admin-only, reads and writes alike.
+    (EDIT, "/cowpod.v1.SecretService/Create", None, False),
+    (EDIT, "/cowpod.v1.SecretService/Get", KEY, False),
+    (EDIT, "/cowpod.v1.BootstrapService/SignServingCertificate", None, False),
+    (ADMIN, "/cowpod.v1.SecretService/Create", None, True),
     # view
     (VIEW, pod_m("Get"), KEY, True),
     (VIEW, pod_m("List"), ALL, True),
@@ -77,6 +84,7 @@ ROWS: list[tuple[Identity, str, Any, bool]] = [
     (VIEW, "/cowpod.v1.TokenService/List", ALL, False),
     (VIEW, "/cowpod.v1.ReplicaSetService/Create", None, False),
     (VIEW, "/cowpod.v1.ReplicaSetService/List", ALL, True),
+    (VIEW, "/cowpod.v1.SecretService/List", ALL, False),
     # node n1: its own node
     (NODE1, node_m("Register"), named_node("n1"), True),
     (NODE1, node_m("Register"), named_node("n2"), False),
@@ -133,7 +141,15 @@ ROWS: list[tuple[Identity, str, Any, bool]] = [
     (SCHED, pod_m("UpdateStatus"), POD, True),  # with a check: only unbound pods
     (SCHED, pod_m("Update"), POD, False),
     (SCHED, "/cowpod.v1.VMService/Clone", None, False),
-    (SCHED, "/cowpod.v1.LeaseService/Update", lease("cowpod-system", "scheduler"), True),
+    (SCHED, "/cowpod.v1.LeaseService/Update", lease("cowpod-system", "cowpod-scheduler"), True),
+    (SCHED, "/cowpod.v1.LeaseService/Create", lease("cowpod-system", "cowpod-scheduler"), True),
+    (SCHED, "/cowpod.v1.LeaseService/Get", meta_pb2.ObjectKey(namespace="cowpod-system",
+                                                              name="cowpod-scheduler"), True),
+    # Only its own lease: not the autoscaler's leadership, not any other.
+    (SCHED, "/cowpod.v1.LeaseService/Update", lease("cowpod-system", "cowpod-autoscaler"), False),
+    (SCHED, "/cowpod.v1.LeaseService/Create", lease("cowpod-system", "scheduler"), False),
+    (SCHED, "/cowpod.v1.LeaseService/Get", meta_pb2.ObjectKey(namespace="default",
+                                                              name="cowpod-scheduler"), False),
     (SCHED, "/cowpod.v1.LeaseService/Update", lease("cowpod-node-lease", "n1"), False),
     # anonymous, bootstrap, nobody
     (ANONYMOUS, "/grpc.health.v1.Health/Check", None, True),
