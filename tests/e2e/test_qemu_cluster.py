@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +30,7 @@ from hypervisor.manager import VMManager
 from hypervisor.provider import ControllerAddress
 from hypervisor.providers.qemu.provider import QemuProvider
 from hypervisor.providers.qemu.settings import DEFAULT_IMAGE_DIR
+from hypervisor.providers.qemu.store import read_record
 from hypervisor.providers.qemu.testing import QemuTestEnv
 
 pytestmark = pytest.mark.e2e
@@ -149,6 +151,56 @@ async def test_instant_clones_of_a_warm_parent_are_ready_nodes_that_run_pods(sta
     failed = await c.vms.Get(meta_pb2.ObjectKey(name=kids[1]))
     assert "qemu" in failed.status.message, failed.status.message
     assert await node_ready(c, kids[0]) == "True"
+
+
+async def test_an_instant_clone_of_a_node_becomes_a_node_of_its_own(stack: Stack) -> None:
+    """Forking a VM that already is a node (not a template): the child resumes as the
+    parent — its agent, its pods — and must drop all of that for its own identity."""
+    c, cid = stack.client, stack.env.cluster_id
+    parent, kid = f"node-{cid}", f"fork-{cid}"
+    await c.vms.Create(new_vm(parent))
+
+    async def ready(name: str) -> bool:
+        return await node_ready(c, name) == "True"
+
+    await eventually(lambda: ready(parent), "the parent's node Ready (a cold boot under TCG)", 900)
+    pod = pod_pb2.Pod(
+        metadata=meta_pb2.ObjectMeta(name=f"stay-{cid}", namespace="default"),
+        spec=pod_pb2.PodSpec(restart_policy="Always", containers=[pod_pb2.Container(
+            name="stay", image="cowpod/busybox:latest", command=["sleep", "3600"])]),
+    )
+    key = meta_pb2.ObjectKey(namespace="default", name=pod.metadata.name)
+    created = await c.pods.Create(pod)
+    await c.pods.Bind(pod_pb2.Binding(pod=key, node_name=parent, pod_uid=created.metadata.uid))
+
+    async def running() -> bool:
+        got: pod_pb2.Pod = await c.pods.Get(key)
+        return got.status.phase == "Running" and got.spec.node_name == parent
+
+    await eventually(running, "the pod Running in the parent", 300)
+
+    await c.vms.Clone(vm_pb2.CloneRequest(parent=parent, names=[kid]))
+    await eventually(functools.partial(ready, kid), f"clone {kid}'s node Ready", 300)
+
+    nodes = [await c.nodes.Get(meta_pb2.ObjectKey(name=n)) for n in (parent, kid)]
+    ids = [n.status.node_info.machine_id for n in nodes]
+    assert ids[0] and ids[1] and ids[0] != ids[1]
+    vm: vm_pb2.VM = await c.vms.Get(meta_pb2.ObjectKey(name=kid))
+    assert vm.status.clone_kind == "instant" and vm.spec.parent == parent
+    # The guest said whose leftovers it dropped; the parent's pod (sandbox + app)
+    # was among them, and the child's node runs no pod.
+    rec = read_record(stack.provider.vm_dir(kid))
+    assert rec is not None and rec.guest.get("previous") == parent
+    console = (stack.provider.vm_dir(kid) / "console.log").read_text(errors="replace")
+    removed = re.search(rf"clone of node {re.escape(parent)}: removed (\d+) container", console)
+    assert removed is not None and int(removed.group(1)) >= 2, console[-2000:]
+    pods: pod_pb2.PodList = await c.pods.List(meta_pb2.ListOptions(namespace="default"))
+    assert [p.metadata.name for p in pods.items if p.spec.node_name == kid] == []
+    # The parent keeps its identity and its pod.
+    assert await ready(parent)
+    assert await running()
+    parent_vm: vm_pb2.VM = await c.vms.Get(meta_pb2.ObjectKey(name=parent))
+    assert parent_vm.status.phase == "Running"
 
 
 async def _failed_without_a_ready_node(c: Client, name: str) -> bool:

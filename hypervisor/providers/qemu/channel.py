@@ -5,11 +5,14 @@ Newline-delimited JSON, the contract with the guest's init:
     guest -> host  {"event": "warm"}          re-sent every second until the host writes;
                                               dockerd up, images loaded, agent imported, no identity
     host -> guest  {"bootstrap": "<GuestBootstrap.to_b64()>", "now": <host epoch seconds>}
-    guest -> host  {"event": "started", "node": ...} | {"event": "error", "message": ...}
+    guest -> host  {"event": "started", "node": ..., "machine_id": ..., ["previous": ...]}
+                   | {"event": "error", "message": ...}
 
-The identity travels only here, after the fork: a snapshot never holds a node
-name, and each clone's process has its own socket, so two clones can never
-read each other's bootstrap.
+The identity travels only here, after the fork: a template's snapshot never
+holds a node name, and each clone's process has its own socket, so two clones
+can never read each other's bootstrap. A clone of a VM that already was a node
+is sent its own (different) bootstrap like any clone; its guest drops the
+parent's node and says which in `previous` (guestinit.GuestInit.forget_node).
 """
 
 from __future__ import annotations

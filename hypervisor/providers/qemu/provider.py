@@ -13,11 +13,14 @@ How VM concepts map onto QEMU (docs/qemu.md has the long version):
                 RAM file, renamed, is the snapshot. The file must never change again,
                 so the VM comes back as a clone of its own snapshot (a new process,
                 one restore of downtime). ONCE per parent, as Fargo quiesces once.
-                A template parent is quiesced while it is warm and has no identity.
+                A template parent is quiesced while it is warm and has no identity;
+                any other running VM (a node) at its first clone, and it gets no
+                bootstrap again: it resumes as itself.
 - instant clone a new process with the snapshot's RAM mapped `share=off` (MAP_PRIVATE:
                 copy-on-write against the parent and every sibling), an overlay on
                 the frozen disk, `-incoming defer`, `migrate-incoming`, `cont`, then
-                the child's bootstrap over its own channel.
+                the child's bootstrap over its own channel. A child of a node resumes
+                as that node; its guest drops it (agent, pods, key) on the bootstrap.
 - lineage       vm.json's `parent` and `source` (the snapshot it was restored from).
 - snap free     `block-stream` the child's overlay (or `qemu-img rebase` when it is
                 not running): it then needs nothing of its parent on disk, and its
