@@ -9,6 +9,7 @@ from typing import Any
 from controller.limits import Limits
 from cowpod.auth.tokens import DEFAULT_TOKEN_TTL
 from cowpod.clusterconfig import ClusterConfig
+from cowpod.pki import TLSFiles
 
 
 @dataclass
@@ -18,6 +19,9 @@ class ControllerConfig:
     etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     etcd_prefix: str = "/cowpod"
     etcd_timeout: float = 5.0
+    # etcd with client-certificate authentication (--etcd-cafile/-certfile/-keyfile);
+    # None = plaintext (an etcd that anyone reaching its port can read and write).
+    etcd_tls: TLSFiles | None = None
     # etcd transactions in flight; writes issued meanwhile share one (controller/groupcommit.py).
     # One is best measured: every write issued during a round trip goes out in the next.
     etcd_group_commit: int = 1

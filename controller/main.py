@@ -18,6 +18,7 @@ from cowpod import clusterconfig
 from cowpod.argtypes import whole_number
 from cowpod.auth.tokens import DEFAULT_TOKEN_TTL
 from cowpod.errors import Invalid
+from cowpod.pki import TLSFiles
 from hypervisor import registry
 
 
@@ -40,6 +41,11 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
     p.add_argument("--listen", default="127.0.0.1:7070", help="TCP address to serve gRPC on (host:port)")
     p.add_argument("--listen-unix", default="", metavar="PATH", help="also serve on this unix socket")
     p.add_argument("--etcd", default="127.0.0.1:2379", help="etcd endpoints, HOST:PORT[,HOST:PORT]")
+    p.add_argument("--etcd-cafile", type=pathlib.Path, default=None,
+                   help="CA that signed the etcd members' certificates (TLS to etcd; with the next two)")
+    p.add_argument("--etcd-certfile", type=pathlib.Path, default=None,
+                   help="the controller's etcd client certificate (etcd runs with --client-cert-auth)")
+    p.add_argument("--etcd-keyfile", type=pathlib.Path, default=None, help="its private key")
     p.add_argument("--etcd-prefix", default="/cowpod", help="key prefix for everything cowpod stores")
     p.add_argument("--etcd-timeout", type=float, default=5.0, help="deadline for each etcd request (s)")
     p.add_argument("--etcd-group-commit", type=int, default=1, metavar="N",
@@ -88,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         etcd=[e for e in a.etcd.split(",") if e.strip()],
         etcd_prefix=a.etcd_prefix,
         etcd_timeout=a.etcd_timeout,
+        etcd_tls=_etcd_tls(p, a),
         etcd_group_commit=a.etcd_group_commit,
         etcd_compaction_interval=a.etcd_compaction_interval,
         provider=provider,
@@ -108,6 +115,16 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         pod_eviction_timeout=a.pod_eviction_timeout,
         replicaset_controller=not a.no_replicaset_controller,
     )
+
+
+def _etcd_tls(p: argparse.ArgumentParser, a: argparse.Namespace) -> TLSFiles | None:
+    """All three etcd TLS files or none: half a TLS setup is a mistake worth stopping for."""
+    given = [a.etcd_cafile, a.etcd_certfile, a.etcd_keyfile]
+    if not any(given):
+        return None
+    if not all(given):
+        p.error("--etcd-cafile, --etcd-certfile and --etcd-keyfile go together")
+    return TLSFiles(a.etcd_cafile, a.etcd_certfile, a.etcd_keyfile)
 
 
 def _provider(p: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[str, Any]:

@@ -77,7 +77,7 @@ class Controller:
         self.config = config
         self.clock: Clock = clock or RealClock()
         self.store: Store = store or EtcdStore(config.etcd, config.etcd_prefix, timeout=config.etcd_timeout,
-                                               group_commit=config.etcd_group_commit)
+                                               group_commit=config.etcd_group_commit, tls=config.etcd_tls)
         self.metrics = Metrics()
         self.port: int = 0  # the TCP port actually bound, once started
         self.metrics_port: int = 0

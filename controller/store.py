@@ -54,6 +54,7 @@ from cowpod.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from cowpod.pki import ETCD_SERVER_NAME, TLSFiles
 
 log = logging.getLogger(__name__)
 
@@ -169,24 +170,31 @@ class EtcdStore:
     """`Store` on etcd v3. Every unary call has a deadline (`timeout`)."""
 
     def __init__(self, endpoints: Sequence[str], prefix: str = "/cowpod", *, timeout: float = 5.0,
-                 group_commit: int = 0) -> None:
+                 group_commit: int = 0, tls: TLSFiles | None = None) -> None:
         self.endpoints = list(endpoints)
         self.prefix = prefix.rstrip("/")
         self._p = (self.prefix + "/").encode()
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(
-            _channel_target(self.endpoints),
-            options=[
-                ("grpc.max_receive_message_length", 512 * 1024 * 1024),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.keepalive_time_ms", 10_000),
-                ("grpc.keepalive_timeout_ms", 5_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.max_pings_without_data", 0),
-                ("grpc.initial_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", 2_000),
-            ],
-        )
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", 512 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
+        ]
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(_channel_target(self.endpoints), options=options)
+        else:
+            # etcd with --client-cert-auth: our certificate from etcd's CA, and its members
+            # verified by the name every member certificate carries, whatever the address.
+            creds = grpc.ssl_channel_credentials(
+                tls.ca.read_bytes(), tls.key.read_bytes(), tls.cert.read_bytes()
+            )
+            options.append(("grpc.ssl_target_name_override", ETCD_SERVER_NAME))
+            self._channel = grpc.aio.secure_channel(_channel_target(self.endpoints), creds, options=options)
         self._kv = rpc.KVStub(self._channel)
         self._leases = rpc.LeaseStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)

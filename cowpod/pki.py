@@ -384,6 +384,7 @@ class ClusterPKI:
         scheduler.crt/.key          CN=system:scheduler
         transport.crt/.key          CN=system:anonymous: not secret, grants nothing; lets a
                                     token holder or a joining agent complete the handshake
+        etcd/                       etcd's own CA and certificates (`EtcdPKI`)
     """
 
     directory: pathlib.Path
@@ -414,6 +415,10 @@ class ClusterPKI:
 
     def load(self, name: str) -> CertKey:
         return CertKey(self.cert(name).read_bytes(), self.key(name).read_bytes())
+
+    @property
+    def etcd(self) -> EtcdPKI:
+        return EtcdPKI(self.directory / "etcd")
 
     def ensure(self, *, now: float, hosts: Sequence[str] = (), cluster_name: str = "cowpod") -> None:
         """Create the CA and the standard certificates that are missing.
@@ -446,6 +451,76 @@ class ClusterPKI:
                 dns_names=dns if server else (), ip_addresses=ips if server else (),
             )
             save_cert_key(self.directory, name, pair)
+
+
+# --- etcd's own PKI ---------------------------------------------------------------------------------
+
+# The name every etcd member certificate carries, so the controller verifies its members
+# whatever address it reaches them by (as clients do with `cowpod-controller`).
+ETCD_SERVER_NAME = "cowpod-etcd"
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """A CA certificate to verify the peer with, and our own certificate and key."""
+
+    ca: pathlib.Path
+    cert: pathlib.Path
+    key: pathlib.Path
+
+
+@dataclass(frozen=True)
+class EtcdPKI:
+    """etcd's certificates, under `<pki>/etcd/`, from a CA of their own.
+
+        ca.crt ca.key             the etcd CA: signs nothing else
+        member.crt/.key           each member's serving and peer certificate (client + server,
+                                  names cowpod-etcd, localhost, loopback and the hosts given)
+        controller.crt/.key       the controller's etcd client certificate (client only)
+
+    Why not the cluster CA: etcd with `--client-cert-auth` lets in *any* certificate
+    its trusted CA signed, and the cluster CA signs node certificates and the public
+    transport certificate. Kubernetes (kubeadm) keeps an etcd CA apart for this reason.
+    """
+
+    directory: pathlib.Path
+
+    @property
+    def ca_cert(self) -> pathlib.Path:
+        return self.directory / "ca.crt"
+
+    def files(self, name: str) -> TLSFiles:
+        return TLSFiles(self.ca_cert, self.directory / f"{name}.crt", self.directory / f"{name}.key")
+
+    @property
+    def member(self) -> TLSFiles:
+        return self.files("member")
+
+    @property
+    def controller(self) -> TLSFiles:
+        return self.files("controller")
+
+    def exists(self) -> bool:
+        return all(f.exists() for f in (self.ca_cert, self.member.cert, self.controller.cert))
+
+    def ensure(self, *, now: float, hosts: Sequence[str] = ()) -> None:
+        """Create the etcd CA and the member and controller certificates that are missing."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
+        ca_key = self.directory / "ca.key"
+        if self.ca_cert.exists() and ca_key.exists():
+            ca = CertificateAuthority(self.ca_cert.read_bytes(), ca_key.read_bytes())
+        else:
+            ca = CertificateAuthority.create("cowpod-etcd-ca", now=now)
+            _write_private(ca_key, ca.key_pem)
+            _write_public(self.ca_cert, ca.cert_pem)
+        dns, ips = split_hosts(["localhost", ETCD_SERVER_NAME, "127.0.0.1", "::1", *hosts])
+        if not self.member.cert.exists() or not self.member.key.exists():
+            pair = ca.issue(Subject("cowpod-etcd-member"), now=now, client=True, server=True,
+                            dns_names=dns, ip_addresses=ips)
+            save_cert_key(self.directory, "member", pair)
+        if not self.controller.cert.exists() or not self.controller.key.exists():
+            save_cert_key(self.directory, "controller", ca.issue(Subject(CONTROLLER_USER), now=now))
 
 
 def split_hosts(hosts: Sequence[str]) -> tuple[list[str], list[str]]:

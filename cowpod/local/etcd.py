@@ -2,6 +2,12 @@
 
 Used by `cowpod up` for the embedded single-member default, by `--etcd-members 3`
 for a local cluster, and by test fixtures, so tests run the same etcd users do.
+
+With `tls` (what a secure `cowpod up` gives it) the member serves clients and peers
+over TLS and **requires a client certificate** from etcd's own CA
+(`--client-cert-auth`, `--peer-client-cert-auth`): a local user who reaches the
+port cannot read or write the cluster's state (token records included) without the
+controller's etcd key. Without it, plaintext on loopback (test fixtures).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
+
+from cowpod.pki import TLSFiles
 
 
 def free_port() -> int:
@@ -40,7 +48,12 @@ class EtcdMember:
     initial_cluster: str = ""
     quota_bytes: int = 0
     log_path: pathlib.Path | None = None
+    tls: TLSFiles | None = None
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     @property
     def endpoint(self) -> str:
@@ -48,7 +61,7 @@ class EtcdMember:
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"{self.scheme}://127.0.0.1:{self.peer_port}"
 
     def command(self) -> list[str]:
         cluster = self.initial_cluster or f"{self.name}={self.peer_url}"
@@ -56,8 +69,8 @@ class EtcdMember:
             etcd_binary(),
             "--name", self.name,
             "--data-dir", str(self.data_dir),
-            "--listen-client-urls", f"http://127.0.0.1:{self.client_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{self.client_port}",
+            "--listen-client-urls", f"{self.scheme}://127.0.0.1:{self.client_port}",
+            "--advertise-client-urls", f"{self.scheme}://127.0.0.1:{self.client_port}",
             "--listen-peer-urls", self.peer_url,
             "--initial-advertise-peer-urls", self.peer_url,
             "--initial-cluster", cluster,
@@ -66,6 +79,14 @@ class EtcdMember:
             "--logger", "zap",
             "--log-outputs", "stderr",
         ]
+        if self.tls is not None:
+            t = self.tls
+            cmd += [
+                "--cert-file", str(t.cert), "--key-file", str(t.key),
+                "--trusted-ca-file", str(t.ca), "--client-cert-auth",
+                "--peer-cert-file", str(t.cert), "--peer-key-file", str(t.key),
+                "--peer-trusted-ca-file", str(t.ca), "--peer-client-cert-auth",
+            ]
         if self.quota_bytes:
             cmd += ["--quota-backend-bytes", str(self.quota_bytes)]
         return cmd

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 from cowpod.auth.config import ConnectionSettings
 from cowpod.auth.credentials import connect
+from cowpod.pki import ETCD_SERVER_NAME, TLSFiles
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -13,12 +15,28 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def http_get(address: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    """A minimal HTTP/1.0 GET on loopback: (status, body). No dependency for one request."""
+def tls_context(files: TLSFiles) -> ssl.SSLContext:
+    """Client TLS that verifies an etcd member by its CA and name and shows our certificate."""
+    ctx = ssl.create_default_context(cafile=str(files.ca))
+    ctx.load_cert_chain(str(files.cert), str(files.key))
+    return ctx
+
+
+async def http_get(
+    address: str, path: str, timeout: float = 2.0, *, tls: TLSFiles | None = None
+) -> tuple[int, bytes]:
+    """A minimal HTTP/1.0 GET on loopback: (status, body). No dependency for one request.
+    With `tls`, HTTPS to an etcd member (verified as `cowpod-etcd`)."""
     host, port = split_address(address)
 
     async def go() -> tuple[int, bytes]:
-        reader, writer = await asyncio.open_connection(host, port)
+        if tls is not None:
+            ctx = await asyncio.to_thread(tls_context, tls)
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=ctx, server_hostname=ETCD_SERVER_NAME
+            )
+        else:
+            reader, writer = await asyncio.open_connection(host, port)
         try:
             writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
             await writer.drain()
@@ -40,11 +58,11 @@ async def http_ok(address: str, path: str = "/metrics", timeout: float = 2.0) ->
     return 200 <= status < 300
 
 
-async def etcd_ok(address: str, timeout: float = 2.0) -> bool:
-    """etcd's own /health: {"health":"true"}."""
+async def etcd_ok(address: str, timeout: float = 2.0, *, tls: TLSFiles | None = None) -> bool:
+    """etcd's own /health: {"health":"true"} (over TLS with a client certificate when `tls`)."""
     try:
-        status, body = await http_get(address, "/health", timeout)
-    except (OSError, TimeoutError, ValueError):
+        status, body = await http_get(address, "/health", timeout, tls=tls)
+    except (OSError, TimeoutError, ValueError, ssl.SSLError):
         return False
     return status == 200 and b"true" in body
 

@@ -28,7 +28,7 @@ class ComponentState:
     address: str  # where its health is checked (gRPC / etcd client / metrics)
     log: str
     command: list[str] = field(default_factory=list)
-    health: str = "pid"  # grpc | etcd | http | pid
+    health: str = "pid"  # grpc | etcd | etcd-tls (etcd requiring client certificates) | http | pid
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from cowpod.local.state import (
     remove_state,
     write_state,
 )
-from cowpod.pki import ClusterPKI, write_join_bundle
+from cowpod.pki import ClusterPKI, TLSFiles, write_join_bundle
 from hypervisor import registry
 from hypervisor.provider import ControllerAddress, ProviderContext, SweepsLeftovers
 from hypervisor.tasks import BackgroundTasks
@@ -157,10 +157,15 @@ def controller_command(
     cluster_config: str = "",
     autoscale: bool = False,
     warm_shells: int | None = None,
+    etcd_tls: TLSFiles | None = None,
 ) -> list[str]:
     """`pki_dir` None = `--insecure`, said explicitly: the controller would otherwise
-    turn secure by itself when it finds `<data-dir>/pki` from an earlier secure run."""
+    turn secure by itself when it finds `<data-dir>/pki` from an earlier secure run.
+    `etcd_tls`: the controller's etcd client certificate (etcd requires one)."""
     security = ["--pki-dir", str(pki_dir)] if pki_dir is not None else ["--insecure"]
+    if etcd_tls is not None:
+        security += ["--etcd-cafile", str(etcd_tls.ca), "--etcd-certfile", str(etcd_tls.cert),
+                     "--etcd-keyfile", str(etcd_tls.key)]
     return [
         exe,
         *("--listen", listen),
@@ -196,7 +201,8 @@ def etcd_member_names(n: int) -> list[str]:
 
 
 def etcd_cluster(
-    layout: Layout, n: int, saved: Mapping[str, tuple[int, int]] | None = None
+    layout: Layout, n: int, saved: Mapping[str, tuple[int, int]] | None = None, *,
+    tls: TLSFiles | None = None,
 ) -> list[EtcdMember]:
     """The members of an `n`-member local etcd cluster, each with its data dir, log and
     ports. `saved` (name -> (client, peer) port) are the ports of an earlier run: a
@@ -204,7 +210,7 @@ def etcd_cluster(
     saved = saved or {}
     members = []
     for name in etcd_member_names(n):
-        m = EtcdMember(data_dir=layout.etcd_member_dir(name), name=name, log_path=layout.log(name))
+        m = EtcdMember(data_dir=layout.etcd_member_dir(name), name=name, log_path=layout.log(name), tls=tls)
         if name in saved:
             m.client_port, m.peer_port = saved[name]
         members.append(m)
@@ -227,6 +233,15 @@ def read_etcd_ports(layout: Layout) -> dict[str, tuple[int, int]]:
 def write_etcd_ports(layout: Layout, members: list[EtcdMember]) -> None:
     data = {m.name: {"client": m.client_port, "peer": m.peer_port} for m in members}
     layout.etcd_members_file.write_text(json.dumps(data, indent=2) + "\n")
+
+
+# Health kind of an etcd member that requires client certificates: probed over TLS with
+# the controller's etcd certificate (a plain probe would be refused).
+ETCD_TLS_HEALTH = "etcd-tls"
+
+
+def etcd_health(member: EtcdMember) -> str:
+    return ETCD_TLS_HEALTH if member.tls is not None else "etcd"
 
 
 def etcd_components(state: ClusterState) -> list[ComponentState]:
@@ -367,6 +382,9 @@ async def probe(component: ComponentState, state: ClusterState) -> ComponentHeal
             healthy = await health.grpc_ok(connection_for(state, component.address))
         elif component.health == "etcd":
             healthy = await health.etcd_ok(component.address)
+        elif component.health == ETCD_TLS_HEALTH:
+            etcd_client = ClusterPKI(pathlib.Path(state.pki_dir)).etcd.controller
+            healthy = await health.etcd_ok(component.address, tls=etcd_client)
         elif component.health == "http":
             healthy = await health.http_ok(component.address)
     return ComponentHealth(component.name, component.pid, component.address, alive, healthy, component.log)
@@ -457,6 +475,8 @@ class Supervisor:
             self.progress("creating the cluster PKI")
             pki = self.layout.pki
             await asyncio.to_thread(pki.ensure, now=self.clock.now())
+            # etcd's own CA and certificates: etcd lets in only the controller's.
+            await asyncio.to_thread(pki.etcd.ensure, now=self.clock.now())
             # What agents in VMs may see (CA certificate, transport pair), in the directory they mount.
             await asyncio.to_thread(write_join_bundle, pki, self.layout.run_dir)
         # The user config's `local` context: this cluster, as its admin (`cowpod config` shows it).
@@ -520,7 +540,8 @@ class Supervisor:
 
     async def _start_etcd(self, state: ClusterState, exe: str, previous: ClusterState | None) -> ClusterState:
         self.progress("starting etcd")
-        member = EtcdMember(data_dir=self.layout.etcd_dir, log_path=self.layout.log("etcd"))
+        tls = self._etcd_member_tls(state)
+        member = EtcdMember(data_dir=self.layout.etcd_dir, log_path=self.layout.log("etcd"), tls=tls)
         old = previous.component("etcd") if previous is not None else None
         if old is not None and old.address:
             # Same ports as last time when they are free: the member's data remembers its URLs.
@@ -537,7 +558,7 @@ class Supervisor:
                 member.endpoint,
                 str(self.layout.log("etcd")),
                 command,
-                "etcd",
+                etcd_health(member),
             ),
             member.proc,
         )
@@ -548,7 +569,8 @@ class Supervisor:
             await asyncio.to_thread(member.wait_ready, 30.0)
         except (RuntimeError, TimeoutError):
             raise self._died("etcd", member.proc) from None
-        if not await self._until(lambda: health.etcd_ok(member.endpoint), member.proc, 20.0):
+        client = self._etcd_client_tls(state)
+        if not await self._until(lambda: health.etcd_ok(member.endpoint, tls=client), member.proc, 20.0):
             raise SupervisorError(
                 f"etcd did not report healthy on {member.endpoint} (see {self.layout.log('etcd')})"
             )
@@ -558,7 +580,8 @@ class Supervisor:
         """Start `n` members on loopback ports; the controller gets every endpoint."""
         self.progress(f"starting etcd ({n} members)")
         saved = read_etcd_ports(self.layout)
-        members = etcd_cluster(self.layout, n, saved)
+        members = etcd_cluster(self.layout, n, saved, tls=self._etcd_member_tls(state))
+        client = self._etcd_client_tls(state)
         for m in members:
             for port in (m.client_port, m.peer_port):
                 if m.name in saved and port_in_use(f"127.0.0.1:{port}"):
@@ -573,7 +596,7 @@ class Supervisor:
             command = m.command()
             command[0] = exe
             pid = m.proc.pid if m.proc else 0
-            comp = ComponentState(m.name, pid, m.endpoint, str(m.log_path), command, "etcd")
+            comp = ComponentState(m.name, pid, m.endpoint, str(m.log_path), command, etcd_health(m))
             state = self._record(state, _Child(comp, m.proc))
         state = replace(state, etcd=",".join(m.endpoint for m in members))
         write_state(self.layout.data_dir, state)
@@ -583,12 +606,20 @@ class Supervisor:
             except (RuntimeError, TimeoutError):
                 raise self._died(m.name, m.proc) from None
         for m in members:  # healthy = the member has a leader, i.e. a quorum formed
-            if not await self._until(functools.partial(health.etcd_ok, m.endpoint), m.proc, 30.0):
+            probe_member = functools.partial(health.etcd_ok, m.endpoint, tls=client)
+            if not await self._until(probe_member, m.proc, 30.0):
                 raise SupervisorError(
                     f"etcd member {m.name} did not report healthy on {m.endpoint} "
                     f"(see {self.layout.log(m.name)})"
                 )
         return state
+
+    def _etcd_member_tls(self, state: ClusterState) -> TLSFiles | None:
+        """A secure cluster's etcd serves TLS and requires the controller's certificate."""
+        return self.layout.pki.etcd.member if state.secure else None
+
+    def _etcd_client_tls(self, state: ClusterState) -> TLSFiles | None:
+        return self.layout.pki.etcd.controller if state.secure else None
 
     async def _until(
         self, ok: Callable[[], Awaitable[bool]], proc: subprocess.Popen[bytes] | None, timeout: float
@@ -614,6 +645,7 @@ class Supervisor:
             provider=opts.provider,
             data_dir=self.layout.data_dir,
             pki_dir=self.layout.pki.directory if opts.secure else None,
+            etcd_tls=self._etcd_client_tls(state),
             cluster_config=opts.cluster_config,
             autoscale=opts.autoscale,
             warm_shells=opts.warm_shells,
