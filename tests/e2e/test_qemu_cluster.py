@@ -167,7 +167,8 @@ async def test_an_instant_clone_of_a_node_becomes_a_node_of_its_own(stack: Stack
     pod = pod_pb2.Pod(
         metadata=meta_pb2.ObjectMeta(name=f"stay-{cid}", namespace="default"),
         spec=pod_pb2.PodSpec(restart_policy="Always", containers=[pod_pb2.Container(
-            name="stay", image="cowpod/busybox:latest", command=["sleep", "3600"])]),
+            name="stay", image="cowpod/busybox:latest",
+            command=["sh", "-c", "echo parent pod up; sleep 3600"])]),
     )
     key = meta_pb2.ObjectKey(namespace="default", name=pod.metadata.name)
     created = await c.pods.Create(pod)
@@ -196,9 +197,16 @@ async def test_an_instant_clone_of_a_node_becomes_a_node_of_its_own(stack: Stack
     assert removed is not None and int(removed.group(1)) >= 2, console[-2000:]
     pods: pod_pb2.PodList = await c.pods.List(meta_pb2.ListOptions(namespace="default"))
     assert [p.metadata.name for p in pods.items if p.spec.node_name == kid] == []
-    # The parent keeps its identity and its pod.
+    # The parent keeps its identity and its pod, and its agent (restored in a new
+    # QEMU process at the quiesce) serves the controller again: the pod's logs.
     assert await ready(parent)
     assert await running()
+
+    async def parent_logs() -> bool:
+        chunks = [chunk.data async for chunk in c.pods.Logs(pod_pb2.LogsRequest(pod=key), timeout=60)]
+        return b"parent pod up" in b"".join(chunks)
+
+    await eventually(parent_logs, "the parent's pod logs through the controller after the fork", 60)
     parent_vm: vm_pb2.VM = await c.vms.Get(meta_pb2.ObjectKey(name=parent))
     assert parent_vm.status.phase == "Running"
 
