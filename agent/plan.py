@@ -304,8 +304,7 @@ def plan_pod(
         return _teardown(desired, uid, containers)
 
     out: list[Action] = []
-    if memory.rejected is not None:
-        return out
+    # Terminal, rejected at admission (nothing runs) or evicted later (what runs stops).
     if is_terminal(desired, containers, memory):
         workers = [c for c in containers if c.running and c.kind != Kind.SANDBOX]
         out += [KillContainer(c.id, c.name, desired.grace_seconds, "PodTerminated") for c in workers]

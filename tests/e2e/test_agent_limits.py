@@ -4,7 +4,9 @@ so no ARP spoofing on the VM's shared bridge)."""
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,6 +38,20 @@ kill -9 -1
 while read k v; do [ "$k" = CapEff: ] && echo "capeff=$v"; done < /proc/self/status
 arping -c 1 -w 1 -I eth0 127.0.0.1 2>&1 | grep -q 'not permitted' && echo "raw sockets refused"
 """
+
+
+async def until_nothing_runs(pod: Any, timeout: float = 60) -> None:
+    """An evicted pod's containers are killed, not left running (polls the engine)."""
+    flt = ["--filter", f"label=cowpod.pod.uid={pod.metadata.uid}", "--filter", "status=running"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        out = await asyncio.to_thread(subprocess.run, ["docker", "ps", "-q", *flt],
+                                      capture_output=True, text=True)
+        if not out.stdout.split():
+            return
+        assert loop.time() < deadline, f"still running: {out.stdout}"
+        await asyncio.sleep(0.2)
 
 
 @pytest.fixture
@@ -76,6 +92,7 @@ async def test_disk_empty_dir_over_its_size_limit_is_evicted(node: AgentRunner, 
     pod = await wait_pod(client, "filler", phase_is("Failed"), timeout=120)
     assert pod.status.reason == "Evicted", pod.status
     assert 'EmptyDir volume "scratch" exceeds the limit' in pod.status.message
+    await until_nothing_runs(pod)
     # Within the limit, nothing happens.
     ok = pod_pb2.Container(name="small", image="cowpod/busybox:latest", image_pull_policy="IfNotPresent",
                            command=["sh", "-c", "dd if=/dev/zero of=/scratch/f bs=1k count=100; sleep 600"])
@@ -98,3 +115,4 @@ async def test_container_over_its_ephemeral_storage_limit_is_evicted(
     pod = await wait_pod(client, "layer", phase_is("Failed"), timeout=120)
     assert pod.status.reason == "Evicted", pod.status
     assert "exceeded its local ephemeral storage limit" in pod.status.message
+    await until_nothing_runs(pod)

@@ -380,3 +380,36 @@ async def test_hundred_pods_status_writes_are_coalesced(env: Env) -> None:
 async def test_deleted_node_object_is_registered_again(env: Env) -> None:
     del env.cp.nodes["node-1"]
     await env.until(lambda: "node-1" in env.cp.nodes, step=1.0)
+
+
+async def test_pods_over_their_disk_limits_are_evicted(env: Env) -> None:
+    """#15 hole 5: emptyDir sizeLimit and limits.ephemeral-storage, measured each resync."""
+    c = container("app", "img")
+    c.volume_mounts.add(name="scratch", mount_path="/data")
+    vol = pod_pb2.Volume(name="scratch", empty_dir=pod_pb2.EmptyDirVolumeSource(size_limit_bytes=1000))
+    env.cp.put(pod("fill", c, volumes=[vol]))
+    layered = container("app", "img")
+    layered.resources.limits.ephemeral_storage_bytes = 1000
+    env.cp.put(pod("layer", layered))
+    env.cp.put(pod("free", container("app", "img")))
+    await env.until(lambda: all(env.status(n).phase == "Running" for n in ("fill", "layer", "free")))
+    (vname,) = env.rt.volumes
+    env.rt.volume_bytes[vname] = 999
+    (cid,) = [x.info.id for x in env.rt.containers.values()
+              if x.info.pod_name == "layer" and x.info.name == "app"]
+    env.rt.layer_bytes[cid] = 1000
+    await env.clock.advance(30)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    names = ("fill", "layer", "free")
+    assert {n: env.status(n).phase for n in names} == dict.fromkeys(names, "Running")  # at the limit: kept
+    env.rt.volume_bytes[vname] = 1001
+    env.rt.layer_bytes[cid] = 5000
+    await env.until(lambda: env.status("fill").phase == "Failed" and env.status("layer").phase == "Failed")
+    assert env.status("fill").reason == env.status("layer").reason == "Evicted"
+    assert 'EmptyDir volume "scratch" exceeds' in env.status("fill").message
+    assert "ephemeral storage limit" in env.status("layer").message
+    assert env.status("free").phase == "Running"
+    # ... and its containers stopped (after their grace period).
+    await env.until(lambda: not [x for x in env.rt.containers.values()
+                                 if x.info.pod_name == "fill" and x.info.state == RunState.RUNNING])
