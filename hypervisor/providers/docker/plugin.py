@@ -33,6 +33,7 @@ class DockerSettings:
     warm_shells: int = _DEFAULTS.pool_size
     warm_clones: bool = True
     pool_paused: bool = False
+    pids_limit: int = _DEFAULTS.pids_limit
 
 
 class DockerPlugin:
@@ -47,6 +48,7 @@ class DockerPlugin:
             warm_shells=f.integer("warmShells", d.warm_shells),
             warm_clones=f.boolean("warmClones", d.warm_clones),
             pool_paused=f.boolean("poolPaused", d.pool_paused),
+            pids_limit=f.integer("pidsLimit", d.pids_limit),
         )
         f.done()
         return s
@@ -60,7 +62,7 @@ class DockerPlugin:
     def create(self, settings: DockerSettings, ctx: ProviderContext) -> Provider:
         cfg = DockerProviderConfig(
             data_dir=ctx.data_dir, cluster_id=ctx.cluster_id, image=settings.image, network=settings.network,
-            pool_size=settings.warm_shells, pool_paused=settings.pool_paused,
+            pool_size=settings.warm_shells, pool_paused=settings.pool_paused, pids_limit=settings.pids_limit,
         )
         if not settings.warm_clones:
             return DockerProvider(cfg, tasks=ctx.tasks)

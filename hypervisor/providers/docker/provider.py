@@ -162,6 +162,10 @@ class DockerProviderConfig:
     # Keep idle shells paused (cgroup freezer): they then cost no CPU at all, and a
     # take pays one `docker unpause` (~10-30 ms).
     pool_paused: bool = False
+    # Processes and threads in a VM, its pods included (they nest in its cgroup): a
+    # VM's pods cannot take the host's pid space (often 32768) whatever each
+    # container's own limit. 0 = none.
+    pids_limit: int = 4096
 
 
 def container_name(cfg: DockerProviderConfig, vm: str) -> str:
@@ -452,6 +456,7 @@ class DockerProvider:
                     str(run_dir): {"bind": IN_VM_RUN_DIR, "mode": "rw"},
                 },
                 tmpfs=_KEY_TMPFS,
+                pids_limit=self.cfg.pids_limit or None,
                 stop_signal="SIGTERM",
             )
         except docker.errors.APIError as err:
@@ -568,6 +573,7 @@ class DockerProvider:
                     str(run_dir): {"bind": IN_VM_RUN_DIR, "mode": "rw"},
                 },
                 tmpfs=_KEY_TMPFS,
+                pids_limit=self.cfg.pids_limit or None,
                 stop_signal="SIGTERM",
             )
         except docker.errors.ImageNotFound:
