@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from cowpod.clock import Clock, RealClock
 from cowpod.errors import AlreadyExists, FailedPrecondition, Invalid, NotFound
 from hypervisor.guest import GuestBootstrap, GuestEndpoints
-from hypervisor.provider import CloneKind, ProviderContext, VMInfo, VMSpecInfo, VMState
+from hypervisor.provider import CloneKind, ProviderContext, TaskOwner, VMInfo, VMSpecInfo, VMState
 from hypervisor.settings import Fields
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,11 @@ class SimProvider:
         latencies: SimLatencies | None = None,
         agents: NodeAgents | None = None,
         cluster_id: str = "default",
+        tasks: TaskOwner | None = None,
     ) -> None:
         self._clock = clock or RealClock()
+        # The VM manager's task owner when it made us; standalone (tests) our own loop's tasks.
+        self._tasks = tasks
         self.latencies = latencies or SimLatencies()
         self._agents = agents
         self._cluster = cluster_id
@@ -117,7 +120,9 @@ class SimProvider:
         # The provider owns exactly one background task (its agents' loops),
         # started on first use and cancelled and awaited in close().
         if self._agents is not None and self._agents_task is None:
-            self._agents_task = asyncio.get_running_loop().create_task(self._agents.run(), name="sim-agents")
+            run = self._agents.run()
+            self._agents_task = (self._tasks.spawn(run, "sim-agents") if self._tasks is not None
+                                 else asyncio.get_running_loop().create_task(run, name="sim-agents"))
 
     async def _make(
         self, spec: VMSpecInfo, guest: GuestBootstrap, kind: CloneKind, parent: str, latency: float,
@@ -258,6 +263,7 @@ def make_provider(
     clock: Clock,
     controller_address: str = "",
     latencies: SimLatencies | None = None,
+    tasks: TaskOwner | None = None,
 ) -> SimProvider:
     """The provider for `--provider sim`.
 
@@ -279,7 +285,7 @@ def make_provider(
         agents = hollow.FleetAgents(fleet)
     else:
         log.warning("sim provider: no controller address; VMs will have no nodes")
-    return SimProvider(clock=clock, latencies=latencies, agents=agents, cluster_id=cluster_id)
+    return SimProvider(clock=clock, latencies=latencies, agents=agents, cluster_id=cluster_id, tasks=tasks)
 
 
 class SimPlugin:
@@ -298,7 +304,7 @@ class SimPlugin:
 
     def create(self, settings: str, ctx: ProviderContext) -> SimProvider:
         return make_provider(data_dir=ctx.data_dir, cluster_id=ctx.cluster_id, clock=ctx.clock,
-                             controller_address=settings)
+                             controller_address=settings, tasks=ctx.tasks)
 
 
 PLUGIN = SimPlugin()
