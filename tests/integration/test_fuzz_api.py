@@ -207,6 +207,11 @@ def test_corrupt_wire_bytes_are_invalid_argument(
         assert code not in SERVER_FAULTS, (method, code, details)
     else:
         assert code == grpc.StatusCode.INVALID_ARGUMENT, (method, code, details)
+    if code == grpc.StatusCode.OK:
+        # A corruption that still decodes can be an ordinary, allowed request (an
+        # UpdateStatus of the seed pod with another phase): the server carried it
+        # out, and that is the state refused requests must leave alone from now on.
+        before.update(snapshot(api))
     assert snapshot(api) == before
 
 
