@@ -27,6 +27,7 @@ at the snapshot, streaming on snap free — run in every test.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import pathlib
@@ -34,7 +35,9 @@ import shutil
 import subprocess
 import tempfile
 
-# Load order: each module after the ones it depends on (no modprobe in busybox's insmod).
+# What the tiny guest needs. busybox's insmod resolves no dependencies and the
+# order between them changes between kernel builds (6.1.0-57's virtio needs
+# virtio_ring, -53's the reverse), so /init loads them in passes until all are in.
 MODULES = (
     "drivers/virtio/virtio.ko", "drivers/virtio/virtio_ring.ko",
     "drivers/virtio/virtio_pci_modern_dev.ko", "drivers/virtio/virtio_pci_legacy_dev.ko",
@@ -47,7 +50,10 @@ INIT = r"""#!/bin/busybox sh
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in MODULES; do insmod /lib/modules/$m; done
+for pass in 1 2 3 4; do
+  for m in MODULES; do [ -d /sys/module/${m%.ko} ] || insmod /lib/modules/$m 2>/dev/null; done
+done
+for m in MODULES; do [ -d /sys/module/${m%.ko} ] || echo "tiny: module $m did not load"; done
 # No udev: find the port by its name in sysfs.
 port=""
 while [ -z "$port" ]; do
@@ -107,9 +113,11 @@ def fetch_cloud_kernel(cache: pathlib.Path) -> pathlib.Path:
 
 
 def build(out: pathlib.Path, kernel_root: pathlib.Path) -> pathlib.Path:
-    """The image dir `out` (built only when its image.json is missing)."""
+    """The image dir `out`, rebuilt when its inputs (this file's init, the modules, the kernel) changed."""
     vmlinuz, initrd, meta = out / "vmlinuz", out / "initrd.img", out / "image.json"
-    if meta.exists():
+    kernel = next((kernel_root / "boot").glob("vmlinuz-*"))
+    source = hashlib.sha256("\0".join([INIT, *MODULES, kernel.name]).encode()).hexdigest()[:16]
+    if meta.exists() and json.loads(meta.read_text()).get("source_hash") == source:
         return out
     busybox = shutil.which("busybox")
     if busybox is None:
@@ -133,13 +141,13 @@ def build(out: pathlib.Path, kernel_root: pathlib.Path) -> pathlib.Path:
                               input="\n".join(files).encode(), capture_output=True, check=True).stdout
         tmp_initrd = pathlib.Path(tmp) / "initrd.img"
         tmp_initrd.write_bytes(gzip.compress(cpio, compresslevel=6))
-        shutil.copy2(next((kernel_root / "boot").glob("vmlinuz-*")), pathlib.Path(tmp) / "vmlinuz")
+        shutil.copy2(kernel, pathlib.Path(tmp) / "vmlinuz")
         os.replace(pathlib.Path(tmp) / "vmlinuz", vmlinuz)
         os.replace(tmp_initrd, initrd)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(out / "rootfs.qcow2"), "64M"], check=True)
     meta.write_text(json.dumps({
         "format": 1, "kernel": "vmlinuz", "initrd": "initrd.img", "rootfs": "rootfs.qcow2",
         "cmdline": "console=ttyS0 panic=-1 quiet", "channel": "org.cowpod.guest", "agent_port": 7071,
-        "min_memory_mb": 128,
+        "min_memory_mb": 128, "source_hash": source,
     }, indent=2) + "\n")
     return out
