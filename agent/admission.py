@@ -3,8 +3,10 @@
 The scheduler should never bind a pod that does not fit, but it works from a
 cache and may be wrong (or a user may bind by hand). Like kubelet, the agent
 checks requests against allocatable minus what admitted pods already hold,
-and rejects with `OutOfcpu` / `OutOfmemory` / `OutOfpods`; the pod becomes
-Failed with that reason and never starts.
+and rejects with `OutOfcpu` / `OutOfmemory` / `OutOfephemeral-storage` /
+`OutOfpods`; the pod becomes Failed with that reason and never starts. A node
+that measured no disk (allocatable ephemeral-storage 0) does not check it, as
+the scheduler and the controller's bind check do not.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 
 from agent.capacity import Resources
 from agent.hostpath import HostPathPrefix, not_allowed
-from cowpod.podresources import pod_requests
+from cowpod.podresources import PodRequests, pod_requests
 from cowpod.v1 import pod_pb2
 
 
@@ -21,12 +23,15 @@ class Admission:
     def __init__(self, allocatable: Resources, *, host_path_prefixes: Sequence[HostPathPrefix] = ()) -> None:
         self.allocatable = allocatable
         self.host_path_prefixes = tuple(host_path_prefixes)
-        self._held: dict[str, tuple[int, int]] = {}
+        self._held: dict[str, PodRequests] = {}
 
     def used(self) -> tuple[int, int, int]:
-        cpu = sum(v[0] for v in self._held.values())
-        mem = sum(v[1] for v in self._held.values())
+        cpu = sum(v.cpu_millis for v in self._held.values())
+        mem = sum(v.memory_bytes for v in self._held.values())
         return cpu, mem, len(self._held)
+
+    def used_disk(self) -> int:
+        return sum(v.ephemeral_storage_bytes for v in self._held.values())
 
     def holds(self, uid: str) -> bool:
         return uid in self._held
@@ -36,9 +41,10 @@ class Admission:
         uid = pod.metadata.uid
         if uid in self._held:
             return None
-        cpu, mem = pod_requests(pod.spec)
+        want = pod_requests(pod.spec)
+        cpu, mem, disk = want
         if force:
-            self._held[uid] = (cpu, mem)
+            self._held[uid] = want
             return None
         for v in pod.spec.volumes:
             if v.HasField("host_path"):
@@ -65,7 +71,14 @@ class Admission:
                 f"Node didn't have enough resource: memory, requested: {mem}, used: {used_mem}, "
                 f"capacity: {a.memory_bytes}",
             )
-        self._held[uid] = (cpu, mem)
+        used_disk = self.used_disk()
+        if disk and a.ephemeral_storage_bytes and used_disk + disk > a.ephemeral_storage_bytes:
+            return (
+                "OutOfephemeral-storage",
+                f"Node didn't have enough resource: ephemeral-storage, requested: {disk}, used: {used_disk}, "
+                f"capacity: {a.ephemeral_storage_bytes}",
+            )
+        self._held[uid] = want
         return None
 
     def release(self, uid: str) -> None:

@@ -1,5 +1,6 @@
 """What this node can offer: the VM container's cgroup v1 limits when the
-agent runs inside one, otherwise the host's CPUs and memory.
+agent runs inside one, otherwise the host's CPUs and memory; and the size of
+the disk that holds the container engine's data (ephemeral-storage).
 
 Inside a Docker container with cgroup v1 the container's own cgroup is
 mounted at /sys/fs/cgroup/<controller>, so the files read here are the VM's
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import os
 import pathlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 # cgroup v1 prints "no limit" as a huge page-aligned number; anything at or
 # above this is unlimited.
@@ -24,6 +26,25 @@ class Resources:
     cpu_millis: int
     memory_bytes: int
     pods: int
+    ephemeral_storage_bytes: int = 0
+
+
+def disk_bytes(paths: Sequence[str]) -> int:
+    """Size of the filesystem holding the first of `paths` that exists here; 0 if none.
+
+    Pods' writable layers, logs and disk emptyDirs all live in the engine's data
+    root, so that disk is what `ephemeral-storage` requests share. An agent in a
+    VM container does not see the host's data root, but its own "/" is an
+    overlay whose upper layer lives there, so statfs("/") measures that disk."""
+    for p in paths:
+        if not p:
+            continue
+        try:
+            st = os.statvfs(p)
+        except OSError:
+            continue
+        return st.f_blocks * st.f_frsize
+    return 0
 
 
 def _read_int(path: pathlib.Path) -> int | None:
@@ -63,9 +84,19 @@ def detect_capacity(cgroup_root: str, proc_root: str, max_pods: int) -> Resource
     return Resources(cpu_millis=cpus, memory_bytes=mem, pods=max_pods)
 
 
-def allocatable(capacity: Resources, reserve_cpu_millis: int, reserve_memory_bytes: int) -> Resources:
+def with_disk(capacity: Resources, disk: int) -> Resources:
+    return replace(capacity, ephemeral_storage_bytes=disk)
+
+
+def allocatable(
+    capacity: Resources, reserve_cpu_millis: int, reserve_memory_bytes: int, reserve_disk_bytes: int = 0
+) -> Resources:
+    """Capacity minus what the agent keeps back for the VM itself (its processes, images)."""
+    disk = capacity.ephemeral_storage_bytes
     return Resources(
         cpu_millis=max(0, capacity.cpu_millis - reserve_cpu_millis),
         memory_bytes=max(0, capacity.memory_bytes - reserve_memory_bytes),
         pods=capacity.pods,
+        # A disk not measured (0) stays 0 = "not reported", not "full".
+        ephemeral_storage_bytes=max(1, disk - reserve_disk_bytes) if disk else 0,
     )

@@ -46,6 +46,11 @@ class AgentConfig:
     vm_container: str = ""
     reserve_cpu_millis: int = 100
     reserve_memory_bytes: int = 64 * 2**20
+    # Disk kept back from pods' ephemeral-storage (images, the VM's own files).
+    reserve_ephemeral_storage_bytes: int = 1 << 30
+    # Where to measure ephemeral-storage: "" = the engine's data root if visible
+    # here, else "/"; None = report none (the scheduler then does not check it).
+    storage_path: str | None = ""
     max_pods: int = 110
     # Processes and threads per container (a fork bomb stays in its container); 0 = no limit.
     pids_limit: int = DEFAULT_PIDS_LIMIT

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from agent import labels as L
 from agent.admission import Admission
-from agent.capacity import allocatable, detect_capacity
+from agent.capacity import allocatable, detect_capacity, disk_bytes, with_disk
 from agent.config import AgentConfig
 from agent.controlplane import ControlPlane
 from agent.events import EventRecorder
@@ -98,7 +98,14 @@ class Agent:
                 self.vm.ip,
             )
         capacity = detect_capacity(self.cfg.cgroup_root, self.cfg.proc_root, self.cfg.max_pods)
-        alloc = allocatable(capacity, self.cfg.reserve_cpu_millis, self.cfg.reserve_memory_bytes)
+        if self.cfg.storage_path is not None:
+            root = await self.runtime.data_root()
+            disk = disk_bytes((self.cfg.storage_path, root, "/"))
+            capacity = with_disk(capacity, disk)
+        cfg = self.cfg
+        alloc = allocatable(
+            capacity, cfg.reserve_cpu_millis, cfg.reserve_memory_bytes, cfg.reserve_ephemeral_storage_bytes
+        )
         ip = self.vm.ip if self.vm is not None and self.vm.ip else host_ip()
         self.registrar = NodeRegistrar(
             self.cfg,

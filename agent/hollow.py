@@ -45,6 +45,8 @@ class HollowNodeSpec:
     cpu_millis: int = 4000
     memory_bytes: int = 8 << 30
     pods: int = 110
+    # 0 = reports none (the scheduler then does not check ephemeral-storage requests).
+    ephemeral_storage_bytes: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
     taints: Sequence[tuple[str, str, str]] = ()
     provider_id: str = ""
@@ -61,7 +63,12 @@ class _Node:
 
 
 def node_message(spec: HollowNodeSpec, index: int, now: float) -> node_pb2.Node:
-    res = meta_pb2.ResourceList(cpu_millis=spec.cpu_millis, memory_bytes=spec.memory_bytes, pods=spec.pods)
+    res = meta_pb2.ResourceList(
+        cpu_millis=spec.cpu_millis,
+        memory_bytes=spec.memory_bytes,
+        pods=spec.pods,
+        ephemeral_storage_bytes=spec.ephemeral_storage_bytes,
+    )
     ready = meta_pb2.Condition(
         type="Ready", status="True", reason="HollowAgentReady", message="hollow agent is posting ready status"
     )

@@ -2,7 +2,8 @@
 
     cowpod-agent --controller ADDR --node-name NAME [--listen ADDR] [--advertise ADDR]
                  [--labels k=v,..] [--vm-container NAME] [--reserve-cpu 100m]
-                 [--reserve-memory 64Mi] [--allow-host-path PREFIX[:rw]] [--pause-image IMG] ...
+                 [--reserve-memory 64Mi] [--reserve-ephemeral-storage 1Gi]
+                 [--storage-path DIR] [--allow-host-path PREFIX[:rw]] [--pause-image IMG] ...
 
 `run(argv)` is the whole program without `sys.exit`, so a forked warm process
 (an instant-cloned VM) can call it directly. Stopping the agent (SIGTERM,
@@ -84,6 +85,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vm-container", default="", help="Docker container this agent's VM is; pods nest in it")
     p.add_argument("--reserve-cpu", type=_cpu, default=100, help="CPU kept back from pods (default 100m)")
     p.add_argument("--reserve-memory", type=_mem, default=64 * 2**20, help="memory kept back (default 64Mi)")
+    p.add_argument(
+        "--reserve-ephemeral-storage", type=_mem, default=1 << 30,
+        help="disk kept back from pods' ephemeral-storage (default 1Gi)",
+    )
+    p.add_argument(
+        "--storage-path", default="", metavar="DIR",
+        help="measure ephemeral-storage on the disk of DIR (default: the engine's data root, else /)",
+    )
     p.add_argument("--max-pods", type=int, default=110)
     p.add_argument(
         "--allow-host-path", action="append", type=_host_path_prefix, default=[], metavar="PREFIX[:rw]",
@@ -129,6 +138,8 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         vm_container=ns.vm_container,
         reserve_cpu_millis=ns.reserve_cpu,
         reserve_memory_bytes=ns.reserve_memory,
+        reserve_ephemeral_storage_bytes=ns.reserve_ephemeral_storage,
+        storage_path=ns.storage_path,
         max_pods=ns.max_pods,
         host_path_prefixes=tuple(ns.allow_host_path),
         pids_limit=ns.pids_limit,

@@ -79,7 +79,12 @@ def host_ip() -> str:
 
 
 def resource_list(r: Resources) -> meta_pb2.ResourceList:
-    return meta_pb2.ResourceList(cpu_millis=r.cpu_millis, memory_bytes=r.memory_bytes, pods=r.pods)
+    return meta_pb2.ResourceList(
+        cpu_millis=r.cpu_millis,
+        memory_bytes=r.memory_bytes,
+        pods=r.pods,
+        ephemeral_storage_bytes=r.ephemeral_storage_bytes,
+    )
 
 
 class NodeRegistrar:

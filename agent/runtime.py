@@ -196,4 +196,9 @@ class Runtime(Protocol):
 
     async def version(self) -> str: ...
 
+    async def data_root(self) -> str:
+        """The engine's data directory (Docker's `DockerRootDir`): where writable
+        layers and volumes live, so the disk the node's ephemeral-storage is on."""
+        ...
+
     async def close(self) -> None: ...

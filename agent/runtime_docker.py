@@ -635,6 +635,16 @@ class DockerRuntime:
         v = await self._call(self._api.version)
         return str(v.get("Version", "unknown"))
 
+    async def data_root(self) -> str:
+        # Only a hint for measuring the disk (agent/capacity.py falls back to "/"),
+        # so an engine that does not answer here must not stop the agent's start.
+        try:
+            info = await self._call(self._api.info)
+        except Exception as e:  # any engine or transport error
+            log.warning("docker info: %s; measuring ephemeral-storage on /", e)
+            return ""
+        return str(info.get("DockerRootDir", ""))
+
     async def close(self) -> None:
         if self._probes:
             await self._call(self._close_probes_sync)

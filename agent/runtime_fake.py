@@ -66,6 +66,8 @@ class FakeRuntime:
         self.vms: dict[str, VMInfo] = {}
         # Set to a message to make the engine stop answering `version` (a dead dockerd).
         self.engine_down = ""
+        # What data_root() answers; "" = the engine does not say (capacity falls back to "/").
+        self.data_root_dir = ""
         self._ids = itertools.count(1)
         self._events: asyncio.Queue[str] = asyncio.Queue()
         self._changed = asyncio.Event()
@@ -239,6 +241,9 @@ class FakeRuntime:
         if self.engine_down:
             raise EngineError(self.engine_down)
         return "fake-1.0"
+
+    async def data_root(self) -> str:
+        return self.data_root_dir
 
     async def close(self) -> None:
         return None

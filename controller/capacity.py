@@ -12,8 +12,10 @@ never refused:
   its agent has stopped it);
 - a node can allocate `status.allocatable` (or `status.capacity` when it
   reports no allocatable); a pod count of 0 means the default, 110;
-- a request of zero for CPU or memory is never refused, even on a full node;
-  the pod count always is.
+- a request of zero for CPU, memory or ephemeral-storage is never refused, even
+  on a full node; the pod count always is;
+- a node that reports no `ephemeral-storage` (0: an older agent, a hollow or
+  simulated node) is not checked for it — it said nothing to check against.
 """
 
 from __future__ import annotations
@@ -33,14 +35,15 @@ class Resources:
     cpu_millis: int = 0
     memory_bytes: int = 0
     pods: int = 0
+    ephemeral_storage_bytes: int = 0
 
     def __add__(self, other: Resources) -> Resources:
         return Resources(self.cpu_millis + other.cpu_millis, self.memory_bytes + other.memory_bytes,
-                         self.pods + other.pods)
+                         self.pods + other.pods, self.ephemeral_storage_bytes + other.ephemeral_storage_bytes)
 
     def __sub__(self, other: Resources) -> Resources:
         return Resources(self.cpu_millis - other.cpu_millis, self.memory_bytes - other.memory_bytes,
-                         self.pods - other.pods)
+                         self.pods - other.pods, self.ephemeral_storage_bytes - other.ephemeral_storage_bytes)
 
 
 NOTHING = Resources()
@@ -48,7 +51,8 @@ NOTHING = Resources()
 
 def pod_requests(spec: pod_pb2.PodSpec) -> Resources:
     """What one pod takes from its node (pods = 1; the rule is `cowpod.podresources`)."""
-    return Resources(*podresources.pod_requests(spec), 1)
+    r = podresources.pod_requests(spec)
+    return Resources(r.cpu_millis, r.memory_bytes, 1, r.ephemeral_storage_bytes)
 
 
 def counts(pod: pod_pb2.Pod) -> bool:
@@ -57,7 +61,7 @@ def counts(pod: pod_pb2.Pod) -> bool:
 
 
 def _resources(r: meta_pb2.ResourceList) -> Resources:
-    return Resources(r.cpu_millis, r.memory_bytes, r.pods or DEFAULT_MAX_PODS)
+    return Resources(r.cpu_millis, r.memory_bytes, r.pods or DEFAULT_MAX_PODS, r.ephemeral_storage_bytes)
 
 
 def allocatable(node: node_pb2.Node) -> Resources:
@@ -80,6 +84,12 @@ def shortfall(node: str, alloc: Resources, used: Resources, want: Resources) -> 
     if want.memory_bytes > 0 and want.memory_bytes > free_mem:
         return (f"node {node} has insufficient memory (requested {format_memory(want.memory_bytes)}, "
                 f"free {format_memory(max(0, free_mem))})")
+    free_disk = alloc.ephemeral_storage_bytes - used.ephemeral_storage_bytes
+    if want.ephemeral_storage_bytes > 0 and alloc.ephemeral_storage_bytes > 0 \
+            and want.ephemeral_storage_bytes > free_disk:
+        return (f"node {node} has insufficient ephemeral-storage "
+                f"(requested {format_memory(want.ephemeral_storage_bytes)}, "
+                f"free {format_memory(max(0, free_disk))})")
     return None
 
 

@@ -42,7 +42,8 @@ def label_selector(s: pod_pb2.LabelSelector) -> LabelSelector:
 
 def pod_requests(spec: pod_pb2.PodSpec) -> Resources:
     """What the pod reserves on a node (the rule is `cowpod.podresources`)."""
-    return Resources(*podresources.pod_requests(spec), 1)
+    r = podresources.pod_requests(spec)
+    return Resources(r.cpu_millis, r.memory_bytes, 1, r.ephemeral_storage_bytes)
 
 
 def pod_info(pod: pod_pb2.Pod) -> PodInfo:
@@ -99,7 +100,7 @@ def node_ready(node: node_pb2.Node) -> bool:
 
 
 def resources(r: meta_pb2.ResourceList) -> Resources:
-    return Resources(r.cpu_millis, r.memory_bytes, r.pods or DEFAULT_MAX_PODS)
+    return Resources(r.cpu_millis, r.memory_bytes, r.pods or DEFAULT_MAX_PODS, r.ephemeral_storage_bytes)
 
 
 def node_info(node: node_pb2.Node) -> NodeInfo:

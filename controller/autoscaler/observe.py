@@ -42,8 +42,12 @@ def _has(msg: object, name: str) -> bool:
 
 
 def pod_requests(spec: pod_pb2.PodSpec) -> Resources:
-    """What the scheduler reserves for a pod (the rule is `cowpod.podresources`)."""
-    return Resources(*podresources.pod_requests(spec), 1)
+    """What the scheduler reserves for a pod (the rule is `cowpod.podresources`).
+
+    cpu and memory only: VM classes declare no disk, so the autoscaler cannot
+    tell whether a new VM would hold a pod's `ephemeral-storage` (docs/scheduler.md)."""
+    r = podresources.pod_requests(spec)
+    return Resources(r.cpu_millis, r.memory_bytes, 1)
 
 
 def host_ports(spec: pod_pb2.PodSpec) -> frozenset[HostPort]:

@@ -111,7 +111,11 @@ def node_diff(old: NodeInfo, new: NodeInfo) -> Action:
 # Changes that invalidate memoised static filter results.
 _STATIC = Action.ADD | Action.DELETE | Action.UPDATE_LABEL | Action.UPDATE_TAINT | Action.UPDATE_CONDITION
 
-_COLUMNS = ("alloc_cpu", "alloc_mem", "alloc_pods", "req_cpu", "req_mem", "req_pods", "nz_cpu", "nz_mem")
+_COLUMNS = (
+    "alloc_cpu", "alloc_mem", "alloc_pods", "alloc_disk",
+    "req_cpu", "req_mem", "req_pods", "req_disk",
+    "nz_cpu", "nz_mem",
+)
 
 
 @dataclass
@@ -129,9 +133,11 @@ class Cache:
         self.alloc_cpu = np.zeros(self._cap, np.int64)
         self.alloc_mem = np.zeros(self._cap, np.int64)
         self.alloc_pods = np.zeros(self._cap, np.int64)
+        self.alloc_disk = np.zeros(self._cap, np.int64)  # ephemeral-storage bytes
         self.req_cpu = np.zeros(self._cap, np.int64)
         self.req_mem = np.zeros(self._cap, np.int64)
         self.req_pods = np.zeros(self._cap, np.int64)
+        self.req_disk = np.zeros(self._cap, np.int64)
         self.nz_cpu = np.zeros(self._cap, np.int64)
         self.nz_mem = np.zeros(self._cap, np.int64)
         self.states: list[NodeState] = []
@@ -239,9 +245,11 @@ class Cache:
         self.alloc_cpu[r] = a.cpu_millis
         self.alloc_mem[r] = a.memory_bytes
         self.alloc_pods[r] = a.pods
+        self.alloc_disk[r] = a.ephemeral_storage_bytes
         self.req_cpu[r] = s.requested.cpu_millis
         self.req_mem[r] = s.requested.memory_bytes
         self.req_pods[r] = s.requested.pods
+        self.req_disk[r] = s.requested.ephemeral_storage_bytes
         self.nz_cpu[r] = s.nonzero_requested.cpu_millis
         self.nz_mem[r] = s.nonzero_requested.memory_bytes
 

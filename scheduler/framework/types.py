@@ -35,15 +35,22 @@ class Resources:
     cpu_millis: int = 0
     memory_bytes: int = 0
     pods: int = 0
+    ephemeral_storage_bytes: int = 0
 
     def __add__(self, other: Resources) -> Resources:
         return Resources(
-            self.cpu_millis + other.cpu_millis, self.memory_bytes + other.memory_bytes, self.pods + other.pods
+            self.cpu_millis + other.cpu_millis,
+            self.memory_bytes + other.memory_bytes,
+            self.pods + other.pods,
+            self.ephemeral_storage_bytes + other.ephemeral_storage_bytes,
         )
 
     def __sub__(self, other: Resources) -> Resources:
         return Resources(
-            self.cpu_millis - other.cpu_millis, self.memory_bytes - other.memory_bytes, self.pods - other.pods
+            self.cpu_millis - other.cpu_millis,
+            self.memory_bytes - other.memory_bytes,
+            self.pods - other.pods,
+            self.ephemeral_storage_bytes - other.ephemeral_storage_bytes,
         )
 
 

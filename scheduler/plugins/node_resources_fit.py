@@ -1,8 +1,12 @@
-"""Filter: the pod's CPU, memory and pod-count requests fit in what the node
-has left (allocatable minus the requests of the pods bound or assumed there).
+"""Filter: the pod's CPU, memory, ephemeral-storage and pod-count requests fit
+in what the node has left (allocatable minus the requests of the pods bound or
+assumed there).
 
 A request of zero for a resource is never refused, even on an overcommitted
-node, as in Kubernetes."""
+node, as in Kubernetes. A node that reports no ephemeral-storage (0: an older
+agent, a hollow node) is not checked for it, as the controller's bind check and
+the agent's admission do not check it either: refusing there would strand every
+pod that asks for disk on nodes that never measured theirs."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from scheduler.framework.types import PodInfo
 
 INSUFFICIENT_CPU = "Insufficient cpu"
 INSUFFICIENT_MEMORY = "Insufficient memory"
+INSUFFICIENT_EPHEMERAL_STORAGE = "Insufficient ephemeral-storage"
 TOO_MANY_PODS = "Too many pods"
 
 
@@ -35,6 +40,11 @@ class NodeResourcesFit(FilterPlugin):
             reasons.append(INSUFFICIENT_CPU)
         if want.memory_bytes > 0 and want.memory_bytes > alloc.memory_bytes - used.memory_bytes:
             reasons.append(INSUFFICIENT_MEMORY)
+        disk = want.ephemeral_storage_bytes
+        if disk > 0 and alloc.ephemeral_storage_bytes > 0 and (
+            disk > alloc.ephemeral_storage_bytes - used.ephemeral_storage_bytes
+        ):
+            reasons.append(INSUFFICIENT_EPHEMERAL_STORAGE)
         return Status.unschedulable(*reasons, plugin=self.name) if reasons else SUCCESS
 
     def filter_batch(self, state: CycleState, pod: PodInfo, cache: Cache) -> BoolArray:
@@ -44,4 +54,7 @@ class NodeResourcesFit(FilterPlugin):
             ok &= cache.col("alloc_cpu") - cache.col("req_cpu") >= want.cpu_millis
         if want.memory_bytes > 0:
             ok &= cache.col("alloc_mem") - cache.col("req_mem") >= want.memory_bytes
+        if want.ephemeral_storage_bytes > 0:
+            alloc_disk = cache.col("alloc_disk")
+            ok &= (alloc_disk == 0) | (alloc_disk - cache.col("req_disk") >= want.ephemeral_storage_bytes)
         return ok

@@ -263,6 +263,26 @@ async def test_bind_refuses_what_does_not_fit_with_the_reason(client: Client) ->
     assert (await client.pods.Get(meta_pb2.ObjectKey(name="b"))).spec.node_name == ""
 
 
+async def test_bind_refuses_ephemeral_storage_the_node_does_not_have(client: Client) -> None:
+    """The bind check counts disk as the scheduler does: requests, a limit standing for a missing one."""
+    n = node_pb2.Node()
+    n.metadata.name = "d1"
+    n.status.allocatable.cpu_millis, n.status.allocatable.memory_bytes = 1000, 1 << 30
+    n.status.allocatable.ephemeral_storage_bytes = 1 << 30
+    await client.nodes.Register(n)
+    a, b = _sized("a"), _sized("b")
+    a.spec.containers[0].resources.requests.ephemeral_storage_bytes = 768 << 20
+    b.spec.containers[0].resources.limits.ephemeral_storage_bytes = 512 << 20
+    await client.pods.Create(a)
+    await client.pods.Create(b)
+    await client.pods.Bind(binding("a", "d1"))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.pods.Bind(binding("b", "d1"))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    why = "node d1 has insufficient ephemeral-storage (requested 512Mi, free 256Mi)"
+    assert why in (e.value.details() or "")
+
+
 async def test_bind_batch_fills_a_node_and_refuses_the_rest(client: Client) -> None:
     await _node(client, "n1", cpu=1000)
     await _node(client, "n2", cpu=10_000, pods=2)

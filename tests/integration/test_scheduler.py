@@ -97,6 +97,38 @@ async def test_binds_runs_and_explains_what_cannot_fit(client: Client, controlle
         await wait_for(evented, what="a FailedScheduling event")
 
 
+async def test_ephemeral_storage_requests_are_scheduled(client: Client, controller: ControllerRunner) -> None:
+    """A pod asking more disk than any node has stays Pending and says why; one that fits binds,
+    and the controller's bind check (which the scheduler's bind passes through) agrees."""
+    specs = [HollowNodeSpec(f"d{i}", ephemeral_storage_bytes=(4 << 30) * (i + 1)) for i in range(2)]
+    async with (
+        hollow_fleet(client, specs, heartbeat_s=5.0),
+        running_scheduler(controller.address, "s1"),
+    ):
+        big = pod("disk-hog")
+        big.spec.containers[0].resources.requests.ephemeral_storage_bytes = 20 << 30
+        await client.pods.Create(big)
+        fits = pod("disk-ok")
+        # A limit without a request reserves the limit: 6Gi fits only d1 (8Gi).
+        fits.spec.containers[0].resources.limits.ephemeral_storage_bytes = 6 << 30
+        await client.pods.Create(fits)
+
+        await wait_for(lambda: _bound(client, "disk-ok"), what="disk-ok bound")
+        got = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="disk-ok"))
+        assert got.spec.node_name == "d1"
+
+        want = "0/2 nodes are available: 2 Insufficient ephemeral-storage."
+
+        async def explained() -> bool:
+            p = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="disk-hog"))
+            c = {c.type: c for c in p.status.conditions}.get("PodScheduled")
+            return c is not None and c.status == "False" and c.message == want
+
+        await wait_for(explained, what="disk-hog Pending with the reason")
+        p = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="disk-hog"))
+        assert p.spec.node_name == "" and p.status.phase == "Pending"
+
+
 async def test_pending_pod_is_placed_when_a_node_arrives(
     client: Client, controller: ControllerRunner
 ) -> None:

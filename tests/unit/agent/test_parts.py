@@ -5,13 +5,14 @@ and probes against real loopback sockets on a fake clock."""
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
 
 import pytest
 
 from agent import labels as L
 from agent.admission import Admission
-from agent.capacity import Resources, allocatable, detect_capacity
+from agent.capacity import Resources, allocatable, detect_capacity, disk_bytes
 from agent.config import AgentConfig, BackoffPolicy
 from agent.desired import from_proto, grace_of, needs_sandbox
 from agent.plan import PendingError, PodMemory
@@ -97,7 +98,7 @@ def test_pod_requests_max_of_apps_sum_and_largest_init() -> None:
     init = container("init")
     init.resources.requests.memory_bytes = 50
     p.spec.init_containers.append(init)
-    assert pod_requests(p.spec) == (300, 50)
+    assert pod_requests(p.spec) == (300, 50, 0)
 
 
 def test_admission_counts_what_is_admitted() -> None:
@@ -110,6 +111,35 @@ def test_admission_counts_what_is_admitted() -> None:
     adm.release("uid-a")
     assert adm.admit(_with_requests("b", cpu=600)) is None
     assert adm.admit(_with_requests("f", cpu=10_000), force=True) is None  # adopted, not judged
+
+
+def test_admission_refuses_ephemeral_storage_the_node_does_not_have() -> None:
+    """As for memory: the disk requests of admitted pods and the new one must fit allocatable."""
+    def disk_pod(name: str, req: int = 0, limit: int = 0) -> pod_pb2.Pod:
+        p = _with_requests(name)
+        p.spec.containers[0].resources.requests.ephemeral_storage_bytes = req
+        p.spec.containers[0].resources.limits.ephemeral_storage_bytes = limit
+        return p
+
+    adm = Admission(Resources(1000, 100, 10, ephemeral_storage_bytes=1000))
+    assert adm.admit(disk_pod("a", req=600)) is None
+    verdict = adm.admit(disk_pod("b", limit=600))  # a limit alone reserves as much
+    assert verdict is not None and verdict[0] == "OutOfephemeral-storage"
+    assert "requested: 600, used: 600, capacity: 1000" in verdict[1]
+    assert adm.admit(disk_pod("c", req=400)) is None  # exactly full fits
+    assert adm.admit(disk_pod("d")) is None  # no request: never refused
+    # A node that measured no disk does not check it.
+    assert Admission(Resources(1000, 100, 10)).admit(disk_pod("e", req=1 << 40)) is None
+
+
+def test_capacity_measures_the_first_disk_that_exists(tmp_path: pathlib.Path) -> None:
+    """The engine's data root when visible, else "/", less the reserve; 0 = not reported."""
+    st = os.statvfs(tmp_path)
+    assert disk_bytes(("", str(tmp_path / "missing"), str(tmp_path))) == st.f_blocks * st.f_frsize
+    assert disk_bytes(("", str(tmp_path / "missing"))) == 0
+    cap = Resources(1000, 100, 10, ephemeral_storage_bytes=10 << 30)
+    assert allocatable(cap, 0, 0, 1 << 30).ephemeral_storage_bytes == 9 << 30
+    assert allocatable(Resources(1000, 100, 10), 0, 0, 1 << 30).ephemeral_storage_bytes == 0
 
 
 def test_grace_prefers_deletion_then_spec_then_default() -> None:

@@ -47,6 +47,23 @@ def test_a_limit_without_a_request_is_reserved_by_the_bind_check_and_the_schedul
     assert autoscaler_pod_requests(s).cpu_millis == 500
 
 
+def test_ephemeral_storage_is_reserved_like_memory_by_every_user_of_the_rule() -> None:
+    """One rule (cowpod.podresources): request, else limit; apps summed, largest init container."""
+    s = pod_pb2.PodSpec()
+    a = s.containers.add(name="a", image="i")
+    a.resources.requests.ephemeral_storage_bytes = 100 * Mi
+    b = s.containers.add(name="b", image="i")
+    b.resources.limits.ephemeral_storage_bytes = 50 * Mi  # a limit alone counts as the request
+    assert pod_requests(s) == Resources(0, 0, 1, 150 * Mi)
+    assert scheduler_pod_requests(s).ephemeral_storage_bytes == 150 * Mi
+    init = s.init_containers.add(name="i", image="i")
+    init.resources.requests.ephemeral_storage_bytes = 400 * Mi
+    assert pod_requests(s).ephemeral_storage_bytes == 400 * Mi
+    n = node_pb2.Node()
+    n.status.allocatable.ephemeral_storage_bytes = 10 << 30
+    assert allocatable(n).ephemeral_storage_bytes == 10 << 30
+
+
 @pytest.mark.parametrize(("node", "phase", "want"), [
     ("n1", "Pending", True), ("n1", "Running", True), ("n1", "Succeeded", False),
     ("n1", "Failed", False), ("", "Pending", False),
@@ -65,7 +82,7 @@ def test_allocatable_falls_back_to_capacity_and_defaults_the_pod_count() -> None
     assert allocatable(n) == Resources(3500, 0, 20)
 
 
-ALLOC = Resources(1000, 1024 * Mi, 3)
+ALLOC = Resources(1000, 1024 * Mi, 3, 2048 * Mi)
 
 
 @pytest.mark.parametrize(("used", "want", "why"), [
@@ -77,9 +94,17 @@ ALLOC = Resources(1000, 1024 * Mi, 3)
     # Zero requests are never refused, even on an overcommitted node; the pod count always is.
     (Resources(1500, 2048 * Mi, 1), Resources(0, 0, 1), None),
     (Resources(1500, 0, 1), Resources(1000, 0, 1), "node n1 has insufficient cpu (requested 1, free 0)"),
+    (Resources(0, 0, 1, 1536 * Mi), Resources(0, 0, 1, 1024 * Mi),
+     "node n1 has insufficient ephemeral-storage (requested 1Gi, free 512Mi)"),
+    (Resources(0, 0, 1, 1024 * Mi), Resources(0, 0, 1, 1024 * Mi), None),  # exactly full fits
+    (Resources(0, 0, 1, 4096 * Mi), Resources(0, 0, 1), None),  # no disk request: never refused
 ])
 def test_shortfall(used: Resources, want: Resources, why: str | None) -> None:
     assert shortfall("n1", ALLOC, used, want) == why
+
+
+def test_a_node_that_reports_no_disk_is_not_checked_for_it() -> None:
+    assert shortfall("n1", Resources(1000, 1024 * Mi, 3), Resources(), Resources(0, 0, 1, 1 << 40)) is None
 
 
 # --- the index kept from the watch ----------------------------------------------------------------

@@ -56,8 +56,8 @@ class PodBuilder:
         self._tol: list[Toleration] = []
         self._spread: list[SpreadConstraint] = []
 
-    def req(self, cpu: str | int = 0, memory: str | int = 0) -> PodBuilder:
-        self._req = Resources(globals()["cpu"](cpu), mem(memory), 1)
+    def req(self, cpu: str | int = 0, memory: str | int = 0, disk: str | int = 0) -> PodBuilder:
+        self._req = Resources(globals()["cpu"](cpu), mem(memory), 1, mem(disk))
         return self
 
     def label(self, key: str, value: str) -> PodBuilder:
@@ -124,8 +124,10 @@ class NodeBuilder:
         self._unsched = False
         self._ready = True
 
-    def alloc(self, cpu: str | int = "4", memory: str | int = "8Gi", pods: int = 110) -> NodeBuilder:
-        self._alloc = Resources(globals()["cpu"](cpu), mem(memory), pods)
+    def alloc(
+        self, cpu: str | int = "4", memory: str | int = "8Gi", pods: int = 110, disk: str | int = 0
+    ) -> NodeBuilder:
+        self._alloc = Resources(globals()["cpu"](cpu), mem(memory), pods, mem(disk))
         return self
 
     def label(self, key: str, value: str) -> NodeBuilder:

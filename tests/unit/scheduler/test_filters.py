@@ -44,6 +44,34 @@ def test_node_resources_fit(
 
 
 @pytest.mark.parametrize(
+    ("pod", "used", "disk", "want"),
+    [
+        (make_pod().req(disk="1Gi"), [], "2Gi", ()),
+        (make_pod().req(disk="2Gi"), [], "2Gi", ()),  # exactly full fits
+        (make_pod().req(disk="3Gi"), [], "2Gi", ("Insufficient ephemeral-storage",)),
+        (make_pod().req(disk="1Gi"), ["1536Mi"], "2Gi", ("Insufficient ephemeral-storage",)),
+        (
+            make_pod().req(memory="2Gi", disk="3Gi"),
+            [],
+            "2Gi",
+            ("Insufficient memory", "Insufficient ephemeral-storage"),
+        ),
+        (make_pod(), ["2Gi"], "2Gi", ()),  # no disk request fits a full disk
+        (make_pod().req(disk="100Gi"), [], 0, ()),  # a node that reports no disk is not checked
+    ],
+)
+def test_node_resources_fit_ephemeral_storage(
+    pod: PodBuilder, used: list[str], disk: str | int, want: tuple[str, ...]
+) -> None:
+    """ephemeral-storage requests count against the node's disk like memory against its memory."""
+    bound = tuple(make_pod(f"u{i}").req(disk=d).node("n1").build() for i, d in enumerate(used))
+    cache = cache_of(make_node("n1").alloc("1", "1Gi", 110, disk), pods=bound)
+    st = filter_all(NodeResourcesFit(), pod.build(), cache)["n1"]
+    assert st.reasons == want
+    assert st.code == (Code.SUCCESS if not want else Code.UNSCHEDULABLE)
+
+
+@pytest.mark.parametrize(
     ("pod", "node", "ok"),
     [
         (make_pod(), make_node(), True),
