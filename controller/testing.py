@@ -27,6 +27,8 @@ import pathlib
 import time
 from typing import Any
 
+import grpc
+
 from controller.config import ControllerConfig
 from controller.server import Controller
 from cowpod.auth.config import ConnectionSettings
@@ -152,3 +154,12 @@ async def make_node(client: Client, name: str, *, cpu_millis: int = 2000) -> nod
     n.status.allocatable.cpu_millis = cpu_millis
     out: node_pb2.Node = await client.nodes.Register(n)
     return out
+
+
+async def code_of(call: Any) -> grpc.StatusCode:
+    """The status code a call ends with (OK when it succeeds): attack tests assert refusals."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as err:
+        return err.code()
+    return grpc.StatusCode.OK

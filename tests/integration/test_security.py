@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controller.limits import Limits
-from controller.testing import ControllerRunner
+from controller.testing import ControllerRunner, code_of
 from cowpod.auth.bootstrap import ensure_node_certificate, node_settings
 from cowpod.auth.config import ConnectionSettings
 from cowpod.auth.credentials import connect
@@ -39,13 +39,6 @@ def make_node(name: str) -> node_pb2.Node:
     n.status.capacity.pods = 10
     return n
 
-
-async def code_of(call: Any) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as err:
-        return err.code()
-    return grpc.StatusCode.OK
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
-from controller.testing import ControllerRunner
+from controller.testing import ControllerRunner, code_of
 from cowpod.auth.bootstrap import ensure_node_certificate, ensure_serving_certificate, node_settings
 from cowpod.auth.config import ConnectionSettings
 from cowpod.auth.credentials import connect
@@ -27,13 +27,6 @@ from cowpod.v1 import agent_pb2_grpc, auth_pb2, auth_pb2_grpc, meta_pb2, node_pb
 
 pytestmark = pytest.mark.integration
 
-
-async def code_of(call: Any) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as err:
-        return err.code()
-    return grpc.StatusCode.OK
 
 
 @pytest.fixture

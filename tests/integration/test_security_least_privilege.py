@@ -8,12 +8,11 @@ import io
 import pathlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 import pytest
 
-from controller.testing import ControllerRunner
+from controller.testing import ControllerRunner, code_of
 from cowpod.auth.tokens import DEFAULT_TOKEN_TTL
 from cowpod.cli.main import main
 from cowpod.clock import FakeClock
@@ -25,13 +24,6 @@ from tests.integration.test_security_cli import cluster  # noqa: F401  (a fixtur
 
 pytestmark = pytest.mark.integration
 
-
-async def code_of(call: Any) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as err:
-        return err.code()
-    return grpc.StatusCode.OK
 
 
 @pytest.fixture

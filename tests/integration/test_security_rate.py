@@ -8,13 +8,12 @@ from __future__ import annotations
 import pathlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 import pytest
 
 from controller.limits import Limits
-from controller.testing import ControllerRunner
+from controller.testing import ControllerRunner, code_of
 from cowpod.auth.config import ConnectionSettings
 from cowpod.auth.credentials import connect
 from cowpod.clock import FakeClock
@@ -23,13 +22,6 @@ from cowpod.v1 import auth_pb2, auth_pb2_grpc, meta_pb2
 
 pytestmark = pytest.mark.integration
 
-
-async def code_of(call: Any) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as err:
-        return err.code()
-    return grpc.StatusCode.OK
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from controller.auth.tokens import MemoryTokenRepository, TokenManager
 from controller.limits import Limits
 from controller.metrics import Metrics
 from controller.rpc import service_handler
+from controller.testing import code_of
 from cowpod.auth.config import ConnectionSettings
 from cowpod.auth.credentials import channel_credentials
 from cowpod.clock import FakeClock
@@ -155,13 +156,6 @@ async def h(tmp_path: pathlib.Path) -> AsyncIterator[Harness]:
 def transport(h: Harness) -> CertKey:
     return h.pki.load("transport")
 
-
-async def code_of(call: Any) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as err:
-        return err.code()
-    return grpc.StatusCode.OK
 
 
 POD = pod_pb2.Pod(metadata=meta_pb2.ObjectMeta(namespace="default", name="web"))
