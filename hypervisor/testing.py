@@ -31,6 +31,7 @@ import docker.errors
 
 from hypervisor.bootstrap import guest_bootstrap
 from hypervisor.provider import Provider, VMInfo, VMSpecInfo
+from hypervisor.providers.docker import metadata_block
 from hypervisor.providers.docker.provider import (
     L_CLUSTER,
     L_NODE,
@@ -109,6 +110,8 @@ class DockerTestEnv:
                     with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
                         self.client.images.remove(ref, force=True)
         if network:
+            # The provider's metadata-blocking rule goes with the test's network.
+            metadata_block.unblock(self.network)
             for net in self.client.networks.list(names=[self.network]):
                 if net.name == self.network:
                     with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):

@@ -7,6 +7,8 @@
       warmShells: 2             # child containers made ahead per warm parent
       warmClones: true          # fork a clone's agent from the parent's zygote
       poolPaused: false         # keep idle shells frozen (no CPU; a take unpauses)
+      pidsLimit: 4096           # processes and threads per VM, its pods included
+      blockMetadata: true       # drop VM/pod traffic to 169.254.169.254 (iptables DOCKER-USER)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class DockerSettings:
     warm_clones: bool = True
     pool_paused: bool = False
     pids_limit: int = _DEFAULTS.pids_limit
+    block_metadata: bool = _DEFAULTS.block_metadata
 
 
 class DockerPlugin:
@@ -49,6 +52,7 @@ class DockerPlugin:
             warm_clones=f.boolean("warmClones", d.warm_clones),
             pool_paused=f.boolean("poolPaused", d.pool_paused),
             pids_limit=f.integer("pidsLimit", d.pids_limit),
+            block_metadata=f.boolean("blockMetadata", d.block_metadata),
         )
         f.done()
         return s
@@ -63,6 +67,7 @@ class DockerPlugin:
         cfg = DockerProviderConfig(
             data_dir=ctx.data_dir, cluster_id=ctx.cluster_id, image=settings.image, network=settings.network,
             pool_size=settings.warm_shells, pool_paused=settings.pool_paused, pids_limit=settings.pids_limit,
+            block_metadata=settings.block_metadata,
         )
         if not settings.warm_clones:
             return DockerProvider(cfg, tasks=ctx.tasks)

@@ -65,6 +65,7 @@ from cowpod.auth.flags import DEFAULT_CERT_DIR
 from cowpod.errors import AlreadyExists, FailedPrecondition, Invalid, NotFound
 from hypervisor.guest import GuestBootstrap, GuestEndpoints
 from hypervisor.provider import CloneKind, TaskOwner, VMInfo, VMSpecInfo, VMState
+from hypervisor.providers.docker import metadata_block
 from hypervisor.providers.docker.vm_identity import (
     IdentityRecord,
     give_identity,
@@ -166,6 +167,9 @@ class DockerProviderConfig:
     # VM's pods cannot take the host's pid space (often 32768) whatever each
     # container's own limit. 0 = none.
     pids_limit: int = 4096
+    # Drop traffic from the VM network to the cloud metadata address (169.254.169.254)
+    # in iptables' DOCKER-USER chain when the network is ensured (metadata_block.py).
+    block_metadata: bool = True
 
 
 def container_name(cfg: DockerProviderConfig, vm: str) -> str:
@@ -294,18 +298,25 @@ class DockerProvider:
 
     def _ensure_network_sync(self) -> None:
         name = self.cfg.network
-        for net in self.docker.networks.list(names=[name]):
-            if net.name == name:
-                return
-        try:
-            self.docker.networks.create(
-                name, driver="bridge", check_duplicate=True,
-                labels={**self.cfg.extra_labels, L_MANAGED: "1"},
-            )
-            log.info("created docker network %s", name)
-        except docker.errors.APIError as err:
-            if err.status_code != 409:  # someone else created it meanwhile
-                raise
+        if not any(net.name == name for net in self.docker.networks.list(names=[name])):
+            try:
+                self.docker.networks.create(
+                    name, driver="bridge", check_duplicate=True,
+                    labels={**self.cfg.extra_labels, L_MANAGED: "1"},
+                )
+                log.info("created docker network %s", name)
+            except docker.errors.APIError as err:
+                if err.status_code != 409:  # someone else created it meanwhile
+                    raise
+        if self.cfg.block_metadata and self.cfg.docker_url and not self.cfg.docker_url.startswith("unix://"):
+            # Our iptables is not the remote engine's host's.
+            log.warning("docker engine %s is remote: block 169.254.169.254 in its host's DOCKER-USER chain "
+                        "yourself (docs/security.md)", self.cfg.docker_url)
+        elif self.cfg.block_metadata:
+            # Also for a network that already existed: an upgraded cluster, or rules
+            # lost with a host reboot, get them back on the next start.
+            net = self.docker.networks.get(name)
+            metadata_block.block(name, metadata_block.subnets_of(net.attrs))
 
     async def _ensure_network(self) -> None:
         if not self._network_ready:
