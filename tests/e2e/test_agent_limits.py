@@ -5,12 +5,14 @@ so no ARP spoofing on the VM's shared bridge)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 
 from agent.testing import (
@@ -116,3 +118,25 @@ async def test_container_over_its_ephemeral_storage_limit_is_evicted(
     assert pod.status.reason == "Evicted", pod.status
     assert "exceeded its local ephemeral storage limit" in pod.status.message
     await until_nothing_runs(pod)
+
+
+async def test_node_reports_its_engine_disk_and_disk_requests_that_do_not_fit_are_not_bound(
+    node: AgentRunner, client: Client
+) -> None:
+    """The agent measures the disk of Docker's data root (visible here: the agent runs on the
+    engine's host) as ephemeral-storage; a pod asking more than is left is refused at bind."""
+    info = await asyncio.to_thread(subprocess.run, ["docker", "info", "-f", "{{.DockerRootDir}}"],
+                                   capture_output=True, text=True, check=True)
+    root = info.stdout.strip()
+    st = os.statvfs(root)
+    n = await client.nodes.Get(meta_pb2.ObjectKey(name=node.config.node_name))
+    assert n.status.capacity.ephemeral_storage_bytes == st.f_blocks * st.f_frsize
+    alloc = n.status.allocatable.ephemeral_storage_bytes
+    assert 0 < alloc < n.status.capacity.ephemeral_storage_bytes
+    c = pod_pb2.Container(name="c", image="cowpod/busybox:latest", image_pull_policy="IfNotPresent",
+                          command=["sleep", "600"])
+    c.resources.requests.ephemeral_storage_bytes = alloc + 1
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await create_and_bind(client, make_pod("hog", c), node.config.node_name)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "insufficient ephemeral-storage" in (e.value.details() or "")

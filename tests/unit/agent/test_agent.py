@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import pathlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -116,6 +117,10 @@ async def test_registers_capacity_from_cgroup_minus_reserve(env: Env) -> None:
     assert node.status.allocatable.cpu_millis == 1900
     assert node.status.allocatable.memory_bytes == 4 * 2**30 - 64 * 2**20
     assert node.status.capacity.pods == 110
+    # The engine names no data root here, so the disk of "/" is measured; 1Gi is kept back.
+    st = os.statvfs("/")
+    assert node.status.capacity.ephemeral_storage_bytes == st.f_blocks * st.f_frsize
+    assert node.status.allocatable.ephemeral_storage_bytes == max(1, st.f_blocks * st.f_frsize - 2**30)
     assert {a.type for a in node.status.addresses} == {"InternalIP", "Hostname"}
     assert node.status.node_info.container_runtime_version == "docker://fake-1.0"
     await env.until(lambda: env.cp.heartbeats >= 2)
