@@ -234,7 +234,8 @@ class EtcdStore:
             return OutOfRange(f"{what}: {err.details()}; relist")
         details = err.details() or ""
         if "database space exceeded" in details or "no space" in details.lower():
-            # etcd's NOSPACE alarm: nothing is written until an operator frees space. Retrying is futile.
+            # etcd's NOSPACE alarm: nothing more is written until an operator frees space, so
+            # retrying is futile. (The write that crossed the quota was applied: see _landed.)
             return ResourceExhausted(
                 f"etcd is out of space, {what} refused ({details}): compact and defragment etcd, "
                 "then disarm its NOSPACE alarm (`etcdctl alarm disarm`); reads still work"
@@ -292,16 +293,43 @@ class EtcdStore:
     # -- writes
 
     async def create(self, key: str, obj: M, *, lease: int = 0) -> M:
-        res = await self.txn([Compare.absent(key)], [Put(key, encode(obj), lease)])
+        data = encode(obj)
+        try:
+            res = await self.txn([Compare.absent(key)], [Put(key, data, lease)])
+        except ResourceExhausted:
+            revision = await self._landed(key, data)
+            if revision is None:
+                raise
+            _set_rv(obj, revision)
+            return obj
         if not res.succeeded:
             raise AlreadyExists(f"{_describe(key)} already exists")
         _set_rv(obj, res.revision)
         return obj
 
+    async def _landed(self, key: str, data: bytes) -> int | None:
+        """The revision at which `data` was stored under `key`, if it was.
+
+        etcd applies the write that takes it over its space quota and *then* answers
+        NOSPACE for it (its quota applier checks before, reports after): refusing
+        that write to the caller would leave an object stored that the caller was
+        told does not exist. Every write carries a fresh uid or revision, so equal
+        bytes are this write."""
+        kv = await self.get_raw(key)
+        return kv.mod_revision if kv is not None and kv.value == data else None
+
     async def update(self, key: str, obj: M, *, expected_revision: int, lease: int = 0) -> M:
         """Compare-and-swap on the mod revision; 0 = only require that the key exists."""
         cmp = Compare.at(key, expected_revision) if expected_revision else Compare.exists(key)
-        res = await self.txn([cmp], [Put(key, encode(obj), lease)], [Get(key)])
+        data = encode(obj)
+        try:
+            res = await self.txn([cmp], [Put(key, data, lease)], [Get(key)])
+        except ResourceExhausted:
+            revision = await self._landed(key, data)
+            if revision is None:
+                raise
+            _set_rv(obj, revision)
+            return obj
         if not res.succeeded:
             current = res.gets[0] if res.gets else None
             if current is None:
