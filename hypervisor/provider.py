@@ -174,13 +174,6 @@ class CollectsGarbage(Protocol):
     async def collect_garbage(self) -> None: ...
 
 
-@runtime_checkable
-class WarmPool(Protocol):
-    """Keeps clones' shells made ahead; the size can change at run time."""
-
-    pool_size: int
-
-
 # ---- what a provider is made from ----------------------------------------------------
 
 
