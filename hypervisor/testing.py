@@ -61,6 +61,25 @@ def build_images(*targets: str) -> None:
         raise RuntimeError(f"{script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
 
 
+def sweep_test_networks() -> list[str]:
+    """Remove test networks (label `cowpod.test`) with nothing attached: what a killed
+    run left. The engine refuses to remove a network in use, so a concurrent run's stays."""
+    removed: list[str] = []
+    client = docker.from_env()
+    try:
+        for net in client.networks.list(filters={"label": [f"{k}={v}" for k, v in TEST_LABELS.items()]}):
+            net.reload()
+            if net.attrs.get("Containers"):
+                continue
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                net.remove()
+                removed.append(str(net.name))
+                metadata_block.unblock(str(net.name))
+    finally:
+        client.close()
+    return removed
+
+
 @dataclass
 class DockerTestEnv:
     cluster_id: str

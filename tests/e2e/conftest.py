@@ -6,12 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from hypervisor.testing import DockerTestEnv, build_images
+from hypervisor.testing import DockerTestEnv, build_images, sweep_test_networks
 
 
 @pytest.fixture(scope="module")
 def vm_images() -> None:
-    """The busybox, pause and VM images (cached after the first build)."""
+    """The busybox, pause and VM images (cached after the first build); test networks
+    an earlier, killed run left behind are swept first."""
+    sweep_test_networks()
     build_images()
 
 
