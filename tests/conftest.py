@@ -3,9 +3,11 @@ by key prefix), and the local Docker engine for e2e tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import shutil
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
@@ -28,10 +30,32 @@ def _require(binary: str, hint: str) -> None:
         pytest.skip(msg)
 
 
+def _sweep_orphan_etcds(base: pathlib.Path) -> None:
+    """Kill etcd members an earlier, killed test run left: their data dir is under
+    pytest's temp base and their parent is gone (they were re-parented to init).
+    A concurrent run's member still has its pytest as parent and is left alone."""
+    for proc in pathlib.Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid != 1 or not argv or not argv[0].endswith(b"etcd") or b"--data-dir" not in argv:
+            continue
+        data_dir = argv[argv.index(b"--data-dir") + 1].decode(errors="replace")
+        if pathlib.Path(data_dir).is_relative_to(base):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
 @pytest.fixture(scope="session")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdMember]:
     _require("etcd", "apt-get install etcd-server")
     d = tmp_path_factory.mktemp("etcd")
+    # pytest's base temp is <tmp>/pytest-of-<user>/pytest-<n>: sweep every run's.
+    _sweep_orphan_etcds(tmp_path_factory.getbasetemp().parent)
     member = EtcdMember(data_dir=d / "data", log_path=d / "etcd.log")
     member.start()
     member.wait_ready()
