@@ -104,6 +104,30 @@ def memory(pid: int) -> dict[str, float]:
     }
 
 
+
+def memory_report(child_private: float, child_guest_private: float, parent_mem: dict[str, Any],
+                  kid_mem: list[dict[str, Any]], full_mem: dict[str, Any], snap_mb: float) -> dict[str, Any]:
+    """The memory keys both modes print: a clone's private memory against the running
+    parent, what it copied of the guest's memory, the snapshot and a full clone."""
+    return {
+        "parent_rss_mb": parent_mem["rss_mb"],
+        "child_private_pct_of_parent_rss": round(100 * child_private / parent_mem["rss_mb"], 1),
+        # What the clone copied of the guest's memory, against what the parent's guest uses.
+        "child_guest_private_mb": child_guest_private,
+        "parent_guest_rss_mb": parent_mem["guest_rss_mb"],
+        "child_guest_private_pct_of_parent_guest":
+            round(100 * child_guest_private / max(parent_mem["guest_rss_mb"], 0.1), 1),
+        # The parent at the fork point: its guest RAM in the snapshot; a full clone at Ready.
+        "snapshot_ram_mb": snap_mb,
+        "child_guest_private_pct_of_snapshot": round(100 * child_guest_private / max(snap_mb, 0.1), 1),
+        "child_private_pct_of_full_clone": round(100 * child_private / full_mem["private_mb"], 1),
+        "parent": parent_mem,
+        "children": kid_mem,
+        "full_clone_memory": full_mem,
+        "load_before_after": [LOAD0, list(os.getloadavg())],
+        "machine": machine(),
+    }
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     image = tiny_image() if args.image == "tiny" else DEFAULT_IMAGE_DIR if args.image == "real" \
         else pathlib.Path(args.image)
@@ -166,22 +190,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "snapshot_state_kb": state_kb,
             "child_private_mb": child_private,
             "child_shared_mb": child_shared,
-            "parent_rss_mb": parent_mem["rss_mb"],
-            "child_private_pct_of_parent_rss": round(100 * child_private / parent_mem["rss_mb"], 1),
-            # What the clone copied of the guest's memory, against what the parent's guest uses.
-            "child_guest_private_mb": child_guest_private,
-            "parent_guest_rss_mb": parent_mem["guest_rss_mb"],
-            "child_guest_private_pct_of_parent_guest":
-                round(100 * child_guest_private / max(parent_mem["guest_rss_mb"], 0.1), 1),
-            # The parent at the fork point: its guest RAM in the snapshot; a full clone at Ready.
-            "snapshot_ram_mb": snap_mb,
-            "child_guest_private_pct_of_snapshot": round(100 * child_guest_private / max(snap_mb, 0.1), 1),
-            "child_private_pct_of_full_clone": round(100 * child_private / full_mem["private_mb"], 1),
-            "parent": parent_mem,
-            "children": kid_mem,
-            "full_clone_memory": full_mem,
-            "load_before_after": [LOAD0, list(os.getloadavg())],
-            "machine": machine(),
+            **memory_report(child_private, child_guest_private, parent_mem, kid_mem, full_mem, snap_mb),
         }
     finally:
         await p.close()
@@ -351,21 +360,7 @@ async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
             "pending_vms": sorted(f"{v.metadata.name}:{v.status.clone_kind}" for v in made),
             "child_private_mb": child_private,
             "child_shared_mb": statistics.median(m["shared_mb"] for m in kid_mem),
-            "parent_rss_mb": parent_mem["rss_mb"],
-            "child_private_pct_of_parent_rss": round(100 * child_private / parent_mem["rss_mb"], 1),
-            "child_guest_private_mb": child_guest_private,
-            "parent_guest_rss_mb": parent_mem["guest_rss_mb"],
-            "child_guest_private_pct_of_parent_guest":
-                round(100 * child_guest_private / max(parent_mem["guest_rss_mb"], 0.1), 1),
-            # The parent at the fork point: its guest RAM in the snapshot; a full clone at Ready.
-            "snapshot_ram_mb": snap_mb,
-            "child_guest_private_pct_of_snapshot": round(100 * child_guest_private / max(snap_mb, 0.1), 1),
-            "child_private_pct_of_full_clone": round(100 * child_private / full_mem["private_mb"], 1),
-            "parent": parent_mem,
-            "children": kid_mem,
-            "full_clone_memory": full_mem,
-            "load_before_after": [LOAD0, list(os.getloadavg())],
-            "machine": machine(),
+            **memory_report(child_private, child_guest_private, parent_mem, kid_mem, full_mem, snap_mb),
         }
     finally:
         etcd.stop()
