@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from hypervisor.testing import DockerTestEnv, build_images, sweep_test_networks
+
+if TYPE_CHECKING:
+    from hypervisor.providers.vsphere.testing import Vcsim
 
 
 @pytest.fixture(scope="module")
@@ -27,3 +31,16 @@ def env(vm_images: None) -> Iterator[DockerTestEnv]:
         yield e
     finally:
         e.cleanup()
+
+
+@pytest.fixture(scope="module")
+def vcsim() -> Iterator[Vcsim]:
+    """A simulator with InstantClone_Task; its template runs cowpod's VM image."""
+    from hypervisor.providers.vsphere.testing import Vcsim
+
+    build_images()
+    sim = Vcsim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -26,7 +26,6 @@ from hypervisor.manager import VMManager
 from hypervisor.provider import ControllerAddress
 from hypervisor.providers.vsphere.client import connect
 from hypervisor.providers.vsphere.testing import Vcsim, VSphereTestEnv
-from hypervisor.testing import build_images
 from tests.integration.scheduler_harness import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -35,15 +34,6 @@ SMALL = VMClass("small", 1000, 512 << 20, labels={"tier": "small"}, max=2, image
 CONFIG = ClusterConfig(vm_classes=(SMALL,), scan_interval_s=1.0, cooldown_s=5.0, max_vms=3,
                        provider="vsphere")
 
-
-@pytest.fixture(scope="module")
-def vcsim() -> Iterator[Vcsim]:
-    build_images()
-    sim = Vcsim.start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -14,7 +14,6 @@ import os
 import pathlib
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,6 @@ import yaml
 from cowpod.local.etcd import free_port
 from hypervisor.providers.vsphere.client import connect, vim
 from hypervisor.providers.vsphere.testing import Vcsim
-from hypervisor.testing import build_images
 
 pytestmark = pytest.mark.e2e
 
@@ -91,15 +89,6 @@ def clone_tasks(sim: Vcsim) -> list[tuple[str, str, str]]:
     finally:
         connect.Disconnect(si)
 
-
-@pytest.fixture(scope="module")
-def vcsim() -> Iterator[Vcsim]:
-    build_images()
-    sim = Vcsim.start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
 
 
 def run_a_pod_that_needs_a_new_vm(sim: Vcsim, data: pathlib.Path) -> tuple[Cli, dict[str, Any]]:

@@ -32,16 +32,6 @@ from hypervisor.testing import build_images, full_clone, instant_clone
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def vcsim() -> Iterator[Vcsim]:
-    """A simulator with InstantClone_Task; its template runs cowpod's VM image."""
-    build_images()
-    sim = Vcsim.start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
-
 
 @pytest.fixture(scope="module")
 def vcsim_without_instant_clone() -> Iterator[Vcsim]:
