@@ -141,6 +141,8 @@ def _scalar(spec: FieldSpec, value: Any, path: str) -> Any:
             value = int(value)
         elif isinstance(value, str) and value == "":
             return 0
+    if key in schema.INT_OR_STRING_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
     if fd.type == FieldDescriptor.TYPE_STRING:
         if not isinstance(value, str):
             raise FieldError(path, f"expected a string, got {describe_value(value)} (quote it)")

@@ -83,6 +83,8 @@ def _encode_single(fd: Any, value: Any, spec: FieldSpec) -> Any:
         return quantity.format_memory(value)
     if spec.key in schema.STRING_INT_FIELDS:
         return str(value)
+    if spec.key in schema.INT_OR_STRING_FIELDS and value.isdigit():
+        return int(value)
     if fd.type == FieldDescriptor.TYPE_ENUM:
         return fd.enum_type.values_by_number[value].name
     if fd.type == FieldDescriptor.TYPE_BYTES:

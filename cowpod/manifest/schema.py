@@ -10,6 +10,9 @@ manifest name is its protobuf JSON name (lowerCamelCase: `restart_policy` ->
   carry units in their name (`VMSpec.cpu_millis` is `cpu: "2"`);
 - strings with a closed set of values (`restartPolicy: Always|OnFailure|Never`)
   and integers with a range (ports), checked on input;
+- Kubernetes' IntOrString (`targetPort: 8080` or `targetPort: http`, `maxSurge: 25%`):
+  a string field listed in INT_OR_STRING_FIELDS that also takes an integer, and
+  prints one back when it holds only digits;
 - Kubernetes acronym spellings (`hostIP`, `containerID`) accepted on input next
   to the JSON names (`hostIp`, `containerId`) that cowpod prints.
 """
@@ -87,6 +90,13 @@ INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("cowpod.v1.LeaseSpec", "lease_transitions"): (0, 2**31 - 1),
     ("cowpod.v1.ObjectMeta", "generation"): (0, 2**63 - 1),
 }
+
+# Kubernetes IntOrString fields: stored as strings, written as integers or strings.
+INT_OR_STRING_FIELDS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("cowpod.v1.ServicePort", "target_port"),
+    }
+)
 
 # Printed even when zero, as Kubernetes does (an exit code of 0 means something).
 ALWAYS_PRINTED: frozenset[tuple[str, str]] = frozenset(
