@@ -24,29 +24,74 @@ _sym_db = _symbol_database.Default()
 
 from cowpod.v1 import meta_pb2 as cowpod_dot_v1_dot_meta__pb2
 from cowpod.v1 import pod_pb2 as cowpod_dot_v1_dot_pod__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63owpod/v1/workload.proto\x12\tcowpod.v1\x1a\x14\x63owpod/v1/meta.proto\x1a\x13\x63owpod/v1/pod.proto\"\\\n\x0fPodTemplateSpec\x12\'\n\x08metadata\x18\x01 \x01(\x0b\x32\x15.cowpod.v1.ObjectMeta\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.cowpod.v1.PodSpec\"\xa9\x01\n\x0eReplicaSetSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12*\n\x08selector\x18\x02 \x01(\x0b\x32\x18.cowpod.v1.LabelSelector\x12,\n\x08template\x18\x03 \x01(\x0b\x32\x1a.cowpod.v1.PodTemplateSpec\x12\x19\n\x11min_ready_seconds\x18\x04 \x01(\x05\x42\x0b\n\t_replicas\"\xbf\x01\n\x10ReplicaSetStatus\x12\x10\n\x08replicas\x18\x01 \x01(\x05\x12\x1e\n\x16\x66ully_labeled_replicas\x18\x02 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x03 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x04 \x01(\x05\x12\x1b\n\x13observed_generation\x18\x05 \x01(\x03\x12(\n\nconditions\x18\x06 \x03(\x0b\x32\x14.cowpod.v1.Condition\"\xae\x01\n\nReplicaSet\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x08metadata\x18\x03 \x01(\x0b\x32\x15.cowpod.v1.ObjectMeta\x12\'\n\x04spec\x18\x04 \x01(\x0b\x32\x19.cowpod.v1.ReplicaSetSpec\x12+\n\x06status\x18\x05 \x01(\x0b\x32\x1b.cowpod.v1.ReplicaSetStatus\"P\n\x0eReplicaSetList\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.cowpod.v1.ReplicaSet\x12\x18\n\x10resource_version\x18\x02 \x01(\x03\"\xb0\x01\n\x14ReplicaSetWatchEvent\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.cowpod.v1.WatchEventType\x12%\n\x06object\x18\x02 \x01(\x0b\x32\x15.cowpod.v1.ReplicaSet\x12\x18\n\x10resource_version\x18\x03 \x01(\x03\x12.\n\x05\x62\x61tch\x18\x04 \x03(\x0b\x32\x1f.cowpod.v1.ReplicaSetWatchEvent\"]\n\x0cScaleRequest\x12!\n\x03key\x18\x01 \x01(\x0b\x32\x14.cowpod.v1.ObjectKey\x12\x10\n\x08replicas\x18\x02 \x01(\x05\x12\x18\n\x10resource_version\x18\x03 \x01(\x03\x32\xe9\x03\n\x11ReplicaSetService\x12\x36\n\x06\x43reate\x12\x15.cowpod.v1.ReplicaSet\x1a\x15.cowpod.v1.ReplicaSet\x12\x32\n\x03Get\x12\x14.cowpod.v1.ObjectKey\x1a\x15.cowpod.v1.ReplicaSet\x12\x39\n\x04List\x12\x16.cowpod.v1.ListOptions\x1a\x19.cowpod.v1.ReplicaSetList\x12\x36\n\x06Update\x12\x15.cowpod.v1.ReplicaSet\x1a\x15.cowpod.v1.ReplicaSet\x12<\n\x0cUpdateStatus\x12\x15.cowpod.v1.ReplicaSet\x1a\x15.cowpod.v1.ReplicaSet\x12\x37\n\x05Scale\x12\x17.cowpod.v1.ScaleRequest\x1a\x15.cowpod.v1.ReplicaSet\x12\x39\n\x06\x44\x65lete\x12\x18.cowpod.v1.DeleteOptions\x1a\x15.cowpod.v1.ReplicaSet\x12\x43\n\x05Watch\x12\x17.cowpod.v1.WatchOptions\x1a\x1f.cowpod.v1.ReplicaSetWatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63owpod/v1/workload.proto\x12\tcowpod.v1\x1a\x14\x63owpod/v1/meta.proto\x1a\x13\x63owpod/v1/pod.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n\x0fPodTemplateSpec\x12\'\n\x08metadata\x18\x01 \x01(\x0b\x32\x15.cowpod.v1.ObjectMeta\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.cowpod.v1.PodSpec\"\xa9\x01\n\x0eReplicaSetSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12*\n\x08selector\x18\x02 \x01(\x0b\x32\x18.cowpod.v1.LabelSelector\x12,\n\x08template\x18\x03 \x01(\x0b\x32\x1a.cowpod.v1.PodTemplateSpec\x12\x19\n\x11min_ready_seconds\x18\x04 \x01(\x05\x42\x0b\n\t_replicas\"\xbf\x01\n\x10ReplicaSetStatus\x12\x10\n\x08replicas\x18\x01 \x01(\x05\x12\x1e\n\x16\x66ully_labeled_replicas\x18\x02 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x03 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x04 \x01(\x05\x12\x1b\n\x13observed_generation\x18\x05 \x01(\x03\x12(\n\nconditions\x18\x06 \x03(\x0b\x32\x14.cowpod.v1.Condition\"\xae\x01\n\nReplicaSet\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x08metadata\x18\x03 \x01(\x0b\x32\x15.cowpod.v1.ObjectMeta\x12\'\n\x04spec\x18\x04 \x01(\x0b\x32\x19.cowpod.v1.ReplicaSetSpec\x12+\n\x06status\x18\x05 \x01(\x0b\x32\x1b.cowpod.v1.ReplicaSetStatus\"P\n\x0eReplicaSetList\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.cowpod.v1.ReplicaSet\x12\x18\n\x10resource_version\x18\x02 \x01(\x03\"\xb0\x01\n\x14ReplicaSetWatchEvent\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.cowpod.v1.WatchEventType\x12%\n\x06object\x18\x02 \x01(\x0b\x32\x15.cowpod.v1.ReplicaSet\x12\x18\n\x10resource_version\x18\x03 \x01(\x03\x12.\n\x05\x62\x61tch\x18\x04 \x03(\x0b\x32\x1f.cowpod.v1.ReplicaSetWatchEvent\"]\n\x0cScaleRequest\x12!\n\x03key\x18\x01 \x01(\x0b\x32\x14.cowpod.v1.ObjectKey\x12\x10\n\x08replicas\x18\x02 \x01(\x05\x12\x18\n\x10resource_version\x18\x03 \x01(\x03\"E\n\x17RollingUpdateDeployment\x12\x17\n\x0fmax_unavailable\x18\x01 \x01(\t\x12\x11\n\tmax_surge\x18\x02 \x01(\t\"^\n\x12\x44\x65ploymentStrategy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12:\n\x0erolling_update\x18\x02 \x01(\x0b\x32\".cowpod.v1.RollingUpdateDeployment\"\xf0\x02\n\x0e\x44\x65ploymentSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12*\n\x08selector\x18\x02 \x01(\x0b\x32\x18.cowpod.v1.LabelSelector\x12,\n\x08template\x18\x03 \x01(\x0b\x32\x1a.cowpod.v1.PodTemplateSpec\x12/\n\x08strategy\x18\x04 \x01(\x0b\x32\x1d.cowpod.v1.DeploymentStrategy\x12\x19\n\x11min_ready_seconds\x18\x05 \x01(\x05\x12#\n\x16revision_history_limit\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12&\n\x19progress_deadline_seconds\x18\x08 \x01(\x05H\x02\x88\x01\x01\x42\x0b\n\t_replicasB\x19\n\x17_revision_history_limitB\x1c\n\x1a_progress_deadline_seconds\"\xd7\x01\n\x10\x44\x65ploymentStatus\x12\x1b\n\x13observed_generation\x18\x01 \x01(\x03\x12\x10\n\x08replicas\x18\x02 \x01(\x05\x12\x18\n\x10updated_replicas\x18\x03 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x04 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x05 \x01(\x05\x12\x1c\n\x14unavailable_replicas\x18\x06 \x01(\x05\x12(\n\nconditions\x18\x07 \x03(\x0b\x32\x14.cowpod.v1.Condition\"\xae\x01\n\nDeployment\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x08metadata\x18\x03 \x01(\x0b\x32\x15.cowpod.v1.ObjectMeta\x12\'\n\x04spec\x18\x04 \x01(\x0b\x32\x19.cowpod.v1.DeploymentSpec\x12+\n\x06status\x18\x05 \x01(\x0b\x32\x1b.cowpod.v1.DeploymentStatus\"P\n\x0e\x44\x65ploymentList\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.cowpod.v1.Deployment\x12\x18\n\x10resource_version\x18\x02 \x01(\x03\"\xb0\x01\n\x14\x44\x65ploymentWatchEvent\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.cowpod.v1.WatchEventType\x12%\n\x06object\x18\x02 \x01(\x0b\x32\x15.cowpod.v1.Deployment\x12\x18\n\x10resource_version\x18\x03 \x01(\x03\x12.\n\x05\x62\x61tch\x18\x04 \x03(\x0b\x32\x1f.cowpod.v1.DeploymentWatchEvent\"\x99\x03\n\x07JobSpec\x12\x18\n\x0bparallelism\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0b\x63ompletions\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12$\n\x17\x61\x63tive_deadline_seconds\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x1a\n\rbackoff_limit\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12*\n\x08selector\x18\x05 \x01(\x0b\x32\x18.cowpod.v1.LabelSelector\x12,\n\x08template\x18\x06 \x01(\x0b\x32\x1a.cowpod.v1.PodTemplateSpec\x12\'\n\x1attl_seconds_after_finished\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12\x0f\n\x07suspend\x18\x08 \x01(\x08\x12\x17\n\x0fmanual_selector\x18\t \x01(\x08\x42\x0e\n\x0c_parallelismB\x0e\n\x0c_completionsB\x1a\n\x18_active_deadline_secondsB\x10\n\x0e_backoff_limitB\x1d\n\x1b_ttl_seconds_after_finished\"\xdc\x01\n\tJobStatus\x12(\n\nconditions\x18\x01 \x03(\x0b\x32\x14.cowpod.v1.Condition\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63ompletion_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x05\x12\x11\n\tsucceeded\x18\x05 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x05\x12\r\n\x05ready\x18\x07 \x01(\x05\"\x99\x01\n\x03Job\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x08metadata\x18\x03 \x01(\x0b\x32\x15.cowpod.v1.ObjectMeta\x12 \n\x04spec\x18\x04 \x01(\x0b\x32\x12.cowpod.v1.JobSpec\x12$\n\x06status\x18\x05 \x01(\x0b\x32\x14.cowpod.v1.JobStatus\"B\n\x07JobList\x12\x1d\n\x05items\x18\x01 \x03(\x0b\x32\x0e.cowpod.v1.Job\x12\x18\n\x10resource_version\x18\x02 \x01(\x03\"\x9b\x01\n\rJobWatchEvent\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.cowpod.v1.WatchEventType\x12\x1e\n\x06object\x18\x02 \x01(\x0b\x32\x0e.cowpod.v1.Job\x12\x18\n\x10resource_version\x18\x03 \x01(\x03\x12\'\n\x05\x62\x61tch\x18\x04 \x03(\x0b\x32\x18.cowpod.v1.JobWatchEvent\"D\n\x16RollingUpdateDaemonSet\x12\x17\n\x0fmax_unavailable\x18\x01 \x01(\t\x12\x11\n\tmax_surge\x18\x02 \x01(\t\"b\n\x17\x44\x61\x65monSetUpdateStrategy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x39\n\x0erolling_update\x18\x02 \x01(\x0b\x32!.cowpod.v1.RollingUpdateDaemonSet\"\x81\x02\n\rDaemonSetSpec\x12*\n\x08selector\x18\x01 \x01(\x0b\x32\x18.cowpod.v1.LabelSelector\x12,\n\x08template\x18\x02 \x01(\x0b\x32\x1a.cowpod.v1.PodTemplateSpec\x12;\n\x0fupdate_strategy\x18\x03 \x01(\x0b\x32\".cowpod.v1.DaemonSetUpdateStrategy\x12\x19\n\x11min_ready_seconds\x18\x04 \x01(\x05\x12#\n\x16revision_history_limit\x18\x05 \x01(\x05H\x00\x88\x01\x01\x42\x19\n\x17_revision_history_limit\"\xa7\x02\n\x0f\x44\x61\x65monSetStatus\x12 \n\x18\x63urrent_number_scheduled\x18\x01 \x01(\x05\x12\x1b\n\x13number_misscheduled\x18\x02 \x01(\x05\x12 \n\x18\x64\x65sired_number_scheduled\x18\x03 \x01(\x05\x12\x14\n\x0cnumber_ready\x18\x04 \x01(\x05\x12\x1b\n\x13observed_generation\x18\x05 \x01(\x03\x12 \n\x18updated_number_scheduled\x18\x06 \x01(\x05\x12\x18\n\x10number_available\x18\x07 \x01(\x05\x12\x1a\n\x12number_unavailable\x18\x08 \x01(\x05\x12(\n\nconditions\x18\t \x03(\x0b\x32\x14.cowpod.v1.Condition\"\xab\x01\n\tDaemonSet\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x08metadata\x18\x03 \x01(\x0b\x32\x15.cowpod.v1.ObjectMeta\x12&\n\x04spec\x18\x04 \x01(\x0b\x32\x18.cowpod.v1.DaemonSetSpec\x12*\n\x06status\x18\x05 \x01(\x0b\x32\x1a.cowpod.v1.DaemonSetStatus\"N\n\rDaemonSetList\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.cowpod.v1.DaemonSet\x12\x18\n\x10resource_version\x18\x02 \x01(\x03\"\xad\x01\n\x13\x44\x61\x65monSetWatchEvent\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.cowpod.v1.WatchEventType\x12$\n\x06object\x18\x02 \x01(\x0b\x32\x14.cowpod.v1.DaemonSet\x12\x18\n\x10resource_version\x18\x03 \x01(\x03\x12-\n\x05\x62\x61tch\x18\x04 \x03(\x0b\x32\x1e.cowpod.v1.DaemonSetWatchEvent2\xe9\x03\n\x11ReplicaSetService\x12\x36\n\x06\x43reate\x12\x15.cowpod.v1.ReplicaSet\x1a\x15.cowpod.v1.ReplicaSet\x12\x32\n\x03Get\x12\x14.cowpod.v1.ObjectKey\x1a\x15.cowpod.v1.ReplicaSet\x12\x39\n\x04List\x12\x16.cowpod.v1.ListOptions\x1a\x19.cowpod.v1.ReplicaSetList\x12\x36\n\x06Update\x12\x15.cowpod.v1.ReplicaSet\x1a\x15.cowpod.v1.ReplicaSet\x12<\n\x0cUpdateStatus\x12\x15.cowpod.v1.ReplicaSet\x1a\x15.cowpod.v1.ReplicaSet\x12\x37\n\x05Scale\x12\x17.cowpod.v1.ScaleRequest\x1a\x15.cowpod.v1.ReplicaSet\x12\x39\n\x06\x44\x65lete\x12\x18.cowpod.v1.DeleteOptions\x1a\x15.cowpod.v1.ReplicaSet\x12\x43\n\x05Watch\x12\x17.cowpod.v1.WatchOptions\x1a\x1f.cowpod.v1.ReplicaSetWatchEvent0\x01\x32\xe9\x03\n\x11\x44\x65ploymentService\x12\x36\n\x06\x43reate\x12\x15.cowpod.v1.Deployment\x1a\x15.cowpod.v1.Deployment\x12\x32\n\x03Get\x12\x14.cowpod.v1.ObjectKey\x1a\x15.cowpod.v1.Deployment\x12\x39\n\x04List\x12\x16.cowpod.v1.ListOptions\x1a\x19.cowpod.v1.DeploymentList\x12\x36\n\x06Update\x12\x15.cowpod.v1.Deployment\x1a\x15.cowpod.v1.Deployment\x12<\n\x0cUpdateStatus\x12\x15.cowpod.v1.Deployment\x1a\x15.cowpod.v1.Deployment\x12\x37\n\x05Scale\x12\x17.cowpod.v1.ScaleRequest\x1a\x15.cowpod.v1.Deployment\x12\x39\n\x06\x44\x65lete\x12\x18.cowpod.v1.DeleteOptions\x1a\x15.cowpod.v1.Deployment\x12\x43\n\x05Watch\x12\x17.cowpod.v1.WatchOptions\x1a\x1f.cowpod.v1.DeploymentWatchEvent0\x01\x32\xe3\x02\n\nJobService\x12(\n\x06\x43reate\x12\x0e.cowpod.v1.Job\x1a\x0e.cowpod.v1.Job\x12+\n\x03Get\x12\x14.cowpod.v1.ObjectKey\x1a\x0e.cowpod.v1.Job\x12\x32\n\x04List\x12\x16.cowpod.v1.ListOptions\x1a\x12.cowpod.v1.JobList\x12(\n\x06Update\x12\x0e.cowpod.v1.Job\x1a\x0e.cowpod.v1.Job\x12.\n\x0cUpdateStatus\x12\x0e.cowpod.v1.Job\x1a\x0e.cowpod.v1.Job\x12\x32\n\x06\x44\x65lete\x12\x18.cowpod.v1.DeleteOptions\x1a\x0e.cowpod.v1.Job\x12<\n\x05Watch\x12\x17.cowpod.v1.WatchOptions\x1a\x18.cowpod.v1.JobWatchEvent0\x01\x32\xa5\x03\n\x10\x44\x61\x65monSetService\x12\x34\n\x06\x43reate\x12\x14.cowpod.v1.DaemonSet\x1a\x14.cowpod.v1.DaemonSet\x12\x31\n\x03Get\x12\x14.cowpod.v1.ObjectKey\x1a\x14.cowpod.v1.DaemonSet\x12\x38\n\x04List\x12\x16.cowpod.v1.ListOptions\x1a\x18.cowpod.v1.DaemonSetList\x12\x34\n\x06Update\x12\x14.cowpod.v1.DaemonSet\x1a\x14.cowpod.v1.DaemonSet\x12:\n\x0cUpdateStatus\x12\x14.cowpod.v1.DaemonSet\x1a\x14.cowpod.v1.DaemonSet\x12\x38\n\x06\x44\x65lete\x12\x18.cowpod.v1.DeleteOptions\x1a\x14.cowpod.v1.DaemonSet\x12\x42\n\x05Watch\x12\x17.cowpod.v1.WatchOptions\x1a\x1e.cowpod.v1.DaemonSetWatchEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cowpod.v1.workload_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PODTEMPLATESPEC']._serialized_start=82
-  _globals['_PODTEMPLATESPEC']._serialized_end=174
-  _globals['_REPLICASETSPEC']._serialized_start=177
-  _globals['_REPLICASETSPEC']._serialized_end=346
-  _globals['_REPLICASETSTATUS']._serialized_start=349
-  _globals['_REPLICASETSTATUS']._serialized_end=540
-  _globals['_REPLICASET']._serialized_start=543
-  _globals['_REPLICASET']._serialized_end=717
-  _globals['_REPLICASETLIST']._serialized_start=719
-  _globals['_REPLICASETLIST']._serialized_end=799
-  _globals['_REPLICASETWATCHEVENT']._serialized_start=802
-  _globals['_REPLICASETWATCHEVENT']._serialized_end=978
-  _globals['_SCALEREQUEST']._serialized_start=980
-  _globals['_SCALEREQUEST']._serialized_end=1073
-  _globals['_REPLICASETSERVICE']._serialized_start=1076
-  _globals['_REPLICASETSERVICE']._serialized_end=1565
+  _globals['_PODTEMPLATESPEC']._serialized_start=115
+  _globals['_PODTEMPLATESPEC']._serialized_end=207
+  _globals['_REPLICASETSPEC']._serialized_start=210
+  _globals['_REPLICASETSPEC']._serialized_end=379
+  _globals['_REPLICASETSTATUS']._serialized_start=382
+  _globals['_REPLICASETSTATUS']._serialized_end=573
+  _globals['_REPLICASET']._serialized_start=576
+  _globals['_REPLICASET']._serialized_end=750
+  _globals['_REPLICASETLIST']._serialized_start=752
+  _globals['_REPLICASETLIST']._serialized_end=832
+  _globals['_REPLICASETWATCHEVENT']._serialized_start=835
+  _globals['_REPLICASETWATCHEVENT']._serialized_end=1011
+  _globals['_SCALEREQUEST']._serialized_start=1013
+  _globals['_SCALEREQUEST']._serialized_end=1106
+  _globals['_ROLLINGUPDATEDEPLOYMENT']._serialized_start=1108
+  _globals['_ROLLINGUPDATEDEPLOYMENT']._serialized_end=1177
+  _globals['_DEPLOYMENTSTRATEGY']._serialized_start=1179
+  _globals['_DEPLOYMENTSTRATEGY']._serialized_end=1273
+  _globals['_DEPLOYMENTSPEC']._serialized_start=1276
+  _globals['_DEPLOYMENTSPEC']._serialized_end=1644
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=1647
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=1862
+  _globals['_DEPLOYMENT']._serialized_start=1865
+  _globals['_DEPLOYMENT']._serialized_end=2039
+  _globals['_DEPLOYMENTLIST']._serialized_start=2041
+  _globals['_DEPLOYMENTLIST']._serialized_end=2121
+  _globals['_DEPLOYMENTWATCHEVENT']._serialized_start=2124
+  _globals['_DEPLOYMENTWATCHEVENT']._serialized_end=2300
+  _globals['_JOBSPEC']._serialized_start=2303
+  _globals['_JOBSPEC']._serialized_end=2712
+  _globals['_JOBSTATUS']._serialized_start=2715
+  _globals['_JOBSTATUS']._serialized_end=2935
+  _globals['_JOB']._serialized_start=2938
+  _globals['_JOB']._serialized_end=3091
+  _globals['_JOBLIST']._serialized_start=3093
+  _globals['_JOBLIST']._serialized_end=3159
+  _globals['_JOBWATCHEVENT']._serialized_start=3162
+  _globals['_JOBWATCHEVENT']._serialized_end=3317
+  _globals['_ROLLINGUPDATEDAEMONSET']._serialized_start=3319
+  _globals['_ROLLINGUPDATEDAEMONSET']._serialized_end=3387
+  _globals['_DAEMONSETUPDATESTRATEGY']._serialized_start=3389
+  _globals['_DAEMONSETUPDATESTRATEGY']._serialized_end=3487
+  _globals['_DAEMONSETSPEC']._serialized_start=3490
+  _globals['_DAEMONSETSPEC']._serialized_end=3747
+  _globals['_DAEMONSETSTATUS']._serialized_start=3750
+  _globals['_DAEMONSETSTATUS']._serialized_end=4045
+  _globals['_DAEMONSET']._serialized_start=4048
+  _globals['_DAEMONSET']._serialized_end=4219
+  _globals['_DAEMONSETLIST']._serialized_start=4221
+  _globals['_DAEMONSETLIST']._serialized_end=4299
+  _globals['_DAEMONSETWATCHEVENT']._serialized_start=4302
+  _globals['_DAEMONSETWATCHEVENT']._serialized_end=4475
+  _globals['_REPLICASETSERVICE']._serialized_start=4478
+  _globals['_REPLICASETSERVICE']._serialized_end=4967
+  _globals['_DEPLOYMENTSERVICE']._serialized_start=4970
+  _globals['_DEPLOYMENTSERVICE']._serialized_end=5459
+  _globals['_JOBSERVICE']._serialized_start=5462
+  _globals['_JOBSERVICE']._serialized_end=5817
+  _globals['_DAEMONSETSERVICE']._serialized_start=5820
+  _globals['_DAEMONSETSERVICE']._serialized_end=6241
 # @@protoc_insertion_point(module_scope)

@@ -401,3 +401,1042 @@ class ReplicaSetService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class DeploymentServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Create = channel.unary_unary(
+                '/cowpod.v1.DeploymentService/Create',
+                request_serializer=cowpod_dot_v1_dot_workload__pb2.Deployment.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.Get = channel.unary_unary(
+                '/cowpod.v1.DeploymentService/Get',
+                request_serializer=cowpod_dot_v1_dot_meta__pb2.ObjectKey.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/cowpod.v1.DeploymentService/List',
+                request_serializer=cowpod_dot_v1_dot_meta__pb2.ListOptions.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.DeploymentList.FromString,
+                _registered_method=True)
+        self.Update = channel.unary_unary(
+                '/cowpod.v1.DeploymentService/Update',
+                request_serializer=cowpod_dot_v1_dot_workload__pb2.Deployment.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.UpdateStatus = channel.unary_unary(
+                '/cowpod.v1.DeploymentService/UpdateStatus',
+                request_serializer=cowpod_dot_v1_dot_workload__pb2.Deployment.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.Scale = channel.unary_unary(
+                '/cowpod.v1.DeploymentService/Scale',
+                request_serializer=cowpod_dot_v1_dot_workload__pb2.ScaleRequest.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/cowpod.v1.DeploymentService/Delete',
+                request_serializer=cowpod_dot_v1_dot_meta__pb2.DeleteOptions.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/cowpod.v1.DeploymentService/Watch',
+                request_serializer=cowpod_dot_v1_dot_meta__pb2.WatchOptions.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.DeploymentWatchEvent.FromString,
+                _registered_method=True)
+
+
+class DeploymentServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Create(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Update(self, request, context):
+        """Replaces labels, annotations and spec; resource_version guards it when non-zero.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scale(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Deletes at once; the Deployment controller then deletes its ReplicaSets (background cascade).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DeploymentServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Create': grpc.unary_unary_rpc_method_handler(
+                    servicer.Create,
+                    request_deserializer=cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.Deployment.SerializeToString,
+            ),
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=cowpod_dot_v1_dot_meta__pb2.ObjectKey.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.Deployment.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=cowpod_dot_v1_dot_meta__pb2.ListOptions.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.DeploymentList.SerializeToString,
+            ),
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.Deployment.SerializeToString,
+            ),
+            'UpdateStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateStatus,
+                    request_deserializer=cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.Deployment.SerializeToString,
+            ),
+            'Scale': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scale,
+                    request_deserializer=cowpod_dot_v1_dot_workload__pb2.ScaleRequest.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.Deployment.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=cowpod_dot_v1_dot_meta__pb2.DeleteOptions.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.Deployment.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=cowpod_dot_v1_dot_meta__pb2.WatchOptions.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.DeploymentWatchEvent.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cowpod.v1.DeploymentService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cowpod.v1.DeploymentService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DeploymentService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Create(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.DeploymentService/Create',
+            cowpod_dot_v1_dot_workload__pb2.Deployment.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.DeploymentService/Get',
+            cowpod_dot_v1_dot_meta__pb2.ObjectKey.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.DeploymentService/List',
+            cowpod_dot_v1_dot_meta__pb2.ListOptions.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.DeploymentList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.DeploymentService/Update',
+            cowpod_dot_v1_dot_workload__pb2.Deployment.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.DeploymentService/UpdateStatus',
+            cowpod_dot_v1_dot_workload__pb2.Deployment.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scale(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.DeploymentService/Scale',
+            cowpod_dot_v1_dot_workload__pb2.ScaleRequest.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.DeploymentService/Delete',
+            cowpod_dot_v1_dot_meta__pb2.DeleteOptions.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cowpod.v1.DeploymentService/Watch',
+            cowpod_dot_v1_dot_meta__pb2.WatchOptions.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.DeploymentWatchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class JobServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Create = channel.unary_unary(
+                '/cowpod.v1.JobService/Create',
+                request_serializer=cowpod_dot_v1_dot_workload__pb2.Job.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.Job.FromString,
+                _registered_method=True)
+        self.Get = channel.unary_unary(
+                '/cowpod.v1.JobService/Get',
+                request_serializer=cowpod_dot_v1_dot_meta__pb2.ObjectKey.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.Job.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/cowpod.v1.JobService/List',
+                request_serializer=cowpod_dot_v1_dot_meta__pb2.ListOptions.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.JobList.FromString,
+                _registered_method=True)
+        self.Update = channel.unary_unary(
+                '/cowpod.v1.JobService/Update',
+                request_serializer=cowpod_dot_v1_dot_workload__pb2.Job.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.Job.FromString,
+                _registered_method=True)
+        self.UpdateStatus = channel.unary_unary(
+                '/cowpod.v1.JobService/UpdateStatus',
+                request_serializer=cowpod_dot_v1_dot_workload__pb2.Job.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.Job.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/cowpod.v1.JobService/Delete',
+                request_serializer=cowpod_dot_v1_dot_meta__pb2.DeleteOptions.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.Job.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/cowpod.v1.JobService/Watch',
+                request_serializer=cowpod_dot_v1_dot_meta__pb2.WatchOptions.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.JobWatchEvent.FromString,
+                _registered_method=True)
+
+
+class JobServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Create(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Update(self, request, context):
+        """Replaces labels, annotations, parallelism, activeDeadlineSeconds, suspend and the TTL
+        (the template and completions are immutable, as in Kubernetes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Deletes at once; the Job controller then deletes its pods (background cascade).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_JobServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Create': grpc.unary_unary_rpc_method_handler(
+                    servicer.Create,
+                    request_deserializer=cowpod_dot_v1_dot_workload__pb2.Job.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.Job.SerializeToString,
+            ),
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=cowpod_dot_v1_dot_meta__pb2.ObjectKey.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.Job.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=cowpod_dot_v1_dot_meta__pb2.ListOptions.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.JobList.SerializeToString,
+            ),
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=cowpod_dot_v1_dot_workload__pb2.Job.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.Job.SerializeToString,
+            ),
+            'UpdateStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateStatus,
+                    request_deserializer=cowpod_dot_v1_dot_workload__pb2.Job.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.Job.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=cowpod_dot_v1_dot_meta__pb2.DeleteOptions.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.Job.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=cowpod_dot_v1_dot_meta__pb2.WatchOptions.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.JobWatchEvent.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cowpod.v1.JobService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cowpod.v1.JobService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class JobService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Create(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.JobService/Create',
+            cowpod_dot_v1_dot_workload__pb2.Job.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.JobService/Get',
+            cowpod_dot_v1_dot_meta__pb2.ObjectKey.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.JobService/List',
+            cowpod_dot_v1_dot_meta__pb2.ListOptions.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.JobList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.JobService/Update',
+            cowpod_dot_v1_dot_workload__pb2.Job.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.JobService/UpdateStatus',
+            cowpod_dot_v1_dot_workload__pb2.Job.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.JobService/Delete',
+            cowpod_dot_v1_dot_meta__pb2.DeleteOptions.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cowpod.v1.JobService/Watch',
+            cowpod_dot_v1_dot_meta__pb2.WatchOptions.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.JobWatchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class DaemonSetServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Create = channel.unary_unary(
+                '/cowpod.v1.DaemonSetService/Create',
+                request_serializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.FromString,
+                _registered_method=True)
+        self.Get = channel.unary_unary(
+                '/cowpod.v1.DaemonSetService/Get',
+                request_serializer=cowpod_dot_v1_dot_meta__pb2.ObjectKey.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/cowpod.v1.DaemonSetService/List',
+                request_serializer=cowpod_dot_v1_dot_meta__pb2.ListOptions.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.DaemonSetList.FromString,
+                _registered_method=True)
+        self.Update = channel.unary_unary(
+                '/cowpod.v1.DaemonSetService/Update',
+                request_serializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.FromString,
+                _registered_method=True)
+        self.UpdateStatus = channel.unary_unary(
+                '/cowpod.v1.DaemonSetService/UpdateStatus',
+                request_serializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/cowpod.v1.DaemonSetService/Delete',
+                request_serializer=cowpod_dot_v1_dot_meta__pb2.DeleteOptions.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/cowpod.v1.DaemonSetService/Watch',
+                request_serializer=cowpod_dot_v1_dot_meta__pb2.WatchOptions.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_workload__pb2.DaemonSetWatchEvent.FromString,
+                _registered_method=True)
+
+
+class DaemonSetServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Create(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Update(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Deletes at once; the DaemonSet controller then deletes its pods (background cascade).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DaemonSetServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Create': grpc.unary_unary_rpc_method_handler(
+                    servicer.Create,
+                    request_deserializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.SerializeToString,
+            ),
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=cowpod_dot_v1_dot_meta__pb2.ObjectKey.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=cowpod_dot_v1_dot_meta__pb2.ListOptions.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.DaemonSetList.SerializeToString,
+            ),
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.SerializeToString,
+            ),
+            'UpdateStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateStatus,
+                    request_deserializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=cowpod_dot_v1_dot_meta__pb2.DeleteOptions.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.DaemonSet.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=cowpod_dot_v1_dot_meta__pb2.WatchOptions.FromString,
+                    response_serializer=cowpod_dot_v1_dot_workload__pb2.DaemonSetWatchEvent.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cowpod.v1.DaemonSetService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cowpod.v1.DaemonSetService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DaemonSetService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Create(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.DaemonSetService/Create',
+            cowpod_dot_v1_dot_workload__pb2.DaemonSet.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.DaemonSet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.DaemonSetService/Get',
+            cowpod_dot_v1_dot_meta__pb2.ObjectKey.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.DaemonSet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.DaemonSetService/List',
+            cowpod_dot_v1_dot_meta__pb2.ListOptions.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.DaemonSetList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.DaemonSetService/Update',
+            cowpod_dot_v1_dot_workload__pb2.DaemonSet.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.DaemonSet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.DaemonSetService/UpdateStatus',
+            cowpod_dot_v1_dot_workload__pb2.DaemonSet.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.DaemonSet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cowpod.v1.DaemonSetService/Delete',
+            cowpod_dot_v1_dot_meta__pb2.DeleteOptions.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.DaemonSet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cowpod.v1.DaemonSetService/Watch',
+            cowpod_dot_v1_dot_meta__pb2.WatchOptions.SerializeToString,
+            cowpod_dot_v1_dot_workload__pb2.DaemonSetWatchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
