@@ -11,8 +11,8 @@
     asyncio.run(main())
 
 `Client` holds one gRPC channel and a typed stub per service (`pods`, `nodes`,
-`vms`, `events`, `leases`, `replicasets`). `call` retries a unary call on UNAVAILABLE with capped
-exponential back-off, which is what every component wants while the
+`vms`, `events`, `leases`, `replicasets`, `deployments`, `jobs`, `daemonsets`). `call` retries a
+unary call on UNAVAILABLE with capped exponential back-off, which is what every component wants while the
 controller or etcd restarts; callers that must not repeat a non-idempotent
 write use the stub directly.
 """
@@ -87,6 +87,9 @@ class Client:
         self.events = event_pb2_grpc.EventServiceStub(self.channel)
         self.leases = lease_pb2_grpc.LeaseServiceStub(self.channel)
         self.replicasets = workload_pb2_grpc.ReplicaSetServiceStub(self.channel)
+        self.deployments = workload_pb2_grpc.DeploymentServiceStub(self.channel)
+        self.jobs = workload_pb2_grpc.JobServiceStub(self.channel)
+        self.daemonsets = workload_pb2_grpc.DaemonSetServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     async def __aenter__(self) -> Client:

@@ -44,7 +44,17 @@ REPLICASET = KindInfo(
     ("replicaset", "replicasets", "rs"),
 )
 
-KINDS: tuple[KindInfo, ...] = (POD, NODE, VM, EVENT, LEASE, REPLICASET)
+DEPLOYMENT = KindInfo(
+    "Deployment", ("apps/v1",), workload_pb2.Deployment, True, "deployments",
+    ("deployment", "deployments", "deploy"),
+)
+JOB = KindInfo("Job", ("batch/v1",), workload_pb2.Job, True, "jobs", ("job", "jobs"))
+DAEMONSET = KindInfo(
+    "DaemonSet", ("apps/v1",), workload_pb2.DaemonSet, True, "daemonsets",
+    ("daemonset", "daemonsets", "ds"),
+)
+
+KINDS: tuple[KindInfo, ...] = (POD, NODE, VM, EVENT, LEASE, REPLICASET, DEPLOYMENT, JOB, DAEMONSET)
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}
 _BY_ALIAS: dict[str, KindInfo] = {a: k for k in KINDS for a in k.aliases}
 _BY_MESSAGE: dict[str, KindInfo] = {k.message.DESCRIPTOR.full_name: k for k in KINDS}

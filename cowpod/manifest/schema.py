@@ -49,6 +49,8 @@ QUANTITY_FIELDS: dict[tuple[str, str], tuple[str, Unit]] = {
 _EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     ("cowpod.v1.PodSpec", "restart_policy"): ("Always", "OnFailure", "Never"),
+    ("cowpod.v1.DeploymentStrategy", "type"): ("RollingUpdate", "Recreate"),
+    ("cowpod.v1.DaemonSetUpdateStrategy", "type"): ("RollingUpdate", "OnDelete"),
     ("cowpod.v1.Container", "image_pull_policy"): ("Always", "IfNotPresent", "Never"),
     ("cowpod.v1.ContainerPort", "protocol"): ("TCP", "UDP", "SCTP"),
     ("cowpod.v1.HTTPGetAction", "scheme"): ("HTTP", "HTTPS"),
@@ -95,6 +97,10 @@ INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
 INT_OR_STRING_FIELDS: frozenset[tuple[str, str]] = frozenset(
     {
         ("cowpod.v1.ServicePort", "target_port"),
+        ("cowpod.v1.RollingUpdateDeployment", "max_surge"),
+        ("cowpod.v1.RollingUpdateDeployment", "max_unavailable"),
+        ("cowpod.v1.RollingUpdateDaemonSet", "max_surge"),
+        ("cowpod.v1.RollingUpdateDaemonSet", "max_unavailable"),
     }
 )
 
