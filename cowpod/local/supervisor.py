@@ -260,10 +260,27 @@ def parse_listen(address: str) -> tuple[str, int]:
 
 
 def port_in_use(address: str) -> bool:
+    """Is something listening on `address` (so a server could not listen there)?
+
+    A listener answers a connect. Not a plain bind: after `cowpod down` the
+    connections the old server closed first sit in TIME_WAIT on that port for
+    a minute, and a bind without SO_REUSEADDR fails on them although nothing
+    listens. The servers we start (gRPC, etcd) bind with SO_REUSEADDR, so the
+    second check binds with it too: it still fails on a listener the connect
+    cannot reach (e.g. one on another address of a wildcard), never on
+    TIME_WAIT."""
     host, port = parse_listen(address)
-    with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as s:
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    with socket.socket(family) as s:
+        s.settimeout(1.0)
+        if s.connect_ex((target, port)) == 0:
+            return True
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((host.strip("[]"), port))
+            s.bind((host, port))
         except OSError:
             return True
     return False

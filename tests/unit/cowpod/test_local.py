@@ -33,6 +33,7 @@ from cowpod.local.supervisor import (
     etcd_components,
     etcd_member_names,
     last_log_line,
+    port_in_use,
     read_etcd_ports,
     scheduler_command,
     scheduler_env,
@@ -42,7 +43,7 @@ from cowpod.pki import ClusterPKI
 
 
 def state(data_dir: pathlib.Path, **kw: object) -> ClusterState:
-    base = dict(
+    base: dict[str, object] = dict(
         cluster_id="cp-1234567890",
         data_dir=str(data_dir),
         controller="127.0.0.1:7171",
@@ -163,6 +164,35 @@ def test_prerequisites_refuse_a_busy_listen_address(tmp_path: pathlib.Path) -> N
         port = s.getsockname()[1]
         with pytest.raises(SupervisorError, match=f"127.0.0.1:{port} is already in use"):
             check_prerequisites(UpOptions(listen=f"127.0.0.1:{port}", provider="sim"), Layout(tmp_path))
+
+
+def test_prerequisites_pass_a_port_whose_old_connections_sit_in_time_wait(tmp_path: pathlib.Path) -> None:
+    """#16: `cowpod down` then `up` within a minute failed with "already in use"
+    when the old server had hung up on a caller: its side of that connection sits
+    in TIME_WAIT on the port, and the check bound without SO_REUSEADDR."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as caller:
+            conn, _ = listener.accept()
+            conn.close()  # the server hangs up first: its end goes to TIME_WAIT
+            assert caller.recv(1) == b""
+    # The condition of the bug is there: a plain bind fails although nothing listens.
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))
+    assert not port_in_use(f"127.0.0.1:{port}")
+    check_prerequisites(UpOptions(listen=f"127.0.0.1:{port}", provider="sim"), Layout(tmp_path))
+
+
+def test_port_in_use_sees_a_listener_on_the_wildcard_address() -> None:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert port_in_use(f"127.0.0.1:{port}")
+        assert port_in_use(f"0.0.0.0:{port}")
 
 
 def test_prerequisites_refuse_a_socket_path_too_long(tmp_path: pathlib.Path) -> None:
