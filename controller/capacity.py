@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cowpod import podresources
-from cowpod.quantity import format_cpu, format_memory
+from cowpod.api.quantity import format_cpu, format_memory
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 
 DEFAULT_MAX_PODS = 110

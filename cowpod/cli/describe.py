@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cowpod import quantity
+from cowpod.api import quantity
 from cowpod.cli import printers
 from cowpod.manifest.timefmt import format_rfc3339
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2, vm_pb2

@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cowpod import quantity
+from cowpod.api import quantity
 from cowpod.v1 import event_pb2, node_pb2, pod_pb2, vm_pb2, workload_pb2
 
 NONE = "<none>"

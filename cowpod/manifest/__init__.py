@@ -6,7 +6,7 @@
 
 Field names are the protos' camelCase JSON names; quantities are Kubernetes
 strings (`500m`, `64Mi`); times are RFC 3339. Errors name the file, the
-document and the field path. Imports only `cowpod.v1` and `cowpod.quantity`.
+document and the field path. Imports only `cowpod.v1` and `cowpod.api`.
 """
 
 from cowpod.manifest.decode import decode_into

@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from cowpod import quantity
+from cowpod.api import quantity
 from cowpod.manifest import schema
 from cowpod.manifest.kinds import of_message
 from cowpod.manifest.schema import FieldSpec, Unit

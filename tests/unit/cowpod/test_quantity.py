@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cowpod.quantity import (
+from cowpod.api.quantity import (
     QuantityError,
     format_cpu,
     format_memory,
