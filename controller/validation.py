@@ -179,6 +179,15 @@ def _resources(errs: Errors, path: str, r: pod_pb2.ResourceRequirements) -> None
             errs.add(f"{path}.requests.{k}", f"must be less than or equal to {k} limit")
 
 
+def port_name(errs: Errors, path: str, name: str) -> bool:
+    """An IANA_SVC_NAME, as containerPort names and the named ports that refer to them are."""
+    if len(name) > 15 or not _PORT_NAME.match(name):
+        errs.add(path, f"invalid port name {name!r}: must be no more than 15 "
+                       "lower case alphanumeric characters or '-'")
+        return False
+    return True
+
+
 def _port(errs: Errors, path: str, port: int, *, allow_zero: bool = False) -> None:
     if allow_zero and port == 0:
         return
@@ -229,11 +238,8 @@ def _container(errs: Errors, path: str, c: pod_pb2.Container, volume_names: set[
         _port(errs, f"{pp}.containerPort", p.container_port)
         _port(errs, f"{pp}.hostPort", p.host_port, allow_zero=True)
         one_of(errs, f"{pp}.protocol", p.protocol, PROTOCOLS)
-        if p.name:
-            if len(p.name) > 15 or not _PORT_NAME.match(p.name):
-                errs.add(f"{pp}.name", f"invalid port name {p.name!r}: must be no more than 15 "
-                                       "lower case alphanumeric characters or '-'")
-            elif p.name in port_names:
+        if p.name and port_name(errs, f"{pp}.name", p.name):
+            if p.name in port_names:
                 errs.add(f"{pp}.name", f"duplicate port name {p.name!r}")
             port_names.add(p.name)
     for i, e in enumerate(c.env):
