@@ -64,6 +64,9 @@ def decode_into(data: Any, msg: Message, path: str) -> None:
         fpath = join(path, key)
         spec = names.get(key)
         if spec is None:
+            refused = schema.REFUSED_FIELDS.get((desc.full_name, key))
+            if refused is not None:
+                raise FieldError(fpath, refused)
             raise FieldError(fpath, "unknown field" + _did_you_mean(key, desc))
         if spec.fd.name in seen:
             raise FieldError(fpath, f"set twice (also as {seen[spec.fd.name]})")
@@ -98,7 +101,11 @@ def _decode_field(msg: Message, spec: FieldSpec, value: Any, path: str) -> None:
         sub = getattr(msg, fd.name)
         sub.SetInParent()
         _decode_message_value(value, sub, path)
+    elif spec.key in schema.PORT_NAME_FIELDS and isinstance(value, str) and not value.isdigit():
+        setattr(msg, schema.PORT_NAME_FIELDS[spec.key], value)  # `port: http`, resolved at create
     else:
+        if spec.key in schema.PORT_NAME_FIELDS and isinstance(value, str):
+            value = int(value)
         setattr(msg, fd.name, _scalar(spec, value, path))
 
 

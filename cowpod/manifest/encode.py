@@ -65,6 +65,9 @@ def _encode_field(msg: Message, spec: FieldSpec) -> Any:
         return [_encode_single(fd, v, spec) for v in value]
     if fd.type == FieldDescriptor.TYPE_MESSAGE:
         return _encode_single(fd, value, spec) if msg.HasField(fd.name) else _OMIT
+    port_name = schema.PORT_NAME_FIELDS.get(spec.key)
+    if port_name is not None and getattr(msg, port_name):
+        return getattr(msg, port_name)  # `port: http` prints back as written
     if fd.has_presence:
         return _encode_single(fd, value, spec) if msg.HasField(fd.name) else _OMIT
     if value == fd.default_value and spec.key not in schema.ALWAYS_PRINTED:

@@ -13,8 +13,13 @@ manifest name is its protobuf JSON name (lowerCamelCase: `restart_policy` ->
 - Kubernetes' IntOrString (`targetPort: 8080` or `targetPort: http`, `maxSurge: 25%`):
   a string field listed in INT_OR_STRING_FIELDS that also takes an integer, and
   prints one back when it holds only digits;
-- Kubernetes acronym spellings (`hostIP`, `containerID`) accepted on input next
-  to the JSON names (`hostIp`, `containerId`) that cowpod prints.
+- Kubernetes acronym spellings (`hostIP`, `podIP`, `containerID`): printed as
+  Kubernetes prints them (so `-o jsonpath='{.status.podIP}'` works), and
+  accepted on input next to the protobuf JSON names (`hostIp`, `containerId`);
+- probe and lifecycle ports (`port: 8080` or `port: http`): an integer field
+  whose name form is kept in a hidden sibling string field (PORT_NAME_FIELDS);
+- Kubernetes fields cowpod knows and refuses on purpose, with the reason
+  (REFUSED_FIELDS), so such a manifest fails with why, not "unknown field".
 """
 
 from __future__ import annotations
@@ -104,6 +109,47 @@ INT_OR_STRING_FIELDS: frozenset[tuple[str, str]] = frozenset(
     }
 )
 
+# Kubernetes IntOrString ports kept as an int32 plus a string sibling holding a port's
+# name (`port: http`), which the controller resolves against the container's ports at
+# create. The sibling has no manifest name of its own: it reads and prints as `port`.
+PORT_NAME_FIELDS: dict[tuple[str, str], str] = {
+    ("cowpod.v1.HTTPGetAction", "port"): "port_name",
+    ("cowpod.v1.TCPSocketAction", "port"): "port_name",
+}
+_HIDDEN_FIELDS = frozenset((msg, sibling) for (msg, _), sibling in PORT_NAME_FIELDS.items())
+
+# Kubernetes fields that cowpod refuses on purpose: (message, manifest name) -> why. A
+# manifest that sets one fails at apply with this reason instead of "unknown field".
+_HOST_NS = "pods share their VM's network, PID and IPC namespaces only through cowpod; " \
+    "host namespaces are refused by the pod security rules"
+REFUSED_FIELDS: dict[tuple[str, str], str] = {
+    ("cowpod.v1.PodSpec", "hostNetwork"): _HOST_NS,
+    ("cowpod.v1.PodSpec", "hostPID"): _HOST_NS,
+    ("cowpod.v1.PodSpec", "hostIPC"): _HOST_NS,
+    ("cowpod.v1.PodSpec", "hostUsers"): "user namespaces are not supported",
+    ("cowpod.v1.PodSpec", "hostAliases"): "not supported: a pod's /etc/hosts is its VM's, read-only",
+    ("cowpod.v1.PodSpec", "dnsConfig"): "not supported: a pod uses its VM's resolver",
+    ("cowpod.v1.PodSpec", "readinessGates"): "not supported: no controller sets custom pod conditions",
+    ("cowpod.v1.PodSpec", "ephemeralContainers"): "not supported",
+    ("cowpod.v1.PodSpec", "overhead"): "not supported: no RuntimeClass overhead",
+    ("cowpod.v1.PodSpec", "os"): "not supported: every node runs Linux",
+    ("cowpod.v1.PodSpec", "resourceClaims"): "dynamic resource allocation is not supported",
+    ("cowpod.v1.PodSpec", "schedulingGates"): "not supported",
+    ("cowpod.v1.PodSpec", "setHostnameAsFQDN"): "not supported",
+    ("cowpod.v1.Container", "restartPolicy"): "per-container restartPolicy (sidecar init containers) "
+                                              "is not supported",
+    ("cowpod.v1.Container", "resizePolicy"): "in-place resize is not supported",
+    ("cowpod.v1.Container", "volumeDevices"): "block volumes are not supported",
+    ("cowpod.v1.Probe", "grpc"): "gRPC probes are not supported: use exec, httpGet or tcpSocket",
+    ("cowpod.v1.VolumeMount", "mountPropagation"): "mount propagation is not supported",
+    ("cowpod.v1.VolumeMount", "subPathExpr"): "subPathExpr is not supported",
+    ("cowpod.v1.VolumeMount", "recursiveReadOnly"): "not supported",
+    **{("cowpod.v1.Volume", v): f"{v} volumes are not supported (emptyDir, hostPath, configMap "
+                                "and secret are)"
+       for v in ("persistentVolumeClaim", "downwardAPI", "projected", "nfs", "gitRepo", "csi",
+                 "ephemeral", "image", "iscsi", "awsElasticBlockStore", "gcePersistentDisk")},
+}
+
 # Printed even when zero, as Kubernetes does (an exit code of 0 means something).
 ALWAYS_PRINTED: frozenset[tuple[str, str]] = frozenset(
     {
@@ -173,36 +219,41 @@ class FieldSpec:
         return (self.fd.containing_type.full_name, self.fd.name)
 
 
+_ACRONYMS = {"ip": "IP", "id": "ID", "ips": "IPs", "ids": "IDs"}
+
+
 def _acronym_alias(fd: Any) -> str | None:
-    """`host_ip` -> `hostIP`: the Kubernetes spelling of an id/ip field."""
+    """`host_ip` -> `hostIP`, `pod_ips` -> `podIPs`: the Kubernetes spelling of an id/ip field."""
     parts: list[str] = fd.name.split("_")
-    if len(parts) < 2 or parts[-1] not in ("ip", "id"):
+    if len(parts) < 2 or parts[-1] not in _ACRONYMS:
         return None
-    return parts[0] + "".join(p.capitalize() for p in parts[1:-1]) + parts[-1].upper()
+    return parts[0] + "".join(p.capitalize() for p in parts[1:-1]) + _ACRONYMS[parts[-1]]
 
 
 @cache
 def fields_of(desc: Any) -> tuple[FieldSpec, ...]:
-    """The message's fields in proto order, with their manifest names."""
+    """The message's fields in proto order, with their manifest names (Kubernetes'
+    acronym spelling where it has one: `podIP`, `containerID`)."""
     out = []
     for fd in desc.fields:
+        if (desc.full_name, fd.name) in _HIDDEN_FIELDS:
+            continue
         special = QUANTITY_FIELDS.get((desc.full_name, fd.name))
         if special is not None:
             out.append(FieldSpec(special[0], fd, special[1]))
         else:
-            out.append(FieldSpec(fd.json_name, fd))
+            out.append(FieldSpec(_acronym_alias(fd) or fd.json_name, fd))
     return tuple(out)
 
 
 @cache
 def input_names(desc: Any) -> dict[str, FieldSpec]:
-    """Every name accepted on input for the message's fields (JSON name and acronym alias)."""
+    """Every name accepted on input for the message's fields (acronym spelling and JSON name)."""
     names: dict[str, FieldSpec] = {}
     for spec in fields_of(desc):
         names[spec.name] = spec
-        alias = _acronym_alias(spec.fd)
-        if alias is not None and spec.unit is None:
-            names[alias] = spec
+        if spec.unit is None:
+            names.setdefault(spec.fd.json_name, spec)
     return names
 
 

@@ -26,7 +26,7 @@ EXAMPLES = """
   cowpod get nodes -o wide              # nodes with IP, allocatable CPU/memory and pod count
   cowpod get vms -o wide                # VMs with IP, clone kind and children
   cowpod get events -w                  # events, then new ones as they happen
-  cowpod get pod web -o jsonpath='{.status.podIp}'
+  cowpod get pod web -o jsonpath='{.status.podIP}'
 """
 
 

@@ -25,7 +25,7 @@ EXAMPLES = """
   cowpod wait pod web --for condition=Ready
   cowpod wait node vm-1 --for condition=Ready
   cowpod wait vm vm-2 --for condition=Ready        # VM Running and its node Ready
-  cowpod wait pod web --for=jsonpath='{.status.podIp}'        # any non-empty value
+  cowpod wait pod web --for=jsonpath='{.status.podIP}'        # any non-empty value
   cowpod wait pod web --for=jsonpath='{.status.containerStatuses[0].ready}'=true
   cowpod wait pod web --for delete --timeout 60s
 """

@@ -10,6 +10,7 @@ import yaml
 from google.protobuf.message import Message
 
 from cowpod.manifest import decode_object, encode_object, load_text, to_json, to_yaml
+from cowpod.v1 import pod_pb2
 from tests.unit.cowpod import builders
 
 HELLO = """\
@@ -100,7 +101,7 @@ status:
   - type: Ready
     status: 'False'
     lastTransitionTime: '2026-11-25T10:00:02Z'
-  podIp: 172.17.0.3
+  podIP: 172.17.0.3
   startTime: '2026-11-25T10:00:01Z'
   containerStatuses:
   - name: hello
@@ -254,16 +255,26 @@ def test_api_version_and_kind_are_filled_when_the_server_leaves_them_empty() -> 
     assert encode_object(v)["kind"] == "VM"
 
 
-def test_kubernetes_acronym_spellings_are_accepted_on_input() -> None:
-    text = HELLO.replace("podIp:", "podIP:")
+def test_protobuf_json_spellings_of_acronyms_are_accepted_on_input() -> None:
+    text = HELLO.replace("podIP:", "podIp:")
     (doc,) = load_text(text, "x.yaml")
     assert doc.obj.status.pod_ip == "172.17.0.3"
+
+
+def test_output_spells_acronyms_as_kubernetes_does() -> None:
+    pod = pod_pb2.Pod()
+    pod.status.pod_ip, pod.status.host_ip = "10.0.0.2", "10.0.0.1"
+    pod.status.container_statuses.add(name="c", container_id="docker://x", image_id="sha256:y")
+    status = encode_object(pod)["status"]
+    assert status["podIP"] == "10.0.0.2" and status["hostIP"] == "10.0.0.1"
+    assert status["containerStatuses"][0]["containerID"] == "docker://x"
+    assert status["containerStatuses"][0]["imageID"] == "sha256:y"
 
 
 def test_field_set_twice_through_an_alias_is_an_error() -> None:
     from cowpod.manifest import ManifestError
 
-    text = HELLO.replace("  podIp: 172.17.0.3\n", "  podIp: 172.17.0.3\n  podIP: 172.17.0.4\n")
+    text = HELLO.replace("  podIP: 172.17.0.3\n", "  podIP: 172.17.0.3\n  podIp: 172.17.0.4\n")
     with pytest.raises(ManifestError, match="set twice"):
         load_text(text, "x.yaml")
 

@@ -140,7 +140,7 @@ def test_events_table_sorted_by_last_seen_with_counts() -> None:
 def test_name_and_jsonpath_output() -> None:
     pods = [builders.pod(), builders.pod("web")]
     assert output.render_objects(POD, pods, NOW, output="name") == "pod/hello\npod/web\n"
-    one = output.render_objects(POD, pods[:1], NOW, output="jsonpath={.status.podIp}", single=True)
+    one = output.render_objects(POD, pods[:1], NOW, output="jsonpath={.status.podIP}", single=True)
     assert one == "172.17.0.3\n"
     names = output.render_objects(POD, pods, NOW, output="jsonpath={.items[*].metadata.name}")
     assert names == "hello web\n"
