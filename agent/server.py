@@ -47,12 +47,35 @@ async def find_container(
         raise NotFound(f"container {container} is not valid for pod {req_pod}")
     inst = instances(await agent.runtime.list_containers(pod_uid=pod.metadata.uid), container, kind)
     if previous:
-        if len(inst) < 2:
+        prev = previous_instance(inst, agent.statuses.get(pod.metadata.uid), container)
+        if prev is None:
             raise NotFound(f'previous terminated container "{container}" in pod "{req_pod}" not found')
-        return inst[-2]
+        return prev
     if not inst:
         raise FailedPrecondition(f'container "{container}" in pod "{req_pod}" is waiting to start')
     return inst[-1]
+
+
+def previous_instance(
+    inst: Sequence[ContainerInfo], status: pod_pb2.PodStatus | None, container: str
+) -> ContainerInfo | None:
+    """The instance `logs --previous` means: the one the pod status reports as the
+    container's `lastState.terminated`, as kubelet does.
+
+    Not simply the second newest: while a crashed container waits out its back-off
+    there is no current instance, `lastState` is the newest dead one, and the older
+    ones are already garbage (the agent keeps one dead instance besides the newest),
+    so "second newest" answered "not found" for every crash-looping container. With
+    no status yet (the agent just restarted), the instance before the newest."""
+    if status is not None:
+        for cs in (*status.container_statuses, *status.init_container_statuses):
+            if cs.name != container:
+                continue
+            cid = cs.last_state.terminated.container_id.removeprefix("docker://")
+            found = next((c for c in inst if cid and c.id == cid and c.dead), None)
+            if found is not None:
+                return found
+    return inst[-2] if len(inst) > 1 else None
 
 
 async def _abort(context: grpc.aio.ServicerContext[object, object], err: Exception) -> None:

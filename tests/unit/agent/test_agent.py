@@ -18,7 +18,9 @@ from agent.config import AgentConfig, BackoffPolicy
 from agent.daemon import Agent
 from agent.runtime import Kind, RunState
 from agent.runtime_fake import Behaviour, FakeRuntime
+from agent.server import find_container
 from cowpod.clock import FakeClock
+from cowpod.errors import NotFound
 from cowpod.v1 import pod_pb2
 from tests.unit.agent.fakes import FakeControlPlane, container, pod
 
@@ -195,6 +197,40 @@ async def test_crash_loop_backs_off_and_counts_restarts(env: Env) -> None:
     assert "BackOff" in env.cp.reasons()
     # only the newest dead instance is kept besides the current one
     assert len([c for c in env.rt.containers.values() if c.info.name == "app"]) <= 2
+
+
+async def test_logs_previous_of_a_crash_looping_container_is_its_last_run(env: Env) -> None:
+    """#16: `cowpod logs --previous` answered "not found" for a container waiting out
+    its back-off: it took the second newest instance, which garbage collection had
+    removed. Like kubelet, it is the instance `lastState.terminated` names."""
+    env.cp.put(pod("c", container("app", "crash")))
+    await env.until(
+        lambda: env.app("c").restart_count >= 2 and env.app("c").state.waiting.reason == "CrashLoopBackOff",
+        step=0.25,
+    )
+    got = await find_container(env.agent, "default", "c", "app", previous=True)
+    assert f"docker://{got.id}" == env.app("c").last_state.terminated.container_id
+    assert got.dead and got.attempt == env.app("c").restart_count
+    assert b"".join([b async for b in env.rt.logs(got.id)]) == b"boom\n"
+
+
+async def test_logs_previous_of_a_restarted_running_container_is_the_one_before(env: Env) -> None:
+    env.rt.images.add("once")
+    env.rt.behaviour["once"] = Behaviour(exit_code=1, runs_for=1.0, logs=b"first\n")
+    env.cp.put(pod("r", container("app", "once")))
+    await env.until(lambda: env.app("r").restart_count == 1, step=0.25)
+    env.rt.behaviour["once"] = Behaviour(logs=b"second\n")  # the next instance keeps running
+    await env.until(lambda: env.app("r").restart_count == 2 and env.app("r").state.HasField("running"))
+    got = await find_container(env.agent, "default", "r", "app", previous=True)
+    assert f"docker://{got.id}" == env.app("r").last_state.terminated.container_id
+    assert got.attempt == 1
+
+
+async def test_logs_previous_without_a_restart_is_not_found(env: Env) -> None:
+    env.cp.put(pod("n", container("app", "crash"), restart_policy="Never"))
+    await env.until(lambda: env.status("n").phase == "Failed")
+    with pytest.raises(NotFound, match='previous terminated container "app" in pod "n" not found'):
+        await find_container(env.agent, "default", "n", "app", previous=True)
 
 
 async def test_never_restart_pod_fails_and_stops_sandbox(env: Env) -> None:
