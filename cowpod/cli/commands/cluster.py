@@ -6,7 +6,8 @@ import argparse
 import json
 import pathlib
 
-from cowpod import clusterconfig, quantity
+from cowpod import clusterconfig
+from cowpod.api import quantity
 from cowpod.auth.config import ConnectionSettings
 from cowpod.auth.credentials import connect
 from cowpod.cli import printers
