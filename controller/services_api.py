@@ -1,0 +1,177 @@
+"""Services and Endpoints as stored objects: kinds, validation, defaults, CRUD, servicers.
+
+cowpod runs no service proxy, so every Service is headless (Kubernetes'
+`clusterIP: None`): a Service is a name and a selector, and its Endpoints —
+kept by `controller.endpoints` — list the ready pods' addresses, which each
+node agent's DNS answers for `<service>`, `<service>.<namespace>` and
+`<service>.<namespace>.svc.cluster.local`. What that rules out is refused at
+create with the field and the reason rather than accepted and ignored:
+`type: NodePort|LoadBalancer|ExternalName` and a `clusterIP` other than None.
+
+Endpoints are read-only to clients (the API has no write verb for them); the
+endpoints loop writes them in-process, and deleting a Service deletes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from controller import validation
+from controller.kinds import Kind
+from controller.metrics import Metrics
+from controller.resource import Resource
+from controller.rpc import Ctx
+from cowpod.errors import NotFound
+from cowpod.v1 import meta_pb2, service_pb2
+
+SERVICES: Kind[service_pb2.Service] = Kind(
+    "services", "Service", "v1", True, service_pb2.Service, service_pb2.ServiceList,
+    service_pb2.ServiceWatchEvent,
+)
+ENDPOINTS: Kind[service_pb2.Endpoints] = Kind(
+    "endpoints", "Endpoints", "v1", True, service_pb2.Endpoints, service_pb2.EndpointsList,
+    service_pb2.EndpointsWatchEvent,
+)
+
+HEADLESS = "None"
+SERVICE_TYPES = ("ClusterIP",)
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+_WHY_HEADLESS = "cowpod has no service proxy: every Service is headless (its name resolves to the ready pods)"
+
+
+def target_port(p: service_pb2.ServicePort) -> str:
+    """The pods' port a Service port sends to: a number or a containerPort name."""
+    return p.target_port or str(p.port)
+
+
+def validate_service(svc: service_pb2.Service) -> None:
+    errs = validation.Errors()
+    validation.metadata(errs, svc.metadata, namespaced=True)
+    # A Service's name is a DNS label: it becomes the first label of a DNS name.
+    validation.dns_label(errs, "metadata.name", svc.metadata.name)
+    spec = svc.spec
+    validation.label_map(errs, "spec.selector", spec.selector)
+    if spec.type not in SERVICE_TYPES:
+        errs.add("spec.type", f"unsupported value {spec.type!r}: must be ClusterIP ({_WHY_HEADLESS})")
+    if spec.cluster_ip != HEADLESS:
+        errs.add("spec.clusterIP", f"unsupported value {spec.cluster_ip!r}: must be None ({_WHY_HEADLESS})")
+    names: set[str] = set()
+    seen: set[tuple[int, str]] = set()
+    for i, p in enumerate(spec.ports):
+        path = f"spec.ports[{i}]"
+        if len(spec.ports) > 1 and not p.name:
+            errs.add(f"{path}.name", "required when the Service has more than one port")
+        if p.name:
+            validation.dns_label(errs, f"{path}.name", p.name)
+            if p.name in names:
+                errs.add(f"{path}.name", f"duplicate port name {p.name!r}")
+            names.add(p.name)
+        if not 1 <= p.port <= 65535:
+            errs.add(f"{path}.port", f"must be between 1 and 65535 (got {p.port})")
+        validation.one_of(errs, f"{path}.protocol", p.protocol, PROTOCOLS)
+        if (p.port, p.protocol) in seen:
+            errs.add(f"{path}.port", f"duplicate port {p.port}/{p.protocol}")
+        seen.add((p.port, p.protocol))
+        tp = p.target_port
+        if tp.isdigit():
+            if not 1 <= int(tp) <= 65535:
+                errs.add(f"{path}.targetPort", f"must be between 1 and 65535 (got {tp})")
+        elif tp:
+            validation.port_name(errs, f"{path}.targetPort", tp)
+    errs.raise_if_any()
+
+
+def apply_defaults(svc: service_pb2.Service) -> None:
+    spec = svc.spec
+    spec.type = spec.type or "ClusterIP"
+    spec.cluster_ip = spec.cluster_ip or HEADLESS
+    for p in spec.ports:
+        p.protocol = p.protocol or "TCP"
+        p.target_port = p.target_port or str(p.port)
+
+
+class Services:
+    def __init__(self, res: Resource[service_pb2.Service],
+                 endpoints: Resource[service_pb2.Endpoints]) -> None:
+        self.res = res
+        self.endpoints = endpoints
+
+    async def create(self, svc: service_pb2.Service) -> service_pb2.Service:
+        svc.ClearField("status")
+        apply_defaults(svc)
+        self.res.prepare_new(svc)
+        validate_service(svc)
+        return await self.res.create(svc)
+
+    async def update(self, req: service_pb2.Service) -> service_pb2.Service:
+        def mutate(cur: service_pb2.Service) -> service_pb2.Service:
+            new = service_pb2.Service()
+            new.CopyFrom(cur)
+            new.metadata.labels.clear()
+            new.metadata.labels.update(req.metadata.labels)
+            new.metadata.annotations.clear()
+            new.metadata.annotations.update(req.metadata.annotations)
+            new.spec.CopyFrom(req.spec)
+            apply_defaults(new)
+            if new.spec != cur.spec:
+                new.metadata.generation = cur.metadata.generation + 1
+            validate_service(new)
+            return new
+
+        ns, name = self.res.names(req.metadata.namespace, req.metadata.name)
+        return await self.res.update(ns, name, req.metadata.resource_version, mutate)
+
+    async def delete(self, opts: meta_pb2.DeleteOptions) -> service_pb2.Service:
+        ns, name = self.res.names(opts.key.namespace, opts.key.name)
+        gone = await self.res.remove(ns, name, opts.resource_version)
+        try:
+            await self.endpoints.remove(ns, name)
+        except NotFound:
+            pass  # never written (no selector, or the loop has not run yet)
+        return gone
+
+
+class ServiceServicer:
+    def __init__(self, services: Services, metrics: Metrics) -> None:
+        self.svc = services
+        self.res = services.res
+        self.metrics = metrics
+
+    async def Create(self, req: service_pb2.Service, ctx: Ctx) -> service_pb2.Service:
+        return await self.svc.create(req)
+
+    async def Get(self, req: meta_pb2.ObjectKey, ctx: Ctx) -> service_pb2.Service:
+        return await self.res.get_key(req)
+
+    async def List(self, req: meta_pb2.ListOptions, ctx: Ctx) -> service_pb2.ServiceList:
+        items, rev = await self.res.list(req)
+        return service_pb2.ServiceList(items=items, resource_version=rev)
+
+    async def Update(self, req: service_pb2.Service, ctx: Ctx) -> service_pb2.Service:
+        return await self.svc.update(req)
+
+    async def Delete(self, req: meta_pb2.DeleteOptions, ctx: Ctx) -> service_pb2.Service:
+        return await self.svc.delete(req)
+
+    async def Watch(self, req: meta_pb2.WatchOptions, ctx: Ctx) -> AsyncIterator[bytes]:
+        with self.metrics.watch_open("services"):
+            async for b in self.res.watch(req):
+                yield b
+
+
+class EndpointsServicer:
+    def __init__(self, res: Resource[service_pb2.Endpoints], metrics: Metrics) -> None:
+        self.res = res
+        self.metrics = metrics
+
+    async def Get(self, req: meta_pb2.ObjectKey, ctx: Ctx) -> service_pb2.Endpoints:
+        return await self.res.get_key(req)
+
+    async def List(self, req: meta_pb2.ListOptions, ctx: Ctx) -> service_pb2.EndpointsList:
+        items, rev = await self.res.list(req)
+        return service_pb2.EndpointsList(items=items, resource_version=rev)
+
+    async def Watch(self, req: meta_pb2.WatchOptions, ctx: Ctx) -> AsyncIterator[bytes]:
+        with self.metrics.watch_open("endpoints"):
+            async for b in self.res.watch(req):
+                yield b
