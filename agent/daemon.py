@@ -35,6 +35,7 @@ from agent.runtime import Runtime, VMInfo
 from agent.statusmgr import StatusManager
 from agent.supervisor import Supervisor
 from agent.worker import PodWorker, WorkerDeps
+from cowpod.api.phases import is_terminal
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
 from cowpod.metrics_http import serve_metrics
@@ -267,7 +268,7 @@ class Agent:
         layers: dict[tuple[str, str], tuple[PodWorker, int]] = {}  # (pod uid, container) -> limit
         for uid, w in self.workers.items():
             pod = w.pod
-            if pod is None or w.memory.rejected is not None or pod.status.phase in ("Succeeded", "Failed"):
+            if pod is None or w.memory.rejected is not None or is_terminal(pod.status.phase):
                 continue
             for v in pod.spec.volumes:
                 ed = v.empty_dir

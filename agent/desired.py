@@ -8,10 +8,10 @@ import hashlib
 from dataclasses import dataclass
 
 from agent.runtime import Kind
+from cowpod.api.phases import is_terminal
 from cowpod.v1 import pod_pb2
 
 DEFAULT_GRACE = 30
-TERMINAL = frozenset({"Succeeded", "Failed"})
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,6 @@ def from_proto(pod: pod_pb2.Pod, *, vm_network: bool = False) -> DesiredPod:
         apps=tuple(Want(c.name, Kind.APP, spec_hash(c)) for c in pod.spec.containers),
         grace_seconds=grace_of(pod),
         deleting=pod.metadata.HasField("deletion_timestamp"),
-        terminal_phase=phase if phase in TERMINAL else "",
+        terminal_phase=phase if is_terminal(phase) else "",
         sandbox=needs_sandbox(pod, vm_network=vm_network),
     )

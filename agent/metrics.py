@@ -26,7 +26,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
+from cowpod.api.phases import PodPhase
+
+PHASES = tuple(p.value for p in PodPhase)
 
 
 class _PodPhases(Collector):

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from agent.config import BackoffPolicy
 from agent.desired import DesiredPod, Want
 from agent.runtime import ContainerInfo, Kind, RunState
+from cowpod.api import phases
 
 # A pod that vanished from the API was force-deleted (or its node record
 # wiped): stop its containers promptly, like kubelet's minimum grace.
@@ -227,7 +228,7 @@ def pod_phase(desired: DesiredPod, containers: Sequence[ContainerInfo], memory: 
 
 
 def is_terminal(desired: DesiredPod, containers: Sequence[ContainerInfo], memory: PodMemory) -> bool:
-    return pod_phase(desired, containers, memory).phase in ("Succeeded", "Failed")
+    return phases.is_terminal(pod_phase(desired, containers, memory).phase)
 
 
 # ---------------------------------------------------------------- the plan

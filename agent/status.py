@@ -26,6 +26,7 @@ from agent.plan import (
     wants_restart,
 )
 from agent.runtime import ContainerInfo, Kind, RunState
+from cowpod.api.phases import is_terminal
 from cowpod.v1 import meta_pb2, pod_pb2
 
 
@@ -155,7 +156,7 @@ def build_status(
     previous: pod_pb2.PodStatus | None,
 ) -> pod_pb2.PodStatus:
     ph = pod_phase(desired, containers, memory)
-    terminal = ph.phase in ("Succeeded", "Failed")
+    terminal = is_terminal(ph.phase)
     out = pod_pb2.PodStatus(phase=ph.phase, reason=ph.reason, message=ph.message, host_ip=host_ip)
     if previous is not None and previous.HasField("start_time"):
         out.start_time.CopyFrom(previous.start_time)

@@ -28,6 +28,7 @@ from agent.status import build_status
 from agent.statusmgr import StatusManager
 from agent.supervisor import Supervisor
 from agent.waiting import wait_event
+from cowpod.api.phases import is_terminal
 from cowpod.clock import Clock
 from cowpod.v1 import pod_pb2
 
@@ -177,7 +178,7 @@ class PodWorker:
                     f"Back-off restarting failed container {cs.name} in pod {pod.metadata.name}",
                     warning=True,
                 )
-        if status.phase in ("Succeeded", "Failed"):
+        if is_terminal(status.phase):
             self.d.admission.release(self.uid)
         self.d.statuses.set(pod.metadata.namespace or "default", pod.metadata.name, self.uid, status)
 

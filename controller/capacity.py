@@ -23,11 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cowpod import podresources
+from cowpod.api.phases import is_terminal
 from cowpod.api.quantity import format_cpu, format_memory
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 
 DEFAULT_MAX_PODS = 110
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ def pod_requests(spec: pod_pb2.PodSpec) -> Resources:
 
 def counts(pod: pod_pb2.Pod) -> bool:
     """Whether `pod` takes a share of a node: bound and not terminal."""
-    return bool(pod.spec.node_name) and pod.status.phase not in TERMINAL_PHASES
+    return bool(pod.spec.node_name) and not is_terminal(pod.status.phase)
 
 
 def _resources(r: meta_pb2.ResourceList) -> Resources:

@@ -57,6 +57,7 @@ from controller.node_lifecycle import NO_EXECUTE, UNREACHABLE_TAINT
 from controller.pods import DEFAULT_GRACE_SECONDS, set_condition
 from controller.resource import get_time, set_time
 from controller.store import Compare, Delete, Put, Store, encode
+from cowpod.api.phases import is_terminal
 from cowpod.clock import Clock
 from cowpod.errors import CowpodError, Unavailable
 from cowpod.v1 import event_pb2, node_pb2, pod_pb2
@@ -72,7 +73,6 @@ DEFAULT_SWEEP_SECONDS = 30.0
 DEFAULT_GONE_QUARANTINE = 10.0
 NODE_LOST = "NodeLost"
 EVICTED = "Evicted"
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 COMPONENT = "node-lifecycle-controller"
 
 
@@ -189,7 +189,7 @@ def plan(nodes: Sequence[node_pb2.Node], pods: Sequence[pod_pb2.Pod], now: float
             continue
         meta = pod.metadata
         node = by_name.get(node_name)
-        done = meta.HasField("deletion_timestamp") or pod.status.phase in TERMINAL_PHASES
+        done = meta.HasField("deletion_timestamp") or is_terminal(pod.status.phase)
         if node is None:
             if gone is not None and node_name not in gone:
                 continue

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from cowpod.api.phases import is_terminal
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 
 KIND = "ReplicaSet"
 COMPONENT = "replicaset-controller"
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 DEFAULT_BURST = 100
 DEFAULT_RESYNC_SECONDS = 30.0
 DEFAULT_EXPECTATION_TIMEOUT = 60.0
@@ -140,7 +140,7 @@ def is_terminating(pod: pod_pb2.Pod) -> bool:
 
 
 def is_active(pod: pod_pb2.Pod) -> bool:
-    return not is_terminating(pod) and pod.status.phase not in TERMINAL_PHASES
+    return not is_terminating(pod) and not is_terminal(pod.status.phase)
 
 
 def condition(pod: pod_pb2.Pod, type_: str) -> meta_pb2.Condition | None:
@@ -212,7 +212,7 @@ def plan_replicaset(rs: workload_pb2.ReplicaSet, owned: Iterable[pod_pb2.Pod], i
     # A terminal pod (e.g. rejected by its node) is replaced and its object removed, so
     # such pods do not pile up; a terminating one is already going.
     for p in owned:
-        terminal = p.status.phase in TERMINAL_PHASES
+        terminal = is_terminal(p.status.phase)
         if terminal and not is_terminating(p) and p.metadata.uid not in in_flight.deleting:
             actions.append(DeletePod(meta.namespace, p.metadata.name, p.metadata.uid, meta.name, meta.uid,
                                      "terminal"))

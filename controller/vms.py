@@ -23,6 +23,7 @@ from controller import validation
 from controller.kinds import VMS
 from controller.resource import Resource, random_suffix, set_time
 from controller.store import Compare, Put, Store, encode
+from cowpod.api.phases import CLONABLE_VM_PHASES
 from cowpod.clock import Clock
 from cowpod.errors import AlreadyExists, Conflict, FailedPrecondition, Invalid, NotFound
 from cowpod.v1 import meta_pb2, vm_pb2
@@ -33,7 +34,6 @@ SNAP_FREE_ANNOTATION = "cowpod.io/snap-free"
 MAX_CLONES_PER_REQUEST = 100
 # A parent that is Paused is a quiesced parent: Fargo forks exactly those, and the
 # docker provider's zygote stays out of the parent's freezer, so it can.
-CLONABLE_PHASES = frozenset({"Running", "Paused"})
 
 
 class VMs:
@@ -84,7 +84,7 @@ class VMs:
                 raise FailedPrecondition(f'cannot clone: parent vms "{parent_name}" not found') from None
             if parent.metadata.HasField("deletion_timestamp"):
                 raise FailedPrecondition(f'cannot clone: parent vms "{parent_name}" is being destroyed')
-            if parent.status.phase not in CLONABLE_PHASES:
+            if parent.status.phase not in CLONABLE_VM_PHASES:
                 raise FailedPrecondition(
                     f'cannot clone: parent vms "{parent_name}" is {parent.status.phase or "Pending"}, '
                     "not Running or Paused (instant clones fork a live VM, quiesced or not)"

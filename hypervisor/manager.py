@@ -36,6 +36,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from prometheus_client import CollectorRegistry
 
+from cowpod.api.phases import VMPhase
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.errors import CowpodError, FailedPrecondition
@@ -45,9 +46,6 @@ from hypervisor import registry
 from hypervisor.bootstrap import guest_bootstrap
 from hypervisor.metrics import VMMetrics
 from hypervisor.plan import (
-    CREATING,
-    DESTROYING,
-    FAILED,
     Action,
     Create,
     DesiredVM,
@@ -288,7 +286,7 @@ class Executor:
                 await self.api.event(name, "SnappedFree", "no longer depends on its parent")
             case Destroy(name=name, present=present, status=status):
                 if status is not None:
-                    await self.api.update_status(name, dataclasses.replace(status, phase=DESTROYING))
+                    await self.api.update_status(name, dataclasses.replace(status, phase=VMPhase.DESTROYING))
                 if present:
                     await self._destroy(name)
                 await self.api.delete_node(name)
@@ -303,7 +301,7 @@ class Executor:
         # Before anything is reported: a bootstrap that cannot be made yet (no join
         # token published) is retried with back-off, not a failed VM.
         guest = guest_bootstrap(self.provider, a.spec, run_dir=self.join_dir, now=self.clock.now())
-        requested = StatusFields(phase=CREATING)
+        requested = StatusFields(phase=VMPhase.CREATING)
         await self.api.update_status(a.name, requested)
         try:
             with self._timed("clone", "instant" if a.parent else "full"):
@@ -312,7 +310,7 @@ class Executor:
                 else:
                     info = await self.provider.full_clone(a.spec, guest)
         except CowpodError as err:
-            await self.api.update_status(a.name, StatusFields(phase=FAILED, message=str(err)))
+            await self.api.update_status(a.name, StatusFields(phase=VMPhase.FAILED, message=str(err)))
             await self.api.event(a.name, "CreateFailed", str(err), warning=True)
             return
         d = DesiredVM(name=a.name, spec=a.spec, status=requested)
@@ -328,7 +326,7 @@ class Executor:
                 log.warning("vm-manager: preparing parent %s failed: %s", a.name, err)
 
     async def _fail(self, name: str, message: str, present: bool) -> None:
-        await self.api.update_status(name, StatusFields(phase=FAILED, message=message))
+        await self.api.update_status(name, StatusFields(phase=VMPhase.FAILED, message=message))
         await self.api.event(name, "VMFailed", message, warning=True)
         await self.api.delete_node(name)
         if present:

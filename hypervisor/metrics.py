@@ -19,9 +19,10 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cowpod.api.phases import VMPhase
 from cowpod.clock import Clock
 
-PHASES = ("Pending", "Creating", "Running", "Paused", "Stopped", "Destroying", "Failed")
+PHASES = tuple(p.value for p in VMPhase)
 _BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 
 

@@ -28,22 +28,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from cowpod.api.phases import VMPhase
 from hypervisor.provider import VMInfo, VMSpecInfo, VMState
 
-PENDING = "Pending"
-CREATING = "Creating"
-RUNNING = "Running"
-PAUSED = "Paused"
-STOPPED = "Stopped"
-FAILED = "Failed"
-DESTROYING = "Destroying"
-
 PHASE_OF_STATE: Mapping[VMState, str] = {
-    VMState.CREATING: CREATING,
-    VMState.RUNNING: RUNNING,
-    VMState.PAUSED: PAUSED,
-    VMState.STOPPED: STOPPED,
-    VMState.FAILED: FAILED,
+    VMState.CREATING: VMPhase.CREATING,
+    VMState.RUNNING: VMPhase.RUNNING,
+    VMState.PAUSED: VMPhase.PAUSED,
+    VMState.STOPPED: VMPhase.STOPPED,
+    VMState.FAILED: VMPhase.FAILED,
 }
 
 
@@ -169,11 +162,11 @@ def _plan_one(
             dependants = [k for k in a.children if k in actual and not actual[k].snapped_free]
             if dependants:
                 return []  # children first
-        report = d.status if d.status.phase != DESTROYING else None
+        report = d.status if d.status.phase != VMPhase.DESTROYING else None
         return [Destroy(d.name, present=a is not None, status=report)]
     if a is None:
         phase = d.status.phase
-        if phase in ("", PENDING, CREATING):
+        if phase in ("", VMPhase.PENDING, VMPhase.CREATING):
             parent = d.spec.parent
             if not parent:
                 return [Create(d.name, d.spec)]
@@ -186,11 +179,11 @@ def _plan_one(
                 return [Fail(d.name, f"parent vm {parent!r} is {p.state.value}: cannot clone it",
                              present=False)]
             return []  # the parent is still being created
-        if phase in (RUNNING, PAUSED, STOPPED):
+        if phase in (VMPhase.RUNNING, VMPhase.PAUSED, VMPhase.STOPPED):
             return [Fail(d.name, "the VM vanished from the provider", present=False)]
         return []
     if a.state == VMState.FAILED:
-        if d.status.phase != FAILED:
+        if d.status.phase != VMPhase.FAILED:
             return [Fail(d.name, a.message or "the VM died", present=True)]
         return []
     out: list[Action] = []

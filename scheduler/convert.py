@@ -4,6 +4,7 @@ Binding messages back. Nothing past this module sees a proto."""
 from __future__ import annotations
 
 from cowpod import podresources
+from cowpod.api.phases import is_terminal
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 from scheduler.framework.types import (
     DEFAULT_MAX_PODS,
@@ -22,8 +23,6 @@ from scheduler.framework.types import (
     Taint,
     Toleration,
 )
-
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 
 def _requirement(r: pod_pb2.NodeSelectorRequirement | pod_pb2.LabelSelectorRequirement) -> Requirement:
@@ -88,7 +87,7 @@ def pod_info(pod: pod_pb2.Pod) -> PodInfo:
         ),
         node_name=spec.node_name,
         scheduler_name=spec.scheduler_name,
-        terminal=pod.status.phase in TERMINAL_PHASES,
+        terminal=is_terminal(pod.status.phase),
     )
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from cowpod.api.phases import is_terminal
 from cowpod.client import Client
 from cowpod.clock import Clock
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2
@@ -152,7 +153,7 @@ class Scheduler:
             return
         if pod.spec.node_name:
             self._drop_pending(uid)
-            if pod.status.phase not in ("Succeeded", "Failed") and self.cache.confirm(
+            if not is_terminal(pod.status.phase) and self.cache.confirm(
                 uid, pod.spec.node_name
             ):
                 return  # our own placement, as assumed: nothing to decode
@@ -167,7 +168,7 @@ class Scheduler:
         if pod.spec.scheduler_name not in self._names or pod.metadata.HasField("deletion_timestamp"):
             self._drop_pending(uid)
             return
-        if pod.status.phase in ("Succeeded", "Failed"):
+        if is_terminal(pod.status.phase):
             self._drop_pending(uid)
             return
         self._pending_protos[uid] = pod

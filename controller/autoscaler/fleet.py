@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from controller.autoscaler.model import PHASE_PAUSED, NodeName, PodView, Snapshot, VMView
+from controller.autoscaler.model import NodeName, PodView, Snapshot, VMView
+from cowpod.api.phases import VMPhase
 from cowpod.clusterconfig import ClusterConfig
 
 
@@ -34,7 +35,7 @@ def timed_out(
     """Its node has not been Ready for provisionTimeout: since the VM was asked
     for, or since the node was last seen Ready. A paused VM (a quiesced parent)
     cannot heartbeat, so it is exempt."""
-    if vm.gone or vm.phase == PHASE_PAUSED or node_ready(vm, snap):
+    if vm.gone or vm.phase == VMPhase.PAUSED or node_ready(vm, snap):
         return False
     since = max(vm.requested_at, last_ready or 0.0)
     return now - since > config.provision_timeout_s

@@ -22,14 +22,12 @@ from controller.autoscaler.fleet import (
     workload_pods,
 )
 from controller.autoscaler.model import (
-    PHASE_FAILED,
-    PHASE_PAUSED,
-    PHASE_RUNNING,
     ClassName,
     NodeName,
     Snapshot,
     VMName,
 )
+from cowpod.api.phases import VMPhase
 from cowpod.clusterconfig import ClusterConfig
 
 
@@ -87,7 +85,7 @@ def parents_last_used(
         if not vm.is_parent or not is_managed(vm, config) or vm.gone:
             continue
         prev = memory.parent_last_used.get(vm.name)
-        if prev is None or vm.paused or vm.phase not in (PHASE_RUNNING, PHASE_PAUSED):
+        if prev is None or vm.paused or vm.phase not in (VMPhase.RUNNING, VMPhase.PAUSED):
             out[vm.name] = now
         else:
             out[vm.name] = max(prev, newest_child.get(vm.name, 0.0))
@@ -126,7 +124,7 @@ def remember(memory: Memory, snap: Snapshot, config: ClusterConfig, now: float) 
             continue
         if vm.deleting:
             continue
-        if vm.phase == PHASE_FAILED or timed_out(vm, snap, config, now, last_ready.get(vm.name)):
+        if vm.phase == VMPhase.FAILED or timed_out(vm, snap, config, now, last_ready.get(vm.name)):
             seen.add(vm.name)
             out = record_failure(out, vm.class_name, config, now)
     # Forget VMs that are gone from the API, so the set does not grow forever.

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NewType
 
+from cowpod.api.phases import VMPhase
 from cowpod.v1 import node_pb2, pod_pb2
 
 NodeName = NewType("NodeName", str)
@@ -26,16 +27,6 @@ PARENT_TAINT_EFFECT = "NoSchedule"
 # A pod with this label (or owned by a DaemonSet) belongs to its node, not to a
 # workload: it does not keep an otherwise empty clone alive.
 SYSTEM_POD_LABEL = "cowpod.io/node-system"
-
-# VMStatus.phase values.
-PHASE_PENDING = "Pending"
-PHASE_CREATING = "Creating"
-PHASE_RUNNING = "Running"
-PHASE_PAUSED = "Paused"
-PHASE_STOPPED = "Stopped"
-PHASE_FAILED = "Failed"
-PHASE_DESTROYING = "Destroying"
-
 
 @dataclass(frozen=True, order=True)
 class PodRef:
@@ -150,7 +141,7 @@ class VMView:
     @property
     def gone(self) -> bool:
         """Being destroyed, failed or stopped: no longer capacity, nor a source to clone."""
-        return self.deleting or self.phase in (PHASE_DESTROYING, PHASE_FAILED, PHASE_STOPPED)
+        return self.deleting or self.phase in (VMPhase.DESTROYING, VMPhase.FAILED, VMPhase.STOPPED)
 
     @property
     def can_be_cloned(self) -> bool:
@@ -158,7 +149,7 @@ class VMView:
         disk snapshot (and the VM manager may report that), and providers fork
         a paused parent. The executor retries a Clone the controller refuses
         for a moment before it falls back to a full clone."""
-        return self.is_parent and not self.deleting and self.phase in (PHASE_RUNNING, PHASE_PAUSED)
+        return self.is_parent and not self.deleting and self.phase in (VMPhase.RUNNING, VMPhase.PAUSED)
 
 
 @dataclass(frozen=True)

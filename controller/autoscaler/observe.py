@@ -27,6 +27,7 @@ from controller.autoscaler.model import (
     VMView,
 )
 from cowpod import podresources
+from cowpod.api.phases import is_terminal
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2
 
 UNSCHEDULABLE_REASONS = frozenset({"Unschedulable"})
@@ -102,7 +103,7 @@ def pod_view(pod: pod_pb2.Pod, now: float) -> PodView:
         host_ports=ports,
         unschedulable_since=unschedulable_since(pod, now),
         system=is_system_pod(pod),
-        terminal=pod.status.phase in ("Succeeded", "Failed"),
+        terminal=is_terminal(pod.status.phase),
         deleting=_has(pod.metadata, "deletion_timestamp"),
         group=_group_key(spec, req, ports),
         proto=pod,

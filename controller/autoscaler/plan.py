@@ -52,8 +52,6 @@ from controller.autoscaler.fit import FitChecker, FitResult, class_labels, class
 from controller.autoscaler.fleet import is_clone, is_managed, pods_by_node, timed_out
 from controller.autoscaler.memory import Memory
 from controller.autoscaler.model import (
-    PHASE_FAILED,
-    PHASE_RUNNING,
     ClassName,
     PodRef,
     PodView,
@@ -62,6 +60,7 @@ from controller.autoscaler.model import (
     VMName,
     VMView,
 )
+from cowpod.api.phases import VMPhase
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.v1 import node_pb2
 
@@ -212,7 +211,7 @@ def plan(
     for vm in sorted(snap.vms.values(), key=lambda v: v.name):
         if not is_managed(vm, config) or vm.deleting:
             continue
-        if vm.phase == PHASE_FAILED:
+        if vm.phase == VMPhase.FAILED:
             why = f"VM {vm.name} failed" + (f": {vm.message}" if vm.message else "")
         elif timed_out(vm, snap, config, now, memory.last_ready.get(vm.name)):
             why = f"node of VM {vm.name} not Ready for {fmt_duration(config.provision_timeout_s)}"
@@ -388,7 +387,7 @@ def plan(
             if not c.parent:
                 continue
             for p in sorted(parents.get(c.name, []), key=lambda v: v.name):
-                if p.phase != PHASE_RUNNING or p.paused or p.name in cloning:
+                if p.phase != VMPhase.RUNNING or p.paused or p.name in cloning:
                     continue
                 idle = now - memory.parent_last_used.get(p.name, now)
                 if idle >= parent_idle_pause_s:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cowpod.api import quantity
+from cowpod.api.phases import is_terminal
 from cowpod.cli import printers
 from cowpod.manifest.timefmt import format_rfc3339
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2, vm_pb2
@@ -352,7 +353,7 @@ def describe_node(
     if status.daemon_endpoint:
         w.kv(0, "Agent Endpoint", status.daemon_endpoint)
     active = [
-        p for p in pods if p.spec.node_name == meta.name and p.status.phase not in ("Succeeded", "Failed")
+        p for p in pods if p.spec.node_name == meta.name and not is_terminal(p.status.phase)
     ]
     alloc = status.allocatable if status.HasField("allocatable") else status.capacity
     w.line(0, f"Non-terminated Pods:          ({len(active)} in total)")

@@ -16,6 +16,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cowpod.api import quantity
+from cowpod.api.phases import is_terminal
 from cowpod.v1 import event_pb2, node_pb2, pod_pb2, vm_pb2, workload_pb2
 
 NONE = "<none>"
@@ -221,7 +222,7 @@ def node_row(node: node_pb2.Node, now: float, *, wide: bool = False, pods_on_nod
 def pods_per_node(pods: Iterable[pod_pb2.Pod]) -> Counter[str]:
     """Pods that still hold resources on their node (not finished), by node name."""
     return Counter(
-        p.spec.node_name for p in pods if p.spec.node_name and p.status.phase not in ("Succeeded", "Failed")
+        p.spec.node_name for p in pods if p.spec.node_name and not is_terminal(p.status.phase)
     )
 
 

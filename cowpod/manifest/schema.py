@@ -31,6 +31,8 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 
+from cowpod.api.phases import PodPhase
+
 RESOURCE_LIST = "cowpod.v1.ResourceList"
 TIMESTAMP = "google.protobuf.Timestamp"
 OBJECT_META = "cowpod.v1.ObjectMeta"
@@ -68,7 +70,7 @@ ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     ("cowpod.v1.Condition", "status"): ("True", "False", "Unknown"),
     ("cowpod.v1.Event", "type"): ("Normal", "Warning"),
     ("cowpod.v1.EmptyDirVolumeSource", "medium"): ("Memory",),
-    ("cowpod.v1.PodStatus", "phase"): ("Pending", "Running", "Succeeded", "Failed", "Unknown"),
+    ("cowpod.v1.PodStatus", "phase"): tuple(p.value for p in PodPhase),
     ("cowpod.v1.NodeAddress", "type"): ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS"),
 }
 

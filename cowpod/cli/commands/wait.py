@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from cowpod.api.phases import is_terminal
 from cowpod.cli import jsonpath
 from cowpod.cli.commands.common import Subparsers, add_command, parse_duration, split_type_name
 from cowpod.cli.context import Ctx
@@ -30,7 +31,6 @@ EXAMPLES = """
   cowpod wait pod web --for delete --timeout 60s
 """
 
-TERMINAL = ("Succeeded", "Failed")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ async def evaluate(ctx: Ctx, info: KindInfo, name: str, cond: Condition) -> tupl
     if cond.kind == "phase":
         if phase == cond.key:
             return (True, phase)
-        if info is POD and phase in TERMINAL:
+        if info is POD and is_terminal(phase):
             detail = obj.status.message or obj.status.reason
             because = f" ({detail})" if detail else ""
             raise CliError(f"{info.singular}/{name} is {phase}{because} and will never be {cond.key}")
@@ -149,7 +149,7 @@ async def evaluate(ctx: Ctx, info: KindInfo, name: str, cond: Condition) -> tupl
                 break
         else:
             current = f"no {cond.key} condition yet"
-        if info is POD and phase in TERMINAL:
+        if info is POD and is_terminal(phase):
             raise CliError(f"{info.singular}/{name} is {phase}; condition {cond.key} will not change")
         return (False, current + (f", phase {phase}" if phase else ""))
     data = encode_object(obj)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass, field
 
+from cowpod.api.phases import VMPhase
 from cowpod.clock import FakeClock
 from cowpod.errors import FailedPrecondition
 from cowpod.v1 import meta_pb2, vm_pb2
 from hypervisor.manager import Executor, apply_status, desired_of
 from hypervisor.metrics import VMMetrics
 from hypervisor.plan import (
-    FAILED,
-    RUNNING,
     Create,
     Destroy,
     DestroyOrphan,
@@ -63,7 +62,7 @@ async def test_create_full_clone_reports_creating_then_running() -> None:
     p, api, ex = setup()
     await ex.execute(Create("a", spec("a")))
     phases = [s.phase for s in api.statuses["a"]]
-    assert phases == ["Creating", RUNNING]
+    assert phases == ["Creating", VMPhase.RUNNING]
     final = api.statuses["a"][-1]
     info = await p.get("a")
     assert (final.ip, final.provider_id, final.node_name, final.clone_kind) == (
@@ -87,7 +86,7 @@ async def test_create_failure_marks_the_vm_failed() -> None:
     p.fail_next_create = FailedPrecondition("image missing")
     await ex.execute(Create("a", spec("a")))
     last = api.statuses["a"][-1]
-    assert last.phase == FAILED and "image missing" in last.message
+    assert last.phase == VMPhase.FAILED and "image missing" in last.message
     assert ("a", "CreateFailed", True) in api.events
 
 
@@ -95,7 +94,7 @@ async def test_destroy_tears_down_then_finalizes() -> None:
     p, api, ex = setup()
     await full_clone(p, spec("a"))
     p.add_nested("a", "pod-x")
-    await ex.execute(Destroy("a", present=True, status=StatusFields(phase=RUNNING, ip="10.0.0.2")))
+    await ex.execute(Destroy("a", present=True, status=StatusFields(phase=VMPhase.RUNNING, ip="10.0.0.2")))
     assert api.statuses["a"] == [StatusFields(phase="Destroying", ip="10.0.0.2")]
     assert await p.list() == []
     assert await p.nested_containers("a") == []
@@ -107,7 +106,7 @@ async def test_fail_cleans_up_a_dead_vm_and_its_node() -> None:
     await full_clone(p, spec("a"))
     p.crash("a")
     await ex.execute(Fail("a", "exited with code 137", present=True))
-    assert api.statuses["a"][-1].phase == FAILED
+    assert api.statuses["a"][-1].phase == VMPhase.FAILED
     assert api.nodes_deleted == ["a"]
     assert await p.list() == []
 
@@ -138,7 +137,7 @@ async def test_pause_resume_snap_free_orphans() -> None:
 
 async def test_sync_status_writes_the_planned_status() -> None:
     _, api, ex = setup()
-    st = StatusFields(phase=RUNNING, ip="1.2.3.4")
+    st = StatusFields(phase=VMPhase.RUNNING, ip="1.2.3.4")
     await ex.execute(SyncStatus("a", st))
     assert api.statuses["a"] == [st]
 
@@ -162,7 +161,7 @@ async def test_plan_and_execute_converge() -> None:
                 objs[a.name] = apply_status(objs[a.name], api.statuses[a.name][-1])
     else:
         raise AssertionError(f"did not converge: {actions}")
-    assert objs["c"].status.phase == RUNNING and objs["c"].status.clone_kind == "instant"
+    assert objs["c"].status.phase == VMPhase.RUNNING and objs["c"].status.clone_kind == "instant"
     assert objs["p"].status.HasField("ready_at")
     assert (await p.get("p")).children == ("c",)
 
@@ -218,4 +217,4 @@ async def test_a_clone_finishing_while_the_provider_is_listed_is_not_taken_for_v
     # The next pass lists after the clone: the VM is there, nothing to fix.
     p.__class__ = FakeProvider  # type: ignore[assignment]
     assert not any(isinstance(a, Fail) for a in await mgr.reconcile_once())
-    assert api.statuses["c"][-1].phase == RUNNING
+    assert api.statuses["c"][-1].phase == VMPhase.RUNNING
