@@ -13,14 +13,16 @@ The cache is keyed by (namespace, name). One informer per kind per process.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 
+from cowpod.backoff import Backoff, Retry
 from cowpod.clock import Clock, RealClock
+from cowpod.errors import CowpodError
 from cowpod.v1 import meta_pb2
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ class _Obj(Protocol):
 ObjT = TypeVar("ObjT", bound=_Obj)
 
 Key = tuple[str, str]
+# Resuming a broken watch: from 0.1 s, doubling to 5 s, each pause between half and all of that.
+RESUME_BACKOFF = Backoff(initial=0.1, cap=5.0, jitter=0.5)
 Handler = Callable[[int, ObjT], Awaitable[None]]
 """Called with (meta_pb2.ADDED|MODIFIED|DELETED, object) for every change."""
 
@@ -68,29 +72,36 @@ class Informer(Generic[ObjT]):
         self.cache: dict[Key, ObjT] = {}
         self.resource_version = 0
         self.synced = False
+        self._synced_event = asyncio.Event()
 
     async def _emit(self, type_: int, obj: ObjT) -> None:
         if self._handler is not None:
             await self._handler(type_, obj)
 
+    async def wait_synced(self) -> None:
+        """Return once the first full list has been delivered."""
+        await self._synced_event.wait()
+
     async def run(self) -> None:
         """Run forever; cancel to stop."""
-        delay = 0.1
+        retry = Retry(RESUME_BACKOFF, self._clock)
         while True:
             try:
                 async for _ in self._stream():
-                    delay = 0.1
-            except grpc.aio.AioRpcError as err:
-                if err.code() == grpc.StatusCode.OUT_OF_RANGE:
+                    retry.reset()
+            except (grpc.aio.AioRpcError, CowpodError) as err:
+                # A gRPC stream raises AioRpcError; an in-process one (the controller's own
+                # watch hubs, controller/reconcile.py) raises the domain error itself.
+                code = err.code() if isinstance(err, grpc.aio.AioRpcError) else err.code
+                if code == grpc.StatusCode.OUT_OF_RANGE:
                     log.info("%s: revision %d compacted, relisting", self._name, self.resource_version)
                     self.resource_version = 0
                     continue
-                log.warning("%s: watch broke (%s: %s); retrying in %.1fs",
-                            self._name, err.code().name, err.details(), delay)
+                details = err.details() if isinstance(err, grpc.aio.AioRpcError) else str(err)
+                log.warning("%s: watch broke (%s: %s); retrying", self._name, code.name, details)
             else:
                 log.info("%s: watch ended by server; resuming from %d", self._name, self.resource_version)
-            await self._clock.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(delay * 2, 5.0)
+            await retry.sleep()
 
     async def _stream(self) -> AsyncIterator[None]:
         relist = self.resource_version == 0
@@ -114,6 +125,7 @@ class Informer(Generic[ObjT]):
                             await self._emit(meta_pb2.DELETED, gone)
                         if not self.synced:
                             self.synced = True
+                            self._synced_event.set()
                             if self._on_synced is not None:
                                 await self._on_synced()
                     yield None
