@@ -18,60 +18,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from controller import validation
+from controller import validation, workload_api
 from controller.kinds import Kind
-from controller.labelselector import is_empty, matches, to_string
+from controller.labelselector import is_empty
 from controller.metrics import Metrics
 from controller.resource import Resource
 from controller.rpc import Ctx
 from controller.store import Store
 from cowpod.clock import Clock
 from cowpod.errors import Invalid
-from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
+from cowpod.v1 import meta_pb2, workload_pb2
 
 REPLICASETS: Kind[workload_pb2.ReplicaSet] = Kind(
     "replicasets", "ReplicaSet", "apps/v1", True, workload_pb2.ReplicaSet, workload_pb2.ReplicaSetList,
     workload_pb2.ReplicaSetWatchEvent,
 )
 
-LABEL_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
-
-
-def _selector(errs: validation.Errors, path: str, sel: pod_pb2.LabelSelector) -> None:
-    validation.label_map(errs, f"{path}.matchLabels", sel.match_labels)
-    for i, r in enumerate(sel.match_expressions):
-        rp = f"{path}.matchExpressions[{i}]"
-        validation.qualified_name(errs, f"{rp}.key", r.key)
-        validation.one_of(errs, f"{rp}.operator", r.operator, LABEL_SELECTOR_OPERATORS)
-        if r.operator in ("In", "NotIn") and not r.values:
-            errs.add(f"{rp}.values", f"must be specified when `operator` is {r.operator!r}")
-        if r.operator in ("Exists", "DoesNotExist") and r.values:
-            errs.add(f"{rp}.values", f"may not be specified when `operator` is {r.operator!r}")
-
-
 def validate_spec(errs: validation.Errors, spec: workload_pb2.ReplicaSetSpec) -> None:
     if spec.HasField("replicas") and spec.replicas < 0:
         errs.add("spec.replicas", f"must be greater than or equal to 0 (got {spec.replicas})")
     if spec.min_ready_seconds < 0:
         errs.add("spec.minReadySeconds", "must be greater than or equal to 0")
-    tmpl = spec.template
-    validation.label_map(errs, "spec.template.metadata.labels", tmpl.metadata.labels)
-    validation.annotation_map(errs, "spec.template.metadata.annotations", tmpl.metadata.annotations)
-    if is_empty(spec.selector):
-        errs.add("spec.selector", "required: set matchLabels (or give the template labels to default it)")
-    else:
-        _selector(errs, "spec.selector", spec.selector)
-        if not matches(spec.selector, tmpl.metadata.labels):
-            errs.add("spec.template.metadata.labels",
-                     f"must match `spec.selector` ({to_string(spec.selector)}), "
-                     "or the set never sees its pods")
-    sub = validation.Errors()
-    validation.pod_spec(sub, tmpl.spec)
-    for path, reason in sub.items:
-        errs.add(f"spec.template.{path}", reason)
-    if tmpl.spec.restart_policy not in ("", "Always"):
-        errs.add("spec.template.spec.restartPolicy",
-                 f"must be 'Always' for a ReplicaSet (got {tmpl.spec.restart_policy!r})")
+    workload_api.template(errs, spec.selector, spec.template, kind="ReplicaSet")
 
 
 def validate_replicaset(rs: workload_pb2.ReplicaSet) -> None:

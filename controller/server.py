@@ -26,7 +26,7 @@ from controller.compactor import run_compactor
 from controller.config import ControllerConfig
 from controller.events import Events
 from controller.eviction import Evictor, StoredEvents
-from controller.kinds import EVENTS, LEASES, NODES, PODS, VMS
+from controller.kinds import EVENTS, LEASES, NODES, PODS, VMS, Kind
 from controller.leases import Leases
 from controller.metrics import Metrics
 from controller.node_lifecycle import NodeLifecycle
@@ -46,6 +46,7 @@ from controller.store import EtcdStore, Store
 from controller.supervise import supervise
 from controller.vms import VMs
 from controller.watch import WatchHub
+from controller.workload_kinds import WORKLOAD_KINDS, WORKLOAD_RESOURCES
 from cowpod.auth.credentials import connect
 from cowpod.client import CHANNEL_OPTIONS
 from cowpod.clock import Clock, RealClock
@@ -64,6 +65,7 @@ SERVICES = (
     event_pb2.DESCRIPTOR.services_by_name["EventService"],
     lease_pb2.DESCRIPTOR.services_by_name["LeaseService"],
     workload_pb2.DESCRIPTOR.services_by_name["ReplicaSetService"],
+    *(w.service for w in WORKLOAD_KINDS),  # Deployments, Jobs, DaemonSets (never indexed)
 )
 
 
@@ -87,10 +89,11 @@ class Controller:
         q, b = config.watch_queue_size, config.watch_buffer_size
         # What every node has bound to it, kept from the pods watch: binds check capacity on it.
         self.node_usage = NodeUsage(self.store)
+        hub_kinds: tuple[Kind[Any], ...] = (PODS, NODES, VMS, EVENTS, REPLICASETS, *WORKLOAD_RESOURCES)
         self.hubs: dict[str, WatchHub[Any]] = {
             k.resource: WatchHub(self.store, k, self.clock, buffer_size=b, queue_size=q,
                                  observer=self.node_usage if k is PODS else None)
-            for k in (PODS, NODES, VMS, EVENTS, REPLICASETS)
+            for k in hub_kinds
         }
         pods_r = Resource(PODS, self.store, self.clock, self.hubs["pods"])
         nodes_r = Resource(NODES, self.store, self.clock, self.hubs["nodes"])
@@ -117,6 +120,10 @@ class Controller:
         rs_r = Resource(REPLICASETS, self.store, self.clock, self.hubs["replicasets"])
         self.replicasets = ReplicaSets(rs_r, self.store, self.clock)
         self.servicers.append((SERVICES[5], ReplicaSetServicer(self.replicasets, self.metrics)))
+        # Deployments, Jobs, DaemonSets (controller/workload_kinds.py).
+        for w in WORKLOAD_KINDS:
+            self.servicers.append((w.service, w.servicer(self.store, self.clock, self.hubs[w.kind.resource],
+                                                         self.metrics)))
         self.evictor = Evictor(self.store, self.clock, default_toleration_seconds=config.pod_eviction_timeout,
                                period=config.node_monitor_period, startup_grace=config.node_monitor_grace,
                                events=StoredEvents(self.events), registry=self.metrics.registry)

@@ -9,7 +9,8 @@ interceptor resolves against the store.
     role        may
     ---------   ---------------------------------------------------------------
     admin       everything
-    edit        pods (not bind, not status), events, ReplicaSets (not status); read
+    edit        pods (not bind, not status), events, ReplicaSets, Deployments, Jobs,
+                DaemonSets (not status); read
                 nodes, VMs, leases
     view        read (Get/List/Watch) everything but tokens; pod logs
     node X      its own Node (register, heartbeat, get, status; never update:
@@ -49,6 +50,9 @@ POD = "cowpod.v1.PodService"
 NODE = "cowpod.v1.NodeService"
 VM = "cowpod.v1.VMService"
 REPLICASET = "cowpod.v1.ReplicaSetService"
+DEPLOYMENT = "cowpod.v1.DeploymentService"
+JOB = "cowpod.v1.JobService"
+DAEMONSET = "cowpod.v1.DaemonSetService"
 EVENT = "cowpod.v1.EventService"
 LEASE = "cowpod.v1.LeaseService"
 TOKEN = "cowpod.v1.TokenService"
@@ -64,6 +68,9 @@ PUBLIC = frozenset({(HEALTH, "Check"), (HEALTH, "Watch"), (IDENTITY, "WhoAmI"), 
 _EDIT_WRITES: dict[str, frozenset[str]] = {
     POD: frozenset({"Create", "CreateBatch", "Update", "Delete", "Logs", "Exec"}),
     REPLICASET: frozenset({"Create", "Update", "Scale", "Delete"}),
+    DEPLOYMENT: frozenset({"Create", "Update", "Scale", "Delete"}),
+    JOB: frozenset({"Create", "Update", "Delete"}),
+    DAEMONSET: frozenset({"Create", "Update", "Delete"}),
     EVENT: frozenset({"Create"}),
     NODE: frozenset(),
     VM: frozenset(),
