@@ -27,6 +27,7 @@ from controller.node_usage import NodeUsage, bindseq_key, seq_value
 from controller.resource import Resource, get_time, not_found, set_time
 from controller.store import Compare, Put, Store, encode
 from controller.watch import WatchHub
+from cowpod.api import podfields
 from cowpod.clock import Clock
 from cowpod.errors import AlreadyExists, Conflict, CowpodError, Invalid
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
@@ -90,6 +91,7 @@ class Pods:
             spec.termination_grace_period_seconds = DEFAULT_GRACE_SECONDS
         pod.status.phase = "Pending"
         pod.status.qos_class = qos_class(spec)
+        podfields.resolve_named_ports(spec)
         self.res.prepare_new(pod)
         validation.validate_pod(pod)
         if spec.node_name:

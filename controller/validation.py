@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cowpod.api import podfields, quantity
+from cowpod.api.phases import PodPhase, VMPhase
 from cowpod.errors import Invalid
 from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2
 from hypervisor import registry
@@ -30,8 +32,8 @@ TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 TOLERATION_OPERATORS = ("", "Equal", "Exists")
 NODE_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
 LABEL_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
-POD_PHASES = ("", "Pending", "Running", "Succeeded", "Failed", "Unknown")
-VM_PHASES = ("", "Pending", "Creating", "Running", "Paused", "Stopped", "Failed", "Destroying")
+POD_PHASES = ("", *(p.value for p in PodPhase))
+VM_PHASES = ("", *(p.value for p in VMPhase))
 # "" = the controller's provider; otherwise one of hypervisor.registry's.
 VM_PROVIDERS = ("", *registry.names())
 CONDITION_STATUSES = ("True", "False", "Unknown")
@@ -195,7 +197,106 @@ def _port(errs: Errors, path: str, port: int, *, allow_zero: bool = False) -> No
         errs.add(path, f"must be between 1 and 65535, inclusive (got {port})")
 
 
-def _probe(errs: Errors, path: str, p: pod_pb2.Probe, *, liveness: bool = False) -> None:
+def _handler_ports(errs: Errors, path: str, h: pod_pb2.Probe | pod_pb2.LifecycleHandler,
+                   c: pod_pb2.Container) -> None:
+    """httpGet/tcpSocket ports of a probe or lifecycle handler: a number, or the name of one
+    of the container's ports (`port: http`; resolved into the number at create)."""
+    for name, f in (("httpGet", "http_get"), ("tcpSocket", "tcp_socket")):
+        if not h.HasField(f):
+            continue
+        action = getattr(h, f)
+        if action.port_name:
+            if podfields.named_port(c, action.port_name) is None:
+                errs.add(f"{path}.{name}.port", f"no port named {action.port_name!r} in the container's "
+                                                "ports")
+        else:
+            _port(errs, f"{path}.{name}.port", action.port)
+    if h.HasField("http_get") and h.http_get.scheme not in ("", "HTTP", "HTTPS"):
+        one_of(errs, f"{path}.httpGet.scheme", h.http_get.scheme, ("HTTP", "HTTPS"))
+
+
+_LIFECYCLE_HANDLERS = (("exec", "exec"), ("httpGet", "http_get"), ("tcpSocket", "tcp_socket"),
+                       ("sleep", "sleep"))
+
+
+def _lifecycle(errs: Errors, path: str, c: pod_pb2.Container) -> None:
+    for hook, f in (("postStart", "post_start"), ("preStop", "pre_stop")):
+        if not c.lifecycle.HasField(f):
+            continue
+        h: pod_pb2.LifecycleHandler = getattr(c.lifecycle, f)
+        hp = f"{path}.lifecycle.{hook}"
+        set_ = [n for n, hf in _LIFECYCLE_HANDLERS if h.HasField(hf)]
+        if len(set_) != 1:
+            errs.add(hp, "must specify exactly one handler (exec, httpGet, tcpSocket or sleep)"
+                         + (f"; got {', '.join(set_)}" if set_ else ""))
+        if h.HasField("exec") and not h.exec.command:
+            errs.add(f"{hp}.exec.command", "required")
+        if h.HasField("sleep") and h.sleep.seconds < 0:
+            errs.add(f"{hp}.sleep.seconds", f"must be greater than or equal to 0 (got {h.sleep.seconds})")
+        _handler_ports(errs, hp, h, c)
+
+
+_SECURITY_PROFILES = ("RuntimeDefault",)
+
+
+def _security_context(errs: Errors, path: str, sc: pod_pb2.SecurityContext | pod_pb2.PodSecurityContext,
+                      ) -> None:
+    """What a securityContext may ask for here (privileged and capabilities.add are the pod
+    security rules', cowpod.auth.podsecurity)."""
+    for f, name in (("run_as_user", "runAsUser"), ("run_as_group", "runAsGroup")):
+        if sc.HasField(f) and getattr(sc, f) < 0:
+            errs.add(f"{path}.{name}", f"must be greater than or equal to 0 (got {getattr(sc, f)})")
+    if sc.HasField("run_as_non_root") and sc.run_as_non_root and sc.HasField("run_as_user") \
+            and sc.run_as_user == 0:
+        errs.add(f"{path}.runAsUser", "must not be 0 when runAsNonRoot is true")
+    for f, name in (("seccomp_profile", "seccompProfile"), ("app_armor_profile", "appArmorProfile")):
+        if sc.HasField(f):
+            kind = getattr(sc, f).type
+            if kind not in _SECURITY_PROFILES:
+                errs.add(f"{path}.{name}.type", f"unsupported value {kind!r}: only RuntimeDefault (the "
+                                                "engine's default profile, always applied) is supported")
+    if isinstance(sc, pod_pb2.SecurityContext):
+        one_of(errs, f"{path}.procMount", sc.proc_mount, ("", "Default"))
+        for i, cap in enumerate(sc.capabilities.drop):
+            if not cap:
+                errs.add(f"{path}.capabilities.drop[{i}]", "must not be empty")
+    else:
+        for i, g in enumerate(sc.supplemental_groups):
+            if g < 0:
+                errs.add(f"{path}.supplementalGroups[{i}]", f"must be greater than or equal to 0 (got {g})")
+        if sc.HasField("fs_group") and sc.fs_group < 0:
+            errs.add(f"{path}.fsGroup", f"must be greater than or equal to 0 (got {sc.fs_group})")
+
+
+def _field_refs(errs: Errors, path: str, c: pod_pb2.Container, containers: set[str]) -> None:
+    """fieldRef and resourceFieldRef: only what the agent can resolve, refused here, not on the node."""
+    for i, e in enumerate(c.env):
+        vf = e.value_from
+        if vf.HasField("field_ref"):
+            fp = f"{path}.env[{i}].valueFrom.fieldRef"
+            if vf.field_ref.api_version not in ("", "v1"):
+                errs.add(f"{fp}.apiVersion", f"unsupported value {vf.field_ref.api_version!r}: must be v1")
+            why = podfields.field_ref_problem(vf.field_ref.field_path)
+            if why is not None:
+                errs.add(f"{fp}.fieldPath", why)
+        if vf.HasField("resource_field_ref"):
+            rp = f"{path}.env[{i}].valueFrom.resourceFieldRef"
+            ref = vf.resource_field_ref
+            if ref.resource not in podfields.RESOURCE_FIELD_REFS:
+                errs.add(f"{rp}.resource", f"unsupported value {ref.resource!r}: must be one of "
+                                           + ", ".join(podfields.RESOURCE_FIELD_REFS))
+            if ref.container_name and ref.container_name not in containers:
+                errs.add(f"{rp}.containerName", f"no container named {ref.container_name!r} in the pod")
+            if ref.divisor:
+                try:
+                    if quantity.parse_quantity(ref.divisor) <= 0:
+                        errs.add(f"{rp}.divisor", "must be greater than 0")
+                except quantity.QuantityError as err:
+                    errs.add(f"{rp}.divisor", str(err))
+
+
+def _probe(errs: Errors, path: str, p: pod_pb2.Probe, c: pod_pb2.Container, *,
+           liveness: bool = False) -> None:
     handlers = [n for n, f in (("exec", "exec"), ("httpGet", "http_get"), ("tcpSocket", "tcp_socket"))
                 if p.HasField(f)]
     if len(handlers) == 0:
@@ -204,12 +305,7 @@ def _probe(errs: Errors, path: str, p: pod_pb2.Probe, *, liveness: bool = False)
         errs.add(path, f"may not specify more than 1 handler type (got {', '.join(handlers)})")
     if p.HasField("exec") and not p.exec.command:
         errs.add(f"{path}.exec.command", "required")
-    if p.HasField("http_get"):
-        _port(errs, f"{path}.httpGet.port", p.http_get.port)
-        if p.http_get.scheme not in ("", "HTTP", "HTTPS"):
-            one_of(errs, f"{path}.httpGet.scheme", p.http_get.scheme, ("HTTP", "HTTPS"))
-    if p.HasField("tcp_socket"):
-        _port(errs, f"{path}.tcpSocket.port", p.tcp_socket.port)
+    _handler_ports(errs, path, p, c)
     for f, name in (("initial_delay_seconds", "initialDelaySeconds"), ("period_seconds", "periodSeconds"),
                     ("timeout_seconds", "timeoutSeconds")):
         if getattr(p, f) < 0:
@@ -249,6 +345,7 @@ def _container(errs: Errors, path: str, c: pod_pb2.Container, volume_names: set[
             errs.add(f"{path}.env[{i}].name", f"invalid environment variable name {e.name!r}")
         if e.value and e.HasField("value_from"):
             errs.add(f"{path}.env[{i}].valueFrom", "may not be specified when `value` is not empty")
+    _config_env_sources(errs, path, c)
     _resources(errs, f"{path}.resources", c.resources)
     mount_paths: set[str] = set()
     for i, m in enumerate(c.volume_mounts):
@@ -264,8 +361,9 @@ def _container(errs: Errors, path: str, c: pod_pb2.Container, volume_names: set[
         elif m.mount_path in mount_paths:
             errs.add(f"{mp}.mountPath", f"must be unique ({m.mount_path!r} is mounted twice)")
         mount_paths.add(m.mount_path)
-        if m.sub_path.startswith("/") or ".." in m.sub_path.split("/"):
-            errs.add(f"{mp}.subPath", "must be a relative path without '..'")
+        if m.sub_path:
+            errs.add(f"{mp}.subPath", "not supported: mount the whole volume (mountPath) and use the "
+                                      "path inside it")
     probes = (("livenessProbe", "liveness_probe", True), ("readinessProbe", "readiness_probe", False),
               ("startupProbe", "startup_probe", True))
     for name, f, live in probes:
@@ -273,10 +371,9 @@ def _container(errs: Errors, path: str, c: pod_pb2.Container, volume_names: set[
             if init:
                 errs.add(f"{path}.{name}", "may not be set for init containers")
             else:
-                _probe(errs, f"{path}.{name}", getattr(c, f), liveness=live)
-    for hook, f in (("postStart", "post_start"), ("preStop", "pre_stop")):
-        if c.lifecycle.HasField(f) and not getattr(c.lifecycle, f).exec.command:
-            errs.add(f"{path}.lifecycle.{hook}.exec.command", "required")
+                _probe(errs, f"{path}.{name}", getattr(c, f), c, liveness=live)
+    _lifecycle(errs, path, c)
+    _security_context(errs, f"{path}.securityContext", c.security_context)
 
 
 def _node_selector_requirement(errs: Errors, path: str, r: pod_pb2.NodeSelectorRequirement) -> None:
@@ -318,6 +415,30 @@ def _affinity(errs: Errors, path: str, a: pod_pb2.Affinity) -> None:
         _node_selector_term(errs, f"{pp}.preference", p.preference)
 
 
+def _pod_affinity_term(errs: Errors, path: str, t: pod_pb2.PodAffinityTerm) -> None:
+    if not t.topology_key:
+        errs.add(f"{path}.topologyKey", "required (e.g. kubernetes.io/hostname, cowpod.io/class)")
+    else:
+        qualified_name(errs, f"{path}.topologyKey", t.topology_key)
+    _label_selector(errs, f"{path}.labelSelector", t.label_selector)
+    _label_selector(errs, f"{path}.namespaceSelector", t.namespace_selector)
+    for i, ns in enumerate(t.namespaces):
+        dns_label(errs, f"{path}.namespaces[{i}]", ns)
+
+
+def _pod_affinity(errs: Errors, path: str, a: pod_pb2.Affinity) -> None:
+    """podAffinity and podAntiAffinity (scheduler/plugins/inter_pod_affinity.py)."""
+    for name, f in (("podAffinity", "pod_affinity"), ("podAntiAffinity", "pod_anti_affinity")):
+        pa: pod_pb2.PodAffinity | pod_pb2.PodAntiAffinity = getattr(a, f)
+        for i, t in enumerate(pa.required_during_scheduling_ignored_during_execution):
+            _pod_affinity_term(errs, f"{path}.{name}.requiredDuringSchedulingIgnoredDuringExecution[{i}]", t)
+        for i, w in enumerate(pa.preferred_during_scheduling_ignored_during_execution):
+            wp = f"{path}.{name}.preferredDuringSchedulingIgnoredDuringExecution[{i}]"
+            if not 1 <= w.weight <= 100:
+                errs.add(f"{wp}.weight", f"must be in the range 1-100 (got {w.weight})")
+            _pod_affinity_term(errs, f"{wp}.podAffinityTerm", w.pod_affinity_term)
+
+
 def _toleration(errs: Errors, path: str, t: pod_pb2.Toleration) -> None:
     if t.key:
         qualified_name(errs, f"{path}.key", t.key)
@@ -353,8 +474,14 @@ def _volumes(errs: Errors, spec: pod_pb2.PodSpec) -> set[str]:
         if v.name in names:
             errs.add(f"{vp}.name", f"duplicate volume name {v.name!r}")
         names.add(v.name)
-        if v.HasField("empty_dir") and v.HasField("host_path"):
+        if sum(v.HasField(f) for f in VOLUME_SOURCES) > 1:
             errs.add(vp, "may not specify more than 1 volume type")
+        if v.HasField("config_map"):
+            dns_subdomain(errs, f"{vp}.configMap.name", v.config_map.name)
+            _key_paths(errs, f"{vp}.configMap", v.config_map)
+        if v.HasField("secret"):
+            dns_subdomain(errs, f"{vp}.secret.secretName", v.secret.secret_name)
+            _key_paths(errs, f"{vp}.secret", v.secret)
         if v.HasField("host_path"):
             if not v.host_path.path.startswith("/"):
                 errs.add(f"{vp}.hostPath.path", "must be an absolute path")
@@ -363,6 +490,66 @@ def _volumes(errs: Errors, spec: pod_pb2.PodSpec) -> set[str]:
         if v.empty_dir.size_limit_bytes < 0:
             errs.add(f"{vp}.emptyDir.sizeLimit", "must be greater than or equal to 0")
     return names
+
+
+VOLUME_SOURCES = ("empty_dir", "host_path", "config_map", "secret")
+MAX_FILE_MODE = 0o777
+
+
+def _file_mode(errs: Errors, path: str, mode: int) -> None:
+    if not 0 <= mode <= MAX_FILE_MODE:
+        errs.add(path, f"must be a number between 0 and 0777 (octal), both inclusive (got {mode})")
+
+
+def _key_paths(errs: Errors, path: str,
+               src: pod_pb2.ConfigMapVolumeSource | pod_pb2.SecretVolumeSource) -> None:
+    """items (key -> relative path, mode) and defaultMode of a configMap/secret volume."""
+    if src.HasField("default_mode"):
+        _file_mode(errs, f"{path}.defaultMode", src.default_mode)
+    seen: set[str] = set()
+    for i, item in enumerate(src.items):
+        ip = f"{path}.items[{i}]"
+        if not item.key:
+            errs.add(f"{ip}.key", "required")
+        parts = item.path.split("/")
+        if not item.path:
+            errs.add(f"{ip}.path", "required")
+        elif item.path.startswith("/") or ".." in parts or item.path.startswith(".."):
+            errs.add(f"{ip}.path", f"must be a relative path without '..' (got {item.path!r})")
+        elif item.path in seen:
+            errs.add(f"{ip}.path", f"duplicate path {item.path!r}")
+        seen.add(item.path)
+        if item.HasField("mode"):
+            _file_mode(errs, f"{ip}.mode", item.mode)
+
+
+def _config_env_sources(errs: Errors, path: str, c: pod_pb2.Container) -> None:
+    """env[].valueFrom (one source of fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef); envFrom."""
+    for i, e in enumerate(c.env):
+        if not e.HasField("value_from"):
+            continue
+        vf = e.value_from
+        vp = f"{path}.env[{i}].valueFrom"
+        if sum(vf.HasField(f) for f in ("field_ref", "resource_field_ref", "config_map_key_ref",
+                                         "secret_key_ref")) != 1:
+            errs.add(vp, "must specify exactly one of: fieldRef, resourceFieldRef, configMapKeyRef, "
+                         "secretKeyRef")
+        for f, name in (("config_map_key_ref", "configMapKeyRef"), ("secret_key_ref", "secretKeyRef")):
+            if vf.HasField(f):
+                ref = getattr(vf, f)
+                dns_subdomain(errs, f"{vp}.{name}.name", ref.name)
+                if not ref.key:
+                    errs.add(f"{vp}.{name}.key", "required")
+    for i, ef in enumerate(c.env_from):
+        ep = f"{path}.envFrom[{i}]"
+        if ef.HasField("config_map_ref") == ef.HasField("secret_ref"):
+            errs.add(ep, "must specify exactly one of: configMapRef, secretRef")
+        if ef.HasField("config_map_ref"):
+            dns_subdomain(errs, f"{ep}.configMapRef.name", ef.config_map_ref.name)
+        if ef.HasField("secret_ref"):
+            dns_subdomain(errs, f"{ep}.secretRef.name", ef.secret_ref.name)
+        if ef.prefix and not _ENV_NAME.match(ef.prefix):
+            errs.add(f"{ep}.prefix", f"invalid environment variable name prefix {ef.prefix!r}")
 
 
 def pod_spec(errs: Errors, spec: pod_pb2.PodSpec) -> None:
@@ -374,6 +561,11 @@ def pod_spec(errs: Errors, spec: pod_pb2.PodSpec) -> None:
         _container(errs, f"spec.initContainers[{i}]", c, volume_names, seen, init=True)
     for i, c in enumerate(spec.containers):
         _container(errs, f"spec.containers[{i}]", c, volume_names, seen, init=False)
+    for kind, cs in (("initContainers", spec.init_containers), ("containers", spec.containers)):
+        for i, c in enumerate(cs):
+            _field_refs(errs, f"spec.{kind}[{i}]", c, seen)
+    _security_context(errs, "spec.securityContext", spec.security_context)
+    _pod_affinity(errs, "spec.affinity", spec.affinity)
     host_ports: set[tuple[str, int]] = set()
     for i, c in enumerate(spec.containers):
         for j, p in enumerate(c.ports):

@@ -9,9 +9,21 @@ from controller.limits import Limits
 from controller.metrics import Metrics
 from controller.pods import Pods, bind_result, create_result
 from controller.rpc import Ctx
+from cowpod.api import podfields
 from cowpod.auth.podsecurity import pod_violations
 from cowpod.errors import CowpodError, Invalid
 from cowpod.v1 import meta_pb2, pod_pb2
+
+WARNING_KEY = "warning"
+"""Trailing-metadata key of the server's warnings (one entry each; kubectl's `Warning:`
+header): fields accepted with no effect. `cowpod apply` prints the same lines."""
+
+
+def send_warnings(ctx: Ctx, warnings: list[str]) -> None:
+    """Attach `warnings` to the answer as trailing metadata (ASCII, as gRPC requires)."""
+    if warnings:
+        ctx.set_trailing_metadata(tuple((WARNING_KEY, w.encode("ascii", "replace").decode())
+                                        for w in warnings))
 
 
 class PodServicer:
@@ -23,15 +35,21 @@ class PodServicer:
         self.limits = limits or Limits()
 
     async def Create(self, req: pod_pb2.Pod, ctx: Ctx) -> pod_pb2.Pod:
-        return await self.pods.create(req)
+        warnings = podfields.pod_warnings(req.spec)
+        out = await self.pods.create(req)
+        send_warnings(ctx, warnings)
+        return out
 
     async def CreateBatch(self, req: pod_pb2.CreatePodsRequest, ctx: Ctx) -> pod_pb2.CreatePodsResponse:
         """Each pod passes what a single Create passes (the gate checks a Pod request's size and
         isolation rules; here they are checked per item) and gets its own result."""
         outs: list[pod_pb2.Pod | CowpodError | None] = [self._admit(p) for p in req.pods]
         todo = [i for i, o in enumerate(outs) if o is None]
+        warnings = [f"pod/{p.metadata.name or p.metadata.generate_name}: {w}"
+                    for i in todo for p in (req.pods[i],) for w in podfields.pod_warnings(p.spec)]
         for i, out in zip(todo, await self.pods.create_many([req.pods[i] for i in todo]), strict=True):
             outs[i] = out
+        send_warnings(ctx, warnings)
         return pod_pb2.CreatePodsResponse(
             results=[create_result(p, o) for p, o in zip(req.pods, outs, strict=True) if o is not None])
 

@@ -13,6 +13,10 @@ stored before a rule existed).
   not inside the VM), so these paths are the keys to the whole host.
 - No container runs one of cowpod's internal images (a VM disk or snapshot;
   cowpod/images.py).
+- No container is `privileged` or adds capabilities (`capabilities.add`): pods
+  on one VM share its kernel, and on the docker provider the host's, so either
+  would let one pod reach the others and the host (Kubernetes' "restricted" pod
+  security standard refuses both too). Dropping capabilities is always allowed.
 """
 
 from __future__ import annotations
@@ -76,4 +80,12 @@ def pod_violations(pod: Any, extra: tuple[str, ...] = ()) -> list[tuple[str, str
             why = internal_image_violation(c.image)
             if why is not None:
                 out.append((f"spec.{kind}[{i}].image", why))
+            sc = c.security_context
+            if sc.privileged:
+                out.append((f"spec.{kind}[{i}].securityContext.privileged",
+                            "privileged containers are refused: pods share their VM's kernel"))
+            if sc.capabilities.add:
+                out.append((f"spec.{kind}[{i}].securityContext.capabilities.add",
+                            f"adding capabilities ({', '.join(sc.capabilities.add)}) is refused: "
+                            "pods share their VM's kernel; only drop is allowed"))
     return out

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from cowpod.api import podfields
 from cowpod.cli.commands.common import Subparsers, add_command, parse_duration
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, code_of, is_not_found, rpc_error, rpc_message
@@ -121,6 +122,11 @@ async def run_create(ctx: Ctx, args: argparse.Namespace) -> int:
 async def _run(ctx: Ctx, args: argparse.Namespace, *, create_only: bool) -> int:
     docs = load_paths(args.filename, ctx.stdin)
     _prepare(ctx, docs, getattr(args, "namespace", None))
+    # Fields accepted with no effect, as kubectl prints the server's warnings (the server
+    # sends the same lines, podfields.pod_warnings, in its answer's trailing metadata).
+    for doc in docs:
+        for w in podfields.object_warnings(doc.obj):
+            ctx.err.write(printable(f"Warning: {ref(doc.info, doc.name)}: {w}") + "\n")
     if not create_only:
         for doc in docs:
             if not doc.name:
@@ -250,6 +256,9 @@ async def _create(ctx: Ctx, info: KindInfo, obj: Obj) -> Obj:
     name = obj.metadata.name or obj.metadata.generate_name
     if info is NODE:
         created: Obj = await ctx.call(svc.Register, obj, what=what(info, name))
+    elif not hasattr(svc, "Create"):
+        raise CliError(f"{what(info, name)}: {info.plural} are kept by the controller and cannot be "
+                       "applied (for Endpoints: give the Service a selector)", exit_code=2)
     else:
         created = await ctx.call(svc.Create, obj, what=what(info, name))
     return created
