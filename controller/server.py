@@ -24,11 +24,20 @@ from controller.auth.setup import SERVICES as AUTH_SERVICES
 from controller.auth.setup import SecurityConfigError, ServerSecurity
 from controller.compactor import run_compactor
 from controller.config import ControllerConfig
+from controller.configs import CONFIGMAPS, SECRETS, ConfigObjectServicer, Secrets, configmaps
+from controller.endpoints import EndpointsController
 from controller.events import Events
 from controller.eviction import Evictor, StoredEvents
 from controller.kinds import EVENTS, LEASES, NODES, PODS, VMS, Kind
 from controller.leases import Leases
 from controller.metrics import Metrics
+from controller.namespaces import (
+    NAMESPACES,
+    NamespaceAdmission,
+    NamespaceController,
+    Namespaces,
+    NamespaceServicer,
+)
 from controller.node_lifecycle import NodeLifecycle
 from controller.node_usage import NodeUsage
 from controller.nodes import Nodes
@@ -42,6 +51,8 @@ from controller.servicers.leases import LeaseServicer
 from controller.servicers.nodes import NodeServicer
 from controller.servicers.pods import PodServicer
 from controller.servicers.vms import VMServicer
+from controller.services_api import ENDPOINTS, EndpointsServicer, Services, ServiceServicer
+from controller.services_api import SERVICES as SERVICE_OBJECTS
 from controller.store import EtcdStore, Store
 from controller.supervise import supervise
 from controller.vms import VMs
@@ -53,7 +64,17 @@ from cowpod.clock import Clock, RealClock
 from cowpod.clusterconfig import ClusterConfig
 from cowpod.errors import CowpodError
 from cowpod.metrics_http import serve_metrics
-from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2, workload_pb2
+from cowpod.v1 import (
+    config_pb2,
+    event_pb2,
+    lease_pb2,
+    namespace_pb2,
+    node_pb2,
+    pod_pb2,
+    service_pb2,
+    vm_pb2,
+    workload_pb2,
+)
 from hypervisor.provider import ControllerAddress
 
 log = logging.getLogger(__name__)
@@ -66,7 +87,19 @@ SERVICES = (
     lease_pb2.DESCRIPTOR.services_by_name["LeaseService"],
     workload_pb2.DESCRIPTOR.services_by_name["ReplicaSetService"],
     *(w.service for w in WORKLOAD_KINDS),  # Deployments, Jobs, DaemonSets (never indexed)
+    service_pb2.DESCRIPTOR.services_by_name["ServiceService"],
+    service_pb2.DESCRIPTOR.services_by_name["EndpointsService"],
 )
+
+
+# Namespaces, ConfigMaps, Secrets (controller/namespaces.py, controller/configs.py).
+CORE_SERVICES = (
+    namespace_pb2.DESCRIPTOR.services_by_name["NamespaceService"],
+    config_pb2.DESCRIPTOR.services_by_name["ConfigMapService"],
+    config_pb2.DESCRIPTOR.services_by_name["SecretService"],
+)
+# Workloads whose objects a Terminating namespace loses before its pods (they would recreate them).
+NAMESPACE_DELETE_FIRST = ("deployments", "daemonsets", "jobs", "replicasets")
 
 
 class ConfigError(Exception):
@@ -89,7 +122,8 @@ class Controller:
         q, b = config.watch_queue_size, config.watch_buffer_size
         # What every node has bound to it, kept from the pods watch: binds check capacity on it.
         self.node_usage = NodeUsage(self.store)
-        hub_kinds: tuple[Kind[Any], ...] = (PODS, NODES, VMS, EVENTS, REPLICASETS, *WORKLOAD_RESOURCES)
+        hub_kinds: tuple[Kind[Any], ...] = (PODS, NODES, VMS, EVENTS, REPLICASETS, *WORKLOAD_RESOURCES,
+                                            SERVICE_OBJECTS, ENDPOINTS)
         self.hubs: dict[str, WatchHub[Any]] = {
             k.resource: WatchHub(self.store, k, self.clock, buffer_size=b, queue_size=q,
                                  observer=self.node_usage if k is PODS else None)
@@ -124,6 +158,31 @@ class Controller:
         for w in WORKLOAD_KINDS:
             self.servicers.append((w.service, w.servicer(self.store, self.clock, self.hubs[w.kind.resource],
                                                          self.metrics)))
+        # Services and their Endpoints (controller/services_api.py, controller/endpoints.py).
+        self.endpoints_r = Resource(ENDPOINTS, self.store, self.clock, self.hubs["endpoints"])
+        self.services = Services(Resource(SERVICE_OBJECTS, self.store, self.clock, self.hubs["services"]),
+                                 self.endpoints_r)
+        self.servicers.append((SERVICES[-2], ServiceServicer(self.services, self.metrics)))
+        self.servicers.append((SERVICES[-1], EndpointsServicer(self.endpoints_r, self.metrics)))
+        # Namespaces (their admission step guards every create), ConfigMaps and Secrets.
+        for k in (NAMESPACES, CONFIGMAPS, SECRETS):
+            self.hubs[k.resource] = WatchHub(self.store, k, self.clock, buffer_size=b, queue_size=q)
+        self.namespaces = Namespaces(Resource(NAMESPACES, self.store, self.clock, self.hubs["namespaces"]),
+                                     self.clock)
+        self.admission = NamespaceAdmission(self.namespaces, cluster_scoped=[
+            k.message.DESCRIPTOR.full_name for k in (*(h.kind for h in self.hubs.values()), LEASES)
+            if not k.namespaced])
+        self.namespace_controller = NamespaceController(
+            self.store, self.namespaces, [*(h.kind for h in self.hubs.values()), LEASES], self.pods.delete,
+            self.clock, first=NAMESPACE_DELETE_FIRST)
+        secrets = Secrets(Resource(SECRETS, self.store, self.clock, self.hubs["secrets"]))
+        self.servicers.extend([
+            (CORE_SERVICES[0], NamespaceServicer(self.namespaces, self.metrics)),
+            (CORE_SERVICES[1], ConfigObjectServicer(
+                configmaps(Resource(CONFIGMAPS, self.store, self.clock, self.hubs["configmaps"])),
+                config_pb2.ConfigMapList, self.metrics)),
+            (CORE_SERVICES[2], ConfigObjectServicer(secrets, config_pb2.SecretList, self.metrics)),
+        ])
         self.evictor = Evictor(self.store, self.clock, default_toleration_seconds=config.pod_eviction_timeout,
                                period=config.node_monitor_period, startup_grace=config.node_monitor_grace,
                                events=StoredEvents(self.events), registry=self.metrics.registry)
@@ -157,11 +216,11 @@ class Controller:
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ])
         server.add_generic_rpc_handlers(
-            [service_handler(desc, svc, self.metrics) for desc, svc in self.servicers]
+            [service_handler(desc, svc, self.metrics, self.admission) for desc, svc in self.servicers]
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            [*(d.full_name for d in (*SERVICES, *AUTH_SERVICES)), health.SERVICE_NAME,
+            [*(d.full_name for d in (*SERVICES, *CORE_SERVICES, *AUTH_SERVICES)), health.SERVICE_NAME,
              reflection.SERVICE_NAME],
             server,
         )
@@ -200,9 +259,13 @@ class Controller:
                     tg.create_task(run_compactor(self.store, self.clock, cfg.etcd_compaction_interval),
                                    name="etcd-compactor")
                 tg.create_task(self.lifecycle.run(), name="node-lifecycle")
+                tg.create_task(self.namespaces.run_ensure_system(), name="system-namespaces")
+                tg.create_task(supervise("namespace controller", self.namespace_controller.run, self.clock),
+                               name="namespace-controller")
                 tg.create_task(supervise("eviction", self.evictor.run, self.clock), name="eviction")
                 if cfg.replicaset_controller:
                     tg.create_task(self._run_replicasets(), name="replicaset-controller")
+                    tg.create_task(self._run_endpoints(), name="endpoints-controller")
                 if join_dir is not None:
                     tg.create_task(self.security.run_join_tokens(join_dir), name="join-token")
                 if cfg.metrics_listen:
@@ -303,3 +366,9 @@ class Controller:
                                        resync_seconds=self.config.replicaset_resync,
                                        registry=self.metrics.registry)
             await supervise("replicaset controller", rsc.run, self.clock)
+
+    async def _run_endpoints(self) -> None:
+        address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
+        async with connect(self.security.self_client_settings(address)) as client:
+            epc = EndpointsController(client.services.Watch, client.pods.Watch, self.endpoints_r, self.clock)
+            await supervise("endpoints controller", epc.run, self.clock)

@@ -11,10 +11,11 @@
     asyncio.run(main())
 
 `Client` holds one gRPC channel and a typed stub per service (`pods`, `nodes`,
-`vms`, `events`, `leases`, `replicasets`, `deployments`, `jobs`, `daemonsets`). `call` retries a
-unary call on UNAVAILABLE with capped exponential back-off, which is what every component wants while the
-controller or etcd restarts; callers that must not repeat a non-idempotent
-write use the stub directly.
+`vms`, `events`, `leases`, `replicasets`, `deployments`, `jobs`, `daemonsets`, `services`,
+`endpoints`, `namespaces`, `configmaps`, `secrets`). `call` retries a unary call on
+UNAVAILABLE with capped exponential back-off, which is what every component wants while
+the controller or etcd restarts; callers that must not repeat a non-idempotent write use
+the stub directly.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cowpod.clock import Clock, RealClock
 from cowpod.v1 import (
+    config_pb2_grpc,
     event_pb2_grpc,
     lease_pb2_grpc,
     meta_pb2,
+    namespace_pb2_grpc,
     node_pb2_grpc,
     pod_pb2_grpc,
+    service_pb2_grpc,
     vm_pb2_grpc,
     workload_pb2_grpc,
 )
@@ -90,6 +94,11 @@ class Client:
         self.deployments = workload_pb2_grpc.DeploymentServiceStub(self.channel)
         self.jobs = workload_pb2_grpc.JobServiceStub(self.channel)
         self.daemonsets = workload_pb2_grpc.DaemonSetServiceStub(self.channel)
+        self.services = service_pb2_grpc.ServiceServiceStub(self.channel)
+        self.endpoints = service_pb2_grpc.EndpointsServiceStub(self.channel)
+        self.namespaces = namespace_pb2_grpc.NamespaceServiceStub(self.channel)
+        self.configmaps = config_pb2_grpc.ConfigMapServiceStub(self.channel)
+        self.secrets = config_pb2_grpc.SecretServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     async def __aenter__(self) -> Client:

@@ -10,14 +10,17 @@ interceptor resolves against the store.
     ---------   ---------------------------------------------------------------
     admin       everything
     edit        pods (not bind, not status), events, ReplicaSets, Deployments, Jobs,
-                DaemonSets (not status); read
-                nodes, VMs, leases
-    view        read (Get/List/Watch) everything but tokens; pod logs
+                DaemonSets (not status), Services; read
+                nodes, VMs, leases, Endpoints;
+                ConfigMaps and Secrets (Create/Update/Delete, and read Secrets);
+                read Namespaces (creating and deleting them is admin's)
+    view        read (Get/List/Watch) everything but tokens and Secrets; pod logs
     node X      its own Node (register, heartbeat, get, status; never update:
                 see noderestriction.py), the pods
                 bound to X (list/watch by spec.nodeName=X, get, status, delete),
                 its lease in cowpod-node-lease, create events, its own serving
-                certificate. Never: create or
+                certificate, list/watch Endpoints (its DNS), get a ConfigMap or
+                Secret while a pod bound to X references it. Never: create or
                 bind pods, other nodes or their pods, VMs, tokens.
     scheduler   read pods, nodes, VMs; bind; status of unbound pods (why pending);
                 create events; its leader-election lease cowpod-system/cowpod-scheduler
@@ -53,7 +56,12 @@ REPLICASET = "cowpod.v1.ReplicaSetService"
 DEPLOYMENT = "cowpod.v1.DeploymentService"
 JOB = "cowpod.v1.JobService"
 DAEMONSET = "cowpod.v1.DaemonSetService"
+SERVICE = "cowpod.v1.ServiceService"
+ENDPOINTS = "cowpod.v1.EndpointsService"
 EVENT = "cowpod.v1.EventService"
+NAMESPACE = "cowpod.v1.NamespaceService"
+CONFIGMAP = "cowpod.v1.ConfigMapService"
+SECRET = "cowpod.v1.SecretService"
 LEASE = "cowpod.v1.LeaseService"
 TOKEN = "cowpod.v1.TokenService"
 BOOTSTRAP = "cowpod.v1.BootstrapService"
@@ -71,7 +79,12 @@ _EDIT_WRITES: dict[str, frozenset[str]] = {
     DEPLOYMENT: frozenset({"Create", "Update", "Scale", "Delete"}),
     JOB: frozenset({"Create", "Update", "Delete"}),
     DAEMONSET: frozenset({"Create", "Update", "Delete"}),
+    SERVICE: frozenset({"Create", "Update", "Delete"}),
+    ENDPOINTS: frozenset(),  # the controller's endpoints loop writes them
     EVENT: frozenset({"Create"}),
+    CONFIGMAP: frozenset({"Create", "Update", "Delete"}),
+    SECRET: frozenset({"Create", "Update", "Delete"}),
+    NAMESPACE: frozenset(),
     NODE: frozenset(),
     VM: frozenset(),
     LEASE: frozenset(),
@@ -81,6 +94,8 @@ _EDIT_WRITES: dict[str, frozenset[str]] = {
 _VIEW_EXTRA: dict[str, frozenset[str]] = {POD: frozenset({"Logs"})}
 # Services whose reads are admin-only too.
 _ADMIN_ONLY = frozenset({TOKEN})
+# Services view may not read (Kubernetes' view role cannot read Secrets: they are credentials).
+_NOT_FOR_VIEW = frozenset({SECRET})
 
 
 class Requirement(enum.Enum):
@@ -88,6 +103,8 @@ class Requirement(enum.Enum):
 
     BOUND_BEFORE = "bound-before"  # stored pod (namespace/name) is bound to `node` before the call
     BOUND_RESPONSE = "bound-response"  # the Pod the call returns is bound to `node`
+    # a pod bound to `node` in `namespace` references the ConfigMap/Secret (`kind`) `name`
+    REFERENCED = "referenced"
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,7 @@ class PodCheck:
     node: str
     namespace: str = ""
     name: str = ""
+    kind: str = ""  # REFERENCED: "ConfigMap" | "Secret"
 
 
 @dataclass(frozen=True)
@@ -157,6 +175,8 @@ def _user(identity: Identity, service: str, verb: str) -> Decision:
         return _deny(identity, service, verb, "only admin manages tokens")
     if service in REFLECTION:
         return ALLOW
+    if service in _NOT_FOR_VIEW and identity.role is Role.VIEW:
+        return _deny(identity, service, verb, "the view role may not read Secrets")
     writes = _EDIT_WRITES.get(service)
     if writes is None:
         return _deny(identity, service, verb, "the service is not in the authorization table (admin only)")
@@ -253,6 +273,14 @@ def _node(identity: Identity, service: str, verb: str, request: Any) -> Decision
         return _deny(identity, service, verb, "nodes may not create, change, bind or exec into pods")
     if service == EVENT and verb == "Create":
         return ALLOW
+    if service == ENDPOINTS and verb in ("List", "Watch"):
+        return ALLOW  # the agent's DNS answers Service names from every namespace's Endpoints
+    if service in (CONFIGMAP, SECRET):
+        if verb == "Get":
+            kind = "ConfigMap" if service == CONFIGMAP else "Secret"
+            return Decision(True, check=PodCheck(Requirement.REFERENCED, me, request.namespace, request.name,
+                                                 kind=kind))
+        return _deny(identity, service, verb, "a node may only get the ConfigMaps and Secrets its pods use")
     if service == BOOTSTRAP and verb == "SignServingCertificate":
         return ALLOW  # the servicer signs only for the caller's own node name
     if service == LEASE and verb in ("Get", "Create", "Update", "Delete"):

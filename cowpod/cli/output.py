@@ -8,7 +8,7 @@ from typing import Any
 from cowpod.cli import jsonpath, printers
 from cowpod.cli.errors import CliError
 from cowpod.manifest import KindInfo, as_list, dump_json, dump_yaml, encode_object
-from cowpod.manifest.kinds import EVENT, LEASE, NODE, POD, REPLICASET, VM
+from cowpod.manifest.kinds import ENDPOINTS, EVENT, LEASE, NODE, POD, REPLICASET, SERVICE, VM
 
 FORMATS = ("wide", "yaml", "json", "name", "jsonpath=TEMPLATE")
 
@@ -32,6 +32,10 @@ def headers(info: KindInfo, *, wide: bool, all_namespaces: bool) -> list[str]:
         h = ["NAME", "HOLDER", "AGE"]
     elif info is REPLICASET:
         h = printers.REPLICASET_HEADERS + (printers.REPLICASET_WIDE if wide else [])
+    elif info is SERVICE:
+        h = printers.SERVICE_HEADERS + (printers.SERVICE_WIDE if wide else [])
+    elif info is ENDPOINTS:
+        h = list(printers.ENDPOINTS_HEADERS)
     else:
         h = ["NAME"]
     return (["NAMESPACE"] if all_namespaces and info.namespaced else []) + h
@@ -65,6 +69,10 @@ def row(
         ]
     elif info is REPLICASET:
         r = printers.replicaset_row(obj, now, wide=wide)
+    elif info is SERVICE:
+        r = printers.service_row(obj, now, wide=wide)
+    elif info is ENDPOINTS:
+        r = printers.endpoints_row(obj, now)
     else:
         r = [obj.metadata.name]
     if all_namespaces and info.namespaced:

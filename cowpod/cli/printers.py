@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cowpod.api import quantity
 from cowpod.api.phases import is_terminal
-from cowpod.v1 import event_pb2, node_pb2, pod_pb2, vm_pb2, workload_pb2
+from cowpod.v1 import event_pb2, node_pb2, pod_pb2, service_pb2, vm_pb2, workload_pb2
 
 NONE = "<none>"
 
@@ -274,6 +274,43 @@ def replicaset_row(rs: workload_pb2.ReplicaSet, now: float, *, wide: bool = Fals
         row += [",".join(c.name for c in containers) or NONE, ",".join(c.image for c in containers) or NONE,
                 selector or NONE]
     return row
+
+
+# --- services and endpoints -------------------------------------------------------------------
+
+SERVICE_HEADERS = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+SERVICE_WIDE = ["SELECTOR"]
+ENDPOINTS_HEADERS = ["NAME", "ENDPOINTS", "AGE"]
+
+
+def service_ports(svc: service_pb2.Service) -> str:
+    """`80/TCP,53/UDP`, as kubectl prints them (no node ports here)."""
+    return ",".join(f"{p.port}/{p.protocol or 'TCP'}" for p in svc.spec.ports) or NONE
+
+
+def service_row(svc: service_pb2.Service, now: float, *, wide: bool = False) -> Row:
+    m = svc.metadata
+    row = [m.name, svc.spec.type or "ClusterIP", svc.spec.cluster_ip or "None", NONE, service_ports(svc),
+           age(m.creation_timestamp, now, is_set=m.HasField("creation_timestamp"))]
+    if wide:
+        row.append(",".join(f"{k}={v}" for k, v in sorted(svc.spec.selector.items())) or NONE)
+    return row
+
+
+def endpoint_list(ep: service_pb2.Endpoints, *, limit: int = 3) -> str:
+    """Ready `ip:port` pairs, the first `limit` and `+ N more...` as kubectl does."""
+    pairs = [f"{a.ip}:{p.port}" if p.port else a.ip
+             for s in ep.subsets for a in s.addresses for p in (s.ports or [service_pb2.EndpointPort()])]
+    if not pairs:
+        return NONE
+    shown = ",".join(pairs[:limit])
+    return shown + (f" + {len(pairs) - limit} more..." if len(pairs) > limit else "")
+
+
+def endpoints_row(ep: service_pb2.Endpoints, now: float) -> Row:
+    m = ep.metadata
+    created = age(m.creation_timestamp, now, is_set=m.HasField("creation_timestamp"))
+    return [m.name, endpoint_list(ep), created]
 
 
 # --- events -----------------------------------------------------------------------------------

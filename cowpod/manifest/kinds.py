@@ -7,7 +7,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2, workload_pb2
+from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, service_pb2, vm_pb2, workload_pb2
 
 # A top-level object (Pod, Node, VM, Event, Lease). The generated classes share
 # no base type with `metadata`, so code that handles any kind types it as this.
@@ -53,8 +53,12 @@ DAEMONSET = KindInfo(
     "DaemonSet", ("apps/v1",), workload_pb2.DaemonSet, True, "daemonsets",
     ("daemonset", "daemonsets", "ds"),
 )
+SERVICE = KindInfo("Service", ("v1",), service_pb2.Service, True, "services", ("service", "services", "svc"))
+ENDPOINTS = KindInfo("Endpoints", ("v1",), service_pb2.Endpoints, True, "endpoints", ("endpoints", "ep"))
 
-KINDS: tuple[KindInfo, ...] = (POD, NODE, VM, EVENT, LEASE, REPLICASET, DEPLOYMENT, JOB, DAEMONSET)
+KINDS: tuple[KindInfo, ...] = (
+    POD, NODE, VM, EVENT, LEASE, REPLICASET, DEPLOYMENT, JOB, DAEMONSET, SERVICE, ENDPOINTS,
+)
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}
 _BY_ALIAS: dict[str, KindInfo] = {a: k for k in KINDS for a in k.aliases}
 _BY_MESSAGE: dict[str, KindInfo] = {k.message.DESCRIPTOR.full_name: k for k in KINDS}

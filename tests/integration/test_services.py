@@ -1,0 +1,136 @@
+"""Services and Endpoints through the real controller on a real etcd: what a headless
+Service may say, and Endpoints that follow the ready pods its selector picks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import grpc
+import pytest
+
+from cowpod.client import Client
+from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, service_pb2
+
+pytestmark = pytest.mark.integration
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def make_service(name: str, **spec: object) -> service_pb2.Service:
+    svc = service_pb2.Service(spec=service_pb2.ServiceSpec(**spec))  # type: ignore[arg-type]
+    svc.metadata.name = name
+    return svc
+
+
+async def invalid(client: Client, svc: service_pb2.Service) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.services.Create(svc)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    return str(err.value.details())
+
+
+async def test_a_service_is_headless_and_says_why_it_refuses(client: Client) -> None:
+    web = make_service("web", selector={"app": "web"}, ports=[service_pb2.ServicePort(port=80)])
+    created = await client.services.Create(web)
+    assert (created.spec.cluster_ip, created.spec.type) == ("None", "ClusterIP")
+    assert created.spec.ports[0].protocol == "TCP" and created.spec.ports[0].target_port == "80"
+
+    assert (await invalid(client, make_service("np", type="NodePort"))).startswith("spec.type:")
+    assert "headless" in await invalid(client, make_service("ip", cluster_ip="10.0.0.7"))
+    two = make_service("two", ports=[service_pb2.ServicePort(port=80), service_pb2.ServicePort(port=81)])
+    assert (await invalid(client, two)).startswith("spec.ports[0].name: required")
+    bad_target = make_service("bt", ports=[service_pb2.ServicePort(port=80, target_port="Not_A_Name")])
+    assert (await invalid(client, bad_target)).startswith("spec.ports[0].targetPort")
+    assert (await invalid(client, make_service("Bad.Name"))).startswith("metadata.name")
+    # Nothing refused was stored.
+    names = {s.metadata.name for s in (await client.services.List(meta_pb2.ListOptions())).items}
+    assert names == {"web"}
+
+
+async def _running_pod(client: Client, name: str, labels: dict[str, str], ip: str, *, ready: bool) -> None:
+    pod = pod_pb2.Pod()
+    pod.metadata.name = name
+    pod.metadata.labels.update(labels)
+    c = pod.spec.containers.add(name="main", image="cowpod/busybox:latest")
+    c.ports.add(name="http", container_port=8080)
+    await client.pods.Create(pod)
+    await client.pods.Bind(pod_pb2.Binding(pod=meta_pb2.ObjectKey(name=name), node_name="n1"))
+    await set_ready(client, name, ip, ready)
+
+
+async def set_ready(client: Client, name: str, ip: str, ready: bool) -> None:
+    pod = await client.pods.Get(meta_pb2.ObjectKey(name=name))
+    pod.status.phase = "Running"
+    pod.status.pod_ip = ip
+    del pod.status.conditions[:]
+    pod.status.conditions.add(type="Ready", status="True" if ready else "False")
+    await client.pods.UpdateStatus(pod)
+
+
+async def endpoints(client: Client, name: str) -> service_pb2.Endpoints | None:
+    try:
+        return await client.endpoints.Get(meta_pb2.ObjectKey(name=name))
+    except grpc.aio.AioRpcError as err:
+        if err.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+def addresses(ep: service_pb2.Endpoints | None) -> tuple[list[str], list[str]]:
+    if ep is None:
+        return [], []
+    return ([a.target_ref.name for s in ep.subsets for a in s.addresses],
+            [a.target_ref.name for s in ep.subsets for a in s.not_ready_addresses])
+
+
+async def test_endpoints_follow_ready_pods(client: Client) -> None:
+    node = node_pb2.Node()
+    node.metadata.name = "n1"
+    node.status.capacity.cpu_millis = 4000
+    node.status.capacity.memory_bytes = 8 << 30
+    node.status.capacity.pods = 10
+    await client.nodes.Register(node)
+    port = service_pb2.ServicePort(name="web", port=80, target_port="http")
+    await client.services.Create(make_service("web", selector={"app": "web"}, ports=[port]))
+    await _running_pod(client, "web-1", {"app": "web"}, "10.1.0.1", ready=True)
+    await _running_pod(client, "web-2", {"app": "web"}, "10.1.0.2", ready=False)
+    await _running_pod(client, "other", {"app": "db"}, "10.1.0.3", ready=True)
+
+    async def split_is(ready: list[str], not_ready: list[str]) -> bool:
+        return addresses(await endpoints(client, "web")) == (ready, not_ready)
+
+    await until(lambda: split_is(["web-1"], ["web-2"]), "web-1 ready, web-2 not")
+    ep = await endpoints(client, "web")
+    assert ep is not None
+    # The named target port is resolved against each pod's containerPorts.
+    assert [(p.name, p.port, p.protocol) for p in ep.subsets[0].ports] == [("web", 8080, "TCP")]
+    assert ep.subsets[0].addresses[0].ip == "10.1.0.1" and ep.subsets[0].addresses[0].node_name == "n1"
+
+    await set_ready(client, "web-2", "10.1.0.2", True)
+    await until(lambda: split_is(["web-1", "web-2"], []), "both ready")
+    await client.pods.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="web-1"), grace_period_seconds=0))
+    await until(lambda: split_is(["web-2"], []), "web-1 gone from the endpoints")
+
+    # A Service created after its pods gets its Endpoints too; deleting it deletes them.
+    await client.services.Create(make_service("db", selector={"app": "db"}))
+    await until(lambda: _has(client, "db", ["other"]), "db endpoints")
+    await client.services.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="db")))
+
+    async def gone() -> bool:
+        return await endpoints(client, "db") is None
+
+    await until(gone, "db endpoints deleted with the service")
+
+    # Endpoints are the controller's: clients have no verb to write them.
+    assert not hasattr(client.endpoints, "Create") and not hasattr(client.endpoints, "Update")
+
+
+async def _has(client: Client, name: str, ready: list[str]) -> bool:
+    return addresses(await endpoints(client, name))[0] == ready
