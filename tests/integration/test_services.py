@@ -115,7 +115,8 @@ async def test_endpoints_follow_ready_pods(client: Client) -> None:
 
     await set_ready(client, "web-2", "10.1.0.2", True)
     await until(lambda: split_is(["web-1", "web-2"], []), "both ready")
-    await client.pods.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="web-1"), grace_period_seconds=0))
+    gone_now = meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="web-1"), grace_period_seconds=0)
+    await client.pods.Delete(gone_now)
     await until(lambda: split_is(["web-2"], []), "web-1 gone from the endpoints")
 
     # A Service created after its pods gets its Endpoints too; deleting it deletes them.
