@@ -76,7 +76,8 @@ async def set_ready(client: Client, name: str, ip: str, ready: bool) -> None:
 
 async def endpoints(client: Client, name: str) -> service_pb2.Endpoints | None:
     try:
-        return await client.endpoints.Get(meta_pb2.ObjectKey(name=name))
+        ep: service_pb2.Endpoints = await client.endpoints.Get(meta_pb2.ObjectKey(name=name))
+        return ep
     except grpc.aio.AioRpcError as err:
         if err.code() == grpc.StatusCode.NOT_FOUND:
             return None
