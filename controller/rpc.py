@@ -74,7 +74,13 @@ class _Call:
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {self.method}: {err!r}")
 
 
-def _wrap_unary(method: str, fn: Callable[[Any, Any], Awaitable[Any]], metrics: Metrics) -> Any:
+# An admission step every unary call passes before its servicer runs ("PodService.Create",
+# request): raises a CowpodError to refuse (controller/namespaces.py: NamespaceLifecycle).
+Admit = Callable[[str, Any], Awaitable[None]]
+
+
+def _wrap_unary(method: str, fn: Callable[[Any, Any], Awaitable[Any]], metrics: Metrics,
+                admit: Admit | None = None) -> Any:
     call = _Call(method, metrics)
     observe = call.latency.observe
     perf = time.perf_counter
@@ -83,6 +89,8 @@ def _wrap_unary(method: str, fn: Callable[[Any, Any], Awaitable[Any]], metrics: 
         start = perf()
         code = "OK"
         try:
+            if admit is not None:
+                await admit(method, request)
             return await fn(request, context)
         except grpc.aio.AbortError:
             code = "ABORTED_BY_HANDLER"
@@ -122,7 +130,8 @@ def _wrap_stream(method: str, fn: Callable[[Any, Any], AsyncIterator[Any]], metr
     return handler
 
 
-def service_handler(service: ServiceDescriptor, servicer: object, metrics: Metrics) -> grpc.GenericRpcHandler:
+def service_handler(service: ServiceDescriptor, servicer: object, metrics: Metrics,
+                    admit: Admit | None = None) -> grpc.GenericRpcHandler:
     """Build the gRPC handler for `service` from `servicer`'s same-named async methods."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for m in service.methods:
@@ -141,7 +150,7 @@ def service_handler(service: ServiceDescriptor, servicer: object, metrics: Metri
             )
         else:
             handlers[m.name] = grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(full, fn, metrics),
+                _wrap_unary(full, fn, metrics, admit),
                 request_deserializer=req_cls.FromString,
                 response_serializer=_serialize,
             )

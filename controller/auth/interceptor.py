@@ -52,6 +52,11 @@ class PodNodeLookup(Protocol):
         """The node the stored pod is bound to ('' if unbound); raises NotFound."""
 
 
+class ReferenceLookup(Protocol):
+    async def __call__(self, node: str, namespace: str, kind: str, name: str) -> bool:
+        """Does a pod bound to `node` in `namespace` reference the ConfigMap/Secret `kind` `name`?"""
+
+
 Behavior = Callable[..., Any]
 # Pod isolation rules (cowpod.auth.podsecurity) are checked on these, for every role.
 _POD_WRITES = frozenset({"/cowpod.v1.PodService/Create", "/cowpod.v1.PodService/Update"})
@@ -121,6 +126,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         clock: Clock,
         pod_node: PodNodeLookup | None,
         insecure: bool = False,
+        references: ReferenceLookup | None = None,
     ) -> None:
         self._tokens = tokens
         self._limits = limits
@@ -132,6 +138,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._known_tokens: OrderedDict[str, None] = OrderedDict()
         self._streams = StreamCounter(limits.max_streams)
         self._pod_node = pod_node
+        self._references = references
         self._insecure = insecure
         self._certs = _CertCache()
 
@@ -214,6 +221,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             raise PermissionDenied(decision.reason)
         if decision.check is not None and decision.check.requirement is Requirement.BOUND_BEFORE:
             await self._check_bound(decision.check, identity)
+        if decision.check is not None and decision.check.requirement is Requirement.REFERENCED:
+            await self._check_referenced(decision.check, identity)
         return identity, decision.check
 
     def _failed(self, source: str) -> None:
@@ -263,6 +272,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             raise PermissionDenied(
                 f"{identity.describe()} may only touch pods {whose}; "
                 f"pod {check.namespace}/{check.name} is not"
+            )
+
+    async def _check_referenced(self, check: PodCheck, identity: Identity) -> None:
+        """Kubernetes' node authorizer for ConfigMaps and Secrets: only what its pods use."""
+        ok = self._references is not None and await self._references(
+            check.node, check.namespace or "default", check.kind, check.name)
+        if not ok:
+            # Missing and unreferenced look the same: a node learns nothing about others' objects.
+            raise PermissionDenied(
+                f"{identity.describe()} may only get a {check.kind} that a pod bound to it references; "
+                f"{check.namespace or 'default'}/{check.name} is not referenced by one"
             )
 
     @staticmethod

@@ -30,6 +30,7 @@ from controller.limits import Limits, server_options
 from controller.store import Store
 from cowpod.auth.config import ConnectionSettings
 from cowpod.clock import Clock
+from cowpod.configrefs import RefKind, references
 from cowpod.pki import (
     CONTROLLER_SERVER_NAME,
     CertificateAuthority,
@@ -99,6 +100,13 @@ class ServerSecurity:
         pod = await self.store.get(f"registry/pods/{namespace or 'default'}/{name}", pod_pb2.Pod)
         return str(pod.spec.node_name)
 
+    async def _references(self, node: str, namespace: str, kind: str, name: str) -> bool:
+        """A live (not terminal) pod bound to `node` in `namespace` references `kind` `name`."""
+        pods, _ = await self.store.list(f"registry/pods/{namespace}/", pod_pb2.Pod)
+        ref = RefKind(kind)
+        return any(p.spec.node_name == node and p.status.phase not in ("Succeeded", "Failed")
+                   and references(p, ref, name) for p in pods)
+
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         return [
             AuthInterceptor(
@@ -106,6 +114,7 @@ class ServerSecurity:
                 limits=self.limits,
                 clock=self.clock,
                 pod_node=self._pod_node,
+                references=self._references,
                 insecure=not self.secure,
             )
         ]
