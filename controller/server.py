@@ -42,8 +42,10 @@ from controller.node_lifecycle import NodeLifecycle
 from controller.node_usage import NodeUsage
 from controller.nodes import Nodes
 from controller.pods import Pods
-from controller.replicaset import GrpcWorkloadAPI, ReplicaSetController
+from controller.reconcile import hub_watches
+from controller.replicaset import ReplicaSetController
 from controller.replicaset_api import REPLICASETS, ReplicaSets, ReplicaSetServicer
+from controller.replicaset_executor import GrpcWorkloadAPI
 from controller.resource import Resource
 from controller.rpc import service_handler
 from controller.servicers.events import EventServicer
@@ -153,6 +155,8 @@ class Controller:
         # Workloads and eviction (controller/replicaset*.py, controller/eviction.py).
         rs_r = Resource(REPLICASETS, self.store, self.clock, self.hubs["replicasets"])
         self.replicasets = ReplicaSets(rs_r, self.store, self.clock)
+        # The in-process loops (ReplicaSets, VM manager, autoscaler) watch the hubs directly.
+        self.watches = hub_watches(pods_r, nodes_r, vms_r, rs_r)
         self.servicers.append((SERVICES[5], ReplicaSetServicer(self.replicasets, self.metrics)))
         # Deployments, Jobs, DaemonSets (controller/workload_kinds.py).
         for w in WORKLOAD_KINDS:
@@ -362,7 +366,7 @@ class Controller:
     async def _run_replicasets(self) -> None:
         address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
         async with connect(self.security.self_client_settings(address)) as client:
-            rsc = ReplicaSetController(GrpcWorkloadAPI(client), self.clock,
+            rsc = ReplicaSetController(GrpcWorkloadAPI(client), self.watches, self.clock,
                                        resync_seconds=self.config.replicaset_resync,
                                        registry=self.metrics.registry)
             await supervise("replicaset controller", rsc.run, self.clock)

@@ -9,25 +9,15 @@ from typing import Any
 import grpc
 import pytest
 
-from controller.replicaset import (
-    CollectOrphan,
-    CreatePods,
-    DeletePod,
-    Executor,
-    Expectations,
-    InFlight,
-    ReplicaSetMetrics,
-    UpdateStatus,
-    compute_status,
-    plan,
-    plan_replicaset,
-    pod_from_template,
-)
+from controller.replicaset_actions import CollectOrphan, CreatePods, DeletePod, InFlight, UpdateStatus
+from controller.replicaset_executor import Executor, Expectations, ReplicaSetMetrics
+from controller.replicaset_plan import compute_status, plan, plan_replicaset, pod_from_template
 from controller.replicaset_api import apply_defaults, validate_replicaset
 from controller.resource import set_time
 from cowpod.clock import FakeClock
 from cowpod.errors import Invalid
 from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
+from cowpod.watches import Watches
 
 T0 = 1_700_000_000.0
 
@@ -212,12 +202,6 @@ class FakeAPI:
         self.sets: dict[str, workload_pb2.ReplicaSet] = {}
         self.fail_create: grpc.StatusCode | None = None
 
-    def watch_replicasets(self, opts: meta_pb2.WatchOptions) -> Any:
-        raise NotImplementedError
-
-    def watch_pods(self, opts: meta_pb2.WatchOptions) -> Any:
-        raise NotImplementedError
-
     async def create_pod(self, p: pod_pb2.Pod) -> None:
         if self.fail_create is not None:
             raise RpcErr(self.fail_create, "nope")
@@ -322,7 +306,7 @@ async def test_controller_syncs_dirty_sets_and_waits_for_its_own_creates() -> No
     from controller.replicaset import ReplicaSetController
 
     api = FakeAPI()
-    rsc = ReplicaSetController(api, FakeClock(start=T0))
+    rsc = ReplicaSetController(api, Watches.over(None), FakeClock(start=T0))
     rsc.executor = executor(api)[0]
     rsc.expect = rsc.executor.expect
     rsc.replicasets.synced = rsc.pods.synced = True
