@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from cowpod import podresources
 from cowpod.api.phases import is_terminal
+from cowpod.api.ports import vm_ports
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 from scheduler.framework.types import (
     DEFAULT_MAX_PODS,
@@ -48,12 +49,7 @@ def pod_requests(spec: pod_pb2.PodSpec) -> Resources:
 def pod_info(pod: pod_pb2.Pod) -> PodInfo:
     m, spec = pod.metadata, pod.spec
     aff = spec.affinity.node_affinity
-    ports = tuple(
-        HostPort(p.host_port, p.protocol or "TCP", p.host_ip)
-        for c in spec.containers
-        for p in c.ports
-        if p.host_port
-    )
+    ports = tuple(HostPort(port, protocol, ip) for port, protocol, ip in vm_ports(spec))
     return PodInfo(
         uid=PodUID(m.uid),
         namespace=m.namespace or "default",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cowpod.v1 import pod_pb2
+from scheduler.convert import pod_info
 from scheduler.framework.status import Code
 from scheduler.plugins.node_affinity import NodeAffinity
 from scheduler.plugins.node_ports import NodePorts
@@ -244,3 +246,25 @@ def test_topology_spread_ignores_other_namespaces_and_soft_constraints() -> None
     assert all(s.ok for s in filter_all(PodTopologySpread(), pod, cache).values())
     soft = make_pod().spread("zone", 1, "ScheduleAnyway", app="web").build()
     assert PodTopologySpread().skip(soft)
+
+
+def test_container_ports_are_vm_ports() -> None:
+    """Pods on a VM share its address: a declared containerPort takes that port of the VM
+    (hostPort, when set, takes its own number instead)."""
+
+    def proto_pod(name: str, *ports: pod_pb2.ContainerPort) -> pod_pb2.Pod:
+        pod = pod_pb2.Pod()
+        pod.metadata.name, pod.metadata.uid = name, name
+        pod.spec.containers.add(name="c", image="x").ports.extend(ports)
+        return pod
+
+    web = pod_info(proto_pod("web", pod_pb2.ContainerPort(container_port=8080)))
+    assert [(p.port, p.protocol) for p in web.host_ports] == [(8080, "TCP")]
+    published = pod_info(proto_pod("pub", pod_pb2.ContainerPort(container_port=80, host_port=9090)))
+    assert [p.port for p in published.host_ports] == [9090]
+
+    cache = cache_of(make_node("n1"), pods=(make_pod("b").host_port(8080).node("n1").build(),))
+    st = filter_all(NodePorts(), web, cache)["n1"]
+    assert not st.ok and "free ports" in st.message
+    other = pod_info(proto_pod("udp", pod_pb2.ContainerPort(container_port=8080, protocol="UDP")))
+    assert filter_all(NodePorts(), other, cache)["n1"].ok
