@@ -166,6 +166,10 @@ class Namespaces:
         if meta is None:
             return
         name = str(meta.namespace) or DEFAULT_NAMESPACE
+        errs = validation.Errors()
+        validation.dns_label(errs, "metadata.namespace", name)
+        if errs.items:
+            return  # not a namespace name at all: the kind's validation says so (INVALID_ARGUMENT)
         phase = await self.phase(name)
         if not phase:
             raise NotFound(f'metadata.namespace: namespaces "{name}" not found (create it first: '
