@@ -46,6 +46,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.hollow import HollowFleet, HollowNodeSpec  # noqa: E402
+from bench._cleanup import BenchRun, own_path  # noqa: E402
 from cowpod.client import Client  # noqa: E402
 from cowpod.local.etcd import EtcdMember, free_port  # noqa: E402
 from cowpod.v1 import meta_pb2, pod_pb2  # noqa: E402
@@ -243,6 +244,8 @@ class Result:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     work = pathlib.Path(tempfile.mkdtemp(prefix="cowpod-bench-"))
+    if not args.keep:
+        own_path(work)
     procs: list[subprocess.Popen[bytes]] = []
     etcd = EtcdMember(data_dir=work / "etcd", log_path=work / "etcd.log")
     etcd.start()
@@ -539,7 +542,8 @@ def main() -> None:
     args.controller_profile_path = (
         str(pathlib.Path(args.controller_profile).resolve()) if args.controller_profile else ""
     )
-    figures = asyncio.run(run(args))
+    with BenchRun("schedule"):  # SIGTERM/SIGINT/SIGKILL leave no etcd, controller or scheduler behind
+        figures = asyncio.run(run(args))
     figures["machine"] = (
         f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
     )
