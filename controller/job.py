@@ -1,0 +1,278 @@
+"""The Job controller: run a Job's pods until `completions` of them succeed.
+
+    Job informer ──┐                              ┌─► PodService.Create / Delete
+                   ├─► driver (dirty jobs) ─► plan ┼─► JobService.UpdateStatus (counts, conditions)
+    Pod informer ──┘   (controller-uid pods)       └─► JobService.Delete (ttlSecondsAfterFinished)
+
+`plan_job` is pure over (job, the pods it owns, in-flight creates/deletes, now); the
+reconcile driver (`cowpod.reconcile`) runs it per dirty Job and the executor here
+carries the actions out through the API.
+
+The rules, as Kubernetes batch/v1 has them (non-indexed completion mode):
+- At most `parallelism` pods are active at once, and never more than the completions
+  still missing; creates the pod cache has not shown yet count as active (expectations),
+  so a lagging cache never starts a third pod of a parallelism-2 Job.
+- A pod that ends Succeeded is one completion; Failed is one failure, and with
+  `restartPolicy: OnFailure` each container restart is one too. More failures than
+  `backoffLimit` fail the Job (reason BackoffLimitExceeded); so does running longer than
+  `activeDeadlineSeconds` from `status.startTime` (DeadlineExceeded). A failed Job's
+  active pods are deleted; its finished pods are kept for `logs`, as Kubernetes keeps them.
+- `completions` successes make the Job Complete (`status.completionTime`); the pods still
+  running then are deleted.
+- `suspend: true` deletes the active pods and starts none.
+- A finished Job with `ttlSecondsAfterFinished` is deleted that long after it finished; its
+  pods then go with it (orphans are collected, background cascade).
+- Counts never go down: a finished pod deleted by hand stays counted (status is the record).
+Time-based transitions (deadline, TTL) are noticed by the driver's resync, so they land
+within `resync_seconds` of being due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from prometheus_client import CollectorRegistry
+
+from controller.podowner import (
+    CollectOrphan,
+    CreatePod,
+    DeletePod,
+    Key,
+    OwnerExpectations,
+    PodActions,
+    PodIndex,
+    controller_name,
+    plan_orphans,
+    pod_from_template,
+    settled,
+)
+from controller.replicaset_actions import InFlight
+from controller.replicaset_plan import deletion_rank, is_active, is_ready
+from controller.resource import get_time, set_time
+from cowpod.client import Client
+from cowpod.clock import Clock, RealClock
+from cowpod.informer import Informer
+from cowpod.reconcile import Dirty, Driver
+from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
+
+log = logging.getLogger(__name__)
+
+KIND = "Job"
+COMPONENT = "job-controller"
+COMPLETE = "Complete"
+FAILED = "Failed"
+DEFAULT_RESYNC_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class UpdateJobStatus:
+    status: workload_pb2.JobStatus = field(hash=False)
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    """ttlSecondsAfterFinished has passed."""
+
+    uid: str
+
+
+JobAction = CreatePod | DeletePod | CollectOrphan | UpdateJobStatus | DeleteJob
+
+
+def finished_condition(job: workload_pb2.Job) -> meta_pb2.Condition | None:
+    for c in job.status.conditions:
+        if c.type in (COMPLETE, FAILED) and c.status == "True":
+            return c
+    return None
+
+
+def _condition(type_: str, reason: str, message: str, now: float) -> meta_pb2.Condition:
+    c = meta_pb2.Condition(type=type_, status="True", reason=reason, message=message)
+    set_time(c.last_transition_time, now)
+    set_time(c.last_probe_time, now)
+    return c
+
+
+def failures(job: workload_pb2.Job, owned: Iterable[pod_pb2.Pod]) -> int:
+    n = 0
+    for p in owned:
+        if p.status.phase == "Failed":
+            n += 1
+        elif job.spec.template.spec.restart_policy == "OnFailure":
+            n += sum(cs.restart_count for cs in p.status.container_statuses)
+    return n
+
+
+def plan_job(job: workload_pb2.Job, owned: Sequence[pod_pb2.Pod], in_flight: InFlight,
+             now: float) -> list[JobAction]:
+    """Pure: what to do for one Job, given the pods it owns (from the cache)."""
+    meta, spec = job.metadata, job.spec
+    actions: list[JobAction] = []
+    active = [p for p in owned if is_active(p) and p.metadata.uid not in in_flight.deleting]
+    status = workload_pb2.JobStatus()
+    status.CopyFrom(job.status)
+    status.succeeded = max(job.status.succeeded, sum(1 for p in owned if p.status.phase == "Succeeded"))
+    status.failed = max(job.status.failed, failures(job, owned))
+
+    def delete_all(reason: str) -> None:
+        for p in active:
+            actions.append(DeletePod(meta.namespace, p.metadata.name, p.metadata.uid, meta.uid, reason))
+
+    done = finished_condition(job)
+    if done is None and not spec.suspend:
+        if not status.HasField("start_time"):
+            set_time(status.start_time, now)
+        started = get_time(status.start_time)
+        if status.failed > spec.backoff_limit:
+            done = _condition(FAILED, "BackoffLimitExceeded", "Job has reached the specified backoff limit",
+                              now)
+        elif spec.HasField("active_deadline_seconds") and now - started >= spec.active_deadline_seconds:
+            done = _condition(FAILED, "DeadlineExceeded", "Job was active longer than specified deadline",
+                              now)
+        elif status.succeeded >= spec.completions:
+            done = _condition(COMPLETE, "CompletionsReached", "Reached expected number of succeeded pods",
+                              now)
+            set_time(status.completion_time, now)
+        if done is not None:
+            status.conditions.append(done)
+    if done is not None:
+        delete_all("the job has finished" if done.type == COMPLETE else f"the job failed: {done.reason}")
+        if spec.HasField("ttl_seconds_after_finished") and \
+                now >= get_time(done.last_transition_time) + spec.ttl_seconds_after_finished:
+            actions.append(DeleteJob(meta.uid))
+    elif spec.suspend:
+        delete_all("the job is suspended")
+    elif settled(in_flight, owned):
+        want = max(0, min(spec.parallelism, spec.completions - status.succeeded))
+        if want > len(active):
+            pod = pod_from_template(spec.template, KIND, meta)
+            actions.extend(CreatePod(meta.uid, meta.name, pod) for _ in range(want - len(active)))
+        for p in sorted(active, key=deletion_rank)[: max(0, len(active) - want)]:
+            actions.append(DeletePod(meta.namespace, p.metadata.name, p.metadata.uid, meta.uid,
+                                     "more than parallelism allows"))
+    deleting = {a.uid for a in actions if isinstance(a, DeletePod)}
+    status.active = sum(1 for p in active if p.metadata.uid not in deleting)
+    status.ready = sum(1 for p in active if p.metadata.uid not in deleting and is_ready(p))
+    if status != job.status:
+        actions.append(UpdateJobStatus(status))
+    return actions
+
+
+# ---- the controller ---------------------------------------------------------------------------------
+
+
+class JobController:
+    """Implements `cowpod.reconcile.Reconciler[Key, float, JobAction]` (state: the time of the pass;
+    the caches are the informers'). `run()` until cancelled."""
+
+    def __init__(self, client: Client, clock: Clock | None = None, *,
+                 resync_seconds: float = DEFAULT_RESYNC_SECONDS,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.c = client
+        self.clock: Clock = clock or RealClock()
+        self.jobs: Informer[workload_pb2.Job] = Informer(
+            client.jobs.Watch, handler=self._on_job, clock=self.clock, name="job-informer")
+        # Only pods with the label every Job's template gets (job_api.apply_defaults).
+        self.pods: Informer[pod_pb2.Pod] = Informer(
+            client.pods.Watch, list_options=meta_pb2.ListOptions(label_selector="controller-uid"),
+            handler=self._on_pod, clock=self.clock, name="job-pod-informer")
+        self.index = PodIndex(KIND)
+        self.expect = OwnerExpectations(self.clock, KIND)
+        self.pod_actions = PodActions(client, self.expect, kind=KIND, component=COMPONENT,
+                                      get_owner=client.jobs.Get)
+        self.driver: Driver[Key, float, JobAction] = Driver(
+            self, self.clock, name=COMPONENT, sources=(self.jobs, self.pods), resync_seconds=resync_seconds,
+            registry=registry)
+
+    async def run(self) -> None:
+        await self.driver.run()
+
+    # -- informer handlers: bookkeeping and marking only
+
+    async def _on_job(self, type_: int, job: workload_pb2.Job) -> None:
+        if type_ == meta_pb2.DELETED:
+            self.expect.forget(job.metadata.uid)
+        self.driver.mark((job.metadata.namespace, job.metadata.name))
+
+    async def _on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
+        if self.index.apply(type_, pod):
+            self.expect.observe(pod, gone=type_ == meta_pb2.DELETED)
+            self.driver.mark((pod.metadata.namespace, controller_name(pod.metadata)))
+
+    # -- Reconciler
+
+    def ready(self) -> bool:
+        return True
+
+    async def observe(self) -> float:
+        return self.clock.now()
+
+    def plan(self, state: float, dirty: Dirty[Key]) -> Mapping[Key, Sequence[JobAction]]:
+        keys = set(dirty.keys)
+        if dirty.everything:
+            keys |= set(self.jobs.cache)
+            keys |= {(p.metadata.namespace, controller_name(p.metadata))
+                     for uid in self.index.owners() for p in self.index.owned(uid)[:1]}
+        live = {j.metadata.uid for j in self.jobs.cache.values()}
+        out: dict[Key, list[JobAction]] = {}
+        for key in keys:
+            job = self.jobs.cache.get(key)
+            actions: list[JobAction] = list(plan_orphans(self.index, live, *key))
+            if job is not None:
+                uid = job.metadata.uid
+                actions.extend(plan_job(job, self.index.owned(uid), self.expect.view(uid), state))
+            if actions:
+                out[key] = actions
+        return out
+
+    async def execute(self, key: Key, actions: Sequence[JobAction]) -> None:
+        job = self.jobs.cache.get(key)
+        owner = job.metadata if job is not None else None
+        calls = []
+        for a in actions:
+            if isinstance(a, CreatePod) and owner is not None:
+                calls.append(self.pod_actions.create(a, owner))
+            elif isinstance(a, DeletePod):
+                calls.append(self.pod_actions.delete(a, owner))
+            elif isinstance(a, CollectOrphan):
+                calls.append(self.pod_actions.collect(a))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for a in actions:
+            if isinstance(a, UpdateJobStatus) and job is not None:
+                await self._status(job, a.status)
+            elif isinstance(a, DeleteJob) and job is not None:
+                await self._delete(job)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    async def _status(self, job: workload_pb2.Job, status: workload_pb2.JobStatus) -> None:
+        req = workload_pb2.Job(status=status)
+        req.metadata.namespace, req.metadata.name = job.metadata.namespace, job.metadata.name
+        try:
+            await self.c.call(self.c.jobs.UpdateStatus, req)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return
+        old, new = finished_condition(job), finished_condition(req)
+        if old is None and new is not None:
+            await self.pod_actions.event(job.metadata, new.reason, new.message,
+                                         warning=new.type == FAILED)
+
+    async def _delete(self, job: workload_pb2.Job) -> None:
+        key = meta_pb2.ObjectKey(namespace=job.metadata.namespace, name=job.metadata.name)
+        try:
+            cur = await self.c.call(self.c.jobs.Get, key)
+            if cur.metadata.uid != job.metadata.uid:
+                return
+            opts = meta_pb2.DeleteOptions(key=key, resource_version=cur.metadata.resource_version)
+            await self.c.call(self.c.jobs.Delete, opts)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        log.info("deleted job %s/%s: ttlSecondsAfterFinished has passed", key.namespace, key.name)

@@ -1,0 +1,263 @@
+"""What the Job and DaemonSet controllers share: pods they own, and the I/O on them.
+
+Both are pod owners in the ReplicaSet controller's mould (`controller.replicaset`
+holds the words: owned, active, in flight, orphan) and run on the shared
+reconcile driver (`cowpod.reconcile.Driver`). This module keeps the parts that
+are the same for every owner kind:
+
+- `PodIndex`: pods by their controller owner's uid, kept by a pod informer's
+  handler (the plans read it; nothing else mutates it);
+- `OwnerExpectations`: creates/deletes the cache does not show yet, per owner
+  (the ReplicaSet controller's `Expectations`, keyed by any owner kind);
+- actions (`CreatePod`, `DeletePod`, `CollectOrphan`) and `PodActions`, the
+  executor half that carries them out through the API with events;
+- `template_hash`: the stable hash of a pod template that names a revision
+  (Deployments' `pod-template-hash`, DaemonSets' `controller-revision-hash`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from controller.replicaset_actions import InFlight
+from controller.replicaset_executor import Expectations, new_pod_name
+from controller.replicaset_plan import is_terminating
+from cowpod.client import Client
+from cowpod.clock import Clock
+from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, workload_pb2
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+_SAFE = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' SafeEncodeString alphabet: no vowels, no 0/1/3
+
+
+def controller_uid(meta: meta_pb2.ObjectMeta, kind: str) -> str:
+    """The uid of the `kind` object that controls this one, or ""."""
+    for ref in meta.owner_references:
+        if ref.controller:
+            return ref.uid if ref.kind == kind else ""
+    return ""
+
+
+def controller_name(meta: meta_pb2.ObjectMeta) -> str:
+    for ref in meta.owner_references:
+        if ref.controller:
+            return ref.name
+    return ""
+
+
+def template_hash(tmpl: workload_pb2.PodTemplateSpec, *, drop_label: str = "") -> str:
+    """A short, stable, DNS-safe hash of a pod template (without `drop_label`, the label that
+    carries the hash itself). Same template, same hash, in every process and release."""
+    t = workload_pb2.PodTemplateSpec()
+    t.CopyFrom(tmpl)
+    if drop_label:
+        t.metadata.labels.pop(drop_label, None)
+    digest = hashlib.sha256(t.SerializeToString(deterministic=True)).digest()
+    n = int.from_bytes(digest[:8], "big")
+    out = []
+    for _ in range(10):
+        n, r = divmod(n, len(_SAFE))
+        out.append(_SAFE[r])
+    return "".join(out)
+
+
+def pod_from_template(tmpl: workload_pb2.PodTemplateSpec, owner_kind: str, owner: meta_pb2.ObjectMeta,
+                      *, extra_labels: dict[str, str] | None = None) -> pod_pb2.Pod:
+    """A pod (no name yet) stamped from `tmpl`, controlled by `owner`."""
+    pod = pod_pb2.Pod(api_version="v1", kind="Pod")
+    pod.metadata.namespace = owner.namespace
+    pod.metadata.labels.update(tmpl.metadata.labels)
+    if extra_labels:
+        pod.metadata.labels.update(extra_labels)
+    pod.metadata.annotations.update(tmpl.metadata.annotations)
+    pod.metadata.owner_references.add(kind=owner_kind, name=owner.name, uid=owner.uid, controller=True)
+    pod.spec.CopyFrom(tmpl.spec)
+    return pod
+
+
+# ---- the pods each owner has -----------------------------------------------------------------------
+
+
+class PodIndex:
+    """Pods by controller owner uid (of one owner kind), from a pod informer's events."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._by_owner: dict[str, dict[Key, pod_pb2.Pod]] = {}
+
+    def apply(self, type_: int, pod: pod_pb2.Pod) -> str:
+        """Record one event; returns the owner uid it concerns ("" if none of ours)."""
+        uid = controller_uid(pod.metadata, self.kind)
+        if not uid:
+            return ""
+        key = (pod.metadata.namespace, pod.metadata.name)
+        if type_ == meta_pb2.DELETED:
+            owned = self._by_owner.get(uid)
+            if owned is not None:
+                owned.pop(key, None)
+                if not owned:
+                    del self._by_owner[uid]
+        else:
+            self._by_owner.setdefault(uid, {})[key] = pod
+        return uid
+
+    def owned(self, uid: str) -> list[pod_pb2.Pod]:
+        return list(self._by_owner.get(uid, {}).values())
+
+    def owners(self) -> Iterable[str]:
+        return list(self._by_owner)
+
+
+class OwnerExpectations(Expectations):
+    """`Expectations` for pods controlled by any one kind (the ReplicaSet controller's reads
+    only ReplicaSet owner references)."""
+
+    def __init__(self, clock: Clock, kind: str) -> None:
+        super().__init__(clock)
+        self.kind = kind
+
+    def observe(self, pod: pod_pb2.Pod, gone: bool = False) -> None:
+        uid = controller_uid(pod.metadata, self.kind)
+        if not uid:
+            return
+        self._creating.get(uid, {}).pop(pod.metadata.name, None)
+        if gone or is_terminating(pod):
+            self._deleting.get(uid, {}).pop(pod.metadata.uid, None)
+
+
+def settled(in_flight: InFlight, owned: Iterable[pod_pb2.Pod]) -> bool:
+    """The cache shows every create and delete of this owner: counting pods is safe."""
+    seen = {p.metadata.name for p in owned}
+    return not (in_flight.creating - seen) and not in_flight.deleting
+
+
+# ---- actions ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreatePod:
+    """Create `pod` (named `<prefix>-<random>` by the executor) for its owner."""
+
+    owner_uid: str
+    prefix: str
+    pod: pod_pb2.Pod = field(hash=False, compare=False)
+    # What the pod is for, in events ("on node vm-2").
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    namespace: str
+    name: str
+    uid: str
+    owner_uid: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CollectOrphan:
+    """Delete a pod whose controller is gone (the executor confirms by a direct read first)."""
+
+    namespace: str
+    name: str
+    owner_name: str
+    owner_uid: str
+
+
+def plan_orphans(index: PodIndex, live_uids: set[str], namespace: str, name: str) -> list[CollectOrphan]:
+    """Pure: pods whose owner, once called `namespace/name`, no longer exists with their uid."""
+    out = []
+    for uid in index.owners():
+        if uid in live_uids:
+            continue
+        for p in index.owned(uid):
+            if p.metadata.namespace == namespace and controller_name(p.metadata) == name \
+                    and not is_terminating(p):
+                out.append(CollectOrphan(p.metadata.namespace, p.metadata.name, name, uid))
+    return out
+
+
+def _code(err: BaseException) -> grpc.StatusCode | None:
+    return err.code() if isinstance(err, grpc.RpcError) and hasattr(err, "code") else None
+
+
+class PodActions:
+    """The executor half for pods: create (named here, expected until seen), delete, collect
+    orphans, record events. Errors other than the benign ones propagate, so the driver backs
+    the key off and plans it again."""
+
+    def __init__(self, client: Client, expectations: OwnerExpectations, *, kind: str, component: str,
+                 get_owner: Callable[..., Awaitable[Any]]) -> None:
+        self.c = client
+        self.expect = expectations
+        self.kind = kind
+        self.component = component
+        self._get_owner = get_owner  # the owner service's Get stub
+
+    async def create(self, a: CreatePod, owner: meta_pb2.ObjectMeta) -> None:
+        pod = pod_pb2.Pod()
+        pod.CopyFrom(a.pod)
+        pod.metadata.name = new_pod_name(a.prefix)
+        self.expect.expect_create(a.owner_uid, pod.metadata.name)
+        try:
+            await self.c.call(self.c.pods.Create, pod)
+        except grpc.RpcError as err:
+            if _code(err) == grpc.StatusCode.ALREADY_EXISTS:
+                return  # our own earlier attempt landed: the name is ours and random
+            self.expect.create_failed(a.owner_uid, pod.metadata.name)
+            if _code(err) == grpc.StatusCode.INVALID_ARGUMENT:
+                await self.event(owner, "FailedCreate", f"Error creating: {err.details()}", warning=True)
+            raise
+        await self.event(owner, "SuccessfulCreate", f"Created pod: {pod.metadata.name}{a.why}")
+
+    async def delete(self, a: DeletePod, owner: meta_pb2.ObjectMeta | None) -> None:
+        self.expect.expect_delete(a.owner_uid, a.uid)
+        opts = meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(namespace=a.namespace, name=a.name))
+        try:
+            await self.c.call(self.c.pods.Delete, opts)
+        except grpc.RpcError as err:
+            if _code(err) != grpc.StatusCode.NOT_FOUND:
+                self.expect.delete_failed(a.owner_uid, a.uid)
+                raise
+        if owner is not None:
+            await self.event(owner, "SuccessfulDelete", f"Deleted pod: {a.name} ({a.reason})")
+
+    async def collect(self, a: CollectOrphan) -> None:
+        try:
+            cur: Any = await self.c.call(self._get_owner,
+                                         meta_pb2.ObjectKey(namespace=a.namespace, name=a.owner_name))
+            if cur.metadata.uid == a.owner_uid:
+                return  # the cache was behind: the owner exists
+        except grpc.RpcError as err:
+            if _code(err) != grpc.StatusCode.NOT_FOUND:
+                raise
+        opts = meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(namespace=a.namespace, name=a.name))
+        try:
+            await self.c.call(self.c.pods.Delete, opts)
+        except grpc.RpcError as err:
+            if _code(err) != grpc.StatusCode.NOT_FOUND:
+                raise
+        log.info("deleted pod %s/%s: its %s %s is gone", a.namespace, a.name, self.kind, a.owner_name)
+
+    async def event(self, owner: meta_pb2.ObjectMeta, reason: str, message: str, *,
+                    warning: bool = False) -> None:
+        ev = event_pb2.Event(
+            involved_object=event_pb2.ObjectReference(kind=self.kind, namespace=owner.namespace,
+                                                      name=owner.name, uid=owner.uid),
+            reason=reason, message=message, type="Warning" if warning else "Normal",
+            source=event_pb2.EventSource(component=self.component),
+        )
+        ev.metadata.namespace = owner.namespace
+        try:
+            await self.c.call(self.c.events.Create, ev)
+        except grpc.RpcError as err:
+            log.debug("event %s for %s %s/%s not recorded: %s", reason, self.kind, owner.namespace,
+                      owner.name, err)
