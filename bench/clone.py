@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 
+from bench._cleanup import BenchRun, own_docker, own_path  # noqa: E402
 from controller.autoscaler.reconciler import Autoscaler, Options  # noqa: E402
 from controller.limits import Limits  # noqa: E402
 from controller.testing import ControllerRunner  # noqa: E402
@@ -494,6 +495,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     load_at_start = os.getloadavg()
     env = DockerTestEnv.create()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="cowpod-bench-"))
+    # Removed however the run ends (SIGTERM, SIGKILL: by the next run); --keep leaves them till then.
+    own_docker(cluster=env.cluster_id, network=env.network)
+    own_path(env.data_dir, tmp)
     etcd = EtcdMember(data_dir=tmp / "etcd", log_path=tmp / "etcd.log")
     etcd.start()
     result: dict[str, Any] = {}
@@ -624,7 +628,8 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    result = asyncio.run(run(args))
+    with BenchRun("clone", keep=args.keep):
+        result = asyncio.run(run(args))
     print(json.dumps(result))
 
 

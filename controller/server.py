@@ -42,7 +42,7 @@ from controller.node_lifecycle import NodeLifecycle
 from controller.node_usage import NodeUsage
 from controller.nodes import Nodes
 from controller.pods import Pods
-from controller.reconcile import hub_watches
+from controller.reconcile import hub_watch, hub_watches
 from controller.replicaset import ReplicaSetController
 from controller.replicaset_api import REPLICASETS, ReplicaSets, ReplicaSetServicer
 from controller.replicaset_executor import GrpcWorkloadAPI
@@ -372,7 +372,7 @@ class Controller:
             await supervise("replicaset controller", rsc.run, self.clock)
 
     async def _run_endpoints(self) -> None:
-        address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
-        async with connect(self.security.self_client_settings(address)) as client:
-            epc = EndpointsController(client.services.Watch, client.pods.Watch, self.endpoints_r, self.clock)
-            await supervise("endpoints controller", epc.run, self.clock)
+        # Reads and writes in process: Endpoints have no write verb in the API.
+        services = hub_watch(self.services.res, service_pb2.ServiceWatchEvent)
+        epc = EndpointsController(services, self.watches.pods, self.endpoints_r, self.clock)
+        await supervise("endpoints controller", epc.run, self.clock)
