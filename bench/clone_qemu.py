@@ -41,7 +41,6 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import statistics
 import sys
 import time
@@ -51,6 +50,7 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._cleanup import BenchRun, own_path  # noqa: E402
 from hypervisor.provider import VMSpecInfo  # noqa: E402
 from hypervisor.providers.qemu.provider import QemuProvider  # noqa: E402
 from hypervisor.providers.qemu.settings import DEFAULT_IMAGE_DIR  # noqa: E402
@@ -132,6 +132,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     image = tiny_image() if args.image == "tiny" else DEFAULT_IMAGE_DIR if args.image == "real" \
         else pathlib.Path(args.image)
     env = QemuTestEnv.create(image, accel=args.accel, tcg_cache_mb=args.tcg_cache_mb)
+    own_path(env.data_dir, env.settings.ram_dir / f"cowpod.{env.cluster_id}.*")  # after a SIGKILL too
     p = env.provider()
     tag = uuid.uuid4().hex[:4]
 
@@ -228,6 +229,7 @@ async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
     env = QemuTestEnv.create(DEFAULT_IMAGE_DIR, accel=args.accel, boot_timeout_s=900.0, start_timeout_s=300.0,
                              tcg_cache_mb=args.tcg_cache_mb)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="cpq-etcd-"))
+    own_path(env.data_dir, env.settings.ram_dir / f"cowpod.{env.cluster_id}.*", tmp)  # after a SIGKILL too
     etcd = EtcdMember(data_dir=tmp / "etcd", log_path=tmp / "etcd.log")
     etcd.start()
     ready_at: dict[str, float] = {}
@@ -381,11 +383,11 @@ def main() -> None:
                     help="the real guest through a controller and the VM manager: node Ready times")
     args = ap.parse_args()
 
-    def interrupted(_sig: int, _frame: object) -> None:
-        raise KeyboardInterrupt  # so the run's `finally` removes its VMs and files
-
-    signal.signal(signal.SIGTERM, interrupted)
-    print(json.dumps(asyncio.run(run_cluster(args) if args.cluster else run(args))))
+    # SIGTERM and SIGINT: the run's `finally` removes its VMs, then BenchRun stops what is left
+    # (QEMU, etcd: by the run id in their environment); after a SIGKILL, the next bench run does.
+    with BenchRun("clone_qemu"):
+        result = asyncio.run(run_cluster(args) if args.cluster else run(args))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
