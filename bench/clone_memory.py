@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 
+from bench._cleanup import BenchRun, own_path, run_labels  # noqa: E402
 from hypervisor.providers.docker.zygote import DEFAULT_PRELOAD, ZygoteConfig  # noqa: E402
 from hypervisor.providers.docker.zygote_client import ZygoteProcess  # noqa: E402
 from hypervisor.testing import machine, smaps_rollup_kb  # noqa: E402
@@ -90,9 +91,10 @@ async def run(forks: int, cold: int, image: str) -> dict[str, Any]:
     name = f"cowpod-bench-zygote-{uuid.uuid4().hex[:6]}"
     vm = dock.containers.run(
         image, ["sleep", "infinity"], detach=True, name=name, hostname=name,
-        labels={"cowpod.bench": "1"}, mem_limit="512m", memswap_limit="512m",
+        labels={"cowpod.bench": "1", **run_labels()}, mem_limit="512m", memswap_limit="512m",
     )
     tmp = tempfile.mkdtemp(prefix="cowpod-bench-")
+    own_path(tmp)
     zp = ZygoteProcess(
         ZygoteConfig(socket_path=f"{tmp}/z.sock", preload=PRELOAD,
                      entrypoint="hypervisor.providers.docker.zygote_probe:run"),
@@ -206,7 +208,8 @@ def main() -> None:
     p.add_argument("--cold", type=int, default=8)
     p.add_argument("--image", default="cowpod/vm:latest")
     a = p.parse_args()
-    result = asyncio.run(run(a.forks, a.cold, a.image))
+    with BenchRun("clone_memory"):  # the VM container, the zygote and its clones go however it ends
+        result = asyncio.run(run(a.forks, a.cold, a.image))
     print(json.dumps(result))
 
 
