@@ -41,8 +41,9 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._cleanup import BenchRun  # noqa: E402
 from hypervisor.provider import VMSpecInfo  # noqa: E402
-from hypervisor.providers.vsphere.testing import Vcsim, VSphereTestEnv  # noqa: E402
+from hypervisor.providers.vsphere.testing import Vcsim, VSphereTestEnv, sweep_dead_simulators  # noqa: E402
 from hypervisor.testing import build_images, full_clone, instant_clone, machine  # noqa: E402
 
 
@@ -116,7 +117,11 @@ def main() -> None:
     p.add_argument("--log-level", default="warning")
     args = p.parse_args()
     logging.basicConfig(level=args.log_level.upper())
-    print(json.dumps(asyncio.run(run(args))))
+    # The simulators stop with the run (by the run id in their environment), however it ends;
+    # then their guest containers go with sweep_dead_simulators (after a SIGKILL: the next run's).
+    with BenchRun("clone_vsphere", sweepers=(sweep_dead_simulators,)):
+        result = asyncio.run(run(args))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
