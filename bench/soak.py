@@ -49,6 +49,7 @@ if str(ROOT) not in sys.path:
 
 import grpc  # noqa: E402
 
+from bench._cleanup import BenchRun, own_docker, own_path  # noqa: E402
 from cowpod.client import Client  # noqa: E402
 from cowpod.informer import Informer  # noqa: E402
 from cowpod.v1 import meta_pb2, pod_pb2  # noqa: E402
@@ -405,8 +406,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM/SIGINT: the teardown below runs, then BenchRun stops what is left; after a SIGKILL
+    # the next bench run does (the cluster's processes by run id, its containers by label).
+    with BenchRun("soak"):
+        return soak_run(args)
+
+
+def soak_run(args: argparse.Namespace) -> int:
     root = pathlib.Path(tempfile.mkdtemp(prefix="cowpod-soak-"))
     soak = Soak(args, root)
+    own_docker(label=f"{FAULTS_LABEL}={soak.cluster.run_id}")
+    if not args.keep:
+        own_path(root)
     try:
         result = asyncio.run(soak.main())
     finally:
