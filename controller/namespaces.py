@@ -173,7 +173,7 @@ class Namespaces:
         phase = await self.phase(name)
         if not phase:
             raise NotFound(f'metadata.namespace: namespaces "{name}" not found (create it first: '
-                           f"a `kind: Namespace` document, or `cowpod create namespace {name}`)")
+                           "apply a `kind: Namespace` manifest)")
         if phase == TERMINATING and message.DESCRIPTOR.full_name not in _CREATE_WHILE_TERMINATING:
             raise FailedPrecondition(f"metadata.namespace: unable to create new content in namespace "
                                      f'"{name}" because it is being terminated')

@@ -16,7 +16,7 @@ from cowpod.api import quantity
 from cowpod.api.phases import is_terminal
 from cowpod.cli import printers
 from cowpod.manifest.timefmt import format_rfc3339
-from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2, vm_pb2
+from cowpod.v1 import config_pb2, event_pb2, meta_pb2, namespace_pb2, node_pb2, pod_pb2, vm_pb2
 
 NONE = "<none>"
 # Bookkeeping of `cowpod apply`, as kubectl describe hides its own.
@@ -223,13 +223,14 @@ def _container(w: Writer, c: pod_pb2.Container, status: pod_pb2.ContainerStatus 
     ):
         if c.HasField(probe_field):
             w.kv(2, key, _probe(getattr(c, probe_field)))
+    if c.env_from:
+        w.line(2, "Environment Variables from:")
+        for ef in c.env_from:
+            w.line(3, _env_from(ef))
     if c.env:
         w.line(2, "Environment:")
         for e in c.env:
-            value = e.value
-            if e.HasField("value_from") and e.value_from.HasField("field_ref"):
-                value = f"({e.value_from.field_ref.field_path})"
-            w.kv(3, e.name, value)
+            w.kv(3, e.name, _env_value(e))
     else:
         w.kv(2, "Environment", NONE)
     if c.volume_mounts:
@@ -239,6 +240,86 @@ def _container(w: Writer, c: pod_pb2.Container, status: pod_pb2.ContainerStatus 
             w.line(3, f"{m.mount_path} from {m.name} ({mode})")
     else:
         w.kv(2, "Mounts", NONE)
+
+
+def _env_value(e: pod_pb2.EnvVar) -> str:
+    """kubectl's words for where a variable's value comes from (never a Secret's value)."""
+    vf = e.value_from
+    if not e.HasField("value_from"):
+        return e.value
+    opt = " Optional: true" if (vf.config_map_key_ref.optional or vf.secret_key_ref.optional) else ""
+    if vf.HasField("config_map_key_ref"):
+        r = vf.config_map_key_ref
+        return f"<set to the key '{r.key}' of config map '{r.name}'>{opt}"
+    if vf.HasField("secret_key_ref"):
+        r2 = vf.secret_key_ref
+        return f"<set to the key '{r2.key}' in secret '{r2.name}'>{opt}"
+    if vf.HasField("field_ref"):
+        return f"({vf.field_ref.field_path})"
+    if vf.HasField("resource_field_ref"):
+        return f"({vf.resource_field_ref.resource})"
+    return e.value
+
+
+def _env_from(ef: pod_pb2.EnvFromSource) -> str:
+    if ef.HasField("config_map_ref"):
+        what, name, optional = "ConfigMap", ef.config_map_ref.name, ef.config_map_ref.optional
+    else:
+        what, name, optional = "Secret", ef.secret_ref.name, ef.secret_ref.optional
+    prefix = f" with prefix '{ef.prefix}'" if ef.prefix else ""
+    return f"{name}  {what}{prefix}  Optional: {'true' if optional else 'false'}"
+
+
+def _meta_head(w: Writer, meta: meta_pb2.ObjectMeta, *, namespaced: bool) -> None:
+    w.kv(0, "Name", meta.name)
+    if namespaced:
+        w.kv(0, "Namespace", meta.namespace or "default")
+    _map(w, 0, "Labels", meta.labels)
+    _map(w, 0, "Annotations", {k: v for k, v in meta.annotations.items() if k not in HIDDEN_ANNOTATIONS})
+
+
+def describe_namespace(ns: namespace_pb2.Namespace, events: Iterable[event_pb2.Event], now: float) -> str:
+    w = Writer()
+    _meta_head(w, ns.metadata, namespaced=False)
+    w.kv(0, "Status", ns.status.phase or "Active")
+    events_section(w, events, now)
+    return w.render()
+
+
+def describe_configmap(cm: config_pb2.ConfigMap, events: Iterable[event_pb2.Event], now: float) -> str:
+    w = Writer()
+    _meta_head(w, cm.metadata, namespaced=True)
+    w.line(0, "")
+    w.line(0, "Data")
+    w.line(0, "====")
+    for k in sorted(cm.data):
+        w.line(0, f"{k}:")
+        w.line(0, "----")
+        w.line(0, cm.data[k])
+        w.line(0, "")
+    w.line(0, "")
+    w.line(0, "BinaryData")
+    w.line(0, "====")
+    for k in sorted(cm.binary_data):
+        w.line(0, f"{k}: {len(cm.binary_data[k])} bytes")
+    w.line(0, "")
+    events_section(w, events, now)
+    return w.render()
+
+
+def describe_secret(s: config_pb2.Secret, events: Iterable[event_pb2.Event], now: float) -> str:
+    """Key names and sizes only, as kubectl describes a Secret: the values need `-o yaml|json`."""
+    w = Writer()
+    _meta_head(w, s.metadata, namespaced=True)
+    w.line(0, "")
+    w.kv(0, "Type", s.type or "Opaque")
+    w.line(0, "")
+    w.line(0, "Data")
+    w.line(0, "====")
+    for k in sorted(s.data):
+        w.kv(0, k, f"{len(s.data[k])} bytes")
+    events_section(w, events, now)
+    return w.render()
 
 
 def describe_pod(pod: pod_pb2.Pod, events: Iterable[event_pb2.Event], now: float) -> str:
@@ -290,6 +371,14 @@ def describe_pod(pod: pod_pb2.Pod, events: Iterable[event_pb2.Event], now: float
             elif v.HasField("host_path"):
                 w.kv(2, "Type", f"HostPath (bare host directory volume) {v.host_path.type}".rstrip())
                 w.kv(2, "Path", v.host_path.path)
+            elif v.HasField("config_map"):
+                w.kv(2, "Type", "ConfigMap (a volume populated by a ConfigMap)")
+                w.kv(2, "Name", v.config_map.name)
+                w.kv(2, "Optional", "true" if v.config_map.optional else "false")
+            elif v.HasField("secret"):
+                w.kv(2, "Type", "Secret (a volume populated by a Secret)")
+                w.kv(2, "SecretName", v.secret.secret_name)
+                w.kv(2, "Optional", "true" if v.secret.optional else "false")
     else:
         w.kv(0, "Volumes", NONE)
     w.kv(0, "QoS Class", status.qos_class or NONE)

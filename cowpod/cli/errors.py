@@ -53,7 +53,8 @@ def rpc_message(err: grpc.RpcError, *, address: str, what: str = "") -> str:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"the controller at {address} did not answer in time"
     if code == grpc.StatusCode.NOT_FOUND:
-        return f"{what} not found" if what else details
+        # "metadata.namespace: namespaces "x" not found": what is missing is not the object itself.
+        return f"{what} not found" if what and not details.startswith("metadata.") else details
     if code == grpc.StatusCode.ALREADY_EXISTS:
         return f"{what} already exists" if what else details
     if code == grpc.StatusCode.INVALID_ARGUMENT:

@@ -8,7 +8,19 @@ from typing import Any
 from cowpod.cli import jsonpath, printers
 from cowpod.cli.errors import CliError
 from cowpod.manifest import KindInfo, as_list, dump_json, dump_yaml, encode_object
-from cowpod.manifest.kinds import ENDPOINTS, EVENT, LEASE, NODE, POD, REPLICASET, SERVICE, VM
+from cowpod.manifest.kinds import (
+    CONFIGMAP,
+    ENDPOINTS,
+    EVENT,
+    LEASE,
+    NAMESPACE,
+    NODE,
+    POD,
+    REPLICASET,
+    SECRET,
+    SERVICE,
+    VM,
+)
 
 FORMATS = ("wide", "yaml", "json", "name", "jsonpath=TEMPLATE")
 
@@ -36,6 +48,12 @@ def headers(info: KindInfo, *, wide: bool, all_namespaces: bool) -> list[str]:
         h = printers.SERVICE_HEADERS + (printers.SERVICE_WIDE if wide else [])
     elif info is ENDPOINTS:
         h = list(printers.ENDPOINTS_HEADERS)
+    elif info is NAMESPACE:
+        h = list(printers.NAMESPACE_HEADERS)
+    elif info is CONFIGMAP:
+        h = list(printers.CONFIGMAP_HEADERS)
+    elif info is SECRET:
+        h = list(printers.SECRET_HEADERS)
     else:
         h = ["NAME"]
     return (["NAMESPACE"] if all_namespaces and info.namespaced else []) + h
@@ -73,6 +91,12 @@ def row(
         r = printers.service_row(obj, now, wide=wide)
     elif info is ENDPOINTS:
         r = printers.endpoints_row(obj, now)
+    elif info is NAMESPACE:
+        r = printers.namespace_row(obj, now)
+    elif info is CONFIGMAP:
+        r = printers.configmap_row(obj, now)
+    elif info is SECRET:
+        r = printers.secret_row(obj, now)
     else:
         r = [obj.metadata.name]
     if all_namespaces and info.namespaced:

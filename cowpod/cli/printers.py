@@ -17,7 +17,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cowpod.api import quantity
 from cowpod.api.phases import is_terminal
-from cowpod.v1 import event_pb2, node_pb2, pod_pb2, service_pb2, vm_pb2, workload_pb2
+from cowpod.v1 import (
+    config_pb2,
+    event_pb2,
+    namespace_pb2,
+    node_pb2,
+    pod_pb2,
+    service_pb2,
+    vm_pb2,
+    workload_pb2,
+)
 
 NONE = "<none>"
 
@@ -314,6 +323,28 @@ def endpoints_row(ep: service_pb2.Endpoints, now: float) -> Row:
 
 
 # --- events -----------------------------------------------------------------------------------
+
+NAMESPACE_HEADERS = ["NAME", "STATUS", "AGE"]
+CONFIGMAP_HEADERS = ["NAME", "DATA", "AGE"]
+# A Secret's row counts its keys; its values are never in a table (`-o yaml|json` prints them).
+SECRET_HEADERS = ["NAME", "TYPE", "DATA", "AGE"]
+
+
+def _age_of(meta: Any, now: float) -> str:
+    return age(meta.creation_timestamp, now, is_set=meta.HasField("creation_timestamp"))
+
+
+def namespace_row(ns: namespace_pb2.Namespace, now: float) -> Row:
+    return [ns.metadata.name, ns.status.phase or "Active", _age_of(ns.metadata, now)]
+
+
+def configmap_row(cm: config_pb2.ConfigMap, now: float) -> Row:
+    return [cm.metadata.name, str(len(cm.data) + len(cm.binary_data)), _age_of(cm.metadata, now)]
+
+
+def secret_row(s: config_pb2.Secret, now: float) -> Row:
+    return [s.metadata.name, s.type or "Opaque", str(len(s.data)), _age_of(s.metadata, now)]
+
 
 EVENT_HEADERS = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
 

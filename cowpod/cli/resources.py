@@ -14,10 +14,22 @@ from google.protobuf.message import Message
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError
 from cowpod.manifest import KindInfo, by_alias
-from cowpod.manifest.kinds import ENDPOINTS, EVENT, LEASE, NODE, POD, REPLICASET, SERVICE, VM
+from cowpod.manifest.kinds import (
+    CONFIGMAP,
+    ENDPOINTS,
+    EVENT,
+    LEASE,
+    NAMESPACE,
+    NODE,
+    POD,
+    REPLICASET,
+    SECRET,
+    SERVICE,
+    VM,
+)
 from cowpod.v1 import event_pb2, meta_pb2
 
-GETTABLE = (POD, NODE, VM, EVENT, LEASE, REPLICASET, SERVICE, ENDPOINTS)
+GETTABLE = (POD, NODE, VM, EVENT, LEASE, REPLICASET, SERVICE, ENDPOINTS, NAMESPACE, CONFIGMAP, SECRET)
 
 
 def resolve_kind(name: str, allowed: tuple[KindInfo, ...] = GETTABLE) -> KindInfo:
@@ -49,6 +61,7 @@ def service(ctx: Ctx, info: KindInfo) -> Any:
     return {
         "Pod": c.pods, "Node": c.nodes, "VM": c.vms, "Event": c.events, "Lease": c.leases,
         "ReplicaSet": c.replicasets, "Service": c.services, "Endpoints": c.endpoints,
+        "Namespace": c.namespaces, "ConfigMap": c.configmaps, "Secret": c.secrets,
     }[info.kind]
 
 

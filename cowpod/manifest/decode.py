@@ -9,6 +9,8 @@ Kubernetes.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 from typing import Any
 
@@ -172,9 +174,13 @@ def _scalar(spec: FieldSpec, value: Any, path: str) -> Any:
             raise FieldError(path, f"{value} is out of range ({lo}..{hi})")
         return value
     if fd.type == FieldDescriptor.TYPE_BYTES:
+        # Bytes are base64 in manifests, as Kubernetes writes []byte (Secret data, binaryData).
         if not isinstance(value, str):
-            raise FieldError(path, f"expected a string, got {describe_value(value)}")
-        return value.encode()
+            raise FieldError(path, f"expected a base64 string, got {describe_value(value)}")
+        try:
+            return base64.b64decode("".join(value.split()), validate=True)
+        except binascii.Error:
+            raise FieldError(path, "illegal base64 data (use stringData for plain text)") from None
     if fd.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise FieldError(path, f"expected a number, got {describe_value(value)}")

@@ -9,6 +9,7 @@ so output is stable.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -91,7 +92,7 @@ def _encode_single(fd: Any, value: Any, spec: FieldSpec) -> Any:
     if fd.type == FieldDescriptor.TYPE_ENUM:
         return fd.enum_type.values_by_number[value].name
     if fd.type == FieldDescriptor.TYPE_BYTES:
-        return value.decode(errors="replace")
+        return base64.b64encode(value).decode()  # as Kubernetes writes []byte
     return value
 
 

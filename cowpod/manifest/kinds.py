@@ -7,7 +7,17 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, service_pb2, vm_pb2, workload_pb2
+from cowpod.v1 import (
+    config_pb2,
+    event_pb2,
+    lease_pb2,
+    namespace_pb2,
+    node_pb2,
+    pod_pb2,
+    service_pb2,
+    vm_pb2,
+    workload_pb2,
+)
 
 # A top-level object (Pod, Node, VM, Event, Lease). The generated classes share
 # no base type with `metadata`, so code that handles any kind types it as this.
@@ -56,8 +66,15 @@ DAEMONSET = KindInfo(
 SERVICE = KindInfo("Service", ("v1",), service_pb2.Service, True, "services", ("service", "services", "svc"))
 ENDPOINTS = KindInfo("Endpoints", ("v1",), service_pb2.Endpoints, True, "endpoints", ("endpoints", "ep"))
 
+NAMESPACE = KindInfo("Namespace", ("v1",), namespace_pb2.Namespace, False, "namespaces",
+                     ("namespace", "namespaces", "ns"))
+CONFIGMAP = KindInfo("ConfigMap", ("v1",), config_pb2.ConfigMap, True, "configmaps",
+                     ("configmap", "configmaps", "cm"))
+SECRET = KindInfo("Secret", ("v1",), config_pb2.Secret, True, "secrets", ("secret", "secrets"))
+
 KINDS: tuple[KindInfo, ...] = (
     POD, NODE, VM, EVENT, LEASE, REPLICASET, DEPLOYMENT, JOB, DAEMONSET, SERVICE, ENDPOINTS,
+    NAMESPACE, CONFIGMAP, SECRET,
 )
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}
 _BY_ALIAS: dict[str, KindInfo] = {a: k for k in KINDS for a in k.aliases}

@@ -112,9 +112,9 @@ def validate_pod(pod: pod_pb2.Pod) -> None:
         check_dns_label(vol.name, f"{vpath}.name")
         if vol.name in volumes:
             raise FieldError(f"{vpath}.name", f'duplicate volume name "{vol.name}"')
-        sources = [s for s in ("empty_dir", "host_path") if vol.HasField(s)]
+        sources = [s for s in ("empty_dir", "host_path", "config_map", "secret") if vol.HasField(s)]
         if len(sources) != 1:
-            raise FieldError(vpath, "set exactly one volume source (emptyDir or hostPath)")
+            raise FieldError(vpath, "set exactly one volume source (emptyDir, hostPath, configMap or secret)")
         volumes.add(vol.name)
     if not spec.containers:
         raise FieldError("spec.containers", "required: a pod needs at least one container")

@@ -13,6 +13,7 @@ such as `nodeName`, are kept). The same manifest again is `unchanged`.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from typing import Any
 
@@ -28,7 +29,7 @@ from cowpod.cli.resources import ref, service, what
 from cowpod.cli.safe_text import printable
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import Document, KindInfo, encode_object, load_paths
-from cowpod.manifest.kinds import EVENT, NODE, POD, VM, Obj
+from cowpod.manifest.kinds import EVENT, NAMESPACE, NODE, POD, SECRET, VM, Obj
 from cowpod.manifest.schema import input_names
 from cowpod.v1 import meta_pb2, pod_pb2
 
@@ -120,7 +121,8 @@ async def run_create(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def _run(ctx: Ctx, args: argparse.Namespace, *, create_only: bool) -> int:
-    docs = load_paths(args.filename, ctx.stdin)
+    # Namespaces first, as kubectl orders them: the rest of the file may live in them.
+    docs = sorted(load_paths(args.filename, ctx.stdin), key=lambda d: d.info is not NAMESPACE)
     _prepare(ctx, docs, getattr(args, "namespace", None))
     # Fields accepted with no effect, as kubectl prints the server's warnings (the server
     # sends the same lines, podfields.pod_warnings, in its answer's trailing metadata).
@@ -242,6 +244,13 @@ def last_applied(doc: Document) -> str:
     """The canonical JSON of what the user asked for (no status), stored on the object."""
     data = encode_object(doc.obj)
     data.pop("status", None)
+    if doc.info is SECRET:
+        # Only digests of a Secret's values: the annotation is readable wherever the object is
+        # (kubectl stores the values themselves here).
+        for field in ("data", "stringData"):
+            if field in data:
+                data[field] = {k: "sha256:" + hashlib.sha256(str(v).encode()).hexdigest()
+                               for k, v in data[field].items()}
     meta = data.get("metadata", {})
     annotations = {k: v for k, v in meta.get("annotations", {}).items() if k != LAST_APPLIED}
     if annotations:
@@ -287,6 +296,14 @@ def merge(existing: Obj, desired: Obj, desired_raw: dict[str, Any], previous: di
         current.clear()
         current.update(kept)
         current.update(wanted)
+    # Kinds without a spec (ConfigMap, Secret): their top-level fields, the same way.
+    mentioned_top = {f.name for f in _top_fields(desired) if f.json_name in desired_raw}
+    before_top = {f.name for f in _top_fields(desired) if f.json_name in (previous or {})} - mentioned_top
+    for name in mentioned_top:
+        merged.ClearField(name)
+        merged.MergeFrom(_only(desired, name))
+    for name in before_top:
+        merged.ClearField(name)
     if "spec" in [f.name for f in existing.DESCRIPTOR.fields]:
         spec, want_spec = merged.spec, desired.spec
         mentioned = _spec_fields(desired, desired_raw.get("spec"))
@@ -302,6 +319,23 @@ def merge(existing: Obj, desired: Obj, desired_raw: dict[str, Any], previous: di
         for name in before:
             spec.ClearField(name)
     return merged
+
+
+_NOT_TOP = frozenset({"api_version", "kind", "metadata", "spec", "status"})
+
+
+def _top_fields(msg: Obj) -> list[Any]:
+    return [f for f in msg.DESCRIPTOR.fields if f.name not in _NOT_TOP]
+
+
+def _only(msg: Obj, name: str) -> Obj:
+    """A copy of `msg` with every field but `name` cleared."""
+    only = type(msg)()
+    only.CopyFrom(msg)
+    for other in only.DESCRIPTOR.fields:
+        if other.name != name:
+            only.ClearField(other.name)
+    return only
 
 
 async def apply_one(ctx: Ctx, doc: Document, *, create: bool = True) -> tuple[str, Obj] | None:

@@ -13,8 +13,11 @@ from cowpod.cli.resources import delete_object, list_objects, namespace_for, res
 from cowpod.cli.safe_text import printable
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import KindInfo, load_paths
-from cowpod.manifest.kinds import LEASE, NODE, POD, REPLICASET, VM
+from cowpod.manifest.kinds import CONFIGMAP, LEASE, NAMESPACE, NODE, POD, REPLICASET, SECRET, VM
 from cowpod.v1 import meta_pb2
+
+# Kinds `delete` takes (by name, selector or file).
+DELETABLE = (POD, VM, NODE, LEASE, REPLICASET, NAMESPACE, CONFIGMAP, SECRET)
 
 EXAMPLES = """
   cowpod delete pod web                      # graceful: the pod's grace period applies
@@ -63,7 +66,7 @@ async def run(ctx: Ctx, args: argparse.Namespace) -> int:
         if args.type or args.names:
             raise CliError("give either -f FILE or TYPE NAME, not both", exit_code=2)
         for doc in load_paths(args.filename, ctx.stdin):
-            if doc.info not in (POD, VM, NODE, LEASE, REPLICASET):
+            if doc.info not in DELETABLE:
                 raise CliError(f"{doc.where}: {doc.info.plural} cannot be deleted", exit_code=2)
             ns = doc.obj.metadata.namespace or namespace_for(doc.info, ctx)
             targets.append((doc.info, ns, doc.name))
@@ -71,7 +74,7 @@ async def run(ctx: Ctx, args: argparse.Namespace) -> int:
         if not args.type:
             raise CliError("say what to delete: cowpod delete TYPE NAME, or -f FILE", exit_code=2)
         kind, names = split_type_name(args.type, list(args.names))
-        info = resolve_kind(kind, (POD, VM, NODE, LEASE, REPLICASET))
+        info = resolve_kind(kind, DELETABLE)
         if args.selector or args.all:
             if names:
                 raise CliError("give names or a selector (-l/--all), not both", exit_code=2)

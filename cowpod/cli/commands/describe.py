@@ -9,12 +9,13 @@ from cowpod.cli.commands.common import Subparsers, add_command, split_type_name
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError
 from cowpod.cli.resources import events_for, get_object, list_objects, resolve_kind
-from cowpod.manifest.kinds import NODE, POD, VM
+from cowpod.manifest.kinds import CONFIGMAP, NAMESPACE, NODE, POD, SECRET, VM
 
 EXAMPLES = """
   cowpod describe pod hello       # containers, state, exit code, conditions, events
   cowpod describe node vm-1       # capacity, allocatable, pods on it, allocated resources
   cowpod describe vm vm-1         # size, phase, lineage (parent, children), timing
+  cowpod describe secret db       # its keys and their sizes, never the values
 """
 
 
@@ -34,7 +35,7 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
 
 async def run(ctx: Ctx, args: argparse.Namespace) -> int:
     kind, names = split_type_name(args.type, list(args.names))
-    info = resolve_kind(kind, (POD, NODE, VM))
+    info = resolve_kind(kind, (POD, NODE, VM, NAMESPACE, CONFIGMAP, SECRET))
     if not names:
         raise CliError(
             f"name the {info.singular} to describe: cowpod describe {info.singular} NAME", exit_code=2
@@ -52,6 +53,12 @@ async def run(ctx: Ctx, args: argparse.Namespace) -> int:
             except CliError:
                 pods = []
             text = describe.describe_node(obj, pods, events, ctx.now())  # type: ignore[arg-type]
+        elif info is NAMESPACE:
+            text = describe.describe_namespace(obj, events, ctx.now())  # type: ignore[arg-type]
+        elif info is CONFIGMAP:
+            text = describe.describe_configmap(obj, events, ctx.now())  # type: ignore[arg-type]
+        elif info is SECRET:
+            text = describe.describe_secret(obj, events, ctx.now())  # type: ignore[arg-type]
         else:
             text = describe.describe_vm(obj, events, ctx.now())  # type: ignore[arg-type]
         if i:

@@ -161,12 +161,18 @@ def test_examples_are_valid(cli: object) -> None:
     r = cli("apply", "-f", str(ROOT / "examples"), "--dry-run")  # type: ignore[operator]
     assert r.code == 0, r.err
     assert sorted(r.out.splitlines()) == [
+        "configmap/game-demo checked (dry run)",
+        "namespace/team-a checked (dry run)",
+        "pod/configmap-demo-pod checked (dry run)",
         "pod/hello checked (dry run)",
         "pod/kubelet-features checked (dry run)",
         "pod/placed checked (dry run)",
+        "pod/secret-demo-pod checked (dry run)",
+        "pod/team-a-hello checked (dry run)",
         "pod/two-containers checked (dry run)",
         "pod/web checked (dry run)",
         "replicaset/echo checked (dry run)",
+        "secret/mysecret checked (dry run)",
     ]
 
 
