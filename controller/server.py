@@ -269,6 +269,7 @@ class Controller:
                 tg.create_task(supervise("eviction", self.evictor.run, self.clock), name="eviction")
                 if cfg.replicaset_controller:
                     tg.create_task(self._run_replicasets(), name="replicaset-controller")
+                    tg.create_task(self._run_workload_controllers(), name="workload-controllers")
                     tg.create_task(self._run_endpoints(), name="endpoints-controller")
                 if join_dir is not None:
                     tg.create_task(self.security.run_join_tokens(join_dir), name="join-token")
@@ -370,6 +371,27 @@ class Controller:
                                        resync_seconds=self.config.replicaset_resync,
                                        registry=self.metrics.registry)
             await supervise("replicaset controller", rsc.run, self.clock)
+
+    async def _run_workload_controllers(self) -> None:
+        """Deployments, Jobs and DaemonSets (controller/deployment.py, job.py, daemonset.py), on
+        one client of the local API; each loop supervised on its own. Imported here: the
+        DaemonSet controller asks the scheduler's pure rules (as the autoscaler does), and the
+        controller imports `scheduler` only where a loop that needs it starts."""
+        from controller.daemonset import DaemonSetController
+        from controller.deployment import DeploymentController
+        from controller.job import JobController
+
+        address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
+        reg = self.metrics.registry
+        async with connect(self.security.self_client_settings(address)) as client:
+            loops = {
+                "deployment controller": DeploymentController(client, self.clock, registry=reg).run,
+                "job controller": JobController(client, self.clock, registry=reg).run,
+                "daemonset controller": DaemonSetController(client, self.clock, registry=reg).run,
+            }
+            async with asyncio.TaskGroup() as tg:
+                for name, run in loops.items():
+                    tg.create_task(supervise(name, run, self.clock), name=name.replace(" ", "-"))
 
     async def _run_endpoints(self) -> None:
         # Reads and writes in process: Endpoints have no write verb in the API.
