@@ -1,8 +1,10 @@
 """An in-memory `Store` with etcd's semantics, for unit tests of anything above the store.
 
-Revisions, mod/create revisions, compare-and-swap transactions, prefix lists,
-watches from a revision (with prev values) and compaction (`OutOfRange`) behave
-as on etcd; leases are accepted and ignored (nothing expires).
+Revisions, mod/create revisions and versions, compare-and-swap transactions,
+prefix lists, watches from a revision (with prev values) and compaction
+(`OutOfRange`) behave as on etcd; a lease must have been granted to be used,
+but nothing expires. tests/integration/test_store_contract.py runs the same
+tests on this and on `EtcdStore` with a real etcd: a difference fails there.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from controller.store import (
     decode,
     encode,
 )
-from cowpod.errors import AlreadyExists, Conflict, NotFound, OutOfRange
+from cowpod.errors import AlreadyExists, Conflict, CowpodError, NotFound, OutOfRange
 
 M = TypeVar("M", bound=Message)
 
@@ -43,6 +45,7 @@ class MemoryStore:
         self.compacted = 0
         self._changed = asyncio.Condition()
         self._next_lease = 1
+        self._leases: set[int] = set()
 
     # -- reads
 
@@ -77,7 +80,7 @@ class MemoryStore:
         elif c.target is Target.CREATE:
             actual = kv.create_revision if kv else 0
         else:
-            actual = 1 if kv else 0  # our "version" is only ever compared with 0
+            actual = kv.version if kv else 0
         return {"=": actual == c.value, "!=": actual != c.value,
                 "<": actual < c.value, ">": actual > c.value}[c.op]
 
@@ -85,23 +88,33 @@ class MemoryStore:
                   failure: Sequence[Op] = ()) -> TxnResult:
         ok = all(self._holds(c) for c in compares)
         ops = success if ok else failure
-        writes = any(isinstance(op, Put | Delete) for op in ops)
-        rev = self.revision + 1 if writes else self.revision
+        for op in ops:
+            if isinstance(op, Put) and op.lease and op.lease not in self._leases:
+                # etcd refuses the whole transaction (NOT_FOUND), and EtcdStore says so as this
+                raise CowpodError("etcd transaction failed: NOT_FOUND: etcdserver: requested lease not found")
+        # As on etcd, only a change makes a revision: a delete of nothing writes none.
+        rev = self.revision + 1
+        writes = False
         gets: builtins.list[KeyValue | None] = []
         for op in ops:
             if isinstance(op, Get):
                 gets.append(self.data.get(op.key))
             elif isinstance(op, Put):
                 prev = self.data.get(op.key)
-                kv = KeyValue(op.key, op.value, rev, prev.create_revision if prev else rev, op.lease)
+                kv = KeyValue(op.key, op.value, rev, prev.create_revision if prev else rev, op.lease,
+                              prev.version + 1 if prev else 1)
                 self.data[op.key] = kv
                 self.history.append(RawEvent(EventType.PUT, op.key, op.value,
                                              prev.value if prev else None, rev, kv.create_revision))
+                writes = True
             else:
                 prev = self.data.pop(op.key, None)
                 if prev is not None:
                     self.history.append(RawEvent(EventType.DELETE, op.key, b"", prev.value, rev,
                                                  prev.create_revision))
+                    writes = True
+        if not writes:
+            rev = self.revision
         if writes:
             self.revision = rev
             async with self._changed:
@@ -138,7 +151,7 @@ class MemoryStore:
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchBatch]:
         start = start_revision or self.revision + 1
-        if start <= self.compacted:
+        if start < self.compacted:  # etcd keeps the compaction revision itself
             raise OutOfRange(f"revision {start} has been compacted; relist")
         seen = start - 1
         while True:
@@ -152,11 +165,16 @@ class MemoryStore:
 
     async def grant_lease(self, ttl_seconds: int) -> int:
         self._next_lease += 1
+        self._leases.add(self._next_lease)
         return self._next_lease
 
     async def compact(self, revision: int) -> None:
+        if revision > self.revision:
+            raise OutOfRange(f"compact: revision {revision} is a future revision (now {self.revision})")
+        if revision <= self.compacted:
+            raise OutOfRange(f"compact: revision {revision} has been compacted (at {self.compacted})")
         self.compacted = revision
-        self.history = [e for e in self.history if e.mod_revision > revision]
+        self.history = [e for e in self.history if e.mod_revision >= revision]
 
     async def close(self) -> None:
         return None

@@ -20,7 +20,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 T = TypeVar("T")
 
@@ -34,6 +34,30 @@ def _timed_out(
     seen = f"; last error: {err!r}" if err is not None else f"; last seen: {last!r}"
     more = f"\n{explain}" if explain else ""
     return AssertionError(f"timed out after {timeout:g}s waiting for {what or 'the condition'}{seen}{more}")
+
+
+@overload
+async def eventually(
+    check: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+    retry_on: tuple[type[BaseException], ...] = ...,
+    explain: Callable[[], str] | None = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    check: Callable[[], T],
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    what: str = ...,
+    retry_on: tuple[type[BaseException], ...] = ...,
+    explain: Callable[[], str] | None = ...,
+) -> T: ...
 
 
 async def eventually(
