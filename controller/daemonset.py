@@ -58,6 +58,7 @@ from controller.podowner import (
 from controller.replicaset_actions import InFlight
 from controller.replicaset_plan import is_active, is_available, is_ready, is_terminating
 from controller.workload_api import resolve_int_or_percent
+from cowpod.api.labels import CONTROLLER_REVISION_HASH_LABEL
 from cowpod.api.phases import is_terminal
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
@@ -73,7 +74,7 @@ log = logging.getLogger(__name__)
 
 KIND = "DaemonSet"
 COMPONENT = "daemonset-controller"
-REVISION_LABEL = "controller-revision-hash"
+REVISION_LABEL = CONTROLLER_REVISION_HASH_LABEL
 DEFAULT_RESYNC_SECONDS = 30.0
 
 # What Kubernetes' DaemonSet controller adds to every daemon pod (util.AddOrUpdateDaemonPodTolerations).

@@ -50,6 +50,7 @@ from controller.deployment_api import RECREATE
 from controller.podowner import Key, controller_name, controller_uid, template_hash
 from controller.resource import get_time, set_time
 from controller.workload_api import resolve_int_or_percent
+from cowpod.api.labels import CHANGE_CAUSE_ANNOTATION, DEPLOYMENT_REVISION_ANNOTATION, POD_TEMPLATE_HASH_LABEL
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
@@ -60,9 +61,8 @@ log = logging.getLogger(__name__)
 
 KIND = "Deployment"
 COMPONENT = "deployment-controller"
-HASH_LABEL = "pod-template-hash"
-REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
-CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
+HASH_LABEL = POD_TEMPLATE_HASH_LABEL
+REVISION_ANNOTATION = DEPLOYMENT_REVISION_ANNOTATION
 DEFAULT_RESYNC_SECONDS = 10.0
 
 AVAILABLE = "Available"

@@ -53,6 +53,7 @@ from controller.podowner import (
 from controller.replicaset_actions import InFlight
 from controller.replicaset_plan import deletion_rank, is_active, is_ready
 from controller.resource import get_time, set_time
+from cowpod.api.labels import JOB_CONTROLLER_UID_LABEL
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
@@ -178,7 +179,7 @@ class JobController:
             client.jobs.Watch, handler=self._on_job, clock=self.clock, name="job-informer")
         # Only pods with the label every Job's template gets (job_api.apply_defaults).
         self.pods: Informer[pod_pb2.Pod] = Informer(
-            client.pods.Watch, list_options=meta_pb2.ListOptions(label_selector="controller-uid"),
+            client.pods.Watch, list_options=meta_pb2.ListOptions(label_selector=JOB_CONTROLLER_UID_LABEL),
             handler=self._on_pod, clock=self.clock, name="job-pod-informer")
         self.index = PodIndex(KIND)
         self.expect = OwnerExpectations(self.clock, KIND)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from controller import validation, workload_api
 from controller.kinds import Kind
 from controller.labelselector import is_empty
+from cowpod.api.labels import JOB_CONTROLLER_UID_LABEL, JOB_NAME_LABEL
 from cowpod.errors import Invalid
 from cowpod.v1 import workload_pb2
 
@@ -28,8 +29,6 @@ JOBS: Kind[workload_pb2.Job] = Kind(
 )
 
 DEFAULT_BACKOFF_LIMIT = 6
-CONTROLLER_UID_LABEL = "controller-uid"
-JOB_NAME_LABEL = "job-name"
 _BATCH = "batch.kubernetes.io/"
 RESTART_POLICIES = ("Never", "OnFailure")
 
@@ -51,9 +50,9 @@ def apply_defaults(job: workload_pb2.Job) -> None:
     uid, name = job.metadata.uid, job.metadata.name
     labels = spec.template.metadata.labels
     for prefix in ("", _BATCH):
-        labels[prefix + CONTROLLER_UID_LABEL] = uid
+        labels[prefix + JOB_CONTROLLER_UID_LABEL] = uid
         labels[prefix + JOB_NAME_LABEL] = name
-    spec.selector.match_labels[CONTROLLER_UID_LABEL] = uid
+    spec.selector.match_labels[JOB_CONTROLLER_UID_LABEL] = uid
 
 
 def validate_spec(errs: validation.Errors, spec: workload_pb2.JobSpec) -> None:

@@ -50,6 +50,27 @@ LAST_APPLIED_ANNOTATION = "cowpod.io/last-applied-configuration"
 CREATE_ID_ANNOTATION = "cowpod.io/create-id"
 """The client's idempotency key for a create that it may retry."""
 
+# ---- workload labels and annotations (Deployments, Jobs, DaemonSets; Kubernetes' own names) --------
+
+POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
+"""On a Deployment's ReplicaSets, their selectors and pods: the hash of the pod template."""
+
+DEPLOYMENT_REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+"""On a Deployment's ReplicaSets: the rollout revision the set's template is (`rollout history`)."""
+
+CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
+"""On a Deployment, copied to the ReplicaSet of each revision: why, shown by `rollout history`."""
+
+RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+"""On a Deployment's pod template: `rollout restart` sets it to now, which is a new template."""
+
+CONTROLLER_REVISION_HASH_LABEL = "controller-revision-hash"
+"""On a DaemonSet's pods: the hash of the template they were made from."""
+
+JOB_CONTROLLER_UID_LABEL = "controller-uid"
+JOB_NAME_LABEL = "job-name"
+"""On a Job's selector and pods (also under `batch.kubernetes.io/`): which Job owns them."""
+
 # ---- taints ---------------------------------------------------------------------------------------
 
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cowpod.api import quantity
+from cowpod.api.labels import DEPLOYMENT_REVISION_ANNOTATION as REVISION_ANNOTATION
 from cowpod.api.phases import is_terminal
 from cowpod.cli import printers
 from cowpod.manifest.timefmt import format_rfc3339
-from cowpod.v1 import config_pb2, event_pb2, meta_pb2, namespace_pb2, node_pb2, pod_pb2, vm_pb2
+from cowpod.v1 import config_pb2, event_pb2, meta_pb2, namespace_pb2, node_pb2, pod_pb2, vm_pb2, workload_pb2
 
 NONE = "<none>"
 # Bookkeeping of `cowpod apply`, as kubectl describe hides its own.
@@ -524,5 +525,128 @@ def describe_vm(vm: vm_pb2.VM, events: Iterable[event_pb2.Event], now: float) ->
             status.requested_at.seconds + status.requested_at.nanos / 1e9
         )
         w.kv(1, "Requested To Ready", f"{took:.3f}s")
+    events_section(w, events, now)
+    return w.render()
+
+
+# --- workloads (Deployment, ReplicaSet, Job, DaemonSet) -------------------------------------------
+
+
+def _selector_text(sel: pod_pb2.LabelSelector) -> str:
+    parts = [f"{k}={v}" for k, v in sorted(sel.match_labels.items())]
+    parts += [f"{r.key} {r.operator} ({','.join(r.values)})" if r.values else f"{r.key} {r.operator}"
+              for r in sel.match_expressions]
+    return ",".join(parts) or NONE
+
+
+def _pod_template(w: Writer, tmpl: workload_pb2.PodTemplateSpec) -> None:
+    w.line(0, "Pod Template:")
+    _map(w, 1, "Labels", tmpl.metadata.labels)
+    w.line(1, "Containers:")
+    for c in tmpl.spec.containers:
+        w.line(2, f"{c.name}:")
+        w.kv(3, "Image", c.image)
+        if c.ports:
+            w.kv(3, "Ports", ", ".join(f"{p.container_port}/{p.protocol or 'TCP'}" for p in c.ports))
+        if c.command:
+            w.kv(3, "Command", " ".join(c.command))
+        if c.HasField("readiness_probe"):
+            w.kv(3, "Readiness", _probe(c.readiness_probe))
+    if tmpl.spec.node_selector:
+        _map(w, 1, "Node-Selectors", tmpl.spec.node_selector)
+
+
+def _workload_head(w: Writer, meta: meta_pb2.ObjectMeta, selector: pod_pb2.LabelSelector) -> None:
+    _meta_head(w, meta, namespaced=True)
+    w.kv(0, "CreationTimestamp", _time(meta.creation_timestamp, meta.HasField("creation_timestamp")))
+    w.kv(0, "Selector", _selector_text(selector))
+
+
+def _conditions_with_reasons(w: Writer, conditions: Sequence[meta_pb2.Condition]) -> None:
+    if not conditions:
+        w.kv(0, "Conditions", NONE)
+        return
+    w.line(0, "Conditions:")
+    _table(w, 1, ["Type", "Status", "Reason"], [[c.type, c.status, c.reason or NONE] for c in conditions])
+
+
+def describe_deployment(d: workload_pb2.Deployment, sets: Sequence[workload_pb2.ReplicaSet],
+                        events: Iterable[event_pb2.Event], now: float) -> str:
+    """kubectl's layout: replicas line, strategy, template, conditions, the old and new sets."""
+    spec, st = d.spec, d.status
+    w = Writer()
+    _workload_head(w, d.metadata, spec.selector)
+    w.kv(0, "Replicas", f"{spec.replicas} desired | {st.updated_replicas} updated | {st.replicas} total | "
+                        f"{st.available_replicas} available | {st.unavailable_replicas} unavailable")
+    w.kv(0, "StrategyType", spec.strategy.type or "RollingUpdate")
+    w.kv(0, "MinReadySeconds", spec.min_ready_seconds)
+    if spec.strategy.type != "Recreate":
+        ru = spec.strategy.rolling_update
+        w.kv(0, "RollingUpdateStrategy", f"{ru.max_unavailable} max unavailable, {ru.max_surge} max surge")
+    _pod_template(w, spec.template)
+    _conditions_with_reasons(w, st.conditions)
+    # The new set has the highest revision (the controller renumbers a set that becomes new again).
+    ordered = sorted(sets, key=lambda rs: int(rs.metadata.annotations.get(REVISION_ANNOTATION, "0") or 0))
+    new = ordered[-1:]
+    old = [rs for rs in ordered[:-1] if rs.spec.replicas > 0 or rs.status.replicas > 0]
+
+    def created(rs: workload_pb2.ReplicaSet) -> str:
+        return f"{rs.metadata.name} ({rs.status.replicas}/{rs.spec.replicas} replicas created)"
+
+    w.kv(0, "OldReplicaSets", ", ".join(created(rs) for rs in old) or NONE)
+    w.kv(0, "NewReplicaSet", ", ".join(created(rs) for rs in new) or NONE)
+    events_section(w, events, now)
+    return w.render()
+
+
+def describe_replicaset(rs: workload_pb2.ReplicaSet, events: Iterable[event_pb2.Event], now: float) -> str:
+    w = Writer()
+    _workload_head(w, rs.metadata, rs.spec.selector)
+    owner = next((f"{r.kind}/{r.name}" for r in rs.metadata.owner_references if r.controller), NONE)
+    w.kv(0, "Controlled By", owner)
+    w.kv(0, "Replicas", f"{rs.status.replicas} current / {rs.spec.replicas} desired")
+    w.kv(0, "Pods Status", f"{rs.status.ready_replicas} Ready / {rs.status.available_replicas} Available")
+    _pod_template(w, rs.spec.template)
+    _conditions_with_reasons(w, rs.status.conditions)
+    events_section(w, events, now)
+    return w.render()
+
+
+def describe_job(job: workload_pb2.Job, events: Iterable[event_pb2.Event], now: float) -> str:
+    spec, st = job.spec, job.status
+    w = Writer()
+    _workload_head(w, job.metadata, spec.selector)
+    w.kv(0, "Parallelism", spec.parallelism)
+    w.kv(0, "Completions", spec.completions)
+    w.kv(0, "Backoff Limit", spec.backoff_limit)
+    if spec.HasField("active_deadline_seconds"):
+        w.kv(0, "Active Deadline Seconds", f"{spec.active_deadline_seconds}s")
+    if spec.HasField("ttl_seconds_after_finished"):
+        w.kv(0, "TTL Seconds After Finished", spec.ttl_seconds_after_finished)
+    w.kv(0, "Start Time", _time(st.start_time, st.HasField("start_time")))
+    if st.HasField("completion_time"):
+        w.kv(0, "Completed At", _time(st.completion_time, True))
+    w.kv(0, "Pods Statuses", f"{st.active} Active ({st.ready} Ready) / {st.succeeded} Succeeded / "
+                             f"{st.failed} Failed")
+    _pod_template(w, spec.template)
+    _conditions_with_reasons(w, st.conditions)
+    events_section(w, events, now)
+    return w.render()
+
+
+def describe_daemonset(ds: workload_pb2.DaemonSet, events: Iterable[event_pb2.Event], now: float) -> str:
+    st = ds.status
+    w = Writer()
+    _workload_head(w, ds.metadata, ds.spec.selector)
+    selector = ds.spec.template.spec.node_selector
+    w.kv(0, "Node-Selector", ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or NONE)
+    w.kv(0, "Desired Number of Nodes Scheduled", st.desired_number_scheduled)
+    w.kv(0, "Current Number of Nodes Scheduled", st.current_number_scheduled)
+    w.kv(0, "Number of Nodes Scheduled with Up-to-date Pods", st.updated_number_scheduled)
+    w.kv(0, "Number of Nodes Scheduled with Available Pods", st.number_available)
+    w.kv(0, "Number of Nodes Misscheduled", st.number_misscheduled)
+    w.kv(0, "Pods Status", f"{st.number_ready} Ready / {st.number_unavailable} Unavailable")
+    w.kv(0, "Update Strategy", ds.spec.update_strategy.type or "RollingUpdate")
+    _pod_template(w, ds.spec.template)
     events_section(w, events, now)
     return w.render()

@@ -10,8 +10,11 @@ from cowpod.cli.errors import CliError
 from cowpod.manifest import KindInfo, as_list, dump_json, dump_yaml, encode_object
 from cowpod.manifest.kinds import (
     CONFIGMAP,
+    DAEMONSET,
+    DEPLOYMENT,
     ENDPOINTS,
     EVENT,
+    JOB,
     LEASE,
     NAMESPACE,
     NODE,
@@ -44,6 +47,12 @@ def headers(info: KindInfo, *, wide: bool, all_namespaces: bool) -> list[str]:
         h = ["NAME", "HOLDER", "AGE"]
     elif info is REPLICASET:
         h = printers.REPLICASET_HEADERS + (printers.REPLICASET_WIDE if wide else [])
+    elif info is DEPLOYMENT:
+        h = printers.DEPLOYMENT_HEADERS + (printers.WORKLOAD_WIDE if wide else [])
+    elif info is JOB:
+        h = printers.JOB_HEADERS + (printers.WORKLOAD_WIDE if wide else [])
+    elif info is DAEMONSET:
+        h = printers.DAEMONSET_HEADERS + (printers.WORKLOAD_WIDE if wide else [])
     elif info is SERVICE:
         h = printers.SERVICE_HEADERS + (printers.SERVICE_WIDE if wide else [])
     elif info is ENDPOINTS:
@@ -87,6 +96,12 @@ def row(
         ]
     elif info is REPLICASET:
         r = printers.replicaset_row(obj, now, wide=wide)
+    elif info is DEPLOYMENT:
+        r = printers.deployment_row(obj, now, wide=wide)
+    elif info is JOB:
+        r = printers.job_row(obj, now, wide=wide)
+    elif info is DAEMONSET:
+        r = printers.daemonset_row(obj, now, wide=wide)
     elif info is SERVICE:
         r = printers.service_row(obj, now, wide=wide)
     elif info is ENDPOINTS:

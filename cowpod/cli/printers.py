@@ -285,6 +285,59 @@ def replicaset_row(rs: workload_pb2.ReplicaSet, now: float, *, wide: bool = Fals
     return row
 
 
+# --- deployments, jobs, daemonsets ------------------------------------------------------------
+
+DEPLOYMENT_HEADERS = ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+JOB_HEADERS = ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+DAEMONSET_HEADERS = ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"]
+WORKLOAD_WIDE = ["CONTAINERS", "IMAGES", "SELECTOR"]
+
+
+def _template_columns(tmpl: workload_pb2.PodTemplateSpec, selector: pod_pb2.LabelSelector) -> Row:
+    containers = tmpl.spec.containers
+    sel = ",".join(f"{k}={v}" for k, v in sorted(selector.match_labels.items()))
+    return [",".join(c.name for c in containers) or NONE, ",".join(c.image for c in containers) or NONE,
+            sel or NONE]
+
+
+def deployment_row(d: workload_pb2.Deployment, now: float, *, wide: bool = False) -> Row:
+    m, st = d.metadata, d.status
+    created = age(m.creation_timestamp, now, is_set=m.HasField("creation_timestamp"))
+    row = [m.name, f"{st.ready_replicas}/{d.spec.replicas}", str(st.updated_replicas),
+           str(st.available_replicas), created]
+    return row + (_template_columns(d.spec.template, d.spec.selector) if wide else [])
+
+
+def job_state(job: workload_pb2.Job) -> str:
+    """kubectl's STATUS column: Complete, Failed, Suspended or Running."""
+    for c in job.status.conditions:
+        if c.status == "True" and c.type in ("Complete", "Failed"):
+            return c.type
+    return "Suspended" if job.spec.suspend else "Running"
+
+
+def job_row(job: workload_pb2.Job, now: float, *, wide: bool = False) -> Row:
+    m, st = job.metadata, job.status
+    duration = "<unset>"
+    if st.HasField("start_time"):
+        end = now
+        if st.HasField("completion_time"):
+            end = st.completion_time.seconds + st.completion_time.nanos / 1e9
+        duration = human_duration(end - (st.start_time.seconds + st.start_time.nanos / 1e9))
+    row = [m.name, job_state(job), f"{st.succeeded}/{job.spec.completions}", duration,
+           age(m.creation_timestamp, now, is_set=m.HasField("creation_timestamp"))]
+    return row + (_template_columns(job.spec.template, job.spec.selector) if wide else [])
+
+
+def daemonset_row(ds: workload_pb2.DaemonSet, now: float, *, wide: bool = False) -> Row:
+    m, st = ds.metadata, ds.status
+    node_selector = ",".join(f"{k}={v}" for k, v in sorted(ds.spec.template.spec.node_selector.items()))
+    row = [m.name, str(st.desired_number_scheduled), str(st.current_number_scheduled), str(st.number_ready),
+           str(st.updated_number_scheduled), str(st.number_available), node_selector or NONE,
+           age(m.creation_timestamp, now, is_set=m.HasField("creation_timestamp"))]
+    return row + (_template_columns(ds.spec.template, ds.spec.selector) if wide else [])
+
+
 # --- services and endpoints -------------------------------------------------------------------
 
 SERVICE_HEADERS = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]

@@ -16,8 +16,11 @@ from cowpod.cli.errors import CliError
 from cowpod.manifest import KindInfo, by_alias
 from cowpod.manifest.kinds import (
     CONFIGMAP,
+    DAEMONSET,
+    DEPLOYMENT,
     ENDPOINTS,
     EVENT,
+    JOB,
     LEASE,
     NAMESPACE,
     NODE,
@@ -29,7 +32,8 @@ from cowpod.manifest.kinds import (
 )
 from cowpod.v1 import event_pb2, meta_pb2
 
-GETTABLE = (POD, NODE, VM, EVENT, LEASE, REPLICASET, SERVICE, ENDPOINTS, NAMESPACE, CONFIGMAP, SECRET)
+GETTABLE = (POD, NODE, VM, EVENT, LEASE, REPLICASET, SERVICE, ENDPOINTS, NAMESPACE, CONFIGMAP, SECRET,
+            DEPLOYMENT, JOB, DAEMONSET)
 
 
 def resolve_kind(name: str, allowed: tuple[KindInfo, ...] = GETTABLE) -> KindInfo:
@@ -62,6 +66,7 @@ def service(ctx: Ctx, info: KindInfo) -> Any:
         "Pod": c.pods, "Node": c.nodes, "VM": c.vms, "Event": c.events, "Lease": c.leases,
         "ReplicaSet": c.replicasets, "Service": c.services, "Endpoints": c.endpoints,
         "Namespace": c.namespaces, "ConfigMap": c.configmaps, "Secret": c.secrets,
+        "Deployment": c.deployments, "Job": c.jobs, "DaemonSet": c.daemonsets,
     }[info.kind]
 
 

@@ -13,11 +13,23 @@ from cowpod.cli.resources import delete_object, list_objects, namespace_for, res
 from cowpod.cli.safe_text import printable
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import KindInfo, load_paths
-from cowpod.manifest.kinds import CONFIGMAP, LEASE, NAMESPACE, NODE, POD, REPLICASET, SECRET, VM
+from cowpod.manifest.kinds import (
+    CONFIGMAP,
+    DAEMONSET,
+    DEPLOYMENT,
+    JOB,
+    LEASE,
+    NAMESPACE,
+    NODE,
+    POD,
+    REPLICASET,
+    SECRET,
+    VM,
+)
 from cowpod.v1 import meta_pb2
 
 # Kinds `delete` takes (by name, selector or file).
-DELETABLE = (POD, VM, NODE, LEASE, REPLICASET, NAMESPACE, CONFIGMAP, SECRET)
+DELETABLE = (POD, VM, NODE, LEASE, REPLICASET, NAMESPACE, CONFIGMAP, SECRET, DEPLOYMENT, JOB, DAEMONSET)
 
 EXAMPLES = """
   cowpod delete pod web                      # graceful: the pod's grace period applies

@@ -18,8 +18,11 @@ from cowpod.cli.readiness import node_ready, vm_readiness
 from cowpod.cli.resources import namespace_for, resolve_kind, service, what
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import KindInfo, encode_object
-from cowpod.manifest.kinds import NODE, POD, VM
+from cowpod.manifest.kinds import DAEMONSET, DEPLOYMENT, JOB, NODE, POD, REPLICASET, VM
 from cowpod.v1 import meta_pb2
+
+# Kinds `wait` takes.
+WAITABLE = (POD, NODE, VM, DEPLOYMENT, JOB, DAEMONSET, REPLICASET)
 
 EXAMPLES = """
   cowpod wait pod hello --for phase=Succeeded --timeout 2m
@@ -29,6 +32,8 @@ EXAMPLES = """
   cowpod wait pod web --for=jsonpath='{.status.podIP}'        # any non-empty value
   cowpod wait pod web --for=jsonpath='{.status.containerStatuses[0].ready}'=true
   cowpod wait pod web --for delete --timeout 60s
+  cowpod wait --for=condition=complete job/pi --timeout 5m   # exits 1 at once if the job failed
+  cowpod wait deploy/web --for condition=Available
 """
 
 
@@ -87,11 +92,11 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         "wait",
         parents,
         help="wait until an object reaches a condition, phase or value, or is deleted",
-        description="Wait for a pod, node or VM. Exits 0 when met, 1 on timeout or when it can no longer "
-        "happen (a pod that failed while you waited for Succeeded).",
+        description="Wait for a pod, node, VM or workload. Exits 0 when met, 1 on timeout or when it can "
+        "no longer happen (a pod that failed while you waited for Succeeded, a failed job).",
         examples=EXAMPLES,
     )
-    p.add_argument("type", metavar="TYPE", help="pod | node | vm (or TYPE/NAME)")
+    p.add_argument("type", metavar="TYPE", help="pod | node | vm | deploy | job | ds | rs (or TYPE/NAME)")
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument(
         "--for",
@@ -149,6 +154,10 @@ async def evaluate(ctx: Ctx, info: KindInfo, name: str, cond: Condition) -> tupl
                 break
         else:
             current = f"no {cond.key} condition yet"
+        if info is JOB and cond.key.lower() == "complete" and cond.value == "True":
+            for c in obj.status.conditions:
+                if c.type == "Failed" and c.status == "True":
+                    raise CliError(f"job/{name} failed ({c.reason}: {c.message}) and will never be complete")
         if info is POD and is_terminal(phase):
             raise CliError(f"{info.singular}/{name} is {phase}; condition {cond.key} will not change")
         return (False, current + (f", phase {phase}" if phase else ""))
@@ -162,7 +171,7 @@ async def evaluate(ctx: Ctx, info: KindInfo, name: str, cond: Condition) -> tupl
 
 async def run(ctx: Ctx, args: argparse.Namespace) -> int:
     kind, names = split_type_name(args.type, list(args.names))
-    info = resolve_kind(kind, (POD, NODE, VM))
+    info = resolve_kind(kind, WAITABLE)
     if not names:
         raise CliError(
             f"name the {info.singular} to wait for: cowpod wait {info.singular} NAME --for ...", exit_code=2

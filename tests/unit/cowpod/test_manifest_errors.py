@@ -109,7 +109,8 @@ CASES = [
     ("apiVersion: v2\nkind: Pod\nmetadata: {name: a}\n", "apiVersion", "not served"),
     ("kind: Pod\nmetadata: {name: a}\n", "apiVersion", "required"),
     ("apiVersion: v1\nmetadata: {name: a}\n", "kind", "required"),
-    ("apiVersion: v1\nkind: Deployment\n", "kind", 'unknown kind "Deployment"'),
+    ("apiVersion: apps/v1\nkind: StatefulSet\n", "kind", 'unknown kind "StatefulSet"'),
+    ("apiVersion: v1\nkind: Deployment\nmetadata: {name: a}\n", "apiVersion", "not served"),
     (
         "apiVersion: cowpod.io/v1\nkind: VM\nmetadata: {name: vm-9}\nspec: {cpu: 1}\n",
         "spec.memory",
