@@ -28,6 +28,13 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from agent.node import registration_labels
+from cowpod.api.labels import (
+    HOLLOW_LABEL,
+    PARENT_TAINT_EFFECT,
+    PARENT_TAINT_KEY,
+    PARENT_TAINT_VALUE,
+)
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
@@ -36,7 +43,6 @@ from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 log = logging.getLogger(__name__)
 
 HOLLOW_VERSION = "hollow/0.1"
-TEMPLATE_TAINT = node_pb2.Taint(key="cowpod.io/template", value="true", effect="NoSchedule")
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,13 @@ def node_message(spec: HollowNodeSpec, index: int, now: float) -> node_pb2.Node:
     )
     ready.last_heartbeat_time.FromNanoseconds(int(now * 1e9))
     ready.last_transition_time.FromNanoseconds(int(now * 1e9))
-    labels = {"kubernetes.io/hostname": spec.name, "cowpod.io/hollow": "true", **spec.labels}
+    # The real agent's labels for the same VM and the hollow marker (test_hollow_contract.py).
+    labels = {HOLLOW_LABEL: "true", **registration_labels(spec.name, spec.labels)}
     taints = [node_pb2.Taint(key=k, value=v, effect=e) for k, v, e in spec.taints]
     if spec.template:
-        taints.append(TEMPLATE_TAINT)
+        # The taint production's warm parents carry (the autoscaler's), so hollow fleets take its path.
+        parent = node_pb2.Taint(key=PARENT_TAINT_KEY, value=PARENT_TAINT_VALUE, effect=PARENT_TAINT_EFFECT)
+        taints.append(parent)
     return node_pb2.Node(
         api_version="v1",
         kind="Node",

@@ -60,6 +60,12 @@ from bench._cleanup import BenchRun, own_docker, own_path  # noqa: E402
 from controller.autoscaler.reconciler import Autoscaler, Options  # noqa: E402
 from controller.limits import Limits  # noqa: E402
 from controller.testing import ControllerRunner  # noqa: E402
+from cowpod.api.labels import (  # noqa: E402
+    CLASS_LABEL,
+    PARENT_TAINT_EFFECT,
+    PARENT_TAINT_KEY,
+    PARENT_TAINT_VALUE,
+)
 from cowpod.client import Client  # noqa: E402
 from cowpod.clock import RealClock  # noqa: E402
 from cowpod.clusterconfig import ClusterConfig, VMClass  # noqa: E402
@@ -287,7 +293,7 @@ class Bench:
         v.spec.cpu_millis = SMALL.cpu_millis
         v.spec.memory_bytes = SMALL.memory_bytes
         v.spec.template = template
-        v.spec.node_labels.update({**SMALL.labels, "cowpod.io/vm-class": SMALL.name})
+        v.spec.node_labels.update({**SMALL.labels, CLASS_LABEL: SMALL.name})
         return v
 
     async def ready(self, name: str, timeout: float = 180) -> None:
@@ -545,7 +551,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await b.ready(PARENT)
                 # The parent hosts no pods (the autoscaler would do this too).
                 node = await client.nodes.Get(meta_pb2.ObjectKey(name=PARENT))
-                node.spec.taints.add(key="cowpod.io/parent", value="true", effect="NoSchedule")
+                node.spec.taints.add(
+                    key=PARENT_TAINT_KEY, value=PARENT_TAINT_VALUE, effect=PARENT_TAINT_EFFECT
+                )
                 await client.nodes.Update(node)
 
                 result.update(await clone_latency(b, args.n, stages, provider))

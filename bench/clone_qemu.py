@@ -51,6 +51,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._cleanup import BenchRun, own_path  # noqa: E402
+from cowpod.api.labels import (  # noqa: E402
+    CLASS_LABEL,
+    PARENT_TAINT_EFFECT,
+    PARENT_TAINT_KEY,
+    PARENT_TAINT_VALUE,
+)
 from hypervisor.provider import VMSpecInfo  # noqa: E402
 from hypervisor.providers.qemu.provider import QemuProvider  # noqa: E402
 from hypervisor.providers.qemu.settings import DEFAULT_IMAGE_DIR  # noqa: E402
@@ -257,7 +263,7 @@ async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
     def vm(name: str, template: bool = False) -> vm_pb2.VM:
         v = vm_pb2.VM(metadata=meta_pb2.ObjectMeta(name=name), spec=vm_pb2.VMSpec(
             class_name=cls.name, cpu_millis=cls.cpu_millis, memory_bytes=cls.memory_bytes, template=template))
-        v.spec.node_labels["cowpod.io/vm-class"] = cls.name
+        v.spec.node_labels[CLASS_LABEL] = cls.name
         return v
 
     try:
@@ -291,7 +297,9 @@ async def run_cluster(args: argparse.Namespace) -> dict[str, Any]:
                 await client.vms.Create(vm(parent, template=True))
                 parent_ready = await ready(parent, 900) - t0
                 node = await client.nodes.Get(meta_pb2.ObjectKey(name=parent))
-                node.spec.taints.add(key="cowpod.io/parent", value="true", effect="NoSchedule")
+                node.spec.taints.add(
+                    key=PARENT_TAINT_KEY, value=PARENT_TAINT_VALUE, effect=PARENT_TAINT_EFFECT
+                )
                 await client.nodes.Update(node)
                 instant: list[float] = []
                 kids = [f"kid-{i}" for i in range(args.n)]

@@ -23,6 +23,7 @@ from controller import validation
 from controller.kinds import VMS
 from controller.resource import Resource, random_suffix, set_time
 from controller.store import Compare, Put, Store, encode
+from cowpod.api.labels import SNAP_FREE_ANNOTATION
 from cowpod.api.phases import CLONABLE_VM_PHASES
 from cowpod.clock import Clock
 from cowpod.errors import AlreadyExists, Conflict, FailedPrecondition, Invalid, NotFound
@@ -30,7 +31,6 @@ from cowpod.v1 import meta_pb2, vm_pb2
 
 log = logging.getLogger(__name__)
 
-SNAP_FREE_ANNOTATION = "cowpod.io/snap-free"
 MAX_CLONES_PER_REQUEST = 100
 # A parent that is Paused is a quiesced parent: Fargo forks exactly those, and the
 # docker provider's zygote stays out of the parent's freezer, so it can.

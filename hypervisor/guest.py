@@ -8,7 +8,8 @@ guest's init turns it into files and the agent's command line with the
 functions below. So the agent's flags are written in exactly one place, and a
 clone never comes up as its parent: its identity arrives after the fork.
 
-Standard library only: the guest's init (which has nothing else) imports it.
+Standard library only (and `cowpod.api.labels`, which is too): the guest's init
+(which has nothing else) imports it.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# Node labels every VM's node carries (the autoscaler and scheduler read them).
+from cowpod.api.labels import CLASS_LABEL, TEMPLATE_LABEL, VM_LABEL
+
 # Where the guest keeps the join bundle and its sockets.
 GUEST_RUN_DIR = "/run/cowpod"
-# Node labels every VM's node carries (the autoscaler and scheduler read them).
-LABEL_VM = "cowpod.io/vm"
-LABEL_CLASS = "cowpod.io/class"
-LABEL_TEMPLATE = "cowpod.io/template"
 # The key a provider uses when it carries the bootstrap as a string (guestinfo, env).
 BOOTSTRAP_KEY = "cowpod.bootstrap"
 
@@ -178,9 +178,9 @@ def join_args(run_dir: str, *, secure: bool) -> list[str]:
 
 def node_labels(vm_name: str, class_name: str, template: bool, extra: Mapping[str, str]) -> dict[str, str]:
     """The labels a VM's node registers with, whatever the provider."""
-    labels = {LABEL_VM: vm_name, LABEL_CLASS: class_name}
+    labels = {VM_LABEL: vm_name, CLASS_LABEL: class_name}
     if template:
-        labels[LABEL_TEMPLATE] = "true"
+        labels[TEMPLATE_LABEL] = "true"
     labels.update(extra)
     return labels
 

@@ -36,13 +36,16 @@ from controller.autoscaler.actions import (
 )
 from controller.autoscaler.fit import class_labels
 from controller.autoscaler.model import (
-    PARENT_TAINT_EFFECT,
-    PARENT_TAINT_KEY,
-    PARENT_TAINT_VALUE,
     NodeName,
 )
 from controller.autoscaler.observe import pod_view
 from controller.autoscaler.plan import fmt_duration
+from cowpod.api.labels import (
+    AUTOSCALER_MANAGED_LABEL,
+    PARENT_TAINT_EFFECT,
+    PARENT_TAINT_KEY,
+    PARENT_TAINT_VALUE,
+)
 from cowpod.clock import Clock
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, vm_pb2
@@ -50,8 +53,6 @@ from cowpod.v1 import event_pb2, meta_pb2, node_pb2, vm_pb2
 log = logging.getLogger(__name__)
 
 COMPONENT = "cowpod-autoscaler"
-# A label on every VM the autoscaler asks for, so an operator can list them.
-MANAGED_LABEL = "cowpod.io/autoscaler"
 # The same event about the same object is sent again only after this long
 # (the controller folds repeats into a count; this keeps the RPCs down).
 EVENT_REPEAT_S = 120.0
@@ -147,7 +148,7 @@ class Executor:
     def _vm(self, name: str, c: VMClass, *, template: bool) -> vm_pb2.VM:
         vm = vm_pb2.VM(api_version="v1", kind="VM")
         vm.metadata.name = name
-        vm.metadata.labels[MANAGED_LABEL] = "true"
+        vm.metadata.labels[AUTOSCALER_MANAGED_LABEL] = "true"
         vm.spec.class_name = c.name
         vm.spec.cpu_millis = c.cpu_millis
         vm.spec.memory_bytes = c.memory_bytes

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from controller.autoscaler.model import CLASS_LABEL
+from cowpod.api.labels import CLASS_LABEL
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 from scheduler.framework.interfaces import FilterPlugin

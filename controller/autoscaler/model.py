@@ -18,15 +18,7 @@ NodeName = NewType("NodeName", str)
 VMName = NewType("VMName", str)
 ClassName = NewType("ClassName", str)
 
-# A node label every autoscaled VM carries, so `cowpod get nodes -l` shows a class.
-CLASS_LABEL = "cowpod.io/vm-class"
-# The taint that keeps pods off a warm parent: it exists to be cloned.
-PARENT_TAINT_KEY = "cowpod.io/parent"
-PARENT_TAINT_VALUE = "true"
-PARENT_TAINT_EFFECT = "NoSchedule"
-# A pod with this label (or owned by a DaemonSet) belongs to its node, not to a
-# workload: it does not keep an otherwise empty clone alive.
-SYSTEM_POD_LABEL = "cowpod.io/node-system"
+# The labels and taints the autoscaler reads and writes are in cowpod.api.labels.
 
 @dataclass(frozen=True, order=True)
 class PodRef:

@@ -13,8 +13,6 @@ from collections.abc import Iterable
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from controller.autoscaler.model import (
-    PARENT_TAINT_KEY,
-    SYSTEM_POD_LABEL,
     ClassName,
     HostPort,
     NodeName,
@@ -27,6 +25,7 @@ from controller.autoscaler.model import (
     VMView,
 )
 from cowpod import podresources
+from cowpod.api.labels import NODE_SYSTEM_POD_LABEL, PARENT_TAINT_KEY
 from cowpod.api.phases import is_terminal
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2
 
@@ -86,7 +85,7 @@ def _group_key(spec: pod_pb2.PodSpec, requests: Resources, ports: frozenset[Host
 
 
 def is_system_pod(pod: pod_pb2.Pod) -> bool:
-    if pod.metadata.labels.get(SYSTEM_POD_LABEL) == "true":
+    if pod.metadata.labels.get(NODE_SYSTEM_POD_LABEL) == "true":
         return True
     return any(o.kind == "DaemonSet" for o in pod.metadata.owner_references)
 

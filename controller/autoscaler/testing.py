@@ -10,6 +10,7 @@ Not imported by the autoscaler itself.
 
 from __future__ import annotations
 
+from cowpod.api.labels import CLASS_LABEL
 from cowpod.clusterconfig import VMClass, parse_cpu, parse_memory
 from cowpod.v1 import node_pb2, pod_pb2, vm_pb2
 
@@ -145,11 +146,11 @@ class VMBuilder:
         if isinstance(c, VMClass):
             self.v.spec.class_name = c.name
             self.v.spec.cpu_millis, self.v.spec.memory_bytes = c.cpu_millis, c.memory_bytes
-            self.v.spec.node_labels.update({**c.labels, "cowpod.io/vm-class": c.name})
+            self.v.spec.node_labels.update({**c.labels, CLASS_LABEL: c.name})
         else:
             self.v.spec.class_name = c
             self.v.spec.cpu_millis, self.v.spec.memory_bytes = _cpu(cpu), _mem(memory)
-            self.v.spec.node_labels["cowpod.io/vm-class"] = c
+            self.v.spec.node_labels[CLASS_LABEL] = c
         return self
 
     def parent(self) -> VMBuilder:

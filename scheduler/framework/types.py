@@ -11,17 +11,18 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NewType
 
-NodeName = NewType("NodeName", str)
-PodUID = NewType("PodUID", str)
+from cowpod.api import tolerations
 
-DEFAULT_MAX_PODS = 110
-"""Pods per node when a node does not report `allocatable.pods` (Kubernetes' default)."""
-
-HOSTNAME_LABEL = "kubernetes.io/hostname"
-"""Set on every node by `convert` when absent, as kubelet does, so spreading
-"one per VM" needs no agent cooperation."""
+# The shared vocabulary, re-exported: plugins read the scheduler's words from here.
+# HOSTNAME_LABEL is set on every node by `convert` when absent, as kubelet does, so
+# spreading "one per VM" needs no agent cooperation.
+from cowpod.api.ids import NodeName as NodeName
+from cowpod.api.ids import PodUID as PodUID
+from cowpod.api.labels import HOSTNAME_LABEL as HOSTNAME_LABEL
+from cowpod.api.labels import TaintEffect as TaintEffect
+from cowpod.api.resources import DEFAULT_MAX_PODS as DEFAULT_MAX_PODS
+from cowpod.api.resources import Resources as Resources
 
 # Requests assumed for scoring when a pod asks for nothing, so that
 # zero-request pods still spread (Kubernetes: non-zero defaults 100m / 200Mi).
@@ -29,35 +30,9 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 NONZERO_CPU_MILLIS = 100
 NONZERO_MEMORY_BYTES = 200 * 1024 * 1024
 
-
-@dataclass(frozen=True, slots=True)
-class Resources:
-    cpu_millis: int = 0
-    memory_bytes: int = 0
-    pods: int = 0
-    ephemeral_storage_bytes: int = 0
-
-    def __add__(self, other: Resources) -> Resources:
-        return Resources(
-            self.cpu_millis + other.cpu_millis,
-            self.memory_bytes + other.memory_bytes,
-            self.pods + other.pods,
-            self.ephemeral_storage_bytes + other.ephemeral_storage_bytes,
-        )
-
-    def __sub__(self, other: Resources) -> Resources:
-        return Resources(
-            self.cpu_millis - other.cpu_millis,
-            self.memory_bytes - other.memory_bytes,
-            self.pods - other.pods,
-            self.ephemeral_storage_bytes - other.ephemeral_storage_bytes,
-        )
-
-
-class TaintEffect(enum.StrEnum):
-    NO_SCHEDULE = "NoSchedule"
-    PREFER_NO_SCHEDULE = "PreferNoSchedule"
-    NO_EXECUTE = "NoExecute"
+# Defaults for the dataclasses below (Resources is frozen: one shared value is safe).
+_ONE_POD = Resources(pods=1)
+_TEST_NODE_SIZE = Resources(cpu_millis=4000, memory_bytes=8 << 30, pods=DEFAULT_MAX_PODS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +54,7 @@ class Toleration:
     effect: str = ""  # "" matches every effect
 
     def tolerates(self, taint: Taint) -> bool:
-        if self.effect and self.effect != taint.effect:
-            return False
-        if self.operator == "Exists":
-            # An empty key with Exists tolerates everything.
-            return not self.key or self.key == taint.key
-        return self.key == taint.key and self.value == taint.value
+        return tolerations.tolerates(self, taint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +154,7 @@ class PodInfo:
     labels: Mapping[str, str] = field(default_factory=dict)
     priority: int = 0
     created: float = 0.0
-    requests: Resources = Resources(pods=1)
+    requests: Resources = _ONE_POD
     host_ports: tuple[HostPort, ...] = ()
     node_selector: tuple[tuple[str, str], ...] = ()
     required_affinity: tuple[SelectorTerm, ...] = ()  # terms ORed
@@ -235,4 +205,4 @@ class NodeInfo:
     taints: tuple[Taint, ...] = ()
     unschedulable: bool = False
     ready: bool = True
-    allocatable: Resources = Resources(cpu_millis=4000, memory_bytes=8 << 30, pods=DEFAULT_MAX_PODS)
+    allocatable: Resources = _TEST_NODE_SIZE

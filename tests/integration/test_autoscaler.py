@@ -236,7 +236,7 @@ async def test_the_controller_runs_the_autoscaler_when_asked(
 
         await wait_for(parent_asked_for, 20, "the warm parent VM object")
         [vm] = (await client.vms.List(meta_pb2.ListOptions())).items
-        assert dict(vm.spec.node_labels) == {"tier": "small", "cowpod.io/vm-class": "small"}
+        assert dict(vm.spec.node_labels) == {"tier": "small", "cowpod.io/class": "small"}
         assert (vm.spec.cpu_millis, vm.spec.memory_bytes) == (1000, 1 << 30)
         # Its node exists already, tainted, so no pod can land on it before the taint pass.
         node = await client.nodes.Get(meta_pb2.ObjectKey(name="small-parent"))

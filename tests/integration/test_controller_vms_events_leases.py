@@ -7,7 +7,7 @@ import pytest
 
 from controller.kinds import EVENTS
 from controller.testing import ControllerRunner
-from controller.vms import SNAP_FREE_ANNOTATION
+from cowpod.api.labels import SNAP_FREE_ANNOTATION
 from cowpod.client import Client
 from cowpod.v1 import event_pb2, lease_pb2, meta_pb2, vm_pb2
 

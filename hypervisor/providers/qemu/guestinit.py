@@ -71,7 +71,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hypervisor.guest import GUEST_RUN_DIR, LABEL_VM, GuestBootstrap
+from cowpod.api.labels import VM_LABEL
+from hypervisor.guest import GUEST_RUN_DIR, GuestBootstrap
 from hypervisor.vminit import PER_VM_STATE, SIGNALS, STATE_DIR, Init, InitConfig, adopt_identity
 
 PORT_NAME = "org.cowpod.guest"
@@ -717,7 +718,7 @@ class GuestInit(Init):
             self.machine.set_hostname(b.hostname or b.node_name)
             self.cfg = dataclasses.replace(
                 self.cfg,
-                vm_name=b.labels.get(LABEL_VM, b.node_name),
+                vm_name=b.labels.get(VM_LABEL, b.node_name),
                 machine_id=b.machine_id,
                 agent_argv=tuple(b.agent_argv(str(self.run_dir))),
             )

@@ -127,7 +127,7 @@ async def test_instant_clone_from_the_parent_with_the_class_labels(api: FakeApi,
     out = await ex.execute([ScaleUp(ClassName("small"), 2, VMName("small-parent"), PODS)])
     [req] = api.requests("vms.Clone")
     assert (req.parent, req.count, list(req.names)) == ("small-parent", 2, ["small-0", "small-1"])
-    assert dict(req.node_labels) == {"tier": "small", "cowpod.io/vm-class": "small"}
+    assert dict(req.node_labels) == {"tier": "small", "cowpod.io/class": "small"}
     assert [v.metadata.name for v in out.created] == ["small-0", "small-1"]
     assert out.failed_classes == []
     events = api.requests("events.Create")
@@ -146,7 +146,7 @@ async def test_full_clones_carry_the_class_size_and_labels(api: FakeApi, ex: Exe
         == ("small", 1000, 1024**3, False, "")
         for r in reqs
     )
-    assert dict(reqs[0].spec.node_labels) == {"tier": "small", "cowpod.io/vm-class": "small"}
+    assert dict(reqs[0].spec.node_labels) == {"tier": "small", "cowpod.io/class": "small"}
     assert len(out.created) == 2
     assert "created 2 \u00d7 small by full clone for 2 pods" in api.requests("events.Create")[0].message
 

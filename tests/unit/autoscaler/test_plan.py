@@ -80,7 +80,7 @@ def small_clone(
     name: str, *, ready: bool = True, since: float = T0
 ) -> tuple[vm_pb2.VM, node_pb2.Node | None]:
     vm = make_vm(name).cls(SMALL).clone_of("small-parent").requested(since - 1).obj()
-    node = make_node(name).labels(tier="small", **{"cowpod.io/vm-class": "small"}).ready(since).obj()
+    node = make_node(name).labels(tier="small", **{"cowpod.io/class": "small"}).ready(since).obj()
     return vm, (node if ready else None)
 
 

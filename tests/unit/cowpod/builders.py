@@ -84,7 +84,7 @@ def node(name: str = "vm-1", *, ready: bool = True, unschedulable: bool = False)
         kind="Node",
         metadata=meta_pb2.ObjectMeta(
             name=name,
-            labels={"cowpod.io/vm-class": "default", "node-role.kubernetes.io/worker": ""},
+            labels={"cowpod.io/class": "default", "node-role.kubernetes.io/worker": ""},
             resource_version=7,
             creation_timestamp=ts(T0),
         ),

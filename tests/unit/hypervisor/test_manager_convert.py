@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from google.protobuf import timestamp_pb2
 
+from cowpod.api.labels import SNAP_FREE_ANNOTATION
 from cowpod.v1 import meta_pb2, vm_pb2
-from hypervisor.manager import SNAP_FREE_ANNOTATION, apply_status, desired_of
+from hypervisor.manager import apply_status, desired_of
 from hypervisor.plan import StatusFields
 
 
