@@ -37,6 +37,7 @@ from cowpod.cli.commands import (
     get,
     logs,
     node,
+    rollout,
     version,
     vm,
 )
@@ -123,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     parents = [_global_options(suppress=True)]
-    for module in (cluster, apply, get, describe, delete, logs, wait_cmd, node, drain, vm, auth, version):
+    for module in (cluster, apply, get, describe, delete, logs, wait_cmd, rollout, node, drain, vm, auth,
+                   version):
         module.add_parser(sub, parents)
     return parser
 

@@ -6,16 +6,30 @@ import argparse
 
 from cowpod.cli import describe
 from cowpod.cli.commands.common import Subparsers, add_command, split_type_name
+from cowpod.cli.commands.rollout import owned_sets
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError
 from cowpod.cli.resources import events_for, get_object, list_objects, resolve_kind
-from cowpod.manifest.kinds import CONFIGMAP, NAMESPACE, NODE, POD, SECRET, VM
+from cowpod.manifest.kinds import (
+    CONFIGMAP,
+    DAEMONSET,
+    DEPLOYMENT,
+    JOB,
+    NAMESPACE,
+    NODE,
+    POD,
+    REPLICASET,
+    SECRET,
+    VM,
+)
 
 EXAMPLES = """
   cowpod describe pod hello       # containers, state, exit code, conditions, events
   cowpod describe node vm-1       # capacity, allocatable, pods on it, allocated resources
   cowpod describe vm vm-1         # size, phase, lineage (parent, children), timing
   cowpod describe secret db       # its keys and their sizes, never the values
+  cowpod describe deploy web      # replicas, strategy, conditions, old and new ReplicaSets
+  cowpod describe job pi          # parallelism, completions, pods statuses
 """
 
 
@@ -35,7 +49,8 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
 
 async def run(ctx: Ctx, args: argparse.Namespace) -> int:
     kind, names = split_type_name(args.type, list(args.names))
-    info = resolve_kind(kind, (POD, NODE, VM, NAMESPACE, CONFIGMAP, SECRET))
+    info = resolve_kind(kind, (POD, NODE, VM, NAMESPACE, CONFIGMAP, SECRET, DEPLOYMENT, REPLICASET, JOB,
+                               DAEMONSET))
     if not names:
         raise CliError(
             f"name the {info.singular} to describe: cowpod describe {info.singular} NAME", exit_code=2
@@ -59,6 +74,15 @@ async def run(ctx: Ctx, args: argparse.Namespace) -> int:
             text = describe.describe_configmap(obj, events, ctx.now())  # type: ignore[arg-type]
         elif info is SECRET:
             text = describe.describe_secret(obj, events, ctx.now())  # type: ignore[arg-type]
+        elif info is DEPLOYMENT:
+            sets = await owned_sets(ctx, obj)  # type: ignore[arg-type]
+            text = describe.describe_deployment(obj, sets, events, ctx.now())  # type: ignore[arg-type]
+        elif info is REPLICASET:
+            text = describe.describe_replicaset(obj, events, ctx.now())  # type: ignore[arg-type]
+        elif info is JOB:
+            text = describe.describe_job(obj, events, ctx.now())  # type: ignore[arg-type]
+        elif info is DAEMONSET:
+            text = describe.describe_daemonset(obj, events, ctx.now())  # type: ignore[arg-type]
         else:
             text = describe.describe_vm(obj, events, ctx.now())  # type: ignore[arg-type]
         if i:
