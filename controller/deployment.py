@@ -394,10 +394,9 @@ class DeploymentController:
             if isinstance(a, CreateReplicaSet):
                 await self._create(d, a)
             elif isinstance(a, SetRevision):
-                rs = workload_pb2.ReplicaSet()
-                rs.CopyFrom(a.rs)
+                # Read fresh and write guarded: the cached set may predate a scale of ours.
+                rs = await self.c.call(self.c.replicasets.Get, meta_pb2.ObjectKey(namespace=ns, name=a.name))
                 rs.metadata.annotations[REVISION_ANNOTATION] = str(a.revision)
-                rs.metadata.resource_version = 0
                 await self.c.call(self.c.replicasets.Update, rs)
             elif isinstance(a, ScaleReplicaSet):
                 req = workload_pb2.ScaleRequest(key=meta_pb2.ObjectKey(namespace=ns, name=a.name),
