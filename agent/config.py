@@ -52,6 +52,9 @@ class AgentConfig:
     # here, else "/"; None = report none (the scheduler then does not check it).
     storage_path: str | None = ""
     max_pods: int = 110
+    # Where this agent serves cluster DNS (agent/dns.py), host:port on the VM's loopback,
+    # which pods sharing the VM's network reach; "" = pods keep the VM's resolvers.
+    cluster_dns: str = ""
     # Processes and threads per container (a fork bomb stays in its container); 0 = no limit.
     pids_limit: int = DEFAULT_PIDS_LIMIT
     # hostPath volumes only under these (agent/hostpath.py); none by default.

@@ -24,7 +24,9 @@ from agent import labels as L
 from agent.admission import Admission
 from agent.capacity import allocatable, detect_capacity, disk_bytes, with_disk
 from agent.config import AgentConfig
+from agent.configvolumes import ConfigCache, ConfigVolumes
 from agent.controlplane import ControlPlane
+from agent.dns import ClusterDNS
 from agent.events import EventRecorder
 from agent.executor import Executor, NodeContext
 from agent.metrics import AgentMetrics
@@ -54,8 +56,10 @@ class Agent:
         clock: Clock | None = None,
         serve: Callable[[Agent], object] | None = None,
         metrics: AgentMetrics | None = None,
+        dns: ClusterDNS | None = None,
     ) -> None:
         self.cfg = cfg
+        self.dns = dns
         # Always counted (cheap); served only with cfg.metrics_listen.
         self.metrics = metrics or AgentMetrics()
         self.metrics.track_pods(self._phases)
@@ -152,6 +156,7 @@ class Agent:
             executor = Executor(
                 self.cfg, self.runtime, self.cp, self.recorder, self.statuses, self.clock, self._node_ctx,
                 metrics=self.metrics,
+                config_volumes=ConfigVolumes(self.runtime, ConfigCache(self.cp.get_config, self.clock)),
             )
             self.deps = WorkerDeps(
                 cfg=self.cfg,
@@ -168,6 +173,8 @@ class Agent:
             sup.spawn("events", self.recorder.run(), critical=True)
             sup.spawn("docker-events", self._docker_events())
             sup.spawn("informer", self.informer.run(), critical=True)
+            if self.dns is not None:
+                sup.spawn("dns", self.dns.run(), critical=True)
             sup.spawn("gc", self._gc_loop())
             sup.spawn("volume-limits", self._volume_limit_loop())
 

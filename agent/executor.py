@@ -17,7 +17,10 @@ from dataclasses import dataclass
 
 from agent import labels as L
 from agent.config import AgentConfig
+from agent.configvolumes import ConfigError as ConfigRefError
+from agent.configvolumes import ConfigVolumes, Snapshot, has_config_volumes
 from agent.controlplane import ControlPlane
+from agent.dns import resolv_conf
 from agent.events import EventRecorder, PodRef
 from agent.metrics import AgentMetrics
 from agent.plan import (
@@ -32,12 +35,33 @@ from agent.plan import (
     StartContainer,
     StartSandbox,
 )
-from agent.podspec import ConfigError, PodContext, container_spec, sandbox_spec, volume_name
+from agent.podspec import (
+    FILES_DIR,
+    FILES_VOLUME,
+    RESOLV_CONF,
+    ConfigError,
+    PodContext,
+    container_spec,
+    sandbox_spec,
+    uses_cluster_dns,
+    volume_name,
+)
+from agent.probes import Prober, Target
 from agent.runtime import ContainerInfo, EngineError, ImageError, Kind, Runtime, VMInfo
 from agent.startgate import StartGate
 from agent.statusmgr import StatusManager
 from cowpod.clock import Clock
+from cowpod.configrefs import refs_of
 from cowpod.v1 import pod_pb2
+
+POST_START_TIMEOUT = 30.0
+"""How long a postStart handler may take before it counts as failed (the container is
+then restarted, as Kubernetes does)."""
+
+
+def has_handler(h: pod_pb2.LifecycleHandler) -> bool:
+    """Whether a postStart/preStop handler is set (exec, httpGet, tcpSocket or sleep)."""
+    return any(h.HasField(f) for f in ("exec", "http_get", "tcp_socket", "sleep"))
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +89,12 @@ class Executor:
         clock: Clock,
         node: NodeContext,
         metrics: AgentMetrics | None = None,
+        config_volumes: ConfigVolumes | None = None,
     ) -> None:
         self.metrics = metrics
+        # ConfigMaps/Secrets for env and volumes (agent/configvolumes.py); None: no controller
+        # to read them from, and a pod referencing one waits in CreateContainerConfigError.
+        self.config_volumes = config_volumes
         self.cfg = cfg
         self.runtime = runtime
         self.cp = cp
@@ -75,6 +103,7 @@ class Executor:
         self.clock = clock
         self.node = node
         self.gate = StartGate(cfg.parallel_starts)
+        self.prober = Prober(runtime)  # runs lifecycle handlers (httpGet/tcpSocket as probes do)
 
     def _slot(self, pod: pod_pb2.Pod) -> AbstractAsyncContextManager[None]:
         """A gate slot for one container's create and start, oldest pod first."""
@@ -99,7 +128,8 @@ class Executor:
         kills = [a for a in actions if isinstance(a, KillContainer)]
         if kills:
             by_id = {c.id: c for c in containers}
-            await asyncio.gather(*(self.kill(pod, ref, a, memory, by_id.get(a.id)) for a in kills))
+            ip = self.pod_ip(containers)
+            await asyncio.gather(*(self.kill(pod, ref, a, memory, by_id.get(a.id), pod_ip=ip) for a in kills))
         for a in actions:
             if isinstance(a, StartSandbox) and pod is not None:
                 await self.start_sandbox(pod, ref, a, memory)
@@ -127,6 +157,8 @@ class Executor:
         a: KillContainer,
         memory: PodMemory,
         info: ContainerInfo | None,
+        *,
+        pod_ip: str = "",
     ) -> None:
         """preStop hook, SIGTERM, wait up to the grace period, SIGKILL."""
         deadline = self.clock.monotonic() + a.grace
@@ -140,21 +172,12 @@ class Executor:
                 "SandboxChanged": f"Pod sandbox changed, stopping container {a.name}",
             }.get(a.reason, f"Stopping container {a.name}")
             self.recorder.record(ref, "Killing", msg)
-        if a.pre_stop and a.grace > 0 and spec is not None and spec.lifecycle.pre_stop.exec.command:
-            try:
-                res = await self.runtime.exec(
-                    a.id, list(spec.lifecycle.pre_stop.exec.command), timeout=max(a.grace, 1)
-                )
-                if res.exit_code != 0:
-                    self.recorder.record(
-                        ref,
-                        "FailedPreStopHook",
-                        f"PreStop hook of {a.name} exited with {res.exit_code}",
-                        warning=True,
-                    )
-            except (TimeoutError, EngineError) as err:
+        if a.pre_stop and a.grace > 0 and spec is not None and has_handler(spec.lifecycle.pre_stop):
+            ok, why = await self.prober.run_handler(
+                spec.lifecycle.pre_stop, Target(a.id, pod_ip), float(max(a.grace, 1)), self.clock)
+            if not ok:
                 self.recorder.record(
-                    ref, "FailedPreStopHook", f"PreStop hook of {a.name}: {err}", warning=True
+                    ref, "FailedPreStopHook", f"PreStop hook of {a.name}: {why}", warning=True
                 )
         if a.grace > 0:
             await self.runtime.signal_container(a.id, "SIGTERM")
@@ -242,16 +265,67 @@ class Executor:
             L.POD_NAME: pod.metadata.name,
             L.POD_NAMESPACE: pod.metadata.namespace or "default",
         }
+        if uses_cluster_dns(pod, self.cfg):
+            name = volume_name(pod.metadata.uid, FILES_VOLUME)
+            await self.runtime.ensure_volume(name, lab | {L.VOLUME_NAME: FILES_VOLUME}, tmpfs=False, size=0)
         for v in pod.spec.volumes:
             if v.HasField("host_path"):
                 continue
-            tmpfs = v.empty_dir.medium == "Memory"
+            # Secret volumes live in memory, as Kubernetes keeps them: never on the node's disk.
+            tmpfs = v.empty_dir.medium == "Memory" or v.HasField("secret")
             await self.runtime.ensure_volume(
                 volume_name(pod.metadata.uid, v.name),
                 lab | {L.VOLUME_NAME: v.name},
                 tmpfs=tmpfs,
                 size=v.empty_dir.size_limit_bytes,
             )
+
+    async def _resolv_conf(self, pod: pod_pb2.Pod) -> str:
+        """The engine's path of the resolv.conf `start_sandbox` wrote for the pod, if it uses
+        the cluster's DNS."""
+        if not uses_cluster_dns(pod, self.cfg):
+            return ""
+        try:
+            path = await self.runtime.volume_path(volume_name(pod.metadata.uid, FILES_VOLUME))
+        except EngineError as err:
+            raise ConfigError(f"the pod's resolv.conf: {err}") from err
+        return f"{path}/{RESOLV_CONF}"
+
+    async def sync_configs(self, pod: pod_pb2.Pod, sandbox_id: str) -> Snapshot:
+        """The ConfigMaps/Secrets the pod references, fetched; its configMap/secret volumes
+        written up to date through its sandbox. Raises configvolumes.ConfigError for a
+        missing one that is not optional, EngineError when the files cannot be written."""
+        if not any(True for _ in refs_of(pod.spec)):
+            return {}
+        if self.config_volumes is None:
+            raise ConfigRefError("this agent reads no ConfigMaps or Secrets (no controller connection)")
+        snap = await self.config_volumes.cache.snapshot(pod)
+        if sandbox_id and has_config_volumes(pod.spec):
+            await self.config_volumes.sync(pod, sandbox_id, snap)
+        return snap
+
+    async def refresh_configs(self, pod: pod_pb2.Pod) -> None:
+        """Bring a running pod's configMap/secret volume files up to date (every worker sync);
+        env is left as it was at container start, as on Kubernetes."""
+        if self.config_volumes is None or not has_config_volumes(pod.spec):
+            return
+        if pod.metadata.HasField("deletion_timestamp"):
+            return
+        containers = await self.runtime.list_containers(pod_uid=pod.metadata.uid)
+        sandboxes = [c for c in containers if c.kind == Kind.SANDBOX and c.running]
+        apps = [c for c in containers if c.kind != Kind.SANDBOX]
+        if not sandboxes or not apps:
+            return  # nothing started yet: start_container writes them first
+        try:
+            snap = await self.config_volumes.cache.snapshot(pod)
+            written = await self.config_volumes.sync(pod, sandboxes[-1].id, snap)
+        except (ConfigRefError, EngineError) as err:
+            # Kept as written last: Kubernetes too keeps a volume's files when its object goes.
+            log.info("pod %s/%s: config volumes not updated: %s", pod.metadata.namespace,
+                     pod.metadata.name, err)
+            return
+        for name in written:
+            log.info("pod %s/%s: volume %s updated", pod.metadata.namespace, pod.metadata.name, name)
 
     async def start_sandbox(self, pod: pod_pb2.Pod, ref: PodRef, a: StartSandbox, memory: PodMemory) -> None:
         vm = self.node.vm
@@ -263,6 +337,10 @@ class Executor:
             async with self._slot(pod):
                 cid = await self.runtime.create_container(spec)
                 await self.runtime.start_container(cid)
+                if uses_cluster_dns(pod, self.cfg):
+                    nameserver = self.cfg.cluster_dns.rpartition(":")[0]
+                    text = resolv_conf(pod.metadata.namespace, nameserver)
+                    await self.runtime.put_files(cid, FILES_DIR, {RESOLV_CONF: text.encode()})
             if self.metrics is not None:
                 self.metrics.started("sandbox", a.attempt)
         except (ImageError, EngineError) as err:
@@ -291,18 +369,31 @@ class Executor:
         if not await self._ensure_image(ref, c.image, c.image_pull_policy, memory, c.name):
             return
         vm = self.node.vm
-        ctx = PodContext(
-            node_name=self.cfg.node_name,
-            pod_ip=self.pod_ip(containers),
-            host_ip=self.node.host_ip,
-            sandbox_id=a.sandbox_id,
-            vm_id=vm.id if vm else "",
-            cgroup_parent=vm.cgroup_parent if vm else "",
-            vm_host_files=vm.host_files if vm else (),
-        )
         try:
+            configs = await self.sync_configs(pod, a.sandbox_id)
+        except (ConfigError, ConfigRefError) as err:
+            self._backoff_error(memory, c.name, "CreateContainerConfigError", str(err))
+            self.recorder.record(ref, "Failed", f"Error: {err}", warning=True)
+            return
+        except EngineError as err:
+            why = f"writing the pod's config files: {err}"
+            self._backoff_error(memory, c.name, "CreateContainerConfigError", why)
+            self.recorder.record(ref, "Failed", f"Error: {why}", warning=True)
+            return
+        try:
+            ctx = PodContext(
+                node_name=self.cfg.node_name,
+                pod_ip=self.pod_ip(containers),
+                host_ip=self.node.host_ip,
+                sandbox_id=a.sandbox_id,
+                vm_id=vm.id if vm else "",
+                cgroup_parent=vm.cgroup_parent if vm else "",
+                vm_host_files=vm.host_files if vm else (),
+                resolv_conf=await self._resolv_conf(pod),
+                configs=configs,
+            )
             spec = container_spec(pod, c, a.kind, a.attempt, a.streak, self.cfg, ctx)
-        except ConfigError as err:
+        except (ConfigError, ConfigRefError) as err:
             self._backoff_error(memory, c.name, "CreateContainerConfigError", str(err))
             self.recorder.record(ref, "Failed", f"Error: {err}", warning=True)
             return
@@ -328,14 +419,11 @@ class Executor:
         self.recorder.record(ref, "Started", f"Started container {c.name}")
         if self.metrics is not None:
             self.metrics.started(a.kind.value, a.attempt)
-        if c.lifecycle.post_start.exec.command:
-            try:
-                res = await self.runtime.exec(cid, list(c.lifecycle.post_start.exec.command), timeout=30)
-                ok, why = res.exit_code == 0, f"exited with {res.exit_code}"
-            except (TimeoutError, EngineError) as err:
-                ok, why = False, str(err)
+        if has_handler(c.lifecycle.post_start):
+            ok, why = await self.prober.run_handler(
+                c.lifecycle.post_start, Target(cid, ctx.pod_ip), POST_START_TIMEOUT, self.clock)
             if not ok:
                 self.recorder.record(
-                    ref, "FailedPostStartHook", f"PostStart hook of {c.name} {why}", warning=True
+                    ref, "FailedPostStartHook", f"PostStart hook of {c.name}: {why}", warning=True
                 )
                 memory.unhealthy[cid] = f"Container {c.name} failed its postStart hook, will be restarted"

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import pathlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,11 +25,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from agent.config import DEFAULT_PIDS_LIMIT, AgentConfig, BackoffPolicy
 from agent.controlplane import GrpcControlPlane
 from agent.daemon import Agent
+from agent.dns import ClusterDNS, upstreams_from
 from agent.hostpath import HostPathPrefix
 from agent.metrics import AgentMetrics
-from agent.quantity import parse_bytes, parse_cpu_millis
 from agent.runtime_docker import DockerRuntime
 from agent.server import serve
+from cowpod.api.quantity import parse_cpu, parse_memory
 from cowpod.argtypes import whole_number
 from cowpod.auth.bootstrap import agent_connection, agent_serving_certificate
 from cowpod.auth.config import ConnectionSettings
@@ -61,14 +63,14 @@ def _host_path_prefix(text: str) -> HostPathPrefix:
 
 def _cpu(text: str) -> int:
     try:
-        return parse_cpu_millis(text)
+        return parse_cpu(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _mem(text: str) -> int:
     try:
-        return parse_bytes(text)
+        return parse_memory(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
 
@@ -94,6 +96,9 @@ def parser() -> argparse.ArgumentParser:
         help="measure ephemeral-storage on the disk of DIR (default: the engine's data root, else /)",
     )
     p.add_argument("--max-pods", type=int, default=110)
+    p.add_argument("--cluster-dns", type=_dns_address, default="", metavar="HOST:53",
+                   help="serve cluster DNS (Service names) here for the pods, which share the VM's "
+                        "network; their resolv.conf points at HOST (e.g. 127.0.0.1:53; default off)")
     p.add_argument(
         "--allow-host-path", action="append", type=_host_path_prefix, default=[], metavar="PREFIX[:rw]",
         help="allow hostPath volumes under PREFIX, read-only unless :rw (repeat; default: none)",
@@ -127,6 +132,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _dns_address(text: str) -> str:
+    """HOST:53: a resolv.conf names a nameserver by address only, so the port is DNS's."""
+    if not text:
+        return text  # off, the default (argparse runs a string default through `type` too)
+    host, _, port = text.rpartition(":")
+    if not host or port != "53":
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:53 (resolv.conf cannot name another port)")
+    return text
+
+
 def config_from_args(ns: argparse.Namespace) -> AgentConfig:
     listen = ns.listen
     return AgentConfig(
@@ -141,6 +156,7 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         reserve_ephemeral_storage_bytes=ns.reserve_ephemeral_storage,
         storage_path=ns.storage_path,
         max_pods=ns.max_pods,
+        cluster_dns=ns.cluster_dns,
         host_path_prefixes=tuple(ns.allow_host_path),
         pids_limit=ns.pids_limit,
         pause_image=ns.pause_image,
@@ -170,8 +186,16 @@ async def run_agent(
         # Logs/exec: TLS with the node's serving certificate, and only the controller may call.
         serve_fn = functools.partial(serve, credentials=node_server_credentials(serving, conn.ca_pem),
                                      interceptors=[PeerCheck()])
+    dns = None
+    if cfg.cluster_dns:
+        upstream: list[str] = []
+        with contextlib.suppress(OSError):
+            vm_resolv = await asyncio.to_thread(pathlib.Path("/etc/resolv.conf").read_text)
+            upstream = upstreams_from(vm_resolv, exclude=cfg.cluster_dns.rpartition(":")[0])
+        dns = ClusterDNS(client.endpoints.Watch, cfg.cluster_dns, RealClock(), upstreams=upstream)
     agent = Agent(
-        cfg, GrpcControlPlane(client), runtime, serve=serve_fn if cfg.listen else None, metrics=metrics
+        cfg, GrpcControlPlane(client), runtime, serve=serve_fn if cfg.listen else None, metrics=metrics,
+        dns=dns,
     )
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()

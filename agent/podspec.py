@@ -15,15 +15,19 @@ Without a VM container the sandbox gets the engine's default network.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fractions import Fraction
 
 from agent import labels as L
 from agent.config import DROPPED_CAPABILITIES, AgentConfig
+from agent.configvolumes import CONFIG_DIR, Snapshot, env_from, env_source_value
 from agent.desired import grace_of, spec_hash
 from agent.hostpath import not_allowed, prefix_for
 from agent.runtime import CreateSpec, Kind, Mount
+from cowpod.api import podfields, quantity
 from cowpod.auth.podsecurity import host_path_violation
 from cowpod.images import internal_image_violation
 from cowpod.v1 import pod_pb2
@@ -44,6 +48,24 @@ class PodContext:
     vm_id: str = ""
     cgroup_parent: str = ""
     vm_host_files: tuple[tuple[str, str], ...] = ()
+    # The engine's path of the pod's own resolv.conf (cluster DNS), bound over the VM's.
+    resolv_conf: str = ""
+    # The ConfigMaps/Secrets the pod references, as fetched for this create (env).
+    configs: Snapshot = field(default_factory=dict)
+
+
+# The per-pod volume of files the agent writes for the pod's containers (its resolv.conf),
+# mounted in the sandbox so the engine can write into it. Volume names in pod specs are
+# DNS labels, so this one cannot collide with a pod's.
+FILES_VOLUME = ".cowpod"
+FILES_DIR = "/.cowpod"
+RESOLV_CONF = "resolv.conf"
+
+
+def uses_cluster_dns(pod: pod_pb2.Pod, cfg: AgentConfig) -> bool:
+    """Kubernetes' dnsPolicy: ClusterFirst (the default) gets the cluster's DNS; Default keeps
+    the VM's resolvers."""
+    return bool(cfg.cluster_dns) and pod.spec.dns_policy in ("", "ClusterFirst", "ClusterFirstWithHostNet")
 
 
 def docker_name(pod: pod_pb2.Pod, container: str, attempt: int) -> str:
@@ -92,6 +114,11 @@ def sandbox_spec(
         cgroup_parent=cgroup_parent,
         hostname="" if vm_id else (pod.spec.hostname or pod.metadata.name)[:63],
         published_ports={} if vm_id else ports,
+        mounts=([Mount("volume", volume_name(pod.metadata.uid, FILES_VOLUME), FILES_DIR)]
+                if uses_cluster_dns(pod, cfg) else [])
+        # Each configMap/secret volume, where agent/configvolumes.py writes its files through.
+        + [Mount("volume", volume_name(pod.metadata.uid, v.name), f"{CONFIG_DIR}/{v.name}")
+           for v in pod.spec.volumes if v.HasField("config_map") or v.HasField("secret")],
         pids_limit=cfg.pids_limit,
         cap_drop=DROPPED_CAPABILITIES,
     )
@@ -114,14 +141,19 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 
 
 def field_value(pod: pod_pb2.Pod, path: str, ctx: PodContext) -> str:
+    """A `fieldRef` value: every path in cowpod.api.podfields.FIELD_REF_PATHS (the controller
+    refuses the others at create; pods stored before that are caught here)."""
     md = pod.metadata
     simple = {
         "metadata.name": md.name,
         "metadata.namespace": md.namespace or "default",
         "metadata.uid": md.uid,
         "spec.nodeName": pod.spec.node_name or ctx.node_name,
+        "spec.serviceAccountName": podfields.service_account_of(pod.spec),
         "status.podIP": ctx.pod_ip,
+        "status.podIPs": ctx.pod_ip,
         "status.hostIP": ctx.host_ip,
+        "status.hostIPs": ctx.host_ip,
     }
     if path in simple:
         return simple[path]
@@ -132,10 +164,50 @@ def field_value(pod: pod_pb2.Pod, path: str, ctx: PodContext) -> str:
     raise ConfigError(f"fieldRef {path!r} is not supported")
 
 
+def resource_value(pod: pod_pb2.Pod, c: pod_pb2.Container, ref: pod_pb2.ResourceFieldSelector) -> str:
+    """A `resourceFieldRef` value, as Kubernetes computes it: the request or limit divided by
+    the divisor (default 1: cores, bytes), rounded up. An unset value reads as 0 (Kubernetes
+    gives the node's allocatable for an unset limit; docs/api.md says so)."""
+    target = c
+    if ref.container_name:
+        found = [x for x in [*pod.spec.init_containers, *pod.spec.containers] if x.name == ref.container_name]
+        if not found:
+            raise ConfigError(f"resourceFieldRef: no container named {ref.container_name!r}")
+        target = found[0]
+    kind, _, res = ref.resource.partition(".")
+    rl = target.resources.limits if kind == "limits" else target.resources.requests
+    if res == "cpu":
+        value = Fraction(rl.cpu_millis, 1000)
+        default_divisor = Fraction(1)
+    elif res == "memory":
+        value, default_divisor = Fraction(rl.memory_bytes), Fraction(1)
+    elif res == "ephemeral-storage":
+        value, default_divisor = Fraction(rl.ephemeral_storage_bytes), Fraction(1)
+    else:
+        raise ConfigError(f"resourceFieldRef {ref.resource!r} is not supported")
+    try:
+        divisor = quantity.parse_quantity(ref.divisor) if ref.divisor else default_divisor
+    except quantity.QuantityError as err:
+        raise ConfigError(f"resourceFieldRef divisor {ref.divisor!r}: {err}") from None
+    if divisor <= 0:
+        raise ConfigError(f"resourceFieldRef divisor {ref.divisor!r} must be greater than 0")
+    return str(math.ceil(value / divisor))
+
+
 def resolve_env(pod: pod_pb2.Pod, c: pod_pb2.Container, ctx: PodContext) -> dict[str, str]:
-    env: dict[str, str] = {}
+    # envFrom first, env over it (Kubernetes' order); configvolumes.ConfigError when missing.
+    env: dict[str, str] = env_from(c, ctx.configs)
     for i, e in enumerate(c.env):
         if e.HasField("value_from"):
+            vf = e.value_from
+            if vf.HasField("config_map_key_ref") or vf.HasField("secret_key_ref"):
+                value = env_source_value(vf, ctx.configs)
+                if value is not None:
+                    env[e.name] = value
+                continue
+            if e.value_from.HasField("resource_field_ref"):
+                env[e.name] = resource_value(pod, c, e.value_from.resource_field_ref)
+                continue
             if not e.value_from.HasField("field_ref"):
                 raise ConfigError(f"env[{i}] {e.name}: only valueFrom.fieldRef is supported")
             env[e.name] = field_value(pod, e.value_from.field_ref.field_path, ctx)
@@ -164,7 +236,10 @@ def mounts_for(pod: pod_pb2.Pod, c: pod_pb2.Container, cfg: AgentConfig) -> list
             out.append(Mount("bind", path, vm.mount_path, vm.read_only or not prefix.writable,
                              host_prefix=prefix.path))
         else:
-            out.append(Mount("volume", volume_name(pod.metadata.uid, v.name), vm.mount_path, vm.read_only))
+            # configMap/secret volumes are read-only, as on Kubernetes: the agent owns their files.
+            config = v.HasField("config_map") or v.HasField("secret")
+            out.append(Mount("volume", volume_name(pod.metadata.uid, v.name), vm.mount_path,
+                             vm.read_only or config))
     return out
 
 
@@ -181,6 +256,9 @@ def container_spec(
     if why is not None:
         raise ConfigError(f"image {c.image!r}: {why}")
     env = resolve_env(pod, c, ctx)
+    sc = podfields.effective_security(pod.spec, c)
+    if sc.privileged or sc.capabilities.add:  # admission refuses these; pods stored before it
+        raise ConfigError("privileged containers and capabilities.add are refused by the pod security rules")
     res = c.resources
     cpu_limit = res.limits.cpu_millis
     cpu_request = res.requests.cpu_millis or cpu_limit
@@ -196,6 +274,9 @@ def container_spec(
     # hostname files read-write: one pod could redirect the agent's and every other
     # pod's name lookups. The same files, read-only, take their place.
     taken = {m.target for m in mounts}
+    if ctx.resolv_conf and "/etc/resolv.conf" not in taken:
+        mounts.append(Mount("bind", ctx.resolv_conf, "/etc/resolv.conf", True))
+        taken.add("/etc/resolv.conf")
     vm_files = [Mount("bind", src, at, True) for src, at in ctx.vm_host_files if at not in taken]
     if ctx.sandbox_id:
         network_mode = ipc_mode = f"container:{ctx.sandbox_id}"
@@ -221,5 +302,11 @@ def container_spec(
         tty=c.tty,
         stdin_open=c.stdin,
         pids_limit=cfg.pids_limit,
-        cap_drop=DROPPED_CAPABILITIES,
+        cap_drop=tuple(dict.fromkeys([*DROPPED_CAPABILITIES, *(x.upper() for x in sc.capabilities.drop)])),
+        run_as_user=sc.run_as_user if sc.HasField("run_as_user") else None,
+        run_as_group=sc.run_as_group if sc.HasField("run_as_group") else None,
+        group_add=tuple(podfields.supplemental_groups(pod.spec)),
+        read_only_rootfs=sc.read_only_root_filesystem,
+        no_new_privileges=sc.HasField("allow_privilege_escalation") and not sc.allow_privilege_escalation,
+        run_as_non_root=sc.run_as_non_root,
     )

@@ -104,6 +104,15 @@ class CreateSpec:
     pids_limit: int = 0
     # Capabilities taken from Docker's default set.
     cap_drop: Sequence[str] = ()
+    # securityContext (cowpod.api.podfields.effective_security): the process's uid and gid
+    # (None = the image's), extra groups, a read-only root filesystem, no setuid gains
+    # (allowPrivilegeEscalation: false), and runAsNonRoot (refused if it would run as uid 0).
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    group_add: Sequence[int] = ()
+    read_only_rootfs: bool = False
+    no_new_privileges: bool = False
+    run_as_non_root: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,18 @@ class Runtime(Protocol):
     ) -> None: ...
 
     async def remove_volume(self, name: str) -> None: ...
+
+    async def volume_path(self, name: str) -> str:
+        """Where the engine keeps a volume's data, in the engine's own filesystem: a file
+        written there (by `put_files` through a container mounting the volume) can be
+        bound into other containers by that path."""
+        ...
+
+    async def put_files(self, container_id: str, directory: str, files: Mapping[str, bytes],
+                        *, mode: int = 0o644) -> None:
+        """Write files into `directory` of a container (created if missing), through the
+        engine, so it works when `directory` is a volume the agent cannot see."""
+        ...
 
     async def list_volumes(self) -> list[tuple[str, Mapping[str, str]]]: ...
 

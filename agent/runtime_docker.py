@@ -15,9 +15,11 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
+import io
 import json
 import logging
 import re
+import tarfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -261,7 +263,14 @@ class DockerRuntime:
             host_cfg["pids_limit"] = spec.pids_limit
         if spec.cap_drop:
             host_cfg["cap_drop"] = list(spec.cap_drop)
+        if spec.group_add:
+            host_cfg["group_add"] = [str(g) for g in spec.group_add]
+        if spec.read_only_rootfs:
+            host_cfg["read_only"] = True
+        if spec.no_new_privileges:
+            host_cfg["security_opt"] = ["no-new-privileges"]
         self._refuse_internal_image(spec.image)
+        user = self._user_sync(spec)
         for m in spec.mounts:
             if m.kind == "bind" and m.host_prefix:
                 self._refuse_host_path_links(m.host_prefix, m.source)
@@ -281,6 +290,8 @@ class DockerRuntime:
             kwargs["command"] = list(spec.cmd)
         if spec.working_dir:
             kwargs["working_dir"] = spec.working_dir
+        if user:
+            kwargs["user"] = user
         if spec.hostname:
             kwargs["hostname"] = spec.hostname
         if spec.published_ports:
@@ -300,6 +311,31 @@ class DockerRuntime:
             else:
                 raise EngineError(f"create {spec.name}: {err.explanation or err}") from err
         return str(res["Id"])
+
+    def _user_sync(self, spec: CreateSpec) -> str:
+        """Docker's `--user` for runAsUser/runAsGroup ("" = the image's user), refusing
+        runAsNonRoot when the process would be uid 0, as kubelet does."""
+        uid = spec.run_as_user
+        image_user = ""
+        if uid is None and (spec.run_as_non_root or spec.run_as_group is not None):
+            try:
+                attrs = self._api.inspect_image(spec.image)  # type: ignore[no-untyped-call]
+                image_user = str((attrs.get("Config") or {}).get("User") or "")
+            except docker.errors.ImageNotFound as err:
+                raise ImageError("ErrImageNotFound", f"image {spec.image!r} not found") from err
+        if spec.run_as_non_root:
+            who = str(uid) if uid is not None else image_user.split(":")[0]
+            if who in ("", "0", "root"):
+                raise EngineError("container has runAsNonRoot and image will run as root "
+                                  f"(user {who or 'unset'}): set runAsUser or use an image with a "
+                                  "numeric non-root USER")
+            if not who.isdigit():
+                raise EngineError(f"container has runAsNonRoot and image has non-numeric user ({who}), "
+                                  "cannot verify user is non-root")
+        if uid is None and spec.run_as_group is None:
+            return ""
+        name = str(uid) if uid is not None else (image_user.split(":")[0] or "0")
+        return f"{name}:{spec.run_as_group}" if spec.run_as_group is not None else name
 
     def _refuse_internal_image(self, image: str) -> None:
         """Raise if `image` is a cowpod VM disk or snapshot. Checked on the image
@@ -533,6 +569,33 @@ class DockerRuntime:
 
     async def remove_volume(self, name: str) -> None:
         await self._call(self._remove_volume_sync, name)
+
+    def _volume_path_sync(self, name: str) -> str:
+        try:
+            return str(self._api.inspect_volume(name)["Mountpoint"])
+        except docker.errors.NotFound as err:
+            raise EngineError(f"no such volume {name}") from err
+
+    async def volume_path(self, name: str) -> str:
+        return await self._call(self._volume_path_sync, name)
+
+    def _put_files_sync(self, container_id: str, directory: str, files: Mapping[str, bytes],
+                        mode: int) -> None:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+        try:
+            self._api.put_archive(container_id, directory, buf.getvalue())
+        except docker.errors.APIError as err:
+            why = err.explanation or err
+            raise EngineError(f"write files into {container_id[:12]}:{directory}: {why}") from err
+
+    async def put_files(self, container_id: str, directory: str, files: Mapping[str, bytes],
+                        *, mode: int = 0o644) -> None:
+        await self._call(self._put_files_sync, container_id, directory, files, mode)
 
     def _list_volumes_sync(self) -> list[tuple[str, Mapping[str, str]]]:
         res = self._api.volumes(filters={"label": [f"{L.MANAGED}=1", f"{L.NODE}={self._node}"]})

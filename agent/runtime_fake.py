@@ -58,6 +58,7 @@ class FakeRuntime:
         self.containers: dict[str, FakeContainer] = {}
         self.volumes: dict[str, Mapping[str, str]] = {}
         self.volume_bytes: dict[str, int] = {}  # what volume_usage() reports
+        self.files: dict[tuple[str, str], bytes] = {}  # (container id, path) -> what put_files wrote
         self.layer_bytes: dict[str, int] = {}  # what writable_layer_usage() reports, by container id
         # (container name label, command tuple) -> exit code; default 0
         self.exec_results: dict[tuple[str, tuple[str, ...]], int] = {}
@@ -208,6 +209,18 @@ class FakeRuntime:
 
     async def remove_volume(self, name: str) -> None:
         self.volumes.pop(name, None)
+
+    async def volume_path(self, name: str) -> str:
+        if name not in self.volumes:
+            raise EngineError(f"no such volume {name}")
+        return f"/var/lib/docker/volumes/{name}/_data"
+
+    async def put_files(self, container_id: str, directory: str, files: Mapping[str, bytes],
+                        *, mode: int = 0o644) -> None:
+        if container_id not in self.containers:
+            raise EngineError("no such container")
+        for name, data in files.items():
+            self.files[(container_id, f"{directory.rstrip('/')}/{name}")] = data
 
     async def list_volumes(self) -> list[tuple[str, Mapping[str, str]]]:
         return list(self.volumes.items())
