@@ -22,14 +22,15 @@ import pathlib
 import platform
 import random
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import metadata
 
-from agent.capacity import Resources
 from agent.config import AgentConfig
 from agent.controlplane import ControlPlane
 from agent.metrics import AgentMetrics
 from agent.status import ts
+from cowpod.api.labels import HOSTNAME_LABEL
+from cowpod.api.resources import Resources
 from cowpod.clock import Clock
 from cowpod.v1 import meta_pb2, node_pb2
 
@@ -38,6 +39,19 @@ log = logging.getLogger(__name__)
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
 # How long the runtime may take to answer a health check before it counts as down.
 RUNTIME_CHECK_TIMEOUT = 5.0
+
+
+def registration_labels(node_name: str, labels: Mapping[str, str]) -> dict[str, str]:
+    """The labels a node registers with: kubelet's well-known ones for this machine,
+    then the VM's own (its bootstrap's: VM, class, template, the spec's node labels).
+    The hollow agent registers with the same (plus its marker), so a nodeSelector on
+    `kubernetes.io/os` matches hollow fleets as it matches real ones."""
+    return {
+        HOSTNAME_LABEL: node_name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": _ARCH.get(platform.machine(), platform.machine()),
+        **labels,
+    }
 
 
 def agent_version() -> str:
@@ -173,12 +187,7 @@ class NodeRegistrar:
             kind="Node",
             metadata=meta_pb2.ObjectMeta(
                 name=self.cfg.node_name,
-                labels={
-                    "kubernetes.io/hostname": self.cfg.node_name,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": _ARCH.get(platform.machine(), platform.machine()),
-                    **self.cfg.labels,
-                },
+                labels=registration_labels(self.cfg.node_name, self.cfg.labels),
             ),
             spec=node_pb2.NodeSpec(provider_id=self.provider_id),
             status=self.status(),
