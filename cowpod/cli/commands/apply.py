@@ -24,12 +24,20 @@ from cowpod.cli.commands.common import Subparsers, add_command, parse_duration
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, code_of, is_not_found, rpc_error, rpc_message
 from cowpod.cli.progress import Progress
-from cowpod.cli.readiness import Readiness, node_ready, pod_readiness, vm_readiness
+from cowpod.cli.readiness import (
+    Readiness,
+    daemonset_readiness,
+    deployment_readiness,
+    job_readiness,
+    node_ready,
+    pod_readiness,
+    vm_readiness,
+)
 from cowpod.cli.resources import ref, service, what
 from cowpod.cli.safe_text import printable
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import Document, KindInfo, encode_object, load_paths
-from cowpod.manifest.kinds import EVENT, NAMESPACE, NODE, POD, SECRET, VM, Obj
+from cowpod.manifest.kinds import DAEMONSET, DEPLOYMENT, EVENT, JOB, NAMESPACE, NODE, POD, SECRET, VM, Obj
 from cowpod.manifest.schema import input_names
 from cowpod.v1 import meta_pb2, pod_pb2
 
@@ -391,7 +399,7 @@ def _same_but_annotation(a: Obj, b: Obj) -> bool:
 
 
 async def wait_applied(ctx: Ctx, applied: list[tuple[KindInfo, Obj]], *, timeout: float) -> None:
-    watched = [(info, obj) for info, obj in applied if info in (POD, VM, NODE)]
+    watched = [(info, obj) for info, obj in applied if info in (POD, VM, NODE, DEPLOYMENT, DAEMONSET, JOB)]
     if not watched:
         return
     pending = {(info.kind, o.metadata.namespace, o.metadata.name): info for info, o in watched}
@@ -432,5 +440,11 @@ async def readiness_of(ctx: Ctx, info: KindInfo, namespace: str, name: str) -> R
             except grpc.RpcError:
                 node = None
         return vm_readiness(obj, node)
+    if info is DEPLOYMENT:
+        return deployment_readiness(obj)
+    if info is DAEMONSET:
+        return daemonset_readiness(obj)
+    if info is JOB:
+        return job_readiness(obj)
     ok = node_ready(obj)
     return Readiness(ok, "Ready" if ok else "NotReady")

@@ -24,6 +24,7 @@ from cowpod.cli.commands.common import Subparsers, add_command, parse_duration, 
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError
 from cowpod.cli.progress import Progress
+from cowpod.cli.readiness import daemonset_readiness, deployment_readiness
 from cowpod.cli.resources import get_object, list_objects, namespace_for, resolve_kind, service, what
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import KindInfo
@@ -91,44 +92,13 @@ def ref(info: KindInfo, name: str) -> str:
 # ---- status ------------------------------------------------------------------------------------------
 
 
-def deployment_progress(d: workload_pb2.Deployment) -> tuple[bool, str]:
-    """kubectl's rollout status for a Deployment: (done, message); CliError if it failed."""
-    name, spec, st = d.metadata.name, d.spec, d.status
-    if st.observed_generation < d.metadata.generation:
-        return False, "Waiting for deployment spec update to be observed..."
-    for c in st.conditions:
-        if c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded":
-            raise CliError(f'deployment "{name}" exceeded its progress deadline')
-    waiting = f'Waiting for deployment "{name}" rollout to finish: '
-    if st.updated_replicas < spec.replicas:
-        return False, waiting + (f"{st.updated_replicas} out of {spec.replicas} new replicas have been "
-                                 "updated...")
-    if st.replicas > st.updated_replicas:
-        return False, waiting + f"{st.replicas - st.updated_replicas} old replicas are pending termination..."
-    if st.available_replicas < st.updated_replicas:
-        return False, waiting + (f"{st.available_replicas} of {st.updated_replicas} updated replicas are "
-                                 "available...")
-    return True, f'deployment "{name}" successfully rolled out'
-
-
-def daemonset_progress(ds: workload_pb2.DaemonSet) -> tuple[bool, str]:
-    name, st = ds.metadata.name, ds.status
-    if st.observed_generation < ds.metadata.generation:
-        return False, "Waiting for daemon set spec update to be observed..."
-    waiting = f'Waiting for daemon set "{name}" rollout to finish: '
-    if st.updated_number_scheduled < st.desired_number_scheduled:
-        return False, waiting + (f"{st.updated_number_scheduled} out of {st.desired_number_scheduled} new "
-                                 "pods have been updated...")
-    if st.number_available < st.desired_number_scheduled:
-        return False, waiting + (f"{st.number_available} of {st.desired_number_scheduled} updated pods are "
-                                 "available...")
-    return True, f'daemon set "{name}" successfully rolled out'
-
-
 async def _status(ctx: Ctx, info: KindInfo, name: str, timeout: float) -> int:
     async def check() -> tuple[bool, str]:
         obj: Any = await get_object(ctx, info, name)
-        return deployment_progress(obj) if info is DEPLOYMENT else daemonset_progress(obj)
+        r = deployment_readiness(obj) if info is DEPLOYMENT else daemonset_readiness(obj)
+        if r.failure:
+            raise CliError(r.failure)
+        return r.done, r.status
 
     final = await poll_until(ctx, check, timeout=timeout, what=f"{info.singular}/{name} rollout",
                              progress=Progress(ctx.err))

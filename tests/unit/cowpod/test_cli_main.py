@@ -162,6 +162,9 @@ def test_examples_are_valid(cli: object) -> None:
     assert r.code == 0, r.err
     assert sorted(r.out.splitlines()) == [
         "configmap/game-demo checked (dry run)",
+        "daemonset/node-log checked (dry run)",
+        "deployment/web checked (dry run)",
+        "job/count checked (dry run)",
         "namespace/team-a checked (dry run)",
         "pod/configmap-demo-pod checked (dry run)",
         "pod/hello checked (dry run)",
