@@ -147,3 +147,35 @@ async def test_daemonset_get(cli: Cli, client: Client) -> None:
         await asyncio.sleep(0.1)
     r = await cli("describe", "ds", "node-log")
     assert "Desired Number of Nodes Scheduled:" in r.out
+
+
+K8S_DOCS = ROOT / "tests" / "fixtures" / "k8s-docs"
+
+
+async def test_kubernetes_docs_workload_manifests_apply_and_run(cli: Cli, client: Client) -> None:
+    """Each manifest of tests/fixtures/k8s-docs applies as it is and its controller acts on it."""
+    await make_node(client, "docs-n1")
+    for path in sorted(K8S_DOCS.glob("*.yaml")):
+        r = await cli("apply", "-f", str(path))
+        assert r.code == 0, f"{path.name}: {r.err}"
+
+    async def pod_counts() -> dict[str, int]:
+        """Pods per workload (a ReplicaSet's pods count for its Deployment: `<deployment>-<hash>`)."""
+        counts: dict[str, int] = {}
+        for ns in ("default", "kube-system"):
+            lst = await client.pods.List(meta_pb2.ListOptions(namespace=ns))
+            for p in lst.items:
+                ref = next(r for r in p.metadata.owner_references if r.controller)
+                owner = ref.name.rsplit("-", 1)[0] if ref.kind == "ReplicaSet" else ref.name
+                counts[owner] = counts.get(owner, 0) + 1
+        return counts
+
+    want = {"nginx-deployment": 3, "rolling-demo": 4, "pi": 1, "job-wq-2": 2, "fluentd-elasticsearch": 1}
+    deadline = asyncio.get_running_loop().time() + 30
+    while (got := await pod_counts()) != want:
+        assert asyncio.get_running_loop().time() < deadline, got
+        await asyncio.sleep(0.1)
+    r = await cli("get", "ds", "-n", "kube-system")
+    assert "fluentd-elasticsearch" in r.out
+    r = await cli("rollout", "history", "deploy/rolling-demo")
+    assert "image updated to 1.16.1" in r.out, r.out
