@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -213,17 +214,21 @@ class DaemonSetController:
     """Implements `cowpod.reconcile.Reconciler[Key, float, DaemonSetAction]`. `run()` until cancelled."""
 
     def __init__(self, client: Client, clock: Clock | None = None, *,
-                 resync_seconds: float = DEFAULT_RESYNC_SECONDS,
-                 registry: CollectorRegistry | None = None) -> None:
+                 resync_seconds: float = DEFAULT_RESYNC_SECONDS, registry: CollectorRegistry | None = None,
+                 watch_sets: Callable[..., Any] | None = None, watch_nodes: Callable[..., Any] | None = None,
+                 watch_pods: Callable[..., Any] | None = None) -> None:
+        """Writes go through `client`; watches too unless given (the controller passes its hubs')."""
         self.c = client
         self.clock: Clock = clock or RealClock()
         self.sets: Informer[workload_pb2.DaemonSet] = Informer(
-            client.daemonsets.Watch, handler=self._on_set, clock=self.clock, name="daemonset-informer")
+            watch_sets or client.daemonsets.Watch, handler=self._on_set, clock=self.clock,
+            name="daemonset-informer")
         self.nodes: Informer[node_pb2.Node] = Informer(
-            client.nodes.Watch, handler=self._on_node, clock=self.clock, name="daemonset-node-informer")
+            watch_nodes or client.nodes.Watch, handler=self._on_node, clock=self.clock,
+            name="daemonset-node-informer")
         # Only pods with the label every daemon pod gets (daemon_pod).
         self.pods: Informer[pod_pb2.Pod] = Informer(
-            client.pods.Watch, list_options=meta_pb2.ListOptions(label_selector=REVISION_LABEL),
+            watch_pods or client.pods.Watch, list_options=meta_pb2.ListOptions(label_selector=REVISION_LABEL),
             handler=self._on_pod, clock=self.clock, name="daemonset-pod-informer")
         self.index = PodIndex(KIND)
         self.expect = OwnerExpectations(self.clock, KIND)

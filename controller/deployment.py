@@ -40,8 +40,9 @@ deletes their pods.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -331,15 +332,17 @@ class DeploymentController:
     """Implements `cowpod.reconcile.Reconciler[Key, float, DeploymentAction]`. `run()` until cancelled."""
 
     def __init__(self, client: Client, clock: Clock | None = None, *,
-                 resync_seconds: float = DEFAULT_RESYNC_SECONDS,
-                 registry: CollectorRegistry | None = None) -> None:
+                 resync_seconds: float = DEFAULT_RESYNC_SECONDS, registry: CollectorRegistry | None = None,
+                 watch_deployments: Callable[..., Any] | None = None,
+                 watch_sets: Callable[..., Any] | None = None) -> None:
+        """Writes go through `client`; watches too unless given (the controller passes its hubs')."""
         self.c = client
         self.clock: Clock = clock or RealClock()
         self.deployments: Informer[workload_pb2.Deployment] = Informer(
-            client.deployments.Watch, handler=self._on_deployment, clock=self.clock,
+            watch_deployments or client.deployments.Watch, handler=self._on_deployment, clock=self.clock,
             name="deployment-informer")
         self.sets: Informer[workload_pb2.ReplicaSet] = Informer(
-            client.replicasets.Watch, handler=self._on_set, clock=self.clock,
+            watch_sets or client.replicasets.Watch, handler=self._on_set, clock=self.clock,
             name="deployment-replicaset-informer")
         self.driver: Driver[Key, float, DeploymentAction] = Driver(
             self, self.clock, name=COMPONENT, sources=(self.deployments, self.sets),

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -171,15 +172,18 @@ class JobController:
     the caches are the informers'). `run()` until cancelled."""
 
     def __init__(self, client: Client, clock: Clock | None = None, *,
-                 resync_seconds: float = DEFAULT_RESYNC_SECONDS,
-                 registry: CollectorRegistry | None = None) -> None:
+                 resync_seconds: float = DEFAULT_RESYNC_SECONDS, registry: CollectorRegistry | None = None,
+                 watch_jobs: Callable[..., Any] | None = None, watch_pods: Callable[..., Any] | None = None,
+                 ) -> None:
+        """Writes go through `client`; watches too unless given (the controller passes its hubs')."""
         self.c = client
         self.clock: Clock = clock or RealClock()
         self.jobs: Informer[workload_pb2.Job] = Informer(
-            client.jobs.Watch, handler=self._on_job, clock=self.clock, name="job-informer")
+            watch_jobs or client.jobs.Watch, handler=self._on_job, clock=self.clock, name="job-informer")
         # Only pods with the label every Job's template gets (job_api.apply_defaults).
         self.pods: Informer[pod_pb2.Pod] = Informer(
-            client.pods.Watch, list_options=meta_pb2.ListOptions(label_selector=JOB_CONTROLLER_UID_LABEL),
+            watch_pods or client.pods.Watch,
+            list_options=meta_pb2.ListOptions(label_selector=JOB_CONTROLLER_UID_LABEL),
             handler=self._on_pod, clock=self.clock, name="job-pod-informer")
         self.index = PodIndex(KIND)
         self.expect = OwnerExpectations(self.clock, KIND)

@@ -377,17 +377,32 @@ class Controller:
         one client of the local API; each loop supervised on its own. Imported here: the
         DaemonSet controller asks the scheduler's pure rules (as the autoscaler does), and the
         controller imports `scheduler` only where a loop that needs it starts."""
+        from google.protobuf.message import Message
+
         from controller.daemonset import DaemonSetController
+        from controller.daemonset_api import DAEMONSETS
         from controller.deployment import DeploymentController
+        from controller.deployment_api import DEPLOYMENTS
         from controller.job import JobController
+        from controller.job_api import JOBS
+        from cowpod.v1.workload_pb2 import DaemonSetWatchEvent, DeploymentWatchEvent, JobWatchEvent
 
         address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
-        reg = self.metrics.registry
+        reg, w = self.metrics.registry, self.watches
+        # Watches from the hubs in process (as the ReplicaSet controller's); writes over the API.
+        def own(kind: Kind[Any], event: type[Message]) -> Any:
+            return hub_watch(Resource(kind, self.store, self.clock, self.hubs[kind.resource]), event)
+
         async with connect(self.security.self_client_settings(address)) as client:
             loops = {
-                "deployment controller": DeploymentController(client, self.clock, registry=reg).run,
-                "job controller": JobController(client, self.clock, registry=reg).run,
-                "daemonset controller": DaemonSetController(client, self.clock, registry=reg).run,
+                "deployment controller": DeploymentController(
+                    client, self.clock, registry=reg,
+                    watch_deployments=own(DEPLOYMENTS, DeploymentWatchEvent), watch_sets=w.replicasets).run,
+                "job controller": JobController(client, self.clock, registry=reg,
+                                                watch_jobs=own(JOBS, JobWatchEvent), watch_pods=w.pods).run,
+                "daemonset controller": DaemonSetController(
+                    client, self.clock, registry=reg, watch_sets=own(DAEMONSETS, DaemonSetWatchEvent),
+                    watch_nodes=w.nodes, watch_pods=w.pods).run,
             }
             async with asyncio.TaskGroup() as tg:
                 for name, run in loops.items():
