@@ -23,6 +23,8 @@ The rules, as Kubernetes batch/v1 has them (non-indexed completion mode):
 - A finished Job with `ttlSecondsAfterFinished` is deleted that long after it finished; its
   pods then go with it (orphans are collected, background cascade).
 - Counts never go down: a finished pod deleted by hand stays counted (status is the record).
+- After a Failed pod, the next pod waits Kubernetes' pod-failure back-off: 10 s after the
+  last failure, doubling with each failure up to 6 minutes (`failure_backoff`).
 Time-based transitions (deadline, TTL) are noticed by the driver's resync, so they land
 within `resync_seconds` of being due.
 """
@@ -55,6 +57,7 @@ from controller.replicaset_actions import InFlight
 from controller.replicaset_plan import deletion_rank, is_active, is_ready
 from controller.resource import get_time, set_time
 from cowpod.api.labels import JOB_CONTROLLER_UID_LABEL
+from cowpod.backoff import Backoff
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
@@ -68,6 +71,8 @@ COMPONENT = "job-controller"
 COMPLETE = "Complete"
 FAILED = "Failed"
 DEFAULT_RESYNC_SECONDS = 5.0
+# Kubernetes' Job controller: DefaultJobPodFailureBackOff 10 s, MaxJobPodFailureBackOff 360 s.
+FAILURE_BACKOFF = Backoff(initial=10.0, cap=360.0)
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,14 @@ def failures(job: workload_pb2.Job, owned: Iterable[pod_pb2.Pod]) -> int:
         elif job.spec.template.spec.restart_policy == "OnFailure":
             n += sum(cs.restart_count for cs in p.status.container_statuses)
     return n
+
+
+def last_failure(owned: Iterable[pod_pb2.Pod]) -> float:
+    """When the most recent Failed pod's last container finished (0 if no such time is known)."""
+    times = [get_time(cs.state.terminated.finished_at)
+             for p in owned if p.status.phase == "Failed"
+             for cs in p.status.container_statuses if cs.state.terminated.HasField("finished_at")]
+    return max(times, default=0.0)
 
 
 def plan_job(job: workload_pb2.Job, owned: Sequence[pod_pb2.Pod], in_flight: InFlight,
@@ -150,6 +163,9 @@ def plan_job(job: workload_pb2.Job, owned: Sequence[pod_pb2.Pod], in_flight: InF
         delete_all("the job is suspended")
     elif settled(in_flight, owned):
         want = max(0, min(spec.parallelism, spec.completions - status.succeeded))
+        failed_at = last_failure(owned)
+        if want > len(active) and failed_at and now < failed_at + FAILURE_BACKOFF.delay(status.failed):
+            want = len(active)  # the driver's resync plans it again when the back-off is over
         if want > len(active):
             pod = pod_from_template(spec.template, KIND, meta)
             actions.extend(CreatePod(meta.uid, meta.name, pod) for _ in range(want - len(active)))

@@ -132,3 +132,20 @@ def test_lower_parallelism_deletes_the_surplus() -> None:
     job = make_job(completions=5, parallelism=1)
     acts = plan_job(job, [pod("a"), pod("b")], NONE, NOW)
     assert len([a for a in acts if isinstance(a, DeletePod)]) == 1
+
+
+def failed_at(name: str, when: float) -> pod_pb2.Pod:
+    p = pod(name, "Failed")
+    cs = p.status.container_statuses.add(name="c")
+    set_time(cs.state.terminated.finished_at, when)
+    return p
+
+
+def test_a_failed_pod_is_replaced_after_the_failure_back_off() -> None:
+    job = make_job(completions=1, parallelism=1)
+    one = [failed_at("a", NOW)]
+    assert creates(plan_job(job, one, NONE, NOW + 9)) == 0  # 10 s after the first failure
+    assert creates(plan_job(job, one, NONE, NOW + 10)) == 1
+    two = [failed_at("a", NOW - 100), failed_at("b", NOW)]
+    assert creates(plan_job(job, two, NONE, NOW + 19)) == 0  # then 20 s
+    assert creates(plan_job(job, two, NONE, NOW + 20)) == 1
