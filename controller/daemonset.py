@@ -31,13 +31,11 @@ deletes it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 from prometheus_client import CollectorRegistry
 
 from controller import node_lifecycle
@@ -46,12 +44,7 @@ from controller.podowner import (
     CollectOrphan,
     CreatePod,
     DeletePod,
-    Key,
-    OwnerExpectations,
-    PodActions,
-    PodIndex,
-    controller_name,
-    plan_orphans,
+    PodOwnerLoop,
     pod_from_template,
     settled,
     template_hash,
@@ -64,8 +57,7 @@ from cowpod.api.phases import is_terminal
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
-from cowpod.reconcile import Dirty, Driver
-from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, workload_pb2
+from cowpod.v1 import node_pb2, pod_pb2, workload_pb2
 from scheduler.convert import node_info, pod_info
 from scheduler.plugins.node_affinity import required_match
 from scheduler.plugins.node_unschedulable import UNSCHEDULABLE_TAINT
@@ -210,101 +202,37 @@ def plan_daemonset(ds: workload_pb2.DaemonSet, nodes: Sequence[node_pb2.Node], o
 # ---- the controller ---------------------------------------------------------------------------------
 
 
-class DaemonSetController:
-    """Implements `cowpod.reconcile.Reconciler[Key, float, DaemonSetAction]`. `run()` until cancelled."""
+class DaemonSetController(PodOwnerLoop):
+    """DaemonSets on the shared pod-owner loop (`podowner.PodOwnerLoop`), plus a node informer.
+    `run()` until cancelled."""
+
+    kind = KIND
+    component = COMPONENT
+    # Only pods with the label every daemon pod gets (daemon_pod).
+    pod_label = REVISION_LABEL
 
     def __init__(self, client: Client, clock: Clock | None = None, *,
                  resync_seconds: float = DEFAULT_RESYNC_SECONDS, registry: CollectorRegistry | None = None,
                  watch_sets: Callable[..., Any] | None = None, watch_nodes: Callable[..., Any] | None = None,
                  watch_pods: Callable[..., Any] | None = None) -> None:
         """Writes go through `client`; watches too unless given (the controller passes its hubs')."""
-        self.c = client
-        self.clock: Clock = clock or RealClock()
-        self.sets: Informer[workload_pb2.DaemonSet] = Informer(
-            watch_sets or client.daemonsets.Watch, handler=self._on_set, clock=self.clock,
-            name="daemonset-informer")
         self.nodes: Informer[node_pb2.Node] = Informer(
-            watch_nodes or client.nodes.Watch, handler=self._on_node, clock=self.clock,
+            watch_nodes or client.nodes.Watch, handler=self._on_node, clock=clock or RealClock(),
             name="daemonset-node-informer")
-        # Only pods with the label every daemon pod gets (daemon_pod).
-        self.pods: Informer[pod_pb2.Pod] = Informer(
-            watch_pods or client.pods.Watch, list_options=meta_pb2.ListOptions(label_selector=REVISION_LABEL),
-            handler=self._on_pod, clock=self.clock, name="daemonset-pod-informer")
-        self.index = PodIndex(KIND)
-        self.expect = OwnerExpectations(self.clock, KIND)
-        self.pod_actions = PodActions(client, self.expect, kind=KIND, component=COMPONENT,
-                                      get_owner=client.daemonsets.Get)
-        self.driver: Driver[Key, float, DaemonSetAction] = Driver(
-            self, self.clock, name=COMPONENT, sources=(self.sets, self.nodes, self.pods),
-            resync_seconds=resync_seconds, registry=registry)
-
-    async def run(self) -> None:
-        await self.driver.run()
-
-    # -- informer handlers: bookkeeping and marking only
-
-    async def _on_set(self, type_: int, ds: workload_pb2.DaemonSet) -> None:
-        if type_ == meta_pb2.DELETED:
-            self.expect.forget(ds.metadata.uid)
-        self.driver.mark((ds.metadata.namespace, ds.metadata.name))
+        super().__init__(client, clock, watch_owners=watch_sets or client.daemonsets.Watch,
+                         watch_pods=watch_pods or client.pods.Watch, get_owner=client.daemonsets.Get,
+                         resync_seconds=resync_seconds, registry=registry, extra_sources=(self.nodes,))
 
     async def _on_node(self, type_: int, node: node_pb2.Node) -> None:
         # A node added, relabelled, tainted or gone can change where every set runs.
-        self.driver.mark_many(set(self.sets.cache))
+        self.driver.mark_many(set(self.owners.cache))
 
-    async def _on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
-        if self.index.apply(type_, pod):
-            self.expect.observe(pod, gone=type_ == meta_pb2.DELETED)
-            self.driver.mark((pod.metadata.namespace, controller_name(pod.metadata)))
+    def plan_owner(self, owner: workload_pb2.DaemonSet, owned: Sequence[pod_pb2.Pod], in_flight: InFlight,
+                   now: float) -> list[DaemonSetAction]:
+        return plan_daemonset(owner, list(self.nodes.cache.values()), owned, in_flight, now)
 
-    # -- Reconciler
-
-    def ready(self) -> bool:
-        return True
-
-    async def observe(self) -> float:
-        return self.clock.now()
-
-    def plan(self, state: float, dirty: Dirty[Key]) -> Mapping[Key, Sequence[DaemonSetAction]]:
-        keys = set(dirty.keys)
-        if dirty.everything:
-            keys |= set(self.sets.cache)
-            keys |= {(p.metadata.namespace, controller_name(p.metadata))
-                     for uid in self.index.owners() for p in self.index.owned(uid)[:1]}
-        live = {d.metadata.uid for d in self.sets.cache.values()}
-        nodes = list(self.nodes.cache.values())
-        out: dict[Key, list[DaemonSetAction]] = {}
-        for key in keys:
-            ds = self.sets.cache.get(key)
-            actions: list[DaemonSetAction] = list(plan_orphans(self.index, live, *key))
-            if ds is not None:
-                uid = ds.metadata.uid
-                actions.extend(plan_daemonset(ds, nodes, self.index.owned(uid), self.expect.view(uid), state))
-            if actions:
-                out[key] = actions
-        return out
-
-    async def execute(self, key: Key, actions: Sequence[DaemonSetAction]) -> None:
-        ds = self.sets.cache.get(key)
-        owner = ds.metadata if ds is not None else None
-        calls = []
-        for a in actions:
-            if isinstance(a, CreatePod) and owner is not None:
-                calls.append(self.pod_actions.create(a, owner))
-            elif isinstance(a, DeletePod):
-                calls.append(self.pod_actions.delete(a, owner))
-            elif isinstance(a, CollectOrphan):
-                calls.append(self.pod_actions.collect(a))
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        for a in actions:
-            if isinstance(a, UpdateDaemonSetStatus) and ds is not None:
-                req = workload_pb2.DaemonSet(status=a.status)
-                req.metadata.namespace, req.metadata.name = key
-                try:
-                    await self.c.call(self.c.daemonsets.UpdateStatus, req)
-                except grpc.RpcError as err:
-                    if err.code() != grpc.StatusCode.NOT_FOUND:
-                        raise
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
+    async def execute_own(self, ds: workload_pb2.DaemonSet, action: DaemonSetAction) -> None:
+        if isinstance(action, UpdateDaemonSetStatus):
+            req = workload_pb2.DaemonSet(status=action.status)
+            req.metadata.namespace, req.metadata.name = ds.metadata.namespace, ds.metadata.name
+            await self.update_status(self.c.daemonsets.UpdateStatus, req)

@@ -31,9 +31,8 @@ within `resync_seconds` of being due.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,12 +43,7 @@ from controller.podowner import (
     CollectOrphan,
     CreatePod,
     DeletePod,
-    Key,
-    OwnerExpectations,
-    PodActions,
-    PodIndex,
-    controller_name,
-    plan_orphans,
+    PodOwnerLoop,
     pod_from_template,
     settled,
 )
@@ -59,9 +53,7 @@ from controller.resource import get_time, set_time
 from cowpod.api.labels import JOB_CONTROLLER_UID_LABEL
 from cowpod.backoff import Backoff
 from cowpod.client import Client
-from cowpod.clock import Clock, RealClock
-from cowpod.informer import Informer
-from cowpod.reconcile import Dirty, Driver
+from cowpod.clock import Clock
 from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
 
 log = logging.getLogger(__name__)
@@ -183,107 +175,39 @@ def plan_job(job: workload_pb2.Job, owned: Sequence[pod_pb2.Pod], in_flight: InF
 # ---- the controller ---------------------------------------------------------------------------------
 
 
-class JobController:
-    """Implements `cowpod.reconcile.Reconciler[Key, float, JobAction]` (state: the time of the pass;
-    the caches are the informers'). `run()` until cancelled."""
+class JobController(PodOwnerLoop):
+    """Jobs on the shared pod-owner loop (`podowner.PodOwnerLoop`). `run()` until cancelled."""
+
+    kind = KIND
+    component = COMPONENT
+    # Only pods with the label every Job's template gets (job_api.apply_defaults).
+    pod_label = JOB_CONTROLLER_UID_LABEL
 
     def __init__(self, client: Client, clock: Clock | None = None, *,
                  resync_seconds: float = DEFAULT_RESYNC_SECONDS, registry: CollectorRegistry | None = None,
                  watch_jobs: Callable[..., Any] | None = None, watch_pods: Callable[..., Any] | None = None,
                  ) -> None:
         """Writes go through `client`; watches too unless given (the controller passes its hubs')."""
-        self.c = client
-        self.clock: Clock = clock or RealClock()
-        self.jobs: Informer[workload_pb2.Job] = Informer(
-            watch_jobs or client.jobs.Watch, handler=self._on_job, clock=self.clock, name="job-informer")
-        # Only pods with the label every Job's template gets (job_api.apply_defaults).
-        self.pods: Informer[pod_pb2.Pod] = Informer(
-            watch_pods or client.pods.Watch,
-            list_options=meta_pb2.ListOptions(label_selector=JOB_CONTROLLER_UID_LABEL),
-            handler=self._on_pod, clock=self.clock, name="job-pod-informer")
-        self.index = PodIndex(KIND)
-        self.expect = OwnerExpectations(self.clock, KIND)
-        self.pod_actions = PodActions(client, self.expect, kind=KIND, component=COMPONENT,
-                                      get_owner=client.jobs.Get)
-        self.driver: Driver[Key, float, JobAction] = Driver(
-            self, self.clock, name=COMPONENT, sources=(self.jobs, self.pods), resync_seconds=resync_seconds,
-            registry=registry)
+        super().__init__(client, clock, watch_owners=watch_jobs or client.jobs.Watch,
+                         watch_pods=watch_pods or client.pods.Watch, get_owner=client.jobs.Get,
+                         resync_seconds=resync_seconds, registry=registry)
 
-    async def run(self) -> None:
-        await self.driver.run()
+    def plan_owner(self, owner: workload_pb2.Job, owned: Sequence[pod_pb2.Pod], in_flight: InFlight,
+                   now: float) -> list[JobAction]:
+        return plan_job(owner, owned, in_flight, now)
 
-    # -- informer handlers: bookkeeping and marking only
-
-    async def _on_job(self, type_: int, job: workload_pb2.Job) -> None:
-        if type_ == meta_pb2.DELETED:
-            self.expect.forget(job.metadata.uid)
-        self.driver.mark((job.metadata.namespace, job.metadata.name))
-
-    async def _on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
-        if self.index.apply(type_, pod):
-            self.expect.observe(pod, gone=type_ == meta_pb2.DELETED)
-            self.driver.mark((pod.metadata.namespace, controller_name(pod.metadata)))
-
-    # -- Reconciler
-
-    def ready(self) -> bool:
-        return True
-
-    async def observe(self) -> float:
-        return self.clock.now()
-
-    def plan(self, state: float, dirty: Dirty[Key]) -> Mapping[Key, Sequence[JobAction]]:
-        keys = set(dirty.keys)
-        if dirty.everything:
-            keys |= set(self.jobs.cache)
-            keys |= {(p.metadata.namespace, controller_name(p.metadata))
-                     for uid in self.index.owners() for p in self.index.owned(uid)[:1]}
-        live = {j.metadata.uid for j in self.jobs.cache.values()}
-        out: dict[Key, list[JobAction]] = {}
-        for key in keys:
-            job = self.jobs.cache.get(key)
-            actions: list[JobAction] = list(plan_orphans(self.index, live, *key))
-            if job is not None:
-                uid = job.metadata.uid
-                actions.extend(plan_job(job, self.index.owned(uid), self.expect.view(uid), state))
-            if actions:
-                out[key] = actions
-        return out
-
-    async def execute(self, key: Key, actions: Sequence[JobAction]) -> None:
-        job = self.jobs.cache.get(key)
-        owner = job.metadata if job is not None else None
-        calls = []
-        for a in actions:
-            if isinstance(a, CreatePod) and owner is not None:
-                calls.append(self.pod_actions.create(a, owner))
-            elif isinstance(a, DeletePod):
-                calls.append(self.pod_actions.delete(a, owner))
-            elif isinstance(a, CollectOrphan):
-                calls.append(self.pod_actions.collect(a))
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        for a in actions:
-            if isinstance(a, UpdateJobStatus) and job is not None:
-                await self._status(job, a.status)
-            elif isinstance(a, DeleteJob) and job is not None:
-                await self._delete(job)
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-
-    async def _status(self, job: workload_pb2.Job, status: workload_pb2.JobStatus) -> None:
-        req = workload_pb2.Job(status=status)
-        req.metadata.namespace, req.metadata.name = job.metadata.namespace, job.metadata.name
-        try:
-            await self.c.call(self.c.jobs.UpdateStatus, req)
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            return
-        old, new = finished_condition(job), finished_condition(req)
-        if old is None and new is not None:
-            await self.pod_actions.event(job.metadata, new.reason, new.message,
-                                         warning=new.type == FAILED)
+    async def execute_own(self, job: workload_pb2.Job, action: JobAction) -> None:
+        if isinstance(action, UpdateJobStatus):
+            req = workload_pb2.Job(status=action.status)
+            req.metadata.namespace, req.metadata.name = job.metadata.namespace, job.metadata.name
+            if not await self.update_status(self.c.jobs.UpdateStatus, req):
+                return
+            old, new = finished_condition(job), finished_condition(req)
+            if old is None and new is not None:
+                await self.pod_actions.event(job.metadata, new.reason, new.message,
+                                             warning=new.type == FAILED)
+        elif isinstance(action, DeleteJob):
+            await self._delete(job)
 
     async def _delete(self, job: workload_pb2.Job) -> None:
         key = meta_pb2.ObjectKey(namespace=job.metadata.namespace, name=job.metadata.name)

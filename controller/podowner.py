@@ -12,24 +12,30 @@ are the same for every owner kind:
 - actions (`CreatePod`, `DeletePod`, `CollectOrphan`) and `PodActions`, the
   executor half that carries them out through the API with events;
 - `template_hash`: the stable hash of a pod template that names a revision
-  (Deployments' `pod-template-hash`, DaemonSets' `controller-revision-hash`).
+  (Deployments' `pod-template-hash`, DaemonSets' `controller-revision-hash`);
+- `PodOwnerLoop`: the whole loop (informers, driver, orphans, executor) around a kind's
+  pure `plan_owner`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from controller.replicaset_actions import InFlight
 from controller.replicaset_executor import Expectations, new_pod_name
 from controller.replicaset_plan import is_terminating
 from cowpod.client import Client
-from cowpod.clock import Clock
+from cowpod.clock import Clock, RealClock
+from cowpod.informer import Informer
+from cowpod.reconcile import Dirty, Driver
 from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, workload_pb2
 
 log = logging.getLogger(__name__)
@@ -261,3 +267,119 @@ class PodActions:
         except grpc.RpcError as err:
             log.debug("event %s for %s %s/%s not recorded: %s", reason, self.kind, owner.namespace,
                       owner.name, err)
+
+
+# ---- the loop ---------------------------------------------------------------------------------------
+
+
+class PodOwnerLoop:
+    """The reconcile loop of a kind whose objects own pods directly (Jobs, DaemonSets): an
+    informer of the owners, one of their pods (those with `pod_label`), the shared driver,
+    orphan collection, and the executor's pod half. A subclass gives `plan_owner` (pure) and
+    `execute_own` (its other actions: status, ...). Implements `cowpod.reconcile.Reconciler`
+    with the pass's time as its state (the caches are the informers')."""
+
+    kind: ClassVar[str]
+    component: ClassVar[str]
+    pod_label: ClassVar[str]
+
+    def __init__(self, client: Client, clock: Clock | None, *, watch_owners: Callable[..., Any],
+                 watch_pods: Callable[..., Any], get_owner: Callable[..., Awaitable[Any]],
+                 resync_seconds: float, registry: CollectorRegistry | None,
+                 extra_sources: Sequence[Informer[Any]] = ()) -> None:
+        self.c = client
+        self.clock: Clock = clock or RealClock()
+        self.owners: Informer[Any] = Informer(watch_owners, handler=self._on_owner, clock=self.clock,
+                                              name=f"{self.component}-informer")
+        self.pods: Informer[pod_pb2.Pod] = Informer(
+            watch_pods, list_options=meta_pb2.ListOptions(label_selector=self.pod_label),
+            handler=self._on_pod, clock=self.clock, name=f"{self.component}-pod-informer")
+        self.index = PodIndex(self.kind)
+        self.expect = OwnerExpectations(self.clock, self.kind)
+        self.pod_actions = PodActions(client, self.expect, kind=self.kind, component=self.component,
+                                      get_owner=get_owner)
+        self.driver: Driver[Key, float, Any] = Driver(
+            self, self.clock, name=self.component, sources=(self.owners, *extra_sources, self.pods),
+            resync_seconds=resync_seconds, registry=registry)
+
+    async def run(self) -> None:
+        await self.driver.run()
+
+    # -- informer handlers: bookkeeping and marking only
+
+    async def _on_owner(self, type_: int, obj: Any) -> None:
+        if type_ == meta_pb2.DELETED:
+            self.expect.forget(obj.metadata.uid)
+        self.driver.mark((obj.metadata.namespace, obj.metadata.name))
+
+    async def _on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
+        if self.index.apply(type_, pod):
+            self.expect.observe(pod, gone=type_ == meta_pb2.DELETED)
+            self.driver.mark((pod.metadata.namespace, controller_name(pod.metadata)))
+
+    # -- what a kind gives
+
+    def plan_owner(self, owner: Any, owned: Sequence[pod_pb2.Pod], in_flight: InFlight,
+                   now: float) -> Sequence[Any]:
+        raise NotImplementedError
+
+    async def execute_own(self, owner: Any, action: Any) -> None:
+        raise NotImplementedError
+
+    # -- Reconciler
+
+    def ready(self) -> bool:
+        return True
+
+    async def observe(self) -> float:
+        return self.clock.now()
+
+    def plan(self, state: float, dirty: Dirty[Key]) -> Mapping[Key, Sequence[Any]]:
+        keys = set(dirty.keys)
+        if dirty.everything:
+            keys |= set(self.owners.cache)
+            keys |= {(p.metadata.namespace, controller_name(p.metadata))
+                     for uid in self.index.owners() for p in self.index.owned(uid)[:1]}
+        live = {o.metadata.uid for o in self.owners.cache.values()}
+        out: dict[Key, list[Any]] = {}
+        for key in keys:
+            owner = self.owners.cache.get(key)
+            actions: list[Any] = list(plan_orphans(self.index, live, *key))
+            if owner is not None:
+                uid = owner.metadata.uid
+                actions.extend(self.plan_owner(owner, self.index.owned(uid), self.expect.view(uid), state))
+            if actions:
+                out[key] = actions
+        return out
+
+    async def execute(self, key: Key, actions: Sequence[Any]) -> None:
+        """Pod creates/deletes concurrently, then the kind's own actions; the first error raised
+        afterwards, so the driver backs the key off and plans it again."""
+        owner = self.owners.cache.get(key)
+        meta = owner.metadata if owner is not None else None
+        calls = []
+        for a in actions:
+            if isinstance(a, CreatePod) and meta is not None:
+                calls.append(self.pod_actions.create(a, meta))
+            elif isinstance(a, DeletePod):
+                calls.append(self.pod_actions.delete(a, meta))
+            elif isinstance(a, CollectOrphan):
+                calls.append(self.pod_actions.collect(a))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        if owner is not None:
+            for a in actions:
+                if not isinstance(a, CreatePod | DeletePod | CollectOrphan):
+                    await self.execute_own(owner, a)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    async def update_status(self, call: Callable[..., Awaitable[Any]], req: Any) -> bool:
+        """Write a status; False when the object is gone meanwhile."""
+        try:
+            await self.c.call(call, req)
+        except grpc.RpcError as err:
+            if _code(err) != grpc.StatusCode.NOT_FOUND:
+                raise
+            return False
+        return True
