@@ -352,7 +352,7 @@ class Controller:
             # Clone/destroy durations and VMs by phase go on this controller's /metrics.
             manager = VMManager(client, self.config.provider, data_dir, self.clock,
                                 settings=self.config.provider_settings, controller=self._controller_address(),
-                                registry=self.metrics.registry)
+                                registry=self.metrics.registry, watches=self.watches)
             log.info("VM manager started (provider %s, data dir %s)", self.config.provider, data_dir)
             await manager.run()
 

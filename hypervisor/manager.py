@@ -1,17 +1,21 @@
 """The VM manager: reconciles the controller's VM objects with a hypervisor provider.
 
-Runs inside the controller process when `--provider` is not `none`, but talks
-to the controller only through gRPC (a `Client`), like any other component:
+Runs inside the controller process when `--provider` is not `none`. It writes
+through the API (a `Client`) like any other component; its informers read the
+controller's watch hubs in process when the controller hands it `watches`
+(over gRPC otherwise):
 
     VM informer ──┐                     ┌─► provider (full/instant clone, pause, snap free, destroy)
                   ├─► dirty ─► plan() ──┤
     Node informer ┘   ▲                 └─► VMService.UpdateStatus / Destroy, NodeService.Delete, events
                       └── resync tick (provider.list(); catches VMs that died on their own)
 
-One loop owns the plan; each action runs as its own task (one in flight per
-VM name), so a slow clone never blocks a destroy of another VM. The first
-plan runs only after both informers have synced, so startup reconciliation
-(orphan VMs destroyed, vanished VMs marked Failed) sees the whole picture.
+The loop is `cowpod.reconcile.Driver` with one key per VM name: each VM's
+actions run as their own task (one in flight per VM name), so a slow clone
+never blocks a destroy of another VM; a VM whose action failed backs off. The
+first plan runs only after both informers have synced, so startup
+reconciliation (orphan VMs destroyed, vanished VMs marked Failed) sees the
+whole picture.
 
 A snap free is asked for by setting the annotation `cowpod.io/snap-free` on
 the VM (VMService.SnapFree does that); the manager does it and sets
@@ -20,14 +24,13 @@ status.snapped_free.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import os
 import pathlib
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any, Protocol
@@ -36,12 +39,16 @@ import grpc
 from google.protobuf import timestamp_pb2
 from prometheus_client import CollectorRegistry
 
+from cowpod.api.labels import SNAP_FREE_ANNOTATION
 from cowpod.api.phases import VMPhase
+from cowpod.backoff import Backoff
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.errors import CowpodError, FailedPrecondition
 from cowpod.informer import Informer
+from cowpod.reconcile import Dirty, Driver
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, vm_pb2
+from cowpod.watches import Watches
 from hypervisor import registry
 from hypervisor.bootstrap import guest_bootstrap
 from hypervisor.metrics import VMMetrics
@@ -65,14 +72,16 @@ from hypervisor.provider import (
     PreparesParents,
     Provider,
     ProviderContext,
+    VMInfo,
     VMSpecInfo,
 )
 from hypervisor.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
-SNAP_FREE_ANNOTATION = "cowpod.io/snap-free"
 COMPONENT = "vm-manager"
+# A VM whose action failed is retried after 0.5 s, doubling up to 30 s.
+FAILURE_BACKOFF = Backoff(initial=0.5, cap=30.0)
 # A VM object may leave its size to the provider (the API allows 0).
 DEFAULT_CPU_MILLIS = 1000
 DEFAULT_MEMORY_BYTES = 1 << 30
@@ -341,8 +350,34 @@ class Executor:
 # ---- the manager ---------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What one VM manager pass plans from."""
+
+    desired: tuple[DesiredVM, ...]
+    actual: tuple[VMInfo, ...]  # the provider's list
+    ready_nodes: frozenset[str]
+    # VMs whose cached object predates our own last status write: planning them would
+    # act on stale status, so they wait for the watch to catch up.
+    stale: frozenset[str]
+    now: float
+
+
+def plan_pass(state: Observed, dirty: Dirty[str]) -> dict[str, list[Action]]:
+    """Pure: `hypervisor.plan.plan` grouped by VM name, without the stale VMs."""
+    out: dict[str, list[Action]] = {}
+    for a in plan(list(state.desired), list(state.actual), state.ready_nodes, state.now):
+        if a.name in dirty and a.name not in state.stale:
+            out.setdefault(a.name, []).append(a)
+    return out
+
+
 class VMManager:
-    """Watches VMs and nodes, plans, executes. `run()` until cancelled."""
+    """Watches VMs and nodes, plans, executes, on the reconcile driver (`cowpod.reconcile`):
+    one key per VM name, so one VM's actions never run twice at once and a slow clone
+    never blocks another VM's destroy; a VM whose action failed backs off
+    (`FAILURE_BACKOFF`); every `resync_seconds` the provider is listed again (catches VMs
+    that died on their own). `run()` until cancelled."""
 
     def __init__(
         self,
@@ -357,9 +392,12 @@ class VMManager:
         controller: ControllerAddress | None = None,
         resync_seconds: float = 2.0,
         registry: CollectorRegistry | None = None,
+        watches: Watches | None = None,
     ) -> None:
         """`settings` are the provider's own (its plugin's `parse_settings`);
-        None = its defaults. `provider` short-cuts the registry (tests, benches)."""
+        None = its defaults. `provider` short-cuts the registry (tests, benches).
+        `watches`: where the informers read (the controller's hubs in process);
+        None = over `client`."""
         self.client = client
         self.provider_name = provider_name
         self.settings = settings
@@ -371,28 +409,31 @@ class VMManager:
         # The provider's background work runs here, stopped with the manager.
         self.tasks = BackgroundTasks(f"{provider_name}-provider")
         self._provider = provider
-        self._dirty = asyncio.Event()
-        self._in_flight: set[str] = set()
-        # VM name -> (failures in a row, monotonic time before which it is not retried).
-        self._backoff: dict[str, tuple[int, float]] = {}
+        w = watches or Watches.over(client)
         self.vms: Informer[vm_pb2.VM] = Informer(
-            client.vms.Watch, handler=self._on_change, clock=self.clock, name="vm-manager/vms"
+            w.vms, handler=self._on_change, clock=self.clock, name="vm-manager/vms"
         )
         self.nodes: Informer[node_pb2.Node] = Informer(
-            client.nodes.Watch, handler=self._on_change, clock=self.clock, name="vm-manager/nodes"
+            w.nodes, handler=self._on_change, clock=self.clock, name="vm-manager/nodes"
         )
         # Clone/destroy durations and VMs by phase, on the host process's registry when given.
         self.metrics = VMMetrics(registry)
         self.metrics.track_vms(self._phases)
-        # Set after each completed reconcile pass (tests wait on it).
-        self.passes = 0
-        self._written: dict[str, int] = {}
-        # Names whose action finished while a reconcile pass was listing the
-        # provider: that pass's view of them is from before the action.
-        self._finished: set[str] = set()
+        self.api = GrpcVMApi(self.client, self.clock, self.vms.cache)
+        self._executor: Executor | None = None
+        # After an action the VM is planned again from fresh state (requeue_after_success).
+        self.driver: Driver[str, Observed, Action] = Driver(
+            self, self.clock, name=COMPONENT, sources=(self.vms, self.nodes), resync_seconds=resync_seconds,
+            backoff=FAILURE_BACKOFF, requeue_after_success=True, registry=registry)
+
+    @property
+    def passes(self) -> int:
+        """Completed reconcile passes (tests wait on it)."""
+        return self.driver.passes
 
     async def _on_change(self, _type: int, _obj: object) -> None:
-        self._dirty.set()
+        # The plan is over every VM and the provider's list together: any change replans all.
+        self.driver.mark_all()
 
     @property
     def context(self) -> ProviderContext:
@@ -407,6 +448,13 @@ class VMManager:
             self._provider = plugin.create(settings, self.context)
         return self._provider
 
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = Executor(self.provider, self.api, self.clock, self.metrics, self._clone_kind,
+                                      join_dir=self.data_dir / "run")
+        return self._executor
+
     def _phases(self) -> list[str]:
         return [str(v.status.phase) for v in list(self.vms.cache.values()) if self._mine(v)]
 
@@ -419,35 +467,44 @@ class VMManager:
     def _mine(self, vm: vm_pb2.VM) -> bool:
         return vm.spec.provider in ("", self.provider_name)
 
-    async def reconcile_once(self) -> list[Action]:
-        """One pass: list the provider, plan, return the actions not already in flight.
-
-        A VM whose action (a clone, say) finished while the provider was being
-        listed is left to the next pass: the list may predate the clone while
-        the cache already holds its Running status, which would read as "the VM
-        vanished". The action's end marks the manager dirty, so that pass comes."""
-        self._finished = set()
-        actual = await self.provider.list()
-        finished = self._finished
-        vms = [v for v in self.vms.cache.values() if self._mine(v)]
-        stale = {v.metadata.name for v in vms if not self._fresh(v)}
-        desired = [desired_of(v) for v in vms]
-        ready = frozenset(n.metadata.name for n in self.nodes.cache.values() if _node_ready(n))
-        now = self.clock.monotonic()
-        return [
-            a for a in plan(desired, actual, ready, self.clock.now())
-            if a.name not in self._in_flight and a.name not in stale and a.name not in finished
-            and self._backoff.get(a.name, (0, 0.0))[1] <= now
-        ]
-
     def _fresh(self, vm: vm_pb2.VM) -> bool:
-        return vm.metadata.resource_version >= self._written.get(vm.metadata.name, 0)
+        return vm.metadata.resource_version >= self.api.written.get(vm.metadata.name, 0)
+
+    # -- the driver's side (cowpod.reconcile.Reconciler)
+
+    def ready(self) -> bool:
+        return True
+
+    async def observe(self) -> Observed:
+        """List the provider, then take the caches (after the list: a VM created while
+        listing shows in the cache, and the driver drops the plan of any VM whose action
+        ended meanwhile, so a list that predates a clone is not read as "it vanished")."""
+        actual = await self.provider.list()
+        vms = [v for v in self.vms.cache.values() if self._mine(v)]
+        return Observed(
+            desired=tuple(desired_of(v) for v in vms),
+            actual=tuple(actual),
+            ready_nodes=frozenset(n.metadata.name for n in self.nodes.cache.values() if _node_ready(n)),
+            stale=frozenset(v.metadata.name for v in vms if not self._fresh(v)),
+            now=self.clock.now(),
+        )
+
+    def plan(self, state: Observed, dirty: Dirty[str]) -> dict[str, list[Action]]:
+        return plan_pass(state, dirty)
+
+    async def execute(self, key: str, actions: Sequence[Action]) -> None:
+        for a in actions:
+            await self.executor.execute(a)
+
+    # -- running
+
+    async def reconcile_once(self) -> list[Action]:
+        """One pass over every VM now, its actions executed; returns them (tests)."""
+        self.driver.mark_all()
+        done = await self.driver.sync()
+        return [a for actions in done.values() for a in actions]
 
     async def run(self) -> None:
-        api = GrpcVMApi(self.client, self.clock, self.vms.cache)
-        self._written = api.written
-        ex = Executor(self.provider, api, self.clock, self.metrics, self._clone_kind,
-                      join_dir=self.data_dir / "run")
         # Leftovers of a previous run whose parent is gone (warm shells): the
         # orphan rule below only sees VMs, and idle shells are not VMs yet.
         if isinstance(self.provider, CollectsGarbage):
@@ -456,52 +513,10 @@ class VMManager:
             except Exception:
                 log.exception("vm-manager: collecting provider garbage failed")
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.vms.run(), name="vm-manager/vm-informer")
-                tg.create_task(self.nodes.run(), name="vm-manager/node-informer")
-                tg.create_task(self._tick(), name="vm-manager/resync")
-                await self._loop(tg, ex)
+            await self.driver.run()
         finally:
             await self.tasks.close()
             await self.provider.close()
-
-    async def _tick(self) -> None:
-        while True:
-            await self.clock.sleep(self.resync_seconds)
-            self._dirty.set()
-
-    async def _loop(self, tg: asyncio.TaskGroup, ex: Executor) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            if not (self.vms.synced and self.nodes.synced):
-                continue
-            try:
-                actions = await self.reconcile_once()
-            except Exception:
-                log.exception("vm-manager: reconcile pass failed; retrying on the next tick")
-                continue
-            for a in actions:
-                self._in_flight.add(a.name)
-                tg.create_task(self._do(ex, a), name=f"vm-manager/{type(a).__name__}/{a.name}")
-            self.passes += 1
-
-    async def _do(self, ex: Executor, a: Action) -> None:
-        try:
-            await ex.execute(a)
-            self._backoff.pop(a.name, None)
-        except Exception as err:
-            n = self._backoff.get(a.name, (0, 0.0))[0] + 1
-            delay = min(0.5 * 2 ** (n - 1), 30.0)
-            self._backoff[a.name] = (n, self.clock.monotonic() + delay)
-            if isinstance(err, CowpodError | grpc.RpcError):
-                log.warning("vm-manager: %s failed (retry in %.1fs): %s", a, delay, err)
-            else:
-                log.exception("vm-manager: %s failed (retry in %.1fs)", a, delay)
-        finally:
-            self._in_flight.discard(a.name)
-            self._finished.add(a.name)
-            self._dirty.set()
 
 
 async def check_provider(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from cowpod.api.phases import VMPhase
 from cowpod.clock import FakeClock
@@ -190,31 +191,51 @@ async def test_a_clone_finishing_while_the_provider_is_listed_is_not_taken_for_v
     """The list can predate a clone whose Running status the cache already holds
     (a warm shell is named at the very end of a clone): that pass must leave the
     VM alone rather than mark it Failed."""
+    import asyncio
     import types
 
+    from cowpod.watches import Watches
+    from hypervisor.guest import GuestBootstrap
     from hypervisor.manager import VMManager
     from hypervisor.provider import VMInfo
 
     clock = FakeClock()
     api = RecordingApi()
+    release, cloning = asyncio.Event(), asyncio.Event()
+    first: list[asyncio.Future[list[Any]]] = []
 
-    class ListsBeforeTheClone(FakeProvider):
+    class SlowCloneListsBeforeIt(FakeProvider):
+        """The clone of "c" waits for `release`; a list taken meanwhile lets the clone end
+        (and the cache show it Running) before it returns what it saw before."""
+
+        async def full_clone(self, spec: VMSpecInfo, guest: GuestBootstrap) -> VMInfo:
+            cloning.set()
+            await release.wait()
+            return await super().full_clone(spec, guest)
+
         async def list(self) -> list[VMInfo]:
             before = await super().list()
-            await mgr._do(Executor(self, api, clock), Create(name="c", spec=spec("c"), parent=""))
-            vm = objs["c"]
-            mgr.vms.cache[("", "c")] = apply_status(vm, api.statuses["c"][-1])
+            if cloning.is_set() and not release.is_set():
+                release.set()
+                await first[0]  # the first pass, and with it the clone, is over
+                mgr.vms.cache[("", "c")] = apply_status(objs["c"], api.statuses["c"][-1])
             return before
 
-    p = ListsBeforeTheClone(clock)
-    client = types.SimpleNamespace(vms=types.SimpleNamespace(Watch=None),
-                                   nodes=types.SimpleNamespace(Watch=None))
-    mgr = VMManager(client, "fake", pathlib.Path("/nonexistent"), clock, provider=p)  # type: ignore[arg-type]
+    p = SlowCloneListsBeforeIt(clock)
+    client = types.SimpleNamespace()
+    mgr = VMManager(client, "fake", pathlib.Path("/nonexistent"), clock, provider=p,  # type: ignore[arg-type]
+                    watches=Watches.over(client))
+    mgr._executor = Executor(p, api, clock)
     objs = {"c": vm_pb2.VM(metadata=meta_pb2.ObjectMeta(name="c"), spec=vm_pb2.VMSpec(
         class_name="small", cpu_millis=500, memory_bytes=256 << 20))}
     mgr.vms.cache[("", "c")] = objs["c"]
-    assert not any(isinstance(a, Fail) for a in await mgr.reconcile_once())
+    # The first pass starts the clone; it is held until the second pass lists the provider.
+    mgr.driver.mark_all()
+    first.append(asyncio.ensure_future(mgr.reconcile_once()))
+    await cloning.wait()
+    second = await mgr.reconcile_once()
+    assert not any(isinstance(a, Fail) for a in second)
+    assert "c" in mgr.driver.dirty  # its plan from that pass was dropped; the next one decides
     # The next pass lists after the clone: the VM is there, nothing to fix.
-    p.__class__ = FakeProvider  # type: ignore[assignment]
     assert not any(isinstance(a, Fail) for a in await mgr.reconcile_once())
     assert api.statuses["c"][-1].phase == VMPhase.RUNNING
