@@ -61,12 +61,8 @@ def validate_spec(errs: validation.Errors, spec: workload_pb2.DaemonSetSpec) -> 
         errs.add("spec.updateStrategy.rollingUpdate", "may not be specified when `type` is 'OnDelete'")
     if st.type == ROLLING_UPDATE:
         ru = st.rolling_update
-        workload_api.check_int_or_percent(errs, "spec.updateStrategy.rollingUpdate.maxSurge", ru.max_surge)
-        workload_api.check_int_or_percent(errs, "spec.updateStrategy.rollingUpdate.maxUnavailable",
+        workload_api.check_rolling_update(errs, "spec.updateStrategy.rollingUpdate", ru.max_surge,
                                           ru.max_unavailable)
-        if ru.max_surge in ("0", "0%") and ru.max_unavailable in ("0", "0%"):
-            errs.add("spec.updateStrategy.rollingUpdate.maxUnavailable",
-                     "may not be 0 when `maxSurge` is 0: the update could never replace a pod")
     workload_api.template(errs, spec.selector, spec.template, kind="DaemonSet")
 
 

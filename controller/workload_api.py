@@ -46,6 +46,16 @@ def check_int_or_percent(errs: validation.Errors, path: str, value: str) -> None
         errs.add(path, f"must not be greater than 100% (got {value!r})")
 
 
+def check_rolling_update(errs: validation.Errors, path: str, max_surge: str, max_unavailable: str) -> None:
+    """`maxSurge` and `maxUnavailable` (Deployments, DaemonSets): each an int or percent, and not
+    both zero, or the rollout could never take a step."""
+    check_int_or_percent(errs, f"{path}.maxSurge", max_surge)
+    check_int_or_percent(errs, f"{path}.maxUnavailable", max_unavailable)
+    if max_surge in ("0", "0%") and max_unavailable in ("0", "0%"):
+        errs.add(f"{path}.maxUnavailable", "may not be 0 when `maxSurge` is 0: the rollout could never "
+                                           "replace a pod")
+
+
 def resolve_int_or_percent(value: str, total: int, *, round_up: bool) -> int:
     """'25%' of `total` (rounded up for maxSurge, down for maxUnavailable, as Kubernetes does)
     or the number itself. `value` must have passed `check_int_or_percent`."""
