@@ -54,6 +54,7 @@ class ControllerConfig:
     # Eviction (controller/eviction.py): how long pods stay on an unreachable node when they
     # do not say (the default toleration of node.kubernetes.io/unreachable:NoExecute).
     pod_eviction_timeout: float = 300.0
-    # The ReplicaSet controller (controller/replicaset.py) runs in this process.
+    # The workload controllers (controller/replicaset.py, deployment.py, job.py, daemonset.py) run
+    # in this process.
     replicaset_controller: bool = True
     replicaset_resync: float = 30.0

@@ -83,7 +83,8 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
                    help="docker provider: child containers kept created ahead per warm parent, so an "
                         "instant clone only takes one (default 2; size it to your bursts; 0 = none)")
     p.add_argument("--no-replicaset-controller", action="store_true",
-                   help="do not run the ReplicaSet controller in this process")
+                   help="do not run the workload controllers (ReplicaSet, Deployment, Job, DaemonSet) "
+                        "in this process")
     autoscaler_flags.add_flags(p)
     a = p.parse_args(argv)
     cluster = autoscaler_flags.cluster_config(p, a)
