@@ -35,6 +35,9 @@ class DesiredPod:
     terminal_phase: str = ""
     # Whether the pod gets its own sandbox (pause) container; see `needs_sandbox`.
     sandbox: bool = True
+    # spec.activeDeadlineSeconds as a wall-clock time: status.startTime plus the deadline
+    # (None: no deadline, or the pod has no start time yet).
+    active_deadline: float | None = None
 
 
 def spec_hash(c: pod_pb2.Container) -> str:
@@ -59,7 +62,11 @@ def needs_sandbox(pod: pod_pb2.Pod, *, vm_network: bool) -> bool:
     with anyone: it runs without a sandbox, as Nomad runs host-network tasks
     without its pause container, and saves the engine half its work per pod.
     Pods with several containers keep the sandbox for their shared IPC.
+    A pod with configMap/secret volumes keeps it too: their files are written through it
+    (agent/configvolumes.py).
     """
+    if any(v.HasField("config_map") or v.HasField("secret") for v in pod.spec.volumes):
+        return True
     return not (vm_network and len(pod.spec.containers) == 1 and not pod.spec.init_containers)
 
 
@@ -76,4 +83,14 @@ def from_proto(pod: pod_pb2.Pod, *, vm_network: bool = False) -> DesiredPod:
         deleting=pod.metadata.HasField("deletion_timestamp"),
         terminal_phase=phase if is_terminal(phase) else "",
         sandbox=needs_sandbox(pod, vm_network=vm_network),
+        active_deadline=active_deadline_of(pod),
     )
+
+
+def active_deadline_of(pod: pod_pb2.Pod) -> float | None:
+    """When the pod has been active longer than spec.activeDeadlineSeconds (counted from
+    status.startTime, as kubelet does), or None."""
+    if not pod.spec.HasField("active_deadline_seconds") or not pod.status.HasField("start_time"):
+        return None
+    start = pod.status.start_time
+    return start.seconds + start.nanos / 1e9 + pod.spec.active_deadline_seconds

@@ -126,6 +126,17 @@ class PlanConfig:
 
 # ---------------------------------------------------------------- helpers
 
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+
+
+def deadline_exceeded(desired: DesiredPod, now: float) -> tuple[str, str] | None:
+    """(reason, message) once a pod outlived spec.activeDeadlineSeconds: the worker records it
+    as the pod's rejection, so its containers stop and it fails, as kubelet does."""
+    if desired.active_deadline is None or now < desired.active_deadline or desired.terminal_phase:
+        return None
+    return DEADLINE_EXCEEDED, "Pod was active on the node longer than the specified deadline"
+
+
 
 def instances(containers: Iterable[ContainerInfo], name: str, kind: Kind) -> list[ContainerInfo]:
     """Every instance of one container, oldest attempt first."""
@@ -358,6 +369,8 @@ def plan_pod(
             break
         return out + _garbage(desired, containers, cfg.keep_dead)
 
+    if desired.active_deadline is not None:
+        out.append(Requeue(desired.active_deadline))  # wake to enforce it
     for w in desired.apps:
         last = latest(containers, w.name, Kind.APP)
         if last is not None and last.running:

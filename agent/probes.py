@@ -69,7 +69,18 @@ class Prober:
         self._runtime = runtime
         self.metrics = metrics  # probe workers count their results here
 
-    async def check(self, p: pod_pb2.Probe, target: Target, timeout: float) -> tuple[bool, str]:
+    async def run_handler(self, h: pod_pb2.LifecycleHandler, target: Target, timeout: float,
+                          clock: Clock) -> tuple[bool, str]:
+        """A postStart or preStop handler: exec, httpGet and tcpSocket run as a probe's do (a
+        non-2xx/3xx answer or a refused connection fails the hook); sleep waits on `clock`,
+        at most `timeout` (the grace period bounds a preStop sleep)."""
+        if h.HasField("sleep"):
+            await clock.sleep(float(min(max(h.sleep.seconds, 0), timeout)))
+            return True, ""
+        return await self.check(h, target, timeout)
+
+    async def check(self, p: pod_pb2.Probe | pod_pb2.LifecycleHandler, target: Target,
+                    timeout: float) -> tuple[bool, str]:
         try:
             return await asyncio.wait_for(self._check(p, target, timeout), timeout)
         except TimeoutError:
@@ -79,7 +90,8 @@ class Prober:
         except Exception as err:
             return False, f"probe error: {err}"
 
-    async def _check(self, p: pod_pb2.Probe, target: Target, timeout: float) -> tuple[bool, str]:
+    async def _check(self, p: pod_pb2.Probe | pod_pb2.LifecycleHandler, target: Target,
+                     timeout: float) -> tuple[bool, str]:
         if p.HasField("exec"):
             res = await self._runtime.exec(target.container_id, list(p.exec.command), timeout=timeout)
             if res.exit_code == 0:

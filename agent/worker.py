@@ -21,7 +21,7 @@ from agent.config import AgentConfig
 from agent.desired import DesiredPod, from_proto
 from agent.events import EventRecorder, PodRef
 from agent.executor import Executor
-from agent.plan import PlanConfig, PodMemory, Requeue, first_requeue, plan_pod
+from agent.plan import PlanConfig, PodMemory, Requeue, deadline_exceeded, first_requeue, plan_pod
 from agent.probes import Failure, ProbeKind, Prober, ProbeWorker, Target, Verdict
 from agent.runtime import ContainerInfo, Kind
 from agent.status import build_status
@@ -108,6 +108,8 @@ class PodWorker:
         """One reconcile; (pod finished with, time of the next wanted wake)."""
         self.syncs += 1
         next_at: float | None = None
+        if self.pod is not None:
+            await self.d.executor.refresh_configs(self.pod)
         for _ in range(MAX_ROUNDS):
             containers = await self.d.executor.runtime.list_containers(pod_uid=self.uid)
             pod = self.pod
@@ -120,6 +122,10 @@ class PodWorker:
                 self._first_sight(pod, desired, containers)
             self._sync_probes(pod, containers)
             now = self.d.clock.now()
+            expired = deadline_exceeded(desired, now) if desired is not None else None
+            if expired is not None and self.memory.rejected is None:
+                self.memory.rejected = expired
+                self.d.recorder.record(self.last_ref, expired[0], expired[1], warning=True)
             actions = plan_pod(desired, containers, self.memory, now, self.plan_cfg, uid=self.uid)
             if pod is not None and desired is not None:
                 self._report(pod, desired, containers, now)
