@@ -362,7 +362,8 @@ class Controller:
         address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
         options = Options(parent_idle_pause_s=self.config.autoscaler_parent_idle_pause)
         async with connect(self.security.self_client_settings(address)) as client:
-            await Autoscaler(client, cluster, clock=self.clock, options=options).run()
+            await Autoscaler(client, cluster, clock=self.clock, options=options, watches=self.watches,
+                             registry=self.metrics.registry).run()
 
     async def _run_replicasets(self) -> None:
         address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address

@@ -60,7 +60,7 @@ import asyncio
 import logging
 import math
 import weakref
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -163,6 +163,7 @@ class Driver(Generic[K, S, A]):
         name: str,
         sources: Sequence[Source] = (),
         resync_seconds: float = 0.0,
+        resync_keys: Callable[[], Iterable[K]] | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         pass_backoff: Backoff | None = None,
         batch_window: float = 0.0,
@@ -170,7 +171,9 @@ class Driver(Generic[K, S, A]):
         requeue_after_success: bool = False,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        """`resync_seconds` 0: no periodic resync. `batch_window`: wait this long after a
+        """`resync_seconds` 0: no periodic resync; `resync_keys`: the keys a resync marks
+        (default: everything, which also plans keys the caches do not know, such as a
+        provider's orphans). `batch_window`: wait this long after a
         wake-up so a burst of changes is planned once. `max_in_flight` 0: no cap on keys
         executing at once. `requeue_after_success`: plan a key again after its work ends
         (its effect is then confirmed from fresh state)."""
@@ -179,6 +182,7 @@ class Driver(Generic[K, S, A]):
         self.name = name
         self.sources = tuple(sources)
         self.resync_seconds = resync_seconds
+        self._resync_keys = resync_keys
         self.batch_window = batch_window
         self.requeue_after_success = requeue_after_success
         self.backoff: KeyedBackoff[K] = KeyedBackoff(backoff, clock)
@@ -201,7 +205,7 @@ class Driver(Generic[K, S, A]):
         self._dirty.add(key)
         self._wake.set()
 
-    def mark_many(self, keys: Sequence[K] | frozenset[K] | set[K]) -> None:
+    def mark_many(self, keys: Iterable[K]) -> None:
         self._dirty.update(keys)
         self._wake.set()
 
@@ -257,7 +261,10 @@ class Driver(Generic[K, S, A]):
         while True:
             now = self.clock.monotonic()
             if now >= next_resync:
-                self.mark_all()
+                if self._resync_keys is None:
+                    self.mark_all()
+                else:
+                    self.mark_many(set(self._resync_keys()))
                 next_resync = now + self.resync_seconds
             # Cleared before looking for work: a mark from here on sets it again.
             self._wake.clear()

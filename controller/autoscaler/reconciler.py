@@ -5,12 +5,17 @@
     vms ──┘   (wake on change; tick every scanInterval)             ├─► PodService.Delete (drain)
                                                                     └─► EventService.Create
 
-`Autoscaler.run` owns every task (a TaskGroup: three informers, the ticker,
-the elector, the loop) and, because it runs inside the controller, never lets
-a bug end the controller: the group is restarted after a pause and the error
-logged. A pass runs only once all three informers have synced (an empty VM
-list must never read as "no parents, make them") and only while this process
-leads.
+The loop is `cowpod.reconcile.Driver` with one key (`CLUSTER`: the plan is over
+the whole fleet): informer handlers mark it, the resync marks it every
+`scanInterval`, `batch_window_s` after a wake-up lets a burst of pod updates be
+planned once, and a pass runs only once all three informers have synced (an
+empty VM list must never read as "no parents, make them") and only while this
+process leads (`ready`). Inside the controller the informers read the watch
+hubs in process (`watches`).
+
+`Autoscaler.run` owns the driver and the elector and, because it runs inside
+the controller, never lets a bug end the controller: it runs under
+`controller.supervise.supervise` (restarted after a pause, the error logged).
 
 VMs the executor just asked for are kept in an overlay until the VM informer
 has caught up with the revision that created them, so the next pass counts
@@ -26,20 +31,30 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
+
 from controller.autoscaler.actions import Action
 from controller.autoscaler.executor import Api, Executor, Outcome
 from controller.autoscaler.fit import FitChecker, SchedulerFit
 from controller.autoscaler.flags import DEFAULT_PARENT_IDLE_PAUSE_S
 from controller.autoscaler.leader import Elector, LeaseConfig
 from controller.autoscaler.memory import Memory, record_failure, remember
+from controller.autoscaler.model import Snapshot
 from controller.autoscaler.observe import UNSCHEDULABLE_REASONS, node_view, snapshot
 from controller.autoscaler.plan import plan
+from controller.supervise import supervise
 from cowpod.clock import Clock, RealClock
 from cowpod.clusterconfig import ClusterConfig
 from cowpod.informer import Informer
+from cowpod.reconcile import Dirty, Driver
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2
+from cowpod.watches import Watches
 
 log = logging.getLogger(__name__)
+
+NAME = "autoscaler"
+# The one key: every pass plans the whole fleet.
+CLUSTER = "cluster"
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,15 @@ def default_identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What one pass plans from (the memory already updated with the snapshot)."""
+
+    snapshot: Snapshot
+    memory: Memory
+    now: float
+
+
 class Autoscaler:
     def __init__(
         self,
@@ -69,7 +93,11 @@ class Autoscaler:
         clock: Clock | None = None,
         fits: FitChecker | None = None,
         options: Options | None = None,
+        watches: Watches | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
+        """`watches`: where the informers read (the controller's hubs in process);
+        None = over `api`."""
         self.api = api
         self.config = config
         self.clock: Clock = clock or RealClock()
@@ -79,19 +107,27 @@ class Autoscaler:
         self.memory = Memory()
         identity = self.options.identity or default_identity()
         self.elector = Elector(api, identity, self.clock, self.options.lease)
-        self.passes = 0
-        self._wake = asyncio.Event()
         self._overlay: dict[str, vm_pb2.VM] = {}
         self._ready_nodes: set[str] = set()
+        w = watches or Watches.over(api)
         self.pods: Informer[pod_pb2.Pod] = Informer(
-            api.pods.Watch, handler=self._on_pod, clock=self.clock, name="autoscaler-pods"
+            w.pods, handler=self._on_pod, clock=self.clock, name="autoscaler-pods"
         )
         self.nodes: Informer[node_pb2.Node] = Informer(
-            api.nodes.Watch, handler=self._on_node, clock=self.clock, name="autoscaler-nodes"
+            w.nodes, handler=self._on_node, clock=self.clock, name="autoscaler-nodes"
         )
         self.vms: Informer[vm_pb2.VM] = Informer(
-            api.vms.Watch, handler=self._on_vm, clock=self.clock, name="autoscaler-vms"
+            w.vms, handler=self._on_vm, clock=self.clock, name="autoscaler-vms"
         )
+        self.driver: Driver[str, Observed, Action] = Driver(
+            self, self.clock, name=NAME, sources=(self.pods, self.nodes, self.vms),
+            resync_seconds=self.config.scan_interval_s, resync_keys=lambda: (CLUSTER,),
+            batch_window=self.options.batch_window_s, registry=registry)
+
+    @property
+    def passes(self) -> int:
+        """Completed passes (tests wait on it)."""
+        return self.driver.passes
 
     # ------------------------------------------------------------- wake-ups
 
@@ -102,7 +138,7 @@ class Autoscaler:
             return
         for c in pod.status.conditions:
             if c.type == "PodScheduled" and c.status == "False" and c.reason in UNSCHEDULABLE_REASONS:
-                self._wake.set()
+                self.wake()
                 return
 
     async def _on_node(self, type_: int, node: node_pb2.Node) -> None:
@@ -110,62 +146,38 @@ class Autoscaler:
         ready = type_ != meta_pb2.DELETED and node_view(node).ready
         if ready != (name in self._ready_nodes) or type_ != meta_pb2.MODIFIED:
             (self._ready_nodes.add if ready else self._ready_nodes.discard)(name)
-            self._wake.set()
+            self.wake()
 
     async def _on_vm(self, type_: int, vm: vm_pb2.VM) -> None:
-        self._wake.set()
+        self.wake()
 
     def wake(self) -> None:
-        self._wake.set()
+        self.driver.mark(CLUSTER)
 
     # ------------------------------------------------------------------ run
 
     @property
     def synced(self) -> bool:
-        return self.pods.synced and self.nodes.synced and self.vms.synced
+        return self.driver.synced
 
     async def run(self) -> None:
         """Run until cancelled; restart after an unexpected error."""
-        while True:
-            try:
-                await self._run_once()
-            except asyncio.CancelledError:
-                await self.elector.release()
-                raise
-            except Exception:
-                log.exception("autoscaler: stopped by an unexpected error; restarting in %.0fs",
-                              self.options.restart_delay_s)
-            await self.clock.sleep(self.options.restart_delay_s)
+        delay = self.options.restart_delay_s
+        try:
+            await supervise("autoscaler", self._run_once, self.clock, initial_delay=delay, max_delay=delay)
+        finally:
+            await self.elector.release()
 
     async def _run_once(self) -> None:
+        log.info("autoscaler: started (%d VM classes, instant clones %s)",
+                 len(self.config.vm_classes), "on" if self.config.instant_clones else "off")
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.pods.run(), name="autoscaler-pods")
-            tg.create_task(self.nodes.run(), name="autoscaler-nodes")
-            tg.create_task(self.vms.run(), name="autoscaler-vms")
-            tg.create_task(self._tick(), name="autoscaler-tick")
             if self.options.leader_elect:
                 tg.create_task(self.elector.run(), name="autoscaler-elector")
-            tg.create_task(self._loop(), name="autoscaler-loop")
-
-    async def _tick(self) -> None:
-        while True:
-            await self.clock.sleep(self.config.scan_interval_s)
-            self._wake.set()
+            tg.create_task(self.driver.run(), name="autoscaler-driver")
 
     def _leading(self) -> bool:
         return not self.options.leader_elect or self.elector.is_leader()
-
-    async def _loop(self) -> None:
-        log.info("autoscaler: started (%d VM classes, instant clones %s)",
-                 len(self.config.vm_classes), "on" if self.config.instant_clones else "off")
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self.options.batch_window_s > 0:
-                await self.clock.sleep(self.options.batch_window_s)
-            if not self.synced or not self._leading():
-                continue
-            await self.reconcile_once()
 
     # ------------------------------------------------------------- one pass
 
@@ -180,18 +192,29 @@ class Autoscaler:
             cached.setdefault(name, vm)
         return list(cached.values())
 
-    async def reconcile_once(self) -> Sequence[Action]:
+    def ready(self) -> bool:
+        return self._leading()
+
+    async def observe(self) -> Observed:
         now = self.clock.now()
         snap = snapshot(self.pods.cache.values(), self.nodes.cache.values(), self.current_vms(), now)
         self.memory = remember(self.memory, snap, self.config, now)
-        actions = plan(snap, self.config, self.memory, now, self.fits,
+        return Observed(snap, self.memory, now)
+
+    def plan(self, state: Observed, dirty: Dirty[str]) -> dict[str, list[Action]]:
+        actions = plan(state.snapshot, self.config, state.memory, state.now, self.fits,
                        parent_idle_pause_s=self.options.parent_idle_pause_s)
-        self.passes += 1
-        if actions:
-            log.debug("autoscaler: pass %d: %s", self.passes, actions)
+        return {CLUSTER: actions}
+
+    async def execute(self, key: str, actions: Sequence[Action]) -> None:
+        log.debug("autoscaler: pass %d: %s", self.passes, actions)
         outcome = await self.executor.execute(actions)
         self._absorb(outcome)
-        return actions
+
+    async def reconcile_once(self) -> Sequence[Action]:
+        """One pass now, executed; returns its actions (tests)."""
+        self.driver.mark(CLUSTER)
+        return (await self.driver.sync()).get(CLUSTER, [])
 
     def _absorb(self, outcome: Outcome) -> None:
         for vm in outcome.created:
@@ -201,4 +224,4 @@ class Autoscaler:
             self.memory = record_failure(self.memory, c, self.config, now)
         if outcome.created:
             # What was just made may change the plan (a parent to taint, pods to count).
-            self._wake.set()
+            self.wake()
