@@ -38,6 +38,7 @@ from agent.statusmgr import StatusManager
 from agent.supervisor import Supervisor
 from agent.worker import PodWorker, WorkerDeps
 from cowpod.api.phases import is_terminal
+from cowpod.backoff import Backoff, Retry
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
 from cowpod.metrics_http import serve_metrics
@@ -317,18 +318,18 @@ class Agent:
                 log.warning("emptyDir size check failed: %s", err)
 
     async def _docker_events(self) -> None:
-        delay = 0.5
+        # Re-subscribing to the engine's events: 0.5 s, doubling up to 10 s.
+        retry = Retry(Backoff(initial=0.5, cap=10.0), self.clock)
         while True:
             try:
                 async for uid in self.runtime.events():
                     w = self.workers.get(uid)
                     if w is not None:
                         w.poke()
-                    delay = 0.5
+                    retry.reset()
             except Exception as err:
                 log.warning("docker events failed: %s", err)
-            await self.clock.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            await retry.sleep()
             # Missed events: make every worker look again.
             for w in list(self.workers.values()):
                 w.poke()

@@ -18,10 +18,14 @@ from agent.controlplane import ControlPlane
 from agent.metrics import AgentMetrics
 from agent.status import same_status
 from agent.waiting import wait_event
+from cowpod.backoff import Backoff
 from cowpod.clock import Clock
 from cowpod.v1 import meta_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
+
+# A status write that failed is retried after 1 s, doubling up to 30 s.
+STATUS_RETRY = Backoff(initial=1.0, cap=30.0)
 
 
 @dataclass
@@ -100,7 +104,7 @@ class StatusManager:
             if self._metrics is not None:
                 self._metrics.status_written("error")
             e.failures += 1
-            delay = min(0.5 * 2 ** min(e.failures, 6), 30.0)
+            delay = STATUS_RETRY.delay(e.failures)
             log.warning(
                 "status of %s/%s not written (%s); retrying in %.1fs", e.namespace, e.name, err, delay
             )

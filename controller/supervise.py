@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from cowpod.backoff import Backoff, Retry
 from cowpod.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 
 async def supervise(name: str, run: Callable[[], Awaitable[None]], clock: Clock, *,
                     initial_delay: float = 1.0, max_delay: float = 30.0) -> None:
-    delay = initial_delay
+    """Run `run` until cancelled, starting it again after a crash: `initial_delay`, doubling
+    up to `max_delay`; a run that lasted longer than `max_delay` starts the count over."""
+    retry = Retry(Backoff(initial=initial_delay, cap=max_delay), clock)
     while True:
         started = clock.monotonic()
         try:
@@ -28,7 +31,7 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], clock: Clock,
             log.exception("%s raised", name)
             failure = "failed"
         if clock.monotonic() - started > max_delay:
-            delay = initial_delay  # it ran a good while: not a crash loop
+            retry.reset()  # it ran a good while: not a crash loop
+        delay = retry.next_delay()
         log.error("%s %s; starting it again in %.0fs", name, failure, delay)
         await clock.sleep(delay)
-        delay = min(delay * 2, max_delay)

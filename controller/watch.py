@@ -36,11 +36,15 @@ from google.protobuf.message import Message
 from controller.kinds import Kind, WatchEventClass
 from controller.selectors import FieldSelector, LabelSelector
 from controller.store import EventType, RawEvent, Store, WatchBatch, decode
+from cowpod.backoff import Backoff, Retry
 from cowpod.clock import Clock
 from cowpod.errors import CowpodError, OutOfRange, ResourceExhausted, Unavailable
 from cowpod.v1 import meta_pb2
 
 log = logging.getLogger(__name__)
+
+# Re-establishing the etcd watch after UNAVAILABLE: from 0.2 s, doubling up to 5 s.
+HUB_RETRY = Backoff(initial=0.2, cap=5.0)
 
 M = TypeVar("M", bound=Message)
 
@@ -324,7 +328,7 @@ class WatchHub(Generic[M]):
         await self._ready.wait()
 
     async def run(self) -> None:
-        delay = 0.2
+        retry = Retry(HUB_RETRY, self.clock)
         while True:
             try:
                 if not self._ready.is_set():
@@ -338,7 +342,7 @@ class WatchHub(Generic[M]):
                     self._wake_waiters()
                 async for batch in self.store.watch(self.kind.prefix(), self.position + 1):
                     self._dispatch(batch)
-                    delay = 0.2
+                    retry.reset()
             except OutOfRange as err:
                 # We were away longer than etcd keeps history: nobody can be served
                 # from our buffer any more. Every stream relists.
@@ -347,9 +351,8 @@ class WatchHub(Generic[M]):
                 self._reset(OutOfRange(f"the controller's {self.kind.resource} watch was reset; relist"))
                 continue
             except Unavailable as err:
-                log.warning("%s watch hub: %s; retrying in %.1fs", self.kind.resource, err, delay)
-            await self.clock.sleep(delay)
-            delay = min(delay * 2, 5.0)
+                log.warning("%s watch hub: %s; retrying", self.kind.resource, err)
+            await retry.sleep()
 
     async def run_ticker(self, period: float = 1.0) -> None:
         """Wake idle streams so they can send BOOKMARKs at their interval."""

@@ -38,8 +38,9 @@ class Backoff:
     jitter: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.initial < 0 or self.cap < self.initial:
-            raise ValueError(f"back-off needs 0 <= initial <= cap, got initial={self.initial} cap={self.cap}")
+        # A cap below `initial` is allowed (every delay is then the cap), as configs allow it.
+        if self.initial < 0 or self.cap < 0:
+            raise ValueError(f"back-off needs initial, cap >= 0, got initial={self.initial} cap={self.cap}")
         if self.factor < 1:
             raise ValueError(f"back-off factor must be >= 1, got {self.factor}")
         if not 0 <= self.jitter <= 1:

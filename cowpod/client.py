@@ -21,7 +21,6 @@ the stub directly.
 from __future__ import annotations
 
 import asyncio
-import random
 import secrets
 import string
 import uuid
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cowpod.backoff import Backoff, Retry
 from cowpod.clock import Clock, RealClock
 from cowpod.v1 import (
     config_pb2_grpc,
@@ -128,7 +128,7 @@ class Client:
         max_delay: float = 3.0,
     ) -> T:
         """Unary call with retry on UNAVAILABLE (capped, jittered back-off)."""
-        delay = base_delay
+        retry = Retry(Backoff(initial=base_delay, cap=max_delay, jitter=0.5), self.clock)
         for attempt in range(attempts):
             try:
                 return await fn(request, timeout=timeout)
@@ -136,8 +136,7 @@ class Client:
                 code = err.code() if isinstance(err, grpc.aio.AioRpcError) else None
                 if code not in RETRYABLE or attempt == attempts - 1:
                     raise
-            await self.clock.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(delay * 2, max_delay)
+            await retry.sleep()
         raise AssertionError("unreachable")
 
     async def create(
@@ -168,7 +167,7 @@ class Client:
             meta.generate_name = ""
         create_id = meta.annotations.get(CREATE_ID_ANNOTATION) or uuid.uuid4().hex
         meta.annotations[CREATE_ID_ANNOTATION] = create_id
-        delay = base_delay
+        retry = Retry(Backoff(initial=base_delay, cap=max_delay, jitter=0.5), self.clock)
         retried = False
         for attempt in range(attempts):
             try:
@@ -183,8 +182,7 @@ class Client:
                         return landed
                     raise
             retried = True
-            await self.clock.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(delay * 2, max_delay)
+            await retry.sleep()
         raise AssertionError("unreachable")
 
     async def _landed(self, get: Callable[..., Awaitable[T]], meta: Any, create_id: str,

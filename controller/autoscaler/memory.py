@@ -22,11 +22,10 @@ from controller.autoscaler.fleet import (
     workload_pods,
 )
 from controller.autoscaler.model import (
-    ClassName,
-    NodeName,
     Snapshot,
-    VMName,
 )
+from cowpod import backoff
+from cowpod.api.ids import ClassName, NodeName, VMName
 from cowpod.api.phases import VMPhase
 from cowpod.clusterconfig import ClusterConfig
 
@@ -63,7 +62,7 @@ def record_failure(memory: Memory, vm_class: str, config: ClusterConfig, now: fl
     name = ClassName(vm_class)
     prev = memory.backoff.get(name)
     failures = (prev.failures if prev else 0) + 1
-    delay = min(config.cooldown_s * 2 ** (failures - 1), config.max_backoff_s)
+    delay = backoff.Backoff(initial=config.cooldown_s, cap=config.max_backoff_s).delay(failures)
     return replace(
         memory,
         backoff={**memory.backoff, name: Backoff(failures, now + delay, now)},

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cowpod.backoff import Backoff
 from cowpod.clock import Clock
 from scheduler.framework.events import ClusterEvent, Resource
 from scheduler.framework.types import PodInfo, PodUID
@@ -110,9 +111,7 @@ class SchedulingQueue:
         return self._pods.get(uid)
 
     def backoff_duration(self, attempts: int) -> float:
-        if attempts <= 0:
-            return 0.0
-        return float(min(self.max_backoff, self.initial_backoff * (2 ** (attempts - 1))))
+        return Backoff(initial=self.initial_backoff, cap=self.max_backoff).delay(attempts)
 
     # ---- moving pods -------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from pyVmomi import VmomiSupport
 from pyVmomi import vim as _vim
 from pyVmomi import vmodl as _vmodl
 
+from cowpod.backoff import Backoff, Retry
 from cowpod.clock import Clock
 from cowpod.errors import FailedPrecondition, Unavailable
 from hypervisor.providers.vsphere.settings import VSphereSettings
@@ -206,7 +207,8 @@ class Session:
     async def run(self, fn: Callable[[VC], T], *, idempotent: bool = True) -> T:
         """`fn(vc)` on a worker thread, retried on transient faults when idempotent."""
         loop = asyncio.get_running_loop()
-        delay = 0.5
+        # Transient vCenter faults: 0.5 s, doubling up to 10 s.
+        retry = Retry(Backoff(initial=0.5, cap=10.0), self._clock)
         attempt = 0
         while True:
             try:
@@ -217,9 +219,9 @@ class Session:
                 if not idempotent or attempt >= self.settings.retries:
                     raise Unavailable(f"vCenter {self.settings.host}: {err}") from err
                 attempt += 1
+                delay = retry.next_delay()
                 log.warning("vCenter %s: %s; retry %d in %.1fs", self.settings.host, err, attempt, delay)
                 await self._clock.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     async def start_task(self, what: str, start: Callable[[VC], Any]) -> Any:
         """Start a task (`start(vc)` returns it), wait for it, return its result.

@@ -16,6 +16,10 @@ def test_doubles_from_initial_up_to_the_cap() -> None:
     assert [b.delay(n) for n in range(0, 9)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
 
 
+def test_a_cap_below_initial_caps_every_delay() -> None:
+    assert [Backoff(initial=30.0, cap=10.0).delay(n) for n in (1, 2)] == [10.0, 10.0]
+
+
 def test_a_key_failing_for_days_stays_at_the_cap() -> None:
     assert Backoff(initial=1.0, cap=300.0, factor=3.0).delay(100_000) == 300.0
 
@@ -28,7 +32,7 @@ def test_jitter_takes_off_at_most_its_fraction() -> None:
 
 
 @pytest.mark.parametrize("kw", [
-    {"initial": -1.0, "cap": 1.0}, {"initial": 2.0, "cap": 1.0},
+    {"initial": -1.0, "cap": 1.0}, {"initial": 1.0, "cap": -1.0},
     {"initial": 1.0, "cap": 2.0, "factor": 0.5}, {"initial": 1.0, "cap": 2.0, "jitter": 1.5},
 ])
 def test_impossible_policies_are_refused(kw: dict[str, float]) -> None:
