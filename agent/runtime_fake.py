@@ -1,5 +1,6 @@
 """An in-memory `Runtime` for unit tests (and hollow agents): containers are
-records whose processes a test scripts.
+records whose processes a test scripts. tests/e2e/test_runtime_contract.py runs
+the same tests on this and on `DockerRuntime` with the real engine.
 
 A container's "process" is described by the image's behaviour table:
 `FakeRuntime.behaviour[image] = Behaviour(exit_code=1, runs_for=5.0)` makes
@@ -93,12 +94,17 @@ class FakeRuntime:
 
     # ------------------------------------------------------------ Runtime
 
+    def _ours(self, lab: Mapping[str, str]) -> bool:
+        """What DockerRuntime lists: this node's, made by an agent (`cowpod.managed=1`)."""
+        return lab.get(L.MANAGED) == "1" and lab.get(L.NODE) == self.node
+
     async def list_containers(self, *, pod_uid: str | None = None) -> list[ContainerInfo]:
         self._advance()
         return [
             c.info
             for c in self.containers.values()
-            if c.info.labels.get(L.NODE) == self.node and (pod_uid is None or c.info.pod_uid == pod_uid)
+            if self._ours(c.info.labels) and L.POD_UID in c.info.labels
+            and (pod_uid is None or c.info.pod_uid == pod_uid)
         ]
 
     async def image_present(self, image: str) -> bool:
@@ -114,8 +120,10 @@ class FakeRuntime:
     async def create_container(self, spec: CreateSpec) -> str:
         if spec.image not in self.images:
             raise ImageError("ErrImageNotFound", f"image {spec.image} not found")
-        if any(c.spec.name == spec.name for c in self.containers.values()):
-            raise EngineError(f"name {spec.name} in use")
+        for old in [cid for cid, c in self.containers.items() if c.spec.name == spec.name]:
+            # As DockerRuntime does: a name still taken is an earlier create whose answer
+            # was lost (the agent crashed in between); it is replaced.
+            del self.containers[old]
         cid = f"{next(self._ids):064x}"
         lab = dict(spec.labels)
         info = ContainerInfo(
@@ -223,7 +231,7 @@ class FakeRuntime:
             self.files[(container_id, f"{directory.rstrip('/')}/{name}")] = data
 
     async def list_volumes(self) -> list[tuple[str, Mapping[str, str]]]:
-        return list(self.volumes.items())
+        return [(name, lab) for name, lab in self.volumes.items() if self._ours(lab)]
 
     async def volume_usage(self) -> Mapping[str, int]:
         """What tests put in `volume_bytes`."""
