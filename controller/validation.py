@@ -421,7 +421,10 @@ def _pod_affinity_term(errs: Errors, path: str, t: pod_pb2.PodAffinityTerm) -> N
     else:
         qualified_name(errs, f"{path}.topologyKey", t.topology_key)
     _label_selector(errs, f"{path}.labelSelector", t.label_selector)
-    _label_selector(errs, f"{path}.namespaceSelector", t.namespace_selector)
+    ns_sel = t.namespace_selector
+    if ns_sel.match_labels or ns_sel.match_expressions:
+        errs.add(f"{path}.namespaceSelector", "only {} (every namespace) is supported; list the "
+                                              "namespaces in `namespaces`")
     for i, ns in enumerate(t.namespaces):
         dns_label(errs, f"{path}.namespaces[{i}]", ns)
 

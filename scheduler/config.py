@@ -38,6 +38,7 @@ DEFAULT_FILTERS = (
     "NodePorts",
     "NodeResourcesFit",
     "PodTopologySpread",
+    "InterPodAffinity",
 )
 DEFAULT_SCORES: tuple[tuple[str, float], ...] = (
     ("NodeResourcesLeastAllocated", 1.0),
@@ -45,6 +46,7 @@ DEFAULT_SCORES: tuple[tuple[str, float], ...] = (
     ("PreferredNodeAffinity", 2.0),
     ("TaintTolerationPreference", 1.0),
     ("PodTopologySpreadScore", 2.0),
+    ("InterPodAffinityScore", 2.0),
 )
 
 

@@ -3,13 +3,14 @@ Binding messages back. Nothing past this module sees a proto."""
 
 from __future__ import annotations
 
-from cowpod import podresources
 from cowpod.api.phases import is_terminal
 from cowpod.api.ports import vm_ports
+from cowpod.api.resources import pod_requests
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 from scheduler.framework.types import (
     DEFAULT_MAX_PODS,
     HOSTNAME_LABEL,
+    AffinityTerm,
     HostPort,
     LabelSelector,
     NodeInfo,
@@ -23,6 +24,7 @@ from scheduler.framework.types import (
     SpreadConstraint,
     Taint,
     Toleration,
+    WeightedAffinityTerm,
 )
 
 
@@ -40,15 +42,11 @@ def label_selector(s: pod_pb2.LabelSelector) -> LabelSelector:
     )
 
 
-def pod_requests(spec: pod_pb2.PodSpec) -> Resources:
-    """What the pod reserves on a node (the rule is `cowpod.podresources`)."""
-    r = podresources.pod_requests(spec)
-    return Resources(r.cpu_millis, r.memory_bytes, 1, r.ephemeral_storage_bytes)
-
-
 def pod_info(pod: pod_pb2.Pod) -> PodInfo:
     m, spec = pod.metadata, pod.spec
     aff = spec.affinity.node_affinity
+    pa, anti = spec.affinity.pod_affinity, spec.affinity.pod_anti_affinity
+    ns = m.namespace or "default"
     ports = tuple(HostPort(port, protocol, ip) for port, protocol, ip in vm_ports(spec))
     return PodInfo(
         uid=PodUID(m.uid),
@@ -81,10 +79,32 @@ def pod_info(pod: pod_pb2.Pod) -> PodInfo:
             )
             for c in spec.topology_spread_constraints
         ),
+        pod_affinity=tuple(
+            _affinity_term(t, ns) for t in pa.required_during_scheduling_ignored_during_execution),
+        pod_anti_affinity=tuple(
+            _affinity_term(t, ns) for t in anti.required_during_scheduling_ignored_during_execution),
+        preferred_pod_affinity=tuple(
+            WeightedAffinityTerm(w.weight, _affinity_term(w.pod_affinity_term, ns))
+            for w in pa.preferred_during_scheduling_ignored_during_execution),
+        preferred_pod_anti_affinity=tuple(
+            WeightedAffinityTerm(w.weight, _affinity_term(w.pod_affinity_term, ns))
+            for w in anti.preferred_during_scheduling_ignored_during_execution),
         node_name=spec.node_name,
         scheduler_name=spec.scheduler_name,
         terminal=is_terminal(pod.status.phase),
     )
+
+
+def _affinity_term(t: pod_pb2.PodAffinityTerm, own_namespace: str) -> AffinityTerm:
+    """Kubernetes' namespace rule: the listed namespaces, else the pod's own; an empty
+    namespaceSelector (`{}`) means every namespace (validation refuses a non-empty one)."""
+    if t.namespaces:
+        namespaces: tuple[str, ...] = tuple(sorted(t.namespaces))
+    elif t.HasField("namespace_selector"):
+        namespaces = ()
+    else:
+        namespaces = (own_namespace,)
+    return AffinityTerm(label_selector(t.label_selector), t.topology_key, namespaces)
 
 
 def node_ready(node: node_pb2.Node) -> bool:

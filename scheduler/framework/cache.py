@@ -147,6 +147,9 @@ class Cache:
         self._orphans: dict[NodeName, dict[PodUID, PodInfo]] = {}
         # Per (namespace, selector): matching pods per row, for topology spread.
         self._counters: dict[tuple[str, LabelSelector], IntArray] = {}
+        # Pods with required podAntiAffinity: every new pod is checked against them
+        # (InterPodAffinity's symmetric rule), so they are kept apart from the rest.
+        self._anti: set[PodUID] = set()
         self.generation = 0
         self._memo: dict[Hashable, Any] = {}
         self._memo_generation = 0
@@ -182,6 +185,14 @@ class Cache:
 
     def pod_count(self) -> int:
         return len(self._pods)
+
+    def anti_affinity_pods(self) -> Iterator[tuple[PodInfo, NodeState]]:
+        """Placed pods that have required podAntiAffinity terms, with their node."""
+        for uid in self._anti:
+            e = self._pods.get(uid)
+            s = self._by_name.get(e.node) if e is not None else None
+            if e is not None and s is not None:
+                yield e.pod, s
 
     def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
         """`compute()` once per key and node generation (static results only)."""
@@ -328,6 +339,10 @@ class Cache:
         if old is not None:
             self._unplace(old.pod, old.node)
         self._pods[pod.uid] = _PodEntry(pod, node, assumed)
+        if pod.pod_anti_affinity:
+            self._anti.add(pod.uid)
+        else:
+            self._anti.discard(pod.uid)
         s = self._by_name.get(node)
         if s is not None:
             self._place(pod, s)
@@ -343,6 +358,7 @@ class Cache:
         e = self._pods.get(uid)
         if e is not None and e.assumed:
             del self._pods[uid]
+            self._anti.discard(uid)
             self._unplace(e.pod, e.node)
 
     def confirm(self, uid: PodUID, node: str) -> bool:
@@ -365,5 +381,6 @@ class Cache:
         e = self._pods.pop(uid, None)
         if e is None:
             return False
+        self._anti.discard(uid)
         self._unplace(e.pod, e.node)
         return True

@@ -130,6 +130,25 @@ class SpreadConstraint:
 
 
 @dataclass(frozen=True, slots=True)
+class AffinityTerm:
+    """One podAffinity/podAntiAffinity term: pods matching `selector` in `namespaces`
+    (() = every namespace), on nodes sharing `topology_key`'s value."""
+
+    selector: LabelSelector
+    topology_key: str
+    namespaces: tuple[str, ...] = ()
+
+    def selects(self, pod: PodInfo) -> bool:
+        return (not self.namespaces or pod.namespace in self.namespaces) and self.selector.matches(pod.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedAffinityTerm:
+    weight: int  # 1..100; negative for anti-affinity once scored
+    term: AffinityTerm
+
+
+@dataclass(frozen=True, slots=True)
 class HostPort:
     port: int
     protocol: str = "TCP"
@@ -161,6 +180,11 @@ class PodInfo:
     preferred_affinity: tuple[PreferredTerm, ...] = ()
     tolerations: tuple[Toleration, ...] = ()
     spread: tuple[SpreadConstraint, ...] = ()
+    # podAffinity / podAntiAffinity, required and preferred (namespaces filled in at the edge).
+    pod_affinity: tuple[AffinityTerm, ...] = ()
+    pod_anti_affinity: tuple[AffinityTerm, ...] = ()
+    preferred_pod_affinity: tuple[WeightedAffinityTerm, ...] = ()
+    preferred_pod_anti_affinity: tuple[WeightedAffinityTerm, ...] = ()
     node_name: str = ""
     scheduler_name: str = ""
     # Succeeded/Failed pods hold no resources.
@@ -192,6 +216,10 @@ class PodInfo:
             self.preferred_affinity,
             self.tolerations,
             self.spread,
+            self.pod_affinity,
+            self.pod_anti_affinity,
+            self.preferred_pod_affinity,
+            self.preferred_pod_anti_affinity,
             self.node_name,
         )
 

@@ -13,6 +13,8 @@ from cowpod.client import Client
 from scheduler.framework.interfaces import Plugin
 from scheduler.plugins.balanced_allocation import NodeResourcesBalancedAllocation
 from scheduler.plugins.default_binder import DefaultBinder
+from scheduler.plugins.inter_pod_affinity import InterPodAffinity
+from scheduler.plugins.inter_pod_affinity_score import InterPodAffinityScore
 from scheduler.plugins.least_allocated import NodeResourcesLeastAllocated
 from scheduler.plugins.most_allocated import NodeResourcesMostAllocated
 from scheduler.plugins.node_affinity import NodeAffinity
@@ -54,5 +56,7 @@ REGISTRY: dict[str, Callable[[PluginContext], Plugin]] = {
     PreferredNodeAffinity.name: lambda _: PreferredNodeAffinity(),
     TaintTolerationPreference.name: lambda _: TaintTolerationPreference(),
     PodTopologySpreadScore.name: lambda _: PodTopologySpreadScore(),
+    InterPodAffinity.name: lambda _: InterPodAffinity(),
+    InterPodAffinityScore.name: lambda _: InterPodAffinityScore(),
     DefaultBinder.name: _binder,
 }

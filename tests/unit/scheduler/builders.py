@@ -8,6 +8,7 @@ from typing import Any
 from scheduler.framework.cache import Cache
 from scheduler.framework.types import (
     HOSTNAME_LABEL,
+    AffinityTerm,
     HostPort,
     LabelSelector,
     NodeInfo,
@@ -21,6 +22,7 @@ from scheduler.framework.types import (
     SpreadConstraint,
     Taint,
     Toleration,
+    WeightedAffinityTerm,
 )
 
 _uids = itertools.count(1)
@@ -55,6 +57,9 @@ class PodBuilder:
         self._pref: list[PreferredTerm] = []
         self._tol: list[Toleration] = []
         self._spread: list[SpreadConstraint] = []
+        self._pod_aff: dict[str, list[Any]] = {
+            "pod_affinity": [], "pod_anti_affinity": [],
+            "preferred_pod_affinity": [], "preferred_pod_anti_affinity": []}
 
     def req(self, cpu: str | int = 0, memory: str | int = 0, disk: str | int = 0) -> PodBuilder:
         self._req = Resources(globals()["cpu"](cpu), mem(memory), 1, mem(disk))
@@ -102,9 +107,20 @@ class PodBuilder:
         self._spread.append(SpreadConstraint(max_skew, key, when, sel))
         return self
 
+    def pod_affinity(self, key: str, *, anti: bool = False, weight: int = 0,
+                     namespaces: tuple[str, ...] | None = None, **match: str) -> PodBuilder:
+        """A podAffinity (anti: podAntiAffinity) term on topology `key` for pods labelled
+        `match`; required, or preferred with `weight`. Namespaces default to the pod's own."""
+        ns = (self.kw["namespace"],) if namespaces is None else namespaces
+        term = AffinityTerm(LabelSelector(tuple(sorted(match.items()))), key, ns)
+        field = ("preferred_" if weight else "") + ("pod_anti_affinity" if anti else "pod_affinity")
+        self._pod_aff[field].append(WeightedAffinityTerm(weight, term) if weight else term)
+        return self
+
     def build(self) -> PodInfo:
         return PodInfo(
             **self.kw,
+            **{k: tuple(v) for k, v in self._pod_aff.items()},
             requests=self._req,
             host_ports=tuple(self._ports),
             node_selector=tuple(sorted(self._sel)),

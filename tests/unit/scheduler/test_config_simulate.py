@@ -17,7 +17,7 @@ def test_defaults() -> None:
     cfg = parse(None)
     assert cfg == SchedulerConfig()
     p = build_profile(cfg, PluginContext())
-    assert [f.name for f in p.filters][-2:] == ["NodeResourcesFit", "PodTopologySpread"]
+    assert [f.name for f in p.filters][-3:] == ["NodeResourcesFit", "PodTopologySpread", "InterPodAffinity"]
     assert p.binder is None
 
 
