@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -207,10 +208,17 @@ class FakeRuntime:
         c = self.containers.get(container_id)
         if c is None:
             raise EngineError("no such container")
-        data = bytes(c.log)
+        # The fake's process prints everything as it starts: every line carries that time.
+        at = c.info.started_at or c.info.created_at
+        if since > at:
+            return
+        lines = bytes(c.log).splitlines(keepends=True)
         if tail > 0:
-            data = b"".join(data.splitlines(keepends=True)[-tail:])
-        yield data
+            lines = lines[-tail:]
+        if timestamps:  # as Docker stamps them: RFC 3339 in UTC with nanoseconds, then a space
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1e9) % 10**9:09d}Z "
+            lines = [stamp.encode() + line for line in lines]
+        yield b"".join(lines)
 
     async def ensure_volume(self, name: str, labels: Mapping[str, str], *, tmpfs: bool, size: int) -> None:
         self.volumes.setdefault(name, dict(labels))
