@@ -55,6 +55,9 @@ class AgentConfig:
     # Where this agent serves cluster DNS (agent/dns.py), host:port on the VM's loopback,
     # which pods sharing the VM's network reach; "" = pods keep the VM's resolvers.
     cluster_dns: str = ""
+    # Where the agent writes files for pods' containers (their resolv.conf), one directory
+    # per pod; inside a VM container it must be under one of the VM's bind mounts.
+    pod_files_dir: str = "/run/cowpod/pods"
     # Processes and threads per container (a fork bomb stays in its container); 0 = no limit.
     pids_limit: int = DEFAULT_PIDS_LIMIT
     # hostPath volumes only under these (agent/hostpath.py); none by default.

@@ -10,7 +10,10 @@ engine errors the worker retries on its next sync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import pathlib
+import shutil
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -36,12 +39,11 @@ from agent.plan import (
     StartSandbox,
 )
 from agent.podspec import (
-    FILES_DIR,
-    FILES_VOLUME,
-    RESOLV_CONF,
     ConfigError,
     PodContext,
     container_spec,
+    engine_path,
+    pod_files,
     sandbox_spec,
     uses_cluster_dns,
     volume_name,
@@ -52,9 +54,18 @@ from agent.startgate import StartGate
 from agent.statusmgr import StatusManager
 from cowpod.clock import Clock
 from cowpod.configrefs import refs_of
+from cowpod.safefile import write_atomic
 from cowpod.v1 import pod_pb2
 
 POST_START_TIMEOUT = 30.0
+
+
+def _write_if_changed(path: pathlib.Path, data: bytes) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.read_bytes() == data:
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data, 0o644)
 """How long a postStart handler may take before it counts as failed (the container is
 then restarted, as Kubernetes does)."""
 
@@ -198,6 +209,8 @@ class Executor:
         memory.started.pop(a.id, None)
 
     async def remove_volumes(self, pod_uid: str) -> None:
+        if self.cfg.cluster_dns:
+            await asyncio.to_thread(shutil.rmtree, pod_files(self.cfg, pod_uid), True)
         for name, lab in await self.runtime.list_volumes():
             if lab.get(L.POD_UID) == pod_uid:
                 try:
@@ -265,9 +278,6 @@ class Executor:
             L.POD_NAME: pod.metadata.name,
             L.POD_NAMESPACE: pod.metadata.namespace or "default",
         }
-        if uses_cluster_dns(pod, self.cfg):
-            name = volume_name(pod.metadata.uid, FILES_VOLUME)
-            await self.runtime.ensure_volume(name, lab | {L.VOLUME_NAME: FILES_VOLUME}, tmpfs=False, size=0)
         for v in pod.spec.volumes:
             if v.HasField("host_path"):
                 continue
@@ -281,15 +291,14 @@ class Executor:
             )
 
     async def _resolv_conf(self, pod: pod_pb2.Pod) -> str:
-        """The engine's path of the resolv.conf `start_sandbox` wrote for the pod, if it uses
-        the cluster's DNS."""
+        """Write the pod's resolv.conf (if it uses the cluster's DNS) under `pod_files_dir` and
+        return the engine's path of it, which the containers bind over the VM's."""
         if not uses_cluster_dns(pod, self.cfg):
             return ""
-        try:
-            path = await self.runtime.volume_path(volume_name(pod.metadata.uid, FILES_VOLUME))
-        except EngineError as err:
-            raise ConfigError(f"the pod's resolv.conf: {err}") from err
-        return f"{path}/{RESOLV_CONF}"
+        path = pod_files(self.cfg, pod.metadata.uid) / "resolv.conf"
+        text = resolv_conf(pod.metadata.namespace, self.cfg.cluster_dns.rpartition(":")[0])
+        await asyncio.to_thread(_write_if_changed, path, text.encode())
+        return engine_path(self.node.vm, str(path))
 
     async def sync_configs(self, pod: pod_pb2.Pod, sandbox_id: str) -> Snapshot:
         """The ConfigMaps/Secrets the pod references, fetched; its configMap/secret volumes
@@ -337,10 +346,6 @@ class Executor:
             async with self._slot(pod):
                 cid = await self.runtime.create_container(spec)
                 await self.runtime.start_container(cid)
-                if uses_cluster_dns(pod, self.cfg):
-                    nameserver = self.cfg.cluster_dns.rpartition(":")[0]
-                    text = resolv_conf(pod.metadata.namespace, nameserver)
-                    await self.runtime.put_files(cid, FILES_DIR, {RESOLV_CONF: text.encode()})
             if self.metrics is not None:
                 self.metrics.started("sandbox", a.attempt)
         except (ImageError, EngineError) as err:

@@ -99,6 +99,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-dns", type=_dns_address, default="", metavar="HOST:53",
                    help="serve cluster DNS (Service names) here for the pods, which share the VM's "
                         "network; their resolv.conf points at HOST (e.g. 127.0.0.1:53; default off)")
+    p.add_argument("--pod-files-dir", default="/run/cowpod/pods", metavar="DIR",
+                   help="where the agent writes files for pods' containers (their resolv.conf); "
+                        "in a VM container, under one of its bind mounts (default %(default)s)")
     p.add_argument(
         "--allow-host-path", action="append", type=_host_path_prefix, default=[], metavar="PREFIX[:rw]",
         help="allow hostPath volumes under PREFIX, read-only unless :rw (repeat; default: none)",
@@ -157,6 +160,7 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         storage_path=ns.storage_path,
         max_pods=ns.max_pods,
         cluster_dns=ns.cluster_dns,
+        pod_files_dir=ns.pod_files_dir,
         host_path_prefixes=tuple(ns.allow_host_path),
         pids_limit=ns.pids_limit,
         pause_image=ns.pause_image,

@@ -16,6 +16,7 @@ Without a VM container the sandbox gets the engine's default network.
 from __future__ import annotations
 
 import math
+import pathlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from agent.config import DROPPED_CAPABILITIES, AgentConfig
 from agent.configvolumes import CONFIG_DIR, Snapshot, env_from, env_source_value
 from agent.desired import grace_of, spec_hash
 from agent.hostpath import not_allowed, prefix_for
-from agent.runtime import CreateSpec, Kind, Mount
+from agent.runtime import CreateSpec, Kind, Mount, VMInfo
 from cowpod.api import podfields, quantity
 from cowpod.auth.podsecurity import host_path_violation
 from cowpod.images import internal_image_violation
@@ -54,12 +55,21 @@ class PodContext:
     configs: Snapshot = field(default_factory=dict)
 
 
-# The per-pod volume of files the agent writes for the pod's containers (its resolv.conf),
-# mounted in the sandbox so the engine can write into it. Volume names in pod specs are
-# DNS labels, so this one cannot collide with a pod's.
-FILES_VOLUME = ".cowpod"
-FILES_DIR = "/.cowpod"
-RESOLV_CONF = "resolv.conf"
+def pod_files(cfg: AgentConfig, pod_uid: str) -> pathlib.Path:
+    """Where the agent writes files for one pod's containers (its resolv.conf)."""
+    return pathlib.Path(cfg.pod_files_dir) / pod_uid
+
+
+def engine_path(vm: VMInfo | None, path: str) -> str:
+    """The engine's path of a file the agent wrote at `path`: the same path when the agent
+    shares the engine's filesystem; inside a VM container, through the bind mount it is under."""
+    if vm is None:
+        return path
+    for source, target in sorted(vm.mounts, key=lambda m: len(m[1]), reverse=True):
+        if path == target or path.startswith(target.rstrip("/") + "/"):
+            return source.rstrip("/") + path[len(target.rstrip("/")):]
+    raise ConfigError(f"{path} is not under a directory the VM container binds from the engine's host "
+                      "(set --pod-files-dir under one)")
 
 
 def uses_cluster_dns(pod: pod_pb2.Pod, cfg: AgentConfig) -> bool:
@@ -114,10 +124,8 @@ def sandbox_spec(
         cgroup_parent=cgroup_parent,
         hostname="" if vm_id else (pod.spec.hostname or pod.metadata.name)[:63],
         published_ports={} if vm_id else ports,
-        mounts=([Mount("volume", volume_name(pod.metadata.uid, FILES_VOLUME), FILES_DIR)]
-                if uses_cluster_dns(pod, cfg) else [])
         # Each configMap/secret volume, where agent/configvolumes.py writes its files through.
-        + [Mount("volume", volume_name(pod.metadata.uid, v.name), f"{CONFIG_DIR}/{v.name}")
+        mounts=[Mount("volume", volume_name(pod.metadata.uid, v.name), f"{CONFIG_DIR}/{v.name}")
            for v in pod.spec.volumes if v.HasField("config_map") or v.HasField("secret")],
         pids_limit=cfg.pids_limit,
         cap_drop=DROPPED_CAPABILITIES,

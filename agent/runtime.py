@@ -131,6 +131,9 @@ class VMInfo:
     # /etc/hostname, which the engine would otherwise bind read-write into every
     # container joining the VM's network (see podspec.container_spec).
     host_files: tuple[tuple[str, str], ...] = ()
+    # (engine's host path, path in the VM) of the VM container's read-write bind mounts:
+    # how a file the agent writes inside the VM is named to the engine (podspec.engine_path).
+    mounts: tuple[tuple[str, str], ...] = ()
 
 
 class ImageError(Exception):
@@ -187,12 +190,6 @@ class Runtime(Protocol):
     ) -> None: ...
 
     async def remove_volume(self, name: str) -> None: ...
-
-    async def volume_path(self, name: str) -> str:
-        """Where the engine keeps a volume's data, in the engine's own filesystem: a file
-        written there (by `put_files` through a container mounting the volume) can be
-        bound into other containers by that path."""
-        ...
 
     async def put_files(self, container_id: str, directory: str, files: Mapping[str, bytes],
                         *, mode: int = 0o644) -> None:

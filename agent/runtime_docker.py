@@ -570,15 +570,6 @@ class DockerRuntime:
     async def remove_volume(self, name: str) -> None:
         await self._call(self._remove_volume_sync, name)
 
-    def _volume_path_sync(self, name: str) -> str:
-        try:
-            return str(self._api.inspect_volume(name)["Mountpoint"])
-        except docker.errors.NotFound as err:
-            raise EngineError(f"no such volume {name}") from err
-
-    async def volume_path(self, name: str) -> str:
-        return await self._call(self._volume_path_sync, name)
-
     def _put_files_sync(self, container_id: str, directory: str, files: Mapping[str, bytes],
                         mode: int) -> None:
         buf = io.BytesIO()
@@ -689,7 +680,10 @@ class DockerRuntime:
         cid = attrs["Id"]
         parent = (attrs.get("HostConfig") or {}).get("CgroupParent") or "/docker"
         files = tuple((str(attrs[k]), at) for k, at in _VM_HOST_FILES if attrs.get(k))
-        return VMInfo(id=cid, ip=ip, cgroup_parent=f"{parent.rstrip('/')}/{cid}", host_files=files)
+        mounts = tuple((str(m["Source"]), str(m["Destination"])) for m in attrs.get("Mounts") or []
+                       if m.get("Type") == "bind" and m.get("RW"))
+        return VMInfo(id=cid, ip=ip, cgroup_parent=f"{parent.rstrip('/')}/{cid}", host_files=files,
+                      mounts=mounts)
 
     async def vm_info(self, name: str) -> VMInfo:
         return await self._call(self._vm_info_sync, name)

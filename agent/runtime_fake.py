@@ -226,11 +226,6 @@ class FakeRuntime:
     async def remove_volume(self, name: str) -> None:
         self.volumes.pop(name, None)
 
-    async def volume_path(self, name: str) -> str:
-        if name not in self.volumes:
-            raise EngineError(f"no such volume {name}")
-        return f"/var/lib/docker/volumes/{name}/_data"
-
     async def put_files(self, container_id: str, directory: str, files: Mapping[str, bytes],
                         *, mode: int = 0o644) -> None:
         if container_id not in self.containers:
