@@ -35,13 +35,13 @@ from agent.podspec import volume_name
 from agent.probes import Prober
 from agent.runtime import Runtime, VMInfo
 from agent.statusmgr import StatusManager
-from agent.supervisor import Supervisor
 from agent.worker import PodWorker, WorkerDeps
 from cowpod.api.phases import is_terminal
 from cowpod.backoff import Backoff, Retry
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
 from cowpod.metrics_http import serve_metrics
+from cowpod.tasks import TaskSupervisor
 from cowpod.v1 import meta_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class Agent:
         self.pods: dict[str, pod_pb2.Pod] = {}  # by UID
         self.synced = asyncio.Event()
         self.ready = asyncio.Event()  # registered, synced and first pass done
-        self.supervisor: Supervisor | None = None
+        self.supervisor: TaskSupervisor | None = None
         self.vm: VMInfo | None = None
         self.deps: WorkerDeps | None = None
         self.registrar: NodeRegistrar | None = None
@@ -139,18 +139,18 @@ class Agent:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            sup = self.supervisor = Supervisor(tg)
+            sup = self.supervisor = TaskSupervisor("agent", group=tg)
             if self.cfg.metrics_listen:
                 host, _, port = self.cfg.metrics_listen.rpartition(":")
                 bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
                 metrics = serve_metrics(self.metrics.render, host or "127.0.0.1", int(port),
                                         healthy=lambda: True, started=bound, name="agent metrics")
-                sup.spawn("metrics", metrics, critical=True)
+                sup.spawn(metrics, "metrics", critical=True)
                 self.metrics_port = await bound
             if self._serve is not None:
                 served = self._serve(self)
                 if asyncio.iscoroutine(served):
-                    sup.spawn("server", served, critical=True)
+                    sup.spawn(served, "server", critical=True)
                     await self.serving.wait()
             await self.setup()
             assert self.registrar is not None
@@ -169,15 +169,15 @@ class Agent:
                 admission=self._admission,
                 prober=Prober(self.runtime, self.metrics),
             )
-            sup.spawn("heartbeat", self.registrar.heartbeat_loop())
-            sup.spawn("status", self.statuses.run(), critical=True)
-            sup.spawn("events", self.recorder.run(), critical=True)
-            sup.spawn("docker-events", self._docker_events())
-            sup.spawn("informer", self.informer.run(), critical=True)
+            sup.spawn(self.registrar.heartbeat_loop(), "heartbeat")
+            sup.spawn(self.statuses.run(), "status", critical=True)
+            sup.spawn(self.recorder.run(), "events", critical=True)
+            sup.spawn(self._docker_events(), "docker-events")
+            sup.spawn(self.informer.run(), "informer", critical=True)
             if self.dns is not None:
-                sup.spawn("dns", self.dns.run(), critical=True)
-            sup.spawn("gc", self._gc_loop())
-            sup.spawn("volume-limits", self._volume_limit_loop())
+                sup.spawn(self.dns.run(), "dns", critical=True)
+            sup.spawn(self._gc_loop(), "gc")
+            sup.spawn(self._volume_limit_loop(), "volume-limits")
 
     def _phases(self) -> list[str]:
         """Each bound pod's phase as last reported (else as the API has it), for /metrics."""
@@ -196,7 +196,7 @@ class Agent:
         assert self.deps is not None and self.supervisor is not None
         w = PodWorker(uid, pod, self.deps)
         self.workers[uid] = w
-        self.supervisor.spawn(w.task_name, self._run_worker(w))
+        self.supervisor.spawn(self._run_worker(w), w.task_name)
         return w
 
     async def _run_worker(self, w: PodWorker) -> None:
@@ -230,7 +230,7 @@ class Agent:
         await self.collect_garbage()
         self.synced.set()
         if self.supervisor is not None:
-            self.supervisor.spawn("first-pass", self._first_pass())
+            self.supervisor.spawn(self._first_pass(), "first-pass")
 
     async def _first_pass(self) -> None:
         # Ready once every known pod has been reconciled at least once.

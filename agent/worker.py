@@ -26,10 +26,10 @@ from agent.probes import Failure, ProbeKind, Prober, ProbeWorker, Target, Verdic
 from agent.runtime import ContainerInfo, Kind
 from agent.status import build_status
 from agent.statusmgr import StatusManager
-from agent.supervisor import Supervisor
 from agent.waiting import wait_event
 from cowpod.api.phases import is_terminal
 from cowpod.clock import Clock
+from cowpod.tasks import TaskSupervisor
 from cowpod.v1 import pod_pb2
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class WorkerDeps:
     recorder: EventRecorder
     statuses: StatusManager
     clock: Clock
-    supervisor: Supervisor
+    supervisor: TaskSupervisor
     admission: Admission
     prober: Prober
 
@@ -236,7 +236,7 @@ class PodWorker:
                     )
                     name = f"probe/{self.uid}/{c.id[:12]}/{kind.value}"
                     self._probe_tasks[key] = name
-                    self.d.supervisor.spawn(name, worker.run())
+                    self.d.supervisor.spawn(worker.run(), name)
         self._stop_probes(keep)
 
     def _make_verdict(self, cname: str) -> Verdict:

@@ -47,6 +47,7 @@ from cowpod.clock import Clock, RealClock
 from cowpod.errors import CowpodError, FailedPrecondition
 from cowpod.informer import Informer
 from cowpod.reconcile import Dirty, Driver
+from cowpod.tasks import TaskSupervisor
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, vm_pb2
 from cowpod.watches import Watches
 from hypervisor import registry
@@ -75,7 +76,6 @@ from hypervisor.provider import (
     VMInfo,
     VMSpecInfo,
 )
-from hypervisor.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +407,7 @@ class VMManager:
         self.controller = controller or ControllerAddress()
         self.resync_seconds = resync_seconds
         # The provider's background work runs here, stopped with the manager.
-        self.tasks = BackgroundTasks(f"{provider_name}-provider")
+        self.tasks = TaskSupervisor(f"{provider_name}-provider")
         self._provider = provider
         w = watches or Watches.over(client)
         self.vms: Informer[vm_pb2.VM] = Informer(
@@ -527,7 +527,7 @@ async def check_provider(
     plugin = registry.plugin(name)
     if settings is None:
         settings = plugin.parse_settings({}, "provider")
-    tasks = BackgroundTasks(f"{name}-check")
+    tasks = TaskSupervisor(f"{name}-check")
     cluster = cluster_id or os.environ.get("COWPOD_CLUSTER_ID", "default")
     ctx = ProviderContext(data_dir=data_dir, cluster_id=cluster, clock=clock, tasks=tasks,
                           controller=controller)

@@ -47,9 +47,9 @@ from cowpod.local.state import (
     write_state,
 )
 from cowpod.pki import ClusterPKI, TLSFiles, write_join_bundle
+from cowpod.tasks import TaskSupervisor
 from hypervisor import registry
 from hypervisor.provider import ControllerAddress, ProviderContext, SweepsLeftovers
-from hypervisor.tasks import BackgroundTasks
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
 # "none" (no VM manager) or a provider of hypervisor.registry.
@@ -841,7 +841,7 @@ class Supervisor:
     def _provider_context(self, state: ClusterState) -> ProviderContext:
         return ProviderContext(
             data_dir=pathlib.Path(state.data_dir), cluster_id=state.cluster_id, clock=self.clock,
-            tasks=BackgroundTasks("cowpod-down"),
+            tasks=TaskSupervisor("cowpod-down"),
             controller=ControllerAddress(tcp=state.controller, unix=state.controller_socket),
         )
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cowpod.clock import RealClock
+from cowpod.tasks import TaskSupervisor
 from hypervisor.guest import GuestBootstrap, node_labels
 from hypervisor.provider import ControllerAddress, ProviderContext, VMSpecInfo
 from hypervisor.providers.qemu import tinyguest
 from hypervisor.providers.qemu.provider import QemuProvider
 from hypervisor.providers.qemu.settings import ROOT, QemuSettings
-from hypervisor.tasks import BackgroundTasks
 
 TINY_CACHE = ROOT / ".build" / "qemu-tiny"
 
@@ -64,7 +64,7 @@ class QemuTestEnv:
 
     def context(self, controller: ControllerAddress | None = None) -> ProviderContext:
         return ProviderContext(data_dir=self.data_dir, cluster_id=self.cluster_id, clock=RealClock(),
-                               tasks=BackgroundTasks("qemu-test"),
+                               tasks=TaskSupervisor("qemu-test"),
                                controller=controller or ControllerAddress())
 
     def provider(self, **settings: Any) -> QemuProvider:

@@ -27,12 +27,12 @@ from typing import Any
 import yaml
 
 from cowpod.clock import RealClock
+from cowpod.tasks import TaskSupervisor
 from hypervisor.provider import ControllerAddress, ProviderContext
 from hypervisor.providers.vsphere.client import connect
 from hypervisor.providers.vsphere.plugin import PLUGIN
 from hypervisor.providers.vsphere.provider import VSphereProvider
 from hypervisor.providers.vsphere.settings import VSphereSettings
-from hypervisor.tasks import BackgroundTasks
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 START = ROOT / "deploy" / "vcsim" / "start.sh"
@@ -156,7 +156,7 @@ class VSphereTestEnv:
     cluster_id: str = field(default_factory=lambda: "t" + uuid.uuid4().hex[:8])
     controller: ControllerAddress = field(default_factory=ControllerAddress)
     data_dir: pathlib.Path = field(default_factory=lambda: pathlib.Path(tempfile.mkdtemp(prefix="cp-vs-")))
-    tasks: BackgroundTasks = field(default_factory=lambda: BackgroundTasks("vsphere-test"))
+    tasks: TaskSupervisor = field(default_factory=lambda: TaskSupervisor("vsphere-test"))
 
     def settings(self, **overrides: Any) -> VSphereSettings:
         overrides.setdefault("template", "cowpod-template")

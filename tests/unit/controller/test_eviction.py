@@ -4,6 +4,7 @@ fake clock (the 300 s default toleration is advanced, never slept)."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import math
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from controller.eviction import (
     StampTaints,
     allowed_seconds,
     plan,
+    pods_plan_reads,
 )
 from controller.kinds import NODES, PODS
 from controller.node_lifecycle import UNREACHABLE_TAINT
@@ -185,6 +187,9 @@ class MemStore:
         return [decode(cls, kv.value, kv.mod_revision) for k, kv in sorted(self.data.items())
                 if k.startswith(prefix)], self.rev
 
+    async def list_raw(self, prefix: str) -> tuple[builtins.list[KeyValue], int]:
+        return [kv for k, kv in sorted(self.data.items()) if k.startswith(prefix)], self.rev
+
     def _holds(self, c: Compare) -> bool:
         kv = self.data.get(c.key)
         actual = {Target.MOD: kv.mod_revision if kv else 0, Target.CREATE: kv.create_revision if kv else 0,
@@ -282,15 +287,15 @@ async def test_a_node_that_comes_back_between_plan_and_write_keeps_its_pod(clock
     store.put(NODES.key("", "ok"), node("ok"))
     store.put(pkey("a"), pod("a", "n1"))
     ev = Evictor(store, clock, startup_grace=0)  # type: ignore[arg-type]
-    real_list = store.list
+    real_list = store.list_raw
 
-    async def racing_list(prefix: str, cls: type[M]) -> tuple[list[M], int]:
-        out = await real_list(prefix, cls)
+    async def racing_list(prefix: str) -> tuple[list[KeyValue], int]:
+        out = await real_list(prefix)
         if prefix == PODS.prefix():
             store.put(NODES.key("", "n1"), node("n1"))  # the agent is back: taint removed
         return out
 
-    store.list = racing_list  # type: ignore[method-assign]
+    store.list_raw = racing_list  # type: ignore[method-assign]
     acts = await ev.reconcile_once()
     assert [type(a) for a in acts] == [Evict]
     a = store.obj(pkey("a"), pod_pb2.Pod)
@@ -321,13 +326,18 @@ async def test_pods_are_not_listed_when_nothing_is_tainted_or_gone(clock: FakeCl
     store.put(NODES.key("", "n1"), node("n1"))
     ev = Evictor(store, clock, startup_grace=0, sweep_seconds=30)  # type: ignore[arg-type]
     listed: list[str] = []
-    real_list = store.list
+    real_list, real_list_raw = store.list, store.list_raw
 
     async def counting(prefix: str, cls: type[M]) -> tuple[list[M], int]:
         listed.append(prefix)
         return await real_list(prefix, cls)
 
+    async def counting_raw(prefix: str) -> tuple[list[KeyValue], int]:
+        listed.append(prefix)
+        return await real_list_raw(prefix)
+
     store.list = counting  # type: ignore[method-assign]
+    store.list_raw = counting_raw  # type: ignore[method-assign]
     await ev.reconcile_once()  # first pass sweeps
     listed.clear()
     await clock.advance(5)
@@ -336,3 +346,16 @@ async def test_pods_are_not_listed_when_nothing_is_tainted_or_gone(clock: FakeCl
     store.put(NODES.key("", "n1"), unreachable("n1"))
     await ev.reconcile_once()
     assert PODS.prefix() in listed
+
+
+async def test_a_pass_keeps_only_the_pods_it_can_act_on() -> None:
+    """Every pod is read, but only those on missing or NoExecute-tainted nodes are kept (a
+    pass over 150,000 pods held them all decoded before), in store order, each decoded with
+    its revision."""
+    store = MemStore()
+    for name, node_name in [("a", "gone"), ("b", "ok"), ("c", "tainted"), ("d", ""), ("e", "gone")]:
+        store.put(pkey(name), pod(name, node_name))
+    kvs, _ = await store.list_raw(PODS.prefix())
+    kept = await pods_plan_reads(kvs, {"ok", "tainted"}, {"tainted"})
+    assert [p.metadata.name for p in kept] == ["a", "c", "e"]
+    assert [p.metadata.resource_version for p in kept] == [store.data[pkey(n)].mod_revision for n in "ace"]

@@ -9,12 +9,12 @@ import pytest
 
 from cowpod.clock import FakeClock
 from cowpod.errors import FailedPrecondition, Invalid
+from cowpod.tasks import TaskSupervisor
 from hypervisor import registry
 from hypervisor.provider import ProviderContext
 from hypervisor.providers.qemu.machine import MachineSpec, argv, memory_problem
 from hypervisor.providers.qemu.plugin import PLUGIN
 from hypervisor.providers.qemu.settings import DEFAULT_IMAGE_DIR, ROOT, GuestImage, QemuSettings
-from hypervisor.tasks import BackgroundTasks
 
 
 def test_an_empty_section_means_the_defaults() -> None:
@@ -70,7 +70,7 @@ def test_the_image_is_read_from_image_json(tmp_path: pathlib.Path) -> None:
 
 
 def ctx(tmp_path: pathlib.Path) -> ProviderContext:
-    return ProviderContext(data_dir=tmp_path, cluster_id="c", clock=FakeClock(), tasks=BackgroundTasks("t"))
+    return ProviderContext(data_dir=tmp_path, cluster_id="c", clock=FakeClock(), tasks=TaskSupervisor("t"))
 
 
 async def test_the_preflight_names_what_is_missing_in_one_line(tmp_path: pathlib.Path) -> None:
