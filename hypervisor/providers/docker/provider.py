@@ -67,6 +67,7 @@ from cowpod.tasks import TaskSupervisor
 from hypervisor.guest import GuestBootstrap, GuestEndpoints
 from hypervisor.provider import CloneKind, TaskOwner, VMInfo, VMSpecInfo, VMState
 from hypervisor.providers.docker import metadata_block
+from hypervisor.providers.docker.vm_agent import NETWORK_PENDING_ENV
 from hypervisor.providers.docker.vm_identity import (
     IdentityRecord,
     give_identity,
@@ -184,7 +185,11 @@ def guest_endpoints(cfg: DockerProviderConfig, vm: str) -> GuestEndpoints:
         controller=cfg.controller_address,
         agent_listen=f"unix://{IN_VM_RUN_DIR}/agents/{vm}.sock",
         agent_advertise=f"unix://{host_run}/agents/{vm}.sock",
-        agent_args=("--vm-container", container_name(cfg, vm)),
+        # Pods share the VM's network namespace, so its loopback is theirs: the agent
+        # answers their Service lookups there (agent/dns.py), and writes each pod's
+        # resolv.conf into the run dir, which the engine sees by its host path.
+        agent_args=("--vm-container", container_name(cfg, vm), "--cluster-dns", "127.0.0.1:53",
+                    "--pod-files-dir", f"{IN_VM_RUN_DIR}/pods/{vm}"),
     )
 
 
@@ -432,12 +437,25 @@ class DockerProvider:
             "COWPOD_CLUSTER_ID": self.cfg.cluster_id,
         }
 
-    def _start_sync(
-        self, spec: VMSpecInfo, image: str, kind: CloneKind, parent: str, snapshot: str,
-        env: Mapping[str, str], machine_id: str,
-    ) -> Container:
+    def _vm_container_kwargs(self) -> dict[str, Any]:
+        """What every VM container gets, whatever made it (full clone, warm shell,
+        instant clone's own container): its network, the run dir and Docker socket
+        mounts, the key tmpfs, the pid limit, the stop signal."""
         run_dir = self.cfg.data_dir.resolve() / "run"
         (run_dir / "agents").mkdir(parents=True, exist_ok=True)
+        return {
+            "network": self.cfg.network,
+            "volumes": {
+                self.cfg.docker_socket: {"bind": "/var/run/docker.sock", "mode": "rw"},
+                str(run_dir): {"bind": IN_VM_RUN_DIR, "mode": "rw"},
+            },
+            "tmpfs": _KEY_TMPFS,
+            "pids_limit": self.cfg.pids_limit or None,
+            "stop_signal": "SIGTERM",
+        }
+
+    def _vm_labels(self, spec: VMSpecInfo, kind: CloneKind, parent: str, snapshot: str,
+                   machine_id: str) -> dict[str, str]:
         labels = dict.fromkeys(_VM_LABEL_KEYS, "")
         labels.update(self._labels({
             L_VM: spec.name,
@@ -450,25 +468,24 @@ class DockerProvider:
             L_MACHINE_ID: machine_id,
             L_TEMPLATE: "1" if spec.template else "",
         }))
+        return labels
+
+    def _start_sync(
+        self, spec: VMSpecInfo, image: str, kind: CloneKind, parent: str, snapshot: str,
+        env: Mapping[str, str], machine_id: str,
+    ) -> Container:
         try:
             c: Container = self.docker.containers.run(
                 image,
                 detach=True,
                 name=container_name(self.cfg, spec.name),
                 hostname=spec.name,
-                labels=labels,
+                labels=self._vm_labels(spec, kind, parent, snapshot, machine_id),
                 environment=dict(env),
                 nano_cpus=spec.cpu_millis * 1_000_000,
                 mem_limit=spec.memory_bytes,
                 memswap_limit=spec.memory_bytes,
-                network=self.cfg.network,
-                volumes={
-                    self.cfg.docker_socket: {"bind": "/var/run/docker.sock", "mode": "rw"},
-                    str(run_dir): {"bind": IN_VM_RUN_DIR, "mode": "rw"},
-                },
-                tmpfs=_KEY_TMPFS,
-                pids_limit=self.cfg.pids_limit or None,
-                stop_signal="SIGTERM",
+                **self._vm_container_kwargs(),
             )
         except docker.errors.APIError as err:
             if err.status_code == 409:
@@ -550,15 +567,9 @@ class DockerProvider:
         }))
         return labels
 
-    def _create_shell_sync(self, parent: str, snapshot: str, cpu: int, mem: int, pooled: bool,
-                           wait_init: bool = True) -> str:
-        """Create and start a shell: the child container without an identity.
-
-        `wait_init=False` returns before the init takes signals: a clone whose
-        agent the zygote forks needs no signal from it, so an inline shell does
-        not wait for the init's Python to start (the cold fallback waits)."""
-        run_dir = self.cfg.data_dir.resolve() / "run"
-        (run_dir / "agents").mkdir(parents=True, exist_ok=True)
+    def _create_shell_sync(self, parent: str, snapshot: str, cpu: int, mem: int, pooled: bool) -> str:
+        """Create and start a warm shell: a child container without an identity,
+        its init taking signals (ready to be taken)."""
         suffix = uuid.uuid4().hex[:10]
         # The snapshot's config carries the parent's env (committed with it): blank
         # the identity so the init neither adopts the parent's nor starts an agent.
@@ -578,19 +589,10 @@ class DockerProvider:
                 cpu_quota=cpu * _CPU_PERIOD // 1000,
                 mem_limit=mem,
                 memswap_limit=mem,
-                network=self.cfg.network,
-                volumes={
-                    self.cfg.docker_socket: {"bind": "/var/run/docker.sock", "mode": "rw"},
-                    str(run_dir): {"bind": IN_VM_RUN_DIR, "mode": "rw"},
-                },
-                tmpfs=_KEY_TMPFS,
-                pids_limit=self.cfg.pids_limit or None,
-                stop_signal="SIGTERM",
+                **self._vm_container_kwargs(),
             )
         except docker.errors.ImageNotFound:
             raise FailedPrecondition(f"snapshot {snapshot!r} of {parent!r} is gone") from None
-        if not wait_init:
-            return str(c.id)
         c.reload()
         _wait_init(int(c.attrs.get("State", {}).get("Pid") or 0))
         if pooled and self.cfg.pool_paused:
@@ -707,15 +709,68 @@ class DockerProvider:
                 t.exception()  # retrieved: a failed refill was logged where it failed
         self._pools.pop(parent, None)
 
-    async def _take_shell(self, parent: str, snapshot: str, spec: VMSpecInfo) -> tuple[str, bool]:
-        """An idle shell id and whether it came from the pool (else it was made now)."""
+    async def _take_shell(
+        self, parent: str, snapshot: str, spec: VMSpecInfo, machine_id: str, argv: Sequence[str],
+        env: Mapping[str, str],
+    ) -> Container | None:
+        """Make an idle shell of `parent`'s pool the VM `spec`; None when the pool is empty."""
         pool = await self._pool(parent, snapshot)
         self._last_take[parent] = time.monotonic()
-        if pool:
-            return pool.popleft(), True
-        sid = await self._run(self._create_shell_sync, parent, snapshot, spec.cpu_millis, spec.memory_bytes,
-                              False, self.warm_start is None)
-        return sid, False
+        while pool:
+            sid = pool.popleft()
+            try:
+                return await self._run(self._adopt_sync, sid, spec, machine_id, argv, env)
+            except NotFound:
+                continue  # a pooled shell died or was removed meanwhile: next one
+            except BaseException:
+                await self._run(self._remove_shell_sync, sid)
+                raise
+        return None
+
+    def _create_child_sync(
+        self, parent: str, snapshot: str, spec: VMSpecInfo, env: Mapping[str, str], machine_id: str,
+        attach_later: bool,
+    ) -> str:
+        """Create and start the child's own container from the parent's snapshot
+        (no warm shell was ready). It is the child from the start — its name,
+        hostname, labels and environment —, so nothing is adopted afterwards: no
+        rename, no identity record, no exec into it.
+
+        `attach_later` starts it off the VM network (created on it, disconnected
+        before the start; Docker keeps the network in its config, so a restart
+        re-attaches it): on a user-defined network Docker's start also sets up the
+        container's DNS resolver and IPv6 (two re-execs of dockerd and a dozen
+        iptables runs), a third of the start. The caller attaches it
+        (`_attach_network_sync`) while the agent is forked in."""
+        try:
+            c: Container = self.docker.containers.create(
+                snapshot,
+                name=container_name(self.cfg, spec.name),
+                hostname=spec.name,
+                labels=self._vm_labels(spec, CloneKind.INSTANT, parent, snapshot, machine_id),
+                environment=dict(env),
+                nano_cpus=spec.cpu_millis * 1_000_000,
+                mem_limit=spec.memory_bytes,
+                memswap_limit=spec.memory_bytes,
+                **self._vm_container_kwargs(),
+            )
+        except docker.errors.ImageNotFound:
+            raise FailedPrecondition(f"snapshot {snapshot!r} of {parent!r} is gone") from None
+        except docker.errors.APIError as err:
+            if err.status_code == 409:
+                raise AlreadyExists(f"vm {spec.name!r} already exists") from None
+            raise
+        try:
+            if attach_later:
+                self.docker.api.disconnect_container_from_network(str(c.id), self.cfg.network)
+            self.docker.api.start(str(c.id))
+        except BaseException:
+            _ignore_gone(functools.partial(c.remove, force=True, v=True))
+            raise
+        return str(c.id)
+
+    def _attach_network_sync(self, container_id: str) -> None:
+        self.docker.api.connect_container_to_network(container_id, self.cfg.network)
 
     async def prepare_parent(self, parent: str) -> None:
         """Quiesce `parent` now (its snapshot) and fill its pool in the background:
@@ -786,45 +841,70 @@ class DockerProvider:
         if child.name == parent:
             raise Invalid("metadata.name", "a child cannot have its parent's name")
         await self._ensure_network()
-        # No "does the child exist?" lookup here: the rename that names the shell
-        # fails with AlreadyExists when the name is taken (the shell is then removed).
+        # No "does the child exist?" lookup here: the rename that names a shell, or
+        # the create of the child's own container, fails with AlreadyExists.
         snapshot = await self._snapshot(parent)
         self._stopping.discard(parent)
         self._shell_size[parent] = (child.cpu_millis, child.memory_bytes)
         machine_id = guest.machine_id
         argv = guest.agent_argv(IN_VM_RUN_DIR)
         env = {**self._env(child, machine_id, argv, "wait"), "COWPOD_PARENT_VM": parent}
-        pooled = False
-        async with self._lock(child.name):
-            for _ in range(3):
-                sid, pooled = await self._take_shell(parent, snapshot, child)
-                try:
-                    made = await self._run(self._adopt_sync, sid, child, machine_id, argv, env)
-                    break
-                except NotFound:
-                    continue  # a pooled shell died or was removed meanwhile: next one
-                except BaseException:
-                    await self._run(self._remove_shell_sync, sid)
-                    raise
-            else:
-                raise FailedPrecondition(f"no usable shell for a child of {parent!r}")
-        self._kick_refill(parent, snapshot)
         cname = container_name(self.cfg, child.name)
+        async with self._lock(child.name):
+            made = await self._take_shell(parent, snapshot, child, machine_id, argv, env)
+            if made is None:
+                # No shell ready: the child's own container. Without a warm-start hook
+                # its init adopts the identity and starts the agent cold at once.
+                warm = self.warm_start is not None
+                own_env = env if warm else self._env(child, machine_id, argv, "now")
+                cid = await self._run(self._create_child_sync, parent, snapshot, child, own_env, machine_id,
+                                      warm)
+        self._kick_refill(parent, snapshot)
+        if made is not None:
+            await self._start_agent(child.name, cname, argv, env)
+            log.info("instant clone %s from %s (%s, pooled shell)", child.name, parent, snapshot)
+            # A new child has no children and no own image: its inspect after the
+            # rename is all there is to say (saves the three lookups of get()).
+            return self._info(made, [], False)
         if self.warm_start is not None:
-            try:
-                await self.warm_start(cname, argv, env)
-            except Exception:
-                log.exception("warm start of %s failed; starting its agent cold", child.name)
+            # The network attach and the agent's fork are independent: do them at
+            # once. The forked agent waits for the address before it registers
+            # (vm_agent.py); a cold fallback starts only once the network is there.
+            attached, forked = await asyncio.gather(
+                self._run(self._attach_network_sync, cid),
+                self._warm_start(cname, argv, {**env, NETWORK_PENDING_ENV: "1"}),
+                return_exceptions=True,
+            )
+            if isinstance(attached, BaseException):
+                await self._run(self._remove_shell_sync, cid)
+                if isinstance(attached, docker.errors.NotFound):
+                    raise FailedPrecondition(f"vm {child.name!r} vanished while being cloned") from None
+                raise attached
+            if forked is not True:
                 await self._run(self._wait_init_sync, child.name)
                 await self._run(self._signal_sync, child.name, "SIGUSR1")
-        else:
-            # The init reads the identity file and starts the agent cold.
-            await self._run(self._signal_sync, child.name, "SIGUSR1")
-        log.info("instant clone %s from %s (%s, %s shell)", child.name, parent, snapshot,
-                 "pooled" if pooled else "new")
-        # A new child has no children and no own image: its inspect after the
-        # rename is all there is to say (saves the three lookups of get()).
-        return self._info(made, [], False)
+        log.info("instant clone %s from %s (%s, own container)", child.name, parent, snapshot)
+        return self._info(await self._run(self.docker.containers.get, cid), [], False)
+
+    async def _warm_start(self, cname: str, argv: Sequence[str], env: Mapping[str, str]) -> bool:
+        """Fork the agent in through the warm-start hook; False (logged) if it failed."""
+        if self.warm_start is None:
+            return False
+        try:
+            await self.warm_start(cname, argv, env)
+        except Exception:
+            log.exception("warm start of %s failed; starting its agent cold", cname)
+            return False
+        return True
+
+    async def _start_agent(self, name: str, cname: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        """Start the agent of a VM whose init waits: forked warm, else cold by the init (SIGUSR1)."""
+        if await self._warm_start(cname, argv, env):
+            return
+        if self.warm_start is not None:
+            await self._run(self._wait_init_sync, name)
+        # The init reads the identity and starts the agent cold.
+        await self._run(self._signal_sync, name, "SIGUSR1")
 
     def _remove_shell_sync(self, shell_id: str) -> None:
         _ignore_gone(functools.partial(self._remove_container_sync, shell_id))
