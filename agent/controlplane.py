@@ -5,12 +5,13 @@ in-memory fake). gRPC errors are turned into outcomes here, once."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import grpc
 
 from cowpod.client import Client
+from cowpod.configrefs import RefKind
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ class ControlPlane(Protocol):
 
     def pod_watch(self) -> Callable[..., Any]:
         """The Watch callable an Informer drives."""
+
+    async def get_config(self, kind: RefKind, namespace: str, name: str) -> Mapping[str, bytes] | None:
+        """A ConfigMap's (data and binaryData) or Secret's data; None when it does not exist.
+        The controller answers only for objects a pod bound to this node references."""
 
 
 def _code(err: grpc.RpcError) -> grpc.StatusCode | None:
@@ -103,3 +108,18 @@ class GrpcControlPlane:
     def pod_watch(self) -> Callable[..., Any]:
         watch: Callable[..., Any] = self.client.pods.Watch
         return watch
+
+    async def get_config(self, kind: RefKind, namespace: str, name: str) -> Mapping[str, bytes] | None:
+        key = meta_pb2.ObjectKey(namespace=namespace, name=name)
+        try:
+            if kind is RefKind.CONFIGMAP:
+                cm = await self.client.call(self.client.configmaps.Get, key, timeout=10.0, attempts=3)
+                return {**{k: v.encode() for k, v in cm.data.items()}, **dict(cm.binary_data)}
+            secret = await self.client.call(self.client.secrets.Get, key, timeout=10.0, attempts=3)
+            return dict(secret.data)
+        except grpc.RpcError as err:
+            # Not found, or not (yet) referenced by a pod the controller sees bound here: the
+            # node authorizer answers both alike, and either way the pod waits for it.
+            if _code(err) in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                return None
+            raise

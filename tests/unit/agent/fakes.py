@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from agent import labels as L
 from agent.desired import DesiredPod, Want, spec_hash
 from agent.runtime import ContainerInfo, Kind, RunState
+from cowpod.configrefs import RefKind
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2
 
 _ids = itertools.count(1)
@@ -30,6 +31,9 @@ class FakeControlPlane:
         self._rv = itertools.count(1)
         self._watchers: list[asyncio.Queue[pod_pb2.PodWatchEvent]] = []
         self.fail_status = False
+        # ConfigMaps/Secrets get_config answers with, by (kind, namespace, name).
+        self.configs: dict[tuple[RefKind, str, str], dict[str, bytes]] = {}
+        self.config_reads: list[tuple[RefKind, str, str]] = []
 
     # the ControlPlane protocol -------------------------------------------------
 
@@ -68,6 +72,11 @@ class FakeControlPlane:
 
     def pod_watch(self) -> Callable[..., Any]:
         return self._watch
+
+    async def get_config(self, kind: RefKind, namespace: str, name: str) -> Mapping[str, bytes] | None:
+        self.config_reads.append((kind, namespace, name))
+        data = self.configs.get((kind, namespace, name))
+        return None if data is None else dict(data)
 
     # test side -----------------------------------------------------------------
 
