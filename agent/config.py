@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.hostpath import HostPathPrefix
+from cowpod.backoff import Backoff
 from cowpod.images import PAUSE_IMAGE
 
 
@@ -24,9 +25,8 @@ class BackoffPolicy:
     def delay(self, streak: int) -> float:
         """Seconds between a crash and the restart that is the `streak`-th
         in a row: 0, initial, 2*initial, ... capped at maximum."""
-        if streak <= 1:
-            return 0.0
-        return float(min(self.initial * (2 ** (streak - 2)), self.maximum))
+        # The first restart is free: the n-th in a row waits what the (n-1)-th failure would.
+        return Backoff(initial=self.initial, cap=self.maximum).delay(streak - 1)
 
 
 # Enough for a JVM or a busy web server; far from the host's pid_max.

@@ -52,6 +52,7 @@ from agent.probes import Prober, Target
 from agent.runtime import ContainerInfo, EngineError, ImageError, Kind, Runtime, VMInfo
 from agent.startgate import StartGate
 from agent.statusmgr import StatusManager
+from cowpod.backoff import Backoff, Retry
 from cowpod.clock import Clock
 from cowpod.configrefs import refs_of
 from cowpod.safefile import write_atomic
@@ -192,12 +193,12 @@ class Executor:
                 )
         if a.grace > 0:
             await self.runtime.signal_container(a.id, "SIGTERM")
-            delay = 0.05
+            # Poll for the exit: every 0.05 s at first, then less often, up to every 0.5 s.
+            poll = Retry(Backoff(initial=0.05, cap=0.5), self.clock)
             while self.clock.monotonic() < deadline:
                 if not await self.runtime.is_running(a.id):
                     break
-                await self.clock.sleep(min(delay, max(deadline - self.clock.monotonic(), 0.01)))
-                delay = min(delay * 2, 0.5)
+                await self.clock.sleep(min(poll.next_delay(), max(deadline - self.clock.monotonic(), 0.01)))
         if await self.runtime.is_running(a.id):
             await self.runtime.signal_container(a.id, "SIGKILL")
             for _ in range(100):
