@@ -79,8 +79,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("COWPOD_CONTROLLER", None)
     c = Cluster(env)
-    c.run("up", "--detach", "--vms", "1", "--listen", f"127.0.0.1:{free_port()}")
     try:
+        c.run("up", "--detach", "--vms", "1", "--listen", f"127.0.0.1:{free_port()}")
         yield c
     finally:
         subprocess.run([str(BIN / "cowpod"), "down", "--purge"], env=env, capture_output=True, timeout=180)
@@ -266,3 +266,15 @@ async def test_daemonset_pod_on_a_node_cloned_later(cluster: Cluster) -> None:
         assert ds.splitlines()[1].split()[1:6] == ["2", "2", "2", "2", "2"], ds
         await cluster.arun("delete", "ds", "per-node")
         await cluster.arun("vm", "destroy", "vm-ds", "--wait", "--timeout", "180s")
+
+
+async def test_app_example_serves_its_configmap_through_its_service(cluster: Cluster) -> None:
+    """examples/app.yaml (the README's): a pod resolves the Service name to the Deployment's
+    Ready pod, which serves the ConfigMap's page."""
+    cluster.apply((ROOT / "examples" / "app.yaml").read_text())
+    await cluster.arun("rollout", "status", "deploy/hello-web", "--timeout", "240s")
+    pods = (await cluster.arun("get", "pods", "-l", "app=hello-web", "-o", "name")).split()
+    assert len(pods) == 1
+    page = await cluster.arun("exec", pods[0].split("/", 1)[1], "--", "wget", "-qO-", "http://hello-web:8080")
+    assert page.strip() == "hello from a cowpod Deployment"
+    await cluster.arun("delete", "-f", str(ROOT / "examples" / "app.yaml"))
