@@ -17,7 +17,17 @@ from cowpod.api.labels import DEPLOYMENT_REVISION_ANNOTATION as REVISION_ANNOTAT
 from cowpod.api.phases import is_terminal
 from cowpod.cli import printers
 from cowpod.manifest.timefmt import format_rfc3339
-from cowpod.v1 import config_pb2, event_pb2, meta_pb2, namespace_pb2, node_pb2, pod_pb2, vm_pb2, workload_pb2
+from cowpod.v1 import (
+    config_pb2,
+    event_pb2,
+    meta_pb2,
+    namespace_pb2,
+    node_pb2,
+    pod_pb2,
+    service_pb2,
+    vm_pb2,
+    workload_pb2,
+)
 
 NONE = "<none>"
 # Bookkeeping of `cowpod apply`, as kubectl describe hides its own.
@@ -277,6 +287,21 @@ def _meta_head(w: Writer, meta: meta_pb2.ObjectMeta, *, namespaced: bool) -> Non
         w.kv(0, "Namespace", meta.namespace or "default")
     _map(w, 0, "Labels", meta.labels)
     _map(w, 0, "Annotations", {k: v for k, v in meta.annotations.items() if k not in HIDDEN_ANNOTATIONS})
+
+
+def describe_service(svc: service_pb2.Service, ep: service_pb2.Endpoints | None,
+                     events: Iterable[event_pb2.Event], now: float) -> str:
+    w = Writer()
+    _meta_head(w, svc.metadata, namespaced=True)
+    _map(w, 0, "Selector", svc.spec.selector)
+    w.kv(0, "Type", svc.spec.type or "ClusterIP")
+    w.kv(0, "IP", svc.spec.cluster_ip or "None")
+    for p in svc.spec.ports:
+        w.kv(0, "Port", f"{p.name or '<unset>'}  {p.port}/{p.protocol or 'TCP'}")
+        w.kv(0, "TargetPort", f"{p.target_port}/{p.protocol or 'TCP'}")
+    w.kv(0, "Endpoints", printers.endpoint_list(ep, limit=10) if ep is not None else NONE)
+    events_section(w, events, now)
+    return w.render()
 
 
 def describe_namespace(ns: namespace_pb2.Namespace, events: Iterable[event_pb2.Event], now: float) -> str:

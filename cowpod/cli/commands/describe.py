@@ -14,12 +14,14 @@ from cowpod.manifest.kinds import (
     CONFIGMAP,
     DAEMONSET,
     DEPLOYMENT,
+    ENDPOINTS,
     JOB,
     NAMESPACE,
     NODE,
     POD,
     REPLICASET,
     SECRET,
+    SERVICE,
     VM,
 )
 
@@ -27,6 +29,7 @@ EXAMPLES = """
   cowpod describe pod hello       # containers, state, exit code, conditions, events
   cowpod describe node vm-1       # capacity, allocatable, pods on it, allocated resources
   cowpod describe vm vm-1         # size, phase, lineage (parent, children), timing
+  cowpod describe svc web         # selector, ports, the ready endpoints
   cowpod describe secret db       # its keys and their sizes, never the values
   cowpod describe deploy web      # replicas, strategy, conditions, old and new ReplicaSets
   cowpod describe job pi          # parallelism, completions, pods statuses
@@ -50,7 +53,7 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
 async def run(ctx: Ctx, args: argparse.Namespace) -> int:
     kind, names = split_type_name(args.type, list(args.names))
     info = resolve_kind(kind, (POD, NODE, VM, NAMESPACE, CONFIGMAP, SECRET, DEPLOYMENT, REPLICASET, JOB,
-                               DAEMONSET))
+                               DAEMONSET, SERVICE))
     if not names:
         raise CliError(
             f"name the {info.singular} to describe: cowpod describe {info.singular} NAME", exit_code=2
@@ -83,6 +86,12 @@ async def run(ctx: Ctx, args: argparse.Namespace) -> int:
             text = describe.describe_job(obj, events, ctx.now())  # type: ignore[arg-type]
         elif info is DAEMONSET:
             text = describe.describe_daemonset(obj, events, ctx.now())  # type: ignore[arg-type]
+        elif info is SERVICE:
+            try:
+                ep = await get_object(ctx, ENDPOINTS, name)
+            except CliError:
+                ep = None  # no selector, or the endpoints loop has not written them yet
+            text = describe.describe_service(obj, ep, events, ctx.now())  # type: ignore[arg-type]
         else:
             text = describe.describe_vm(obj, events, ctx.now())  # type: ignore[arg-type]
         if i:

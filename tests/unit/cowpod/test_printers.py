@@ -6,7 +6,7 @@ import pytest
 
 from cowpod.cli import describe, output, printers
 from cowpod.manifest.kinds import EVENT, NODE, POD, VM
-from cowpod.v1 import pod_pb2
+from cowpod.v1 import pod_pb2, service_pb2
 from tests.unit.cowpod import builders
 from tests.unit.cowpod.builders import T0
 
@@ -215,3 +215,26 @@ def test_clone_column_says_snapped_free_only_for_instant_clones() -> None:
     full.status.snapped_free = child.status.snapped_free = True
     assert printers.vm_clone(full) == "full"
     assert printers.vm_clone(child) == "instant,snapped-free"
+
+
+def test_service_and_endpoints_rows_and_describe() -> None:
+    svc = service_pb2.Service()
+    svc.metadata.name = "web"
+    svc.spec.type, svc.spec.cluster_ip = "ClusterIP", "None"
+    svc.spec.selector["app"] = "web"
+    svc.spec.ports.add(name="http", port=80, protocol="TCP", target_port="http")
+    svc.spec.ports.add(name="dns", port=53, protocol="UDP", target_port="53")
+    assert printers.service_row(svc, 0.0, wide=True) == [
+        "web", "ClusterIP", "None", "<none>", "80/TCP,53/UDP", "<unknown>", "app=web"]
+
+    ep = service_pb2.Endpoints()
+    ep.metadata.name = "web"
+    sub = ep.subsets.add()
+    sub.addresses.extend(service_pb2.EndpointAddress(ip=f"10.0.0.{i}") for i in range(1, 5))
+    sub.ports.add(name="http", port=8080)
+    assert printers.endpoints_row(ep, 0.0)[1] == "10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080 + 1 more..."
+    assert printers.endpoints_row(service_pb2.Endpoints(), 0.0)[1] == "<none>"
+
+    text = describe.describe_service(svc, ep, [], 0.0)
+    assert "Selector:" in text and "app=web" in text and "IP:" in text and "None" in text
+    assert "80/TCP" in text and "10.0.0.4:8080" in text
