@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from cowpod.clock import FakeClock
+from cowpod.errors import OutOfRange, Unavailable
 from cowpod.informer import Informer
 from cowpod.v1 import meta_pb2, pod_pb2
 
@@ -136,3 +137,33 @@ async def test_batched_events_are_handled_one_by_one_in_order() -> None:
     assert seen == [(meta_pb2.ADDED, "a"), (meta_pb2.MODIFIED, "a"),
                     (meta_pb2.ADDED, "b"), (meta_pb2.DELETED, "b")]
     assert inf.synced and inf.resource_version == 12 and watch.requests[0].allow_batches
+
+
+class InProcessWatch(ScriptedWatch):
+    """The controller's own hubs (controller.reconcile.hub_watch) raise the domain errors."""
+
+    async def _play(
+        self, events: list[pod_pb2.PodWatchEvent], error: grpc.StatusCode | None, last: bool
+    ) -> AsyncIterator[pod_pb2.PodWatchEvent]:
+        for e in events:
+            yield e
+        if error == grpc.StatusCode.OUT_OF_RANGE:
+            raise OutOfRange("the controller's pods watch was reset; relist")
+        if error is not None:
+            raise Unavailable("etcd is away")
+        if last:
+            await asyncio.Event().wait()
+
+
+async def test_an_in_process_stream_resumes_and_relists_on_domain_errors() -> None:
+    watch = InProcessWatch(
+        ([ev(meta_pb2.ADDED, pod("a", 2)), ev(meta_pb2.BOOKMARK, rv=3)], grpc.StatusCode.UNAVAILABLE),
+        ([], grpc.StatusCode.OUT_OF_RANGE),
+        ([ev(meta_pb2.BOOKMARK, rv=50)], None),
+    )
+    clock = FakeClock()
+    inf: Informer[pod_pb2.Pod] = Informer(watch, clock=clock)
+    await run_until(inf, lambda: len(watch.requests) == 3 and inf.resource_version == 50, clock)
+    assert (watch.requests[1].resource_version, watch.requests[1].send_initial) == (3, False)
+    assert (watch.requests[2].resource_version, watch.requests[2].send_initial) == (0, True)
+    assert not inf.cache
