@@ -162,7 +162,9 @@ def test_examples_are_valid(cli: object) -> None:
     assert r.code == 0, r.err
     assert sorted(r.out.splitlines()) == [
         "configmap/game-demo checked (dry run)",
+        "configmap/hello-web checked (dry run)",
         "daemonset/node-log checked (dry run)",
+        "deployment/hello-web checked (dry run)",
         "deployment/web checked (dry run)",
         "job/count checked (dry run)",
         "namespace/team-a checked (dry run)",
@@ -176,6 +178,7 @@ def test_examples_are_valid(cli: object) -> None:
         "pod/web checked (dry run)",
         "replicaset/echo checked (dry run)",
         "secret/mysecret checked (dry run)",
+        "service/hello-web checked (dry run)",
     ]
 
 
