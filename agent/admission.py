@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.capacity import Resources
 from agent.hostpath import HostPathPrefix, not_allowed
-from cowpod.podresources import PodRequests, pod_requests
+from cowpod.api.resources import Resources, pod_requests
 from cowpod.v1 import pod_pb2
 
 
@@ -23,7 +22,7 @@ class Admission:
     def __init__(self, allocatable: Resources, *, host_path_prefixes: Sequence[HostPathPrefix] = ()) -> None:
         self.allocatable = allocatable
         self.host_path_prefixes = tuple(host_path_prefixes)
-        self._held: dict[str, PodRequests] = {}
+        self._held: dict[str, Resources] = {}
 
     def used(self) -> tuple[int, int, int]:
         cpu = sum(v.cpu_millis for v in self._held.values())
@@ -42,7 +41,7 @@ class Admission:
         if uid in self._held:
             return None
         want = pod_requests(pod.spec)
-        cpu, mem, disk = want
+        cpu, mem, disk = want.cpu_millis, want.memory_bytes, want.ephemeral_storage_bytes
         if force:
             self._held[uid] = want
             return None

@@ -14,19 +14,13 @@ from __future__ import annotations
 import os
 import pathlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
+
+from cowpod.api.resources import Resources
 
 # cgroup v1 prints "no limit" as a huge page-aligned number; anything at or
 # above this is unlimited.
 _UNLIMITED = 2**62
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpu_millis: int
-    memory_bytes: int
-    pods: int
-    ephemeral_storage_bytes: int = 0
 
 
 def disk_bytes(paths: Sequence[str]) -> int:

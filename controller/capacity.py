@@ -20,39 +20,12 @@ never refused:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from cowpod import podresources
 from cowpod.api.phases import is_terminal
 from cowpod.api.quantity import format_cpu, format_memory
+
+# Re-exported (see __all__): the bind check's callers read the one rule through here.
+from cowpod.api.resources import DEFAULT_MAX_PODS, NOTHING, Resources, pod_requests
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
-
-DEFAULT_MAX_PODS = 110
-
-
-@dataclass(frozen=True, slots=True)
-class Resources:
-    cpu_millis: int = 0
-    memory_bytes: int = 0
-    pods: int = 0
-    ephemeral_storage_bytes: int = 0
-
-    def __add__(self, other: Resources) -> Resources:
-        return Resources(self.cpu_millis + other.cpu_millis, self.memory_bytes + other.memory_bytes,
-                         self.pods + other.pods, self.ephemeral_storage_bytes + other.ephemeral_storage_bytes)
-
-    def __sub__(self, other: Resources) -> Resources:
-        return Resources(self.cpu_millis - other.cpu_millis, self.memory_bytes - other.memory_bytes,
-                         self.pods - other.pods, self.ephemeral_storage_bytes - other.ephemeral_storage_bytes)
-
-
-NOTHING = Resources()
-
-
-def pod_requests(spec: pod_pb2.PodSpec) -> Resources:
-    """What one pod takes from its node (pods = 1; the rule is `cowpod.podresources`)."""
-    r = podresources.pod_requests(spec)
-    return Resources(r.cpu_millis, r.memory_bytes, 1, r.ephemeral_storage_bytes)
 
 
 def counts(pod: pod_pb2.Pod) -> bool:

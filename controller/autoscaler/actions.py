@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.autoscaler.model import ClassName, NodeName, PodRef, VMName
+from controller.autoscaler.model import PodRef
+from cowpod.api.ids import ClassName, NodeName, VMName
 
 
 @dataclass(frozen=True)

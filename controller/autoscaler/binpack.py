@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from controller.autoscaler.model import HostPort, PodView, Resources
+from controller.autoscaler.model import HostPort, PodView
+from cowpod.api.resources import Resources
 
 # A verdict reached this soon after a node turned Ready may not have seen it: the
 # scheduler learns of the node through the API's watch a moment after the agent

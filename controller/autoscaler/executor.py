@@ -35,11 +35,9 @@ from controller.autoscaler.actions import (
     TaintParent,
 )
 from controller.autoscaler.fit import class_labels
-from controller.autoscaler.model import (
-    NodeName,
-)
 from controller.autoscaler.observe import pod_view
 from controller.autoscaler.plan import fmt_duration
+from cowpod.api.ids import NodeName
 from cowpod.api.labels import (
     AUTOSCALER_MANAGED_LABEL,
     PARENT_TAINT_EFFECT,

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from controller.autoscaler.model import NodeName, PodView, Snapshot, VMView
+from controller.autoscaler.model import PodView, Snapshot, VMView
+from cowpod.api.ids import NodeName
 from cowpod.api.phases import VMPhase
 from cowpod.clusterconfig import ClusterConfig
 

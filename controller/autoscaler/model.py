@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NewType
 
+from cowpod.api.ids import ClassName, NodeName, VMName
 from cowpod.api.phases import VMPhase
+from cowpod.api.resources import Resources
 from cowpod.v1 import node_pb2, pod_pb2
-
-NodeName = NewType("NodeName", str)
-VMName = NewType("VMName", str)
-ClassName = NewType("ClassName", str)
 
 # The labels and taints the autoscaler reads and writes are in cowpod.api.labels.
 
@@ -27,37 +24,6 @@ class PodRef:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpu_millis: int = 0
-    memory_bytes: int = 0
-    pods: int = 0
-
-    def __add__(self, other: Resources) -> Resources:
-        return Resources(
-            self.cpu_millis + other.cpu_millis,
-            self.memory_bytes + other.memory_bytes,
-            self.pods + other.pods,
-        )
-
-    def __sub__(self, other: Resources) -> Resources:
-        return Resources(
-            self.cpu_millis - other.cpu_millis,
-            self.memory_bytes - other.memory_bytes,
-            self.pods - other.pods,
-        )
-
-    def fits_in(self, free: Resources) -> bool:
-        return (
-            self.cpu_millis <= free.cpu_millis
-            and self.memory_bytes <= free.memory_bytes
-            and self.pods <= free.pods
-        )
-
-    def short(self) -> str:
-        return f"cpu {self.cpu_millis}m, memory {self.memory_bytes // 1024**2}Mi"
 
 
 HostPort = tuple[str, int, str]

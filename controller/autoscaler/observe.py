@@ -13,20 +13,18 @@ from collections.abc import Iterable
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from controller.autoscaler.model import (
-    ClassName,
     HostPort,
-    NodeName,
     NodeView,
     PodRef,
     PodView,
-    Resources,
     Snapshot,
-    VMName,
     VMView,
 )
-from cowpod import podresources
+from cowpod.api import resources
+from cowpod.api.ids import ClassName, NodeName, VMName
 from cowpod.api.labels import NODE_SYSTEM_POD_LABEL, PARENT_TAINT_KEY
 from cowpod.api.phases import is_terminal
+from cowpod.api.resources import Resources
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2
 
 UNSCHEDULABLE_REASONS = frozenset({"Unschedulable"})
@@ -42,12 +40,12 @@ def _has(msg: object, name: str) -> bool:
 
 
 def pod_requests(spec: pod_pb2.PodSpec) -> Resources:
-    """What the scheduler reserves for a pod (the rule is `cowpod.podresources`).
+    """What the scheduler reserves for a pod (the rule is `cowpod.api.resources`).
 
     cpu and memory only: VM classes declare no disk, so the autoscaler cannot
     tell whether a new VM would hold a pod's `ephemeral-storage` (docs/scheduler.md)."""
-    r = podresources.pod_requests(spec)
-    return Resources(r.cpu_millis, r.memory_bytes, 1)
+    r = resources.pod_requests(spec)
+    return Resources(r.cpu_millis, r.memory_bytes, r.pods)
 
 
 def host_ports(spec: pod_pb2.PodSpec) -> frozenset[HostPort]:

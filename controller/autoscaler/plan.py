@@ -52,15 +52,14 @@ from controller.autoscaler.fit import FitChecker, FitResult, class_labels, class
 from controller.autoscaler.fleet import is_clone, is_managed, pods_by_node, timed_out
 from controller.autoscaler.memory import Memory
 from controller.autoscaler.model import (
-    ClassName,
     PodRef,
     PodView,
-    Resources,
     Snapshot,
-    VMName,
     VMView,
 )
+from cowpod.api.ids import ClassName, VMName
 from cowpod.api.phases import VMPhase
+from cowpod.api.resources import Resources
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.v1 import node_pb2
 
@@ -171,14 +170,18 @@ def _class_kind(name: str) -> str:
     return f"class:{name}"
 
 
+def _short(r: Resources) -> str:
+    return f"cpu {r.cpu_millis}m, memory {r.memory_bytes // 1024**2}Mi"
+
+
 def _why_no_class(pod: PodView, classes: tuple[VMClass, ...], config: ClusterConfig, fits: _Fits) -> str:
     if not classes:
         return "no VM classes are configured"
     if all(not pod.requests.fits_in(_class_allocatable(c, config)) for c in classes):
         biggest = max(classes, key=lambda c: (c.cpu_millis, c.memory_bytes))
         return (
-            f"pod bigger than any VM class (requests {pod.requests.short()}; "
-            f"largest class {biggest.name} offers {_class_allocatable(biggest, config).short()})"
+            f"pod bigger than any VM class (requests {_short(pod.requests)}; "
+            f"largest class {biggest.name} offers {_short(_class_allocatable(biggest, config))})"
         )
     parts = []
     for c in classes:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agent.admission import Admission
-from agent.capacity import Resources
 from agent.hostpath import HostPathPrefix, not_allowed, prefix_for
+from cowpod.api.resources import Resources
 from cowpod.v1 import pod_pb2
 
 PREFIXES = (HostPathPrefix("/srv/data"), HostPathPrefix("/srv/data/scratch", writable=True))

@@ -12,8 +12,9 @@ import pytest
 
 from controller.autoscaler.actions import Cordon, CreateParent, Drain, Event, ScaleDown, ScaleUp, TaintParent
 from controller.autoscaler.executor import EVENT_REPEAT_S, Executor
-from controller.autoscaler.model import ClassName, NodeName, PodRef, VMName
+from controller.autoscaler.model import PodRef
 from controller.autoscaler.testing import make_node, make_pod
+from cowpod.api.ids import ClassName, NodeName, VMName
 from cowpod.clock import FakeClock
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2

@@ -16,11 +16,12 @@ from controller.autoscaler.actions import PauseParent, ScaleUp
 from controller.autoscaler.executor import Executor
 from controller.autoscaler.fit import SchedulerFit
 from controller.autoscaler.memory import Memory, remember
-from controller.autoscaler.model import ClassName, PodRef, VMName
+from controller.autoscaler.model import PodRef
 from controller.autoscaler.observe import snapshot
 from controller.autoscaler.plan import plan
 from controller.autoscaler.reconciler import DEFAULT_PARENT_IDLE_PAUSE_S, Autoscaler, Options
 from controller.autoscaler.testing import T0, make_node, make_pod, make_vm
+from cowpod.api.ids import ClassName, VMName
 from cowpod.clock import FakeClock
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.v1 import node_pb2, pod_pb2, vm_pb2

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from controller.autoscaler.memory import Backoff, Memory, record_failure, remember
-from controller.autoscaler.model import ClassName, NodeName, VMName
 from controller.autoscaler.observe import snapshot
 from controller.autoscaler.testing import T0, make_node, make_pod, make_vm
+from cowpod.api.ids import ClassName, NodeName, VMName
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.v1 import node_pb2, pod_pb2, vm_pb2
 

@@ -23,10 +23,11 @@ from controller.autoscaler.actions import (
 )
 from controller.autoscaler.fit import SchedulerFit
 from controller.autoscaler.memory import Backoff, Memory
-from controller.autoscaler.model import ClassName, NodeName, PodRef, VMName
+from controller.autoscaler.model import PodRef
 from controller.autoscaler.observe import snapshot
 from controller.autoscaler.plan import fmt_duration, plan
 from controller.autoscaler.testing import T0, make_node, make_pod, make_vm
+from cowpod.api.ids import ClassName, NodeName, VMName
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.v1 import node_pb2, pod_pb2, vm_pb2
 
