@@ -41,14 +41,14 @@ def test_a_limit_without_a_request_is_reserved_by_the_bind_check_and_the_schedul
     extra = s.containers.add(name="limited", image="i")
     extra.resources.limits.cpu_millis, extra.resources.limits.memory_bytes = 400, 32 * Mi
     assert pod_requests(s) == Resources(500, 96 * Mi, 1)
-    # The scheduler and the autoscaler count it the same way (one rule, cowpod.podresources).
+    # The scheduler and the autoscaler count it the same way (one rule, cowpod.api.resources).
     got = scheduler_pod_requests(s)
     assert (got.cpu_millis, got.memory_bytes) == (500, 96 * Mi)
     assert autoscaler_pod_requests(s).cpu_millis == 500
 
 
 def test_ephemeral_storage_is_reserved_like_memory_by_every_user_of_the_rule() -> None:
-    """One rule (cowpod.podresources): request, else limit; apps summed, largest init container."""
+    """One rule (cowpod.api.resources): request, else limit; apps summed, largest init container."""
     s = pod_pb2.PodSpec()
     a = s.containers.add(name="a", image="i")
     a.resources.requests.ephemeral_storage_bytes = 100 * Mi
