@@ -180,7 +180,7 @@ class DeploymentWatchEvent(_message.Message):
     def __init__(self, type: _Optional[_Union[_meta_pb2.WatchEventType, str]] = ..., object: _Optional[_Union[Deployment, _Mapping]] = ..., resource_version: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[DeploymentWatchEvent, _Mapping]]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("parallelism", "completions", "active_deadline_seconds", "backoff_limit", "selector", "template", "ttl_seconds_after_finished", "suspend", "manual_selector")
+    __slots__ = ("parallelism", "completions", "active_deadline_seconds", "backoff_limit", "selector", "template", "ttl_seconds_after_finished", "suspend", "manual_selector", "completion_mode")
     PARALLELISM_FIELD_NUMBER: _ClassVar[int]
     COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +190,7 @@ class JobSpec(_message.Message):
     TTL_SECONDS_AFTER_FINISHED_FIELD_NUMBER: _ClassVar[int]
     SUSPEND_FIELD_NUMBER: _ClassVar[int]
     MANUAL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_MODE_FIELD_NUMBER: _ClassVar[int]
     parallelism: int
     completions: int
     active_deadline_seconds: int
@@ -199,7 +200,8 @@ class JobSpec(_message.Message):
     ttl_seconds_after_finished: int
     suspend: bool
     manual_selector: bool
-    def __init__(self, parallelism: _Optional[int] = ..., completions: _Optional[int] = ..., active_deadline_seconds: _Optional[int] = ..., backoff_limit: _Optional[int] = ..., selector: _Optional[_Union[_pod_pb2.LabelSelector, _Mapping]] = ..., template: _Optional[_Union[PodTemplateSpec, _Mapping]] = ..., ttl_seconds_after_finished: _Optional[int] = ..., suspend: _Optional[bool] = ..., manual_selector: _Optional[bool] = ...) -> None: ...
+    completion_mode: str
+    def __init__(self, parallelism: _Optional[int] = ..., completions: _Optional[int] = ..., active_deadline_seconds: _Optional[int] = ..., backoff_limit: _Optional[int] = ..., selector: _Optional[_Union[_pod_pb2.LabelSelector, _Mapping]] = ..., template: _Optional[_Union[PodTemplateSpec, _Mapping]] = ..., ttl_seconds_after_finished: _Optional[int] = ..., suspend: _Optional[bool] = ..., manual_selector: _Optional[bool] = ..., completion_mode: _Optional[str] = ...) -> None: ...
 
 class JobStatus(_message.Message):
     __slots__ = ("conditions", "start_time", "completion_time", "active", "succeeded", "failed", "ready")
