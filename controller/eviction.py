@@ -59,6 +59,7 @@ from controller.pods import DEFAULT_GRACE_SECONDS, set_condition
 from controller.resource import get_time, set_time
 from controller.store import Compare, Delete, KeyValue, Put, Store, decode, encode
 from cowpod.api.phases import is_terminal
+from cowpod.api.tolerations import tolerates
 from cowpod.clock import Clock
 from cowpod.errors import CowpodError, Unavailable
 from cowpod.v1 import event_pb2, node_pb2, pod_pb2
@@ -125,17 +126,6 @@ Action = Evict | Collect | StampTaints | HoldEvictions
 
 
 # ---- pure rules -----------------------------------------------------------------------------------
-
-
-def tolerates(tol: pod_pb2.Toleration, taint: node_pb2.Taint) -> bool:
-    """Kubernetes' ToleratesTaint: effect (empty = all), key (empty + Exists = all), then value."""
-    if tol.effect and tol.effect != taint.effect:
-        return False
-    if tol.key and tol.key != taint.key:
-        return False
-    if (tol.operator or "Equal") == "Exists":
-        return True
-    return bool(tol.value == taint.value)
 
 
 def no_execute_taints(node: node_pb2.Node) -> list[node_pb2.Taint]:
