@@ -38,7 +38,7 @@ def _timed_out(
 
 @overload
 async def eventually(
-    check: Callable[[], Awaitable[T]],
+    check: Callable[[], Awaitable[T | None]],
     *,
     timeout: float = ...,
     interval: float = ...,
@@ -50,7 +50,7 @@ async def eventually(
 
 @overload
 async def eventually(
-    check: Callable[[], T],
+    check: Callable[[], T | None],
     *,
     timeout: float = ...,
     interval: float = ...,
@@ -61,7 +61,7 @@ async def eventually(
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T] | T],
+    check: Callable[[], Awaitable[T | None] | T | None],
     *,
     timeout: float = TIMEOUT_S,
     interval: float = INTERVAL_S,
@@ -76,7 +76,7 @@ async def eventually(
     while True:
         try:
             got = check()
-            value: T = await got if inspect.isawaitable(got) else got
+            value: T | None = await got if inspect.isawaitable(got) else got
             if value:
                 return value
             last, err = value, None
@@ -88,7 +88,7 @@ async def eventually(
 
 
 def eventually_sync(
-    check: Callable[[], T],
+    check: Callable[[], T | None],
     *,
     timeout: float = TIMEOUT_S,
     interval: float = INTERVAL_S,

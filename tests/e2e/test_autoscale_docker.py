@@ -28,7 +28,8 @@ from hypervisor.manager import VMManager
 from hypervisor.providers.docker.provider import DockerProvider
 from hypervisor.providers.docker.zygote_warm import ZygoteWarmStarter
 from hypervisor.testing import DockerTestEnv
-from tests.integration.scheduler_harness import running_scheduler, wait_for
+from tests.integration.scheduler_harness import running_scheduler
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -112,7 +113,7 @@ async def test_a_pending_pod_runs_on_a_freshly_cloned_vm(
             node = await client.nodes.Get(meta_pb2.ObjectKey(name=parents[0].metadata.name))
             return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
 
-        await wait_for(parent_ready, 180, "the warm parent VM Running with its node Ready")
+        await eventually(parent_ready, timeout=180, what="the warm parent VM Running with its node Ready")
 
         got = await _run_web_pod(client)
         vms = {v.metadata.name: v for v in await _vms(client)}
@@ -141,7 +142,7 @@ async def _run_web_pod(client: Client) -> pod_pb2.Pod:
         p = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
         return bool(p.status.phase == "Running")
 
-    await wait_for(running, 180, "pod web Running")
+    await eventually(running, timeout=180, what="pod web Running")
     got: pod_pb2.Pod = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
     return got
 
@@ -164,7 +165,7 @@ async def test_an_idle_parent_is_paused_and_a_pod_runs_on_a_clone_forked_from_it
             parents = [v for v in await _vms(client) if v.spec.template]
             return bool(parents) and parents[0].spec.paused and parents[0].status.phase == "Paused"
 
-        await wait_for(parent_paused, 180, "the idle warm parent paused")
+        await eventually(parent_paused, timeout=180, what="the idle warm parent paused")
         container = await asyncio.to_thread(env.client.containers.get, "cowpod-vm-small-parent")
         assert container.attrs["State"]["Paused"]
         ref = event_pb2.ObjectReference(kind="VM", name="small-parent")
@@ -176,7 +177,9 @@ async def test_an_idle_parent_is_paused_and_a_pod_runs_on_a_clone_forked_from_it
             node = await client.nodes.Get(meta_pb2.ObjectKey(name="small-parent"))
             return _ready(node) == ("Unknown", "VMPaused")
 
-        await wait_for(node_marked_paused, 60, "the paused parent's node Ready=Unknown/VMPaused")
+        await eventually(
+            node_marked_paused, timeout=60, what="the paused parent's node Ready=Unknown/VMPaused"
+        )
 
         got = await _run_web_pod(client)
         vm = await client.vms.Get(meta_pb2.ObjectKey(name=got.spec.node_name))

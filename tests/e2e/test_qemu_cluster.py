@@ -16,8 +16,7 @@ import functools
 import os
 import re
 import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
@@ -32,6 +31,7 @@ from hypervisor.providers.qemu.provider import QemuProvider
 from hypervisor.providers.qemu.settings import DEFAULT_IMAGE_DIR
 from hypervisor.providers.qemu.store import read_record
 from hypervisor.providers.qemu.testing import QemuTestEnv
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -77,14 +77,6 @@ async def stack(etcd: EtcdMember, etcd_prefix: str, real_image: None) -> AsyncIt
         env.cleanup()
 
 
-async def eventually(fn: Callable[[], Awaitable[bool]], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not await fn():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.5)
-
-
 async def node_ready(c: Client, name: str) -> str:
     """The node's Ready condition status ("" while it has not registered)."""
     try:
@@ -110,10 +102,17 @@ async def test_instant_clones_of_a_warm_parent_are_ready_nodes_that_run_pods(sta
     async def ready(name: str) -> bool:
         return await node_ready(c, name) == "True"
 
-    await eventually(lambda: ready(parent), "the parent's node Ready (a cold boot under TCG)", 900)
+    await eventually(
+        lambda: ready(parent),
+        what="the parent's node Ready (a cold boot under TCG)",
+        timeout=900,
+        interval=0.5,
+    )
     await c.vms.Clone(vm_pb2.CloneRequest(parent=parent, names=kids))
     for k in kids:
-        await eventually(functools.partial(ready, k), f"clone {k}'s node Ready", 300)
+        await eventually(
+            functools.partial(ready, k), what=f"clone {k}'s node Ready", timeout=300, interval=0.5
+        )
 
     nodes = [await c.nodes.Get(meta_pb2.ObjectKey(name=n)) for n in [parent, *kids]]
     machine_ids = {n.status.node_info.machine_id for n in nodes}
@@ -135,19 +134,23 @@ async def test_instant_clones_of_a_warm_parent_are_ready_nodes_that_run_pods(sta
         got: pod_pb2.Pod = await c.pods.Get(key)
         return got.status.phase == "Running"
 
-    await eventually(running, "the pod Running in the clone", 300)
+    await eventually(running, what="the pod Running in the clone", timeout=300, interval=0.5)
 
     async def logs() -> bool:
         chunks = [chunk.data async for chunk in c.pods.Logs(pod_pb2.LogsRequest(pod=key), timeout=60)]
         return b"hello from" in b"".join(chunks)
 
-    await eventually(logs, "the pod's logs through the controller", 60)
+    await eventually(logs, what="the pod's logs through the controller", timeout=60, interval=0.5)
 
     # A clone's QEMU dies: the provider reports it FAILED, the VM manager marks the
     # VM Failed and deletes its node (so its pods are replaced elsewhere).
     os.kill(stack.provider.pid(kids[1]), signal.SIGKILL)
-    await eventually(functools.partial(_failed_without_a_ready_node, c, kids[1]),
-                     "the killed clone Failed and its node no longer Ready", 120)
+    await eventually(
+        functools.partial(_failed_without_a_ready_node, c, kids[1]),
+        what="the killed clone Failed and its node no longer Ready",
+        timeout=120,
+        interval=0.5,
+    )
     failed = await c.vms.Get(meta_pb2.ObjectKey(name=kids[1]))
     assert "qemu" in failed.status.message, failed.status.message
     assert await node_ready(c, kids[0]) == "True"
@@ -163,7 +166,12 @@ async def test_an_instant_clone_of_a_node_becomes_a_node_of_its_own(stack: Stack
     async def ready(name: str) -> bool:
         return await node_ready(c, name) == "True"
 
-    await eventually(lambda: ready(parent), "the parent's node Ready (a cold boot under TCG)", 900)
+    await eventually(
+        lambda: ready(parent),
+        what="the parent's node Ready (a cold boot under TCG)",
+        timeout=900,
+        interval=0.5,
+    )
     pod = pod_pb2.Pod(
         metadata=meta_pb2.ObjectMeta(name=f"stay-{cid}", namespace="default"),
         spec=pod_pb2.PodSpec(restart_policy="Always", containers=[pod_pb2.Container(
@@ -178,10 +186,12 @@ async def test_an_instant_clone_of_a_node_becomes_a_node_of_its_own(stack: Stack
         got: pod_pb2.Pod = await c.pods.Get(key)
         return got.status.phase == "Running" and got.spec.node_name == parent
 
-    await eventually(running, "the pod Running in the parent", 300)
+    await eventually(running, what="the pod Running in the parent", timeout=300, interval=0.5)
 
     await c.vms.Clone(vm_pb2.CloneRequest(parent=parent, names=[kid]))
-    await eventually(functools.partial(ready, kid), f"clone {kid}'s node Ready", 300)
+    await eventually(
+        functools.partial(ready, kid), what=f"clone {kid}'s node Ready", timeout=300, interval=0.5
+    )
 
     nodes = [await c.nodes.Get(meta_pb2.ObjectKey(name=n)) for n in (parent, kid)]
     ids = [n.status.node_info.machine_id for n in nodes]
@@ -206,7 +216,12 @@ async def test_an_instant_clone_of_a_node_becomes_a_node_of_its_own(stack: Stack
         chunks = [chunk.data async for chunk in c.pods.Logs(pod_pb2.LogsRequest(pod=key), timeout=60)]
         return b"parent pod up" in b"".join(chunks)
 
-    await eventually(parent_logs, "the parent's pod logs through the controller after the fork", 60)
+    await eventually(
+        parent_logs,
+        what="the parent's pod logs through the controller after the fork",
+        timeout=60,
+        interval=0.5,
+    )
     parent_vm: vm_pb2.VM = await c.vms.Get(meta_pb2.ObjectKey(name=parent))
     assert parent_vm.status.phase == "Running"
 

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from cowpod.client import Client
 from cowpod.v1 import agent_pb2_grpc, meta_pb2, pod_pb2
 from hypervisor.guest import GuestBootstrap, GuestEndpoints, node_labels
 from hypervisor.testing import ROOT, build_images
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -244,14 +245,6 @@ def make_bootstrap(name: str, controller_port: int, agent_port: int) -> GuestBoo
     )
 
 
-async def wait_for(what: str, timeout: float, check: Callable[[], Awaitable[bool]]) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not in {timeout:.0f}s")
-        await asyncio.sleep(0.5)
-
-
 @pytest.mark.timeout(900)  # a fresh machine builds the image first (debootstrap, apt)
 async def test_guest_boots_warm_becomes_a_node_runs_a_pod_and_powers_off(
     guest: Guest, controller: ControllerRunner, client: Client
@@ -285,10 +278,10 @@ async def test_guest_boots_warm_becomes_a_node_runs_a_pod_and_powers_off(
                 return False
             return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
 
-        try:
-            await wait_for(f"node {name} Ready", 120, ready)
-        except TimeoutError:
-            pytest.fail(f"node {name} never Ready; console:\n{guest.console[-3000:]}")
+        await eventually(
+            ready, timeout=120, interval=0.5, what=f"node {name} Ready",
+            explain=lambda: f"console:\n{guest.console[-3000:]}",
+        )
         print(f"bootstrap -> node Ready: {time.monotonic() - t0:.1f}s")
 
         # A pod runs in the guest's Docker, from the image baked into the disk.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import docker
@@ -13,6 +12,7 @@ import pytest
 from hypervisor.provider import VMSpecInfo, VMState
 from hypervisor.providers.docker.provider import DockerProvider
 from hypervisor.testing import DockerTestEnv, full_clone, instant_clone
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -36,16 +36,6 @@ def sh(container: str, cmd: str) -> str:
     assert isinstance(out, bytes)
     assert rc == 0, f"{cmd!r} in {container}: {out.decode()}"
     return out.decode().strip()
-
-
-async def wait_for(pred: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if await asyncio.to_thread(pred):  # type: ignore[arg-type]
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 async def test_vm_container_has_its_limits_identity_and_mounts(
@@ -163,7 +153,10 @@ async def test_warm_start_hook(env: DockerTestEnv, fail: bool) -> None:
         assert child_env["COWPOD_AGENT_START"] == "wait"
         container = docker.from_env().containers.get(f"cowpod-vm-{child.name}")
         if fail:
-            await wait_for(lambda: "starting the agent cold" in container.logs().decode())
+            await eventually(
+                lambda: asyncio.to_thread(lambda: "starting the agent cold" in container.logs().decode()),
+                timeout=20.0,
+            )
         else:
             await asyncio.sleep(0.5)
             assert "started agent" not in container.logs().decode()

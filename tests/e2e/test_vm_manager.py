@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import docker
@@ -20,6 +19,7 @@ from hypervisor.manager import VMManager
 from hypervisor.provider import VMSpecInfo
 from hypervisor.providers.docker.provider import DockerProvider
 from hypervisor.testing import DockerTestEnv, full_clone
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -59,14 +59,6 @@ async def stack(etcd: EtcdMember, etcd_prefix: str, env: DockerTestEnv) -> Async
         await runner.stop()
 
 
-async def eventually(fn: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await fn():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def get_vm(c: Client, name: str) -> vm_pb2.VM | None:
     try:
         return await c.vms.Get(meta_pb2.ObjectKey(name=name))
@@ -90,7 +82,7 @@ def new_vm(name: str, **spec: object) -> vm_pb2.VM:
 async def test_full_clone_registers_a_ready_node_and_destroy_cleans_up(stack: Stack) -> None:
     c, name = stack.client, f"full-{stack.env.cluster_id}"
     await c.vms.Create(new_vm(name))
-    await eventually(lambda: phase_is(c, name, "Running"), "VM Running")
+    await eventually(lambda: phase_is(c, name, "Running"), what="VM Running", timeout=60.0)
     vm = await get_vm(c, name)
     assert vm is not None
     assert vm.status.ip and vm.status.provider_id.startswith("docker://") and vm.status.node_name == name
@@ -99,11 +91,11 @@ async def test_full_clone_registers_a_ready_node_and_destroy_cleans_up(stack: St
     async def ready() -> bool:
         v = await get_vm(c, name)
         return v is not None and v.status.HasField("ready_at")
-    await eventually(ready, "the VM's node Ready (ready_at)", timeout=90)
+    await eventually(ready, what="the VM's node Ready (ready_at)", timeout=90)
     node = await c.nodes.Get(meta_pb2.ObjectKey(name=name))
     assert node.status.node_info.machine_id in ("", vm.status.machine_id)
     await c.vms.Destroy(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=name)))
-    await eventually(lambda: _gone(c, name), "VM object removed")
+    await eventually(lambda: _gone(c, name), what="VM object removed", timeout=60.0)
     assert docker.from_env().containers.list(all=True, filters={"name": f"cowpod-vm-{name}"}) == []
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await c.nodes.Get(meta_pb2.ObjectKey(name=name))
@@ -120,7 +112,7 @@ async def test_destroy_removes_the_pods_its_live_agent_would_restart(stack: Stac
         v = await get_vm(c, name)
         return v is not None and v.status.HasField("ready_at")
 
-    await eventually(node_ready, "the VM's node Ready", timeout=90)
+    await eventually(node_ready, what="the VM's node Ready", timeout=90)
     pod = pod_pb2.Pod(
         metadata=meta_pb2.ObjectMeta(name=f"sleeper-{stack.env.cluster_id}", namespace="default"),
         spec=pod_pb2.PodSpec(
@@ -138,11 +130,11 @@ async def test_destroy_removes_the_pods_its_live_agent_would_restart(stack: Stac
         got = await c.pods.Get(meta_pb2.ObjectKey(namespace="default", name=pod.metadata.name))
         return got.status.phase == "Running"
 
-    await eventually(running, "pod Running on the VM", timeout=90)
+    await eventually(running, what="pod Running on the VM", timeout=90)
     engine = docker.from_env()
     assert engine.containers.list(all=True, filters={"label": f"cowpod.node={name}"})
     await c.vms.Destroy(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=name)))
-    await eventually(lambda: _gone(c, name), "VM object removed")
+    await eventually(lambda: _gone(c, name), what="VM object removed", timeout=60.0)
     assert engine.containers.list(all=True, filters={"label": f"cowpod.node={name}"}) == []
 
 
@@ -154,9 +146,9 @@ async def test_instant_clone_and_snap_free_through_the_api(stack: Stack) -> None
     c, parent = stack.client, f"par-{stack.env.cluster_id}"
     child = f"kid-{stack.env.cluster_id}"
     await c.vms.Create(new_vm(parent))
-    await eventually(lambda: phase_is(c, parent, "Running"), "parent Running")
+    await eventually(lambda: phase_is(c, parent, "Running"), what="parent Running", timeout=60.0)
     await c.vms.Clone(vm_pb2.CloneRequest(parent=parent, names=[child]))
-    await eventually(lambda: phase_is(c, child, "Running"), "child Running")
+    await eventually(lambda: phase_is(c, child, "Running"), what="child Running", timeout=60.0)
     kid = await get_vm(c, child)
     par = await get_vm(c, parent)
     assert kid is not None and par is not None
@@ -168,18 +160,18 @@ async def test_instant_clone_and_snap_free_through_the_api(stack: Stack) -> None
     async def freed() -> bool:
         v = await get_vm(c, child)
         return v is not None and v.status.snapped_free
-    await eventually(freed, "child snapped free")
+    await eventually(freed, what="child snapped free", timeout=60.0)
     await c.vms.Destroy(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=parent)))
-    await eventually(lambda: _gone(c, parent), "parent removed")
+    await eventually(lambda: _gone(c, parent), what="parent removed", timeout=60.0)
     assert (await stack.provider.get(child)).state.value == "running"
 
 
 async def test_a_vm_that_dies_is_marked_failed_with_an_event(stack: Stack) -> None:
     c, name = stack.client, f"die-{stack.env.cluster_id}"
     await c.vms.Create(new_vm(name))
-    await eventually(lambda: phase_is(c, name, "Running"), "VM Running")
+    await eventually(lambda: phase_is(c, name, "Running"), what="VM Running", timeout=60.0)
     await asyncio.to_thread(docker.from_env().containers.get(f"cowpod-vm-{name}").kill)
-    await eventually(lambda: phase_is(c, name, "Failed"), "VM Failed")
+    await eventually(lambda: phase_is(c, name, "Failed"), what="VM Failed", timeout=60.0)
     vm = await get_vm(c, name)
     assert vm is not None and "137" in vm.status.message
     evs = await c.events.List(event_pb2.ListEventsRequest(
@@ -204,10 +196,10 @@ async def test_startup_destroys_orphans_and_fails_vanished_vms(
         await c.vms.UpdateStatus(created)
         await provider.close()
         async with running_manager(c, env) as s:
-            await eventually(lambda: phase_is(c, lost, "Failed"), "vanished VM Failed")
+            await eventually(lambda: phase_is(c, lost, "Failed"), what="vanished VM Failed", timeout=60.0)
             async def orphan_gone() -> bool:
                 return orphan not in [v.name for v in await s.provider.list()]
-            await eventually(orphan_gone, "orphan destroyed")
+            await eventually(orphan_gone, what="orphan destroyed", timeout=60.0)
 
 
 async def test_secure_cluster_agent_joins_with_the_bundle(
@@ -231,7 +223,7 @@ async def test_secure_cluster_agent_joins_with_the_bundle(
             async def ready() -> bool:
                 v = await get_vm(c, name)
                 return v is not None and v.status.HasField("ready_at")
-            await eventually(ready, "the VM's node Ready in a secure cluster", timeout=90)
+            await eventually(ready, what="the VM's node Ready in a secure cluster", timeout=90)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

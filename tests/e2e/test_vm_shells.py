@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import docker
 import pytest
@@ -20,6 +20,7 @@ from hypervisor.manager import VMManager
 from hypervisor.provider import VMSpecInfo, VMState
 from hypervisor.providers.docker.provider import L_SHELL_OF, DockerProvider
 from hypervisor.testing import DockerTestEnv, full_clone, instant_clone
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -53,28 +54,17 @@ def shells(env: DockerTestEnv, parent: str = "") -> list[str]:
     return sorted(str(c.name) for c in cs if str(c.name).startswith("cowpod-shell-"))
 
 
-async def eventually(fn: Callable[[], Awaitable[bool] | bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = fn()
-        if r if isinstance(r, bool) else await r:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def test_pooled_clones_have_unique_identities_and_the_pool_refills(
     env: DockerTestEnv, provider: DockerProvider
 ) -> None:
     parent = await full_clone(provider, spec(f"par-{env.cluster_id}"))
     await provider.prepare_parent(parent.name)
-    await eventually(lambda: len(shells(env, parent.name)) == 2, "two idle shells")
+    await eventually(lambda: len(shells(env, parent.name)) == 2, what="two idle shells", timeout=60.0)
     pooled = set(shells(env, parent.name))
     kids = [await instant_clone(provider, parent.name, spec(f"kid{i}-{env.cluster_id}")) for i in range(3)]
     # The first two came from the pool (those shells are now VMs), the pool refills to 2.
     assert not pooled & set(shells(env, parent.name))
-    await eventually(lambda: len(shells(env, parent.name)) == 2, "the pool refilled")
+    await eventually(lambda: len(shells(env, parent.name)) == 2, what="the pool refilled", timeout=60.0)
     seen: dict[str, set[str]] = {"hostname": set(), "machine_id": set(), "ip": set(), "node": set()}
     for vm in [parent, *kids]:
         cname = f"cowpod-vm-{vm.name}"
@@ -130,7 +120,7 @@ async def test_orphan_shells_go_at_manager_start_and_on_cowpod_down(env: DockerT
     p = env.provider(pool_size=2)
     parent = await full_clone(p, spec(f"par-{env.cluster_id}"))
     await p.prepare_parent(parent.name)
-    await eventually(lambda: len(shells(env, parent.name)) == 2, "two idle shells")
+    await eventually(lambda: len(shells(env, parent.name)) == 2, what="two idle shells", timeout=60.0)
     await p.close()
     # The parent vanishes behind the provider's back (a crash, a manual docker rm).
     client = docker.from_env()
@@ -146,7 +136,7 @@ async def test_orphan_shells_go_at_manager_start_and_on_cowpod_down(env: DockerT
     try:
         other = await full_clone(p2, spec(f"par2-{env.cluster_id}"))
         await p2.prepare_parent(other.name)
-        await eventually(lambda: len(shells(env, other.name)) == 2, "two idle shells")
+        await eventually(lambda: len(shells(env, other.name)) == 2, what="two idle shells", timeout=60.0)
     finally:
         await p2.close()
     removed_names = await asyncio.to_thread(remove_cluster_containers, env.cluster_id)
@@ -173,19 +163,21 @@ async def test_a_pooled_clone_registers_its_node(
                     spec=vm_pb2.VMSpec(class_name="small", cpu_millis=500, memory_bytes=256 << 20,
                                        template=True)))
                 # The manager prepares a template: its pool fills without any clone asked for.
-                await eventually(lambda: len(shells(env, parent)) == 1, "the template's shell", 90)
+                await eventually(
+                    lambda: len(shells(env, parent)) == 1, what="the template's shell", timeout=90
+                )
                 kid = f"kid-{env.cluster_id}"
                 await c.vms.Clone(vm_pb2.CloneRequest(parent=parent, count=1, names=[kid]))
 
                 async def registered() -> bool:
                     nodes = (await c.nodes.List(meta_pb2.ListOptions())).items
                     return any(n.metadata.name == kid for n in nodes)
-                await eventually(registered, "the clone's node", 90)
+                await eventually(registered, what="the clone's node", timeout=90)
                 node = await c.nodes.Get(meta_pb2.ObjectKey(name=kid))
                 vm = await c.vms.Get(meta_pb2.ObjectKey(name=kid))
                 assert vm.status.clone_kind == "instant" and vm.status.node_name == kid
                 assert node.status.node_info.machine_id in ("", vm.status.machine_id)
-                await eventually(lambda: len(shells(env, parent)) == 1, "the pool refilled", 90)
+                await eventually(lambda: len(shells(env, parent)) == 1, what="the pool refilled", timeout=90)
             finally:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -200,8 +192,10 @@ async def test_paused_shells_are_unpaused_when_taken(env: DockerTestEnv) -> None
     try:
         parent = await full_clone(p, spec(f"par-{env.cluster_id}"))
         await p.prepare_parent(parent.name)
-        await eventually(lambda: len(shells(env, parent.name)) == 1, "an idle shell")
-        await eventually(lambda: p.idle_shells(parent.name) == 1, "the shell made and paused")
+        await eventually(lambda: len(shells(env, parent.name)) == 1, what="an idle shell", timeout=60.0)
+        await eventually(
+            lambda: p.idle_shells(parent.name) == 1, what="the shell made and paused", timeout=60.0
+        )
         idle = docker.from_env().containers.get(shells(env, parent.name)[0])
         assert idle.attrs["State"]["Paused"]
         kid = await instant_clone(p, parent.name, spec(f"kid-{env.cluster_id}"))

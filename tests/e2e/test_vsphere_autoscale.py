@@ -26,7 +26,7 @@ from hypervisor.manager import VMManager
 from hypervisor.provider import ControllerAddress
 from hypervisor.providers.vsphere.client import connect
 from hypervisor.providers.vsphere.testing import Vcsim, VSphereTestEnv
-from tests.integration.scheduler_harness import wait_for
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -90,7 +90,7 @@ async def test_a_pending_pod_runs_on_a_vm_made_by_InstantClone_Task(
             node = await client.nodes.Get(meta_pb2.ObjectKey(name=parents[0].metadata.name))
             return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
 
-        await wait_for(parent_ready, 180, "the warm parent VM Running with its node Ready")
+        await eventually(parent_ready, timeout=180, what="the warm parent VM Running with its node Ready")
 
         pod = pod_pb2.Pod()
         pod.metadata.name = "web"
@@ -104,7 +104,7 @@ async def test_a_pending_pod_runs_on_a_vm_made_by_InstantClone_Task(
             p = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
             return bool(p.status.phase == "Running")
 
-        await wait_for(running, 180, "pod web Running")
+        await eventually(running, timeout=180, what="pod web Running")
         got = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
         vm: vm_pb2.VM = await client.vms.Get(meta_pb2.ObjectKey(name=got.spec.node_name))
         assert not vm.spec.template and vm.spec.parent == "small-parent"

@@ -32,6 +32,7 @@ from hypervisor.providers.docker.zygote_client import ZygoteClient, ZygoteProces
 from hypervisor.providers.docker.zygote_protocol import ChildStatus
 from hypervisor.providers.docker.zygote_warm import ZygoteWarmStarter
 from hypervisor.testing import smaps_rollup_kb
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -119,16 +120,6 @@ async def zygote(tmp_path: pathlib.Path) -> AsyncIterator[ZygoteProcess]:
         await zp.stop()
 
 
-async def wait_for(pred: Callable[[], Any], what: str, attempts: int = 400) -> Any:
-    """Poll a condition the clone makes true by itself (bounded: ~20 s)."""
-    for _ in range(attempts):
-        value = await asyncio.to_thread(pred)
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
-
-
 def probe_report(c: Container, path: str = "/zygote-probe.json") -> dict[str, Any] | None:
     host_path = f"/proc/{init_pid(c)}/root{path}"
     try:
@@ -171,7 +162,9 @@ async def test_clone_lives_in_the_container_and_shares_the_zygotes_memory(
     c = containers()
     c.exec_run(["sh", "-c", "echo from-the-container-disk > /marker"])
     clone = await zygote.client.fork_into(c.name, ["--read", "/marker"])
-    report = await wait_for(lambda: probe_report(c), "probe report")
+    report = await eventually(
+        lambda: asyncio.to_thread(lambda: probe_report(c)), what="probe report", timeout=20.0
+    )
 
     # In the container's pid namespace, with its own pid there, and listed by Docker.
     assert report["pid"] == clone.ns_pid != clone.pid
@@ -204,7 +197,9 @@ async def test_second_clone_while_the_first_runs_and_the_memory_limit_applies(
 ) -> None:
     a, b = containers(), containers(memory="48m")
     first = await zygote.client.fork_into(a.name, [])
-    await wait_for(lambda: probe_report(a), "first probe report")
+    await eventually(
+        lambda: asyncio.to_thread(lambda: probe_report(a)), what="first probe report", timeout=20.0
+    )
     # The second clone tries to hold far more than its container may use.
     second = await zygote.client.fork_into(init_pid(b), ["--alloc-mb", "160"])
     assert second.pid != first.pid
@@ -245,7 +240,11 @@ async def test_bad_targets_get_clear_errors_and_the_zygote_keeps_serving(
     ping = await client.ping()
     assert ping["ok"] and ping["children"] == []
     clone = await client.fork_into(c.id, [])
-    assert (await wait_for(lambda: probe_report(c), "probe report"))["pid"] == clone.ns_pid
+    assert (
+        await eventually(
+            lambda: asyncio.to_thread(lambda: probe_report(c)), what="probe report", timeout=20.0
+        )
+    )["pid"] == clone.ns_pid
 
 
 async def test_zygote_charged_to_its_parent_leaves_with_it(
@@ -271,7 +270,9 @@ async def test_zygote_charged_to_its_parent_leaves_with_it(
         client = ZygoteClient(zp.config.socket_path)
         assert (await asyncio.wait_for(client.ping(), 10))["ok"]
         clone = await asyncio.wait_for(client.fork_into(child.name, []), 10)
-        await wait_for(lambda: probe_report(child), "probe report")
+        await eventually(
+            lambda: asyncio.to_thread(lambda: probe_report(child)), what="probe report", timeout=20.0
+        )
         assert memory_cgroup(clone.pid) == f"/docker/{child.id}"
         # The clone is the child's, freezer included: pausing the child would freeze it.
         assert cgroup_of(clone.pid, "freezer") == f"/docker/{child.id}"
@@ -300,7 +301,11 @@ async def test_warm_starter_forks_into_an_instant_clone_child_from_its_parents_z
     )
     try:
         await starter(child.name, ["cowpod-agent", "--out", "/warm.json"], {"COWPOD_VM_NAME": "child"})
-        report = await wait_for(lambda: probe_report(child, "/warm.json"), "warm probe report")
+        report = await eventually(
+            lambda: asyncio.to_thread(lambda: probe_report(child, "/warm.json")),
+            what="warm probe report",
+            timeout=20.0,
+        )
         assert starter.last_clone is not None and report["pid"] == starter.last_clone.ns_pid
         assert report["hostname"] == child.name
         zp = await starter.prepare(parent.name)  # the same zygote, already running

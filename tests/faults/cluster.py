@@ -25,7 +25,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,6 +35,7 @@ import grpc
 from cowpod.client import Client
 from cowpod.local.etcd import EtcdMember, free_port
 from cowpod.v1 import meta_pb2, pod_pb2
+from tests import polling
 
 BIN = pathlib.Path(sys.executable).parent
 FAULTS_LABEL = "cowpod.faults"
@@ -360,20 +360,11 @@ async def eventually(
     interval: float = 0.2,
     explain: Callable[[], str] | None = None,
 ) -> None:
-    """Poll `check` until true; RPC errors count as "not yet" (processes may be restarting)."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            if await check():
-                return
-        except grpc.RpcError as err:
-            last = err
-        if time.monotonic() > deadline:
-            extra = f"; last error: {last}" if last else ""
-            more = f"\n{explain()}" if explain is not None else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or check}{extra}{more}")
-        await asyncio.sleep(interval)
+    """tests.polling.eventually with RPC errors as "not yet": these tests restart the
+    cluster's processes under the client."""
+    await polling.eventually(
+        check, timeout=timeout, what=what, interval=interval, retry_on=(grpc.RpcError,), explain=explain
+    )
 
 
 def sleeper_pod(

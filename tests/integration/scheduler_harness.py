@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from agent.hollow import HollowFleet, HollowNodeSpec
 from controller.limits import Limits
@@ -49,16 +49,6 @@ def pod(
     c.resources.requests.cpu_millis = cpu
     c.resources.requests.memory_bytes = memory
     return p
-
-
-async def wait_for(
-    cond: Callable[[], Awaitable[bool]], timeout: float = PATIENCE_S, what: str = "condition"
-) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def all_pods(client: Client) -> list[pod_pb2.Pod]:

@@ -27,7 +27,8 @@ from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, vm_pb2
 from hypervisor.manager import VMManager
 from hypervisor.providers.sim import SimLatencies, SimProvider
-from tests.integration.scheduler_harness import fast_controller, pod, running_scheduler, wait_for
+from tests.integration.scheduler_harness import fast_controller, pod, running_scheduler
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -121,10 +122,10 @@ async def test_pending_pods_get_just_enough_instant_clones_and_run(
     etcd: EtcdMember, etcd_prefix: str, tmp_path: pathlib.Path
 ) -> None:
     async with sim_cluster(etcd, etcd_prefix, tmp_path, config()) as sim:
-        await wait_for(sim.parent_ready, 30, "the warm parent Running with its node tainted")
+        await eventually(sim.parent_ready, timeout=30, what="the warm parent Running with its node tainted")
         for i in range(5):
             await sim.client.pods.Create(pod(f"web-{i}", cpu=300))
-        await wait_for(lambda: sim.all_running(5), 30, "5 pods Running")
+        await eventually(lambda: sim.all_running(5), timeout=30, what="5 pods Running")
 
         clones = await sim.clones()
         # 900m allocatable per small VM: three 300m pods each, so two clones.
@@ -140,7 +141,7 @@ async def test_pending_pods_get_just_enough_instant_clones_and_run(
         )
         # More passes over a settled cluster make nothing more.
         passes = sim.autoscalers[0].passes
-        await wait_for(lambda: _more(sim.autoscalers[0], passes + 5), 10, "five more passes")
+        await eventually(lambda: _more(sim.autoscalers[0], passes + 5), timeout=10, what="five more passes")
         assert len(await sim.clones()) == 2
 
 
@@ -152,13 +153,13 @@ async def test_a_pod_no_class_can_take_gets_an_event_and_no_vm(
     etcd: EtcdMember, etcd_prefix: str, tmp_path: pathlib.Path
 ) -> None:
     async with sim_cluster(etcd, etcd_prefix, tmp_path, config()) as sim:
-        await wait_for(sim.parent_ready, 30, "the warm parent")
+        await eventually(sim.parent_ready, timeout=30, what="the warm parent")
         await sim.client.pods.Create(pod("huge", cpu=16000))
 
         async def told() -> bool:
             return any(e.reason == "NotTriggerScaleUp" for e in await sim.events("Pod", "huge"))
 
-        await wait_for(told, 20, "a NotTriggerScaleUp event")
+        await eventually(told, timeout=20, what="a NotTriggerScaleUp event")
         [e] = [e for e in await sim.events("Pod", "huge") if e.reason == "NotTriggerScaleUp"]
         assert "pod bigger than any VM class" in e.message
         assert await sim.clones() == []
@@ -170,10 +171,10 @@ async def test_empty_clones_are_scaled_down_to_the_minimum_and_the_parent_stays(
     small = VMClass("small", 1000, 1 << 30, labels={"tier": "small"}, min=1, max=6)
     cfg = config(vm_classes=(small,), scale_down_unneeded_s=1.0)
     async with sim_cluster(etcd, etcd_prefix, tmp_path, cfg) as sim:
-        await wait_for(sim.parent_ready, 30, "the warm parent")
+        await eventually(sim.parent_ready, timeout=30, what="the warm parent")
         for i in range(6):
             await sim.client.pods.Create(pod(f"job-{i}", cpu=400))
-        await wait_for(lambda: sim.all_running(6), 30, "6 pods Running")
+        await eventually(lambda: sim.all_running(6), timeout=30, what="6 pods Running")
         peak = len(await sim.clones())
         assert peak >= 3  # two 400m pods per 900m node
         for i in range(6):
@@ -184,14 +185,14 @@ async def test_empty_clones_are_scaled_down_to_the_minimum_and_the_parent_stays(
         async def down_to_min() -> bool:
             return len(await sim.clones()) == 1 and not await sim.pods()
 
-        await wait_for(down_to_min, 40, "clones scaled down to the class minimum of 1")
+        await eventually(down_to_min, timeout=40, what="clones scaled down to the class minimum of 1")
         assert [v.metadata.name for v in await sim.vms() if v.spec.template] == ["small-parent"]
 
         async def scale_down_event() -> bool:
             resp = await sim.client.events.List(event_pb2.ListEventsRequest())
             return any(e.reason == "ScaleDown" and "unneeded" in e.message for e in resp.items)
 
-        await wait_for(scale_down_event, 10, "ScaleDown events")
+        await eventually(scale_down_event, timeout=10, what="ScaleDown events")
 
 
 async def test_with_instant_clones_off_new_vms_are_full_clones(
@@ -199,7 +200,7 @@ async def test_with_instant_clones_off_new_vms_are_full_clones(
 ) -> None:
     async with sim_cluster(etcd, etcd_prefix, tmp_path, config(instant_clones=False)) as sim:
         await sim.client.pods.Create(pod("web-0", cpu=300))
-        await wait_for(lambda: sim.all_running(1), 30, "the pod Running")
+        await eventually(lambda: sim.all_running(1), timeout=30, what="the pod Running")
         vms = await sim.vms()
         assert [v.spec.template for v in vms] == [False]
         assert vms[0].status.clone_kind == "full" and not vms[0].spec.parent
@@ -209,10 +210,10 @@ async def test_two_autoscalers_behind_one_lease_make_each_vm_once(
     etcd: EtcdMember, etcd_prefix: str, tmp_path: pathlib.Path
 ) -> None:
     async with sim_cluster(etcd, etcd_prefix, tmp_path, config(), autoscalers=2) as sim:
-        await wait_for(sim.parent_ready, 30, "the warm parent")
+        await eventually(sim.parent_ready, timeout=30, what="the warm parent")
         for i in range(3):
             await sim.client.pods.Create(pod(f"web-{i}", cpu=300))
-        await wait_for(lambda: sim.all_running(3), 30, "3 pods Running")
+        await eventually(lambda: sim.all_running(3), timeout=30, what="3 pods Running")
         assert len([v for v in await sim.vms() if v.spec.template]) == 1
         assert len(await sim.clones()) == 1
         assert sum(a.elector.is_leader() for a in sim.autoscalers) == 1
@@ -234,7 +235,7 @@ async def test_the_controller_runs_the_autoscaler_when_asked(
                 ("small-parent", True, "small")
             ]
 
-        await wait_for(parent_asked_for, 20, "the warm parent VM object")
+        await eventually(parent_asked_for, timeout=20, what="the warm parent VM object")
         [vm] = (await client.vms.List(meta_pb2.ListOptions())).items
         assert dict(vm.spec.node_labels) == {"tier": "small", "cowpod.io/class": "small"}
         assert (vm.spec.cpu_millis, vm.spec.memory_bytes) == (1000, 1 << 30)

@@ -14,6 +14,7 @@ from controller.testing import ControllerRunner
 from cowpod.client import Client
 from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import meta_pb2, vm_pb2
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +46,6 @@ def new_vm(name: str, parent: str = "") -> vm_pb2.VM:
     )
 
 
-async def eventually(cond: object, what: str, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await cond():  # type: ignore[operator]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def test_vm_manager_metrics_on_the_controller_registry(
     etcd: EtcdMember, etcd_prefix: str, tmp_path: pathlib.Path
 ) -> None:
@@ -74,14 +67,14 @@ async def test_vm_manager_metrics_on_the_controller_registry(
                 raise
 
         await c.vms.Create(new_vm("parent"))
-        await eventually(lambda: _is(phase("parent"), "Running"), "parent Running")
+        await eventually(lambda: _is(phase("parent"), "Running"), what="parent Running", timeout=60.0)
         await c.vms.Create(new_vm("child", parent="parent"))
-        await eventually(lambda: _is(phase("child"), "Running"), "child Running")
+        await eventually(lambda: _is(phase("child"), "Running"), what="child Running", timeout=60.0)
         mid = await scrape(port)
         assert value(mid, "cowpod_vms", phase="Running") == 2
 
         await c.vms.Destroy(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="child")))
-        await eventually(lambda: _is(phase("child"), "gone"), "child destroyed")
+        await eventually(lambda: _is(phase("child"), "gone"), what="child destroyed", timeout=60.0)
 
         after = await scrape(port)
         assert value(after, "cowpod_vm_clone_seconds_count", kind="full", outcome="ok") == 1

@@ -60,7 +60,9 @@ async def test_create_in_missing_namespace_is_refused_naming_the_field(client: C
     assert (err.details() or "").startswith('metadata.namespace: namespaces "team-a" not found')
     cm = config_pb2.ConfigMap(metadata=meta_pb2.ObjectMeta(namespace="team-a", name="c"))
     assert await code_of(client.configmaps.Create(cm)) == grpc.StatusCode.NOT_FOUND
-    batch = await code_of(client.pods.CreateBatch(pod_pb2.CreatePodsRequest(pods=[make_pod("x", namespace="team-a")])))
+    batch = await code_of(
+        client.pods.CreateBatch(pod_pb2.CreatePodsRequest(pods=[make_pod("x", namespace="team-a")]))
+    )
     assert batch == grpc.StatusCode.NOT_FOUND
 
     created = await client.namespaces.Create(ns("team-a"))
@@ -98,8 +100,9 @@ async def test_deleting_a_namespace_deletes_what_is_in_it(client: Client) -> Non
     for what in (client.pods, client.configmaps, client.replicasets):
         assert list((await what.List(meta_pb2.ListOptions(namespace="doomed"))).items) == []
     # The other namespace is untouched.
-    assert [p.metadata.name for p in (await client.pods.List(meta_pb2.ListOptions(namespace="kept"))).items] == [
-        "p1"]
+    assert [
+        p.metadata.name for p in (await client.pods.List(meta_pb2.ListOptions(namespace="kept"))).items
+    ] == ["p1"]
     await client.configmaps.Get(key("settings", "kept"))
 
 
@@ -144,13 +147,17 @@ async def test_secret_rules(client: Client) -> None:
 
     stored.type = "kubernetes.io/tls"
     err = await error_of(client.secrets.Update(stored))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and err.details().startswith("type: field is immutable")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and err.details().startswith(
+        "type: field is immutable"
+    )
 
     tls = config_pb2.Secret(metadata=meta_pb2.ObjectMeta(namespace="default", name="tls"),
                             type="kubernetes.io/tls")
     tls.data["tls.crt"] = b"cert"
     err = await error_of(client.secrets.Create(tls))
-    assert (err.details() or "").startswith("data[tls.key]: required for a Secret of type 'kubernetes.io/tls'")
+    assert (err.details() or "").startswith(
+        "data[tls.key]: required for a Secret of type 'kubernetes.io/tls'"
+    )
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ that stops heartbeating gets its pods evicted (Failed, NodeLost) and replaced.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -14,6 +14,7 @@ from controller.testing import ControllerRunner
 from cowpod.client import Client
 from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2, workload_pb2
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +27,6 @@ def make_rs(name: str, replicas: int) -> workload_pb2.ReplicaSet:
     rs.spec.template.metadata.labels["app"] = name
     rs.spec.template.spec.containers.add(name="main", image="cowpod/busybox:latest", command=["sleep", "1d"])
     return rs
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.1)
 
 
 async def owned_pods(c: Client, rs: str) -> list[pod_pb2.Pod]:
@@ -54,7 +47,7 @@ async def test_replicas_are_kept_scaled_and_collected(client: Client) -> None:
     async def count(n: int) -> bool:
         return len(active(await owned_pods(client, "web"))) == n
 
-    await eventually(lambda: count(3), what="3 pods")
+    await eventually(lambda: count(3), what="3 pods", timeout=20.0)
     pods = await owned_pods(client, "web")
     assert all(p.metadata.owner_references[0].uid == created.metadata.uid for p in pods)
     assert all(p.metadata.name.startswith("web-") for p in pods)
@@ -63,17 +56,17 @@ async def test_replicas_are_kept_scaled_and_collected(client: Client) -> None:
         rs = await client.replicasets.Get(meta_pb2.ObjectKey(namespace="default", name="web"))
         return rs.status.replicas == n and rs.status.observed_generation == rs.metadata.generation
 
-    await eventually(lambda: status_is(3), what="status.replicas 3")
+    await eventually(lambda: status_is(3), what="status.replicas 3", timeout=20.0)
 
     # A pod deleted by hand is replaced.
     await client.pods.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=pods[0].metadata.name)))
-    await eventually(lambda: count(3), what="replacement")
+    await eventually(lambda: count(3), what="replacement", timeout=20.0)
     names = {p.metadata.name for p in await owned_pods(client, "web")}
     assert pods[0].metadata.name not in names
 
     await client.replicasets.Scale(workload_pb2.ScaleRequest(key=meta_pb2.ObjectKey(name="web"), replicas=1))
-    await eventually(lambda: count(1), what="scale down to 1")
-    await eventually(lambda: status_is(1), what="status.replicas 1")
+    await eventually(lambda: count(1), what="scale down to 1", timeout=20.0)
+    await eventually(lambda: status_is(1), what="status.replicas 1", timeout=20.0)
 
     events = await client.events.List(event_pb2.ListEventsRequest(
         involved_object=event_pb2.ObjectReference(kind="ReplicaSet", name="web")))
@@ -81,7 +74,7 @@ async def test_replicas_are_kept_scaled_and_collected(client: Client) -> None:
     assert {"SuccessfulCreate", "SuccessfulDelete"} <= reasons
 
     await client.replicasets.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="web")))
-    await eventually(lambda: count(0), what="pods of the deleted set collected")
+    await eventually(lambda: count(0), what="pods of the deleted set collected", timeout=20.0)
 
 
 async def test_selector_is_immutable_and_errors_name_fields(client: Client) -> None:
@@ -139,7 +132,7 @@ async def test_pods_of_a_silent_node_are_evicted_and_replaced(fast_controller: C
             pods = active(await owned_pods(c, "web"))
             return len(pods) == 2 and all(p.spec.node_name for p in pods)
 
-        await eventually(bound_two, what="two bound pods")
+        await eventually(bound_two, what="two bound pods", timeout=20.0)
         [on_n1] = [p.metadata.name for p in active(await owned_pods(c, "web")) if p.spec.node_name == "n1"]
 
         async def n1_lost() -> bool:
@@ -148,13 +141,13 @@ async def test_pods_of_a_silent_node_are_evicted_and_replaced(fast_controller: C
             return ready == "Unknown" and any(
                 t.key == "node.kubernetes.io/unreachable" and t.effect == "NoExecute" for t in n1.spec.taints)
 
-        await eventually(n1_lost, what="n1 Ready=Unknown and tainted")
+        await eventually(n1_lost, what="n1 Ready=Unknown and tainted", timeout=20.0)
 
         async def evicted() -> bool:
             p = await c.pods.Get(meta_pb2.ObjectKey(name=on_n1))
             return p.status.phase == "Failed" and p.status.reason == "NodeLost"
 
-        await eventually(evicted, what="pod on n1 Failed/NodeLost")
+        await eventually(evicted, what="pod on n1 Failed/NodeLost", timeout=20.0)
         lost = await c.pods.Get(meta_pb2.ObjectKey(name=on_n1))
         assert lost.metadata.HasField("deletion_timestamp")  # the agent finalizes it if it returns
 
@@ -162,7 +155,7 @@ async def test_pods_of_a_silent_node_are_evicted_and_replaced(fast_controller: C
             pods = active(await owned_pods(c, "web"))
             return len(pods) == 2 and on_n1 not in {p.metadata.name for p in pods}
 
-        await eventually(replaced, what="a replacement pod")
+        await eventually(replaced, what="a replacement pod", timeout=20.0)
         n2 = await c.nodes.Get(meta_pb2.ObjectKey(name="n2"))
         assert not n2.spec.taints  # the heartbeating node is untouched
         assert all(p.status.phase != "Failed" for p in await owned_pods(c, "web") if p.spec.node_name == "n2")
@@ -180,5 +173,5 @@ async def test_pods_of_a_silent_node_are_evicted_and_replaced(fast_controller: C
                 return e.code() == grpc.StatusCode.NOT_FOUND
             return False
 
-        await eventually(gone, what="pod of the deleted node collected")
+        await eventually(gone, what="pod of the deleted node collected", timeout=20.0)
         hb.cancel()

@@ -20,8 +20,8 @@ from tests.integration.scheduler_harness import (
     hollow_fleet,
     pod,
     running_scheduler,
-    wait_for,
 )
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -78,14 +78,14 @@ async def test_hundreds_of_hollow_nodes(client: Client, controller: ControllerRu
             ps = await all_pods(client)
             return len(ps) == 2 * NODES and all(p.status.phase == "Running" for p in ps)
 
-        await wait_for(all_running, timeout=120, what="600 pods Running")
+        await eventually(all_running, timeout=120, what="600 pods Running")
         ps = await all_pods(client)
         web = Counter(p.spec.node_name for p in ps if p.metadata.labels.get("app") == "web")
         assert len(web) == NODES and set(web.values()) == {1}  # one replica per VM
         assert fleet.marked_running == 2 * NODES
         assert app.scheduler.scheduled == 2 * NODES
         # Heartbeats flow (one loop for all nodes, not a task per node).
-        await wait_for(lambda: _ge(fleet.heartbeats, NODES), timeout=30, what="a heartbeat per node")
+        await eventually(lambda: _ge(fleet.heartbeats, NODES), timeout=30, what="a heartbeat per node")
 
 
 async def _ge(a: int, b: int) -> bool:

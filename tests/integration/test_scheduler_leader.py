@@ -25,8 +25,8 @@ from tests.integration.scheduler_harness import (
     pod,
     running_scheduler,
     usage_by_node,
-    wait_for,
 )
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ async def test_only_the_leader_binds_and_no_node_is_overcommitted(
         async def fifty() -> bool:
             return await bound_count(client) == 50
 
-        await wait_for(fifty, what="50 pods bound")
+        await eventually(fifty, what="50 pods bound", timeout=60.0)
         leader, standby = (a, b) if a.leading.is_set() else (b, a)
         assert not standby.leading.is_set()
         assert standby.scheduler.scheduled == 0
@@ -125,12 +125,12 @@ async def test_two_active_schedulers_without_leader_election_never_overcommit(
                 async def placed() -> bool:
                     return await bound_count(client) >= 24
 
-                await wait_for(placed, what="24 pods bound")
+                await eventually(placed, what="24 pods bound", timeout=60.0)
 
                 async def counted() -> bool:
                     return a.scheduler.scheduled + b.scheduler.scheduled >= 24
 
-                await wait_for(counted, what="both schedulers' answers")
+                await eventually(counted, what="both schedulers' answers", timeout=60.0)
                 await asyncio.sleep(0.5)  # a late overcommitting bind would show now
                 assert a.scheduler.scheduled + b.scheduler.scheduled == 24
                 usage = await usage_by_node(client)
@@ -158,9 +158,11 @@ async def test_standby_takes_over_when_the_leader_dies(client: Client, controlle
                 async def first_bound() -> bool:
                     return await bound_count(client) == 20
 
-                await wait_for(first_bound, what="first pods bound by the leader")
+                await eventually(first_bound, what="first pods bound by the leader", timeout=60.0)
                 # The List may show the binds before the leader has read its BindBatch answer.
-                await wait_for(lambda: _true(a.scheduler.scheduled == 20), what="the leader's count")
+                await eventually(
+                    lambda: _true(a.scheduler.scheduled == 20), what="the leader's count", timeout=60.0
+                )
                 assert not b.leading.is_set()
                 # The leader dies without releasing its lease (a crash, not a shutdown).
                 a_task.cancel()
@@ -171,8 +173,10 @@ async def test_standby_takes_over_when_the_leader_dies(client: Client, controlle
                 async def all_bound() -> bool:
                     return await bound_count(client) == 40
 
-                await wait_for(all_bound, what="second pods bound by the new leader")
-                await wait_for(lambda: _true(b.scheduler.scheduled == 20), what="the new leader's count")
+                await eventually(all_bound, what="second pods bound by the new leader", timeout=60.0)
+                await eventually(
+                    lambda: _true(b.scheduler.scheduled == 20), what="the new leader's count", timeout=60.0
+                )
                 assert await holder(client) == b.identity
                 names = [p.metadata.name for p in await all_pods(client) if p.spec.node_name]
                 assert len(names) == len(set(names)) == 40
