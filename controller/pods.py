@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
@@ -79,6 +79,9 @@ class Pods:
             raise ValueError("binding needs the pods watch hub (its NodeUsage observer)")
         self.hub: WatchHub[pod_pb2.Pod] = hub
         self.binder = Binder(store, usage, hub, clock, timeout=bind_timeout, txn_concurrency=bind_concurrency)
+        # Fills a new pod's spec.priority from its PriorityClass (controller/priorityclasses.py);
+        # None: priorities are taken as written.
+        self.priority: Callable[[pod_pb2.PodSpec], Awaitable[None]] | None = None
 
     # -- create / update
 
@@ -92,6 +95,8 @@ class Pods:
         pod.status.phase = "Pending"
         pod.status.qos_class = qos_class(spec)
         podfields.resolve_named_ports(spec)
+        if self.priority is not None:
+            await self.priority(spec)
         self.res.prepare_new(pod)
         validation.validate_pod(pod)
         if spec.node_name:

@@ -42,6 +42,7 @@ from controller.node_lifecycle import NodeLifecycle
 from controller.node_usage import NodeUsage
 from controller.nodes import Nodes
 from controller.pods import Pods
+from controller.priorityclasses import PRIORITYCLASSES, PriorityClasses, PriorityClassServicer
 from controller.reconcile import hub_watch, hub_watches
 from controller.replicaset import ReplicaSetController
 from controller.replicaset_api import REPLICASETS, ReplicaSets, ReplicaSetServicer
@@ -73,6 +74,7 @@ from cowpod.v1 import (
     namespace_pb2,
     node_pb2,
     pod_pb2,
+    scheduling_pb2,
     service_pb2,
     vm_pb2,
     workload_pb2,
@@ -168,6 +170,14 @@ class Controller:
                                  self.endpoints_r)
         self.servicers.append((SERVICES[-2], ServiceServicer(self.services, self.metrics)))
         self.servicers.append((SERVICES[-1], EndpointsServicer(self.endpoints_r, self.metrics)))
+        # PriorityClasses (controller/priorityclasses.py): a new pod's priority comes from its class.
+        self.hubs[PRIORITYCLASSES.resource] = WatchHub(self.store, PRIORITYCLASSES, self.clock,
+                                                       buffer_size=b, queue_size=q)
+        pc_r = Resource(PRIORITYCLASSES, self.store, self.clock, self.hubs[PRIORITYCLASSES.resource])
+        self.priority_classes = PriorityClasses(pc_r, self.clock)
+        self.pods.priority = self.priority_classes.resolve
+        self.servicers.append((scheduling_pb2.DESCRIPTOR.services_by_name["PriorityClassService"],
+                               PriorityClassServicer(self.priority_classes, self.metrics)))
         # Namespaces (their admission step guards every create), ConfigMaps and Secrets.
         for k in (NAMESPACES, CONFIGMAPS, SECRETS):
             self.hubs[k.resource] = WatchHub(self.store, k, self.clock, buffer_size=b, queue_size=q)

@@ -12,7 +12,7 @@
 
 `Client` holds one gRPC channel and a typed stub per service (`pods`, `nodes`,
 `vms`, `events`, `leases`, `replicasets`, `deployments`, `jobs`, `daemonsets`, `services`,
-`endpoints`, `namespaces`, `configmaps`, `secrets`). `call` retries a unary call on
+`endpoints`, `namespaces`, `configmaps`, `secrets`, `priorityclasses`). `call` retries a unary call on
 UNAVAILABLE with capped exponential back-off, which is what every component wants while
 the controller or etcd restarts; callers that must not repeat a non-idempotent write use
 the stub directly.
@@ -40,6 +40,7 @@ from cowpod.v1 import (
     namespace_pb2_grpc,
     node_pb2_grpc,
     pod_pb2_grpc,
+    scheduling_pb2_grpc,
     service_pb2_grpc,
     vm_pb2_grpc,
     workload_pb2_grpc,
@@ -99,6 +100,7 @@ class Client:
         self.namespaces = namespace_pb2_grpc.NamespaceServiceStub(self.channel)
         self.configmaps = config_pb2_grpc.ConfigMapServiceStub(self.channel)
         self.secrets = config_pb2_grpc.SecretServiceStub(self.channel)
+        self.priorityclasses = scheduling_pb2_grpc.PriorityClassServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     async def __aenter__(self) -> Client:

@@ -13,7 +13,7 @@ interceptor resolves against the store.
                 DaemonSets (not status), Services; read
                 nodes, VMs, leases, Endpoints;
                 ConfigMaps and Secrets (Create/Update/Delete, and read Secrets);
-                read Namespaces (creating and deleting them is admin's)
+                read Namespaces and PriorityClasses (creating and deleting them is admin's)
     view        read (Get/List/Watch) everything but tokens and Secrets; pod logs
     node X      its own Node (register, heartbeat, get, status; never update:
                 see noderestriction.py), the pods
@@ -62,6 +62,7 @@ EVENT = "cowpod.v1.EventService"
 NAMESPACE = "cowpod.v1.NamespaceService"
 CONFIGMAP = "cowpod.v1.ConfigMapService"
 SECRET = "cowpod.v1.SecretService"
+PRIORITYCLASS = "cowpod.v1.PriorityClassService"
 LEASE = "cowpod.v1.LeaseService"
 TOKEN = "cowpod.v1.TokenService"
 BOOTSTRAP = "cowpod.v1.BootstrapService"
@@ -85,6 +86,7 @@ _EDIT_WRITES: dict[str, frozenset[str]] = {
     CONFIGMAP: frozenset({"Create", "Update", "Delete"}),
     SECRET: frozenset({"Create", "Update", "Delete"}),
     NAMESPACE: frozenset(),
+    PRIORITYCLASS: frozenset(),  # cluster-wide scheduling policy: admin's, as in Kubernetes
     NODE: frozenset(),
     VM: frozenset(),
     LEASE: frozenset(),

@@ -19,6 +19,7 @@ from cowpod.manifest.kinds import (
     NAMESPACE,
     NODE,
     POD,
+    PRIORITYCLASS,
     REPLICASET,
     SECRET,
     SERVICE,
@@ -63,6 +64,8 @@ def headers(info: KindInfo, *, wide: bool, all_namespaces: bool) -> list[str]:
         h = list(printers.CONFIGMAP_HEADERS)
     elif info is SECRET:
         h = list(printers.SECRET_HEADERS)
+    elif info is PRIORITYCLASS:
+        h = list(printers.PRIORITYCLASS_HEADERS)
     else:
         h = ["NAME"]
     return (["NAMESPACE"] if all_namespaces and info.namespaced else []) + h
@@ -112,6 +115,8 @@ def row(
         r = printers.configmap_row(obj, now)
     elif info is SECRET:
         r = printers.secret_row(obj, now)
+    elif info is PRIORITYCLASS:
+        r = printers.priorityclass_row(obj, now)
     else:
         r = [obj.metadata.name]
     if all_namespaces and info.namespaced:

@@ -399,6 +399,15 @@ def secret_row(s: config_pb2.Secret, now: float) -> Row:
     return [s.metadata.name, s.type or "Opaque", str(len(s.data)), _age_of(s.metadata, now)]
 
 
+PRIORITYCLASS_HEADERS = ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"]
+
+
+def priorityclass_row(pc: Any, now: float) -> Row:
+    """kubectl's columns for a PriorityClass (built-in classes have no creation time)."""
+    return [pc.metadata.name, str(pc.value), "true" if pc.global_default else "false",
+            _age_of(pc.metadata, now), pc.preemption_policy or "PreemptLowerPriority"]
+
+
 EVENT_HEADERS = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
 
 

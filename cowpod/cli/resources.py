@@ -67,6 +67,7 @@ def service(ctx: Ctx, info: KindInfo) -> Any:
         "ReplicaSet": c.replicasets, "Service": c.services, "Endpoints": c.endpoints,
         "Namespace": c.namespaces, "ConfigMap": c.configmaps, "Secret": c.secrets,
         "Deployment": c.deployments, "Job": c.jobs, "DaemonSet": c.daemonsets,
+        "PriorityClass": c.priorityclasses,
     }[info.kind]
 
 

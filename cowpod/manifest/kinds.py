@@ -14,6 +14,7 @@ from cowpod.v1 import (
     namespace_pb2,
     node_pb2,
     pod_pb2,
+    scheduling_pb2,
     service_pb2,
     vm_pb2,
     workload_pb2,
@@ -71,10 +72,12 @@ NAMESPACE = KindInfo("Namespace", ("v1",), namespace_pb2.Namespace, False, "name
 CONFIGMAP = KindInfo("ConfigMap", ("v1",), config_pb2.ConfigMap, True, "configmaps",
                      ("configmap", "configmaps", "cm"))
 SECRET = KindInfo("Secret", ("v1",), config_pb2.Secret, True, "secrets", ("secret", "secrets"))
+PRIORITYCLASS = KindInfo("PriorityClass", ("scheduling.k8s.io/v1",), scheduling_pb2.PriorityClass, False,
+                         "priorityclasses", ("priorityclass", "priorityclasses", "pc"))
 
 KINDS: tuple[KindInfo, ...] = (
     POD, NODE, VM, EVENT, LEASE, REPLICASET, DEPLOYMENT, JOB, DAEMONSET, SERVICE, ENDPOINTS,
-    NAMESPACE, CONFIGMAP, SECRET,
+    NAMESPACE, CONFIGMAP, SECRET, PRIORITYCLASS,
 )
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}
 _BY_ALIAS: dict[str, KindInfo] = {a: k for k in KINDS for a in k.aliases}

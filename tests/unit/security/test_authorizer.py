@@ -151,6 +151,11 @@ ROWS: list[tuple[Identity, str, Any, bool]] = [
     (SCHED, "/cowpod.v1.LeaseService/Get", meta_pb2.ObjectKey(namespace="default",
                                                               name="cowpod-scheduler"), False),
     (SCHED, "/cowpod.v1.LeaseService/Update", lease("cowpod-node-lease", "n1"), False),
+    # PriorityClasses: cluster-wide policy, admin's to write; everyone reads
+    (EDIT, "/cowpod.v1.PriorityClassService/Create", None, False),
+    (EDIT, "/cowpod.v1.PriorityClassService/List", None, True),
+    (VIEW, "/cowpod.v1.PriorityClassService/Get", None, True),
+    (ADMIN, "/cowpod.v1.PriorityClassService/Delete", None, True),
     # anonymous, bootstrap, nobody
     (ANONYMOUS, "/grpc.health.v1.Health/Check", None, True),
     (ANONYMOUS, "/cowpod.v1.BootstrapService/ExchangeToken", None, True),
