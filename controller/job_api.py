@@ -31,6 +31,7 @@ JOBS: Kind[workload_pb2.Job] = Kind(
 DEFAULT_BACKOFF_LIMIT = 6
 _BATCH = "batch.kubernetes.io/"
 RESTART_POLICIES = ("Never", "OnFailure")
+NON_INDEXED = "NonIndexed"
 
 
 def apply_defaults(job: workload_pb2.Job) -> None:
@@ -42,6 +43,8 @@ def apply_defaults(job: workload_pb2.Job) -> None:
         spec.completions = 1
     if not spec.HasField("backoff_limit"):
         spec.backoff_limit = DEFAULT_BACKOFF_LIMIT
+    if not spec.completion_mode:
+        spec.completion_mode = NON_INDEXED
     if spec.manual_selector:
         return
     if not is_empty(spec.selector):
@@ -60,6 +63,9 @@ def validate_spec(errs: validation.Errors, spec: workload_pb2.JobSpec) -> None:
                         ("spec.backoffLimit", spec.backoff_limit)):
         if value < 0:
             errs.add(path, f"must be greater than or equal to 0 (got {value})")
+    if spec.completion_mode not in ("", NON_INDEXED):
+        errs.add("spec.completionMode",
+                 f"{spec.completion_mode!r} is not supported: Jobs here are NonIndexed")
     if spec.HasField("active_deadline_seconds") and spec.active_deadline_seconds <= 0:
         errs.add("spec.activeDeadlineSeconds", f"must be greater than 0 (got {spec.active_deadline_seconds})")
     if spec.HasField("ttl_seconds_after_finished") and spec.ttl_seconds_after_finished < 0:

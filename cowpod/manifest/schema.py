@@ -58,6 +58,7 @@ ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     ("cowpod.v1.PodSpec", "restart_policy"): ("Always", "OnFailure", "Never"),
     ("cowpod.v1.DeploymentStrategy", "type"): ("RollingUpdate", "Recreate"),
     ("cowpod.v1.DaemonSetUpdateStrategy", "type"): ("RollingUpdate", "OnDelete"),
+    ("cowpod.v1.JobSpec", "completion_mode"): ("NonIndexed",),
     ("cowpod.v1.Container", "image_pull_policy"): ("Always", "IfNotPresent", "Never"),
     ("cowpod.v1.ContainerPort", "protocol"): ("TCP", "UDP", "SCTP"),
     ("cowpod.v1.HTTPGetAction", "scheme"): ("HTTP", "HTTPS"),
@@ -146,6 +147,9 @@ REFUSED_FIELDS: dict[tuple[str, str], str] = {
     ("cowpod.v1.VolumeMount", "mountPropagation"): "mount propagation is not supported",
     ("cowpod.v1.VolumeMount", "subPathExpr"): "subPathExpr is not supported",
     ("cowpod.v1.VolumeMount", "recursiveReadOnly"): "not supported",
+    **{("cowpod.v1.JobSpec", f): f"{f} is not supported (Jobs here are NonIndexed, with backoffLimit)"
+       for f in ("podFailurePolicy", "backoffLimitPerIndex", "maxFailedIndexes", "successPolicy",
+                 "podReplacementPolicy", "managedBy")},
     **{("cowpod.v1.Volume", v): f"{v} volumes are not supported (emptyDir, hostPath, configMap "
                                 "and secret are)"
        for v in ("persistentVolumeClaim", "downwardAPI", "projected", "nfs", "gitRepo", "csi",
