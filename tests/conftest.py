@@ -30,10 +30,30 @@ def _require(binary: str, hint: str) -> None:
         pytest.skip(msg)
 
 
+# Every process a test session starts inherits this: the pid of the pytest that owns it.
+OWNER_ENV = "COWPOD_TEST_OWNER"
+os.environ[OWNER_ENV] = str(os.getpid())
+
+
+def _owner_alive(proc: pathlib.Path) -> bool:
+    """Does the pytest session that started this process still run? A member of a
+    concurrent session's `cowpod up --detach` cluster is re-parented to init too, but
+    its owner is alive."""
+    try:
+        env = (proc / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    for item in env:
+        if item.startswith(OWNER_ENV.encode() + b"="):
+            owner = item.split(b"=", 1)[1].decode(errors="replace")
+            return owner.isdigit() and pathlib.Path(f"/proc/{owner}").exists()
+    return False
+
+
 def _sweep_orphan_etcds(base: pathlib.Path) -> None:
     """Kill etcd members an earlier, killed test run left: their data dir is under
-    pytest's temp base and their parent is gone (they were re-parented to init).
-    A concurrent run's member still has its pytest as parent and is left alone."""
+    pytest's temp base, their parent is gone (they were re-parented to init) and so is
+    the pytest session that started them. A concurrent run's members are left alone."""
     for proc in pathlib.Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -43,6 +63,8 @@ def _sweep_orphan_etcds(base: pathlib.Path) -> None:
         except (OSError, ValueError, IndexError):
             continue
         if ppid != 1 or not argv or not argv[0].endswith(b"etcd") or b"--data-dir" not in argv:
+            continue
+        if _owner_alive(proc):
             continue
         data_dir = argv[argv.index(b"--data-dir") + 1].decode(errors="replace")
         if pathlib.Path(data_dir).is_relative_to(base):
