@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from controller.agent_proxy import AgentProxy
 from controller.auth.setup import SERVICES as AUTH_SERVICES
 from controller.auth.setup import SecurityConfigError, ServerSecurity
+from controller.autoscaler.reconciler import Autoscaler, Options
 from controller.compactor import run_compactor
 from controller.config import ControllerConfig
 from controller.configs import CONFIGMAPS, SECRETS, ConfigObjectServicer, Secrets, configmaps
@@ -79,6 +80,7 @@ from cowpod.v1 import (
     vm_pb2,
     workload_pb2,
 )
+from hypervisor.manager import VMManager, check_provider
 from hypervisor.provider import ControllerAddress
 
 log = logging.getLogger(__name__)
@@ -341,8 +343,6 @@ class Controller:
     async def _check_provider(self) -> None:
         """The provider's preflight (engine, image, credentials, inventory): a wrong
         setting stops the controller with one line, before it serves anything."""
-        from hypervisor.manager import check_provider
-
         cfg = self.config
         try:
             await check_provider(cfg.provider, cfg.provider_settings, self._vm_data_dir(), self.clock,
@@ -354,8 +354,6 @@ class Controller:
         return ControllerAddress(tcp=self.address, unix=self.config.listen_unix)
 
     async def _run_vm_manager(self) -> None:
-        from hypervisor.manager import VMManager
-
         address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
         data_dir = self._vm_data_dir()
         async with connect(self.security.self_client_settings(address)) as client:
@@ -367,8 +365,6 @@ class Controller:
             await manager.run()
 
     async def _run_autoscaler(self, cluster: ClusterConfig) -> None:
-        from controller.autoscaler.reconciler import Autoscaler, Options
-
         address = f"unix://{self.config.listen_unix}" if self.config.listen_unix else self.address
         options = Options(parent_idle_pause_s=self.config.autoscaler_parent_idle_pause)
         async with connect(self.security.self_client_settings(address)) as client:
