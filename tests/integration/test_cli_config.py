@@ -5,7 +5,6 @@ takes what is in it."""
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
 
 import pytest
@@ -26,11 +25,11 @@ async def test_namespace_file_applies_namespace_first_and_delete_takes_its_pods(
     assert r.out == "pod/team-a-hello\n"
     r = await cli("delete", "namespace", "team-a")
     assert r.code == 0, r.err
-    for _ in range(200):  # poll with a deadline: the namespace controller runs every second
-        r = await cli("get", "namespace", "team-a")
-        if r.code != 0:
-            break
-        await asyncio.sleep(0.1)
+    r = await cli("get", "namespace", "team-a", "-o", "jsonpath={.status.phase}")
+    assert r.out.strip() in ("Terminating", "")  # "" if the controller was quicker than us
+    r = await cli("wait", "namespace", "team-a", "--for", "delete", "--timeout", "30s")
+    assert (r.code, r.out) == (0, "namespace/team-a deleted\n"), r.err
+    r = await cli("get", "namespace", "team-a")
     assert "not found" in r.err
     r = await cli("get", "pods", "-n", "team-a")
     assert "No resources found" in r.err
@@ -65,8 +64,9 @@ async def test_apply_updates_configmap_data(cli: Cli, tmp_path: pathlib.Path) ->
     assert (await cli("apply", "-f", str(f))).out == "configmap/game-demo unchanged\n"
     f.write_text(cm_only.replace('player_initial_lives: "3"', 'player_initial_lives: "7"'))
     assert (await cli("apply", "-f", str(f))).out == "configmap/game-demo configured\n"
-    r = await cli("get", "configmap", "game-demo", "-o", "jsonpath={.data.player_initial_lives}")
-    assert r.out.strip() == "7"
+    r = await cli("wait", "configmap", "game-demo", "--for=jsonpath={.data.player_initial_lives}=7",
+                  "--timeout", "10s")
+    assert r.code == 0, r.err
     r = await cli("describe", "configmap", "game-demo")
     assert "player.maximum-lives=5" in r.out
     r = await cli("get", "cm")

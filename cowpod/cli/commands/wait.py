@@ -18,11 +18,22 @@ from cowpod.cli.readiness import node_ready, vm_readiness
 from cowpod.cli.resources import namespace_for, resolve_kind, service, what
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import KindInfo, encode_object
-from cowpod.manifest.kinds import DAEMONSET, DEPLOYMENT, JOB, NODE, POD, REPLICASET, VM
+from cowpod.manifest.kinds import (
+    CONFIGMAP,
+    DAEMONSET,
+    DEPLOYMENT,
+    JOB,
+    NAMESPACE,
+    NODE,
+    POD,
+    REPLICASET,
+    SECRET,
+    VM,
+)
 from cowpod.v1 import meta_pb2
 
 # Kinds `wait` takes.
-WAITABLE = (POD, NODE, VM, DEPLOYMENT, JOB, DAEMONSET, REPLICASET)
+WAITABLE = (POD, NODE, VM, DEPLOYMENT, JOB, DAEMONSET, REPLICASET, NAMESPACE, CONFIGMAP, SECRET)
 
 EXAMPLES = """
   cowpod wait pod hello --for phase=Succeeded --timeout 2m
@@ -34,6 +45,8 @@ EXAMPLES = """
   cowpod wait pod web --for delete --timeout 60s
   cowpod wait --for=condition=complete job/pi --timeout 5m   # exits 1 at once if the job failed
   cowpod wait deploy/web --for condition=Available
+  cowpod wait namespace team-a --for delete --timeout 2m     # its pods stopped, then it is gone
+  cowpod wait configmap game --for=jsonpath='{.data.lives}'=5
 """
 
 
@@ -126,7 +139,9 @@ async def evaluate(ctx: Ctx, info: KindInfo, name: str, cond: Condition) -> tupl
         return (obj is None, "gone" if obj is None else "still there")
     if obj is None:
         return (False, "not found yet")
-    phase = str(getattr(obj.status, "phase", "")) if obj.HasField("status") else ""
+    # ConfigMaps and Secrets have no status (only `delete` and `jsonpath` apply to them).
+    has_status = "status" in obj.DESCRIPTOR.fields_by_name and obj.HasField("status")
+    phase = str(getattr(obj.status, "phase", "")) if has_status else ""
     if cond.kind == "phase":
         if phase == cond.key:
             return (True, phase)
@@ -146,7 +161,7 @@ async def evaluate(ctx: Ctx, info: KindInfo, name: str, cond: Condition) -> tupl
             return (r.done == (cond.value == "True"), r.status)
         if info is NODE and cond.key == "Ready" and cond.value == "True":
             return (node_ready(obj), "Ready" if node_ready(obj) else "NotReady")
-        for c in getattr(obj.status, "conditions", []):
+        for c in getattr(obj.status, "conditions", []) if has_status else []:
             if c.type.lower() == cond.key.lower():
                 if c.status == cond.value:
                     return (True, f"{c.type}={c.status}")
