@@ -12,6 +12,7 @@ import grpc
 
 from cowpod.client import Client
 from cowpod.configrefs import RefKind
+from cowpod.errors import rpc_code
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,6 @@ class ControlPlane(Protocol):
         The controller answers only for objects a pod bound to this node references."""
 
 
-def _code(err: grpc.RpcError) -> grpc.StatusCode | None:
-    return err.code() if isinstance(err, grpc.aio.AioRpcError) else None
-
-
 class GrpcControlPlane:
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -60,7 +57,7 @@ class GrpcControlPlane:
                 attempts=3,
             )
         except grpc.RpcError as err:
-            if _code(err) == grpc.StatusCode.NOT_FOUND:
+            if rpc_code(err) == grpc.StatusCode.NOT_FOUND:
                 return False
             raise
         return True
@@ -69,7 +66,7 @@ class GrpcControlPlane:
         try:
             return await self.client.call(self.client.pods.UpdateStatus, pod, timeout=15.0, attempts=3)
         except grpc.RpcError as err:
-            if _code(err) == grpc.StatusCode.NOT_FOUND:
+            if rpc_code(err) == grpc.StatusCode.NOT_FOUND:
                 return None
             raise
 
@@ -79,7 +76,7 @@ class GrpcControlPlane:
             try:
                 current = await self.client.call(self.client.pods.Get, key, timeout=10.0)
             except grpc.RpcError as err:
-                if _code(err) == grpc.StatusCode.NOT_FOUND:
+                if rpc_code(err) == grpc.StatusCode.NOT_FOUND:
                     return
                 raise
             if uid and current.metadata.uid != uid:
@@ -94,7 +91,7 @@ class GrpcControlPlane:
                 )
                 return
             except grpc.RpcError as err:
-                code = _code(err)
+                code = rpc_code(err)
                 if code == grpc.StatusCode.NOT_FOUND:
                     return
                 if code != grpc.StatusCode.ABORTED:
@@ -120,6 +117,6 @@ class GrpcControlPlane:
         except grpc.RpcError as err:
             # Not found, or not (yet) referenced by a pod the controller sees bound here: the
             # node authorizer answers both alike, and either way the pod waits for it.
-            if _code(err) in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+            if rpc_code(err) in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
                 return None
             raise

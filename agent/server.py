@@ -18,7 +18,7 @@ import grpc
 from agent.daemon import Agent
 from agent.plan import instances
 from agent.runtime import ContainerInfo, EngineError, Kind
-from cowpod.errors import CowpodError, FailedPrecondition, Invalid, NotFound, grpc_code
+from cowpod.errors import CowpodError, FailedPrecondition, Invalid, NotFound, status_of
 from cowpod.v1 import agent_pb2_grpc, pod_pb2
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def previous_instance(
 
 async def _abort(context: grpc.aio.ServicerContext[object, object], err: Exception) -> None:
     if isinstance(err, CowpodError):
-        await context.abort(grpc_code(err), str(err))
+        await context.abort(status_of(err), str(err))
     if isinstance(err, EngineError):
         await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
     log.exception("agent service error", exc_info=err)

@@ -34,6 +34,7 @@ from controller.replicaset_executor import Expectations, new_pod_name
 from controller.replicaset_plan import is_terminating
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
+from cowpod.errors import rpc_code
 from cowpod.informer import Informer
 from cowpod.reconcile import Dirty, Driver
 from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, workload_pb2
@@ -191,10 +192,6 @@ def plan_orphans(index: PodIndex, live_uids: set[str], namespace: str, name: str
     return out
 
 
-def _code(err: BaseException) -> grpc.StatusCode | None:
-    return err.code() if isinstance(err, grpc.RpcError) and hasattr(err, "code") else None
-
-
 class PodActions:
     """The executor half for pods: create (named here, expected until seen), delete, collect
     orphans, record events. Errors other than the benign ones propagate, so the driver backs
@@ -216,10 +213,10 @@ class PodActions:
         try:
             await self.c.call(self.c.pods.Create, pod)
         except grpc.RpcError as err:
-            if _code(err) == grpc.StatusCode.ALREADY_EXISTS:
+            if rpc_code(err) == grpc.StatusCode.ALREADY_EXISTS:
                 return  # our own earlier attempt landed: the name is ours and random
             self.expect.create_failed(a.owner_uid, pod.metadata.name)
-            if _code(err) == grpc.StatusCode.INVALID_ARGUMENT:
+            if rpc_code(err) == grpc.StatusCode.INVALID_ARGUMENT:
                 await self.event(owner, "FailedCreate", f"Error creating: {err.details()}", warning=True)
             raise
         await self.event(owner, "SuccessfulCreate", f"Created pod: {pod.metadata.name}{a.why}")
@@ -230,7 +227,7 @@ class PodActions:
         try:
             await self.c.call(self.c.pods.Delete, opts)
         except grpc.RpcError as err:
-            if _code(err) != grpc.StatusCode.NOT_FOUND:
+            if rpc_code(err) != grpc.StatusCode.NOT_FOUND:
                 self.expect.delete_failed(a.owner_uid, a.uid)
                 raise
         if owner is not None:
@@ -243,13 +240,13 @@ class PodActions:
             if cur.metadata.uid == a.owner_uid:
                 return  # the cache was behind: the owner exists
         except grpc.RpcError as err:
-            if _code(err) != grpc.StatusCode.NOT_FOUND:
+            if rpc_code(err) != grpc.StatusCode.NOT_FOUND:
                 raise
         opts = meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(namespace=a.namespace, name=a.name))
         try:
             await self.c.call(self.c.pods.Delete, opts)
         except grpc.RpcError as err:
-            if _code(err) != grpc.StatusCode.NOT_FOUND:
+            if rpc_code(err) != grpc.StatusCode.NOT_FOUND:
                 raise
         log.info("deleted pod %s/%s: its %s %s is gone", a.namespace, a.name, self.kind, a.owner_name)
 
@@ -379,7 +376,7 @@ class PodOwnerLoop:
         try:
             await self.c.call(call, req)
         except grpc.RpcError as err:
-            if _code(err) != grpc.StatusCode.NOT_FOUND:
+            if rpc_code(err) != grpc.StatusCode.NOT_FOUND:
                 raise
             return False
         return True

@@ -25,6 +25,7 @@ from controller.replicaset_actions import (
 from controller.replicaset_plan import KIND, is_terminating, owner_uid, pod_from_template
 from cowpod.client import Client
 from cowpod.clock import Clock
+from cowpod.errors import rpc_code
 from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, workload_pb2
 
 log = logging.getLogger(__name__)
@@ -117,10 +118,6 @@ class WorkloadAPI(Protocol):
                     *, warning: bool = False) -> None: ...
 
 
-def _code(err: BaseException) -> grpc.StatusCode | None:
-    return err.code() if isinstance(err, grpc.RpcError) and hasattr(err, "code") else None
-
-
 class GrpcWorkloadAPI:
     """`WorkloadAPI` over a `Client`; unary calls retry UNAVAILABLE with back-off."""
 
@@ -139,7 +136,7 @@ class GrpcWorkloadAPI:
             rs: workload_pb2.ReplicaSet = await self.c.call(
                 self.c.replicasets.Get, meta_pb2.ObjectKey(namespace=namespace, name=name))
         except grpc.RpcError as err:
-            if _code(err) == grpc.StatusCode.NOT_FOUND:
+            if rpc_code(err) == grpc.StatusCode.NOT_FOUND:
                 return None
             raise
         return rs
@@ -210,7 +207,7 @@ class Executor:
                     await job
                 except grpc.RpcError as err:
                     log.warning("replicaset action failed (%s: %s); the set is retried after a back-off",
-                                _code(err), err.details() if hasattr(err, "details") else err)
+                                rpc_code(err), err.details() if hasattr(err, "details") else err)
                     return False
             return True
 
@@ -222,9 +219,9 @@ class Executor:
         try:
             await self.api.create_pod(pod_from_template(rs, name))
         except grpc.RpcError as err:
-            if _code(err) != grpc.StatusCode.ALREADY_EXISTS:
+            if rpc_code(err) != grpc.StatusCode.ALREADY_EXISTS:
                 self.expect.create_failed(meta.uid, name)
-                if _code(err) == grpc.StatusCode.INVALID_ARGUMENT:
+                if rpc_code(err) == grpc.StatusCode.INVALID_ARGUMENT:
                     await self._event(rs, "FailedCreate", f"Error creating: {err.details()}", warning=True)
                 raise
             # Our own earlier attempt landed (the name is ours and random).
@@ -235,7 +232,7 @@ class Executor:
         try:
             await self.api.delete_pod(a.namespace, a.name)
         except grpc.RpcError as err:
-            if _code(err) != grpc.StatusCode.NOT_FOUND:
+            if rpc_code(err) != grpc.StatusCode.NOT_FOUND:
                 self.expect.delete_failed(a.rs_uid, a.uid)
                 raise
         self.metrics.pods.labels("delete").inc()
@@ -247,7 +244,7 @@ class Executor:
         try:
             await self.api.update_status(a.namespace, a.name, a.status)
         except grpc.RpcError as err:
-            if _code(err) != grpc.StatusCode.NOT_FOUND:
+            if rpc_code(err) != grpc.StatusCode.NOT_FOUND:
                 raise
 
     async def _collect(self, a: CollectOrphan) -> None:
@@ -257,7 +254,7 @@ class Executor:
         try:
             await self.api.delete_pod(a.namespace, a.name)
         except grpc.RpcError as err:
-            if _code(err) != grpc.StatusCode.NOT_FOUND:
+            if rpc_code(err) != grpc.StatusCode.NOT_FOUND:
                 raise
         self.metrics.pods.labels("collect").inc()
         log.info("deleted pod %s/%s: its ReplicaSet %s is gone", a.namespace, a.name, a.owner_name)

@@ -18,7 +18,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 
 from controller.metrics import Metrics
-from cowpod.errors import CowpodError
+from cowpod.errors import CowpodError, status_of
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,6 @@ _CLIENT_CODES = frozenset({
     grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE,
 })
-
-
-def status_for(err: CowpodError) -> grpc.StatusCode:
-    """The gRPC code for a domain error; an unclassified CowpodError is an internal error."""
-    code = err.code
-    return grpc.StatusCode.INTERNAL if code == grpc.StatusCode.UNKNOWN else code
 
 
 def _serialize(m: Any) -> bytes:
@@ -59,12 +53,12 @@ class _Call:
 
     @staticmethod
     def code_of(err: BaseException) -> str:
-        return status_for(err).name if isinstance(err, CowpodError) else "INTERNAL"
+        return status_of(err).name
 
     async def fail(self, context: Ctx, err: BaseException) -> None:
         """Abort the call with the status `err` stands for (logged by how much it matters)."""
         if isinstance(err, CowpodError):
-            code = status_for(err)
+            code = status_of(err)
             if code in _CLIENT_CODES:
                 log.debug("%s -> %s: %s", self.method, code.name, err)
             else:

@@ -1,8 +1,10 @@
-"""Domain errors, kept apart from bugs, and their one mapping to gRPC codes.
+"""Domain errors, kept apart from bugs, and their one mapping to and from gRPC codes.
 
-Servicers raise these (or let the store raise them); `grpc_code` is the only
-place that decides which status a client sees. Anything else is a bug and
-surfaces as INTERNAL with a log line.
+Servicers raise these (or let the store raise them); `status_of` is the only
+place that decides which status a client sees: a domain error's own code, and
+INTERNAL for anything unclassified (a bug, as docs/api.md says), never UNKNOWN.
+`from_rpc_error` is the way back, for callers of the API; `rpc_code` and
+`rpc_details` read a failed call without caring which gRPC error class it is.
 """
 
 from __future__ import annotations
@@ -85,14 +87,32 @@ _BY_CODE: dict[grpc.StatusCode, type[CowpodError]] = {
 }
 
 
-def grpc_code(err: CowpodError) -> grpc.StatusCode:
-    return err.code
+def status_of(err: BaseException) -> grpc.StatusCode:
+    """Exception -> gRPC status: a domain error's code; an unclassified one, or any
+    other exception (a bug), is INTERNAL."""
+    if isinstance(err, CowpodError) and err.code != grpc.StatusCode.UNKNOWN:
+        return err.code
+    return grpc.StatusCode.INTERNAL
+
+
+def rpc_code(err: BaseException) -> grpc.StatusCode | None:
+    """The status a failed gRPC call carries; None for anything that is not one."""
+    code = getattr(err, "code", None) if isinstance(err, grpc.RpcError) else None
+    got = code() if callable(code) else None
+    return got if isinstance(got, grpc.StatusCode) else None
+
+
+def rpc_details(err: BaseException) -> str:
+    """What the server said about a failed gRPC call (the exception's text for anything else)."""
+    details = getattr(err, "details", None) if isinstance(err, grpc.RpcError) else None
+    got = details() if callable(details) else None
+    return str(got) if got is not None else str(err)
 
 
 def from_rpc_error(err: grpc.RpcError) -> CowpodError:
     """Turn a client-side RpcError back into the domain error it stands for."""
-    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-    details = err.details() if hasattr(err, "details") else str(err)
+    code = rpc_code(err) or grpc.StatusCode.UNKNOWN
+    details = rpc_details(err)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         field, _, reason = (details or "").partition(": ")
         return Invalid(field, reason) if reason else Invalid("", details or "")

@@ -33,9 +33,10 @@ import logging
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from cowpod.api.times import to_timestamp
 from cowpod.clock import Clock
+from cowpod.errors import rpc_code, rpc_details
 from cowpod.v1 import lease_pb2, meta_pb2
 
 log = logging.getLogger(__name__)
@@ -43,22 +44,6 @@ log = logging.getLogger(__name__)
 
 class LeadershipLost(Exception):
     pass
-
-
-def _ts(t: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(t * 1e9))
-    return ts
-
-
-def _code(err: grpc.RpcError) -> grpc.StatusCode | None:
-    code = getattr(err, "code", None)
-    return code() if callable(code) else None
-
-
-def _details(err: grpc.RpcError) -> str:
-    details = getattr(err, "details", None)
-    return str(details()) if callable(details) else str(err)
 
 
 class LeaderElector:
@@ -108,8 +93,8 @@ class LeaderElector:
         return lease_pb2.LeaseSpec(
             holder_identity=self.identity,
             lease_duration_seconds=max(1, round(self.lease_duration_s)),
-            acquire_time=_ts(now) if taking_over or prev is None else prev.acquire_time,
-            renew_time=_ts(now),
+            acquire_time=to_timestamp(now) if taking_over or prev is None else prev.acquire_time,
+            renew_time=to_timestamp(now),
             lease_transitions=(prev.lease_transitions + (1 if taking_over else 0)) if prev else 0,
         )
 
@@ -130,13 +115,13 @@ class LeaderElector:
         try:
             lease = await self._leases.Get(self._key, timeout=timeout)
         except grpc.RpcError as err:
-            code = _code(err)
+            code = rpc_code(err)
             if code == grpc.StatusCode.UNIMPLEMENTED and self._sole_if_unimplemented:
                 log.warning("%s: LeaseService not implemented; acting as the only candidate", self._who)
                 self._unimplemented = True
                 return True
             if code != grpc.StatusCode.NOT_FOUND:
-                log.warning("%s: get lease: %s", self._who, _details(err))
+                log.warning("%s: get lease: %s", self._who, rpc_details(err))
                 return False
             fresh = lease_pb2.Lease(
                 api_version="coordination.cowpod.io/v1",
@@ -169,8 +154,8 @@ class LeaderElector:
         try:
             self._lease = await self._leases.Update(update, timeout=timeout)
         except grpc.RpcError as err:
-            if _code(err) != grpc.StatusCode.ABORTED:
-                log.warning("%s: update lease: %s", self._who, _details(err))
+            if rpc_code(err) != grpc.StatusCode.ABORTED:
+                log.warning("%s: update lease: %s", self._who, rpc_details(err))
             return False
         if holder != self.identity:
             log.info("%s: %s leads (lease %s/%s, was %s)",
@@ -228,11 +213,11 @@ class LeaderElector:
                 log.info("%s: %s released the lease", self._who, self.identity)
                 return
             except grpc.RpcError as err:
-                if _code(err) != grpc.StatusCode.ABORTED:
-                    log.info("%s: release: %s", self._who, _details(err))
+                if rpc_code(err) != grpc.StatusCode.ABORTED:
+                    log.info("%s: release: %s", self._who, rpc_details(err))
                     return
             try:
                 lease = await self._leases.Get(self._key, timeout=timeout)
             except grpc.RpcError as err:
-                log.info("%s: release: re-read: %s", self._who, _details(err))
+                log.info("%s: release: re-read: %s", self._who, rpc_details(err))
                 return

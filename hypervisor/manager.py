@@ -41,10 +41,11 @@ from prometheus_client import CollectorRegistry
 
 from cowpod.api.labels import SNAP_FREE_ANNOTATION
 from cowpod.api.phases import VMPhase
+from cowpod.api.times import to_timestamp
 from cowpod.backoff import Backoff
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
-from cowpod.errors import CowpodError, FailedPrecondition
+from cowpod.errors import CowpodError, FailedPrecondition, rpc_code
 from cowpod.informer import Informer
 from cowpod.reconcile import Dirty, Driver
 from cowpod.tasks import TaskSupervisor
@@ -88,14 +89,6 @@ DEFAULT_MEMORY_BYTES = 1 << 30
 
 
 # ---- protobuf at the edge -----------------------------------------------------
-
-
-def _ts(t: float | None) -> timestamp_pb2.Timestamp | None:
-    if t is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(t * 1e9))
-    return ts
 
 
 def _from_ts(msg: vm_pb2.VMStatus, field: str) -> float | None:
@@ -157,11 +150,10 @@ def apply_status(vm: vm_pb2.VM, st: StatusFields) -> vm_pb2.VM:
     del s.children[:]
     s.children.extend(st.children)
     for field, t in (("created_at", st.created_at), ("ready_at", st.ready_at)):
-        ts = _ts(t)
-        if ts is None:
+        if t is None:
             s.ClearField(field)
         else:
-            getattr(s, field).CopyFrom(ts)
+            getattr(s, field).CopyFrom(to_timestamp(t))
     return out
 
 
@@ -183,10 +175,6 @@ class VMApi(Protocol):
     async def delete_node(self, name: str) -> None: ...
 
     async def event(self, vm: str, reason: str, message: str, *, warning: bool = False) -> None: ...
-
-
-def _code(err: grpc.RpcError) -> grpc.StatusCode | None:
-    return err.code() if isinstance(err, grpc.aio.AioRpcError) else None
 
 
 class GrpcVMApi:
@@ -211,9 +199,9 @@ class GrpcVMApi:
                 self.written[name] = out.metadata.resource_version
                 return
             except grpc.RpcError as err:
-                if _code(err) == grpc.StatusCode.NOT_FOUND:
+                if rpc_code(err) == grpc.StatusCode.NOT_FOUND:
                     return  # gone meanwhile: nothing to report on
-                if _code(err) != grpc.StatusCode.ABORTED:
+                if rpc_code(err) != grpc.StatusCode.ABORTED:
                     raise
                 cached = None  # stale: read again and retry
         raise FailedPrecondition(f"vm {name!r}: status update kept conflicting")
@@ -223,7 +211,7 @@ class GrpcVMApi:
             await self._c.call(self._c.vms.Destroy, meta_pb2.DeleteOptions(
                 key=meta_pb2.ObjectKey(name=name), grace_period_seconds=0))
         except grpc.RpcError as err:
-            if _code(err) != grpc.StatusCode.NOT_FOUND:
+            if rpc_code(err) != grpc.StatusCode.NOT_FOUND:
                 raise
 
     async def delete_node(self, name: str) -> None:
@@ -231,11 +219,11 @@ class GrpcVMApi:
             await self._c.call(self._c.nodes.Delete, meta_pb2.DeleteOptions(
                 key=meta_pb2.ObjectKey(name=name), grace_period_seconds=0))
         except grpc.RpcError as err:
-            if _code(err) != grpc.StatusCode.NOT_FOUND:
+            if rpc_code(err) != grpc.StatusCode.NOT_FOUND:
                 raise
 
     async def event(self, vm: str, reason: str, message: str, *, warning: bool = False) -> None:
-        now = _ts(self._clock.now())
+        now = to_timestamp(self._clock.now())
         ev = event_pb2.Event(
             metadata=meta_pb2.ObjectMeta(name=f"{vm}.{uuid.uuid4().hex[:10]}", namespace="default"),
             involved_object=event_pb2.ObjectReference(kind="VM", name=vm),

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from controller.autoscaler.actions import (
     Action,
@@ -44,8 +43,10 @@ from cowpod.api.labels import (
     PARENT_TAINT_KEY,
     PARENT_TAINT_VALUE,
 )
+from cowpod.api.times import to_timestamp
 from cowpod.clock import Clock
 from cowpod.clusterconfig import ClusterConfig, VMClass
+from cowpod.errors import rpc_code, rpc_details
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, vm_pb2
 
 log = logging.getLogger(__name__)
@@ -71,22 +72,6 @@ class Api(Protocol):
     pods: Any
     events: Any
     leases: Any
-
-
-def _ts(t: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(t * 1e9))
-    return ts
-
-
-def _code(err: grpc.RpcError) -> grpc.StatusCode | None:
-    code = getattr(err, "code", None)
-    return code() if callable(code) else None
-
-
-def _details(err: grpc.RpcError) -> str:
-    d = getattr(err, "details", None)
-    return str(d() if callable(d) else err)
 
 
 def random_name(prefix: str) -> str:
@@ -170,7 +155,7 @@ class Executor:
         for e in errors:
             if not isinstance(e, grpc.RpcError):
                 raise e
-        return made, [_details(e) for e in errors if isinstance(e, grpc.RpcError)]
+        return made, [rpc_details(e) for e in errors if isinstance(e, grpc.RpcError)]
 
     async def _scale_up(self, a: ScaleUp, out: Outcome) -> None:
         c = self.config.vm_class(a.vm_class)
@@ -191,13 +176,13 @@ class Executor:
                 made = list(resp.items)
                 how = f"from {a.parent}"
             except grpc.RpcError as err:
-                if _code(err) != grpc.StatusCode.FAILED_PRECONDITION:
-                    errors.append(_details(err))
+                if rpc_code(err) != grpc.StatusCode.FAILED_PRECONDITION:
+                    errors.append(rpc_details(err))
                 else:
                     # The parent is not clonable after all: don't make the pods
                     # wait for another pass, boot them instead.
                     log.info("autoscaler: instant clone from %s refused (%s); full clones instead",
-                             a.parent, _details(err))
+                             a.parent, rpc_details(err))
                     made, errors = await self._full_clones(c, a.count)
         else:
             made, errors = await self._full_clones(c, a.count)
@@ -240,7 +225,7 @@ class Executor:
                 resp: vm_pb2.CloneResponse = await self.api.vms.Clone(req, timeout=CALL_TIMEOUT_S)
                 return resp
             except grpc.RpcError as err:
-                if _code(err) != grpc.StatusCode.FAILED_PRECONDITION or "Paused" not in _details(err):
+                if rpc_code(err) != grpc.StatusCode.FAILED_PRECONDITION or "Paused" not in rpc_details(err):
                     raise
             await self.clock.sleep(delay)
         resp = await self.api.vms.Clone(req, timeout=CALL_TIMEOUT_S)
@@ -254,14 +239,14 @@ class Executor:
             try:
                 made = await self._create(self._vm(name, c, template=True))
             except grpc.RpcError as err:
-                if _code(err) == grpc.StatusCode.ALREADY_EXISTS:
+                if rpc_code(err) == grpc.StatusCode.ALREADY_EXISTS:
                     if await self._live_parent(name, c):
                         # Our cache had not seen it yet (or an earlier create's
                         # answer was lost): the class has its parent.
                         return
                     continue
                 out.failed_classes.append(c.name)
-                log.warning("autoscaler: could not create warm parent %s: %s", name, _details(err))
+                log.warning("autoscaler: could not create warm parent %s: %s", name, rpc_details(err))
                 return
             out.created.append(made)
             await self._preregister_parent_node(name, c)
@@ -294,12 +279,12 @@ class Executor:
         node.metadata.name = name
         node.metadata.labels.update(class_labels(c))
         t = node.spec.taints.add(key=PARENT_TAINT_KEY, value=PARENT_TAINT_VALUE, effect=PARENT_TAINT_EFFECT)
-        t.time_added.CopyFrom(_ts(self.clock.now()))
+        t.time_added.CopyFrom(to_timestamp(self.clock.now()))
         try:
             await self.api.nodes.Register(node, timeout=CALL_TIMEOUT_S)
         except grpc.RpcError as err:
             log.info("autoscaler: pre-registering parent node %s: %s (TaintParent will follow)",
-                     name, _details(err))
+                     name, rpc_details(err))
 
     async def _pause_parent(self, a: PauseParent) -> None:
         """spec.paused=true; the VM manager freezes it. Clones keep forking from it."""
@@ -307,7 +292,7 @@ class Executor:
         try:
             await self.api.vms.SetPaused(req, timeout=CALL_TIMEOUT_S)
         except grpc.RpcError as err:
-            log.warning("autoscaler: pausing idle warm parent %s: %s", a.vm, _details(err))
+            log.warning("autoscaler: pausing idle warm parent %s: %s", a.vm, rpc_details(err))
             return
         msg = (f"warm parent idle for {fmt_duration(a.idle_for)} (no clone asked of it); paused: "
                "instant clones still fork from it")
@@ -328,9 +313,9 @@ class Executor:
                 await self.api.nodes.Update(node, timeout=CALL_TIMEOUT_S)
                 return True
             except grpc.RpcError as err:
-                if _code(err) == grpc.StatusCode.ABORTED:
+                if rpc_code(err) == grpc.StatusCode.ABORTED:
                     continue
-                log.warning("autoscaler: node %s: %s", name, _details(err))
+                log.warning("autoscaler: node %s: %s", name, rpc_details(err))
                 return False
         return False
 
@@ -339,7 +324,7 @@ class Executor:
             if any(t.key == PARENT_TAINT_KEY for t in n.spec.taints):
                 return False
             t = n.spec.taints.add(key=PARENT_TAINT_KEY, value=PARENT_TAINT_VALUE, effect=PARENT_TAINT_EFFECT)
-            t.time_added.CopyFrom(_ts(self.clock.now()))
+            t.time_added.CopyFrom(to_timestamp(self.clock.now()))
             return True
 
         if await self._edit_node(node, edit):
@@ -367,7 +352,7 @@ class Executor:
         try:
             pods = await self._pods_on(node)
         except grpc.RpcError as err:
-            log.warning("autoscaler: listing pods on %s: %s", node, _details(err))
+            log.warning("autoscaler: listing pods on %s: %s", node, rpc_details(err))
             await self._set_unschedulable(node, False)
             return False
         now = self.clock.now()
@@ -387,10 +372,10 @@ class Executor:
                 try:
                     await self.api.pods.Delete(meta_pb2.DeleteOptions(key=key), timeout=CALL_TIMEOUT_S)
                 except grpc.RpcError as err:
-                    if _code(err) != grpc.StatusCode.NOT_FOUND:
+                    if rpc_code(err) != grpc.StatusCode.NOT_FOUND:
                         raise
         except grpc.RpcError as err:
-            log.warning("autoscaler: draining %s: %s", node, _details(err))
+            log.warning("autoscaler: draining %s: %s", node, rpc_details(err))
             return False
         return True
 
@@ -403,8 +388,8 @@ class Executor:
             )
             log.info("autoscaler: destroying VM %s: %s", a.vm, a.reason)
         except grpc.RpcError as err:
-            if _code(err) != grpc.StatusCode.NOT_FOUND:
-                log.warning("autoscaler: destroying VM %s: %s", a.vm, _details(err))
+            if rpc_code(err) != grpc.StatusCode.NOT_FOUND:
+                log.warning("autoscaler: destroying VM %s: %s", a.vm, rpc_details(err))
 
     # ---------------------------------------------------------------- events
 
@@ -417,7 +402,7 @@ class Executor:
         self._sent[key] = t
         if len(self._sent) > 10_000:
             self._sent = {k: v for k, v in self._sent.items() if t - v < EVENT_REPEAT_S}
-        now = _ts(self.clock.now())
+        now = to_timestamp(self.clock.now())
         ev = event_pb2.Event(
             api_version="v1",
             kind="Event",
@@ -434,4 +419,4 @@ class Executor:
         try:
             await self.api.events.Create(ev, timeout=CALL_TIMEOUT_S)
         except grpc.RpcError as err:
-            log.info("autoscaler: event %s on %s %s: %s", e.reason, e.kind, e.name, _details(err))
+            log.info("autoscaler: event %s on %s %s: %s", e.reason, e.kind, e.name, rpc_details(err))

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from controller.autoscaler.model import (
     HostPort,
     NodeView,
@@ -25,13 +23,10 @@ from cowpod.api.ids import ClassName, NodeName, VMName
 from cowpod.api.labels import NODE_SYSTEM_POD_LABEL, PARENT_TAINT_KEY
 from cowpod.api.phases import is_terminal
 from cowpod.api.resources import Resources
+from cowpod.api.times import seconds_of
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2
 
 UNSCHEDULABLE_REASONS = frozenset({"Unschedulable"})
-
-
-def _ts(t: Timestamp) -> float:
-    return t.seconds + t.nanos / 1e9
 
 
 def _has(msg: object, name: str) -> bool:
@@ -64,7 +59,7 @@ def unschedulable_since(pod: pod_pb2.Pod, now: float) -> float | None:
     trusted against every node that exists already."""
     for cond in pod.status.conditions:
         if cond.type == "PodScheduled" and cond.status == "False" and cond.reason in UNSCHEDULABLE_REASONS:
-            t = max(_ts(cond.last_transition_time), _ts(cond.last_probe_time))
+            t = max(seconds_of(cond.last_transition_time), seconds_of(cond.last_probe_time))
             return t if t > 0 else now
     return None
 
@@ -117,7 +112,7 @@ def node_view(node: node_pb2.Node) -> NodeView:
     for cond in node.status.conditions:
         if cond.type == "Ready" and cond.status == "True":
             ready = True
-            since = _ts(cond.last_transition_time) or _ts(node.metadata.creation_timestamp)
+            since = seconds_of(cond.last_transition_time) or seconds_of(node.metadata.creation_timestamp)
     alloc = node.status.allocatable
     if not (alloc.cpu_millis or alloc.memory_bytes):
         alloc = node.status.capacity
@@ -138,7 +133,7 @@ def node_view(node: node_pb2.Node) -> NodeView:
 
 
 def vm_view(vm: vm_pb2.VM, now: float) -> VMView:
-    requested = _ts(vm.status.requested_at) or _ts(vm.metadata.creation_timestamp) or now
+    requested = seconds_of(vm.status.requested_at) or seconds_of(vm.metadata.creation_timestamp) or now
     return VMView(
         name=VMName(vm.metadata.name),
         class_name=ClassName(vm.spec.class_name),
