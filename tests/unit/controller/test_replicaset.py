@@ -10,9 +10,9 @@ import grpc
 import pytest
 
 from controller.replicaset_actions import CollectOrphan, CreatePods, DeletePod, InFlight, UpdateStatus
+from controller.replicaset_api import apply_defaults, validate_replicaset
 from controller.replicaset_executor import Executor, Expectations, ReplicaSetMetrics
 from controller.replicaset_plan import compute_status, plan, plan_replicaset, pod_from_template
-from controller.replicaset_api import apply_defaults, validate_replicaset
 from controller.resource import set_time
 from cowpod.clock import FakeClock
 from cowpod.errors import Invalid
@@ -336,3 +336,28 @@ async def test_controller_syncs_dirty_sets_and_waits_for_its_own_creates() -> No
     acts = await rsc.sync_once()
     assert [a.name for a in acts if isinstance(a, CollectOrphan)] == ["web-1"]
     assert "web-1" in api.deleted
+
+
+async def test_a_set_whose_calls_failed_backs_off_and_is_retried() -> None:
+    from controller.replicaset import FAILURE_BACKOFF, ReplicaSetController
+
+    api = FakeAPI()
+    api.fail_create = grpc.StatusCode.UNAVAILABLE
+    clock = FakeClock(start=T0)
+    rsc = ReplicaSetController(api, Watches.over(None), clock)
+    rsc.executor = executor(api)[0]
+    rsc.expect = rsc.executor.expect
+    web = rs(replicas=1)
+    rsc.replicasets.cache[("default", "web")] = web
+    await rsc._on_rs(meta_pb2.ADDED, web)
+    await rsc.sync_once()
+    key = ("default", "web")
+    assert rsc.driver.backoff.failures(key) == 1 and key in rsc.driver.dirty
+    assert rsc.driver.backoff.due(key) == clock.monotonic() + FAILURE_BACKOFF.delay(1)
+    # Not retried before its back-off is over; then it is, and a success clears it.
+    assert await rsc.sync_once() == []
+    api.fail_create = None
+    await clock.advance(FAILURE_BACKOFF.delay(1))
+    acts = await rsc.sync_once()
+    assert any(isinstance(a, CreatePods) for a in acts) and len(api.created) == 1
+    assert rsc.driver.backoff.failures(key) == 0
