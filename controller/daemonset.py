@@ -38,7 +38,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from controller import node_lifecycle
 from controller.daemonset_api import ON_DELETE
 from controller.podowner import (
     CollectOrphan,
@@ -52,16 +51,14 @@ from controller.podowner import (
 from controller.replicaset_actions import InFlight
 from controller.replicaset_plan import is_active, is_available, is_ready, is_terminating
 from controller.workload_api import resolve_int_or_percent
+from cowpod.api import labels
 from cowpod.api.labels import CONTROLLER_REVISION_HASH_LABEL
 from cowpod.api.phases import is_terminal
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
 from cowpod.v1 import node_pb2, pod_pb2, workload_pb2
-from scheduler.convert import node_info, pod_info
-from scheduler.plugins.node_affinity import required_match
-from scheduler.plugins.node_unschedulable import UNSCHEDULABLE_TAINT
-from scheduler.plugins.taint_toleration import first_untolerated
+from scheduler.simulate import may_run_on
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +69,12 @@ DEFAULT_RESYNC_SECONDS = 30.0
 
 # What Kubernetes' DaemonSet controller adds to every daemon pod (util.AddOrUpdateDaemonPodTolerations).
 DEFAULT_TOLERATIONS: tuple[tuple[str, str], ...] = (
-    (node_lifecycle.NOT_READY_TAINT, "NoExecute"),
-    (node_lifecycle.UNREACHABLE_TAINT, "NoExecute"),
-    ("node.kubernetes.io/disk-pressure", "NoSchedule"),
-    ("node.kubernetes.io/memory-pressure", "NoSchedule"),
-    ("node.kubernetes.io/pid-pressure", "NoSchedule"),
-    (UNSCHEDULABLE_TAINT.key, "NoSchedule"),
+    (labels.NOT_READY_TAINT, "NoExecute"),
+    (labels.UNREACHABLE_TAINT, "NoExecute"),
+    (labels.DISK_PRESSURE_TAINT, "NoSchedule"),
+    (labels.MEMORY_PRESSURE_TAINT, "NoSchedule"),
+    (labels.PID_PRESSURE_TAINT, "NoSchedule"),
+    (labels.UNSCHEDULABLE_TAINT, "NoSchedule"),
 )
 
 
@@ -102,8 +99,7 @@ def daemon_pod(ds: workload_pb2.DaemonSet, revision: str) -> pod_pb2.Pod:
 
 def should_run(pod: pod_pb2.Pod, node: node_pb2.Node) -> bool:
     """Would the scheduler's node selector/affinity and taint rules let `pod` onto `node`?"""
-    pi, ni = pod_info(pod), node_info(node)
-    return required_match(pi, ni.labels) and first_untolerated(pi, ni.taints) is None
+    return may_run_on(pod, node)
 
 
 def plan_daemonset(ds: workload_pb2.DaemonSet, nodes: Sequence[node_pb2.Node], owned: Sequence[pod_pb2.Pod],

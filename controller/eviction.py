@@ -54,10 +54,11 @@ from prometheus_client import CollectorRegistry, Counter
 
 from controller.events import Events
 from controller.kinds import NODES, PODS
-from controller.node_lifecycle import NO_EXECUTE, UNREACHABLE_TAINT
+from controller.node_lifecycle import NO_EXECUTE
 from controller.pods import DEFAULT_GRACE_SECONDS, set_condition
 from controller.resource import get_time, set_time
 from controller.store import Compare, Delete, KeyValue, Put, Store, decode, encode
+from cowpod.api.labels import NOT_READY_TAINT, UNREACHABLE_TAINT
 from cowpod.api.phases import is_terminal
 from cowpod.api.tolerations import tolerates
 from cowpod.clock import Clock
@@ -66,7 +67,6 @@ from cowpod.v1 import event_pb2, node_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
 
-NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 # Taints for which a pod that says nothing gets the default toleration.
 DEFAULTED_TAINTS = frozenset({UNREACHABLE_TAINT, NOT_READY_TAINT})
 DEFAULT_TOLERATION_SECONDS = 300.0

@@ -48,14 +48,13 @@ from controller.metrics import Metrics
 from controller.pods import set_condition
 from controller.resource import get_time, set_time
 from controller.store import Store, guaranteed_update
+from cowpod.api.labels import NOT_READY_TAINT, UNREACHABLE_TAINT
 from cowpod.clock import Clock
 from cowpod.errors import CowpodError, NotFound, Unavailable
 from cowpod.v1 import lease_pb2, meta_pb2, node_pb2, vm_pb2
 
 log = logging.getLogger(__name__)
 
-UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
-NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 NO_EXECUTE = "NoExecute"
 DEFAULT_GRACE_SECONDS = 40.0
 DEFAULT_PERIOD_SECONDS = 5.0

@@ -18,8 +18,7 @@ from typing import Protocol
 from cowpod.api.labels import CLASS_LABEL
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
-from scheduler.framework.interfaces import FilterPlugin
-from scheduler.simulate import default_filters, fits_on
+from scheduler.simulate import FilterPlugin, default_filters, fits_on
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,16 @@ class TaintEffect(enum.StrEnum):
     NO_EXECUTE = "NoExecute"
 
 
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+"""NoExecute, on a node whose agent reports NotReady (the node lifecycle controller's)."""
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+"""NoExecute, on a node whose agent stopped renewing its lease."""
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+"""NoSchedule, as a cordoned node counts for a pod that tolerates it (DaemonSet pods)."""
+DISK_PRESSURE_TAINT = "node.kubernetes.io/disk-pressure"
+MEMORY_PRESSURE_TAINT = "node.kubernetes.io/memory-pressure"
+PID_PRESSURE_TAINT = "node.kubernetes.io/pid-pressure"
+
 PARENT_TAINT_KEY = "cowpod.io/parent"
 PARENT_TAINT_VALUE = "true"
 PARENT_TAINT_EFFECT = TaintEffect.NO_SCHEDULE

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
+from cowpod.api import labels
 from scheduler.framework.cache import NodeView
 from scheduler.framework.cycle_state import CycleState
 from scheduler.framework.events import NODE_ADD, Action, ClusterEvent, Resource
@@ -12,7 +13,7 @@ from scheduler.framework.interfaces import FilterPlugin
 from scheduler.framework.status import SUCCESS, Status
 from scheduler.framework.types import PodInfo, Taint
 
-UNSCHEDULABLE_TAINT = Taint("node.kubernetes.io/unschedulable", "", "NoSchedule")
+UNSCHEDULABLE_TAINT = Taint(labels.UNSCHEDULABLE_TAINT, "", "NoSchedule")
 REASON = "node(s) were unschedulable"
 
 

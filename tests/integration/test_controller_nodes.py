@@ -8,8 +8,8 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from controller.node_lifecycle import UNREACHABLE_TAINT
 from controller.testing import ControllerRunner
+from cowpod.api.labels import UNREACHABLE_TAINT
 from cowpod.client import Client
 from cowpod.clock import FakeClock
 from cowpod.local.etcd import EtcdMember

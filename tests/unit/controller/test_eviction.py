@@ -25,9 +25,9 @@ from controller.eviction import (
     pods_plan_reads,
 )
 from controller.kinds import NODES, PODS
-from controller.node_lifecycle import UNREACHABLE_TAINT
 from controller.resource import set_time
 from controller.store import Compare, Delete, Get, KeyValue, Op, Put, Target, TxnResult, decode, encode
+from cowpod.api.labels import UNREACHABLE_TAINT
 from cowpod.clock import FakeClock
 from cowpod.v1 import node_pb2, pod_pb2
 

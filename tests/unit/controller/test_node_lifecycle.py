@@ -9,8 +9,6 @@ from controller.kinds import LEASES, NODE_LEASE_NAMESPACE, NODES, VMS
 from controller.memstore import MemoryStore
 from controller.node_lifecycle import (
     NO_EXECUTE,
-    NOT_READY_TAINT,
-    UNREACHABLE_TAINT,
     VM_PAUSED,
     VM_RESUMED,
     MarkNotReady,
@@ -33,6 +31,7 @@ from controller.node_lifecycle import (
     ready_status,
 )
 from controller.resource import set_time
+from cowpod.api.labels import NOT_READY_TAINT, UNREACHABLE_TAINT
 from cowpod.clock import FakeClock
 from cowpod.v1 import lease_pb2, node_pb2, pod_pb2, vm_pb2
 
