@@ -24,12 +24,14 @@ from cowpod.manifest.kinds import (
     POD,
     REPLICASET,
     SECRET,
+    SERVICE,
     VM,
 )
 from cowpod.v1 import meta_pb2
 
 # Kinds `delete` takes (by name, selector or file).
-DELETABLE = (POD, VM, NODE, LEASE, REPLICASET, NAMESPACE, CONFIGMAP, SECRET, DEPLOYMENT, JOB, DAEMONSET)
+DELETABLE = (POD, VM, NODE, LEASE, REPLICASET, NAMESPACE, CONFIGMAP, SECRET, DEPLOYMENT, JOB, DAEMONSET,
+             SERVICE)
 
 EXAMPLES = """
   cowpod delete pod web                      # graceful: the pod's grace period applies
