@@ -54,6 +54,34 @@ class SecurityConfigError(Exception):
     """The PKI the controller was pointed at is missing or unreadable."""
 
 
+class ReferenceCheck:
+    """Kubernetes' node authorizer for ConfigMaps and Secrets: does a live (not terminal) pod
+    bound to `node` in `namespace` reference the object? Read from the stored pods of the
+    namespace; a yes is reused for `ttl` seconds (agents re-read what their pods use every
+    few seconds), so a node may still read an object that long after its last pod let go."""
+
+    def __init__(self, store: Store, clock: Clock, ttl: float = 10.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.ttl = ttl
+        self._granted: dict[tuple[str, str, str, str], float] = {}
+
+    async def __call__(self, node: str, namespace: str, kind: str, name: str) -> bool:
+        key = (node, namespace, kind, name)
+        now = self.clock.monotonic()
+        if self._granted.get(key, 0.0) > now:
+            return True
+        pods, _ = await self.store.list(f"registry/pods/{namespace}/", pod_pb2.Pod)
+        ref = RefKind(kind)
+        ok = any(p.spec.node_name == node and p.status.phase not in ("Succeeded", "Failed")
+                 and references(p, ref, name) for p in pods)
+        if ok:
+            if len(self._granted) > 100_000:
+                self._granted = {k: t for k, t in self._granted.items() if t > now}
+            self._granted[key] = now + self.ttl
+        return ok
+
+
 @dataclass
 class ServerSecurity:
     tokens: TokenManager
@@ -100,13 +128,6 @@ class ServerSecurity:
         pod = await self.store.get(f"registry/pods/{namespace or 'default'}/{name}", pod_pb2.Pod)
         return str(pod.spec.node_name)
 
-    async def _references(self, node: str, namespace: str, kind: str, name: str) -> bool:
-        """A live (not terminal) pod bound to `node` in `namespace` references `kind` `name`."""
-        pods, _ = await self.store.list(f"registry/pods/{namespace}/", pod_pb2.Pod)
-        ref = RefKind(kind)
-        return any(p.spec.node_name == node and p.status.phase not in ("Succeeded", "Failed")
-                   and references(p, ref, name) for p in pods)
-
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         return [
             AuthInterceptor(
@@ -114,7 +135,7 @@ class ServerSecurity:
                 limits=self.limits,
                 clock=self.clock,
                 pod_node=self._pod_node,
-                references=self._references,
+                references=ReferenceCheck(self.store, self.clock),
                 insecure=not self.secure,
             )
         ]
