@@ -85,7 +85,7 @@ class MemoryStore:
                 "<": actual < c.value, ">": actual > c.value}[c.op]
 
     async def txn(self, compares: Sequence[Compare], success: Sequence[Op],
-                  failure: Sequence[Op] = ()) -> TxnResult:
+                  failure: Sequence[Op] = (), *, linger: float = 0.0) -> TxnResult:
         ok = all(self._holds(c) for c in compares)
         ops = success if ok else failure
         for op in ops:

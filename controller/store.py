@@ -107,7 +107,9 @@ class Store(Protocol):
     async def delete(self, key: str, cls: type[M], *, expected_revision: int = 0) -> M: ...
 
     async def txn(self, compares: Sequence[Compare], success: Sequence[Op],
-                  failure: Sequence[Op] = ()) -> TxnResult: ...
+                  failure: Sequence[Op] = (), *, linger: float = 0.0) -> TxnResult:
+        """One transaction. `linger` > 0: the caller does not mind waiting up to that long,
+        so the store may hold the transaction back to send it with others."""
 
     def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchBatch]: ...
 
@@ -204,6 +206,10 @@ class EtcdStore:
         # merged (controller.groupcommit). 0 sends every transaction on its own.
         self.group_commit = group_commit
         self._queue: builtins.list[groupcommit.Member] = []
+        # Transactions whose callers said they may wait (`txn(linger=...)`): they go with the
+        # next transaction sent, or when the first of them has waited its linger.
+        self._lazy: builtins.list[groupcommit.Member] = []
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self.txns_sent = 0  # etcd transactions sent ...
         self.txns_shared = 0  # ... and callers' transactions that went in one with others
@@ -372,23 +378,44 @@ class EtcdStore:
                 into.add().request_range.key = p + op.key.encode()
 
     async def txn(self, compares: Sequence[Compare], success: Sequence[Op],
-                  failure: Sequence[Op] = ()) -> TxnResult:
+                  failure: Sequence[Op] = (), *, linger: float = 0.0) -> TxnResult:
         """One etcd transaction. With group commit on, it may share a round trip with
-        transactions other callers issue at the same moment (`controller.groupcommit`)."""
+        transactions other callers issue at the same moment (`controller.groupcommit`).
+
+        `linger` (seconds; group commit only): the transaction may wait that long for company.
+        Node lease renewals use it: 5,000 nodes renew 500 times a second, each alone a round
+        trip of its own when no other write is in flight (an idle cluster), which cost the
+        controller more CPU than the heartbeat's own handling."""
         if self.group_commit <= 0:
             succeeded, rev, results = await self._send(compares, success, failure)
             return TxnResult(succeeded, rev, groupcommit.reads(results))
-        fut: asyncio.Future[TxnResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(groupcommit.Member(compares, success, failure, fut))
-        self._kick()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[TxnResult] = loop.create_future()
+        member = groupcommit.Member(compares, success, failure, fut)
+        if linger > 0:
+            self._lazy.append(member)
+            if self._lazy_timer is None:
+                self._lazy_timer = loop.call_later(linger, self._linger_over)
+        else:
+            self._queue.append(member)
+            self._kick()
         try:
             return await fut
         finally:
             if not fut.done():
                 fut.cancel()  # not sent yet: `take` drops it
 
+    def _linger_over(self) -> None:
+        self._lazy_timer = None
+        self._queue.extend(self._lazy)
+        self._lazy.clear()
+        self._kick()
+
     def _kick(self) -> None:
         while self._queue and len(self._sending) < self.group_commit:
+            if self._lazy:  # waiting ones ride along with whatever goes now
+                self._queue.extend(self._lazy)
+                self._lazy.clear()
             members = groupcommit.take(self._queue)
             if not members:
                 return
@@ -481,6 +508,12 @@ class EtcdStore:
         await self._call("compact", self._kv.Compact, rpc.CompactionRequest(revision=revision, physical=True))
 
     async def close(self) -> None:
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        for m in self._lazy:
+            m.future.cancel()
+        self._lazy.clear()
         for task in list(self._sending):
             task.cancel()
         await asyncio.gather(*self._sending, return_exceptions=True)

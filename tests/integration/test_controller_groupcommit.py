@@ -74,3 +74,40 @@ async def test_reads_and_failure_branches_come_back_to_their_caller(store: EtcdS
 
     got = await asyncio.gather(*(swap(i) for i in range(20)))
     assert got == [(True, b"new") if i % 2 == 0 else (False, str(i).encode()) for i in range(20)]
+
+
+async def test_a_lingering_transaction_rides_with_the_next_one_sent(store: EtcdStore) -> None:
+    """A transaction whose caller may wait (`linger`, lease renewals) goes out with the next
+    transaction anyone sends, in the same round trip, and gets its own answer."""
+    key, other = "registry/leases/cowpod-node-lease/n1", "registry/pods/default/urgent"
+    lazy = asyncio.create_task(store.txn([Compare.absent(key)], [Put(key, b"renewed")], linger=600))
+    await asyncio.sleep(0)
+    assert not lazy.done()
+    sent = store.txns_sent
+    # Nothing else is going on: the urgent write goes at once and takes the lingering one along
+    # (its 600 s would outlast the test's deadline).
+    urgent = await asyncio.wait_for(store.txn([Compare.absent(other)], [Put(other, b"now")]), 30)
+    res = await asyncio.wait_for(lazy, 30)
+    assert urgent.succeeded and res.succeeded and res.revision == urgent.revision
+    assert store.txns_sent == sent + 1
+    kv = await store.get_raw(key)
+    assert kv is not None and kv.value == b"renewed"
+
+
+async def test_a_lingering_transaction_alone_goes_after_its_linger(store: EtcdStore) -> None:
+    key = "registry/leases/cowpod-node-lease/alone"
+    first = await asyncio.wait_for(store.txn([Compare.absent(key)], [Put(key, b"1")], linger=0.05), 30)
+    assert first.succeeded
+    # A lost compare is reported as such, with the failure branch's reads.
+    again = await asyncio.wait_for(
+        store.txn([Compare.absent(key)], [Put(key, b"2")], [Get(key)], linger=0.05), 30)
+    assert not again.succeeded and again.gets[0] is not None and again.gets[0].value == b"1"
+
+
+async def test_close_cancels_lingering_transactions(etcd: EtcdMember, etcd_prefix: str) -> None:
+    s = EtcdStore([etcd.endpoint], etcd_prefix, group_commit=1)
+    lazy = asyncio.create_task(s.txn([], [Put("registry/x/never", b"1")], linger=600))
+    await asyncio.sleep(0)
+    await s.close()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(lazy, 30)
