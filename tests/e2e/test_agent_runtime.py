@@ -30,6 +30,7 @@ from agent.testing import (
 )
 from cowpod.client import Client
 from cowpod.v1 import event_pb2, meta_pb2, pod_pb2
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -118,11 +119,11 @@ async def test_containers_share_localhost_env_resources_and_exec(node: AgentRunn
     pod = await wait_pod(client, "duo", phase_is("Running"))
     assert pod.status.pod_ip
 
-    for _ in range(50):  # httpd may need a moment to listen
+    async def served() -> pod_pb2.ExecResponse | None:  # httpd may need a moment to listen
         got = await exec_(client, "duo", "tool", "wget", "-qO-", "http://127.0.0.1:8080/index.html")
-        if got.exit_code == 0:
-            break
-        await asyncio.sleep(0.1)
+        return got if got.exit_code == 0 else None
+
+    got = await eventually(served, timeout=10, what="the web container serving on localhost")
     assert got.stdout == b"hi from web\n"
 
     env = await exec_(client, "duo", "tool", "sh", "-c", 'echo "$MSG|$MY_NAME|$MY_IP|$(pwd)"')
@@ -153,11 +154,11 @@ async def test_empty_dir_is_shared_and_removed_with_pod(node: AgentRunner, clien
         client, make_pod("share", writer, reader, volumes=[vol]), node.config.node_name
     )
     await wait_pod(client, "share", phase_is("Running"))
-    for _ in range(50):
+    async def written() -> pod_pb2.ExecResponse | None:
         got = await exec_(client, "share", "reader", "cat", "/data/f")
-        if got.exit_code == 0:
-            break
-        await asyncio.sleep(0.1)
+        return got if got.exit_code == 0 else None
+
+    got = await eventually(written, timeout=10, what="the writer's file seen by the reader")
     assert got.stdout == b"shared-bytes\n"
     flt = f"label=cowpod.pod.uid={created.metadata.uid}"
     assert len(docker("volume", "ls", "-q", "--filter", flt).split()) == 1
@@ -188,11 +189,11 @@ async def test_init_containers_run_in_order_first(node: AgentRunner, client: Cli
     one, two = (s.state.terminated for s in pod.status.init_container_statuses)
     assert one.finished_at.ToNanoseconds() <= two.started_at.ToNanoseconds()
     assert condition(pod, "Initialized") == "True"
-    for _ in range(50):
+    async def app_logged() -> str | None:
         out = await logs(client, "inits")
-        if "app" in out:
-            break
-        await asyncio.sleep(0.1)
+        return out if "app" in out else None
+
+    out = await eventually(app_logged, timeout=10, what="the app container's line in the logs")
     assert out == "one\ntwo\napp\n"
     assert await logs(client, "inits", container="two") == ""
 
@@ -224,7 +225,17 @@ async def test_crash_loop_counts_restarts_with_growing_backoff(node: AgentRunner
             ),
             timeout=120,
         )
-        await asyncio.sleep(0.5)  # let the watch deliver what was written
+        # The watch delivers what the agent wrote: wait until it has delivered that state too.
+        await eventually(
+            lambda: any(
+                p.status.container_statuses
+                and p.status.container_statuses[0].restart_count >= 3
+                and p.status.container_statuses[0].state.HasField("running")
+                for p in seen
+            ),
+            timeout=30,
+            what="the watch to deliver the third restart",
+        )
     finally:
         watcher.cancel()
     statuses = [p.status.container_statuses[0] for p in seen if p.status.container_statuses]
@@ -314,10 +325,11 @@ async def test_sigterm_cleanup_inside_grace_and_sigkill_after_it(
     p = make_pod("term", polite, rude, volumes=[vol], termination_grace_period_seconds=4)
     await create_and_bind(client, p, node.config.node_name)
     await wait_pod(client, "term", phase_is("Running"))
-    for _ in range(50):
-        if (out / "polite-up").exists() and (out / "rude-up").exists():
-            break
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: (out / "polite-up").exists() and (out / "rude-up").exists(),
+        timeout=10,
+        what="both containers up (their marker files)",
+    )
 
     seen: list[pod_pb2.Pod] = []
     watcher = asyncio.ensure_future(_watch_until_deleted(client, "term", seen))
@@ -391,16 +403,38 @@ async def test_logs_previous_tail_and_timestamps_after_restart(node: AgentRunner
             and cstatus(p, "app").state.HasField("running")
         ),
     )
-    for _ in range(50):
+    async def all_logged() -> str | None:
         now = await logs(client, "prev")
-        if now.endswith("b\n"):
-            break
-        await asyncio.sleep(0.1)
-    assert now == "second\na\nb\n"
+        return now if now.endswith("b\n") else None
+
+    assert await eventually(all_logged, timeout=10, what="the second run's lines") == "second\na\nb\n"
     assert await logs(client, "prev", previous=True) == "first\n"
     assert await logs(client, "prev", tail_lines=1) == "b\n"
     stamped = await logs(client, "prev", tail_lines=1, timestamps=True)
     assert stamped.endswith(" b\n") and stamped[:4].isdigit()
+
+
+async def test_logs_previous_of_a_crash_looping_container(node: AgentRunner, client: Client) -> None:
+    """#16: while a crashed container waits out its back-off, `logs --previous` is its
+    last run (the pod status's lastState), as kubectl shows it; it answered "not found"."""
+    await create_and_bind(
+        client, make_pod("loop", ("app", 'echo "run at $(date +%s%N)"; exit 1')), node.config.node_name
+    )
+    pod = await wait_pod(
+        client,
+        "loop",
+        lambda p: (
+            p is not None
+            and bool(p.status.container_statuses)
+            and cstatus(p, "app").restart_count >= 1
+            and cstatus(p, "app").state.waiting.reason == "CrashLoopBackOff"
+        ),
+        timeout=120,
+    )
+    last = cstatus(pod, "app").last_state.terminated
+    previous = await logs(client, "loop", previous=True)
+    assert previous.startswith("run at ") and previous.count("\n") == 1
+    assert last.exit_code == 1 and last.container_id
 
 
 async def test_logs_follow_streams_new_lines(node: AgentRunner, client: Client) -> None:
