@@ -130,12 +130,13 @@ class HubEvent:
 
     def outcome(self, flt: Filter[Any]) -> tuple[meta_pb2.WatchEventType, bool] | None:
         """(type to send, send the previous object?) for a stream with `flt`, or None."""
+        if flt.everything:  # from the raw event alone: nothing to decode
+            raw = self.raw
+            if raw.type is EventType.DELETE:
+                return (DELETED, True) if raw.prev_value is not None else None
+            return (ADDED, False) if raw.prev_value is None else (MODIFIED, False)
         new = self.new()
         prev = self.prev()
-        if flt.everything:
-            if new is None:
-                return (DELETED, True) if prev is not None else None
-            return (ADDED, False) if prev is None else (MODIFIED, False)
         new_ok = new is not None and flt.matches(new)
         prev_ok = prev is not None and flt.matches(prev)
         if new_ok and prev_ok:
