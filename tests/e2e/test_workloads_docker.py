@@ -42,6 +42,9 @@ BASE_IMAGE = "cowpod/busybox:latest"
 @dataclass
 class Cluster:
     env: dict[str, str]
+    # The VM (and node) name: this module's own, since VM containers are named after their VM on
+    # the one Docker engine that other tests' clusters share.
+    vm: str = ""
 
     def run(self, *args: str, timeout: float = 300) -> str:
         proc = subprocess.run([str(BIN / "cowpod"), *args], env=self.env, capture_output=True, text=True,
@@ -78,9 +81,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     data = tmp_path_factory.mktemp("cluster") / "data"
     env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("COWPOD_CONTROLLER", None)
-    c = Cluster(env)
+    c = Cluster(env, vm=f"wl-{uuid.uuid4().hex[:8]}")
     try:
-        c.run("up", "--detach", "--vms", "1", "--listen", f"127.0.0.1:{free_port()}")
+        c.run("up", "--detach", "--vms", "0", "--listen", f"127.0.0.1:{free_port()}")
+        proc = subprocess.run(
+            [str(BIN / "cowpod"), "apply", "-f", "-", "--wait", "--timeout", "240s"], env=env, text=True,
+            capture_output=True, timeout=300,
+            input=f"apiVersion: cowpod.io/v1\nkind: VM\nmetadata: {{name: {c.vm}}}\n"
+                  "spec: {className: default, cpu: '1', memory: 1Gi, provider: docker}\n")
+        assert proc.returncode == 0, proc.stderr
         yield c
     finally:
         subprocess.run([str(BIN / "cowpod"), "down", "--purge"], env=env, capture_output=True, timeout=180)
@@ -259,13 +268,14 @@ async def test_daemonset_pod_on_a_node_cloned_later(cluster: Cluster) -> None:
             got = await pods_on_nodes(client)
             return set(got) == nodes and all(ph == "Running" for ph in got.values())
 
-        await until(lambda: on({"vm-1"}), 120, "a running daemon pod on vm-1")
-        await cluster.arun("vm", "clone", "vm-1", "--name", "vm-ds", "--wait", "--timeout", "180s")
-        await until(lambda: on({"vm-1", "vm-ds"}), 120, "a running daemon pod on the clone vm-ds")
+        clone = f"{cluster.vm}-ds"
+        await until(lambda: on({cluster.vm}), 120, f"a running daemon pod on {cluster.vm}")
+        await cluster.arun("vm", "clone", cluster.vm, "--name", clone, "--wait", "--timeout", "180s")
+        await until(lambda: on({cluster.vm, clone}), 120, f"a running daemon pod on the clone {clone}")
         ds = await cluster.arun("get", "ds", "per-node")
         assert ds.splitlines()[1].split()[1:6] == ["2", "2", "2", "2", "2"], ds
         await cluster.arun("delete", "ds", "per-node")
-        await cluster.arun("vm", "destroy", "vm-ds", "--wait", "--timeout", "180s")
+        await cluster.arun("vm", "destroy", clone, "--wait", "--timeout", "180s")
 
 
 async def test_app_example_serves_its_configmap_through_its_service(cluster: Cluster) -> None:
