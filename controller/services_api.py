@@ -21,6 +21,7 @@ from controller.kinds import Kind
 from controller.metrics import Metrics
 from controller.resource import Resource
 from controller.rpc import Ctx
+from cowpod.api.validation import PROTOCOLS
 from cowpod.errors import NotFound
 from cowpod.v1 import meta_pb2, service_pb2
 
@@ -35,7 +36,6 @@ ENDPOINTS: Kind[service_pb2.Endpoints] = Kind(
 
 HEADLESS = "None"
 SERVICE_TYPES = ("ClusterIP",)
-PROTOCOLS = ("TCP", "UDP", "SCTP")
 _WHY_HEADLESS = "cowpod has no service proxy: every Service is headless (its name resolves to the ready pods)"
 
 

@@ -8,36 +8,40 @@ manifest in one go.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cowpod.api import podfields, quantity
+from cowpod.api import validation as rules
 from cowpod.api.phases import PodPhase, VMPhase
+from cowpod.api.validation import (
+    CONDITION_STATUSES,
+    DNS1123_LABEL,
+    DNS1123_SUBDOMAIN,
+    ENV_NAME,
+    LABEL_NAME,
+    LABEL_SELECTOR_OPERATORS,
+    LABEL_VALUE,
+    NODE_SELECTOR_OPERATORS,
+    PORT_NAME,
+    RESTART_POLICIES,
+    TAINT_EFFECTS,
+    VOLUME_SOURCES,
+)
 from cowpod.errors import Invalid
 from cowpod.v1 import event_pb2, lease_pb2, node_pb2, pod_pb2, vm_pb2
 from hypervisor import registry
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-_PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-RESTART_POLICIES = ("Always", "OnFailure", "Never")
-PULL_POLICIES = ("", "Always", "IfNotPresent", "Never")
-PROTOCOLS = ("", "TCP", "UDP", "SCTP")
-TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
-TOLERATION_OPERATORS = ("", "Equal", "Exists")
-NODE_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
-LABEL_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+# The patterns and value sets are cowpod.api.validation's (the CLI checks manifests
+# with the same ones); "" is added here where a field may be left unset.
+PULL_POLICIES = ("", *rules.PULL_POLICIES)
+PROTOCOLS = ("", *rules.PROTOCOLS)
+TOLERATION_OPERATORS = ("", *rules.TOLERATION_OPERATORS)
 POD_PHASES = ("", *(p.value for p in PodPhase))
 VM_PHASES = ("", *(p.value for p in VMPhase))
 # "" = the controller's provider; otherwise one of hypervisor.registry's.
 VM_PROVIDERS = ("", *registry.names())
-CONDITION_STATUSES = ("True", "False", "Unknown")
-EVENT_TYPES = ("", "Normal", "Warning")
+EVENT_TYPES = ("", *rules.EVENT_TYPES)
 MAX_ANNOTATIONS_BYTES = 256 * 1024
 
 
@@ -102,7 +106,7 @@ def qualified_name(errs: Errors, path: str, key: str) -> None:
         errs.add(path, f"key {key!r}: name part must not be empty")
     elif len(name) > 63:
         errs.add(path, f"key {key!r}: name part must be no more than 63 characters")
-    elif not _LABEL_NAME.match(name):
+    elif not LABEL_NAME.match(name):
         errs.add(path, f"key {key!r}: name part must consist of alphanumeric characters, '-', '_' "
                        "or '.', and must start and end with an alphanumeric character")
 
@@ -110,7 +114,7 @@ def qualified_name(errs: Errors, path: str, key: str) -> None:
 def label_value(errs: Errors, path: str, value: str) -> None:
     if len(value) > 63:
         errs.add(path, f"value {value!r} must be no more than 63 characters")
-    elif not _LABEL_VALUE.match(value):
+    elif not LABEL_VALUE.match(value):
         errs.add(path, f"value {value!r} must be empty or consist of alphanumeric characters, '-', "
                        "'_' or '.', and must start and end with an alphanumeric character")
 
@@ -183,7 +187,7 @@ def _resources(errs: Errors, path: str, r: pod_pb2.ResourceRequirements) -> None
 
 def port_name(errs: Errors, path: str, name: str) -> bool:
     """An IANA_SVC_NAME, as containerPort names and the named ports that refer to them are."""
-    if len(name) > 15 or not _PORT_NAME.match(name):
+    if len(name) > 15 or not PORT_NAME.match(name):
         errs.add(path, f"invalid port name {name!r}: must be no more than 15 "
                        "lower case alphanumeric characters or '-'")
         return False
@@ -341,7 +345,7 @@ def _container(errs: Errors, path: str, c: pod_pb2.Container, volume_names: set[
     for i, e in enumerate(c.env):
         if not e.name:
             errs.add(f"{path}.env[{i}].name", "required")
-        elif not _ENV_NAME.match(e.name):
+        elif not ENV_NAME.match(e.name):
             errs.add(f"{path}.env[{i}].name", f"invalid environment variable name {e.name!r}")
         if e.value and e.HasField("value_from"):
             errs.add(f"{path}.env[{i}].valueFrom", "may not be specified when `value` is not empty")
@@ -495,7 +499,6 @@ def _volumes(errs: Errors, spec: pod_pb2.PodSpec) -> set[str]:
     return names
 
 
-VOLUME_SOURCES = ("empty_dir", "host_path", "config_map", "secret")
 MAX_FILE_MODE = 0o777
 
 
@@ -551,7 +554,7 @@ def _config_env_sources(errs: Errors, path: str, c: pod_pb2.Container) -> None:
             dns_subdomain(errs, f"{ep}.configMapRef.name", ef.config_map_ref.name)
         if ef.HasField("secret_ref"):
             dns_subdomain(errs, f"{ep}.secretRef.name", ef.secret_ref.name)
-        if ef.prefix and not _ENV_NAME.match(ef.prefix):
+        if ef.prefix and not ENV_NAME.match(ef.prefix):
             errs.add(f"{ep}.prefix", f"invalid environment variable name prefix {ef.prefix!r}")
 
 

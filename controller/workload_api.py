@@ -24,12 +24,12 @@ from controller.labelselector import is_empty, matches, to_string
 from controller.metrics import Metrics
 from controller.resource import Resource
 from controller.rpc import Ctx
+from cowpod.api.validation import LABEL_SELECTOR_OPERATORS
 from cowpod.errors import Invalid
 from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
 
 M = TypeVar("M", bound=Message)
 
-LABEL_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 _INT_OR_PERCENT = re.compile(r"^(0|[1-9][0-9]*)%?$")
 
 

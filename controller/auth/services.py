@@ -4,13 +4,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 from typing import Any
 
 from controller.auth.identity import ANONYMOUS, Role
 from controller.auth.interceptor import current_identity
 from controller.auth.tokens import TokenManager
+from cowpod.api.validation import is_dns_subdomain
 from cowpod.clock import Clock
 from cowpod.errors import FailedPrecondition, Invalid, PermissionDenied
 from cowpod.pki import (
@@ -24,7 +24,6 @@ from cowpod.pki import (
 )
 from cowpod.v1 import auth_pb2, meta_pb2
 
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 MAX_CSR_BYTES = 16 * 1024
 
 
@@ -90,7 +89,7 @@ class BootstrapServicer:
     def _check_name(self, name: str) -> None:
         if not name:
             raise Invalid("nodeName", "required")
-        if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        if not is_dns_subdomain(name):
             raise Invalid("nodeName", f"{name[:64]!r} is not a valid node name (RFC 1123 subdomain)")
         conflict = node_name_conflict(name, self.controller_names)
         if conflict is not None:

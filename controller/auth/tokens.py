@@ -12,13 +12,13 @@ Secrets never reach a log line: only ids are logged.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from controller.auth.identity import Identity, Role, identity_from_token
 from controller.store import Store
+from cowpod.api.validation import is_dns_subdomain
 from cowpod.auth import tokens as tok
 from cowpod.clock import Clock
 from cowpod.errors import Conflict, Invalid, NotFound, PermissionDenied, Unauthenticated
@@ -30,7 +30,6 @@ PREFIX = "registry/tokens/"
 DEFAULT_BOOTSTRAP_TTL = 3600
 DEFAULT_TOKEN_TTL = tok.DEFAULT_TOKEN_TTL
 MAX_TTL = 10 * 365 * 86400
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 class TokenRepository(Protocol):
@@ -152,7 +151,7 @@ class TokenManager:
             raise Invalid("singleUse", "only bootstrap tokens can be single-use")
         if node_name and not bootstrap:
             raise Invalid("nodeName", "only bootstrap tokens are bound to a node")
-        if node_name and (len(node_name) > 253 or not _DNS_SUBDOMAIN.match(node_name)):
+        if node_name and not is_dns_subdomain(node_name):
             raise Invalid("nodeName", f"{node_name!r} is not a valid node name (RFC 1123 subdomain)")
         if len(description) > 1024:
             raise Invalid("description", "must be no more than 1024 characters")

@@ -31,6 +31,7 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 
+from cowpod.api import validation as rules
 from cowpod.api.phases import PodPhase
 
 RESOURCE_LIST = "cowpod.v1.ResourceList"
@@ -53,23 +54,22 @@ QUANTITY_FIELDS: dict[tuple[str, str], tuple[str, Unit]] = {
 }
 
 # Strings with a closed set of values. "" (unset) is always allowed.
-_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("cowpod.v1.PodSpec", "restart_policy"): ("Always", "OnFailure", "Never"),
+    ("cowpod.v1.PodSpec", "restart_policy"): rules.RESTART_POLICIES,
     ("cowpod.v1.DeploymentStrategy", "type"): ("RollingUpdate", "Recreate"),
     ("cowpod.v1.DaemonSetUpdateStrategy", "type"): ("RollingUpdate", "OnDelete"),
     ("cowpod.v1.JobSpec", "completion_mode"): ("NonIndexed",),
-    ("cowpod.v1.Container", "image_pull_policy"): ("Always", "IfNotPresent", "Never"),
-    ("cowpod.v1.ContainerPort", "protocol"): ("TCP", "UDP", "SCTP"),
+    ("cowpod.v1.Container", "image_pull_policy"): rules.PULL_POLICIES,
+    ("cowpod.v1.ContainerPort", "protocol"): rules.PROTOCOLS,
     ("cowpod.v1.HTTPGetAction", "scheme"): ("HTTP", "HTTPS"),
-    ("cowpod.v1.Taint", "effect"): _EFFECTS,
-    ("cowpod.v1.Toleration", "operator"): ("Equal", "Exists"),
-    ("cowpod.v1.Toleration", "effect"): _EFFECTS,
-    ("cowpod.v1.NodeSelectorRequirement", "operator"): ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"),
-    ("cowpod.v1.LabelSelectorRequirement", "operator"): ("In", "NotIn", "Exists", "DoesNotExist"),
+    ("cowpod.v1.Taint", "effect"): rules.TAINT_EFFECTS,
+    ("cowpod.v1.Toleration", "operator"): rules.TOLERATION_OPERATORS,
+    ("cowpod.v1.Toleration", "effect"): rules.TAINT_EFFECTS,
+    ("cowpod.v1.NodeSelectorRequirement", "operator"): rules.NODE_SELECTOR_OPERATORS,
+    ("cowpod.v1.LabelSelectorRequirement", "operator"): rules.LABEL_SELECTOR_OPERATORS,
     ("cowpod.v1.TopologySpreadConstraint", "when_unsatisfiable"): ("DoNotSchedule", "ScheduleAnyway"),
-    ("cowpod.v1.Condition", "status"): ("True", "False", "Unknown"),
-    ("cowpod.v1.Event", "type"): ("Normal", "Warning"),
+    ("cowpod.v1.Condition", "status"): rules.CONDITION_STATUSES,
+    ("cowpod.v1.Event", "type"): rules.EVENT_TYPES,
     ("cowpod.v1.EmptyDirVolumeSource", "medium"): ("Memory",),
     ("cowpod.v1.PodStatus", "phase"): tuple(p.value for p in PodPhase),
     ("cowpod.v1.NodeAddress", "type"): ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS"),

@@ -9,21 +9,16 @@ precise answer, not for safety.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from cowpod.api import validation as rules
 from cowpod.manifest.errors import FieldError
 from cowpod.manifest.kinds import KindInfo
 from cowpod.v1 import meta_pb2, pod_pb2, vm_pb2
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-
 
 def check_dns_subdomain(value: str, path: str) -> None:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+    if not rules.is_dns_subdomain(value):
         raise FieldError(
             path,
             f'invalid name "{value}": use lowercase letters, digits, "-" and ".", '
@@ -32,7 +27,7 @@ def check_dns_subdomain(value: str, path: str) -> None:
 
 
 def check_dns_label(value: str, path: str) -> None:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
+    if not rules.is_dns_label(value):
         raise FieldError(
             path,
             f'invalid name "{value}": use at most 63 lowercase letters, digits and "-", '
@@ -44,7 +39,7 @@ def _check_key(key: str, path: str) -> None:
     prefix, slash, name = key.rpartition("/")
     if slash:
         check_dns_subdomain(prefix, path)
-    if len(name) > 63 or not _LABEL_NAME.match(name):
+    if not rules.is_label_name(name):
         raise FieldError(path, f'invalid key "{key}": a name of at most 63 letters, digits, "-", "_" and "."')
 
 
@@ -59,7 +54,7 @@ def validate_meta(meta: meta_pb2.ObjectMeta, info: KindInfo, path: str = "metada
         check_dns_label(meta.namespace, f"{path}.namespace")
     for key, value in meta.labels.items():
         _check_key(key, f"{path}.labels[{key}]")
-        if len(value) > 63 or not _LABEL_VALUE.match(value):
+        if not rules.is_label_value(value):
             raise FieldError(
                 f"{path}.labels[{key}]",
                 f'invalid value "{value}": at most 63 letters, digits, "-", "_" and ".", '
@@ -112,7 +107,7 @@ def validate_pod(pod: pod_pb2.Pod) -> None:
         check_dns_label(vol.name, f"{vpath}.name")
         if vol.name in volumes:
             raise FieldError(f"{vpath}.name", f'duplicate volume name "{vol.name}"')
-        sources = [s for s in ("empty_dir", "host_path", "config_map", "secret") if vol.HasField(s)]
+        sources = [s for s in rules.VOLUME_SOURCES if vol.HasField(s)]
         if len(sources) != 1:
             raise FieldError(vpath, "set exactly one volume source (emptyDir, hostPath, configMap or secret)")
         volumes.add(vol.name)
