@@ -6,10 +6,9 @@ that stops and removes its pods."""
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import docker
@@ -29,6 +28,7 @@ from agent.testing import (
 )
 from cowpod.client import Client
 from cowpod.v1 import config_pb2, meta_pb2, namespace_pb2, pod_pb2
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -54,14 +54,6 @@ async def run(client: Client, pod: str, script: str, namespace: str = "default")
         command=["/bin/sh", "-c", script]))
     assert resp.exit_code == 0, (script, resp.stdout, resp.stderr)
     return str(resp.stdout.decode())
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.3)
 
 
 def app(script: str = "sleep 3600") -> pod_pb2.Container:
@@ -125,7 +117,9 @@ async def test_env_and_volumes_from_configmap_and_secret_follow_updates(
     async def updated() -> bool:
         return await run(client, "cfg-demo", "cat /etc/game/lives") == "5"
 
-    await eventually(updated, "the new ConfigMap value in the running pod's file")
+    await eventually(
+        updated, what="the new ConfigMap value in the running pod's file", timeout=60.0, interval=0.3
+    )
     assert await run(client, "cfg-demo", "cat /etc/game/new-key") == "hello"
     assert (await run(client, "cfg-demo", "echo $LIVES")).strip() == "3"
     versions = (await run(client, "cfg-demo", "ls -a /etc/game")).split()
@@ -163,7 +157,7 @@ async def test_namespace_delete_stops_and_removes_its_pods(node: AgentRunner, cl
             return err.code() == grpc.StatusCode.NOT_FOUND
         return False
 
-    await eventually(namespace_gone, f"namespace {ns} removed", timeout=90)
+    await eventually(namespace_gone, what=f"namespace {ns} removed", timeout=90, interval=0.3)
     assert list((await client.pods.List(meta_pb2.ListOptions(namespace=ns))).items) == []
     engine = docker.from_env()
     try:

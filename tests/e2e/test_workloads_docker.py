@@ -21,7 +21,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
@@ -31,6 +30,7 @@ from cowpod.client import Client
 from cowpod.config import load_config
 from cowpod.local.etcd import free_port
 from cowpod.v1 import meta_pb2, pod_pb2
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -254,13 +254,6 @@ async def pods_on_nodes(client: Client) -> dict[str, str]:
     return {p.spec.node_name: p.status.phase for p in live}
 
 
-async def until(check: Any, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
 async def test_daemonset_pod_on_a_node_cloned_later(cluster: Cluster) -> None:
     cluster.apply(DAEMONSET)
     async with cluster.client() as client:
@@ -269,9 +262,16 @@ async def test_daemonset_pod_on_a_node_cloned_later(cluster: Cluster) -> None:
             return set(got) == nodes and all(ph == "Running" for ph in got.values())
 
         clone = f"{cluster.vm}-ds"
-        await until(lambda: on({cluster.vm}), 120, f"a running daemon pod on {cluster.vm}")
+        await eventually(
+            lambda: on({cluster.vm}), timeout=120, what=f"a running daemon pod on {cluster.vm}", interval=0.2
+        )
         await cluster.arun("vm", "clone", cluster.vm, "--name", clone, "--wait", "--timeout", "180s")
-        await until(lambda: on({cluster.vm, clone}), 120, f"a running daemon pod on the clone {clone}")
+        await eventually(
+            lambda: on({cluster.vm, clone}),
+            timeout=120,
+            what=f"a running daemon pod on the clone {clone}",
+            interval=0.2,
+        )
         ds = await cluster.arun("get", "ds", "per-node")
         assert ds.splitlines()[1].split()[1:6] == ["2", "2", "2", "2", "2"], ds
         await cluster.arun("delete", "ds", "per-node")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import grpc
@@ -14,6 +13,7 @@ from cowpod.client import Client
 from cowpod.clock import FakeClock
 from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import lease_pb2, meta_pb2, node_pb2
+from tests import polling
 
 pytestmark = pytest.mark.integration
 
@@ -72,12 +72,12 @@ async def test_node_delete_removes_its_lease(client: Client) -> None:
 
 async def eventually(client: Client, name: str, pred: Callable[[node_pb2.Node], bool]) -> node_pb2.Node:
     """The lifecycle's writes are real etcd I/O after the fake clock moved: poll for the result."""
-    for _ in range(200):
+
+    async def reached() -> node_pb2.Node | None:
         n: node_pb2.Node = await client.nodes.Get(meta_pb2.ObjectKey(name=name))
-        if pred(n):
-            return n
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"node {name} never reached the expected state: {n}")
+        return n if pred(n) else None
+
+    return await polling.eventually(reached, timeout=10, what=f"node {name} in the expected state")
 
 
 def unreachable(n: node_pb2.Node) -> bool:

@@ -5,9 +5,8 @@ ConfigMap/Secret rules; who may read a Secret (view may not; a node only what it
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 
 import grpc
 import pytest
@@ -16,16 +15,9 @@ from controller.testing import ControllerRunner, code_of, make_pod
 from cowpod.client import Client
 from cowpod.v1 import config_pb2, meta_pb2, namespace_pb2, node_pb2, pod_pb2, workload_pb2
 from tests.integration.test_security import join_node, new_token
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.05)
 
 
 def ns(name: str) -> namespace_pb2.Namespace:
@@ -47,7 +39,7 @@ async def test_system_namespaces_exist_and_cannot_be_deleted(client: Client) -> 
         names = {n.metadata.name for n in (await client.namespaces.List(meta_pb2.ListOptions())).items}
         return {"default", "kube-system", "cowpod-system", "cowpod-node-lease"} <= names
 
-    await eventually(listed, what="the system namespaces")
+    await eventually(listed, what="the system namespaces", timeout=20.0)
     default = await client.namespaces.Get(key("default"))
     assert (default.kind, default.api_version, default.status.phase) == ("Namespace", "v1", "Active")
     err = await error_of(client.namespaces.Delete(meta_pb2.DeleteOptions(key=key("default"))))
@@ -96,7 +88,7 @@ async def test_deleting_a_namespace_deletes_what_is_in_it(client: Client) -> Non
     async def namespace_gone() -> bool:
         return await code_of(client.namespaces.Get(key("doomed"))) == grpc.StatusCode.NOT_FOUND
 
-    await eventually(namespace_gone, what="namespace doomed removed")
+    await eventually(namespace_gone, what="namespace doomed removed", timeout=20.0)
     for what in (client.pods, client.configmaps, client.replicasets):
         assert list((await what.List(meta_pb2.ListOptions(namespace="doomed"))).items) == []
     # The other namespace is untouched.

@@ -3,24 +3,14 @@ Service may say, and Endpoints that follow the ready pods its selector picks."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-
 import grpc
 import pytest
 
 from cowpod.client import Client
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, service_pb2
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def make_service(name: str, **spec: object) -> service_pb2.Service:
@@ -107,7 +97,7 @@ async def test_endpoints_follow_ready_pods(client: Client) -> None:
     async def split_is(ready: list[str], not_ready: list[str]) -> bool:
         return addresses(await endpoints(client, "web")) == (ready, not_ready)
 
-    await until(lambda: split_is(["web-1"], ["web-2"]), "web-1 ready, web-2 not")
+    await eventually(lambda: split_is(["web-1"], ["web-2"]), what="web-1 ready, web-2 not", timeout=20.0)
     ep = await endpoints(client, "web")
     assert ep is not None
     # The named target port is resolved against each pod's containerPorts.
@@ -115,20 +105,20 @@ async def test_endpoints_follow_ready_pods(client: Client) -> None:
     assert ep.subsets[0].addresses[0].ip == "10.1.0.1" and ep.subsets[0].addresses[0].node_name == "n1"
 
     await set_ready(client, "web-2", "10.1.0.2", True)
-    await until(lambda: split_is(["web-1", "web-2"], []), "both ready")
+    await eventually(lambda: split_is(["web-1", "web-2"], []), what="both ready", timeout=20.0)
     gone_now = meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="web-1"), grace_period_seconds=0)
     await client.pods.Delete(gone_now)
-    await until(lambda: split_is(["web-2"], []), "web-1 gone from the endpoints")
+    await eventually(lambda: split_is(["web-2"], []), what="web-1 gone from the endpoints", timeout=20.0)
 
     # A Service created after its pods gets its Endpoints too; deleting it deletes them.
     await client.services.Create(make_service("db", selector={"app": "db"}))
-    await until(lambda: _has(client, "db", ["other"]), "db endpoints")
+    await eventually(lambda: _has(client, "db", ["other"]), what="db endpoints", timeout=20.0)
     await client.services.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="db")))
 
     async def gone() -> bool:
         return await endpoints(client, "db") is None
 
-    await until(gone, "db endpoints deleted with the service")
+    await eventually(gone, what="db endpoints deleted with the service", timeout=20.0)
 
     # Endpoints are the controller's: clients have no verb to write them.
     assert not hasattr(client.endpoints, "Create") and not hasattr(client.endpoints, "Update")

@@ -5,7 +5,6 @@ a real etcd. No agents: the test plays the kubelet, writing pod status the way a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -13,16 +12,9 @@ from controller.resource import set_time
 from controller.testing import make_node
 from cowpod.client import Client
 from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def pods_of(c: Client, selector: str) -> list[pod_pb2.Pod]:
