@@ -19,7 +19,8 @@ next resync.
 
 Placement: the pod is created with `spec.nodeName` (bound at create, as Kubernetes'
 DaemonSet controller did before it handed placement to the scheduler); the node's agent
-admits it or fails it. A failed daemon pod is deleted and created again.
+admits it or fails it. A failed daemon pod is deleted and created again, `FAILED_POD_BACKOFF`
+after it ended (noticed by the resync, every `DEFAULT_RESYNC_SECONDS`).
 
 Updates: pods carry `controller-revision-hash` = the template's hash. With RollingUpdate
 and `maxSurge: 0`, old pods are deleted (unavailable ones first, then at most
@@ -44,12 +45,14 @@ from controller.podowner import (
     CreatePod,
     DeletePod,
     PodOwnerLoop,
+    finished_at,
     pod_from_template,
     settled,
     template_hash,
 )
 from controller.replicaset_actions import InFlight
 from controller.replicaset_plan import is_active, is_available, is_ready, is_terminating
+from controller.resource import get_time
 from controller.workload_api import resolve_int_or_percent
 from cowpod.api import labels
 from cowpod.api.labels import CONTROLLER_REVISION_HASH_LABEL
@@ -65,7 +68,10 @@ log = logging.getLogger(__name__)
 KIND = "DaemonSet"
 COMPONENT = "daemonset-controller"
 REVISION_LABEL = CONTROLLER_REVISION_HASH_LABEL
-DEFAULT_RESYNC_SECONDS = 30.0
+DEFAULT_RESYNC_SECONDS = 10.0
+# A daemon pod that ended (say its node refused it) is replaced this long after it ended, so a
+# node that keeps refusing it is not sent a new pod on every pass.
+FAILED_POD_BACKOFF = 10.0
 
 # What Kubernetes' DaemonSet controller adds to every daemon pod (util.AddOrUpdateDaemonPodTolerations).
 DEFAULT_TOLERATIONS: tuple[tuple[str, str], ...] = (
@@ -120,7 +126,11 @@ def plan_daemonset(ds: workload_pb2.DaemonSet, nodes: Sequence[node_pb2.Node], o
         if p.metadata.uid in in_flight.deleting:
             continue
         if is_terminal(p.status.phase) and not is_terminating(p):
-            delete(p, "it had terminated")
+            ended = finished_at(p) or get_time(p.metadata.creation_timestamp)
+            if now >= ended + FAILED_POD_BACKOFF:
+                delete(p, "it had terminated")
+            else:  # it holds its node until the back-off is over: a refused pod is not retried hot
+                by_node.setdefault(p.spec.node_name, []).append(p)
         elif is_active(p):
             by_node.setdefault(p.spec.node_name, []).append(p)
 

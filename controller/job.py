@@ -44,6 +44,7 @@ from controller.podowner import (
     CreatePod,
     DeletePod,
     PodOwnerLoop,
+    finished_at,
     pod_from_template,
     settled,
 )
@@ -108,10 +109,7 @@ def failures(job: workload_pb2.Job, owned: Iterable[pod_pb2.Pod]) -> int:
 
 def last_failure(owned: Iterable[pod_pb2.Pod]) -> float:
     """When the most recent Failed pod's last container finished (0 if no such time is known)."""
-    times = [get_time(cs.state.terminated.finished_at)
-             for p in owned if p.status.phase == "Failed"
-             for cs in p.status.container_statuses if cs.state.terminated.HasField("finished_at")]
-    return max(times, default=0.0)
+    return max((finished_at(p) for p in owned if p.status.phase == "Failed"), default=0.0)
 
 
 def plan_job(job: workload_pb2.Job, owned: Sequence[pod_pb2.Pod], in_flight: InFlight,

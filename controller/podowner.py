@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from controller.replicaset_actions import InFlight
 from controller.replicaset_executor import Expectations, new_pod_name
 from controller.replicaset_plan import is_terminating
+from controller.resource import get_time
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.errors import rpc_code
@@ -74,6 +75,12 @@ def template_hash(tmpl: workload_pb2.PodTemplateSpec, *, drop_label: str = "") -
         n, r = divmod(n, len(_SAFE))
         out.append(_SAFE[r])
     return "".join(out)
+
+
+def finished_at(pod: pod_pb2.Pod) -> float:
+    """When the pod's last container finished (0 if none reports it: e.g. refused by its node)."""
+    return max((get_time(cs.state.terminated.finished_at) for cs in pod.status.container_statuses
+                if cs.state.terminated.HasField("finished_at")), default=0.0)
 
 
 def pod_from_template(tmpl: workload_pb2.PodTemplateSpec, owner_kind: str, owner: meta_pb2.ObjectMeta,

@@ -120,9 +120,13 @@ def test_rolling_update_with_surge_starts_new_beside_old() -> None:
     assert deleted(plan_daemonset(ds, nodes, [*old, unready], NONE, NOW)) == []
 
 
-def test_failed_pod_is_deleted_to_be_replaced() -> None:
+def test_failed_pod_is_replaced_after_a_back_off() -> None:
     ds = make_ds()
     p = pod(ds, "a", "n1")
     p.status.phase = "Failed"
-    acts = plan_daemonset(ds, [node("n1")], [p], NONE, NOW)
+    cs = p.status.container_statuses.add(name="c")
+    set_time(cs.state.terminated.finished_at, NOW)
+    early = plan_daemonset(ds, [node("n1")], [p], NONE, NOW + 5)
+    assert deleted(early) == [] and created_on(early) == []  # the node is not sent a pod hot
+    acts = plan_daemonset(ds, [node("n1")], [p], NONE, NOW + 10)
     assert deleted(acts) == ["a"] and created_on(acts) == ["n1"]
