@@ -170,3 +170,30 @@ async def test_container_waits_for_its_configmap_then_starts_with_env(env: Env) 
     newest = max(p for (cid, p) in env.rt.files if cid == sandbox.info.id and p.endswith("/lives"))
     assert env.rt.files[(sandbox.info.id, newest)] == b"5"
     assert app.spec.env["LIVES"] == "3"
+
+
+async def test_secret_values_never_reach_events_or_logs(
+    env: Env, caplog: pytest.LogCaptureFixture  # noqa: F811
+) -> None:
+    caplog.set_level("DEBUG")
+    env.cp.configs[(SECRET, "default", "db")] = {"password": b"hunter2-value"}
+    c = container("app")
+    c.env.add(name="PW").value_from.secret_key_ref.CopyFrom(
+        pod_pb2.SecretKeySelector(name="db", key="password"))
+    c.env.add(name="MISSING").value_from.secret_key_ref.CopyFrom(
+        pod_pb2.SecretKeySelector(name="db", key="nope"))
+    env.cp.put(pod("leaky", c))
+
+    def waiting() -> str:
+        p = env.cp.get("leaky")
+        if p is None or not p.status.container_statuses:
+            return ""
+        return str(env.app("leaky").state.waiting.reason)
+
+    await env.until(lambda: waiting() == "CreateContainerConfigError")
+    assert env.app("leaky").state.waiting.message == 'couldn\'t find key nope in secret "db"'
+    env.cp.configs[(SECRET, "default", "db")] = {"password": b"hunter2-value", "nope": b"other-value"}
+    await env.until(lambda: env.app("leaky").state.HasField("running"))
+    text = " ".join(e.message for e in env.cp.events) + caplog.text
+    text += " ".join(str(s.status) for s in env.cp.status_writes)
+    assert "hunter2" not in text and "other-value" not in text
