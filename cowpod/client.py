@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cowpod.api.labels import CREATE_ID_ANNOTATION
 from cowpod.backoff import Backoff, Retry
 from cowpod.clock import Clock, RealClock
 from cowpod.v1 import (
@@ -64,7 +65,6 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 # A create may be repeated after these too: `Client.create` makes the repeat harmless.
 CREATE_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # Set by `Client.create` so a retried create can recognise its own earlier attempt.
-CREATE_ID_ANNOTATION = "cowpod.io/create-id"
 
 
 class Client:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from cowpod.api.labels import CLASS_LABEL
+from cowpod.api.labels import CLASS_LABEL, HOSTNAME_LABEL
 from cowpod.clusterconfig import ClusterConfig, VMClass
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 from scheduler.simulate import FilterPlugin, default_filters, fits_on
@@ -49,7 +49,7 @@ def node_template(
     node = node_pb2.Node(api_version="v1", kind="Node")
     node.metadata.name = name
     node.metadata.labels.update(labels)
-    node.metadata.labels.setdefault("kubernetes.io/hostname", name)
+    node.metadata.labels.setdefault(HOSTNAME_LABEL, name)
     node.status.capacity.CopyFrom(
         meta_pb2.ResourceList(
             cpu_millis=cpu_millis, memory_bytes=memory_bytes, pods=config.max_pods_per_node

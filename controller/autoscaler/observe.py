@@ -22,7 +22,7 @@ from cowpod.api import resources
 from cowpod.api.ids import ClassName, NodeName, VMName
 from cowpod.api.labels import NODE_SYSTEM_POD_LABEL, PARENT_TAINT_KEY
 from cowpod.api.phases import is_terminal
-from cowpod.api.resources import Resources
+from cowpod.api.resources import DEFAULT_MAX_PODS, Resources
 from cowpod.api.times import seconds_of
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2
 
@@ -119,7 +119,7 @@ def node_view(node: node_pb2.Node) -> NodeView:
     resources = _resources(alloc)
     if resources.pods == 0:
         # An agent that does not report a pod limit gets the kubelet's default.
-        resources = Resources(resources.cpu_millis, resources.memory_bytes, 110)
+        resources = Resources(resources.cpu_millis, resources.memory_bytes, DEFAULT_MAX_PODS)
     return NodeView(
         name=NodeName(node.metadata.name),
         ready=ready and not _has(node.metadata, "deletion_timestamp"),

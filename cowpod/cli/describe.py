@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cowpod.api import quantity
 from cowpod.api.labels import DEPLOYMENT_REVISION_ANNOTATION as REVISION_ANNOTATION
+from cowpod.api.labels import LAST_APPLIED_ANNOTATION
 from cowpod.api.phases import is_terminal
 from cowpod.cli import printers
 from cowpod.manifest.timefmt import format_rfc3339
@@ -31,7 +32,7 @@ from cowpod.v1 import (
 
 NONE = "<none>"
 # Bookkeeping of `cowpod apply`, as kubectl describe hides its own.
-HIDDEN_ANNOTATIONS = frozenset({"cowpod.io/last-applied-configuration"})
+HIDDEN_ANNOTATIONS = frozenset({LAST_APPLIED_ANNOTATION})
 
 
 def _continues(line: tuple[int, str, str | None], level: int) -> bool:

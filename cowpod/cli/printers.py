@@ -16,6 +16,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cowpod.api import quantity
+from cowpod.api.labels import ROLE_LABEL
 from cowpod.api.phases import is_terminal
 from cowpod.v1 import (
     config_pb2,
@@ -191,7 +192,7 @@ def node_roles(node: node_pb2.Node) -> str:
             for k in node.metadata.labels
             if k.startswith("node-role.kubernetes.io/")
         }
-        | ({node.metadata.labels["cowpod.io/role"]} if "cowpod.io/role" in node.metadata.labels else set())
+        | ({node.metadata.labels[ROLE_LABEL]} if ROLE_LABEL in node.metadata.labels else set())
     )
     return ",".join(r for r in roles if r) or NONE
 

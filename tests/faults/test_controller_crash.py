@@ -15,7 +15,7 @@ import subprocess
 import grpc
 import pytest
 
-from cowpod.client import CREATE_ID_ANNOTATION
+from cowpod.api.labels import CREATE_ID_ANNOTATION
 from tests.faults.cluster import ProcCluster, list_pods, sleeper_pod
 
 pytestmark = pytest.mark.faults

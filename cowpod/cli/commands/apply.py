@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from cowpod.api import podfields
+from cowpod.api.labels import LAST_APPLIED_ANNOTATION
 from cowpod.cli.commands.common import Subparsers, add_command, parse_duration
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, code_of, is_not_found, rpc_error, rpc_message
@@ -40,8 +41,6 @@ from cowpod.manifest import Document, KindInfo, encode_object, load_paths
 from cowpod.manifest.kinds import DAEMONSET, DEPLOYMENT, EVENT, JOB, NAMESPACE, NODE, POD, SECRET, VM, Obj
 from cowpod.manifest.schema import input_names
 from cowpod.v1 import meta_pb2, pod_pb2
-
-LAST_APPLIED = "cowpod.io/last-applied-configuration"
 
 APPLY_EXAMPLES = """
   cowpod apply -f examples/hello.yaml            # pod/hello created
@@ -260,7 +259,7 @@ def last_applied(doc: Document) -> str:
                 data[field] = {k: "sha256:" + hashlib.sha256(str(v).encode()).hexdigest()
                                for k, v in data[field].items()}
     meta = data.get("metadata", {})
-    annotations = {k: v for k, v in meta.get("annotations", {}).items() if k != LAST_APPLIED}
+    annotations = {k: v for k, v in meta.get("annotations", {}).items() if k != LAST_APPLIED_ANNOTATION}
     if annotations:
         meta["annotations"] = annotations
     else:
@@ -299,7 +298,7 @@ def merge(existing: Obj, desired: Obj, desired_raw: dict[str, Any], previous: di
     # node labels) are kept; the manifest's own are set.
     for field in ("labels", "annotations"):
         current, wanted = getattr(meta, field), getattr(want, field)
-        dropped = set(prev_meta.get(field, {})) | {LAST_APPLIED}
+        dropped = set(prev_meta.get(field, {})) | {LAST_APPLIED_ANNOTATION}
         kept = {k: v for k, v in current.items() if k not in dropped}
         current.clear()
         current.update(kept)
@@ -353,7 +352,7 @@ async def apply_one(ctx: Ctx, doc: Document, *, create: bool = True) -> tuple[st
     svc = service(ctx, info)
     meta = doc.obj.metadata
     stamp = last_applied(doc)
-    meta.annotations[LAST_APPLIED] = stamp
+    meta.annotations[LAST_APPLIED_ANNOTATION] = stamp
     for _attempt in range(3):
         try:
             existing: Obj = await svc.Get(_scoped_key(doc), timeout=30)
@@ -363,7 +362,7 @@ async def apply_one(ctx: Ctx, doc: Document, *, create: bool = True) -> tuple[st
             if not create:
                 return None
             return "created", await _create(ctx, info, doc.obj)
-        previous_text = existing.metadata.annotations.get(LAST_APPLIED)
+        previous_text = existing.metadata.annotations.get(LAST_APPLIED_ANNOTATION)
         if previous_text == stamp:
             return "unchanged", existing
         try:
@@ -394,7 +393,7 @@ def _same_but_annotation(a: Obj, b: Obj) -> bool:
     a2.CopyFrom(a)
     b2.CopyFrom(b)
     for m in (a2, b2):
-        m.metadata.annotations.pop(LAST_APPLIED, None)
+        m.metadata.annotations.pop(LAST_APPLIED_ANNOTATION, None)
     return bool(a2 == b2)
 
 

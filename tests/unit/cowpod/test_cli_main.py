@@ -237,7 +237,8 @@ def test_global_flags_before_and_after_the_verb() -> None:
 
 
 def test_apply_merge_keeps_what_others_set_and_drops_what_the_manifest_dropped() -> None:
-    from cowpod.cli.commands.apply import LAST_APPLIED, merge
+    from cowpod.api.labels import LAST_APPLIED_ANNOTATION as LAST_APPLIED
+    from cowpod.cli.commands.apply import merge
     from cowpod.v1 import node_pb2
 
     existing = node_pb2.Node()

@@ -7,7 +7,8 @@ from typing import Any
 import grpc
 import pytest
 
-from cowpod.client import CREATE_ID_ANNOTATION, Client
+from cowpod.api.labels import CREATE_ID_ANNOTATION
+from cowpod.client import Client
 from cowpod.clock import FakeClock
 from cowpod.v1 import meta_pb2, pod_pb2
 
