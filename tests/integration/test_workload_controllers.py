@@ -172,3 +172,35 @@ async def test_daemonset_follows_nodes(client: Client) -> None:
     await eventually(lambda: on_nodes("ds-n1", "ds-clone-1"), what="a pod on the node added later")
     await client.nodes.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="ds-clone-1")))
     await eventually(lambda: on_nodes("ds-n1"), what="the gone node's pod removed")
+
+
+async def test_finished_job_with_ttl_0_is_deleted_with_its_pods(client: Client) -> None:
+    j = workload_pb2.Job()
+    j.metadata.name = "once"
+    j.spec.ttl_seconds_after_finished = 0
+    template(j.spec.template, "once", "cowpod/busybox:latest", restart="Never")
+    await client.jobs.Create(j)
+
+    async def gone() -> bool:
+        for p in live(await pods_of(client, "job-name=once")):
+            await set_phase(client, p, "Succeeded", is_ready=False)
+        jobs = await client.jobs.List(meta_pb2.ListOptions(namespace="default"))
+        left = await pods_of(client, "job-name=once")
+        return "once" not in {x.metadata.name for x in jobs.items} and not left
+
+    await eventually(gone, what="the job and its pods deleted")
+
+
+async def test_deleting_a_daemonset_deletes_its_pods(client: Client) -> None:
+    await make_node(client, "del-n1")
+    ds = workload_pb2.DaemonSet()
+    ds.metadata.name = "shortlived"
+    template(ds.spec.template, "shortlived", "cowpod/busybox:latest")
+    await client.daemonsets.Create(ds)
+
+    async def count(n: int) -> bool:
+        return len(live(await pods_of(client, "app=shortlived"))) == n
+
+    await eventually(lambda: count(1), what="its pod")
+    await client.daemonsets.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="shortlived")))
+    await eventually(lambda: count(0), what="its pod deleted")
