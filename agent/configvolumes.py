@@ -86,7 +86,17 @@ class ConfigCache:
         hit = self._items.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        data = await self.reader(kind, namespace, name)
+        try:
+            data = await self.reader(kind, namespace, name)
+        except Exception as err:  # the controller unreachable, a timeout: any reader failure
+            if hit is not None:
+                # What was read last stays in force (running pods keep their files; a restart
+                # gets the same env) until the controller answers again.
+                log.info("reading %s %s/%s: %s; using what was read before", kind_word(kind), namespace,
+                         name, type(err).__name__)
+                return hit[1]
+            raise ConfigError(f"cannot read {kind_word(kind)} \"{name}\" from the controller: "
+                              f"{type(err).__name__}") from None
         self._items[key] = (now + (self.ttl if data is not None else self.missing_ttl), data)
         return data
 

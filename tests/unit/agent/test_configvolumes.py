@@ -197,3 +197,23 @@ async def test_secret_values_never_reach_events_or_logs(
     text = " ".join(e.message for e in env.cp.events) + caplog.text
     text += " ".join(str(s.status) for s in env.cp.status_writes)
     assert "hunter2" not in text and "other-value" not in text
+
+
+async def test_cache_keeps_the_last_answer_while_the_controller_is_away() -> None:
+    clock = FakeClock()
+    up = True
+
+    async def reader(kind: RefKind, namespace: str, name: str) -> dict[str, bytes] | None:
+        if not up:
+            raise ConnectionError("controller down")
+        return {"k": b"v"}
+
+    cache = ConfigCache(reader, clock, ttl=1.0)
+    with pytest.raises(ConfigError, match='cannot read configmap "never" from the controller'):
+        up = False
+        await cache.get("default", CM, "never")
+    up = True
+    assert await cache.get("default", CM, "x") == {"k": b"v"}
+    up = False
+    await clock.advance(5.0)
+    assert await cache.get("default", CM, "x") == {"k": b"v"}
