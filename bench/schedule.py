@@ -16,6 +16,15 @@ per 1,000 pods, CPU seconds of every process, peak RSS of the scheduler and the
 controller, and the ratio binds/s : raw etcd creates/s. The last line is one
 JSON object with every figure.
 
+Also in the JSON: the controller's CPU per pod (`controller_cpu_ms_per_pod`, all of
+it) and the same less what the fleet's heartbeats cost it with no pods moving
+(`controller_idle_cpu_per_s`, sampled for `--idle-sample` seconds before the pods,
+once every node heartbeats: `controller_cpu_us_per_heartbeat`); how long a restarted
+scheduler takes to sync its caches against the full cluster (`scheduler_resync_s`,
+`--no-resync` skips it); both processes' peak RSS together (`peak_rss_mib_total`);
+and the machine's load average at the start and the end (`loadavg_start`,
+`loadavg_end`): absolute figures on a shared machine mean little without it.
+
 Everything shares the machine (2 cores here): etcd, the controller, the
 scheduler and this process (hollow nodes + pod creation + the watch).
 """
@@ -72,6 +81,11 @@ def peak_rss_mib(pid: int) -> float:
 def self_cpu() -> float:
     t = os.times()
     return t.user + t.system
+
+
+def loadavg() -> list[float]:
+    """The machine's 1/5/15-minute load averages: how much else ran beside the bench."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 # ---- the controller as a separate process --------------------------------------------
@@ -327,7 +341,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         print("scheduler synced", flush=True)
                     return sched
 
-                figures = await measure(args, client, rng, start_scheduler, ctl.pid, etcd)
+                figures = await measure(args, client, rng, start_scheduler, ctl.pid, etcd, fleet, t0 + reg_s)
                 fleet_task.cancel()
         figures["etcd_puts_per_s"] = round(etcd_rate, 1)
         figures["ratio"] = round(figures["binds_per_s"] / etcd_rate, 3)
@@ -353,6 +367,8 @@ async def measure(
     start_scheduler: Callable[[bool], Awaitable[subprocess.Popen[bytes]]],
     ctl_pid: int,
     etcd: EtcdMember,
+    fleet: HollowFleet,
+    t_registered: float,
 ) -> dict[str, Any]:
     """Default: the scheduler is up and synced, then pods are created as fast as
     `--concurrency` allows; latency is create -> bound. With --precreate every pod
@@ -412,6 +428,17 @@ async def measure(
         w = tg.create_task(watch(), name="bound-watch")
         await watch_ready.wait()
         await asyncio.sleep(0.2)
+        # The controller's CPU with the fleet registered and heartbeating but no pod work:
+        # what a pod costs is then the rest (the heartbeats' share per pod falls as the pod
+        # rate rises, so cpu_s.controller / pods alone mixes both).
+        # A node's first heartbeat is due within one period of its registration: from then
+        # on the fleet sends nodes/period heartbeats a second.
+        await asyncio.sleep(max(0.0, t_registered + args.heartbeat - time.perf_counter()))
+        idle0, hb0, t_idle = cpu_seconds(ctl_pid), fleet.heartbeats, time.perf_counter()
+        await asyncio.sleep(args.idle_sample)
+        idle_s = time.perf_counter() - t_idle
+        idle_rate = (cpu_seconds(ctl_pid) - idle0) / idle_s
+        hb_rate = (fleet.heartbeats - hb0) / idle_s
         if args.precreate:
             t0 = time.perf_counter()
             await asyncio.gather(*(create(c) for c in chunks))
@@ -448,6 +475,10 @@ async def measure(
     t_end = max(bound_at.values()) if bound_at else time.perf_counter()
     t_first = min(bound_at.values()) if bound_at else t_end
     cpu1 = cpu(sched_pid)
+    sched_rss = peak_rss_mib(sched_pid)
+    resync: dict[str, Any] = {}
+    if args.resync:
+        resync = await restart_scheduler(sched, start_scheduler)
     lat = sorted(bound_at[n] - created_at[n] for n in bound_at if n in created_at)
     elapsed = t_end - t_start
     bound = len(bound_at)
@@ -456,6 +487,8 @@ async def measure(
         return round(lat[min(len(lat) - 1, int(q * len(lat)))], 4) if lat else float("nan")
 
     used = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0}
+    ctl_pod_cpu = (cpu1["controller"] - cpu0["controller"]) - idle_rate * elapsed
+    ctl_rss = peak_rss_mib(ctl_pid)
     return {
         "mode": "precreate" if args.precreate else "create-while-scheduling",
         "nodes": args.nodes,
@@ -475,8 +508,39 @@ async def measure(
         "mean_bind_s": round(statistics.fmean(lat), 4) if lat else float("nan"),
         "scheduler_cpu_s_per_1000_pods": round(used["scheduler"] * 1000 / max(bound, 1), 3),
         "cpu_s": used,
-        "scheduler_peak_rss_mib": round(peak_rss_mib(sched_pid), 1),
-        "controller_peak_rss_mib": round(peak_rss_mib(ctl_pid), 1),
+        "scheduler_peak_rss_mib": round(sched_rss, 1),
+        "controller_peak_rss_mib": round(ctl_rss, 1),
+        "peak_rss_mib_total": round(sched_rss + ctl_rss, 1),
+        # Controller CPU per pod: all of it (heartbeats included), and less what the same
+        # fleet cost it per second with no pods moving (`--idle-sample`).
+        "controller_cpu_ms_per_pod": round(used["controller"] * 1000 / max(bound, 1), 3),
+        "controller_idle_cpu_per_s": round(idle_rate, 3),
+        "idle_heartbeats_per_s": round(hb_rate, 1),
+        "controller_cpu_us_per_heartbeat": round(idle_rate * 1e6 / hb_rate, 1) if hb_rate else float("nan"),
+        "controller_cpu_ms_per_pod_less_idle": round(ctl_pod_cpu * 1000 / max(bound, 1), 3),
+        **resync,
+    }
+
+
+async def restart_scheduler(
+    sched: subprocess.Popen[bytes],
+    start_scheduler: Callable[[bool], Awaitable[subprocess.Popen[bytes]]],
+) -> dict[str, Any]:
+    """Stop the scheduler and start a new one against the full cluster: how long until its
+    caches are synced again (/healthz answers 200: every node, pod and assigned pod listed
+    and decoded), and its peak RSS doing so."""
+    sched.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.to_thread(sched.wait, 30)
+    except subprocess.TimeoutExpired:
+        sched.kill()
+        await asyncio.to_thread(sched.wait)
+    t0 = time.perf_counter()
+    new = await start_scheduler(True)
+    took = time.perf_counter() - t0
+    return {
+        "scheduler_resync_s": round(took, 2),
+        "scheduler_resync_peak_rss_mib": round(peak_rss_mib(new.pid), 1),
     }
 
 
@@ -515,6 +579,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--baseline-puts", type=int, default=0, help="raw etcd creates to time (default min(pods, 20000))"
     )
     p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument(
+        "--idle-sample",
+        type=float,
+        default=5.0,
+        help="seconds the controller's CPU is sampled with the fleet heartbeating and no pods moving",
+    )
+    p.add_argument(
+        "--no-resync",
+        dest="resync",
+        action="store_false",
+        help="skip restarting the scheduler at the end (scheduler_resync_s: time to sync its caches again)",
+    )
     p.add_argument("--profile", default="", help="write the scheduler's cProfile stats here")
     p.add_argument("--controller-profile", default="", help="write the controller's cProfile stats here")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
@@ -538,6 +614,7 @@ def main() -> None:
         )
         return
     t0 = self_cpu()
+    load_start = loadavg()
     args.profile_path = str(pathlib.Path(args.profile).resolve()) if args.profile else ""
     args.controller_profile_path = (
         str(pathlib.Path(args.controller_profile).resolve()) if args.controller_profile else ""
@@ -548,12 +625,17 @@ def main() -> None:
         f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     figures["bench_total_cpu_s"] = round(self_cpu() - t0, 1)
+    figures["loadavg_start"] = load_start
+    figures["loadavg_end"] = loadavg()
     print(
         f"binds/s {figures['binds_per_s']:,.0f}  raw etcd creates/s {figures['etcd_puts_per_s']:,.0f}  "
         f"ratio {figures['ratio']}  p50 {figures['p50_bind_s']}s  p99 {figures['p99_bind_s']}s  "
         f"scheduler CPU {figures['scheduler_cpu_s_per_1000_pods']}s/1000 pods  "
         f"RSS scheduler {figures['scheduler_peak_rss_mib']} MiB, "
-        f"controller {figures['controller_peak_rss_mib']} MiB",
+        f"controller {figures['controller_peak_rss_mib']} MiB  "
+        f"controller CPU {figures['controller_cpu_ms_per_pod']} ms/pod "
+        f"({figures['controller_cpu_ms_per_pod_less_idle']} less idle)  "
+        f"scheduler resync {figures.get('scheduler_resync_s', '-')}s  load {figures['loadavg_end']}",
         flush=True,
     )
     print(json.dumps(figures), flush=True)
