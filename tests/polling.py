@@ -28,12 +28,25 @@ TIMEOUT_S = 30.0
 INTERVAL_S = 0.05
 
 
-def _timed_out(
-    what: str, timeout: float, last: object, err: BaseException | None, explain: str
-) -> AssertionError:
-    seen = f"; last error: {err!r}" if err is not None else f"; last seen: {last!r}"
-    more = f"\n{explain}" if explain else ""
-    return AssertionError(f"timed out after {timeout:g}s waiting for {what or 'the condition'}{seen}{more}")
+class _Waiting:
+    """What both loops keep between attempts: the deadline and what was seen last."""
+
+    def __init__(self, timeout: float, what: str, explain: Callable[[], str] | None) -> None:
+        self.timeout, self.what, self.explain = timeout, what, explain
+        self.deadline = time.monotonic() + timeout
+        self.last: object = None
+        self.err: BaseException | None = None
+
+    def not_yet(self, value: object = None, err: BaseException | None = None) -> None:
+        """Record a falsy result (or a retried error); raise once the deadline has passed."""
+        self.last, self.err = value, err
+        if time.monotonic() <= self.deadline:
+            return
+        seen = f"; last error: {err!r}" if err is not None else f"; last seen: {value!r}"
+        more = f"\n{self.explain()}" if self.explain is not None else ""
+        raise AssertionError(
+            f"timed out after {self.timeout:g}s waiting for {self.what or 'the condition'}{seen}{more}"
+        )
 
 
 @overload
@@ -70,20 +83,17 @@ async def eventually(
     explain: Callable[[], str] | None = None,
 ) -> T:
     """Await `check()` until it is truthy and return it; AssertionError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    err: BaseException | None = None
+    waiting = _Waiting(timeout, what, explain)
     while True:
         try:
             got = check()
             value: T | None = await got if inspect.isawaitable(got) else got
+        except retry_on as e:
+            waiting.not_yet(err=e)
+        else:
             if value:
                 return value
-            last, err = value, None
-        except retry_on as e:
-            err = e
-        if time.monotonic() > deadline:
-            raise _timed_out(what, timeout, last, err, explain() if explain is not None else "")
+            waiting.not_yet(value)
         await asyncio.sleep(interval)
 
 
@@ -97,19 +107,16 @@ def eventually_sync(
     explain: Callable[[], str] | None = None,
 ) -> T:
     """`eventually` for code without an event loop (it blocks the thread while it waits)."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    err: BaseException | None = None
+    waiting = _Waiting(timeout, what, explain)
     while True:
         try:
             value = check()
+        except retry_on as e:
+            waiting.not_yet(err=e)
+        else:
             if value:
                 return value
-            last, err = value, None
-        except retry_on as e:
-            err = e
-        if time.monotonic() > deadline:
-            raise _timed_out(what, timeout, last, err, explain() if explain is not None else "")
+            waiting.not_yet(value)
         time.sleep(interval)
 
 
