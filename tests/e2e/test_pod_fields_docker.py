@@ -1,0 +1,208 @@
+"""Issue #14's honoured Pod fields on the real Docker engine: securityContext (uid, gid,
+groups, read-only root filesystem, no new privileges, dropped capabilities,
+runAsNonRoot), lifecycle httpGet/tcpSocket/sleep handlers, and activeDeadlineSeconds.
+Pods are written as Kubernetes manifests and decoded as `apply` decodes them."""
+
+from __future__ import annotations
+
+import pathlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from agent.hostpath import HostPathPrefix
+from agent.testing import (
+    BUSYBOX,
+    AgentRunner,
+    cleanup_docker,
+    create_and_bind,
+    ensure_images,
+    gone,
+    phase_is,
+    wait_pod,
+)
+from cowpod.client import Client
+from cowpod.manifest import load_text
+from cowpod.v1 import meta_pb2, pod_pb2
+
+pytestmark = pytest.mark.e2e
+
+
+def manifest(text: str) -> pod_pb2.Pod:
+    (doc,) = load_text(text.replace("IMAGE", BUSYBOX), "test.yaml")
+    assert isinstance(doc.obj, pod_pb2.Pod)
+    doc.obj.spec.termination_grace_period_seconds = 5
+    return doc.obj
+
+
+def exit_code(pod: Any, container: str) -> int | None:
+    for cs in pod.status.container_statuses if pod is not None else ():
+        if cs.name == container and cs.state.HasField("terminated"):
+            return int(cs.state.terminated.exit_code)
+    return None
+
+
+def waiting(pod: Any) -> tuple[str, str]:
+    for cs in pod.status.container_statuses if pod is not None else ():
+        if cs.state.HasField("waiting"):
+            return cs.state.waiting.reason, cs.state.waiting.message
+    return "", ""
+
+
+@pytest.fixture
+async def node(controller: Any, tmp_path: pathlib.Path) -> AsyncIterator[AgentRunner]:
+    ensure_images()
+    (tmp_path / "hooks").mkdir()
+    name = f"agent-{uuid.uuid4().hex[:8]}"
+    cleanup_docker(name)
+    runner = AgentRunner(controller.address, name, listen=f"unix://{tmp_path}/agent.sock",
+                         host_path_prefixes=(HostPathPrefix(str(tmp_path / "hooks"), writable=True),))
+    try:
+        await runner.start()
+        yield runner
+    finally:
+        await runner.stop()
+        cleanup_docker(name)
+
+
+async def test_security_context_is_what_the_process_gets(node: AgentRunner, client: Client) -> None:
+    me = node.config.node_name
+    # As in the Kubernetes docs' security-context.yaml and -2.yaml: the pod's user and
+    # groups, the container's user winning; exit codes carry what the process saw.
+    pod = manifest("""
+apiVersion: v1
+kind: Pod
+metadata: {name: ids}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 1000, runAsGroup: 3000, fsGroup: 2000, supplementalGroups: [4000]}
+  containers:
+  - name: pod-user
+    image: IMAGE
+    command: [sh, -c, 'id -G | grep -qw 2000 && id -G | grep -qw 4000 || exit 99; exit $(( $(id -u) - 990 ))']
+  - name: own-user
+    image: IMAGE
+    command: [sh, -c, '[ "$(id -g)" = 3000 ] || exit 98; exit $(( $(id -u) - 1990 ))']
+    securityContext: {runAsUser: 2000}
+""")
+    await create_and_bind(client, pod, me)
+    done = await wait_pod(client, "ids", phase_is("Failed", "Succeeded"), timeout=90)
+    assert (exit_code(done, "pod-user"), exit_code(done, "own-user")) == (10, 10), done.status
+
+    locked = manifest("""
+apiVersion: v1
+kind: Pod
+metadata: {name: locked}
+spec:
+  restartPolicy: Never
+  volumes: [{name: scratch, emptyDir: {}}]
+  containers:
+  - name: c
+    image: IMAGE
+    command: [sh, -c, 'touch /rootfs-file 2>/dev/null && exit 11; touch /scratch/ok || exit 12;
+              grep -q "NoNewPrivs:.*1" /proc/self/status || exit 13;
+              grep -q "CapEff:.*0000000000000000" /proc/self/status || exit 14']
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL]}
+""")
+    await create_and_bind(client, locked, me)
+    done = await wait_pod(client, "locked", phase_is("Failed", "Succeeded"), timeout=90)
+    assert exit_code(done, "c") == 0 and done.status.phase == "Succeeded", done.status
+
+    # The same commands with no securityContext: root, a writable root, capabilities kept.
+    free = manifest("""
+apiVersion: v1
+kind: Pod
+metadata: {name: free}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: IMAGE
+    command: [sh, -c, 'touch /rootfs-file || exit 11;
+              grep -q "CapEff:.*0000000000000000" /proc/self/status && exit 14; exit $(id -u)']
+""")
+    await create_and_bind(client, free, me)
+    done = await wait_pod(client, "free", phase_is("Failed", "Succeeded"), timeout=90)
+    assert exit_code(done, "c") == 0, done.status
+
+
+async def test_run_as_non_root_refuses_a_root_image(node: AgentRunner, client: Client) -> None:
+    pod = manifest("""
+apiVersion: v1
+kind: Pod
+metadata: {name: nonroot}
+spec:
+  securityContext: {runAsNonRoot: true}
+  containers: [{name: c, image: IMAGE, command: [sleep, "600"]}]
+""")
+    await create_and_bind(client, pod, node.config.node_name)
+    got = await wait_pod(client, "nonroot", lambda p: waiting(p)[0] == "CreateContainerError", timeout=60)
+    assert "runAsNonRoot" in waiting(got)[1] and got.status.phase == "Pending"
+
+
+async def test_lifecycle_http_handlers_reach_the_pod(
+    node: AgentRunner, client: Client, tmp_path: pathlib.Path
+) -> None:
+    hooks = tmp_path / "hooks" / "log"
+    # The server's CGI appends each hook's query to a file on the host; postStart comes
+    # from the second container (started after the server), preStop from the server's own.
+    serve = ("mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n"
+             "echo $QUERY_STRING >> /h/log\\n' > /www/cgi-bin/hook && chmod +x /www/cgi-bin/hook && "
+             "exec httpd -f -p 8080 -h /www")
+    pod = manifest(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooks}}
+spec:
+  volumes: [{{name: h, hostPath: {{path: "{tmp_path / 'hooks'}"}}}}]
+  containers:
+  - name: server
+    image: IMAGE
+    ports: [{{name: http, containerPort: 8080}}]
+    volumeMounts: [{{name: h, mountPath: /h}}]
+    readinessProbe: {{tcpSocket: {{port: http}}, periodSeconds: 1}}
+    lifecycle:
+      preStop:
+        httpGet: {{path: "/cgi-bin/hook?pre", port: http}}
+  - name: app
+    image: IMAGE
+    command: [sleep, "600"]
+    lifecycle:
+      postStart:
+        httpGet: {{path: "/cgi-bin/hook?post", port: 8080}}
+      preStop:
+        sleep: {{seconds: 1}}
+""")
+    pod.spec.containers[0].command.extend(["sh", "-c", serve])
+    created = await create_and_bind(client, pod, node.config.node_name)
+    assert created.spec.containers[0].lifecycle.pre_stop.http_get.port == 8080  # `port: http` resolved
+    await wait_pod(client, "hooks", lambda p: phase_is("Running")(p) and hooks.exists()
+                   and "post" in hooks.read_text(), timeout=90)
+    assert "pre" not in hooks.read_text().split()
+    await client.pods.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="hooks")))
+    await wait_pod(client, "hooks", gone, timeout=90)
+    assert "pre" in hooks.read_text().split()
+
+
+async def test_active_deadline_fails_the_pod(node: AgentRunner, client: Client) -> None:
+    pod = manifest("""
+apiVersion: v1
+kind: Pod
+metadata: {name: deadline}
+spec:
+  activeDeadlineSeconds: 3
+  containers: [{name: c, image: IMAGE, command: [sleep, "600"]}]
+""")
+    await create_and_bind(client, pod, node.config.node_name)
+    await wait_pod(client, "deadline", phase_is("Running"), timeout=60)
+    failed = await wait_pod(client, "deadline", phase_is("Failed"), timeout=60)
+    assert failed.status.reason == "DeadlineExceeded", failed.status
+    stopped = await wait_pod(client, "deadline", lambda p: p is not None and all(
+        cs.state.HasField("terminated") for cs in p.status.container_statuses), timeout=60)
+    assert stopped.status.phase == "Failed"
