@@ -95,7 +95,7 @@ def test_cluster_is_secure_by_default(cluster: Cluster) -> None:
 
 def test_vm_agent_joined_with_its_own_node_certificate(cluster: Cluster) -> None:
     vm = cluster.json("get", "vm", "vm-1")
-    container = vm["status"]["providerId"].removeprefix("docker://")
+    container = vm["status"]["providerID"].removeprefix("docker://")
     pem = docker("exec", container, "cat", "/var/lib/cowpod/pki/vm-1.crt").stdout.encode()
     assert subject_of(pem) == Subject("system:node:vm-1", ("system:nodes",))
     # The CA key never reaches a VM.
@@ -160,10 +160,10 @@ def test_snapshot_images_hold_no_node_key_and_pods_cannot_run_internal_images(
 ) -> None:
     """Hole 2 of #15: a user who may create pods ran the parent's snapshot image
     and read the parent's node key from it."""
-    parent = cluster.json("get", "vm", "vm-1")["status"]["providerId"].removeprefix("docker://")
+    parent = cluster.json("get", "vm", "vm-1")["status"]["providerID"].removeprefix("docker://")
     assert "PRIVATE KEY" in docker("exec", parent, "cat", "/var/lib/cowpod/pki/vm-1.key").stdout
     cluster.run("vm", "clone", "vm-1", "--name", "vm-2", "--wait", "--timeout", "180", timeout=240)
-    child = cluster.json("get", "vm", "vm-2")["status"]["providerId"].removeprefix("docker://")
+    child = cluster.json("get", "vm", "vm-2")["status"]["providerID"].removeprefix("docker://")
     snapshot = json.loads(docker("inspect", child).stdout)[0]["Config"]["Labels"]["cowpod.snapshot"]
     assert snapshot.startswith("cowpod/vm-snap:vm-1-")
     # The attack, part 1: read the snapshot. No key file, no PEM key anywhere in what was committed.
@@ -207,7 +207,7 @@ def test_pods_cannot_rewrite_the_vms_hosts_and_resolv_conf(cluster: Cluster, tmp
     cluster.run("apply", "-f", str(manifest))
     cluster.run("wait", "pod", "dns", "--for", "phase=Running", "--timeout", "120")
     node = cluster.json("get", "pod", "dns")["spec"]["nodeName"]
-    vm = cluster.json("get", "vm", node)["status"]["providerId"].removeprefix("docker://")
+    vm = cluster.json("get", "vm", node)["status"]["providerID"].removeprefix("docker://")
     for path in ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname"):
         out = cluster.run("exec", "dns", "--", "sh", "-c", f"echo 6.6.6.6 evil >> {path}", check=False)
         assert out.returncode != 0, f"a pod wrote the VM's {path}"

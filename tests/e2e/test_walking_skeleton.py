@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from cowpod.local.etcd import free_port
+from tests.polling import eventually_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -109,7 +110,7 @@ def test_long_running_pod_is_nested_in_its_vm_then_deleted(cluster: Cli) -> None
     cluster.run("apply", "-f", str(ROOT / "examples" / "web.yaml"))
     pod = wait_for(cluster, "web", "Running")
     vm = cluster.json("get", "vm", "vm-1")
-    vm_container = docker("inspect", "-f", "{{.Id}}", vm["status"]["providerId"].removeprefix("docker://"))
+    vm_container = docker("inspect", "-f", "{{.Id}}", vm["status"]["providerID"].removeprefix("docker://"))
     ids = docker(
         "ps", "-q", "--no-trunc", "--filter", f"label=cowpod.pod.uid={pod['metadata']['uid']}"
     ).split()
@@ -176,11 +177,71 @@ def test_an_instant_clone_gets_its_agent_forked_from_the_parents_zygote(cluster:
     cluster.run("vm", "destroy", "vm-1-kid", "--wait", "--timeout", "120s")
 
 
+SERVICE_MANIFEST = """\
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  selector: {app: echo}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: echo, labels: {app: echo}}
+spec:
+  containers:
+  - name: httpd
+    image: cowpod/busybox:latest
+    command: ["sh", "-c", "mkdir -p /www && echo hello from echo > /www/index.html &&
+              exec httpd -f -p 8080 -h /www"]
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe: {tcpSocket: {port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: asker}
+spec:
+  containers: [{name: sh, image: cowpod/busybox:latest, command: ["sleep", "1d"]}]
+"""
+
+
+def test_a_service_name_resolves_to_its_ready_pods(cluster: Cli, tmp_path: pathlib.Path) -> None:
+    """#14: a pod resolves `<service>`, `<service>.<namespace>` and the full name to the ready
+    endpoints (its VM's address), through the agent's DNS and the pod's own resolv.conf."""
+    m = tmp_path / "svc.yaml"
+    m.write_text(SERVICE_MANIFEST)
+    cluster.run("apply", "-f", str(m))
+    wait_for(cluster, "asker", "Running")
+    echo = wait_for(cluster, "echo", "Running")
+
+    def ready_ips() -> list[str]:
+        ep = cluster.json("get", "endpoints", "echo")
+        return [a["ip"] for s in ep.get("subsets", []) for a in s.get("addresses", [])]
+
+    ips = eventually_sync(ready_ips, timeout=60, what="echo's endpoints")
+    assert ips == [echo["status"]["podIP"]], ips
+
+    resolv = cluster.run("exec", "asker", "--", "cat", "/etc/resolv.conf").stdout
+    assert "search default.svc.cluster.local svc.cluster.local cluster.local" in resolv
+    out = cluster.run("exec", "asker", "--", "nslookup", "echo.default.svc.cluster.local").stdout
+    assert ips[0] in out, out
+    for name in ("echo", "echo.default", "echo.default.svc.cluster.local"):
+        page = cluster.run("exec", "asker", "--", "wget", "-qO-", f"http://{name}:8080/").stdout
+        assert "hello from echo" in page, name
+    assert cluster.run("exec", "asker", "--", "nslookup", "nope.default.svc.cluster.local",
+                       check=False).returncode != 0
+
+    cluster.run("delete", "pod", "echo", "--wait", "--grace-period", "1")
+    eventually_sync(lambda: not ready_ips(), timeout=60, what="echo gone from its endpoints")
+    cluster.run("delete", "pod", "asker", "--grace-period", "1")
+    cluster.run("delete", "service", "echo")
+
+
 def test_down_leaves_no_container_behind(cluster: Cli) -> None:
     cluster.run("apply", "-f", str(ROOT / "examples" / "web.yaml"))
     pod = wait_for(cluster, "web", "Running")
     vm = cluster.json("get", "vm", "vm-1")
-    vm_id = vm["status"]["providerId"].removeprefix("docker://")
+    vm_id = vm["status"]["providerID"].removeprefix("docker://")
     pod_ids = docker("ps", "-aq", "--filter", f"label=cowpod.pod.uid={pod['metadata']['uid']}").split()
     assert pod_ids
     status = cluster.json("status")
@@ -192,3 +253,4 @@ def test_down_leaves_no_container_behind(cluster: Cli) -> None:
         if c.get("pid"):
             with pytest.raises(ProcessLookupError):
                 os.kill(c["pid"], 0)
+
