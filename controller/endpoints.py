@@ -24,6 +24,7 @@ from typing import Any
 
 from controller.resource import Resource
 from controller.services_api import target_port
+from cowpod.api.phases import is_terminal
 from cowpod.clock import Clock
 from cowpod.errors import AlreadyExists, Conflict, CowpodError, NotFound
 from cowpod.informer import Informer
@@ -32,7 +33,6 @@ from cowpod.v1 import meta_pb2, pod_pb2, service_pb2
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 
 def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -61,7 +61,7 @@ def subsets_for(svc: service_pb2.Service, pods: Iterable[pod_pb2.Pod]) -> list[s
     for pod in pods:
         m = pod.metadata
         if (m.namespace != svc.metadata.namespace or not selects(svc.spec.selector, m.labels)
-                or not pod.status.pod_ip or pod.status.phase in TERMINAL_PHASES
+                or not pod.status.pod_ip or is_terminal(pod.status.phase)
                 or m.HasField("deletion_timestamp")):
             continue
         ports: list[tuple[str, int, str]] = []

@@ -28,6 +28,7 @@ from controller.auth.services import BootstrapServicer, IdentityServicer, TokenS
 from controller.auth.tokens import DEFAULT_TOKEN_TTL, StoreTokenRepository, TokenManager
 from controller.limits import Limits, server_options
 from controller.store import Store
+from cowpod.api.phases import is_terminal
 from cowpod.auth.config import ConnectionSettings
 from cowpod.clock import Clock
 from cowpod.configrefs import RefKind, references
@@ -73,7 +74,7 @@ class ReferenceCheck:
             return True
         pods, _ = await self.store.list(f"registry/pods/{namespace}/", pod_pb2.Pod)
         ref = RefKind(kind)
-        ok = any(p.spec.node_name == node and p.status.phase not in ("Succeeded", "Failed")
+        ok = any(p.spec.node_name == node and not is_terminal(p.status.phase)
                  and references(p, ref, name) for p in pods)
         if ok:
             if len(self._granted) > 100_000:
