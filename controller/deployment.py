@@ -384,7 +384,10 @@ class DeploymentController:
             actions = plan_orphan_sets(sets, live)
             if d is not None:
                 mine = [rs for rs in sets if controller_uid(rs.metadata, KIND) == d.metadata.uid]
-                actions.extend(plan_deployment(d, mine, state))
+                try:
+                    actions.extend(plan_deployment(d, mine, state))
+                except Exception:  # a bug on one object must not stop the loop for all the others
+                    log.exception("%s: planning %s/%s failed; skipped this pass", COMPONENT, *key)
             if actions:
                 out[key] = actions
         return out

@@ -351,7 +351,11 @@ class PodOwnerLoop:
             actions: list[Any] = list(plan_orphans(self.index, live, *key))
             if owner is not None:
                 uid = owner.metadata.uid
-                actions.extend(self.plan_owner(owner, self.index.owned(uid), self.expect.view(uid), state))
+                try:
+                    owned = self.index.owned(uid)
+                    actions.extend(self.plan_owner(owner, owned, self.expect.view(uid), state))
+                except Exception:  # a bug on one object must not stop the loop for all the others
+                    log.exception("%s: planning %s/%s failed; skipped this pass", self.component, *key)
             if actions:
                 out[key] = actions
         return out
