@@ -68,10 +68,11 @@ ROWS: list[tuple[Identity, str, Any, bool]] = [
     (EDIT, "/cowpod.v1.ReplicaSetService/Scale", None, True),
     (EDIT, "/cowpod.v1.ReplicaSetService/UpdateStatus", None, False),  # the ReplicaSet controller's
     # Least privilege: a service missing from the table is admin-only, reads and writes alike.
-    (EDIT, "/cowpod.v1.SecretService/Create", None, False),
-    (EDIT, "/cowpod.v1.SecretService/Get", KEY, False),
+    # (SecretService was the example until #14 listed it: edit writes Secrets now.)
+    (EDIT, "/cowpod.v1.FutureService/Create", None, False),
+    (EDIT, "/cowpod.v1.FutureService/Get", KEY, False),
     (EDIT, "/cowpod.v1.BootstrapService/SignServingCertificate", None, False),
-    (ADMIN, "/cowpod.v1.SecretService/Create", None, True),
+    (ADMIN, "/cowpod.v1.FutureService/Create", None, True),
     # view
     (VIEW, pod_m("Get"), KEY, True),
     (VIEW, pod_m("List"), ALL, True),
