@@ -10,7 +10,7 @@ Not imported by the autoscaler itself.
 
 from __future__ import annotations
 
-from cowpod.api.labels import CLASS_LABEL
+from cowpod.api.labels import CLASS_LABEL, HOSTNAME_LABEL
 from cowpod.clusterconfig import VMClass, parse_cpu, parse_memory
 from cowpod.v1 import node_pb2, pod_pb2, vm_pb2
 
@@ -90,7 +90,7 @@ class NodeBuilder:
     def __init__(self, name: str) -> None:
         self.n = node_pb2.Node(api_version="v1", kind="Node")
         self.n.metadata.name = name
-        self.n.metadata.labels["kubernetes.io/hostname"] = name
+        self.n.metadata.labels[HOSTNAME_LABEL] = name
         self.size()
 
     def size(self, cpu: str | int | float = "900m", memory: str | int | float = "960Mi") -> NodeBuilder:

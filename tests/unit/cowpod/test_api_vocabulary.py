@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -100,3 +101,35 @@ def test_labels_module_is_stdlib_only() -> None:
             imported.add((node.module or "").split(".")[0])
     assert imported
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+def _code_files() -> list[pathlib.Path]:
+    root = pathlib.Path(__file__).resolve().parents[3]
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--",
+         *(f"{p}/*.py" for p in ("cowpod", "controller", "scheduler", "agent", "hypervisor", "bench"))],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    skip = ("cowpod/api/", "cowpod/v1/")
+    return [root / f for f in listed if not f.startswith(skip) and (root / f).exists()]
+
+
+def test_well_known_names_and_the_terminal_rule_are_spelled_once() -> None:
+    # A second spelling is how the class label and the parent taint drifted apart (#16):
+    # code outside cowpod.api names a well-known key by its constant, never by its string,
+    # and asks is_terminal instead of listing the phases. (Tests may spell them: they
+    # check what is on the wire.)
+    keys = {v: k for k, v in vars(labels).items() if k.isupper() and isinstance(v, str) and "/" in v}
+    assert "cowpod.io/class" in keys and "cowpod.io/parent" in keys
+    files = _code_files()
+    assert len(files) > 100
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in keys:
+                found.append(f"{path}:{node.lineno}: {node.value!r} is cowpod.api.labels.{keys[node.value]}")
+            elif isinstance(node, ast.Tuple | ast.Set | ast.List) and len(node.elts) == 2 and {
+                getattr(e, "value", None) for e in node.elts
+            } == {"Succeeded", "Failed"}:
+                found.append(f"{path}:{node.lineno}: terminal phases listed; use phases.is_terminal")
+    assert not found, "\n".join(found)
