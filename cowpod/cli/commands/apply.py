@@ -131,17 +131,13 @@ async def _run(ctx: Ctx, args: argparse.Namespace, *, create_only: bool) -> int:
     # Namespaces first, as kubectl orders them: the rest of the file may live in them.
     docs = sorted(load_paths(args.filename, ctx.stdin), key=lambda d: d.info is not NAMESPACE)
     _prepare(ctx, docs, getattr(args, "namespace", None))
-    # Fields accepted with no effect, as kubectl prints the server's warnings (the server
-    # sends the same lines, podfields.pod_warnings, in its answer's trailing metadata).
-    for doc in docs:
-        for w in podfields.object_warnings(doc.obj):
-            ctx.err.write(printable(f"Warning: {ref(doc.info, doc.name)}: {w}") + "\n")
     if not create_only:
         for doc in docs:
             if not doc.name:
                 raise CliError(f"{doc.where}: metadata.name: required by apply (use create for generateName)")
     if args.dry_run:
         for doc in docs:
+            _warn(ctx, doc)
             ctx.print(f"{ref(doc.info, doc.name or doc.obj.metadata.generate_name)} checked (dry run)")
         return 0
     failures = 0
@@ -182,12 +178,21 @@ async def _run(ctx: Ctx, args: argparse.Namespace, *, create_only: bool) -> int:
             continue
         assert result is not None
         verb, obj = result
+        _warn(ctx, doc)
         ctx.print(f"{ref(doc.info, obj.metadata.name or doc.name)} {verb}")
         ctx.out.flush()
         applied.append((doc.info, obj))
     if args.wait and applied and not failures:
         await wait_applied(ctx, applied, timeout=args.timeout)
     return 1 if failures else 0
+
+
+def _warn(ctx: Ctx, doc: Document) -> None:
+    """Fields of an applied object accepted with no effect, one `Warning:` line each, as kubectl
+    prints the server's warnings with the answer (the server sends the same lines,
+    podfields.pod_warnings, in its answer's trailing metadata, for API clients)."""
+    for w in podfields.object_warnings(doc.obj):
+        ctx.err.write(printable(f"Warning: {ref(doc.info, doc.name)}: {w}") + "\n")
 
 
 # Pods per CreateBatch call (the controller takes requests up to 4 MiB).
