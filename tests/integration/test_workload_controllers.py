@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 
 from controller.resource import set_time
-from controller.testing import make_node
+from controller.testing import ControllerRunner, make_node
 from cowpod.client import Client
 from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
 from tests.polling import eventually
@@ -204,3 +205,54 @@ async def test_deleting_a_daemonset_deletes_its_pods(client: Client) -> None:
     await eventually(lambda: count(1), what="its pod")
     await client.daemonsets.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="shortlived")))
     await eventually(lambda: count(0), what="its pod deleted")
+
+
+async def test_rollout_survives_a_controller_restart(controller: ControllerRunner, client: Client) -> None:
+    """The Deployment controller keeps no state but what is stored: restarted mid-rollout, it
+    finishes the rollout from the stored sets, never below replicas - maxUnavailable Ready."""
+    d = workload_pb2.Deployment()
+    d.metadata.name = "crash"
+    d.spec.replicas = 4
+    d.spec.strategy.rolling_update.max_surge = "1"
+    d.spec.strategy.rolling_update.max_unavailable = "1"
+    template(d.spec.template, "crash", "cowpod/busybox:one")
+    await client.deployments.Create(d)
+    ready_counts: list[int] = []
+    hold = asyncio.Event()  # while clear, new pods stay unready: the rollout waits mid-way
+
+    async def kubelet() -> None:
+        while True:
+            try:
+                pods = live(await pods_of(client, "app=crash"))
+                ready_counts.append(sum(1 for p in pods if ready(p)))
+                for p in pods:
+                    if not ready(p) and (hold.is_set() or p.spec.containers[0].image.endswith("one")):
+                        await set_phase(client, p, "Running", is_ready=True)
+            except grpc.aio.AioRpcError:
+                pass  # the controller is restarting
+            await asyncio.sleep(0.02)
+
+    async def rolled(image: str) -> bool:
+        pods = live(await pods_of(client, "app=crash"))
+        return len(pods) == 4 and all(p.spec.containers[0].image == image and ready(p) for p in pods)
+
+    task = asyncio.create_task(kubelet())
+    try:
+        await eventually(lambda: rolled("cowpod/busybox:one"), what="first rollout")
+        ready_counts.clear()
+        cur = await client.deployments.Get(meta_pb2.ObjectKey(namespace="default", name="crash"))
+        cur.spec.template.spec.containers[0].image = "cowpod/busybox:two"
+        cur.metadata.resource_version = 0
+        await client.deployments.Update(cur)
+
+        async def stuck_mid_way() -> bool:
+            pods = live(await pods_of(client, "app=crash"))
+            return sum(1 for p in pods if p.spec.containers[0].image.endswith("two")) == 2
+
+        await eventually(stuck_mid_way, what="the rollout waiting on unready new pods")
+        await controller.restart()
+        hold.set()
+        await eventually(lambda: rolled("cowpod/busybox:two"), what="the rollout finished after the restart")
+    finally:
+        task.cancel()
+    assert min(ready_counts) >= 3, ready_counts
