@@ -27,14 +27,13 @@ from agent.plan import (
 )
 from agent.runtime import ContainerInfo, Kind, RunState
 from cowpod.api.phases import is_terminal
+from cowpod.api.times import to_timestamp
 from cowpod.v1 import meta_pb2, pod_pb2
 
 
 def ts(t: float | None) -> Timestamp:
-    out = Timestamp()
-    if t:
-        out.FromNanoseconds(int(t * 1e9))
-    return out
+    """An unset Timestamp for no time (0 or None): a container that never started has none."""
+    return to_timestamp(t) if t else Timestamp()
 
 
 def terminated_reason(c: ContainerInfo) -> str:

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from cowpod.api.phases import is_terminal
+from cowpod.api.times import to_timestamp
 from cowpod.client import Client
 from cowpod.clock import Clock
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2
@@ -53,12 +53,6 @@ COMPONENT = "default-scheduler"
 class _Pending:
     qp: QueuedPod
     node: str
-
-
-def _now_ts(t: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(t * 1e9))
-    return ts
 
 
 class Scheduler:
@@ -302,7 +296,7 @@ class Scheduler:
         FailedScheduling event."""
         if self._client is None:
             return
-        now = _now_ts(self._clock.now() if at is None else at)
+        now = to_timestamp(self._clock.now() if at is None else at)
         update = pod_pb2.Pod()
         update.metadata.CopyFrom(proto.metadata)
         update.status.CopyFrom(proto.status)
