@@ -256,3 +256,38 @@ async def test_rollout_survives_a_controller_restart(controller: ControllerRunne
     finally:
         task.cancel()
     assert min(ready_counts) >= 3, ready_counts
+
+
+async def test_recreate_never_runs_old_and_new_together(client: Client) -> None:
+    d = workload_pb2.Deployment()
+    d.metadata.name = "recreate"
+    d.spec.replicas = 2
+    d.spec.strategy.type = "Recreate"
+    template(d.spec.template, "recreate", "cowpod/busybox:one")
+    await client.deployments.Create(d)
+    mixed: list[set[str]] = []
+
+    async def kubelet() -> None:
+        while True:
+            pods = live(await pods_of(client, "app=recreate"))
+            mixed.append({p.spec.containers[0].image for p in pods})
+            for p in pods:
+                if not ready(p):
+                    await set_phase(client, p, "Running", is_ready=True)
+            await asyncio.sleep(0.02)
+
+    async def rolled(image: str) -> bool:
+        pods = live(await pods_of(client, "app=recreate"))
+        return len(pods) == 2 and all(p.spec.containers[0].image == image and ready(p) for p in pods)
+
+    task = asyncio.create_task(kubelet())
+    try:
+        await eventually(lambda: rolled("cowpod/busybox:one"), what="first rollout")
+        cur = await client.deployments.Get(meta_pb2.ObjectKey(namespace="default", name="recreate"))
+        cur.spec.template.spec.containers[0].image = "cowpod/busybox:two"
+        cur.metadata.resource_version = 0
+        await client.deployments.Update(cur)
+        await eventually(lambda: rolled("cowpod/busybox:two"), what="the recreate rollout")
+    finally:
+        task.cancel()
+    assert all(len(images) <= 1 for images in mixed), [m for m in mixed if len(m) > 1][:3]
