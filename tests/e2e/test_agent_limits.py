@@ -26,6 +26,7 @@ from agent.testing import (
 )
 from cowpod.client import Client
 from cowpod.v1 import meta_pb2, pod_pb2
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -45,15 +46,14 @@ arping -c 1 -w 1 -I eth0 127.0.0.1 2>&1 | grep -q 'not permitted' && echo "raw s
 async def until_nothing_runs(pod: Any, timeout: float = 60) -> None:
     """An evicted pod's containers are killed, not left running (polls the engine)."""
     flt = ["--filter", f"label=cowpod.pod.uid={pod.metadata.uid}", "--filter", "status=running"]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+
+    async def nothing_runs() -> bool:
         out = await asyncio.to_thread(subprocess.run, ["docker", "ps", "-q", *flt],
                                       capture_output=True, text=True)
-        if not out.stdout.split():
-            return
-        assert loop.time() < deadline, f"still running: {out.stdout}"
-        await asyncio.sleep(0.2)
+        return not out.stdout.split()
+
+    await eventually(nothing_runs, timeout=timeout, interval=0.2,
+                     what=f"no running container of pod {pod.metadata.name}")
 
 
 @pytest.fixture

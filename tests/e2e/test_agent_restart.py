@@ -21,6 +21,7 @@ import pytest
 from agent.testing import PAUSE, cleanup_docker, create_and_bind, ensure_images, gone, make_pod, wait_pod
 from cowpod.client import Client
 from cowpod.v1 import meta_pb2, pod_pb2
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -135,11 +136,11 @@ async def test_kill_9_and_restart_keeps_healthy_containers(
 
     agent_proc.start()
     await agent_proc.wait_ready()
-    for _ in range(600):
-        if not await asyncio.to_thread(containers_of, orphan_uid):
-            break
-        await asyncio.sleep(0.1)
-    assert await asyncio.to_thread(containers_of, orphan_uid) == {}
+    await eventually(
+        lambda: asyncio.to_thread(lambda: not containers_of(orphan_uid)),
+        timeout=60,
+        what="the orphan pod's containers removed by the restarted agent",
+    )
 
     assert await asyncio.to_thread(containers_of, steady_uid) == steady_containers
     after = await client.pods.Get(meta_pb2.ObjectKey(namespace="default", name="steady"))

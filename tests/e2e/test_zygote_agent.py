@@ -29,6 +29,7 @@ from hypervisor.providers.docker.zygote import DEFAULT_PRELOAD, ZygoteConfig
 from hypervisor.providers.docker.zygote_client import ZygoteProcess
 from hypervisor.providers.docker.zygote_warm import VM_SYS_PATH
 from hypervisor.testing import smaps_rollup_kb
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -88,18 +89,18 @@ async def controller_unix(
 
 
 async def ready_node(client: Client, name: str) -> node_pb2.Node:
-    """Poll until the agent's node is registered and Ready (bounded: ~60 s)."""
-    for _ in range(600):
+    """Poll until the agent's node is registered and Ready."""
+
+    async def ready() -> node_pb2.Node | None:
         try:
-            node = await client.nodes.Get(meta_pb2.ObjectKey(name=name))
+            node: node_pb2.Node = await client.nodes.Get(meta_pb2.ObjectKey(name=name))
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.NOT_FOUND:
                 raise
-        else:
-            if any(c.type == "Ready" and c.status == "True" for c in node.status.conditions):
-                return node
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"node {name} never became Ready")
+            return None
+        return node if any(c.type == "Ready" and c.status == "True" for c in node.status.conditions) else None
+
+    return await eventually(ready, timeout=60, what=f"node {name} Ready")
 
 
 

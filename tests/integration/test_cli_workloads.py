@@ -18,6 +18,7 @@ from controller.testing import ControllerRunner, make_node
 from cowpod.cli.main import main
 from cowpod.client import Client
 from cowpod.v1 import meta_pb2, pod_pb2
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -141,10 +142,7 @@ async def test_daemonset_get(cli: Cli, client: Client) -> None:
         r = await cli("get", "ds", "node-log")
         return r.out.split("\n")[1].split()[1:3] == ["1", "1"]
 
-    deadline = asyncio.get_running_loop().time() + 30
-    while not await scheduled():
-        assert asyncio.get_running_loop().time() < deadline, (await cli("get", "ds")).out
-        await asyncio.sleep(0.1)
+    await eventually(scheduled, what="the DaemonSet's pod scheduled (get ds: 1 desired, 1 current)")
     r = await cli("describe", "ds", "node-log")
     assert "Desired Number of Nodes Scheduled:" in r.out
 
@@ -171,10 +169,10 @@ async def test_kubernetes_docs_workload_manifests_apply_and_run(cli: Cli, client
         return counts
 
     want = {"nginx-deployment": 3, "rolling-demo": 4, "pi": 1, "job-wq-2": 2, "fluentd-elasticsearch": 1}
-    deadline = asyncio.get_running_loop().time() + 30
-    while (got := await pod_counts()) != want:
-        assert asyncio.get_running_loop().time() < deadline, got
-        await asyncio.sleep(0.1)
+    async def as_wanted() -> bool:
+        return await pod_counts() == want
+
+    await eventually(as_wanted, what=f"pods per owner {want}")
     r = await cli("get", "ds", "-n", "kube-system")
     assert "fluentd-elasticsearch" in r.out
     r = await cli("rollout", "history", "deploy/rolling-demo")

@@ -11,6 +11,7 @@ from controller.testing import ControllerRunner, make_node, make_pod
 from cowpod.client import Client
 from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -314,14 +315,16 @@ async def test_terminal_and_deleted_pods_free_their_share(client: Client) -> Non
 
 async def _eventually_binds(client: Client, name: str, node: str) -> None:
     """The controller's pod cache frees capacity when the watch shows the change (it may lag)."""
-    for _ in range(100):
+
+    async def bound() -> bool:
         try:
             await client.pods.Bind(binding(name, node))
-            return
         except grpc.aio.AioRpcError as e:
             assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e.details()
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"{name} never fit on {node}")
+            return False
+        return True
+
+    await eventually(bound, timeout=5, what=f"{name} to fit on {node}")
 
 
 async def test_two_controllers_racing_binds_never_overcommit(

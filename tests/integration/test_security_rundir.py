@@ -13,17 +13,11 @@ import pytest
 
 from controller.testing import ControllerRunner
 from cowpod.local.etcd import EtcdMember
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
 PLANTED = ("bootstrap-token", "bootstrap-token.tmp", "ca.crt", "ca.crt.tmp", "transport.key.tmp")
-
-
-async def _published(path: pathlib.Path) -> None:
-    while True:
-        if not await asyncio.to_thread(path.is_symlink):
-            return
-        await asyncio.sleep(0.05)
 
 
 async def test_controller_writes_no_file_through_links_planted_in_the_run_dir(
@@ -42,7 +36,9 @@ async def test_controller_writes_no_file_through_links_planted_in_the_run_dir(
     await runner.start()
     try:
         token = run / "bootstrap-token"
-        await asyncio.wait_for(_published(token), 30)  # by the join-token rotation task
+        await eventually(  # published by the join-token rotation task, replacing the planted link
+            lambda: asyncio.to_thread(lambda: not token.is_symlink()), what=f"{token} published"
+        )
         for name in ("bootstrap-token", "ca.crt", "transport.crt", "transport.key"):
             path = run / name
             assert not path.is_symlink() and path.is_file(), name
