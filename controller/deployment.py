@@ -22,7 +22,8 @@ RollingUpdate, each pass (Kubernetes' rolloutRolling):
 2. scale old sets down: first pods that are not available (never costing availability),
    then available ones, only while the available count stays at or above
    `replicas - maxUnavailable`. So no moment has fewer available (hence Ready) pods than that.
-Recreate: old sets to 0; the new set is scaled up only once no old pod is left active.
+Recreate: old sets to 0; the new set is scaled up only once no old pod is left, terminating
+ones included (a pod informer of the sets' pods tells).
 maxSurge rounds up, maxUnavailable down; both 0 after rounding reads as maxUnavailable 1.
 
 Status: counts summed over the sets; Available (available >= replicas - maxUnavailable);
@@ -40,7 +41,7 @@ deletes their pods.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +49,8 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from controller.deployment_api import RECREATE
-from controller.podowner import Key, controller_name, controller_uid, template_hash
+from controller.podowner import Key, PodIndex, controller_name, controller_uid, template_hash
+from controller.replicaset_plan import is_terminating
 from controller.resource import get_time, set_time
 from controller.workload_api import resolve_int_or_percent
 from cowpod.api.labels import CHANGE_CAUSE_ANNOTATION, DEPLOYMENT_REVISION_ANNOTATION, POD_TEMPLATE_HASH_LABEL
@@ -56,7 +58,7 @@ from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
 from cowpod.reconcile import Dirty, Driver
-from cowpod.v1 import event_pb2, meta_pb2, workload_pb2
+from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, workload_pb2
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +183,9 @@ def _set_condition(status: workload_pb2.DeploymentStatus, prev: Sequence[meta_pb
 
 
 def plan_deployment(d: workload_pb2.Deployment, owned: Sequence[workload_pb2.ReplicaSet],
-                    now: float) -> list[DeploymentAction]:
-    """Pure: what to do for one Deployment, given the ReplicaSets it owns (from the cache)."""
+                    now: float, *, old_pods: Set[str] = frozenset()) -> list[DeploymentAction]:
+    """Pure: what to do for one Deployment, given the ReplicaSets it owns (from the cache) and, for
+    Recreate, the names of the sets that still have a pod, terminating ones included."""
     spec, meta = d.spec, d.metadata
     pod_hash = template_hash(spec.template, drop_label=HASH_LABEL)
     new = next((rs for rs in owned if rs.spec.template.metadata.labels.get(HASH_LABEL) == pod_hash), None)
@@ -199,7 +202,8 @@ def plan_deployment(d: workload_pb2.Deployment, owned: Sequence[workload_pb2.Rep
 
     if new is None and not spec.paused:
         if spec.strategy.type == RECREATE:
-            busy = any(rs.spec.replicas > 0 or rs.status.replicas > 0 for rs in old)
+            busy = any(rs.spec.replicas > 0 or rs.status.replicas > 0 or rs.metadata.name in old_pods
+                       for rs in old)
             initial = 0 if busy else spec.replicas
         else:
             total = sum(want.values())
@@ -218,7 +222,9 @@ def plan_deployment(d: workload_pb2.Deployment, owned: Sequence[workload_pb2.Rep
         assert new is not None
         for rs in old:
             scale(rs, 0)
-        if not any(rs.status.replicas > 0 for rs in old) and not created:
+        # Kubernetes waits until no old pod is left at all, not only until none is active: a
+        # terminating pod may still run for its grace period.
+        if not any(rs.status.replicas > 0 or rs.metadata.name in old_pods for rs in old) and not created:
             scale(new, spec.replicas)
     else:
         assert new is not None
@@ -334,7 +340,8 @@ class DeploymentController:
     def __init__(self, client: Client, clock: Clock | None = None, *,
                  resync_seconds: float = DEFAULT_RESYNC_SECONDS, registry: CollectorRegistry | None = None,
                  watch_deployments: Callable[..., Any] | None = None,
-                 watch_sets: Callable[..., Any] | None = None) -> None:
+                 watch_sets: Callable[..., Any] | None = None, watch_pods: Callable[..., Any] | None = None,
+                 ) -> None:
         """Writes go through `client`; watches too unless given (the controller passes its hubs')."""
         self.c = client
         self.clock: Clock = clock or RealClock()
@@ -344,8 +351,14 @@ class DeploymentController:
         self.sets: Informer[workload_pb2.ReplicaSet] = Informer(
             watch_sets or client.replicasets.Watch, handler=self._on_set, clock=self.clock,
             name="deployment-replicaset-informer")
+        # The sets' pods (every one carries the hash label), only to know when Recreate may start
+        # the new pods: once the old ones are gone, terminating ones included.
+        self.pods: Informer[pod_pb2.Pod] = Informer(
+            watch_pods or client.pods.Watch, list_options=meta_pb2.ListOptions(label_selector=HASH_LABEL),
+            handler=self._on_pod, clock=self.clock, name="deployment-pod-informer")
+        self.pods_by_set = PodIndex("ReplicaSet")
         self.driver: Driver[Key, float, DeploymentAction] = Driver(
-            self, self.clock, name=COMPONENT, sources=(self.deployments, self.sets),
+            self, self.clock, name=COMPONENT, sources=(self.deployments, self.sets, self.pods),
             resync_seconds=resync_seconds, registry=registry)
 
     async def run(self) -> None:
@@ -357,6 +370,12 @@ class DeploymentController:
     async def _on_set(self, type_: int, rs: workload_pb2.ReplicaSet) -> None:
         if controller_uid(rs.metadata, KIND):
             self.driver.mark((rs.metadata.namespace, controller_name(rs.metadata)))
+
+    async def _on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
+        if self.pods_by_set.apply(type_, pod) and (type_ == meta_pb2.DELETED or is_terminating(pod)):
+            rs = self.sets.cache.get((pod.metadata.namespace, controller_name(pod.metadata)))
+            if rs is not None and controller_uid(rs.metadata, KIND):
+                self.driver.mark((rs.metadata.namespace, controller_name(rs.metadata)))
 
     def ready(self) -> bool:
         return True
@@ -384,8 +403,9 @@ class DeploymentController:
             actions = plan_orphan_sets(sets, live)
             if d is not None:
                 mine = [rs for rs in sets if controller_uid(rs.metadata, KIND) == d.metadata.uid]
+                old_pods = {rs.metadata.name for rs in mine if self.pods_by_set.owned(rs.metadata.uid)}
                 try:
-                    actions.extend(plan_deployment(d, mine, state))
+                    actions.extend(plan_deployment(d, mine, state, old_pods=old_pods))
                 except Exception:  # a bug on one object must not stop the loop for all the others
                     log.exception("%s: planning %s/%s failed; skipped this pass", COMPONENT, *key)
             if actions:

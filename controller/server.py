@@ -404,7 +404,8 @@ class Controller:
             loops = {
                 "deployment controller": DeploymentController(
                     client, self.clock, registry=reg,
-                    watch_deployments=own(DEPLOYMENTS, DeploymentWatchEvent), watch_sets=w.replicasets).run,
+                    watch_deployments=own(DEPLOYMENTS, DeploymentWatchEvent), watch_sets=w.replicasets,
+                    watch_pods=w.pods).run,
                 "job controller": JobController(client, self.clock, registry=reg,
                                                 watch_jobs=own(JOBS, JobWatchEvent), watch_pods=w.pods).run,
                 "daemonset controller": DaemonSetController(

@@ -216,3 +216,17 @@ def test_steady_state_plans_nothing() -> None:
     cluster = Cluster()
     roll(d, cluster)
     assert plan_deployment(d, list(cluster.sets.values()), NOW + 1000) == []
+
+
+def test_recreate_waits_for_terminating_old_pods() -> None:
+    d = make_deployment(replicas=2, strategy="Recreate")
+    cluster = Cluster()
+    roll(d, cluster)
+    [old] = cluster.sets
+    d.spec.template.spec.containers[0].image = "web:2"
+    cluster.apply(d, plan_deployment(d, list(cluster.sets.values()), NOW))
+    cluster.settle()  # the old set's pods are no longer active, but one is still terminating
+    acts = plan_deployment(d, list(cluster.sets.values()), NOW, old_pods={old})
+    assert not any(isinstance(a, ScaleReplicaSet) and a.replicas > 0 for a in acts)
+    acts = plan_deployment(d, list(cluster.sets.values()), NOW, old_pods=set())
+    assert [a.replicas for a in acts if isinstance(a, ScaleReplicaSet)] == [2]
