@@ -221,10 +221,13 @@ class Executor:
 
     # ------------------------------------------------------------ starting
 
-    def _backoff_error(self, memory: PodMemory, name: str, reason: str, message: str) -> None:
+    def _backoff_error(self, memory: PodMemory, name: str, reason: str, message: str,
+                       cap: float | None = None) -> None:
         old = memory.errors.get(name)
         streak = (old.streak + 1) if old is not None else 1
         delay = max(self.cfg.image_backoff.delay(streak + 1), 1.0)
+        if cap is not None:
+            delay = min(delay, max(cap, 1.0))
         memory.errors[name] = PendingError(reason, message, self.clock.now() + delay, streak)
 
     async def _ensure_image(self, ref: PodRef, image: str, policy: str, memory: PodMemory, name: str) -> bool:
@@ -378,7 +381,10 @@ class Executor:
         try:
             configs = await self.sync_configs(pod, a.sandbox_id)
         except (ConfigError, ConfigRefError) as err:
-            self._backoff_error(memory, c.name, "CreateContainerConfigError", str(err))
+            # Waiting for a ConfigMap/Secret to appear: tried again at least every resync, so the
+            # pod starts soon after it does (not after an image-pull back-off of minutes).
+            self._backoff_error(memory, c.name, "CreateContainerConfigError", str(err),
+                                cap=self.cfg.resync_seconds)
             self.recorder.record(ref, "Failed", f"Error: {err}", warning=True)
             return
         except EngineError as err:
@@ -399,7 +405,12 @@ class Executor:
                 configs=configs,
             )
             spec = container_spec(pod, c, a.kind, a.attempt, a.streak, self.cfg, ctx)
-        except (ConfigError, ConfigRefError) as err:
+        except ConfigRefError as err:  # a missing ConfigMap/Secret key: retried every resync
+            self._backoff_error(memory, c.name, "CreateContainerConfigError", str(err),
+                                cap=self.cfg.resync_seconds)
+            self.recorder.record(ref, "Failed", f"Error: {err}", warning=True)
+            return
+        except ConfigError as err:
             self._backoff_error(memory, c.name, "CreateContainerConfigError", str(err))
             self.recorder.record(ref, "Failed", f"Error: {err}", warning=True)
             return

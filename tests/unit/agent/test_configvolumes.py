@@ -4,6 +4,7 @@ runtime holding a container in CreateContainerConfigError until its ConfigMap ap
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 
 import pytest
 
+from agent.config import BackoffPolicy
 from agent.configvolumes import (
     BUSYBOX,
     ConfigCache,
@@ -25,7 +27,7 @@ from cowpod.clock import FakeClock
 from cowpod.configrefs import RefKind
 from cowpod.v1 import pod_pb2
 from tests.unit.agent.fakes import container, pod
-from tests.unit.agent.test_agent import Env, env  # noqa: F401  (a fixture)
+from tests.unit.agent.test_agent import Env, env, make_env  # noqa: F401  (a fixture)
 
 CM = RefKind.CONFIGMAP
 SECRET = RefKind.SECRET
@@ -217,3 +219,21 @@ async def test_cache_keeps_the_last_answer_while_the_controller_is_away() -> Non
     up = False
     await clock.advance(5.0)
     assert await cache.get("default", CM, "x") == {"k": b"v"}
+
+
+async def test_a_long_wait_for_a_configmap_is_retried_every_resync(tmp_path: pathlib.Path) -> None:
+    e = make_env(tmp_path, image_backoff=BackoffPolicy(initial=100, maximum=1000), resync_seconds=10.0)
+    await e.start()
+    try:
+        c = container("app")
+        c.env_from.add().config_map_ref.name = "late"
+        e.cp.put(pod("patient", c))
+        await e.until(lambda: e.cp.get("patient") is not None and e.cp.status_writes != [])
+        for _ in range(30):  # five minutes of fake time: an image back-off would be at 800 s by now
+            await e.clock.advance(10.0)
+            for _ in range(5):
+                await asyncio.sleep(0)
+        e.cp.configs[(CM, "default", "late")] = {"MODE": b"fast"}
+        await e.until(lambda: e.app("patient").state.HasField("running"), limit=12.0)
+    finally:
+        await e.stop()
