@@ -9,9 +9,11 @@ import asyncio
 import grpc
 import pytest
 
+from controller.daemonset import DaemonSetController
 from controller.resource import set_time
 from controller.testing import ControllerRunner, make_node
 from cowpod.client import Client
+from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
 from tests.polling import eventually
 
@@ -291,3 +293,30 @@ async def test_recreate_never_runs_old_and_new_together(client: Client) -> None:
     finally:
         task.cancel()
     assert all(len(images) <= 1 for images in mixed), [m for m in mixed if len(m) > 1][:3]
+
+
+async def test_a_new_node_gets_its_daemon_pod_from_the_watch_not_a_resync(etcd: EtcdMember,
+                                                                           etcd_prefix: str) -> None:
+    """The DaemonSet loop runs here with a resync of an hour (the controller's own is off): the
+    pod on a node registered later can only come from the node watch."""
+    async with ControllerRunner(etcd.endpoint, etcd_prefix, replicaset_controller=False) as runner, \
+            Client(runner.address) as c:
+        loop = DaemonSetController(c, resync_seconds=3600.0)
+        task = asyncio.create_task(loop.run())
+        try:
+            ds = workload_pb2.DaemonSet()
+            ds.metadata.name = "watcher"
+            template(ds.spec.template, "watcher", "cowpod/busybox:latest")
+            await c.daemonsets.Create(ds)
+            await make_node(c, "w-1")
+
+            async def on(*nodes: str) -> bool:
+                pods = live(await pods_of(c, "app=watcher"))
+                return sorted(p.spec.node_name for p in pods) == sorted(nodes)
+
+            await eventually(lambda: on("w-1"), timeout=20, what="the pod on w-1")
+            await make_node(c, "w-clone")
+            await eventually(lambda: on("w-1", "w-clone"), timeout=20, what="the pod on the later node")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
