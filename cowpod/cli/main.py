@@ -36,6 +36,7 @@ from cowpod.cli.commands import (
     drain,
     get,
     logs,
+    modify,
     node,
     rollout,
     version,
@@ -124,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     parents = [_global_options(suppress=True)]
-    for module in (cluster, apply, get, describe, delete, logs, wait_cmd, rollout, node, drain, vm, auth,
-                   version):
+    for module in (cluster, apply, get, describe, delete, modify, logs, wait_cmd, rollout, node, drain, vm,
+                   auth, version):
         module.add_parser(sub, parents)
     return parser
 

@@ -134,8 +134,12 @@ def render_objects(
     all_namespaces: bool = False,
     no_headers: bool = False,
     pods_per_node: dict[str, int] | None = None,
+    show_labels: bool = False,
+    prefix_names: bool = False,
 ) -> str:
-    """The whole text for a `get`. `single` prints one object rather than a List for yaml/json."""
+    """The whole text for a `get`. `single` prints one object rather than a List for yaml/json.
+    `show_labels` adds a LABELS column; `prefix_names` writes names as `pod/web`, as kubectl
+    does when one `get` lists several kinds."""
     if output == "name":
         return "".join(f"{info.singular}/{o.metadata.name}\n" for o in objects)
     if output in ("yaml", "json"):
@@ -157,6 +161,15 @@ def render_objects(
         for o in objects
     ]
     h = headers(info, wide=wide, all_namespaces=all_namespaces)
+    if prefix_names:
+        at = h.index("NAME") if "NAME" in h else -1
+        for r, o in zip(rows, objects, strict=True):
+            if at >= 0:
+                r[at] = f"{info.singular}/{o.metadata.name}"
+    if show_labels:
+        h = [*h, "LABELS"]
+        for r, o in zip(rows, objects, strict=True):
+            r.append(",".join(f"{k}={v}" for k, v in sorted(o.metadata.labels.items())) or printers.NONE)
     text = printers.render_table(h, rows)
     if no_headers:
         text = "".join(text.splitlines(keepends=True)[1:])

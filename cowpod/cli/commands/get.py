@@ -8,13 +8,13 @@ from typing import Any
 
 import grpc
 
-from cowpod.cli import output, printers
+from cowpod.cli import jsonpath, output, printers
 from cowpod.cli.commands.common import Subparsers, add_command, split_type_name
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, rpc_error
 from cowpod.cli.resources import get_object, list_objects, list_options, resolve_kind, service, what
 from cowpod.cli.safe_text import printable
-from cowpod.manifest import KindInfo, dump_json, dump_yaml, encode_object
+from cowpod.manifest import KindInfo, as_list, dump_json, dump_yaml, encode_object
 from cowpod.manifest.kinds import EVENT, LEASE, NODE, POD
 from cowpod.v1 import event_pb2, meta_pb2
 
@@ -27,6 +27,9 @@ EXAMPLES = """
   cowpod get vms -o wide                # VMs with IP, clone kind and children
   cowpod get events -w                  # events, then new ones as they happen
   cowpod get pod web -o jsonpath='{.status.podIP}'
+  cowpod get pods,deploy,svc            # several kinds at once
+  cowpod get pods --show-labels         # ... with their labels
+  cowpod get pods --sort-by=.metadata.creationTimestamp
 """
 
 
@@ -47,10 +50,15 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("-A", "--all-namespaces", action="store_true", help="list across all namespaces")
     p.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
     p.add_argument("--no-headers", action="store_true", help="omit the table header")
+    p.add_argument("--show-labels", action="store_true", help="add a LABELS column")
+    p.add_argument("--sort-by", default="", metavar="JSONPATH",
+                   help="sort by a field, e.g. .metadata.name or '{.status.startTime}'")
     p.set_defaults(func=run)
 
 
 async def run(ctx: Ctx, args: argparse.Namespace) -> int:
+    if "," in args.type:
+        return await _run_several(ctx, args)
     kind, names = split_type_name(args.type, list(args.names))
     info = resolve_kind(kind)
     fmt = output.check_format(args.output)
@@ -76,6 +84,7 @@ async def run(ctx: Ctx, args: argparse.Namespace) -> int:
             selector=args.selector,
             field_selector=args.field_selector,
         )
+        objects = sort_by(objects, args.sort_by)
         if not objects and fmt not in ("yaml", "json"):
             where = "" if args.all_namespaces or not info.namespaced else f" in {ctx.namespace} namespace"
             ctx.err.write(f"No resources found{where}.\n")
@@ -92,9 +101,65 @@ async def run(ctx: Ctx, args: argparse.Namespace) -> int:
                 all_namespaces=args.all_namespaces,
                 no_headers=args.no_headers,
                 pods_per_node=per_node,
+                show_labels=args.show_labels,
             )
         )
     return 1 if failed else 0
+
+
+def sort_by(objects: list[Any], path: str) -> list[Any]:
+    """kubectl's --sort-by: by the value at a JSONPath of each object as printed; numbers
+    as numbers, missing values first."""
+    if not path:
+        return objects
+    template = path if path.startswith("{") else "{" + path + "}"
+
+    def key(o: Any) -> tuple[int, float, str]:
+        try:
+            text = jsonpath.render(encode_object(o), template).strip()
+        except jsonpath.JsonPathError as e:
+            raise CliError(f"--sort-by {path!r}: {e}", exit_code=2) from None
+        try:
+            return (1, float(text), "")
+        except ValueError:
+            return (1 if text else 0, 0.0, text)
+
+    return sorted(objects, key=key)
+
+
+async def _run_several(ctx: Ctx, args: argparse.Namespace) -> int:
+    """`get pods,deploy`: each kind's table in turn (names as `pod/web`), or one List."""
+    if args.names or args.watch:
+        raise CliError("name objects or watch with one TYPE at a time (e.g. `get pod web`)", exit_code=2)
+    fmt = output.check_format(args.output)
+    kinds = [resolve_kind(k) for k in args.type.split(",") if k]
+    found: list[tuple[KindInfo, list[Any]]] = []
+    for info in kinds:
+        objects = await list_objects(ctx, info, all_namespaces=args.all_namespaces, selector=args.selector,
+                                     field_selector=args.field_selector)
+        found.append((info, sort_by(objects, args.sort_by)))
+    if fmt in ("yaml", "json") or (fmt or "").startswith("jsonpath="):
+        everything = [o for _, objs in found for o in objs]
+        items = as_list(everything)
+        if fmt == "yaml":
+            ctx.out.write(dump_yaml(items))
+        elif fmt == "json":
+            ctx.out.write(dump_json(items))
+        else:
+            assert fmt is not None
+            try:
+                ctx.out.write(jsonpath.render(items, fmt.removeprefix("jsonpath=")) + "\n")
+            except jsonpath.JsonPathError as e:
+                raise CliError(f"bad jsonpath: {e}", exit_code=2) from None
+        return 0
+    tables = [output.render_objects(info, objs, ctx.now(), output=fmt, all_namespaces=args.all_namespaces,
+                                    no_headers=args.no_headers, show_labels=args.show_labels,
+                                    prefix_names=True)
+              for info, objs in found if objs]
+    if not tables:
+        ctx.err.write("No resources found.\n")
+    ctx.out.write("\n".join(tables))
+    return 0
 
 
 async def _pods_per_node(ctx: Ctx) -> dict[str, int]:

@@ -4,13 +4,14 @@ which proxies to the node's agent (PodService.Logs / PodService.Exec)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import grpc
 
 from cowpod.cli.commands.common import Subparsers, add_command, parse_duration
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, rpc_error
-from cowpod.cli.resources import get_object, what
+from cowpod.cli.resources import get_object, list_objects, what
 from cowpod.manifest.kinds import POD
 from cowpod.v1 import meta_pb2, pod_pb2
 
@@ -19,6 +20,8 @@ LOGS_EXAMPLES = """
   cowpod logs web -f                  # follow (Ctrl-C to stop)
   cowpod logs web -c sidecar --tail 20 --timestamps
   cowpod logs web --previous          # the container's previous run (after a restart)
+  cowpod logs -l app=web              # every pod the selector picks, lines prefixed [pod/NAME/CONTAINER]
+  cowpod logs web --all-containers    # every container of the pod, init containers first
 """
 
 EXEC_EXAMPLES = """
@@ -38,8 +41,12 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         description="Print the logs of a container in a pod (the first one unless -c).",
         examples=LOGS_EXAMPLES,
     )
-    p.add_argument("pod", metavar="POD")
+    p.add_argument("pod", metavar="POD", nargs="?", default="", help="the pod (or use -l)")
     p.add_argument("-c", "--container", default="", help="container name (default: the first)")
+    p.add_argument("-l", "--selector", default="", help="the pods with these labels, e.g. app=web")
+    p.add_argument("--all-containers", action="store_true", help="every container of the pod(s)")
+    p.add_argument("--prefix", action=argparse.BooleanOptionalAction, default=None,
+                   help="prefix lines with [pod/NAME/CONTAINER] (default: when several are printed)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     p.add_argument("-p", "--previous", action="store_true", help="the previous, terminated run")
     p.add_argument("--tail", type=int, default=-1, metavar="N", help="only the last N lines")
@@ -76,25 +83,67 @@ async def _container(ctx: Ctx, pod_name: str, container: str) -> str:
     return names[0] if names else ""
 
 
+async def _sources(ctx: Ctx, args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(pod, container) pairs to print, from POD or -l, -c or --all-containers."""
+    if bool(args.pod) == bool(args.selector):
+        raise CliError("name a pod or select pods with -l (not both): cowpod logs POD | -l app=web",
+                       exit_code=2)
+    if args.selector:
+        pods: list[pod_pb2.Pod] = await list_objects(ctx, POD, selector=args.selector)
+        if not pods:
+            raise CliError(f"no pods match {args.selector!r} in namespace {ctx.namespace}")
+    else:
+        pods = [await get_object(ctx, POD, args.pod)]  # type: ignore[list-item]
+    out: list[tuple[str, str]] = []
+    for pod in pods:
+        name = pod.metadata.name
+        if args.all_containers:
+            out += [(name, c.name) for c in [*pod.spec.init_containers, *pod.spec.containers]]
+        elif args.container or not args.selector:
+            out.append((name, await _container(ctx, name, args.container)))
+        elif pod.spec.containers:
+            out.append((name, pod.spec.containers[0].name))
+    return out
+
+
 async def run_logs(ctx: Ctx, args: argparse.Namespace) -> int:
-    container = await _container(ctx, args.pod, args.container)
-    req = pod_pb2.LogsRequest(
-        pod=meta_pb2.ObjectKey(namespace=ctx.namespace, name=args.pod),
-        container=container,
-        follow=args.follow,
-        previous=args.previous,
-        tail_lines=max(args.tail, 0),
-        timestamps=args.timestamps,
-        since_seconds=int(args.since) if args.since else 0,
-    )
+    sources = await _sources(ctx, args)
     if args.tail == 0:
         return 0
-    try:
-        stream = ctx.client.pods.Logs(req, timeout=None if args.follow else 120)
-        async for chunk in stream:
-            ctx.write_bytes(chunk.data)
-    except grpc.RpcError as e:
-        raise rpc_error(e, address=ctx.config.controller, what=f"logs of {what(POD, args.pod)}") from e
+    prefix = args.prefix if args.prefix is not None else len(sources) > 1
+
+    async def one(pod: str, container: str) -> None:
+        req = pod_pb2.LogsRequest(
+            pod=meta_pb2.ObjectKey(namespace=ctx.namespace, name=pod),
+            container=container,
+            follow=args.follow,
+            previous=args.previous,
+            tail_lines=max(args.tail, 0),
+            timestamps=args.timestamps,
+            since_seconds=int(args.since) if args.since else 0,
+        )
+        tag = f"[pod/{pod}/{container}] ".encode()
+        rest = b""
+        try:
+            async for chunk in ctx.client.pods.Logs(req, timeout=None if args.follow else 120):
+                if not prefix:
+                    ctx.write_bytes(chunk.data)
+                    continue
+                *lines, rest = (rest + chunk.data).split(b"\n")
+                if lines:
+                    ctx.write_bytes(b"".join(tag + line + b"\n" for line in lines))
+            if rest:
+                ctx.write_bytes(tag + rest + b"\n")
+        except grpc.RpcError as e:
+            raise rpc_error(e, address=ctx.config.controller, what=f"logs of {what(POD, pod)}") from e
+
+    if args.follow:
+        async with asyncio.TaskGroup() as tg:  # every stream at once, as kubectl -f -l does
+            for pod, container in sources:
+                tg.create_task(one(pod, container))
+    else:
+        for pod, container in sources:
+            await one(pod, container)
     return 0
 
 
