@@ -23,6 +23,10 @@ async def test_namespace_file_applies_namespace_first_and_delete_takes_its_pods(
     assert r.code == 0 and any(line.split()[:2] == ["team-a", "Active"] for line in r.out.splitlines())
     r = await cli("get", "pods", "-n", "team-a", "-o", "name")
     assert r.out == "pod/team-a-hello\n"
+    r = await cli("apply", "-f", str(ROOT / "examples" / "namespace.yaml"))
+    assert r.out == "namespace/team-a unchanged\npod/team-a-hello unchanged\n", r.err
+    r = await cli("describe", "namespace", "team-a")
+    assert "team=a" in r.out and "Active" in r.out
     r = await cli("delete", "namespace", "team-a")
     assert r.code == 0, r.err
     r = await cli("get", "namespace", "team-a", "-o", "jsonpath={.status.phase}")
