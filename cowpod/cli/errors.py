@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import grpc
 
+from cowpod.errors import rpc_code, rpc_details
+
 
 class CliError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
@@ -32,13 +34,13 @@ _UNREACHABLE_HINTS = (
 
 
 def _details(err: grpc.RpcError) -> str:
-    details = err.details() if hasattr(err, "details") else None
-    return " ".join(str(details or "").split()) or str(_code(err).name.lower())
+    """The server's words on one line; the code's name when it said nothing."""
+    said = rpc_details(err) if callable(getattr(err, "details", None)) else ""
+    return " ".join(said.split()) if said and said != "None" else _code(err).name.lower()
 
 
 def _code(err: grpc.RpcError) -> grpc.StatusCode:
-    code = err.code() if hasattr(err, "code") else None
-    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+    return rpc_code(err) or grpc.StatusCode.UNKNOWN
 
 
 def rpc_message(err: grpc.RpcError, *, address: str, what: str = "") -> str:
