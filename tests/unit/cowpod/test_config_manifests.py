@@ -52,3 +52,29 @@ def test_secret_row_and_describe_show_sizes_not_values() -> None:
     assert "password:  10 bytes" in text and "username:  5 bytes" in text
     for secret in ("t0p-s3cret", "admin"):
         assert secret not in " ".join(row) + text
+
+
+def test_describe_pod_names_config_sources_not_values() -> None:
+    doc = load_text("""\
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+  - name: app
+    image: img
+    env:
+    - {name: LIVES, valueFrom: {configMapKeyRef: {name: game, key: lives}}}
+    - {name: PW, valueFrom: {secretKeyRef: {name: db, key: password, optional: true}}}
+    envFrom: [{configMapRef: {name: game}, prefix: GAME_}]
+    volumeMounts: [{name: cfg, mountPath: /etc/game}]
+  volumes:
+  - {name: cfg, configMap: {name: game}}
+  - {name: sec, secret: {secretName: db, defaultMode: 0400}}
+""", "p.yaml")[0]
+    assert doc.obj.spec.volumes[1].secret.default_mode == 0o400
+    text = describe.describe_pod(doc.obj, [], 0.0)
+    assert "<set to the key 'lives' of config map 'game'>" in text
+    assert "<set to the key 'password' in secret 'db'> Optional: true" in text
+    assert "game  ConfigMap with prefix 'GAME_'  Optional: false" in text
+    assert "ConfigMap (a volume populated by a ConfigMap)" in text and "SecretName:" in text
