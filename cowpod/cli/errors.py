@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grpc
 
-from cowpod.errors import rpc_code, rpc_details
+from cowpod.errors import rpc_code
 
 
 class CliError(Exception):
@@ -35,8 +35,8 @@ _UNREACHABLE_HINTS = (
 
 def _details(err: grpc.RpcError) -> str:
     """The server's words on one line; the code's name when it said nothing."""
-    said = rpc_details(err) if callable(getattr(err, "details", None)) else ""
-    return " ".join(said.split()) if said and said != "None" else _code(err).name.lower()
+    details = err.details() if hasattr(err, "details") else None
+    return " ".join(str(details or "").split()) or str(_code(err).name.lower())
 
 
 def _code(err: grpc.RpcError) -> grpc.StatusCode:
