@@ -25,13 +25,13 @@ _sym_db = _symbol_database.Default()
 from cowpod.v1 import pod_pb2 as cowpod_dot_v1_dot_pod__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63owpod/v1/agent.proto\x12\tcowpod.v1\x1a\x13\x63owpod/v1/pod.proto2~\n\x0c\x41gentService\x12\x35\n\x04Logs\x12\x16.cowpod.v1.LogsRequest\x1a\x13.cowpod.v1.LogChunk0\x01\x12\x37\n\x04\x45xec\x12\x16.cowpod.v1.ExecRequest\x1a\x17.cowpod.v1.ExecResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63owpod/v1/agent.proto\x12\tcowpod.v1\x1a\x13\x63owpod/v1/pod.proto2\xcd\x01\n\x0c\x41gentService\x12\x35\n\x04Logs\x12\x16.cowpod.v1.LogsRequest\x1a\x13.cowpod.v1.LogChunk0\x01\x12\x37\n\x04\x45xec\x12\x16.cowpod.v1.ExecRequest\x1a\x17.cowpod.v1.ExecResponse\x12M\n\nExecStream\x12\x1c.cowpod.v1.ExecStreamRequest\x1a\x1d.cowpod.v1.ExecStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cowpod.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGENTSERVICE']._serialized_start=57
-  _globals['_AGENTSERVICE']._serialized_end=183
+  _globals['_AGENTSERVICE']._serialized_start=58
+  _globals['_AGENTSERVICE']._serialized_end=263
 # @@protoc_insertion_point(module_scope)

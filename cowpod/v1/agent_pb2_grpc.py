@@ -44,6 +44,11 @@ class AgentServiceStub:
                 request_serializer=cowpod_dot_v1_dot_pod__pb2.ExecRequest.SerializeToString,
                 response_deserializer=cowpod_dot_v1_dot_pod__pb2.ExecResponse.FromString,
                 _registered_method=True)
+        self.ExecStream = channel.stream_stream(
+                '/cowpod.v1.AgentService/ExecStream',
+                request_serializer=cowpod_dot_v1_dot_pod__pb2.ExecStreamRequest.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_pod__pb2.ExecStreamResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -61,6 +66,12 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecStream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Exec,
                     request_deserializer=cowpod_dot_v1_dot_pod__pb2.ExecRequest.FromString,
                     response_serializer=cowpod_dot_v1_dot_pod__pb2.ExecResponse.SerializeToString,
+            ),
+            'ExecStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecStream,
+                    request_deserializer=cowpod_dot_v1_dot_pod__pb2.ExecStreamRequest.FromString,
+                    response_serializer=cowpod_dot_v1_dot_pod__pb2.ExecStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class AgentService:
             '/cowpod.v1.AgentService/Exec',
             cowpod_dot_v1_dot_pod__pb2.ExecRequest.SerializeToString,
             cowpod_dot_v1_dot_pod__pb2.ExecResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/cowpod.v1.AgentService/ExecStream',
+            cowpod_dot_v1_dot_pod__pb2.ExecStreamRequest.SerializeToString,
+            cowpod_dot_v1_dot_pod__pb2.ExecStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -95,6 +95,11 @@ class PodServiceStub:
                 request_serializer=cowpod_dot_v1_dot_pod__pb2.ExecRequest.SerializeToString,
                 response_deserializer=cowpod_dot_v1_dot_pod__pb2.ExecResponse.FromString,
                 _registered_method=True)
+        self.ExecStream = channel.stream_stream(
+                '/cowpod.v1.PodService/ExecStream',
+                request_serializer=cowpod_dot_v1_dot_pod__pb2.ExecStreamRequest.SerializeToString,
+                response_deserializer=cowpod_dot_v1_dot_pod__pb2.ExecStreamResponse.FromString,
+                _registered_method=True)
 
 
 class PodServiceServicer:
@@ -178,6 +183,13 @@ class PodServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecStream(self, request_iterator, context):
+        """Interactive exec: stdin, resizes and output stream both ways until the command exits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PodServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -240,6 +252,11 @@ def add_PodServiceServicer_to_server(servicer, server):
                     servicer.Exec,
                     request_deserializer=cowpod_dot_v1_dot_pod__pb2.ExecRequest.FromString,
                     response_serializer=cowpod_dot_v1_dot_pod__pb2.ExecResponse.SerializeToString,
+            ),
+            'ExecStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecStream,
+                    request_deserializer=cowpod_dot_v1_dot_pod__pb2.ExecStreamRequest.FromString,
+                    response_serializer=cowpod_dot_v1_dot_pod__pb2.ExecStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -566,6 +583,33 @@ class PodService:
             '/cowpod.v1.PodService/Exec',
             cowpod_dot_v1_dot_pod__pb2.ExecRequest.SerializeToString,
             cowpod_dot_v1_dot_pod__pb2.ExecResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/cowpod.v1.PodService/ExecStream',
+            cowpod_dot_v1_dot_pod__pb2.ExecStreamRequest.SerializeToString,
+            cowpod_dot_v1_dot_pod__pb2.ExecStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
