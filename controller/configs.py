@@ -120,11 +120,13 @@ class ConfigObjects(Generic[M]):
     """CRUD for ConfigMaps or Secrets: the two differ only in their data fields and rules."""
 
     def __init__(self, res: Resource[M], validate: Callable[[M], None], data_fields: tuple[str, ...],
-                 normalize: Callable[[M], None]) -> None:
+                 normalize: Callable[[M], None], check_update: Callable[[M, M], None] | None = None) -> None:
         self.res = res
         self.validate = validate
         self.data_fields = data_fields
         self.normalize = normalize
+        # A rule of one kind between the stored object and the request (Secret: `type` stays).
+        self.check_update = check_update
 
     async def create(self, obj: M) -> M:
         self.normalize(obj)
@@ -143,6 +145,8 @@ class ConfigObjects(Generic[M]):
             new: Any = type(cur_m)()
             new.CopyFrom(cur)
             req = want
+            if self.check_update is not None:
+                self.check_update(want, cur_m)
             new.metadata.labels.clear()
             new.metadata.labels.update(req.metadata.labels)
             new.metadata.annotations.clear()
@@ -183,28 +187,17 @@ def _secret_defaults(s: config_pb2.Secret) -> None:
         s.type = OPAQUE
 
 
-class _SecretType:
-    """The Secret update rule ConfigObjects does not know: `type` never changes."""
-
-    @staticmethod
-    def check(req: config_pb2.Secret, cur: config_pb2.Secret) -> None:
-        if req.type != cur.type:
-            raise Invalid("type", f"field is immutable (is {cur.type!r}): delete and recreate the Secret")
+def _secret_type_kept(req: config_pb2.Secret, cur: config_pb2.Secret) -> None:
+    if req.type != cur.type:
+        raise Invalid("type", f"field is immutable (is {cur.type!r}): delete and recreate the Secret")
 
 
 def configmaps(res: Resource[config_pb2.ConfigMap]) -> ConfigObjects[config_pb2.ConfigMap]:
     return ConfigObjects(res, validate_configmap, ("data", "binary_data"), _no_change)
 
 
-class Secrets(ConfigObjects[config_pb2.Secret]):
-    def __init__(self, res: Resource[config_pb2.Secret]) -> None:
-        super().__init__(res, validate_secret, ("data",), _secret_defaults)
-
-    async def update(self, req: config_pb2.Secret) -> config_pb2.Secret:
-        cur = await self.res.get(req.metadata.namespace, req.metadata.name)
-        _secret_defaults(req)
-        _SecretType.check(req, cur)
-        return await super().update(req)
+def secrets(res: Resource[config_pb2.Secret]) -> ConfigObjects[config_pb2.Secret]:
+    return ConfigObjects(res, validate_secret, ("data",), _secret_defaults, _secret_type_kept)
 
 
 class ConfigObjectServicer(Generic[M]):

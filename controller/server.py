@@ -25,7 +25,7 @@ from controller.auth.setup import SecurityConfigError, ServerSecurity
 from controller.autoscaler.reconciler import Autoscaler, Options
 from controller.compactor import run_compactor
 from controller.config import ControllerConfig
-from controller.configs import CONFIGMAPS, SECRETS, ConfigObjectServicer, Secrets, configmaps
+from controller.configs import CONFIGMAPS, SECRETS, ConfigObjectServicer, configmaps, secrets
 from controller.endpoints import EndpointsController
 from controller.events import Events
 from controller.eviction import Evictor, StoredEvents
@@ -191,13 +191,13 @@ class Controller:
         self.namespace_controller = NamespaceController(
             self.store, self.namespaces, [*(h.kind for h in self.hubs.values()), LEASES], self.pods.delete,
             self.clock, first=NAMESPACE_DELETE_FIRST)
-        secrets = Secrets(Resource(SECRETS, self.store, self.clock, self.hubs["secrets"]))
+        secret_objects = secrets(Resource(SECRETS, self.store, self.clock, self.hubs["secrets"]))
         self.servicers.extend([
             (CORE_SERVICES[0], NamespaceServicer(self.namespaces, self.metrics)),
             (CORE_SERVICES[1], ConfigObjectServicer(
                 configmaps(Resource(CONFIGMAPS, self.store, self.clock, self.hubs["configmaps"])),
                 config_pb2.ConfigMapList, self.metrics)),
-            (CORE_SERVICES[2], ConfigObjectServicer(secrets, config_pb2.SecretList, self.metrics)),
+            (CORE_SERVICES[2], ConfigObjectServicer(secret_objects, config_pb2.SecretList, self.metrics)),
         ])
         self.evictor = Evictor(self.store, self.clock, default_toleration_seconds=config.pod_eviction_timeout,
                                period=config.node_monitor_period, startup_grace=config.node_monitor_grace,
