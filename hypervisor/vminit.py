@@ -15,7 +15,9 @@ A VM container runs `python -m hypervisor.vminit`. It
    *warm shell* (a child container made ahead, before anyone knew its name)
    starts with no identity and no agent argv at all; the provider writes the
    identity it is given into /var/lib/cowpod/identity.json when it takes the
-   shell, and a SIGUSR1 then makes the init read that file and start the agent;
+   shell, and a SIGUSR1 then makes the init read that file and start the agent.
+   In wait mode step 1 is left to whoever starts the agent (the forked agent, or
+   this init on SIGUSR1), never done at boot;
 3. reaps every zombie (orphans reparent to PID 1);
 4. on SIGTERM or SIGINT (`docker stop`) sends SIGTERM to the agent, waits up to
    COWPOD_STOP_GRACE seconds, kills what is left, and exits 0.
@@ -179,6 +181,9 @@ class Init:
             if not self.cfg.agent_argv:
                 self.cfg = load_identity(self.cfg)
             if not self.wanted and self.cfg.agent_argv:
+                # A VM that waited took no identity at boot (see main): take it now,
+                # before its agent reads the machine id.
+                adopt_identity(self.cfg)
                 log("SIGUSR1: starting the agent cold")
                 self.wanted = True
                 self.next_start = now
@@ -243,12 +248,23 @@ def _kill(pid: int, signo: int) -> None:
         pass
 
 
-def main() -> int:
-    cfg = InitConfig.from_env(os.environ)
-    adopt_identity(cfg)
+def boot(cfg: InitConfig) -> Init:
+    """What happens before the supervision loop.
+
+    With COWPOD_AGENT_START=wait, whoever starts the agent gives the identity
+    first: the warm agent forked into this VM (hypervisor/providers/docker/vm_agent.py)
+    or this init on SIGUSR1. Adopting here too would race that start: this
+    Python boots slower than a fork lands, and its wipe of the parent's state
+    could land after the agent had begun."""
+    if cfg.start_now:
+        adopt_identity(cfg)
     if not cfg.agent_argv:
         log("COWPOD_AGENT_ARGV is empty: no agent to run; idling")
-    return Init(cfg).run()
+    return Init(cfg)
+
+
+def main() -> int:
+    return boot(InitConfig.from_env(os.environ)).run()
 
 
 if __name__ == "__main__":

@@ -133,9 +133,13 @@ class RecordingWarmStart:
     def __init__(self, fail: bool) -> None:
         self.fail = fail
         self.calls: list[tuple[str, list[str], dict[str, str]]] = []
+        self.pids: list[int] = []
 
-    async def __call__(self, child_container: str, agent_argv: Sequence[str], env: Mapping[str, str]) -> None:
+    async def __call__(
+        self, child_container: str, agent_argv: Sequence[str], env: Mapping[str, str], *, init_pid: int = 0
+    ) -> None:
         self.calls.append((child_container, list(agent_argv), dict(env)))
+        self.pids.append(init_pid)
         if self.fail:
             raise RuntimeError("no zygote here")
 
@@ -152,11 +156,17 @@ async def test_warm_start_hook(env: DockerTestEnv, fail: bool) -> None:
         assert argv[argv.index("--node-name") + 1] == child.name
         assert child_env["COWPOD_AGENT_START"] == "wait"
         container = docker.from_env().containers.get(f"cowpod-vm-{child.name}")
+        # The hook is told the child's init (no lookup by name behind the network attach).
+        assert hook.pids == [int(container.attrs["State"]["Pid"])]
         if fail:
             await eventually(
                 lambda: asyncio.to_thread(lambda: "starting the agent cold" in container.logs().decode()),
                 timeout=20.0,
             )
+            # The cold fallback took the child's identity before its agent.
+            rc, out = container.exec_run(["cat", "/etc/machine-id", "/var/lib/cowpod/vm-name"])
+            assert rc == 0 and isinstance(out, bytes)
+            assert out.decode().split() == [child.machine_id, child.name]
         else:
             await asyncio.sleep(0.5)
             assert "started agent" not in container.logs().decode()

@@ -15,7 +15,7 @@ import pytest
 from cowpod.client import Client
 from cowpod.local.docker_env import remove_cluster_containers
 from cowpod.local.etcd import EtcdMember
-from cowpod.v1 import meta_pb2, vm_pb2
+from cowpod.v1 import meta_pb2, pod_pb2, vm_pb2
 from hypervisor.manager import VMManager
 from hypervisor.provider import VMSpecInfo, VMState
 from hypervisor.providers.docker.provider import L_SHELL_OF, DockerProvider
@@ -91,7 +91,7 @@ async def test_pooled_clones_have_unique_identities_and_the_pool_refills(
     assert await provider.snapshot_images() == []
 
 
-async def test_empty_pool_creates_the_shell_inline(env: DockerTestEnv) -> None:
+async def test_empty_pool_creates_the_childs_own_container(env: DockerTestEnv) -> None:
     p = env.provider(pool_size=0)
     try:
         parent = await full_clone(p, spec(f"par-{env.cluster_id}"))
@@ -99,13 +99,19 @@ async def test_empty_pool_creates_the_shell_inline(env: DockerTestEnv) -> None:
         assert kid.state == VMState.RUNNING and kid.hostname == kid.name != parent.hostname
         assert sh(f"cowpod-vm-{kid.name}", "hostname") == kid.name
         assert kid.machine_id != parent.machine_id and kid.ip != parent.ip
-        # Without a warm-start hook the init reads its identity and starts the agent cold.
-        # (The signal is sent as the clone returns; the init logs once it has handled it.)
+        # Its own container from the start: Docker's view is the VM's (no shell left over).
+        attrs = docker.from_env().containers.get(f"cowpod-vm-{kid.name}").attrs
+        assert attrs["Config"]["Hostname"] == kid.name
+        assert attrs["Config"]["Labels"]["cowpod.vm"] == kid.name
+        assert attrs["Config"]["Labels"]["cowpod.shell-of"] == ""
+        assert attrs["Config"]["Labels"]["cowpod.parent"] == parent.name
+        # Without a warm-start hook its init takes the identity and starts the agent at once.
         vm_container = docker.from_env().containers.get(f"cowpod-vm-{kid.name}")
         deadline = time.monotonic() + 30
-        while "starting the agent cold" not in (logs := vm_container.logs().decode()):
+        while "started agent" not in (logs := vm_container.logs().decode()):
             assert time.monotonic() < deadline, logs
             await asyncio.sleep(0.1)
+        assert sh(f"cowpod-vm-{kid.name}", "cat /etc/machine-id") == kid.machine_id
         assert shells(env) == []  # no pool: nothing idle is kept
         await p.destroy(kid.name)
         # The parent's quiesce point stays for the next child while the parent lives.
@@ -205,3 +211,82 @@ async def test_paused_shells_are_unpaused_when_taken(env: DockerTestEnv) -> None
         assert shells(env) == [] and await p.list() == []
     finally:
         await p.close()
+
+
+async def test_a_clone_without_a_shell_is_a_working_vm_of_its_own(
+    etcd: EtcdMember, etcd_prefix: str, env: DockerTestEnv
+) -> None:
+    """No pool: the child's own container, started off the network, its agent
+    forked from the parent's zygote while the network is attached. The node
+    registers with the child's own address and machine id, and runs a pod."""
+    from controller.testing import ControllerRunner
+    from hypervisor.providers.docker.zygote_warm import ZygoteWarmStarter
+
+    sock = env.data_dir / "run" / "controller.sock"
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    warm = ZygoteWarmStarter(ZygoteWarmStarter.default_socket_dir(env.data_dir))
+    provider = DockerProvider(env.config(pool_size=0), warm_start=warm)
+    try:
+        async with (
+            ControllerRunner(etcd.endpoint, etcd_prefix, listen_unix=str(sock)) as runner,
+            Client(runner.address) as c,
+        ):
+            manager = VMManager(c, "docker", env.data_dir, provider=provider, cluster_id=env.cluster_id,
+                                resync_seconds=0.5)
+            task = asyncio.create_task(manager.run(), name="vm-manager-under-test")
+            try:
+                parent = f"tpl-{env.cluster_id}"
+                await c.vms.Create(vm_pb2.VM(
+                    metadata=meta_pb2.ObjectMeta(name=parent),
+                    spec=vm_pb2.VMSpec(class_name="small", cpu_millis=500, memory_bytes=256 << 20,
+                                       template=True)))
+                kid = f"kid-{env.cluster_id}"
+
+                async def ready(name: str) -> bool:
+                    nodes = (await c.nodes.List(meta_pb2.ListOptions())).items
+                    return any(n.metadata.name == name and any(
+                        x.type == "Ready" and x.status == "True" for x in n.status.conditions) for n in nodes)
+                await eventually(lambda: ready(parent), what="the parent's node Ready", timeout=90)
+                await c.vms.Clone(vm_pb2.CloneRequest(parent=parent, count=1, names=[kid]))
+                await eventually(lambda: ready(kid), what="the clone's node Ready", timeout=90)
+                assert shells(env) == []  # pool_size 0: no shell was made, before or after
+                vm = await c.vms.Get(meta_pb2.ObjectKey(name=kid))
+                pvm = await c.vms.Get(meta_pb2.ObjectKey(name=parent))
+                node = await c.nodes.Get(meta_pb2.ObjectKey(name=kid))
+                assert vm.status.clone_kind == "instant" and vm.spec.parent == parent
+                # Its own address (registered after the attach), not a loopback, not the parent's.
+                ips = {a.address for a in node.status.addresses if a.type == "InternalIP"}
+                assert ips == {vm.status.ip} and vm.status.ip != pvm.status.ip
+                # Its own identity, on its disk and on its node.
+                cname = f"cowpod-vm-{kid}"
+                assert node.status.node_info.machine_id == vm.status.machine_id != pvm.status.machine_id
+                assert sh(cname, "cat /etc/machine-id") == vm.status.machine_id
+                assert sh(cname, "cat /var/lib/cowpod/vm-name") == kid == sh(cname, "hostname")
+                # The agent was forked in (its init started none of its own).
+                engine = docker.from_env()
+                container = engine.containers.get(cname)
+                assert "started agent" not in container.logs().decode()
+                procs = container.top(ps_args="-o pid,comm")["Processes"]
+                assert any("cowpod-agent" in " ".join(p) for p in procs)
+                # And it runs a pod, in its own network namespace.
+                pod = pod_pb2.Pod(
+                    metadata=meta_pb2.ObjectMeta(name=f"p-{env.cluster_id}", namespace="default"),
+                    spec=pod_pb2.PodSpec(restart_policy="Always", containers=[pod_pb2.Container(
+                        name="s", image="cowpod/busybox:latest", command=["sleep", "3600"])]))
+                created = await c.pods.Create(pod)
+                key = meta_pb2.ObjectKey(namespace="default", name=pod.metadata.name)
+                await c.pods.Bind(pod_pb2.Binding(pod=key, node_name=kid, pod_uid=created.metadata.uid))
+
+                async def running() -> bool:
+                    got = await c.pods.Get(key)
+                    return bool(got.status.phase == "Running")
+                await eventually(running, what="the pod Running on the clone", timeout=90)
+                (pc,) = engine.containers.list(filters={"label": f"cowpod.node={kid}"})
+                assert f"inet {vm.status.ip}/" in sh(str(pc.name), "ip -4 -o addr show")
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        await provider.close()
+        await asyncio.to_thread(remove_cluster_containers, env.cluster_id)

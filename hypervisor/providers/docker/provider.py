@@ -126,10 +126,15 @@ class WarmStarter(Protocol):
     """Start the child's agent warm (e.g. forked from a zygote into the child's
     namespaces) instead of cold. Called after the child container started with
     its init holding the agent back; raising makes the provider fall back to a
-    cold start (SIGUSR1 to the child's init)."""
+    cold start (SIGUSR1 to the child's init).
+
+    `init_pid` is the host pid of the child's init when the provider knows it
+    (0 otherwise): with it no lookup of the container is needed — one that,
+    by name, would also wait for whatever Docker is doing to the container at
+    the time, such as attaching its network."""
 
     async def __call__(
-        self, child_container: str, agent_argv: Sequence[str], env: Mapping[str, str]
+        self, child_container: str, agent_argv: Sequence[str], env: Mapping[str, str], *, init_pid: int = 0
     ) -> None: ...
 
 
@@ -730,7 +735,7 @@ class DockerProvider:
     def _create_child_sync(
         self, parent: str, snapshot: str, spec: VMSpecInfo, env: Mapping[str, str], machine_id: str,
         attach_later: bool,
-    ) -> str:
+    ) -> tuple[str, int]:
         """Create and start the child's own container from the parent's snapshot
         (no warm shell was ready). It is the child from the start — its name,
         hostname, labels and environment —, so nothing is adopted afterwards: no
@@ -741,7 +746,8 @@ class DockerProvider:
         re-attaches it): on a user-defined network Docker's start also sets up the
         container's DNS resolver and IPv6 (two re-execs of dockerd and a dozen
         iptables runs), a third of the start. The caller attaches it
-        (`_attach_network_sync`) while the agent is forked in."""
+        (`_attach_network_sync`) while the agent is forked in. Returns the
+        container id and its init's host pid."""
         try:
             c: Container = self.docker.containers.create(
                 snapshot,
@@ -764,10 +770,12 @@ class DockerProvider:
             if attach_later:
                 self.docker.api.disconnect_container_from_network(str(c.id), self.cfg.network)
             self.docker.api.start(str(c.id))
+            # Before the attach: an inspect waits for Docker's lock on the container.
+            pid = int(self.docker.api.inspect_container(str(c.id)).get("State", {}).get("Pid") or 0)
         except BaseException:
             _ignore_gone(functools.partial(c.remove, force=True, v=True))
             raise
-        return str(c.id)
+        return str(c.id), pid
 
     def _attach_network_sync(self, container_id: str) -> None:
         self.docker.api.connect_container_to_network(container_id, self.cfg.network)
@@ -857,11 +865,12 @@ class DockerProvider:
                 # its init adopts the identity and starts the agent cold at once.
                 warm = self.warm_start is not None
                 own_env = env if warm else self._env(child, machine_id, argv, "now")
-                cid = await self._run(self._create_child_sync, parent, snapshot, child, own_env, machine_id,
-                                      warm)
+                cid, pid = await self._run(self._create_child_sync, parent, snapshot, child, own_env,
+                                           machine_id, warm)
         self._kick_refill(parent, snapshot)
         if made is not None:
-            await self._start_agent(child.name, cname, argv, env)
+            pid = int(made.attrs.get("State", {}).get("Pid") or 0)
+            await self._start_agent(child.name, cname, argv, env, pid)
             log.info("instant clone %s from %s (%s, pooled shell)", child.name, parent, snapshot)
             # A new child has no children and no own image: its inspect after the
             # rename is all there is to say (saves the three lookups of get()).
@@ -872,7 +881,7 @@ class DockerProvider:
             # (vm_agent.py); a cold fallback starts only once the network is there.
             attached, forked = await asyncio.gather(
                 self._run(self._attach_network_sync, cid),
-                self._warm_start(cname, argv, {**env, NETWORK_PENDING_ENV: "1"}),
+                self._warm_start(cname, argv, {**env, NETWORK_PENDING_ENV: "1"}, pid),
                 return_exceptions=True,
             )
             if isinstance(attached, BaseException):
@@ -886,20 +895,22 @@ class DockerProvider:
         log.info("instant clone %s from %s (%s, own container)", child.name, parent, snapshot)
         return self._info(await self._run(self.docker.containers.get, cid), [], False)
 
-    async def _warm_start(self, cname: str, argv: Sequence[str], env: Mapping[str, str]) -> bool:
+    async def _warm_start(self, cname: str, argv: Sequence[str], env: Mapping[str, str], pid: int) -> bool:
         """Fork the agent in through the warm-start hook; False (logged) if it failed."""
         if self.warm_start is None:
             return False
         try:
-            await self.warm_start(cname, argv, env)
+            await self.warm_start(cname, argv, env, init_pid=pid)
         except Exception:
             log.exception("warm start of %s failed; starting its agent cold", cname)
             return False
         return True
 
-    async def _start_agent(self, name: str, cname: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
+    async def _start_agent(
+        self, name: str, cname: str, argv: Sequence[str], env: Mapping[str, str], pid: int
+    ) -> None:
         """Start the agent of a VM whose init waits: forked warm, else cold by the init (SIGUSR1)."""
-        if await self._warm_start(cname, argv, env):
+        if await self._warm_start(cname, argv, env, pid):
             return
         if self.warm_start is not None:
             await self._run(self._wait_init_sync, name)

@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 
 from cowpod.errors import FailedPrecondition
 from hypervisor.providers.docker.zygote import (
-    DEFAULT_ENTRYPOINT,
     DEFAULT_PRELOAD,
     DEFAULT_WARMUP,
     ZygoteConfig,
@@ -40,6 +39,10 @@ VM_SYS_PATH: tuple[str, ...] = (
     "/usr/lib/python3.11/lib-dynload",
 )
 PARENT_LABEL = "cowpod.parent"
+# What a clone runs: the VM's identity and network first, then the agent (vm_agent.py),
+# which imports agent.main only when it runs: preload it.
+AGENT_ENTRYPOINT = "hypervisor.providers.docker.vm_agent:run"
+AGENT_PRELOAD: tuple[str, ...] = (*DEFAULT_PRELOAD, "agent.main")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -51,8 +54,8 @@ class ZygoteWarmStarter:
         socket_dir: pathlib.Path,
         *,
         container_prefix: str = "cowpod-vm-",
-        preload: tuple[str, ...] = DEFAULT_PRELOAD,
-        entrypoint: str = DEFAULT_ENTRYPOINT,
+        preload: tuple[str, ...] = AGENT_PRELOAD,
+        entrypoint: str = AGENT_ENTRYPOINT,
         warmup: str | None = DEFAULT_WARMUP,
         python: str = sys.executable,
         sys_path: Sequence[str] | None = VM_SYS_PATH,
@@ -77,7 +80,9 @@ class ZygoteWarmStarter:
         self._locks: dict[str, asyncio.Lock] = {}
         self.last_clone: ForkResult | None = None
 
-    async def __call__(self, child_container: str, agent_argv: Sequence[str], env: Mapping[str, str]) -> None:
+    async def __call__(
+        self, child_container: str, agent_argv: Sequence[str], env: Mapping[str, str], *, init_pid: int = 0
+    ) -> None:
         # The docker provider says who the parent is; otherwise ask Docker.
         parent = env.get("COWPOD_PARENT_VM", "")
         if not parent:
@@ -88,7 +93,7 @@ class ZygoteWarmStarter:
         zygote = await self.prepare(self._prefix + parent)
         # agent_argv is a command line ("cowpod-agent", flags...); the entrypoint takes the flags.
         self.last_clone = await zygote.client.fork_into(
-            child_container,
+            init_pid or child_container,
             list(agent_argv[1:]),
             env,
             sys_path=self._sys_path,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from hypervisor.vminit import Init, InitConfig, adopt_identity
+from hypervisor.vminit import Init, InitConfig, adopt_identity, boot
 
 
 def cfg(
@@ -138,3 +138,34 @@ def test_a_nameless_shell_leaves_the_disk_to_the_provider(tmp_path: pathlib.Path
     # Nothing wiped at boot: the take wipes and writes in one step, so a late
     # boot can never undo a take.
     assert (tmp_path / "var/lib/cowpod/vm-name").read_text() == "parent\n"
+
+
+def test_a_waiting_clone_takes_its_identity_from_whoever_starts_its_agent(tmp_path: pathlib.Path) -> None:
+    # A clone's own container (no warm shell) boots on its parent's disk with its
+    # own identity in the environment, its agent held back.
+    adopt_identity(cfg(tmp_path, "parent"))
+    (tmp_path / "var/lib/cowpod/agent").mkdir()
+    init = boot(cfg(tmp_path, "kid", argv=["agent", "--node-name", "kid"], start="wait"))
+    # Nothing at boot: a forked agent may be writing the identity at this moment.
+    assert (tmp_path / "var/lib/cowpod/vm-name").read_text() == "parent\n"
+    assert (tmp_path / "var/lib/cowpod/agent").exists()
+    spawned: list[list[str]] = []
+
+    def spawn(argv: Sequence[str]) -> int:
+        spawned.append(list(argv))
+        return 9
+
+    init.spawn = spawn  # type: ignore[method-assign]
+    # The cold fallback (SIGUSR1): identity first, then the agent.
+    init.on_signal(signal.SIGUSR1, 0.0)
+    init.maybe_start(0.0)
+    assert (tmp_path / "var/lib/cowpod/vm-name").read_text() == "kid\n"
+    assert (tmp_path / "etc/machine-id").read_text() == "ab" * 16 + "\n"
+    assert not (tmp_path / "var/lib/cowpod/agent").exists()
+    assert spawned == [["agent", "--node-name", "kid"]]
+
+
+def test_a_vm_started_now_takes_its_identity_at_boot(tmp_path: pathlib.Path) -> None:
+    adopt_identity(cfg(tmp_path, "parent"))
+    boot(cfg(tmp_path, "full"))
+    assert (tmp_path / "var/lib/cowpod/vm-name").read_text() == "full\n"
