@@ -106,8 +106,10 @@ def serve_controller(
     from controller.limits import Limits
     from controller.main import setup_logging
     from controller.server import Controller
+    from cowpod.gctuning import tune_for_server
 
     setup_logging("warning")
+    tune_for_server()  # as controller.main does
     cfg = ControllerConfig(
         listen=listen,
         etcd=[etcd],

@@ -18,6 +18,7 @@ from cowpod import clusterconfig
 from cowpod.argtypes import whole_number
 from cowpod.auth.tokens import DEFAULT_TOKEN_TTL
 from cowpod.errors import Invalid
+from cowpod.gctuning import tune_for_server
 from cowpod.pki import TLSFiles
 from hypervisor import registry
 
@@ -169,6 +170,7 @@ async def _serve(config: ControllerConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     setup_logging(config.log_level)
+    tune_for_server()
     try:
         asyncio.run(_serve(config))
     except ConfigError as err:

@@ -27,6 +27,7 @@ from cowpod.auth.credentials import connect
 from cowpod.auth.flags import add_tls_arguments, settings_from_args
 from cowpod.clock import RealClock
 from cowpod.errors import Invalid
+from cowpod.gctuning import tune_for_server
 from scheduler.app import SchedulerApp
 from scheduler.config import load
 from scheduler.leader import LeadershipLost
@@ -80,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    tune_for_server()
     prof = cProfile.Profile() if args.cprofile else None
 
     async def guarded() -> None:
