@@ -106,18 +106,12 @@ def eventually_sync(
     retry_on: tuple[type[BaseException], ...] = (),
     explain: Callable[[], str] | None = None,
 ) -> T:
-    """`eventually` for code without an event loop (it blocks the thread while it waits)."""
-    waiting = _Waiting(timeout, what, explain)
-    while True:
-        try:
-            value = check()
-        except retry_on as e:
-            waiting.not_yet(err=e)
-        else:
-            if value:
-                return value
-            waiting.not_yet(value)
-        time.sleep(interval)
+    """`eventually` for code without an event loop: it runs on a loop of its own
+    (from inside a running loop, await `eventually` instead)."""
+    waited = eventually(
+        check, timeout=timeout, interval=interval, what=what, retry_on=retry_on, explain=explain
+    )
+    return asyncio.run(waited)
 
 
 __all__ = ["eventually", "eventually_sync"]
