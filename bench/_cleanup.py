@@ -314,7 +314,8 @@ class BenchRun:
     def __exit__(
         self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
     ) -> None:
-        signal.signal(signal.SIGTERM, self._saved_term)
+        # None: the old handler was not set from Python; the default is what stands then.
+        signal.signal(signal.SIGTERM, self._saved_term if self._saved_term is not None else signal.SIG_DFL)
         _active.remove(self)
         if self._saved_env is None:
             os.environ.pop(ENV, None)
