@@ -320,3 +320,46 @@ async def test_a_new_node_gets_its_daemon_pod_from_the_watch_not_a_resync(etcd: 
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_daemonset_rolling_update_replaces_one_node_at_a_time(client: Client) -> None:
+    for n in ("ru-1", "ru-2", "ru-3"):
+        await make_node(client, n)
+    ds = workload_pb2.DaemonSet()
+    ds.metadata.name = "agentd"
+    template(ds.spec.template, "agentd", "cowpod/busybox:one")
+    await client.daemonsets.Create(ds)
+    ready_nodes: list[int] = []
+
+    async def kubelet() -> None:
+        while True:
+            pods = live(await pods_of(client, "app=agentd"))
+            ready_nodes.append(len({p.spec.node_name for p in pods if ready(p)}))
+            for p in pods:
+                if not ready(p):
+                    await set_phase(client, p, "Running", is_ready=True)
+            await asyncio.sleep(0.02)
+
+    async def all_on(image: str) -> bool:
+        pods = live(await pods_of(client, "app=agentd"))
+        return (sorted(p.spec.node_name for p in pods) == ["ru-1", "ru-2", "ru-3"]
+                and all(p.spec.containers[0].image == image and ready(p) for p in pods))
+
+    task = asyncio.create_task(kubelet())
+    try:
+        await eventually(lambda: all_on("cowpod/busybox:one"), what="a ready pod on each node")
+        ready_nodes.clear()
+        cur = await client.daemonsets.Get(meta_pb2.ObjectKey(namespace="default", name="agentd"))
+        cur.spec.template.spec.containers[0].image = "cowpod/busybox:two"
+        cur.metadata.resource_version = 0
+        await client.daemonsets.Update(cur)
+        await eventually(lambda: all_on("cowpod/busybox:two"), what="every node on the new template")
+    finally:
+        task.cancel()
+    assert min(ready_nodes) >= 2, ready_nodes  # maxUnavailable 1 of 3 nodes
+
+    async def status_updated() -> bool:
+        st = (await client.daemonsets.Get(meta_pb2.ObjectKey(namespace="default", name="agentd"))).status
+        return (st.desired_number_scheduled, st.updated_number_scheduled, st.number_available) == (3, 3, 3)
+
+    await eventually(status_updated, what="status: 3 desired, 3 updated, 3 available")
