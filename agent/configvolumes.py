@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from agent.runtime import Runtime
+from cowpod.api.validation import ENV_NAME
 from cowpod.clock import Clock
 from cowpod.configrefs import Ref, RefKind, refs_of
 from cowpod.v1 import pod_pb2
@@ -52,7 +53,6 @@ DEFAULT_TTL = 5.0
 # A missing object is asked for again sooner: a pod waiting for it should start soon after.
 MISSING_TTL = 1.0
 _SAFE_NAME = re.compile(r"^[-._a-zA-Z0-9]+$")
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
 Data = Mapping[str, bytes]
 # (kind, name) -> the object's data, or None when it does not exist.
@@ -155,7 +155,7 @@ def env_from(c: pod_pb2.Container, snap: Snapshot) -> dict[str, str]:
             raise ConfigError(f'{kind_word(ref.kind)} "{ref.name}" not found')
         for k in sorted(data):
             name = ef.prefix + k
-            if _ENV_NAME.match(name):  # Kubernetes skips (and reports) the others
+            if ENV_NAME.match(name):  # Kubernetes skips (and reports) the others
                 out[name] = _decode(data[k], f'key {k} of {kind_word(ref.kind)} "{ref.name}"')
     return out
 
