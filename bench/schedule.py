@@ -482,6 +482,13 @@ async def measure(
     if args.resync:
         resync = await restart_scheduler(sched, start_scheduler)
     lat = sorted(bound_at[n] - created_at[n] for n in bound_at if n in created_at)
+    # p99 per tenth of the pods in creation order: whether latency grows with the cluster's
+    # size or comes in bursts.
+    by_creation = [bound_at[n] - created_at[n] for n in sorted(created_at, key=created_at.__getitem__)
+                   if n in bound_at]
+    tenth = max(1, len(by_creation) // 10)
+    parts = [by_creation[i: i + tenth] for i in range(0, len(by_creation), tenth)]
+    p99_by_tenth = [round(sorted(part)[min(len(part) - 1, int(0.99 * len(part)))], 3) for part in parts]
     elapsed = t_end - t_start
     bound = len(bound_at)
 
@@ -507,6 +514,7 @@ async def measure(
         "creates_per_s": round(creates_per_s, 1),
         "p50_bind_s": pct(0.50),
         "p99_bind_s": pct(0.99),
+        "p99_bind_s_by_tenth": p99_by_tenth,
         "mean_bind_s": round(statistics.fmean(lat), 4) if lat else float("nan"),
         "scheduler_cpu_s_per_1000_pods": round(used["scheduler"] * 1000 / max(bound, 1), 3),
         "cpu_s": used,
