@@ -136,6 +136,27 @@ class VMInfo:
     mounts: tuple[tuple[str, str], ...] = ()
 
 
+class ExecSession(Protocol):
+    """A command running in a container with its stdin open (`cowpod exec -it`)."""
+
+    def output(self) -> AsyncIterator[tuple[int, bytes]]:
+        """(1 for stdout, 2 for stderr, data) until the command's output ends; with a TTY
+        everything is stdout."""
+        ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def close_stdin(self) -> None: ...
+
+    async def resize(self, width: int, height: int) -> None: ...
+
+    async def exit_code(self) -> int:
+        """Once the output has ended."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class ImageError(Exception):
     """An image is missing or could not be pulled; `reason` is the waiting reason."""
 
@@ -174,6 +195,10 @@ class Runtime(Protocol):
     async def exec(
         self, container_id: str, command: Sequence[str], *, stdin: bytes = b"", timeout: float | None = None
     ) -> ExecResult: ...
+
+    async def exec_session(self, container_id: str, command: Sequence[str], *, tty: bool) -> ExecSession:
+        """Start `command` with its stdin open (and a TTY if asked); the caller drives it."""
+        ...
 
     def logs(
         self,

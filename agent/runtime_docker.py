@@ -310,7 +310,27 @@ class DockerRuntime:
                 res = self._api.create_container(**kwargs)
             else:
                 raise EngineError(f"create {spec.name}: {err.explanation or err}") from err
-        return str(res["Id"])
+        cid = str(res["Id"])
+        if spec.run_as_user:
+            # A non-root process must be able to write its emptyDir volumes: Kubernetes makes
+            # them world-writable (0777); the engine creates them root-owned 0755.
+            self._open_volumes_sync(cid, [m.target for m in spec.mounts
+                                          if m.kind == "volume" and not m.read_only])
+        return cid
+
+    def _open_volumes_sync(self, cid: str, targets: Sequence[str]) -> None:
+        """chmod 0777 the volumes mounted at `targets` of a created container (an archive
+        holding only the directory itself, extracted onto it)."""
+        for target in targets:
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                info = tarfile.TarInfo(".")
+                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o777, int(time.time())
+                tar.addfile(info)
+            try:
+                self._api.put_archive(cid, target, buf.getvalue())
+            except docker.errors.APIError as err:
+                raise EngineError(f"make volume {target} writable: {err.explanation or err}") from err
 
     def _user_sync(self, spec: CreateSpec) -> str:
         """Docker's `--user` for runAsUser/runAsGroup ("" = the image's user), refusing
@@ -481,6 +501,18 @@ class DockerRuntime:
         if timeout is None:
             return await fut
         return await asyncio.wait_for(fut, timeout)
+
+    def _exec_session_sync(self, cid: str, command: Sequence[str], tty: bool) -> DockerExecSession:
+        try:
+            ex = self._api.exec_create(cid, list(command), stdout=True, stderr=True, stdin=True, tty=tty)
+            sock = self._api.exec_start(ex["Id"], socket=True, tty=tty)
+        except docker.errors.APIError as e:
+            raise EngineError(f"exec: {e.explanation or e}") from e
+        return DockerExecSession(self, str(ex["Id"]), getattr(sock, "_sock", sock), tty)
+
+    async def exec_session(self, container_id: str, command: Sequence[str], *,
+                           tty: bool) -> DockerExecSession:
+        return await self._call(self._exec_session_sync, container_id, command, tty)
 
     async def logs(
         self,
@@ -723,6 +755,75 @@ def _split_ref(image: str) -> tuple[str, str]:
 def _port_key(key: str) -> str | tuple[int, str]:
     port, _, proto = key.partition("/")
     return (int(port), proto) if proto and proto != "tcp" else port
+
+
+class DockerExecSession:
+    """One `docker exec -i [-t]` attached by its socket. The socket is read by a thread
+    of its own (a blocking recv must not hold one of the engine-call threads for as long
+    as a shell stays open); writes, resizes and the exit code go through the runtime."""
+
+    def __init__(self, runtime: DockerRuntime, exec_id: str, sock: Any, tty: bool) -> None:
+        self._rt = runtime
+        self.exec_id = exec_id
+        self._sock = sock
+        self._tty = tty
+
+    async def output(self) -> AsyncIterator[tuple[int, bytes]]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize=64)
+
+        def put(item: tuple[int, bytes] | None) -> None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+        def pump() -> None:
+            buf = b""
+            try:
+                while True:
+                    chunk = self._sock.recv(65536)
+                    if not chunk:
+                        break
+                    if self._tty:
+                        put((1, chunk))
+                        continue
+                    buf += chunk
+                    while len(buf) >= 8 and len(buf) >= 8 + int.from_bytes(buf[4:8], "big"):
+                        size = int.from_bytes(buf[4:8], "big")
+                        put((2 if buf[0] == 2 else 1, buf[8:8 + size]))
+                        buf = buf[8 + size:]
+            except OSError:
+                pass
+            finally:
+                put(None)
+
+        threading.Thread(target=pump, name=f"exec-{self.exec_id[:12]}", daemon=True).start()
+        while (item := await queue.get()) is not None:
+            yield item
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._sock.sendall, data)
+
+    async def close_stdin(self) -> None:
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self._sock.shutdown, 1)  # SHUT_WR: the command reads EOF
+
+    async def resize(self, width: int, height: int) -> None:
+        if self._tty and width and height:
+            with contextlib.suppress(docker.errors.APIError):
+                await self._rt._call(self._rt._api.exec_resize, self.exec_id, height=height, width=width)
+
+    async def exit_code(self) -> int:
+        for _ in range(50):  # the engine may still say Running for a moment after the output ends
+            info = await self._rt._call(self._rt._api.exec_inspect, self.exec_id)
+            if not info.get("Running"):
+                code = info.get("ExitCode")
+                return int(code) if code is not None else 126
+            await asyncio.sleep(0.02)
+        return 126
+
+    async def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.close()
 
 
 def _read_multiplexed(sock: Any) -> tuple[bytes, bytes]:

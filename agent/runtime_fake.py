@@ -50,6 +50,35 @@ class FakeContainer:
     log: bytearray = field(default_factory=bytearray)
 
 
+class FakeExecSession:
+    """`cat`: what is written comes back on stdout; closing stdin ends it with exit code
+    `exit_code` (the exec_results entry for the command). Sizes are recorded."""
+
+    def __init__(self, exit_code: int) -> None:
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._exit = exit_code
+        self.sizes: list[tuple[int, int]] = []
+
+    async def output(self) -> AsyncIterator[tuple[int, bytes]]:
+        while (data := await self._queue.get()) is not None:
+            yield 1, data
+
+    async def write(self, data: bytes) -> None:
+        await self._queue.put(data)
+
+    async def close_stdin(self) -> None:
+        await self._queue.put(None)
+
+    async def resize(self, width: int, height: int) -> None:
+        self.sizes.append((width, height))
+
+    async def exit_code(self) -> int:
+        return self._exit
+
+    async def close(self) -> None:
+        await self._queue.put(None)
+
+
 class FakeRuntime:
     def __init__(self, clock: Clock, node_name: str = "node-1") -> None:
         self.clock = clock
@@ -61,6 +90,7 @@ class FakeRuntime:
         self.volumes: dict[str, Mapping[str, str]] = {}
         self.volume_bytes: dict[str, int] = {}  # what volume_usage() reports
         self.files: dict[tuple[str, str], bytes] = {}  # (container id, path) -> what put_files wrote
+        self.sessions: list[FakeExecSession] = []  # what exec_session started
         self.layer_bytes: dict[str, int] = {}  # what writable_layer_usage() reports, by container id
         # (container name label, command tuple) -> exit code; default 0
         self.exec_results: dict[tuple[str, tuple[str, ...]], int] = {}
@@ -195,6 +225,16 @@ class FakeRuntime:
         key = (c.info.name, tuple(command))
         self.exec_log.append(key)
         return ExecResult(self.exec_results.get(key, 0), b"", b"")
+
+    async def exec_session(self, container_id: str, command: Sequence[str], *, tty: bool) -> FakeExecSession:
+        c = self.containers.get(container_id)
+        if c is None or c.info.state != RunState.RUNNING:
+            raise EngineError("container is not running")
+        key = (c.info.name, tuple(command))
+        self.exec_log.append(key)
+        session = FakeExecSession(self.exec_results.get(key, 0))
+        self.sessions.append(session)
+        return session
 
     async def logs(
         self,

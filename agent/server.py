@@ -8,6 +8,7 @@ gRPC codes in one place (`_abort`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pathlib
@@ -17,7 +18,7 @@ import grpc
 
 from agent.daemon import Agent
 from agent.plan import instances
-from agent.runtime import ContainerInfo, EngineError, Kind
+from agent.runtime import ContainerInfo, EngineError, ExecSession, Kind
 from cowpod.errors import CowpodError, FailedPrecondition, Invalid, NotFound, status_of
 from cowpod.v1 import agent_pb2_grpc, pod_pb2
 
@@ -87,6 +88,25 @@ async def _abort(context: grpc.aio.ServicerContext[object, object], err: Excepti
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {err}")
 
 
+async def _feed(session: ExecSession, first: pod_pb2.ExecStreamRequest,
+                requests: AsyncIterator[pod_pb2.ExecStreamRequest]) -> None:
+    """Pass the client's stdin, resizes and end of stdin to the running command."""
+    msg = first
+    while True:
+        if msg.stdin:
+            await session.write(msg.stdin)
+        if msg is not first and msg.size.width:
+            await session.resize(msg.size.width, msg.size.height)
+        if msg.stdin_closed:
+            await session.close_stdin()
+            return
+        nxt = await anext(requests, None)
+        if nxt is None:  # the client went away without closing stdin: do it for it
+            await session.close_stdin()
+            return
+        msg = nxt
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
@@ -126,6 +146,38 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         except (CowpodError, EngineError) as err:
             await _abort(context, err)
             raise AssertionError("unreachable") from err
+
+    async def ExecStream(
+        self, requests: AsyncIterator[pod_pb2.ExecStreamRequest],
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> AsyncIterator[pod_pb2.ExecStreamResponse]:
+        """`exec -it`: the first message says what to run; then stdin and resizes flow in
+        while output flows out; the last message carries the exit code."""
+        session = None
+        feeding: asyncio.Task[None] | None = None
+        try:
+            first = await anext(aiter(requests), None)
+            if first is None or not first.start.command:
+                raise Invalid("start.command", "required in the first message")
+            start = first.start
+            c = await find_container(self.agent, start.pod.namespace, start.pod.name, start.container, False)
+            if not c.running:
+                raise FailedPrecondition(f"container {c.name} is not running")
+            session = await self.agent.runtime.exec_session(c.id, list(start.command), tty=first.tty)
+            if first.size.width:
+                await session.resize(first.size.width, first.size.height)
+            feeding = asyncio.create_task(_feed(session, first, requests))
+            async for stream, data in session.output():
+                yield (pod_pb2.ExecStreamResponse(stdout=data) if stream == 1
+                       else pod_pb2.ExecStreamResponse(stderr=data))
+            yield pod_pb2.ExecStreamResponse(exit_code=await session.exit_code())
+        except (CowpodError, EngineError) as err:
+            await _abort(context, err)
+        finally:
+            if feeding is not None:
+                feeding.cancel()
+            if session is not None:
+                await session.close()
 
 
 def bind_address(listen: str) -> str:

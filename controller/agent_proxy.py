@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from controller.resource import Resource
-from cowpod.errors import CowpodError, FailedPrecondition, NotFound, Unavailable
+from cowpod.errors import CowpodError, FailedPrecondition, Invalid, NotFound, Unavailable
 from cowpod.v1 import agent_pb2_grpc, node_pb2, pod_pb2
 
 
@@ -100,6 +100,25 @@ class AgentProxy:
         try:
             resp: pod_pb2.ExecResponse = await stub.Exec(req, timeout=timeout, wait_for_ready=False)
             return resp
+        except grpc.aio.AioRpcError as err:
+            raise self._translate(err, where) from None
+
+    async def exec_stream(self, requests: AsyncIterator[pod_pb2.ExecStreamRequest],
+                          ) -> AsyncIterator[pod_pb2.ExecStreamResponse]:
+        """Relay an interactive exec: the first message names the pod, hence the agent."""
+        first = await anext(aiter(requests), None)
+        if first is None or not first.HasField("start"):
+            raise Invalid("start", "the first message says what to run")
+        stub, where = await self._stub(first.start.pod.namespace, first.start.pod.name)
+
+        async def upstream() -> AsyncIterator[pod_pb2.ExecStreamRequest]:
+            yield first
+            async for msg in requests:
+                yield msg
+
+        try:
+            async for resp in stub.ExecStream(upstream(), wait_for_ready=False):
+                yield resp
         except grpc.aio.AioRpcError as err:
             raise self._translate(err, where) from None
 

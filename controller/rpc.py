@@ -134,9 +134,15 @@ def service_handler(service: ServiceDescriptor, servicer: object, metrics: Metri
             raise TypeError(f"{type(servicer).__name__} does not implement {service.full_name}.{m.name}")
         req_cls = message_factory.GetMessageClass(m.input_type)
         full = f"{service.name}.{m.name}"
-        if m.client_streaming:
+        if m.client_streaming and not m.server_streaming:
             raise TypeError(f"{full}: client streaming is not supported")
-        if m.server_streaming:
+        if m.client_streaming:  # both ways (interactive exec): the handler gets the request iterator
+            handlers[m.name] = grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(full, fn, metrics),
+                request_deserializer=req_cls.FromString,
+                response_serializer=_serialize,
+            )
+        elif m.server_streaming:
             handlers[m.name] = grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(full, fn, metrics),
                 request_deserializer=req_cls.FromString,

@@ -75,7 +75,7 @@ PUBLIC = frozenset({(HEALTH, "Check"), (HEALTH, "Watch"), (IDENTITY, "WhoAmI"), 
 
 # Per service: what edit may do beyond reading. A service missing here is admin-only.
 _EDIT_WRITES: dict[str, frozenset[str]] = {
-    POD: frozenset({"Create", "CreateBatch", "Update", "Delete", "Logs", "Exec"}),
+    POD: frozenset({"Create", "CreateBatch", "Update", "Delete", "Logs", "Exec", "ExecStream"}),
     REPLICASET: frozenset({"Create", "Update", "Scale", "Delete"}),
     DEPLOYMENT: frozenset({"Create", "Update", "Scale", "Delete"}),
     JOB: frozenset({"Create", "Update", "Delete"}),

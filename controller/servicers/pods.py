@@ -107,3 +107,8 @@ class PodServicer:
 
     async def Exec(self, req: pod_pb2.ExecRequest, ctx: Ctx) -> pod_pb2.ExecResponse:
         return await self.proxy.exec(req, ctx.time_remaining())
+
+    async def ExecStream(self, requests: AsyncIterator[pod_pb2.ExecStreamRequest],
+                         ctx: Ctx) -> AsyncIterator[pod_pb2.ExecStreamResponse]:
+        async for resp in self.proxy.exec_stream(requests):
+            yield resp

@@ -8,6 +8,7 @@ import asyncio
 
 import grpc
 
+from cowpod.cli import interactive
 from cowpod.cli.commands.common import Subparsers, add_command, parse_duration
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, rpc_error
@@ -29,6 +30,7 @@ EXEC_EXAMPLES = """
   cowpod exec web -c sidecar -- cat /shared/index.html
   echo hi | cowpod exec web -i -- cat # pass stdin to the command
   cowpod exec web -- sh -c 'exit 3'; echo $?    # prints 3: the exit code is passed back
+  cowpod exec -it web -- sh           # an interactive shell (a TTY; window resizes follow)
 """
 
 
@@ -66,7 +68,10 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     )
     e.add_argument("pod", metavar="POD")
     e.add_argument("-c", "--container", default="", help="container name (default: the first)")
-    e.add_argument("-i", "--stdin", action="store_true", help="send this command's stdin to the process")
+    e.add_argument("-i", "--stdin", action="store_true",
+                   help="pass stdin to the process as it comes (interactive)")
+    e.add_argument("-t", "--tty", action="store_true",
+                   help="give the process a terminal (with -i: an interactive shell)")
     e.add_argument("command", nargs="*", metavar="COMMAND", help="after --: the command and its arguments")
     e.set_defaults(func=run_exec)
 
@@ -154,6 +159,8 @@ async def run_exec(ctx: Ctx, args: argparse.Namespace) -> int:
     if not command:
         raise CliError("say which command to run: cowpod exec POD -- COMMAND [ARG...]", exit_code=2)
     container = await _container(ctx, args.pod, args.container)
+    if args.stdin or args.tty:
+        return await interactive.run(ctx, args.pod, container, command, stdin=args.stdin, tty=args.tty)
     stdin = b""
     if args.stdin:
         buffer = getattr(ctx.stdin, "buffer", None)

@@ -92,7 +92,7 @@ def test_no_verb_prints_help(cli: object) -> None:
         (["exec", "web"], 2, "say which command to run"),
         (["wait", "pod", "web", "--for", "ready"], 2, 'unsupported --for "ready"'),
         (["wait", "pod", "web", "--for", "phase=Running", "--timeout", "soon"], 2, "invalid duration"),
-        (["logs"], 2, "required: POD"),
+        (["logs"], 2, "name a pod or select pods with -l"),
         (["vm"], 2, "required: VERB"),
         (["vm", "clone", "vm-1", "--count", "0"], 2, "--count must be at least 1"),
         (["up", "--vm-cpus", "lots"], 2, "--vm-cpus: 'lots' is not a quantity"),

@@ -49,6 +49,9 @@ def test_agent_argv_follows_the_process_contract(tmp_path: pathlib.Path) -> None
         "--listen": "unix:///run/cowpod/agents/vm-1.sock",
         "--advertise": "unix:///var/lib/cowpod/run/agents/vm-1.sock",
         "--labels": "cowpod.io/vm=vm-1,cowpod.io/class=small,cowpod.io/template=true,zone=a",
+        # Pods share the VM's network: its agent answers their DNS on the VM's loopback.
+        "--cluster-dns": "127.0.0.1:53",
+        "--pod-files-dir": "/run/cowpod/pods/vm-1",
     }
 
 
