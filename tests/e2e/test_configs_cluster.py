@@ -5,36 +5,17 @@ pod's files, and `cowpod delete namespace` takes the namespace's pod with it."""
 
 from __future__ import annotations
 
-import os
 import pathlib
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from cowpod.local.etcd import free_port
-from tests.e2e.test_security_pods import BIN, ROOT, Cluster, docker
+from tests.e2e.test_security_pods import ROOT, Cluster, docker
+
+# The module's cluster: a default (secure) `cowpod up` with one VM, as test_security_pods makes it.
+from tests.e2e.test_security_pods import cluster as cluster
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if shutil.which("docker") is None or docker("info", check=False).returncode:
-        pytest.fail("no Docker engine answers; run scripts/bootstrap.sh")
-    subprocess.run([str(ROOT / "deploy" / "build-images.sh"), "--quiet"], check=True)
-    data = tmp_path_factory.mktemp("configs") / "data"
-    env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
-    for k in ("COWPOD_CONTROLLER", "COWPOD_CONFIG"):
-        env.pop(k, None)
-    c = Cluster(env, data)
-    c.run("up", "--detach", "--vms", "1", "--listen", f"127.0.0.1:{free_port()}", timeout=300)
-    try:
-        yield c
-    finally:
-        c.run("down", "--purge", check=False, timeout=180)
 
 
 def sh(cluster: Cluster, pod: str, script: str, namespace: str = "default") -> str:
