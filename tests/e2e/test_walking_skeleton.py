@@ -5,12 +5,18 @@ nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
+import pty
+import select
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -235,6 +241,44 @@ def test_a_service_name_resolves_to_its_ready_pods(cluster: Cli, tmp_path: pathl
     eventually_sync(lambda: not ready_ips(), timeout=60, what="echo gone from its endpoints")
     cluster.run("delete", "pod", "asker", "--grace-period", "1")
     cluster.run("delete", "service", "echo")
+
+
+def test_exec_it_is_an_interactive_shell_with_a_terminal(cluster: Cli, tmp_path: pathlib.Path) -> None:
+    """#14: `cowpod exec -it POD -- sh` on a terminal: keys typed reach a shell with a TTY of
+    the terminal's size, its output comes back, and its exit code is cowpod's."""
+    m = tmp_path / "shell.yaml"
+    m.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: shell}\nspec:\n"
+                 "  containers: [{name: sh, image: cowpod/busybox:latest, command: [sleep, 1d]}]\n")
+    cluster.run("apply", "-f", str(m))
+    wait_for(cluster, "shell", "Running")
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    proc = subprocess.Popen([str(BIN / "cowpod"), "exec", "-it", "shell", "--", "sh"], env=cluster.env,
+                            stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
+    os.close(secondary)
+    os.write(primary, b"tty; stty size; echo answer=$((6*7)); exit 3\n")
+    out = b""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        ready, _, _ = select.select([primary], [], [], 0.5)
+        if ready:
+            with contextlib.suppress(OSError):
+                out += os.read(primary, 65536)
+    with contextlib.suppress(OSError):
+        while select.select([primary], [], [], 0.2)[0]:
+            chunk = os.read(primary, 65536)
+            if not chunk:
+                break
+            out += chunk
+    os.close(primary)
+    text = out.decode(errors="replace")
+    assert proc.wait(timeout=10) == 3, text
+    assert "answer=42" in text and "/dev/pts/" in text and "33 101" in text, text
+    # Without a terminal, -t is dropped with kubectl's warning; stdin still streams.
+    piped = cluster.run("exec", "-it", "shell", "--", "cat", stdin="through the pipe\n")
+    assert piped.stdout == "through the pipe\n"
+    assert "Unable to use a TTY" in piped.stderr
+    cluster.run("delete", "pod", "shell", "--grace-period", "1")
 
 
 def test_down_leaves_no_container_behind(cluster: Cli) -> None:
