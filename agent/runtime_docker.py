@@ -310,27 +310,7 @@ class DockerRuntime:
                 res = self._api.create_container(**kwargs)
             else:
                 raise EngineError(f"create {spec.name}: {err.explanation or err}") from err
-        cid = str(res["Id"])
-        if spec.run_as_user:
-            # A non-root process must be able to write its emptyDir volumes: Kubernetes makes
-            # them world-writable (0777); the engine creates them root-owned 0755.
-            self._open_volumes_sync(cid, [m.target for m in spec.mounts
-                                          if m.kind == "volume" and not m.read_only])
-        return cid
-
-    def _open_volumes_sync(self, cid: str, targets: Sequence[str]) -> None:
-        """chmod 0777 the volumes mounted at `targets` of a created container (an archive
-        holding only the directory itself, extracted onto it)."""
-        for target in targets:
-            buf = io.BytesIO()
-            with tarfile.open(fileobj=buf, mode="w") as tar:
-                info = tarfile.TarInfo(".")
-                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o777, int(time.time())
-                tar.addfile(info)
-            try:
-                self._api.put_archive(cid, target, buf.getvalue())
-            except docker.errors.APIError as err:
-                raise EngineError(f"make volume {target} writable: {err.explanation or err}") from err
+        return str(res["Id"])
 
     def _user_sync(self, spec: CreateSpec) -> str:
         """Docker's `--user` for runAsUser/runAsGroup ("" = the image's user), refusing
