@@ -49,6 +49,8 @@ NAMESPACES: Kind[namespace_pb2.Namespace] = Kind(
 
 ACTIVE = "Active"
 TERMINATING = "Terminating"
+# Set on a Namespace made for objects stored before namespaces existed.
+ADOPTED = "cowpod.io/adopted"
 # The finalizer a namespace carries until its contents are gone (Kubernetes' name for it).
 CONTENT_FINALIZER = "kubernetes"
 SYSTEM_NAMESPACES: tuple[str, ...] = (
@@ -79,10 +81,14 @@ def new_namespace(name: str) -> namespace_pb2.Namespace:
 class Namespaces:
     """Namespace CRUD and the existence check the admission asks."""
 
-    def __init__(self, res: Resource[namespace_pb2.Namespace], clock: Clock) -> None:
+    def __init__(self, res: Resource[namespace_pb2.Namespace], clock: Clock,
+                 content_kinds: Sequence[Kind[Any]] = ()) -> None:
         self.res = res
         self.clock = clock
         self._active_until: dict[str, float] = {}
+        # Namespaced kinds whose objects make a namespace with no Namespace object "legacy"
+        # (stored before namespaces existed): it is adopted, not refused (`adopt_legacy`).
+        self.content_kinds = [k for k in content_kinds if k.namespaced]
 
     async def create(self, ns: namespace_pb2.Namespace) -> namespace_pb2.Namespace:
         ns.ClearField("status")
@@ -160,6 +166,26 @@ class Namespaces:
             self._active_until.pop(name, None)
         return phase
 
+    async def adopt_legacy(self, name: str) -> bool:
+        """A cluster upgraded in place has objects in namespaces that never had a Namespace
+        object; the first create there makes one (annotated `ADOPTED`) instead of breaking
+        the workloads that live there. Asked only when a namespace is missing, and costs one
+        scoped list per kind then."""
+        for kind in self.content_kinds:
+            kvs, _ = await self.res.store.list_raw(kind.prefix(name))
+            if kvs:
+                break
+        else:
+            return False
+        ns = new_namespace(name)
+        ns.metadata.annotations[ADOPTED] = "true"
+        try:
+            await self.create(ns)
+            log.info("namespace %s adopted: it held objects but had no Namespace object", name)
+        except AlreadyExists:
+            pass
+        return True
+
     async def admit_create(self, message: Message) -> None:
         """Raise unless `message` (a namespaced object being created) may live in its namespace."""
         meta: Any = getattr(message, "metadata", None)
@@ -171,6 +197,8 @@ class Namespaces:
         if errs.items:
             return  # not a namespace name at all: the kind's validation says so (INVALID_ARGUMENT)
         phase = await self.phase(name)
+        if not phase and await self.adopt_legacy(name):
+            phase = ACTIVE
         if not phase:
             raise NotFound(f'metadata.namespace: namespaces "{name}" not found (create it first: '
                            "apply a `kind: Namespace` manifest)")

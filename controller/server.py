@@ -184,7 +184,7 @@ class Controller:
         for k in (NAMESPACES, CONFIGMAPS, SECRETS):
             self.hubs[k.resource] = WatchHub(self.store, k, self.clock, buffer_size=b, queue_size=q)
         self.namespaces = Namespaces(Resource(NAMESPACES, self.store, self.clock, self.hubs["namespaces"]),
-                                     self.clock)
+                                     self.clock, content_kinds=[h.kind for h in self.hubs.values()])
         self.admission = NamespaceAdmission(self.namespaces, cluster_scoped=[
             k.message.DESCRIPTOR.full_name for k in (*(h.kind for h in self.hubs.values()), LEASES)
             if not k.namespaced])
