@@ -5,6 +5,7 @@ Pods are written as Kubernetes manifests and decoded as `apply` decodes them."""
 
 from __future__ import annotations
 
+import io
 import pathlib
 import uuid
 from collections.abc import AsyncIterator
@@ -24,10 +25,12 @@ from agent.testing import (
     wait_pod,
 )
 from cowpod.client import Client
-from cowpod.manifest import load_text
+from cowpod.manifest import load_paths, load_text
 from cowpod.v1 import meta_pb2, pod_pb2
 
 pytestmark = pytest.mark.e2e
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def manifest(text: str) -> pod_pb2.Pod:
@@ -206,3 +209,14 @@ spec:
     stopped = await wait_pod(client, "deadline", lambda p: p is not None and all(
         cs.state.HasField("terminated") for cs in p.status.container_statuses), timeout=60)
     assert stopped.status.phase == "Failed"
+
+
+async def test_the_security_context_example_serves_as_uid_1000(node: AgentRunner, client: Client) -> None:
+    (doc,) = load_paths([str(ROOT / "examples" / "security-context.yaml")], io.StringIO())
+    await create_and_bind(client, doc.obj, node.config.node_name)
+    ready = await wait_pod(client, "secure-web", lambda p: p is not None and any(
+        c.type == "Ready" and c.status == "True" for c in p.status.conditions), timeout=90)
+    assert ready.spec.containers[0].readiness_probe.http_get.port == 8080
+    out = await client.pods.Exec(pod_pb2.ExecRequest(pod=meta_pb2.ObjectKey(name="secure-web"),
+                                                     command=["sh", "-c", "id -u; cat /www/index.html"]))
+    assert (out.exit_code, out.stdout.decode().split()) == (0, ["1000", "hello", "from", "1000"])
