@@ -88,7 +88,9 @@ class Namespaces:
         self._active_until: dict[str, float] = {}
         # Namespaced kinds whose objects make a namespace with no Namespace object "legacy"
         # (stored before namespaces existed): it is adopted, not refused (`adopt_legacy`).
-        self.content_kinds = [k for k in content_kinds if k.namespaced]
+        # Events and leases do not count: one may outlive its namespace's removal by a moment.
+        self.content_kinds = [k for k in content_kinds
+                              if k.namespaced and k.resource not in ("events", "leases")]
 
     async def create(self, ns: namespace_pb2.Namespace) -> namespace_pb2.Namespace:
         ns.ClearField("status")
