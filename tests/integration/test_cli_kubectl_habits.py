@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import pathlib
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,21 +14,11 @@ import pytest
 from controller.testing import ControllerRunner
 from cowpod.cli.commands.modify import merge_patch
 from cowpod.cli.main import main
+from tests.integration.test_cli import Cli, Result
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Awaitable[Result]]
 
 OBJECTS = """\
 apiVersion: v1
