@@ -5,7 +5,6 @@ way bench/clone_memory.py and the docker provider's VMs are owned."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import signal
 import subprocess
@@ -47,17 +46,12 @@ OWNER = textwrap.dedent(
 
 
 @pytest.fixture
-def engine(tmp_path: pathlib.Path) -> Iterator[docker.DockerClient]:
-    old = os.environ.get(RUNS_DIR_ENV)
-    os.environ[RUNS_DIR_ENV] = str(tmp_path / "runs")
+def engine(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[docker.DockerClient]:
+    monkeypatch.setenv(RUNS_DIR_ENV, str(tmp_path / "runs"))  # this test's records only
     ensure_images()
     client = docker.from_env()
     yield client
     client.close()
-    if old is None:
-        os.environ.pop(RUNS_DIR_ENV, None)
-    else:
-        os.environ[RUNS_DIR_ENV] = old
 
 
 def exists(client: docker.DockerClient, cid: str) -> bool:

@@ -11,14 +11,12 @@ so concurrent runs elsewhere on the machine are not this test's business).
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 
 import pytest
 
@@ -60,15 +58,9 @@ def processes_of(run: str) -> list[int]:
 
 
 @pytest.fixture
-def runs(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
-    d = tmp_path / "runs"
-    old = os.environ.get(RUNS_DIR_ENV)
-    os.environ[RUNS_DIR_ENV] = str(d)
-    yield d
-    if old is None:
-        os.environ.pop(RUNS_DIR_ENV, None)
-    else:
-        os.environ[RUNS_DIR_ENV] = old
+def runs(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
+    monkeypatch.setenv(RUNS_DIR_ENV, str(tmp_path / "runs"))
+    return tmp_path / "runs"
 
 
 def start_owner(tmp_path: pathlib.Path) -> tuple[subprocess.Popen[str], int, str, pathlib.Path]:
