@@ -86,6 +86,13 @@ class MemoryStore:
 
     async def txn(self, compares: Sequence[Compare], success: Sequence[Op],
                   failure: Sequence[Op] = (), *, linger: float = 0.0) -> TxnResult:
+        for branch in (success, failure):
+            written = [op.key for op in branch if isinstance(op, Put | Delete)]
+            if len(written) != len(set(written)):
+                # etcd checks both branches before the compares, and EtcdStore says so as this
+                raise CowpodError(
+                    "etcd transaction failed: INVALID_ARGUMENT: etcdserver: duplicate key given in txn request"
+                )
         ok = all(self._holds(c) for c in compares)
         ops = success if ok else failure
         for op in ops:

@@ -203,6 +203,19 @@ async def test_a_txn_that_changes_nothing_keeps_the_revision(store: Store) -> No
     assert res.revision == rev + 1
 
 
+async def test_a_txn_writing_one_key_twice_is_refused(store: Store) -> None:
+    """etcd refuses it in either branch, whichever would run (group commit must never
+    merge two writes of one key into one transaction; the fake must not hide that)."""
+    rev = await store.current_revision()
+    for ops in ([Put(key("a"), b"1"), Put(key("a"), b"2")], [Put(key("a"), b"1"), Delete(key("a"))]):
+        with pytest.raises(CowpodError, match="duplicate key"):
+            await store.txn([], ops)
+        with pytest.raises(CowpodError, match="duplicate key"):
+            await store.txn([Compare.absent(key("a"))], [], ops)
+    assert await store.current_revision() == rev and await store.get_raw(key("a")) is None
+    await store.txn([], [Get(key("a")), Get(key("a")), Put(key("b"), b"x")])  # reads may repeat
+
+
 async def test_a_put_with_a_lease_etcd_never_granted_is_refused(store: Store) -> None:
     lease = await store.grant_lease(30)
     await store.create(key("a"), pod("a"), lease=lease)
