@@ -90,9 +90,8 @@ class MemoryStore:
             written = [op.key for op in branch if isinstance(op, Put | Delete)]
             if len(written) != len(set(written)):
                 # etcd checks both branches before the compares, and EtcdStore says so as this
-                raise CowpodError(
-                    "etcd transaction failed: INVALID_ARGUMENT: etcdserver: duplicate key given in txn request"
-                )
+                raise CowpodError("etcd transaction failed: INVALID_ARGUMENT: "
+                                  "etcdserver: duplicate key given in txn request")
         ok = all(self._holds(c) for c in compares)
         ops = success if ok else failure
         for op in ops:
