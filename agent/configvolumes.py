@@ -52,6 +52,8 @@ BUSYBOX = "/bin/busybox"
 DEFAULT_TTL = 5.0
 # A missing object is asked for again sooner: a pod waiting for it should start soon after.
 MISSING_TTL = 1.0
+# Expired entries are dropped once the cache holds this many objects.
+MAX_CACHED = 10_000
 _SAFE_NAME = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 Data = Mapping[str, bytes]
@@ -97,6 +99,8 @@ class ConfigCache:
                 return hit[1]
             raise ConfigError(f"cannot read {kind_word(kind)} \"{name}\" from the controller: "
                               f"{type(err).__name__}") from None
+        if len(self._items) > MAX_CACHED:
+            self._items = {k: v for k, v in self._items.items() if v[0] > now}
         self._items[key] = (now + (self.ttl if data is not None else self.missing_ttl), data)
         return data
 
@@ -109,10 +113,6 @@ class ConfigCache:
                 out[(ref.kind, ref.name)] = await self.get(ns, ref.kind, ref.name)
         return out
 
-    def forget(self, namespace: str) -> None:
-        """Drop what is cached for a namespace (tests; a namespace's pods all gone)."""
-        for key in [k for k in self._items if k[0] == namespace]:
-            del self._items[key]
 
 
 # -------------------------------------------------------------------------------- env
@@ -250,9 +250,9 @@ class ConfigVolumes:
         self.runtime = runtime
         self.cache = cache
         self.clock = cache.clock
-        # (sandbox container id, volume) -> digest written; a new sandbox (its volumes may be
-        # new tmpfs mounts) is written afresh.
-        self._written: dict[tuple[str, str], str] = {}
+        # (pod uid, volume) -> (sandbox container id, digest) written; a new sandbox (its volumes
+        # may be new tmpfs mounts) is written afresh.
+        self._written: dict[tuple[str, str], tuple[str, str]] = {}
 
     async def sync(self, pod: pod_pb2.Pod, sandbox_id: str, snap: Snapshot) -> list[str]:
         """Write what changed; the names of the volumes written. Raises ConfigError for a
@@ -263,11 +263,11 @@ class ConfigVolumes:
                 continue
             p = payload(v, snap)
             digest = p.digest()
-            key = (sandbox_id, v.name)
-            if self._written.get(key) == digest:
+            key = (pod.metadata.uid, v.name)
+            if self._written.get(key) == (sandbox_id, digest):
                 continue
             await self._write(sandbox_id, f"{CONFIG_DIR}/{v.name}", p)
-            self._written[key] = digest
+            self._written[key] = (sandbox_id, digest)
             written.append(v.name)
         return written
 
@@ -293,6 +293,7 @@ class ConfigVolumes:
             raise ConfigError(f"updating {directory}: exit {res.exit_code}: "
                               f"{res.stderr.decode(errors='replace')[:200]}")
 
-    def forget_sandbox(self, sandbox_id: str) -> None:
-        for key in [k for k in self._written if k[0] == sandbox_id]:
+    def forget_pod(self, pod_uid: str) -> None:
+        """The pod is gone (finalized): what was written for it no longer matters."""
+        for key in [k for k in self._written if k[0] == pod_uid]:
             del self._written[key]

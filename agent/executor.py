@@ -155,6 +155,8 @@ class Executor:
                 await self.statuses.flush(ref.uid)
                 await self.cp.finalize_pod(ref.namespace, ref.name, ref.uid, pod.metadata.resource_version)
                 self.statuses.forget(ref.uid)
+                if self.config_volumes is not None:
+                    self.config_volumes.forget_pod(ref.uid)
                 return True
             elif isinstance(a, (KillContainer, Requeue)):
                 continue
