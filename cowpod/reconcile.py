@@ -11,9 +11,9 @@ here; a loop supplies only what is its own:
                                           │  (keys in flight or backing off wait here)
                                           ▼  one pass, when every source has synced and ready()
                   state = await reconciler.observe()        I/O allowed (e.g. list the hypervisor)
-                  plan  = reconciler.plan(state, dirty)     pure: {key: [action, ...]}
-                                          │
-                                          ▼  one task per key with actions
+                  plan  = reconciler.plan(state, dirty)     pure: {key: [action, ..., Requeue(after)]}
+                                          │                       (Requeue: back into dirty keys
+                                          ▼  one task per key       `after` seconds on, not executed)
                   await reconciler.execute(key, actions)    ok: back-off forgotten (and key marked
                                                             again with requeue_after_success)
                                                             raised: key backs off, then is planned again
@@ -34,6 +34,14 @@ rate-limited re-add) and kopf (one worker per object):
   catches what no watch reports (a VM that died on its own, a lost event).
 - **plan is asked about the dirty keys**: `plan(state, dirty)` may look at the
   whole world (a fit check does) but only actions of dirty keys are run.
+- **requeue at a time**: a transition that only time brings (a pod Ready for
+  `minReadySeconds`, a progress or active deadline, a TTL) is announced by no
+  watch event, so a plan returns `Requeue(after)` among a key's actions: the
+  key is dirty again `after` seconds on (the driver's clock), without waiting
+  for a resync (Kubernetes' `AddAfter`). It is never executed; a key whose only
+  action is a `Requeue` starts no work. Per key the earliest pending time wins,
+  and a pass that plans the key drops its pending time (that plan restates it
+  if still needed). `requeue_after(key, seconds)` does the same from outside a plan.
 
 Use (the workload controllers start from `controller/replicaset.py`):
 
@@ -46,7 +54,7 @@ Use (the workload controllers start from `controller/replicaset.py`):
             self.driver.mark(key_of(obj))            # cheap: bookkeeping and marking only
         def ready(self) -> bool: return True         # e.g. "this process leads"
         async def observe(self) -> State: ...        # a snapshot of the caches (+ any listing)
-        def plan(self, state: State, dirty: Dirty[Key]) -> Mapping[Key, Sequence[Action]]: ...
+        def plan(self, state: State, dirty: Dirty[Key]) -> Mapping[Key, Sequence[Action | Requeue]]: ...
         async def execute(self, key: Key, actions: Sequence[Action]) -> None: ...  # raise to back off
     await loop.driver.run()                          # until cancelled; owns the sources' tasks
 
@@ -93,6 +101,16 @@ class Dirty(Generic[K]):
         return self.everything or key in self.keys
 
 
+@dataclass(frozen=True)
+class Requeue:
+    """Not an action but a note a plan returns among a key's actions: plan this key again
+    `after` seconds from now on the driver's clock, even if nothing marks it (see "requeue at
+    a time" above). A plan returns it only for a moment still ahead (`after` > 0): one that
+    returned it again and again for a moment already past would plan the key in a loop."""
+
+    after: float
+
+
 class Source(Protocol):
     """What feeds dirty keys: an `Informer` (its handler marks keys). The driver runs it
     and plans nothing until every source has `synced` (an empty cache must never read
@@ -115,8 +133,8 @@ class Reconciler(Protocol[K, S, A]):
     async def observe(self) -> S:
         """The state a pass plans from (caches; may do I/O such as listing a provider)."""
 
-    def plan(self, state: S, dirty: Dirty[K]) -> Mapping[K, Sequence[A]]:
-        """Pure: the actions for each dirty key."""
+    def plan(self, state: S, dirty: Dirty[K]) -> Mapping[K, Sequence[A | Requeue]]:
+        """Pure: the actions for each dirty key, and when to look at a key again (`Requeue`)."""
 
     async def execute(self, key: K, actions: Sequence[A]) -> None:
         """Carry out one key's actions; raise to have the key backed off and retried."""
@@ -141,6 +159,9 @@ class ReconcileMetrics:
                                ["controller"], registry=registry)
         self.backing_off = Gauge("cowpod_reconcile_backing_off_keys", "Keys whose last work failed",
                                  ["controller"], registry=registry)
+        self.requeued = Gauge("cowpod_reconcile_requeued_keys",
+                              "Keys a plan asked to look at again at a later time (Requeue)", ["controller"],
+                              registry=registry)
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry | None) -> ReconcileMetrics:
@@ -194,6 +215,8 @@ class Driver(Generic[K, S, A]):
         self._everything = False
         self._in_flight: set[K] = set()
         self._finished: set[K] = set()
+        # key -> when (monotonic) it is dirty again: Requeue notes and requeue_after.
+        self._requeue: dict[K, float] = {}
         self._wake = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         # Completed passes (observe + plan); tests wait on it.
@@ -215,8 +238,31 @@ class Driver(Generic[K, S, A]):
         self._wake.set()
 
     def forget(self, key: K) -> None:
-        """`key` is gone for good: drop its back-off record."""
+        """`key` is gone for good: drop its back-off record and any pending requeue."""
         self.backoff.forget(key)
+        self._requeue.pop(key, None)
+
+    def requeue_after(self, key: K, seconds: float) -> None:
+        """Mark `key` dirty `seconds` from now on the clock (the earliest pending time wins)."""
+        self._requeue_at(key, self.clock.monotonic() + max(seconds, 0.0))
+        self._wake.set()
+
+    def _requeue_at(self, key: K, when: float) -> None:
+        cur = self._requeue.get(key)
+        if cur is None or when < cur:
+            self._requeue[key] = when
+
+    def _promote(self, now: float) -> None:
+        """Keys whose requeue time has come become dirty."""
+        due = [k for k, t in self._requeue.items() if t <= now]
+        for k in due:
+            del self._requeue[k]
+        self._dirty.update(due)
+
+    @property
+    def requeued(self) -> Mapping[K, float]:
+        """Pending requeues: key -> when (the clock's monotonic seconds)."""
+        return dict(self._requeue)
 
     def wake(self) -> None:
         """Check for work now (e.g. leadership was just gained)."""
@@ -266,6 +312,7 @@ class Driver(Generic[K, S, A]):
                 else:
                     self.mark_many(set(self._resync_keys()))
                 next_resync = now + self.resync_seconds
+            self._promote(now)
             # Cleared before looking for work: a mark from here on sets it again.
             self._wake.clear()
             if self.synced and self.reconciler.ready() and self._has_work(now):
@@ -284,11 +331,13 @@ class Driver(Generic[K, S, A]):
         return self._everything or any(self._due(k, now) for k in self._dirty)
 
     def _next_due(self, now: float) -> float:
-        """When a waiting key's back-off (or the pass's) ends; inf when nothing waits on time.
-        Only future times: a loop that may not pass yet (not leading) must not spin."""
+        """When a waiting key's back-off (or the pass's) ends or a requeue falls due; inf when
+        nothing waits on time. Only future times: a loop that may not pass yet (not leading)
+        must not spin."""
         dues = [self.backoff.due(k) for k in self._dirty if k not in self._in_flight]
         if self._everything or self._dirty:
             dues.append(self._pass_not_before)
+        dues.extend(self._requeue.values())
         return min((d for d in dues if d > now), default=math.inf)
 
     async def _wait(self, timeout: float) -> None:
@@ -309,9 +358,11 @@ class Driver(Generic[K, S, A]):
         m.dirty.labels(n).set(len(self._dirty) + (1 if self._everything else 0))
         m.in_flight.labels(n).set(len(self._in_flight))
         m.backing_off.labels(n).set(len(self.backoff))
+        m.requeued.labels(n).set(len(self._requeue))
 
     async def _pass(self, tg: asyncio.TaskGroup | None) -> dict[K, Sequence[A]]:
         now = self.clock.monotonic()
+        self._promote(now)
         everything = self._everything
         take = {k for k in self._dirty if self._due(k, now)}
         self._everything = False
@@ -334,11 +385,24 @@ class Driver(Generic[K, S, A]):
         self._pass_not_before = 0.0
         self.passes += 1
         self.metrics.passes.labels(self.name).inc()
+        # Taken after plan: a Requeue's `after` counts from the plan's view of now, so the key
+        # is never looked at again before the moment the plan named.
+        planned_at = self.clock.monotonic()
+        for key in take:
+            self._requeue.pop(key, None)  # this pass's plan restates it if still needed
         finished = self._finished
         started: dict[K, Sequence[A]] = {}
         inline = []
-        for key, actions in planned.items():
-            if not actions or key not in dirty:
+        for key, noted in planned.items():
+            if not noted or key not in dirty:
+                continue
+            actions: list[A] = []
+            for a in noted:
+                if isinstance(a, Requeue):
+                    self._requeue_at(key, planned_at + max(a.after, 0.0))
+                else:
+                    actions.append(a)
+            if not actions:
                 continue
             if key in self._in_flight or key in finished or not self.backoff.ready(key):
                 self._dirty.add(key)  # planned again once its work ends / its back-off is over

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from cowpod.backoff import Backoff
 from cowpod.clock import FakeClock
 from cowpod.errors import Unavailable
-from cowpod.reconcile import Dirty, Driver
+from cowpod.reconcile import Dirty, Driver, Requeue
 
 
 class Loop:
@@ -42,7 +42,7 @@ class Loop:
                 await asyncio.sleep(0)
         return dict(self.want)
 
-    def plan(self, state: dict[str, str], dirty: Dirty[str]) -> Mapping[str, Sequence[str]]:
+    def plan(self, state: dict[str, str], dirty: Dirty[str]) -> Mapping[str, Sequence[str | Requeue]]:
         self.planned.append(dirty)
         if self.plan_raises:
             self.plan_raises -= 1
@@ -270,3 +270,98 @@ async def test_max_in_flight_caps_keys_executing_at_once() -> None:
     gate.set()
     await done
     assert len(loop.executed) == 6 and loop.max_running == 2
+
+
+class TimedLoop(Loop):
+    """A loop whose keys turn due at a time (like a pod Ready for minReadySeconds): until
+    then the plan of a key is only a `Requeue` for the moment it turns due."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.due_at: dict[str, float] = {}  # key -> monotonic time its action becomes due
+
+    def plan(self, state: dict[str, str], dirty: Dirty[str]) -> Mapping[str, Sequence[str | Requeue]]:
+        self.planned.append(dirty)
+        now = self.clock.monotonic()
+        out: dict[str, list[str | Requeue]] = {}
+        for k, v in state.items():
+            due = self.due_at.get(k, 0.0)
+            out[k] = [Requeue(due - now)] if due > now else [v]
+        return out
+
+
+async def test_a_requeue_plans_the_key_again_at_its_time_without_a_resync(running) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock()
+    loop = TimedLoop(clock)
+    loop.want = {"a": "available", "b": "other"}
+    loop.due_at = {"a": 2.0}
+    d = driver(loop, clock, sources=[Source()], resync_seconds=3600.0)
+    running(d)
+    await settle()
+    assert loop.executed == [("b", ("other",))]  # a's only "action" is a note: no work started
+    assert d.requeued == {"a": 2.0}
+    passes = len(loop.planned)
+    await clock.advance(1.9)
+    assert len(loop.planned) == passes and loop.executed == [("b", ("other",))]
+    await clock.advance(0.1)
+    assert loop.planned[-1] == Dirty(frozenset({"a"}))  # only a, not a resync
+    assert loop.executed == [("b", ("other",)), ("a", ("available",))]
+    assert d.requeued == {}
+    await clock.advance(100)
+    assert len(loop.planned) == passes + 1  # nothing else is planned until the resync
+
+
+async def test_the_earliest_requeue_wins_and_a_new_plan_replaces_it(running) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock()
+    loop = TimedLoop(clock)
+    loop.want = {"a": "x"}
+    loop.due_at = {"a": 10.0}
+    d = driver(loop, clock, sources=[Source()])
+    running(d)
+    await settle()
+    assert d.requeued == {"a": 10.0}
+    d.requeue_after("a", 20.0)  # later than pending: ignored
+    assert d.requeued == {"a": 10.0}
+    d.requeue_after("a", 3.0)  # earlier: wins, and the key is planned then
+    await settle()
+    assert d.requeued == {"a": 3.0}
+    await clock.advance(3.0)
+    # That pass's plan restated the key's own time; nothing ran yet.
+    assert loop.planned[-1] == Dirty(frozenset({"a"})) and d.requeued == {"a": 10.0}
+    # A change moves the due time earlier; the pass it causes replaces the pending requeue.
+    loop.due_at["a"] = 5.0
+    d.mark("a")
+    await settle()
+    assert d.requeued == {"a": 5.0}
+    await clock.advance(2.0)
+    assert loop.executed == [("a", ("x",))] and d.requeued == {}
+    assert d.metrics.requeued.labels("test")._value.get() == 0
+
+
+async def test_forget_drops_a_pending_requeue(running) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock()
+    loop = TimedLoop(clock)
+    loop.want = {"a": "x"}
+    loop.due_at = {"a": 5.0}
+    d = driver(loop, clock, sources=[Source()])
+    running(d)
+    await settle()
+    assert d.requeued == {"a": 5.0}
+    loop.want = {}
+    d.forget("a")
+    passes = len(loop.planned)
+    await clock.advance(10.0)
+    assert d.requeued == {} and len(loop.planned) == passes
+
+
+async def test_sync_keeps_requeues_out_of_what_it_executes() -> None:
+    clock = FakeClock()
+    loop = TimedLoop(clock)
+    loop.want = {"a": "x", "b": "y"}
+    loop.due_at = {"a": 1.0}
+    d = driver(loop, clock)
+    d.mark_all()
+    assert await d.sync() == {"b": ["y"]}
+    await clock.advance(1.0)
+    assert await d.sync() == {"a": ["x"]}  # due: promoted into the pass
