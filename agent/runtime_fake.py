@@ -215,6 +215,7 @@ class FakeRuntime:
         c = self.containers.pop(container_id, None)
         if c is not None:
             self.calls.append(f"remove {c.info.name}#{c.info.attempt}")
+            self._changed.set()  # a follower of its logs stops
 
     async def exec(
         self, container_id: str, command: Sequence[str], *, stdin: bytes = b"", timeout: float | None = None
@@ -259,6 +260,11 @@ class FakeRuntime:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1e9) % 10**9:09d}Z "
             lines = [stamp.encode() + line for line in lines]
         yield b"".join(lines)
+        # Following, as `docker logs -f`: the stream stays open until the container stops.
+        while follow and c.info.state == RunState.RUNNING and self.containers.get(container_id) is c:
+            self._changed.clear()
+            await wait_event(self._changed, self.clock, 3600.0)
+            self._advance()
 
     async def ensure_volume(self, name: str, labels: Mapping[str, str], *, tmpfs: bool, size: int) -> None:
         self.volumes.setdefault(name, dict(labels))

@@ -10,6 +10,7 @@ is a FakeClock the harness advances while it waits).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -206,6 +207,23 @@ async def test_logs_with_timestamps_prefix_every_line(h: Harness) -> None:
     matches = [STAMPED.match(line) for line in stamped]
     assert all(matches), stamped
     assert [m.group(1) for m in matches if m] == [b"a", b"b"]
+
+
+async def test_following_the_logs_of_a_running_container_ends_when_it_exits(h: Harness) -> None:
+    cid = await create(h, Program(lines=("up",), exit_code=None))
+    await h.rt.start_container(cid)
+    await h.until(cid, lambda c: c.state == RunState.RUNNING, "the container running")
+    stream = h.rt.logs(cid, follow=True)
+    got = b""
+    while not got.endswith(b"up\n"):
+        got += await anext(stream)
+    rest = asyncio.ensure_future(anext(stream, None))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not rest.done()  # open while the container runs
+    await h.rt.signal_container(cid, "SIGKILL")
+    await h.until(cid, lambda c: c.state == RunState.EXITED, "the container killed")
+    assert await asyncio.wait_for(rest, 30) is None  # and ends when it exits
 
 
 async def test_sigterm_stops_a_process_that_exits_on_it_and_sigkill_one_that_does_not(h: Harness) -> None:
