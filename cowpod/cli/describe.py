@@ -1,4 +1,4 @@
-"""`cowpod describe`: kubectl-like prose views of one pod, node or VM, with its events.
+"""`cowpod describe`: kubectl-like prose views of one object of any kind, with its events.
 
 Pure functions of protos and "now" so tests check the text against fixed
 objects. `Writer` aligns the values of consecutive `Key: value` lines at one
@@ -7,9 +7,11 @@ indentation level, the way kubectl's describe output reads.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cowpod.api import quantity
@@ -17,14 +19,17 @@ from cowpod.api.labels import DEPLOYMENT_REVISION_ANNOTATION as REVISION_ANNOTAT
 from cowpod.api.labels import LAST_APPLIED_ANNOTATION
 from cowpod.api.phases import is_terminal
 from cowpod.cli import printers
+from cowpod.manifest.encode import encode_object
 from cowpod.manifest.timefmt import format_rfc3339
 from cowpod.v1 import (
     config_pb2,
     event_pb2,
+    lease_pb2,
     meta_pb2,
     namespace_pb2,
     node_pb2,
     pod_pb2,
+    scheduling_pb2,
     service_pb2,
     vm_pb2,
     workload_pb2,
@@ -676,3 +681,104 @@ def describe_daemonset(ds: workload_pb2.DaemonSet, events: Iterable[event_pb2.Ev
     _pod_template(w, ds.spec.template)
     events_section(w, events, now)
     return w.render()
+
+
+# --- endpoints, priority classes, and the generic view (leases, events) -------------------------
+
+
+def describe_endpoints(ep: service_pb2.Endpoints, events: Iterable[event_pb2.Event], now: float) -> str:
+    """kubectl's layout: each subset's ready and not-ready addresses, and its ports."""
+    w = Writer()
+    _meta_head(w, ep.metadata, namespaced=True)
+    if not ep.subsets:
+        w.kv(0, "Subsets", "")
+    else:
+        w.line(0, "Subsets:")
+    for s in ep.subsets:
+        w.kv(1, "Addresses", ",".join(a.ip for a in s.addresses) or NONE)
+        w.kv(1, "NotReadyAddresses", ",".join(a.ip for a in s.not_ready_addresses) or NONE)
+        if s.ports:
+            w.line(1, "Ports:")
+            _table(w, 2, ["Name", "Port", "Protocol"],
+                   [[p.name or "<unset>", str(p.port), p.protocol or "TCP"] for p in s.ports])
+        w.line(0, "")
+    events_section(w, events, now)
+    return w.render()
+
+
+def describe_priorityclass(pc: scheduling_pb2.PriorityClass, events: Iterable[event_pb2.Event],
+                           now: float) -> str:
+    """kubectl's fields for a PriorityClass (cluster-scoped: no namespace)."""
+    w = Writer()
+    w.kv(0, "Name", pc.metadata.name)
+    w.kv(0, "Value", pc.value)
+    w.kv(0, "GlobalDefault", "true" if pc.global_default else "false")
+    w.kv(0, "PreemptionPolicy", pc.preemption_policy or "PreemptLowerPriority")
+    w.kv(0, "Description", pc.description)
+    shown = {k: v for k, v in pc.metadata.annotations.items() if k not in HIDDEN_ANNOTATIONS}
+    _map(w, 0, "Annotations", shown)
+    events_section(w, events, now)
+    return w.render()
+
+
+# Spelled as Kubernetes spells them when a camelCase field name becomes words.
+_ACRONYMS = {"Uid": "UID", "Ip": "IP", "Id": "ID", "Url": "URL", "Api": "API"}
+_WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+# Shown by the head (Name, Namespace, Labels, Annotations) or bookkeeping nobody reads.
+_HEAD_META = frozenset({"name", "namespace", "labels", "annotations", "managedFields"})
+
+
+def field_words(key: str) -> str:
+    """`holderIdentity` -> `Holder Identity`, `uid` -> `UID`: kubectl's generic describer."""
+    words = [w[:1].upper() + w[1:] for w in _WORD_BREAK.sub(" ", key).split(" ")]
+    return " ".join(_ACRONYMS.get(w, w) for w in words)
+
+
+def _generic_value(w: Writer, level: int, key: str, value: object) -> None:
+    if isinstance(value, dict):
+        if not value:
+            return
+        w.line(level, f"{key}:")
+        for k, v in value.items():
+            _generic_value(w, level + 1, field_words(str(k)), v)
+    elif isinstance(value, list):
+        if all(not isinstance(v, (dict, list)) for v in value):
+            w.kv(level, key, ", ".join(str(v) for v in value) or NONE)
+            return
+        w.line(level, f"{key}:")
+        for v in value:
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    _generic_value(w, level + 1, field_words(str(k)), x)
+            else:
+                _generic_value(w, level + 1, "-", v)
+    elif isinstance(value, bool):
+        w.kv(level, key, "true" if value else "false")
+    else:
+        w.kv(level, key, value)
+
+
+def describe_generic(obj: Message, events: Iterable[event_pb2.Event], now: float) -> str:
+    """Every field of the object as nested `Key: value` lines, as kubectl describes a kind it
+    has no describer for (Leases, Events): the head, then API Version, Kind, the rest of the
+    metadata and each top-level field in the manifest's order."""
+    data = encode_object(obj)
+    meta_msg: meta_pb2.ObjectMeta = obj.metadata  # type: ignore[attr-defined]
+    w = Writer()
+    _meta_head(w, meta_msg, namespaced=bool(meta_msg.namespace))
+    meta = {k: v for k, v in data.get("metadata", {}).items() if k not in _HEAD_META}
+    for key, value in data.items():
+        if key == "metadata":
+            _generic_value(w, 0, "Metadata", meta)
+        else:
+            _generic_value(w, 0, field_words(key), value)
+    events_section(w, events, now)
+    return w.render()
+
+
+def describe_lease(lease: lease_pb2.Lease, events: Iterable[event_pb2.Event], now: float) -> str:
+    return describe_generic(lease, events, now)
+
+
+def describe_event(ev: event_pb2.Event, events: Iterable[event_pb2.Event], now: float) -> str:
+    return describe_generic(ev, events, now)

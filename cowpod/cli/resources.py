@@ -13,34 +13,22 @@ from google.protobuf.message import Message
 
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError
+from cowpod.cli.kinds import all_kinds, entry
 from cowpod.manifest import KindInfo, by_alias
-from cowpod.manifest.kinds import (
-    CONFIGMAP,
-    DAEMONSET,
-    DEPLOYMENT,
-    ENDPOINTS,
-    EVENT,
-    JOB,
-    LEASE,
-    NAMESPACE,
-    NODE,
-    POD,
-    REPLICASET,
-    SECRET,
-    SERVICE,
-    VM,
-)
+from cowpod.manifest.kinds import EVENT
 from cowpod.v1 import event_pb2, meta_pb2
 
-GETTABLE = (POD, NODE, VM, EVENT, LEASE, REPLICASET, SERVICE, ENDPOINTS, NAMESPACE, CONFIGMAP, SECRET,
-            DEPLOYMENT, JOB, DAEMONSET)
+# Every kind `get` takes (each has an entry in cowpod.cli.kinds).
+GETTABLE = all_kinds()
 
 
 def resolve_kind(name: str, allowed: tuple[KindInfo, ...] = GETTABLE) -> KindInfo:
     info = by_alias(name)
-    if info is None or info not in allowed:
-        choices = ", ".join(k.plural for k in allowed)
+    choices = ", ".join(k.plural for k in allowed)
+    if info is None:
         raise CliError(f'unknown resource type "{name}" (one of: {choices})', exit_code=2)
+    if info not in allowed:
+        raise CliError(f"this command does not take {info.plural} (it takes: {choices})", exit_code=2)
     return info
 
 
@@ -61,19 +49,13 @@ def namespace_for(info: KindInfo, ctx: Ctx, all_namespaces: bool = False) -> str
 
 
 def service(ctx: Ctx, info: KindInfo) -> Any:
-    c = ctx.client
-    return {
-        "Pod": c.pods, "Node": c.nodes, "VM": c.vms, "Event": c.events, "Lease": c.leases,
-        "ReplicaSet": c.replicasets, "Service": c.services, "Endpoints": c.endpoints,
-        "Namespace": c.namespaces, "ConfigMap": c.configmaps, "Secret": c.secrets,
-        "Deployment": c.deployments, "Job": c.jobs, "DaemonSet": c.daemonsets,
-        "PriorityClass": c.priorityclasses,
-    }[info.kind]
+    """The kind's stub on the client (`ctx.client.pods`, ...), as the kinds table names it."""
+    return getattr(ctx.client, entry(info).client_attr)
 
 
 async def get_object(ctx: Ctx, info: KindInfo, name: str) -> Message:
     ns = namespace_for(info, ctx)
-    if info is EVENT:
+    if not entry(info).can_get_one:  # events: only a List
         for ev in await list_objects(ctx, info):
             if ev.metadata.name == name:
                 found: Message = ev
@@ -146,11 +128,9 @@ def delete_options(
 async def delete_object(
     ctx: Ctx, info: KindInfo, name: str, *, grace: int | None = None, cascade: bool = False
 ) -> None:
-    svc = service(ctx, info)
+    rpc = entry(info).delete_rpc
+    if rpc is None:
+        why = "they expire on their own" if info is EVENT else "the controller keeps them; delete the owner"
+        raise CliError(f"{info.plural} cannot be deleted; {why}", exit_code=2)
     opts = delete_options(ctx, info, name, grace=grace, cascade=cascade)
-    if info is VM:
-        await ctx.call(svc.Destroy, opts, what=what(info, name))
-    elif info is EVENT:
-        raise CliError("events cannot be deleted; they expire on their own", exit_code=2)
-    else:
-        await ctx.call(svc.Delete, opts, what=what(info, name))
+    await ctx.call(getattr(service(ctx, info), rpc), opts, what=what(info, name))

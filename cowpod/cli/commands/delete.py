@@ -8,30 +8,17 @@ from dataclasses import replace
 from cowpod.cli.commands.common import Subparsers, add_command, parse_duration, split_type_name
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, is_not_found
+from cowpod.cli.kinds import kinds_where, type_help
 from cowpod.cli.progress import Progress
 from cowpod.cli.resources import delete_object, list_objects, namespace_for, resolve_kind, service, what
 from cowpod.cli.safe_text import printable
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import KindInfo, load_paths
-from cowpod.manifest.kinds import (
-    CONFIGMAP,
-    DAEMONSET,
-    DEPLOYMENT,
-    JOB,
-    LEASE,
-    NAMESPACE,
-    NODE,
-    POD,
-    REPLICASET,
-    SECRET,
-    SERVICE,
-    VM,
-)
+from cowpod.manifest.kinds import POD
 from cowpod.v1 import meta_pb2
 
-# Kinds `delete` takes (by name, selector or file).
-DELETABLE = (POD, VM, NODE, LEASE, REPLICASET, NAMESPACE, CONFIGMAP, SECRET, DEPLOYMENT, JOB, DAEMONSET,
-             SERVICE)
+# Kinds `delete` takes (by name, selector or file): those whose service has a Delete (or Destroy).
+DELETABLE = kinds_where(lambda e: e.delete_rpc is not None)
 
 EXAMPLES = """
   cowpod delete pod web                      # graceful: the pod's grace period applies
@@ -41,6 +28,11 @@ EXAMPLES = """
   cowpod delete vm vm-2 --wait               # destroys the VM and the pods on it
   cowpod delete node vm-3
   cowpod delete -f examples/web.yaml         # what a manifest created
+  cowpod delete -f examples/app.yaml         # every kind in it (ConfigMap, Deployment, Service)
+  cowpod delete deploy web                   # its ReplicaSets and pods go too
+  cowpod delete job pi; cowpod delete ds logs; cowpod delete svc web
+  cowpod delete cm game; cowpod delete secret db; cowpod delete pc high
+  cowpod delete ns team-a --wait             # everything in it, then the namespace
 """
 
 
@@ -49,11 +41,11 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         sub,
         "delete",
         parents,
-        help="delete pods, VMs or nodes by name, label or manifest",
+        help="delete objects of any kind by name, label or manifest",
         description="Delete objects. Pods stop gracefully unless --force or --grace-period 0.",
         examples=EXAMPLES,
     )
-    p.add_argument("type", nargs="?", metavar="TYPE", help="pod | vm | node | replicaset (or TYPE/NAME)")
+    p.add_argument("type", nargs="?", metavar="TYPE", help=type_help(DELETABLE))
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument(
         "-f", "--filename", action="append", default=[], metavar="FILE", help="manifest file, dir or -"
@@ -81,7 +73,8 @@ async def run(ctx: Ctx, args: argparse.Namespace) -> int:
             raise CliError("give either -f FILE or TYPE NAME, not both", exit_code=2)
         for doc in load_paths(args.filename, ctx.stdin):
             if doc.info not in DELETABLE:
-                raise CliError(f"{doc.where}: {doc.info.plural} cannot be deleted", exit_code=2)
+                raise CliError(f"{doc.where}: {doc.info.plural} cannot be deleted (the controller keeps "
+                               "them)", exit_code=2)
             ns = doc.obj.metadata.namespace or namespace_for(doc.info, ctx)
             targets.append((doc.info, ns, doc.name))
     else:

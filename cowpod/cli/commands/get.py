@@ -12,10 +12,11 @@ from cowpod.cli import jsonpath, output, printers
 from cowpod.cli.commands.common import Subparsers, add_command, split_type_name
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, rpc_error
+from cowpod.cli.kinds import all_kinds, entry, type_help
 from cowpod.cli.resources import get_object, list_objects, list_options, resolve_kind, service, what
 from cowpod.cli.safe_text import printable
 from cowpod.manifest import KindInfo, as_list, dump_json, dump_yaml, encode_object
-from cowpod.manifest.kinds import EVENT, LEASE, NODE, POD
+from cowpod.manifest.kinds import EVENT, NODE, POD
 from cowpod.v1 import event_pb2, meta_pb2
 
 EXAMPLES = """
@@ -30,6 +31,10 @@ EXAMPLES = """
   cowpod get pods,deploy,svc            # several kinds at once
   cowpod get pods --show-labels         # ... with their labels
   cowpod get pods --sort-by=.metadata.creationTimestamp
+  cowpod get deploy,rs,job,ds -o wide   # workloads with their containers, images and selector
+  cowpod get svc,ep                     # Services and the ready addresses behind them
+  cowpod get ns; cowpod get cm,secrets; cowpod get pc
+  cowpod get deploy web -w              # watch one object change (every kind but leases)
 """
 
 
@@ -38,11 +43,11 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         sub,
         "get",
         parents,
-        help="list objects (pods, nodes, vms, events) in a table, or print them",
+        help="list objects of any kind in a table, or print them",
         description="List objects in a kubectl-style table, or print them as YAML, JSON or names.",
         examples=EXAMPLES,
     )
-    p.add_argument("type", metavar="TYPE", help="pods | nodes | vms | events | leases (or TYPE/NAME)")
+    p.add_argument("type", metavar="TYPE", help=type_help(all_kinds()) + "; several: pods,deploy")
     p.add_argument("names", nargs="*", metavar="NAME", help="only these objects")
     p.add_argument("-o", "--output", metavar="FORMAT", help="wide | yaml | json | name | jsonpath=TEMPLATE")
     p.add_argument("-l", "--selector", default="", help="label selector, e.g. app=web,tier!=db")
@@ -175,8 +180,9 @@ async def _watch(
     ctx: Ctx, info: KindInfo, names: list[str], fmt: str | None, args: argparse.Namespace
 ) -> int:
     """List, print, then watch from the list's revision: kubectl's way, with no gap and no repeat."""
-    if info is LEASE:
-        raise CliError("leases cannot be watched", exit_code=2)
+    if not entry(info).can_watch:
+        raise CliError(f"{info.plural} cannot be watched (the server has no watch for them); list them "
+                       f"again instead", exit_code=2)
     field_selector = args.field_selector
     if len(names) == 1:
         field_selector = ",".join(s for s in (field_selector, f"metadata.name={names[0]}") if s)

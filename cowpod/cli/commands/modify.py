@@ -25,9 +25,9 @@ import yaml
 from cowpod.cli.commands.common import Subparsers, add_command, split_type_name
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, code_of, rpc_error
+from cowpod.cli.kinds import kinds_where, type_help
 from cowpod.cli.resources import get_object, ref, resolve_kind, service, what
 from cowpod.manifest import FieldError, KindInfo, decode_object, dump_yaml, encode_object
-from cowpod.manifest.kinds import EVENT, VM
 
 MAX_ATTEMPTS = 5
 
@@ -53,8 +53,12 @@ EDIT_EXAMPLES = """
 """
 
 
+# Kinds these verbs change: those whose service has an Update (not VMs, events or endpoints).
+CHANGEABLE = kinds_where(lambda e: e.can_change)
+
+
 def _target(p: argparse.ArgumentParser) -> None:
-    p.add_argument("type", metavar="TYPE", help="pod | node | deploy | svc | ... (or TYPE/NAME)")
+    p.add_argument("type", metavar="TYPE", help=type_help(CHANGEABLE))
 
 
 def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
@@ -90,11 +94,9 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
 def _one(args: argparse.Namespace, rest: list[str]) -> tuple[KindInfo, str, list[str]]:
     """(kind, name, the remaining arguments) from `TYPE NAME ...` or `TYPE/NAME ...`."""
     kind, names = split_type_name(args.type, rest)
-    info = resolve_kind(kind)
+    info = resolve_kind(kind, CHANGEABLE)
     if not names:
         raise CliError(f"name the {info.singular}: cowpod {args.verb} {info.singular} NAME ...", exit_code=2)
-    if info in (VM, EVENT):
-        raise CliError(f"{info.plural} cannot be changed after creation", exit_code=2)
     return info, names[0], names[1:]
 
 

@@ -13,27 +13,17 @@ from cowpod.cli import jsonpath
 from cowpod.cli.commands.common import Subparsers, add_command, parse_duration, split_type_name
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, is_not_found, rpc_error
+from cowpod.cli.kinds import kinds_where, type_help
 from cowpod.cli.progress import Progress
 from cowpod.cli.readiness import node_ready, vm_readiness
 from cowpod.cli.resources import namespace_for, resolve_kind, service, what
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import KindInfo, encode_object
-from cowpod.manifest.kinds import (
-    CONFIGMAP,
-    DAEMONSET,
-    DEPLOYMENT,
-    JOB,
-    NAMESPACE,
-    NODE,
-    POD,
-    REPLICASET,
-    SECRET,
-    VM,
-)
+from cowpod.manifest.kinds import JOB, NODE, POD, VM
 from cowpod.v1 import meta_pb2
 
-# Kinds `wait` takes.
-WAITABLE = (POD, NODE, VM, DEPLOYMENT, JOB, DAEMONSET, REPLICASET, NAMESPACE, CONFIGMAP, SECRET)
+# Kinds `wait` takes: every kind that can be read by name (not events, which have only a List).
+WAITABLE = kinds_where(lambda e: e.can_get_one)
 
 EXAMPLES = """
   cowpod wait pod hello --for phase=Succeeded --timeout 2m
@@ -47,6 +37,9 @@ EXAMPLES = """
   cowpod wait deploy/web --for condition=Available
   cowpod wait namespace team-a --for delete --timeout 2m     # its pods stopped, then it is gone
   cowpod wait configmap game --for=jsonpath='{.data.lives}'=5
+  cowpod wait ds/logs --for=jsonpath='{.status.numberReady}'=3
+  cowpod wait ep web --for=jsonpath='{.subsets[0].addresses[0].ip}'   # the Service has a ready pod
+  cowpod wait svc web --for delete; cowpod wait pc high --for delete
 """
 
 
@@ -105,11 +98,11 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         "wait",
         parents,
         help="wait until an object reaches a condition, phase or value, or is deleted",
-        description="Wait for a pod, node, VM or workload. Exits 0 when met, 1 on timeout or when it can "
-        "no longer happen (a pod that failed while you waited for Succeeded, a failed job).",
+        description="Wait for an object of any kind but events. Exits 0 when met, 1 on timeout or "
+        "when it can no longer happen (a pod that failed while you waited for Succeeded, a failed job).",
         examples=EXAMPLES,
     )
-    p.add_argument("type", metavar="TYPE", help="pod | node | vm | deploy | job | ds | rs (or TYPE/NAME)")
+    p.add_argument("type", metavar="TYPE", help=type_help(WAITABLE))
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument(
         "--for",
