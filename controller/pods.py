@@ -143,6 +143,7 @@ class Pods:
             del new.metadata.owner_references[:]
             new.metadata.owner_references.extend(meta.owner_references)
             if req.spec.containers:  # an empty spec means "labels/annotations only"
+                podfields.resolve_named_ports(req.spec)  # as at create: `port: http` is not a change
                 _apply_spec_update(new.spec, req.spec, cur.spec)
                 if new.spec != cur.spec:
                     new.metadata.generation = cur.metadata.generation + 1
@@ -271,6 +272,10 @@ def _apply_spec_update(new: pod_pb2.PodSpec, req: pod_pb2.PodSpec, cur: pod_pb2.
         raise Invalid("spec.nodeName", "may not be changed by Update; use Bind")
     if not candidate.restart_policy:
         candidate.restart_policy = cur.restart_policy
+    # Filled at create from the PriorityClass (controller/priorityclasses.py): unset keeps them.
+    for f in ("priority", "preemption_policy", "priority_class_name"):
+        if not getattr(candidate, f):
+            setattr(candidate, f, getattr(cur, f))
     if not candidate.HasField("termination_grace_period_seconds") and cur.HasField(
             "termination_grace_period_seconds"):
         candidate.termination_grace_period_seconds = cur.termination_grace_period_seconds

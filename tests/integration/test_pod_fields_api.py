@@ -113,3 +113,26 @@ async def test_field_refs_the_agent_cannot_resolve_are_refused(client: Client) -
     err = await refused(client.pods.Create(pod))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "spec.containers[0].env[0].valueFrom.fieldRef.fieldPath" in (err.details() or "")
+
+
+async def test_update_of_a_pod_with_named_ports_as_written(client: Client) -> None:
+    pod = make_pod("web")
+    pod.spec.containers[0].ports.add(name="http", container_port=8080)
+    pod.spec.containers[0].liveness_probe.http_get.port_name = "http"
+    await client.pods.Create(pod)
+    # What `cowpod apply` sends after an image change: the containers as the manifest says.
+    pod.spec.containers[0].image = "cowpod/busybox:other"
+    updated = await client.pods.Update(pod)
+    c = updated.spec.containers[0]
+    assert (c.image, c.liveness_probe.http_get.port) == ("cowpod/busybox:other", 8080)
+
+
+async def test_update_keeps_the_priority_filled_at_create(client: Client) -> None:
+    await client.priorityclasses.Create(priority_class("everyone", 50, default=True))
+    created = await client.pods.Create(make_pod("p"))
+    assert (created.spec.priority_class_name, created.spec.priority) == ("everyone", 50)
+    req = make_pod("p")  # as written: no priority, no class
+    req.spec.containers[0].image = "cowpod/busybox:other"
+    updated = await client.pods.Update(req)
+    assert (updated.spec.priority_class_name, updated.spec.priority, updated.spec.containers[0].image) == (
+        "everyone", 50, "cowpod/busybox:other")
