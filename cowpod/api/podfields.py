@@ -143,6 +143,11 @@ def pod_warnings(spec: pod_pb2.PodSpec, prefix: str = "spec") -> list[str]:
                        "message is its exit reason")
         if c.stdin_once:
             out.append(f"{path}.stdinOnce: ignored")
+        for probe_name, probe in (("livenessProbe", c.liveness_probe), ("startupProbe", c.startup_probe),
+                                  ("readinessProbe", c.readiness_probe)):
+            if probe.HasField("termination_grace_period_seconds"):
+                out.append(f"{path}.{probe_name}.terminationGracePeriodSeconds: ignored: a container a "
+                           "probe restarts gets the pod's terminationGracePeriodSeconds")
         if c.security_context.HasField("se_linux_options"):
             out.append(f"{path}.securityContext.seLinuxOptions: ignored: no SELinux labels are applied")
     return out

@@ -142,3 +142,10 @@ def test_accepted_but_ignored_fields_each_get_one_warning_line() -> None:
 def test_service_account_defaults_to_default() -> None:
     assert podfields.service_account_of(pod().spec) == "default"
     assert podfields.service_account_of(pod("", "serviceAccountName: build").spec) == "build"
+
+
+def test_probe_level_grace_period_is_accepted_with_a_warning() -> None:
+    p = pod("livenessProbe: {exec: {command: [true]}, terminationGracePeriodSeconds: 60}")
+    validation.validate_pod(p)
+    assert [w.split(":")[0] for w in podfields.pod_warnings(p.spec)] == [
+        "spec.containers[0].livenessProbe.terminationGracePeriodSeconds"]
