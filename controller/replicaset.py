@@ -8,6 +8,8 @@
 Modules: `replicaset_actions.py` (what may be done), `replicaset_plan.py` (the pure
 rules), `replicaset_executor.py` (the calls and the expectations), this one (the
 informers' bookkeeping on the reconcile driver). One key per set, plus `ORPHANS`.
+A set with a pod Ready for less than `minReadySeconds` is planned again when it turns
+available (the plan's `Requeue`), not at the next event or resync.
 
 It runs inside the controller process; its informers read the controller's watch
 hubs in process (`controller.reconcile.hub_watches`) and it writes through the API
@@ -54,7 +56,7 @@ from cowpod.backoff import Backoff
 from cowpod.clock import Clock, RealClock
 from cowpod.errors import Unavailable
 from cowpod.informer import Informer
-from cowpod.reconcile import Dirty, Driver
+from cowpod.reconcile import Dirty, Driver, Requeue
 from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
 from cowpod.watches import Watches
 
@@ -131,7 +133,7 @@ class ReplicaSetController:
     async def observe(self) -> Observed:
         return Observed(self.replicasets.cache, self._owned, self.expect.snapshot(), self.clock.now())
 
-    def plan(self, state: Observed, dirty: Dirty[Key]) -> dict[Key, list[Action]]:
+    def plan(self, state: Observed, dirty: Dirty[Key]) -> dict[Key, list[Action | Requeue]]:
         return plan_dirty(state, dirty, burst=self.burst)
 
     async def execute(self, key: Key, actions: Sequence[Action]) -> None:

@@ -1,6 +1,10 @@
 """The ReplicaSet controller's pure rules: which pods a set owns and counts, what to
 create or delete, its status, and the orphans of deleted sets. No I/O, no clock:
 `now` and the in-flight creates/deletes are parameters (see `replicaset.py`).
+
+A pod Ready for less than `minReadySeconds` turns available with no event to say so;
+`plan_dirty` asks the driver to look at its set again at that moment (`Requeue`), as
+Kubernetes' ReplicaSet controller requeues the set after minReadySeconds.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from controller.replicaset_actions import (
     UpdateStatus,
 )
 from cowpod.api.phases import is_terminal
-from cowpod.reconcile import Dirty
+from cowpod.reconcile import Dirty, Requeue
 from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
 
 KIND = "ReplicaSet"
@@ -65,14 +69,27 @@ def is_ready(pod: pod_pb2.Pod) -> bool:
     return bool(c is not None and c.status == "True")
 
 
-def is_available(pod: pod_pb2.Pod, min_ready_seconds: int, now: float) -> bool:
+def available_from(pod: pod_pb2.Pod, min_ready_seconds: int) -> float | None:
+    """When a Ready pod counts as available (Ready for `min_ready_seconds`); None if not Ready."""
     c = condition(pod, "Ready")
     if c is None or c.status != "True":
-        return False
+        return None
     if min_ready_seconds <= 0:
-        return True
+        return 0.0
     since = c.last_transition_time.seconds + c.last_transition_time.nanos / 1e9
-    return bool(now - since >= min_ready_seconds)
+    return since + min_ready_seconds
+
+
+def is_available(pod: pod_pb2.Pod, min_ready_seconds: int, now: float) -> bool:
+    at = available_from(pod, min_ready_seconds)
+    return at is not None and now >= at
+
+
+def next_available_in(pods: Iterable[pod_pb2.Pod], min_ready_seconds: int, now: float) -> float | None:
+    """Seconds until the next of these Ready pods turns available, None if none is waiting to:
+    when the set's `availableReplicas` changes next with no event (a `Requeue`)."""
+    waits = [at - now for p in pods if (at := available_from(p, min_ready_seconds)) is not None and at > now]
+    return min(waits, default=None)
 
 
 _PHASE_RANK = {"Pending": 0, "Unknown": 1, "": 1, "Running": 2}
@@ -192,19 +209,26 @@ class Observed:
     now: float
 
 
-def plan_dirty(state: Observed, dirty: Dirty[Key], *, burst: int = DEFAULT_BURST) -> dict[Key, list[Action]]:
-    """Pure: the actions of each dirty set (and of ORPHANS), from a pass's observed state."""
+def plan_dirty(state: Observed, dirty: Dirty[Key], *,
+               burst: int = DEFAULT_BURST) -> dict[Key, list[Action | Requeue]]:
+    """Pure: the actions of each dirty set (and of ORPHANS), from a pass's observed state, and a
+    `Requeue` for a set with a pod still short of `minReadySeconds`."""
     keys = [*sorted(state.sets), ORPHANS] if dirty.everything else sorted(dirty.keys)
-    out: dict[Key, list[Action]] = {}
+    out: dict[Key, list[Action | Requeue]] = {}
     for key in keys:
         if key == ORPHANS:
             live = {rs.metadata.uid for rs in state.sets.values()}
             stray = [p for uid, pods in state.owned.items() if uid not in live for p in pods.values()]
-            out[key] = plan_orphans(stray, live)
+            out[key] = [*plan_orphans(stray, live)]
             continue
         rs = state.sets.get(key)
         if rs is not None:
             uid = rs.metadata.uid
-            out[key] = plan_replicaset(rs, state.owned.get(uid, {}).values(),
-                                       state.in_flight.get(uid, NOTHING_IN_FLIGHT), state.now, burst=burst)
+            owned = state.owned.get(uid, {}).values()
+            in_flight = state.in_flight.get(uid, NOTHING_IN_FLIGHT)
+            acts: list[Action | Requeue] = [*plan_replicaset(rs, owned, in_flight, state.now, burst=burst)]
+            wait = next_available_in((p for p in owned if is_active(p)), rs.spec.min_ready_seconds, state.now)
+            if wait is not None:
+                acts.append(Requeue(wait))
+            out[key] = acts
     return out

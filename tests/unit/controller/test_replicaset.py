@@ -12,10 +12,18 @@ import pytest
 from controller.replicaset_actions import CollectOrphan, CreatePods, DeletePod, InFlight, UpdateStatus
 from controller.replicaset_api import apply_defaults, validate_replicaset
 from controller.replicaset_executor import Executor, Expectations, ReplicaSetMetrics
-from controller.replicaset_plan import compute_status, plan, plan_replicaset, pod_from_template
+from controller.replicaset_plan import (
+    Observed,
+    compute_status,
+    plan,
+    plan_dirty,
+    plan_replicaset,
+    pod_from_template,
+)
 from controller.resource import set_time
 from cowpod.clock import FakeClock
 from cowpod.errors import Invalid
+from cowpod.reconcile import Dirty, Requeue
 from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
 from cowpod.watches import Watches
 
@@ -137,6 +145,25 @@ def test_status_counts_ready_available_and_generation() -> None:
     pods = [pod("a", created=T0 - 100), pod("b", created=T0 - 5), pod("c", ready=False)]
     st = compute_status(r, pods, T0)
     assert (st.replicas, st.ready_replicas, st.available_replicas, st.observed_generation) == (3, 2, 1, 4)
+
+
+def test_a_set_with_pods_short_of_min_ready_seconds_is_requeued_for_when_they_turn_available() -> None:
+    r = rs(replicas=3, status=status(3, ready=3))
+    r.spec.min_ready_seconds = 2
+    made = [pod("a", created=T0 - 0.5), pod("b", created=T0 - 1.5), pod("c", ready=False)]
+    pods = {("default", p.metadata.name): p for p in made}
+    key = ("default", "web")
+
+    def planned(now: float) -> list[Any]:
+        return list(plan_dirty(Observed({key: r}, {"rs-uid": pods}, {}, now), Dirty(frozenset({key})))[key])
+
+    acts = planned(T0)
+    assert acts[-1] == Requeue(0.5)  # b turns available first (a, 1.5 s on, is asked for then)
+    [update] = [a for a in acts if isinstance(a, UpdateStatus)]
+    assert (update.status.ready_replicas, update.status.available_replicas) == (2, 0)
+    assert planned(T0 + 1.0)[-1] == Requeue(0.5)  # b is available now; a in 0.5 s
+    # Once every Ready pod is available, nothing is waiting on time (c is not Ready at all).
+    assert not any(isinstance(a, Requeue) for a in planned(T0 + 1.5))
 
 
 def test_orphans_of_a_deleted_set_are_collected() -> None:
@@ -361,3 +388,30 @@ async def test_a_set_whose_calls_failed_backs_off_and_is_retried() -> None:
     acts = await rsc.sync_once()
     assert any(isinstance(a, CreatePods) for a in acts) and len(api.created) == 1
     assert rsc.driver.backoff.failures(key) == 0
+
+
+async def test_controller_looks_again_when_a_pod_turns_available_without_an_event() -> None:
+    """minReadySeconds 2: the pass that sees the pod Ready asks for a requeue at +2 s; at +2 s the
+    set is planned again with nothing marking it, and availableReplicas becomes 1."""
+    from controller.replicaset import ReplicaSetController
+
+    api = FakeAPI()
+    clock = FakeClock(start=T0)
+    rsc = ReplicaSetController(api, Watches.over(None), clock, resync_seconds=3600.0)
+    rsc.executor = executor(api)[0]
+    rsc.expect = rsc.executor.expect
+    web = rs(replicas=1, status=status(1, ready=0))
+    web.spec.min_ready_seconds = 2
+    rsc.replicasets.cache[("default", "web")] = web
+    await rsc._on_rs(meta_pb2.ADDED, web)
+    await rsc._on_pod(meta_pb2.ADDED, pod("a", created=T0))  # Ready since T0
+    [update] = await rsc.sync_once()
+    assert isinstance(update, UpdateStatus) and update.status.available_replicas == 0
+    web.status.CopyFrom(update.status)
+    assert rsc.driver.requeued == {("default", "web"): 2.0}
+    await clock.advance(1.9)
+    assert await rsc.sync_once() == []  # not due yet, and nothing marked it
+    await clock.advance(0.1)
+    [update] = await rsc.sync_once()
+    assert isinstance(update, UpdateStatus) and update.status.available_replicas == 1
+    assert rsc.driver.requeued == {}
