@@ -145,7 +145,7 @@ def test_service_account_defaults_to_default() -> None:
 
 
 def test_probe_level_grace_period_is_accepted_with_a_warning() -> None:
-    p = pod("livenessProbe: {exec: {command: [true]}, terminationGracePeriodSeconds: 60}")
+    p = pod("livenessProbe: {exec: {command: [\"true\"]}, terminationGracePeriodSeconds: 60}")
     validation.validate_pod(p)
     assert [w.split(":")[0] for w in podfields.pod_warnings(p.spec)] == [
         "spec.containers[0].livenessProbe.terminationGracePeriodSeconds"]
