@@ -30,8 +30,11 @@ Status: counts summed over the sets; Available (available >= replicas - maxUnava
 Progressing True (ReplicaSetUpdated / NewReplicaSetCreated, its `lastProbeTime` — Kubernetes'
 lastUpdateTime — moved whenever the rollout takes a step or a count changes), True
 NewReplicaSetAvailable once complete, False ProgressDeadlineExceeded when no step was taken for
-`progressDeadlineSeconds` (the driver's resync notices that). `paused` stops rollouts (Progressing
-Unknown, DeploymentPaused); scaling a paused Deployment still scales its new set.
+`progressDeadlineSeconds`. No event announces that moment, so a Deployment in progress is
+requeued for it (`progress_deadline_in`, a `Requeue` to the driver, as Kubernetes requeues after
+the deadline); a set's pods turning available after `minReadySeconds` reach this loop as the
+set's status update (the ReplicaSet controller requeues itself for that). `paused` stops rollouts
+(Progressing Unknown, DeploymentPaused); scaling a paused Deployment still scales its new set.
 
 Old sets beyond `revisionHistoryLimit` with no pods are deleted once a rollout is complete; a
 deleted Deployment's sets are deleted (background cascade) and the ReplicaSet controller then
@@ -57,7 +60,7 @@ from cowpod.api.labels import CHANGE_CAUSE_ANNOTATION, DEPLOYMENT_REVISION_ANNOT
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
-from cowpod.reconcile import Dirty, Driver
+from cowpod.reconcile import Dirty, Driver, Requeue
 from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, workload_pb2
 
 log = logging.getLogger(__name__)
@@ -304,7 +307,7 @@ def plan_deployment(d: workload_pb2.Deployment, owned: Sequence[workload_pb2.Rep
         reason = "NewReplicaSetCreated" if created else "ReplicaSetUpdated"
         _set_condition(status, prev, PROGRESSING, "True", reason, f'ReplicaSet "{name}" is progressing.', now,
                        touched=True)
-    elif old_progress.status == "True" and now - get_time(old_progress.last_probe_time) > \
+    elif old_progress.status == "True" and now - get_time(old_progress.last_probe_time) >= \
             spec.progress_deadline_seconds:
         _set_condition(status, prev, PROGRESSING, "False", "ProgressDeadlineExceeded",
                        f'ReplicaSet "{name}" has timed out progressing.', now, touched=True)
@@ -319,6 +322,20 @@ def plan_deployment(d: workload_pb2.Deployment, owned: Sequence[workload_pb2.Rep
         for rs in empty[: max(0, len(empty) - spec.revision_history_limit)]:
             actions.append(DeleteReplicaSet(rs.metadata.name, rs.metadata.uid, meta.uid, "history"))
     return actions
+
+
+def progress_deadline_in(d: workload_pb2.Deployment, actions: Sequence[DeploymentAction],
+                         now: float) -> float | None:
+    """Seconds until the rollout's progress deadline passes with no step taken (then the plan sets
+    Progressing False, ProgressDeadlineExceeded), from the status this plan writes or else the
+    stored one; None when no deadline is running (complete, paused, already exceeded)."""
+    status = next((a.status for a in actions if isinstance(a, UpdateDeploymentStatus)), d.status)
+    progress = _condition(status.conditions, PROGRESSING)
+    if d.spec.paused or progress is None or progress.status != "True" or \
+            progress.reason not in ("ReplicaSetUpdated", "NewReplicaSetCreated"):
+        return None
+    due = get_time(progress.last_probe_time) + d.spec.progress_deadline_seconds
+    return due - now if due > now else None
 
 
 def plan_orphan_sets(sets: Sequence[workload_pb2.ReplicaSet], live_uids: set[str]) -> list[DeploymentAction]:
@@ -389,23 +406,27 @@ class DeploymentController:
                 if rs.metadata.namespace == ns and controller_name(rs.metadata) == name
                 and controller_uid(rs.metadata, KIND)]
 
-    def plan(self, state: float, dirty: Dirty[Key]) -> Mapping[Key, Sequence[DeploymentAction]]:
+    def plan(self, state: float, dirty: Dirty[Key]) -> Mapping[Key, Sequence[DeploymentAction | Requeue]]:
         keys = set(dirty.keys)
         if dirty.everything:
             keys |= set(self.deployments.cache)
             keys |= {(rs.metadata.namespace, controller_name(rs.metadata)) for rs in self.sets.cache.values()
                      if controller_uid(rs.metadata, KIND)}
         live = {d.metadata.uid for d in self.deployments.cache.values()}
-        out: dict[Key, list[DeploymentAction]] = {}
+        out: dict[Key, list[DeploymentAction | Requeue]] = {}
         for key in keys:
             d = self.deployments.cache.get(key)
             sets = self.owned(key)
-            actions = plan_orphan_sets(sets, live)
+            actions: list[DeploymentAction | Requeue] = [*plan_orphan_sets(sets, live)]
             if d is not None:
                 mine = [rs for rs in sets if controller_uid(rs.metadata, KIND) == d.metadata.uid]
                 old_pods = {rs.metadata.name for rs in mine if self.pods_by_set.owned(rs.metadata.uid)}
                 try:
-                    actions.extend(plan_deployment(d, mine, state, old_pods=old_pods))
+                    own = plan_deployment(d, mine, state, old_pods=old_pods)
+                    actions.extend(own)
+                    wait = progress_deadline_in(d, own, state)
+                    if wait is not None:
+                        actions.append(Requeue(wait))
                 except Exception:  # a bug on one object must not stop the loop for all the others
                     log.exception("%s: planning %s/%s failed; skipped this pass", COMPONENT, *key)
             if actions:

@@ -19,6 +19,7 @@ from controller.deployment import (
     limits,
     plan_deployment,
     plan_orphan_sets,
+    progress_deadline_in,
 )
 from controller.deployment_api import apply_defaults
 from controller.resource import get_time
@@ -185,6 +186,35 @@ def test_progress_deadline_exceeded_when_no_step_is_taken() -> None:
     available = {c.type: c for c in d.status.conditions}["Available"]
     assert available.status == "False"
     assert get_time(progressing.last_transition_time) == NOW + 62
+
+
+def test_a_rollout_in_progress_is_requeued_for_its_progress_deadline() -> None:
+    d = make_deployment(replicas=2)
+    d.spec.progress_deadline_seconds = 60
+    cluster = Cluster()
+    acts = plan_deployment(d, [], NOW)
+    assert progress_deadline_in(d, acts, NOW) == 60  # from the status this plan writes
+    cluster.apply(d, acts)
+    stuck = list(cluster.sets.values())
+    cluster.apply(d, plan_deployment(d, stuck, NOW + 1))  # its pods never become available
+    assert progress_deadline_in(d, [], NOW + 30) == 30
+    # At the moment it named, the plan sets the condition False; then nothing is running.
+    acts = plan_deployment(d, stuck, NOW + 60)
+    assert progress_deadline_in(d, acts, NOW + 60) is None
+    cluster.apply(d, acts)
+    progressing = {c.type: c for c in d.status.conditions}["Progressing"]
+    assert (progressing.status, progressing.reason) == ("False", "ProgressDeadlineExceeded")
+
+
+def test_no_progress_deadline_runs_once_complete_or_paused() -> None:
+    d = make_deployment(replicas=2)
+    cluster = Cluster()
+    roll(d, cluster)
+    assert progress_deadline_in(d, [], NOW) is None  # NewReplicaSetAvailable
+    d.spec.template.spec.containers[0].image = "web:2"
+    d.spec.paused = True
+    acts = plan_deployment(d, list(cluster.sets.values()), NOW)
+    assert progress_deadline_in(d, acts, NOW) is None
 
 
 def test_revision_history_limit_and_undo() -> None:
