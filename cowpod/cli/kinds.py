@@ -185,6 +185,10 @@ ENTRIES: tuple[CliKind, ...] = (
 
 _BY_INFO: dict[str, CliKind] = {e.info.kind: e for e in ENTRIES}
 
+# `get all`: kubectl's "all" category (the workloads and what serves them), in kubectl's order.
+# Not configuration (ConfigMaps, Secrets), not cluster objects (nodes, VMs, namespaces).
+ALL_CATEGORY: tuple[KindInfo, ...] = (POD, SERVICE, DAEMONSET, DEPLOYMENT, REPLICASET, JOB)
+
 
 def entry(info: KindInfo) -> CliKind:
     """The CLI's entry for a manifest kind (every kind in `cowpod.manifest.kinds.KINDS` has one)."""

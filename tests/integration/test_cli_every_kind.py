@@ -165,6 +165,18 @@ async def test_delete_a_file_of_many_kinds_and_wait_for_each(cli: Cli, tmp_path:
         assert r.code == 1 and "not found" in r.err, (kind, r.out, r.err)
 
 
+async def test_get_all_is_kubectls_category(cli: Cli, tmp_path: pathlib.Path) -> None:
+    await _apply(cli, tmp_path)
+    r = await cli("get", "all", "-o", "name")
+    assert r.code == 0, r.err
+    kinds = {line.partition("/")[0] for line in r.out.split()}
+    # The Deployment's ReplicaSet and pod and the Job's pod appear as the controllers make them.
+    assert {"service", "deployment", "job", "daemonset"} <= kinds
+    assert not kinds & {"configmap", "secret", "namespace", "priorityclass", "lease"}
+    r = await cli("get", "all,cm")
+    assert r.code == 0 and "service/web" in r.out and "configmap/game" in r.out, r.out
+
+
 async def test_verbs_refuse_what_the_server_cannot_do(cli: Cli, tmp_path: pathlib.Path) -> None:
     await _apply(cli, tmp_path)
     r = await cli("get", "lease", "lock", "-w")

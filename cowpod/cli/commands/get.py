@@ -12,7 +12,7 @@ from cowpod.cli import jsonpath, output, printers
 from cowpod.cli.commands.common import Subparsers, add_command, split_type_name
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, rpc_error
-from cowpod.cli.kinds import all_kinds, entry, type_help
+from cowpod.cli.kinds import ALL_CATEGORY, all_kinds, entry, type_help
 from cowpod.cli.resources import get_object, list_objects, list_options, resolve_kind, service, what
 from cowpod.cli.safe_text import printable
 from cowpod.manifest import KindInfo, as_list, dump_json, dump_yaml, encode_object
@@ -29,6 +29,7 @@ EXAMPLES = """
   cowpod get events -w                  # events, then new ones as they happen
   cowpod get pod web -o jsonpath='{.status.podIP}'
   cowpod get pods,deploy,svc            # several kinds at once
+  cowpod get all                        # pods, services, daemonsets, deployments, replicasets, jobs
   cowpod get pods --show-labels         # ... with their labels
   cowpod get pods --sort-by=.metadata.creationTimestamp
   cowpod get deploy,rs,job,ds -o wide   # workloads with their containers, images and selector
@@ -47,7 +48,7 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         description="List objects in a kubectl-style table, or print them as YAML, JSON or names.",
         examples=EXAMPLES,
     )
-    p.add_argument("type", metavar="TYPE", help=type_help(all_kinds()) + "; several: pods,deploy")
+    p.add_argument("type", metavar="TYPE", help=type_help(all_kinds()) + "; several: pods,deploy; all")
     p.add_argument("names", nargs="*", metavar="NAME", help="only these objects")
     p.add_argument("-o", "--output", metavar="FORMAT", help="wide | yaml | json | name | jsonpath=TEMPLATE")
     p.add_argument("-l", "--selector", default="", help="label selector, e.g. app=web,tier!=db")
@@ -62,7 +63,7 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
 
 
 async def run(ctx: Ctx, args: argparse.Namespace) -> int:
-    if "," in args.type:
+    if "," in args.type or args.type == "all":
         return await _run_several(ctx, args)
     kind, names = split_type_name(args.type, list(args.names))
     info = resolve_kind(kind)
@@ -137,7 +138,11 @@ async def _run_several(ctx: Ctx, args: argparse.Namespace) -> int:
     if args.names or args.watch:
         raise CliError("name objects or watch with one TYPE at a time (e.g. `get pod web`)", exit_code=2)
     fmt = output.check_format(args.output)
-    kinds = [resolve_kind(k) for k in args.type.split(",") if k]
+    kinds: list[KindInfo] = []
+    for k in filter(None, args.type.split(",")):
+        for info in ALL_CATEGORY if k == "all" else (resolve_kind(k),):
+            if info not in kinds:
+                kinds.append(info)
     found: list[tuple[KindInfo, list[Any]]] = []
     for info in kinds:
         objects = await list_objects(ctx, info, all_namespaces=args.all_namespaces, selector=args.selector,
