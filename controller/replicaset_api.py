@@ -23,8 +23,9 @@ from controller.kinds import Kind
 from controller.labelselector import is_empty
 from controller.metrics import Metrics
 from controller.resource import Resource
-from controller.rpc import Ctx
+from controller.rpc import Ctx, send_warnings
 from controller.store import Store
+from cowpod.api import podfields
 from cowpod.clock import Clock
 from cowpod.errors import Invalid
 from cowpod.v1 import meta_pb2, workload_pb2
@@ -139,7 +140,10 @@ class ReplicaSetServicer:
         self.metrics = metrics
 
     async def Create(self, req: workload_pb2.ReplicaSet, ctx: Ctx) -> workload_pb2.ReplicaSet:
-        return await self.rs.create(req)
+        warnings = podfields.object_warnings(req)  # of the pod template, as for a Pod
+        out = await self.rs.create(req)
+        send_warnings(ctx, warnings)
+        return out
 
     async def Get(self, req: meta_pb2.ObjectKey, ctx: Ctx) -> workload_pb2.ReplicaSet:
         return await self.res.get_key(req)

@@ -24,6 +24,18 @@ log = logging.getLogger(__name__)
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
+WARNING_KEY = "warning"
+"""Trailing-metadata key of the server's warnings (one entry each, as the Kubernetes API
+server's `Warning:` headers): fields accepted with no effect (cowpod.api.podfields)."""
+
+
+def send_warnings(ctx: Ctx, warnings: list[str]) -> None:
+    """Attach `warnings` to the answer as trailing metadata (ASCII, as gRPC requires)."""
+    if warnings:
+        ctx.set_trailing_metadata(tuple((WARNING_KEY, w.encode("ascii", "replace").decode())
+                                        for w in warnings))
+
+
 # Codes a client caused; logged quietly. Anything else a CowpodError carries is logged as a warning.
 _CLIENT_CODES = frozenset({
     grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,

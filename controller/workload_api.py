@@ -23,7 +23,8 @@ from controller import validation
 from controller.labelselector import is_empty, matches, to_string
 from controller.metrics import Metrics
 from controller.resource import Resource
-from controller.rpc import Ctx
+from controller.rpc import Ctx, send_warnings
+from cowpod.api import podfields
 from cowpod.api.validation import LABEL_SELECTOR_OPERATORS
 from cowpod.errors import Invalid
 from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
@@ -211,7 +212,10 @@ class WorkloadServicer(Generic[M]):
         self.metrics = metrics
 
     async def Create(self, req: M, ctx: Ctx) -> M:
-        return await self.w.create(req)
+        warnings = podfields.object_warnings(req)  # of the pod template, as for a Pod
+        out = await self.w.create(req)
+        send_warnings(ctx, warnings)
+        return out
 
     async def Get(self, req: meta_pb2.ObjectKey, ctx: Ctx) -> M:
         return await self.res.get_key(req)

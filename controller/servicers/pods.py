@@ -8,22 +8,11 @@ from controller.agent_proxy import AgentProxy
 from controller.limits import Limits
 from controller.metrics import Metrics
 from controller.pods import Pods, bind_result, create_result
-from controller.rpc import Ctx
+from controller.rpc import Ctx, send_warnings
 from cowpod.api import podfields
 from cowpod.auth.podsecurity import pod_violations
 from cowpod.errors import CowpodError, Invalid
 from cowpod.v1 import meta_pb2, pod_pb2
-
-WARNING_KEY = "warning"
-"""Trailing-metadata key of the server's warnings (one entry each; kubectl's `Warning:`
-header): fields accepted with no effect. `cowpod apply` prints the same lines."""
-
-
-def send_warnings(ctx: Ctx, warnings: list[str]) -> None:
-    """Attach `warnings` to the answer as trailing metadata (ASCII, as gRPC requires)."""
-    if warnings:
-        ctx.set_trailing_metadata(tuple((WARNING_KEY, w.encode("ascii", "replace").decode())
-                                        for w in warnings))
 
 
 class PodServicer:

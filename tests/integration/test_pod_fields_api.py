@@ -7,7 +7,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from controller.servicers.pods import WARNING_KEY
+from controller.rpc import WARNING_KEY
 from controller.testing import make_pod
 from cowpod.client import Client
 from cowpod.v1 import meta_pb2, pod_pb2, scheduling_pb2
@@ -136,3 +136,25 @@ async def test_update_keeps_the_priority_filled_at_create(client: Client) -> Non
     updated = await client.pods.Update(req)
     assert (updated.spec.priority_class_name, updated.spec.priority, updated.spec.containers[0].image) == (
         "everyone", 50, "cowpod/busybox:other")
+
+
+async def test_workload_templates_get_the_same_warnings(client: Client) -> None:
+    from cowpod.manifest import load_text
+
+    (doc,) = load_text("""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      dnsPolicy: ClusterFirst
+      containers: [{name: web, image: cowpod/busybox:latest}]
+""", "d.yaml")
+    call = client.deployments.Create(doc.obj)
+    await call
+    warnings = [v for k, v in (await call.trailing_metadata()) if k == WARNING_KEY]
+    assert [w.split(":")[0] for w in warnings] == ["spec.template.spec.dnsPolicy"]
