@@ -24,6 +24,7 @@ from cowpod.api.labels import LAST_APPLIED_ANNOTATION
 from cowpod.cli.commands.common import Subparsers, add_command, parse_duration
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, code_of, is_not_found, rpc_error, rpc_message
+from cowpod.cli.kinds import entry
 from cowpod.cli.progress import Progress
 from cowpod.cli.readiness import (
     Readiness,
@@ -38,7 +39,7 @@ from cowpod.cli.resources import ref, service, what
 from cowpod.cli.safe_text import printable
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import Document, KindInfo, encode_object, load_paths
-from cowpod.manifest.kinds import DAEMONSET, DEPLOYMENT, EVENT, JOB, NAMESPACE, NODE, POD, SECRET, VM, Obj
+from cowpod.manifest.kinds import DAEMONSET, DEPLOYMENT, JOB, NAMESPACE, NODE, POD, SECRET, VM, Obj
 from cowpod.manifest.schema import input_names
 from cowpod.v1 import meta_pb2, pod_pb2
 
@@ -376,9 +377,9 @@ async def apply_one(ctx: Ctx, doc: Document, *, create: bool = True) -> tuple[st
             previous = None
         merged = merge(existing, doc.obj, doc.raw, previous)
         if _same_but_annotation(merged, existing):
-            if info in (VM, EVENT):
+            if not entry(info).can_change:
                 return "unchanged", existing
-        elif info in (VM, EVENT):
+        elif not entry(info).can_change:
             raise CliError(
                 f"{ref(info, doc.name)}: {info.plural} cannot be changed after creation; "
                 f"delete it and apply again"
