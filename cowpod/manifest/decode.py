@@ -66,6 +66,8 @@ def decode_into(data: Any, msg: Message, path: str) -> None:
         fpath = join(path, key)
         spec = names.get(key)
         if spec is None:
+            if value in schema.ACCEPTED_AS_IS.get((desc.full_name, key), ()):
+                continue  # what happens here anyway (schema.ACCEPTED_AS_IS)
             refused = schema.REFUSED_FIELDS.get((desc.full_name, key))
             if refused is not None:
                 raise FieldError(fpath, refused)

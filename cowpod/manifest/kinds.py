@@ -80,6 +80,30 @@ KINDS: tuple[KindInfo, ...] = (
     NAMESPACE, CONFIGMAP, SECRET, PRIORITYCLASS,
 )
 BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}
+
+# Kubernetes kinds cowpod does not serve -> why, so a manifest from the Kubernetes docs naming
+# one is refused with the reason (one line), not as if `kind` held a typo.
+_WORKLOADS = "use a Deployment, Job or DaemonSet"
+UNSUPPORTED_KINDS: dict[str, str] = {
+    "StatefulSet": f"not supported: no stable pod identities or volume claim templates; {_WORKLOADS}",
+    "ReplicationController": "not supported: use a Deployment (or a ReplicaSet)",
+    "CronJob": "not supported: no schedule controller; create Jobs from an external scheduler",
+    "HorizontalPodAutoscaler": "not supported: scale with `cowpod scale`; VMs are autoscaled "
+                               "(docs/autoscaler.md)",
+    "Ingress": "not supported: no ingress controller; Services are headless (docs/api.md)",
+    "IngressClass": "not supported: no ingress controller",
+    "NetworkPolicy": "not supported: pods on a VM share its network",
+    "PersistentVolume": "not supported: no persistent volumes; use hostPath or emptyDir volumes",
+    "PersistentVolumeClaim": "not supported: no persistent volumes; use hostPath or emptyDir volumes",
+    "StorageClass": "not supported: no persistent volumes",
+    "LimitRange": "not supported: no admission defaults; set the containers' resources",
+    "ResourceQuota": "not supported: no quotas",
+    "PodDisruptionBudget": "not supported: no eviction API",
+    "ServiceAccount": "not supported: no service accounts (a pod's is `default`); access is "
+                      "cowpod's roles (docs/security.md)",
+    **{k: "not supported: access is cowpod's roles (docs/security.md)"
+       for k in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")},
+}
 _BY_ALIAS: dict[str, KindInfo] = {a: k for k in KINDS for a in k.aliases}
 _BY_MESSAGE: dict[str, KindInfo] = {k.message.DESCRIPTOR.full_name: k for k in KINDS}
 

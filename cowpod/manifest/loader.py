@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 
 from cowpod.manifest.decode import decode_into, describe_value, join
 from cowpod.manifest.errors import FieldError, ManifestError
-from cowpod.manifest.kinds import BY_KIND, KindInfo, Obj
+from cowpod.manifest.kinds import BY_KIND, UNSUPPORTED_KINDS, KindInfo, Obj
 from cowpod.manifest.validate import validate_object
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -87,6 +87,8 @@ def decode_object(data: Any, *, path: str = "", validate: bool = True) -> tuple[
     if not isinstance(kind, str):
         raise FieldError(join(path, "kind"), f"expected a string, got {describe_value(kind)}")
     info = BY_KIND.get(kind)
+    if info is None and kind in UNSUPPORTED_KINDS:
+        raise FieldError(join(path, "kind"), f"{kind}: {UNSUPPORTED_KINDS[kind]}")
     if info is None:
         known = ", ".join(sorted(BY_KIND))
         raise FieldError(join(path, "kind"), f'unknown kind "{kind}" (known: {known}, List)')

@@ -125,6 +125,8 @@ _HIDDEN_FIELDS = frozenset((msg, sibling) for (msg, _), sibling in PORT_NAME_FIE
 # manifest that sets one fails at apply with this reason instead of "unknown field".
 _HOST_NS = "pods share their VM's network, PID and IPC namespaces only through cowpod; " \
     "host namespaces are refused by the pod security rules"
+# Service fields about virtual IPs, node ports, load balancers and proxying (cowpod runs no proxy).
+_HEADLESS = "every Service is headless: its name resolves to its ready pods' addresses (docs/api.md)"
 REFUSED_FIELDS: dict[tuple[str, str], str] = {
     ("cowpod.v1.PodSpec", "hostNetwork"): _HOST_NS,
     ("cowpod.v1.PodSpec", "hostPID"): _HOST_NS,
@@ -137,7 +139,7 @@ REFUSED_FIELDS: dict[tuple[str, str], str] = {
     ("cowpod.v1.PodSpec", "overhead"): "not supported: no RuntimeClass overhead",
     ("cowpod.v1.PodSpec", "os"): "not supported: every node runs Linux",
     ("cowpod.v1.PodSpec", "resourceClaims"): "dynamic resource allocation is not supported",
-    ("cowpod.v1.PodSpec", "schedulingGates"): "not supported",
+    ("cowpod.v1.PodSpec", "schedulingGates"): "not supported: a pod is scheduled as soon as it is created",
     ("cowpod.v1.PodSpec", "setHostnameAsFQDN"): "not supported",
     ("cowpod.v1.Container", "restartPolicy"): "per-container restartPolicy (sidecar init containers) "
                                               "is not supported",
@@ -147,6 +149,18 @@ REFUSED_FIELDS: dict[tuple[str, str], str] = {
     ("cowpod.v1.VolumeMount", "mountPropagation"): "mount propagation is not supported",
     ("cowpod.v1.VolumeMount", "subPathExpr"): "subPathExpr is not supported",
     ("cowpod.v1.VolumeMount", "recursiveReadOnly"): "not supported",
+    ("cowpod.v1.EnvVarSource", "fileKeyRef"): "not supported: use configMapKeyRef, secretKeyRef or "
+                                               "fieldRef (or read the file in the container)",
+    ("cowpod.v1.ServicePort", "nodePort"): f"not supported: {_HEADLESS}",
+    ("cowpod.v1.ServicePort", "appProtocol"): "not supported: a port's protocol is TCP, UDP or SCTP",
+    **{("cowpod.v1.ServiceSpec", f): f"not supported: {_HEADLESS}"
+       for f in ("clusterIPs", "externalIPs", "externalName", "externalTrafficPolicy",
+                 "internalTrafficPolicy", "sessionAffinity", "sessionAffinityConfig",
+                 "loadBalancerIP", "loadBalancerClass", "loadBalancerSourceRanges",
+                 "allocateLoadBalancerNodePorts", "healthCheckNodePort", "trafficDistribution")},
+    ("cowpod.v1.ServiceSpec", "ipFamilies"): "only [IPv4]: pods' addresses are their VMs' IPv4 addresses",
+    ("cowpod.v1.ServiceSpec", "ipFamilyPolicy"): "only SingleStack or PreferDualStack: pods' addresses "
+                                                 "are their VMs' IPv4 addresses",
     **{("cowpod.v1.JobSpec", f): f"{f} is not supported (Jobs here are NonIndexed, with backoffLimit)"
        for f in ("podFailurePolicy", "backoffLimitPerIndex", "maxFailedIndexes", "successPolicy",
                  "podReplacementPolicy", "managedBy")},
@@ -154,6 +168,19 @@ REFUSED_FIELDS: dict[tuple[str, str], str] = {
                                 "and secret are)"
        for v in ("persistentVolumeClaim", "downwardAPI", "projected", "nfs", "gitRepo", "csi",
                  "ephemeral", "image", "iscsi", "awsElasticBlockStore", "gcePersistentDisk")},
+}
+
+# Kubernetes fields cowpod has no field for but accepts (and drops) when they hold a value that
+# describes what happens here anyway, as Kubernetes itself turns PreferDualStack into SingleStack
+# on a single-stack cluster: (message, manifest name) -> the accepted values. Any other value is
+# refused with the REFUSED_FIELDS reason. Such values are what `kubectl get -o yaml` prints, so
+# manifests saved from a Kubernetes cluster apply.
+ACCEPTED_AS_IS: dict[tuple[str, str], tuple[Any, ...]] = {
+    ("cowpod.v1.ServiceSpec", "ipFamilyPolicy"): ("SingleStack", "PreferDualStack"),
+    ("cowpod.v1.ServiceSpec", "ipFamilies"): (["IPv4"],),
+    ("cowpod.v1.ServiceSpec", "clusterIPs"): (["None"],),
+    ("cowpod.v1.ServiceSpec", "sessionAffinity"): ("None",),
+    ("cowpod.v1.ServiceSpec", "internalTrafficPolicy"): ("Cluster",),
 }
 
 # Printed even when zero, as Kubernetes does (an exit code of 0 means something).

@@ -109,7 +109,25 @@ CASES = [
     ("apiVersion: v2\nkind: Pod\nmetadata: {name: a}\n", "apiVersion", "not served"),
     ("kind: Pod\nmetadata: {name: a}\n", "apiVersion", "required"),
     ("apiVersion: v1\nmetadata: {name: a}\n", "kind", "required"),
-    ("apiVersion: apps/v1\nkind: StatefulSet\n", "kind", 'unknown kind "StatefulSet"'),
+    ("apiVersion: apps/v1\nkind: Deploymnet\n", "kind", 'unknown kind "Deploymnet"'),
+    ("apiVersion: apps/v1\nkind: StatefulSet\n", "kind", "StatefulSet: not supported: no stable pod"),
+    ("apiVersion: batch/v1\nkind: CronJob\n", "kind", "CronJob: not supported"),
+    (
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ipFamilyPolicy: RequireDualStack}\n",
+        "spec.ipFamilyPolicy",
+        "only SingleStack or PreferDualStack",
+    ),
+    (
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80, nodePort: 30080}]}\n",
+        "spec.ports[0].nodePort",
+        "every Service is headless",
+    ),
+    (
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: a, image: b, env: "
+        "[{name: X, valueFrom: {fileKeyRef: {path: a, volumeName: v, key: X}}}]}]}\n",
+        "spec.containers[0].env[0].valueFrom.fileKeyRef",
+        "use configMapKeyRef",
+    ),
     ("apiVersion: v1\nkind: Deployment\nmetadata: {name: a}\n", "apiVersion", "not served"),
     (
         "apiVersion: cowpod.io/v1\nkind: VM\nmetadata: {name: vm-9}\nspec: {cpu: 1}\n",
@@ -181,3 +199,15 @@ def test_empty_documents_are_skipped_but_counted() -> None:
 
 def test_nothing_but_comments_is_not_an_object() -> None:
     assert load_text("# nothing\n", "x.yaml") == []
+
+
+def test_kubernetes_service_fields_holding_what_happens_here_apply() -> None:
+    """`kubectl get svc -o yaml` and the docs' dual-stack pages write these; on a single-stack
+    cluster Kubernetes accepts them too (PreferDualStack becomes SingleStack)."""
+    text = (
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {selector: {app: a}, "
+        "ipFamilyPolicy: PreferDualStack, ipFamilies: [IPv4], clusterIPs: [None], sessionAffinity: None, "
+        "internalTrafficPolicy: Cluster, ports: [{port: 80}]}\n"
+    )
+    (doc,) = load_text(text, "svc.yaml")
+    assert doc.info.kind == "Service"
