@@ -185,6 +185,12 @@ async def test_verbs_refuse_what_the_server_cannot_do(cli: Cli, tmp_path: pathli
     assert r.code == 2 and "does not take endpoints" in r.err
     r = await cli("label", "ep", "web", "a=b")
     assert r.code == 2 and "does not take endpoints" in r.err
+    event = ("apiVersion: v1\nkind: Event\nmetadata: {name: e1}\n"
+             "involvedObject: {kind: Pod, name: web}\nreason: Tested\n")
+    r = await cli("apply", "-f", "-", stdin=event)
+    assert r.code == 1 and "events cannot be applied" in r.err and "cowpod create -f" in r.err, r.err
+    r = await cli("create", "-f", "-", stdin=event)
+    assert r.code == 0 and "event/e1 created" in r.out, r.err
 
 
 @pytest.mark.parametrize(("kind", "name", "patch", "seen"), [

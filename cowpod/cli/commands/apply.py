@@ -355,6 +355,9 @@ async def apply_one(ctx: Ctx, doc: Document, *, create: bool = True) -> tuple[st
     """Create or update one object; returns ("created"|"configured"|"unchanged", object).
     With `create` False an object that does not exist is left to the caller (None)."""
     info = doc.info
+    if not entry(info).can_get_one:  # apply compares with the stored object: it must be readable
+        raise CliError(f"{info.plural} cannot be applied, as they cannot be read back by name; "
+                       f"use `cowpod create -f`", exit_code=2)
     svc = service(ctx, info)
     meta = doc.obj.metadata
     stamp = last_applied(doc)
