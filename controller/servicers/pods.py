@@ -58,7 +58,10 @@ class PodServicer:
         return pod_pb2.PodList(items=items, resource_version=rev)
 
     async def Update(self, req: pod_pb2.Pod, ctx: Ctx) -> pod_pb2.Pod:
-        return await self.pods.update(req)
+        warnings = podfields.pod_warnings(req.spec) if req.spec.containers else []
+        out = await self.pods.update(req)
+        send_warnings(ctx, warnings)
+        return out
 
     async def UpdateStatus(self, req: pod_pb2.Pod, ctx: Ctx) -> pod_pb2.Pod:
         return await self.pods.update_status(req)
