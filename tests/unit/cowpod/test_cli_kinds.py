@@ -198,3 +198,27 @@ def test_a_verb_refuses_a_kind_it_cannot_act_on(args: list[str], words: str, tmp
                 stdin=io.StringIO())
     assert code == 2, err.getvalue()
     assert words in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+
+
+# --- docs/cli.md's table of kinds and verbs is the code's ---------------------------------------
+
+DOCS = pathlib.Path(__file__).resolve().parents[3] / "docs" / "cli.md"
+
+
+def _docs_row(info: KindInfo) -> str:
+    e = entry(info)
+
+    def yes(b: object) -> str:
+        return "yes" if b else "—"
+
+    creatable = bool({"Create", "Register"} & e.rpcs)
+    apply = "yes" if creatable and e.can_change else "create only" if creatable else "—"
+    names = ", ".join(f"`{a}`" for a in info.aliases)
+    return (f"| {info.kind} | {names} | yes | {yes(e.can_watch)} | yes | {yes(e.delete_rpc)} | "
+            f"{yes(e.can_get_one)} | {yes(e.can_change)} | {apply} |")
+
+
+@pytest.mark.parametrize("info", KINDS, ids=lambda k: k.kind)
+def test_docs_table_of_kinds_matches_the_code(info: KindInfo) -> None:
+    lines = DOCS.read_text().splitlines()
+    assert _docs_row(info) in lines, f"docs/cli.md: the row for {info.kind} should read\n{_docs_row(info)}"
