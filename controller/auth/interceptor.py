@@ -59,7 +59,10 @@ class ReferenceLookup(Protocol):
 
 Behavior = Callable[..., Any]
 # Pod isolation rules (cowpod.auth.podsecurity) are checked on these, for every role.
-_POD_WRITES = frozenset({"/cowpod.v1.PodService/Create", "/cowpod.v1.PodService/Update"})
+# Writes of pods and of pod templates, checked against the pod security rules (podsecurity.py).
+_POD_WRITES = frozenset({"/cowpod.v1.PodService/Create", "/cowpod.v1.PodService/Update"} | {
+    f"/cowpod.v1.{kind}Service/{verb}" for kind in ("ReplicaSet", "Deployment", "Job", "DaemonSet")
+    for verb in ("Create", "Update")})
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 

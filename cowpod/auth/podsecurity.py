@@ -67,25 +67,30 @@ def host_path_violation(path: str, extra: tuple[str, ...] = ()) -> str | None:
 
 
 def pod_violations(pod: Any, extra: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    """(field path, reason) for every hostPath volume and container image of `pod` that breaks the rules."""
+    """(field path, reason) for every hostPath volume, container image and securityContext of
+    `pod` that breaks the rules. `pod` is a Pod, or a workload whose `spec.template.spec` is
+    the pods' spec (a ReplicaSet, Deployment, Job or DaemonSet: refused before it makes pods)."""
+    spec, where = pod.spec, "spec"
+    if spec.DESCRIPTOR.full_name != "cowpod.v1.PodSpec":
+        spec, where = spec.template.spec, "spec.template.spec"
     out = []
-    for i, v in enumerate(pod.spec.volumes):
+    for i, v in enumerate(spec.volumes):
         if v.HasField("host_path"):
             why = host_path_violation(v.host_path.path, extra)
             if why is not None:
-                out.append((f"spec.volumes[{i}].hostPath.path", why))
-    spec = pod.spec
+                out.append((f"{where}.volumes[{i}].hostPath.path", why))
     for kind, containers in (("initContainers", spec.init_containers), ("containers", spec.containers)):
         for i, c in enumerate(containers):
+            cpath = f"{where}.{kind}[{i}]"
             why = internal_image_violation(c.image)
             if why is not None:
-                out.append((f"spec.{kind}[{i}].image", why))
+                out.append((f"{cpath}.image", why))
             sc = c.security_context
             if sc.privileged:
-                out.append((f"spec.{kind}[{i}].securityContext.privileged",
+                out.append((f"{cpath}.securityContext.privileged",
                             "privileged containers are refused: pods share their VM's kernel"))
             if sc.capabilities.add:
-                out.append((f"spec.{kind}[{i}].securityContext.capabilities.add",
+                out.append((f"{cpath}.securityContext.capabilities.add",
                             f"adding capabilities ({', '.join(sc.capabilities.add)}) is refused: "
                             "pods share their VM's kernel; only drop is allowed"))
     return out

@@ -158,3 +158,31 @@ spec:
     await call
     warnings = [v for k, v in (await call.trailing_metadata()) if k == WARNING_KEY]
     assert [w.split(":")[0] for w in warnings] == ["spec.template.spec.dnsPolicy"]
+
+
+async def test_pod_security_rules_refuse_a_privileged_pod_and_template(client: Client) -> None:
+    from cowpod.manifest import load_text
+
+    pod = make_pod("priv")
+    pod.spec.containers[0].security_context.privileged = True
+    err = await refused(client.pods.Create(pod))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.containers[0].securityContext.privileged" in (err.details() or "")
+
+    (doc,) = load_text("""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tools, namespace: default}
+spec:
+  selector: {matchLabels: {app: tools}}
+  template:
+    metadata: {labels: {app: tools}}
+    spec:
+      containers:
+      - name: t
+        image: cowpod/busybox:latest
+        securityContext: {capabilities: {add: [NET_ADMIN]}}
+""", "d.yaml")
+    err = await refused(client.deployments.Create(doc.obj))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.template.spec.containers[0].securityContext.capabilities.add" in (err.details() or "")
