@@ -165,6 +165,17 @@ async def test_delete_a_file_of_many_kinds_and_wait_for_each(cli: Cli, tmp_path:
         assert r.code == 1 and "not found" in r.err, (kind, r.out, r.err)
 
 
+async def test_describe_without_names_describes_every_one(cli: Cli, tmp_path: pathlib.Path) -> None:
+    await _apply(cli, tmp_path)
+    r = await cli("describe", "cm")
+    assert r.code == 0, r.err
+    assert [line.split()[1] for line in r.out.splitlines() if line.startswith("Name:")] == ["game"]
+    r = await cli("describe", "svc", "-l", "nothing=here")
+    assert r.code == 0 and r.out == "" and "No resources found in default namespace." in r.err
+    r = await cli("describe", "cm", "game", "missing")
+    assert r.code == 1 and r.out.startswith("Name:") and 'configmap "missing" not found' in r.err, r.err
+
+
 async def test_get_all_is_kubectls_category(cli: Cli, tmp_path: pathlib.Path) -> None:
     await _apply(cli, tmp_path)
     r = await cli("get", "all", "-o", "name")

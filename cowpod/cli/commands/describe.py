@@ -11,6 +11,7 @@ from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError
 from cowpod.cli.kinds import Related, all_kinds, entry, type_help
 from cowpod.cli.resources import events_for, get_object, list_objects, resolve_kind
+from cowpod.cli.safe_text import printable
 from cowpod.manifest import KindInfo
 from cowpod.manifest.kinds import ENDPOINTS, POD
 
@@ -29,6 +30,8 @@ EXAMPLES = """
   cowpod describe pc high         # value, global default, preemption policy
   cowpod describe lease -n cowpod-node-lease vm-1   # holder, renew time
   cowpod describe rs web-5d4f8b   # replicas, pods status, owner
+  cowpod describe pods            # every pod in the namespace, one after another
+  cowpod describe pods -l app=web # ... with these labels (-A: in every namespace)
 """
 
 
@@ -37,12 +40,15 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         sub,
         "describe",
         parents,
-        help="show one object of any kind in detail, with its events",
-        description="Show one object in detail, kubectl-style, including Conditions and Events.",
+        help="show objects of any kind in detail, with their events",
+        description="Show objects in detail, kubectl-style, including Conditions and Events: the "
+        "named ones, else every one of the type (with -l, those with the labels).",
         examples=EXAMPLES,
     )
     p.add_argument("type", metavar="TYPE", help=type_help(all_kinds()))
-    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("names", nargs="*", metavar="NAME", help="none: every object of the type (or -l)")
+    p.add_argument("-l", "--selector", default="", help="describe the objects with these labels")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="across all namespaces")
     p.set_defaults(func=run)
 
 
@@ -73,14 +79,28 @@ async def related(ctx: Ctx, info: KindInfo, obj: Any) -> Related:
 async def run(ctx: Ctx, args: argparse.Namespace) -> int:
     kind, names = split_type_name(args.type, list(args.names))
     info = resolve_kind(kind, all_kinds())
-    if not names:
-        raise CliError(
-            f"name the {info.singular} to describe: cowpod describe {info.singular} NAME", exit_code=2
-        )
-    for i, name in enumerate(names):
-        obj = await get_object(ctx, info, name)
+    objects: list[Any] = []
+    failed = 0
+    if names:
+        if args.selector:
+            raise CliError("give names or a selector (-l), not both", exit_code=2)
+        for name in names:  # as kubectl: describe those found, an error line for each missing one
+            try:
+                objects.append(await get_object(ctx, info, name))
+            except CliError as e:
+                if len(names) == 1:
+                    raise
+                ctx.err.write(printable(f"error: {e.message}") + "\n")
+                failed += 1
+    else:  # kubectl's `describe pods`: every one (of the selector)
+        objects = await list_objects(ctx, info, all_namespaces=args.all_namespaces, selector=args.selector)
+        if not objects:
+            where = "" if args.all_namespaces or not info.namespaced else f" in {ctx.namespace} namespace"
+            ctx.err.write(f"No resources found{where}.\n")
+            return 0
+    for i, obj in enumerate(objects):
         text = entry(info).describe(obj, await related(ctx, info, obj), ctx.now())
         if i:
             ctx.print()
         ctx.out.write(text)
-    return 0
+    return 1 if failed else 0

@@ -38,13 +38,13 @@ def test_every_manifest_kind_has_one_entry() -> None:
 
 
 @pytest.mark.parametrize("info", KINDS, ids=lambda k: k.kind)
-def test_each_entry_reaches_a_client_stub_and_a_proto_service(info: KindInfo) -> None:
+async def test_each_entry_reaches_a_client_stub_and_a_proto_service(info: KindInfo) -> None:
     from cowpod.client import Client
 
     e = entry(info)
     assert "List" in e.rpcs  # every kind can be listed, so `get` takes them all
-    client = Client("unix:///nonexistent.sock")
-    assert hasattr(client, e.client_attr)
+    async with Client("unix:///nonexistent.sock") as client:  # no call is made
+        assert hasattr(client, e.client_attr)
     assert e.headers[0] in ("NAME", "LAST SEEN")
 
 

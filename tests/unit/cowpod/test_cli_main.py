@@ -86,7 +86,7 @@ def test_no_verb_prints_help(cli: object) -> None:
         (["get", "podz"], 2, 'unknown resource type "podz"'),
         (["get"], 2, "required: TYPE"),
         (["get", "pods", "-o", "xml"], 2, 'unknown output format "xml"'),
-        (["describe", "pod"], 2, "name the pod to describe"),
+        (["describe", "pod", "web", "-l", "app=web"], 2, "give names or a selector (-l), not both"),
         (["delete", "pod"], 2, "name the pod to delete"),
         (["delete"], 2, "say what to delete"),
         (["exec", "web"], 2, "say which command to run"),
