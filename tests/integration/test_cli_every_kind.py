@@ -176,6 +176,20 @@ async def test_describe_without_names_describes_every_one(cli: Cli, tmp_path: pa
     assert r.code == 1 and r.out.startswith("Name:") and 'configmap "missing" not found' in r.err, r.err
 
 
+async def test_wait_for_every_object_of_a_selector(cli: Cli, tmp_path: pathlib.Path) -> None:
+    await _apply(cli, tmp_path)
+    r = await cli("label", "cm", "game", "tier=gold")
+    assert r.code == 0, r.err
+    r = await cli("wait", "cm", "-l", "tier=gold", "--for=jsonpath={.data.lives}=3")
+    assert r.code == 0 and r.out == "configmap/game condition met\n", r.err
+    r = await cli("wait", "cm", "-l", "tier=none", "--for", "delete")
+    assert r.code == 1 and "no matching resources found" in r.err
+    r = await cli("delete", "secret", "--all")
+    assert r.code == 0, r.err
+    r = await cli("wait", "secrets", "--all", "--for", "delete")
+    assert r.code == 1 and "no matching resources found" in r.err
+
+
 async def test_get_all_is_kubectls_category(cli: Cli, tmp_path: pathlib.Path) -> None:
     await _apply(cli, tmp_path)
     r = await cli("get", "all", "-o", "name")

@@ -16,7 +16,7 @@ from cowpod.cli.errors import CliError, is_not_found, rpc_error
 from cowpod.cli.kinds import kinds_where, type_help
 from cowpod.cli.progress import Progress
 from cowpod.cli.readiness import node_ready, vm_readiness
-from cowpod.cli.resources import namespace_for, resolve_kind, service, what
+from cowpod.cli.resources import list_objects, namespace_for, resolve_kind, service, what
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import KindInfo, encode_object
 from cowpod.manifest.kinds import JOB, NODE, POD, VM
@@ -40,6 +40,8 @@ EXAMPLES = """
   cowpod wait ds/logs --for=jsonpath='{.status.numberReady}'=3
   cowpod wait ep web --for=jsonpath='{.subsets[0].addresses[0].ip}'   # the Service has a ready pod
   cowpod wait svc web --for delete; cowpod wait pc high --for delete
+  cowpod wait pods -l app=web --for condition=Ready   # every pod with the label
+  cowpod wait pods --all --for delete --timeout 2m
 """
 
 
@@ -104,6 +106,8 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("type", metavar="TYPE", help=type_help(WAITABLE))
     p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("-l", "--selector", default="", help="wait for every object with these labels")
+    p.add_argument("--all", action="store_true", help="wait for every object of the type in the namespace")
     p.add_argument(
         "--for",
         dest="for_",
@@ -180,11 +184,18 @@ async def evaluate(ctx: Ctx, info: KindInfo, name: str, cond: Condition) -> tupl
 async def run(ctx: Ctx, args: argparse.Namespace) -> int:
     kind, names = split_type_name(args.type, list(args.names))
     info = resolve_kind(kind, WAITABLE)
+    cond = parse_for(args.for_)
+    if names and (args.selector or args.all):
+        raise CliError("give names or a selector (-l/--all), not both", exit_code=2)
+    if args.selector or args.all:  # the objects there are now, as kubectl's wait takes them
+        names = [o.metadata.name for o in await list_objects(ctx, info, selector=args.selector)]
+        if not names:
+            raise CliError("no matching resources found")
     if not names:
         raise CliError(
-            f"name the {info.singular} to wait for: cowpod wait {info.singular} NAME --for ...", exit_code=2
+            f"name the {info.singular} to wait for: cowpod wait {info.singular} NAME --for ... "
+            "(or -l SELECTOR, --all)", exit_code=2
         )
-    cond = parse_for(args.for_)
     for name in names:
 
         async def check(name: str = name) -> tuple[bool, str]:
