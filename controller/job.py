@@ -25,8 +25,9 @@ The rules, as Kubernetes batch/v1 has them (non-indexed completion mode):
 - Counts never go down: a finished pod deleted by hand stays counted (status is the record).
 - After a Failed pod, the next pod waits Kubernetes' pod-failure back-off: 10 s after the
   last failure, doubling with each failure up to 6 minutes (`failure_backoff`).
-Time-based transitions (deadline, TTL) are noticed by the driver's resync, so they land
-within `resync_seconds` of being due.
+Time-based transitions (the active deadline, the TTL, the end of a pod-failure back-off) come
+with no event; `job_due_in` names the next one and the Job is requeued for it (a `Requeue` to the
+driver), so each lands when it is due, not at the next resync.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from cowpod.api.labels import JOB_CONTROLLER_UID_LABEL
 from cowpod.backoff import Backoff
 from cowpod.client import Client
 from cowpod.clock import Clock
+from cowpod.reconcile import Requeue
 from cowpod.v1 import meta_pb2, pod_pb2, workload_pb2
 
 log = logging.getLogger(__name__)
@@ -155,7 +157,7 @@ def plan_job(job: workload_pb2.Job, owned: Sequence[pod_pb2.Pod], in_flight: InF
         want = max(0, min(spec.parallelism, spec.completions - status.succeeded))
         failed_at = last_failure(owned)
         if want > len(active) and failed_at and now < failed_at + FAILURE_BACKOFF.delay(status.failed):
-            want = len(active)  # the driver's resync plans it again when the back-off is over
+            want = len(active)  # requeued for when the back-off is over (job_due_in)
         if want > len(active):
             pod = pod_from_template(spec.template, KIND, meta)
             actions.extend(CreatePod(meta.uid, meta.name, pod) for _ in range(want - len(active)))
@@ -168,6 +170,29 @@ def plan_job(job: workload_pb2.Job, owned: Sequence[pod_pb2.Pod], in_flight: InF
     if status != job.status:
         actions.append(UpdateJobStatus(status))
     return actions
+
+
+def job_due_in(job: workload_pb2.Job, owned: Iterable[pod_pb2.Pod], now: float) -> float | None:
+    """Seconds until the next moment only time changes this Job's plan: `activeDeadlineSeconds`
+    after its start, `ttlSecondsAfterFinished` after it finished, or the end of the back-off
+    after a failed pod. None when none is ahead (read from the stored status: the status a plan
+    writes comes back as an event and is planned, and so requeued, again)."""
+    spec = job.spec
+    done = finished_condition(job)
+    dues: list[float] = []
+    if done is not None:
+        if spec.HasField("ttl_seconds_after_finished"):
+            dues.append(get_time(done.last_transition_time) + spec.ttl_seconds_after_finished)
+    elif not spec.suspend:
+        if spec.HasField("active_deadline_seconds") and job.status.HasField("start_time"):
+            dues.append(get_time(job.status.start_time) + spec.active_deadline_seconds)
+        owned = list(owned)
+        failed_at = last_failure(owned)
+        if failed_at:
+            n = max(job.status.failed, failures(job, owned))
+            dues.append(failed_at + FAILURE_BACKOFF.delay(n))
+    ahead = [due - now for due in dues if due > now]
+    return min(ahead, default=None)
 
 
 # ---- the controller ---------------------------------------------------------------------------------
@@ -191,8 +216,12 @@ class JobController(PodOwnerLoop):
                          resync_seconds=resync_seconds, registry=registry)
 
     def plan_owner(self, owner: workload_pb2.Job, owned: Sequence[pod_pb2.Pod], in_flight: InFlight,
-                   now: float) -> list[JobAction]:
-        return plan_job(owner, owned, in_flight, now)
+                   now: float) -> list[JobAction | Requeue]:
+        actions: list[JobAction | Requeue] = [*plan_job(owner, owned, in_flight, now)]
+        wait = job_due_in(owner, owned, now)
+        if wait is not None:
+            actions.append(Requeue(wait))
+        return actions
 
     async def execute_own(self, job: workload_pb2.Job, action: JobAction) -> None:
         if isinstance(action, UpdateJobStatus):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from controller.job import COMPLETE, FAILED, DeleteJob, UpdateJobStatus, finished_condition, plan_job
+from controller.job import (
+    COMPLETE,
+    FAILED,
+    DeleteJob,
+    UpdateJobStatus,
+    finished_condition,
+    job_due_in,
+    plan_job,
+)
 from controller.podowner import CreatePod, DeletePod
 from controller.replicaset_actions import InFlight
 from controller.resource import set_time
@@ -149,3 +157,39 @@ def test_a_failed_pod_is_replaced_after_the_failure_back_off() -> None:
     two = [failed_at("a", NOW - 100), failed_at("b", NOW)]
     assert creates(plan_job(job, two, NONE, NOW + 19)) == 0  # then 20 s
     assert creates(plan_job(job, two, NONE, NOW + 20)) == 1
+
+
+# ---- when only time changes the plan (the Job is requeued for it) ---------------------------------
+
+
+def test_due_in_names_the_active_deadline_from_the_start_time() -> None:
+    job = make_job()
+    job.spec.active_deadline_seconds = 30
+    assert job_due_in(job, [pod("a")], NOW) is None  # not started yet: the plan stamps startTime first
+    started = with_status(job, plan_job(job, [pod("a")], NONE, NOW))
+    assert job_due_in(started, [pod("a")], NOW + 12) == 18
+    # At that moment the plan fails the Job; a failed Job without a TTL waits on nothing.
+    failed = with_status(started, plan_job(started, [pod("a")], NONE, NOW + 30))
+    assert finished_condition(failed) is not None and job_due_in(failed, [pod("a")], NOW + 30) is None
+
+
+def test_due_in_names_the_ttl_after_finishing() -> None:
+    job = make_job(completions=1)
+    job.spec.ttl_seconds_after_finished = 60
+    finished = with_status(job, plan_job(job, [pod("a", "Succeeded")], NONE, NOW + 5))
+    assert job_due_in(finished, [pod("a", "Succeeded")], NOW + 5) == 60
+    assert job_due_in(finished, [pod("a", "Succeeded")], NOW + 65) is None  # due: the plan deletes it
+
+
+def test_due_in_names_the_end_of_the_failure_back_off() -> None:
+    job = make_job(completions=1, parallelism=1)
+    assert job_due_in(job, [failed_at("a", NOW)], NOW + 4) == 6
+    assert job_due_in(job, [failed_at("a", NOW - 100), failed_at("b", NOW)], NOW + 4) == 16
+
+
+def test_a_suspended_job_waits_on_nothing() -> None:
+    job = make_job()
+    job.spec.active_deadline_seconds = 30
+    set_time(job.status.start_time, NOW)
+    job.spec.suspend = True
+    assert job_due_in(job, [failed_at("a", NOW)], NOW) is None
