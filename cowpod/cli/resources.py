@@ -7,16 +7,31 @@ services in `cowpod.client.Client`, so `get`, `describe`, `delete`, `wait` and
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from google.protobuf.message import Message
 
+from cowpod.backoff import Backoff
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError
 from cowpod.cli.kinds import all_kinds, entry
 from cowpod.manifest import KindInfo, by_alias
 from cowpod.manifest.kinds import EVENT
 from cowpod.v1 import event_pb2, meta_pb2
+
+# A write that lost a race (ABORTED: the object changed since it was read) is read, merged
+# and sent again, as client-go's RetryOnConflict does, with a short growing pause between
+# tries: a workload's controller writes its status several times in the ~100 ms after a
+# change, so `cowpod apply` right after another apply (the docs' deployment.yaml, then
+# deployment-update.yaml) must outlast that burst rather than retry into it at once.
+CONFLICT_ATTEMPTS = 8
+CONFLICT_BACKOFF = Backoff(initial=0.02, cap=0.5, jitter=0.5)
+
+
+async def pause_after_conflict(conflicts: int) -> None:
+    """Wait before the next try after `conflicts` lost races in a row (1 = the first)."""
+    await asyncio.sleep(CONFLICT_BACKOFF.delay(conflicts))
 
 # Every kind `get` takes (each has an entry in cowpod.cli.kinds).
 GETTABLE = all_kinds()

@@ -35,7 +35,7 @@ from cowpod.cli.readiness import (
     pod_readiness,
     vm_readiness,
 )
-from cowpod.cli.resources import ref, service, what
+from cowpod.cli.resources import CONFLICT_ATTEMPTS, pause_after_conflict, ref, service, what
 from cowpod.cli.safe_text import printable
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import Document, KindInfo, encode_object, load_paths
@@ -362,7 +362,7 @@ async def apply_one(ctx: Ctx, doc: Document, *, create: bool = True) -> tuple[st
     meta = doc.obj.metadata
     stamp = last_applied(doc)
     meta.annotations[LAST_APPLIED_ANNOTATION] = stamp
-    for _attempt in range(3):
+    for attempt in range(CONFLICT_ATTEMPTS):
         try:
             existing: Obj = await svc.Get(_scoped_key(doc), timeout=30)
         except grpc.RpcError as e:
@@ -391,6 +391,7 @@ async def apply_one(ctx: Ctx, doc: Document, *, create: bool = True) -> tuple[st
             updated: Obj = await svc.Update(merged, timeout=30)
         except grpc.RpcError as e:
             if code_of(e) == grpc.StatusCode.ABORTED:
+                await pause_after_conflict(attempt + 1)
                 continue  # someone else wrote meanwhile: read again and re-merge
             raise rpc_error(e, address=ctx.config.controller, what=what(info, doc.name)) from e
         return "configured", updated

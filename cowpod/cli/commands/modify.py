@@ -26,10 +26,16 @@ from cowpod.cli.commands.common import Subparsers, add_command, split_type_name
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, code_of, rpc_error
 from cowpod.cli.kinds import kinds_where, type_help
-from cowpod.cli.resources import get_object, ref, resolve_kind, service, what
+from cowpod.cli.resources import (
+    CONFLICT_ATTEMPTS,
+    get_object,
+    pause_after_conflict,
+    ref,
+    resolve_kind,
+    service,
+    what,
+)
 from cowpod.manifest import FieldError, KindInfo, decode_object, dump_yaml, encode_object
-
-MAX_ATTEMPTS = 5
 
 LABEL_EXAMPLES = """
   cowpod label pod web tier=frontend            # add a label
@@ -105,7 +111,7 @@ async def change(ctx: Ctx, info: KindInfo, name: str,
     """Read, `mutate` (a changed copy, or None for no change) and write back, retrying
     on a concurrent write. Returns (changed, the stored object)."""
     svc = service(ctx, info)
-    for _ in range(MAX_ATTEMPTS):
+    for attempt in range(CONFLICT_ATTEMPTS):
         obj: Any = await get_object(ctx, info, name)
         new = mutate(obj)
         if new is None:
@@ -115,6 +121,7 @@ async def change(ctx: Ctx, info: KindInfo, name: str,
             updated = await svc.Update(new, timeout=30)
         except grpc.RpcError as e:
             if code_of(e) == grpc.StatusCode.ABORTED:
+                await pause_after_conflict(attempt + 1)
                 continue
             raise rpc_error(e, address=ctx.config.controller, what=what(info, name)) from e
         return True, updated
