@@ -120,15 +120,6 @@ class CliKind:
         return [*self.headers, *(self.wide if wide else ())]
 
 
-def _age(obj: Any, now: float) -> str:
-    m = obj.metadata
-    return printers.age(m.creation_timestamp, now, is_set=m.HasField("creation_timestamp"))
-
-
-def _lease_row(obj: Any, now: float, rc: RowContext) -> Row:
-    return [obj.metadata.name, obj.spec.holder_identity or printers.NONE, _age(obj, now)]
-
-
 def _node_row(obj: Any, now: float, rc: RowContext) -> Row:
     count = None if rc.pods_per_node is None else rc.pods_per_node.get(obj.metadata.name, 0)
     return printers.node_row(obj, now, wide=rc.wide, pods_on_node=count)
@@ -158,7 +149,8 @@ ENTRIES: tuple[CliKind, ...] = (
             wide=tuple(printers.VM_WIDE)),
     CliKind(EVENT, tuple(printers.EVENT_HEADERS), _plain_row(printers.event_row),
             _events_only(describe.describe_event), order=printers.sort_events),
-    CliKind(LEASE, ("NAME", "HOLDER", "AGE"), _lease_row, _events_only(describe.describe_lease)),
+    CliKind(LEASE, tuple(printers.LEASE_HEADERS), _plain_row(printers.lease_row),
+            _events_only(describe.describe_lease)),
     CliKind(REPLICASET, tuple(printers.REPLICASET_HEADERS), _wide_row(printers.replicaset_row),
             _events_only(describe.describe_replicaset), wide=tuple(printers.REPLICASET_WIDE)),
     CliKind(DEPLOYMENT, tuple(printers.DEPLOYMENT_HEADERS), _wide_row(printers.deployment_row),

@@ -21,6 +21,7 @@ from cowpod.api.phases import is_terminal
 from cowpod.v1 import (
     config_pb2,
     event_pb2,
+    lease_pb2,
     namespace_pb2,
     node_pb2,
     pod_pb2,
@@ -398,6 +399,13 @@ def configmap_row(cm: config_pb2.ConfigMap, now: float) -> Row:
 
 def secret_row(s: config_pb2.Secret, now: float) -> Row:
     return [s.metadata.name, s.type or "Opaque", str(len(s.data)), _age_of(s.metadata, now)]
+
+
+LEASE_HEADERS = ["NAME", "HOLDER", "AGE"]
+
+
+def lease_row(lease: lease_pb2.Lease, now: float) -> Row:
+    return [lease.metadata.name, lease.spec.holder_identity or NONE, _age_of(lease.metadata, now)]
 
 
 PRIORITYCLASS_HEADERS = ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"]

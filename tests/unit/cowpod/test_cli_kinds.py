@@ -222,3 +222,19 @@ def _docs_row(info: KindInfo) -> str:
 def test_docs_table_of_kinds_matches_the_code(info: KindInfo) -> None:
     lines = DOCS.read_text().splitlines()
     assert _docs_row(info) in lines, f"docs/cli.md: the row for {info.kind} should read\n{_docs_row(info)}"
+
+
+def test_tables_from_the_entries() -> None:
+    from cowpod.cli import output
+
+    assert output.render_objects(LEASE, [builders.lease()], NOW, output=None, all_namespaces=True) == (
+        "NAMESPACE           NAME   HOLDER   AGE\n"
+        "cowpod-node-lease   vm-1   vm-1     <unknown>\n"
+    )
+    meta = meta_pb2.ObjectMeta(name="high", creation_timestamp=builders.ts(T0))
+    pc = scheduling_pb2.PriorityClass(metadata=meta, value=1000)
+    # Cluster-scoped: no NAMESPACE column even with -A; wide adds nothing to a kind without wide columns.
+    assert output.render_objects(PRIORITYCLASS, [pc], NOW, output="wide", all_namespaces=True) == (
+        "NAME   VALUE   GLOBAL-DEFAULT   AGE   PREEMPTIONPOLICY\n"
+        "high   1000    false            65s   PreemptLowerPriority\n"
+    )
