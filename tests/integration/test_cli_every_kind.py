@@ -202,6 +202,18 @@ async def test_get_all_is_kubectls_category(cli: Cli, tmp_path: pathlib.Path) ->
     assert r.code == 0 and "service/web" in r.out and "configmap/game" in r.out, r.out
 
 
+async def test_delete_a_file_deletes_its_namespace_last(cli: Cli, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "ns.yaml"
+    path.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: team-b}\n---\n"
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c1, namespace: team-b}\n"
+                    "data: {a: b}\n")
+    r = await cli("apply", "-f", str(path))
+    assert r.code == 0, r.err
+    r = await cli("delete", "-f", str(path))
+    assert r.code == 0, r.err
+    assert r.out.splitlines() == ['configmap "c1" deleted', 'namespace "team-b" deleted']
+
+
 async def test_verbs_refuse_what_the_server_cannot_do(cli: Cli, tmp_path: pathlib.Path) -> None:
     await _apply(cli, tmp_path)
     r = await cli("get", "lease", "lock", "-w")

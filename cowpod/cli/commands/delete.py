@@ -14,7 +14,7 @@ from cowpod.cli.resources import delete_object, list_objects, namespace_for, res
 from cowpod.cli.safe_text import printable
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import KindInfo, load_paths
-from cowpod.manifest.kinds import POD
+from cowpod.manifest.kinds import NAMESPACE, POD
 from cowpod.v1 import meta_pb2
 
 # Kinds `delete` takes (by name, selector or file): those whose service has a Delete (or Destroy).
@@ -71,7 +71,10 @@ async def run(ctx: Ctx, args: argparse.Namespace) -> int:
     if args.filename:
         if args.type or args.names:
             raise CliError("give either -f FILE or TYPE NAME, not both", exit_code=2)
-        for doc in load_paths(args.filename, ctx.stdin):
+        # Namespaces last (apply makes them first): deleting one takes what is in it, so the
+        # file's other objects would otherwise be reported as not found.
+        docs = sorted(load_paths(args.filename, ctx.stdin), key=lambda d: d.info is NAMESPACE)
+        for doc in docs:
             if doc.info not in DELETABLE:
                 raise CliError(f"{doc.where}: {doc.info.plural} cannot be deleted (the controller keeps "
                                "them)", exit_code=2)
