@@ -8,6 +8,7 @@ import hashlib
 from dataclasses import dataclass
 
 from agent.runtime import Kind
+from cowpod.api import podfields
 from cowpod.api.phases import is_terminal
 from cowpod.v1 import pod_pb2
 
@@ -63,9 +64,12 @@ def needs_sandbox(pod: pod_pb2.Pod, *, vm_network: bool) -> bool:
     without its pause container, and saves the engine half its work per pod.
     Pods with several containers keep the sandbox for their shared IPC.
     A pod with configMap/secret volumes keeps it too: their files are written through it
-    (agent/configvolumes.py).
+    (agent/configvolumes.py); so does a non-root pod with disk emptyDir volumes, which the
+    sandbox makes world-writable (cowpod.api.podfields.open_volumes).
     """
     if any(v.HasField("config_map") or v.HasField("secret") for v in pod.spec.volumes):
+        return True
+    if podfields.open_volumes(pod.spec):
         return True
     return not (vm_network and len(pod.spec.containers) == 1 and not pod.spec.init_containers)
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from agent import labels as L
 from agent.config import AgentConfig
+from agent.configvolumes import BUSYBOX, ConfigVolumes, Snapshot, has_config_volumes
 from agent.configvolumes import ConfigError as ConfigRefError
-from agent.configvolumes import ConfigVolumes, Snapshot, has_config_volumes
 from agent.controlplane import ControlPlane
 from agent.dns import resolv_conf
 from agent.events import EventRecorder, PodRef
@@ -39,6 +39,7 @@ from agent.plan import (
     StartSandbox,
 )
 from agent.podspec import (
+    OPEN_DIR,
     ConfigError,
     PodContext,
     container_spec,
@@ -52,6 +53,7 @@ from agent.probes import Prober, Target
 from agent.runtime import ContainerInfo, EngineError, ImageError, Kind, Runtime, VMInfo
 from agent.startgate import StartGate
 from agent.statusmgr import StatusManager
+from cowpod.api import podfields
 from cowpod.backoff import Backoff, Retry
 from cowpod.clock import Clock
 from cowpod.configrefs import refs_of
@@ -352,6 +354,7 @@ class Executor:
             async with self._slot(pod):
                 cid = await self.runtime.create_container(spec)
                 await self.runtime.start_container(cid)
+            await self._open_volumes(pod, cid)
             if self.metrics is not None:
                 self.metrics.started("sandbox", a.attempt)
         except (ImageError, EngineError) as err:
@@ -365,6 +368,18 @@ class Executor:
             self.recorder.record(
                 ref, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created."
             )
+
+    async def _open_volumes(self, pod: pod_pb2.Pod, sandbox_id: str) -> None:
+        """chmod 0777 the disk emptyDirs of a non-root pod through its sandbox's busybox, as
+        Kubernetes creates every emptyDir (the engine makes them root-owned 0755)."""
+        names = podfields.open_volumes(pod.spec)
+        if not names:
+            return
+        paths = [f"{OPEN_DIR}/{n}" for n in names]
+        res = await self.runtime.exec(sandbox_id, [BUSYBOX, "chmod", "0777", *paths], timeout=30)
+        if res.exit_code != 0:
+            why = (res.stdout + res.stderr).decode(errors="replace")[:200]
+            raise EngineError(f"making emptyDir volumes writable: {why}")
 
     async def start_container(
         self,

@@ -101,6 +101,10 @@ def base_labels(pod: pod_pb2.Pod, cfg: AgentConfig) -> dict[str, str]:
     }
 
 
+OPEN_DIR = "/.cowpod-emptydir"
+"""Where the sandbox mounts the emptyDir volumes it opens (podfields.open_volumes)."""
+
+
 def sandbox_spec(
     pod: pod_pb2.Pod, cfg: AgentConfig, attempt: int, vm_id: str, cgroup_parent: str
 ) -> CreateSpec:
@@ -124,9 +128,12 @@ def sandbox_spec(
         cgroup_parent=cgroup_parent,
         hostname="" if vm_id else (pod.spec.hostname or pod.metadata.name)[:63],
         published_ports={} if vm_id else ports,
-        # Each configMap/secret volume, where agent/configvolumes.py writes its files through.
-        mounts=[Mount("volume", volume_name(pod.metadata.uid, v.name), f"{CONFIG_DIR}/{v.name}")
-           for v in pod.spec.volumes if v.HasField("config_map") or v.HasField("secret")],
+        # Each configMap/secret volume, where agent/configvolumes.py writes its files through;
+        # each emptyDir a non-root pod needs writable, where the executor opens it (0777).
+        mounts=[*(Mount("volume", volume_name(pod.metadata.uid, v.name), f"{CONFIG_DIR}/{v.name}")
+                  for v in pod.spec.volumes if v.HasField("config_map") or v.HasField("secret")),
+                *(Mount("volume", volume_name(pod.metadata.uid, name), f"{OPEN_DIR}/{name}")
+                  for name in podfields.open_volumes(pod.spec))],
         pids_limit=cfg.pids_limit,
         cap_drop=DROPPED_CAPABILITIES,
     )

@@ -79,6 +79,21 @@ def effective_security(pod: pod_pb2.PodSpec, c: pod_pb2.Container) -> pod_pb2.Se
     return out
 
 
+def open_volumes(spec: pod_pb2.PodSpec) -> list[str]:
+    """The disk emptyDir volumes the agent makes world-writable (0777, as Kubernetes makes
+    every emptyDir), by name: those of a pod that asks to run as a non-root user
+    (`runAsUser` > 0 or `runAsNonRoot`, pod or container). The engine creates them root-owned
+    0755; tmpfs ones (`medium: Memory`) are 1777 already."""
+    disk = [v.name for v in spec.volumes if v.HasField("empty_dir") and v.empty_dir.medium != "Memory"]
+    if not disk:
+        return []
+    for c in [*spec.init_containers, *spec.containers]:
+        sc = effective_security(spec, c)
+        if (sc.HasField("run_as_user") and sc.run_as_user > 0) or sc.run_as_non_root:
+            return disk
+    return []
+
+
 def supplemental_groups(pod: pod_pb2.PodSpec) -> list[int]:
     """Extra groups every container's process gets: fsGroup, then supplementalGroups."""
     psc = pod.security_context

@@ -220,3 +220,24 @@ async def test_the_security_context_example_serves_as_uid_1000(node: AgentRunner
     out = await client.pods.Exec(pod_pb2.ExecRequest(pod=meta_pb2.ObjectKey(name="secure-web"),
                                                      command=["sh", "-c", "id -u; cat /www/index.html"]))
     assert (out.exit_code, out.stdout.decode().split()) == (0, ["1000", "hello", "from", "1000"])
+
+
+async def test_a_non_root_pod_writes_its_disk_empty_dir(node: AgentRunner, client: Client) -> None:
+    # The Kubernetes docs' security-context.yaml exercise: uid 1000 writes to /data/demo.
+    pod = manifest("""
+apiVersion: v1
+kind: Pod
+metadata: {name: writer}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 1000, runAsGroup: 3000, fsGroup: 2000}
+  volumes: [{name: sec-ctx-vol, emptyDir: {}}]
+  containers:
+  - name: c
+    image: IMAGE
+    command: [sh, -c, 'echo hello > /data/demo/testfile && [ "$(stat -c %u /data/demo/testfile)" = 1000 ]']
+    volumeMounts: [{name: sec-ctx-vol, mountPath: /data/demo}]
+""")
+    await create_and_bind(client, pod, node.config.node_name)
+    done = await wait_pod(client, "writer", phase_is("Failed", "Succeeded"), timeout=90)
+    assert exit_code(done, "c") == 0 and done.status.phase == "Succeeded", done.status

@@ -171,3 +171,22 @@ def test_plan_wakes_at_the_deadline_then_stops_the_pod_as_failed() -> None:
     assert [a.reason for a in actions if isinstance(a, KillContainer)] == ["PodTerminated"]
     phase = pod_phase(d, running, memory)
     assert (phase.phase, phase.reason) == ("Failed", "DeadlineExceeded")
+
+
+def test_a_non_root_pods_disk_empty_dirs_are_opened_through_its_sandbox() -> None:
+    from agent.desired import needs_sandbox
+    from agent.podspec import OPEN_DIR, sandbox_spec, volume_name
+    from cowpod.api.podfields import open_volumes
+
+    c = container("app")
+    memory = pod_pb2.EmptyDirVolumeSource(medium="Memory")
+    p = pod("p", c, volumes=[pod_pb2.Volume(name="data", empty_dir=pod_pb2.EmptyDirVolumeSource()),
+                             pod_pb2.Volume(name="mem", empty_dir=memory)])
+    p.metadata.uid = "u-1"
+    assert open_volumes(p.spec) == [] and not needs_sandbox(p, vm_network=True)  # root: nothing to open
+    c.security_context.run_as_user = 1000
+    p.spec.containers[0].CopyFrom(c)
+    assert open_volumes(p.spec) == ["data"]  # tmpfs is world-writable already
+    assert needs_sandbox(p, vm_network=True)
+    mounts = [(m.source, m.target) for m in sandbox_spec(p, CFG, 0, "vm", "").mounts]
+    assert mounts == [(volume_name("u-1", "data"), f"{OPEN_DIR}/data")]
