@@ -18,7 +18,7 @@ from cowpod.auth.config import (
 )
 from cowpod.auth.tokens import ROLES
 from cowpod.cli import printers
-from cowpod.cli.commands.common import Subparsers, add_command, parse_duration
+from cowpod.cli.commands.common import Subparsers, add_command, parse_duration, sub_examples
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError
 from cowpod.v1 import auth_pb2, auth_pb2_grpc, meta_pb2
@@ -33,6 +33,7 @@ TOKEN_EXAMPLES = """\
 
 CONFIG_EXAMPLES = """\
   cowpod config                                   # which cluster and user, and who the controller says we are
+  cowpod config view                              # the current context (what `cowpod config` shows)
   cowpod config get-contexts
   cowpod config set-token viewer --token abcd1234.xxxx --use
   cowpod config use-context local
@@ -89,6 +90,8 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     st.add_argument("--cluster", default="", help="cluster of the context (default: the current one's)")
     st.add_argument("--use", action="store_true", help="make the new context current")
     st.set_defaults(func=run_config_set_token)
+    sub_examples(token, "token", TOKEN_EXAMPLES)
+    sub_examples(config, "config", CONFIG_EXAMPLES)
 
 
 # --- token -----------------------------------------------------------------------------------------

@@ -33,6 +33,20 @@ def add_command(
     return parser
 
 
+def sub_examples(parser: argparse.ArgumentParser, verb: str, examples: str) -> None:
+    """Give each sub-verb of `verb` (`cowpod vm clone`) the lines of the verb's examples that
+    use it, so `cowpod vm clone --help` teaches by example too, from one list."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for name, sub in action.choices.items():
+            mine = [line for line in examples.strip("\n").splitlines()
+                    if re.search(rf"cowpod {re.escape(verb)} {re.escape(name)}(\s|$)", line)]
+            if mine:
+                sub.epilog = "examples:\n" + "\n".join(mine)
+                sub.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cowpod.cli.commands.common import Subparsers, add_command, parse_duration, parse_labels
+from cowpod.cli.commands.common import Subparsers, add_command, parse_duration, parse_labels, sub_examples
 from cowpod.cli.commands.delete import wait_gone
 from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError
@@ -82,6 +82,7 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         )
         sp.add_argument("names", nargs="+", metavar="NAME")
         sp.set_defaults(func=run_set_paused, paused=paused)
+    sub_examples(p, "vm", EXAMPLES)
 
 
 async def run_clone(ctx: Ctx, args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ describer of their own reads as kubectl's."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import pathlib
 
@@ -238,3 +239,23 @@ def test_tables_from_the_entries() -> None:
         "NAME   VALUE   GLOBAL-DEFAULT   AGE   PREEMPTIONPOLICY\n"
         "high   1000    false            65s   PreemptLowerPriority\n"
     )
+
+
+Verbs = list[tuple[str, argparse.ArgumentParser]]
+
+
+def _verbs(parser: argparse.ArgumentParser, prefix: str = "cowpod") -> Verbs:
+    out: Verbs = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out.append((f"{prefix} {name}", sub))
+                out += _verbs(sub, f"{prefix} {name}")
+    return out
+
+
+def test_every_verb_and_sub_verb_has_examples_of_itself() -> None:
+    from cowpod.cli.main import build_parser
+
+    missing = [cmd for cmd, p in _verbs(build_parser()) if cmd not in (p.epilog or "")]
+    assert not missing, f"--help without an example using it: {missing}"
