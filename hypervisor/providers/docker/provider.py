@@ -2,7 +2,8 @@
 
 How VM concepts map onto Docker (docs/hypervisor.md has the long version):
 
-- VM            container `<prefix><name>` of `cowpod/vm:latest`, with its own CPU
+- VM            container `cowpod-<cluster>-<name>` (`container_name`: two clusters on one
+                engine never collide) of `cowpod/vm:latest`, with its own CPU
                 and memory limits (`nano_cpus`, `mem_limit`), hostname = VM name,
                 its own IP on the bridge network `cowpod`, and labels
                 `cowpod.vm`, `cowpod.managed`, `cowpod.cluster`, ...
@@ -21,7 +22,7 @@ How VM concepts map onto Docker (docs/hypervisor.md has the long version):
                 the background after each take.
 - instant clone take a shell (or create one inline when the pool is empty), give
                 it the child's identity (machine id, hostname, name; see
-                vm_identity.py), rename it to `<prefix><child>`, then start its
+                vm_identity.py), rename it to the child's container name, then start its
                 agent: forked warm from the parent's zygote (warm-start hook) or
                 cold by the init (SIGUSR1).
 - lineage       the child's labels `cowpod.parent` and `cowpod.snapshot`.
@@ -145,7 +146,9 @@ class DockerProviderConfig:
     cluster_id: str = "default"
     network: str = "cowpod"
     image: str = images.VM_IMAGE
-    container_prefix: str = "cowpod-vm-"
+    # VM containers are named `<container_prefix><cluster_id>-<vm>` (`container_name`): like
+    # kind's `<cluster>-control-plane`, so two clusters on one engine can both have `vm-1`.
+    container_prefix: str = "cowpod-"
     snapshot_repo: str = images.SNAPSHOT_REPO
     own_repo: str = images.OWN_REPO
     # The controller as the agent inside the VM reaches it.
@@ -161,9 +164,9 @@ class DockerProviderConfig:
     # Warm shells kept ready per parent for instant clones (0: none; clones then
     # create their shell inline). Names: `<shell_prefix><parent>-<random>`.
     pool_size: int = 2
-    # A pool is refilled only once no shell was taken from it for this long:
-    # during a burst of clones the engine's CPU goes to the clones and their
-    # pods, not to shells for the next burst.
+    # A pool is refilled only once no clone of its parent was asked for or in
+    # the making for this long: during a burst of clones the engine's CPU goes
+    # to the clones and their pods, not to shells for the next burst.
     refill_quiet_s: float = 1.0
     shell_prefix: str = "cowpod-shell-"
     # Keep idle shells paused (cgroup freezer): they then cost no CPU at all, and a
@@ -178,8 +181,22 @@ class DockerProviderConfig:
     block_metadata: bool = True
 
 
+# What a container name may hold besides [a-zA-Z0-9] (Docker's rule); a cluster id is
+# made to fit (ids cowpod makes, `cp-<hex>`, always do).
+_CONTAINER_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+# In an instant clone's environment: its parent's container name, for the warm starter
+# (zygote_warm.py), which keys its zygotes by it.
+PARENT_CONTAINER_ENV = "COWPOD_PARENT_CONTAINER"
+
+
+def vm_container_prefix(cfg: DockerProviderConfig) -> str:
+    """What the name of every VM container of this cluster starts with."""
+    return f"{cfg.container_prefix}{_CONTAINER_NAME_UNSAFE.sub('-', cfg.cluster_id)}-"
+
+
 def container_name(cfg: DockerProviderConfig, vm: str) -> str:
-    return f"{cfg.container_prefix}{vm}"
+    """The one rule for a VM's container name: `cowpod-<cluster>-<vm>`, e.g. `cowpod-cp-3f9a0c12de-vm-1`."""
+    return f"{vm_container_prefix(cfg)}{vm}"
 
 
 def guest_endpoints(cfg: DockerProviderConfig, vm: str) -> GuestEndpoints:
@@ -264,8 +281,10 @@ class DockerProvider:
         # `_stop_pool` and `close` stop and await them.
         self._refills: dict[str, asyncio.Task[None]] = {}
         self._stopping: set[str] = set()
-        # parent -> monotonic time of the last shell taken from its pool.
+        # parent -> monotonic time a clone of it last began or ended.
         self._last_take: dict[str, float] = {}
+        # parent -> clones of it in the making (a refill waits for none).
+        self._cloning: collections.Counter[str] = collections.Counter()
         # Parents whose refill task is waiting for quiet (safe to cancel: no shell in the making).
         self._refill_waiting: set[str] = set()
 
@@ -343,6 +362,23 @@ class DockerProvider:
             raise NotFound(f"vm {name!r} not found (container {c.name} belongs to another cluster)")
         return c
 
+    def _name_taken_sync(self, vm: str) -> AlreadyExists:
+        """The error for a VM whose container name is taken, saying whose container has it:
+        this cluster's VM, another cluster's, or a container that is no cowpod VM."""
+        cname = container_name(self.cfg, vm)
+        try:
+            labels = self.docker.containers.get(cname).labels
+        except docker.errors.APIError:  # gone meanwhile, or the engine is busy: say what we know
+            return AlreadyExists(f"vm {vm!r} already exists (its container {cname} exists)")
+        owner = labels.get(L_CLUSTER, "")
+        if owner == self.cfg.cluster_id:
+            return AlreadyExists(f"vm {vm!r} already exists in this cluster ({self.cfg.cluster_id})")
+        if owner:
+            return AlreadyExists(f"vm {vm!r}: container {cname} already exists and belongs to cowpod "
+                                 f"cluster {owner!r}, not this one ({self.cfg.cluster_id})")
+        return AlreadyExists(f"vm {vm!r}: container {cname} already exists and is not a cowpod VM "
+                             f"(no {L_CLUSTER} label); rename or remove it")
+
     def _vm_name_of(self, c: Container) -> str | None:
         """The VM a container is, or None (an idle shell, a stranger). A VM made
         from a warm shell is named by its container name: the shell's labels were
@@ -350,7 +386,7 @@ class DockerProvider:
         labels = c.labels
         cname = str(c.name)
         if labels.get(L_SHELL_OF):
-            prefix = self.cfg.container_prefix
+            prefix = vm_container_prefix(self.cfg)
             return cname[len(prefix):] if cname.startswith(prefix) else None
         name = labels.get(L_VM, "")
         return name if name and cname == container_name(self.cfg, name) else None
@@ -494,7 +530,7 @@ class DockerProvider:
             )
         except docker.errors.APIError as err:
             if err.status_code == 409:
-                raise AlreadyExists(f"vm {spec.name!r} already exists") from None
+                raise self._name_taken_sync(spec.name) from None
             if isinstance(err, docker.errors.ImageNotFound):
                 raise FailedPrecondition(
                     f"image {image!r} not found: run deploy/build-images.sh"
@@ -631,7 +667,7 @@ class DockerProvider:
             self.docker.api.rename(shell_id, container_name(self.cfg, spec.name))
         except docker.errors.APIError as err:
             if err.status_code == 409:
-                raise AlreadyExists(f"vm {spec.name!r} already exists") from None
+                raise self._name_taken_sync(spec.name) from None
             raise
         c.reload()
         return c
@@ -690,15 +726,17 @@ class DockerProvider:
                 await asyncio.sleep(0.5 * failures)
 
     async def _refill_quiet(self, parent: str) -> None:
-        """Wait until no shell of `parent` was taken for `refill_quiet_s`."""
+        """Wait until no clone of `parent` began or ended for `refill_quiet_s`
+        and none is in the making (a clone's own container, made when the pool
+        ran dry, takes longest in a burst: a refill must not compete with it)."""
         self._refill_waiting.add(parent)
         try:
             while True:
-                # A deadline that moves with every take: re-read after each sleep.
+                # A deadline that moves with every clone: re-read after each sleep.
                 wait = self._last_take.get(parent, -1e9) + self.cfg.refill_quiet_s - time.monotonic()
-                if wait <= 0:
+                if wait <= 0 and not self._cloning[parent]:
                     return
-                await asyncio.sleep(wait)
+                await asyncio.sleep(wait if wait > 0 else self.cfg.refill_quiet_s)
         finally:
             self._refill_waiting.discard(parent)
 
@@ -764,7 +802,7 @@ class DockerProvider:
             raise FailedPrecondition(f"snapshot {snapshot!r} of {parent!r} is gone") from None
         except docker.errors.APIError as err:
             if err.status_code == 409:
-                raise AlreadyExists(f"vm {spec.name!r} already exists") from None
+                raise self._name_taken_sync(spec.name) from None
             raise
         try:
             if attach_later:
@@ -856,7 +894,19 @@ class DockerProvider:
         self._shell_size[parent] = (child.cpu_millis, child.memory_bytes)
         machine_id = guest.machine_id
         argv = guest.agent_argv(IN_VM_RUN_DIR)
-        env = {**self._env(child, machine_id, argv, "wait"), "COWPOD_PARENT_VM": parent}
+        env = {**self._env(child, machine_id, argv, "wait"), "COWPOD_PARENT_VM": parent,
+               PARENT_CONTAINER_ENV: container_name(self.cfg, parent)}
+        self._cloning[parent] += 1
+        try:
+            return await self._instant_clone(parent, snapshot, child, machine_id, argv, env)
+        finally:
+            self._cloning[parent] -= 1
+            self._last_take[parent] = time.monotonic()
+
+    async def _instant_clone(
+        self, parent: str, snapshot: str, child: VMSpecInfo, machine_id: str, argv: Sequence[str],
+        env: Mapping[str, str],
+    ) -> VMInfo:
         cname = container_name(self.cfg, child.name)
         async with self._lock(child.name):
             made = await self._take_shell(parent, snapshot, child, machine_id, argv, env)
