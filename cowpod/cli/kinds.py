@@ -17,8 +17,6 @@ manifest kind has one.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -91,10 +89,7 @@ class CliKind:
     @cached_property
     def rpcs(self) -> frozenset[str]:
         """The methods of the kind's service (`<Kind>Service`) in the protos."""
-        module = sys.modules.get(self.info.message.__module__) or importlib.import_module(
-            self.info.message.__module__
-        )
-        svc = module.DESCRIPTOR.services_by_name[f"{self.info.kind}Service"]
+        svc = self.info.message.DESCRIPTOR.file.services_by_name[f"{self.info.kind}Service"]
         return frozenset(svc.methods_by_name)
 
     @property
