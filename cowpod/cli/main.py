@@ -28,6 +28,7 @@ import grpc
 
 from cowpod.auth.config import ConfigError
 from cowpod.cli.commands import (
+    apiresources,
     apply,
     auth,
     cluster,
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     parents = [_global_options(suppress=True)]
     for module in (cluster, apply, get, describe, delete, modify, logs, wait_cmd, rollout, node, drain, vm,
-                   auth, version):
+                   auth, apiresources, version):
         module.add_parser(sub, parents)
     return parser
 

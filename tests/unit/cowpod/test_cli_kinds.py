@@ -259,3 +259,27 @@ def test_every_verb_and_sub_verb_has_examples_of_itself() -> None:
 
     missing = [cmd for cmd, p in _verbs(build_parser()) if cmd not in (p.epilog or "")]
     assert not missing, f"--help without an example using it: {missing}"
+
+
+def _run(tmp_path: pathlib.Path, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main([*args, "--controller", f"unix://{tmp_path}/nope.sock"], env=_env(tmp_path), stdout=out,
+                stderr=err, stdin=io.StringIO())
+    return code, out.getvalue(), err.getvalue()
+
+
+def _env(tmp_path: pathlib.Path) -> dict[str, str]:
+    return {"HOME": str(tmp_path), "COWPOD_DATA_DIR": str(tmp_path / "data")}
+
+
+def test_api_resources_needs_no_controller_and_shows_each_kinds_verbs(tmp_path: pathlib.Path) -> None:
+    code, out, err = _run(tmp_path, "api-resources", "-o", "wide")
+    assert code == 0, err
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert out.splitlines()[0].split() == ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND", "VERBS"]
+    assert set(rows) == {k.plural for k in KINDS}
+    assert rows["endpoints"] == ["endpoints", "ep", "v1", "true", "Endpoints", "get,list,watch"]
+    assert rows["leases"][-1] == "create,delete,get,list,patch,update"  # no watch
+    assert rows["vms"][-1] == "create,delete,get,list,watch"  # no update: VMs do not change
+    code, out, _ = _run(tmp_path, "api-resources", "--namespaced=false", "-o", "name")
+    assert out.split() == ["namespaces", "nodes", "priorityclasses", "vms"]
