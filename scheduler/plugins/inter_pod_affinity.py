@@ -18,7 +18,7 @@ Counting is `term_counts` (pure, shared with the score plugin).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,9 +65,10 @@ def facts(pod: PodInfo, cache: Cache) -> Facts:
     forbidden = set()
     for other, node in cache.anti_affinity_pods():
         for t in other.pod_anti_affinity:
-            value = node.info.labels.get(t.topology_key)
-            if value is not None and t.selects(pod):
-                forbidden.add((t.topology_key, value))
+            if t.selects(pod):
+                value = node.info.labels.get(t.topology_key)
+                if value is not None:
+                    forbidden.add((t.topology_key, value))
     return Facts(affinity, anti, first, frozenset(forbidden))
 
 
@@ -106,7 +107,29 @@ class InterPodAffinity(FilterPlugin):
         return SUCCESS if f is None else check(f, node.info.labels)
 
     def filter_batch(self, state: CycleState, pod: PodInfo, cache: Cache) -> BoolArray:
+        """`check` over every row at once: per term, which domains are taken (or held), then
+        each row by its domain index (cache.domains)."""
+        ok = np.ones(cache.n, np.bool_)
         f: Facts | None = state.read(self.name)
-        if f is None or not (f.affinity or f.anti or f.forbidden):
-            return np.ones(cache.n, np.bool_)
-        return np.fromiter((check(f, s.info.labels).ok for s in cache.states), np.bool_, cache.n)
+        if f is None:
+            return ok
+        for key, value in f.forbidden:
+            ok &= ~_rows_in(cache, key, {value})
+        for t, counts in f.anti:  # counts holds only domains with a matching pod
+            ok &= ~_rows_in(cache, t.topology_key, counts)
+        for t, counts in f.affinity:
+            if f.first_of_group:
+                ok &= cache.domains(t.topology_key)[0] >= 0
+            else:
+                ok &= _rows_in(cache, t.topology_key, counts)
+        return ok
+
+
+def _rows_in(cache: Cache, key: str, domains: Container[str]) -> BoolArray:
+    """Rows whose value of `key` is one of `domains` (rows without the key: False)."""
+    ids, values = cache.domains(key)
+    if not values:
+        return np.zeros(cache.n, np.bool_)
+    per_domain = np.fromiter((v in domains for v in values), np.bool_, len(values))
+    has = ids >= 0
+    return has & per_domain[np.where(has, ids, 0)]
