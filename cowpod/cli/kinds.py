@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-from cowpod.cli import describe, printers
+from cowpod.cli import describe, printers, readiness
 from cowpod.manifest import KindInfo
 from cowpod.manifest.kinds import (
     CONFIGMAP,
@@ -42,7 +42,7 @@ from cowpod.manifest.kinds import (
     SERVICE,
     VM,
 )
-from cowpod.v1 import event_pb2, pod_pb2, service_pb2, workload_pb2
+from cowpod.v1 import event_pb2, node_pb2, pod_pb2, service_pb2, workload_pb2
 
 Row = printers.Row
 
@@ -68,6 +68,9 @@ class RowContext:
 
 RowFn = Callable[[Any, float, RowContext], Row]
 DescribeFn = Callable[[Any, Related, float], str]
+# When is an applied object "there" (`apply --wait`)? Given the object and, for an object that
+# runs a node (a VM: `status.nodeName`), that node.
+ReadinessFn = Callable[[Any, node_pb2.Node | None], readiness.Readiness]
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class CliKind:
     related: frozenset[RelatedName] = field(default_factory=frozenset)
     # How a table orders the rows, when not by namespace and name (events: by time).
     order: Callable[[Sequence[Any]], list[Any]] | None = None
+    # None: there as soon as it is created (a ConfigMap, a Service).
+    readiness: ReadinessFn | None = None
 
     @property
     def client_attr(self) -> str:
@@ -130,18 +135,25 @@ def _plain_row(fn: Callable[[Any, float], Row]) -> RowFn:
     return lambda obj, now, rc: fn(obj, now)
 
 
+def _alone(fn: Callable[[Any], readiness.Readiness]) -> ReadinessFn:
+    """A readiness that needs no node."""
+    return lambda obj, node: fn(obj)
+
+
 def _events_only(fn: Callable[[Any, Sequence[event_pb2.Event], float], str]) -> DescribeFn:
     return lambda obj, rel, now: fn(obj, rel.events, now)
 
 
 ENTRIES: tuple[CliKind, ...] = (
     CliKind(POD, tuple(printers.POD_HEADERS), _wide_row(printers.pod_row),
-            _events_only(describe.describe_pod), wide=tuple(printers.POD_WIDE)),
+            _events_only(describe.describe_pod), wide=tuple(printers.POD_WIDE),
+            readiness=_alone(readiness.pod_readiness)),
     CliKind(NODE, tuple(printers.NODE_HEADERS), _node_row,
             lambda o, rel, now: describe.describe_node(o, rel.pods_on_node, rel.events, now),
-            wide=tuple(printers.NODE_WIDE), related=frozenset({"pods_on_node"})),
+            wide=tuple(printers.NODE_WIDE), related=frozenset({"pods_on_node"}),
+            readiness=_alone(readiness.node_readiness)),
     CliKind(VM, tuple(printers.VM_HEADERS), _wide_row(printers.vm_row), _events_only(describe.describe_vm),
-            wide=tuple(printers.VM_WIDE)),
+            wide=tuple(printers.VM_WIDE), readiness=readiness.vm_readiness),
     CliKind(EVENT, tuple(printers.EVENT_HEADERS), _plain_row(printers.event_row),
             _events_only(describe.describe_event), order=printers.sort_events),
     CliKind(LEASE, tuple(printers.LEASE_HEADERS), _plain_row(printers.lease_row),
@@ -150,11 +162,14 @@ ENTRIES: tuple[CliKind, ...] = (
             _events_only(describe.describe_replicaset), wide=tuple(printers.REPLICASET_WIDE)),
     CliKind(DEPLOYMENT, tuple(printers.DEPLOYMENT_HEADERS), _wide_row(printers.deployment_row),
             lambda o, rel, now: describe.describe_deployment(o, rel.replica_sets, rel.events, now),
-            wide=tuple(printers.WORKLOAD_WIDE), related=frozenset({"replica_sets"})),
+            wide=tuple(printers.WORKLOAD_WIDE), related=frozenset({"replica_sets"}),
+            readiness=_alone(readiness.deployment_readiness)),
     CliKind(JOB, tuple(printers.JOB_HEADERS), _wide_row(printers.job_row),
-            _events_only(describe.describe_job), wide=tuple(printers.WORKLOAD_WIDE)),
+            _events_only(describe.describe_job), wide=tuple(printers.WORKLOAD_WIDE),
+            readiness=_alone(readiness.job_readiness)),
     CliKind(DAEMONSET, tuple(printers.DAEMONSET_HEADERS), _wide_row(printers.daemonset_row),
-            _events_only(describe.describe_daemonset), wide=tuple(printers.WORKLOAD_WIDE)),
+            _events_only(describe.describe_daemonset), wide=tuple(printers.WORKLOAD_WIDE),
+            readiness=_alone(readiness.daemonset_readiness)),
     CliKind(SERVICE, tuple(printers.SERVICE_HEADERS), _wide_row(printers.service_row),
             lambda o, rel, now: describe.describe_service(o, rel.endpoints, rel.events, now),
             wide=tuple(printers.SERVICE_WIDE), related=frozenset({"endpoints"})),

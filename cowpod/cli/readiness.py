@@ -28,6 +28,11 @@ def node_ready(node: node_pb2.Node | None) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
 
 
+def node_readiness(node: node_pb2.Node) -> Readiness:
+    ok = node_ready(node)
+    return Readiness(ok, "Ready" if ok else "NotReady")
+
+
 def pod_readiness(pod: pod_pb2.Pod) -> Readiness:
     phase = pod.status.phase
     status = printers.pod_status(pod)

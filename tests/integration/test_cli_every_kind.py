@@ -17,7 +17,7 @@ from cowpod.cli.context import Ctx
 from cowpod.cli.main import build_parser, main, parse_args
 from cowpod.client import Client
 from cowpod.config import load_config
-from cowpod.v1 import event_pb2, meta_pb2
+from cowpod.v1 import event_pb2, meta_pb2, pod_pb2
 from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -188,6 +188,21 @@ async def test_wait_for_every_object_of_a_selector(cli: Cli, tmp_path: pathlib.P
     assert r.code == 0, r.err
     r = await cli("wait", "secrets", "--all", "--for", "delete")
     assert r.code == 1 and "no matching resources found" in r.err
+
+
+async def test_apply_wait_judges_each_kind_by_its_readiness(cli: Cli, client: Client) -> None:
+    manifest = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n---\n"
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
+                "spec: {containers: [{name: c, image: cowpod/busybox:latest}]}\n")
+    # No node runs the pod: the wait is for it alone (a ConfigMap is there once created).
+    r = await cli("apply", "-f", "-", "--wait", "--timeout", "1s", stdin=manifest)
+    assert r.code == 1 and "waiting for 1 object(s)" in r.err and "pod/p" in r.err, r.err
+    st = pod_pb2.Pod(metadata=meta_pb2.ObjectMeta(namespace="default", name="p"),
+                     status=pod_pb2.PodStatus(phase="Running",
+                                              conditions=[meta_pb2.Condition(type="Ready", status="True")]))
+    await client.pods.UpdateStatus(st, timeout=10)
+    r = await cli("apply", "-f", "-", "--wait", "--timeout", "30s", stdin=manifest)
+    assert r.code == 0 and "pod/p Running" in r.err, r.err
 
 
 async def test_get_all_is_kubectls_category(cli: Cli, tmp_path: pathlib.Path) -> None:

@@ -26,20 +26,12 @@ from cowpod.cli.context import Ctx
 from cowpod.cli.errors import CliError, code_of, is_not_found, rpc_error, rpc_message
 from cowpod.cli.kinds import entry
 from cowpod.cli.progress import Progress
-from cowpod.cli.readiness import (
-    Readiness,
-    daemonset_readiness,
-    deployment_readiness,
-    job_readiness,
-    node_ready,
-    pod_readiness,
-    vm_readiness,
-)
+from cowpod.cli.readiness import Readiness
 from cowpod.cli.resources import CONFLICT_ATTEMPTS, pause_after_conflict, ref, service, what
 from cowpod.cli.safe_text import printable
 from cowpod.cli.waiting import poll_until
 from cowpod.manifest import Document, KindInfo, encode_object, load_paths
-from cowpod.manifest.kinds import DAEMONSET, DEPLOYMENT, JOB, NAMESPACE, NODE, POD, SECRET, VM, Obj
+from cowpod.manifest.kinds import NAMESPACE, NODE, POD, SECRET, Obj
 from cowpod.manifest.schema import input_names
 from cowpod.v1 import meta_pb2, pod_pb2
 
@@ -408,7 +400,7 @@ def _same_but_annotation(a: Obj, b: Obj) -> bool:
 
 
 async def wait_applied(ctx: Ctx, applied: list[tuple[KindInfo, Obj]], *, timeout: float) -> None:
-    watched = [(info, obj) for info, obj in applied if info in (POD, VM, NODE, DEPLOYMENT, DAEMONSET, JOB)]
+    watched = [(info, obj) for info, obj in applied if entry(info).readiness is not None]
     if not watched:
         return
     pending = {(info.kind, o.metadata.namespace, o.metadata.name): info for info, o in watched}
@@ -437,23 +429,19 @@ async def wait_applied(ctx: Ctx, applied: list[tuple[KindInfo, Obj]], *, timeout
 
 
 async def readiness_of(ctx: Ctx, info: KindInfo, namespace: str, name: str) -> Readiness:
+    """The kind's readiness (its entry in cowpod.cli.kinds) of the stored object, given its node
+    when it runs one (a VM's `status.nodeName`)."""
+    judge = entry(info).readiness
     key = meta_pb2.ObjectKey(namespace=namespace, name=name)
     obj: Any = await ctx.call(service(ctx, info).Get, key, what=what(info, name), retry=True)
-    if info is POD:
-        return pod_readiness(obj)
-    if info is VM:
-        node = None
-        if obj.status.node_name:
-            try:
-                node = await ctx.client.nodes.Get(meta_pb2.ObjectKey(name=obj.status.node_name), timeout=10)
-            except grpc.RpcError:
-                node = None
-        return vm_readiness(obj, node)
-    if info is DEPLOYMENT:
-        return deployment_readiness(obj)
-    if info is DAEMONSET:
-        return daemonset_readiness(obj)
-    if info is JOB:
-        return job_readiness(obj)
-    ok = node_ready(obj)
-    return Readiness(ok, "Ready" if ok else "NotReady")
+    if judge is None:
+        return Readiness(True, "created")
+    status = getattr(obj, "status", None)
+    node_name = getattr(status, "node_name", "") if status is not None else ""
+    node = None
+    if node_name:
+        try:
+            node = await ctx.client.nodes.Get(meta_pb2.ObjectKey(name=node_name), timeout=10)
+        except grpc.RpcError:
+            node = None  # not registered yet: the VM is not there yet
+    return judge(obj, node)

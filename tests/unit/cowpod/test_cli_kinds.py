@@ -283,3 +283,16 @@ def test_api_resources_needs_no_controller_and_shows_each_kinds_verbs(tmp_path: 
     assert rows["vms"][-1] == "create,delete,get,list,watch"  # no update: VMs do not change
     code, out, _ = _run(tmp_path, "api-resources", "--namespaced=false", "-o", "name")
     assert out.split() == ["namespaces", "nodes", "priorityclasses", "vms"]
+
+
+def test_readiness_per_kind() -> None:
+    """`apply --wait` waits for kinds that run something; configuration is there once created."""
+    from cowpod.manifest.kinds import CONFIGMAP, SERVICE
+
+    assert entry(CONFIGMAP).readiness is None and entry(SERVICE).readiness is None
+    vm_readiness = entry(VM).readiness
+    assert vm_readiness is not None
+    assert vm_readiness(builders.vm(), builders.node(ready=True)).done
+    assert not vm_readiness(builders.vm(), None).done  # its node has not registered
+    pod_readiness = entry(POD).readiness
+    assert pod_readiness is not None and pod_readiness(builders.pod(), None).done  # Succeeded
