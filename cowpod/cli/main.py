@@ -65,6 +65,7 @@ getting started:
   cowpod get pods                        see it
   cowpod logs hello                      read what it printed
   cowpod down                            stop everything
+  cowpod api-resources -o wide           the kinds, and the verbs each takes
 
 global options go before or after the verb. Environment: COWPOD_CONTROLLER,
 COWPOD_DATA_DIR, COWPOD_NAMESPACE. Every verb has --help with examples.
