@@ -523,9 +523,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.cold_agents:
             from hypervisor.providers.docker.zygote_warm import ZygoteWarmStarter
 
-            cfg = env.config()
-            warm = ZygoteWarmStarter(ZygoteWarmStarter.default_socket_dir(env.data_dir),
-                                     container_prefix=cfg.container_prefix)
+            warm = ZygoteWarmStarter(ZygoteWarmStarter.default_socket_dir(env.data_dir))
         # The bench's controller is plaintext; the VMs' agents must be told so.
         provider = DockerProvider(env.config(
                                              pool_size=args.pool_size),

@@ -37,6 +37,7 @@ from hypervisor.providers.docker.provider import (
     L_NODE,
     DockerProvider,
     DockerProviderConfig,
+    container_name,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -100,6 +101,10 @@ class DockerTestEnv:
         )
         kw.update(overrides)
         return DockerProviderConfig(**kw)
+
+    def vm_container(self, vm: str) -> str:
+        """The container name of this env's VM `vm` (the provider's one rule)."""
+        return container_name(self.config(), vm)
 
     def provider(self, **overrides: Any) -> DockerProvider:
         return DockerProvider(self.config(**overrides))

@@ -166,7 +166,7 @@ async def test_an_idle_parent_is_paused_and_a_pod_runs_on_a_clone_forked_from_it
             return bool(parents) and parents[0].spec.paused and parents[0].status.phase == "Paused"
 
         await eventually(parent_paused, timeout=180, what="the idle warm parent paused")
-        container = await asyncio.to_thread(env.client.containers.get, "cowpod-vm-small-parent")
+        container = await asyncio.to_thread(env.client.containers.get, env.vm_container("small-parent"))
         assert container.attrs["State"]["Paused"]
         ref = event_pb2.ObjectReference(kind="VM", name="small-parent")
         events = (await client.events.List(event_pb2.ListEventsRequest(involved_object=ref))).items
@@ -188,7 +188,7 @@ async def test_an_idle_parent_is_paused_and_a_pod_runs_on_a_clone_forked_from_it
         assert _ready(child_node)[0] == "True"
         # The child's agent was forked by the parent's zygote, which the pause did not freeze.
         assert warm.last_clone is not None
-        top = await asyncio.to_thread(env.client.containers.get(f"cowpod-vm-{vm.metadata.name}").top)
+        top = await asyncio.to_thread(env.client.containers.get(env.vm_container(vm.metadata.name)).top)
         pid_col = top["Titles"].index("PID")
         assert str(warm.last_clone.pid) in [row[pid_col] for row in top["Processes"]]
         # ... and the parent stayed paused throughout, its node quiet.

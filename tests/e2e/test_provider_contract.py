@@ -68,7 +68,8 @@ class DockerHarness:
     async def add_pod_container(self, vm: str) -> None:
         import asyncio
 
-        await asyncio.to_thread(self.env.run_nested, f"cowpod-vm-{vm}", vm, f"pod-{self.env.cluster_id}-{vm}")
+        pod = f"pod-{self.env.cluster_id}-{vm}"
+        await asyncio.to_thread(self.env.run_nested, self.env.vm_container(vm), vm, pod)
 
     async def pod_containers(self, vm: str) -> list[str]:
         return await self.docker.nested_containers(vm)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 import docker
 import pytest
 
+from cowpod.errors import AlreadyExists
 from hypervisor.provider import VMSpecInfo, VMState
 from hypervisor.providers.docker.provider import DockerProvider
 from hypervisor.testing import DockerTestEnv, full_clone, instant_clone
@@ -43,7 +44,7 @@ async def test_vm_container_has_its_limits_identity_and_mounts(
 ) -> None:
     name = f"lim-{env.cluster_id}"
     info = await full_clone(provider, spec(name, node_labels={"zone": "z1"}))
-    c = docker.from_env().containers.get(f"cowpod-vm-{name}")
+    c = docker.from_env().containers.get(env.vm_container(name))
     hc = c.attrs["HostConfig"]
     assert hc["NanoCpus"] == 500_000_000
     assert hc["Memory"] == 256 << 20 and hc["MemorySwap"] == 256 << 20
@@ -57,7 +58,7 @@ async def test_vm_container_has_its_limits_identity_and_mounts(
     assert labels["cowpod.cluster"] == env.cluster_id and labels["cowpod.test"] == "1"
     assert info.provider_id == f"docker://{c.id}"
     # The init is PID 1 and wrote the VM's identity.
-    cname = f"cowpod-vm-{name}"
+    cname = env.vm_container(name)
     assert "hypervisor.vminit" in sh(cname, "tr '\\0' ' ' </proc/1/cmdline")
     assert sh(cname, "cat /etc/machine-id") == info.machine_id
     assert sh(cname, "hostname") == name
@@ -65,7 +66,7 @@ async def test_vm_container_has_its_limits_identity_and_mounts(
     argv = json.loads(env_vars["COWPOD_AGENT_ARGV"])
     assert argv[0] == "cowpod-agent"
     assert argv[argv.index("--node-name") + 1] == name
-    assert argv[argv.index("--vm-container") + 1] == f"cowpod-vm-{name}"
+    assert argv[argv.index("--vm-container") + 1] == env.vm_container(name)
     assert argv[argv.index("--advertise") + 1] == f"unix://{env.data_dir.resolve()}/run/agents/{name}.sock"
     assert "zone=z1" in argv[argv.index("--labels") + 1]
 
@@ -74,12 +75,12 @@ async def test_instant_clone_copies_the_parents_disk_at_the_clone(
     env: DockerTestEnv, provider: DockerProvider
 ) -> None:
     parent = await full_clone(provider, spec(f"par-{env.cluster_id}"))
-    pc = f"cowpod-vm-{parent.name}"
+    pc = env.vm_container(parent.name)
     sh(pc, "echo warm > /var/lib/cowpod/cache-before && mkdir -p /var/lib/cowpod/agent && echo p > "
            "/var/lib/cowpod/agent/identity")
     child = await instant_clone(provider, parent.name, spec(f"kid-{env.cluster_id}"))
     sh(pc, "echo late > /var/lib/cowpod/cache-after")
-    cc = f"cowpod-vm-{child.name}"
+    cc = env.vm_container(child.name)
     assert sh(cc, "cat /var/lib/cowpod/cache-before") == "warm"
     assert sh(cc, "test -e /var/lib/cowpod/cache-after && echo yes || echo no") == "no"
     # The parent's per-VM state is wiped; the child's identity is its own.
@@ -90,7 +91,7 @@ async def test_instant_clone_copies_the_parents_disk_at_the_clone(
     assert child.labels["cowpod.snapshot"] in await provider.snapshot_images()
     # Snap free, then destroy both: nothing of this cluster is left behind.
     await provider.snap_free(child.name)
-    assert f"cowpod/vm-own:{child.name}" in await provider.snapshot_images()
+    assert f"cowpod/vm-own:{env.cluster_id}-{child.name}" in await provider.snapshot_images()
     await provider.destroy(parent.name)
     await provider.destroy(child.name)
     assert await provider.snapshot_images() == []
@@ -103,12 +104,12 @@ async def test_docker_stop_is_a_clean_shutdown_and_kill_a_failure(
     a = await full_clone(provider, spec(f"stop-{env.cluster_id}"))
     b = await full_clone(provider, spec(f"kill-{env.cluster_id}"))
     client = docker.from_env()
-    await asyncio.to_thread(client.containers.get(f"cowpod-vm-{a.name}").stop, timeout=10)
-    await asyncio.to_thread(client.containers.get(f"cowpod-vm-{b.name}").kill)
+    await asyncio.to_thread(client.containers.get(env.vm_container(a.name)).stop, timeout=10)
+    await asyncio.to_thread(client.containers.get(env.vm_container(b.name)).kill)
     stopped, killed = await provider.get(a.name), await provider.get(b.name)
     assert stopped.state == VMState.STOPPED
     assert killed.state == VMState.FAILED and "137" in killed.message
-    logs = client.containers.get(f"cowpod-vm-{a.name}").logs().decode()
+    logs = client.containers.get(env.vm_container(a.name)).logs().decode()
     assert "cowpod-init: stopped" in logs
 
 
@@ -117,7 +118,7 @@ async def test_power_off_stops_the_vms_pods_and_destroy_removes_them(
 ) -> None:
     info = await full_clone(provider, spec(f"pods-{env.cluster_id}"))
     pod = await asyncio.to_thread(
-        env.run_nested, f"cowpod-vm-{info.name}", info.name, f"pod-{env.cluster_id}"
+        env.run_nested, env.vm_container(info.name), info.name, f"pod-{env.cluster_id}"
     )
     client = docker.from_env()
     # The nested container shares the VM's network namespace and sits in its cgroup.
@@ -151,11 +152,11 @@ async def test_warm_start_hook(env: DockerTestEnv, fail: bool) -> None:
     try:
         parent = await full_clone(p, spec(f"wp-{env.cluster_id}"))
         child = await instant_clone(p, parent.name, spec(f"wc-{env.cluster_id}"))
-        assert [c[0] for c in hook.calls] == [f"cowpod-vm-{child.name}"]
+        assert [c[0] for c in hook.calls] == [env.vm_container(child.name)]
         _, argv, child_env = hook.calls[0]
         assert argv[argv.index("--node-name") + 1] == child.name
         assert child_env["COWPOD_AGENT_START"] == "wait"
-        container = docker.from_env().containers.get(f"cowpod-vm-{child.name}")
+        container = docker.from_env().containers.get(env.vm_container(child.name))
         # The hook is told the child's init (no lookup by name behind the network attach).
         assert hook.pids == [int(container.attrs["State"]["Pid"])]
         if fail:
@@ -172,3 +173,64 @@ async def test_warm_start_hook(env: DockerTestEnv, fail: bool) -> None:
             assert "started agent" not in container.logs().decode()
     finally:
         await p.close()
+
+
+async def test_two_clusters_on_one_engine_both_make_vm_1(env: DockerTestEnv) -> None:
+    """Two `cowpod up` clusters (own data dirs and cluster ids, one engine and network) both make
+    `vm-1`: each VM container is named after its cluster (as kind names its nodes), so neither
+    fails with "already exists", and each cluster sees and destroys only its own."""
+    other = DockerTestEnv.create(network=env.network)
+    (other.data_dir / "run").mkdir()
+    a, b = env.provider(pool_size=0), other.provider(pool_size=0)
+    try:
+        va = await full_clone(a, spec("vm-1"))
+        vb = await full_clone(b, spec("vm-1"))
+        assert va.provider_id != vb.provider_id
+        client = docker.from_env()
+        for e in (env, other):
+            c = client.containers.get(e.vm_container("vm-1"))
+            assert c.name == f"cowpod-{e.cluster_id}-vm-1" and c.labels["cowpod.cluster"] == e.cluster_id
+            # The agent is told its own VM's container (it nests pods in its cgroup and network).
+            argv = json.loads(dict(v.split("=", 1) for v in c.attrs["Config"]["Env"])["COWPOD_AGENT_ARGV"])
+            assert argv[argv.index("--vm-container") + 1] == c.name
+        assert [v.name for v in await a.list()] == ["vm-1"] == [v.name for v in await b.list()]
+        # Each clones its own `vm-1` into `vm-2`: each child has its own parent's disk (snapshot
+        # tags are the cluster's too, so neither quiesce point takes the other's tag).
+        for e in (env, other):
+            sh(e.vm_container("vm-1"), f"echo {e.cluster_id} > /etc/which-cluster")
+        await instant_clone(a, "vm-1", spec("vm-2"))
+        await instant_clone(b, "vm-1", spec("vm-2"))
+        for e in (env, other):
+            assert sh(e.vm_container("vm-2"), "cat /etc/which-cluster") == e.cluster_id
+        await b.destroy("vm-2")
+        await b.destroy("vm-1")
+        assert (await a.get("vm-1")).state == (await a.get("vm-2")).state == VMState.RUNNING
+        assert [v.name for v in await b.list()] == []
+        # The same name again in the same cluster is refused, and says so.
+        with pytest.raises(AlreadyExists, match=f"already exists in this cluster \\({env.cluster_id}\\)"):
+            await full_clone(a, spec("vm-1"))
+    finally:
+        await a.close()
+        await b.close()
+        other.cleanup(network=False)
+
+
+async def test_a_taken_container_name_says_which_cluster_has_it(env: DockerTestEnv) -> None:
+    """Cluster `<id>-x`'s `vm-1` and cluster `<id>`'s `x-vm-1` would share a container name (ids
+    cowpod makes, `cp-<10 hex>`, never end up so): the refusal names the cluster that has it."""
+    other = DockerTestEnv(cluster_id=f"{env.cluster_id}-x", network=env.network,
+                          data_dir=DockerTestEnv.create().data_dir)
+    (other.data_dir / "run").mkdir()
+    a, b = env.provider(pool_size=0), other.provider(pool_size=0)
+    try:
+        await full_clone(a, spec("x-vm-1"))
+        assert env.vm_container("x-vm-1") == other.vm_container("vm-1")
+        with pytest.raises(AlreadyExists) as err:
+            await full_clone(b, spec("vm-1"))
+        owner = f"belongs to cowpod cluster {env.cluster_id!r}, not this one ({other.cluster_id})"
+        assert owner in str(err.value)
+        assert (await a.get("x-vm-1")).state == VMState.RUNNING  # untouched
+    finally:
+        await a.close()
+        await b.close()
+        other.cleanup(network=False)

@@ -96,7 +96,7 @@ async def test_full_clone_registers_a_ready_node_and_destroy_cleans_up(stack: St
     assert node.status.node_info.machine_id in ("", vm.status.machine_id)
     await c.vms.Destroy(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name=name)))
     await eventually(lambda: _gone(c, name), what="VM object removed", timeout=60.0)
-    assert docker.from_env().containers.list(all=True, filters={"name": f"cowpod-vm-{name}"}) == []
+    assert docker.from_env().containers.list(all=True, filters={"name": stack.env.vm_container(name)}) == []
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await c.nodes.Get(meta_pb2.ObjectKey(name=name))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -170,7 +170,7 @@ async def test_a_vm_that_dies_is_marked_failed_with_an_event(stack: Stack) -> No
     c, name = stack.client, f"die-{stack.env.cluster_id}"
     await c.vms.Create(new_vm(name))
     await eventually(lambda: phase_is(c, name, "Running"), what="VM Running", timeout=60.0)
-    await asyncio.to_thread(docker.from_env().containers.get(f"cowpod-vm-{name}").kill)
+    await asyncio.to_thread(docker.from_env().containers.get(stack.env.vm_container(name)).kill)
     await eventually(lambda: phase_is(c, name, "Failed"), what="VM Failed", timeout=60.0)
     vm = await get_vm(c, name)
     assert vm is not None and "137" in vm.status.message

@@ -37,7 +37,7 @@ async def test_a_vms_pods_together_stay_within_its_pid_limit(
     vm_spec = VMSpecInfo(name=name, class_name="small", cpu_millis=500, memory_bytes=512 << 20)
     await full_clone(provider, vm_spec)
     client = docker.from_env()
-    vm = client.containers.get(f"cowpod-vm-{name}")
+    vm = client.containers.get(env.vm_container(name))
     assert vm.attrs["HostConfig"]["PidsLimit"] == VM_LIMIT
     bombs = []
     for i in range(3):

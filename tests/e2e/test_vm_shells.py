@@ -67,7 +67,7 @@ async def test_pooled_clones_have_unique_identities_and_the_pool_refills(
     await eventually(lambda: len(shells(env, parent.name)) == 2, what="the pool refilled", timeout=60.0)
     seen: dict[str, set[str]] = {"hostname": set(), "machine_id": set(), "ip": set(), "node": set()}
     for vm in [parent, *kids]:
-        cname = f"cowpod-vm-{vm.name}"
+        cname = env.vm_container(vm.name)
         hostname, machine_id = sh(cname, "hostname"), sh(cname, "cat /etc/machine-id")
         if vm is not parent:
             assert hostname == vm.name == vm.hostname == vm.node_name
@@ -97,25 +97,26 @@ async def test_empty_pool_creates_the_childs_own_container(env: DockerTestEnv) -
         parent = await full_clone(p, spec(f"par-{env.cluster_id}"))
         kid = await instant_clone(p, parent.name, spec(f"kid-{env.cluster_id}"))
         assert kid.state == VMState.RUNNING and kid.hostname == kid.name != parent.hostname
-        assert sh(f"cowpod-vm-{kid.name}", "hostname") == kid.name
+        assert sh(env.vm_container(kid.name), "hostname") == kid.name
         assert kid.machine_id != parent.machine_id and kid.ip != parent.ip
         # Its own container from the start: Docker's view is the VM's (no shell left over).
-        attrs = docker.from_env().containers.get(f"cowpod-vm-{kid.name}").attrs
+        attrs = docker.from_env().containers.get(env.vm_container(kid.name)).attrs
         assert attrs["Config"]["Hostname"] == kid.name
         assert attrs["Config"]["Labels"]["cowpod.vm"] == kid.name
         assert attrs["Config"]["Labels"]["cowpod.shell-of"] == ""
         assert attrs["Config"]["Labels"]["cowpod.parent"] == parent.name
         # Without a warm-start hook its init takes the identity and starts the agent at once.
-        vm_container = docker.from_env().containers.get(f"cowpod-vm-{kid.name}")
+        vm_container = docker.from_env().containers.get(env.vm_container(kid.name))
         deadline = time.monotonic() + 30
         while "started agent" not in (logs := vm_container.logs().decode()):
             assert time.monotonic() < deadline, logs
             await asyncio.sleep(0.1)
-        assert sh(f"cowpod-vm-{kid.name}", "cat /etc/machine-id") == kid.machine_id
+        assert sh(env.vm_container(kid.name), "cat /etc/machine-id") == kid.machine_id
         assert shells(env) == []  # no pool: nothing idle is kept
         await p.destroy(kid.name)
         # The parent's quiesce point stays for the next child while the parent lives.
-        assert any(t.startswith(f"cowpod/vm-snap:{parent.name}-") for t in await p.snapshot_images())
+        point = f"cowpod/vm-snap:{env.cluster_id}-{parent.name}-"
+        assert any(t.startswith(point) for t in await p.snapshot_images())
         await p.destroy(parent.name)
         assert await p.snapshot_images() == []
     finally:
@@ -130,7 +131,7 @@ async def test_orphan_shells_go_at_manager_start_and_on_cowpod_down(env: DockerT
     await p.close()
     # The parent vanishes behind the provider's back (a crash, a manual docker rm).
     client = docker.from_env()
-    client.containers.get(f"cowpod-vm-{parent.name}").remove(force=True)
+    client.containers.get(env.vm_container(parent.name)).remove(force=True)
     fresh = env.provider()
     try:
         removed = await fresh.collect_garbage()
@@ -206,7 +207,7 @@ async def test_paused_shells_are_unpaused_when_taken(env: DockerTestEnv) -> None
         assert idle.attrs["State"]["Paused"]
         kid = await instant_clone(p, parent.name, spec(f"kid-{env.cluster_id}"))
         assert kid.state == VMState.RUNNING
-        assert sh(f"cowpod-vm-{kid.name}", "hostname") == kid.name
+        assert sh(env.vm_container(kid.name), "hostname") == kid.name
         await p.destroy(parent.name, cascade=True)
         assert shells(env) == [] and await p.list() == []
     finally:
@@ -258,7 +259,7 @@ async def test_a_clone_without_a_shell_is_a_working_vm_of_its_own(
                 ips = {a.address for a in node.status.addresses if a.type == "InternalIP"}
                 assert ips == {vm.status.ip} and vm.status.ip != pvm.status.ip
                 # Its own identity, on its disk and on its node.
-                cname = f"cowpod-vm-{kid}"
+                cname = env.vm_container(kid)
                 assert node.status.node_info.machine_id == vm.status.machine_id != pvm.status.machine_id
                 assert sh(cname, "cat /etc/machine-id") == vm.status.machine_id
                 assert sh(cname, "cat /var/lib/cowpod/vm-name") == kid == sh(cname, "hostname")

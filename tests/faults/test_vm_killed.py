@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from cowpod.v1 import meta_pb2, node_pb2, vm_pb2
+from hypervisor.providers.docker.provider import vm_container_prefix
 from tests.faults.cluster import ProcCluster, cli, eventually, get_pod, list_pods, run
 from tests.faults.conftest import image_present
 from tests.faults.test_agent_crash import active, replicaset
@@ -58,6 +59,7 @@ async def test_killed_vm_loses_its_node_and_its_pods_are_replaced(
     )
     cluster.controller_env["COWPOD_CLUSTER_ID"] = f"faults-{cluster.run_id}"
     vms = [f"vk{i}-{cluster.run_id}" for i in (1, 2)]
+    vm_prefix = vm_container_prefix(cluster.controller_env["COWPOD_CLUSTER_ID"])  # its VMs' container names
     cluster.start_etcd()
     cluster.start_controller()
     try:
@@ -95,7 +97,7 @@ async def test_killed_vm_loses_its_node_and_its_pods_are_replaced(
             ).stdout.split()
             assert nested, "the victim's pods should run as containers nested in its VM"
 
-            assert (await run("docker", "kill", f"cowpod-vm-{victim}")).returncode == 0
+            assert (await run("docker", "kill", vm_prefix + victim)).returncode == 0
 
             async def node_lost() -> bool:
                 try:
@@ -133,7 +135,7 @@ async def test_killed_vm_loses_its_node_and_its_pods_are_replaced(
         # VMs first (their agents would start the pods again), then what nested in them.
         docker_rm(f"label=cowpod.cluster=faults-{cluster.run_id}")
         for name in vms:
-            docker_rm(f"name=cowpod-vm-{name}")
+            docker_rm(f"name={vm_prefix}{name}")
         for name in vms:
             docker_rm(f"label=cowpod.node={name}")
 

@@ -73,8 +73,7 @@ class DockerPlugin:
             return DockerProvider(cfg, tasks=ctx.tasks)
         from hypervisor.providers.docker.zygote_warm import ZygoteWarmStarter
 
-        warm = ZygoteWarmStarter(ZygoteWarmStarter.default_socket_dir(ctx.data_dir),
-                                 container_prefix=cfg.container_prefix)
+        warm = ZygoteWarmStarter(ZygoteWarmStarter.default_socket_dir(ctx.data_dir))
         return DockerProvider(cfg, warm_start=warm, tasks=ctx.tasks)
 
     async def leftovers(self, ctx: ProviderContext) -> frozenset[str]:

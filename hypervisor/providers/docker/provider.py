@@ -12,7 +12,7 @@ How VM concepts map onto Docker (docs/hypervisor.md has the long version):
                 agent imports, registration).
 - quiesce       `docker commit` of the RUNNING parent (its writable layer, the
                 parent frozen for the ~0.1-0.2 s it takes) into
-                `cowpod/vm-snap:<parent>-<n>`, ONCE per parent: the first time it
+                `cowpod/vm-snap:<cluster>-<parent>-<n>`, ONCE per parent: the first time it
                 is a clone source (or `prepare_parent`), again only on
                 `requiesce(parent)`. Every child forks from that point, as
                 Fargo's children fork from a quiesced parent.
@@ -27,7 +27,7 @@ How VM concepts map onto Docker (docs/hypervisor.md has the long version):
                 cold by the init (SIGUSR1).
 - lineage       the child's labels `cowpod.parent` and `cowpod.snapshot`.
 - snap free     `docker commit` of the child into its own image record
-                `cowpod/vm-own:<child>`: from then on the child owns its disk and
+                `cowpod/vm-own:<cluster>-<child>`: from then on the child owns its disk and
                 the parent may be destroyed (overlay2 layers are immutable and
                 shared by content, so nothing is copied under the running child).
 - destroy       remove every container labelled `cowpod.node=<vm>` (its pods: they
@@ -139,6 +139,9 @@ class WarmStarter(Protocol):
     ) -> None: ...
 
 
+DEFAULT_CONTAINER_PREFIX = "cowpod-"
+
+
 @dataclass(frozen=True)
 class DockerProviderConfig:
     # The host's cowpod data dir; its `run/` is mounted at /run/cowpod in every VM.
@@ -148,7 +151,7 @@ class DockerProviderConfig:
     image: str = images.VM_IMAGE
     # VM containers are named `<container_prefix><cluster_id>-<vm>` (`container_name`): like
     # kind's `<cluster>-control-plane`, so two clusters on one engine can both have `vm-1`.
-    container_prefix: str = "cowpod-"
+    container_prefix: str = DEFAULT_CONTAINER_PREFIX
     snapshot_repo: str = images.SNAPSHOT_REPO
     own_repo: str = images.OWN_REPO
     # The controller as the agent inside the VM reaches it.
@@ -189,14 +192,19 @@ _CONTAINER_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 PARENT_CONTAINER_ENV = "COWPOD_PARENT_CONTAINER"
 
 
-def vm_container_prefix(cfg: DockerProviderConfig) -> str:
-    """What the name of every VM container of this cluster starts with."""
-    return f"{cfg.container_prefix}{_CONTAINER_NAME_UNSAFE.sub('-', cfg.cluster_id)}-"
+def cluster_part(cluster_id: str) -> str:
+    """A cluster id as it goes into container names and image tags (both allow [a-zA-Z0-9_.-])."""
+    return _CONTAINER_NAME_UNSAFE.sub("-", cluster_id)
+
+
+def vm_container_prefix(cluster_id: str, container_prefix: str = DEFAULT_CONTAINER_PREFIX) -> str:
+    """What the name of every VM container of cluster `cluster_id` starts with."""
+    return f"{container_prefix}{cluster_part(cluster_id)}-"
 
 
 def container_name(cfg: DockerProviderConfig, vm: str) -> str:
     """The one rule for a VM's container name: `cowpod-<cluster>-<vm>`, e.g. `cowpod-cp-3f9a0c12de-vm-1`."""
-    return f"{vm_container_prefix(cfg)}{vm}"
+    return f"{vm_container_prefix(cfg.cluster_id, cfg.container_prefix)}{vm}"
 
 
 def guest_endpoints(cfg: DockerProviderConfig, vm: str) -> GuestEndpoints:
@@ -386,7 +394,7 @@ class DockerProvider:
         labels = c.labels
         cname = str(c.name)
         if labels.get(L_SHELL_OF):
-            prefix = vm_container_prefix(self.cfg)
+            prefix = vm_container_prefix(self.cfg.cluster_id, self.cfg.container_prefix)
             return cname[len(prefix):] if cname.startswith(prefix) else None
         name = labels.get(L_VM, "")
         return name if name and cname == container_name(self.cfg, name) else None
@@ -571,7 +579,9 @@ class DockerProvider:
             return cached
         taken = self.docker.images.list(filters=self._filters(f"{L_SNAPSHOT_OF}={parent}"))
         n = 0
-        prefix = f"{self.cfg.snapshot_repo}:{parent}-"
+        # The cluster's own tags: another cluster's `vm-1` snapshots must never be this one's.
+        tag_prefix = f"{cluster_part(self.cfg.cluster_id)}-{parent}-"
+        prefix = f"{self.cfg.snapshot_repo}:{tag_prefix}"
         for img in taken:
             for tag in img.tags:
                 if tag.startswith(prefix) and tag[len(prefix):].isdigit():
@@ -579,7 +589,7 @@ class DockerProvider:
         if n and not fresh:
             return f"{prefix}{n}"
         _refuse_key_on_disk(c)
-        tag = f"{parent}-{n + 1}"
+        tag = f"{tag_prefix}{n + 1}"
         changes = [f'LABEL {k}="{v}"' for k, v in
                    self._labels({L_SNAPSHOT_OF: parent}).items()]
         # pause=True freezes the parent while its layer is read: a consistent disk.
@@ -988,8 +998,14 @@ class DockerProvider:
         status = c.attrs.get("State", {}).get("Status")
         _refuse_key_on_disk(c)
         changes = [f'LABEL {k}="{v}"' for k, v in self._labels({L_OWN_OF: name, L_SNAPSHOT_OF: ""}).items()]
-        self.docker.api.commit(str(c.id), repository=self.cfg.own_repo, tag=name, changes=changes,
-                               pause=status == "running", message=f"cowpod: {name} snapped free")
+        self.docker.api.commit(str(c.id), repository=self.cfg.own_repo, tag=self._own_tag(name),
+                               changes=changes, pause=status == "running",
+                               message=f"cowpod: {name} snapped free")
+
+    def _own_tag(self, name: str) -> str:
+        """The tag of a snapped-free VM's image: the cluster's, as snapshot tags are (two
+        clusters' `vm-2` must not take each other's tag)."""
+        return f"{cluster_part(self.cfg.cluster_id)}-{name}"
 
     async def snap_free(self, name: str) -> VMInfo:
         async with self._lock(name):
@@ -1090,7 +1106,7 @@ class DockerProvider:
         # Images: the VM's own record, its snapshots no child uses, and the
         # snapshot it was cloned from if nothing else uses it now — unless that
         # is its parent's current quiesce point, kept for the next child.
-        refs = [f"{self.cfg.own_repo}:{name}"]
+        refs = [f"{self.cfg.own_repo}:{self._own_tag(name)}"]
         for img in self.docker.images.list(filters=self._filters(f"{L_SNAPSHOT_OF}={name}")):
             refs.extend(img.tags or [str(img.id)])
         parent = info.parent if info is not None else ""

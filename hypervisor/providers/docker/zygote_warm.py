@@ -2,8 +2,9 @@
 
 `DockerProvider(cfg, warm_start=ZygoteWarmStarter(...))` calls this after it
 started an instant-clone child whose init holds its agent back
-(COWPOD_AGENT_START=wait). We find the child's parent (its `cowpod.parent`
-label), make sure that parent has a zygote — started on first use, charged to
+(COWPOD_AGENT_START=wait). We find the child's parent's container (the provider
+names it in the child's environment, `PARENT_CONTAINER_ENV`; else `container_prefix`
++ the child's `cowpod.parent` label), make sure that parent has a zygote — started on first use, charged to
 the parent VM container's cgroups, preloaded with what the agent imports — and
 fork a warm agent into the child. Raising makes the provider fall back to a
 cold start, so a zygote problem costs speed, never a VM.
@@ -23,6 +24,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from cowpod.errors import FailedPrecondition
+from hypervisor.providers.docker.provider import PARENT_CONTAINER_ENV
 from hypervisor.providers.docker.zygote import (
     DEFAULT_PRELOAD,
     DEFAULT_WARMUP,
@@ -53,7 +55,7 @@ class ZygoteWarmStarter:
         self,
         socket_dir: pathlib.Path,
         *,
-        container_prefix: str = "cowpod-vm-",
+        container_prefix: str = "",
         preload: tuple[str, ...] = AGENT_PRELOAD,
         entrypoint: str = AGENT_ENTRYPOINT,
         warmup: str | None = DEFAULT_WARMUP,
@@ -90,7 +92,13 @@ class ZygoteWarmStarter:
             parent = labels.get(PARENT_LABEL, "")
         if not parent:
             raise FailedPrecondition(f"container {child_container!r} has no {PARENT_LABEL} label")
-        zygote = await self.prepare(self._prefix + parent)
+        # The provider names the parent's container (`cowpod-<cluster>-<vm>`); a caller
+        # without one gives the prefix its containers are named with.
+        parent_container = env.get(PARENT_CONTAINER_ENV) or (self._prefix + parent if self._prefix else "")
+        if not parent_container:
+            raise FailedPrecondition(f"no container name for {child_container!r}'s parent {parent!r}: "
+                                     f"neither {PARENT_CONTAINER_ENV} nor a container_prefix")
+        zygote = await self.prepare(parent_container)
         # agent_argv is a command line ("cowpod-agent", flags...); the entrypoint takes the flags.
         self.last_clone = await zygote.client.fork_into(
             init_pid or child_container,

@@ -10,7 +10,14 @@ from cowpod.errors import Invalid
 from hypervisor.bootstrap import guest_bootstrap
 from hypervisor.guest import JoinBundle
 from hypervisor.provider import VMSpecInfo, VMState
-from hypervisor.providers.docker.provider import DockerProvider, DockerProviderConfig, state_of, validate_spec
+from hypervisor.providers.docker.provider import (
+    DockerProvider,
+    DockerProviderConfig,
+    container_name,
+    state_of,
+    validate_spec,
+    vm_container_prefix,
+)
 
 
 @pytest.mark.parametrize(("state", "expected"), [
@@ -45,7 +52,7 @@ def test_agent_argv_follows_the_process_contract(tmp_path: pathlib.Path) -> None
     assert flags == {
         "--controller": "unix:///run/cowpod/controller.sock",
         "--node-name": "vm-1",
-        "--vm-container": "cowpod-vm-vm-1",
+        "--vm-container": "cowpod-default-vm-1",
         "--listen": "unix:///run/cowpod/agents/vm-1.sock",
         "--advertise": "unix:///var/lib/cowpod/run/agents/vm-1.sock",
         "--labels": "cowpod.io/vm=vm-1,cowpod.io/class=small,cowpod.io/template=true,zone=a",
@@ -77,3 +84,15 @@ def test_a_secure_bootstrap_points_the_agent_at_the_join_bundle(tmp_path: pathli
     argv = guest.agent_argv()
     assert argv[argv.index("--bootstrap-token-file") + 1] == "/run/cowpod/bootstrap-token"
     assert "--insecure" not in argv
+
+
+def test_vm_container_names_carry_the_cluster() -> None:
+    """Two clusters on one engine both have `vm-1`: the container name is the cluster's (kind's
+    `<cluster>-control-plane` idea); a cluster id is made to fit Docker's name rule."""
+    a = DockerProviderConfig(data_dir=pathlib.Path("/a"), cluster_id="cp-3f9a0c12de")
+    b = DockerProviderConfig(data_dir=pathlib.Path("/b"), cluster_id="cp-77aa0c12de")
+    assert container_name(a, "vm-1") == "cowpod-cp-3f9a0c12de-vm-1"
+    assert container_name(a, "vm-1") != container_name(b, "vm-1")
+    assert vm_container_prefix("my cluster/1") == "cowpod-my-cluster-1-"
+    odd = DockerProviderConfig(data_dir=pathlib.Path("/c"), cluster_id="my cluster/1")
+    assert container_name(odd, "vm-1") == "cowpod-my-cluster-1-vm-1"
