@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from agent.runtime import Runtime
+from cowpod.api import podfields
 from cowpod.api.validation import ENV_NAME
 from cowpod.clock import Clock
 from cowpod.configrefs import Ref, RefKind, refs_of
@@ -67,8 +68,13 @@ def kind_word(kind: RefKind) -> str:
     return "configmap" if kind is RefKind.CONFIGMAP else "secret"
 
 
+def is_config_volume(v: pod_pb2.Volume) -> bool:
+    """A volume whose files the agent writes: configMap, secret, downwardAPI."""
+    return v.HasField("config_map") or v.HasField("secret") or v.HasField("downward_api")
+
+
 def has_config_volumes(spec: pod_pb2.PodSpec) -> bool:
-    return any(v.HasField("config_map") or v.HasField("secret") for v in spec.volumes)
+    return any(is_config_volume(v) for v in spec.volumes)
 
 
 class ConfigCache:
@@ -227,6 +233,29 @@ def payload(v: pod_pb2.Volume, snap: Snapshot) -> Payload:
     return Payload(files)
 
 
+def downward_payload(pod: pod_pb2.Pod, v: pod_pb2.Volume) -> Payload:
+    """The files of a downwardAPI volume: each item's fieldRef (cowpod.api.podfields) or
+    resourceFieldRef value, with its mode or `defaultMode` (0644)."""
+    src = v.downward_api
+    default = src.default_mode if src.HasField("default_mode") else DEFAULT_MODE
+    files: dict[str, tuple[bytes, int]] = {}
+    for item in src.items:
+        if not all(_SAFE_NAME.match(part) and part not in (".", "..") for part in item.path.split("/")):
+            raise ConfigError(f'volume "{v.name}": path {item.path!r} is not one this node writes')
+        try:
+            if item.HasField("resource_field_ref"):
+                ref = item.resource_field_ref
+                target = next((c for c in pod.spec.containers if c.name == ref.container_name),
+                              pod.spec.containers[0])
+                text = podfields.resource_field_value(pod.spec, target, ref)
+            else:
+                text = podfields.volume_field_value(pod, item.field_ref.field_path)
+        except ValueError as err:
+            raise ConfigError(f'volume "{v.name}": {err}') from None
+        files[item.path] = (text.encode(), item.mode if item.HasField("mode") else default)
+    return Payload(files)
+
+
 def swap_script(directory: str, version: str, names: list[str]) -> str:
     """Shell (busybox ash) run in the sandbox: point `..data` at `version` with one rename,
     link each top-level name into `..data`, drop links to names that are gone, old versions."""
@@ -259,9 +288,9 @@ class ConfigVolumes:
         volume whose required object or key is missing (nothing of that volume is written)."""
         written: list[str] = []
         for v in pod.spec.volumes:
-            if not (v.HasField("config_map") or v.HasField("secret")):
+            if not is_config_volume(v):
                 continue
-            p = payload(v, snap)
+            p = downward_payload(pod, v) if v.HasField("downward_api") else payload(v, snap)
             digest = p.digest()
             key = (pod.metadata.uid, v.name)
             if self._written.get(key) == (sandbox_id, digest):

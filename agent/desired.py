@@ -67,7 +67,8 @@ def needs_sandbox(pod: pod_pb2.Pod, *, vm_network: bool) -> bool:
     (agent/configvolumes.py); so does a non-root pod with disk emptyDir volumes, which the
     sandbox makes world-writable (cowpod.api.podfields.open_volumes).
     """
-    if any(v.HasField("config_map") or v.HasField("secret") for v in pod.spec.volumes):
+    if any(v.HasField("config_map") or v.HasField("secret") or v.HasField("downward_api")
+           for v in pod.spec.volumes):
         return True
     if podfields.open_volumes(pod.spec):
         return True

@@ -313,6 +313,8 @@ class Executor:
         written up to date through its sandbox. Raises configvolumes.ConfigError for a
         missing one that is not optional, EngineError when the files cannot be written."""
         if not any(True for _ in refs_of(pod.spec)):
+            if sandbox_id and self.config_volumes is not None and has_config_volumes(pod.spec):
+                await self.config_volumes.sync(pod, sandbox_id, {})  # downwardAPI volumes only
             return {}
         if self.config_volumes is None:
             raise ConfigRefError("this agent reads no ConfigMaps or Secrets (no controller connection)")

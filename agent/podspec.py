@@ -15,20 +15,18 @@ Without a VM container the sandbox gets the engine's default network.
 
 from __future__ import annotations
 
-import math
 import pathlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 from agent import labels as L
 from agent.config import DROPPED_CAPABILITIES, AgentConfig
-from agent.configvolumes import CONFIG_DIR, Snapshot, env_from, env_source_value
+from agent.configvolumes import CONFIG_DIR, Snapshot, env_from, env_source_value, is_config_volume
 from agent.desired import grace_of, spec_hash
 from agent.hostpath import not_allowed, prefix_for
 from agent.runtime import CreateSpec, Kind, Mount, VMInfo
-from cowpod.api import podfields, quantity
+from cowpod.api import podfields
 from cowpod.auth.podsecurity import host_path_violation
 from cowpod.images import internal_image_violation
 from cowpod.v1 import pod_pb2
@@ -131,7 +129,7 @@ def sandbox_spec(
         # Each configMap/secret volume, where agent/configvolumes.py writes its files through;
         # each emptyDir a non-root pod needs writable, where the executor opens it (0777).
         mounts=[*(Mount("volume", volume_name(pod.metadata.uid, v.name), f"{CONFIG_DIR}/{v.name}")
-                  for v in pod.spec.volumes if v.HasField("config_map") or v.HasField("secret")),
+                  for v in pod.spec.volumes if is_config_volume(v)),
                 *(Mount("volume", volume_name(pod.metadata.uid, name), f"{OPEN_DIR}/{name}")
                   for name in podfields.open_volumes(pod.spec))],
         pids_limit=cfg.pids_limit,
@@ -180,33 +178,11 @@ def field_value(pod: pod_pb2.Pod, path: str, ctx: PodContext) -> str:
 
 
 def resource_value(pod: pod_pb2.Pod, c: pod_pb2.Container, ref: pod_pb2.ResourceFieldSelector) -> str:
-    """A `resourceFieldRef` value, as Kubernetes computes it: the request or limit divided by
-    the divisor (default 1: cores, bytes), rounded up. An unset value reads as 0 (Kubernetes
-    gives the node's allocatable for an unset limit; docs/api.md says so)."""
-    target = c
-    if ref.container_name:
-        found = [x for x in [*pod.spec.init_containers, *pod.spec.containers] if x.name == ref.container_name]
-        if not found:
-            raise ConfigError(f"resourceFieldRef: no container named {ref.container_name!r}")
-        target = found[0]
-    kind, _, res = ref.resource.partition(".")
-    rl = target.resources.limits if kind == "limits" else target.resources.requests
-    if res == "cpu":
-        value = Fraction(rl.cpu_millis, 1000)
-        default_divisor = Fraction(1)
-    elif res == "memory":
-        value, default_divisor = Fraction(rl.memory_bytes), Fraction(1)
-    elif res == "ephemeral-storage":
-        value, default_divisor = Fraction(rl.ephemeral_storage_bytes), Fraction(1)
-    else:
-        raise ConfigError(f"resourceFieldRef {ref.resource!r} is not supported")
+    """A `resourceFieldRef` value (cowpod.api.podfields.resource_field_value)."""
     try:
-        divisor = quantity.parse_quantity(ref.divisor) if ref.divisor else default_divisor
-    except quantity.QuantityError as err:
-        raise ConfigError(f"resourceFieldRef divisor {ref.divisor!r}: {err}") from None
-    if divisor <= 0:
-        raise ConfigError(f"resourceFieldRef divisor {ref.divisor!r} must be greater than 0")
-    return str(math.ceil(value / divisor))
+        return podfields.resource_field_value(pod.spec, c, ref)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def resolve_env(pod: pod_pb2.Pod, c: pod_pb2.Container, ctx: PodContext) -> dict[str, str]:
@@ -251,8 +227,9 @@ def mounts_for(pod: pod_pb2.Pod, c: pod_pb2.Container, cfg: AgentConfig) -> list
             out.append(Mount("bind", path, vm.mount_path, vm.read_only or not prefix.writable,
                              host_prefix=prefix.path))
         else:
-            # configMap/secret volumes are read-only, as on Kubernetes: the agent owns their files.
-            config = v.HasField("config_map") or v.HasField("secret")
+            # configMap/secret/downwardAPI volumes are read-only, as on Kubernetes: the agent owns
+            # their files.
+            config = is_config_volume(v)
             out.append(Mount("volume", volume_name(pod.metadata.uid, v.name), vm.mount_path,
                              vm.read_only or config))
     return out

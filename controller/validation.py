@@ -419,6 +419,45 @@ def _affinity(errs: Errors, path: str, a: pod_pb2.Affinity) -> None:
         _node_selector_term(errs, f"{pp}.preference", p.preference)
 
 
+def _downward_volumes(errs: Errors, spec: pod_pb2.PodSpec, containers: set[str]) -> None:
+    """downwardAPI volume items: a safe relative path, exactly one of fieldRef (what a volume
+    may hold: podfields.VOLUME_FIELD_REF_PATHS) or resourceFieldRef (naming a container)."""
+    for i, v in enumerate(spec.volumes):
+        if not v.HasField("downward_api"):
+            continue
+        vp = f"spec.volumes[{i}].downwardAPI"
+        src = v.downward_api
+        if src.HasField("default_mode") and not 0 <= src.default_mode <= 0o777:
+            errs.add(f"{vp}.defaultMode", f"must be between 0 and 0777 (octal) (got {src.default_mode})")
+        paths: set[str] = set()
+        for j, item in enumerate(src.items):
+            ip = f"{vp}.items[{j}]"
+            parts = item.path.split("/")
+            if not item.path:
+                errs.add(f"{ip}.path", "required")
+            elif item.path.startswith("/") or ".." in parts:
+                errs.add(f"{ip}.path", f"must be a relative path without '..' (got {item.path!r})")
+            elif item.path in paths:
+                errs.add(f"{ip}.path", f"duplicate path {item.path!r}")
+            paths.add(item.path)
+            if item.HasField("mode") and not 0 <= item.mode <= 0o777:
+                errs.add(f"{ip}.mode", f"must be between 0 and 0777 (octal) (got {item.mode})")
+            if item.HasField("field_ref") == item.HasField("resource_field_ref"):
+                errs.add(ip, "must specify exactly one of: fieldRef, resourceFieldRef")
+            elif item.HasField("field_ref"):
+                why = podfields.volume_field_ref_problem(item.field_ref.field_path)
+                if why is not None:
+                    errs.add(f"{ip}.fieldRef.fieldPath", why)
+            else:
+                ref = item.resource_field_ref
+                if ref.resource not in podfields.RESOURCE_FIELD_REFS:
+                    errs.add(f"{ip}.resourceFieldRef.resource", f"unsupported value {ref.resource!r}")
+                if ref.container_name not in containers:
+                    errs.add(f"{ip}.resourceFieldRef.containerName",
+                             "required: a container of the pod" if not ref.container_name
+                             else f"no container named {ref.container_name!r} in the pod")
+
+
 def _pod_affinity_term(errs: Errors, path: str, t: pod_pb2.PodAffinityTerm) -> None:
     if not t.topology_key:
         errs.add(f"{path}.topologyKey", "required (e.g. kubernetes.io/hostname, cowpod.io/class)")
@@ -572,6 +611,7 @@ def pod_spec(errs: Errors, spec: pod_pb2.PodSpec) -> None:
             _field_refs(errs, f"spec.{kind}[{i}]", c, seen)
     _security_context(errs, "spec.securityContext", spec.security_context)
     _pod_affinity(errs, "spec.affinity", spec.affinity)
+    _downward_volumes(errs, spec, seen)
     host_ports: set[tuple[str, int]] = set()
     for i, c in enumerate(spec.containers):
         for j, p in enumerate(c.ports):

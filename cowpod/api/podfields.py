@@ -17,8 +17,12 @@ Read by the controller (validation at create, warnings in the answer), the CLI
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from fractions import Fraction
 
+from cowpod.api import quantity
 from cowpod.v1 import pod_pb2
 
 DEFAULT_SERVICE_ACCOUNT = "default"
@@ -41,6 +45,69 @@ _KEYED = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
 
 RESOURCE_FIELD_REFS: tuple[str, ...] = ("limits.cpu", "limits.memory", "requests.cpu", "requests.memory",
                                         "limits.ephemeral-storage", "requests.ephemeral-storage")
+
+
+# What a downwardAPI volume file may hold (Kubernetes allows only these there: no node or IP).
+VOLUME_FIELD_REF_PATHS: tuple[str, ...] = (
+    "metadata.name", "metadata.namespace", "metadata.uid", "metadata.labels", "metadata.annotations",
+)
+
+
+def volume_field_ref_problem(path: str) -> str | None:
+    """Why a downwardAPI volume file cannot hold `fieldRef.fieldPath: path`, or None."""
+    if path in VOLUME_FIELD_REF_PATHS or _KEYED.fullmatch(path):
+        return None
+    return (f"unsupported fieldPath {path!r} in a downwardAPI volume: use one of "
+            f"{', '.join(VOLUME_FIELD_REF_PATHS)}, metadata.labels['KEY'] or metadata.annotations['KEY']")
+
+
+def volume_field_value(pod: pod_pb2.Pod, path: str) -> str:
+    """A downwardAPI volume file's content for a fieldRef: whole label/annotation maps are
+    `key="value"` lines, sorted, as Kubernetes writes them."""
+    md = pod.metadata
+    if path in ("metadata.labels", "metadata.annotations"):
+        src = md.labels if path == "metadata.labels" else md.annotations
+        return "\n".join(f"{k}={json.dumps(src[k])}" for k in sorted(src))
+    simple = {"metadata.name": md.name, "metadata.namespace": md.namespace or "default",
+              "metadata.uid": md.uid}
+    if path in simple:
+        return simple[path]
+    m = _KEYED.fullmatch(path)
+    if m is None:
+        raise ValueError(volume_field_ref_problem(path))
+    src = md.labels if m.group(1) == "labels" else md.annotations
+    return src.get(m.group(2), "")
+
+
+def resource_field_value(spec: pod_pb2.PodSpec, c: pod_pb2.Container,
+                         ref: pod_pb2.ResourceFieldSelector) -> str:
+    """A `resourceFieldRef` value, as Kubernetes computes it: the request or limit of `c` (or
+    of `containerName`) divided by the divisor (default 1: cores, bytes), rounded up. An unset
+    value reads as 0 (Kubernetes gives the node's allocatable for an unset limit). Raises
+    ValueError for what validation refuses at create."""
+    target = c
+    if ref.container_name:
+        found = [x for x in [*spec.init_containers, *spec.containers] if x.name == ref.container_name]
+        if not found:
+            raise ValueError(f"resourceFieldRef: no container named {ref.container_name!r}")
+        target = found[0]
+    kind, _, res = ref.resource.partition(".")
+    rl = target.resources.limits if kind == "limits" else target.resources.requests
+    if res == "cpu":
+        value = Fraction(rl.cpu_millis, 1000)
+    elif res == "memory":
+        value = Fraction(rl.memory_bytes)
+    elif res == "ephemeral-storage":
+        value = Fraction(rl.ephemeral_storage_bytes)
+    else:
+        raise ValueError(f"resourceFieldRef {ref.resource!r} is not supported")
+    try:
+        divisor = quantity.parse_quantity(ref.divisor) if ref.divisor else Fraction(1)
+    except quantity.QuantityError as err:
+        raise ValueError(f"resourceFieldRef divisor {ref.divisor!r}: {err}") from None
+    if divisor <= 0:
+        raise ValueError(f"resourceFieldRef divisor {ref.divisor!r} must be greater than 0")
+    return str(math.ceil(value / divisor))
 
 
 def field_ref_problem(path: str) -> str | None:

@@ -55,5 +55,5 @@ NODE_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
 LABEL_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 CONDITION_STATUSES = ("True", "False", "Unknown")
 EVENT_TYPES = ("Normal", "Warning")
-VOLUME_SOURCES = ("empty_dir", "host_path", "config_map", "secret")
+VOLUME_SOURCES = ("empty_dir", "host_path", "config_map", "secret", "downward_api")
 """The PodSpec volume oneof's fields, in proto names."""

@@ -164,9 +164,9 @@ REFUSED_FIELDS: dict[tuple[str, str], str] = {
     **{("cowpod.v1.JobSpec", f): f"{f} is not supported (Jobs here are NonIndexed, with backoffLimit)"
        for f in ("podFailurePolicy", "backoffLimitPerIndex", "maxFailedIndexes", "successPolicy",
                  "podReplacementPolicy", "managedBy")},
-    **{("cowpod.v1.Volume", v): f"{v} volumes are not supported (emptyDir, hostPath, configMap "
-                                "and secret are)"
-       for v in ("persistentVolumeClaim", "downwardAPI", "projected", "nfs", "gitRepo", "csi",
+    **{("cowpod.v1.Volume", v): f"{v} volumes are not supported (emptyDir, hostPath, configMap, "
+                                "secret and downwardAPI are)"
+       for v in ("persistentVolumeClaim", "projected", "nfs", "gitRepo", "csi",
                  "ephemeral", "image", "iscsi", "awsElasticBlockStore", "gcePersistentDisk")},
 }
 
@@ -252,7 +252,7 @@ class FieldSpec:
         return (self.fd.containing_type.full_name, self.fd.name)
 
 
-_ACRONYMS = {"ip": "IP", "id": "ID", "ips": "IPs", "ids": "IDs"}
+_ACRONYMS = {"ip": "IP", "id": "ID", "ips": "IPs", "ids": "IDs", "api": "API"}
 
 
 def _acronym_alias(fd: Any) -> str | None:

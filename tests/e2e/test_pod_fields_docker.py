@@ -5,6 +5,7 @@ Pods are written as Kubernetes manifests and decoded as `apply` decodes them."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import pathlib
 import uuid
@@ -241,3 +242,35 @@ spec:
     await create_and_bind(client, pod, node.config.node_name)
     done = await wait_pod(client, "writer", phase_is("Failed", "Succeeded"), timeout=90)
     assert exit_code(done, "c") == 0 and done.status.phase == "Succeeded", done.status
+
+
+async def test_downward_api_volume_follows_the_labels(node: AgentRunner, client: Client) -> None:
+    # The Kubernetes docs' dapi-volume.yaml, with the local image and a shell that only sleeps.
+    text = (ROOT / "tests" / "fixtures" / "k8s-docs" / "pods" / "dapi-volume.yaml").read_text()
+    (doc,) = load_text(text, "dapi-volume.yaml")
+    pod = doc.obj
+    c = pod.spec.containers[0]
+    c.image, c.image_pull_policy = BUSYBOX, "IfNotPresent"
+    del c.command[:], c.args[:]
+    c.command.extend(["sleep", "600"])
+    pod.spec.termination_grace_period_seconds = 2
+    name = pod.metadata.name
+    await create_and_bind(client, pod, node.config.node_name)
+    await wait_pod(client, name, phase_is("Running"), timeout=90)
+    key = meta_pb2.ObjectKey(name=name)
+
+    async def cat(path: str) -> str:
+        out = await client.pods.Exec(pod_pb2.ExecRequest(pod=key, command=["cat", path]))
+        return out.stdout.decode()
+
+    assert (await cat("/etc/podinfo/labels")).splitlines() == [
+        'cluster="test-cluster1"', 'rack="rack-22"', 'zone="us-est-coast"']
+    assert 'builder="john-doe"' in (await cat("/etc/podinfo/annotations")).splitlines()
+
+    live = await client.pods.Get(key)
+    live.metadata.labels["rack"] = "rack-23"
+    await client.pods.Update(live)
+    deadline = asyncio.get_running_loop().time() + 60
+    while 'rack="rack-23"' not in (await cat("/etc/podinfo/labels")).splitlines():
+        assert asyncio.get_running_loop().time() < deadline, await cat("/etc/podinfo/labels")
+        await asyncio.sleep(0.5)

@@ -190,3 +190,23 @@ def test_a_non_root_pods_disk_empty_dirs_are_opened_through_its_sandbox() -> Non
     assert needs_sandbox(p, vm_network=True)
     mounts = [(m.source, m.target) for m in sandbox_spec(p, CFG, 0, "vm", "").mounts]
     assert mounts == [(volume_name("u-1", "data"), f"{OPEN_DIR}/data")]
+
+
+def test_downward_api_volume_files() -> None:
+    from agent.configvolumes import downward_payload
+
+    c = container("app")
+    c.resources.limits.memory_bytes = 64 * 2**20
+    p = pod("p", c)
+    p.metadata.labels.update({"zone": "us-est-coast", "rack": "rack-22"})
+    p.metadata.annotations["builder"] = 'john "jd" doe'
+    v = pod_pb2.Volume(name="info")
+    for path, field in (("labels", "metadata.labels"), ("annotations", "metadata.annotations"),
+                        ("name", "metadata.name"), ("zone", "metadata.labels['zone']")):
+        v.downward_api.items.add(path=path).field_ref.field_path = field
+    v.downward_api.items.add(path="mem", mode=0o600).resource_field_ref.CopyFrom(
+        pod_pb2.ResourceFieldSelector(container_name="app", resource="limits.memory", divisor="1Mi"))
+    files = downward_payload(p, v).files
+    assert files["labels"] == (b'rack="rack-22"\nzone="us-est-coast"', 0o644)
+    assert files["annotations"][0] == b'builder="john \\"jd\\" doe"'
+    assert (files["name"][0], files["zone"][0], files["mem"]) == (b"p", b"us-est-coast", (b"64", 0o600))

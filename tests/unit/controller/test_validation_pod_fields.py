@@ -149,3 +149,22 @@ def test_probe_level_grace_period_is_accepted_with_a_warning() -> None:
     validation.validate_pod(p)
     assert [w.split(":")[0] for w in podfields.pod_warnings(p.spec)] == [
         "spec.containers[0].livenessProbe.terminationGracePeriodSeconds"]
+
+
+def downward(items: str) -> pod_pb2.Pod:
+    """BASE with its volume a downwardAPI one holding `items` (YAML flow)."""
+    text = BASE.replace("emptyDir: {}", "downwardAPI: {items: [" + items + "]}")
+    (doc,) = load_text(text, "p.yaml", validate=False)
+    assert isinstance(doc.obj, pod_pb2.Pod)
+    return doc.obj
+
+
+def test_downward_api_volumes() -> None:
+    cpu = "{path: cpu, resourceFieldRef: {containerName: c, resource: limits.cpu}}"
+    validation.validate_pod(downward("{path: labels, fieldRef: {fieldPath: metadata.labels}}, " + cpu))
+    with pytest.raises(Invalid) as e:
+        validation.validate_pod(downward("{path: ip, fieldRef: {fieldPath: status.podIP}}, "
+                                         "{path: ../x, resourceFieldRef: {resource: limits.cpu}}"))
+    msg = str(e.value)
+    assert e.value.field == "spec.volumes[0].downwardAPI.items[0].fieldRef.fieldPath"
+    assert "items[1].path" in msg and "items[1].resourceFieldRef.containerName: required" in msg
