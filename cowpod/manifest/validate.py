@@ -109,7 +109,8 @@ def validate_pod(pod: pod_pb2.Pod) -> None:
             raise FieldError(f"{vpath}.name", f'duplicate volume name "{vol.name}"')
         sources = [s for s in rules.VOLUME_SOURCES if vol.HasField(s)]
         if len(sources) != 1:
-            raise FieldError(vpath, "set exactly one volume source (emptyDir, hostPath, configMap, secret or downwardAPI)")
+            raise FieldError(vpath, "set exactly one volume source "
+                                    "(emptyDir, hostPath, configMap, secret or downwardAPI)")
         volumes.add(vol.name)
     if not spec.containers:
         raise FieldError("spec.containers", "required: a pod needs at least one container")
