@@ -102,15 +102,17 @@ def as_written(rel: str) -> str:
 
 def with_stand_in(rel: str) -> str:
     """The manifest with each container's image swapped for the local busybox; a container with
-    no command of its own (a server image) serves its first containerPort with busybox's httpd."""
+    no command of its own (a server image) serves its first containerPort with busybox's httpd,
+    or sleeps when it declares none."""
     docs = [d for d in yaml.safe_load_all(as_written(rel)) if d]
     for doc in docs:
         spec = doc["spec"]["template"]["spec"] if "template" in doc.get("spec", {}) else doc.get("spec", {})
         for c in [*spec.get("initContainers", []), *spec.get("containers", [])]:
             c["image"] = STAND_IN
             if "command" not in c and "args" not in c:
-                port = c["ports"][0]["containerPort"]
-                c["command"] = ["httpd", "-f", "-p", str(port)]
+                ports = c.get("ports", [])
+                c["command"] = (["httpd", "-f", "-p", str(ports[0]["containerPort"])] if ports
+                                else ["sleep", "3600"])
     return yaml.safe_dump_all(docs)
 
 
@@ -167,6 +169,41 @@ def test_dependent_environment_variables_expand_as_on_kubernetes(cluster: Cluste
 
     eventually_sync(printed, timeout=60, what=f"the pod's log holding {want}")
     cluster.delete_pod("dependent-envars-demo")
+
+
+def test_secret_pages_env_and_files(cluster: Cluster) -> None:
+    """"Distribute Credentials Securely Using Secrets": the Secret's keys as env (secretKeyRef)
+    and as files of a read-only volume, decoded."""
+    cluster.apply(as_written("pods/inject/secret.yaml"))
+    cluster.apply(with_stand_in("pods/inject/secret-envars-pod.yaml"))
+    cluster.apply(with_stand_in("pods/inject/secret-pod.yaml"))
+    cluster.wait_phase("secret-envars-test-pod", "Running")
+    cluster.wait_phase("secret-test-pod", "Running")
+    env = cluster.run("exec", "secret-envars-test-pod", "--", "sh", "-c",
+                      "echo $SECRET_USERNAME $SECRET_PASSWORD").stdout.split()
+    assert env == ["my-app", "39528$vdg7Jb"]
+    files = cluster.run("exec", "secret-test-pod", "--", "sh", "-c",
+                        "cat /etc/secret-volume/username; echo; cat /etc/secret-volume/password").stdout
+    assert files.split() == ["my-app", "39528$vdg7Jb"]
+    touched = cluster.run("exec", "secret-test-pod", "--", "touch", "/etc/secret-volume/x", check=False)
+    assert touched.returncode != 0, "the secret volume is read-only"
+    cluster.delete_pod("secret-envars-test-pod")
+    cluster.delete_pod("secret-test-pod")
+
+
+def test_the_flow_style_logging_sidecar_pod_streams_its_files(cluster: Cluster) -> None:
+    """admin/logging's counter pod, written in YAML flow style with escaped line breaks: three
+    containers share an emptyDir; each sidecar's log is one of the files the first writes."""
+    cluster.apply(with_stand_in("admin/logging/two-files-counter-pod-streaming-sidecar.yaml"))
+    cluster.wait_phase("counter", "Running")
+
+    def streamed() -> tuple[str, str] | None:
+        one = cluster.run("logs", "counter", "-c", "count-log-1").stdout
+        two = cluster.run("logs", "counter", "-c", "count-log-2").stdout
+        return (one, two) if one.startswith("0: ") and " INFO 0" in two else None
+
+    eventually_sync(streamed, timeout=60, what="both sidecars streaming their files")
+    cluster.delete_pod("counter")
 
 
 def test_deployment_and_service_from_the_services_page(cluster: Cluster) -> None:
