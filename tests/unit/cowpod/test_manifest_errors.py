@@ -207,7 +207,7 @@ def test_kubernetes_service_fields_holding_what_happens_here_apply() -> None:
     text = (
         "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {selector: {app: a}, "
         "ipFamilyPolicy: PreferDualStack, ipFamilies: [IPv4], clusterIPs: [None], sessionAffinity: None, "
-        "internalTrafficPolicy: Cluster, ports: [{port: 80}]}\n"
+        "internalTrafficPolicy: Cluster, ports: [{port: 80}]}\nstatus: {loadBalancer: {}}\n"
     )
     (doc,) = load_text(text, "svc.yaml")
     assert doc.info.kind == "Service"
