@@ -145,3 +145,24 @@ async def owners_get_pods(client: Client, applied: list[pathlib.Path]) -> None:
         return owners <= await owners_with_pods()
 
     await eventually(all_have_pods, what=f"pods for each of {sorted(owners)}")
+
+
+async def test_the_guestbook_folder_applies_in_one_command(
+    controller: ControllerRunner, client: Client, tmp_path: pathlib.Path
+) -> None:
+    """The guestbook tutorial's manifests as `kubectl apply -f <dir>` takes them: every file of
+    the folder, each object once; the three Deployments get pods and Endpoints exist for the
+    three Services."""
+    folder = DOCS / "application" / "guestbook"
+    code, out, err = await run(controller, tmp_path, "apply", "-f", str(folder))
+    assert code == 0, err
+    assert sorted(out.split()[::2]) == sorted(
+        ["deployment/frontend", "deployment/redis-follower", "deployment/redis-leader",
+         "service/frontend", "service/redis-follower", "service/redis-leader"]), out
+    await owners_get_pods(client, sorted(folder.glob("*.yaml")))
+
+    async def three() -> bool:
+        listed = await client.endpoints.List(meta_pb2.ListOptions(namespace="default"))
+        return {e.metadata.name for e in listed.items} == {"frontend", "redis-follower", "redis-leader"}
+
+    await eventually(three, what="Endpoints of the three Services")
