@@ -65,12 +65,13 @@ def needs_sandbox(pod: pod_pb2.Pod, *, vm_network: bool) -> bool:
     Pods with several containers keep the sandbox for their shared IPC.
     A pod with configMap/secret volumes keeps it too: their files are written through it
     (agent/configvolumes.py); so does a non-root pod with disk emptyDir volumes, which the
-    sandbox makes world-writable (cowpod.api.podfields.open_volumes).
+    sandbox makes world-writable (cowpod.api.podfields.open_volumes), and one with
+    shareProcessNamespace, whose containers share the sandbox's PID namespace.
     """
     if any(v.HasField("config_map") or v.HasField("secret") or v.HasField("downward_api")
            for v in pod.spec.volumes):
         return True
-    if podfields.open_volumes(pod.spec):
+    if podfields.open_volumes(pod.spec) or pod.spec.share_process_namespace:
         return True
     return not (vm_network and len(pod.spec.containers) == 1 and not pod.spec.init_containers)
 

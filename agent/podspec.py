@@ -286,6 +286,8 @@ def container_spec(
         working_dir=c.working_dir,
         network_mode=network_mode,
         ipc_mode=ipc_mode,
+        # shareProcessNamespace: one PID namespace, the sandbox's (its pause is PID 1), as Kubernetes.
+        pid_mode=f"container:{ctx.sandbox_id}" if ctx.sandbox_id and pod.spec.share_process_namespace else "",
         cgroup_parent=ctx.cgroup_parent,
         nano_cpus=cpu_limit * 1_000_000,
         cpu_shares=max(2, cpu_request * 1024 // 1000) if cpu_request else 0,

@@ -89,6 +89,7 @@ class CreateSpec:
     working_dir: str = ""
     network_mode: str = ""  # "" = engine default; "container:<id>" joins another
     ipc_mode: str = ""
+    pid_mode: str = ""  # "container:<sandbox>": shareProcessNamespace
     cgroup_parent: str = ""
     hostname: str = ""
     nano_cpus: int = 0

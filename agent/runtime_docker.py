@@ -244,6 +244,8 @@ class DockerRuntime:
             host_cfg["network_mode"] = spec.network_mode
         if spec.ipc_mode:
             host_cfg["ipc_mode"] = spec.ipc_mode
+        if spec.pid_mode:
+            host_cfg["pid_mode"] = spec.pid_mode
         if spec.cgroup_parent:
             host_cfg["cgroup_parent"] = spec.cgroup_parent
         if spec.nano_cpus:

@@ -201,8 +201,6 @@ def pod_warnings(spec: pod_pb2.PodSpec, prefix: str = "spec") -> list[str]:
                    "be on the node already or pullable without credentials")
     if spec.subdomain:
         out.append(f"{prefix}.subdomain: ignored: pods get no per-pod DNS records")
-    if spec.share_process_namespace:
-        out.append(f"{prefix}.shareProcessNamespace: ignored: each container has its own PID namespace")
     if spec.runtime_class_name:
         out.append(f"{prefix}.runtimeClassName: ignored: every pod runs on the node's one runtime (Docker)")
     psc = spec.security_context

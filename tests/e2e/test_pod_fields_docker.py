@@ -274,3 +274,37 @@ async def test_downward_api_volume_follows_the_labels(node: AgentRunner, client:
     while 'rack="rack-23"' not in (await cat("/etc/podinfo/labels")).splitlines():
         assert asyncio.get_running_loop().time() < deadline, await cat("/etc/podinfo/labels")
         await asyncio.sleep(0.5)
+
+
+async def test_share_process_namespace(node: AgentRunner, client: Client) -> None:
+    pod = manifest("""
+apiVersion: v1
+kind: Pod
+metadata: {name: shared-pids}
+spec:
+  shareProcessNamespace: true
+  restartPolicy: Never
+  containers:
+  - {name: app, image: IMAGE, command: [sleep, "600"]}
+  - name: look
+    image: IMAGE
+    command: [sh, -c, 'for i in $(seq 60); do ps | grep -q "[s]leep 600" && exit 0; sleep 1; done; exit 1']
+""")
+    await create_and_bind(client, pod, node.config.node_name)
+    done = await wait_pod(client, "shared-pids", lambda p: exit_code(p, "look") is not None, timeout=120)
+    assert exit_code(done, "look") == 0, done.status
+    alone = manifest("""
+apiVersion: v1
+kind: Pod
+metadata: {name: own-pids}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: app, image: IMAGE, command: [sleep, "600"]}
+  - name: look
+    image: IMAGE
+    command: [sh, -c, 'sleep 2; ps | grep -q "[s]leep 600" && exit 1; exit 0']
+""")
+    await create_and_bind(client, alone, node.config.node_name)
+    done = await wait_pod(client, "own-pids", lambda p: exit_code(p, "look") is not None, timeout=120)
+    assert exit_code(done, "look") == 0, done.status
