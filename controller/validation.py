@@ -241,6 +241,8 @@ def _lifecycle(errs: Errors, path: str, c: pod_pb2.Container) -> None:
 
 
 _SECURITY_PROFILES = ("RuntimeDefault",)
+# dnsPolicy values served (agent/dns.py): None is refused with its own reason.
+DNS_POLICIES = ("", "ClusterFirst", "ClusterFirstWithHostNet", "Default")
 
 
 def _security_context(errs: Errors, path: str, sc: pod_pb2.SecurityContext | pod_pb2.PodSecurityContext,
@@ -612,6 +614,11 @@ def pod_spec(errs: Errors, spec: pod_pb2.PodSpec) -> None:
     _security_context(errs, "spec.securityContext", spec.security_context)
     _pod_affinity(errs, "spec.affinity", spec.affinity)
     _downward_volumes(errs, spec, seen)
+    if spec.dns_policy == "None":
+        errs.add("spec.dnsPolicy", "None needs spec.dnsConfig, which is not supported: use ClusterFirst "
+                                   "(the cluster's DNS, the default) or Default (the VM's resolvers)")
+    else:
+        one_of(errs, "spec.dnsPolicy", spec.dns_policy, DNS_POLICIES)
     host_ports: set[tuple[str, int]] = set()
     for i, c in enumerate(spec.containers):
         for j, p in enumerate(c.ports):

@@ -4,8 +4,8 @@ Read by the controller (validation at create, warnings in the answer), the CLI
 (warnings printed by `apply`, as kubectl prints the server's) and the agent
 (fieldRef values, the effective securityContext), so the three never disagree.
 
-- `pod_warnings`: fields accepted with no effect (`dnsPolicy`,
-  `serviceAccountName`, `imagePullSecrets`, ...), one line each, path first.
+- `pod_warnings`: fields accepted with no effect (`serviceAccountName`,
+  `imagePullSecrets`, ...), one line each, path first.
   docs/api.md lists them.
 - `FIELD_REF_PATHS` / `field_ref_problem`: the `fieldRef` paths the agent can
   resolve; anything else is refused at create, not on the node.
@@ -183,9 +183,6 @@ def pod_warnings(spec: pod_pb2.PodSpec, prefix: str = "spec") -> list[str]:
 
     `prefix` is where the spec sits (`spec.template.spec` in a workload)."""
     out: list[str] = []
-    if spec.dns_policy:
-        out.append(f"{prefix}.dnsPolicy: ignored: a pod uses its VM's resolver, which also answers "
-                   "cluster Service names (as ClusterFirst does)")
     if spec.HasField("enable_service_links"):
         out.append(f"{prefix}.enableServiceLinks: ignored: no Service environment variables are set; "
                    "use the Service's DNS name")

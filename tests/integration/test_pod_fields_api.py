@@ -100,7 +100,7 @@ async def test_ignored_fields_come_back_as_warnings_in_trailing_metadata(client:
     created = await call
     assert created.spec.service_account_name == "builder"
     warnings = [v for k, v in (await call.trailing_metadata()) if k == WARNING_KEY]
-    assert [w.split(":")[0] for w in warnings] == ["spec.dnsPolicy", "spec.serviceAccountName",
+    assert [w.split(":")[0] for w in warnings] == ["spec.serviceAccountName",
                                                     "spec.imagePullSecrets"]
     clean = client.pods.Create(make_pod("clean"))
     await clean
@@ -151,13 +151,13 @@ spec:
   template:
     metadata: {labels: {app: web}}
     spec:
-      dnsPolicy: ClusterFirst
+      imagePullSecrets: [{name: regcred}]
       containers: [{name: web, image: cowpod/busybox:latest}]
 """, "d.yaml")
     call = client.deployments.Create(doc.obj)
     await call
     warnings = [v for k, v in (await call.trailing_metadata()) if k == WARNING_KEY]
-    assert [w.split(":")[0] for w in warnings] == ["spec.template.spec.dnsPolicy"]
+    assert [w.split(":")[0] for w in warnings] == ["spec.template.spec.imagePullSecrets"]
 
 
 async def test_pod_security_rules_refuse_a_privileged_pod_and_template(client: Client) -> None:

@@ -60,6 +60,8 @@ def refusal(p: pod_pb2.Pod) -> tuple[str, str]:
          "spec.containers[0].lifecycle.postStart.tcpSocket.port", "no port named 'nope'"),
         ("securityContext: {runAsNonRoot: true, runAsUser: 0}", "",
          "spec.containers[0].securityContext.runAsUser", "must not be 0"),
+        ("", "dnsPolicy: None", "spec.dnsPolicy", "needs spec.dnsConfig"),
+        ("", "dnsPolicy: Other", "spec.dnsPolicy", "unsupported"),
         ("securityContext: {seccompProfile: {type: Unconfined}}", "",
          "spec.containers[0].securityContext.seccompProfile.type", "only RuntimeDefault"),
         ("", "securityContext: {runAsUser: -1}", "spec.securityContext.runAsUser",
@@ -130,11 +132,11 @@ def test_accepted_but_ignored_fields_each_get_one_warning_line() -> None:
             "automountServiceAccountToken: false\nimagePullSecrets: [{name: regcred}]")
     warnings = podfields.pod_warnings(p.spec)
     assert [w.split(":")[0] for w in warnings] == [
-        "spec.dnsPolicy", "spec.enableServiceLinks", "spec.serviceAccountName",
+        "spec.enableServiceLinks", "spec.serviceAccountName",
         "spec.automountServiceAccountToken", "spec.imagePullSecrets",
         "spec.containers[0].terminationMessagePath", "spec.containers[0].terminationMessagePolicy",
     ]
-    assert "no registry credentials are used" in warnings[4]
+    assert "no registry credentials are used" in warnings[3]
     validation.validate_pod(p)  # accepted all the same
     assert podfields.pod_warnings(pod().spec) == []
 
