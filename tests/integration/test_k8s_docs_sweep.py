@@ -29,6 +29,7 @@ import yaml
 from controller.testing import ControllerRunner
 from cowpod.cli.main import main
 from cowpod.client import Client
+from cowpod.manifest import BY_KIND
 from cowpod.v1 import meta_pb2
 from tests.polling import eventually
 
@@ -110,6 +111,15 @@ async def apply_as_expected(controller: ControllerRunner, client: Client, home: 
         wrong.append(f"{name}: expected a refusal naming {want.needle!r}; applied: {out.strip()}")
     elif want.verb == "refused" and (len(lines) != 1 or want.needle not in lines[0]):
         wrong.append(f"{name}: expected ONE line naming {want.needle!r}; got: {err.strip()}")
+    if code != 0 and want.needle.startswith("kind: "):
+        # Refused by the CLI before anything was sent: no other object of the file exists.
+        for doc in documents(path):
+            meta = doc.get("metadata")
+            if doc.get("kind") in BY_KIND and isinstance(meta, dict) and "name" in meta:
+                got, _, _ = await run(controller, home, "get", str(doc["kind"]).lower(), str(meta["name"]),
+                                      "-n", str(meta.get("namespace") or "default"))
+                if got == 0:
+                    wrong.append(f"{name}: refused, yet its {doc['kind']} {meta['name']} was created")
     if code != 0:
         return False
     for doc in documents(path):  # free the pod's name for the next page (no node: gone at once)
