@@ -61,6 +61,8 @@ from cowpod.safefile import write_atomic
 from cowpod.v1 import pod_pb2
 
 POST_START_TIMEOUT = 30.0
+"""How long a postStart handler may take before it counts as failed (the container is
+then restarted, as Kubernetes does)."""
 
 
 def _write_if_changed(path: pathlib.Path, data: bytes) -> None:
@@ -69,13 +71,12 @@ def _write_if_changed(path: pathlib.Path, data: bytes) -> None:
             return
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, data, 0o644)
-"""How long a postStart handler may take before it counts as failed (the container is
-then restarted, as Kubernetes does)."""
 
 
 def has_handler(h: pod_pb2.LifecycleHandler) -> bool:
     """Whether a postStart/preStop handler is set (exec, httpGet, tcpSocket or sleep)."""
     return any(h.HasField(f) for f in ("exec", "http_get", "tcp_socket", "sleep"))
+
 
 log = logging.getLogger(__name__)
 
