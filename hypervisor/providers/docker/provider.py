@@ -20,11 +20,13 @@ How VM concepts map onto Docker (docs/hypervisor.md has the long version):
                 started with its init idle: no agent, no name, no machine id.
                 A small pool per parent (`pool_size`, default 2) is refilled in
                 the background after each take.
-- instant clone take a shell (or create one inline when the pool is empty), give
-                it the child's identity (machine id, hostname, name; see
-                vm_identity.py), rename it to the child's container name, then start its
-                agent: forked warm from the parent's zygote (warm-start hook) or
-                cold by the init (SIGUSR1).
+- instant clone take a shell, give it the child's identity (machine id, hostname,
+                name; see vm_identity.py), rename it to the child's container name,
+                then start its agent: forked warm from the parent's zygote
+                (warm-start hook) or cold by the init (SIGUSR1). With the pool
+                empty: the child's own container from the snapshot, the child from
+                its create (nothing to adopt), started off the VM network and
+                attached while the agent is forked in (`_create_child_sync`).
 - lineage       the child's labels `cowpod.parent` and `cowpod.snapshot`.
 - snap free     `docker commit` of the child into its own image record
                 `cowpod/vm-own:<cluster>-<child>`: from then on the child owns its disk and

@@ -6,8 +6,10 @@ started an instant-clone child whose init holds its agent back
 names it in the child's environment, `PARENT_CONTAINER_ENV`; else `container_prefix`
 + the child's `cowpod.parent` label), make sure that parent has a zygote — started on first use, charged to
 the parent VM container's cgroups, preloaded with what the agent imports — and
-fork a warm agent into the child. Raising makes the provider fall back to a
-cold start, so a zygote problem costs speed, never a VM.
+fork a warm agent into the child: `vm_agent.py`, which takes the child's identity
+and waits for its network before it runs the agent. The provider passes the
+child's init pid when it knows it, so the fork needs no lookup. Raising makes
+the provider fall back to a cold start, so a zygote problem costs speed, never a VM.
 
 Zygote sockets live in `socket_dir`, which must NOT be the VMs' shared run dir
 (`<data_dir>/run` is mounted into every VM): whoever can talk to a zygote can
