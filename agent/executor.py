@@ -309,6 +309,22 @@ class Executor:
         await asyncio.to_thread(_write_if_changed, path, text.encode())
         return engine_path(self.node.vm, str(path))
 
+    async def _hosts_file(self, pod: pod_pb2.Pod, pod_ip: str) -> str:
+        """Write the pod's /etc/hosts (if it has hostAliases) under `pod_files_dir` and return
+        the engine's path of it: on a VM, the VM's entries (this agent's own /etc/hosts) and
+        the aliases; off a VM, kubelet's header, the pod's address and the aliases."""
+        if not pod.spec.host_aliases:
+            return ""
+        if self.node.vm is not None:
+            base = await asyncio.to_thread(pathlib.Path("/etc/hosts").read_text)
+        else:
+            name = (pod.spec.hostname or pod.metadata.name)[:63]
+            base = podfields.KUBELET_HOSTS + (f"{pod_ip}\t{name}\n" if pod_ip else "")
+        path = pod_files(self.cfg, pod.metadata.uid) / "hosts"
+        text = podfields.hosts_file(base, list(pod.spec.host_aliases))
+        await asyncio.to_thread(_write_if_changed, path, text.encode())
+        return engine_path(self.node.vm, str(path))
+
     async def sync_configs(self, pod: pod_pb2.Pod, sandbox_id: str) -> Snapshot:
         """The ConfigMaps/Secrets the pod references, fetched; its configMap/secret volumes
         written up to date through its sandbox. Raises configvolumes.ConfigError for a
@@ -422,6 +438,7 @@ class Executor:
                 cgroup_parent=vm.cgroup_parent if vm else "",
                 vm_host_files=vm.host_files if vm else (),
                 resolv_conf=await self._resolv_conf(pod),
+                hosts_file=await self._hosts_file(pod, self.pod_ip(containers)),
                 configs=configs,
             )
             spec = container_spec(pod, c, a.kind, a.attempt, a.streak, self.cfg, ctx)

@@ -49,6 +49,8 @@ class PodContext:
     vm_host_files: tuple[tuple[str, str], ...] = ()
     # The engine's path of the pod's own resolv.conf (cluster DNS), bound over the VM's.
     resolv_conf: str = ""
+    # The engine's path of the pod's own /etc/hosts (hostAliases), bound over the VM's.
+    hosts_file: str = ""
     # The ConfigMaps/Secrets the pod references, as fetched for this create (env).
     configs: Snapshot = field(default_factory=dict)
 
@@ -269,6 +271,9 @@ def container_spec(
     if ctx.resolv_conf and "/etc/resolv.conf" not in taken:
         mounts.append(Mount("bind", ctx.resolv_conf, "/etc/resolv.conf", True))
         taken.add("/etc/resolv.conf")
+    if ctx.hosts_file and "/etc/hosts" not in taken:
+        mounts.append(Mount("bind", ctx.hosts_file, "/etc/hosts", True))
+        taken.add("/etc/hosts")
     vm_files = [Mount("bind", src, at, True) for src, at in ctx.vm_host_files if at not in taken]
     if ctx.sandbox_id:
         network_mode = ipc_mode = f"container:{ctx.sandbox_id}"

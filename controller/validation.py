@@ -8,6 +8,7 @@ manifest in one go.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -614,6 +615,16 @@ def pod_spec(errs: Errors, spec: pod_pb2.PodSpec) -> None:
     _security_context(errs, "spec.securityContext", spec.security_context)
     _pod_affinity(errs, "spec.affinity", spec.affinity)
     _downward_volumes(errs, spec, seen)
+    for i, alias in enumerate(spec.host_aliases):
+        ap = f"spec.hostAliases[{i}]"
+        try:
+            ipaddress.ip_address(alias.ip)
+        except ValueError:
+            errs.add(f"{ap}.ip", f"must be a valid IP address (got {alias.ip!r})")
+        if not alias.hostnames:
+            errs.add(f"{ap}.hostnames", "required")
+        for j, h in enumerate(alias.hostnames):
+            dns_subdomain(errs, f"{ap}.hostnames[{j}]", h)
     if spec.dns_policy == "None":
         errs.add("spec.dnsPolicy", "None needs spec.dnsConfig, which is not supported: use ClusterFirst "
                                    "(the cluster's DNS, the default) or Default (the VM's resolvers)")

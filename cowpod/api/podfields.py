@@ -161,6 +161,25 @@ def open_volumes(spec: pod_pb2.PodSpec) -> list[str]:
     return []
 
 
+KUBELET_HOSTS = (
+    "# Kubernetes-managed hosts file.\n"
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\n"
+    "fe00::0\tip6-mcastprefix\n"
+    "fe00::1\tip6-allnodes\n"
+    "fe00::2\tip6-allrouters\n"
+)
+
+
+def hosts_file(base: str, aliases: list[pod_pb2.HostAlias]) -> str:
+    """A pod's /etc/hosts with its hostAliases: `base` (the VM's hosts, or kubelet's header and
+    the pod's own line), then the aliases as kubelet appends them."""
+    lines = [base.rstrip("\n"), "", "# Entries added by HostAliases."]
+    lines += [f"{a.ip}\t{chr(9).join(a.hostnames)}" for a in aliases]
+    return "\n".join(lines) + "\n"
+
+
 def supplemental_groups(pod: pod_pb2.PodSpec) -> list[int]:
     """Extra groups every container's process gets: fsGroup, then supplementalGroups."""
     psc = pod.security_context

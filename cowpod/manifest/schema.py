@@ -132,7 +132,6 @@ REFUSED_FIELDS: dict[tuple[str, str], str] = {
     ("cowpod.v1.PodSpec", "hostPID"): _HOST_NS,
     ("cowpod.v1.PodSpec", "hostIPC"): _HOST_NS,
     ("cowpod.v1.PodSpec", "hostUsers"): "user namespaces are not supported",
-    ("cowpod.v1.PodSpec", "hostAliases"): "not supported: a pod's /etc/hosts is its VM's, read-only",
     ("cowpod.v1.PodSpec", "dnsConfig"): "not supported: a pod uses its VM's resolver",
     ("cowpod.v1.PodSpec", "readinessGates"): "not supported: no controller sets custom pod conditions",
     ("cowpod.v1.PodSpec", "ephemeralContainers"): "not supported",

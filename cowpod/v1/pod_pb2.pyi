@@ -578,7 +578,7 @@ class TopologySpreadConstraint(_message.Message):
     def __init__(self, max_skew: _Optional[int] = ..., topology_key: _Optional[str] = ..., when_unsatisfiable: _Optional[str] = ..., label_selector: _Optional[_Union[LabelSelector, _Mapping]] = ...) -> None: ...
 
 class PodSpec(_message.Message):
-    __slots__ = ("init_containers", "containers", "restart_policy", "node_name", "node_selector", "affinity", "tolerations", "volumes", "termination_grace_period_seconds", "priority", "priority_class_name", "topology_spread_constraints", "scheduler_name", "hostname", "active_deadline_seconds", "security_context", "dns_policy", "enable_service_links", "service_account_name", "service_account", "automount_service_account_token", "image_pull_secrets", "preemption_policy", "subdomain", "share_process_namespace", "runtime_class_name")
+    __slots__ = ("init_containers", "containers", "restart_policy", "node_name", "node_selector", "affinity", "tolerations", "volumes", "termination_grace_period_seconds", "priority", "priority_class_name", "topology_spread_constraints", "scheduler_name", "hostname", "active_deadline_seconds", "security_context", "dns_policy", "enable_service_links", "service_account_name", "service_account", "automount_service_account_token", "image_pull_secrets", "preemption_policy", "subdomain", "share_process_namespace", "runtime_class_name", "host_aliases")
     class NodeSelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -612,6 +612,7 @@ class PodSpec(_message.Message):
     SUBDOMAIN_FIELD_NUMBER: _ClassVar[int]
     SHARE_PROCESS_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    HOST_ALIASES_FIELD_NUMBER: _ClassVar[int]
     init_containers: _containers.RepeatedCompositeFieldContainer[Container]
     containers: _containers.RepeatedCompositeFieldContainer[Container]
     restart_policy: str
@@ -638,7 +639,16 @@ class PodSpec(_message.Message):
     subdomain: str
     share_process_namespace: bool
     runtime_class_name: str
-    def __init__(self, init_containers: _Optional[_Iterable[_Union[Container, _Mapping]]] = ..., containers: _Optional[_Iterable[_Union[Container, _Mapping]]] = ..., restart_policy: _Optional[str] = ..., node_name: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., affinity: _Optional[_Union[Affinity, _Mapping]] = ..., tolerations: _Optional[_Iterable[_Union[Toleration, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[Volume, _Mapping]]] = ..., termination_grace_period_seconds: _Optional[int] = ..., priority: _Optional[int] = ..., priority_class_name: _Optional[str] = ..., topology_spread_constraints: _Optional[_Iterable[_Union[TopologySpreadConstraint, _Mapping]]] = ..., scheduler_name: _Optional[str] = ..., hostname: _Optional[str] = ..., active_deadline_seconds: _Optional[int] = ..., security_context: _Optional[_Union[PodSecurityContext, _Mapping]] = ..., dns_policy: _Optional[str] = ..., enable_service_links: _Optional[bool] = ..., service_account_name: _Optional[str] = ..., service_account: _Optional[str] = ..., automount_service_account_token: _Optional[bool] = ..., image_pull_secrets: _Optional[_Iterable[_Union[LocalObjectReference, _Mapping]]] = ..., preemption_policy: _Optional[str] = ..., subdomain: _Optional[str] = ..., share_process_namespace: _Optional[bool] = ..., runtime_class_name: _Optional[str] = ...) -> None: ...
+    host_aliases: _containers.RepeatedCompositeFieldContainer[HostAlias]
+    def __init__(self, init_containers: _Optional[_Iterable[_Union[Container, _Mapping]]] = ..., containers: _Optional[_Iterable[_Union[Container, _Mapping]]] = ..., restart_policy: _Optional[str] = ..., node_name: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., affinity: _Optional[_Union[Affinity, _Mapping]] = ..., tolerations: _Optional[_Iterable[_Union[Toleration, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[Volume, _Mapping]]] = ..., termination_grace_period_seconds: _Optional[int] = ..., priority: _Optional[int] = ..., priority_class_name: _Optional[str] = ..., topology_spread_constraints: _Optional[_Iterable[_Union[TopologySpreadConstraint, _Mapping]]] = ..., scheduler_name: _Optional[str] = ..., hostname: _Optional[str] = ..., active_deadline_seconds: _Optional[int] = ..., security_context: _Optional[_Union[PodSecurityContext, _Mapping]] = ..., dns_policy: _Optional[str] = ..., enable_service_links: _Optional[bool] = ..., service_account_name: _Optional[str] = ..., service_account: _Optional[str] = ..., automount_service_account_token: _Optional[bool] = ..., image_pull_secrets: _Optional[_Iterable[_Union[LocalObjectReference, _Mapping]]] = ..., preemption_policy: _Optional[str] = ..., subdomain: _Optional[str] = ..., share_process_namespace: _Optional[bool] = ..., runtime_class_name: _Optional[str] = ..., host_aliases: _Optional[_Iterable[_Union[HostAlias, _Mapping]]] = ...) -> None: ...
+
+class HostAlias(_message.Message):
+    __slots__ = ("ip", "hostnames")
+    IP_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAMES_FIELD_NUMBER: _ClassVar[int]
+    ip: str
+    hostnames: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ip: _Optional[str] = ..., hostnames: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ContainerStateWaiting(_message.Message):
     __slots__ = ("reason", "message")

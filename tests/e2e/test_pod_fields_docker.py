@@ -308,3 +308,16 @@ spec:
     await create_and_bind(client, alone, node.config.node_name)
     done = await wait_pod(client, "own-pids", lambda p: exit_code(p, "look") is not None, timeout=120)
     assert exit_code(done, "look") == 0, done.status
+
+
+async def test_host_aliases_reach_etc_hosts(node: AgentRunner, client: Client) -> None:
+    # The Kubernetes docs' hostaliases-pod.yaml, with the local image.
+    text = (ROOT / "tests" / "fixtures" / "k8s-docs" / "pods" / "hostaliases-pod.yaml").read_text()
+    pod = manifest(text.replace("busybox:1.28", "IMAGE"))
+    pod.spec.containers[0].image_pull_policy = "IfNotPresent"
+    del pod.spec.containers[0].command[:], pod.spec.containers[0].args[:]
+    check = 'grep -q "^127.0.0.1\tfoo.local\tbar.local$" /etc/hosts && grep -q localhost /etc/hosts'
+    pod.spec.containers[0].command.extend(["sh", "-c", check])
+    await create_and_bind(client, pod, node.config.node_name)
+    done = await wait_pod(client, "hostaliases-pod", phase_is("Failed", "Succeeded"), timeout=90)
+    assert done.status.phase == "Succeeded", done.status

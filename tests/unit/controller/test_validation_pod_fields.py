@@ -61,6 +61,10 @@ def refusal(p: pod_pb2.Pod) -> tuple[str, str]:
         ("securityContext: {runAsNonRoot: true, runAsUser: 0}", "",
          "spec.containers[0].securityContext.runAsUser", "must not be 0"),
         ("", "dnsPolicy: None", "spec.dnsPolicy", "needs spec.dnsConfig"),
+        ("", "hostAliases: [{ip: 10.0.0.300, hostnames: [a.local]}]", "spec.hostAliases[0].ip",
+         "valid IP address"),
+        ("", "hostAliases: [{ip: 127.0.0.1, hostnames: [Not_A_Name]}]", "spec.hostAliases[0].hostnames[0]",
+         "RFC 1123"),
         ("", "dnsPolicy: Other", "spec.dnsPolicy", "unsupported"),
         ("securityContext: {seccompProfile: {type: Unconfined}}", "",
          "spec.containers[0].securityContext.seccompProfile.type", "only RuntimeDefault"),
@@ -170,3 +174,12 @@ def test_downward_api_volumes() -> None:
     msg = str(e.value)
     assert e.value.field == "spec.volumes[0].downwardAPI.items[0].fieldRef.fieldPath"
     assert "items[1].path" in msg and "items[1].resourceFieldRef.containerName: required" in msg
+
+
+def test_hosts_file_appends_the_aliases_as_kubelet_does() -> None:
+    aliases = [pod_pb2.HostAlias(ip="127.0.0.1", hostnames=["foo.local", "bar.local"]),
+               pod_pb2.HostAlias(ip="10.1.2.3", hostnames=["foo.remote"])]
+    text = podfields.hosts_file("127.0.0.1\tlocalhost\n10.0.0.5\tvm-1\n", aliases)
+    assert text.splitlines() == ["127.0.0.1\tlocalhost", "10.0.0.5\tvm-1", "",
+                                 "# Entries added by HostAliases.",
+                                 "127.0.0.1\tfoo.local\tbar.local", "10.1.2.3\tfoo.remote"]
