@@ -6,7 +6,9 @@ kept by `controller.endpoints` — list the ready pods' addresses, which each
 node agent's DNS answers for `<service>`, `<service>.<namespace>` and
 `<service>.<namespace>.svc.cluster.local`. What that rules out is refused at
 create with the field and the reason rather than accepted and ignored:
-`type: NodePort|LoadBalancer|ExternalName` and a `clusterIP` other than None.
+`type: NodePort|ExternalName` and a `clusterIP` other than None. `type: LoadBalancer`
+is accepted as on a Kubernetes cluster without a cloud provider: no load balancer,
+EXTERNAL-IP `<pending>`, a warning, and the Service works as a ClusterIP one.
 
 Endpoints are read-only to clients (the API has no write verb for them); the
 endpoints loop writes them in-process, and deleting a Service deletes them.
@@ -20,7 +22,8 @@ from controller import validation
 from controller.kinds import Kind
 from controller.metrics import Metrics
 from controller.resource import Resource
-from controller.rpc import Ctx
+from controller.rpc import Ctx, send_warnings
+from cowpod.api import podfields
 from cowpod.api.validation import PROTOCOLS
 from cowpod.errors import NotFound
 from cowpod.v1 import meta_pb2, service_pb2
@@ -35,7 +38,9 @@ ENDPOINTS: Kind[service_pb2.Endpoints] = Kind(
 )
 
 HEADLESS = "None"
-SERVICE_TYPES = ("ClusterIP",)
+# LoadBalancer is accepted as Kubernetes without a cloud provider accepts it: nothing is
+# provisioned (EXTERNAL-IP stays <pending>), apply warns, and the Service works as ClusterIP.
+SERVICE_TYPES = ("ClusterIP", "LoadBalancer")
 _WHY_HEADLESS = "cowpod has no service proxy: every Service is headless (its name resolves to the ready pods)"
 
 
@@ -52,7 +57,8 @@ def validate_service(svc: service_pb2.Service) -> None:
     spec = svc.spec
     validation.label_map(errs, "spec.selector", spec.selector)
     if spec.type not in SERVICE_TYPES:
-        errs.add("spec.type", f"unsupported value {spec.type!r}: must be ClusterIP ({_WHY_HEADLESS})")
+        errs.add("spec.type", f"unsupported value {spec.type!r}: must be ClusterIP or LoadBalancer "
+                              f"({_WHY_HEADLESS})")
     if spec.cluster_ip != HEADLESS:
         errs.add("spec.clusterIP", f"unsupported value {spec.cluster_ip!r}: must be None ({_WHY_HEADLESS})")
     names: set[str] = set()
@@ -138,7 +144,9 @@ class ServiceServicer:
         self.metrics = metrics
 
     async def Create(self, req: service_pb2.Service, ctx: Ctx) -> service_pb2.Service:
-        return await self.svc.create(req)
+        out = await self.svc.create(req)
+        send_warnings(ctx, podfields.object_warnings(out))
+        return out
 
     async def Get(self, req: meta_pb2.ObjectKey, ctx: Ctx) -> service_pb2.Service:
         return await self.res.get_key(req)

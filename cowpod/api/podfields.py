@@ -23,7 +23,7 @@ import re
 from fractions import Fraction
 
 from cowpod.api import quantity
-from cowpod.v1 import pod_pb2
+from cowpod.v1 import pod_pb2, service_pb2
 
 DEFAULT_SERVICE_ACCOUNT = "default"
 """Every pod's service account: cowpod has no others (no API tokens are mounted)."""
@@ -264,8 +264,15 @@ def resolve_named_ports(spec: pod_pb2.PodSpec) -> None:
                         action.port = number
 
 
+LOAD_BALANCER_WARNING = ("spec.type: LoadBalancer: no load balancer is provisioned here (EXTERNAL-IP stays "
+                         "<pending>); the Service works as a headless ClusterIP one")
+
+
 def object_warnings(obj: object) -> list[str]:
-    """`pod_warnings` for a Pod, or for the pod template of a workload (`spec.template.spec`)."""
+    """`pod_warnings` for a Pod, or for the pod template of a workload (`spec.template.spec`);
+    for a Service, that a LoadBalancer gets no load balancer."""
+    if isinstance(obj, service_pb2.Service):
+        return [LOAD_BALANCER_WARNING] if obj.spec.type == "LoadBalancer" else []
     spec = getattr(obj, "spec", None)
     if isinstance(spec, pod_pb2.PodSpec):
         return pod_warnings(spec)

@@ -354,7 +354,8 @@ def service_ports(svc: service_pb2.Service) -> str:
 
 def service_row(svc: service_pb2.Service, now: float, *, wide: bool = False) -> Row:
     m = svc.metadata
-    row = [m.name, svc.spec.type or "ClusterIP", svc.spec.cluster_ip or "None", NONE, service_ports(svc),
+    external = "<pending>" if svc.spec.type == "LoadBalancer" else NONE
+    row = [m.name, svc.spec.type or "ClusterIP", svc.spec.cluster_ip or "None", external, service_ports(svc),
            age(m.creation_timestamp, now, is_set=m.HasField("creation_timestamp"))]
     if wide:
         row.append(",".join(f"{k}={v}" for k, v in sorted(svc.spec.selector.items())) or NONE)

@@ -33,6 +33,13 @@ async def test_a_service_is_headless_and_says_why_it_refuses(client: Client) -> 
     assert created.spec.ports[0].protocol == "TCP" and created.spec.ports[0].target_port == "80"
 
     assert (await invalid(client, make_service("np", type="NodePort"))).startswith("spec.type:")
+    # LoadBalancer: accepted as on Kubernetes without a cloud provider, with a warning.
+    call = client.services.Create(make_service("lb", type="LoadBalancer", selector={"app": "web"}))
+    lb = await call
+    assert (lb.spec.type, lb.spec.cluster_ip) == ("LoadBalancer", "None")
+    warnings = [v for k, v in await call.trailing_metadata() if k == "warning"]
+    assert len(warnings) == 1 and "no load balancer" in warnings[0], warnings
+    await client.services.Delete(meta_pb2.DeleteOptions(key=meta_pb2.ObjectKey(name="lb")))
     assert "headless" in await invalid(client, make_service("ip", cluster_ip="10.0.0.7"))
     two = make_service("two", ports=[service_pb2.ServicePort(port=80), service_pb2.ServicePort(port=81)])
     assert (await invalid(client, two)).startswith("spec.ports[0].name: required")
