@@ -76,14 +76,19 @@ def remove_cluster_containers(
     client = connect()
     removed: list[str] = []
     try:
+        # ignore_removed: another cluster's (or test session's) container may go between the
+        # listing and its inspect; that is no reason to fail `cowpod down`.
         vms = client.containers.list(
-            all=True, filters={"label": [f"{MANAGED_LABEL}=1", f"{CLUSTER_LABEL}={cluster_id}"]}
+            all=True, filters={"label": [f"{MANAGED_LABEL}=1", f"{CLUSTER_LABEL}={cluster_id}"]},
+            ignore_removed=True,
         )
         vm_ids = {c.id for c in vms} | set(known_vm_ids)
         if not vm_ids:
             return removed
         nested = []
-        for c in client.containers.list(all=True, filters={"label": [f"{MANAGED_LABEL}=1"]}):
+        managed = client.containers.list(all=True, filters={"label": [f"{MANAGED_LABEL}=1"]},
+                                         ignore_removed=True)
+        for c in managed:
             if c.id in vm_ids or c.labels.get(CLUSTER_LABEL):
                 continue  # a VM: ours are removed below, other clusters' are not ours to touch
             host = c.attrs.get("HostConfig", {}) or {}
