@@ -295,6 +295,10 @@ class DockerProvider:
         self._last_take: dict[str, float] = {}
         # parent -> clones of it in the making (a refill waits for none).
         self._cloning: collections.Counter[str] = collections.Counter()
+        # (container id, state) -> its inspect, for list() (see `_listed_sync`).
+        self._inspected: dict[tuple[str, str], dict[str, Any]] = {}
+        # Ids of clones' own containers whose clone has not returned yet.
+        self._making: set[str] = set()
         # Parents whose refill task is waiting for quiet (safe to cancel: no shell in the making).
         self._refill_waiting: set[str] = set()
 
@@ -449,8 +453,46 @@ class DockerProvider:
         imgs = self.docker.images.list(filters=self._filters(L_OWN_OF))
         return {i.labels.get(L_OWN_OF, "") for i in imgs}
 
+    def _listed_sync(self, summary: Mapping[str, Any]) -> Container | None:
+        """A container of `docker ps`, with what `_info` needs of its inspect.
+
+        The engine answers `docker ps` from its view of all containers without
+        taking any container's lock, while an inspect waits for a container being
+        started or attached. The SDK's list inspects every container, so in a
+        burst of clones one list took as long as the slowest start, and the VM
+        manager, which lists on every pass, asked for the next clones that much
+        later. Here an inspect is made once per container and state (what it
+        adds — start time, exit code, OOM kill, hostname — changes only with the
+        state) and never for one still being created (or a clone's own container
+        until its clone returns: its attach holds the lock); the name and the network
+        address, which change within a state (a shell's rename, an attach after
+        the start), come from the summary."""
+        cid = str(summary.get("Id", ""))
+        state = str(summary.get("State", ""))
+        attrs = self._inspected.get((cid, state))
+        if attrs is None and (state in ("created", "restarting", "removing", "") or cid in self._making):
+            created = summary.get("Created")
+            attrs = {"State": {"Status": state or "created"},
+                     "Config": {"Labels": dict(summary.get("Labels") or {}), "Hostname": ""},
+                     "Created": datetime.datetime.fromtimestamp(float(created), datetime.UTC).isoformat()
+                     if isinstance(created, (int, float)) else None}
+        elif attrs is None:
+            try:
+                attrs = self.docker.api.inspect_container(cid)
+            except docker.errors.NotFound:
+                return None
+            self._inspected[(cid, state)] = attrs
+        names = summary.get("Names") or [str(attrs.get("Name", ""))]
+        merged = {**attrs, "Id": cid, "Name": str(names[0]),
+                  "NetworkSettings": summary.get("NetworkSettings") or attrs.get("NetworkSettings") or {}}
+        return Container(attrs=merged, client=self.docker)
+
     def _list_sync(self) -> builtins.list[VMInfo]:
-        cs = self.docker.containers.list(all=True, filters=self._filters(L_VM), ignore_removed=True)
+        summaries = self.docker.api.containers(all=True, filters=self._filters(L_VM))
+        live = {(str(x.get("Id", "")), str(x.get("State", ""))) for x in summaries}
+        for key in [k for k in list(self._inspected) if k not in live]:
+            self._inspected.pop(key, None)  # lists may run in two threads at once
+        cs = [c for c in map(self._listed_sync, summaries) if c is not None]
         owned = self._owned_sync()
         named = [(c, self._vm_name_of(c)) for c in cs]
         children: dict[str, list[str]] = {}
@@ -929,6 +971,18 @@ class DockerProvider:
                 own_env = env if warm else self._env(child, machine_id, argv, "now")
                 cid, pid = await self._run(self._create_child_sync, parent, snapshot, child, own_env,
                                            machine_id, warm)
+                self._making.add(cid)
+        try:
+            return await self._start_child(parent, snapshot, child, argv, env, cname, made,
+                                           cid if made is None else "", pid if made is None else 0)
+        finally:
+            if made is None:
+                self._making.discard(cid)
+
+    async def _start_child(
+        self, parent: str, snapshot: str, child: VMSpecInfo, argv: Sequence[str], env: Mapping[str, str],
+        cname: str, made: Container | None, cid: str, pid: int,
+    ) -> VMInfo:
         self._kick_refill(parent, snapshot)
         if made is not None:
             pid = int(made.attrs.get("State", {}).get("Pid") or 0)

@@ -1,0 +1,84 @@
+"""list() of the docker provider: `docker ps` summaries, an inspect once per container and state.
+
+An inspect waits for Docker's lock on a container being started or attached,
+so a list must not inspect what it need not (see `DockerProvider._listed_sync`).
+A fake of the engine's two calls is enough: what is checked is which calls are
+made and what the VM info says, not the engine."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+from hypervisor.provider import VMState
+from hypervisor.providers.docker.provider import DockerProvider, DockerProviderConfig, container_name
+
+CFG = DockerProviderConfig(data_dir=pathlib.Path("/nonexistent"), cluster_id="c1")
+LABELS = {"cowpod.managed": "1", "cowpod.cluster": "c1", "cowpod.vm": "vm-1", "cowpod.class": "small",
+          "cowpod.cpu-millis": "1000", "cowpod.memory-bytes": "536870912", "cowpod.clone-kind": "instant",
+          "cowpod.parent": "p", "cowpod.shell-of": ""}
+
+
+class FakeAPI:
+    def __init__(self) -> None:
+        self.summaries: list[dict[str, Any]] = []
+        self.inspected: list[str] = []
+
+    def containers(self, all: bool, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.summaries
+
+    def inspect_container(self, cid: str) -> dict[str, Any]:
+        self.inspected.append(cid)
+        s = next(x for x in self.summaries if x["Id"] == cid)
+        return {"Id": cid, "Name": s["Names"][0], "Created": "2026-12-05T19:00:00Z",
+                "State": {"Status": s["State"], "Paused": s["State"] == "paused",
+                          "StartedAt": "2026-12-05T19:00:01Z"},
+                "Config": {"Labels": s["Labels"], "Hostname": "vm-1"},
+                "NetworkSettings": {"Networks": {}}}
+
+
+class FakeImages:
+    def list(self, filters: dict[str, Any]) -> list[Any]:
+        return []
+
+
+class FakeDocker:
+    def __init__(self) -> None:
+        self.api = FakeAPI()
+        self.images = FakeImages()
+
+
+def summary(state: str, ip: str = "") -> dict[str, Any]:
+    nets = {CFG.network: {"IPAddress": ip}} if ip else {}
+    return {"Id": "abc", "Names": ["/" + container_name(CFG, "vm-1")], "State": state, "Labels": LABELS,
+            "Created": 1796500000, "NetworkSettings": {"Networks": nets}}
+
+
+def test_list_inspects_once_per_state_and_takes_the_address_from_the_summary() -> None:
+    fake = FakeDocker()
+    p = DockerProvider(CFG, client=fake)  # type: ignore[arg-type]
+    # Being created: no inspect (it would wait for the start).
+    fake.api.summaries = [summary("created")]
+    (vm,) = p._list_sync()
+    assert vm.state == VMState.CREATING and fake.api.inspected == []
+    # Running, not attached yet; then attached: one inspect, the address follows the summary.
+    fake.api.summaries = [summary("running")]
+    assert p._list_sync()[0].ip == ""
+    fake.api.summaries = [summary("running", ip="172.20.0.5")]
+    (vm,) = p._list_sync()
+    assert (vm.state, vm.ip, vm.name, vm.hostname) == (VMState.RUNNING, "172.20.0.5", "vm-1", "vm-1")
+    assert vm.ready_at is not None and fake.api.inspected == ["abc"]
+    # A new state is inspected again.
+    fake.api.summaries = [summary("paused", ip="172.20.0.5")]
+    assert p._list_sync()[0].state == VMState.PAUSED and fake.api.inspected == ["abc", "abc"]
+
+
+def test_a_clone_in_the_making_is_never_inspected_by_a_list() -> None:
+    fake = FakeDocker()
+    p = DockerProvider(CFG, client=fake)  # type: ignore[arg-type]
+    p._making.add("abc")
+    fake.api.summaries = [summary("running")]
+    assert p._list_sync()[0].state == VMState.RUNNING and fake.api.inspected == []
+    p._making.discard("abc")
+    p._list_sync()
+    assert fake.api.inspected == ["abc"]
