@@ -288,6 +288,10 @@ async def test_a_clone_without_a_shell_is_a_working_vm_of_its_own(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+                # The provider's destroy stops each VM before removing its pods, so a
+                # live agent cannot make a pod container after the sweep.
+                with contextlib.suppress(Exception):
+                    await provider.destroy(f"tpl-{env.cluster_id}", cascade=True)
     finally:
         await provider.close()
         await asyncio.to_thread(remove_cluster_containers, env.cluster_id)
