@@ -42,7 +42,7 @@ CLUSTER_DOMAIN = "cluster.local"
 # dnsPolicy values that get the cluster's DNS (Kubernetes' default is ClusterFirst).
 CLUSTER_FIRST = frozenset({"", "ClusterFirst", "ClusterFirstWithHostNet"})
 TYPE_A, TYPE_AAAA, TYPE_ANY, CLASS_IN = 1, 28, 255, 1
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP = 0, 1, 2, 3, 4
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN = 0, 1, 2, 3
 TTL_SECONDS = 5
 FORWARD_TIMEOUT = 2.0
 

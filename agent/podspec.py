@@ -24,6 +24,7 @@ from agent import labels as L
 from agent.config import DROPPED_CAPABILITIES, AgentConfig
 from agent.configvolumes import CONFIG_DIR, Snapshot, env_from, env_source_value, is_config_volume
 from agent.desired import grace_of, spec_hash
+from agent.dns import CLUSTER_FIRST
 from agent.hostpath import not_allowed, prefix_for
 from agent.runtime import CreateSpec, Kind, Mount, VMInfo
 from cowpod.api import podfields
@@ -75,7 +76,7 @@ def engine_path(vm: VMInfo | None, path: str) -> str:
 def uses_cluster_dns(pod: pod_pb2.Pod, cfg: AgentConfig) -> bool:
     """Kubernetes' dnsPolicy: ClusterFirst (the default) gets the cluster's DNS; Default keeps
     the VM's resolvers."""
-    return bool(cfg.cluster_dns) and pod.spec.dns_policy in ("", "ClusterFirst", "ClusterFirstWithHostNet")
+    return bool(cfg.cluster_dns) and pod.spec.dns_policy in CLUSTER_FIRST
 
 
 def docker_name(pod: pod_pb2.Pod, container: str, attempt: int) -> str:
