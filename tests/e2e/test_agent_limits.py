@@ -32,14 +32,16 @@ pytestmark = pytest.mark.e2e
 
 LIMIT = 64
 _CG = "/sys/fs/cgroup/pids"  # cgroup v1; v2 has the files one level up
+# The raw-socket check runs first: after the bomb, the killed sleeps stay zombies until the
+# shell reaps them, and until then nothing in the container can fork.
 BOMB = f"""
+while read k v; do [ "$k" = CapEff: ] && echo "capeff=$v"; done < /proc/self/status
+arping -c 1 -w 1 -I eth0 127.0.0.1 2>&1 | grep -q 'not permitted' && echo "raw sockets refused"
 (n=0; while [ $n -lt {LIMIT * 3} ]; do sleep 300 & n=$((n+1)); done) 2>/dev/null
 read cur < {_CG}/pids.current 2>/dev/null || read cur < /sys/fs/cgroup/pids.current
 read max < {_CG}/pids.max 2>/dev/null || read max < /sys/fs/cgroup/pids.max
 echo "pids current=$cur max=$max"
 kill -9 -1
-while read k v; do [ "$k" = CapEff: ] && echo "capeff=$v"; done < /proc/self/status
-arping -c 1 -w 1 -I eth0 127.0.0.1 2>&1 | grep -q 'not permitted' && echo "raw sockets refused"
 """
 
 
