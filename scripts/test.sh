@@ -13,7 +13,7 @@ echo "==> mypy"
 mypy
 echo "==> pytest"
 set +e
-pytest -p no:cacheprovider "$@"
+pytest -p no:cacheprovider --durations=30 "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi
