@@ -54,6 +54,7 @@ class ControllerRunner:
         self.clock = clock
         self.controller: Controller | None = None
         self._task: asyncio.Task[None] | None = None
+        self._tick: asyncio.Task[None] | None = None
         self.port = 0
 
     @classmethod
@@ -95,6 +96,8 @@ class ControllerRunner:
         if self.port:  # a restart keeps the address so clients reconnect
             cfg = dataclasses.replace(cfg, listen=f"127.0.0.1:{self.port}")
         self.controller = Controller(cfg, clock=self.clock)
+        if self._tick is None:
+            self._tick = asyncio.create_task(_tick(), name="controller-under-test-tick")
         # The runner is this task's single owner: stop() cancels and awaits it.
         self._task = asyncio.create_task(self.controller.run(), name="controller-under-test")
         started = asyncio.create_task(self.controller.started.wait())
@@ -115,6 +118,9 @@ class ControllerRunner:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        tick, self._tick = self._tick, None
+        if tick is not None:
+            tick.cancel()
         if task is None:
             return
         task.cancel()
@@ -130,6 +136,21 @@ class ControllerRunner:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def _tick(period: float = 0.5) -> None:
+    """Keep a timer on the test's loop while a controller runs in it.
+
+    In the whole suite's order (CI), one test's loop (test_security_rundir's) once
+    stopped waking for work handed to it from other threads: a thread-pool result
+    (`to_thread`) or a gRPC completion, posted with `call_soon_threadsafe`, sat in the
+    loop's queue while the loop slept in epoll_wait with no timeout, before the
+    controller's own timers existed. Run alone, or after the integration tests only,
+    it never did. The cause is something an earlier test leaves in the process (not
+    found yet); a timer bounds every such sleep, so at worst such work waits 0.5 s.
+    """
+    while True:  # noqa: ASYNC110 -- a timer for its own sake, not a wait for a condition
+        await asyncio.sleep(period)
 
 
 # --- builders for tests: the smallest valid objects ------------------------------------------------
