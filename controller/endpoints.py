@@ -22,6 +22,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from controller.replicaset_plan import is_ready, is_terminating
 from controller.resource import Resource
 from controller.services_api import target_port
 from cowpod.api.phases import is_terminal
@@ -37,10 +38,6 @@ Key = tuple[str, str]
 
 def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
-
-
-def is_ready(pod: pod_pb2.Pod) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
 
 
 def _port_of(pod: pod_pb2.Pod, sp: service_pb2.ServicePort) -> int | None:
@@ -62,7 +59,7 @@ def subsets_for(svc: service_pb2.Service, pods: Iterable[pod_pb2.Pod]) -> list[s
         m = pod.metadata
         if (m.namespace != svc.metadata.namespace or not selects(svc.spec.selector, m.labels)
                 or not pod.status.pod_ip or is_terminal(pod.status.phase)
-                or m.HasField("deletion_timestamp")):
+                or is_terminating(pod)):
             continue
         ports: list[tuple[str, int, str]] = []
         for sp in svc.spec.ports:
