@@ -20,7 +20,12 @@ next resync.
 Placement: the pod is created with `spec.nodeName` (bound at create, as Kubernetes'
 DaemonSet controller did before it handed placement to the scheduler); the node's agent
 admits it or fails it. A failed daemon pod is deleted and created again, `FAILED_POD_BACKOFF`
-after it ended (noticed by the resync, every `DEFAULT_RESYNC_SECONDS`).
+after it ended.
+
+Time: a pod Ready for `minReadySeconds` turns available, and a failed pod's back-off ends,
+with no watch event; `daemonset_due_in` names the next such moment and the set is requeued
+for it (a `Requeue` to the reconcile driver, as the ReplicaSet and Job loops do), so
+`numberAvailable` and a rollout gated on it move then, not at the next resync.
 
 Updates: pods carry `controller-revision-hash` = the template's hash. With RollingUpdate
 and `maxSurge: 0`, old pods are deleted (unavailable ones first, then at most
@@ -51,7 +56,7 @@ from controller.podowner import (
     template_hash,
 )
 from controller.replicaset_actions import InFlight
-from controller.replicaset_plan import is_active, is_available, is_ready, is_terminating
+from controller.replicaset_plan import is_active, is_available, is_ready, is_terminating, next_available_in
 from controller.resource import get_time
 from controller.workload_api import resolve_int_or_percent
 from cowpod.api import labels
@@ -60,6 +65,7 @@ from cowpod.api.phases import is_terminal
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
 from cowpod.informer import Informer
+from cowpod.reconcile import Requeue
 from cowpod.v1 import node_pb2, pod_pb2, workload_pb2
 from scheduler.simulate import may_run_on
 
@@ -205,6 +211,19 @@ def plan_daemonset(ds: workload_pb2.DaemonSet, nodes: Sequence[node_pb2.Node], o
     return actions
 
 
+def daemonset_due_in(ds: workload_pb2.DaemonSet, owned: Sequence[pod_pb2.Pod], now: float) -> float | None:
+    """Seconds until the next moment only time changes this set's plan: a Ready pod turning
+    available after `minReadySeconds`, or a failed pod's `FAILED_POD_BACKOFF` ending. None when
+    none is ahead."""
+    dues = [next_available_in((p for p in owned if is_active(p)), ds.spec.min_ready_seconds, now)]
+    for p in owned:
+        if is_terminal(p.status.phase) and not is_terminating(p):
+            ended = finished_at(p) or get_time(p.metadata.creation_timestamp)
+            if ended + FAILED_POD_BACKOFF > now:
+                dues.append(ended + FAILED_POD_BACKOFF - now)
+    return min((d for d in dues if d is not None), default=None)
+
+
 # ---- the controller ---------------------------------------------------------------------------------
 
 
@@ -234,8 +253,13 @@ class DaemonSetController(PodOwnerLoop):
         self.driver.mark_many(set(self.owners.cache))
 
     def plan_owner(self, owner: workload_pb2.DaemonSet, owned: Sequence[pod_pb2.Pod], in_flight: InFlight,
-                   now: float) -> list[DaemonSetAction]:
-        return plan_daemonset(owner, list(self.nodes.cache.values()), owned, in_flight, now)
+                   now: float) -> list[DaemonSetAction | Requeue]:
+        actions: list[DaemonSetAction | Requeue] = [
+            *plan_daemonset(owner, list(self.nodes.cache.values()), owned, in_flight, now)]
+        wait = daemonset_due_in(owner, owned, now)
+        if wait is not None:
+            actions.append(Requeue(wait))
+        return actions
 
     async def execute_own(self, ds: workload_pb2.DaemonSet, action: DaemonSetAction) -> None:
         if isinstance(action, UpdateDaemonSetStatus):
