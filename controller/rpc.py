@@ -36,6 +36,19 @@ def send_warnings(ctx: Ctx, warnings: list[str]) -> None:
                                         for w in warnings))
 
 
+class RefusedMessage:
+    """A message of a stream the auth interceptor admits message by message
+    (`NodeService.HeartbeatStream`), refused by it: the servicer answers it with `error`
+    and the stream goes on. Handed over in place of the request, never dropped, so a
+    servicer that does not expect one fails loudly rather than serving it."""
+
+    __slots__ = ("error", "request")
+
+    def __init__(self, request: Any, error: CowpodError) -> None:
+        self.request = request
+        self.error = error
+
+
 # Codes a client caused; logged quietly. Anything else a CowpodError carries is logged as a warning.
 _CLIENT_CODES = frozenset({
     grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,

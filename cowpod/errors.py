@@ -111,8 +111,12 @@ def rpc_details(err: BaseException) -> str:
 
 def from_rpc_error(err: grpc.RpcError) -> CowpodError:
     """Turn a client-side RpcError back into the domain error it stands for."""
-    code = rpc_code(err) or grpc.StatusCode.UNKNOWN
-    details = rpc_details(err)
+    return error_of(rpc_code(err) or grpc.StatusCode.UNKNOWN, rpc_details(err))
+
+
+def error_of(code: grpc.StatusCode, details: str) -> CowpodError:
+    """The domain error a status code and message stand for (a failed call's, or a
+    renewal's answered in a HeartbeatStream response)."""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         field, _, reason = (details or "").partition(": ")
         return Invalid(field, reason) if reason else Invalid("", details or "")

@@ -15,7 +15,8 @@ interceptor resolves against the store.
                 ConfigMaps and Secrets (Create/Update/Delete, and read Secrets);
                 read Namespaces and PriorityClasses (creating and deleting them is admin's)
     view        read (Get/List/Watch) everything but tokens and Secrets; pod logs
-    node X      its own Node (register, heartbeat, get, status; never update:
+    node X      its own Node (register, heartbeat (unary or each message of a
+                HeartbeatStream), get, status; never update:
                 see noderestriction.py), the pods
                 bound to X (list/watch by spec.nodeName=X, get, status, delete),
                 its lease in cowpod-node-lease, create events, its own serving
@@ -249,6 +250,10 @@ def _node(identity: Identity, service: str, verb: str, request: Any) -> Decision
                          "its spec, labels and taints are for admins and the controller")
         if verb == "Heartbeat":
             return only_own(request.node_name, "Node")
+        if verb == "HeartbeatStream":
+            # Opening it is allowed; the interceptor then admits every message as a
+            # Heartbeat (the row above), so a node's stream renews only that node.
+            return ALLOW
         if verb == "Get":
             return only_own(request.name, "Node")
         if verb in ("List", "Watch"):

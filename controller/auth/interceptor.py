@@ -16,6 +16,14 @@ the method handler it is given: the wrapper sees the decoded request and the
 servicer context (whose auth context holds the verified peer certificate).
 The identity is published in a ContextVar for servicers that need it
 (`WhoAmI`). Denials are logged with the user and method, never a secret.
+
+A stream that carries many requests (`NodeService.HeartbeatStream`) is opened
+through steps 1-4 on the method alone, then steps 2-5 run again on every message
+as on the unary call the message stands for (`_MESSAGES_AS`): its own rate-limit
+charge, limits and authorization. Who the caller is stays what it was at the
+open (a Kubernetes watch or an etcd keep-alive stream does not re-authenticate
+either). A refused message does not end the stream: the servicer answers it with
+the refusal, as etcd answers a refused watch on a shared watch stream.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
@@ -34,6 +43,7 @@ from controller.auth.authorizer import PodCheck, Requirement, authorize
 from controller.auth.identity import INSECURE, Identity, Role, identity_from_subject
 from controller.auth.tokens import TokenManager
 from controller.limits import Limits, RateLimiter, StreamCounter, check_message, source_address
+from controller.rpc import RefusedMessage
 from cowpod.auth import tokens as tok
 from cowpod.auth.podsecurity import pod_violations
 from cowpod.clock import Clock
@@ -64,6 +74,21 @@ _POD_WRITES = frozenset({"/cowpod.v1.PodService/Create", "/cowpod.v1.PodService/
     f"/cowpod.v1.{kind}Service/{verb}" for kind in ("ReplicaSet", "Deployment", "Job", "DaemonSet")
     for verb in ("Create", "Update")})
 Ctx = grpc.aio.ServicerContext[Any, Any]
+
+# Streams whose every message is admitted as a call of a unary method: the stream is
+# opened on its own rule (the authorizer's), then each message passes steps 2-5 as that
+# call would, so a node's HeartbeatStream renews only that node. A refused message reaches
+# the servicer as a `RefusedMessage` (it answers with the error and the stream goes on).
+_MESSAGES_AS = {"/cowpod.v1.NodeService/HeartbeatStream": "/cowpod.v1.NodeService/Heartbeat"}
+
+
+@dataclass(frozen=True)
+class _Caller:
+    """A proven caller and the rate-limit budget its requests are charged to."""
+
+    identity: Identity
+    key: str  # rate-limit key; "" = not limited (insecure mode)
+    system: bool  # components get the system budget
 
 
 class _Undecodable:
@@ -190,6 +215,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if isinstance(request, _Undecodable):
             _, _, verb = method.rpartition("/")
             raise Invalid("", f"request is not a valid message for {verb}: {request.error}")
+        caller = await self._caller(metadata, context)
+        return caller.identity, await self._gate(caller, method, request)
+
+    async def _caller(self, metadata: Any, context: Ctx) -> _Caller:
+        """Step 1: who calls, proven (once per call, streams included)."""
         source = source_address(context.peer())
         peer = self._peer_identity(context)
         if peer is None and not self._insecure:
@@ -207,10 +237,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             system = peer.role in (Role.NODE, Role.SCHEDULER, Role.ADMIN) or CONTROLLERS_GROUP in peer.groups
         else:
             identity, key, system = INSECURE, "", False
+        return _Caller(identity, key, system)
+
+    async def _gate(self, caller: _Caller, method: str, request: Any) -> PodCheck | None:
+        """Steps 2 to 5 for one request of a proven caller: once per call, and once per
+        message of a stream admitted message by message (`_MESSAGES_AS`)."""
+        identity = caller.identity
         # Charged only now that the caller is proven: junk under a user's token id costs
         # the junk's source, never the user (issue #15).
-        if key:  # insecure mode trusts every caller: no rate limit, only the object limits
-            self._rate.check(key, system=system)
+        if caller.key:  # insecure mode trusts every caller: no rate limit, only the object limits
+            self._rate.check(caller.key, system=caller.system)
         if isinstance(request, Message):
             check_message(request, self._limits)
             if method in _POD_WRITES:
@@ -226,7 +262,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             await self._check_bound(decision.check, identity)
         if decision.check is not None and decision.check.requirement is Requirement.REFERENCED:
             await self._check_referenced(decision.check, identity)
-        return identity, decision.check
+        return decision.check
 
     def _failed(self, source: str) -> None:
         """Charge a failed authentication to its source; RESOURCE_EXHAUSTED when over budget."""
@@ -347,21 +383,36 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         return call
 
-    def _stream_in(self, method: str, metadata: Any, inner: Behavior, *, streaming_out: bool) -> Behavior:
-        """Client-streaming methods (server reflection): admitted on the method alone."""
-
-        async def admit(context: Ctx) -> Identity:
+    async def _gated(self, caller: _Caller, method: str, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """`requests`, each admitted as a call of `method`; a refused one as a RefusedMessage."""
+        async for request in requests:
             try:
-                identity, _ = await self._admit(method, metadata, None, context, stream=True)
+                await self._gate(caller, method, request)
+            except CowpodError as err:
+                yield RefusedMessage(request, err)
+                continue
+            yield request
+
+    def _stream_in(self, method: str, metadata: Any, inner: Behavior, *, streaming_out: bool) -> Behavior:
+        """Client-streaming methods: admitted on the method alone (server reflection,
+        ExecStream), and those in `_MESSAGES_AS` then message by message too."""
+
+        async def admit(context: Ctx) -> _Caller:
+            try:
+                caller = await self._caller(metadata, context)
+                await self._gate(caller, method, None)
             except CowpodError as err:
                 await self._abort(context, err)
                 raise AssertionError("unreachable") from None
-            return identity
+            return caller
 
+        per_message = _MESSAGES_AS.get(method)
         if streaming_out:
 
             async def call_stream(requests: Any, context: Ctx) -> AsyncIterator[Any]:
-                await admit(context)
+                caller = await admit(context)
+                if per_message is not None:
+                    requests = self._gated(caller, per_message, requests)
                 result = inner(requests, context)
                 if inspect.isasyncgen(result):
                     async for item in result:

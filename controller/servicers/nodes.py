@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from controller import heartbeats
 from controller.metrics import Metrics
 from controller.nodes import Nodes
-from controller.rpc import Ctx
+from controller.rpc import Ctx, RefusedMessage
 from cowpod.v1 import meta_pb2, node_pb2
 
 
@@ -22,6 +23,12 @@ class NodeServicer:
     async def Heartbeat(self, req: node_pb2.HeartbeatRequest,
                         ctx: Ctx) -> node_pb2.HeartbeatResponse:
         return await self.nodes.heartbeat(req)
+
+    async def HeartbeatStream(
+        self, requests: AsyncIterator[node_pb2.HeartbeatRequest | RefusedMessage], ctx: Ctx
+    ) -> AsyncIterator[node_pb2.HeartbeatResponse]:
+        async for response in heartbeats.serve(requests, self.nodes.heartbeat):
+            yield response
 
     async def Get(self, req: meta_pb2.ObjectKey, ctx: Ctx) -> node_pb2.Node:
         return await self.res.get_key(req)

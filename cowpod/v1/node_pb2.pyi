@@ -119,9 +119,15 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, node_name: _Optional[str] = ..., status: _Optional[_Union[NodeStatus, _Mapping]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("lease_seconds", "renew_time")
+    __slots__ = ("lease_seconds", "renew_time", "node_name", "error_code", "error_message")
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RENEW_TIME_FIELD_NUMBER: _ClassVar[int]
+    NODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     lease_seconds: int
     renew_time: _timestamp_pb2.Timestamp
-    def __init__(self, lease_seconds: _Optional[int] = ..., renew_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    node_name: str
+    error_code: int
+    error_message: str
+    def __init__(self, lease_seconds: _Optional[int] = ..., renew_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node_name: _Optional[str] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...

@@ -91,6 +91,11 @@ ROWS: list[tuple[Identity, str, Any, bool]] = [
     (NODE1, node_m("Register"), named_node("n2"), False),
     (NODE1, node_m("Heartbeat"), node_pb2.HeartbeatRequest(node_name="n1"), True),
     (NODE1, node_m("Heartbeat"), node_pb2.HeartbeatRequest(node_name="n2"), False),
+    # The stream opens on the method alone; each message is then authorized as a Heartbeat.
+    (NODE1, node_m("HeartbeatStream"), None, True),
+    (SCHED, node_m("HeartbeatStream"), None, False),
+    (EDIT, node_m("HeartbeatStream"), None, False),
+    (VIEW, node_m("HeartbeatStream"), None, False),
     (NODE1, node_m("UpdateStatus"), named_node("n1"), True),
     (NODE1, node_m("Update"), named_node("n2"), False),
     # NodeRestriction: a node reports status, it does not rewrite itself
