@@ -12,18 +12,17 @@ EXTERNAL-IP `<pending>`, a warning, and the Service works as a ClusterIP one.
 
 Endpoints are read-only to clients (the API has no write verb for them); the
 endpoints loop writes them in-process, and deleting a Service deletes them.
+
+CRUD and the servicers are the workload kinds' (`controller.workload_api`): this
+module gives only the Service's defaults, validation and update merge.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from controller import validation
 from controller.kinds import Kind
-from controller.metrics import Metrics
 from controller.resource import Resource
-from controller.rpc import Ctx, send_warnings
-from cowpod.api import podfields
+from controller.workload_api import ReadServicer, Workloads, WorkloadServicer
 from cowpod.api.validation import PROTOCOLS
 from cowpod.errors import NotFound
 from cowpod.v1 import meta_pb2, service_pb2
@@ -88,7 +87,11 @@ def validate_service(svc: service_pb2.Service) -> None:
 
 
 def apply_defaults(svc: service_pb2.Service) -> None:
-    spec = svc.spec
+    default_spec(svc.spec)
+
+
+def default_spec(spec: service_pb2.ServiceSpec) -> None:
+    """What Kubernetes defaults in a Service's spec (and cowpod's `clusterIP: None`)."""
     spec.type = spec.type or "ClusterIP"
     spec.cluster_ip = spec.cluster_ip or HEADLESS
     for p in spec.ports:
@@ -96,40 +99,26 @@ def apply_defaults(svc: service_pb2.Service) -> None:
         p.target_port = p.target_port or str(p.port)
 
 
-class Services:
+def merge(cur: service_pb2.Service, req: service_pb2.Service) -> service_pb2.ServiceSpec:
+    """An update replaces the whole spec (defaulted again); nothing in it is immutable."""
+    spec = service_pb2.ServiceSpec()
+    spec.CopyFrom(req.spec)
+    default_spec(spec)
+    return spec
+
+
+class Services(Workloads[service_pb2.Service]):
+    """The shared workload CRUD (`controller.workload_api.Workloads`) with the Service rules,
+    and a delete that takes the Service's Endpoints with it."""
+
     def __init__(self, res: Resource[service_pb2.Service],
                  endpoints: Resource[service_pb2.Endpoints]) -> None:
-        self.res = res
+        super().__init__(res, defaults=apply_defaults, validate=validate_service, merge=merge)
         self.endpoints = endpoints
 
-    async def create(self, svc: service_pb2.Service) -> service_pb2.Service:
-        svc.ClearField("status")
-        apply_defaults(svc)
-        self.res.prepare_new(svc)
-        validate_service(svc)
-        return await self.res.create(svc)
-
-    async def update(self, req: service_pb2.Service) -> service_pb2.Service:
-        def mutate(cur: service_pb2.Service) -> service_pb2.Service:
-            new = service_pb2.Service()
-            new.CopyFrom(cur)
-            new.metadata.labels.clear()
-            new.metadata.labels.update(req.metadata.labels)
-            new.metadata.annotations.clear()
-            new.metadata.annotations.update(req.metadata.annotations)
-            new.spec.CopyFrom(req.spec)
-            apply_defaults(new)
-            if new.spec != cur.spec:
-                new.metadata.generation = cur.metadata.generation + 1
-            validate_service(new)
-            return new
-
-        ns, name = self.res.names(req.metadata.namespace, req.metadata.name)
-        return await self.res.update(ns, name, req.metadata.resource_version, mutate)
-
     async def delete(self, opts: meta_pb2.DeleteOptions) -> service_pb2.Service:
+        gone = await super().delete(opts)
         ns, name = self.res.names(opts.key.namespace, opts.key.name)
-        gone = await self.res.remove(ns, name, opts.resource_version)
         try:
             await self.endpoints.remove(ns, name)
         except NotFound:
@@ -137,49 +126,10 @@ class Services:
         return gone
 
 
-class ServiceServicer:
-    def __init__(self, services: Services, metrics: Metrics) -> None:
-        self.svc = services
-        self.res = services.res
-        self.metrics = metrics
-
-    async def Create(self, req: service_pb2.Service, ctx: Ctx) -> service_pb2.Service:
-        out = await self.svc.create(req)
-        send_warnings(ctx, podfields.object_warnings(out))
-        return out
-
-    async def Get(self, req: meta_pb2.ObjectKey, ctx: Ctx) -> service_pb2.Service:
-        return await self.res.get_key(req)
-
-    async def List(self, req: meta_pb2.ListOptions, ctx: Ctx) -> service_pb2.ServiceList:
-        items, rev = await self.res.list(req)
-        return service_pb2.ServiceList(items=items, resource_version=rev)
-
-    async def Update(self, req: service_pb2.Service, ctx: Ctx) -> service_pb2.Service:
-        return await self.svc.update(req)
-
-    async def Delete(self, req: meta_pb2.DeleteOptions, ctx: Ctx) -> service_pb2.Service:
-        return await self.svc.delete(req)
-
-    async def Watch(self, req: meta_pb2.WatchOptions, ctx: Ctx) -> AsyncIterator[bytes]:
-        with self.metrics.watch_open("services"):
-            async for b in self.res.watch(req):
-                yield b
+class ServiceServicer(WorkloadServicer[service_pb2.Service]):
+    """The shared workload servicer: Create (warning that a LoadBalancer gets none), Get, List,
+    Update, Delete, Watch."""
 
 
-class EndpointsServicer:
-    def __init__(self, res: Resource[service_pb2.Endpoints], metrics: Metrics) -> None:
-        self.res = res
-        self.metrics = metrics
-
-    async def Get(self, req: meta_pb2.ObjectKey, ctx: Ctx) -> service_pb2.Endpoints:
-        return await self.res.get_key(req)
-
-    async def List(self, req: meta_pb2.ListOptions, ctx: Ctx) -> service_pb2.EndpointsList:
-        items, rev = await self.res.list(req)
-        return service_pb2.EndpointsList(items=items, resource_version=rev)
-
-    async def Watch(self, req: meta_pb2.WatchOptions, ctx: Ctx) -> AsyncIterator[bytes]:
-        with self.metrics.watch_open("endpoints"):
-            async for b in self.res.watch(req):
-                yield b
+class EndpointsServicer(ReadServicer[service_pb2.Endpoints]):
+    """Get, List and Watch only: the endpoints loop writes Endpoints in-process."""

@@ -9,6 +9,10 @@ this module does the rest in one place: create (server-owned fields, defaults,
 validation), update (compare-and-swap when a resource_version is given,
 `metadata.generation` bumped when the spec changes), status updates, scale and
 delete, and the gRPC servicer (decode -> domain -> encode).
+
+Services use the same CRUD and servicer with their own three functions
+(`controller.services_api`), and their read-only Endpoints the read half
+(`ReadServicer`): one implementation of every verb for all these kinds.
 """
 
 from __future__ import annotations
@@ -127,7 +131,8 @@ def check_object(obj: Any, validate_spec: Callable[[validation.Errors, Any], Non
 
 
 class Workloads(Generic[M]):
-    """CRUD of one workload kind over a `Resource`, parameterized by the kind's pure rules.
+    """CRUD of one workload kind (or Services) over a `Resource`, parameterized by the kind's
+    pure rules.
 
     defaults(obj)        fill what Kubernetes defaults, on create (uid already assigned)
     validate(obj)        raise `Invalid` naming the field path
@@ -203,19 +208,13 @@ class Workloads(Generic[M]):
         return await self.res.remove(ns, name, opts.resource_version)
 
 
-class WorkloadServicer(Generic[M]):
-    """The gRPC methods every workload service has; `Scale` only where the kind has replicas."""
+class ReadServicer(Generic[M]):
+    """Get, List and Watch of a stored kind: all a read-only kind serves (Endpoints, which only
+    their loop writes), and the read half of `WorkloadServicer`."""
 
-    def __init__(self, workloads: Workloads[M], metrics: Metrics) -> None:
-        self.w = workloads
-        self.res = workloads.res
+    def __init__(self, res: Resource[M], metrics: Metrics) -> None:
+        self.res = res
         self.metrics = metrics
-
-    async def Create(self, req: M, ctx: Ctx) -> M:
-        warnings = podfields.object_warnings(req)  # of the pod template, as for a Pod
-        out = await self.w.create(req)
-        send_warnings(ctx, warnings)
-        return out
 
     async def Get(self, req: meta_pb2.ObjectKey, ctx: Ctx) -> M:
         return await self.res.get_key(req)
@@ -225,6 +224,28 @@ class WorkloadServicer(Generic[M]):
         list_message = self.res.kind.list_message
         assert list_message is not None
         return list_message(items=items, resource_version=rev)  # type: ignore[call-arg]
+
+    async def Watch(self, req: meta_pb2.WatchOptions, ctx: Ctx) -> AsyncIterator[bytes]:
+        with self.metrics.watch_open(self.res.kind.resource):
+            async for b in self.res.watch(req):
+                yield b
+
+
+class WorkloadServicer(ReadServicer[M]):
+    """The gRPC methods every workload service has (and Services: `controller.services_api`).
+    Only the methods the kind's proto service names are served (`rpc.service_handler`), so
+    `Scale` only where the kind has replicas, `UpdateStatus` only where a loop writes a status."""
+
+    def __init__(self, workloads: Workloads[M], metrics: Metrics) -> None:
+        super().__init__(workloads.res, metrics)
+        self.w = workloads
+
+    async def Create(self, req: M, ctx: Ctx) -> M:
+        # Of the pod template, as for a Pod (of a Service: that a LoadBalancer gets none).
+        warnings = podfields.object_warnings(req)
+        out = await self.w.create(req)
+        send_warnings(ctx, warnings)
+        return out
 
     async def Update(self, req: M, ctx: Ctx) -> M:
         return await self.w.update(req)
@@ -237,8 +258,3 @@ class WorkloadServicer(Generic[M]):
 
     async def Delete(self, req: meta_pb2.DeleteOptions, ctx: Ctx) -> M:
         return await self.w.delete(req)
-
-    async def Watch(self, req: meta_pb2.WatchOptions, ctx: Ctx) -> AsyncIterator[bytes]:
-        with self.metrics.watch_open(self.res.kind.resource):
-            async for b in self.res.watch(req):
-                yield b

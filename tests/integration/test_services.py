@@ -133,3 +133,35 @@ async def test_endpoints_follow_ready_pods(client: Client) -> None:
 
 async def _has(client: Client, name: str, ready: list[str]) -> bool:
     return addresses(await endpoints(client, name))[0] == ready
+
+
+async def test_a_service_update_replaces_the_spec_defaulted_again(client: Client) -> None:
+    created = await client.services.Create(
+        make_service("web", selector={"app": "web"}, ports=[service_pb2.ServicePort(port=80)]))
+    assert created.metadata.generation == 1
+
+    # Labels only: stored, the spec and its generation unchanged.
+    created.metadata.labels["tier"] = "front"
+    relabelled = await client.services.Update(created)
+    assert relabelled.metadata.labels == {"tier": "front"} and relabelled.metadata.generation == 1
+
+    # A new spec replaces the old one whole, defaulted as at create; the generation moves.
+    change = service_pb2.Service()
+    change.CopyFrom(relabelled)
+    change.spec.ClearField("ports")
+    change.spec.ports.add(name="http", port=8080)
+    updated = await client.services.Update(change)
+    assert [(p.port, p.protocol, p.target_port) for p in updated.spec.ports] == [(8080, "TCP", "8080")]
+    assert (updated.spec.cluster_ip, updated.spec.type) == ("None", "ClusterIP")
+    assert updated.metadata.generation == 2 and updated.metadata.uid == created.metadata.uid
+
+    # A stale resourceVersion is a conflict; an invalid spec names its field; neither is stored.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.services.Update(relabelled)
+    assert err.value.code() == grpc.StatusCode.ABORTED
+    updated.spec.type = "NodePort"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.services.Update(updated)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith("spec.type:")
+    stored = await client.services.Get(meta_pb2.ObjectKey(name="web"))
+    assert stored.spec.type == "ClusterIP" and stored.metadata.generation == 2
