@@ -162,6 +162,7 @@ async def test_a_service_update_replaces_the_spec_defaulted_again(client: Client
     updated.spec.type = "NodePort"
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await client.services.Update(updated)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith("spec.type:")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert str(err.value.details()).startswith("spec.type:")
     stored = await client.services.Get(meta_pb2.ObjectKey(name="web"))
     assert stored.spec.type == "ClusterIP" and stored.metadata.generation == 2
