@@ -10,9 +10,10 @@ from typing import Any, Protocol
 
 import grpc
 
+from agent.leasestream import LeaseRenewer
 from cowpod.client import Client
 from cowpod.configrefs import RefKind
-from cowpod.errors import rpc_code
+from cowpod.errors import NotFound, rpc_code
 from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
@@ -44,19 +45,22 @@ class ControlPlane(Protocol):
 class GrpcControlPlane:
     def __init__(self, client: Client) -> None:
         self.client = client
+        # Heartbeats go over NodeService.HeartbeatStream, or the unary call against a
+        # controller that predates it (agent/leasestream.py).
+        self.leases = LeaseRenewer(client.nodes, self._unary_heartbeat, client.clock)
 
     async def register(self, node: node_pb2.Node) -> node_pb2.Node:
         return await self.client.call(self.client.nodes.Register, node, attempts=1000, max_delay=5.0)
 
+    async def _unary_heartbeat(self, request: node_pb2.HeartbeatRequest) -> node_pb2.HeartbeatResponse:
+        return await self.client.call(self.client.nodes.Heartbeat, request, timeout=10.0, attempts=3)
+
     async def heartbeat(self, node_name: str, status: node_pb2.NodeStatus) -> bool:
         try:
-            await self.client.call(
-                self.client.nodes.Heartbeat,
-                node_pb2.HeartbeatRequest(node_name=node_name, status=status),
-                timeout=10.0,
-                attempts=3,
-            )
-        except grpc.RpcError as err:
+            await self.leases.renew(node_pb2.HeartbeatRequest(node_name=node_name, status=status))
+        except NotFound:  # answered over the stream
+            return False
+        except grpc.RpcError as err:  # the unary call's
             if rpc_code(err) == grpc.StatusCode.NOT_FOUND:
                 return False
             raise

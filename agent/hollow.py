@@ -6,7 +6,8 @@ exercised exactly as with real agents, but no container ever runs:
 
     one gRPC channel ──► Register each node (capacity, Ready=True)
                      ──► heartbeats: one loop, a heap of due times with jitter,
-                         a bounded number of renewals in flight
+                         a bounded number of renewals in flight, each over one of
+                         as many HeartbeatStreams (agent/leasestream.py)
                      ──► ONE informer on bound pods (spec.nodeName!=), dispatched
                          by node name to the fleet's nodes (not one watch per node)
                      ──► status writer: bound Pending pods become Running, pods
@@ -20,6 +21,7 @@ entry; per pod a dictionary lookup on each watch event.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import random
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from agent.leasestream import LeaseRenewer
 from agent.node import registration_labels
 from cowpod.api.labels import (
     HOLLOW_LABEL,
@@ -37,6 +40,7 @@ from cowpod.api.labels import (
 )
 from cowpod.client import Client
 from cowpod.clock import Clock, RealClock
+from cowpod.errors import CowpodError, NotFound, rpc_code, rpc_details
 from cowpod.informer import Informer
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
 
@@ -134,6 +138,16 @@ class HollowFleet:
         self.watch_pods = watch_pods or mark_running
         self._sem = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
+        # Heartbeats go over `concurrency` HeartbeatStreams, each carrying one renewal at
+        # a time for whichever node is due (not one stream per node): the fleet's
+        # credential (admin, or the controller's certificate) may renew any node, and a
+        # renewal then costs the controller what a real agent's does, one message each
+        # way through the same per-message gate. A controller without the stream gets
+        # unary calls (agent/leasestream.py).
+        unary = functools.partial(self._client.nodes.Heartbeat, timeout=10.0)
+        self._renewers: asyncio.Queue[LeaseRenewer] = asyncio.Queue()
+        for _ in range(concurrency):
+            self._renewers.put_nowait(LeaseRenewer(self._client.nodes, unary, self._clock))
         self._rng = rng or random.Random()
         self.nodes: dict[str, _Node] = {}
         self._due: list[tuple[float, str]] = []
@@ -191,14 +205,18 @@ class HollowFleet:
             name="hollow-pods",
             on_synced=on_synced,
         )
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._heartbeat_loop(tg), name="hollow-heartbeats")
-            if not self.watch_pods:
-                self.synced.set()
-                return
-            tg.create_task(informer.run(), name="hollow-pod-informer")
-            for i in range(self._concurrency):
-                tg.create_task(self._status_worker(), name=f"hollow-status-{i}")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._heartbeat_loop(tg), name="hollow-heartbeats")
+                if not self.watch_pods:
+                    self.synced.set()
+                    return
+                tg.create_task(informer.run(), name="hollow-pod-informer")
+                for i in range(self._concurrency):
+                    tg.create_task(self._status_worker(), name=f"hollow-status-{i}")
+        finally:
+            while not self._renewers.empty():  # all are back: the renewals' tasks ended with the group
+                self._renewers.get_nowait().close()
 
     async def _heartbeat_loop(self, tg: asyncio.TaskGroup) -> None:
         tick = max(0.05, min(1.0, self.heartbeat_s / 10))
@@ -218,11 +236,13 @@ class HollowFleet:
             await self._clock.sleep(tick)
 
     async def _heartbeat(self, name: str) -> None:
+        renewer = self._renewers.get_nowait()  # as many as the semaphore lets run at once
         try:
-            await self._client.nodes.Heartbeat(node_pb2.HeartbeatRequest(node_name=name), timeout=10.0)
+            await renewer.renew(node_pb2.HeartbeatRequest(node_name=name))
             self.heartbeats += 1
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND and name in self.nodes:
+        except (grpc.aio.AioRpcError, NotFound) as err:
+            code = rpc_code(err) if isinstance(err, grpc.aio.AioRpcError) else grpc.StatusCode.NOT_FOUND
+            if code == grpc.StatusCode.NOT_FOUND and name in self.nodes:
                 # The node object was deleted behind our back: register again, as an agent would.
                 node = self.nodes[name]
                 try:
@@ -230,8 +250,11 @@ class HollowFleet:
                 except grpc.aio.AioRpcError as err2:
                     log.info("hollow %s: re-register: %s", name, err2.details())
             else:
-                log.debug("hollow %s: heartbeat: %s", name, err.details())
+                log.debug("hollow %s: heartbeat: %s", name, rpc_details(err))
+        except CowpodError as err:  # refused over the stream, or the stream kept breaking
+            log.debug("hollow %s: heartbeat: %s", name, err)
         finally:
+            self._renewers.put_nowait(renewer)
             self._sem.release()
 
     async def _on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from controller.rpc import RefusedMessage
 from cowpod.errors import CowpodError
@@ -65,7 +65,7 @@ async def serve(
     renew: Renew,
     *,
     max_in_flight: int = MAX_IN_FLIGHT,
-) -> AsyncIterator[node_pb2.HeartbeatResponse]:
+) -> AsyncGenerator[node_pb2.HeartbeatResponse, None]:
     """Answer every request of `requests` with `renew`'s outcome, until the client closes
     its side and every answer is out. The reader task is this generator's: cancelled
     and awaited when the stream ends, however it ends."""
