@@ -45,6 +45,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from controller.daemonset_api import ON_DELETE
+from controller.pod_informer import SharedPodInformer
 from controller.podowner import (
     CollectOrphan,
     CreatePod,
@@ -233,14 +234,15 @@ class DaemonSetController(PodOwnerLoop):
 
     kind = KIND
     component = COMPONENT
-    # Only pods with the label every daemon pod gets (daemon_pod).
+    # Only pods with the label every daemon pod gets (daemon_pod) count.
     pod_label = REVISION_LABEL
 
     def __init__(self, client: Client, clock: Clock | None = None, *,
                  resync_seconds: float = DEFAULT_RESYNC_SECONDS, registry: CollectorRegistry | None = None,
                  watch_sets: Callable[..., Any] | None = None, watch_nodes: Callable[..., Any] | None = None,
-                 watch_pods: Callable[..., Any] | None = None) -> None:
-        """Writes go through `client`; watches too unless given (the controller passes its hubs')."""
+                 watch_pods: Callable[..., Any] | SharedPodInformer | None = None) -> None:
+        """Writes go through `client`; watches too unless given (the controller passes its hubs'
+        and its shared pod informer)."""
         self.nodes: Informer[node_pb2.Node] = Informer(
             watch_nodes or client.nodes.Watch, handler=self._on_node, clock=clock or RealClock(),
             name="daemonset-node-informer")

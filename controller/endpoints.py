@@ -22,6 +22,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from controller.pod_informer import SharedPodInformer, pod_handle
 from controller.replicaset_plan import is_ready, is_terminating
 from controller.resource import Resource
 from controller.services_api import target_port
@@ -93,16 +94,18 @@ def subsets_for(svc: service_pb2.Service, pods: Iterable[pod_pb2.Pod]) -> list[s
 class EndpointsController:
     """Runs the loop above; `watch_services`/`watch_pods` are the API's Watch calls."""
 
-    def __init__(self, watch_services: Any, watch_pods: Any, endpoints: Resource[service_pb2.Endpoints],
-                 clock: Clock, *, retry_seconds: float = 1.0) -> None:
+    def __init__(self, watch_services: Any, watch_pods: Any | SharedPodInformer,
+                 endpoints: Resource[service_pb2.Endpoints], clock: Clock, *,
+                 retry_seconds: float = 1.0) -> None:
+        """`watch_pods`: the controller's shared pod informer, or a watch function (then a private
+        one is made)."""
         self.res = endpoints
         self.clock = clock
         self.retry_seconds = retry_seconds
         self.services: Informer[service_pb2.Service] = Informer(
             watch_services, handler=self._on_service, clock=clock, name="endpoints/services",
             on_synced=self._on_synced)
-        self.pods: Informer[pod_pb2.Pod] = Informer(
-            watch_pods, handler=self._on_pod, clock=clock, name="endpoints/pods", on_synced=self._on_synced)
+        self.pods = pod_handle(watch_pods, self._on_pod, clock=clock, name="endpoints/pods")
         self._dirty: set[Key] = set()
         self._wake = asyncio.Event()
         self._gc_pending = True
@@ -111,6 +114,10 @@ class EndpointsController:
         if self.services.synced and self.pods.synced:
             self._dirty.update(self.services.cache)
             self._wake.set()
+
+    async def _pods_synced(self) -> None:
+        await self.pods.wait_synced()
+        await self._on_synced()
 
     async def _on_service(self, type_: int, svc: service_pb2.Service) -> None:
         self._dirty.add((svc.metadata.namespace, svc.metadata.name))
@@ -125,6 +132,7 @@ class EndpointsController:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.services.run(), name="endpoints-services-informer")
             tg.create_task(self.pods.run(), name="endpoints-pods-informer")
+            tg.create_task(self._pods_synced(), name="endpoints-pods-synced")
             tg.create_task(self._work(), name="endpoints-worker")
 
     async def _work(self) -> None:
@@ -150,7 +158,7 @@ class EndpointsController:
             if svc is None or not svc.spec.selector:
                 await self._delete(ns, name)
                 return True
-            pods = [p for (pns, _), p in self.pods.cache.items() if pns == ns]
+            pods = list(self.pods.shared.in_namespace(ns))
             await self._put(svc, subsets_for(svc, pods))
         except CowpodError as err:
             log.warning("endpoints %s/%s: %s; retrying", ns, name, err)

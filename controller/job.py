@@ -40,6 +40,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry
 
+from controller.pod_informer import SharedPodInformer
 from controller.podowner import (
     CollectOrphan,
     CreatePod,
@@ -203,14 +204,15 @@ class JobController(PodOwnerLoop):
 
     kind = KIND
     component = COMPONENT
-    # Only pods with the label every Job's template gets (job_api.apply_defaults).
+    # Only pods with the label every Job's template gets (job_api.apply_defaults) count.
     pod_label = JOB_CONTROLLER_UID_LABEL
 
     def __init__(self, client: Client, clock: Clock | None = None, *,
                  resync_seconds: float = DEFAULT_RESYNC_SECONDS, registry: CollectorRegistry | None = None,
-                 watch_jobs: Callable[..., Any] | None = None, watch_pods: Callable[..., Any] | None = None,
-                 ) -> None:
-        """Writes go through `client`; watches too unless given (the controller passes its hubs')."""
+                 watch_jobs: Callable[..., Any] | None = None,
+                 watch_pods: Callable[..., Any] | SharedPodInformer | None = None) -> None:
+        """Writes go through `client`; watches too unless given (the controller passes its hubs'
+        and its shared pod informer)."""
         super().__init__(client, clock, watch_owners=watch_jobs or client.jobs.Watch,
                          watch_pods=watch_pods or client.pods.Watch, get_owner=client.jobs.Get,
                          resync_seconds=resync_seconds, registry=registry)

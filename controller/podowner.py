@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import grpc
 from prometheus_client import CollectorRegistry
 
+from controller.pod_informer import SharedPodInformer, pod_handle
 from controller.replicaset_actions import InFlight
 from controller.replicaset_executor import Expectations, new_pod_name
 from controller.replicaset_plan import is_terminating
@@ -101,33 +102,48 @@ def pod_from_template(tmpl: workload_pb2.PodTemplateSpec, owner_kind: str, owner
 
 
 class PodIndex:
-    """Pods by controller owner uid (of one owner kind), from a pod informer's events."""
+    """Pods by controller owner uid (of one owner kind), from a pod informer's events.
 
-    def __init__(self, kind: str) -> None:
+    Over a `SharedPodInformer` (`shared`) it keeps nothing itself: it reads the shared owner
+    index (which the informer updates before calling handlers; `apply` only names the owner),
+    and with `label` it shows only the pods carrying that label key (what a loop's own
+    label-selected informer held before)."""
+
+    def __init__(self, kind: str, shared: SharedPodInformer | None = None, *, label: str = "") -> None:
         self.kind = kind
-        self._by_owner: dict[str, dict[Key, pod_pb2.Pod]] = {}
+        self.label = label
+        self._by_owner: Mapping[str, Mapping[Key, pod_pb2.Pod]] = shared.owned(kind) if shared else {}
+        self._own: dict[str, dict[Key, pod_pb2.Pod]] | None = None if shared else {}
 
     def apply(self, type_: int, pod: pod_pb2.Pod) -> str:
         """Record one event; returns the owner uid it concerns ("" if none of ours)."""
         uid = controller_uid(pod.metadata, self.kind)
-        if not uid:
-            return ""
+        if not uid or self._own is None:
+            return uid
         key = (pod.metadata.namespace, pod.metadata.name)
         if type_ == meta_pb2.DELETED:
-            owned = self._by_owner.get(uid)
+            owned = self._own.get(uid)
             if owned is not None:
                 owned.pop(key, None)
                 if not owned:
-                    del self._by_owner[uid]
+                    del self._own[uid]
         else:
-            self._by_owner.setdefault(uid, {})[key] = pod
+            self._own.setdefault(uid, {})[key] = pod
         return uid
 
     def owned(self, uid: str) -> list[pod_pb2.Pod]:
-        return list(self._by_owner.get(uid, {}).values())
+        by = self._own if self._own is not None else self._by_owner
+        pods = by.get(uid, {}).values()
+        if self.label:
+            return [p for p in pods if self.label in p.metadata.labels]
+        return list(pods)
 
     def owners(self) -> Iterable[str]:
-        return list(self._by_owner)
+        by = self._own if self._own is not None else self._by_owner
+        if self.label:
+            return [uid for uid, pods in by.items()
+                    if any(self.label in p.metadata.labels for p in pods.values())]
+        return list(by)
 
 
 class OwnerExpectations(Expectations):
@@ -288,17 +304,18 @@ class PodOwnerLoop:
     pod_label: ClassVar[str]
 
     def __init__(self, client: Client, clock: Clock | None, *, watch_owners: Callable[..., Any],
-                 watch_pods: Callable[..., Any], get_owner: Callable[..., Awaitable[Any]],
+                 watch_pods: Callable[..., Any] | SharedPodInformer,
+                 get_owner: Callable[..., Awaitable[Any]],
                  resync_seconds: float, registry: CollectorRegistry | None,
                  extra_sources: Sequence[Informer[Any]] = ()) -> None:
         self.c = client
         self.clock: Clock = clock or RealClock()
         self.owners: Informer[Any] = Informer(watch_owners, handler=self._on_owner, clock=self.clock,
                                               name=f"{self.component}-informer")
-        self.pods: Informer[pod_pb2.Pod] = Informer(
-            watch_pods, list_options=meta_pb2.ListOptions(label_selector=self.pod_label),
-            handler=self._on_pod, clock=self.clock, name=f"{self.component}-pod-informer")
-        self.index = PodIndex(self.kind)
+        # The pods: the controller's shared informer (or a private one over a watch function).
+        self.pods = pod_handle(watch_pods, self._on_pod, clock=self.clock,
+                               name=f"{self.component}-pod-informer")
+        self.index = PodIndex(self.kind, self.pods.shared, label=self.pod_label)
         self.expect = OwnerExpectations(self.clock, self.kind)
         self.pod_actions = PodActions(client, self.expect, kind=self.kind, component=self.component,
                                       get_owner=get_owner)
@@ -318,7 +335,9 @@ class PodOwnerLoop:
 
     async def _on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
         if self.index.apply(type_, pod):
-            self.expect.observe(pod, gone=type_ == meta_pb2.DELETED)
+            # Gone for this loop: deleted, or (no longer) carrying its label.
+            gone = type_ == meta_pb2.DELETED or self.pod_label not in pod.metadata.labels
+            self.expect.observe(pod, gone=gone)
             self.driver.mark((pod.metadata.namespace, controller_name(pod.metadata)))
 
     # -- what a kind gives

@@ -23,7 +23,9 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from controller.resource import Resource
+from controller.resource import DEFAULT_BOOKMARK_SECONDS, Resource
+from controller.store import KeyValue, decode
+from controller.watch import MAX_BATCH_EVENTS, ObjectBatch, ObjectEvent, ObjectSubscription
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2, vm_pb2, workload_pb2
 from cowpod.watches import Watches, WatchFn
 
@@ -37,6 +39,54 @@ def hub_watch(resource: Resource[Any], event: type[E]) -> WatchFn[E]:
     async def watch(opts: meta_pb2.WatchOptions) -> AsyncIterator[E]:
         async for raw in resource.watch(opts):
             yield parse(raw)
+
+    return watch
+
+
+def hub_objects(resource: Resource[Any], event: type[Message]) -> WatchFn[Any]:
+    """`resource`'s watch for an in-process informer: the objects the hub decoded, shared (read
+    only) with every other in-process consumer, in `ObjectBatch`es; nothing is encoded or
+    parsed again. A resume from before the hub's buffer falls back to the byte stream's own
+    etcd watch (`hub_watch`), parsed here. The shared pod informer
+    (`controller.pod_informer`) reads pods this way."""
+    hub = resource.hub
+    assert hub is not None
+    by_bytes = hub_watch(resource, event)
+
+    async def watch(opts: meta_pb2.WatchOptions) -> AsyncIterator[Any]:
+        flt = resource.filter(opts.list)
+        interval = float(opts.bookmark_interval_seconds) or DEFAULT_BOOKMARK_SECONDS
+        await hub.wait_ready()
+        kvs: list[KeyValue] = []
+        if opts.send_initial:
+            kvs, after = await resource.store.list_raw(resource.kind.prefix(flt.namespace))
+        elif opts.resource_version:
+            after = opts.resource_version
+        else:
+            after = await resource.store.current_revision()
+        # Subscribed before the list goes out (no await in between), as `Resource.watch`.
+        sub = hub.subscribe(flt, after, interval, objects=True)
+        if not isinstance(sub, ObjectSubscription):
+            async for ev in by_bytes(opts):
+                yield ev
+            return
+        try:
+            if opts.send_initial:
+                chunk: list[ObjectEvent] = []
+                for kv in kvs:
+                    obj = decode(resource.kind.message, kv.value, kv.mod_revision)
+                    if flt.everything or flt.matches(obj):
+                        chunk.append(ObjectEvent(meta_pb2.ADDED, obj, kv.mod_revision))
+                        if len(chunk) >= MAX_BATCH_EVENTS:
+                            yield ObjectBatch(chunk)
+                            chunk = []
+                del kvs
+                chunk.append(ObjectEvent(meta_pb2.BOOKMARK, None, after))
+                yield ObjectBatch(chunk)
+            async for batch in sub.objects():
+                yield batch
+        finally:
+            hub.unsubscribe(sub)
 
     return watch
 

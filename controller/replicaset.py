@@ -43,6 +43,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
+from controller.pod_informer import SharedPodInformer, pod_handle
 from controller.replicaset_actions import Action
 from controller.replicaset_executor import (
     DEFAULT_EXPECTATION_TIMEOUT,
@@ -51,7 +52,7 @@ from controller.replicaset_executor import (
     ReplicaSetMetrics,
     WorkloadAPI,
 )
-from controller.replicaset_plan import DEFAULT_BURST, ORPHANS, Key, Observed, owner_uid, plan_dirty
+from controller.replicaset_plan import DEFAULT_BURST, KIND, ORPHANS, Key, Observed, owner_uid, plan_dirty
 from cowpod.backoff import Backoff
 from cowpod.clock import Clock, RealClock
 from cowpod.errors import Unavailable
@@ -74,7 +75,10 @@ class ReplicaSetController:
     def __init__(self, api: WorkloadAPI, watches: Watches, clock: Clock | None = None, *,
                  resync_seconds: float = DEFAULT_RESYNC_SECONDS,
                  expectation_timeout: float = DEFAULT_EXPECTATION_TIMEOUT,
-                 burst: int = DEFAULT_BURST, registry: CollectorRegistry | None = None) -> None:
+                 burst: int = DEFAULT_BURST, registry: CollectorRegistry | None = None,
+                 pod_informer: SharedPodInformer | None = None) -> None:
+        """Pods come from `pod_informer` when given (the controller's shared one), else from a
+        private one over `watches.pods`."""
         self.api = api
         self.clock: Clock = clock or RealClock()
         self.burst = burst
@@ -83,10 +87,11 @@ class ReplicaSetController:
         self.executor = Executor(api, self.expect, self.metrics)
         self.replicasets: Informer[workload_pb2.ReplicaSet] = Informer(
             watches.replicasets, handler=self._on_rs, clock=self.clock, name="replicaset-informer")
-        self.pods: Informer[pod_pb2.Pod] = Informer(
-            watches.pods, handler=self._on_pod, clock=self.clock, name="replicaset-pod-informer")
+        self.pods = pod_handle(pod_informer or watches.pods, self._on_pod, clock=self.clock,
+                               name="replicaset-pod-informer")
+        # ReplicaSet uid -> its pods: the shared informer's index (read only).
+        self._owned = self.pods.shared.owned(KIND)
         self._by_uid: dict[str, Key] = {}
-        self._owned: dict[str, dict[Key, pod_pb2.Pod]] = {}
         self.driver: Driver[Key, Observed, Action] = Driver(
             self, self.clock, name=NAME, sources=(self.replicasets, self.pods), resync_seconds=resync_seconds,
             backoff=FAILURE_BACKOFF, registry=registry)
@@ -105,19 +110,11 @@ class ReplicaSetController:
             self.driver.mark(key)
 
     async def _on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
+        """The shared informer's cache and owner index already show this event."""
         uid = owner_uid(pod)
         if not uid:
             return
-        key = (pod.metadata.namespace, pod.metadata.name)
         gone = type_ == meta_pb2.DELETED
-        if gone:
-            owned = self._owned.get(uid)
-            if owned is not None:
-                owned.pop(key, None)
-                if not owned:
-                    del self._owned[uid]
-        else:
-            self._owned.setdefault(uid, {})[key] = pod
         self.expect.observe(pod, gone=gone)
         rs_key = self._by_uid.get(uid)
         if rs_key is not None:

@@ -42,9 +42,10 @@ from controller.namespaces import (
 from controller.node_lifecycle import NodeLifecycle
 from controller.node_usage import NodeUsage
 from controller.nodes import Nodes
+from controller.pod_informer import SharedPodInformer
 from controller.pods import Pods
 from controller.priorityclasses import PRIORITYCLASSES, PriorityClasses, PriorityClassServicer
-from controller.reconcile import hub_watch, hub_watches
+from controller.reconcile import hub_objects, hub_watch, hub_watches
 from controller.replicaset import ReplicaSetController
 from controller.replicaset_api import REPLICASETS, ReplicaSets, ReplicaSetServicer
 from controller.replicaset_executor import GrpcWorkloadAPI
@@ -161,6 +162,9 @@ class Controller:
         self.replicasets = ReplicaSets(rs_r, self.store, self.clock)
         # The in-process loops (ReplicaSets, VM manager, autoscaler) watch the hubs directly.
         self.watches = hub_watches(pods_r, nodes_r, vms_r, rs_r)
+        # One pod cache for the in-process loops (ReplicaSets, Jobs, DaemonSets, Endpoints), fed
+        # the objects the pods hub decoded (controller/pod_informer.py).
+        self.pod_informer = SharedPodInformer(hub_objects(pods_r, pod_pb2.PodWatchEvent), self.clock)
         self.servicers.append((SERVICES[5], ReplicaSetServicer(self.replicasets, self.metrics)))
         # Deployments, Jobs, DaemonSets (controller/workload_kinds.py).
         for w in WORKLOAD_KINDS:
@@ -280,6 +284,8 @@ class Controller:
                                name="namespace-controller")
                 tg.create_task(supervise("eviction", self.evictor.run, self.clock), name="eviction")
                 if cfg.replicaset_controller:
+                    tg.create_task(supervise("shared pod informer", self.pod_informer.run, self.clock),
+                                   name="shared-pod-informer")
                     tg.create_task(self._run_replicasets(), name="replicaset-controller")
                     tg.create_task(self._run_workload_controllers(), name="workload-controllers")
                     tg.create_task(self._run_endpoints(), name="endpoints-controller")
@@ -376,7 +382,7 @@ class Controller:
         async with connect(self.security.self_client_settings(address)) as client:
             rsc = ReplicaSetController(GrpcWorkloadAPI(client), self.watches, self.clock,
                                        resync_seconds=self.config.replicaset_resync,
-                                       registry=self.metrics.registry)
+                                       registry=self.metrics.registry, pod_informer=self.pod_informer)
             await supervise("replicaset controller", rsc.run, self.clock)
 
     async def _run_workload_controllers(self) -> None:
@@ -407,10 +413,11 @@ class Controller:
                     watch_deployments=own(DEPLOYMENTS, DeploymentWatchEvent), watch_sets=w.replicasets,
                     watch_pods=w.pods).run,
                 "job controller": JobController(client, self.clock, registry=reg,
-                                                watch_jobs=own(JOBS, JobWatchEvent), watch_pods=w.pods).run,
+                                                watch_jobs=own(JOBS, JobWatchEvent),
+                                                watch_pods=self.pod_informer).run,
                 "daemonset controller": DaemonSetController(
                     client, self.clock, registry=reg, watch_sets=own(DAEMONSETS, DaemonSetWatchEvent),
-                    watch_nodes=w.nodes, watch_pods=w.pods).run,
+                    watch_nodes=w.nodes, watch_pods=self.pod_informer).run,
             }
             async with asyncio.TaskGroup() as tg:
                 for name, run in loops.items():
@@ -419,5 +426,5 @@ class Controller:
     async def _run_endpoints(self) -> None:
         # Reads and writes in process: Endpoints have no write verb in the API.
         services = hub_watch(self.services.res, service_pb2.ServiceWatchEvent)
-        epc = EndpointsController(services, self.watches.pods, self.endpoints_r, self.clock)
+        epc = EndpointsController(services, self.pod_informer, self.endpoints_r, self.clock)
         await supervise("endpoints controller", epc.run, self.clock)

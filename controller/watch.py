@@ -192,12 +192,16 @@ class Subscription:
         if out is None:
             return
         try:
-            self.queue.put_nowait((out[0], out[1], ev))
+            self.queue.put_nowait(self.item(out[0], out[1], ev))
         except asyncio.QueueFull:
             self.fail(ResourceExhausted(
                 f"watch stream fell more than {self.queue.maxsize} events behind; "
                 "it was closed so the client can resume or relist"
             ))
+
+    def item(self, type_: meta_pb2.WatchEventType, use_prev: bool, ev: HubEvent) -> Any:
+        """What the queue holds for one event: the event itself (encoded when sent)."""
+        return (type_, use_prev, ev)
 
     def fail(self, err: CowpodError) -> None:
         if self.error is None:
@@ -252,6 +256,67 @@ class Subscription:
                 parts.append(b)
                 size += len(b)
             yield pack(parts)
+            if failed:
+                assert self.error is not None
+                raise self.error
+
+
+class ObjectEvent:
+    """A watch event as an in-process consumer gets it: the object the hub decoded, shared with
+    every other in-process consumer (read only), and the revision to resume after. Has the
+    attributes `cowpod.informer.Informer` reads of a generated `*WatchEvent`."""
+
+    __slots__ = ("object", "resource_version", "type")
+
+    def __init__(self, type_: int, obj: Any, resource_version: int) -> None:
+        self.type = type_
+        self.object = obj
+        self.resource_version = resource_version
+
+
+class ObjectBatch:
+    """Several `ObjectEvent`s delivered at once (a batch message's shape: only `batch`)."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: list[ObjectEvent]) -> None:
+        self.batch = batch
+
+
+class ObjectSubscription(Subscription):
+    """An in-process stream's view of a hub: decoded objects instead of bytes.
+
+    Why: the hub decodes each event once already (its observer and trigger index need the
+    object); a byte stream read in process made every in-process informer encode-then-parse
+    the same pod again and hold its own copy. Here the queue keeps the object the hub
+    decoded, taken at offer time (before the hub forgets it), so nothing is encoded or
+    parsed for the consumer."""
+
+    def item(self, type_: meta_pb2.WatchEventType, use_prev: bool, ev: HubEvent) -> Any:
+        return ObjectEvent(type_, ev.prev() if use_prev else ev.new(), ev.resume)
+
+    async def objects(self) -> AsyncIterator[ObjectBatch]:
+        """Everything queued at once as one batch; BOOKMARKs at the stream's interval."""
+        clock = self.hub.clock
+        queue = self.queue
+        while True:
+            item = await queue.get()
+            out: list[ObjectEvent] = []
+            failed = item is None
+            if item is _TICK:
+                if clock.monotonic() - self.last_sent >= self.bookmark_interval:
+                    out.append(ObjectEvent(BOOKMARK, None, max(self.after, self.hub.position)))
+            elif item is not None:
+                out.append(item)
+            while not failed and len(out) < MAX_BATCH_EVENTS and not queue.empty():
+                nxt = queue.get_nowait()
+                if nxt is None:
+                    failed = True
+                elif nxt is not _TICK:
+                    out.append(nxt)
+            if out:
+                self.last_sent = clock.monotonic()
+                yield ObjectBatch(out)
             if failed:
                 assert self.error is not None
                 raise self.error
@@ -432,11 +497,14 @@ class WatchHub(Generic[M]):
             out.extend(self._by_trigger.get(v, ()))
         return out
 
-    def subscribe(self, flt: Filter[M], after: int, bookmark_interval: float) -> Subscription | None:
-        """A subscription for events after `after`, or None when the buffer no longer covers it."""
+    def subscribe(self, flt: Filter[M], after: int, bookmark_interval: float, *,
+                  objects: bool = False) -> Subscription | None:
+        """A subscription for events after `after`, or None when the buffer no longer covers it.
+        With `objects`, an `ObjectSubscription` (in-process consumers: decoded objects)."""
         if after < self.buffer_start or not self._ready.is_set():
             return None
-        sub = Subscription(self, flt, after, self.queue_size, bookmark_interval)
+        cls = ObjectSubscription if objects else Subscription
+        sub = cls(self, flt, after, self.queue_size, bookmark_interval)
         trig = flt.fields.required(self.kind.trigger_field) if self._trigger_get else None
         if trig is not None:
             sub.trigger = trig

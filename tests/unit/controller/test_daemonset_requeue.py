@@ -48,7 +48,7 @@ async def _loop(clock: FakeClock, ds: workload_pb2.DaemonSet, pods: list[pod_pb2
     ctl.owners.cache[KEY] = ds
     ctl.nodes.cache[("", "n1")] = node("n1")
     for p in pods:
-        await ctl._on_pod(meta_pb2.ADDED, p)
+        await ctl.pods.shared.deliver(meta_pb2.ADDED, p)  # the shared pod informer feeds the loop
     ctl.driver.mark(KEY)
     return ctl, c
 

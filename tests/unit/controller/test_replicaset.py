@@ -350,11 +350,11 @@ async def test_controller_syncs_dirty_sets_and_waits_for_its_own_creates() -> No
     for p in api.created:
         p.metadata.uid = f"uid-{p.metadata.name}"
         p.status.phase = "Running"
-        await rsc._on_pod(meta_pb2.ADDED, p)
+        await rsc.pods.shared.deliver(meta_pb2.ADDED, p)
     web.status.CopyFrom(status(2, ready=0))
     assert await rsc.sync_once() == []
     # A pod vanishes: the set is dirty again and one is replaced.
-    await rsc._on_pod(meta_pb2.DELETED, api.created[0])
+    await rsc.pods.shared.deliver(meta_pb2.DELETED, api.created[0])
     acts = await rsc.sync_once()
     assert any(isinstance(a, CreatePods) and a.count == 1 for a in acts)
     # The set is deleted: its remaining pod is an orphan and is collected.
@@ -404,7 +404,7 @@ async def test_controller_looks_again_when_a_pod_turns_available_without_an_even
     web.spec.min_ready_seconds = 2
     rsc.replicasets.cache[("default", "web")] = web
     await rsc._on_rs(meta_pb2.ADDED, web)
-    await rsc._on_pod(meta_pb2.ADDED, pod("a", created=T0))  # Ready since T0
+    await rsc.pods.shared.deliver(meta_pb2.ADDED, pod("a", created=T0))  # Ready since T0
     [update] = await rsc.sync_once()
     assert isinstance(update, UpdateStatus) and update.status.available_replicas == 0
     web.status.CopyFrom(update.status)
