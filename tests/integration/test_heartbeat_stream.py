@@ -81,7 +81,7 @@ async def test_the_agent_learns_an_unknown_node_over_the_stream(client: Client) 
     assert (cp.leases.opened, cp.leases.streamed, cp.leases.unary_calls) == (1, 2, 0)
 
 
-class UnaryOnly(node_pb2_grpc.NodeServiceServicer):
+class UnaryOnly(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     """A controller from before HeartbeatStream: Heartbeat is forwarded to the real one; the
     generated base answers HeartbeatStream UNIMPLEMENTED."""
 
