@@ -33,6 +33,8 @@ class DockerSettings:
     image: str = _DEFAULTS.image
     network: str = _DEFAULTS.network
     warm_shells: int = _DEFAULTS.pool_size
+    # The pool grows to the last bursts' size, up to this (poolsize.py).
+    max_warm_shells: int = _DEFAULTS.pool_max
     warm_clones: bool = True
     pool_paused: bool = False
     pids_limit: int = _DEFAULTS.pids_limit
@@ -49,6 +51,7 @@ class DockerPlugin:
             image=f.string("image", d.image),
             network=f.string("network", d.network),
             warm_shells=f.integer("warmShells", d.warm_shells),
+            max_warm_shells=f.integer("maxWarmShells", d.max_warm_shells),
             warm_clones=f.boolean("warmClones", d.warm_clones),
             pool_paused=f.boolean("poolPaused", d.pool_paused),
             pids_limit=f.integer("pidsLimit", d.pids_limit),
@@ -66,7 +69,8 @@ class DockerPlugin:
     def create(self, settings: DockerSettings, ctx: ProviderContext) -> Provider:
         cfg = DockerProviderConfig(
             data_dir=ctx.data_dir, cluster_id=ctx.cluster_id, image=settings.image, network=settings.network,
-            pool_size=settings.warm_shells, pool_paused=settings.pool_paused, pids_limit=settings.pids_limit,
+            pool_size=settings.warm_shells, pool_max=settings.max_warm_shells,
+            pool_paused=settings.pool_paused, pids_limit=settings.pids_limit,
             block_metadata=settings.block_metadata,
         )
         if not settings.warm_clones:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
+import contextlib
 import datetime
 import functools
 import json
@@ -70,6 +71,7 @@ from cowpod.tasks import TaskSupervisor
 from hypervisor.guest import GuestBootstrap, GuestEndpoints
 from hypervisor.provider import CloneKind, TaskOwner, VMInfo, VMSpecInfo, VMState
 from hypervisor.providers.docker import metadata_block
+from hypervisor.providers.docker.poolsize import BurstSizer
 from hypervisor.providers.docker.vm_agent import NETWORK_PENDING_ENV
 from hypervisor.providers.docker.vm_identity import (
     IdentityRecord,
@@ -166,9 +168,13 @@ class DockerProviderConfig:
     stop_timeout: int = 10
     # Docker Engine API URL; empty = the environment's (DOCKER_HOST or the local socket).
     docker_url: str = ""
-    # Warm shells kept ready per parent for instant clones (0: none; clones then
-    # create their shell inline). Names: `<shell_prefix><parent>-<random>`.
+    # Warm shells kept ready per parent for instant clones, at least (0: none; clones
+    # then create their container inline). Names: `<shell_prefix><parent>-<random>`.
     pool_size: int = 2
+    # After a burst of N clones of a parent its pool is refilled to N (poolsize.py),
+    # at most this many; a burst is remembered this long, then the pool shrinks back.
+    pool_max: int = 8
+    pool_memory_s: float = 600.0
     # A pool is refilled only once no clone of its parent was asked for or in
     # the making for this long: during a burst of clones the engine's CPU goes
     # to the clones and their pods, not to shells for the next burst.
@@ -301,6 +307,11 @@ class DockerProvider:
         self._making: set[str] = set()
         # Parents whose refill task is waiting for quiet (safe to cancel: no shell in the making).
         self._refill_waiting: set[str] = set()
+        # How many shells each parent's pool holds: sized to its recent bursts.
+        self._sizer = BurstSizer(ceiling=cfg.pool_max, memory_s=cfg.pool_memory_s)
+        # parent -> set when a clone of it was asked for while its refill task waits to
+        # shrink the pool (the task then refills first).
+        self._pokes: dict[str, asyncio.Event] = {}
 
     @property
     def name(self) -> str:
@@ -744,13 +755,18 @@ class DockerProvider:
             return
         t = self._refills.get(parent)
         if t is not None and not t.done():
+            poke = self._pokes.get(parent)
+            if poke is not None:
+                poke.set()  # a task waiting to shrink the pool: refill first
             return
         self._refills[parent] = self._tasks.spawn(self._refill(parent, snapshot), f"refill/{parent}")
 
     async def _refill(self, parent: str, snapshot: str) -> None:
-        """Fill the parent's pool up to `pool_size`, one shell at a time (a
-        stop request is honoured between shells, never in the middle of one,
-        so no container is left half made)."""
+        """Fill the parent's pool up to its target (`pool_target`: the biggest recent
+        burst, at least `pool_size`), one shell at a time (a stop request is honoured
+        between shells, never in the middle of one, so no container is left half
+        made); then, while the target is above `pool_size`, wait for it to drop and
+        remove the shells above it."""
         prepare = getattr(self.warm_start, "prepare", None)
         if prepare is not None:
             try:
@@ -760,10 +776,18 @@ class DockerProvider:
         failures = 0
         while parent not in self._stopping and self._snapshots.get(parent) == snapshot:
             await self._refill_quiet(parent)
+            now = time.monotonic()
+            self._sizer.quiet(parent, now)
             try:
                 pool = await self._pool(parent, snapshot)
-                if len(pool) >= self.pool_size:
-                    return
+                target = self._sizer.target(parent, self.pool_size, now)
+                if len(pool) >= target:
+                    await self._shrink(parent, pool, target)
+                    shrink_at = self._sizer.shrink_at(parent, self.pool_size, now)
+                    if shrink_at is None:
+                        return
+                    await self._wait_to_shrink(parent, shrink_at - now)
+                    continue
                 cpu, mem = self._shell_size.get(parent, (1000, 1 << 30))
                 pool.append(await asyncio.shield(
                     self._run(self._create_shell_sync, parent, snapshot, cpu, mem, True)))
@@ -793,6 +817,32 @@ class DockerProvider:
                 await asyncio.sleep(wait if wait > 0 else self.cfg.refill_quiet_s)
         finally:
             self._refill_waiting.discard(parent)
+
+    async def _shrink(self, parent: str, pool: collections.deque[str], target: int) -> None:
+        """Remove the newest idle shells above `target` (taken off the pool first, so
+        no clone takes one being removed)."""
+        extra = [pool.pop() for _ in range(len(pool) - target)]
+        for sid in extra:
+            await asyncio.shield(self._run(self._remove_shell_sync, sid))
+        if extra:
+            log.info("pool of %s shrunk to %d shells (no burst that big for %.0f s)",
+                     parent, target, self.cfg.pool_memory_s)
+
+    async def _wait_to_shrink(self, parent: str, seconds: float) -> None:
+        """Sleep until the pool's target may drop, or until a clone of `parent` is
+        asked for (`_kick_refill` pokes). Cancellable: nothing is in the making."""
+        poke = self._pokes.setdefault(parent, asyncio.Event())
+        poke.clear()
+        self._refill_waiting.add(parent)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(poke.wait(), max(seconds, 0.0))
+        finally:
+            self._refill_waiting.discard(parent)
+
+    def pool_target(self, parent: str) -> int:
+        """Shells `parent`'s pool is (re)filled to now (for the bench and tests)."""
+        return self._sizer.target(parent, self.pool_size, time.monotonic())
 
     async def _stop_pool(self, parent: str) -> None:
         """Stop refilling `parent`'s pool and wait for the shell being made."""
@@ -886,8 +936,10 @@ class DockerProvider:
         return len(self._pools.get(parent, ()))
 
     async def drain_pool(self, parent: str) -> None:
-        """Stop refilling `parent`'s pool and remove its idle shells (`prepare_parent` refills)."""
+        """Stop refilling `parent`'s pool and remove its idle shells (`prepare_parent` refills);
+        the bursts seen are forgotten."""
         await self._stop_pool(parent)
+        self._sizer.forget(parent)
         await self._run(self._remove_shells_sync, parent)
 
     async def requiesce(self, parent: str) -> str:
@@ -950,6 +1002,8 @@ class DockerProvider:
         argv = guest.agent_argv(IN_VM_RUN_DIR)
         env = {**self._env(child, machine_id, argv, "wait"), "COWPOD_PARENT_VM": parent,
                PARENT_CONTAINER_ENV: container_name(self.cfg, parent)}
+        if self.pool_size > 0:
+            self._sizer.asked(parent)
         self._cloning[parent] += 1
         try:
             return await self._instant_clone(parent, snapshot, child, machine_id, argv, env)
@@ -1192,6 +1246,8 @@ class DockerProvider:
                 " (snap them free first, or destroy with cascade)"
             )
         self._snapshots.pop(name, None)
+        self._sizer.forget(name)
+        self._pokes.pop(name, None)
         # A cascade took descendants with it: their pools stop too, and any shell
         # made meanwhile goes.
         for parent in [p for p in builtins.list(self._refills) if p != name]:
