@@ -10,7 +10,7 @@ document and the field path. Imports only `cowpod.v1` and `cowpod.api`.
 """
 
 from cowpod.manifest.decode import decode_into
-from cowpod.manifest.encode import encode_message, encode_object
+from cowpod.manifest.encode import encode_message, encode_object, user_owned
 from cowpod.manifest.errors import FieldError, ManifestError
 from cowpod.manifest.kinds import BY_KIND, KINDS, KindInfo, by_alias, of_message
 from cowpod.manifest.loader import Document, decode_object, load_paths, load_text
@@ -39,4 +39,5 @@ __all__ = [
     "parse_rfc3339",
     "to_json",
     "to_yaml",
+    "user_owned",
 ]

@@ -5,6 +5,12 @@ unknown key, a string where a number belongs, or a value outside its allowed
 set stops decoding with a `FieldError` naming the path
 (`spec.containers[0].ports[1].containerPort`). `null` means "not set", as in
 Kubernetes.
+
+One exception, so that `get -o yaml` output (or a Kubernetes cluster's export) applies
+back: what the server owns. An object's `status` is decoded leniently (a field that does
+not fit cowpod's status, such as a Deployment condition's `lastUpdateTime`, is dropped,
+not refused), and server-set metadata cowpod does not keep (`managedFields`, `selfLink`)
+is dropped (schema.SERVER_SET_METADATA); apply and create then ignore both.
 """
 
 from __future__ import annotations
@@ -48,8 +54,24 @@ def describe_value(value: Any) -> str:
     return type(value).__name__
 
 
-def decode_into(data: Any, msg: Message, path: str) -> None:
-    """Fill `msg` from a manifest mapping (merging into what is already set)."""
+def decode_object_fields(data: Any, msg: Message, path: str) -> None:
+    """Fill a top-level object (`msg` of a kind) from its manifest mapping: strictly, but its
+    `status`, which the server owns, leniently (see the module docstring)."""
+    status_fd = msg.DESCRIPTOR.fields_by_name.get(schema.STATUS)
+    if not isinstance(data, dict) or status_fd is None or data.get(schema.STATUS) is None:
+        decode_into(data, msg, path)
+        return
+    decode_into({k: v for k, v in data.items() if k != schema.STATUS}, msg, path)
+    try:
+        _decode_field(msg, schema.FieldSpec(schema.STATUS, status_fd), data[schema.STATUS],
+                      join(path, schema.STATUS), lenient=True)
+    except FieldError:
+        msg.ClearField(status_fd.name)  # not even a mapping: dropped
+
+
+def decode_into(data: Any, msg: Message, path: str, *, lenient: bool = False) -> None:
+    """Fill `msg` from a manifest mapping (merging into what is already set). `lenient`: skip
+    unknown fields and drop those that do not decode, instead of refusing them (a status)."""
     desc = msg.DESCRIPTOR
     if desc.full_name == schema.RESOURCE_LIST:
         _decode_resource_list(data, msg, path)
@@ -66,6 +88,8 @@ def decode_into(data: Any, msg: Message, path: str) -> None:
         fpath = join(path, key)
         spec = names.get(key)
         if spec is None:
+            if lenient or (desc.full_name == schema.OBJECT_META and key in schema.SERVER_SET_METADATA):
+                continue  # the server's, not cowpod's: dropped
             if value in schema.ACCEPTED_AS_IS.get((desc.full_name, key), ()):
                 continue  # what happens here anyway (schema.ACCEPTED_AS_IS)
             refused = schema.REFUSED_FIELDS.get((desc.full_name, key))
@@ -73,11 +97,19 @@ def decode_into(data: Any, msg: Message, path: str) -> None:
                 raise FieldError(fpath, refused)
             raise FieldError(fpath, "unknown field" + _did_you_mean(key, desc))
         if spec.fd.name in seen:
+            if lenient:
+                continue
             raise FieldError(fpath, f"set twice (also as {seen[spec.fd.name]})")
         seen[spec.fd.name] = key
         if value is None:
             continue
-        _decode_field(msg, spec, value, fpath)
+        if not lenient:
+            _decode_field(msg, spec, value, fpath)
+            continue
+        try:
+            _decode_field(msg, spec, value, fpath, lenient=True)
+        except FieldError:
+            msg.ClearField(spec.fd.name)  # does not fit: dropped
 
 
 def _did_you_mean(key: str, desc: Any) -> str:
@@ -85,10 +117,10 @@ def _did_you_mean(key: str, desc: Any) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
-def _decode_field(msg: Message, spec: FieldSpec, value: Any, path: str) -> None:
+def _decode_field(msg: Message, spec: FieldSpec, value: Any, path: str, *, lenient: bool = False) -> None:
     fd = spec.fd
     if schema.is_map(fd):
-        _decode_map(msg, fd, value, path)
+        _decode_map(msg, fd, value, path, lenient=lenient)
     elif schema.is_repeated(fd):
         if not isinstance(value, list):
             raise FieldError(path, f"expected a list, got {describe_value(value)}")
@@ -98,13 +130,13 @@ def _decode_field(msg: Message, spec: FieldSpec, value: Any, path: str) -> None:
             if item is None:
                 raise FieldError(ipath, "must not be null")
             if fd.type == FieldDescriptor.TYPE_MESSAGE:
-                _decode_message_value(item, container.add(), ipath)
+                _decode_message_value(item, container.add(), ipath, lenient=lenient)
             else:
                 container.append(_scalar(spec, item, ipath))
     elif fd.type == FieldDescriptor.TYPE_MESSAGE:
         sub = getattr(msg, fd.name)
         sub.SetInParent()
-        _decode_message_value(value, sub, path)
+        _decode_message_value(value, sub, path, lenient=lenient)
     elif spec.key in schema.PORT_NAME_FIELDS and isinstance(value, str) and not value.isdigit():
         setattr(msg, schema.PORT_NAME_FIELDS[spec.key], value)  # `port: http`, resolved at create
     else:
@@ -113,7 +145,7 @@ def _decode_field(msg: Message, spec: FieldSpec, value: Any, path: str) -> None:
         setattr(msg, fd.name, _scalar(spec, value, path))
 
 
-def _decode_message_value(value: Any, sub: Message, path: str) -> None:
+def _decode_message_value(value: Any, sub: Message, path: str, *, lenient: bool = False) -> None:
     if sub.DESCRIPTOR.full_name == schema.TIMESTAMP:
         if not isinstance(value, str):
             raise FieldError(path, f"expected an RFC 3339 time string, got {describe_value(value)}")
@@ -122,10 +154,10 @@ def _decode_message_value(value: Any, sub: Message, path: str) -> None:
         except ValueError as e:
             raise FieldError(path, str(e)) from None
         return
-    decode_into(value, sub, path)
+    decode_into(value, sub, path, lenient=lenient)
 
 
-def _decode_map(msg: Message, fd: Any, value: Any, path: str) -> None:
+def _decode_map(msg: Message, fd: Any, value: Any, path: str, *, lenient: bool = False) -> None:
     if not isinstance(value, dict):
         raise FieldError(path, f"expected a mapping, got {describe_value(value)}")
     target = getattr(msg, fd.name)
@@ -137,7 +169,7 @@ def _decode_map(msg: Message, fd: Any, value: Any, path: str) -> None:
         if v is None:
             raise FieldError(kpath, "must not be null (use an empty string)")
         if value_fd.type == FieldDescriptor.TYPE_MESSAGE:
-            _decode_message_value(v, target[k], kpath)
+            _decode_message_value(v, target[k], kpath, lenient=lenient)
         else:
             target[k] = _scalar(FieldSpec(k, value_fd), v, kpath)
 

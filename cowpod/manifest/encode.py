@@ -33,6 +33,16 @@ def encode_object(msg: Message) -> dict[str, Any]:
     return out
 
 
+def user_owned(data: dict[str, Any]) -> dict[str, Any]:
+    """An encoded object without what the server owns (its `status` and the server-set
+    metadata, schema.SERVER_SET_METADATA): what apply records and compares."""
+    out = {k: v for k, v in data.items() if k != schema.STATUS}
+    meta = out.get("metadata")
+    if isinstance(meta, dict):
+        out["metadata"] = {k: v for k, v in meta.items() if k not in schema.SERVER_SET_METADATA}
+    return out
+
+
 def encode_message(msg: Message) -> dict[str, Any]:
     desc = msg.DESCRIPTOR
     if desc.full_name == schema.RESOURCE_LIST:

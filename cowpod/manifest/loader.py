@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import yaml
 from google.protobuf.message import Message
 
-from cowpod.manifest.decode import decode_into, describe_value, join
+from cowpod.manifest.decode import decode_object_fields, describe_value, join
 from cowpod.manifest.errors import FieldError, ManifestError
 from cowpod.manifest.kinds import BY_KIND, UNSUPPORTED_KINDS, KindInfo, Obj
 from cowpod.manifest.validate import validate_object
@@ -101,7 +101,7 @@ def decode_object(data: Any, *, path: str = "", validate: bool = True) -> tuple[
             f'"{api_version}" is not served for kind {info.kind} (use {info.api_version})',
         )
     msg = info.message()
-    decode_into(data, msg, path)
+    decode_object_fields(data, msg, path)
     if validate:
         try:
             validate_object(info, msg)

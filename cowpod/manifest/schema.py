@@ -185,6 +185,18 @@ ACCEPTED_AS_IS: dict[tuple[str, str], tuple[Any, ...]] = {
     ("cowpod.v1.ServiceStatus", "loadBalancer"): ({},),
 }
 
+# Metadata the server sets, by manifest name: what `get -o yaml` prints (and a Kubernetes
+# cluster's export carries) and an applied manifest may hold. Ignored on input, never an
+# error, as kubectl users expect: apply and create take only what the user owns (a create
+# assigns these afresh, an update keeps the stored ones; the object's `status` likewise, see
+# decode.decode_object_fields). Those cowpod has no field for are dropped while decoding.
+SERVER_SET_METADATA: tuple[str, ...] = (
+    "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
+    "deletionGracePeriodSeconds", "managedFields", "selfLink",
+)
+# An object's status: written by the controllers, ignored in an applied manifest.
+STATUS = "status"
+
 # Printed even when zero, as Kubernetes does (an exit code of 0 means something).
 ALWAYS_PRINTED: frozenset[tuple[str, str]] = frozenset(
     {

@@ -239,10 +239,15 @@ async def test_verbs_refuse_what_the_server_cannot_do(cli: Cli, tmp_path: pathli
     assert r.code == 2 and "does not take endpoints" in r.err
     event = ("apiVersion: v1\nkind: Event\nmetadata: {name: e1}\n"
              "involvedObject: {kind: Pod, name: web}\nreason: Tested\n")
+    # Events have no Update: apply creates one, finds it again by listing, and refuses a change.
     r = await cli("apply", "-f", "-", stdin=event)
-    assert r.code == 1 and "events cannot be applied" in r.err and "cowpod create -f" in r.err, r.err
-    r = await cli("create", "-f", "-", stdin=event)
     assert r.code == 0 and "event/e1 created" in r.out, r.err
+    r = await cli("apply", "-f", "-", stdin=event)
+    assert r.code == 0 and "event/e1 unchanged" in r.out, r.err
+    r = await cli("apply", "-f", "-", stdin=event.replace("Tested", "Retested"))
+    assert r.code == 1 and "events cannot be changed after creation" in r.err, r.err
+    r = await cli("create", "-f", "-", stdin=event.replace("e1", "e2"))
+    assert r.code == 0 and "event/e2 created" in r.out, r.err
 
 
 @pytest.mark.parametrize(("kind", "name", "patch", "seen"), [

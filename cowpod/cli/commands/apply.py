@@ -8,6 +8,13 @@ the `cowpod.io/last-applied-configuration` annotation and, on the next apply,
 changes only what the manifest says (top-level spec fields the manifest sets
 are replaced; ones it stopped setting are cleared; fields the server filled,
 such as `nodeName`, are kept). The same manifest again is `unchanged`.
+
+What the server owns is ignored in an applied manifest, as kubectl users expect: the
+object's `status` and server-set metadata (uid, resourceVersion, generation,
+creationTimestamp, ...; `cowpod.manifest.user_owned`). So `cowpod get KIND NAME -o yaml`
+applies back, and is `unchanged` when nothing the user owns differs from the stored object:
+then nothing is written, not even this annotation (unless the object has none yet: made by
+`create` or a controller, it is `configured` once to record it; docs/api.md).
 """
 
 from __future__ import annotations
@@ -30,10 +37,10 @@ from cowpod.cli.readiness import Readiness
 from cowpod.cli.resources import CONFLICT_ATTEMPTS, pause_after_conflict, ref, service, what
 from cowpod.cli.safe_text import printable
 from cowpod.cli.waiting import poll_until
-from cowpod.manifest import Document, KindInfo, encode_object, load_paths
-from cowpod.manifest.kinds import NAMESPACE, NODE, POD, SECRET, Obj
+from cowpod.manifest import Document, KindInfo, encode_object, load_paths, user_owned
+from cowpod.manifest.kinds import EVENT, NAMESPACE, NODE, POD, SECRET, Obj
 from cowpod.manifest.schema import input_names
-from cowpod.v1 import meta_pb2, pod_pb2
+from cowpod.v1 import event_pb2, meta_pb2, pod_pb2
 
 APPLY_EXAMPLES = """
   cowpod apply -f examples/hello.yaml            # pod/hello created
@@ -246,9 +253,9 @@ async def _create_pods(ctx: Ctx, docs: list[Document]) -> list[Obj | CliError]:
 
 
 def last_applied(doc: Document) -> str:
-    """The canonical JSON of what the user asked for (no status), stored on the object."""
-    data = encode_object(doc.obj)
-    data.pop("status", None)
+    """The canonical JSON of what the user asked for (no status, no server-set metadata),
+    stored on the object."""
+    data = user_owned(encode_object(doc.obj))
     if doc.info is SECRET:
         # Only digests of a Secret's values: the annotation is readable wherever the object is
         # (kubectl stores the values themselves here).
@@ -347,7 +354,7 @@ async def apply_one(ctx: Ctx, doc: Document, *, create: bool = True) -> tuple[st
     """Create or update one object; returns ("created"|"configured"|"unchanged", object).
     With `create` False an object that does not exist is left to the caller (None)."""
     info = doc.info
-    if not entry(info).can_get_one:  # apply compares with the stored object: it must be readable
+    if not entry(info).can_get_one and info is not EVENT:  # apply compares with the stored object
         raise CliError(f"{info.plural} cannot be applied, as they cannot be read back by name; "
                        f"use `cowpod create -f`", exit_code=2)
     svc = service(ctx, info)
@@ -356,13 +363,14 @@ async def apply_one(ctx: Ctx, doc: Document, *, create: bool = True) -> tuple[st
     meta.annotations[LAST_APPLIED_ANNOTATION] = stamp
     for attempt in range(CONFLICT_ATTEMPTS):
         try:
-            existing: Obj = await svc.Get(_scoped_key(doc), timeout=30)
+            found = await _read(svc, info, _scoped_key(doc))
         except grpc.RpcError as e:
-            if not is_not_found(e):
-                raise rpc_error(e, address=ctx.config.controller, what=what(info, doc.name)) from e
+            raise rpc_error(e, address=ctx.config.controller, what=what(info, doc.name)) from e
+        if found is None:
             if not create:
                 return None
             return "created", await _create(ctx, info, doc.obj)
+        existing: Obj = found
         previous_text = existing.metadata.annotations.get(LAST_APPLIED_ANNOTATION)
         if previous_text == stamp:
             return "unchanged", existing
@@ -371,10 +379,13 @@ async def apply_one(ctx: Ctx, doc: Document, *, create: bool = True) -> tuple[st
         except ValueError:
             previous = None
         merged = merge(existing, doc.obj, doc.raw, previous)
-        if _same_but_annotation(merged, existing):
-            if not entry(info).can_change:
-                return "unchanged", existing
-        elif not entry(info).can_change:
+        if _same_but_annotation(merged, existing) and (previous_text or not entry(info).can_change):
+            # Nothing the user owns differs (the manifest may be `get -o yaml` output, every
+            # default spelled out): no write, so the stored object and its version stay. An
+            # object with no record yet (made by `create` or a controller) is given one, as
+            # kubectl does, so the next apply knows what this one set.
+            return "unchanged", existing
+        if not entry(info).can_change:
             raise CliError(
                 f"{ref(info, doc.name)}: {info.plural} cannot be changed after creation; "
                 f"delete it and apply again"
@@ -390,13 +401,35 @@ async def apply_one(ctx: Ctx, doc: Document, *, create: bool = True) -> tuple[st
     raise CliError(f"{ref(info, doc.name)} keeps changing under us; try again")
 
 
+async def _read(svc: Any, info: KindInfo, key: meta_pb2.ObjectKey) -> Obj | None:
+    """The stored object apply compares with, None if there is none. A kind read only by
+    listing (Events) is found in its namespace's list, as `get event NAME` finds it."""
+    if info is EVENT:
+        resp = await svc.List(event_pb2.ListEventsRequest(list=meta_pb2.ListOptions(namespace=key.namespace)),
+                              timeout=30)
+        return next((o for o in resp.items if o.metadata.name == key.name), None)
+    try:
+        obj: Obj = await svc.Get(key, timeout=30)
+    except grpc.RpcError as e:
+        if is_not_found(e):
+            return None
+        raise
+    return obj
+
+
 def _same_but_annotation(a: Obj, b: Obj) -> bool:
-    a2, b2 = type(a)(), type(b)()
-    a2.CopyFrom(a)
-    b2.CopyFrom(b)
-    for m in (a2, b2):
-        m.metadata.annotations.pop(LAST_APPLIED_ANNOTATION, None)
-    return bool(a2 == b2)
+    """Equal as a manifest says them, the last-applied annotation aside: compared in the
+    manifest shape, since that is all a manifest can say (times to the second, as Kubernetes
+    writes them; a probe's `port: http` however the server resolved it)."""
+    def shown(o: Obj) -> dict[str, Any]:
+        data = encode_object(o)
+        meta = data.get("metadata", {})
+        meta.get("annotations", {}).pop(LAST_APPLIED_ANNOTATION, None)
+        if not meta.get("annotations", True):
+            del meta["annotations"]
+        return data
+
+    return shown(a) == shown(b)
 
 
 async def wait_applied(ctx: Ctx, applied: list[tuple[KindInfo, Obj]], *, timeout: float) -> None:

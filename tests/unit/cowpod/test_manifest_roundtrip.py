@@ -274,7 +274,8 @@ def test_output_spells_acronyms_as_kubernetes_does() -> None:
 def test_field_set_twice_through_an_alias_is_an_error() -> None:
     from cowpod.manifest import ManifestError
 
-    text = HELLO.replace("  podIP: 172.17.0.3\n", "  podIP: 172.17.0.3\n  podIp: 172.17.0.4\n")
+    text = HELLO.replace("      containerPort: 8080\n",
+                         "      containerPort: 8080\n      hostIP: 127.0.0.1\n      hostIp: 127.0.0.2\n")
     with pytest.raises(ManifestError, match="set twice"):
         load_text(text, "x.yaml")
 
