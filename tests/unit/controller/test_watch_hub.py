@@ -251,3 +251,13 @@ def test_pack_builds_a_batch_message_from_encoded_events() -> None:
     assert pack(parts[:1]) == parts[0]
     msgs = [pod_pb2.PodWatchEvent.FromString(b) for b in batched(parts)]
     assert [e for m in msgs for e in m.batch] == evs
+
+
+def test_varint_lengths_match_protobuf_at_every_width() -> None:
+    """`pack`'s length prefixes, fast paths included, are protobuf's own varints."""
+    from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]
+
+    from controller.watch import _varint
+
+    for n in (0, 1, 0x7F, 0x80, 300, 0x3FFF, 0x4000, 1 << 20, (1 << 28) + 5):
+        assert _varint(n) == _VarintBytes(n), n
