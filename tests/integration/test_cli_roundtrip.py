@@ -196,6 +196,14 @@ async def test_get_then_apply_is_unchanged_for_every_kind(
         for fmt in ("yaml", "json"):
             await eventually(functools.partial(_round_trip, cli, info, names[info.kind], fmt, tmp_path),
                              what=f"{info.kind} -o {fmt} applied back, not written")
+    # A list of several kinds (`kind: List`) too.
+    listed = await cli("get", "deploy,cm,secret,svc", "-n", "team-rt", "-o", "yaml")
+    assert listed.code == 0 and "kind: List" in listed.out, listed.err
+    (tmp_path / "list.yaml").write_text(listed.out)
+    r = await cli("apply", "-f", str(tmp_path / "list.yaml"))
+    assert (r.code, sorted(r.out.splitlines())) == (0, [
+        "configmap/game unchanged", "deployment/web unchanged", "secret/db unchanged",
+        "service/web unchanged"]), r.err
 
 
 async def _round_trip(cli: Cli, info: KindInfo, name: str, fmt: str, tmp_path: pathlib.Path) -> bool:
