@@ -62,9 +62,11 @@ async def test_pooled_clones_have_unique_identities_and_the_pool_refills(
     await eventually(lambda: len(shells(env, parent.name)) == 2, what="two idle shells", timeout=60.0)
     pooled = set(shells(env, parent.name))
     kids = [await instant_clone(provider, parent.name, spec(f"kid{i}-{env.cluster_id}")) for i in range(3)]
-    # The first two came from the pool (those shells are now VMs), the pool refills to 2.
+    # The first two came from the pool (those shells are now VMs). The three clones, asked
+    # with no quiet second between them, were one burst: the pool refills to 3, its size.
     assert not pooled & set(shells(env, parent.name))
-    await eventually(lambda: len(shells(env, parent.name)) == 2, what="the pool refilled", timeout=60.0)
+    assert provider.pool_target(parent.name) == 3
+    await eventually(lambda: len(shells(env, parent.name)) == 3, what="the pool refilled", timeout=60.0)
     seen: dict[str, set[str]] = {"hostname": set(), "machine_id": set(), "ip": set(), "node": set()}
     for vm in [parent, *kids]:
         cname = env.vm_container(vm.name)
@@ -89,6 +91,33 @@ async def test_pooled_clones_have_unique_identities_and_the_pool_refills(
     assert shells(env) == []
     assert await provider.list() == []
     assert await provider.snapshot_images() == []
+
+
+async def test_the_pool_grows_to_a_burst_up_to_its_max_and_shrinks_back(env: DockerTestEnv) -> None:
+    """Three clones at once with `pool_size` 1 and `pool_max` 2: the pool is refilled to
+    2 (the burst, bounded), and back to 1 once the burst is forgotten (`pool_memory_s`)."""
+    p = env.provider(pool_size=1, pool_max=2, pool_memory_s=4.0, refill_quiet_s=0.5)
+    try:
+        parent = await full_clone(p, spec(f"par-{env.cluster_id}"))
+        await p.prepare_parent(parent.name)
+        await eventually(lambda: len(shells(env, parent.name)) == 1, what="one idle shell", timeout=60.0)
+        kids = await asyncio.gather(*(instant_clone(p, parent.name, spec(f"kid{i}-{env.cluster_id}"))
+                                      for i in range(3)))
+        assert {k.state for k in kids} == {VMState.RUNNING}
+        # (Docker lists a shell a moment before it is ready and in the pool.)
+        await eventually(lambda: len(shells(env, parent.name)) == 2 == p.idle_shells(parent.name),
+                         what="the pool grown to 2", timeout=60.0)
+        await eventually(lambda: len(shells(env, parent.name)) == 1 == p.idle_shells(parent.name),
+                         what="the pool shrunk to 1", timeout=60.0)
+        assert p.pool_target(parent.name) == 1
+        # The shell left is a working one: the next clone takes it.
+        left = shells(env, parent.name)
+        await instant_clone(p, parent.name, spec(f"kid9-{env.cluster_id}"))
+        assert not set(left) & set(shells(env, parent.name))
+        await p.destroy(parent.name, cascade=True)
+        assert shells(env) == []
+    finally:
+        await p.close()
 
 
 async def test_empty_pool_creates_the_childs_own_container(env: DockerTestEnv) -> None:
