@@ -1,9 +1,10 @@
 """Transitions that only time brings, on a real controller and etcd, with every workload loop's
-resync an hour away: a pod Ready for `minReadySeconds` counts as available, a rollout gated on
-it goes on, a stuck rollout passes its progress deadline, a Job passes its active deadline and
-its TTL. No watch event announces any of these moments; the loops ask the reconcile driver to
-look again then (`cowpod.reconcile.Requeue`). Without that, each would wait for the resync and
-these tests would time out. No agents: the test plays the kubelet."""
+resync an hour away: a pod Ready for `minReadySeconds` counts as available (in a ReplicaSet
+and in a DaemonSet), a rollout gated on it goes on, a stuck rollout passes its progress
+deadline, a Job passes its active deadline and its TTL. No watch event announces any of
+these moments; the loops ask the reconcile driver to look again then
+(`cowpod.reconcile.Requeue`). Without that, each would wait for the resync and these tests
+would time out. No agents: the test plays the kubelet."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from controller.daemonset import DaemonSetController
 from controller.deployment import DeploymentController
 from controller.job import JobController
 from controller.replicaset import ReplicaSetController
@@ -22,7 +24,7 @@ from controller.resource import set_time
 from controller.testing import ControllerRunner
 from cowpod.client import Client
 from cowpod.local.etcd import EtcdMember
-from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, workload_pb2
+from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2, workload_pb2
 from cowpod.watches import Watches
 from tests.polling import eventually
 
@@ -33,13 +35,14 @@ AN_HOUR = 3600.0
 
 @pytest.fixture
 async def c(etcd: EtcdMember, etcd_prefix: str) -> AsyncIterator[Client]:
-    """A controller whose own workload loops are off, and the three loops run here with a
+    """A controller whose own workload loops are off, and the four loops run here with a
     resync of an hour."""
     async with ControllerRunner(etcd.endpoint, etcd_prefix, replicaset_controller=False) as runner, \
             Client(runner.address) as client:
         rsc = ReplicaSetController(GrpcWorkloadAPI(client), Watches.over(client), resync_seconds=AN_HOUR)
         loops = [rsc.run, DeploymentController(client, resync_seconds=AN_HOUR).run,
-                 JobController(client, resync_seconds=AN_HOUR).run]
+                 JobController(client, resync_seconds=AN_HOUR).run,
+                 DaemonSetController(client, resync_seconds=AN_HOUR).run]
         tasks = [asyncio.create_task(run()) for run in loops]
         try:
             yield client
@@ -184,3 +187,26 @@ async def test_a_job_passes_its_active_deadline_then_its_ttl_without_a_resync(c:
     events = await c.events.List(event_pb2.ListEventsRequest(
         involved_object=event_pb2.ObjectReference(kind="Job", name="slow")))
     assert "DeadlineExceeded" in {e.reason for e in events.items}
+
+
+async def test_a_daemonset_counts_a_pod_available_after_min_ready_seconds(c: Client) -> None:
+    node = node_pb2.Node()
+    node.metadata.name = "n1"
+    node.status.capacity.pods = 10
+    await c.nodes.Register(node)
+    ds = workload_pb2.DaemonSet()
+    ds.metadata.name = "agent"
+    ds.spec.min_ready_seconds = 2
+    template(ds.spec.template, "agent")
+    await c.daemonsets.Create(ds)
+    pods = await eventually(lambda: _n_pods(c, "agent", 1), what="the daemon pod")
+    ready_at = await make_ready(c, pods[0])
+    seen: list[tuple[float, int]] = []
+
+    async def available() -> bool:
+        got = await c.daemonsets.Get(meta_pb2.ObjectKey(namespace="default", name="agent"))
+        seen.append((time.time(), got.status.number_available))
+        return bool(got.status.number_ready == 1 and got.status.number_available == 1)
+
+    await eventually(available, timeout=20, what="numberAvailable 1 with no pod event")
+    assert not [(t - ready_at, n) for t, n in seen if n > 0 and t < ready_at + 2], seen
