@@ -151,7 +151,6 @@ REFUSED_FIELDS: dict[tuple[str, str], str] = {
     ("cowpod.v1.EnvVarSource", "fileKeyRef"): "not supported: use configMapKeyRef, secretKeyRef or "
                                                "fieldRef (or read the file in the container)",
     ("cowpod.v1.ServicePort", "nodePort"): f"not supported: {_HEADLESS}",
-    ("cowpod.v1.ServiceStatus", "loadBalancer"): "only {}: there are no load balancers",
     ("cowpod.v1.ServicePort", "appProtocol"): "not supported: a port's protocol is TCP, UDP or SCTP",
     **{("cowpod.v1.ServiceSpec", f): f"not supported: {_HEADLESS}"
        for f in ("clusterIPs", "externalIPs", "externalName", "externalTrafficPolicy",
@@ -181,8 +180,6 @@ ACCEPTED_AS_IS: dict[tuple[str, str], tuple[Any, ...]] = {
     ("cowpod.v1.ServiceSpec", "clusterIPs"): (["None"],),
     ("cowpod.v1.ServiceSpec", "sessionAffinity"): ("None",),
     ("cowpod.v1.ServiceSpec", "internalTrafficPolicy"): ("Cluster",),
-    # `kubectl create service --dry-run=client -o yaml` writes `status: {loadBalancer: {}}`.
-    ("cowpod.v1.ServiceStatus", "loadBalancer"): ({},),
 }
 
 # Metadata the server sets, by manifest name: what `get -o yaml` prints (and a Kubernetes
