@@ -68,6 +68,7 @@ from cowpod.client import CHANNEL_OPTIONS
 from cowpod.clock import Clock, RealClock
 from cowpod.clusterconfig import ClusterConfig
 from cowpod.errors import CowpodError
+from cowpod.informer import Informer
 from cowpod.metrics_http import serve_metrics
 from cowpod.v1 import (
     config_pb2,
@@ -165,6 +166,9 @@ class Controller:
         # One pod cache for the in-process loops (ReplicaSets, Jobs, DaemonSets, Endpoints), fed
         # the objects the pods hub decoded (controller/pod_informer.py).
         self.pod_informer = SharedPodInformer(hub_objects(pods_r, pod_pb2.PodWatchEvent), self.clock)
+        # The evictor's nodes (instead of listing every node from etcd every period).
+        self.node_informer: Informer[node_pb2.Node] = Informer(
+            hub_objects(nodes_r, node_pb2.NodeWatchEvent), clock=self.clock, name="controller-node-informer")
         self.servicers.append((SERVICES[5], ReplicaSetServicer(self.replicasets, self.metrics)))
         # Deployments, Jobs, DaemonSets (controller/workload_kinds.py).
         for w in WORKLOAD_KINDS:
@@ -205,7 +209,8 @@ class Controller:
         ])
         self.evictor = Evictor(self.store, self.clock, default_toleration_seconds=config.pod_eviction_timeout,
                                period=config.node_monitor_period, startup_grace=config.node_monitor_grace,
-                               events=StoredEvents(self.events), registry=self.metrics.registry)
+                               events=StoredEvents(self.events), registry=self.metrics.registry,
+                               node_cache=self.node_informer, pod_cache=self.pod_informer)
         # TLS, authentication, authorization and limits (controller/auth, controller/limits).
         pki_dir = config.pki_dir
         if pki_dir is None and config.data_dir is not None and (config.data_dir / "pki" / "ca.crt").exists():
@@ -282,6 +287,8 @@ class Controller:
                 tg.create_task(self.namespaces.run_ensure_system(), name="system-namespaces")
                 tg.create_task(supervise("namespace controller", self.namespace_controller.run, self.clock),
                                name="namespace-controller")
+                tg.create_task(supervise("node informer", self.node_informer.run, self.clock),
+                               name="controller-node-informer")
                 tg.create_task(supervise("eviction", self.evictor.run, self.clock), name="eviction")
                 if cfg.replicaset_controller:
                     tg.create_task(supervise("shared pod informer", self.pod_informer.run, self.clock),
