@@ -145,3 +145,18 @@ async def test_a_node_may_not_renew_another_node_on_its_stream(
         assert renewer.opened == 1
         renewer.close()
     assert (await lease_of(admin, "n2")).metadata.resource_version == n2_lease.metadata.resource_version
+
+
+async def test_object_limits_apply_to_each_message(client: Client) -> None:
+    await client.nodes.Register(node("n1"))
+    call = client.nodes.HeartbeatStream()
+    try:
+        await call.write(beat("n" * 20_000))  # over the 16 KiB limit of one string
+        too_long = await call.read()
+        await call.write(beat("n1"))
+        fine = await call.read()
+    finally:
+        call.cancel()
+    assert too_long.error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert too_long.error_message.startswith("nodeName"), too_long.error_message
+    assert error_in(fine) is None and fine.node_name == "n1"
