@@ -132,6 +132,8 @@ class LeaseRenewer:
             self.opened += 1
             self._call = self._stub.HeartbeatStream()
         call = self._call
+        # Real time, as a unary call's gRPC deadline: the controller's silence is not
+        # something a test's fake clock should decide.
         async with asyncio.timeout(self._timeout):
             try:
                 await call.write(request)
