@@ -99,3 +99,10 @@ def test_the_cluster_configs_provider_section_is_parsed_by_its_provider(
     with pytest.raises(SystemExit):
         parse_args(["--cluster-config", str(f), "--provider", "docker"])
     assert "disagrees" in capsys.readouterr().err
+    # The pool's ceiling (it grows to the bursts seen, poolsize.py): a whole number >= 0.
+    f.write_text("provider: {name: docker, maxWarmShells: 12}\n")
+    assert parse_args(["--cluster-config", str(f)]).provider_settings.max_warm_shells == 12
+    f.write_text("provider: {name: docker, maxWarmShells: -1}\n")
+    with pytest.raises(SystemExit):
+        parse_args(["--cluster-config", str(f)])
+    assert "provider.maxWarmShells: must be at least 0" in capsys.readouterr().err
