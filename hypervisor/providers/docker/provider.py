@@ -18,8 +18,9 @@ How VM concepts map onto Docker (docs/hypervisor.md has the long version):
                 Fargo's children fork from a quiesced parent.
 - warm shell    a child container created ahead from the parent's snapshot and
                 started with its init idle: no agent, no name, no machine id.
-                A small pool per parent (`pool_size`, default 2) is refilled in
-                the background after each take.
+                A pool per parent is refilled in the background once its clones
+                are quiet: to the biggest recent burst of clones (poolsize.py),
+                at least `pool_size` (default 2), at most `pool_max`.
 - instant clone take a shell, give it the child's identity (machine id, hostname,
                 name; see vm_identity.py), rename it to the child's container name,
                 then start its agent: forked warm from the parent's zygote
