@@ -30,6 +30,7 @@ from controller.kinds import Kind
 from controller.metrics import Metrics
 from controller.resource import Resource
 from controller.rpc import Ctx
+from cowpod.api import priority
 from cowpod.clock import Clock
 from cowpod.errors import Invalid
 from cowpod.v1 import meta_pb2, pod_pb2, scheduling_pb2
@@ -40,9 +41,9 @@ PRIORITYCLASSES: Kind[scheduling_pb2.PriorityClass] = Kind(
 )
 
 MAX_USER_VALUE = 1_000_000_000
-PREEMPT_LOWER = "PreemptLowerPriority"
-NEVER = "Never"
-PREEMPTION_POLICIES = (PREEMPT_LOWER, NEVER)
+PREEMPT_LOWER = priority.PREEMPT_LOWER
+NEVER = priority.NEVER
+PREEMPTION_POLICIES = priority.PREEMPTION_POLICIES
 SNAPSHOT_SECONDS = 2.0
 
 

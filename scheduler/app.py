@@ -3,6 +3,7 @@
     informers (nodes, pending pods, assigned pods) ──synced──► [leader election] ──► schedule loop
                                                                                    binders (N)
                                                                                    status writer
+                                                                                   preemption writes
     metrics/healthz server (if asked)
 
 Everything runs in one TaskGroup: if any task fails, all stop. Losing the
@@ -125,6 +126,7 @@ class SchedulerApp:
                 for i in range(max(1, self.cfg.max_binds_in_flight)):
                     tg.create_task(sched.run_binder(), name=f"binder-{i}")
                 tg.create_task(sched.run_status_writer(), name="status-writer")
+                tg.create_task(sched.run_preemption(), name="preemption")
         except* LeadershipLost as eg:
             raise eg.exceptions[0] from None
         finally:

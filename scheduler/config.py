@@ -10,6 +10,7 @@ weights, and the knobs of the queue, the sampling and leader election.
       score:
         - {name: NodeResourcesMostAllocated, weight: 1}   # bin packing
         - {name: PodTopologySpreadScore, weight: 2}
+      postFilter: [DefaultPreemption]  # [] turns preemption off
 
 A list given for an extension point replaces the default list. Unknown keys
 and plugin names are refused with the field path.
@@ -26,7 +27,13 @@ import yaml
 
 from cowpod.errors import Invalid
 from cowpod.leases import SCHEDULER_LEASE_NAME, SYSTEM_NAMESPACE
-from scheduler.framework.interfaces import BindPlugin, FilterPlugin, QueueSortPlugin, ScorePlugin
+from scheduler.framework.interfaces import (
+    BindPlugin,
+    FilterPlugin,
+    PostFilterPlugin,
+    QueueSortPlugin,
+    ScorePlugin,
+)
 from scheduler.framework.runtime import WeightedScore
 from scheduler.plugins import REGISTRY, PluginContext
 
@@ -40,6 +47,7 @@ DEFAULT_FILTERS = (
     "PodTopologySpread",
     "InterPodAffinity",
 )
+DEFAULT_POST_FILTERS = ("DefaultPreemption",)
 DEFAULT_SCORES: tuple[tuple[str, float], ...] = (
     ("NodeResourcesLeastAllocated", 1.0),
     ("NodeResourcesBalancedAllocation", 1.0),
@@ -76,6 +84,7 @@ class SchedulerConfig:
     queue_sort: str = "PrioritySort"
     filters: tuple[str, ...] = DEFAULT_FILTERS
     scores: tuple[tuple[str, float], ...] = DEFAULT_SCORES
+    post_filters: tuple[str, ...] = DEFAULT_POST_FILTERS
     binder: str = "DefaultBinder"
     leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
 
@@ -162,10 +171,11 @@ def _plugins(p: Mapping[str, Any]) -> dict[str, Any]:
         path = f"plugins.{key}"
         if key in ("queueSort", "bind"):
             out["queue_sort" if key == "queueSort" else "binder"] = _plugin_name(path, value)
-        elif key == "filter":
+        elif key in ("filter", "postFilter"):
             if not isinstance(value, list):
                 raise Invalid(path, "must be a list of plugin names")
-            out["filters"] = tuple(_plugin_name(f"{path}[{i}]", v) for i, v in enumerate(value))
+            names = tuple(_plugin_name(f"{path}[{i}]", v) for i, v in enumerate(value))
+            out["filters" if key == "filter" else "post_filters"] = names
         elif key == "score":
             if not isinstance(value, list):
                 raise Invalid(path, "must be a list of {name, weight}")
@@ -184,7 +194,7 @@ def _plugins(p: Mapping[str, Any]) -> dict[str, Any]:
                 scores.append((_plugin_name(f"{path}[{i}].name", m.get("name")), weight))
             out["scores"] = tuple(scores)
         else:
-            raise Invalid(path, "unknown extension point (queueSort, filter, score, bind)")
+            raise Invalid(path, "unknown extension point (queueSort, filter, postFilter, score, bind)")
     return out
 
 
@@ -201,6 +211,7 @@ class Profile:
     filters: tuple[FilterPlugin, ...]
     scores: tuple[WeightedScore, ...]
     binder: BindPlugin | None
+    post_filters: tuple[PostFilterPlugin, ...] = ()
 
 
 def build_profile(cfg: SchedulerConfig, ctx: PluginContext) -> Profile:
@@ -221,4 +232,7 @@ def build_profile(cfg: SchedulerConfig, ctx: PluginContext) -> Profile:
             for i, (n, w) in enumerate(cfg.scores)
         ),
         binder=binder,
+        post_filters=tuple(
+            make(n, PostFilterPlugin, f"plugins.postFilter[{i}]") for i, n in enumerate(cfg.post_filters)
+        ),
     )

@@ -92,6 +92,9 @@ def pod_info(pod: pod_pb2.Pod) -> PodInfo:
         node_name=spec.node_name,
         scheduler_name=spec.scheduler_name,
         terminal=is_terminal(pod.status.phase),
+        preemption_policy=spec.preemption_policy,
+        terminating=m.HasField("deletion_timestamp"),
+        nominated_node=pod.status.nominated_node_name,
     )
 
 

@@ -13,6 +13,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+_VICTIM_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -35,6 +36,18 @@ class Metrics:
             "cowpod_scheduler_e2e_scheduling_duration_seconds",
             "Queue entry to committed bind",
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        # Kubernetes' scheduler_preemption_attempts_total and scheduler_preemption_victims.
+        self.preemption_attempts = Counter(
+            "cowpod_scheduler_preemption_attempts",
+            "Preemption attempts (pods that fit nowhere and may preempt)",
+            registry=r,
+        )
+        self.preemption_victims = Histogram(
+            "cowpod_scheduler_preemption_victims",
+            "Pods evicted per successful preemption",
+            buckets=_VICTIM_BUCKETS,
             registry=r,
         )
         self.is_leader = Gauge("cowpod_scheduler_is_leader", "1 while this process leads", registry=r)

@@ -21,14 +21,17 @@ latest message per pod, only when it changed, never on the hot path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
 
 from cowpod.api.phases import is_terminal
+from cowpod.api.priority import may_preempt
 from cowpod.api.times import to_timestamp
 from cowpod.client import Client
 from cowpod.clock import Clock
@@ -37,10 +40,10 @@ from scheduler.config import Profile, SchedulerConfig
 from scheduler.convert import node_info, pod_info
 from scheduler.framework.cache import Cache
 from scheduler.framework.events import Action, ClusterEvent, Resource
-from scheduler.framework.interfaces import BindOutcome, Plan
+from scheduler.framework.interfaces import BindOutcome, Nomination, Plan
 from scheduler.framework.queue import QueuedPod, SchedulingQueue
 from scheduler.framework.runtime import Framework
-from scheduler.framework.types import PodInfo, PodUID
+from scheduler.framework.types import NodeName, PodInfo, PodUID
 from scheduler.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,12 @@ COMPONENT = "default-scheduler"
 class _Pending:
     qp: QueuedPod
     node: str
+
+
+@dataclass(frozen=True)
+class _Preemption:
+    pod: PodInfo
+    nomination: Nomination
 
 
 class Scheduler:
@@ -75,7 +84,10 @@ class Scheduler:
         self._is_leader = is_leader
         self.cache = Cache()
         self.framework = framework or Framework(
-            profile.filters, profile.scores, percentage_of_nodes_to_score=cfg.percentage_of_nodes_to_score
+            profile.filters,
+            profile.scores,
+            post_filters=profile.post_filters,
+            percentage_of_nodes_to_score=cfg.percentage_of_nodes_to_score,
         )
         events = {f.name: f.events() for f in profile.filters}
         self.queue = SchedulingQueue(
@@ -98,6 +110,9 @@ class Scheduler:
         self._status_dirty: dict[PodUID, tuple[str, float]] = {}
         self._status_written: dict[PodUID, str] = {}
         self._status_wake = asyncio.Event()
+        # Pending pods that preempted: the node they wait for (see `_with_nominated`).
+        self._nominated: dict[PodUID, tuple[NodeName, PodInfo]] = {}
+        self._preempt_q: asyncio.Queue[_Preemption] = asyncio.Queue()
         self.scheduled = 0
 
     # ---- informer handlers -------------------------------------------------------
@@ -134,6 +149,7 @@ class Scheduler:
 
     def _drop_pending(self, uid: PodUID) -> None:
         self._pending_protos.pop(uid, None)
+        self._nominated.pop(uid, None)
         self._status_dirty.pop(uid, None)
         self._status_written.pop(uid, None)
         self.queue.delete(uid)
@@ -168,7 +184,15 @@ class Scheduler:
         self._pending_protos[uid] = pod
         if self.cache.is_assumed(uid):
             return  # we placed it; the bound version is on its way
-        self.queue.add(pod_info(pod))
+        info = pod_info(pod)
+        held = self._nominated.get(uid)
+        if held is not None:  # our own nomination is newer than anything the watch shows
+            self._nominated[uid] = (held[0], info)
+        elif info.nominated_node and uid not in self.queue:
+            # First sight (e.g. nominated before this scheduler started); later, an echo
+            # of a nomination since cleared must not bring it back.
+            self._nominated[uid] = (NodeName(info.nominated_node), info)
+        self.queue.add(info)
 
     # ---- scheduling --------------------------------------------------------------
 
@@ -182,8 +206,10 @@ class Scheduler:
                 self.queue.done(pod.uid)
                 continue
             t0 = time.perf_counter()
-            res = self.framework.schedule(pod, self.cache)
-            m.algorithm.observe(time.perf_counter() - t0)
+            with self._with_nominated(pod):
+                res = self.framework.schedule(pod, self.cache)
+                m.algorithm.observe(time.perf_counter() - t0)
+                nomination = self._try_preempt(pod) if res.node is None else None
             if res.node is not None:
                 self.cache.assume(pod, res.node)
                 self.queue.done(pod.uid)
@@ -194,9 +220,161 @@ class Scheduler:
                 assert res.diagnosis is not None
                 self.queue.unschedulable(qp, res.diagnosis.rejectors)
                 m.attempts.labels("unschedulable").inc()
+                if nomination is not None and nomination.node:
+                    self._nominate(pod, nomination)
+                elif nomination is not None and (
+                    self._nominated.pop(pod.uid, None) is not None or pod.nominated_node
+                ):
+                    self._status_written.pop(pod.uid, None)  # rewrite: nominatedNodeName goes
                 self._report_unschedulable(pod, res.diagnosis.message())
         self._update_depth()
         return plans
+
+    # ---- preemption --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _with_nominated(self, pod: PodInfo) -> Iterator[None]:
+        """Count the pods nominated to a node, of at least `pod`'s priority, as if they ran
+        there while `pod` is decided (Kubernetes' nominated pods in Filter): the room their
+        victims free is theirs, not a lower-priority newcomer's. Synchronous, so no other
+        cycle ever sees these stand-ins; they are forgotten before anything awaits."""
+        held = [
+            (node, other)
+            for uid, (node, other) in self._nominated.items()
+            if uid != pod.uid
+            and other.priority >= pod.priority
+            and self.cache.pod(uid) is None
+            and self.cache.node(node) is not None
+        ]
+        for node, other in held:
+            self.cache.assume(other, node)
+        try:
+            yield
+        finally:
+            for _, other in held:
+                self.cache.forget(other.uid)
+
+    def _try_preempt(self, pod: PodInfo) -> Nomination | None:
+        if not self.framework.post_filters or not may_preempt(pod.preemption_policy):
+            return None
+        self.metrics.preemption_attempts.inc()
+        held = self._nominated.get(pod.uid)
+        if held is not None and held[0] != pod.nominated_node:
+            pod = dataclasses.replace(pod, nominated_node=held[0])
+        return self.framework.post_filter(pod, self.cache)
+
+    def _nominate(self, pod: PodInfo, nomination: Nomination) -> None:
+        """Record the decision at once (later pods of this batch see it), then hand the
+        writes to `run_preemption`."""
+        self._nominated[pod.uid] = (nomination.node, pod)
+        for v in nomination.victims:
+            self.cache.set_terminating(v.uid, True)
+        if nomination.victims:
+            self.metrics.preemption_victims.observe(len(nomination.victims))
+        log.info(
+            "preempting %s/%s on %s: victims %s",
+            pod.namespace,
+            pod.name,
+            nomination.node,
+            ", ".join(f"{v.namespace}/{v.name}" for v in nomination.victims) or "none (waiting)",
+        )
+        self._preempt_q.put_nowait(_Preemption(pod, nomination))
+
+    async def run_preemption(self) -> None:
+        """Commit nominations one at a time: preemption is rare, and ordering keeps a
+        pod's nomination write before its victims' deletes."""
+        while True:
+            job = await self._preempt_q.get()
+            try:
+                await self.commit_preemption(job.pod, job.nomination)
+            except grpc.aio.AioRpcError as err:
+                log.warning("preemption by %s/%s: %s", job.pod.namespace, job.pod.name, err.details())
+
+    async def commit_preemption(self, pod: PodInfo, nomination: Nomination) -> None:
+        """status.nominatedNodeName on the preemptor, then a graceful delete (the pod's own
+        grace period, guarded by the version read) and a Preempted event per victim.
+        Victims it does not get to (the preemptor went, an RPC failed) are unmarked."""
+        todo = list(nomination.victims)
+        try:
+            if self._client is None or not self._is_leader() or pod.uid not in self._pending_protos:
+                return  # not ours to do, or the preemptor was bound or deleted meanwhile
+            if not await self._write_nomination(pod, nomination.node):
+                return
+            while todo:
+                v = todo[0]
+                deleted = await self._delete_victim(v, nomination.node)
+                todo.pop(0)
+                if deleted:
+                    message = f"Preempted by {pod.namespace}/{pod.name} on node {nomination.node}"
+                    await self._event(v.namespace, v.name, v.uid, "Preempted", message, "Normal")
+        finally:
+            for v in todo:
+                self.cache.set_terminating(v.uid, False)
+
+    async def _write_nomination(self, pod: PodInfo, node: str) -> bool:
+        """False if the preemptor is gone, replaced or bound (then nothing is evicted)."""
+        assert self._client is not None
+        c = self._client
+        for _ in range(3):
+            cur = await self._get_pod(pod.namespace, pod.name)
+            if cur is None or cur.metadata.uid != pod.uid or cur.spec.node_name:
+                return False
+            cur.status.nominated_node_name = node
+            try:
+                await c.call(c.pods.UpdateStatus, cur, timeout=10.0)
+                return True
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.ABORTED:
+                    raise
+        return True  # written over by others three times: still pending, evict anyway
+
+    async def _get_pod(self, namespace: str, name: str) -> pod_pb2.Pod | None:
+        assert self._client is not None
+        c = self._client
+        try:
+            got: pod_pb2.Pod = await c.call(
+                c.pods.Get, meta_pb2.ObjectKey(namespace=namespace, name=name), timeout=10.0
+            )
+            return got
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+    async def _delete_victim(self, v: PodInfo, node: str) -> bool:
+        """True once the victim is terminating because of us; False if it was gone, replaced
+        (another uid), moved, or already terminating (it must not count twice). A victim
+        that stays (the delete failed) is no longer marked as leaving in the cache."""
+        assert self._client is not None
+        c = self._client
+        deleted = False
+        try:
+            for _ in range(3):
+                cur = await self._get_pod(v.namespace, v.name)
+                if cur is None or cur.metadata.uid != v.uid or cur.spec.node_name != node:
+                    deleted = True  # gone or not ours to judge: the watch says what is there
+                    return False
+                if cur.metadata.HasField("deletion_timestamp"):
+                    deleted = True  # leaving already, through someone else
+                    return False
+                opts = meta_pb2.DeleteOptions(
+                    key=meta_pb2.ObjectKey(namespace=v.namespace, name=v.name),
+                    resource_version=cur.metadata.resource_version,
+                )
+                try:
+                    await c.call(c.pods.Delete, opts, timeout=10.0)
+                    deleted = True
+                    return True
+                except grpc.aio.AioRpcError as err:
+                    if err.code() == grpc.StatusCode.NOT_FOUND:
+                        deleted = True
+                        return False
+                    if err.code() != grpc.StatusCode.ABORTED:
+                        raise
+            return False
+        finally:
+            if not deleted:
+                self.cache.set_terminating(v.uid, False)
 
     def _update_depth(self) -> None:
         for k, v in self.queue.depth().items():
@@ -313,18 +491,35 @@ class Scheduler:
             cond.last_transition_time.CopyFrom(now)
         del update.status.conditions[:]
         update.status.conditions.extend([*conds, cond])
+        held = self._nominated.get(PodUID(proto.metadata.uid))
+        # Never undo the nomination `commit_preemption` writes; clear one that was dropped.
+        update.status.nominated_node_name = held[0] if held is not None else ""
         await self._client.call(self._client.pods.UpdateStatus, update, timeout=10.0)
         m = proto.metadata
+        await self._event(m.namespace, m.name, m.uid, "FailedScheduling", message, "Warning", at)
+
+    async def _event(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        reason: str,
+        message: str,
+        type_: str,
+        at: float | None = None,
+    ) -> None:
+        """An Event about a pod, from the scheduler (Kubernetes' reasons and types)."""
+        if self._client is None:
+            return
+        now = to_timestamp(self._clock.now() if at is None else at)
         event = event_pb2.Event(
             api_version="v1",
             kind="Event",
-            metadata=meta_pb2.ObjectMeta(namespace=m.namespace or "default", generate_name=f"{m.name}."),
-            involved_object=event_pb2.ObjectReference(
-                kind="Pod", namespace=m.namespace, name=m.name, uid=m.uid
-            ),
-            reason="FailedScheduling",
+            metadata=meta_pb2.ObjectMeta(namespace=namespace or "default", generate_name=f"{name}."),
+            involved_object=event_pb2.ObjectReference(kind="Pod", namespace=namespace, name=name, uid=uid),
+            reason=reason,
             message=message,
-            type="Warning",
+            type=type_,
             source=event_pb2.EventSource(component=COMPONENT),
             first_timestamp=now,
             last_timestamp=now,

@@ -23,8 +23,10 @@ interceptor resolves against the store.
                 certificate, list/watch Endpoints (its DNS), get a ConfigMap or
                 Secret while a pod bound to X references it. Never: create or
                 bind pods, other nodes or their pods, VMs, tokens.
-    scheduler   read pods, nodes, VMs; bind; status of unbound pods (why pending);
-                create events; its leader-election lease cowpod-system/cowpod-scheduler
+    scheduler   read pods, nodes, VMs; bind; status of unbound pods (why pending, the
+                node nominated for preemption); delete pods (preemption's victims, with
+                their grace period, as kube-scheduler may); create events; its
+                leader-election lease cowpod-system/cowpod-scheduler
     bootstrap   exchange a bootstrap token for a node certificate
     anonymous   health, who-am-I, exchange a bootstrap token; else UNAUTHENTICATED
     none        health, who-am-I
@@ -195,7 +197,7 @@ def _user(identity: Identity, service: str, verb: str) -> Decision:
 def _scheduler(identity: Identity, service: str, verb: str, request: Any) -> Decision:
     if service in (POD, NODE, VM) and verb in READ_VERBS:
         return ALLOW
-    if service == POD and verb in ("Bind", "BindBatch"):
+    if service == POD and verb in ("Bind", "BindBatch", "Delete"):
         return ALLOW
     if service == POD and verb == "UpdateStatus":
         # Saying why a pod is pending (PodScheduled=False) on pods no node owns yet.
@@ -208,7 +210,7 @@ def _scheduler(identity: Identity, service: str, verb: str, request: Any) -> Dec
             return ALLOW
         why = f"the scheduler may only take its own lease {SYSTEM_NAMESPACE}/{SCHEDULER_LEASE_NAME}"
         return _deny(identity, service, verb, why)
-    return _deny(identity, service, verb, "the scheduler may only read and bind")
+    return _deny(identity, service, verb, "the scheduler may only read, bind and preempt")
 
 
 def _lease_key(verb: str, request: Any) -> tuple[str, str]:

@@ -27,7 +27,7 @@ is confirmed (or moved, if another scheduler bound it elsewhere).
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -368,6 +368,19 @@ class Cache:
         if e is None or not e.assumed or e.node != node:
             return False
         e.assumed = False
+        return True
+
+    def set_terminating(self, uid: PodUID, terminating: bool) -> bool:
+        """Mark a placed pod as leaving (or not) without moving it: preemption does this the
+        moment it deletes a victim, so the next cycle does not pick it again before the
+        watch shows its deletionTimestamp. False if the pod is not placed on a known node."""
+        e = self._pods.get(uid)
+        s = self._by_name.get(e.node) if e is not None else None
+        if e is None or s is None or uid not in s.pods:
+            return False
+        if e.pod.terminating != terminating:
+            e.pod = replace(e.pod, terminating=terminating)
+            s.pods[uid] = e.pod
         return True
 
     def set_pod(self, pod: PodInfo) -> None:

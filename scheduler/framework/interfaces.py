@@ -2,7 +2,9 @@
 `name`, enabled and weighted in the config file.
 
     queue sort  ->  filter (every node)  ->  score (feasible nodes)  ->  normalize  ->  bind
-                                                                  (sum x weight, max, ties at random)
+                          | no node fits                  (sum x weight, max, ties at random)
+                          v
+                     post filter (preemption: nominate a node, name the victims)
 
 Filters and scores are pure and synchronous. The reference semantics is the
 per-node method (`filter`, `score`): unit tests, diagnosis messages and
@@ -22,7 +24,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
@@ -121,6 +123,45 @@ class BindOutcome:
     # grpc.StatusCode name when not ok: ABORTED (stale), NOT_FOUND (pod or node gone)...
     code: str = ""
     message: str = ""
+
+
+class FilterHandle(Protocol):
+    """What a post-filter may ask of the framework: run the profile's filters on a
+    node as it would be (some pods removed), the way `Framework` runs them."""
+
+    def prepare_filters(self, pod: PodInfo, cache: Cache) -> CycleState:
+        """A fresh cycle state with every enabled filter's `pre_filter` done."""
+        ...
+
+    def static_feasible(self, pod: PodInfo, cache: Cache) -> BoolArray:
+        """Per row: do the static filters (labels, taints, cordon, readiness) pass?
+        Removing pods cannot change their answer."""
+        ...
+
+    def run_filters(self, state: CycleState, pod: PodInfo, node: NodeView) -> Status:
+        """Every enabled filter's per-node method, in order; the first failure."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Nomination:
+    """A post-filter's answer: the pod should wait for `node`, once `victims` are gone.
+    `CLEAR` (no node) says the pod should wait for no node in particular any more."""
+
+    node: NodeName
+    victims: tuple[PodInfo, ...]
+
+
+CLEAR = Nomination(NodeName(""), ())
+
+
+class PostFilterPlugin(Plugin):
+    """Runs when a pod passed no node's filters (Kubernetes' PostFilter)."""
+
+    @abc.abstractmethod
+    def post_filter(self, pod: PodInfo, cache: Cache, handle: FilterHandle) -> Nomination | None:
+        """A node the pod could use after some change, `CLEAR`, or None (nothing to say:
+        the next post filter is asked). Pure: the scheduler commits the answer."""
 
 
 class BindPlugin(Plugin):

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scheduler.framework.cache import BoolArray, Cache, FloatArray, IntArray
+from scheduler.framework.cache import BoolArray, Cache, FloatArray, IntArray, NodeView
 from scheduler.framework.cycle_state import CycleState
-from scheduler.framework.interfaces import FilterPlugin, ScorePlugin
+from scheduler.framework.interfaces import FilterPlugin, Nomination, PostFilterPlugin, ScorePlugin
 from scheduler.framework.queue import WILDCARD_REJECTOR
-from scheduler.framework.status import Code, Status
+from scheduler.framework.status import SUCCESS, Code, Status
 from scheduler.framework.types import NodeName, PodInfo
 
 MIN_FEASIBLE_NODES_TO_FIND = 100
@@ -80,11 +80,13 @@ class Framework:
         filters: Sequence[FilterPlugin],
         scores: Sequence[WeightedScore],
         *,
+        post_filters: Sequence[PostFilterPlugin] = (),
         percentage_of_nodes_to_score: int = 0,
         rng: random.Random | None = None,
     ) -> None:
         self.filters = list(filters)
         self.scores = list(scores)
+        self.post_filters = list(post_filters)
         self.percentage = percentage_of_nodes_to_score
         self._rng = rng or random.Random()
         self._next_start = 0
@@ -155,6 +157,41 @@ class Framework:
                     code = Code.UNSCHEDULABLE
             remaining &= m
         return Diagnosis(cache.n, reasons, frozenset(rejectors), code)
+
+    # ---- for post filters (FilterHandle) ----------------------------------------
+
+    def prepare_filters(self, pod: PodInfo, cache: Cache) -> CycleState:
+        """`find_feasible` stops at the first filter that leaves no node, so later
+        filters' `pre_filter` may not have run: a post filter gets a state where all did."""
+        state = CycleState()
+        for f in self.filters:
+            if not f.static and not f.skip(pod):
+                f.pre_filter(state, pod, cache)
+        return state
+
+    def static_feasible(self, pod: PodInfo, cache: Cache) -> BoolArray:
+        mask = np.ones(cache.n, np.bool_)
+        for f in self.filters:
+            if f.static and not f.skip(pod):
+                mask &= self._static_statuses(f, pod, cache)[1]
+        return mask
+
+    def run_filters(self, state: CycleState, pod: PodInfo, node: NodeView) -> Status:
+        for f in self.filters:
+            if f.skip(pod):
+                continue
+            st = f.filter(state, pod, node)
+            if not st.ok:
+                return st if st.plugin else st.with_plugin(f.name)
+        return SUCCESS
+
+    def post_filter(self, pod: PodInfo, cache: Cache) -> Nomination | None:
+        """The first post filter's answer (Kubernetes runs them until one succeeds)."""
+        for p in self.post_filters:
+            got = p.post_filter(pod, cache, self)
+            if got is not None:
+                return got
+        return None
 
     # ---- scoring -----------------------------------------------------------------
 

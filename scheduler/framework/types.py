@@ -189,6 +189,13 @@ class PodInfo:
     scheduler_name: str = ""
     # Succeeded/Failed pods hold no resources.
     terminal: bool = False
+    # PreemptLowerPriority ("" means the same) | Never: may this pod evict others to fit?
+    preemption_policy: str = ""
+    # metadata.deletionTimestamp is set: it still holds its node's resources until its
+    # agent stops it, but preemption never picks it again (it is already leaving).
+    terminating: bool = False
+    # status.nominatedNodeName: where this pending pod preempted, waiting for room there.
+    nominated_node: str = ""
 
     @property
     def key(self) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from cowpod.client import Client
 from scheduler.framework.interfaces import Plugin
 from scheduler.plugins.balanced_allocation import NodeResourcesBalancedAllocation
 from scheduler.plugins.default_binder import DefaultBinder
+from scheduler.plugins.default_preemption import DefaultPreemption
 from scheduler.plugins.inter_pod_affinity import InterPodAffinity
 from scheduler.plugins.inter_pod_affinity_score import InterPodAffinityScore
 from scheduler.plugins.least_allocated import NodeResourcesLeastAllocated
@@ -58,5 +59,6 @@ REGISTRY: dict[str, Callable[[PluginContext], Plugin]] = {
     PodTopologySpreadScore.name: lambda _: PodTopologySpreadScore(),
     InterPodAffinity.name: lambda _: InterPodAffinity(),
     InterPodAffinityScore.name: lambda _: InterPodAffinityScore(),
+    DefaultPreemption.name: lambda _: DefaultPreemption(),
     DefaultBinder.name: _binder,
 }

@@ -73,6 +73,18 @@ class PodBuilder:
         self.kw["priority"] = p
         return self
 
+    def preemption(self, policy: str) -> PodBuilder:
+        self.kw["preemption_policy"] = policy
+        return self
+
+    def terminating(self) -> PodBuilder:
+        self.kw["terminating"] = True
+        return self
+
+    def nominated(self, node: str) -> PodBuilder:
+        self.kw["nominated_node"] = node
+        return self
+
     def created(self, t: float) -> PodBuilder:
         self.kw["created"] = t
         return self

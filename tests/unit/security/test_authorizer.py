@@ -141,7 +141,7 @@ ROWS: list[tuple[Identity, str, Any, bool]] = [
     (SCHED, pod_m("BindBatch"), None, True),
     (SCHED, node_m("List"), ALL, True),
     (SCHED, pod_m("Create"), POD, False),
-    (SCHED, pod_m("Delete"), None, False),
+    (SCHED, pod_m("Delete"), None, True),  # preemption evicts lower-priority pods
     (SCHED, pod_m("Exec"), None, False),
     (SCHED, node_m("UpdateStatus"), named_node("n1"), False),
     (SCHED, pod_m("UpdateStatus"), POD, True),  # with a check: only unbound pods
