@@ -56,7 +56,12 @@ def unschedulable_since(pod: pod_pb2.Pod, now: float) -> float | None:
     """When the scheduler last judged the pod unschedulable, or None.
 
     Missing timestamps count as "just now": the scheduler's word is then
-    trusted against every node that exists already."""
+    trusted against every node that exists already. A pod with
+    `status.nominatedNodeName` is not pending for the autoscaler: it preempted
+    pods there and waits for their room, so a new VM for it would be a second
+    place for one pod (Kubernetes' cluster-autoscaler skips them too)."""
+    if pod.status.nominated_node_name:
+        return None
     for cond in pod.status.conditions:
         if cond.type == "PodScheduled" and cond.status == "False" and cond.reason in UNSCHEDULABLE_REASONS:
             t = max(seconds_of(cond.last_transition_time), seconds_of(cond.last_probe_time))
