@@ -117,8 +117,9 @@ class HubEvent:
         k = (type_, use_prev)
         b = self._enc.get(k)
         if b is None:
-            obj = self.prev() if use_prev else self.new()
-            b = self._wcls(type=type_, object=obj, resource_version=self.resume).SerializeToString()
+            value = self.raw.prev_value if use_prev else self.raw.value
+            assert value is not None
+            b = spliced_event(self._cls, self._wcls, value, type_, self.raw.mod_revision, self.resume)
             self._enc[k] = b
         return b
 
@@ -147,6 +148,33 @@ class HubEvent:
             # Deleted, or moved out of the selector: the client forgets it.
             return (DELETED, new is None)
         return None
+
+
+_OBJECT_TAG = bytes([2 << 3 | 2])  # field 2 (`object`) of every *WatchEvent, length-delimited
+
+
+def spliced_event(cls: type[Message], wcls: WatchEventClass[Any], value: bytes,
+                  type_: meta_pb2.WatchEventType, obj_revision: int, event_revision: int) -> bytes:
+    """A watch event carrying the stored bytes `value` as its object, stamped with
+    `obj_revision`, built without decoding or re-encoding the object.
+
+    Why: streams are encoded after the hub has forgotten its decoded objects, so each
+    encoding decoded the stored bytes again and serialized them back (a bind reaches the
+    scheduler's two filtered streams and any unfiltered one: three decodes and three encodes).
+    Protobuf merges repeated occurrences of a message field, and the last scalar wins: the
+    stored bytes followed by an event whose object holds only `metadata.resource_version`
+    parse exactly as `decode(cls, value, obj_revision)` wrapped in an event."""
+    stamp = wcls(type=type_, object=_stamp(cls, obj_revision), resource_version=event_revision)
+    return _OBJECT_TAG + _varint(len(value)) + value + stamp.SerializeToString()
+
+
+def _stamp(cls: type[Message], revision: int) -> Message:
+    """An object holding only what `store.decode` adds to the stored one."""
+    obj = cls()
+    meta: Any = getattr(obj, "metadata", None)
+    if meta is not None:
+        meta.resource_version = revision
+    return obj
 
 
 def hub_events(batch: WatchBatch, cls: type[Message], wcls: WatchEventClass[Any]) -> list[HubEvent]:
