@@ -150,6 +150,8 @@ class Cache:
         # Pods with required podAntiAffinity: every new pod is checked against them
         # (InterPodAffinity's symmetric rule), so they are kept apart from the rest.
         self._anti: set[PodUID] = set()
+        # How many placed pods have each priority (see `lowest_priority`).
+        self._priorities: dict[int, int] = {}
         self.generation = 0
         self._memo: dict[Hashable, Any] = {}
         self._memo_generation = 0
@@ -334,11 +336,25 @@ class Cache:
             if ns == pod.namespace and sel.matches(pod.labels):
                 arr[s.row] -= 1
 
+    def _count_priority(self, priority: int, delta: int) -> None:
+        n = self._priorities.get(priority, 0) + delta
+        if n:
+            self._priorities[priority] = n
+        else:
+            del self._priorities[priority]
+
+    def lowest_priority(self) -> int | None:
+        """The lowest priority of any placed pod (None: no pods), so preemption can tell
+        at once that a pod has nothing below it (every pod at 0, the usual case)."""
+        return min(self._priorities, default=None)
+
     def _put(self, pod: PodInfo, node: NodeName, assumed: bool) -> None:
         old = self._pods.get(pod.uid)
         if old is not None:
             self._unplace(old.pod, old.node)
+            self._count_priority(old.pod.priority, -1)
         self._pods[pod.uid] = _PodEntry(pod, node, assumed)
+        self._count_priority(pod.priority, 1)
         if pod.pod_anti_affinity:
             self._anti.add(pod.uid)
         else:
@@ -358,6 +374,7 @@ class Cache:
         e = self._pods.get(uid)
         if e is not None and e.assumed:
             del self._pods[uid]
+            self._count_priority(e.pod.priority, -1)
             self._anti.discard(uid)
             self._unplace(e.pod, e.node)
 
@@ -394,6 +411,7 @@ class Cache:
         e = self._pods.pop(uid, None)
         if e is None:
             return False
+        self._count_priority(e.pod.priority, -1)
         self._anti.discard(uid)
         self._unplace(e.pod, e.node)
         return True

@@ -118,8 +118,9 @@ def eligible(pod: PodInfo, cache: Cache) -> bool:
 
 
 def find_candidates(pod: PodInfo, cache: Cache, handle: FilterHandle) -> list[Candidate]:
-    if cache.n == 0:
-        return []
+    lowest = cache.lowest_priority()
+    if cache.n == 0 or lowest is None or lowest >= pod.priority:
+        return []  # nothing below it anywhere: the common case costs nothing
     static_ok = handle.static_feasible(pod, cache)
     state = handle.prepare_filters(pod, cache)
     want = max(MIN_CANDIDATE_NODES_ABSOLUTE, cache.n * MIN_CANDIDATE_NODES_PERCENTAGE // 100)

@@ -255,3 +255,22 @@ def test_scheduler_never_preempts_for_a_never_pod() -> None:
     got = s.cache.pod(low.uid)
     assert got is not None and not got.terminating
     assert s.metrics.preemption_attempts._value.get() == 0
+
+
+def test_cache_knows_the_lowest_priority_of_placed_pods() -> None:
+    cache = cache_of(make_node("n1"))
+    assert cache.lowest_priority() is None
+    a = make_pod("a").node("n1").priority(5).build()
+    cache.set_pod(a)
+    b = make_pod("b").priority(2).build()
+    cache.assume(b, "n1")
+    assert cache.lowest_priority() == 2
+    cache.forget(b.uid)
+    assert cache.lowest_priority() == 5
+    cache.set_pod(make_pod("a").node("n1").priority(7).build())  # another pod, same name
+    cache.set_pod(PodInfo(a.uid, a.namespace, a.name, priority=9, node_name="n1"))  # a updated
+    assert cache.lowest_priority() == 7
+    cache.remove_pod(a.uid)
+    assert cache.lowest_priority() == 7
+    # With nothing below it anywhere, preemption looks at no node.
+    assert find_candidates(make_pod("p").priority(7).build(), cache, framework()) == []
