@@ -12,7 +12,7 @@ from agent.hollow import HollowNodeSpec
 from controller.testing import ControllerRunner
 from cowpod.client import Client
 from cowpod.local.etcd import EtcdMember
-from cowpod.v1 import event_pb2, meta_pb2, pod_pb2, scheduling_pb2
+from cowpod.v1 import event_pb2, meta_pb2, node_pb2, pod_pb2, scheduling_pb2
 from scheduler.app import SchedulerApp
 from tests.integration.scheduler_harness import (
     PATIENCE_S,
@@ -129,3 +129,66 @@ async def test_high_priority_pod_preempts_a_lower_one(client: Client, controller
         assert events[0].involved_object.uid == low.metadata.uid
         assert sample(app, "cowpod_scheduler_preemption_victims_count") == 1
         assert sample(app, "cowpod_scheduler_preemption_victims_sum") == 1
+
+
+async def agentless_node(client: Client, name: str, cpu_millis: int) -> None:
+    """A Ready node with no agent behind it: a pod deleted there stays terminating until
+    the test finalizes it (grace 0), as an agent would once its containers stopped."""
+    n = node_pb2.Node()
+    n.metadata.name = name
+    for r in (n.status.capacity, n.status.allocatable):
+        r.cpu_millis, r.memory_bytes, r.pods = cpu_millis, 2 << 30, 110
+    n.status.conditions.add(type="Ready", status="True")
+    await client.nodes.Register(n)
+
+
+async def test_preemptor_waits_for_its_victim_and_evicts_no_more(
+    client: Client, controller: ControllerRunner
+) -> None:
+    await make_class(client, "low", 10)
+    await make_class(client, "high", 1000)
+    await agentless_node(client, "solo", 1000)
+    async with running_scheduler(controller.address, "s1") as (app, _):
+        await client.pods.Create(classed("low", "low", cpu=800))
+        await client.pods.Create(classed("bystander", "low", cpu=100))
+
+        async def both_bound() -> bool:
+            ps = [await get(client, n) for n in ("low", "bystander")]
+            return all(p is not None and p.spec.node_name == "solo" for p in ps)
+
+        await eventually(both_bound, what="low and bystander bound to solo", timeout=PATIENCE_S)
+
+        await client.pods.Create(classed("urgent", "high", cpu=500))
+
+        async def nominated() -> bool:
+            p, low = await get(client, "urgent"), await get(client, "low")
+            return (
+                p is not None
+                and p.status.nominated_node_name == "solo"
+                and low is not None
+                and low.metadata.HasField("deletion_timestamp")
+            )
+
+        await eventually(nominated, what="urgent nominated to solo, low terminating", timeout=PATIENCE_S)
+        # While low terminates: a pod that would fit in its room once it is gone, but not
+        # beside urgent, waits; nothing else is evicted (the bystander's priority is low's,
+        # and urgent's victim is still leaving: the unit tests drive that retry directly).
+        await client.pods.Create(classed("late", "low", cpu=600))
+        await judged_unschedulable(client, "late")
+        bystander = await get(client, "bystander")
+        assert bystander is not None and not bystander.metadata.HasField("deletion_timestamp")
+        assert sample(app, "cowpod_scheduler_preemption_victims_sum") == 1
+
+        # The "agent" finishes low: urgent takes the room, late still waits.
+        key = meta_pb2.ObjectKey(namespace="default", name="low")
+        await client.pods.Delete(meta_pb2.DeleteOptions(key=key, grace_period_seconds=0))
+
+        async def urgent_bound() -> bool:
+            p = await get(client, "urgent")
+            return p is not None and p.spec.node_name == "solo"
+
+        await eventually(urgent_bound, what="urgent bound to solo", timeout=PATIENCE_S)
+        late, bystander = await get(client, "late"), await get(client, "bystander")
+        assert late is not None and not late.spec.node_name
+        assert bystander is not None and bystander.spec.node_name == "solo"
+        assert not bystander.metadata.HasField("deletion_timestamp")
