@@ -158,7 +158,7 @@ def pod_restarts(pod: pod_pb2.Pod, now: float) -> str:
 
 
 POD_HEADERS = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-POD_WIDE = ["IP", "NODE"]
+POD_WIDE = ["IP", "NODE", "NOMINATED NODE"]  # kubectl's; nominated: where it preempted
 
 
 def pod_row(pod: pod_pb2.Pod, now: float, *, wide: bool = False) -> Row:
@@ -171,7 +171,7 @@ def pod_row(pod: pod_pb2.Pod, now: float, *, wide: bool = False) -> Row:
         age(meta.creation_timestamp, now, is_set=meta.HasField("creation_timestamp")),
     ]
     if wide:
-        row += [pod.status.pod_ip or NONE, pod.spec.node_name or NONE]
+        row += [pod.status.pod_ip or NONE, pod.spec.node_name or NONE, pod.status.nominated_node_name or NONE]
     return row
 
 

@@ -50,8 +50,8 @@ def test_pods_table() -> None:
 def test_pods_wide_and_all_namespaces() -> None:
     text = output.render_objects(POD, [builders.pod()], NOW, output="wide", all_namespaces=True)
     assert text.splitlines() == [
-        "NAMESPACE   NAME    READY   STATUS      RESTARTS   AGE   IP           NODE",
-        "default     hello   0/1     Completed   0          65s   172.17.0.3   vm-1",
+        "NAMESPACE   NAME    READY   STATUS      RESTARTS   AGE   IP           NODE   NOMINATED NODE",
+        "default     hello   0/1     Completed   0          65s   172.17.0.3   vm-1   <none>",
     ]
 
 
