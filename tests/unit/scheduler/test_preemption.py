@@ -188,6 +188,16 @@ def scheduler() -> Scheduler:
     return Scheduler(cfg, build_profile(cfg, PluginContext()), client=None, clock=FakeClock())
 
 
+def full_node() -> tuple[Scheduler, PodInfo, PodInfo]:
+    """A scheduler whose one node (4 cores) is full with `low` (priority 0); `high`
+    (priority 100, 3 cores) is pending."""
+    s = scheduler()
+    s.cache.set_node(make_node("n1").alloc(cpu="4").build())
+    low = make_pod("low").node("n1").priority(0).req(cpu="4").build()
+    s.cache.set_pod(low)
+    return s, low, make_pod("high").priority(100).req(cpu="3").build()
+
+
 def decide(s: Scheduler, pod: PodInfo) -> str | None:
     """One scheduling attempt for `pod` now (a parked pod is taken out of the queue first)."""
     s.queue.delete(pod.uid)
@@ -199,11 +209,7 @@ def decide(s: Scheduler, pod: PodInfo) -> str | None:
 
 
 def test_scheduler_nominates_holds_the_room_and_binds_there() -> None:
-    s = scheduler()
-    s.cache.set_node(make_node("n1").alloc(cpu="4").build())
-    low = make_pod("low").node("n1").priority(0).req(cpu="4").build()
-    s.cache.set_pod(low)
-    high = make_pod("high").priority(100).req(cpu="3").build()
+    s, low, high = full_node()
 
     assert decide(s, high) is None
     assert s._nominated[high.uid][0] == "n1"
@@ -231,11 +237,7 @@ def test_scheduler_nominates_holds_the_room_and_binds_there() -> None:
 
 
 def test_nominated_pod_binds_where_it_waited() -> None:
-    s = scheduler()
-    s.cache.set_node(make_node("n1").alloc(cpu="4").build())
-    low = make_pod("low").node("n1").priority(0).req(cpu="4").build()
-    s.cache.set_pod(low)
-    high = make_pod("high").priority(100).req(cpu="3").build()
+    s, low, high = full_node()
     assert decide(s, high) is None
     s.cache.remove_pod(low.uid)
     assert decide(s, make_pod("late").priority(0).req(cpu="2").build()) is None
