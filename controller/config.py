@@ -6,6 +6,7 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.encryption import EncryptionConfig
 from controller.limits import Limits
 from cowpod.auth.tokens import DEFAULT_TOKEN_TTL
 from cowpod.clusterconfig import ClusterConfig
@@ -26,6 +27,10 @@ class ControllerConfig:
     # One is best measured: every write issued during a round trip goes out in the next.
     etcd_group_commit: int = 1
     etcd_compaction_interval: float = 300.0  # 0 = never compact (another component does)
+    # --encryption-config: encrypt these resources at rest (controller/encryption.py); None =
+    # stored as they are. encryption_rewrite: store them all again with the first key at start.
+    encryption: EncryptionConfig | None = None
+    encryption_rewrite: bool = False
     # "none" or a name in hypervisor.registry; its settings as its plugin parsed them
     # (None = the provider's defaults).
     provider: str = "none"

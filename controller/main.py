@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+from controller import encryption
 from controller.autoscaler import flags as autoscaler_flags
 from controller.config import ControllerConfig
 from controller.server import ConfigError, Controller
@@ -54,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
                         "one transaction (0 = every write its own round trip)")
     p.add_argument("--etcd-compaction-interval", type=float, default=300.0, metavar="SECONDS",
                    help="compact etcd history to the revision seen this long ago (0 = never)")
+    p.add_argument("--encryption-config", type=pathlib.Path, default=None, metavar="PATH",
+                   help="encrypt Secrets (and/or ConfigMaps) in etcd: a Kubernetes-style "
+                        "EncryptionConfiguration with aesgcm keys and identity (docs/security.md)")
+    p.add_argument("--encryption-rewrite", action="store_true",
+                   help="at start, store every object of the encrypted resources again, so all are "
+                        "encrypted with the first key (after a rotation, before dropping the old key)")
     p.add_argument("--provider", default=None, choices=["none", *registry.names()],
                    help="run the VM manager in-process with this hypervisor provider (default: the "
                         "cluster config's `provider:`, else none); its settings come from that section")
@@ -99,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
         etcd_tls=_etcd_tls(p, a),
         etcd_group_commit=a.etcd_group_commit,
         etcd_compaction_interval=a.etcd_compaction_interval,
+        encryption=_encryption(p, a),
+        encryption_rewrite=a.encryption_rewrite,
         provider=provider,
         provider_settings=provider_settings,
         data_dir=a.data_dir,
@@ -127,6 +136,19 @@ def _etcd_tls(p: argparse.ArgumentParser, a: argparse.Namespace) -> TLSFiles | N
     if not all(given):
         p.error("--etcd-cafile, --etcd-certfile and --etcd-keyfile go together")
     return TLSFiles(a.etcd_cafile, a.etcd_certfile, a.etcd_keyfile)
+
+
+def _encryption(p: argparse.ArgumentParser, a: argparse.Namespace) -> encryption.EncryptionConfig | None:
+    """A bad encryption config stops the controller before it writes anything: a typo
+    must not silently store Secrets unencrypted, or with a key nobody kept."""
+    if a.encryption_config is None:
+        if a.encryption_rewrite:
+            p.error("--encryption-rewrite needs --encryption-config")
+        return None
+    try:
+        return encryption.load(a.encryption_config)
+    except Invalid as err:
+        p.error(f"encryption config ({a.encryption_config}): {err}")
 
 
 def _provider(p: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[str, Any]:

@@ -26,6 +26,7 @@ from controller.autoscaler.reconciler import Autoscaler, Options
 from controller.compactor import run_compactor
 from controller.config import ControllerConfig
 from controller.configs import CONFIGMAPS, SECRETS, ConfigObjectServicer, configmaps, secrets
+from controller.encryption import rewrite as rewrite_encrypted
 from controller.endpoints import EndpointsController
 from controller.events import Events
 from controller.eviction import Evictor, StoredEvents
@@ -120,7 +121,8 @@ class Controller:
         self.config = config
         self.clock: Clock = clock or RealClock()
         self.store: Store = store or EtcdStore(config.etcd, config.etcd_prefix, timeout=config.etcd_timeout,
-                                               group_commit=config.etcd_group_commit, tls=config.etcd_tls)
+                                               group_commit=config.etcd_group_commit, tls=config.etcd_tls,
+                                               encryption=config.encryption)
         self.metrics = Metrics()
         self.port: int = 0  # the TCP port actually bound, once started
         self.metrics_port: int = 0
@@ -263,6 +265,10 @@ class Controller:
 
     async def run(self) -> None:
         cfg = self.config
+        if cfg.encryption is not None:
+            log.info("encryption at rest: %s", cfg.encryption.describe())
+            if cfg.encryption_rewrite:  # before serving: a failure stops the start, loudly
+                await rewrite_encrypted(self.store, cfg.encryption)
         if cfg.provider != "none":
             await self._check_provider()
         # Secure: CA certificate, transport pair and a rotating join token where VMs' agents find them.

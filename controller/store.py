@@ -24,7 +24,7 @@ import builtins
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 from aetcd import rpc  # the etcd v3 API stubs and messages
@@ -55,6 +55,9 @@ from cowpod.errors import (
     Unavailable,
 )
 from cowpod.pki import ETCD_SERVER_NAME, TLSFiles
+
+if TYPE_CHECKING:
+    from controller.encryption import EncryptionConfig
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +175,13 @@ class EtcdStore:
     """`Store` on etcd v3. Every unary call has a deadline (`timeout`)."""
 
     def __init__(self, endpoints: Sequence[str], prefix: str = "/cowpod", *, timeout: float = 5.0,
-                 group_commit: int = 0, tls: TLSFiles | None = None) -> None:
+                 group_commit: int = 0, tls: TLSFiles | None = None,
+                 encryption: EncryptionConfig | None = None) -> None:
         self.endpoints = list(endpoints)
+        # Encryption at rest (controller/encryption.py): values of its resources are
+        # encrypted in `_ops` and decrypted in `_kv_of` and the watch, so nothing above
+        # this class sees ciphertext. None = stored as they are.
+        self.encryption = encryption
         self.prefix = prefix.rstrip("/")
         self._p = (self.prefix + "/").encode()
         self.timeout = timeout
@@ -223,8 +231,25 @@ class EtcdStore:
         return raw[len(self._p):].decode()
 
     def _kv_of(self, kv: Any) -> KeyValue:
-        return KeyValue(self._unk(kv.key), kv.value, kv.mod_revision, kv.create_revision, kv.lease,
-                        kv.version)
+        """Raises `Undecryptable` (naming the object and key) for a value of an encrypted
+        resource that the encryption config cannot read."""
+        key = self._unk(kv.key)
+        value = kv.value if self.encryption is None else self.encryption.decrypt(key, kv.value)
+        return KeyValue(key, value, kv.mod_revision, kv.create_revision, kv.lease, kv.version)
+
+    def _readable(self, kvs: Any) -> builtins.list[KeyValue]:
+        """`_kv_of` of each; one that cannot be decrypted is left out, logged by name and key,
+        so one object written with a dropped key does not break every list of its kind
+        (a `get` of it says why)."""
+        if self.encryption is None:
+            return [self._kv_of(kv) for kv in kvs]
+        out: builtins.list[KeyValue] = []
+        for kv in kvs:
+            try:
+                out.append(self._kv_of(kv))
+            except CowpodError as err:
+                log.error("left out of a list: %s", err)
+        return out
 
     # -- error translation
 
@@ -284,7 +309,7 @@ class EtcdStore:
         resp = await self._call(
             "list", self._kv.Range, rpc.RangeRequest(key=start, range_end=_prefix_end(start))
         )
-        return [self._kv_of(kv) for kv in resp.kvs], int(resp.header.revision)
+        return self._readable(resp.kvs), int(resp.header.revision)
 
     async def list(self, prefix: str, cls: type[M]) -> tuple[builtins.list[M], int]:
         kvs, rev = await self.list_raw(prefix)
@@ -365,11 +390,12 @@ class EtcdStore:
         """Append `ops` to a repeated RequestOp field. Filling messages in place (`add()`)
         costs less than half of building and copying them, on the hottest path there is."""
         p = self._p
+        enc = self.encryption
         for op in ops:
             if isinstance(op, Put):
                 put = into.add().request_put
                 put.key = p + op.key.encode()
-                put.value = op.value
+                put.value = op.value if enc is None else enc.encrypt(op.key, op.value)
                 if op.lease:
                     put.lease = op.lease
             elif isinstance(op, Delete):
@@ -492,7 +518,17 @@ class EtcdStore:
         for r in resp.responses:
             if r.WhichOneof("response") == "response_range":
                 kvs = r.response_range.kvs
-                results.append(self._kv_of(kvs[0]) if kvs else None)
+                if not kvs:
+                    results.append(None)
+                    continue
+                try:
+                    results.append(self._kv_of(kvs[0]))
+                except CowpodError as err:
+                    # Not raised: this transaction may carry other callers' (group commit). Only
+                    # a delete reads an undecryptable value here; it deletes it, and says so.
+                    log.warning("read in a transaction: %s; its content is left out", err)
+                    results.append(KeyValue(self._unk(kvs[0].key), b"", kvs[0].mod_revision,
+                                            kvs[0].create_revision, kvs[0].lease, kvs[0].version))
             else:
                 results.append(True)
         return bool(resp.succeeded), int(resp.header.revision), results
@@ -588,6 +624,8 @@ class EtcdStore:
                     # A batch may be a fragment of the revisions etcd will still send, so only
                     # the last event's revision is safe to report as "seen everything up to".
                     rev = events[-1].mod_revision
+                    if self.encryption is not None:
+                        events = self._decrypted(events)
                 yield WatchBatch(rev, events)
                 resp = await call.read()
         except grpc.aio.AioRpcError as err:
@@ -596,6 +634,35 @@ class EtcdStore:
             self._progress_queues.pop(id(call), None)
             requests.put_nowait(None)
             call.cancel()
+
+    def _decrypted(self, events: builtins.list[RawEvent]) -> builtins.list[RawEvent]:
+        """Watch events with plaintext values. An object the encryption config cannot read
+        is invisible, as in a list: its events are dropped (and logged), and a write over
+        it with a readable value arrives as a creation."""
+        enc = self.encryption
+        assert enc is not None
+        out: builtins.list[RawEvent] = []
+        for e in events:
+            if not enc.applies(e.key):
+                out.append(e)
+                continue
+            prev: bytes | None = None
+            if e.prev_value is not None:
+                try:
+                    prev = enc.decrypt(e.key, e.prev_value)
+                except CowpodError as err:
+                    if e.type == EventType.DELETE:
+                        log.error("watch event dropped: %s", err)
+                        continue
+            value = e.value
+            if e.type == EventType.PUT:
+                try:
+                    value = enc.decrypt(e.key, e.value)
+                except CowpodError as err:
+                    log.error("watch event dropped: %s", err)
+                    continue
+            out.append(RawEvent(e.type, e.key, value, prev, e.mod_revision, e.create_revision))
+        return out
 
     def request_progress(self) -> None:
         """Ask etcd for a progress notification on every open watch (bookmarks move on)."""
