@@ -11,8 +11,10 @@ Rules, as Kubernetes core/v1 has them:
 - `immutable: true` freezes the data (labels and annotations may still change)
   and cannot be undone: delete and recreate, as in Kubernetes.
 
-Secrets are stored in etcd as they are, unencrypted (docs/security.md says who
-may read them); nothing here logs a value.
+Secrets are stored in etcd as they are unless the controller runs with
+`--encryption-config` (controller/encryption.py: the etcd store encrypts them,
+so nothing here sees ciphertext); docs/security.md says who may read them.
+Nothing here logs a value.
 """
 
 from __future__ import annotations
