@@ -36,7 +36,7 @@ from cowpod.auth.config import ENV_CONFIG, default_config_path, write_local_cont
 from cowpod.auth.credentials import connect
 from cowpod.clock import Clock
 from cowpod.errors import CowpodError
-from cowpod.local import fleet, health, process
+from cowpod.local import fleet, health, process, secrets_encryption
 from cowpod.local.etcd import EtcdMember, etcd_binary, free_port
 from cowpod.local.state import (
     ClusterState,
@@ -104,6 +104,11 @@ class Layout:
     def etcd_members_file(self) -> pathlib.Path:
         return self.data_dir / ETCD_MEMBERS_FILE
 
+    @property
+    def encryption_config(self) -> pathlib.Path:
+        """Made by `up --secrets-encryption`; while it exists the controller always gets it."""
+        return self.data_dir / secrets_encryption.FILE_NAME
+
 
 @dataclass(frozen=True)
 class UpOptions:
@@ -129,6 +134,8 @@ class UpOptions:
     # docker provider: shells kept ready per warm parent (the controller's --warm-shells);
     # None = the provider's setting.
     warm_shells: int | None = None
+    # Encrypt Secrets in etcd with a key made once in the data dir (cowpod.local.secrets_encryption).
+    secrets_encryption: bool = False
 
 
 # --- pure parts ---------------------------------------------------------------------------------
@@ -158,6 +165,7 @@ def controller_command(
     autoscale: bool = False,
     warm_shells: int | None = None,
     etcd_tls: TLSFiles | None = None,
+    encryption_config: pathlib.Path | None = None,
 ) -> list[str]:
     """`pki_dir` None = `--insecure`, said explicitly: the controller would otherwise
     turn secure by itself when it finds `<data-dir>/pki` from an earlier secure run.
@@ -177,6 +185,7 @@ def controller_command(
         *(("--cluster-config", cluster_config) if cluster_config else ()),
         *(("--autoscale",) if autoscale else ()),
         *(("--warm-shells", str(warm_shells)) if warm_shells is not None else ()),
+        *(("--encryption-config", str(encryption_config)) if encryption_config is not None else ()),
     ]
 
 
@@ -654,6 +663,9 @@ class Supervisor:
     async def _start_controller(self, state: ClusterState, exe: str, opts: UpOptions) -> ClusterState:
         self.progress("starting the controller")
         self.layout.controller_socket.unlink(missing_ok=True)
+        enc = self.layout.encryption_config
+        if opts.secrets_encryption and await asyncio.to_thread(secrets_encryption.ensure, enc):
+            self.say(f"made a Secrets encryption key in {enc} (keep it with the cluster)")
         command = controller_command(
             exe,
             listen=opts.listen,
@@ -666,6 +678,7 @@ class Supervisor:
             cluster_config=opts.cluster_config,
             autoscale=opts.autoscale,
             warm_shells=opts.warm_shells,
+            encryption_config=enc if await asyncio.to_thread(enc.exists) else None,
         )
         proc = self._spawn("controller", command)
         state = self._record(

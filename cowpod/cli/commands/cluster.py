@@ -121,6 +121,12 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="plaintext, no authentication: every caller is admin (only for throwaway local clusters)",
     )
+    up.add_argument(
+        "--secrets-encryption",
+        action="store_true",
+        help="encrypt Secrets in etcd with a key made once in <data-dir>/encryption.yaml (kept on from "
+        "then on; docs/security.md)",
+    )
     up.set_defaults(func=run_up)
 
     down = add_command(
@@ -206,6 +212,7 @@ def up_options(args: argparse.Namespace) -> UpOptions:
         secure=not args.insecure,
         etcd_members=args.etcd_members,
         warm_shells=args.warm_shells,
+        secrets_encryption=args.secrets_encryption,
     )
 
 

@@ -413,3 +413,24 @@ async def test_status_and_down_know_every_etcd_member(tmp_path: pathlib.Path) ->
     assert [c["name"] for c in data["components"]] == ["etcd-0", "etcd-1", "etcd-2", "controller"]
     assert await sup.down() is True  # nothing alive: the state is cleared
     assert read_state(tmp_path) is None
+
+
+def test_secrets_encryption_file_is_made_once_and_parses(tmp_path: pathlib.Path) -> None:
+    from controller import encryption
+    from cowpod.local import secrets_encryption
+
+    path = tmp_path / "d" / secrets_encryption.FILE_NAME
+    assert secrets_encryption.ensure(path) is True
+    first = path.read_text()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert secrets_encryption.ensure(path) is False and path.read_text() == first  # never rewritten
+    cfg = encryption.load(path)
+    assert cfg.describe() == "secrets with aesgcm:key1"
+    assert cfg.decrypt("registry/secrets/default/x", b"plain") == b"plain"  # identity second
+    assert [p.name for p in path.parent.iterdir()] == [secrets_encryption.FILE_NAME]  # no temp left
+    other = tmp_path / "e" / secrets_encryption.FILE_NAME
+    secrets_encryption.ensure(other)
+    assert other.read_text() != first  # a fresh random key per cluster
+    cmd = controller_command("c", listen="a:1", socket_path=tmp_path / "s", etcd="e:2", provider="sim",
+                             data_dir=tmp_path, encryption_config=path)
+    assert cmd[-2:] == ["--encryption-config", str(path)]
