@@ -178,14 +178,6 @@ class EncryptionConfig:
         return ", ".join(f"{r} with {self.chains[r].write_key}" for r in self.resources)
 
 
-def stored_with(value: bytes) -> str:
-    """What a stored value is encrypted with: `aesgcm:<key>` or `identity` (plaintext)."""
-    if not value.startswith(ENVELOPE_PREFIX):
-        return IDENTITY_PROVIDER
-    provider, name, _ = _parse(value)
-    return f"{provider}:{name}" if name is not None else provider
-
-
 def _prefix(name: str) -> bytes:
     return ENVELOPE_PREFIX + f"{AESGCM_PROVIDER}:v1:{name}:".encode()
 
