@@ -1,7 +1,8 @@
 """The examples of #14 through the CLI a user types, on a default (secure) `cowpod up` with
-one VM on the real Docker engine: the VM's agent reads the ConfigMap and Secret its pods use
-with its own node certificate, a ConfigMap applied again with a new value reaches the running
-pod's files, and `cowpod delete namespace` takes the namespace's pod with it."""
+one VM on the real Docker engine (the session's shared cluster): the VM's agent reads the
+ConfigMap and Secret its pods use with its own node certificate, a ConfigMap applied again
+with a new value reaches the running pod's files, and `cowpod delete namespace` takes the
+namespace's pod with it."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import time
 
 import pytest
 
-from tests.e2e.test_security_pods import ROOT, Cluster, docker
-
-# The module's cluster: a default (secure) `cowpod up` with one VM, as test_security_pods makes it.
-from tests.e2e.test_security_pods import cluster as cluster
+from tests.e2e.cli_cluster import ROOT, docker
+from tests.e2e.cli_cluster import CliCluster as Cluster
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cluster(default_cluster: Cluster) -> Cluster:
+    return default_cluster
 
 
 def sh(cluster: Cluster, pod: str, script: str, namespace: str = "default") -> str:

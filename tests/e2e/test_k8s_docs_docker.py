@@ -1,6 +1,6 @@
-"""Kubernetes docs' example manifests (tests/fixtures/k8s-docs) run for real: one `cowpod up
---detach` cluster for the module, with two VMs of its own on the real Docker engine and a real
-etcd, the agents running the pods.
+"""Kubernetes docs' example manifests (tests/fixtures/k8s-docs) run for real: the session's
+shared `cowpod up --detach` cluster with a second VM of the module's own, on the real Docker
+engine and a real etcd, the agents running the pods.
 
 A cowpod cluster has no registry, so the docs' images (`registry.k8s.io/busybox`, `alpine`,
 `nginx`, ...) are not on its nodes. Two ways of judging them, both here:
@@ -16,12 +16,7 @@ A cowpod cluster has no registry, so the docs' images (`registry.k8s.io/busybox`
 
 from __future__ import annotations
 
-import json
-import os
-import pathlib
-import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,33 +25,18 @@ from typing import Any
 import pytest
 import yaml
 
-from cowpod.local.etcd import free_port
+from tests.e2e.cli_cluster import ROOT, CliCluster
 from tests.polling import eventually_sync
 
 pytestmark = pytest.mark.e2e
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = pathlib.Path(sys.executable).parent
 DOCS = ROOT / "tests" / "fixtures" / "k8s-docs"
 STAND_IN = "cowpod/busybox:latest"
 
 
-@dataclass
-class Cluster:
-    env: dict[str, str]
-    vms: tuple[str, ...]
-
-    def run(self, *args: str, stdin: str | None = None, check: bool = True,
-            timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([str(BIN / "cowpod"), *args], env=self.env, input=stdin, capture_output=True,
-                              text=True, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"cowpod {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n"
-                                 f"{proc.stderr}")
-        return proc
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "-o", "json").stdout)
+@dataclass(frozen=True)
+class Cluster(CliCluster):
+    vms: tuple[str, ...] = ()
 
     def apply(self, text: str) -> str:
         return self.run("apply", "-f", "-", stdin=text).stdout
@@ -74,26 +54,18 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode:
-        pytest.fail("no Docker engine answers; run scripts/bootstrap.sh")
-    subprocess.run([str(ROOT / "deploy" / "build-images.sh")], check=True)
-    data = tmp_path_factory.mktemp("cluster") / "data"
-    env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
-    env.pop("COWPOD_CONTROLLER", None)
-    # VM containers are named after their VMs on the one Docker engine that other tests' clusters
-    # share, so this module names its own two rather than taking `--vms 2`'s vm-1 and vm-2.
-    run = uuid.uuid4().hex[:8]
-    c = Cluster(env, vms=(f"docs-{run}-a", f"docs-{run}-b"))
+def cluster(default_cluster: CliCluster) -> Iterator[Cluster]:
+    """The shared cluster's `vm-1` and a second VM of the module's own (named for this run:
+    VM containers are named after their VMs on the one Docker engine that other tests'
+    clusters share), destroyed when the module ends."""
+    c = Cluster(default_cluster.env, default_cluster.data, vms=("vm-1", f"docs-{uuid.uuid4().hex[:8]}"))
+    vm = (f"apiVersion: cowpod.io/v1\nkind: VM\nmetadata: {{name: {c.vms[1]}}}\n"
+          "spec: {className: default, cpu: '1', memory: 1Gi, provider: docker}\n")
     try:
-        c.run("up", "--detach", "--vms", "0", "--listen", f"127.0.0.1:{free_port()}")
-        vms = "---\n".join(f"apiVersion: cowpod.io/v1\nkind: VM\nmetadata: {{name: {vm}}}\n"
-                           "spec: {className: default, cpu: '1', memory: 1Gi, provider: docker}\n"
-                           for vm in c.vms)
-        c.run("apply", "-f", "-", "--wait", "--timeout", "240s", stdin=vms, timeout=300)
+        c.run("apply", "-f", "-", "--wait", "--timeout", "240s", stdin=vm, timeout=300)
         yield c
     finally:
-        subprocess.run([str(BIN / "cowpod"), "down", "--purge"], env=env, capture_output=True, timeout=180)
+        c.run("vm", "destroy", c.vms[1], "--wait", "--timeout", "180s", check=False, timeout=240)
 
 
 def as_written(rel: str) -> str:
@@ -153,6 +125,8 @@ def test_configmap_pages_env_files_and_var_expansion(cluster: Cluster) -> None:
     assert sh("ls /config").split() == ["game.properties", "user-interface.properties"]
     assert "enemy.types=aliens,monsters" in sh("cat /config/game.properties")
     cluster.delete_pod("configmap-demo-pod")
+    for rel in ("configmaps.yaml", "configmap-multikeys.yaml", "game-demo.yaml"):
+        cluster.run("delete", "-f", "-", "--ignore-not-found", stdin=as_written(f"configmap/{rel}"))
 
 
 def test_dependent_environment_variables_expand_as_on_kubernetes(cluster: Cluster) -> None:
@@ -189,6 +163,7 @@ def test_secret_pages_env_and_files(cluster: Cluster) -> None:
     assert touched.returncode != 0, "the secret volume is read-only"
     cluster.delete_pod("secret-envars-test-pod")
     cluster.delete_pod("secret-test-pod")
+    cluster.run("delete", "-f", "-", stdin=as_written("pods/inject/secret.yaml"))
 
 
 def test_the_flow_style_logging_sidecar_pod_streams_its_files(cluster: Cluster) -> None:

@@ -1,30 +1,22 @@
-"""A default (secure) `cowpod up` with one VM on the real Docker engine: the agent
-joined with a bootstrap token and holds a node certificate, the pods it runs are
-unprivileged with Docker's default capabilities and seccomp, and no pod can reach
-the Docker socket or the control-plane directory."""
+"""A default (secure) `cowpod up` with one VM on the real Docker engine (the session's shared
+cluster, tests/e2e/cli_cluster.py): the agent joined with a bootstrap token and holds a node
+certificate, the pods it runs are unprivileged with Docker's default capabilities and
+seccomp, and no pod can reach the Docker socket or the control-plane directory."""
 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
 import subprocess
-import sys
 import tarfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
-from cowpod.local.etcd import free_port
 from cowpod.pki import Subject, subject_of
+from tests.e2e.cli_cluster import BIN, docker
+from tests.e2e.cli_cluster import CliCluster as Cluster
 
 pytestmark = pytest.mark.e2e
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = pathlib.Path(sys.executable).parent
 
 PROBE = """\
 apiVersion: v1
@@ -40,43 +32,9 @@ spec:
 """
 
 
-@dataclass
-class Cluster:
-    env: dict[str, str]
-    data: pathlib.Path
-
-    def run(self, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([str(BIN / "cowpod"), *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"cowpod {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "-o", "json").stdout)
-
-
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], check=check, capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if shutil.which("docker") is None or docker("info", check=False).returncode:
-        pytest.fail("no Docker engine answers; run scripts/bootstrap.sh")
-    subprocess.run([str(ROOT / "deploy" / "build-images.sh"), "--quiet"], check=True)
-    data = tmp_path_factory.mktemp("secure") / "data"
-    env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
-    for k in ("COWPOD_CONTROLLER", "COWPOD_CONFIG"):
-        env.pop(k, None)
-    c = Cluster(env, data)
-    c.run("up", "--detach", "--vms", "1", "--listen", f"127.0.0.1:{free_port()}", timeout=300)
-    try:
-        yield c
-    finally:
-        c.run("down", "--purge", check=False, timeout=180)
+def cluster(default_cluster: Cluster) -> Cluster:
+    return default_cluster
 
 
 def test_cluster_is_secure_by_default(cluster: Cluster) -> None:
@@ -196,6 +154,7 @@ def test_snapshot_images_hold_no_node_key_and_pods_cannot_run_internal_images(
         labels = json.loads(docker("inspect", cid).stdout)[0]["Config"]["Labels"]
         assert "cowpod.vm" not in labels and "cowpod.internal" not in labels
     cluster.run("delete", "pod", "byid", "--grace-period", "0")
+    cluster.run("vm", "destroy", "vm-2", "--wait", "--timeout", "180", timeout=240)
 
 
 def test_pods_cannot_rewrite_the_vms_hosts_and_resolv_conf(cluster: Cluster, tmp_path: pathlib.Path) -> None:

@@ -1,7 +1,7 @@
 """Issue 3, end to end through the CLI a user types: `cowpod up --detach` with
-one VM on the real Docker engine and a real etcd, pods applied from examples/,
-their status, logs, nesting inside the VM, deletion, and `cowpod down` leaving
-nothing behind."""
+one VM on the real Docker engine and a real etcd (the session's shared cluster), pods
+applied from examples/, their status, logs, nesting inside the VM, deletion, and
+`cowpod down` leaving nothing behind (on a cluster of that test's own)."""
 
 from __future__ import annotations
 
@@ -12,50 +12,20 @@ import os
 import pathlib
 import pty
 import select
-import shutil
 import struct
 import subprocess
-import sys
 import termios
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from cowpod.local.etcd import free_port
+from tests.e2e.cli_cluster import BIN, ROOT
+from tests.e2e.cli_cluster import CliCluster as Cli
 from tests.polling import eventually_sync
 
 pytestmark = pytest.mark.e2e
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = pathlib.Path(sys.executable).parent
-
-
-@dataclass
-class Cli:
-    env: dict[str, str]
-
-    def run(
-        self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 240
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [str(BIN / "cowpod"), *args],
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"cowpod {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "-o", "json").stdout)
 
 
 def docker(*args: str) -> str:
@@ -63,20 +33,19 @@ def docker(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
-    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode:
-        pytest.fail("no Docker engine answers; run scripts/bootstrap.sh")
-    subprocess.run([str(ROOT / "deploy" / "build-images.sh")], check=True)
-    data = tmp_path_factory.mktemp("cluster") / "data"
-    env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
-    env.pop("COWPOD_CONTROLLER", None)
-    cli = Cli(env)
-    up = cli.run("up", "--detach", "--vms", "1", "--listen", f"127.0.0.1:{free_port()}", timeout=300)
-    assert "vm-1" in up.stdout + up.stderr
+def cluster(default_cluster: Cli) -> Cli:
+    return default_cluster
+
+
+@pytest.fixture
+def own_cluster(tmp_path: pathlib.Path) -> Iterator[Cli]:
+    """A `cowpod up --detach --vms 1` of the test's own, for a test that stops it."""
+    cli, up = Cli.up(tmp_path / "data", "--vms", "1")
     try:
+        assert "vm-1" in up.stdout + up.stderr
         yield cli
     finally:
-        cli.run("down", "--purge", check=False, timeout=180)
+        cli.down()
 
 
 def wait_for(cli: Cli, name: str, phase: str) -> dict[str, Any]:
@@ -110,6 +79,7 @@ def test_hello_pod_succeeds_with_exit_code_times_and_logs(cluster: Cli) -> None:
     assert pod["status"]["startTime"]
     logs = cluster.run("logs", "hello")
     assert "hello from cowpod" in logs.stdout
+    cluster.run("delete", "pod", "hello")
 
 
 def test_long_running_pod_is_nested_in_its_vm_then_deleted(cluster: Cli) -> None:
@@ -281,7 +251,8 @@ def test_exec_it_is_an_interactive_shell_with_a_terminal(cluster: Cli, tmp_path:
     cluster.run("delete", "pod", "shell", "--grace-period", "1")
 
 
-def test_down_leaves_no_container_behind(cluster: Cli) -> None:
+def test_down_leaves_no_container_behind(own_cluster: Cli) -> None:
+    cluster = own_cluster
     cluster.run("apply", "-f", str(ROOT / "examples" / "web.yaml"))
     pod = wait_for(cluster, "web", "Running")
     vm = cluster.json("get", "vm", "vm-1")

@@ -1,5 +1,6 @@
 """Deployments, Jobs and DaemonSets end to end: `cowpod up --detach` with one VM on the real
-Docker engine and a real etcd, the agent running the pods and their readiness probes.
+Docker engine and a real etcd (the session's shared cluster), the agent running the pods and
+their readiness probes.
 
 - A Deployment rolled from one image tag to another (a second local tag of the busybox
   image) never has fewer than `replicas - maxUnavailable` Ready pods: a watch records the
@@ -12,11 +13,7 @@ Docker engine and a real etcd, the agent running the pods and their readiness pr
 from __future__ import annotations
 
 import asyncio
-import os
-import pathlib
-import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -28,44 +25,33 @@ from cowpod.api.phases import is_terminal
 from cowpod.auth.credentials import connect
 from cowpod.client import Client
 from cowpod.config import load_config
-from cowpod.local.etcd import free_port
 from cowpod.v1 import meta_pb2, pod_pb2
+from tests.e2e.cli_cluster import ROOT, CliCluster
 from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = pathlib.Path(sys.executable).parent
 BASE_IMAGE = "cowpod/busybox:latest"
 
 
 @dataclass
 class Cluster:
-    env: dict[str, str]
-    # The VM (and node) name: this module's own, since VM containers are named after their VM on
-    # the one Docker engine that other tests' clusters share.
-    vm: str = ""
+    cli: CliCluster
+    # The cluster's one VM (and node).
+    vm: str
 
     def run(self, *args: str, timeout: float = 300) -> str:
-        proc = subprocess.run([str(BIN / "cowpod"), *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
-        if proc.returncode != 0:
-            raise AssertionError(f"cowpod {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n"
-                                 f"{proc.stderr}")
-        return proc.stdout
+        return self.cli.run(*args, timeout=timeout).stdout
 
     async def arun(self, *args: str, timeout: float = 300) -> str:
         return await asyncio.to_thread(self.run, *args, timeout=timeout)
 
     def apply(self, manifest: str) -> str:
-        proc = subprocess.run([str(BIN / "cowpod"), "apply", "-f", "-"], env=self.env, input=manifest,
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
+        return self.cli.run("apply", "-f", "-", stdin=manifest, timeout=60).stdout
 
     @asynccontextmanager
     async def client(self) -> AsyncIterator[Client]:
-        cfg = load_config(env=self.env)
+        cfg = load_config(env=self.cli.env)
         c = connect(cfg.connection)
         try:
             yield c
@@ -74,25 +60,8 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode:
-        pytest.fail("no Docker engine answers; run scripts/bootstrap.sh")
-    subprocess.run([str(ROOT / "deploy" / "build-images.sh")], check=True)
-    data = tmp_path_factory.mktemp("cluster") / "data"
-    env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
-    env.pop("COWPOD_CONTROLLER", None)
-    c = Cluster(env, vm=f"wl-{uuid.uuid4().hex[:8]}")
-    try:
-        c.run("up", "--detach", "--vms", "0", "--listen", f"127.0.0.1:{free_port()}")
-        proc = subprocess.run(
-            [str(BIN / "cowpod"), "apply", "-f", "-", "--wait", "--timeout", "240s"], env=env, text=True,
-            capture_output=True, timeout=300,
-            input=f"apiVersion: cowpod.io/v1\nkind: VM\nmetadata: {{name: {c.vm}}}\n"
-                  "spec: {className: default, cpu: '1', memory: 1Gi, provider: docker}\n")
-        assert proc.returncode == 0, proc.stderr
-        yield c
-    finally:
-        subprocess.run([str(BIN / "cowpod"), "down", "--purge"], env=env, capture_output=True, timeout=180)
+def cluster(default_cluster: CliCluster) -> Cluster:
+    return Cluster(default_cluster, vm="vm-1")
 
 
 @pytest.fixture
@@ -228,6 +197,7 @@ async def test_job_three_completions_two_at_a_time(cluster: Cluster) -> None:
     assert len(succeeded) == 3
     table = await cluster.arun("get", "jobs")
     assert table.splitlines()[1].split()[:3] == ["three", "Complete", "3/3"]
+    await cluster.arun("delete", "job", "three")
 
 
 DAEMONSET = """
