@@ -15,10 +15,11 @@ if TYPE_CHECKING:
     from hypervisor.providers.vsphere.testing import Vcsim
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def vm_images() -> None:
-    """The busybox, pause and VM images (cached after the first build); test networks
-    an earlier, killed run left behind are swept first."""
+    """The busybox, pause and VM images (and the qemu guest where QEMU is installed), built
+    or confirmed once a session (a check costs seconds: once, not once per module); test
+    networks an earlier, killed run left behind are swept first."""
     sweep_test_networks()
     build_images()
 
@@ -93,11 +94,10 @@ def default_cluster(request: pytest.FixtureRequest, shared_cluster: CliCluster) 
 
 
 @pytest.fixture(scope="module")
-def vcsim() -> Iterator[Vcsim]:
+def vcsim(vm_images: None) -> Iterator[Vcsim]:
     """A simulator with InstantClone_Task; its template runs cowpod's VM image."""
     from hypervisor.providers.vsphere.testing import Vcsim
 
-    build_images()
     sim = Vcsim.start()
     try:
         yield sim

@@ -23,7 +23,7 @@ from cowpod.errors import AlreadyExists, FailedPrecondition, NotFound
 from hypervisor import registry
 from hypervisor.provider import CloneKind, Provider, VMSpecInfo, VMState
 from hypervisor.providers.fake import FakeProvider
-from hypervisor.testing import DockerTestEnv, build_images, full_clone, instant_clone
+from hypervisor.testing import DockerTestEnv, full_clone, instant_clone
 
 pytestmark = pytest.mark.e2e
 
@@ -110,9 +110,8 @@ def test_every_registered_provider_has_a_harness() -> None:
 
 
 @pytest.fixture(scope="session")
-def docker_network() -> Iterator[DockerTestEnv]:
+def docker_network(vm_images: None) -> Iterator[DockerTestEnv]:
     """Images built (cached) and one test network for the session."""
-    build_images()
     env = DockerTestEnv.create()
     yield env
     env.cleanup()

@@ -27,16 +27,15 @@ from hypervisor.providers.vsphere.client import TaskFault, connect, vim, vmodl
 from hypervisor.providers.vsphere.plugin import PLUGIN
 from hypervisor.providers.vsphere.provider import K_BOOTSTRAP, PARENT_SNAPSHOT
 from hypervisor.providers.vsphere.testing import Vcsim, VSphereTestEnv, free_port
-from hypervisor.testing import build_images, full_clone, instant_clone
+from hypervisor.testing import full_clone, instant_clone
 
 pytestmark = pytest.mark.e2e
 
 
 
 @pytest.fixture(scope="module")
-def vcsim_without_instant_clone() -> Iterator[Vcsim]:
+def vcsim_without_instant_clone(vm_images: None) -> Iterator[Vcsim]:
     """A simulator whose VMs lack InstantClone_Task, as vSphere before 6.7."""
-    build_images()
     sim = Vcsim.start(instant_clone=False)
     try:
         yield sim
