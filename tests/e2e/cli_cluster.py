@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 
 from cowpod.local.etcd import free_port
-from hypervisor.testing import build_images
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
@@ -70,12 +69,11 @@ class CliCluster:
 
     @classmethod
     def up(cls, data: pathlib.Path, *flags: str) -> tuple[CliCluster, subprocess.CompletedProcess[str]]:
-        """`cowpod up --detach FLAGS` with its data under `data` on a free loopback port, the
-        local images built first; the caller runs `down()` in a `finally` (a cluster that
-        failed to come up is removed here)."""
+        """`cowpod up --detach FLAGS` with its data under `data` on a free loopback port (the
+        caller's fixture uses `vm_images`, so the local images are there); the caller runs
+        `down()` in a `finally` (a cluster that failed to come up is removed here)."""
         if not docker_answers():
             pytest.fail("no Docker engine answers; run scripts/bootstrap.sh")
-        build_images("busybox", "pause", "vm")
         env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
         for k in ("COWPOD_CONTROLLER", "COWPOD_CONFIG"):
             env.pop(k, None)
