@@ -253,6 +253,8 @@ class HollowFleet:
                 log.debug("hollow %s: heartbeat: %s", name, rpc_details(err))
         except CowpodError as err:  # refused over the stream, or the stream kept breaking
             log.debug("hollow %s: heartbeat: %s", name, err)
+        except Exception as err:  # one node's failed renewal must not stop the fleet's loops
+            log.warning("hollow %s: heartbeat failed: %r", name, err, exc_info=err)
         finally:
             self._renewers.put_nowait(renewer)
             self._sem.release()
