@@ -11,12 +11,14 @@ failed test's objects, a VM it cloned), so the next module finds the cluster as 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +40,33 @@ _PLURAL = {"Deployment": "deployments", "DaemonSet": "daemonsets", "Job": "jobs"
            "Secret": "secrets", "Pod": "pods", "Namespace": "namespaces", "VM": "vms"}
 
 ObjectKey = tuple[str, str, str]  # (plural kind, namespace or "", name)
+
+
+# Each test session's clusters live in CLUSTERS/<pytest pid>/<name>/, outside pytest's rotating
+# temp dirs, so that a later session finds the clusters of one that was killed and stops them.
+CLUSTERS = pathlib.Path(tempfile.gettempdir()) / "cowpod-e2e-clusters"
+
+
+def _env(data: pathlib.Path) -> dict[str, str]:
+    env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    for k in ("COWPOD_CONTROLLER", "COWPOD_CONFIG"):
+        env.pop(k, None)
+    return env
+
+
+def sweep_killed_sessions() -> list[pathlib.Path]:
+    """Stop the clusters of test sessions whose pytest is gone (SIGKILL, a lost terminal):
+    `cowpod down --purge` stops what each one's cluster.json records and sweeps its VM
+    containers. A running session's clusters are left alone."""
+    swept: list[pathlib.Path] = []
+    for session in sorted(CLUSTERS.glob("*")):
+        if not session.name.isdigit() or pathlib.Path("/proc", session.name).exists():
+            continue
+        for data in session.glob("*/data"):
+            CliCluster(_env(data), data).down()
+        shutil.rmtree(session, ignore_errors=True)
+        swept.append(session)
+    return swept
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -68,16 +97,17 @@ class CliCluster:
         return json.loads(self.run(*args, "-o", "json").stdout)
 
     @classmethod
-    def up(cls, data: pathlib.Path, *flags: str) -> tuple[CliCluster, subprocess.CompletedProcess[str]]:
-        """`cowpod up --detach FLAGS` with its data under `data` on a free loopback port (the
-        caller's fixture uses `vm_images`, so the local images are there); the caller runs
-        `down()` in a `finally` (a cluster that failed to come up is removed here)."""
+    def up(cls, name: str, *flags: str) -> tuple[CliCluster, subprocess.CompletedProcess[str]]:
+        """`cowpod up --detach FLAGS` on a free loopback port, its data in `CLUSTERS/<this
+        session's pid>/<name>/` (the clusters of killed sessions are stopped first). The
+        caller's fixture uses `vm_images`, so the local images are there; it runs `down()` in a
+        `finally` (a cluster that failed to come up is removed here)."""
         if not docker_answers():
             pytest.fail("no Docker engine answers; run scripts/bootstrap.sh")
-        env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
-        for k in ("COWPOD_CONTROLLER", "COWPOD_CONFIG"):
-            env.pop(k, None)
-        c = cls(env, data)
+        sweep_killed_sessions()
+        data = CLUSTERS / str(os.getpid()) / name / "data"
+        data.parent.mkdir(parents=True)
+        c = cls(_env(data), data)
         try:
             proc = c.run("up", "--detach", *flags, "--listen", f"127.0.0.1:{free_port()}", timeout=300)
         except BaseException:
@@ -86,7 +116,12 @@ class CliCluster:
         return c, proc
 
     def down(self) -> None:
+        """`cowpod down --purge`, then the cluster's directory (purge keeps the CLI's config
+        file) and the session's once empty."""
         self.run("down", "--purge", check=False, timeout=180)
+        shutil.rmtree(self.data.parent, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.data.parent.parent.rmdir()
 
     def objects(self) -> dict[ObjectKey, bool]:
         """Every object of `KINDS` in the cluster, in all namespaces, and whether it is being

@@ -65,12 +65,11 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None]:
 
 
 @pytest.fixture(scope="session")
-def shared_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                   vm_images: None) -> Iterator[CliCluster]:
+def shared_cluster(request: pytest.FixtureRequest, vm_images: None) -> Iterator[CliCluster]:
     """One default `cowpod up --detach --vms 1` (secure, VM `vm-1`) for the session's e2e
     modules that need nothing else; use it through `default_cluster`, which cleans up after
     each module. Stopped after the last test that uses it."""
-    c, up = CliCluster.up(tmp_path_factory.mktemp("shared-cluster") / "data", "--vms", "1")
+    c, up = CliCluster.up("shared", "--vms", "1")
     request.config.stash[_SHARED] = c
     try:
         assert "vm-1" in up.stdout + up.stderr, up

@@ -38,9 +38,9 @@ def cluster(default_cluster: Cli) -> Cli:
 
 
 @pytest.fixture
-def own_cluster(tmp_path: pathlib.Path, vm_images: None) -> Iterator[Cli]:
+def own_cluster(vm_images: None) -> Iterator[Cli]:
     """A `cowpod up --detach --vms 1` of the test's own, for a test that stops it."""
-    cli, up = Cli.up(tmp_path / "data", "--vms", "1")
+    cli, up = Cli.up("walking-skeleton-down", "--vms", "1")
     try:
         assert "vm-1" in up.stdout + up.stderr
         yield cli
