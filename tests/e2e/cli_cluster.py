@@ -47,7 +47,8 @@ ObjectKey = tuple[str, str, str]  # (plural kind, namespace or "", name)
 CLUSTERS = pathlib.Path(tempfile.gettempdir()) / "cowpod-e2e-clusters"
 
 
-def _env(data: pathlib.Path) -> dict[str, str]:
+def cli_env(data: pathlib.Path) -> dict[str, str]:
+    """The environment of a `cowpod` CLI for the cluster whose data dir is `data`."""
     env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
     for k in ("COWPOD_CONTROLLER", "COWPOD_CONFIG"):
         env.pop(k, None)
@@ -63,7 +64,7 @@ def sweep_killed_sessions() -> list[pathlib.Path]:
         if not session.name.isdigit() or pathlib.Path("/proc", session.name).exists():
             continue
         for data in session.glob("*/data"):
-            CliCluster(_env(data), data).down()
+            CliCluster(cli_env(data), data).down()
         shutil.rmtree(session, ignore_errors=True)
         swept.append(session)
     return swept
@@ -107,7 +108,7 @@ class CliCluster:
         sweep_killed_sessions()
         data = CLUSTERS / str(os.getpid()) / name / "data"
         data.parent.mkdir(parents=True)
-        c = cls(_env(data), data)
+        c = cls(cli_env(data), data)
         try:
             proc = c.run("up", "--detach", *flags, "--listen", f"127.0.0.1:{free_port()}", timeout=300)
         except BaseException:

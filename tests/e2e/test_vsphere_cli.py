@@ -9,12 +9,8 @@ one line naming the setting.
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
 import subprocess
-import sys
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -23,10 +19,11 @@ import yaml
 from cowpod.local.etcd import free_port
 from hypervisor.providers.vsphere.client import connect, vim
 from hypervisor.providers.vsphere.testing import Vcsim
+from tests.e2e.cli_cluster import CliCluster as Cli
+from tests.e2e.cli_cluster import cli_env
 
 pytestmark = pytest.mark.e2e
 
-BIN = pathlib.Path(sys.executable).parent
 POD = """apiVersion: v1
 kind: Pod
 metadata: {name: web}
@@ -39,27 +36,8 @@ spec:
 """
 
 
-@dataclass
-class Cli:
-    env: dict[str, str]
-
-    def run(self, *args: str, check: bool = True, stdin: str | None = None,
-            timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([str(BIN / "cowpod"), *args], env=self.env, input=stdin, capture_output=True,
-                              text=True, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"cowpod {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "-o", "json").stdout)
-
-
 def cli_for(data: pathlib.Path) -> Cli:
-    env = {**os.environ, "COWPOD_DATA_DIR": str(data), "PATH": f"{BIN}:{os.environ['PATH']}"}
-    env.pop("COWPOD_CONTROLLER", None)
-    return Cli(env)
+    return Cli(cli_env(data), data)
 
 
 def inventory(sim: Vcsim) -> list[str]:
