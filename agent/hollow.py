@@ -9,7 +9,8 @@ exercised exactly as with real agents, but no container ever runs:
                          a bounded number of renewals in flight, each over one of
                          as many HeartbeatStreams (agent/leasestream.py)
                      ──► ONE informer on bound pods (spec.nodeName!=), dispatched
-                         by node name to the fleet's nodes (not one watch per node)
+                         by node name to the fleet's nodes (not one watch per node);
+                         a pod bound to a node not yet recorded waits for that node
                      ──► status writer: bound Pending pods become Running, pods
                          being deleted are finalized (grace 0); a bounded pool of
                          UpdateStatus/Delete calls drains a de-duplicating queue
@@ -155,6 +156,11 @@ class HollowFleet:
         # uid -> (kind, pod): the latest work per pod; kind is "run" or "finalize".
         self._work: dict[str, tuple[str, pod_pb2.Pod]] = {}
         self._work_wake = asyncio.Event()
+        # node name -> uid -> latest pod: pods bound to a node the fleet has not recorded.
+        # The scheduler binds as soon as Register lands, so the bound pod's watch event can
+        # overtake Register's reply to add(); dropped, nothing would ever mark it Running
+        # (it changes no more). add() dispatches them once the node is recorded.
+        self._early: dict[str, dict[str, pod_pb2.Pod]] = {}
         self.synced = asyncio.Event()
         self.heartbeats = 0
         self.marked_running = 0
@@ -173,6 +179,8 @@ class HollowFleet:
         self.nodes[spec.name] = node
         due = self._clock.monotonic() + self.heartbeat_s * (0.5 + self._rng.random() / 2)
         heapq.heappush(self._due, (due, spec.name))
+        for pod in self._early.pop(spec.name, {}).values():
+            await self._on_pod(meta_pb2.MODIFIED, pod)
         return registered
 
     async def add_many(self, specs: Sequence[HollowNodeSpec]) -> None:
@@ -260,10 +268,19 @@ class HollowFleet:
             self._sem.release()
 
     async def _on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
+        uid = pod.metadata.uid
         node = self.nodes.get(pod.spec.node_name)
         if node is None:
+            # Not (yet) one of ours: keep its latest state for add(), until it goes. Pods
+            # on nodes the fleet never adds stay here, one entry each, as in the informer.
+            early = self._early.setdefault(pod.spec.node_name, {})
+            if type_ == meta_pb2.DELETED:
+                early.pop(uid, None)
+                if not early:
+                    del self._early[pod.spec.node_name]
+            else:
+                early[uid] = pod
             return
-        uid = pod.metadata.uid
         if type_ == meta_pb2.DELETED:
             node.running.discard(uid)
             self._work.pop(uid, None)
