@@ -203,8 +203,7 @@ def parse(doc: Any) -> EncryptionConfig:
     """Validate a parsed file; every problem is an `Invalid` naming its field path."""
     if not isinstance(doc, dict):
         raise Invalid("", "must be a mapping with `resources:` (an EncryptionConfiguration)")
-    for field in sorted(set(doc) - {"apiVersion", "kind", "resources"}):
-        raise Invalid(str(field), "unknown field (known: apiVersion, kind, resources)")
+    _no_unknown("", doc, ("apiVersion", "kind", "resources"))
     if doc.get("kind", "EncryptionConfiguration") != "EncryptionConfiguration":
         raise Invalid("kind", f"must be EncryptionConfiguration (got {doc.get('kind')!r})")
     entries = doc.get("resources")
@@ -215,8 +214,7 @@ def parse(doc: Any) -> EncryptionConfig:
         path = f"resources[{i}]"
         if not isinstance(entry, dict):
             raise Invalid(path, "must be a mapping with `resources` and `providers`")
-        for field in sorted(set(entry) - {"resources", "providers"}):
-            raise Invalid(f"{path}.{field}", "unknown field (known: resources, providers)")
+        _no_unknown(path, entry, ("resources", "providers"))
         names = entry.get("resources")
         if not isinstance(names, list) or not names:
             raise Invalid(f"{path}.resources", "required: a list of resource names, e.g. [secrets]")
@@ -229,6 +227,12 @@ def parse(doc: Any) -> EncryptionConfig:
                 raise Invalid(rpath, f"{name} is already listed in an earlier entry")
             chains[name] = chain
     return EncryptionConfig(chains)
+
+
+def _no_unknown(path: str, mapping: dict[Any, Any], known: tuple[str, ...]) -> None:
+    """`Invalid` for the first (sorted) field of `mapping` not in `known`."""
+    for field in sorted(set(mapping) - set(known)):
+        raise Invalid(f"{path}.{field}" if path else str(field), f"unknown field (known: {', '.join(known)})")
 
 
 def _providers(path: str, raw: Any) -> list[Provider]:
@@ -264,8 +268,7 @@ def _keys(path: str, body: Any) -> tuple[AESGCMKey, ...]:
         kpath = f"{path}.keys[{i}]"
         if not isinstance(k, dict):
             raise Invalid(kpath, "must be a mapping with `name` and `secret`")
-        for field in sorted(set(k) - {"name", "secret"}):
-            raise Invalid(f"{kpath}.{field}", "unknown field (known: name, secret)")
+        _no_unknown(kpath, k, ("name", "secret"))
         name = k.get("name")
         if not isinstance(name, str) or not name:
             raise Invalid(f"{kpath}.name", "required")
