@@ -344,37 +344,30 @@ class Scheduler:
     async def _delete_victim(self, v: PodInfo, node: str) -> bool:
         """True once the victim is terminating because of us; False if it was gone, replaced
         (another uid), moved, or already terminating (it must not count twice). A victim
-        that stays (the delete failed) is no longer marked as leaving in the cache."""
+        whose delete lost three races stays and is no longer marked as leaving in the cache
+        (one an RPC error leaves is unmarked by `commit_preemption`, its caller)."""
         assert self._client is not None
         c = self._client
-        deleted = False
-        try:
-            for _ in range(3):
-                cur = await self._get_pod(v.namespace, v.name)
-                if cur is None or cur.metadata.uid != v.uid or cur.spec.node_name != node:
-                    deleted = True  # gone or not ours to judge: the watch says what is there
+        for _ in range(3):
+            cur = await self._get_pod(v.namespace, v.name)
+            if cur is None or cur.metadata.uid != v.uid or cur.spec.node_name != node:
+                return False  # gone or not ours to judge: the watch says what is there
+            if cur.metadata.HasField("deletion_timestamp"):
+                return False  # leaving already, through someone else
+            opts = meta_pb2.DeleteOptions(
+                key=meta_pb2.ObjectKey(namespace=v.namespace, name=v.name),
+                resource_version=cur.metadata.resource_version,
+            )
+            try:
+                await c.call(c.pods.Delete, opts, timeout=10.0)
+                return True
+            except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.NOT_FOUND:
                     return False
-                if cur.metadata.HasField("deletion_timestamp"):
-                    deleted = True  # leaving already, through someone else
-                    return False
-                opts = meta_pb2.DeleteOptions(
-                    key=meta_pb2.ObjectKey(namespace=v.namespace, name=v.name),
-                    resource_version=cur.metadata.resource_version,
-                )
-                try:
-                    await c.call(c.pods.Delete, opts, timeout=10.0)
-                    deleted = True
-                    return True
-                except grpc.aio.AioRpcError as err:
-                    if err.code() == grpc.StatusCode.NOT_FOUND:
-                        deleted = True
-                        return False
-                    if err.code() != grpc.StatusCode.ABORTED:
-                        raise
-            return False
-        finally:
-            if not deleted:
-                self.cache.set_terminating(v.uid, False)
+                if err.code() != grpc.StatusCode.ABORTED:
+                    raise
+        self.cache.set_terminating(v.uid, False)
+        return False
 
     def _update_depth(self) -> None:
         for k, v in self.queue.depth().items():
