@@ -263,13 +263,19 @@ def last_applied(doc: Document) -> str:
             if field in data:
                 data[field] = {k: "sha256:" + hashlib.sha256(str(v).encode()).hexdigest()
                                for k, v in data[field].items()}
+    return json.dumps(_without_record(data), sort_keys=True, separators=(",", ":"))
+
+
+def _without_record(data: dict[str, Any]) -> dict[str, Any]:
+    """An encoded object without the last-applied annotation (nor an annotations map it
+    leaves empty), changed in place."""
     meta = data.get("metadata", {})
     annotations = {k: v for k, v in meta.get("annotations", {}).items() if k != LAST_APPLIED_ANNOTATION}
     if annotations:
         meta["annotations"] = annotations
     else:
         meta.pop("annotations", None)
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return data
 
 
 async def _create(ctx: Ctx, info: KindInfo, obj: Obj) -> Obj:
@@ -421,15 +427,7 @@ def _same_but_annotation(a: Obj, b: Obj) -> bool:
     """Equal as a manifest says them, the last-applied annotation aside: compared in the
     manifest shape, since that is all a manifest can say (times to the second, as Kubernetes
     writes them; a probe's `port: http` however the server resolved it)."""
-    def shown(o: Obj) -> dict[str, Any]:
-        data = encode_object(o)
-        meta = data.get("metadata", {})
-        meta.get("annotations", {}).pop(LAST_APPLIED_ANNOTATION, None)
-        if not meta.get("annotations", True):
-            del meta["annotations"]
-        return data
-
-    return shown(a) == shown(b)
+    return _without_record(encode_object(a)) == _without_record(encode_object(b))
 
 
 async def wait_applied(ctx: Ctx, applied: list[tuple[KindInfo, Obj]], *, timeout: float) -> None:
