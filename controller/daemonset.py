@@ -115,6 +115,14 @@ def should_run(pod: pod_pb2.Pod, node: node_pb2.Node) -> bool:
     return may_run_on(pod, node)
 
 
+def failed_retry_at(p: pod_pb2.Pod) -> float | None:
+    """When a terminated (not yet deleting) daemon pod's `FAILED_POD_BACKOFF` ends and it is
+    deleted to be created again; None for any other pod."""
+    if not is_terminal(p.status.phase) or is_terminating(p):
+        return None
+    return (finished_at(p) or get_time(p.metadata.creation_timestamp)) + FAILED_POD_BACKOFF
+
+
 def plan_daemonset(ds: workload_pb2.DaemonSet, nodes: Sequence[node_pb2.Node], owned: Sequence[pod_pb2.Pod],
                    in_flight: InFlight, now: float) -> list[DaemonSetAction]:
     """Pure: what to do for one set, given every node and the pods it owns (from the caches)."""
@@ -132,9 +140,9 @@ def plan_daemonset(ds: workload_pb2.DaemonSet, nodes: Sequence[node_pb2.Node], o
     for p in owned:
         if p.metadata.uid in in_flight.deleting:
             continue
-        if is_terminal(p.status.phase) and not is_terminating(p):
-            ended = finished_at(p) or get_time(p.metadata.creation_timestamp)
-            if now >= ended + FAILED_POD_BACKOFF:
+        retry_at = failed_retry_at(p)
+        if retry_at is not None:
+            if now >= retry_at:
                 delete(p, "it had terminated")
             else:  # it holds its node until the back-off is over: a refused pod is not retried hot
                 by_node.setdefault(p.spec.node_name, []).append(p)
@@ -218,10 +226,9 @@ def daemonset_due_in(ds: workload_pb2.DaemonSet, owned: Sequence[pod_pb2.Pod], n
     none is ahead."""
     dues = [next_available_in((p for p in owned if is_active(p)), ds.spec.min_ready_seconds, now)]
     for p in owned:
-        if is_terminal(p.status.phase) and not is_terminating(p):
-            ended = finished_at(p) or get_time(p.metadata.creation_timestamp)
-            if ended + FAILED_POD_BACKOFF > now:
-                dues.append(ended + FAILED_POD_BACKOFF - now)
+        retry_at = failed_retry_at(p)
+        if retry_at is not None and retry_at > now:
+            dues.append(retry_at - now)
     return min((d for d in dues if d is not None), default=None)
 
 
