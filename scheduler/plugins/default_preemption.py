@@ -32,7 +32,7 @@ affinity ones (Kubernetes updates those through AddPod/RemovePod; cowpod
 errs on the side of not evicting).
 
 Pure: the plugin only answers; the scheduler nominates the pod and deletes
-the victims (`Scheduler._preempt`).
+the victims (`Scheduler._nominate`, then `Scheduler.commit_preemption`).
 """
 
 from __future__ import annotations
