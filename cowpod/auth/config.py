@@ -53,8 +53,10 @@ class ConfigError(ValueError):
     """The config file is unreadable or names something it does not define."""
 
 
-# The context `cowpod up` writes for the local cluster it starts (as its admin).
+# The context `cowpod up` writes for the local cluster it starts (as its admin), and
+# the user that context names.
 LOCAL_CONTEXT = "local"
+LOCAL_ADMIN_USER = "local-admin"
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> pathlib.Path:
@@ -404,11 +406,11 @@ def with_local_cluster(cfg: UserConfig, *, server: str, secure: bool, pki_dir: p
             transport_certificate=str(pki_dir / "transport.crt"),
             transport_key=str(pki_dir / "transport.key"),
         )
-        user = UserEntry("local-admin", client_certificate=str(pki_dir / "admin.crt"),
+        user = UserEntry(LOCAL_ADMIN_USER, client_certificate=str(pki_dir / "admin.crt"),
                          client_key=str(pki_dir / "admin.key"))
     else:
         cluster = ClusterEntry(LOCAL_CONTEXT, server, insecure=True)
-        user = UserEntry("local-admin")
+        user = UserEntry(LOCAL_ADMIN_USER)
     cfg = cfg.with_cluster(cluster).with_user(user)
     return cfg.with_context(ContextEntry(LOCAL_CONTEXT, LOCAL_CONTEXT, user.name), use=True)
 
@@ -417,3 +419,33 @@ def write_local_context(path: pathlib.Path, *, server: str, secure: bool, pki_di
     """Merge the local cluster into the config file at `path` (what `cowpod up` does)."""
     cfg = load_config(path)
     with_local_cluster(cfg, server=server, secure=secure, pki_dir=pki_dir.resolve()).save(path)
+
+
+def without_local_cluster(cfg: UserConfig) -> UserConfig:
+    """The config less what `with_local_cluster` adds (its cluster, user and context);
+    no current context if that was the local one. Other clusters' entries stay."""
+    return replace(
+        cfg,
+        clusters=tuple(c for c in cfg.clusters if c.name != LOCAL_CONTEXT),
+        users=tuple(u for u in cfg.users if u.name != LOCAL_ADMIN_USER),
+        contexts=tuple(c for c in cfg.contexts if c.name != LOCAL_CONTEXT),
+        current_context="" if cfg.current_context == LOCAL_CONTEXT else cfg.current_context,
+    )
+
+
+def remove_local_context(path: pathlib.Path) -> bool:
+    """Take the local cluster out of the config file at `path` (what `cowpod down --purge`
+    does, as `kind delete cluster` edits the kubeconfig): its entries name certificates
+    the purge deletes. The file goes when nothing else is left in it. Returns whether
+    the file changed."""
+    if not path.exists():
+        return False
+    cfg = load_config(path)
+    left = without_local_cluster(cfg)
+    if left == cfg:
+        return False
+    if left.clusters or left.users or left.contexts:
+        left.save(path)
+    else:
+        path.unlink()
+    return True

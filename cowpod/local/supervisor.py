@@ -32,7 +32,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cowpod.auth.config import ENV_CONFIG, default_config_path, write_local_context
+from cowpod.auth.config import (
+    ENV_CONFIG,
+    LOCAL_CONTEXT,
+    ConfigError,
+    default_config_path,
+    remove_local_context,
+    write_local_context,
+)
 from cowpod.auth.credentials import connect
 from cowpod.clock import Clock
 from cowpod.errors import CowpodError
@@ -57,7 +64,8 @@ PROVIDERS = ("none", *registry.USER_PROVIDERS)
 # Member counts `--etcd-members` accepts: a majority of an odd count survives one (or two) losses.
 ETCD_MEMBER_COUNTS = (1, 3, 5)
 ETCD_MEMBERS_FILE = "etcd-members.json"
-# The user config (cowpod.auth.config) lives in ~/.cowpod too; purging a cluster keeps it.
+# The user config (cowpod.auth.config) lives in ~/.cowpod too; purging a cluster keeps it
+# (less the cluster's own `local` context).
 KEEP_ON_PURGE = frozenset({"config"})
 # sun_path is 108 bytes including the terminating NUL.
 MAX_UNIX_PATH = 107
@@ -506,11 +514,8 @@ class Supervisor:
             # What agents in VMs may see (CA certificate, transport pair), in the directory they mount.
             await asyncio.to_thread(write_join_bundle, pki, self.layout.run_dir)
         # The user config's `local` context: this cluster, as its admin (`cowpod config` shows it).
-        user_config = (
-            default_config_path(self.env) if self.env.get(ENV_CONFIG) else self.layout.data_dir / "config"
-        )
         await asyncio.to_thread(
-            write_local_context, user_config, server=opts.listen, secure=opts.secure,
+            write_local_context, self._user_config(), server=opts.listen, secure=opts.secure,
             pki_dir=self.layout.pki.directory,
         )
         try:
@@ -895,14 +900,25 @@ class Supervisor:
                     f"warning: could not destroy VMs through the controller ({e}); removing their containers"
                 )
 
+    def _user_config(self) -> pathlib.Path:
+        """The user config file `up` writes the `local` context into."""
+        return default_config_path(self.env) if self.env.get(ENV_CONFIG) else self.layout.data_dir / "config"
+
     def _purge(self) -> None:
-        """Delete the data dir, except a user config file kept there (~/.cowpod/config)."""
+        """Delete the data dir, except a user config file kept there (~/.cowpod/config),
+        which loses only the `local` context: it named the certificates deleted here."""
         d = self.layout.data_dir
         if not d.exists():
             return
         markers = ("cluster.json", "etcd", "logs", "run")
         if not any((d / m).exists() for m in markers):
             raise SupervisorError(f"refusing to delete {d}: it does not look like a cowpod data dir")
+        config = self._user_config()
+        try:
+            if remove_local_context(config):
+                self.say(f"removed the {LOCAL_CONTEXT!r} context from {config}")
+        except ConfigError as e:
+            self.say(f"warning: left {config} as it is: {e}")
         for entry in d.iterdir():
             if entry.name in KEEP_ON_PURGE:
                 continue

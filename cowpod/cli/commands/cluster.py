@@ -138,7 +138,9 @@ def add_parser(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         "remove any Docker container left with this cluster's label.",
         examples=DOWN_EXAMPLES,
     )
-    down.add_argument("--purge", action="store_true", help="also delete the data dir (etcd data, logs)")
+    down.add_argument("--purge", action="store_true",
+                      help="also delete the data dir (etcd data, logs, certificates) and the "
+                           "`local` context from your config")
     down.set_defaults(func=run_down)
 
     status = add_command(

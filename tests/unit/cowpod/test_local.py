@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from cowpod.auth.config import ClusterEntry, ContextEntry, UserConfig, UserEntry, with_local_cluster
+from cowpod.auth.config import load_config as load_user_config
 from cowpod.clock import RealClock
 from cowpod.config import load_config
 from cowpod.local import fleet, process
@@ -278,6 +280,45 @@ async def test_purge_deletes_the_data_but_keeps_a_user_config(tmp_path: pathlib.
     assert await sup.down(purge=True) is False  # nothing was running
     assert sorted(p.name for p in d.iterdir()) == ["config"]
     assert said == [f"deleted {d}"]
+
+
+async def test_purge_takes_the_local_context_out_of_the_user_config(tmp_path: pathlib.Path) -> None:
+    """As `kind delete cluster` edits the kubeconfig: the `local` entries named the PKI the
+    purge deletes; another cluster's entries stay, and the current context goes if local."""
+    d = tmp_path / "data"
+    (d / "etcd").mkdir(parents=True)
+    config = d / "config"
+    cfg = with_local_cluster(UserConfig(base_dir=d), server="127.0.0.1:7070", secure=True, pki_dir=d / "pki")
+    cfg.with_cluster(ClusterEntry("prod", "10.0.0.1:7070", insecure=True)).with_user(
+        UserEntry("ops", token="t")).with_context(ContextEntry("prod", "prod", "ops")).save(config)
+    sup, said = _supervisor(d)
+    assert await sup.down(purge=True) is False
+    left = load_user_config(config)
+    assert [c.name for c in left.clusters] == ["prod"]
+    assert [u.name for u in left.users] == ["ops"]
+    assert [c.name for c in left.contexts] == ["prod"]
+    assert left.current_context == ""
+    assert said == [f"removed the 'local' context from {config}", f"deleted {d}"]
+
+
+async def test_purge_deletes_a_user_config_that_held_only_the_local_context(tmp_path: pathlib.Path) -> None:
+    d = tmp_path / "data"
+    (d / "logs").mkdir(parents=True)
+    with_local_cluster(UserConfig(base_dir=d), server="127.0.0.1:7070", secure=False,
+                       pki_dir=d / "pki").save(d / "config")
+    sup, _ = _supervisor(d)
+    await sup.down(purge=True)
+    assert not d.exists()
+
+
+async def test_purge_leaves_an_unreadable_user_config_alone(tmp_path: pathlib.Path) -> None:
+    d = tmp_path / "data"
+    (d / "logs").mkdir(parents=True)
+    (d / "config").write_text("clusters: [")
+    sup, said = _supervisor(d)
+    await sup.down(purge=True)
+    assert (d / "config").read_text() == "clusters: ["
+    assert said[0].startswith(f"warning: left {d / 'config'} as it is: ") and "not valid YAML" in said[0]
 
 
 async def test_purge_refuses_a_directory_that_is_not_a_cowpod_data_dir(tmp_path: pathlib.Path) -> None:
