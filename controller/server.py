@@ -168,9 +168,12 @@ class Controller:
         # One pod cache for the in-process loops (ReplicaSets, Jobs, DaemonSets, Endpoints), fed
         # the objects the pods hub decoded (controller/pod_informer.py).
         self.pod_informer = SharedPodInformer(hub_objects(pods_r, pod_pb2.PodWatchEvent), self.clock)
-        # The evictor's nodes (instead of listing every node from etcd every period).
+        # The evictor's and node lifecycle's nodes (instead of listing every node from etcd every period).
         self.node_informer: Informer[node_pb2.Node] = Informer(
             hub_objects(nodes_r, node_pb2.NodeWatchEvent), clock=self.clock, name="controller-node-informer")
+        self.lifecycle.node_cache = self.node_informer  # node lifecycle's nodes, too
+        # Binds check pods and nodes on these two, their transactions compare (controller/binder.py).
+        self.pods.binder.use_caches(self.pod_informer, self.node_informer)
         self.servicers.append((SERVICES[5], ReplicaSetServicer(self.replicasets, self.metrics)))
         # Deployments, Jobs, DaemonSets (controller/workload_kinds.py).
         for w in WORKLOAD_KINDS:

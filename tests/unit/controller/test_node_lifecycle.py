@@ -25,14 +25,17 @@ from controller.node_lifecycle import (
     apply_resumed,
     apply_unreachable,
     has_taint,
+    last_renewal,
     paused_nodes,
     plan,
+    ready_condition,
     ready_reason,
     ready_status,
 )
-from controller.resource import set_time
+from controller.resource import get_time, set_time
 from cowpod.api.labels import NOT_READY_TAINT, UNREACHABLE_TAINT
 from cowpod.clock import FakeClock
+from cowpod.errors import NotFound
 from cowpod.v1 import lease_pb2, node_pb2, pod_pb2, vm_pb2
 
 T0 = 1_700_000_000.0
@@ -295,3 +298,150 @@ async def test_reconciler_reads_paused_vms_and_nothing_is_evicted() -> None:
     await store.update(VMS.key("", "p"), vm, expected_revision=vm.metadata.resource_version)
     assert await lc.reconcile_once() == [MarkResumed("p")]
     assert await lc.reconcile_once() == []
+
+
+# ---- the pass's fast paths give what the slow ones gave (issue #17) ---------------------------
+
+
+def _plan_one_walk_per_question(nodes: list[node_pb2.Node], leases: dict[str, lease_pb2.Lease], now: float,
+                                grace: float, paused: frozenset[str]) -> list[object]:
+    """`plan` as it was before its one-walk facts: every question asked with the public helpers."""
+    actions: list[object] = []
+    for n in nodes:
+        name = n.metadata.name
+        heard = last_renewal(n, leases.get(name))
+        tainted = has_taint(n, UNREACHABLE_TAINT)
+        not_ready_tainted = has_taint(n, NOT_READY_TAINT)
+        ready = ready_status(n)
+        reason = ready_reason(n) if ready == "Unknown" else ""
+        if name in paused:
+            if reason != VM_PAUSED or tainted or not_ready_tainted:
+                actions.append(MarkPaused(name))
+            continue
+        if reason == VM_PAUSED:
+            actions.append(MarkResumed(name))
+            continue
+        if reason == VM_RESUMED:
+            cond = ready_condition(n)
+            resumed_at = get_time(cond.last_probe_time) if cond is not None else 0.0
+            if now - max(heard, resumed_at) > grace:
+                actions.append(MarkUnreachable(name, now - heard))
+            elif heard > resumed_at:
+                actions.append(MarkReachable(name))
+            continue
+        silent = now - heard
+        if silent > grace:
+            if not tainted or ready != "Unknown" or not_ready_tainted:
+                actions.append(MarkUnreachable(name, silent))
+        elif tainted or ready == "Unknown":
+            actions.append(MarkReachable(name))
+        elif ready == "False" and not not_ready_tainted:
+            actions.append(MarkNotReady(name))
+        elif ready == "True" and not_ready_tainted:
+            actions.append(MarkReady(name))
+    return actions
+
+
+def _variant_nodes() -> list[node_pb2.Node]:
+    """Every shape of taints and conditions `plan` tells apart, one node each."""
+    taint_sets: list[list[tuple[str, str]]] = [
+        [], [(UNREACHABLE_TAINT, NO_EXECUTE)], [(NOT_READY_TAINT, NO_EXECUTE)],
+        [(UNREACHABLE_TAINT, NO_EXECUTE), (NOT_READY_TAINT, NO_EXECUTE)],
+        [(UNREACHABLE_TAINT, "NoSchedule")], [("gpu", NO_EXECUTE), (NOT_READY_TAINT, "PreferNoSchedule")],
+    ]
+    condition_sets: list[list[tuple[str, str, str, float | None]]] = [
+        [], [("Ready", "True", "", None)], [("Ready", "False", "", None)], [("Ready", "Unknown", "", None)],
+        [("Ready", "Unknown", VM_PAUSED, None)], [("Ready", "Unknown", VM_RESUMED, T0 + 20)],
+        [("Ready", "Unknown", VM_RESUMED, None)], [("Ready", "True", VM_PAUSED, None)],
+        [("MemoryPressure", "Unknown", VM_PAUSED, None), ("Ready", "False", "", None)],
+        [("Ready", "Unknown", VM_RESUMED, T0 + 60), ("Ready", "True", "", None)],  # the first one counts
+    ]
+    out = []
+    for i, taints in enumerate(taint_sets):
+        for j, conds in enumerate(condition_sets):
+            n = node(f"n{i}-{j}", ready="")
+            for key, effect in taints:
+                n.spec.taints.add(key=key, effect=effect)
+            for type_, status, reason, probed in conds:
+                c = n.status.conditions.add(type=type_, status=status, reason=reason)
+                if probed is not None:
+                    set_time(c.last_probe_time, probed)
+            out.append(n)
+    return out
+
+
+@pytest.mark.parametrize("now", [T0 + 10, T0 + 45, T0 + 75, T0 + 500])
+def test_plan_answers_as_the_helpers_do_for_every_node_shape(now: float) -> None:
+    nodes = _variant_nodes()
+    leases: dict[str, lease_pb2.Lease] = {}
+    for k, n in enumerate(nodes):
+        name = n.metadata.name
+        if k % 4 == 0:
+            continue  # no lease: judged from creation
+        if k % 4 == 1:
+            leases[name] = lease_pb2.Lease()  # a lease without a renew time
+            leases[name].metadata.name = name
+        else:
+            leases[name] = lease(name, T0 + (5 if k % 4 == 2 else 50))
+    for paused in (frozenset(), frozenset(n.metadata.name for n in nodes[::3])):
+        want = _plan_one_walk_per_question(nodes, leases, now, 40, paused)
+        assert plan(nodes, leases, now, grace=40, paused=paused) == want
+    assert want  # the table reaches the actions, not only "nothing to do"
+
+
+class _Nodes:
+    """An informer's view (pure: what `NodeCache` asks of one)."""
+
+    def __init__(self, nodes: list[node_pb2.Node], *, synced: bool = True) -> None:
+        self.synced = synced
+        self.cache = {("", n.metadata.name): n for n in nodes}
+
+
+async def test_reconciler_reads_a_synced_node_cache_and_the_store_until_then() -> None:
+    clock = FakeClock(start=T0)
+    store = MemoryStore()
+    await store.create(NODES.key("", "n1"), node("n1"))
+    await store.create(LEASES.key(NODE_LEASE_NAMESPACE, "n1"), lease("n1", T0 + 20))
+    # The cache shows n1 as still marked unreachable (it is a moment behind the store) and
+    # a node the store does not have: the pass judges what the cache shows, and the write
+    # re-checks the stored node (nothing to do for n1; n2 is gone).
+    cached = [node("n1", ready="Unknown", tainted=True), node("n2")]
+    lc = NodeLifecycle(store, clock, grace=40, period=5, node_cache=_Nodes(cached, synced=False))
+    await clock.advance(30)
+    assert await lc.reconcile_once() == []  # not synced: the store's nodes
+    lc.node_cache = _Nodes(cached)
+    assert await lc.reconcile_once() == [MarkReachable("n1")]
+    stored = await store.get(NODES.key("", "n1"), node_pb2.Node)
+    assert ready_status(stored) == "True" and not has_taint(stored, UNREACHABLE_TAINT)
+    await clock.advance(20)  # n2 has no lease and is 50 s old: silent, but not in the store
+    assert await lc.reconcile_once() == [MarkReachable("n1"), MarkUnreachable("n2", 50.0)]
+    with pytest.raises(NotFound):
+        await store.get(NODES.key("", "n2"), node_pb2.Node)
+
+
+async def test_reconciler_decodes_only_leases_written_since_its_last_pass() -> None:
+    clock = FakeClock(start=T0)
+    store = MemoryStore()
+    for name in ("a", "b"):
+        await store.create(NODES.key("", name), node(name))
+        await store.create(LEASES.key(NODE_LEASE_NAMESPACE, name), lease(name, T0))
+    lc = NodeLifecycle(store, clock, grace=40, period=5)
+    await clock.advance(30)
+    assert await lc.reconcile_once() == []
+    first = await lc._read_leases()
+    again = await lc._read_leases()
+    assert first["a"] is again["a"] and first["b"] is again["b"]  # unchanged: not decoded again
+    # b is renewed: its new renew time is what counts; a is silent past grace.
+    b = await store.get(LEASES.key(NODE_LEASE_NAMESPACE, "b"), lease_pb2.Lease)
+    set_time(b.spec.renew_time, T0 + 35)
+    key = LEASES.key(NODE_LEASE_NAMESPACE, "b")
+    await store.update(key, b, expected_revision=b.metadata.resource_version)
+    await clock.advance(15)
+    renewed = await lc._read_leases()
+    assert renewed["a"] is first["a"] and renewed["b"] is not first["b"]
+    assert renewed["b"].metadata.resource_version == b.metadata.resource_version
+    assert await lc.reconcile_once() == [MarkUnreachable("a", 45.0)]
+    # A deleted lease is gone from the next pass: b is then judged from its creation.
+    await store.delete(LEASES.key(NODE_LEASE_NAMESPACE, "b"), lease_pb2.Lease)
+    assert "b" not in await lc._read_leases()
+    assert await lc.reconcile_once() == [MarkUnreachable("b", 45.0)]
