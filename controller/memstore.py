@@ -134,6 +134,15 @@ class MemoryStore:
         obj.metadata.resource_version = res.revision  # type: ignore[attr-defined]
         return obj
 
+    async def create_many(self, items: Sequence[tuple[str, M]]) -> builtins.list[M | CowpodError]:
+        out: builtins.list[M | CowpodError] = []
+        for key, obj in items:
+            try:
+                out.append(await self.create(key, obj))
+            except CowpodError as err:
+                out.append(err)
+        return out
+
     async def update(self, key: str, obj: M, *, expected_revision: int, lease: int = 0) -> M:
         cmp = Compare.at(key, expected_revision) if expected_revision else Compare.exists(key)
         res = await self.txn([cmp], [Put(key, encode(obj), lease)])

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from controller import validation
 from controller.binder import Binder, BindOutcome, set_condition
@@ -85,21 +86,26 @@ class Pods:
 
     # -- create / update
 
-    async def create(self, pod: pod_pb2.Pod) -> pod_pb2.Pod:
+    async def _prepare(self, pod: pod_pb2.Pod) -> None:
+        """A new pod's defaults, priority, identity and validation, in place; raises what is wrong."""
         pod.ClearField("status")
         spec = pod.spec
         if not spec.restart_policy:
             spec.restart_policy = "Always"
         if not spec.HasField("termination_grace_period_seconds"):
             spec.termination_grace_period_seconds = DEFAULT_GRACE_SECONDS
-        pod.status.phase = "Pending"
-        pod.status.qos_class = qos_class(spec)
+        status = pod.status
+        status.phase = "Pending"
+        status.qos_class = qos_class(spec)
         podfields.resolve_named_ports(spec)
         if self.priority is not None:
             await self.priority(spec)
-        self.res.prepare_new(pod)
-        validation.validate_pod(pod)
-        if spec.node_name:
+        self.res.prepare_new(pod)  # checks the metadata
+        validation.validate_pod(pod, metadata_checked=True)
+
+    async def create(self, pod: pod_pb2.Pod) -> pod_pb2.Pod:
+        await self._prepare(pod)
+        if pod.spec.node_name:
             out = await self._create_bound(pod)
         else:
             out = await self.res.create(pod)
@@ -108,15 +114,42 @@ class Pods:
 
     async def create_many(self, pods: Sequence[pod_pb2.Pod]) -> list[pod_pb2.Pod | CowpodError]:
         """Create each pod as `create` does; each gets the created pod or its own error.
-        Issued together, their etcd writes share transactions (group commit)."""
 
-        async def one(pod: pod_pb2.Pod) -> pod_pb2.Pod | CowpodError:
+        The pods are prepared one after another (each `_prepare` is plain computation; the
+        priority lookup awaits only when its snapshot is stale) and their etcd writes issued
+        together (`Store.create_many`: one group commit, no task per pod). A pod placed with
+        `spec.nodeName` writes its node's binding sequence too, and goes on its own."""
+        outs: list[pod_pb2.Pod | CowpodError | None] = [None] * len(pods)
+        plain: list[int] = []
+        bound: list[int] = []
+        for i, pod in enumerate(pods):
             try:
-                return await self.create(pod)
+                await self._prepare(pod)
             except CowpodError as err:
-                return err
+                outs[i] = err
+                continue
+            (bound if pod.spec.node_name else plain).append(i)
 
-        return list(await asyncio.gather(*(one(p) for p in pods)))
+        async def place(i: int) -> None:
+            try:
+                outs[i] = await self._create_bound(pods[i])
+            except CowpodError as err:
+                outs[i] = err
+
+        async def write() -> None:
+            for i, out in zip(plain, await self.res.create_many([pods[i] for i in plain]), strict=True):
+                outs[i] = out
+
+        if bound:
+            await asyncio.gather(write(), *(place(i) for i in bound))
+        elif plain:
+            await write()
+        if log.isEnabledFor(logging.DEBUG):
+            for out in outs:
+                if isinstance(out, pod_pb2.Pod):
+                    meta = out.metadata
+                    log.debug("pod %s/%s created (uid %s)", meta.namespace, meta.name, meta.uid)
+        return [out for out in outs if out is not None]
 
     async def _create_bound(self, pod: pod_pb2.Pod) -> pod_pb2.Pod:
         """A pod created with `spec.nodeName` (placed by its author, not the scheduler; as in
@@ -295,14 +328,20 @@ def _apply_spec_update(new: pod_pb2.PodSpec, req: pod_pb2.PodSpec, cur: pod_pb2.
     new.CopyFrom(candidate)
 
 
-def create_result(req: pod_pb2.Pod, out: pod_pb2.Pod | CowpodError) -> pod_pb2.CreatePodResult:
+def add_create_result(results: RepeatedCompositeFieldContainer[pod_pb2.CreatePodResult], req: pod_pb2.Pod,
+                      out: pod_pb2.Pod | CowpodError) -> None:
+    """Append `req`'s CreatePodResult to `results` (a CreatePodsResponse's), filled in place
+    (building one and copying it in costs twice as much)."""
     meta = req.metadata  # defaulted in place by create (namespace, generated name)
-    key = meta_pb2.ObjectKey(namespace=meta.namespace, name=meta.name)
     if isinstance(out, CowpodError):
         code = out.code if out.code != grpc.StatusCode.UNKNOWN else grpc.StatusCode.INTERNAL
-        return pod_pb2.CreatePodResult(pod=key, ok=False, code=int(code.value[0]), message=str(out))
-    return pod_pb2.CreatePodResult(pod=key, ok=True, uid=out.metadata.uid,
-                                   resource_version=out.metadata.resource_version)
+        r = results.add(ok=False, code=int(code.value[0]), message=str(out))
+    else:
+        out_meta = out.metadata
+        r = results.add(ok=True, uid=out_meta.uid, resource_version=out_meta.resource_version)
+    key = r.pod
+    key.namespace = meta.namespace
+    key.name = meta.name
 
 
 def bind_result(b: pod_pb2.Binding, out: BindOutcome) -> pod_pb2.BindResult:
@@ -314,4 +353,5 @@ def bind_result(b: pod_pb2.Binding, out: BindOutcome) -> pod_pb2.BindResult:
     return pod_pb2.BindResult(pod=b.pod, ok=False, code=int(code.value[0]), message=str(err))
 
 
-__all__ = ["BindOutcome", "Pods", "bind_result", "create_result", "not_found", "qos_class", "set_condition"]
+__all__ = ["BindOutcome", "Pods", "add_create_result", "bind_result", "not_found", "qos_class",
+           "set_condition"]

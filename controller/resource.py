@@ -21,7 +21,7 @@ from controller.selectors import parse_field_selector, parse_label_selector
 from controller.store import KeyValue, Store, decode, guaranteed_update
 from controller.watch import MAX_BATCH_EVENTS, Filter, WatchHub, batched, bookmark, dedicated_stream
 from cowpod.clock import Clock
-from cowpod.errors import Conflict, Invalid, NotFound
+from cowpod.errors import Conflict, CowpodError, Invalid, NotFound
 from cowpod.v1 import meta_pb2
 
 M = TypeVar("M", bound=Message)
@@ -95,6 +95,10 @@ class Resource(Generic[M]):
 
     async def create(self, obj: M, *, lease: int = 0) -> M:
         return await self.store.create(self.key_of(obj), obj, lease=lease)
+
+    async def create_many(self, objs: builtins.list[M]) -> builtins.list[M | CowpodError]:
+        """`create` of each object, issued together; each gets its object or its own error."""
+        return await self.store.create_many([(self.key_of(o), o) for o in objs])
 
     # -- read
 

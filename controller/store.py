@@ -23,7 +23,7 @@ import asyncio
 import builtins
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
@@ -94,6 +94,10 @@ class Store(Protocol):
     """What the API layer needs from a key-value store with revisions."""
 
     async def create(self, key: str, obj: M, *, lease: int = 0) -> M: ...
+
+    async def create_many(self, items: Sequence[tuple[str, M]]) -> builtins.list[M | CowpodError]:
+        """`create` of each (key, object), issued together; each gets its object or its own
+        error, as its own `create` would."""
 
     async def get(self, key: str, cls: type[M]) -> M: ...
 
@@ -336,6 +340,50 @@ class EtcdStore:
         if not res.succeeded:
             raise AlreadyExists(f"{_describe(key)} already exists")
         _set_rv(obj, res.revision)
+        return obj
+
+    async def create_many(self, items: Sequence[tuple[str, M]]) -> builtins.list[M | CowpodError]:
+        """`create` of each (key, object): with group commit on, every one is queued at once
+        with no task or coroutine chain of its own (a 16-pod CreateBatch spent more on 16 tasks
+        than on its share of the etcd call); each member is the transaction `create` sends,
+        so each gets the same answer (AlreadyExists, a write that landed despite NOSPACE)."""
+        if self.group_commit <= 0 or len(items) < 2:
+            return list(await asyncio.gather(*(_created(self.create(key, obj)) for key, obj in items)))
+        loop = asyncio.get_running_loop()
+        data = [encode(obj) for _, obj in items]
+        members = [groupcommit.Member([Compare.absent(key)], [Put(key, d)], (), loop.create_future())
+                   for (key, _), d in zip(items, data, strict=True)]
+        self._queue.extend(members)
+        self._kick()
+        try:
+            await asyncio.wait([m.future for m in members])
+        finally:
+            for m in members:
+                if not m.future.done():
+                    m.future.cancel()  # not sent yet: `take` drops it
+        out: builtins.list[M | CowpodError] = []
+        for (key, obj), d, m in zip(items, data, members, strict=True):
+            err = m.future.exception()
+            if err is None:
+                res = m.future.result()
+                if res.succeeded:
+                    _set_rv(obj, res.revision)
+                    out.append(obj)
+                else:
+                    out.append(AlreadyExists(f"{_describe(key)} already exists"))
+            elif isinstance(err, ResourceExhausted):
+                out.append(await _created(self._create_landed(key, obj, d, err)))
+            elif isinstance(err, CowpodError):
+                out.append(err)
+            else:
+                raise err
+        return out
+
+    async def _create_landed(self, key: str, obj: M, data: bytes, err: ResourceExhausted) -> M:
+        revision = await self._landed(key, data)
+        if revision is None:
+            raise err
+        _set_rv(obj, revision)
         return obj
 
     async def _landed(self, key: str, data: bytes) -> int | None:
@@ -668,6 +716,14 @@ class EtcdStore:
         """Ask etcd for a progress notification on every open watch (bookmarks move on)."""
         for q in self._progress_queues.values():
             q.put_nowait(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+
+
+async def _created(create: Awaitable[M]) -> M | CowpodError:
+    """A create's object, or the CowpodError it raised (`create_many` answers per item)."""
+    try:
+        return await create
+    except CowpodError as err:
+        return err
 
 
 def _set_rv(obj: Message, rev: int) -> None:

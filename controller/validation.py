@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from controller.specmemo import SpecMemo
 from cowpod.api import podfields, quantity
 from cowpod.api import validation as rules
 from cowpod.api.phases import PodPhase, VMPhase
@@ -683,13 +684,9 @@ def conditions(errs: Errors, path: str, conds: Iterable[Any]) -> None:
         one_of(errs, f"{path}[{i}].status", c.status, CONDITION_STATUSES)
 
 
-# What `pod_spec` found, by the spec's deterministic bytes: every replica of a workload has the
-# same spec, and checking one costs ~50 µs of Python, the largest share of a pod create's CPU.
-# `pod_spec` is a pure function of the spec, so equal bytes find the same problems. Bounded in
-# entries and key size, so distinct specs (or a client sending many) only churn it.
-_SPEC_FINDINGS: dict[bytes, tuple[tuple[str, str], ...]] = {}
-_SPEC_FINDINGS_MAX = 1024
-_SPEC_FINDINGS_MAX_KEY = 8 * 1024
+# What `pod_spec` found, by the spec's deterministic bytes (controller.specmemo): every
+# replica of a workload has the same spec, and checking one costs ~50 µs of Python.
+_SPEC_FINDINGS: SpecMemo[tuple[tuple[str, str], ...]] = SpecMemo()
 
 
 def pod_spec_cached(errs: Errors, spec: pod_pb2.PodSpec) -> None:
@@ -700,16 +697,17 @@ def pod_spec_cached(errs: Errors, spec: pod_pb2.PodSpec) -> None:
         sub = Errors()
         pod_spec(sub, spec)
         found = tuple(sub.items)
-        if len(key) <= _SPEC_FINDINGS_MAX_KEY:
-            if len(_SPEC_FINDINGS) >= _SPEC_FINDINGS_MAX:
-                del _SPEC_FINDINGS[next(iter(_SPEC_FINDINGS))]  # the oldest
-            _SPEC_FINDINGS[key] = found
+        _SPEC_FINDINGS.put(key, found)
     errs.items.extend(found)
 
 
-def validate_pod(pod: pod_pb2.Pod) -> None:
+def validate_pod(pod: pod_pb2.Pod, *, metadata_checked: bool = False) -> None:
+    """Every problem of `pod` in one `Invalid`. `metadata_checked`: its metadata passed
+    `check_metadata` and has not changed since (a create: `Resource.prepare_new` checks it
+    first), so checking it again could add nothing."""
     errs = Errors()
-    metadata(errs, pod.metadata, namespaced=True)
+    if not metadata_checked:
+        metadata(errs, pod.metadata, namespaced=True)
     pod_spec_cached(errs, pod.spec)
     pod_status(errs, pod.status)
     errs.raise_if_any()

@@ -7,12 +7,27 @@ from collections.abc import AsyncIterator
 from controller.agent_proxy import AgentProxy
 from controller.limits import Limits
 from controller.metrics import Metrics
-from controller.pods import Pods, bind_result, create_result
+from controller.pods import Pods, add_create_result, bind_result
 from controller.rpc import Ctx, send_warnings
+from controller.specmemo import SpecMemo
 from cowpod.api import podfields
 from cowpod.auth.podsecurity import pod_violations
 from cowpod.errors import CowpodError, Invalid
 from cowpod.v1 import meta_pb2, pod_pb2
+
+# What the isolation rules and the ignored-field warnings find in a pod's spec: both are pure
+# functions of the spec, and replicas share their spec (controller.specmemo).
+_SPEC_FINDINGS: SpecMemo[tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = SpecMemo()
+
+
+def spec_findings(pod: pod_pb2.Pod) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """`pod_violations(pod)` and `podfields.pod_warnings(pod.spec)`, remembered by the spec's bytes."""
+    key = pod.spec.SerializeToString(deterministic=True)
+    found = _SPEC_FINDINGS.get(key)
+    if found is None:
+        found = (tuple(pod_violations(pod)), tuple(podfields.pod_warnings(pod.spec)))
+        _SPEC_FINDINGS.put(key, found)
+    return found
 
 
 class PodServicer:
@@ -32,23 +47,36 @@ class PodServicer:
     async def CreateBatch(self, req: pod_pb2.CreatePodsRequest, ctx: Ctx) -> pod_pb2.CreatePodsResponse:
         """Each pod passes what a single Create passes (the gate checks a Pod request's size and
         isolation rules; here they are checked per item) and gets its own result."""
-        outs: list[pod_pb2.Pod | CowpodError | None] = [self._admit(p) for p in req.pods]
-        todo = [i for i, o in enumerate(outs) if o is None]
-        warnings = [f"pod/{p.metadata.name or p.metadata.generate_name}: {w}"
-                    for i in todo for p in (req.pods[i],) for w in podfields.pod_warnings(p.spec)]
-        for i, out in zip(todo, await self.pods.create_many([req.pods[i] for i in todo]), strict=True):
-            outs[i] = out
+        outs: list[pod_pb2.Pod | CowpodError | None] = []
+        todo: list[pod_pb2.Pod] = []
+        warnings: list[str] = []
+        for p in req.pods:
+            refused, warned = self._admit(p)
+            outs.append(refused)
+            if refused is None:
+                todo.append(p)
+                if warned:
+                    meta = p.metadata
+                    warnings += [f"pod/{meta.name or meta.generate_name}: {w}" for w in warned]
+        created = iter(await self.pods.create_many(todo))
         send_warnings(ctx, warnings)
-        return pod_pb2.CreatePodsResponse(
-            results=[create_result(p, o) for p, o in zip(req.pods, outs, strict=True) if o is not None])
+        resp = pod_pb2.CreatePodsResponse()
+        results = resp.results
+        for p, out in zip(req.pods, outs, strict=True):
+            add_create_result(results, p, next(created) if out is None else out)
+        return resp
 
-    def _admit(self, pod: pod_pb2.Pod) -> CowpodError | None:
+    def _admit(self, pod: pod_pb2.Pod) -> tuple[CowpodError | None, tuple[str, ...]]:
+        """Why `pod` is refused (too large, or an isolation rule broken), or None and the
+        warnings about its spec."""
         size = pod.ByteSize()
         if size > self.limits.max_object_bytes:
-            return Invalid("", f"object is {size} bytes; the maximum is {self.limits.max_object_bytes}")
-        for field, why in pod_violations(pod):
-            return Invalid(field, why)
-        return None
+            return Invalid("", f"object is {size} bytes; the maximum is {self.limits.max_object_bytes}"), ()
+        violations, warnings = spec_findings(pod)
+        if violations:
+            field, why = violations[0]
+            return Invalid(field, why), ()
+        return None, warnings
 
     async def Get(self, req: meta_pb2.ObjectKey, ctx: Ctx) -> pod_pb2.Pod:
         return await self.res.get_key(req)

@@ -253,15 +253,23 @@ def resolve_named_ports(spec: pod_pb2.PodSpec) -> None:
     """Fill in the number of every probe and lifecycle `port: NAME` that names one of its
     container's ports (the name stays, for output); unknown names are left for validation."""
     for c in [*spec.init_containers, *spec.containers]:
+        # Only handlers that are set can name a port: asking first keeps upb from creating the
+        # five empty handler messages (and their ten actions) of a container without probes.
         handlers: list[pod_pb2.Probe | pod_pb2.LifecycleHandler] = [
-            c.liveness_probe, c.readiness_probe, c.startup_probe,
-            c.lifecycle.post_start, c.lifecycle.pre_stop]
+            getattr(c, f) for f in _PROBES if c.HasField(f)]
+        if c.HasField("lifecycle"):
+            lc = c.lifecycle
+            handlers += [getattr(lc, f) for f in _LIFECYCLE_HANDLERS if lc.HasField(f)]
         for h in handlers:
             for action in (h.http_get, h.tcp_socket):
                 if action.port_name:
                     number = named_port(c, action.port_name)
                     if number is not None:
                         action.port = number
+
+
+_PROBES = ("liveness_probe", "readiness_probe", "startup_probe")
+_LIFECYCLE_HANDLERS = ("post_start", "pre_stop")
 
 
 LOAD_BALANCER_WARNING = ("spec.type: LoadBalancer: no load balancer is provisioned here (EXTERNAL-IP stays "

@@ -216,6 +216,24 @@ async def test_a_txn_writing_one_key_twice_is_refused(store: Store) -> None:
     await store.txn([], [Get(key("a")), Get(key("a")), Put(key("b"), b"x")])  # reads may repeat
 
 
+async def test_create_many_answers_each_item_as_its_own_create_would(store: Store) -> None:
+    """One result per item, in order: the object at the revision it was stored at, or the
+    error its own `create` would raise (an existing key; the second of two with one key)."""
+    await store.create(key("old"), pod("old"))
+    items = [(key("a"), pod("a")), (key("old"), pod("old", "new")), (key("b"), pod("b")),
+             (key("a"), pod("a", "again"))]
+    out = await store.create_many(items)
+    assert [type(o).__name__ for o in out] == ["Pod", "AlreadyExists", "Pod", "AlreadyExists"]
+    assert str(out[1]) == 'pods "default/old" already exists'
+    for name, made in (("a", out[0]), ("b", out[2])):
+        assert isinstance(made, pod_pb2.Pod)
+        kv = await store.get_raw(key(name))
+        assert kv is not None and kv.mod_revision == made.metadata.resource_version
+        assert (await store.get(key(name), pod_pb2.Pod)).spec.containers[0].image == "img"
+    assert (await store.get(key("old"), pod_pb2.Pod)).spec.containers[0].image == "img"
+    assert await store.create_many([]) == []
+
+
 async def test_a_put_with_a_lease_etcd_never_granted_is_refused(store: Store) -> None:
     lease = await store.grant_lease(30)
     await store.create(key("a"), pod("a"), lease=lease)
@@ -297,6 +315,7 @@ def test_the_contract_covers_the_whole_store_protocol() -> None:
     """A method added to the Store protocol needs a contract test above; this names it."""
     covered = {
         "create",
+        "create_many",
         "get",
         "get_raw",
         "get_many",
