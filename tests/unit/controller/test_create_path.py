@@ -1,0 +1,201 @@
+"""The create path's shortcuts (issue #17) give the same answers as the plain code they stand
+in for: spec findings remembered by the spec's bytes, named ports resolved only in the
+handlers that are set, metadata checked once, results filled in place."""
+
+from __future__ import annotations
+
+import random
+
+import grpc
+import pytest
+
+from controller import validation
+from controller.pods import add_create_result
+from controller.servicers.pods import spec_findings
+from controller.specmemo import SpecMemo
+from cowpod.api import podfields
+from cowpod.auth.podsecurity import pod_violations
+from cowpod.errors import AlreadyExists, CowpodError, Invalid
+from cowpod.v1 import meta_pb2, pod_pb2
+
+PORTS = ("http", "admin", "metrics", "nope")
+
+
+def _handler(rng: random.Random, h: pod_pb2.Probe | pod_pb2.LifecycleHandler) -> None:
+    """Sets `h` (a probe or lifecycle handler) to one of the shapes a manifest can give."""
+    shape = rng.randrange(5)
+    if shape == 0:
+        h.http_get.port_name = rng.choice(PORTS)
+    elif shape == 1:
+        h.tcp_socket.port_name = rng.choice(PORTS)
+    elif shape == 2:
+        h.http_get.port = 8080
+    elif shape == 3:
+        h.exec.command.append("true")
+    else:
+        h.http_get.port_name = rng.choice(PORTS)
+        h.tcp_socket.port_name = rng.choice(PORTS)
+
+
+def _container(rng: random.Random, c: pod_pb2.Container, i: int) -> None:
+    c.name = f"c{i}"
+    c.image = rng.choice(["busybox", "nginx:1", "cowpod/vm:latest", "docker.io/library/redis",
+                          "sha256:" + "a" * 64])
+    for name in rng.sample(PORTS[:3], rng.randrange(4)):
+        c.ports.add(name=name, container_port=rng.randrange(1, 65536))
+    for f in ("liveness_probe", "readiness_probe", "startup_probe"):
+        if rng.random() < 0.3:
+            _handler(rng, getattr(c, f))
+            if rng.random() < 0.3:
+                getattr(c, f).termination_grace_period_seconds = 5
+    if rng.random() < 0.3:
+        c.lifecycle.SetInParent()  # lifecycle present, maybe with no handler
+        for f in ("post_start", "pre_stop"):
+            if rng.random() < 0.5:
+                _handler(rng, getattr(c.lifecycle, f))
+    if rng.random() < 0.2:
+        c.security_context.privileged = True
+    if rng.random() < 0.2:
+        c.security_context.capabilities.add.append("NET_ADMIN")
+    if rng.random() < 0.2:
+        c.security_context.capabilities.drop.append("ALL")
+    if rng.random() < 0.1:
+        c.termination_message_path = "/dev/termination-log"
+    if rng.random() < 0.1:
+        c.stdin_once = True
+
+
+def _pod(rng: random.Random) -> pod_pb2.Pod:
+    p = pod_pb2.Pod()
+    p.metadata.name = f"p{rng.randrange(100)}"
+    p.metadata.namespace = "default"
+    for i in range(rng.randrange(3)):
+        _container(rng, p.spec.init_containers.add(), 10 + i)
+    for i in range(1 + rng.randrange(3)):
+        _container(rng, p.spec.containers.add(), i)
+    if rng.random() < 0.3:
+        p.spec.volumes.add(name="h").host_path.path = rng.choice(["/srv", "/var/run/docker.sock", "/a/../b"])
+    if rng.random() < 0.2:
+        p.spec.enable_service_links = rng.random() < 0.5  # present even when False
+    if rng.random() < 0.2:
+        p.spec.service_account_name = "robot"
+    if rng.random() < 0.2:
+        p.spec.security_context.fs_group = 0  # present at zero
+    if rng.random() < 0.2:
+        p.spec.restart_policy = rng.choice(["Always", "Never", "Sometimes"])
+    return p
+
+
+def _resolve_named_ports_reference(spec: pod_pb2.PodSpec) -> None:
+    """What `resolve_named_ports` did before it learnt to skip unset handlers."""
+    for c in [*spec.init_containers, *spec.containers]:
+        handlers: list[pod_pb2.Probe | pod_pb2.LifecycleHandler] = [
+            c.liveness_probe, c.readiness_probe, c.startup_probe,
+            c.lifecycle.post_start, c.lifecycle.pre_stop]
+        for h in handlers:
+            for action in (h.http_get, h.tcp_socket):
+                if action.port_name:
+                    number = podfields.named_port(c, action.port_name)
+                    if number is not None:
+                        action.port = number
+
+
+def test_resolve_named_ports_matches_the_full_walk() -> None:
+    rng = random.Random(17)
+    resolved = 0
+    for _ in range(2000):
+        pod = _pod(rng)
+        want, got = pod_pb2.PodSpec(), pod_pb2.PodSpec()
+        want.CopyFrom(pod.spec)
+        got.CopyFrom(pod.spec)
+        _resolve_named_ports_reference(want)
+        podfields.resolve_named_ports(got)
+        # Equal as messages and as bytes: the shortcut neither misses a port nor marks an
+        # unset handler present.
+        assert got == want
+        assert got.SerializeToString(deterministic=True) == want.SerializeToString(deterministic=True)
+        resolved += want != pod.spec
+    assert resolved > 100  # the cases did name ports that resolve
+
+
+def test_spec_findings_are_the_rules_and_warnings_of_that_spec() -> None:
+    rng = random.Random(4)
+    pods = [_pod(rng) for _ in range(400)]
+    for pod in pods + pods:  # the second round is answered from the memo
+        want = (tuple(pod_violations(pod)), tuple(podfields.pod_warnings(pod.spec)))
+        assert spec_findings(pod) == want
+    assert any(spec_findings(p)[0] for p in pods) and any(spec_findings(p)[1] for p in pods)
+
+
+def test_spec_findings_tell_a_field_set_to_its_default_from_one_left_out() -> None:
+    unset = pod_pb2.Pod()
+    unset.spec.containers.add(name="a", image="busybox")
+    off = pod_pb2.Pod()
+    off.CopyFrom(unset)
+    off.spec.enable_service_links = False
+    assert spec_findings(unset) == ((), ())
+    assert [w.split(":")[0] for w in spec_findings(off)[1]] == ["spec.enableServiceLinks"]
+    assert spec_findings(unset) == ((), ())
+
+
+def test_spec_memo_is_bounded_and_drops_the_oldest() -> None:
+    memo: SpecMemo[int] = SpecMemo(max_entries=3, max_key_bytes=8)
+    for i in range(3):
+        memo.put(bytes([i]), i)
+    memo.put(b"\x01", 10)  # a key already there replaces its value, evicting nothing
+    assert len(memo) == 3 and memo.get(b"\x01") == 10
+    memo.put(b"\x09", 9)
+    assert memo.get(b"\x00") is None and memo.get(b"\x09") == 9 and len(memo) == 3
+    memo.put(b"123456789", 1)  # over the key size: not kept
+    assert memo.get(b"123456789") is None and len(memo) == 3
+
+
+def test_validate_pod_with_checked_metadata_finds_what_the_full_check_finds() -> None:
+    rng = random.Random(9)
+    seen_invalid = 0
+    for _ in range(300):
+        pod = _pod(rng)
+        pod.status.phase = rng.choice(["Pending", "Running", "Bogus"])
+        validation.check_metadata(pod.metadata, namespaced=True)  # what prepare_new runs first
+        errors = []
+        for checked in (False, True):
+            try:
+                validation.validate_pod(pod, metadata_checked=checked)
+                errors.append("")
+            except Invalid as err:
+                errors.append(f"{err.field}: {err}")
+        assert errors[0] == errors[1]
+        seen_invalid += errors[0] != ""
+    assert seen_invalid > 50
+
+
+def _create_result_reference(req: pod_pb2.Pod, out: pod_pb2.Pod | CowpodError) -> pod_pb2.CreatePodResult:
+    """What `create_result` built before results were filled in place."""
+    meta = req.metadata
+    key = meta_pb2.ObjectKey(namespace=meta.namespace, name=meta.name)
+    if isinstance(out, CowpodError):
+        code = out.code if out.code != grpc.StatusCode.UNKNOWN else grpc.StatusCode.INTERNAL
+        return pod_pb2.CreatePodResult(pod=key, ok=False, code=int(code.value[0]), message=str(out))
+    return pod_pb2.CreatePodResult(pod=key, ok=True, uid=out.metadata.uid,
+                                   resource_version=out.metadata.resource_version)
+
+
+@pytest.mark.parametrize("out", [
+    "created",
+    AlreadyExists('pods "default/web" already exists'),
+    Invalid("spec.containers[0].image", "required"),
+    CowpodError("a bug"),  # UNKNOWN answers INTERNAL
+])
+def test_results_filled_in_place_equal_the_built_ones(out: str | CowpodError) -> None:
+    req = pod_pb2.Pod(metadata=meta_pb2.ObjectMeta(name="web", namespace="default"))
+    done: pod_pb2.Pod | CowpodError
+    if isinstance(out, str):
+        done = pod_pb2.Pod()
+        done.CopyFrom(req)
+        done.metadata.uid = "0b1d2c3e-0000-4000-8000-000000000001"
+        done.metadata.resource_version = 4242
+    else:
+        done = out
+    resp = pod_pb2.CreatePodsResponse()
+    add_create_result(resp.results, req, done)
+    assert list(resp.results) == [_create_result_reference(req, done)]
