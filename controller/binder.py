@@ -22,14 +22,31 @@ write that adds a pod to node N also puts `registry/bindseq/N`
 checked against every pod that ever arrived on N — the pods watch had
 dispatched at least up to the key's revision. Removals free capacity without
 touching the key, so a watch that lags behind them only refuses too much.
+
+**Reading from the controller's caches.** Once the shared pod informer and the node
+informer have synced (`Binder.use_caches`), a binding whose pod and node are both in them
+and pass every check there skips the batched read: the check is made on the cached
+objects (shared, read only: the bound pod is a copy), and the transaction compares the
+pod's mod revision (as always) and, instead of the node's create revision, the node's
+*mod* revision. Both compares holding means etcd holds exactly the versions that were
+checked (a mod revision names one write of one incarnation of a key), so the commit is
+what the batched read would have decided at that moment; a cache that lagged loses the
+transaction, and the node's bindings are then judged again from the failure branch's
+reads exactly as `_check` judges the batched read (which also gives them one more
+attempt: the lost one was the cache's, not a race). Anything the cache cannot settle --
+a pod or node missing from it, any refusal (a stale cache may refuse what etcd allows:
+the refusal's message must come from etcd), a pod named twice in the batch -- sends the
+node's bindings through the batched read as before. So every binding is refused or
+committed on etcd's state, and the binding sequence argument above is untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from controller.capacity import Resources, allocatable, pod_requests, shortfall
 from controller.kinds import NODES, PODS
@@ -45,6 +62,19 @@ log = logging.getLogger(__name__)
 
 # A pack is retried this often when other binders keep moving its nodes' sequences.
 ATTEMPTS = 8
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class ObjectCache(Protocol[T_co]):
+    """An in-process informer's view (`cowpod.informer.Informer`, `controller.pod_informer`):
+    objects by (namespace, name), decoded with `metadata.resource_version` = mod revision."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    @property
+    def cache(self) -> Mapping[tuple[str, str], T_co]: ...
 
 
 @dataclass
@@ -67,10 +97,11 @@ class _Item:
 
 def _bound(index: int, qual: str, key: str, rev: int, pod: pod_pb2.Pod, b: pod_pb2.Binding,
            now: float) -> _Item:
-    """The pod as it will be written: on its node, PodScheduled."""
+    """The pod as it will be written: on its node, PodScheduled. `pod` is changed in place."""
+    want = pod_requests(pod.spec)
     pod.spec.node_name = b.node_name
     set_condition(pod.status.conditions, "PodScheduled", "True", "", "", now)
-    return _Item(index, qual, key, rev, pod, encode(pod), pod_requests(pod.spec), b)
+    return _Item(index, qual, key, rev, pod, encode(pod), want, b)
 
 
 @dataclass(slots=True)
@@ -80,6 +111,9 @@ class _NodeWork:
     create_rev: int
     alloc: Resources
     items: list[_Item]
+    # > 0: checked on the cached node at this mod revision, which the transaction compares
+    # instead of the create revision (module doc); 0: checked on the batched read.
+    cached_rev: int = 0
 
 
 def set_condition(conds: object, type_: str, status: str, reason: str, message: str, now: float) -> None:
@@ -112,7 +146,7 @@ def pack_nodes(works: list[_NodeWork], pending: dict[str, _NodeWork],
         if cur and ops + need > max_ops:
             packs.append(cur)
             cur, ops = [], 0
-        cur.append(_NodeWork(w.name, w.key, w.create_rev, w.alloc, take))
+        cur.append(_NodeWork(w.name, w.key, w.create_rev, w.alloc, take, w.cached_rev))
         ops += need
         if len(take) < len(w.items):
             w.items = w.items[len(take):]
@@ -134,10 +168,28 @@ class Binder:
         self._sem = asyncio.Semaphore(txn_concurrency)
         # Nodes a transaction of this process is working on, resolved when it is done.
         self._busy: dict[str, asyncio.Future[None]] = {}
+        # The controller's informers, once it has them (module doc); None: read etcd.
+        self._pod_cache: ObjectCache[pod_pb2.Pod] | None = None
+        self._node_cache: ObjectCache[node_pb2.Node] | None = None
+
+    def use_caches(self, pods: ObjectCache[pod_pb2.Pod], nodes: ObjectCache[node_pb2.Node]) -> None:
+        """Check bindings on these informers' objects while both are synced (module doc)."""
+        self._pod_cache = pods
+        self._node_cache = nodes
 
     async def bind_many(self, bindings: Sequence[pod_pb2.Binding]) -> list[BindOutcome]:
         outcomes = [BindOutcome(None, None) for _ in bindings]
-        works = await self._check(bindings, outcomes)
+        todo: list[int] = []
+        for i, b in enumerate(bindings):
+            if not b.pod.name:
+                outcomes[i].error = Invalid(f"bindings[{i}].pod.name", "required")
+            elif not b.node_name:
+                outcomes[i].error = Invalid(f"bindings[{i}].nodeName", "required")
+            else:
+                todo.append(i)
+        works, todo = self._check_cached(bindings, todo)
+        if todo:
+            works.update(await self._check(bindings, todo, outcomes))
         await self._commit(works, outcomes)
         if log.isEnabledFor(logging.DEBUG):
             ok = sum(1 for o in outcomes if o.error is None)
@@ -145,18 +197,59 @@ class Binder:
                       "; ".join(str(o.error) for o in outcomes if o.error is not None)[:500] or "none")
         return outcomes
 
-    # -- static checks: one batched read
+    # -- static checks: the caches, else one batched read
 
-    async def _check(self, bindings: Sequence[pod_pb2.Binding],
+    def _check_cached(self, bindings: Sequence[pod_pb2.Binding], todo: list[int]
+                      ) -> tuple[dict[str, _NodeWork], list[int]]:
+        """The nodes whose every binding the caches settle (module doc), and the bindings
+        (indices, in order) left for the batched read."""
+        pods, nodes = self._pod_cache, self._node_cache
+        if pods is None or nodes is None or not (pods.synced and nodes.synced):
+            return {}, todo
+        pod_cache, node_cache = pods.cache, nodes.cache
+        by_node: dict[str, list[tuple[int, tuple[str, str], pod_pb2.Pod]]] = {}
+        unsettled: set[str] = set()
+        seen: set[tuple[str, str]] = set()
+        for i in todo:
+            b = bindings[i]
+            name = b.node_name
+            pk = (b.pod.namespace or "default", b.pod.name)
+            if pk in seen:  # which binding gets the pod is `_check`'s rule: all go there
+                return {}, todo
+            seen.add(pk)
+            if name in unsettled:
+                continue
+            pod = pod_cache.get(pk)
+            if pod is None or _check_pod(b, "", pod, pod.metadata.resource_version) is not None:
+                unsettled.add(name)  # the refusal (and its message) comes from etcd
+                continue
+            by_node.setdefault(name, []).append((i, pk, pod))
+        works: dict[str, _NodeWork] = {}
+        now = self.clock.now()
+        for name, entries in by_node.items():
+            if name in unsettled:
+                continue
+            node = node_cache.get(("", name))
+            if node is None or node.metadata.HasField("deletion_timestamp"):
+                unsettled.add(name)
+                continue
+            items: list[_Item] = []
+            for i, (ns, pod_name), shared in entries:
+                pod = pod_pb2.Pod()
+                pod.CopyFrom(shared)  # the cached object is everyone's
+                items.append(_bound(i, f"{ns}/{pod_name}", PODS.key(ns, pod_name),
+                                    shared.metadata.resource_version, pod, bindings[i], now))
+            works[name] = _NodeWork(name, NODES.key("", name), 0, allocatable(node), items,
+                                    node.metadata.resource_version)
+        if not unsettled:
+            return works, []
+        return works, [i for i in todo if bindings[i].node_name in unsettled]
+
+    async def _check(self, bindings: Sequence[pod_pb2.Binding], todo: list[int],
                      outcomes: list[BindOutcome]) -> dict[str, _NodeWork]:
-        pod_keys: list[str] = []
-        for i, b in enumerate(bindings):
-            if not b.pod.name:
-                outcomes[i].error = Invalid(f"bindings[{i}].pod.name", "required")
-            elif not b.node_name:
-                outcomes[i].error = Invalid(f"bindings[{i}].nodeName", "required")
-            pod_keys.append(PODS.key(b.pod.namespace or "default", b.pod.name))
-        node_names = sorted({b.node_name for b in bindings if b.node_name})
+        """The bindings at `todo` (none refused as Invalid) checked on one batched read."""
+        pod_keys = [PODS.key(bindings[i].pod.namespace or "default", bindings[i].pod.name) for i in todo]
+        node_names = sorted({bindings[i].node_name for i in todo})
         kvs = await self.store.get_many([*pod_keys, *(NODES.key("", n) for n in node_names)])
         works: dict[str, _NodeWork] = {}
         refused: dict[str, str] = {}  # node -> why nothing binds to it
@@ -171,22 +264,21 @@ class Binder:
             works[name] = _NodeWork(name, NODES.key("", name), nkv.create_revision, allocatable(node), [])
         now = self.clock.now()
         claimed: set[str] = set()
-        for i, b in enumerate(bindings):
-            if outcomes[i].error is not None:
-                continue
+        for j, i in enumerate(todo):
+            b = bindings[i]
             q = f"{b.pod.namespace or 'default'}/{b.pod.name}"
-            err, pod = _check_pod(b, q, kvs[i])
+            err, pod = _check_kv(b, q, kvs[j])
             if err is None and b.node_name in refused:
                 err = Conflict(f'cannot bind pods "{q}": node "{b.node_name}" {refused[b.node_name]}')
-            if err is None and pod_keys[i] in claimed:
+            if err is None and pod_keys[j] in claimed:
                 err = Conflict(f'pods "{q}" appears twice in one batch; only the first binding counts')
             if err is not None:
                 outcomes[i].error = err
                 continue
-            pkv = kvs[i]
+            pkv = kvs[j]
             assert pod is not None and pkv is not None
-            claimed.add(pod_keys[i])
-            works[b.node_name].items.append(_bound(i, q, pod_keys[i], pkv.mod_revision, pod, b, now))
+            claimed.add(pod_keys[j])
+            works[b.node_name].items.append(_bound(i, q, pod_keys[j], pkv.mod_revision, pod, b, now))
         return {n: w for n, w in works.items() if w.items}
 
     # -- commit
@@ -207,8 +299,10 @@ class Binder:
     async def _commit_pack(self, pack: list[_NodeWork], outcomes: list[BindOutcome]) -> None:
         names = [w.name for w in pack]
         undecided = [it for w in pack for it in w.items]
+        # A transaction lost to a lagging cache is not a race with another binder (module doc).
+        attempts = ATTEMPTS + (1 if any(w.cached_rev for w in pack) else 0)
         try:
-            for _ in range(ATTEMPTS):
+            for _ in range(attempts):
                 await self.hub.wait_position(max(self.usage.seq(n) for n in names), self.timeout)
                 compares, puts, reads, planned = self._plan(pack, outcomes)
                 if not planned:
@@ -261,7 +355,8 @@ class Binder:
                 continue
             seq = self.usage.seq(w.name)
             skey = bindseq_key(w.name)
-            compares.append(Compare.created_at(w.key, w.create_rev))
+            compares.append(Compare.at(w.key, w.cached_rev) if w.cached_rev
+                            else Compare.created_at(w.key, w.create_rev))
             compares.append(Compare.at(skey, seq) if seq else Compare.absent(skey))
             puts.append(Put(skey, seq_value(fit[-1].pod_key)))
             reads.append(Get(skey))
@@ -282,6 +377,11 @@ class Binder:
             skv, nkv = next(it), next(it)
             pkvs = [next(it) for _ in items]
             self.usage.note_seq(w.name, skv.mod_revision if skv is not None else 0)
+            if w.cached_rev:
+                again = self._judge(w.name, items, nkv, pkvs, outcomes)
+                if again is not None:
+                    left.append(again)
+                continue
             if nkv is None or nkv.create_revision != w.create_rev:
                 for item in items:
                     outcomes[item.index].error = Conflict(
@@ -300,7 +400,7 @@ class Binder:
                     outcomes[item.index].error = NotFound(f'pods "{item.qual}" not found')
                 elif pkv.mod_revision != item.pod_rev:
                     # Changed under us: bind the new value if the binding still holds for it.
-                    err, pod = _check_pod(item.binding, item.qual, pkv)
+                    err, pod = _check_kv(item.binding, item.qual, pkv)
                     if err is not None or pod is None:
                         outcomes[item.index].error = err or _stale(item.qual, pkv)
                     else:
@@ -312,26 +412,62 @@ class Binder:
                 left.append(_NodeWork(w.name, w.key, w.create_rev, allocatable(node), keep))
         return left
 
+    def _judge(self, name: str, items: list[_Item], nkv: KeyValue | None, pkvs: list[KeyValue | None],
+               outcomes: list[BindOutcome]) -> _NodeWork | None:
+        """Bindings checked on a cached node that lost their transaction, checked again on the
+        failure branch's reads exactly as `_check` checks the batched read (pod first, then the
+        node). Returns what is left to retry, now checked on etcd's state."""
+        refused = ""
+        node: node_pb2.Node | None = None
+        if nkv is None:
+            refused = "not found"
+        else:
+            node = node_pb2.Node.FromString(nkv.value)
+            if node.metadata.HasField("deletion_timestamp"):
+                refused = "is being deleted"
+        keep: list[_Item] = []
+        now = self.clock.now()
+        for item, pkv in zip(items, pkvs, strict=True):
+            err, pod = _check_kv(item.binding, item.qual, pkv)
+            if err is None and refused:
+                err = Conflict(f'cannot bind pods "{item.qual}": node "{name}" {refused}')
+            if err is not None:
+                outcomes[item.index].error = err
+                continue
+            assert pod is not None and pkv is not None
+            keep.append(_bound(item.index, item.qual, item.pod_key, pkv.mod_revision, pod, item.binding, now))
+        if not keep:
+            return None
+        assert node is not None and nkv is not None
+        return _NodeWork(name, NODES.key("", name), nkv.create_revision, allocatable(node), keep)
 
-def _check_pod(b: pod_pb2.Binding, q: str,
-               pkv: KeyValue | None) -> tuple[CowpodError | None, pod_pb2.Pod | None]:
+
+def _check_kv(b: pod_pb2.Binding, q: str,
+              pkv: KeyValue | None) -> tuple[CowpodError | None, pod_pb2.Pod | None]:
+    """`_check_pod` on a read: the decoded pod (the caller's to change) when it passes."""
     if pkv is None:
         return NotFound(f'pods "{q}" not found'), None
     pod = decode(pod_pb2.Pod, pkv.value, pkv.mod_revision)
+    err = _check_pod(b, q, pod, pkv.mod_revision)
+    return (err, None) if err is not None else (None, pod)
+
+
+def _check_pod(b: pod_pb2.Binding, q: str, pod: pod_pb2.Pod, rev: int) -> CowpodError | None:
+    """Why `b` may not bind `pod` (read at mod revision `rev`), or None. Reads only."""
     if b.pod_uid and pod.metadata.uid != b.pod_uid:
         return Conflict(f'pods "{q}": uid {b.pod_uid} is gone (the pod was recreated as '
-                        f"{pod.metadata.uid})"), None
-    if b.pod_resource_version and pkv.mod_revision != b.pod_resource_version:
+                        f"{pod.metadata.uid})")
+    if b.pod_resource_version and rev != b.pod_resource_version:
         return Conflict(f'pods "{q}" changed since the scheduler read it (resource_version '
-                        f"{b.pod_resource_version} is stale, now {pkv.mod_revision})"), None
+                        f"{b.pod_resource_version} is stale, now {rev})")
     if b.pod_generation and pod.metadata.generation != b.pod_generation:
         return Conflict(f'pods "{q}": its spec changed since the scheduler read it (generation '
-                        f"{b.pod_generation}, now {pod.metadata.generation})"), None
+                        f"{b.pod_generation}, now {pod.metadata.generation})")
     if pod.spec.node_name:
-        return Conflict(f'pods "{q}" is already bound to node "{pod.spec.node_name}"'), None
+        return Conflict(f'pods "{q}" is already bound to node "{pod.spec.node_name}"')
     if pod.metadata.HasField("deletion_timestamp"):
-        return Conflict(f'pods "{q}" is being deleted'), None
-    return None, pod
+        return Conflict(f'pods "{q}" is being deleted')
+    return None
 
 
 def _stale(q: str, pkv: KeyValue) -> CowpodError:
@@ -343,4 +479,4 @@ def _stale(q: str, pkv: KeyValue) -> CowpodError:
     return Conflict(f'pods "{q}" changed while binding; re-read and retry')
 
 
-__all__ = ["BindOutcome", "Binder", "pack_nodes", "set_condition"]
+__all__ = ["BindOutcome", "Binder", "ObjectCache", "pack_nodes", "set_condition"]
