@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Generic, TypeVar
 
 import grpc
 import pytest
@@ -24,10 +25,13 @@ from tests.polling import eventually
 pytestmark = pytest.mark.integration
 
 
-class FixedCache:
+T = TypeVar("T")
+
+
+class FixedCache(Generic[T]):
     """An informer's view frozen at what the test put in it."""
 
-    def __init__(self, objs: Mapping[tuple[str, str], object], *, synced: bool = True) -> None:
+    def __init__(self, objs: Mapping[tuple[str, str], T], *, synced: bool = True) -> None:
         self.synced = synced
         self.cache = dict(objs)
 
@@ -84,7 +88,8 @@ async def test_every_outcome_is_the_one_etcd_gives(controller: ControllerRunner,
     stale_pods[("default", "lies")] = lying
 
     if caches == "off":
-        binder.use_caches(FixedCache({}, synced=False), FixedCache({}, synced=False))
+        binder.use_caches(FixedCache[pod_pb2.Pod]({}, synced=False),
+                          FixedCache[node_pb2.Node]({}, synced=False))
     elif caches == "stale":
         binder.use_caches(FixedCache(stale_pods), FixedCache(stale_nodes))
     else:
