@@ -7,9 +7,9 @@ The kind-specific domain modules (pods, nodes, vms, events, leases) build on a
 from __future__ import annotations
 
 import builtins
+import os
 import secrets
 import string
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
@@ -37,8 +37,18 @@ def random_suffix(n: int = 5) -> str:
 
 def set_time(ts: Any, seconds: float) -> None:
     """Fill a google.protobuf.Timestamp from epoch seconds."""
-    ts.seconds = int(seconds)
-    ts.nanos = int((seconds - int(seconds)) * 1e9)
+    ts.seconds = whole = int(seconds)
+    ts.nanos = int((seconds - whole) * 1e9)
+
+
+def new_uid() -> str:
+    """A random (version 4, RFC 4122 variant) UUID as `str(uuid.uuid4())` writes it, in less
+    than half the time (no UUID object and int on the way): one per object created."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # variant 10xx
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def get_time(ts: Any) -> float:
@@ -85,7 +95,7 @@ class Resource(Generic[M]):
         else:
             meta.namespace = ""
         validation.check_metadata(meta, namespaced=self.kind.namespaced)
-        meta.uid = str(uuid.uuid4())
+        meta.uid = new_uid()
         set_time(meta.creation_timestamp, self.clock.now())
         meta.resource_version = 0
         meta.generation = 1

@@ -143,8 +143,11 @@ def metadata(errs: Errors, meta: Any, *, namespaced: bool, name_label: bool = Fa
         dns_subdomain(errs, "metadata.name", meta.name)
     if namespaced:
         dns_label(errs, "metadata.namespace", meta.namespace)
-    label_map(errs, "metadata.labels", meta.labels)
-    annotation_map(errs, "metadata.annotations", meta.annotations)
+    labels, annotations = meta.labels, meta.annotations
+    if labels:  # an empty map has nothing to find
+        label_map(errs, "metadata.labels", labels)
+    if annotations:
+        annotation_map(errs, "metadata.annotations", annotations)
 
 
 def check_metadata(meta: Any, *, namespaced: bool) -> None:
@@ -669,8 +672,12 @@ def pod_spec(errs: Errors, spec: pod_pb2.PodSpec) -> None:
 
 
 def pod_status(errs: Errors, status: pod_pb2.PodStatus) -> None:
-    one_of(errs, "status.phase", status.phase, POD_PHASES)
-    conditions(errs, "status.conditions", status.conditions)
+    conds = status.conditions
+    phase = status.phase
+    if not conds and phase in POD_PHASES:  # a new pod's status: nothing to find
+        return
+    one_of(errs, "status.phase", phase, POD_PHASES)
+    conditions(errs, "status.conditions", conds)
 
 
 def conditions(errs: Errors, path: str, conds: Iterable[Any]) -> None:

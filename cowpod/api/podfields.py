@@ -255,9 +255,12 @@ def resolve_named_ports(spec: pod_pb2.PodSpec) -> None:
     for c in [*spec.init_containers, *spec.containers]:
         # Only handlers that are set can name a port: asking first keeps upb from creating the
         # five empty handler messages (and their ten actions) of a container without probes.
+        has = c.HasField
+        if not (has("liveness_probe") or has("readiness_probe") or has("startup_probe") or has("lifecycle")):
+            continue
         handlers: list[pod_pb2.Probe | pod_pb2.LifecycleHandler] = [
-            getattr(c, f) for f in _PROBES if c.HasField(f)]
-        if c.HasField("lifecycle"):
+            getattr(c, f) for f in _PROBES if has(f)]
+        if has("lifecycle"):
             lc = c.lifecycle
             handlers += [getattr(lc, f) for f in _LIFECYCLE_HANDLERS if lc.HasField(f)]
         for h in handlers:

@@ -5,12 +5,15 @@ handlers that are set, metadata checked once, results filled in place."""
 from __future__ import annotations
 
 import random
+import uuid
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from controller import validation
 from controller.pods import add_create_result
+from controller.resource import new_uid, set_time
 from controller.servicers.pods import spec_findings
 from controller.specmemo import SpecMemo
 from cowpod.api import podfields
@@ -199,3 +202,37 @@ def test_results_filled_in_place_equal_the_built_ones(out: str | CowpodError) ->
     resp = pod_pb2.CreatePodsResponse()
     add_create_result(resp.results, req, done)
     assert list(resp.results) == [_create_result_reference(req, done)]
+
+
+def test_new_uid_is_a_random_version_4_uuid_as_uuid4_writes_it() -> None:
+    seen = set()
+    for _ in range(2000):
+        uid = new_uid()
+        parsed = uuid.UUID(uid)
+        assert str(parsed) == uid  # lowercase, dashes where str(uuid4()) puts them
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        seen.add(uid)
+    assert len(seen) == 2000
+
+
+@pytest.mark.parametrize("seconds", [0.0, 1.5, 1_795_600_000.123456, 1_795_600_000.999999999, 42.0000001])
+def test_set_time_splits_seconds_as_before(seconds: float) -> None:
+    ts = Timestamp()
+    set_time(ts, seconds)
+    assert (ts.seconds, ts.nanos) == (int(seconds), int((seconds - int(seconds)) * 1e9))
+
+
+@pytest.mark.parametrize("phase", ["", "Pending", "Running", "Succeeded", "Failed", "Unknown", "Bogus"])
+@pytest.mark.parametrize("conds", [[], [("Ready", "True")], [("", "True")], [("Ready", "Maybe")],
+                                   [("Ready", "True"), ("Ready", "False")]])
+def test_pod_status_shortcut_finds_what_the_full_check_finds(phase: str,
+                                                             conds: list[tuple[str, str]]) -> None:
+    status = pod_pb2.PodStatus(phase=phase)
+    for t, s in conds:
+        status.conditions.add(type=t, status=s)
+    errs = validation.Errors()
+    validation.pod_status(errs, status)
+    want = validation.Errors()
+    validation.one_of(want, "status.phase", status.phase, validation.POD_PHASES)
+    validation.conditions(want, "status.conditions", status.conditions)
+    assert errs.items == want.items
