@@ -125,8 +125,12 @@ class EndpointsController:
 
     async def _on_pod(self, type_: int, pod: pod_pb2.Pod) -> None:
         ns = pod.metadata.namespace
-        self._dirty.update(k for k in self.services.cache if k[0] == ns)
-        self._wake.set()
+        keys = [k for k in self.services.cache if k[0] == ns]
+        # A pod no Service can select (none in its namespace) has nothing to redo: waking the
+        # worker for it (once per pod batch) would only find nothing dirty.
+        if keys:
+            self._dirty.update(keys)
+            self._wake.set()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:

@@ -27,14 +27,14 @@ import collections
 import heapq
 import itertools
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
 from controller.kinds import Kind, WatchEventClass
-from controller.selectors import FieldSelector, LabelSelector
+from controller.selectors import FieldSelector, LabelSelector, Requirement
 from controller.store import EventType, RawEvent, Store, WatchBatch, decode
 from cowpod.backoff import Backoff, Retry
 from cowpod.clock import Clock
@@ -61,24 +61,62 @@ class Filter(Generic[M]):
     namespace: str
     labels: LabelSelector
     fields: FieldSelector[M]
+    # Facts the hub asks for every event and every stream, computed once (set in __post_init__):
+    # the label requirements, and each field requirement as (getter, value, negate).
+    everything: bool = field(init=False, repr=False, compare=False)
+    _labels: tuple[Requirement, ...] = field(init=False, repr=False, compare=False)
+    _fields: tuple[tuple[Callable[[Any], Any], Any, bool], ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def everything(self) -> bool:
-        return not self.namespace and self.labels.empty and self.fields.empty
+    def __post_init__(self) -> None:
+        getters = self.fields._getters
+        reqs = self.fields.requirements
+        checks: tuple[tuple[Callable[[Any], Any], Any, bool], ...]
+        if all(r.field in getters for r in reqs):
+            checks = tuple((getters[r.field], r.value, r.negate) for r in reqs)
+        else:  # a field without a getter fails as FieldSelector.matches fails: when matched
+            checks = ((self.fields.matches, True, False),)
+        object.__setattr__(self, "_labels", self.labels.requirements)
+        object.__setattr__(self, "_fields", checks)
+        object.__setattr__(self, "everything", not self.namespace and not self._labels and not checks)
 
     def matches(self, obj: Any) -> bool:
+        """`LabelSelector.matches` and `FieldSelector.matches` as they are, unrolled (the hub
+        calls this for every event and every filter of a stream)."""
         meta = obj.metadata
         if self.namespace and meta.namespace != self.namespace:
             return False
-        if not self.labels.empty and not self.labels.matches(meta.labels):
-            return False
-        return self.fields.empty or self.fields.matches(obj)
+        if self._labels:
+            labels = meta.labels
+            for r in self._labels:
+                if not r.matches(labels):
+                    return False
+        for get, value, negate in self._fields:
+            if (get(obj) == value) == negate:
+                return False
+        return True
+
+    def group_key(self) -> tuple[Any, ...]:
+        """Equal for two filters that select exactly the same objects: the namespace, the label
+        requirements, and each field requirement with the getter that reads its field (so two
+        filters bound to different getters never share, whatever their text)."""
+        getters = self.fields._getters
+        return (self.namespace, self.labels,
+                tuple((r, getters[r.field]) for r in self.fields.requirements))
+
+
+# What `HubEvent.outcome` answers: (type to send, send the previous object?). One shared tuple
+# each, so a queued item and `HubEvent.encoded`'s cache key are the same object.
+Outcome = tuple[meta_pb2.WatchEventType, bool]
+_ADDED: Outcome = (ADDED, False)
+_MODIFIED: Outcome = (MODIFIED, False)
+_GONE: Outcome = (DELETED, True)  # deleted: the last state it had
+_LEFT: Outcome = (DELETED, False)  # moved out of the selector: the object as it is now
 
 
 class HubEvent:
     """One etcd change, decoded lazily and encoded at most once per outgoing type."""
 
-    __slots__ = ("_cls", "_enc", "_new", "_prev", "_wcls", "raw", "resume")
+    __slots__ = ("_cls", "_enc", "_new", "_prev", "_wcls", "raw", "resume", "revision")
 
     def __init__(self, raw: RawEvent, cls: type[Message], wcls: WatchEventClass[Any]) -> None:
         self.raw = raw
@@ -86,41 +124,42 @@ class HubEvent:
         self._wcls = wcls
         self._new: Message | None = None
         self._prev: Message | None = None
-        self._enc: dict[tuple[meta_pb2.WatchEventType, bool], bytes] = {}
+        self._enc: dict[Outcome, bytes] = {}
+        self.revision = raw.mod_revision
         # The revision a client that has seen this event may resume after. One transaction
         # can change many objects at one revision (BindBatch, group commit): every event but
         # the last of its revision says revision - 1, so a stream cut between two of them
         # resumes with the rest (and sees a few again) instead of skipping them.
         self.resume = raw.mod_revision
 
-    @property
-    def revision(self) -> int:
-        return self.raw.mod_revision
-
     def new(self) -> Message | None:
-        if self.raw.type is EventType.DELETE:
-            return None
         if self._new is None:
+            if self.raw.type is EventType.DELETE:
+                return None
             self._new = decode(self._cls, self.raw.value, self.raw.mod_revision)
         return self._new
 
     def prev(self) -> Message | None:
-        if self.raw.prev_value is None:
-            return None
         if self._prev is None:
+            if self.raw.prev_value is None:
+                return None
             # The deleted/replaced object, stamped with this event's revision so a
             # client resuming from it does not see the event again.
             self._prev = decode(self._cls, self.raw.prev_value, self.raw.mod_revision)
         return self._prev
 
     def encoded(self, type_: meta_pb2.WatchEventType, use_prev: bool) -> bytes:
-        k = (type_, use_prev)
-        b = self._enc.get(k)
+        return self.encoded_as((type_, use_prev))
+
+    def encoded_as(self, out: Outcome) -> bytes:
+        """`encoded(*out)`: what a stream queue holds is the outcome tuple itself."""
+        b = self._enc.get(out)
         if b is None:
-            value = self.raw.prev_value if use_prev else self.raw.value
+            raw = self.raw
+            value = raw.prev_value if out[1] else raw.value
             assert value is not None
-            b = spliced_event(self._cls, self._wcls, value, type_, self.raw.mod_revision, self.resume)
-            self._enc[k] = b
+            b = spliced_event(self._cls, self._wcls, value, out[0], raw.mod_revision, self.resume)
+            self._enc[out] = b
         return b
 
     def forget_decoded(self) -> None:
@@ -129,24 +168,21 @@ class HubEvent:
         self._new = None
         self._prev = None
 
-    def outcome(self, flt: Filter[Any]) -> tuple[meta_pb2.WatchEventType, bool] | None:
+    def outcome(self, flt: Filter[Any]) -> Outcome | None:
         """(type to send, send the previous object?) for a stream with `flt`, or None."""
+        raw = self.raw
         if flt.everything:  # from the raw event alone: nothing to decode
-            raw = self.raw
             if raw.type is EventType.DELETE:
-                return (DELETED, True) if raw.prev_value is not None else None
-            return (ADDED, False) if raw.prev_value is None else (MODIFIED, False)
+                return _GONE if raw.prev_value is not None else None
+            return _ADDED if raw.prev_value is None else _MODIFIED
         new = self.new()
-        prev = self.prev()
         new_ok = new is not None and flt.matches(new)
-        prev_ok = prev is not None and flt.matches(prev)
-        if new_ok and prev_ok:
-            return (MODIFIED, False)
+        prev_ok = raw.prev_value is not None and flt.matches(self.prev())
         if new_ok:
-            return (ADDED, False)
+            return _MODIFIED if prev_ok else _ADDED
         if prev_ok:
             # Deleted, or moved out of the selector: the client forgets it.
-            return (DELETED, new is None)
+            return _GONE if new is None else _LEFT
         return None
 
 
@@ -164,8 +200,27 @@ def spliced_event(cls: type[Message], wcls: WatchEventClass[Any], value: bytes,
     Protobuf merges repeated occurrences of a message field, and the last scalar wins: the
     stored bytes followed by an event whose object holds only `metadata.resource_version`
     parse exactly as `decode(cls, value, obj_revision)` wrapped in an event."""
-    stamp = wcls(type=type_, object=_stamp(cls, obj_revision), resource_version=event_revision)
-    return _OBJECT_TAG + _varint(len(value)) + value + stamp.SerializeToString()
+    return b"".join((_OBJECT_TAG, _varint(len(value)), value,
+                     _stamp_bytes(cls, wcls, type_, obj_revision, event_revision)))
+
+
+_STAMPS: dict[tuple[Any, ...], bytes] = {}
+_STAMPS_MAX = 256
+
+
+def _stamp_bytes(cls: type[Message], wcls: WatchEventClass[Any], type_: meta_pb2.WatchEventType,
+                 obj_revision: int, event_revision: int) -> bytes:
+    """The tail `spliced_event` appends: a pure function of its arguments, and the same for
+    every event of one transaction (one revision, one type), so it is built once for them and
+    remembered (a few recent ones: revisions only grow)."""
+    k = (cls, wcls, type_, obj_revision, event_revision)
+    b = _STAMPS.get(k)
+    if b is None:
+        if len(_STAMPS) >= _STAMPS_MAX:
+            _STAMPS.clear()
+        b = _STAMPS[k] = wcls(type=type_, object=_stamp(cls, obj_revision),
+                              resource_version=event_revision).SerializeToString()
+    return b
 
 
 def _stamp(cls: type[Message], revision: int) -> Message:
@@ -200,52 +255,85 @@ class HubObserver(Protocol):
 
 
 class Subscription:
-    """One client stream's view of a hub: a bounded queue of (type, use_prev, event)."""
+    """One client stream's view of a hub: a bounded queue of outcomes, each `(outcome, event)`.
+
+    The queue is a deque the hub appends to and the stream's one consumer pops from, with a
+    single future to wake that consumer (asyncio.Queue's put/get bookkeeping, per event and
+    stream, was a visible share of the fan-out). At most `maxsize` items wait; the event that
+    would be one more closes the stream with RESOURCE_EXHAUSTED."""
 
     def __init__(self, hub: WatchHub[Any], flt: Filter[Any], after: int, queue_size: int,
                  bookmark_interval: float) -> None:
         self.hub = hub
         self.filter = flt
         self.after = after  # events at or below this revision are not for us
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(queue_size)
+        self.maxsize = queue_size
+        self.pending: collections.deque[Any] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
         self.error: CowpodError | None = None
         self.bookmark_interval = bookmark_interval
         self.trigger: str | None = None
+        self.group: _Group | None = None  # set by the hub
         self.last_sent = hub.clock.monotonic()
 
     def offer(self, ev: HubEvent) -> None:
+        """One event for this stream alone (a replay from the buffer); the hub's fan-out offers
+        each event to a `_Group` of streams with equal filters at once, by the same rules."""
         if self.error is not None or ev.revision <= self.after:
             return
         out = ev.outcome(self.filter)
-        if out is None:
-            return
-        try:
-            self.queue.put_nowait(self.item(out[0], out[1], ev))
-        except asyncio.QueueFull:
-            self.fail(ResourceExhausted(
-                f"watch stream fell more than {self.queue.maxsize} events behind; "
-                "it was closed so the client can resume or relist"
-            ))
+        if out is not None:
+            self.put(self.item(out, ev))
 
-    def item(self, type_: meta_pb2.WatchEventType, use_prev: bool, ev: HubEvent) -> Any:
-        """What the queue holds for one event: the event itself (encoded when sent)."""
-        return (type_, use_prev, ev)
+    @staticmethod
+    def item(out: Outcome, ev: HubEvent) -> Any:
+        """What the queue holds for one event: the outcome and the event (encoded when sent)."""
+        return (out, ev)
+
+    def put(self, item: Any) -> None:
+        if len(self.pending) >= self.maxsize:
+            self.overflow()
+            return
+        self.pending.append(item)
+        if self._waiter is not None:
+            self._wake()
+
+    def overflow(self) -> None:
+        self.fail(ResourceExhausted(
+            f"watch stream fell more than {self.maxsize} events behind; "
+            "it was closed so the client can resume or relist"
+        ))
 
     def fail(self, err: CowpodError) -> None:
+        """Close the stream: the consumer gets what is queued (a prefix without gaps, so
+        resuming from its last revision loses nothing), then `err`."""
         if self.error is None:
             self.error = err
             self.hub.unsubscribe(self)
-            # Wake the consumer even if the queue is full.
-            while True:
-                try:
-                    self.queue.put_nowait(None)
-                    break
-                except asyncio.QueueFull:
-                    self.queue.get_nowait()
+            self.pending.append(None)  # past maxsize if need be: it only wakes the consumer
+            self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():  # cancelled with its consumer
+                w.set_result(None)
+
+    async def _wait(self) -> None:
+        """Until something is queued (one consumer per subscription)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter = fut
+        try:
+            await fut
+        finally:
+            if self._waiter is fut:
+                self._waiter = None
 
     def tick(self) -> None:
-        if self.queue.empty():
-            self.queue.put_nowait(_TICK)
+        if not self.pending:
+            self.pending.append(_TICK)
+            self._wake()
 
     async def stream(self, batches: bool = False) -> AsyncIterator[bytes]:
         """The encoded events, one message each; with `batches`, everything already queued
@@ -253,9 +341,12 @@ class Subscription:
         wcls = self.hub.kind.watch_event
         assert wcls is not None
         clock = self.hub.clock
-        queue = self.queue
+        pending = self.pending
         while True:
-            item = await queue.get()
+            if not pending:
+                await self._wait()
+                continue
+            item = pending.popleft()
             if item is None:
                 assert self.error is not None
                 raise self.error
@@ -264,23 +355,22 @@ class Subscription:
                     self.last_sent = clock.monotonic()
                     yield bookmark(wcls, max(self.after, self.hub.position))
                 continue
-            type_, use_prev, ev = item
             self.last_sent = clock.monotonic()
-            first = ev.encoded(type_, use_prev)
-            if not batches or queue.empty():
+            first = item[1].encoded_as(item[0])
+            if not batches or not pending:
                 yield first
                 continue
             parts = [first]
             size = len(first)
             failed = False
-            while len(parts) < MAX_BATCH_EVENTS and size < MAX_BATCH_BYTES and not queue.empty():
-                nxt = queue.get_nowait()
+            while len(parts) < MAX_BATCH_EVENTS and size < MAX_BATCH_BYTES and pending:
+                nxt = pending.popleft()
                 if nxt is None:
                     failed = True
                     break
                 if nxt is _TICK:
                     continue
-                b = nxt[2].encoded(nxt[0], nxt[1])
+                b = nxt[1].encoded_as(nxt[0])
                 parts.append(b)
                 size += len(b)
             yield pack(parts)
@@ -320,15 +410,19 @@ class ObjectSubscription(Subscription):
     decoded, taken at offer time (before the hub forgets it), so nothing is encoded or
     parsed for the consumer."""
 
-    def item(self, type_: meta_pb2.WatchEventType, use_prev: bool, ev: HubEvent) -> Any:
-        return ObjectEvent(type_, ev.prev() if use_prev else ev.new(), ev.resume)
+    @staticmethod
+    def item(out: Outcome, ev: HubEvent) -> Any:
+        return ObjectEvent(out[0], ev.prev() if out[1] else ev.new(), ev.resume)
 
     async def objects(self) -> AsyncIterator[ObjectBatch]:
         """Everything queued at once as one batch; BOOKMARKs at the stream's interval."""
         clock = self.hub.clock
-        queue = self.queue
+        pending = self.pending
         while True:
-            item = await queue.get()
+            if not pending:
+                await self._wait()
+                continue
+            item = pending.popleft()
             out: list[ObjectEvent] = []
             failed = item is None
             if item is _TICK:
@@ -336,8 +430,8 @@ class ObjectSubscription(Subscription):
                     out.append(ObjectEvent(BOOKMARK, None, max(self.after, self.hub.position)))
             elif item is not None:
                 out.append(item)
-            while not failed and len(out) < MAX_BATCH_EVENTS and not queue.empty():
-                nxt = queue.get_nowait()
+            while not failed and len(out) < MAX_BATCH_EVENTS and pending:
+                nxt = pending.popleft()
                 if nxt is None:
                     failed = True
                 elif nxt is not _TICK:
@@ -348,6 +442,40 @@ class ObjectSubscription(Subscription):
             if failed:
                 assert self.error is not None
                 raise self.error
+
+
+class _Group:
+    """The subscriptions of one hub with equal filters (`Filter.group_key`) and the same queue
+    item type: the hub works out an event's outcome and queue item once for all of them
+    (the scheduler's and a bench's `spec.nodeName!=` streams, many clients of one selector).
+    `subs` is replaced, never changed in place, so a fan-out may iterate it while a
+    subscription it offers to fails and leaves."""
+
+    __slots__ = ("flt", "item", "key", "subs")
+
+    def __init__(self, sub: Subscription, key: tuple[Any, ...]) -> None:
+        self.key = key
+        self.flt = sub.filter
+        self.item = type(sub).item  # every member's class is the same
+        self.subs: tuple[Subscription, ...] = ()
+
+    def offer(self, ev: HubEvent) -> None:
+        """`Subscription.offer` for every member, the outcome and item computed once."""
+        out = ev.outcome(self.flt)
+        if out is None:
+            return
+        item = self.item(out, ev)
+        rev = ev.revision
+        for sub in self.subs:
+            if sub.error is not None or rev <= sub.after:
+                continue
+            pending = sub.pending
+            if len(pending) >= sub.maxsize:
+                sub.overflow()
+                continue
+            pending.append(item)
+            if sub._waiter is not None:
+                sub._wake()
 
 
 # A batch message carries at most this many events / bytes (clients accept 4 MiB by default).
@@ -416,14 +544,19 @@ class WatchHub(Generic[M]):
         self._tiebreak = itertools.count()
         self.buffer_start = 0  # the buffer holds every event with revision > buffer_start
         self._buffer: collections.deque[HubEvent] = collections.deque(maxlen=buffer_size)
-        self._unindexed: set[Subscription] = set()
-        self._by_trigger: dict[str, set[Subscription]] = {}
+        # Subscriptions in groups of equal filters; the groups whose filter pins the trigger field
+        # are found by its value (`_by_trigger`), the others get every event (`_unindexed`).
+        # The tuples are replaced, never changed in place, so a fan-out can iterate them while
+        # a subscription fails and leaves.
+        self._groups: dict[tuple[Any, ...], _Group] = {}
+        self._unindexed: tuple[_Group, ...] = ()
+        self._by_trigger: dict[str, tuple[_Group, ...]] = {}
         self._trigger_get = kind.all_fields().get(kind.trigger_field) if kind.trigger_field else None
         self._ready = asyncio.Event()
 
     @property
     def subscribers(self) -> int:
-        return len(self._unindexed) + sum(len(s) for s in self._by_trigger.values())
+        return sum(len(g.subs) for g in self._groups.values())
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -463,10 +596,7 @@ class WatchHub(Generic[M]):
                 sub.tick()
 
     def _all(self) -> list[Subscription]:
-        out = list(self._unindexed)
-        for s in self._by_trigger.values():
-            out.extend(s)
-        return out
+        return [s for g in self._groups.values() for s in g.subs]
 
     def _reset(self, err: CowpodError) -> None:
         for sub in self._all():
@@ -478,14 +608,18 @@ class WatchHub(Generic[M]):
         wcls = self.kind.watch_event
         assert wcls is not None
         observer = self.observer
+        buf = self._buffer
         for ev in hub_events(batch, self.kind.message, wcls):
-            if len(self._buffer) == self._buffer.maxlen:
-                self.buffer_start = self._buffer[0].revision
-            self._buffer.append(ev)
+            if len(buf) == buf.maxlen:
+                self.buffer_start = buf[0].revision
+            buf.append(ev)
             if observer is not None:
                 observer.observe(ev)
-            for sub in self._candidates(ev):
-                sub.offer(ev)
+            for g in self._unindexed:
+                g.offer(ev)
+            if self._by_trigger and self._trigger_get is not None:
+                for g in self._indexed(ev):
+                    g.offer(ev)
             ev.forget_decoded()
         self.position = max(self.position, batch.revision)
         self._wake_waiters()
@@ -517,17 +651,18 @@ class WatchHub(Generic[M]):
             if not fut.done():
                 fut.set_result(None)
 
-    def _candidates(self, ev: HubEvent) -> list[Subscription]:
-        if not self._by_trigger or self._trigger_get is None:
-            return list(self._unindexed)
-        out = list(self._unindexed)
-        values = set()
+    def _indexed(self, ev: HubEvent) -> list[_Group]:
+        """The groups whose pinned trigger value is the event's new or previous object's."""
+        get = self._trigger_get
+        assert get is not None
         new = ev.new()
         prev = ev.prev()
+        values = set()
         if new is not None:
-            values.add(self._trigger_get(new))
+            values.add(get(new))
         if prev is not None:
-            values.add(self._trigger_get(prev))
+            values.add(get(prev))
+        out: list[_Group] = []
         for v in values:
             out.extend(self._by_trigger.get(v, ()))
         return out
@@ -541,11 +676,17 @@ class WatchHub(Generic[M]):
         cls = ObjectSubscription if objects else Subscription
         sub = cls(self, flt, after, self.queue_size, bookmark_interval)
         trig = flt.fields.required(self.kind.trigger_field) if self._trigger_get else None
-        if trig is not None:
-            sub.trigger = trig
-            self._by_trigger.setdefault(trig, set()).add(sub)
-        else:
-            self._unindexed.add(sub)
+        sub.trigger = trig
+        key = (trig, cls, flt.group_key())
+        g = self._groups.get(key)
+        if g is None:
+            g = self._groups[key] = _Group(sub, key)
+            if trig is None:
+                self._unindexed = (*self._unindexed, g)
+            else:
+                self._by_trigger[trig] = (*self._by_trigger.get(trig, ()), g)
+        g.subs = (*g.subs, sub)
+        sub.group = g
         # Replay what the buffer holds after `after`: no await between this and
         # registration, so no event can slip between replay and live delivery.
         if after < self.position:
@@ -556,14 +697,21 @@ class WatchHub(Generic[M]):
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        if sub.trigger is not None:
-            subs = self._by_trigger.get(sub.trigger)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self._by_trigger[sub.trigger]
+        g = sub.group
+        if g is None or sub not in g.subs:
+            return
+        g.subs = tuple(s for s in g.subs if s is not sub)
+        if g.subs:
+            return
+        del self._groups[g.key]
+        if sub.trigger is None:
+            self._unindexed = tuple(x for x in self._unindexed if x is not g)
+            return
+        rest = tuple(x for x in self._by_trigger.get(sub.trigger, ()) if x is not g)
+        if rest:
+            self._by_trigger[sub.trigger] = rest
         else:
-            self._unindexed.discard(sub)
+            self._by_trigger.pop(sub.trigger, None)
 
 
 async def dedicated_stream(store: Store, kind: Kind[M], flt: Filter[M], after: int,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
@@ -46,6 +46,8 @@ Key = tuple[str, str]
 RESUME_BACKOFF = Backoff(initial=0.1, cap=5.0, jitter=0.5)
 Handler = Callable[[int, ObjT], Awaitable[None]]
 """Called with (meta_pb2.ADDED|MODIFIED|DELETED, object) for every change."""
+_ADDED, _MODIFIED = meta_pb2.ADDED, meta_pb2.MODIFIED
+_DELETED, _BOOKMARK = meta_pb2.DELETED, meta_pb2.BOOKMARK
 
 
 def key_of(obj: _Obj) -> Key:
@@ -87,8 +89,7 @@ class Informer(Generic[ObjT]):
         retry = Retry(RESUME_BACKOFF, self._clock)
         while True:
             try:
-                async for _ in self._stream():
-                    retry.reset()
+                await self._stream(retry)
             except (grpc.aio.AioRpcError, CowpodError) as err:
                 # A gRPC stream raises AioRpcError; an in-process one (the controller's own
                 # watch hubs, controller/reconcile.py) raises the domain error itself.
@@ -103,47 +104,59 @@ class Informer(Generic[ObjT]):
                 log.info("%s: watch ended by server; resuming from %d", self._name, self.resource_version)
             await retry.sleep()
 
-    async def _stream(self) -> AsyncIterator[None]:
+    async def _stream(self, retry: Retry) -> None:
+        """One watch call until it ends or breaks; `retry` is reset after every event handled
+        (the stream is making progress). A plain loop, not a generator yielding per event:
+        every pod event of the controller passes here, and an async generator's round trip
+        per event was most of this loop's own cost."""
         relist = self.resource_version == 0
         opts = meta_pb2.WatchOptions(
             list=self._opts, resource_version=self.resource_version, send_initial=relist, allow_batches=True
         )
         seen: set[Key] = set()
         in_initial = relist
+        cache = self.cache
+        handler = self._handler
         call = self._watch(opts)
         async for msg in call:
             # A server may pack the events that were ready at once into one message.
             for ev in msg.batch if len(msg.batch) else (msg,):
-                if ev.type == meta_pb2.BOOKMARK:
+                type_ = ev.type
+                if type_ == _BOOKMARK:
                     self.resource_version = max(self.resource_version, ev.resource_version)
                     if in_initial:
                         in_initial = False
                         # Objects we held that the fresh list did not mention were
                         # deleted while we were not watching.
-                        for k in [k for k in self.cache if k not in seen]:
-                            gone = self.cache.pop(k)
-                            await self._emit(meta_pb2.DELETED, gone)
+                        for k in [k for k in cache if k not in seen]:
+                            gone = cache.pop(k)
+                            await self._emit(_DELETED, gone)
                         if not self.synced:
                             self.synced = True
                             self._synced_event.set()
                             if self._on_synced is not None:
                                 await self._on_synced()
-                    yield None
+                    retry.reset()
                     continue
                 obj: ObjT = ev.object
-                k = key_of(obj)
+                meta = obj.metadata
+                k = (meta.namespace, meta.name)  # key_of(obj)
                 if not in_initial:
                     # During the initial list, objects arrive with their own (older)
                     # revisions; only the closing BOOKMARK says the list is complete.
                     # Resuming from one of them after a break would skip the rest.
-                    self.resource_version = max(self.resource_version, ev.resource_version)
-                if ev.type == meta_pb2.DELETED:
-                    if self.cache.pop(k, None) is not None or not in_initial:
-                        await self._emit(meta_pb2.DELETED, obj)
+                    rv = ev.resource_version
+                    if rv > self.resource_version:
+                        self.resource_version = rv
+                if type_ == _DELETED:
+                    if cache.pop(k, None) is not None or not in_initial:
+                        if handler is not None:
+                            await handler(_DELETED, obj)
                 else:
                     if in_initial:
                         seen.add(k)
-                    type_ = meta_pb2.MODIFIED if k in self.cache else meta_pb2.ADDED
-                    self.cache[k] = obj
-                    await self._emit(type_, obj)
-                yield None
+                    type_ = _MODIFIED if k in cache else _ADDED
+                    cache[k] = obj
+                    if handler is not None:
+                        await handler(type_, obj)
+                retry.reset()

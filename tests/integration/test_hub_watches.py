@@ -44,10 +44,12 @@ async def test_an_in_process_informer_sees_what_a_grpc_one_sees(controller: Cont
                                                         grace_period_seconds=0))
 
         def same() -> bool:
-            return ("default", "after") in local.cache and sorted(local.cache) == sorted(remote.cache) \
+            # Both changes in: the create alone would already give equal caches at one revision.
+            return ("default", "after") in local.cache and ("default", "before-0") not in local.cache \
+                and sorted(local.cache) == sorted(remote.cache) \
                 and local.resource_version == remote.resource_version
 
-        await eventually(same, what="both caches at the same revision with the new pod")
+        await eventually(same, what="both caches at the same revision with the new pod, the deleted one gone")
         assert ("default", "before-0") not in local.cache
         assert (meta_pb2.ADDED, "after") in seen and (meta_pb2.DELETED, "before-0") in seen
         assert local.cache[("default", "after")] == remote.cache[("default", "after")]

@@ -300,3 +300,136 @@ def test_every_watch_event_has_object_in_field_2_and_batch_in_field_4() -> None:
                 assert msg.fields_by_name["object"].number == 2, name
                 assert msg.fields_by_name["batch"].number == 4, name
     assert seen >= 5
+
+
+async def test_streams_with_equal_filters_get_what_each_would_get_alone(env: Env) -> None:
+    """The hub offers an event once per group of equal filters; every stream still gets
+    exactly `HubEvent.outcome` of its own filter for every event after its own revision,
+    bytes or objects, indexed or not."""
+    from controller.store import decode
+    from controller.watch import ObjectEvent, Subscription
+
+    r0 = await env.put(pod("seed"))
+    selectors = [("", ""), ("", ""), ("spec.nodeName=", ""), ("spec.nodeName=", ""),
+                 ("spec.nodeName=n1", ""), ("spec.nodeName!=", ""), ("spec.nodeName!=", ""),
+                 ("", "app=web"), ("spec.nodeName!=", "app")]
+    subs: list[Subscription] = []
+    for objects in (False, True):
+        for i, (fs, ls) in enumerate(selectors):
+            flt = env.res.filter(meta_pb2.ListOptions(field_selector=fs, label_selector=ls))
+            sub = env.hub.subscribe(flt, r0 + i % 3, 1.0, objects=objects)
+            assert sub is not None
+            subs.append(sub)
+    assert env.hub.subscribers == len(subs)
+    assert len(env.hub._groups) == 12  # 6 distinct filters, bytes and objects
+    await env.put(pod("a"))
+    await env.put(pod("b", labels={"app": "web"}))
+    await env.put(pod("a", node="n1"))
+    await env.put(pod("b", node="n2", labels={"app": "web"}))
+    await env.put(pod("a", node="n1", labels={"app": "web"}))
+    await env.put(pod("b", node="n2"))
+    await env.delete("a")
+    await env.delete("b")
+    await settle()
+    events = [ev for ev in env.hub._buffer if ev.revision > r0]
+    assert len(events) == 8
+    seen_types = set()
+    for sub in subs:
+        want = [(out, ev) for ev in events if ev.revision > sub.after
+                for out in [ev.outcome(sub.filter)] if out is not None]
+        got = list(sub.pending)
+        assert len(got) == len(want), sub.filter
+        for item, (out, ev) in zip(got, want, strict=True):
+            seen_types.add(out)
+            if isinstance(item, ObjectEvent):
+                stored = ev.raw.prev_value if out[1] else ev.raw.value
+                assert (item.type, item.resource_version) == (out[0], ev.resume)
+                assert stored is not None
+                assert item.object == decode(pod_pb2.Pod, stored, ev.revision)
+            else:
+                assert item[0] == out and item[1] is ev
+    # Every outcome occurred: added, modified, deleted, and moved out of a selector.
+    assert {o[0] for o in seen_types} == {meta_pb2.ADDED, meta_pb2.MODIFIED, meta_pb2.DELETED}
+    assert {o[1] for o in seen_types if o[0] == meta_pb2.DELETED} == {True, False}
+    for sub in subs:
+        env.hub.unsubscribe(sub)
+        env.hub.unsubscribe(sub)  # twice is harmless (a failed stream's handler does it again)
+    assert env.hub.subscribers == 0 and not env.hub._groups
+    assert env.hub._unindexed == () and env.hub._by_trigger == {}
+
+
+async def test_an_overflowing_stream_delivers_what_it_queued_without_a_gap_then_fails() -> None:
+    """The queued events are a prefix of the stream (resuming after the last one loses
+    nothing); the event that did not fit is not among them."""
+    e = Env(queue_size=3)
+    task = asyncio.create_task(e.hub.run())
+    await e.hub.wait_ready()
+    try:
+        slow = Reader(e.res.watch(meta_pb2.WatchOptions()))
+        first = asyncio.create_task(slow.next())
+        await settle()
+        await e.put(pod("p0"))
+        assert (await first).object.metadata.name == "p0"
+        for i in range(1, 6):
+            await e.put(pod(f"p{i}"))
+        await settle()
+        got = [(await slow.next()).object.metadata.name for _ in range(3)]
+        assert got == ["p1", "p2", "p3"]
+        with pytest.raises(ResourceExhausted, match="fell more than 3 events behind"):
+            await slow.next()
+        assert e.hub.subscribers == 0
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def test_spliced_events_with_remembered_stamps_match_fresh_encodings() -> None:
+    """`spliced_event` reuses the stamp of an equal (kind, type, revisions); every result,
+    across more distinct stamps than it remembers, is the decode-then-encode one."""
+    from controller.store import decode
+    from controller.watch import _STAMPS_MAX, spliced_event
+
+    value = pod("a", node="n1").SerializeToString()
+    for round_ in range(2):
+        for rev in range(1, _STAMPS_MAX + 40):
+            for type_ in (meta_pb2.ADDED, meta_pb2.DELETED):
+                for resume in (rev - 1, rev):
+                    got = spliced_event(pod_pb2.Pod, pod_pb2.PodWatchEvent, value, type_, rev, resume)
+                    want = pod_pb2.PodWatchEvent(type=type_, object=decode(pod_pb2.Pod, value, rev),
+                                                 resource_version=resume)
+                    assert pod_pb2.PodWatchEvent.FromString(got) == want, (round_, rev, type_, resume)
+
+
+def test_a_filter_matches_exactly_as_its_namespace_and_selectors_do() -> None:
+    """`Filter.matches` unrolls the selectors' own `matches`; same answers everywhere, and a
+    field without a getter fails when matched, as the selector does."""
+    from controller.selectors import (
+        FieldRequirement,
+        FieldSelector,
+        parse_field_selector,
+        parse_label_selector,
+    )
+    from controller.watch import Filter
+
+    pods = [pod("a"), pod("b", node="n1", labels={"app": "web"}),
+            pod("c", node="n2", labels={"app": "db", "t": "1"})]
+    pods[2].metadata.namespace = "other"
+    pods[2].status.phase = "Running"
+    for ns in ("", "default", "other"):
+        for ls in ("", "app", "!app", "app=web", "app!=web", "app in (web,db),t", "app notin (db)"):
+            for fs in ("", "spec.nodeName=", "spec.nodeName!=", "spec.nodeName=n1",
+                       "spec.nodeName!=n1,status.phase=", "metadata.name=c", "status.phase!=Running"):
+                labels = parse_label_selector(ls)
+                fields = parse_field_selector(fs, PODS.all_fields())
+                flt = Filter(ns, labels, fields)
+                assert flt.everything == (not ns and not ls and not fs)
+                for p in pods:
+                    want = ((not ns or p.metadata.namespace == ns) and labels.matches(p.metadata.labels)
+                            and fields.matches(p))
+                    assert flt.matches(p) == want, (ns, ls, fs, p.metadata.name)
+    unknown: FieldSelector[pod_pb2.Pod] = FieldSelector((FieldRequirement("spec.x", "1", False),), {})
+    broken = Filter("", parse_label_selector(""), unknown)
+    assert not broken.everything
+    with pytest.raises(KeyError):
+        broken.matches(pods[0])
