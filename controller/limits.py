@@ -22,13 +22,14 @@ without sleeping.
 from __future__ import annotations
 
 import math
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from cowpod.clock import Clock
@@ -82,20 +83,117 @@ def _size(n: int) -> str:
 
 def check_message(msg: Message, limits: Limits) -> None:
     """Raise `Invalid` (field path + reason) if `msg` breaks an object limit."""
-    if msg.ByteSize() > limits.max_object_bytes and hasattr(msg, "metadata"):
-        raise Invalid(
-            "",
-            f"object is {_size(msg.ByteSize())}; the maximum is {_size(limits.max_object_bytes)}",
-        )
-    _walk(msg, "", limits, _harmless_size(limits))
+    size = msg.ByteSize()
+    if size > limits.max_object_bytes and hasattr(msg, "metadata"):
+        raise Invalid("", f"object is {_size(size)}; the maximum is {_size(limits.max_object_bytes)}")
+    plan = _plan(limits)
+    desc: Any = msg.DESCRIPTOR
+    if size > plan.harmless(desc):
+        _walk(msg, "", plan, size)
 
 
-def _harmless_size(limits: Limits) -> int:
-    """A message serialized in at most this many bytes cannot break a limit below, so it is
-    not walked: a string is no longer than its bytes, every list item or map entry takes at
-    least one byte (a map entry two), and annotations' keys and values are among the bytes."""
-    return min(limits.max_string_bytes, limits.max_items, 2 * limits.max_labels + 1,
-               limits.max_annotations_bytes)
+# What a message type's fields can break, found once per type over every type it reaches.
+_STRING, _ITEMS, _LABELS, _ANNOTATIONS = "string", "items", "labels", "annotations"
+_ALWAYS = "always"  # extensions: fields the descriptor does not list; such a message is always walked
+
+
+def _breakable(desc: Descriptor) -> frozenset[str]:
+    """The kinds of limit `_walk` checks somewhere in a message of type `desc` (itself and every
+    message type below it, cycles included): what its fields, as `_walk` and `_check_map` treat
+    them, are measured against."""
+    kinds: set[str] = set()
+    seen: set[Descriptor] = set()
+    todo = [desc]
+    while todo:
+        d = todo.pop()
+        if d in seen:
+            continue
+        seen.add(d)
+        if d.extension_ranges:
+            kinds.add(_ALWAYS)
+        for fd in d.fields:
+            mt = fd.message_type
+            if mt is not None and mt.GetOptions().map_entry:
+                kinds.add(_ITEMS)
+                if fd.name == "labels":
+                    kinds.add(_LABELS)
+                if fd.name == "annotations":
+                    kinds.add(_ANNOTATIONS)
+                    continue  # only the total of keys and values is measured
+                if mt.fields_by_name["key"].type == FieldDescriptor.TYPE_STRING:
+                    kinds.add(_STRING)
+                fd = mt.fields_by_name["value"]  # checked as a singular field of its type
+                mt = fd.message_type
+            elif fd.is_repeated:
+                kinds.add(_ITEMS)
+            if fd.type == FieldDescriptor.TYPE_STRING:
+                kinds.add(_STRING)
+            elif mt is not None:
+                todo.append(mt)
+    return frozenset(kinds)
+
+
+_BREAKABLE: dict[Descriptor, frozenset[str]] = {}
+
+
+class _Plan:
+    """check_message's facts for one `Limits`, worked out once per message type and field.
+
+    A message serialized in at most `harmless(type)` bytes cannot break any limit its type can
+    break, so it is not walked: a string is no longer than its bytes, every list item or map
+    entry takes at least one byte (a map entry two), and annotations' keys and values are
+    among the bytes. The bound is per type: a PodSpec has no `labels` map, so only its strings
+    and lists bound it, not the (much smaller) label count. A sub-message is never larger than
+    the message holding it, so a message no larger than its field's bound skips the field
+    without measuring it. Every request is checked (a CreateBatch of 16 pods is ~200 fields):
+    building each field's path and asking the descriptor for its options on every visit cost
+    more than the checks; paths are built only on the way into a message and when a limit is
+    broken."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._types: dict[Descriptor, int] = {}
+        # Per field: (shape, is a message, is a string, the harmless size of its message type).
+        self.fields: dict[FieldDescriptor, tuple[int, bool, bool, int]] = {}
+
+    def harmless(self, desc: Descriptor) -> int:
+        bound = self._types.get(desc)
+        if bound is None:
+            kinds = _BREAKABLE.get(desc)
+            if kinds is None:
+                kinds = _BREAKABLE[desc] = _breakable(desc)
+            lim = self.limits
+            bounds = {_STRING: lim.max_string_bytes, _ITEMS: lim.max_items, _LABELS: 2 * lim.max_labels + 1,
+                      _ANNOTATIONS: lim.max_annotations_bytes, _ALWAYS: -1}
+            bound = self._types[desc] = min((bounds[k] for k in kinds), default=sys.maxsize)
+        return bound
+
+    def field(self, fd: FieldDescriptor) -> tuple[int, bool, bool, int]:
+        facts = self.fields.get(fd)
+        if facts is None:
+            mt = fd.message_type
+            if mt is not None and mt.GetOptions().map_entry:
+                shape = _MAP
+            else:
+                shape = _REPEATED if fd.is_repeated else _SINGLE
+            is_msg = fd.type == FieldDescriptor.TYPE_MESSAGE
+            bound = self.harmless(mt) if is_msg and mt is not None and shape != _MAP else sys.maxsize
+            facts = self.fields[fd] = (shape, is_msg, fd.type == FieldDescriptor.TYPE_STRING, bound)
+        return facts
+
+
+# Plans by the identity of their Limits (hashing a Limits per request would cost more than the
+# lookup saves); each plan holds its Limits, so no other object can take that id meanwhile.
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan(limits: Limits) -> _Plan:
+    plan = _PLANS.get(id(limits))
+    if plan is None or plan.limits is not limits:
+        if len(_PLANS) >= 64:  # tests make many Limits; a controller has one
+            _PLANS.clear()
+        plan = _PLANS[id(limits)] = _Plan(limits)
+    return plan
 
 
 def _join(path: str, name: str) -> str:
@@ -103,38 +201,25 @@ def _join(path: str, name: str) -> str:
 
 
 _MAP, _REPEATED, _SINGLE = 0, 1, 2
-# Per field descriptor, worked out once: (shape, is a message, is a string). Every request is
-# walked (a CreateBatch of 16 pods is ~200 fields): building each field's path and asking the
-# descriptor for its options on every visit cost more than the checks; paths are now built
-# only on the way into a message and when a limit is broken.
-_FIELD_FACTS: dict[FieldDescriptor, tuple[int, bool, bool]] = {}
-
-
-def _facts(fd: FieldDescriptor) -> tuple[int, bool, bool]:
-    facts = _FIELD_FACTS.get(fd)
-    if facts is None:
-        mt = fd.message_type
-        if mt is not None and mt.GetOptions().map_entry:
-            shape = _MAP
-        else:
-            shape = _REPEATED if fd.is_repeated else _SINGLE
-        facts = _FIELD_FACTS[fd] = (shape, fd.type == FieldDescriptor.TYPE_MESSAGE,
-                                    fd.type == FieldDescriptor.TYPE_STRING)
-    return facts
 
 
 def _too_long(path: str, value: str, limits: Limits) -> Invalid:
     return Invalid(path, f"must be no more than {_size(limits.max_string_bytes)} (got {_size(len(value))})")
 
 
-def _walk(msg: Message, path: str, limits: Limits, harmless: int) -> None:
+def _walk(msg: Message, path: str, plan: _Plan, size: int) -> None:
+    """Check the fields of `msg`, serialized in `size` bytes (or fewer: sys.maxsize when unknown)."""
+    limits = plan.limits
     longest = limits.max_string_bytes
+    fields = plan.fields
     for fd, value in msg.ListFields():
-        shape, is_msg, is_str = _facts(fd)
+        shape, is_msg, is_str, harmless = fields.get(fd) or plan.field(fd)
         if shape == _SINGLE:
             if is_msg:
-                if value.ByteSize() > harmless:
-                    _walk(value, _join(path, fd.json_name), limits, harmless)
+                if size > harmless:
+                    sub = value.ByteSize()
+                    if sub > harmless:
+                        _walk(value, _join(path, fd.json_name), plan, sub)
             elif is_str and len(value) > longest:
                 raise _too_long(_join(path, fd.json_name), value, limits)
         elif shape == _REPEATED:
@@ -142,26 +227,29 @@ def _walk(msg: Message, path: str, limits: Limits, harmless: int) -> None:
                 raise Invalid(_join(path, fd.json_name),
                               f"at most {limits.max_items} items (got {len(value)})")
             if is_msg:
-                p = _join(path, fd.json_name)
-                for i, item in enumerate(value):
-                    if item.ByteSize() > harmless:
-                        _walk(item, f"{p}[{i}]", limits, harmless)
+                if size > harmless:
+                    p = _join(path, fd.json_name)
+                    for i, item in enumerate(value):
+                        sub = item.ByteSize()
+                        if sub > harmless:
+                            _walk(item, f"{p}[{i}]", plan, sub)
             elif is_str:
                 for i, item in enumerate(value):
                     if len(item) > longest:
                         raise _too_long(f"{_join(path, fd.json_name)}[{i}]", item, limits)
         else:
-            _check_map(fd, value, _join(path, fd.json_name), limits)
+            _check_map(fd, value, _join(path, fd.json_name), plan)
 
 
-def _check_value(fd: FieldDescriptor, value: Any, path: str, limits: Limits) -> None:
+def _check_value(fd: FieldDescriptor, value: Any, path: str, plan: _Plan) -> None:
     if fd.type == FieldDescriptor.TYPE_MESSAGE:
-        _walk(value, path, limits, _harmless_size(limits))
-    elif fd.type == FieldDescriptor.TYPE_STRING and len(value) > limits.max_string_bytes:
-        raise _too_long(path, value, limits)
+        _walk(value, path, plan, sys.maxsize)
+    elif fd.type == FieldDescriptor.TYPE_STRING and len(value) > plan.limits.max_string_bytes:
+        raise _too_long(path, value, plan.limits)
 
 
-def _check_map(fd: FieldDescriptor, value: Any, path: str, limits: Limits) -> None:
+def _check_map(fd: FieldDescriptor, value: Any, path: str, plan: _Plan) -> None:
+    limits = plan.limits
     n = len(value)
     if fd.name == "labels" and n > limits.max_labels:
         raise Invalid(path, f"at most {limits.max_labels} labels (got {n})")
@@ -178,7 +266,7 @@ def _check_map(fd: FieldDescriptor, value: Any, path: str, limits: Limits) -> No
     for k, v in value.items():
         if isinstance(k, str) and len(k) > limits.max_string_bytes:
             raise Invalid(path, f"key of {_size(len(k))} is too long")
-        _check_value(value_fd, v, f"{path}[{k}]" if len(str(k)) <= 80 else f"{path}[...]", limits)
+        _check_value(value_fd, v, f"{path}[{k}]" if len(str(k)) <= 80 else f"{path}[...]", plan)
 
 
 # --- rate limits ----------------------------------------------------------------------------------
