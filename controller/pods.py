@@ -26,6 +26,7 @@ from controller.capacity import counts
 from controller.kinds import NODES, PODS
 from controller.node_usage import NodeUsage, bindseq_key, seq_value
 from controller.resource import Resource, get_time, not_found, set_time
+from controller.specmemo import SpecMemo
 from controller.store import Compare, Put, Store, encode
 from controller.watch import WatchHub
 from cowpod.api import podfields
@@ -57,6 +58,9 @@ def qos_class(spec: pod_pb2.PodSpec) -> str:
         return "BestEffort"
     return "Guaranteed" if guaranteed else "Burstable"
 
+
+# `qos_class` of the specs created lately, by their bytes (controller.specmemo).
+_QOS_CLASSES: SpecMemo[str] = SpecMemo()
 
 # Fields of a pod's spec that an Update may change after creation.
 MUTABLE_SPEC = ("spec.containers[*].image", "spec.initContainers[*].image", "spec.activeDeadlineSeconds",
@@ -94,14 +98,21 @@ class Pods:
             spec.restart_policy = "Always"
         if not spec.HasField("termination_grace_period_seconds"):
             spec.termination_grace_period_seconds = DEFAULT_GRACE_SECONDS
-        status = pod.status
-        status.phase = "Pending"
-        status.qos_class = qos_class(spec)
         podfields.resolve_named_ports(spec)
         if self.priority is not None:
             await self.priority(spec)
         self.res.prepare_new(pod)  # checks the metadata
-        validation.validate_pod(pod, metadata_checked=True)
+        # The spec is final: its bytes find its QoS class (which reads only the resources, so
+        # the defaults above do not change it) and validation's findings, both remembered.
+        key = spec.SerializeToString(deterministic=True)
+        qos = _QOS_CLASSES.get(key)
+        if qos is None:
+            qos = qos_class(spec)
+            _QOS_CLASSES.put(key, qos)
+        status = pod.status
+        status.phase = "Pending"
+        status.qos_class = qos
+        validation.validate_pod(pod, metadata_checked=True, spec_key=key)
 
     async def create(self, pod: pod_pb2.Pod) -> pod_pb2.Pod:
         await self._prepare(pod)

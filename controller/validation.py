@@ -151,9 +151,18 @@ def metadata(errs: Errors, meta: Any, *, namespaced: bool, name_label: bool = Fa
 
 
 def check_metadata(meta: Any, *, namespaced: bool) -> None:
+    name = meta.name
+    if (0 < len(name) <= 253 and DNS1123_SUBDOMAIN.match(name) and not meta.labels and not meta.annotations
+            and (not namespaced or _valid_label(meta.namespace))):
+        return  # what `metadata` checks, for the common case it has nothing to say about
     errs = Errors()
     metadata(errs, meta, namespaced=namespaced)
     errs.raise_if_any()
+
+
+def _valid_label(value: str) -> bool:
+    """Would `dns_label` (required) find nothing wrong with `value`?"""
+    return 0 < len(value) <= 63 and DNS1123_LABEL.match(value) is not None
 
 
 def one_of(errs: Errors, path: str, value: str, allowed: Iterable[str]) -> None:
@@ -696,9 +705,11 @@ def conditions(errs: Errors, path: str, conds: Iterable[Any]) -> None:
 _SPEC_FINDINGS: SpecMemo[tuple[tuple[str, str], ...]] = SpecMemo()
 
 
-def pod_spec_cached(errs: Errors, spec: pod_pb2.PodSpec) -> None:
-    """`pod_spec`, remembered for specs seen before."""
-    key = spec.SerializeToString(deterministic=True)
+def pod_spec_cached(errs: Errors, spec: pod_pb2.PodSpec, key: bytes | None = None) -> None:
+    """`pod_spec`, remembered for specs seen before. `key`: the spec's deterministic bytes,
+    when the caller has them already."""
+    if key is None:
+        key = spec.SerializeToString(deterministic=True)
     found = _SPEC_FINDINGS.get(key)
     if found is None:
         sub = Errors()
@@ -708,14 +719,15 @@ def pod_spec_cached(errs: Errors, spec: pod_pb2.PodSpec) -> None:
     errs.items.extend(found)
 
 
-def validate_pod(pod: pod_pb2.Pod, *, metadata_checked: bool = False) -> None:
+def validate_pod(pod: pod_pb2.Pod, *, metadata_checked: bool = False, spec_key: bytes | None = None) -> None:
     """Every problem of `pod` in one `Invalid`. `metadata_checked`: its metadata passed
     `check_metadata` and has not changed since (a create: `Resource.prepare_new` checks it
-    first), so checking it again could add nothing."""
+    first), so checking it again could add nothing. `spec_key`: the spec's deterministic
+    bytes, when the caller has them already."""
     errs = Errors()
     if not metadata_checked:
         metadata(errs, pod.metadata, namespaced=True)
-    pod_spec_cached(errs, pod.spec)
+    pod_spec_cached(errs, pod.spec, spec_key)
     pod_status(errs, pod.status)
     errs.raise_if_any()
 

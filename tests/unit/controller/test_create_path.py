@@ -12,12 +12,17 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from controller import validation
-from controller.pods import add_create_result
-from controller.resource import new_uid, set_time
+from controller.kinds import NODES, PODS
+from controller.memstore import MemoryStore
+from controller.node_usage import NodeUsage
+from controller.pods import DEFAULT_GRACE_SECONDS, Pods, add_create_result, qos_class
+from controller.resource import Resource, new_uid, set_time
 from controller.servicers.pods import spec_findings
 from controller.specmemo import SpecMemo
+from controller.watch import WatchHub
 from cowpod.api import podfields
 from cowpod.auth.podsecurity import pod_violations
+from cowpod.clock import FakeClock
 from cowpod.errors import AlreadyExists, CowpodError, Invalid
 from cowpod.v1 import meta_pb2, pod_pb2
 
@@ -236,3 +241,98 @@ def test_pod_status_shortcut_finds_what_the_full_check_finds(phase: str,
     validation.one_of(want, "status.phase", status.phase, validation.POD_PHASES)
     validation.conditions(want, "status.conditions", status.conditions)
     assert errs.items == want.items
+
+
+NAMES = ["web", "a" * 253, "a" * 254, "", "Web", "web-", "web.1", "web\n", "-x", "x.y.z", "a_b"]
+NAMESPACES = ["default", "", "kube-system", "a" * 63, "a" * 64, "Team", "ns\n", "a.b"]
+
+
+@pytest.mark.parametrize("namespaced", [True, False])
+def test_check_metadata_shortcut_refuses_what_the_full_check_refuses(namespaced: bool) -> None:
+    rng = random.Random(3)
+    for _ in range(1500):
+        meta = meta_pb2.ObjectMeta(name=rng.choice(NAMES), namespace=rng.choice(NAMESPACES))
+        if rng.random() < 0.3:
+            meta.labels[rng.choice(["app", "bad key!", "x/"])] = rng.choice(["v", "bad value!"])
+        if rng.random() < 0.3:
+            meta.annotations[rng.choice(["note", "bad key!"])] = "x"
+        want = validation.Errors()
+        validation.metadata(want, meta, namespaced=namespaced)
+        try:
+            validation.check_metadata(meta, namespaced=namespaced)
+            got: list[tuple[str, str]] = []
+        except Invalid as err:
+            got = [(err.field, str(err))]
+        if not want.items:
+            assert got == []
+        else:
+            with pytest.raises(Invalid) as raised:
+                want.raise_if_any()
+            assert got == [(raised.value.field, str(raised.value))]
+
+
+def _resources(rng: random.Random, c: pod_pb2.Container) -> None:
+    for rl in (c.resources.requests, c.resources.limits):
+        if rng.random() < 0.5:
+            rl.cpu_millis = rng.choice([0, 100, 500])
+        if rng.random() < 0.5:
+            rl.memory_bytes = rng.choice([0, 1 << 20, 128 << 20])
+
+
+async def _prepare_reference(pods: Pods, pod: pod_pb2.Pod) -> None:
+    """What `Pods.create` did to a new pod before its QoS class and spec findings were
+    remembered by the final spec's bytes (and its metadata was checked once)."""
+    pod.ClearField("status")
+    spec = pod.spec
+    if not spec.restart_policy:
+        spec.restart_policy = "Always"
+    if not spec.HasField("termination_grace_period_seconds"):
+        spec.termination_grace_period_seconds = DEFAULT_GRACE_SECONDS
+    pod.status.phase = "Pending"
+    pod.status.qos_class = qos_class(spec)
+    _resolve_named_ports_reference(spec)
+    if pods.priority is not None:
+        await pods.priority(spec)
+    pods.res.prepare_new(pod)
+    validation.check_metadata(pod.metadata, namespaced=True)
+    errs = validation.Errors()
+    validation.metadata(errs, pod.metadata, namespaced=True)
+    validation.pod_spec(errs, pod.spec)
+    validation.pod_status(errs, pod.status)
+    errs.raise_if_any()
+
+
+async def test_a_prepared_pod_is_what_the_plain_sequence_made() -> None:
+    store = MemoryStore()
+    clock = FakeClock()
+    pods = Pods(Resource(PODS, store, clock, WatchHub(store, PODS, clock)), Resource(NODES, store, clock),
+                store, clock, usage=NodeUsage(store))
+    rng = random.Random(11)
+    outcomes = set()
+    for _ in range(600):
+        pod = _pod(rng)
+        for c in [*pod.spec.init_containers, *pod.spec.containers]:
+            _resources(rng, c)
+        if rng.random() < 0.1:
+            pod.metadata.name = "Bad_Name"
+        if rng.random() < 0.2:
+            pod.status.phase = "Running"  # a client's status is dropped
+        want, got = pod_pb2.Pod(), pod_pb2.Pod()
+        want.CopyFrom(pod)
+        got.CopyFrom(pod)
+        errors = []
+        for fn, p in ((_prepare_reference, want), (Pods._prepare, got)):
+            try:
+                await fn(pods, p)
+                errors.append("")
+            except Invalid as err:
+                errors.append(f"{err.field}: {err}")
+        assert errors[0] == errors[1]
+        if not errors[0]:
+            assert got.metadata.uid != want.metadata.uid
+            got.metadata.uid = want.metadata.uid
+            assert got == want
+            outcomes.add(got.status.qos_class)
+        else:
+            outcomes.add("invalid")
+    assert outcomes == {"BestEffort", "Burstable", "Guaranteed", "invalid"}
