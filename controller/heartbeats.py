@@ -13,7 +13,7 @@ is refused is answered with the unary call's status code and message
 watch and keeps serving the others.
 
     requests ──► reader: one task per renewal (≤ max_in_flight not yet answered)
-                   └─► Nodes.heartbeat / RefusedMessage ──► answers queue ──► stream out
+                   └─► Nodes.heartbeat / RefusedMessage ──► answers (deque) ──► stream out
 
 Renewals on one stream run concurrently: a renewal may wait 50 ms for company in the
 etcd group commit (`RENEWAL_LINGER_SECONDS`), so a stream shared by many nodes (the
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from controller.rpc import RefusedMessage
@@ -68,27 +69,49 @@ async def serve(
 ) -> AsyncGenerator[node_pb2.HeartbeatResponse, None]:
     """Answer every request of `requests` with `renew`'s outcome, until the client closes
     its side and every answer is out. The reader task is this generator's: cancelled
-    and awaited when the stream ends, however it ends."""
-    answers: asyncio.Queue[node_pb2.HeartbeatResponse | None] = asyncio.Queue()
+    and awaited when the stream ends, however it ends.
+
+    Answers wait in a deque, and the writer (this generator) sleeps on a future of its
+    own when there is none: an `asyncio.Queue` did the same with more Python per answer
+    and asked for the running loop on every empty `get` (a getpid() system call on
+    Python 3.11), once per renewal (issue #17)."""
+    loop = asyncio.get_running_loop()
+    ready: deque[node_pb2.HeartbeatResponse] = deque()
+    writer: asyncio.Future[None] | None = None  # set while the writer waits for an answer
+    finished = False  # the reader is done (every renewal answered) or failed
     slots = asyncio.Semaphore(max_in_flight)
 
+    def wake() -> None:
+        if writer is not None and not writer.done():
+            writer.set_result(None)
+
     async def one(item: Item) -> None:
-        answers.put_nowait(await answer(item, renew))
+        ready.append(await answer(item, renew))
+        wake()
 
     async def read() -> None:
+        nonlocal finished
         try:
             async with asyncio.TaskGroup() as tg:
                 async for item in requests:
                     await slots.acquire()
                     tg.create_task(one(item), name="heartbeat-stream-renewal")
         finally:
-            answers.put_nowait(None)  # wakes the writer: done, or failed (re-raised below)
+            finished = True  # after every answer: done, or failed (re-raised below)
+            wake()
 
-    reader = asyncio.create_task(read(), name="heartbeat-stream-reader")
+    reader = loop.create_task(read(), name="heartbeat-stream-reader")
     try:
-        while (response := await answers.get()) is not None:
-            yield response
-            slots.release()
+        while True:
+            if ready:
+                yield ready.popleft()
+                slots.release()
+            elif finished:
+                break
+            else:
+                writer = loop.create_future()
+                await writer
+                writer = None
         await reader
     finally:
         if not reader.done():
