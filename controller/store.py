@@ -633,6 +633,7 @@ class EtcdStore:
         call = self._watch.Watch(request_iter())
         self._progress_queues[id(call)] = requests
         created = False
+        unk, delete = self._unk, rpc.Event.DELETE
         try:
             try:
                 first = await asyncio.wait_for(call.read(), self.timeout)
@@ -656,24 +657,25 @@ class EtcdStore:
                     if not resp.events:
                         resp = await call.read()
                         continue
-                events = [
-                    RawEvent(
-                        EventType.DELETE if ev.type == rpc.Event.DELETE else EventType.PUT,
-                        self._unk(ev.kv.key),
-                        ev.kv.value,
-                        ev.prev_kv.value if ev.HasField("prev_kv") else None,
-                        ev.kv.mod_revision,
-                        ev.kv.create_revision if ev.type != rpc.Event.DELETE else ev.prev_kv.create_revision,
-                    )
-                    for ev in resp.events
-                ]
-                rev = max([int(resp.header.revision), *(e.mod_revision for e in events)])
+                # Each event's submessages read once (every pod change of the cluster passes here).
+                events: builtins.list[RawEvent] = []
+                for ev in resp.events:
+                    kv = ev.kv
+                    prev = ev.prev_kv.value if ev.HasField("prev_kv") else None
+                    if ev.type == delete:
+                        events.append(RawEvent(EventType.DELETE, unk(kv.key), kv.value, prev, kv.mod_revision,
+                                               ev.prev_kv.create_revision))
+                    else:
+                        events.append(RawEvent(EventType.PUT, unk(kv.key), kv.value, prev, kv.mod_revision,
+                                               kv.create_revision))
                 if events:
                     # A batch may be a fragment of the revisions etcd will still send, so only
                     # the last event's revision is safe to report as "seen everything up to".
                     rev = events[-1].mod_revision
                     if self.encryption is not None:
                         events = self._decrypted(events)
+                else:
+                    rev = int(resp.header.revision)
                 yield WatchBatch(rev, events)
                 resp = await call.read()
         except grpc.aio.AioRpcError as err:
