@@ -82,11 +82,10 @@ class Filter(Generic[M]):
     def matches(self, obj: Any) -> bool:
         """`LabelSelector.matches` and `FieldSelector.matches` as they are, unrolled (the hub
         calls this for every event and every filter of a stream)."""
-        meta = obj.metadata
-        if self.namespace and meta.namespace != self.namespace:
+        if self.namespace and obj.metadata.namespace != self.namespace:
             return False
         if self._labels:
-            labels = meta.labels
+            labels = obj.metadata.labels
             for r in self._labels:
                 if not r.matches(labels):
                     return False
@@ -500,12 +499,29 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+_BATCH_PREFIXES: dict[int, bytes] = {}  # event length -> its tag and length prefix in a batch
+
+
+def _batch_prefix(n: int) -> bytes:
+    p = _BATCH_PREFIXES.get(n)
+    if p is None:
+        p = _BATCH_TAG + _varint(n)
+        if n < 0x4000:  # bounded: at most 16,384 entries
+            _BATCH_PREFIXES[n] = p
+    return p
+
+
 def pack(events: list[bytes]) -> bytes:
     """Encoded watch events as one watch event whose `batch` holds them, built from the
-    shared bytes without decoding anything; a single event goes as it is."""
+    shared bytes without decoding anything; a single event goes as it is. Each event's
+    bytes are copied once, into the result (not first into a prefixed copy)."""
     if len(events) == 1:
         return events[0]
-    return b"".join(_BATCH_TAG + _varint(len(e)) + e for e in events)
+    parts: list[bytes] = []
+    for e in events:
+        parts.append(_batch_prefix(len(e)))
+        parts.append(e)
+    return b"".join(parts)
 
 
 def batched(messages: list[bytes]) -> list[bytes]:

@@ -251,6 +251,12 @@ def test_pack_builds_a_batch_message_from_encoded_events() -> None:
     assert pack(parts[:1]) == parts[0]
     msgs = [pod_pb2.PodWatchEvent.FromString(b) for b in batched(parts)]
     assert [e for m in msgs for e in m.batch] == evs
+    # Lengths past the remembered prefixes (16 KiB and more), and twice over (remembered).
+    big = [pod_pb2.PodWatchEvent(type=meta_pb2.ADDED, object=pod("b" * n), resource_version=n)
+           for n in (1, 0x3FF0, 0x4000, 70_000)]
+    for _ in range(2):
+        got = pod_pb2.PodWatchEvent.FromString(pack([e.SerializeToString() for e in big]))
+        assert list(got.batch) == big
 
 
 def test_varint_lengths_match_protobuf_at_every_width() -> None:
