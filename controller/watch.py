@@ -94,6 +94,17 @@ class Filter(Generic[M]):
                 return False
         return True
 
+    def trigger_checks(self, get: Callable[[Any], Any] | None) -> tuple[tuple[Any, bool], ...] | None:
+        """When every requirement of this filter is on the field `get` reads (a hub's trigger
+        field: `spec.nodeName=` of the scheduler's queue and the agents, `spec.nodeName!=`),
+        its (value, negate) pairs: `matches(obj)` is then `_passes(get(obj), pairs)`, and the
+        hub reads that field once per event for every such filter. Else None."""
+        if get is None or self.namespace or self._labels or not self._fields:
+            return None
+        if any(g is not get for g, _, _ in self._fields):
+            return None
+        return tuple((v, negate) for _, v, negate in self._fields)
+
     def group_key(self) -> tuple[Any, ...]:
         """Equal for two filters that select exactly the same objects: the namespace, the label
         requirements, and each field requirement with the getter that reads its field (so two
@@ -112,10 +123,28 @@ _GONE: Outcome = (DELETED, True)  # deleted: the last state it had
 _LEFT: Outcome = (DELETED, False)  # moved out of the selector: the object as it is now
 
 
+def _outcome_of(new_ok: bool, prev_ok: bool, deleted: bool) -> Outcome | None:
+    """What a stream gets, given whether the event's new and previous object match its filter."""
+    if new_ok:
+        return _MODIFIED if prev_ok else _ADDED
+    if prev_ok:
+        # Deleted, or moved out of the selector: the client forgets it.
+        return _GONE if deleted else _LEFT
+    return None
+
+
+def _passes(value: Any, checks: tuple[tuple[Any, bool], ...]) -> bool:
+    """`Filter.matches` of a filter whose `trigger_checks` are `checks`, given the field's value."""
+    for v, negate in checks:
+        if (value == v) == negate:
+            return False
+    return True
+
+
 class HubEvent:
     """One etcd change, decoded lazily and encoded at most once per outgoing type."""
 
-    __slots__ = ("_cls", "_enc", "_new", "_prev", "_wcls", "raw", "resume", "revision")
+    __slots__ = ("_cls", "_enc", "_new", "_prev", "_triggers", "_wcls", "raw", "resume", "revision")
 
     def __init__(self, raw: RawEvent, cls: type[Message], wcls: WatchEventClass[Any]) -> None:
         self.raw = raw
@@ -123,6 +152,7 @@ class HubEvent:
         self._wcls = wcls
         self._new: Message | None = None
         self._prev: Message | None = None
+        self._triggers: tuple[Any, Any] | None = None
         self._enc: dict[Outcome, bytes] = {}
         self.revision = raw.mod_revision
         # The revision a client that has seen this event may resume after. One transaction
@@ -147,6 +177,16 @@ class HubEvent:
             self._prev = decode(self._cls, self.raw.prev_value, self.raw.mod_revision)
         return self._prev
 
+    def triggers(self, get: Callable[[Any], Any]) -> tuple[Any, Any]:
+        """`get` (the hub's trigger field) of the new and the previous object, None for one
+        the event has not; read once per event, for the index and every trigger-only filter."""
+        t = self._triggers
+        if t is None:
+            new = self.new()
+            prev = self.prev()
+            t = self._triggers = (None if new is None else get(new), None if prev is None else get(prev))
+        return t
+
     def encoded(self, type_: meta_pb2.WatchEventType, use_prev: bool) -> bytes:
         return self.encoded_as((type_, use_prev))
 
@@ -166,6 +206,7 @@ class HubEvent:
         (raw and encoded), so a full buffer costs megabytes, not gigabytes."""
         self._new = None
         self._prev = None
+        self._triggers = None
 
     def outcome(self, flt: Filter[Any]) -> Outcome | None:
         """(type to send, send the previous object?) for a stream with `flt`, or None."""
@@ -177,12 +218,7 @@ class HubEvent:
         new = self.new()
         new_ok = new is not None and flt.matches(new)
         prev_ok = raw.prev_value is not None and flt.matches(self.prev())
-        if new_ok:
-            return _MODIFIED if prev_ok else _ADDED
-        if prev_ok:
-            # Deleted, or moved out of the selector: the client forgets it.
-            return _GONE if new is None else _LEFT
-        return None
+        return _outcome_of(new_ok, prev_ok, new is None)
 
 
 _OBJECT_TAG = bytes([2 << 3 | 2])  # field 2 (`object`) of every *WatchEvent, length-delimited
@@ -450,17 +486,27 @@ class _Group:
     `subs` is replaced, never changed in place, so a fan-out may iterate it while a
     subscription it offers to fails and leaves."""
 
-    __slots__ = ("flt", "item", "key", "subs")
+    __slots__ = ("flt", "item", "key", "on_trigger", "subs", "trigger_get")
 
-    def __init__(self, sub: Subscription, key: tuple[Any, ...]) -> None:
+    def __init__(self, sub: Subscription, key: tuple[Any, ...],
+                 trigger_get: Callable[[Any], Any] | None) -> None:
         self.key = key
         self.flt = sub.filter
         self.item = type(sub).item  # every member's class is the same
         self.subs: tuple[Subscription, ...] = ()
+        self.trigger_get = trigger_get
+        self.on_trigger = sub.filter.trigger_checks(trigger_get)
 
     def offer(self, ev: HubEvent) -> None:
         """`Subscription.offer` for every member, the outcome and item computed once."""
-        out = ev.outcome(self.flt)
+        checks = self.on_trigger
+        if checks is None:
+            out = ev.outcome(self.flt)
+        else:  # HubEvent.outcome from the event's trigger values (`Filter.trigger_checks`)
+            assert self.trigger_get is not None
+            tnew, tprev = ev.triggers(self.trigger_get)
+            out = _outcome_of(tnew is not None and _passes(tnew, checks),
+                              tprev is not None and _passes(tprev, checks), tnew is None)
         if out is None:
             return
         item = self.item(out, ev)
@@ -671,17 +717,13 @@ class WatchHub(Generic[M]):
         """The groups whose pinned trigger value is the event's new or previous object's."""
         get = self._trigger_get
         assert get is not None
-        new = ev.new()
-        prev = ev.prev()
-        values = set()
-        if new is not None:
-            values.add(get(new))
-        if prev is not None:
-            values.add(get(prev))
-        out: list[_Group] = []
-        for v in values:
-            out.extend(self._by_trigger.get(v, ()))
-        return out
+        tnew, tprev = ev.triggers(get)
+        by = self._by_trigger
+        if tnew == tprev or tprev is None:
+            return list(by.get(tnew, ()))
+        if tnew is None:
+            return list(by.get(tprev, ()))
+        return [*by.get(tnew, ()), *by.get(tprev, ())]
 
     def subscribe(self, flt: Filter[M], after: int, bookmark_interval: float, *,
                   objects: bool = False) -> Subscription | None:
@@ -696,7 +738,7 @@ class WatchHub(Generic[M]):
         key = (trig, cls, flt.group_key())
         g = self._groups.get(key)
         if g is None:
-            g = self._groups[key] = _Group(sub, key)
+            g = self._groups[key] = _Group(sub, key, self._trigger_get)
             if trig is None:
                 self._unindexed = (*self._unindexed, g)
             else:

@@ -318,7 +318,7 @@ async def test_streams_with_equal_filters_get_what_each_would_get_alone(env: Env
     r0 = await env.put(pod("seed"))
     selectors = [("", ""), ("", ""), ("spec.nodeName=", ""), ("spec.nodeName=", ""),
                  ("spec.nodeName=n1", ""), ("spec.nodeName!=", ""), ("spec.nodeName!=", ""),
-                 ("", "app=web"), ("spec.nodeName!=", "app")]
+                 ("", "app=web"), ("spec.nodeName!=", "app"), ("spec.nodeName!=,spec.nodeName!=n1", "")]
     subs: list[Subscription] = []
     for objects in (False, True):
         for i, (fs, ls) in enumerate(selectors):
@@ -327,7 +327,9 @@ async def test_streams_with_equal_filters_get_what_each_would_get_alone(env: Env
             assert sub is not None
             subs.append(sub)
     assert env.hub.subscribers == len(subs)
-    assert len(env.hub._groups) == 12  # 6 distinct filters, bytes and objects
+    assert len(env.hub._groups) == 14  # 7 distinct filters, bytes and objects
+    # Those on spec.nodeName alone are matched from the event's trigger values (4 of 7).
+    assert sum(g.on_trigger is not None for g in env.hub._groups.values()) == 8
     await env.put(pod("a"))
     await env.put(pod("b", labels={"app": "web"}))
     await env.put(pod("a", node="n1"))
