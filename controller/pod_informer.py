@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 PodHandler = Callable[[int, pod_pb2.Pod], Awaitable[None]]
+_DELETED = meta_pb2.DELETED
 # kind -> owner uid -> (namespace, name) -> pod
 _Owned = dict[str, dict[str, dict[Key, pod_pb2.Pod]]]
 
@@ -58,6 +59,10 @@ class SharedPodInformer:
         self._handles: list[PodHandle] = []
         self._by_ns: dict[str, dict[str, pod_pb2.Pod]] = {}
         self._owned: _Owned = {}
+        # (kind, uid) of the controller owner each indexed pod was filed under, so an event
+        # replacing or deleting it unfiles it without walking the old pod's owner references
+        # again (cached pods are read only: the answer cannot have changed).
+        self._owner_of: dict[Key, tuple[str, str]] = {}
         self._delivered = False
 
     # -- what readers use
@@ -101,22 +106,23 @@ class SharedPodInformer:
         self._delivered = True
         meta = pod.metadata
         ns, name = meta.namespace, meta.name
+        key = (ns, name)
         in_ns = self._by_ns.get(ns)
-        old = in_ns.get(name) if in_ns is not None else None
-        if old is not None:
-            self._unindex_owner(old)
-        if type_ == meta_pb2.DELETED:
-            self._informer.cache.pop((ns, name), None)
+        if self._owner_of and in_ns is not None and name in in_ns:
+            self._unindex_owner(key)
+        if type_ == _DELETED:
+            self._informer.cache.pop(key, None)
             if in_ns is not None and in_ns.pop(name, None) is not None and not in_ns:
                 del self._by_ns[ns]
         else:
-            self._informer.cache[(ns, name)] = pod
+            self._informer.cache[key] = pod
             if in_ns is None:
                 in_ns = self._by_ns[ns] = {}
             in_ns[name] = pod
             ref = controller_ref(pod)
             if ref is not None and ref.uid:
-                self._owned.setdefault(ref.kind, {}).setdefault(ref.uid, {})[(ns, name)] = pod
+                self._owned.setdefault(ref.kind, {}).setdefault(ref.uid, {})[key] = pod
+                self._owner_of[key] = (ref.kind, ref.uid)
         for h in self._handles:
             # `await h.deliver(type_, pod)`, one coroutine fewer per handle and event.
             if h._held is not None:
@@ -124,19 +130,21 @@ class SharedPodInformer:
             elif h._handler is not None:
                 await h._handler(type_, pod)
 
-    def _unindex_owner(self, pod: pod_pb2.Pod) -> None:
-        ref = controller_ref(pod)
-        if ref is None or not ref.uid:
+    def _unindex_owner(self, key: Key) -> None:
+        """Unfile the pod cached under `key` from its controller owner's index, if it has one."""
+        owner = self._owner_of.pop(key, None)
+        if owner is None:
             return
-        by_uid = self._owned.get(ref.kind)
+        kind, uid = owner
+        by_uid = self._owned.get(kind)
         if by_uid is None:
             return
-        owned = by_uid.get(ref.uid)
+        owned = by_uid.get(uid)
         if owned is None:
             return
-        owned.pop((pod.metadata.namespace, pod.metadata.name), None)
+        owned.pop(key, None)
         if not owned:
-            del by_uid[ref.uid]
+            del by_uid[uid]
 
 
 class PodHandle:

@@ -81,6 +81,13 @@ async def test_indexes_follow_adds_owner_changes_and_deletes() -> None:
     await shared.deliver(DELETED, j)
     assert sorted(shared.owned("ReplicaSet")) == ["rs-2"] and dict(shared.owned("Job")) == {}
     assert list(shared.in_namespace("other")) == [] and ("other", "b") not in shared.cache
+    # Orphaned (no controller reference any more), then adopted by a Job, then deleted.
+    await shared.deliver(MODIFIED, pod("a"))
+    assert dict(shared.owned("ReplicaSet")) == {}
+    await shared.deliver(MODIFIED, owned_pod("a", "Job", "job-2"))
+    assert list(shared.owned("Job")) == ["job-2"]
+    await shared.deliver(DELETED, pod("a"))  # a deletion carries the last state; the index is by key
+    assert dict(shared.owned("Job")) == {} and ("default", "a") not in shared.cache
 
 
 async def test_every_handler_sees_the_event_after_the_cache_and_indexes_show_it() -> None:
