@@ -225,7 +225,13 @@ class NamespaceAdmission:
             if isinstance(request, Message) and request.DESCRIPTOR.full_name not in self.cluster_scoped:
                 await self.namespaces.admit_create(request)
         elif method == "PodService.CreateBatch":
+            # The pods of a batch share a namespace as a rule: each namespace named is admitted
+            # once, in the order the pods name it (the first refused is the one a walk over
+            # every pod meets first; admitting depends on nothing but the namespace).
+            first: dict[str, Message] = {}
             for pod in request.pods:
+                first.setdefault(pod.metadata.namespace, pod)
+            for pod in first.values():
                 await self.namespaces.admit_create(pod)
 
 

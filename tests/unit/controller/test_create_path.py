@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from controller import validation
 from controller.kinds import NODES, PODS
 from controller.memstore import MemoryStore
+from controller.namespaces import NAMESPACES, NamespaceAdmission, Namespaces, new_namespace
 from controller.node_usage import NodeUsage
 from controller.pods import DEFAULT_GRACE_SECONDS, Pods, add_create_result, qos_class
 from controller.resource import Resource, new_uid, set_time
@@ -23,7 +25,7 @@ from controller.watch import WatchHub
 from cowpod.api import podfields
 from cowpod.auth.podsecurity import pod_violations
 from cowpod.clock import FakeClock
-from cowpod.errors import AlreadyExists, CowpodError, Invalid
+from cowpod.errors import AlreadyExists, CowpodError, Invalid, NotFound
 from cowpod.v1 import meta_pb2, pod_pb2
 
 PORTS = ("http", "admin", "metrics", "nope")
@@ -244,14 +246,14 @@ def test_pod_status_shortcut_finds_what_the_full_check_finds(phase: str,
 
 
 NAMES = ["web", "a" * 253, "a" * 254, "", "Web", "web-", "web.1", "web\n", "-x", "x.y.z", "a_b"]
-NAMESPACES = ["default", "", "kube-system", "a" * 63, "a" * 64, "Team", "ns\n", "a.b"]
+NAMESPACE_NAMES = ["default", "", "kube-system", "a" * 63, "a" * 64, "Team", "ns\n", "a.b"]
 
 
 @pytest.mark.parametrize("namespaced", [True, False])
 def test_check_metadata_shortcut_refuses_what_the_full_check_refuses(namespaced: bool) -> None:
     rng = random.Random(3)
     for _ in range(1500):
-        meta = meta_pb2.ObjectMeta(name=rng.choice(NAMES), namespace=rng.choice(NAMESPACES))
+        meta = meta_pb2.ObjectMeta(name=rng.choice(NAMES), namespace=rng.choice(NAMESPACE_NAMES))
         if rng.random() < 0.3:
             meta.labels[rng.choice(["app", "bad key!", "x/"])] = rng.choice(["v", "bad value!"])
         if rng.random() < 0.3:
@@ -336,3 +338,30 @@ async def test_a_prepared_pod_is_what_the_plain_sequence_made() -> None:
         else:
             outcomes.add("invalid")
     assert outcomes == {"BestEffort", "Burstable", "Guaranteed", "invalid"}
+
+
+class CountingNamespaces(Namespaces):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.asked: list[str] = []
+
+    async def admit_create(self, message: Any) -> None:
+        self.asked.append(message.metadata.namespace)
+        await super().admit_create(message)
+
+
+async def test_a_batch_admits_each_namespace_once_and_refuses_the_first_missing() -> None:
+    store, clock = MemoryStore(), FakeClock()
+    namespaces = CountingNamespaces(Resource(NAMESPACES, store, clock), clock)
+    await namespaces.create(new_namespace("team-a"))
+    admission = NamespaceAdmission(namespaces, [])
+
+    def batch(*spaces: str) -> pod_pb2.CreatePodsRequest:
+        return pod_pb2.CreatePodsRequest(pods=[
+            pod_pb2.Pod(metadata=meta_pb2.ObjectMeta(name=f"p{i}", namespace=s)) for i, s in enumerate(spaces)])
+
+    await admission("PodService.CreateBatch", batch("team-a", "", "team-a", "default", "team-a"))
+    assert namespaces.asked == ["team-a", "", "default"]
+    for spaces, missing in ((("team-a", "gone", "team-a", "lost"), "gone"), (("lost", "gone"), "lost")):
+        with pytest.raises(NotFound, match=f'namespaces "{missing}" not found'):
+            await admission("PodService.CreateBatch", batch(*spaces))
