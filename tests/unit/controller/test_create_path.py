@@ -357,8 +357,8 @@ async def test_a_batch_admits_each_namespace_once_and_refuses_the_first_missing(
     admission = NamespaceAdmission(namespaces, [])
 
     def batch(*spaces: str) -> pod_pb2.CreatePodsRequest:
-        return pod_pb2.CreatePodsRequest(pods=[
-            pod_pb2.Pod(metadata=meta_pb2.ObjectMeta(name=f"p{i}", namespace=s)) for i, s in enumerate(spaces)])
+        metas = [meta_pb2.ObjectMeta(name=f"p{i}", namespace=s) for i, s in enumerate(spaces)]
+        return pod_pb2.CreatePodsRequest(pods=[pod_pb2.Pod(metadata=m) for m in metas])
 
     await admission("PodService.CreateBatch", batch("team-a", "", "team-a", "default", "team-a"))
     assert namespaces.asked == ["team-a", "", "default"]
