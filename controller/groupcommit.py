@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from controller.store_types import Compare, Get, KeyValue, Op, Put, Target, TxnResult
 
@@ -36,20 +36,38 @@ MAX_OPS = 128
 MAX_BYTES = 1 << 20
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, init=False)
 class Member:
+    """One caller's transaction waiting to be sent. Every caller's transaction becomes one,
+    so its constructor does in one pass what `take` needs to know of it."""
+
     compares: Sequence[Compare]
     success: Sequence[Op]
     failure: Sequence[Op]
     future: asyncio.Future[TxnResult]
-    keys: frozenset[str] = field(init=False)
-    size: int = field(init=False)
+    keys: set[str]  # every key it touches (read only: members of one merge share none)
+    size: int  # its bytes in a request, roughly: keys, values, 64 per compare
+    reads: int  # failure-branch ops it adds to a merge: its distinct compare keys, its failure ops
 
-    def __post_init__(self) -> None:
-        self.keys = frozenset([*(c.key for c in self.compares), *(o.key for o in self.success),
-                               *(o.key for o in self.failure)])
-        self.size = sum(len(o.key) + (len(o.value) if isinstance(o, Put) else 0)
-                        for o in (*self.success, *self.failure)) + 64 * len(self.compares)
+    def __init__(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op],
+                 future: asyncio.Future[TxnResult]) -> None:
+        self.compares = compares
+        self.success = success
+        self.failure = failure
+        self.future = future
+        keys = set()
+        for c in compares:
+            keys.add(c.key)
+        self.reads = len(keys) + len(failure)
+        size = 64 * len(compares)
+        for o in success:
+            keys.add(o.key)
+            size += len(o.key) + len(o.value) if isinstance(o, Put) else len(o.key)
+        for o in failure:
+            keys.add(o.key)
+            size += len(o.key) + len(o.value) if isinstance(o, Put) else len(o.key)
+        self.keys = keys
+        self.size = size
 
 
 @dataclass(slots=True)
@@ -72,17 +90,16 @@ def take(queue: list[Member], max_ops: int = MAX_OPS, max_bytes: int = MAX_BYTES
     for m in queue:
         if m.future.done():  # cancelled by its caller before it was sent
             continue
-        cmp_keys = {c.key for c in m.compares}
-        fits = (ncmp + len(m.compares) <= max_ops and nsucc + len(m.success) <= max_ops
-                and nfail + len(cmp_keys) + len(m.failure) <= max_ops and size + m.size <= max_bytes)
-        if taken and (not fits or not keys.isdisjoint(m.keys)):
-            rest.append(m)
+        if taken and (ncmp + len(m.compares) > max_ops or nsucc + len(m.success) > max_ops
+                      or nfail + m.reads > max_ops or size + m.size > max_bytes
+                      or not keys.isdisjoint(m.keys)):
+            rest.append(m)  # does not fit, or shares a key with one taken
             continue
         taken.append(m)
         keys |= m.keys
         ncmp += len(m.compares)
         nsucc += len(m.success)
-        nfail += len(cmp_keys) + len(m.failure)
+        nfail += m.reads
         size += m.size
     queue[:] = rest
     return taken
@@ -90,10 +107,10 @@ def take(queue: list[Member], max_ops: int = MAX_OPS, max_bytes: int = MAX_BYTES
 
 def merge(members: list[Member]) -> Merged:
     compares = [c for m in members for c in m.compares]
-    read_keys = list(dict.fromkeys(c.key for c in compares))
+    read_keys = list(dict.fromkeys([c.key for c in compares]))
     success = [o for m in members for o in m.success]
     failure: list[Op] = [Get(k) for k in read_keys]
-    failure.extend(o for m in members for o in m.failure)
+    failure.extend([o for m in members for o in m.failure])
     return Merged(members, compares, success, failure, read_keys)
 
 
@@ -127,12 +144,14 @@ def settle(merged: Merged, succeeded: bool, revision: int,
     for a read, True for any other op). Returns the members to send again."""
     pos = 0
     if succeeded:
+        if len(results) < len(merged.success):
+            raise ValueError(f"{len(results)} results for {len(merged.success)} operations")
         for m in merged.members:
-            n = len(m.success)
-            own = results[pos: pos + n]
-            gets = [_kv(r) for r, op in zip(own, m.success, strict=True) if isinstance(op, Get)]
-            pos += n
-            _resolve(m, TxnResult(True, revision, gets))
+            end = pos + len(m.success)
+            gets = reads(results[pos:end])  # its Gets' results: the others answered True
+            pos = end
+            if not m.future.done():
+                m.future.set_result(TxnResult(True, revision, gets))
         return []
     current: dict[str, KeyValue | None] = {}
     for k in merged.read_keys:

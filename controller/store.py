@@ -30,7 +30,7 @@ import grpc
 from aetcd import rpc  # the etcd v3 API stubs and messages
 from google.protobuf.message import Message
 
-from controller import groupcommit
+from controller import etcdwire, groupcommit
 from controller.store_types import (
     MAX_TXN_OPS,
     Compare,
@@ -152,20 +152,6 @@ def _channel_target(endpoints: Sequence[str]) -> str:
     return "ipv4:" + ",".join(eps)
 
 
-_CMP_TARGET = {
-    Target.MOD: rpc.Compare.MOD,
-    Target.CREATE: rpc.Compare.CREATE,
-    Target.VERSION: rpc.Compare.VERSION,
-}
-_CMP_FIELD = {Target.MOD: "mod_revision", Target.CREATE: "create_revision", Target.VERSION: "version"}
-_CMP_OP = {
-    "=": rpc.Compare.EQUAL,
-    "!=": rpc.Compare.NOT_EQUAL,
-    "<": rpc.Compare.LESS,
-    ">": rpc.Compare.GREATER,
-}
-
-
 def _prefix_end(prefix: bytes) -> bytes:
     b = bytearray(prefix)
     for i in range(len(b) - 1, -1, -1):
@@ -183,7 +169,7 @@ class EtcdStore:
                  encryption: EncryptionConfig | None = None) -> None:
         self.endpoints = list(endpoints)
         # Encryption at rest (controller/encryption.py): values of its resources are
-        # encrypted in `_ops` and decrypted in `_kv_of` and the watch, so nothing above
+        # encrypted in `_send` and decrypted in `_kv_of` and the watch, so nothing above
         # this class sees ciphertext. None = stored as they are.
         self.encryption = encryption
         self.prefix = prefix.rstrip("/")
@@ -210,6 +196,12 @@ class EtcdStore:
             options.append(("grpc.ssl_target_name_override", ETCD_SERVER_NAME))
             self._channel = grpc.aio.secure_channel(_channel_target(self.endpoints), creds, options=options)
         self._kv = rpc.KVStub(self._channel)
+        # Txn with the request already in wire bytes (controller.etcdwire): no serializer.
+        # Registered as the generated stubs register theirs (grpc's typing omits the argument).
+        self._txn_call: grpc.aio.UnaryUnaryMultiCallable[bytes, Any] = self._channel.unary_unary(
+            "/etcdserverpb.KV/Txn", request_serializer=None,
+            response_deserializer=rpc.TxnResponse.FromString, _registered_method=True,  # type: ignore[call-arg]
+        )
         self._leases = rpc.LeaseStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)
         # Request queues of open watch streams, for progress requests.
@@ -223,6 +215,8 @@ class EtcdStore:
         self._lazy: builtins.list[groupcommit.Member] = []
         self._lazy_timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        # The event loop of every transaction: the one the first ran on (`_calls_loop`).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.txns_sent = 0  # etcd transactions sent ...
         self.txns_shared = 0  # ... and callers' transactions that went in one with others
 
@@ -304,6 +298,8 @@ class EtcdStore:
 
     async def get_many(self, keys: Sequence[str]) -> builtins.list[KeyValue | None]:
         """Read many keys at one revision per chunk of 128 keys, the chunks concurrently."""
+        if 0 < len(keys) <= MAX_TXN_OPS:  # one chunk (a BindBatch's reads): no task of its own
+            return (await self.txn((), [Get(k) for k in keys])).gets
         chunks = [keys[i: i + MAX_TXN_OPS] for i in range(0, len(keys), MAX_TXN_OPS)]
         results = await asyncio.gather(*(self.txn((), [Get(k) for k in c]) for c in chunks))
         return [kv for res in results for kv in res.gets]
@@ -434,23 +430,6 @@ class EtcdStore:
             )
         return decode(cls, current.value, res.revision)
 
-    def _ops(self, into: Any, ops: Sequence[Op]) -> None:
-        """Append `ops` to a repeated RequestOp field. Filling messages in place (`add()`)
-        costs less than half of building and copying them, on the hottest path there is."""
-        p = self._p
-        enc = self.encryption
-        for op in ops:
-            if isinstance(op, Put):
-                put = into.add().request_put
-                put.key = p + op.key.encode()
-                put.value = op.value if enc is None else enc.encrypt(op.key, op.value)
-                if op.lease:
-                    put.lease = op.lease
-            elif isinstance(op, Delete):
-                into.add().request_delete_range.key = p + op.key.encode()
-            else:
-                into.add().request_range.key = p + op.key.encode()
-
     async def txn(self, compares: Sequence[Compare], success: Sequence[Op],
                   failure: Sequence[Op] = (), *, linger: float = 0.0) -> TxnResult:
         """One etcd transaction. With group commit on, it may share a round trip with
@@ -463,7 +442,7 @@ class EtcdStore:
         if self.group_commit <= 0:
             succeeded, rev, results = await self._send(compares, success, failure)
             return TxnResult(succeeded, rev, groupcommit.reads(results))
-        loop = asyncio.get_running_loop()
+        loop = self._loop or self._calls_loop()
         fut: asyncio.Future[TxnResult] = loop.create_future()
         member = groupcommit.Member(compares, success, failure, fut)
         if linger > 0:
@@ -479,6 +458,13 @@ class EtcdStore:
             if not fut.done():
                 fut.cancel()  # not sent yet: `take` drops it
 
+    def _calls_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, kept for every later transaction: grpc.aio binds the channel to
+        one loop, so no call can run on another, and asking for the running loop costs a
+        getpid() system call each time (Python 3.11), once per caller's transaction."""
+        self._loop = asyncio.get_running_loop()
+        return self._loop
+
     def _linger_over(self) -> None:
         self._lazy_timer = None
         self._queue.extend(self._lazy)
@@ -493,8 +479,8 @@ class EtcdStore:
             members = groupcommit.take(self._queue)
             if not members:
                 return
-            task = asyncio.get_running_loop().create_task(self._send_merged(members),
-                                                          name="etcd-group-commit")
+            task = (self._loop or self._calls_loop()).create_task(self._send_merged(members),
+                                                                  name="etcd-group-commit")
             self._sending.add(task)
             task.add_done_callback(self._sent)
 
@@ -550,36 +536,33 @@ class EtcdStore:
                     failure: Sequence[Op]) -> tuple[bool, int, builtins.list[KeyValue | bool | None]]:
         """The raw transaction: (succeeded, revision, per op of the branch that ran: the
         KeyValue or None a read found, True for a write)."""
-        req = rpc.TxnRequest()
-        p = self._p
-        for c in compares:
-            rc = req.compare.add()
-            rc.key = p + c.key.encode()
-            rc.target = _CMP_TARGET[c.target]
-            rc.result = _CMP_OP[c.op]
-            setattr(rc, _CMP_FIELD[c.target], c.value)
-        self._ops(req.success, success)
-        self._ops(req.failure, failure)
+        enc = self.encryption
+        req = etcdwire.txn_request(self._p, compares, success, failure,
+                                   None if enc is None else enc.encrypt)
         self.txns_sent += 1
-        resp = await self._call("transaction", self._kv.Txn, req)
-        results: builtins.list[KeyValue | bool | None] = []
-        for r in resp.responses:
-            if r.WhichOneof("response") == "response_range":
-                kvs = r.response_range.kvs
-                if not kvs:
-                    results.append(None)
-                    continue
-                try:
-                    results.append(self._kv_of(kvs[0]))
-                except CowpodError as err:
-                    # Not raised: this transaction may carry other callers' (group commit). Only
-                    # a delete reads an undecryptable value here; it deletes it, and says so.
-                    log.warning("read in a transaction: %s; its content is left out", err)
-                    results.append(KeyValue(self._unk(kvs[0].key), b"", kvs[0].mod_revision,
-                                            kvs[0].create_revision, kvs[0].lease, kvs[0].version))
-            else:
-                results.append(True)
-        return bool(resp.succeeded), int(resp.header.revision), results
+        resp = await self._call("transaction", self._txn_call, req)
+        succeeded = bool(resp.succeeded)
+        responses = resp.responses
+        # etcd answers each op of the branch that ran, in order, a Get with a range response:
+        # only those are looked at (a merge of creates has none; each response looked at
+        # costs a message wrapper).
+        results: builtins.list[KeyValue | bool | None] = [True] * len(responses)
+        for i, op in enumerate(success if succeeded else failure):
+            if not isinstance(op, Get):
+                continue
+            kvs = responses[i].response_range.kvs
+            if not kvs:
+                results[i] = None
+                continue
+            try:
+                results[i] = self._kv_of(kvs[0])
+            except CowpodError as err:
+                # Not raised: this transaction may carry other callers' (group commit). Only
+                # a delete reads an undecryptable value here; it deletes it, and says so.
+                log.warning("read in a transaction: %s; its content is left out", err)
+                results[i] = KeyValue(self._unk(kvs[0].key), b"", kvs[0].mod_revision,
+                                      kvs[0].create_revision, kvs[0].lease, kvs[0].version)
+        return succeeded, int(resp.header.revision), results
 
     # -- leases and maintenance
 

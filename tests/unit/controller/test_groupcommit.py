@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aetcd import rpc
 
 from controller import groupcommit
 from controller.groupcommit import Member, holds, merge, settle, take
-from controller.store import Compare, EtcdStore, Get, KeyValue, Put, Target, TxnResult
+from controller.store import Compare, Delete, EtcdStore, Get, KeyValue, Op, Put, Target, TxnResult
 from cowpod.errors import CowpodError, ResourceExhausted
 
 
@@ -108,3 +109,112 @@ async def test_a_merge_etcd_refuses_is_sent_member_by_member(refusal: CowpodErro
         await store.close()
     assert sent == [1, 3, 1, 1, 1]  # alone, the merge (refused), then each of its three
     assert all(r.succeeded for r in results)
+
+
+async def test_a_member_knows_its_keys_size_and_failure_reads_as_take_counts_them() -> None:
+    """What `take` reads off a member: every key it touches, its rough request size and the
+    failure-branch ops it adds to a merge (each distinct compare key once, its own failure ops)."""
+    shapes: list[tuple[tuple[Compare, ...], tuple[Op, ...], tuple[Op, ...]]] = [
+        ((Compare.absent("p"),), (Put("p", b"x" * 450),), ()),  # a create
+        ((Compare.exists("n"), Compare.at("l", 9)), (Put("l", b"lease", 3),), (Get("n"),)),  # a renewal
+        ((), tuple(Get(f"k{i}") for i in range(5)), ()),  # a read of many keys
+        ((Compare.at("a", 1), Compare("a", Target.VERSION, ">", 0)), (Delete("a"), Put("b", b"")),
+         (Get("a"), Put("c", b"12"))),  # one key compared twice, a put in the failure branch
+    ]
+    for compares, success, failure in shapes:
+        m = member(*compares, success=success, failure=failure)
+        ops = [*success, *failure]
+        assert m.keys == {c.key for c in compares} | {o.key for o in ops}
+        size = sum(len(o.key) + (len(o.value) if isinstance(o, Put) else 0) for o in ops)
+        assert m.size == 64 * len(compares) + size
+        assert m.reads == len({c.key for c in compares}) + len(failure)
+
+
+async def test_take_counts_a_key_compared_twice_as_one_failure_read() -> None:
+    # 64 members of two compares on one key and one failure read each: 128 failure ops, they fit.
+    queue = [member(Compare.at(f"k{i}", 1), Compare.exists(f"k{i}"), success=(Put(f"k{i}", b""),),
+                    failure=(Get(f"k{i}"),)) for i in range(65)]
+    assert len(take(queue, max_ops=128)) == 64 and len(queue) == 1
+    m = merge(queue)
+    assert [op.key for op in m.failure] == ["k64", "k64"]
+
+
+async def test_settle_refuses_too_few_results_before_resolving_anyone() -> None:
+    a, b = member(success=(Put("a", b""),)), member(success=(Get("b"),))
+    with pytest.raises(ValueError):
+        settle(merge([a, b]), True, 3, [True])
+    assert not a.future.done() and not b.future.done()
+
+
+def _parsed_by_response_kind(store: EtcdStore, resp: rpc.TxnResponse) -> list[KeyValue | bool | None]:
+    """How `_send` read a response before: by each response's kind."""
+    out: list[KeyValue | bool | None] = []
+    for r in resp.responses:
+        if r.WhichOneof("response") == "response_range":
+            kvs = r.response_range.kvs
+            out.append(store._kv_of(kvs[0]) if kvs else None)
+        else:
+            out.append(True)
+    return out
+
+
+@pytest.mark.parametrize("succeeded", [True, False])
+async def test_send_reads_only_the_get_responses_and_gives_what_reading_every_response_gave(
+        succeeded: bool) -> None:
+    store = EtcdStore(["127.0.0.1:1"], "/t")
+    success: list[Op] = [Put("a", b"1"), Get("b"), Get("c"), Delete("d"), Get("e")]
+    failure: list[Op] = [Get("a"), Put("z", b"2"), Get("c")]
+    resp = rpc.TxnResponse(succeeded=succeeded)
+    resp.header.revision = 41
+    for op in success if succeeded else failure:
+        r = resp.responses.add()
+        if isinstance(op, Get):
+            r.response_range.header.revision = 41  # etcd answers a range with a header, found or not
+            if op.key != "c":  # "c" is absent
+                r.response_range.kvs.add(key=b"/t/" + op.key.encode(), value=b"v" + op.key.encode(),
+                                         mod_revision=40, create_revision=7, version=3, lease=11)
+        elif isinstance(op, Put):
+            r.response_put.header.revision = 41
+        else:
+            r.response_delete_range.deleted = 1
+    sent: list[bytes] = []
+
+    async def txn_call(request: bytes, timeout: float) -> rpc.TxnResponse:
+        sent.append(request)
+        return rpc.TxnResponse.FromString(resp.SerializeToString())
+
+    store._txn_call = txn_call  # type: ignore[assignment]
+    try:
+        got = await store._send([Compare.at("a", 5)], success, failure)
+    finally:
+        await store.close()
+    assert got == (succeeded, 41, _parsed_by_response_kind(store, resp))
+    if succeeded:
+        assert got[2] == [True, KeyValue("b", b"vb", 40, 7, 11, 3), None, True,
+                          KeyValue("e", b"ve", 40, 7, 11, 3)]
+    else:
+        assert got[2] == [KeyValue("a", b"va", 40, 7, 11, 3), True, None]
+    request = rpc.TxnRequest.FromString(sent[0])
+    assert [c.key for c in request.compare] == [b"/t/a"] and len(request.success) == 5
+
+
+async def test_get_many_reads_one_chunk_or_many_in_order() -> None:
+    store = EtcdStore(["127.0.0.1:1"], "/t", group_commit=1)
+    sizes: list[int] = []
+
+    async def fake_send(compares: object, success: list[Get],
+                        failure: object) -> tuple[bool, int, list[KeyValue | None]]:
+        sizes.append(len(success))
+        return True, 9, [KeyValue(op.key, b"", 9, 1) if op.key != "k3" else None for op in success]
+
+    store._send = fake_send  # type: ignore[method-assign,assignment]
+    try:
+        assert await store.get_many([]) == [] and sizes == []
+        for n in (1, 128, 129, 300):
+            sizes.clear()
+            keys = [f"k{i}" for i in range(n)]
+            got = await store.get_many(keys)
+            assert [kv.key if kv else None for kv in got] == [k if k != "k3" else None for k in keys]
+            assert sorted(sizes) == sorted([128] * (n // 128) + ([n % 128] if n % 128 else []))
+    finally:
+        await store.close()
