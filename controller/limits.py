@@ -81,14 +81,23 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def check_message(msg: Message, limits: Limits) -> None:
-    """Raise `Invalid` (field path + reason) if `msg` breaks an object limit."""
-    size = msg.ByteSize()
-    if size > limits.max_object_bytes and hasattr(msg, "metadata"):
-        raise Invalid("", f"object is {_size(size)}; the maximum is {_size(limits.max_object_bytes)}")
+def check_message(msg: Message, limits: Limits, *, wire_size: int | None = None) -> None:
+    """Raise `Invalid` (field path + reason) if `msg` breaks an object limit.
+
+    `wire_size` is the length of the bytes `msg` was parsed from, when known. Every string,
+    item and annotation of `msg` was read from those bytes, so they bound it as its own
+    serialized size does (`_Plan`); for a request that is no object (no `metadata`: the
+    object size limit is not for it) the message is then not serialized to be measured."""
     plan = _plan(limits)
     desc: Any = msg.DESCRIPTOR
-    if size > plan.harmless(desc):
+    harmless, is_object = plan.top.get(desc) or plan.top_facts(desc, msg)
+    if wire_size is None or is_object:
+        size = msg.ByteSize()
+        if size > limits.max_object_bytes and is_object:
+            raise Invalid("", f"object is {_size(size)}; the maximum is {_size(limits.max_object_bytes)}")
+    else:
+        size = wire_size
+    if size > harmless:
         _walk(msg, "", plan, size)
 
 
@@ -153,6 +162,8 @@ class _Plan:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._types: dict[Descriptor, int] = {}
+        # Per type of a message checked whole: (its harmless size, is it an object).
+        self.top: dict[Descriptor, tuple[int, bool]] = {}
         # Per field: (shape, is a message, is a string, the harmless size of its message type).
         self.fields: dict[FieldDescriptor, tuple[int, bool, bool, int]] = {}
 
@@ -167,6 +178,10 @@ class _Plan:
                       _ANNOTATIONS: lim.max_annotations_bytes, _ALWAYS: -1}
             bound = self._types[desc] = min((bounds[k] for k in kinds), default=sys.maxsize)
         return bound
+
+    def top_facts(self, desc: Descriptor, msg: Message) -> tuple[int, bool]:
+        facts = self.top[desc] = (self.harmless(desc), hasattr(msg, "metadata"))
+        return facts
 
     def field(self, fd: FieldDescriptor) -> tuple[int, bool, bool, int]:
         facts = self.fields.get(fd)
@@ -185,14 +200,18 @@ class _Plan:
 # Plans by the identity of their Limits (hashing a Limits per request would cost more than the
 # lookup saves); each plan holds its Limits, so no other object can take that id meanwhile.
 _PLANS: dict[int, _Plan] = {}
+_last: list[_Plan] = []  # the plan used last: a controller has one Limits
 
 
 def _plan(limits: Limits) -> _Plan:
+    if _last and _last[0].limits is limits:
+        return _last[0]
     plan = _PLANS.get(id(limits))
     if plan is None or plan.limits is not limits:
-        if len(_PLANS) >= 64:  # tests make many Limits; a controller has one
+        if len(_PLANS) >= 64:  # tests make many Limits
             _PLANS.clear()
         plan = _PLANS[id(limits)] = _Plan(limits)
+    _last[:] = [plan]
     return plan
 
 

@@ -17,6 +17,12 @@ servicer context (whose auth context holds the verified peer certificate).
 The identity is published in a ContextVar for servicers that need it
 (`WhoAmI`). Denials are logged with the user and method, never a secret.
 
+grpc.aio asks the interceptor for a handler on every call, so the wrapped handler
+is built once per method and kept (`_handlers`); each call reads its metadata from
+its own servicer context (the same tuple gRPC put in the call details). Only the
+steps that may read the store (a bearer token, a node's pod or reference check)
+are awaited; the rest of the gate is plain calls, without a coroutine per step.
+
 A stream that carries many requests (`NodeService.HeartbeatStream`) is opened
 through steps 1-4 on the method alone, then steps 2-5 run again on every message
 as on the unary call the message stands for (`_MESSAGES_AS`): its own rate-limit
@@ -34,12 +40,12 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from google.protobuf.message import Message
 
-from controller.auth.authorizer import PodCheck, Requirement, authorize
+from controller.auth.authorizer import PodCheck, Requirement, decide, split_method
 from controller.auth.identity import INSECURE, Identity, Role, identity_from_subject
 from controller.auth.tokens import TokenManager
 from controller.limits import Limits, RateLimiter, StreamCounter, check_message, source_address
@@ -74,6 +80,8 @@ _POD_WRITES = frozenset({"/cowpod.v1.PodService/Create", "/cowpod.v1.PodService/
     f"/cowpod.v1.{kind}Service/{verb}" for kind in ("ReplicaSet", "Deployment", "Job", "DaemonSet")
     for verb in ("Create", "Update")})
 Ctx = grpc.aio.ServicerContext[Any, Any]
+if TYPE_CHECKING:  # generic only to the type checker
+    Handler = grpc.RpcMethodHandler[Any, Any]
 
 # Streams whose every message is admitted as a call of a unary method: the stream is
 # opened on its own rule (the authorizer's), then each message passes steps 2-5 as that
@@ -91,6 +99,25 @@ class _Caller:
     system: bool  # components get the system budget
 
 
+_INSECURE_CALLER = _Caller(INSECURE, "", False)
+
+
+@dataclass(frozen=True)
+class _Method:
+    """What the gate needs of a method's name, worked out once per method."""
+
+    name: str  # "/cowpod.v1.PodService/Create"
+    service: str  # "cowpod.v1.PodService"
+    verb: str  # "Create"
+    last: str  # the name after its last "/" (what a malformed request is named by)
+    pod_write: bool  # checked against the pod security rules
+
+    @staticmethod
+    def of(name: str) -> _Method:
+        service, verb = split_method(name)
+        return _Method(name, service, verb, name.rpartition("/")[2], name in _POD_WRITES)
+
+
 class _Undecodable:
     """Stands in for a request whose bytes are not the method's message.
 
@@ -101,37 +128,62 @@ class _Undecodable:
         self.error = error
 
 
+class _Received:
+    """A request as the method's deserializer made it, with the length of the bytes it came
+    from: `check_message` bounds the request by it instead of serializing it again."""
+
+    __slots__ = ("message", "size")
+
+    def __init__(self, message: Any, size: int) -> None:
+        self.message = message
+        self.size = size
+
+
 def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     if deserialize is None:
         return None
 
     def parse(data: bytes) -> Any:
         try:
-            return deserialize(data)
+            return _Received(deserialize(data), len(data))
         except Exception as err:  # any parse failure is the caller's malformed input
             return _Undecodable(err)
 
     return parse
 
 
+def _unwrap(received: Any) -> tuple[Any, int | None]:
+    """The request a tolerant deserializer handed over and the length of its bytes (None when
+    the method has no deserializer: the request is the bytes, or when it is `_Undecodable`)."""
+    if isinstance(received, _Received):
+        return received.message, received.size
+    return received, None
+
+
 class _CertCache:
-    """Parsed identities by certificate PEM: parsing X.509 per call would be wasteful."""
+    """Callers by certificate PEM: parsing X.509 per call would be wasteful. The caller's
+    rate-limit key and budget follow from the certificate alone, except an anonymous one's
+    (its key names the source address: `AuthInterceptor._proven`)."""
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._items: OrderedDict[bytes, Identity] = OrderedDict()
+        self._items: OrderedDict[bytes, _Caller] = OrderedDict()
 
-    def identity(self, pem: bytes) -> Identity:
-        ident = self._items.get(pem)
-        if ident is None:
+    def caller(self, pem: bytes) -> _Caller:
+        caller = self._items.get(pem)
+        if caller is None:
             try:
-                ident = identity_from_subject(subject_of(pem))
+                peer = identity_from_subject(subject_of(pem))
             except PKIError:
                 raise Unauthenticated("client certificate could not be read") from None
-            self._items[pem] = ident
+            # Components and the cluster's own admin certificate (benchmarks, supervisors)
+            # get the system budget; people with tokens the user budget.
+            system = peer.role in (Role.NODE, Role.SCHEDULER, Role.ADMIN) or CONTROLLERS_GROUP in peer.groups
+            caller = _Caller(peer, peer.user if peer.authenticated else "", system)
+            self._items[pem] = caller
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
-        return ident
+        return caller
 
 
 def _bearer(metadata: Any) -> str | None:
@@ -169,6 +221,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._references = references
         self._insecure = insecure
         self._certs = _CertCache()
+        # Per method: the handler gRPC found and its wrapped stand-in (both made once).
+        self._handlers: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -179,100 +233,113 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method: str = handler_call_details.method
-        metadata = handler_call_details.invocation_metadata
+        known = self._handlers.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(_Method.of(method), handler)
+        if len(self._handlers) >= 4096:  # a server has a few hundred methods; never grow without end
+            self._handlers.clear()
+        self._handlers[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, m: _Method, handler: Handler) -> Handler:
         kw = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         unary_kw = {**kw, "request_deserializer": _tolerant(handler.request_deserializer)}
         if handler.unary_unary is not None:
-            behavior = self._unary(method, metadata, handler.unary_unary)
-            return grpc.unary_unary_rpc_method_handler(behavior, **unary_kw)
+            return grpc.unary_unary_rpc_method_handler(self._unary(m, handler.unary_unary), **unary_kw)
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._unary_stream(method, metadata, handler.unary_stream), **unary_kw
+                self._unary_stream(m, handler.unary_stream), **unary_kw
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._stream_in(method, metadata, handler.stream_unary, streaming_out=False), **kw
+                self._stream_in(m, handler.stream_unary, streaming_out=False), **kw
             )
         assert handler.stream_stream is not None
         return grpc.stream_stream_rpc_method_handler(
-            self._stream_in(method, metadata, handler.stream_stream, streaming_out=True), **kw
+            self._stream_in(m, handler.stream_stream, streaming_out=True), **kw
         )
 
     # -- the gate
 
-    def _peer_identity(self, context: Ctx) -> Identity | None:
+    def _proven(self, metadata: Any, context: Ctx) -> _Caller | str:
+        """Step 1 as far as it needs no store: who calls, proven, or the bearer token still to
+        check (`_token_caller`). Once per call, streams included."""
         pems = list(context.auth_context().get("x509_pem_cert") or ())
-        if not pems:
-            return None
-        return self._certs.identity(pems[0])
-
-    async def _admit(
-        self, method: str, metadata: Any, request: Any, context: Ctx, *, stream: bool
-    ) -> tuple[Identity, PodCheck | None]:
-        if isinstance(request, _Undecodable):
-            _, _, verb = method.rpartition("/")
-            raise Invalid("", f"request is not a valid message for {verb}: {request.error}")
-        caller = await self._caller(metadata, context)
-        return caller.identity, await self._gate(caller, method, request)
-
-    async def _caller(self, metadata: Any, context: Ctx) -> _Caller:
-        """Step 1: who calls, proven (once per call, streams included)."""
-        source = source_address(context.peer())
-        peer = self._peer_identity(context)
+        peer = self._certs.caller(pems[0]) if pems else None
         if peer is None and not self._insecure:
             # TLS with required client certificates makes this unreachable; never fail open.
             raise Unauthenticated("no client certificate")
-        token = self._bearer_or_failure(metadata, source)
+        token = self._bearer_or_failure(metadata, context)
         if token is not None:
-            identity = await self._authenticate(token, source)
-            key, system = identity.user, False
-        elif peer is not None:
-            identity = peer
-            key = peer.user if peer.authenticated else f"anonymous@{source}"
-            # Components and the cluster's own admin certificate (benchmarks, supervisors)
-            # get the system budget; people with tokens the user budget.
-            system = peer.role in (Role.NODE, Role.SCHEDULER, Role.ADMIN) or CONTROLLERS_GROUP in peer.groups
-        else:
-            identity, key, system = INSECURE, "", False
-        return _Caller(identity, key, system)
+            return token
+        if peer is None:
+            return _INSECURE_CALLER
+        if peer.identity.authenticated:
+            return peer
+        return _Caller(peer.identity, f"anonymous@{source_address(context.peer())}", peer.system)
 
-    async def _gate(self, caller: _Caller, method: str, request: Any) -> PodCheck | None:
-        """Steps 2 to 5 for one request of a proven caller: once per call, and once per
-        message of a stream admitted message by message (`_MESSAGES_AS`)."""
+    async def _token_caller(self, token: str, context: Ctx) -> _Caller:
+        identity = await self._authenticate(token, source_address(context.peer()))
+        return _Caller(identity, identity.user, False)
+
+    async def _caller(self, metadata: Any, context: Ctx) -> _Caller:
+        """Step 1: who calls, proven (once per call, streams included)."""
+        found = self._proven(metadata, context)
+        return found if isinstance(found, _Caller) else await self._token_caller(found, context)
+
+    def _decide(self, caller: _Caller, m: _Method, request: Any, size: int | None = None) -> PodCheck | None:
+        """Steps 2 to 4 for one request of a proven caller: once per call, and once per
+        message of a stream admitted message by message (`_MESSAGES_AS`). The check the
+        decision carries, if any, is the caller's to resolve (`_resolve`, `_check_response`).
+        `size`: the length of the bytes the request was read from, if known."""
         identity = caller.identity
         # Charged only now that the caller is proven: junk under a user's token id costs
         # the junk's source, never the user (issue #15).
         if caller.key:  # insecure mode trusts every caller: no rate limit, only the object limits
             self._rate.check(caller.key, system=caller.system)
         if isinstance(request, Message):
-            check_message(request, self._limits)
-            if method in _POD_WRITES:
+            check_message(request, self._limits, wire_size=size)
+            if m.pod_write:
                 for field, why in pod_violations(request):
                     raise Invalid(field, why)
-        decision = authorize(identity, method, request)
+        decision = decide(identity, m.service, m.verb, request)
         if not decision.allowed:
-            log.info("denied %s %s: %s", identity.user, method, decision.reason)
+            log.info("denied %s %s: %s", identity.user, m.name, decision.reason)
             if decision.unauthenticated:
                 raise Unauthenticated(decision.reason)
             raise PermissionDenied(decision.reason)
-        if decision.check is not None and decision.check.requirement is Requirement.BOUND_BEFORE:
-            await self._check_bound(decision.check, identity)
-        if decision.check is not None and decision.check.requirement is Requirement.REFERENCED:
-            await self._check_referenced(decision.check, identity)
         return decision.check
+
+    async def _resolve(self, check: PodCheck, identity: Identity) -> None:
+        """Step 5, what a decision leaves to the store before the call (after it:
+        `_check_response`)."""
+        if check.requirement is Requirement.BOUND_BEFORE:
+            await self._check_bound(check, identity)
+        elif check.requirement is Requirement.REFERENCED:
+            await self._check_referenced(check, identity)
+
+    async def _gate(
+        self, caller: _Caller, m: _Method, request: Any, size: int | None = None
+    ) -> PodCheck | None:
+        """Steps 2 to 5 for one request of a proven caller."""
+        check = self._decide(caller, m, request, size)
+        if check is not None and check.requirement is not Requirement.BOUND_RESPONSE:
+            await self._resolve(check, caller.identity)
+        return check
 
     def _failed(self, source: str) -> None:
         """Charge a failed authentication to its source; RESOURCE_EXHAUSTED when over budget."""
         self._failures.check(f"failed-auth@{source}")
 
-    def _bearer_or_failure(self, metadata: Any, source: str) -> str | None:
+    def _bearer_or_failure(self, metadata: Any, context: Ctx) -> str | None:
         try:
             return _bearer(metadata)
         except Unauthenticated:
-            self._failed(source)
+            self._failed(source_address(context.peer()))
             raise
 
     async def _authenticate(self, token: str, source: str) -> Identity:
@@ -342,29 +409,43 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     # -- wrappers per call shape
 
-    def _unary(self, method: str, metadata: Any, inner: Behavior) -> Behavior:
-        async def call(request: Any, context: Ctx) -> Any:
+    def _unary(self, m: _Method, inner: Behavior) -> Behavior:
+        async def call(received: Any, context: Ctx) -> Any:
+            request, size = _unwrap(received)
             try:
-                identity, check = await self._admit(method, metadata, request, context, stream=False)
+                if isinstance(request, _Undecodable):
+                    raise Invalid("", f"request is not a valid message for {m.last}: {request.error}")
+                found = self._proven(context.invocation_metadata(), context)
+                caller = found if isinstance(found, _Caller) else await self._token_caller(found, context)
+                check = self._decide(caller, m, request, size)
+                if check is not None and check.requirement is not Requirement.BOUND_RESPONSE:
+                    await self._resolve(check, caller.identity)
             except CowpodError as err:
                 await self._abort(context, err)
                 raise AssertionError("unreachable") from None
+            identity = caller.identity
             # gRPC runs each call in a task of its own, whose context dies with it: no reset
             # (a reset from an async generator's finally may run in another context).
             current_identity.set(identity)
             response = await inner(request, context)
-            try:
-                self._check_response(check, identity, response)
-            except CowpodError as err:
-                await self._abort(context, err)
+            if check is not None:
+                try:
+                    self._check_response(check, identity, response)
+                except CowpodError as err:
+                    await self._abort(context, err)
             return response
 
         return call
 
-    def _unary_stream(self, method: str, metadata: Any, inner: Behavior) -> Behavior:
-        async def call(request: Any, context: Ctx) -> AsyncIterator[Any]:
+    def _unary_stream(self, m: _Method, inner: Behavior) -> Behavior:
+        async def call(received: Any, context: Ctx) -> AsyncIterator[Any]:
+            request, size = _unwrap(received)
             try:
-                identity, _ = await self._admit(method, metadata, request, context, stream=True)
+                if isinstance(request, _Undecodable):
+                    raise Invalid("", f"request is not a valid message for {m.last}: {request.error}")
+                caller = await self._caller(context.invocation_metadata(), context)
+                await self._gate(caller, m, request, size)
+                identity = caller.identity
                 opened = self._streams.opened(identity.user)
                 opened.__enter__()
             except CowpodError as err:
@@ -383,30 +464,33 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         return call
 
-    async def _gated(self, caller: _Caller, method: str, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        """`requests`, each admitted as a call of `method`; a refused one as a RefusedMessage."""
+    async def _gated(self, caller: _Caller, m: _Method, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """`requests`, each admitted as a call of `m`; a refused one as a RefusedMessage."""
         async for request in requests:
             try:
-                await self._gate(caller, method, request)
+                check = self._decide(caller, m, request)
+                if check is not None and check.requirement is not Requirement.BOUND_RESPONSE:
+                    await self._resolve(check, caller.identity)
             except CowpodError as err:
                 yield RefusedMessage(request, err)
                 continue
             yield request
 
-    def _stream_in(self, method: str, metadata: Any, inner: Behavior, *, streaming_out: bool) -> Behavior:
+    def _stream_in(self, m: _Method, inner: Behavior, *, streaming_out: bool) -> Behavior:
         """Client-streaming methods: admitted on the method alone (server reflection,
         ExecStream), and those in `_MESSAGES_AS` then message by message too."""
 
         async def admit(context: Ctx) -> _Caller:
             try:
-                caller = await self._caller(metadata, context)
-                await self._gate(caller, method, None)
+                caller = await self._caller(context.invocation_metadata(), context)
+                await self._gate(caller, m, None)
             except CowpodError as err:
                 await self._abort(context, err)
                 raise AssertionError("unreachable") from None
             return caller
 
-        per_message = _MESSAGES_AS.get(method)
+        as_method = _MESSAGES_AS.get(m.name)
+        per_message = _Method.of(as_method) if as_method is not None else None
         if streaming_out:
 
             async def call_stream(requests: Any, context: Ctx) -> AsyncIterator[Any]:

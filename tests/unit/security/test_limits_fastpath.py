@@ -160,6 +160,15 @@ def test_every_api_type_is_refused_as_the_full_walk_refuses(seed: int) -> None:
                   most=rng.randrange(1, 3 * limits.max_items // 2 + 2))
             want = _refusal(msg, limits, lambda m, lim: _full_walk(m, "", lim))
             assert _refusal(msg, limits, check_message) == want, (desc.full_name, limits)
+            # As the interceptor checks a request: bounded by the bytes it was read from.
+            wire = msg.SerializeToString()
+            if rng.random() < 0.3:  # the same fields twice over: parsed as merged, read from more bytes
+                wire += wire
+                msg = _message(desc)
+                msg.ParseFromString(wire)
+                want = _refusal(msg, limits, lambda m, lim: _full_walk(m, "", lim))
+            sized = _refusal(msg, limits, lambda m, lim: check_message(m, lim, wire_size=len(wire)))  # noqa: B023
+            assert sized == want, (desc.full_name, limits)
             refused += want is not None
             passed += want is None
     # Both outcomes were exercised, or the comparison proved nothing.
@@ -210,3 +219,30 @@ def test_a_long_map_key_is_refused_where_only_keys_are_strings() -> None:
         resources=pod_pb2.ResourceRequirements(limits=quantities))]))
     assert _field_of(lambda: check_message(pod, limits)) == "spec.containers[0].resources.limits.extended"
     assert _field_of(lambda: check_message(meta_pb2.ResourceList(extended={"gpu": 1}), limits)) is None
+
+
+def _field_bytes(cls: Any, name: str, payload: bytes) -> bytes:
+    """`payload` as the length-delimited field `name` of message `cls` (short payloads only)."""
+    assert len(payload) < 128
+    return bytes([cls.DESCRIPTOR.fields_by_name[name].number << 3 | 2, len(payload)]) + payload
+
+
+def test_a_request_is_bounded_by_the_bytes_it_was_read_from() -> None:
+    """Map entries written without their (empty) value are shorter on the wire than serialized
+    again; the label count they break is still found by the length of those bytes."""
+    limits = Limits(max_labels=3)
+    entry: Any = meta_pb2.ObjectMeta.DESCRIPTOR.fields_by_name["labels"].message_type
+    key_tag = bytes([entry.fields_by_name["key"].number << 3 | 2, 1])
+    labels = b"".join(_field_bytes(meta_pb2.ObjectMeta, "labels", key_tag + bytes([ord("a") + i]))
+                      for i in range(4))  # {a..d: ""}, the values left out
+    wire = _field_bytes(pod_pb2.Pod, "metadata", labels)
+    pod = pod_pb2.Pod.FromString(wire)
+    assert len(pod.metadata.labels) == 4 and pod.ByteSize() > len(wire)
+    assert _field_of(lambda: check_message(pod, limits, wire_size=len(wire))) == "metadata.labels"
+    # A CreatePodsRequest is no object: measured by its bytes alone.
+    batch_wire = _field_bytes(pod_pb2.CreatePodsRequest, "pods", wire)
+    batch = pod_pb2.CreatePodsRequest.FromString(batch_wire)
+    got = _field_of(lambda: check_message(batch, limits, wire_size=len(batch_wire)))
+    assert got == "pods[0].metadata.labels"
+    fits = Limits(max_labels=4)
+    assert _field_of(lambda: check_message(batch, fits, wire_size=len(batch_wire))) is None
