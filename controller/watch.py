@@ -10,9 +10,12 @@
              client stream    client stream   client stream  (gRPC Watch handlers)
 
 Each etcd event is decoded once and, per outgoing event type, encoded once:
-all streams share the bytes. A subscriber is matched against the event's new and
-previous object, so an object moving *into* a stream's selector arrives as ADDED,
-one moving *out* as DELETED, like the Kubernetes watch cache.
+all streams share the bytes. Streams with equal filters form a group (`_Group`): an
+event's outcome and queue item are worked out once per group, not once per stream,
+and a stream's queue wakes its consumer once per dispatch, not once per event.
+A subscriber is matched against the event's new and previous object, so an object
+moving *into* a stream's selector arrives as ADDED, one moving *out* as DELETED,
+like the Kubernetes watch cache.
 
 A stream asking to resume from a revision the ring buffer still covers is served
 from it; an older revision falls back to a dedicated etcd watch for that stream
