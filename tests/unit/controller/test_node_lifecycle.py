@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller import eviction
+from controller import eviction, node_lifecycle
 from controller.kinds import LEASES, NODE_LEASE_NAMESPACE, NODES, VMS
 from controller.memstore import MemoryStore
 from controller.node_lifecycle import (
@@ -26,6 +26,7 @@ from controller.node_lifecycle import (
     apply_unreachable,
     has_taint,
     last_renewal,
+    node_facts,
     paused_nodes,
     plan,
     ready_condition,
@@ -33,6 +34,7 @@ from controller.node_lifecycle import (
     ready_status,
 )
 from controller.resource import get_time, set_time
+from controller.store import decode
 from cowpod.api.labels import NOT_READY_TAINT, UNREACHABLE_TAINT
 from cowpod.clock import FakeClock
 from cowpod.errors import NotFound
@@ -419,7 +421,16 @@ async def test_reconciler_reads_a_synced_node_cache_and_the_store_until_then() -
         await store.get(NODES.key("", "n2"), node_pb2.Node)
 
 
-async def test_reconciler_decodes_only_leases_written_since_its_last_pass() -> None:
+async def test_reconciler_decodes_only_leases_written_since_its_last_pass(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded: list[str] = []
+
+    def counting_decode(cls: type[lease_pb2.Lease], value: bytes, mod_revision: int) -> lease_pb2.Lease:
+        out = decode(cls, value, mod_revision)
+        decoded.append(out.metadata.name)
+        return out
+
+    monkeypatch.setattr(node_lifecycle, "decode", counting_decode)
     clock = FakeClock(start=T0)
     store = MemoryStore()
     for name in ("a", "b"):
@@ -428,20 +439,52 @@ async def test_reconciler_decodes_only_leases_written_since_its_last_pass() -> N
     lc = NodeLifecycle(store, clock, grace=40, period=5)
     await clock.advance(30)
     assert await lc.reconcile_once() == []
-    first = await lc._read_leases()
-    again = await lc._read_leases()
-    assert first["a"] is again["a"] and first["b"] is again["b"]  # unchanged: not decoded again
+    assert sorted(decoded) == ["a", "b"]
+    assert await lc._read_leases() == {"a": T0, "b": T0}
+    assert sorted(decoded) == ["a", "b"]  # unchanged: not decoded again
     # b is renewed: its new renew time is what counts; a is silent past grace.
     b = await store.get(LEASES.key(NODE_LEASE_NAMESPACE, "b"), lease_pb2.Lease)
     set_time(b.spec.renew_time, T0 + 35)
     key = LEASES.key(NODE_LEASE_NAMESPACE, "b")
     await store.update(key, b, expected_revision=b.metadata.resource_version)
     await clock.advance(15)
-    renewed = await lc._read_leases()
-    assert renewed["a"] is first["a"] and renewed["b"] is not first["b"]
-    assert renewed["b"].metadata.resource_version == b.metadata.resource_version
     assert await lc.reconcile_once() == [MarkUnreachable("a", 45.0)]
-    # A deleted lease is gone from the next pass: b is then judged from its creation.
-    await store.delete(LEASES.key(NODE_LEASE_NAMESPACE, "b"), lease_pb2.Lease)
-    assert "b" not in await lc._read_leases()
-    assert await lc.reconcile_once() == [MarkUnreachable("b", 45.0)]
+    assert sorted(decoded) == ["a", "b", "b"]
+    # A lease without a renew time counts as none (the node's creation); a deleted one is gone.
+    b.spec.ClearField("renew_time")
+    b = await store.update(key, b, expected_revision=b.metadata.resource_version)
+    assert await lc._read_leases() == {"a": T0}
+    await store.delete(key, lease_pb2.Lease)
+    assert await lc._read_leases() == {"a": T0}
+    assert await lc.reconcile_once() == [MarkUnreachable("b", 45.0)]  # a: marked already
+
+
+async def test_reconciler_reads_a_cached_node_again_only_when_the_object_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[str] = []
+
+    def counting_facts(n: node_pb2.Node) -> node_lifecycle.NodeFacts:
+        read.append(n.metadata.name)
+        return node_facts(n)
+
+    monkeypatch.setattr(node_lifecycle, "node_facts", counting_facts)
+    clock = FakeClock(start=T0)
+    store = MemoryStore()
+    cache = _Nodes([node("a"), node("b", ready="False")])
+    for name in ("a", "b"):
+        await store.create(NODES.key("", name), node(name))
+        await store.create(LEASES.key(NODE_LEASE_NAMESPACE, name), lease(name, T0))
+    lc = NodeLifecycle(store, clock, grace=40, period=5, node_cache=cache)
+    await clock.advance(10)
+    assert await lc.reconcile_once() == [MarkNotReady("b")]
+    assert await lc.reconcile_once() == [MarkNotReady("b")]
+    assert sorted(read) == ["a", "b"]  # the same objects: read once
+    # The informer replaces b (a change is a new object): read again, judged on what it says.
+    tainted = apply_not_ready(node("b", ready="False"), T0)
+    assert tainted is not None
+    cache.cache[("", "b")] = tainted
+    assert await lc.reconcile_once() == []
+    assert sorted(read) == ["a", "b", "b"]
+    del cache.cache[("", "a")]
+    assert await lc.reconcile_once() == []
+    assert set(lc._facts) == {"b"}  # a gone node is forgotten
