@@ -308,6 +308,7 @@ class Subscription:
         self.maxsize = queue_size
         self.pending: collections.deque[Any] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.error: CowpodError | None = None
         self.bookmark_interval = bookmark_interval
         self.trigger: str | None = None
@@ -359,8 +360,12 @@ class Subscription:
                 w.set_result(None)
 
     async def _wait(self) -> None:
-        """Until something is queued (one consumer per subscription)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Until something is queued (one consumer per subscription). The loop is asked for
+        once (as asyncio.Queue does): on Python 3.11 that question costs a getpid()."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._waiter = fut
         try:
             await fut
