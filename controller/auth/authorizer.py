@@ -235,33 +235,34 @@ def selector_pins(selector: str, field: str, value: str) -> bool:
     return False
 
 
+def _only_own(identity: Identity, service: str, verb: str, name: str, what: str) -> Decision:
+    me = identity.node_name
+    if name == me:
+        return ALLOW
+    return _deny(identity, service, verb, f"a node may only touch its own {what} ({me!r}, not {name!r})")
+
+
 def _node(identity: Identity, service: str, verb: str, request: Any) -> Decision:
     me = identity.node_name
-
-    def only_own(name: str, what: str) -> Decision:
-        if name == me:
-            return ALLOW
-        return _deny(identity, service, verb, f"a node may only touch its own {what} ({me!r}, not {name!r})")
-
     if service == NODE:
         if verb == "Register":
             why = register_violation(request)
             if why is not None and request.metadata.name == me:
                 return _deny(identity, service, verb, why)
-            return only_own(request.metadata.name, "Node")
+            return _only_own(identity, service, verb, request.metadata.name, "Node")
         if verb == "UpdateStatus":
-            return only_own(request.metadata.name, "Node")
+            return _only_own(identity, service, verb, request.metadata.name, "Node")
         if verb == "Update":
             return _deny(identity, service, verb, "a node changes only its status and heartbeat; "
                          "its spec, labels and taints are for admins and the controller")
         if verb == "Heartbeat":
-            return only_own(request.node_name, "Node")
+            return _only_own(identity, service, verb, request.node_name, "Node")
         if verb == "HeartbeatStream":
             # Opening it is allowed; the interceptor then admits every message as a
             # Heartbeat (the row above), so a node's stream renews only that node.
             return ALLOW
         if verb == "Get":
-            return only_own(request.name, "Node")
+            return _only_own(identity, service, verb, request.name, "Node")
         if verb in ("List", "Watch"):
             opts = request.list if verb == "Watch" else request
             if selector_pins(opts.field_selector, "metadata.name", me):
