@@ -441,3 +441,24 @@ def test_a_filter_matches_exactly_as_its_namespace_and_selectors_do() -> None:
     assert not broken.everything
     with pytest.raises(KeyError):
         broken.matches(pods[0])
+
+
+async def test_a_consumer_cancelled_while_waiting_does_not_break_the_hub(env: Env) -> None:
+    """The hub wakes a stream's consumer through one future; a consumer cancelled while it
+    waits leaves a cancelled future behind, which the next offer must pass over, and a new
+    consumer of the same subscription gets what was queued."""
+    sub = env.hub.subscribe(env.res.filter(meta_pb2.ListOptions()), env.store.revision, 1.0)
+    assert sub is not None
+    stream = sub.stream()
+    waiting = asyncio.ensure_future(anext(stream))
+    await settle()
+    waiting.cancel()
+    sub.tick()  # before the cancelled consumer has run again: its future is cancelled, not done
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert waiting.cancelled()
+    await env.put(pod("a"))
+    await settle()
+    again = sub.stream()
+    ev = pod_pb2.PodWatchEvent.FromString(await asyncio.wait_for(anext(again), 5))
+    assert (ev.type, ev.object.metadata.name) == (meta_pb2.ADDED, "a")
+    env.hub.unsubscribe(sub)
