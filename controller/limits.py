@@ -200,18 +200,20 @@ class _Plan:
 # Plans by the identity of their Limits (hashing a Limits per request would cost more than the
 # lookup saves); each plan holds its Limits, so no other object can take that id meanwhile.
 _PLANS: dict[int, _Plan] = {}
-_last: list[_Plan] = []  # the plan used last: a controller has one Limits
+_last: _Plan | None = None  # the plan used last: a controller has one Limits
 
 
 def _plan(limits: Limits) -> _Plan:
-    if _last and _last[0].limits is limits:
-        return _last[0]
+    global _last
+    plan = _last
+    if plan is not None and plan.limits is limits:
+        return plan
     plan = _PLANS.get(id(limits))
     if plan is None or plan.limits is not limits:
         if len(_PLANS) >= 64:  # tests make many Limits
             _PLANS.clear()
         plan = _PLANS[id(limits)] = _Plan(limits)
-    _last[:] = [plan]
+    _last = plan
     return plan
 
 
