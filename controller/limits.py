@@ -308,7 +308,8 @@ class TokenBucket:
 
     def take(self, now: float) -> float:
         """Take one token: 0.0 if granted, else the seconds until one is available."""
-        self._tokens = self.available(now)
+        tokens = self._tokens + (now - self._at) * self.rate
+        self._tokens = tokens if tokens < self.burst else self.burst  # available(now), inlined
         self._at = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0

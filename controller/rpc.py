@@ -57,7 +57,11 @@ _CLIENT_CODES = frozenset({
 
 
 def _serialize(m: Any) -> bytes:
-    return m if isinstance(m, bytes) else bytes(m.SerializeToString())
+    """A response as bytes: pre-encoded ones (watch events) as they are, messages encoded."""
+    if isinstance(m, bytes):
+        return m
+    out: bytes = m.SerializeToString()
+    return out
 
 
 class _Call:
