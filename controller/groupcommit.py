@@ -36,6 +36,88 @@ MAX_OPS = 128
 MAX_BYTES = 1 << 20
 
 
+class Batch:
+    """Members whose caller awaits them together (`EtcdStore.create_many`): each member's
+    outcome goes to a `Slot` of the batch, and the batch's one future completes when the last
+    slot is settled: one future and one wake-up for the batch instead of a future per member
+    and a callback for each (what `asyncio.wait` on their futures costs)."""
+
+    __slots__ = ("_pending", "future")
+
+    def __init__(self, future: asyncio.Future[None], size: int) -> None:
+        self.future = future
+        self._pending = size
+        if size == 0:
+            future.set_result(None)
+
+    def slot(self) -> Slot:
+        return Slot(self)
+
+    def _settled(self) -> None:
+        self._pending -= 1
+        if self._pending == 0 and not self.future.done():
+            self.future.set_result(None)
+
+
+_PENDING, _RESULT, _ERROR, _CANCELLED = range(4)
+
+
+class Slot:
+    """One member's outcome in a `Batch`, with the part of `asyncio.Future`'s API that the
+    group commit and the batch's caller use, and the same answers and errors."""
+
+    __slots__ = ("_batch", "_state", "_value")
+
+    def __init__(self, batch: Batch) -> None:
+        self._batch = batch
+        self._state = _PENDING
+        self._value: TxnResult | BaseException | None = None
+
+    def done(self) -> bool:
+        return self._state != _PENDING
+
+    def cancelled(self) -> bool:
+        return self._state == _CANCELLED
+
+    def _settle(self, state: int, value: TxnResult | BaseException | None) -> None:
+        if self._state != _PENDING:
+            raise asyncio.InvalidStateError(f"invalid state: {self!r} is done")
+        self._state, self._value = state, value
+        self._batch._settled()
+
+    def set_result(self, result: TxnResult) -> None:
+        self._settle(_RESULT, result)
+
+    def set_exception(self, exception: BaseException) -> None:
+        self._settle(_ERROR, exception)
+
+    def cancel(self) -> bool:
+        if self._state != _PENDING:
+            return False
+        self._settle(_CANCELLED, None)
+        return True
+
+    def result(self) -> TxnResult:
+        value = self._value
+        if self._state == _RESULT and isinstance(value, TxnResult):
+            return value
+        if self._state == _ERROR and isinstance(value, BaseException):
+            raise value
+        raise self._not_finished()
+
+    def exception(self) -> BaseException | None:
+        if self._state == _ERROR and isinstance(self._value, BaseException):
+            return self._value
+        if self._state == _RESULT:
+            return None
+        raise self._not_finished()
+
+    def _not_finished(self) -> BaseException:
+        if self._state == _CANCELLED:
+            return asyncio.CancelledError()
+        return asyncio.InvalidStateError("result is not set")
+
+
 @dataclass(eq=False, slots=True, init=False)
 class Member:
     """One caller's transaction waiting to be sent. Every caller's transaction becomes one,
@@ -44,13 +126,13 @@ class Member:
     compares: Sequence[Compare]
     success: Sequence[Op]
     failure: Sequence[Op]
-    future: asyncio.Future[TxnResult]
+    future: asyncio.Future[TxnResult] | Slot
     keys: set[str]  # every key it touches (read only: members of one merge share none)
     size: int  # its bytes in a request, roughly: keys, values, 64 per compare
     reads: int  # failure-branch ops it adds to a merge: its distinct compare keys, its failure ops
 
     def __init__(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op],
-                 future: asyncio.Future[TxnResult]) -> None:
+                 future: asyncio.Future[TxnResult] | Slot) -> None:
         self.compares = compares
         self.success = success
         self.failure = failure
@@ -179,4 +261,5 @@ def _resolve(m: Member, result: TxnResult) -> None:
         m.future.set_result(result)
 
 
-__all__ = ["MAX_BYTES", "MAX_OPS", "Member", "Merged", "holds", "merge", "reads", "settle", "take"]
+__all__ = ["MAX_BYTES", "MAX_OPS", "Batch", "Member", "Merged", "Slot", "holds", "merge", "reads", "settle",
+           "take"]

@@ -345,14 +345,14 @@ class EtcdStore:
         so each gets the same answer (AlreadyExists, a write that landed despite NOSPACE)."""
         if self.group_commit <= 0 or len(items) < 2:
             return list(await asyncio.gather(*(_created(self.create(key, obj)) for key, obj in items)))
-        loop = asyncio.get_running_loop()
         data = [encode(obj) for _, obj in items]
-        members = [groupcommit.Member([Compare.absent(key)], [Put(key, d)], (), loop.create_future())
+        batch = groupcommit.Batch((self._loop or self._calls_loop()).create_future(), len(items))
+        members = [groupcommit.Member([Compare.absent(key)], [Put(key, d)], (), batch.slot())
                    for (key, _), d in zip(items, data, strict=True)]
         self._queue.extend(members)
         self._kick()
         try:
-            await asyncio.wait([m.future for m in members])
+            await batch.future  # done when every member is answered (or cancelled)
         finally:
             for m in members:
                 if not m.future.done():

@@ -12,6 +12,7 @@ from controller import groupcommit
 from controller.groupcommit import Member, holds, merge, settle, take
 from controller.store import Compare, Delete, EtcdStore, Get, KeyValue, Op, Put, Target, TxnResult
 from cowpod.errors import CowpodError, ResourceExhausted
+from cowpod.v1 import pod_pb2
 
 
 def member(*compares: Compare, success: tuple[object, ...] = (), failure: tuple[object, ...] = ()) -> Member:
@@ -218,3 +219,84 @@ async def test_get_many_reads_one_chunk_or_many_in_order() -> None:
             assert sorted(sizes) == sorted([128] * (n // 128) + ([n % 128] if n % 128 else []))
     finally:
         await store.close()
+
+
+def _apply(target: object, op: str) -> object:
+    """One call on a future or a slot: what it returned, or the type of what it raised."""
+    args: tuple[object, ...] = ()
+    if op == "set_result":
+        args = (TxnResult(True, 4),)
+    elif op == "set_exception":
+        args = (CowpodError("refused"),)
+    try:
+        got = getattr(target, op)(*args)
+    except BaseException as err:  # CancelledError is what some must raise
+        return type(err)
+    return repr(got) if isinstance(got, BaseException) else got
+
+
+_OPS = ["set_result", "set_exception", "cancel"]
+_READS = ["done", "cancelled", "result", "exception"]
+
+
+@pytest.mark.parametrize("ops", [[], *([a] for a in _OPS), *([a, b] for a in _OPS for b in _OPS)],
+                         ids=lambda ops: "+".join(ops) or "pending")
+async def test_a_batch_slot_answers_as_a_future_does(ops: list[str]) -> None:
+    """A slot stands in for a member's future (create_many): every call the group commit and
+    the batch's caller make answers, or raises, what it would on an asyncio future."""
+    fut: asyncio.Future[TxnResult] = asyncio.get_running_loop().create_future()
+    slot = groupcommit.Batch(asyncio.get_running_loop().create_future(), 1).slot()
+    for op in [*ops, *_READS]:
+        assert _apply(slot, op) == _apply(fut, op), op
+    if fut.done() and not fut.cancelled():
+        fut.exception()  # retrieved: no "exception was never retrieved" warning
+
+
+async def test_a_batch_is_done_when_its_last_slot_is_settled() -> None:
+    loop = asyncio.get_running_loop()
+    assert groupcommit.Batch(loop.create_future(), 0).future.done()
+    batch = groupcommit.Batch(loop.create_future(), 3)
+    a, b, c = batch.slot(), batch.slot(), batch.slot()
+    a.set_result(TxnResult(True, 1))
+    b.cancel()
+    b.cancel()  # a second cancel settles nothing more
+    assert not batch.future.done()
+    c.set_exception(CowpodError("x"))
+    assert batch.future.done() and batch.future.result() is None
+
+
+async def test_a_cancelled_caller_leaves_its_unsent_slots_cancelled_for_take_to_drop() -> None:
+    """create_many's caller cancelled before its members were sent: their slots are cancelled
+    (the batch's future with the caller), and `take` skips them as it skips cancelled futures."""
+    store = EtcdStore(["127.0.0.1:1"], "/t", group_commit=1)
+    release = asyncio.Event()
+    sent: list[int] = []
+
+    async def fake_send(compares: object, success: list[Put],
+                        failure: object) -> tuple[bool, int, list[bool]]:
+        sent.append(len(success))
+        await release.wait()
+        return True, 10, [True] * len(success)
+
+    store._send = fake_send  # type: ignore[method-assign,assignment]
+    try:
+        first = asyncio.ensure_future(store.txn([], [Put("busy", b"")]))  # holds the one slot
+        await asyncio.sleep(0)
+        batch = asyncio.ensure_future(store.create_many([(f"k{i}", _pod(f"k{i}")) for i in range(3)]))
+        await asyncio.sleep(0)
+        assert len(store._queue) == 3
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+        assert all(m.future.cancelled() for m in store._queue)
+        release.set()
+        assert (await first).succeeded
+        assert take(store._queue) == [] and sent == [1]
+    finally:
+        await store.close()
+
+
+def _pod(name: str) -> pod_pb2.Pod:
+    p = pod_pb2.Pod()
+    p.metadata.name = name
+    return p
