@@ -229,9 +229,13 @@ def settle(merged: Merged, succeeded: bool, revision: int,
         if len(results) < len(merged.success):
             raise ValueError(f"{len(results)} results for {len(merged.success)} operations")
         for m in merged.members:
-            end = pos + len(m.success)
-            gets = reads(results[pos:end])  # its Gets' results: the others answered True
-            pos = end
+            n = len(m.success)
+            if n == 1:  # most: a create, a renewal, a bind (no slice, no comprehension)
+                r = results[pos]
+                gets = [] if r is True else [_kv(r)]
+            else:
+                gets = reads(results[pos: pos + n])  # its Gets' results: the others answered True
+            pos += n
             if not m.future.done():
                 m.future.set_result(TxnResult(True, revision, gets))
         return []

@@ -4,6 +4,7 @@ transaction's outcome is handed back to each member as if it had run alone."""
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 from aetcd import rpc
@@ -300,3 +301,34 @@ def _pod(name: str) -> pod_pb2.Pod:
     p = pod_pb2.Pod()
     p.metadata.name = name
     return p
+
+
+async def test_settle_hands_out_what_each_members_own_ops_read() -> None:
+    """Every member of a succeeded merge gets exactly its own Gets' results, in order (one op
+    or several, reads found or absent, writes among them), as the ops-driven slow path did."""
+    rnd = random.Random(17)
+    for _ in range(200):
+        members: list[Member] = []
+        results: list[KeyValue | bool | None] = []
+        want: list[list[KeyValue | None]] = []
+        for i in range(rnd.randint(1, 6)):
+            ops: list[Op] = []
+            mine: list[KeyValue | None] = []
+            for j in range(rnd.randint(1, 3)):
+                key = f"m{i}o{j}"
+                kind = rnd.choice(["put", "delete", "get", "get-absent"])
+                if kind == "put":
+                    ops.append(Put(key, b"v"))
+                    results.append(True)
+                elif kind == "delete":
+                    ops.append(Delete(key))
+                    results.append(True)
+                else:
+                    ops.append(Get(key))
+                    found = kv(key, 5) if kind == "get" else None
+                    results.append(found)
+                    mine.append(found)
+            members.append(member(success=tuple(ops)))
+            want.append(mine)
+        assert settle(merge(members), True, 8, results) == []
+        assert [m.future.result() for m in members] == [TxnResult(True, 8, w) for w in want]
