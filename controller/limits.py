@@ -259,7 +259,7 @@ def _walk(msg: Message, path: str, plan: _Plan, size: int) -> None:
                     if len(item) > longest:
                         raise _too_long(f"{_join(path, fd.json_name)}[{i}]", item, limits)
         else:
-            _check_map(fd, value, _join(path, fd.json_name), plan)
+            _check_map(fd, value, _join(path, fd.json_name), plan, size)
 
 
 def _check_value(fd: FieldDescriptor, value: Any, path: str, plan: _Plan) -> None:
@@ -269,7 +269,8 @@ def _check_value(fd: FieldDescriptor, value: Any, path: str, plan: _Plan) -> Non
         raise _too_long(path, value, plan.limits)
 
 
-def _check_map(fd: FieldDescriptor, value: Any, path: str, plan: _Plan) -> None:
+def _check_map(fd: FieldDescriptor, value: Any, path: str, plan: _Plan, size: int) -> None:
+    """Check a map field of a message serialized in `size` bytes (or fewer)."""
     limits = plan.limits
     n = len(value)
     if fd.name == "labels" and n > limits.max_labels:
@@ -277,17 +278,25 @@ def _check_map(fd: FieldDescriptor, value: Any, path: str, plan: _Plan) -> None:
     if n > limits.max_items:
         raise Invalid(path, f"at most {limits.max_items} entries (got {n})")
     if fd.name == "annotations":
-        total = sum(len(k) + len(v) for k, v in value.items())
+        if size <= limits.max_annotations_bytes:
+            return  # its keys and values are among the bytes of the message holding them
+        total = sum(len(k) + len(value[k]) for k in value)
         if total > limits.max_annotations_bytes:
             most = _size(limits.max_annotations_bytes)
             raise Invalid(path, f"annotations total {_size(total)}; the maximum is {most}")
         return
     entry: Any = fd.message_type
     value_fd = entry.fields_by_name["value"]
-    for k, v in value.items():
-        if isinstance(k, str) and len(k) > limits.max_string_bytes:
+    is_msg = value_fd.type == FieldDescriptor.TYPE_MESSAGE
+    if size <= limits.max_string_bytes and not is_msg:
+        return  # no key or value is longer than the message holding them
+    longest = limits.max_string_bytes
+    is_str = value_fd.type == FieldDescriptor.TYPE_STRING
+    for k in value:  # a path per entry only where one is needed: a message value, an error
+        if isinstance(k, str) and len(k) > longest:
             raise Invalid(path, f"key of {_size(len(k))} is too long")
-        _check_value(value_fd, v, f"{path}[{k}]" if len(str(k)) <= 80 else f"{path}[...]", plan)
+        if is_msg or (is_str and len(value[k]) > longest):
+            _check_value(value_fd, value[k], f"{path}[{k}]" if len(str(k)) <= 80 else f"{path}[...]", plan)
 
 
 # --- rate limits ----------------------------------------------------------------------------------
