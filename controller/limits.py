@@ -151,7 +151,11 @@ class _Plan:
     A message serialized in at most `harmless(type)` bytes cannot break any limit its type can
     break, so it is not walked: a string is no longer than its bytes, every list item or map
     entry takes at least one byte (a map entry two), and annotations' keys and values are
-    among the bytes. The bound is per type: a PodSpec has no `labels` map, so only its strings
+    among the bytes. Labels are counted by distinct key: every entry takes its field's tag and
+    length, and a non-empty key its own tag, length and a character, so max_labels + 1 labels
+    (one key may be empty) take at least 2 + 5 * max_labels bytes. The same holds of the bytes
+    a message was parsed from (`check_message`'s `wire_size`): whatever was parsed was read
+    from them. The bound is per type: a PodSpec has no `labels` map, so only its strings
     and lists bound it, not the (much smaller) label count. A sub-message is never larger than
     the message holding it, so a message no larger than its field's bound skips the field
     without measuring it. Every request is checked (a CreateBatch of 16 pods is ~200 fields):
@@ -174,7 +178,7 @@ class _Plan:
             if kinds is None:
                 kinds = _BREAKABLE[desc] = _breakable(desc)
             lim = self.limits
-            bounds = {_STRING: lim.max_string_bytes, _ITEMS: lim.max_items, _LABELS: 2 * lim.max_labels + 1,
+            bounds = {_STRING: lim.max_string_bytes, _ITEMS: lim.max_items, _LABELS: 5 * lim.max_labels + 1,
                       _ANNOTATIONS: lim.max_annotations_bytes, _ALWAYS: -1}
             bound = self._types[desc] = min((bounds[k] for k in kinds), default=sys.maxsize)
         return bound

@@ -192,6 +192,10 @@ def test_the_smallest_messages_that_break_a_limit_are_refused(most: int) -> None
         pod = pod_pb2.Pod(metadata=_labels(most + 1))
         assert _field_of(lambda: check_message(pod, lim)) == "metadata.labels"  # noqa: B023
         assert _field_of(lambda: check_message(pod_pb2.Pod(metadata=_labels(most)), lim)) is None  # noqa: B023
+        # The fewest bytes max_labels + 1 labels can take: one empty key, the others of one character.
+        tight = meta_pb2.ObjectMeta(labels={"": "", **_labels(most).labels})
+        assert _field_of(lambda: check_message(tight, lim)) == "labels"  # noqa: B023
+        assert _field_of(lambda: check_message(pod_pb2.Pod(metadata=tight), lim)) == "metadata.labels"  # noqa: B023
 
     spec = pod_pb2.PodSpec(containers=[pod_pb2.Container() for _ in range(most + 1)])
     assert _field_of(lambda: check_message(spec, limits)) == "containers"
@@ -234,10 +238,14 @@ def test_a_request_is_bounded_by_the_bytes_it_was_read_from() -> None:
     entry: Any = meta_pb2.ObjectMeta.DESCRIPTOR.fields_by_name["labels"].message_type
     key_tag = bytes([entry.fields_by_name["key"].number << 3 | 2, 1])
     labels = b"".join(_field_bytes(meta_pb2.ObjectMeta, "labels", key_tag + bytes([ord("a") + i]))
-                      for i in range(4))  # {a..d: ""}, the values left out
+                      for i in range(3))  # {a, b, c: ""}, the values left out
+    labels += _field_bytes(meta_pb2.ObjectMeta, "labels", b"")  # and {"": ""}, in two bytes
+    meta = meta_pb2.ObjectMeta.FromString(labels)
+    # The fewest bytes 4 labels can be sent in: 2 + 5 * 3.
+    assert len(meta.labels) == 4 and len(labels) == 17 and meta.ByteSize() > len(labels)
+    assert _field_of(lambda: check_message(meta, limits, wire_size=len(labels))) == "labels"
     wire = _field_bytes(pod_pb2.Pod, "metadata", labels)
     pod = pod_pb2.Pod.FromString(wire)
-    assert len(pod.metadata.labels) == 4 and pod.ByteSize() > len(wire)
     assert _field_of(lambda: check_message(pod, limits, wire_size=len(wire))) == "metadata.labels"
     # A CreatePodsRequest is no object: measured by its bytes alone.
     batch_wire = _field_bytes(pod_pb2.CreatePodsRequest, "pods", wire)
