@@ -12,7 +12,7 @@
                    compares, per node: created at the same revision, binding sequence unchanged;
                              per pod:  mod revision unchanged
                    puts: the bound pods and each node's binding sequence key
-                   lost: the failure branch reads every key back; a pod that changed is checked
+                   lost: every key is read back (after it); a pod that changed is checked
                          again on its new value (a status write in between does not abort a
                          binding by generation), moved sequences are learnt, and the rest retried
 
@@ -31,8 +31,8 @@ pod's mod revision (as always) and, instead of the node's create revision, the n
 *mod* revision. Both compares holding means etcd holds exactly the versions that were
 checked (a mod revision names one write of one incarnation of a key), so the commit is
 what the batched read would have decided at that moment; a cache that lagged loses the
-transaction, and the node's bindings are then judged again from the failure branch's
-reads exactly as `_check` judges the batched read (which also gives them one more
+transaction, and the node's bindings are then judged again from the keys read back
+exactly as `_check` judges the batched read (which also gives them one more
 attempt: the lost one was the cache's, not a race). Anything the cache cannot settle --
 a pod or node missing from it, any refusal (a stale cache may refuse what etcd allows:
 the refusal's message must come from etcd), a pod named twice in the batch -- sends the
@@ -48,11 +48,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from controller.capacity import Resources, allocatable, pod_requests, shortfall
+from controller.capacity import Resources, allocatable, shared_spec_requests, shortfall
 from controller.kinds import NODES, PODS
 from controller.node_usage import NodeUsage, bindseq_key, seq_value
 from controller.resource import set_time
-from controller.store import MAX_TXN_OPS, Compare, Get, KeyValue, Op, Put, Store, decode, encode
+from controller.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store, decode, encode
 from controller.watch import WatchHub
 from cowpod.clock import Clock
 from cowpod.errors import Conflict, CowpodError, FailedPrecondition, Invalid, NotFound
@@ -98,8 +98,9 @@ class _Item:
 def _bound(index: int, qual: str, key: str, rev: int, pod: pod_pb2.Pod, b: pod_pb2.Binding,
            now: float) -> _Item:
     """The pod as it will be written: on its node, PodScheduled. `pod` is changed in place."""
-    want = pod_requests(pod.spec)
-    pod.spec.node_name = b.node_name
+    spec = pod.spec
+    want = shared_spec_requests(spec)  # unbound yet: its replicas' spec
+    spec.node_name = b.node_name
     set_condition(pod.status.conditions, "PodScheduled", "True", "", "", now)
     return _Item(index, qual, key, rev, pod, encode(pod), want, b)
 
@@ -135,23 +136,25 @@ def set_condition(conds: object, type_: str, status: str, reason: str, message: 
 def pack_nodes(works: list[_NodeWork], pending: dict[str, _NodeWork],
                max_ops: int = MAX_TXN_OPS) -> list[list[_NodeWork]]:
     """Cut `works` into transactions of at most `max_ops` compares (a node costs 2 plus
-    one per pod; puts and failure reads are never more). A node with more pods than one
+    one per pod; puts are never more). A node with more pods than one
     transaction holds keeps the rest in `pending`; taken nodes leave it."""
     packs: list[list[_NodeWork]] = []
     cur: list[_NodeWork] = []
     ops = 0
     for w in works:
-        take = w.items[: max_ops - 2]
-        need = len(take) + 2
+        whole = len(w.items) <= max_ops - 2
+        need = (len(w.items) if whole else max_ops - 2) + 2
         if cur and ops + need > max_ops:
             packs.append(cur)
             cur, ops = [], 0
-        cur.append(_NodeWork(w.name, w.key, w.create_rev, w.alloc, take, w.cached_rev))
         ops += need
-        if len(take) < len(w.items):
-            w.items = w.items[len(take):]
-        else:
+        if whole:  # it leaves `pending`: the pack takes it as it is
+            cur.append(w)
             pending.pop(w.name, None)
+        else:
+            take = w.items[: max_ops - 2]
+            cur.append(_NodeWork(w.name, w.key, w.create_rev, w.alloc, take, w.cached_rev))
+            w.items = w.items[len(take):]
     if cur:
         packs.append(cur)
     return packs
@@ -207,40 +210,43 @@ class Binder:
         if pods is None or nodes is None or not (pods.synced and nodes.synced):
             return {}, todo
         pod_cache, node_cache = pods.cache, nodes.cache
-        by_node: dict[str, list[tuple[int, tuple[str, str], pod_pb2.Pod]]] = {}
+        works: dict[str, _NodeWork] = {}
         unsettled: set[str] = set()
         seen: set[tuple[str, str]] = set()
+        now = self.clock.now()
+        # One pass, bound as it goes: a node a later binding unsettles is dropped whole.
         for i in todo:
             b = bindings[i]
             name = b.node_name
-            pk = (b.pod.namespace or "default", b.pod.name)
+            ref = b.pod
+            ns, pod_name = ref.namespace or "default", ref.name
+            pk = (ns, pod_name)
             if pk in seen:  # which binding gets the pod is `_check`'s rule: all go there
                 return {}, todo
             seen.add(pk)
             if name in unsettled:
                 continue
-            pod = pod_cache.get(pk)
-            if pod is None or _check_pod(b, "", pod, pod.metadata.resource_version) is not None:
-                unsettled.add(name)  # the refusal (and its message) comes from etcd
-                continue
-            by_node.setdefault(name, []).append((i, pk, pod))
-        works: dict[str, _NodeWork] = {}
-        now = self.clock.now()
-        for name, entries in by_node.items():
-            if name in unsettled:
-                continue
-            node = node_cache.get(("", name))
-            if node is None or node.metadata.HasField("deletion_timestamp"):
+            w = works.get(name)
+            if w is None:
+                node = node_cache.get(("", name))
+                if node is None or node.metadata.HasField("deletion_timestamp"):
+                    unsettled.add(name)  # the refusal (and its message) comes from etcd
+                    continue
+                w = works[name] = _NodeWork(name, NODES.key("", name), 0, allocatable(node), [],
+                                            node.metadata.resource_version)
+            shared = pod_cache.get(pk)
+            if shared is None:
                 unsettled.add(name)
+                del works[name]
                 continue
-            items: list[_Item] = []
-            for i, (ns, pod_name), shared in entries:
-                pod = pod_pb2.Pod()
-                pod.CopyFrom(shared)  # the cached object is everyone's
-                items.append(_bound(i, f"{ns}/{pod_name}", PODS.key(ns, pod_name),
-                                    shared.metadata.resource_version, pod, bindings[i], now))
-            works[name] = _NodeWork(name, NODES.key("", name), 0, allocatable(node), items,
-                                    node.metadata.resource_version)
+            rev = shared.metadata.resource_version
+            if _check_pod(b, "", shared, rev) is not None:
+                unsettled.add(name)
+                del works[name]
+                continue
+            pod = pod_pb2.Pod()
+            pod.CopyFrom(shared)  # the cached object is everyone's
+            w.items.append(_bound(i, f"{ns}/{pod_name}", PODS.key(ns, pod_name), rev, pod, b, now))
         if not unsettled:
             return works, []
         return works, [i for i in todo if bindings[i].node_name in unsettled]
@@ -292,8 +298,9 @@ class Binder:
                     await asyncio.wait({self._busy[n] for n in pending}, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 for pack in pack_nodes(free, pending):
+                    done = loop.create_future()  # one per pack: its nodes are released together
                     for w in pack:
-                        self._busy[w.name] = loop.create_future()
+                        self._busy[w.name] = done
                     tg.create_task(self._commit_pack(pack, outcomes))
 
     async def _commit_pack(self, pack: list[_NodeWork], outcomes: list[BindOutcome]) -> None:
@@ -304,11 +311,11 @@ class Binder:
         try:
             for _ in range(attempts):
                 await self.hub.wait_position(max(self.usage.seq(n) for n in names), self.timeout)
-                compares, puts, reads, planned = self._plan(pack, outcomes)
+                compares, puts, planned = self._plan(pack, outcomes)
                 if not planned:
                     return
                 async with self._sem:
-                    res = await self.store.txn(compares, puts, reads)
+                    res = await self.store.txn(compares, puts)
                 if res.succeeded:
                     for w, items in planned:
                         self.usage.note_seq(w.name, res.revision)
@@ -316,7 +323,11 @@ class Binder:
                             it.pod.metadata.resource_version = res.revision
                             outcomes[it.index].pod = it.pod
                     return
-                pack = self._learn(planned, res.gets, outcomes)
+                keys = [k for w, items in planned
+                        for k in (bindseq_key(w.name), w.key, *(it.pod_key for it in items))]
+                async with self._sem:  # what changed: read after the loss, not in it (`_plan`)
+                    gets = await self.store.get_many(keys)
+                pack = self._learn(planned, gets, outcomes)
                 if not pack:
                     return
             for w in pack:
@@ -332,14 +343,19 @@ class Binder:
             for n in names:
                 fut = self._busy.pop(n, None)
                 if fut is not None and not fut.done():
-                    fut.set_result(None)
+                    fut.set_result(None)  # the pack's: set once, at its first node
 
     def _plan(self, pack: list[_NodeWork], outcomes: list[BindOutcome]
-              ) -> tuple[list[Compare], list[Op], list[Op], list[tuple[_NodeWork, list[_Item]]]]:
-        """One transaction for `pack`: the bindings that fit, given what the watch has shown."""
+              ) -> tuple[list[Compare], list[Op], list[tuple[_NodeWork, list[_Item]]]]:
+        """One transaction for `pack`: the bindings that fit, given what the watch has shown.
+
+        It has no failure branch: a loss is read back afterwards (`_commit_pack`). Reads in the
+        failure branch cost every transaction a read per compare key while almost none lose,
+        and made a pack too large to share a group commit (which reads the compare keys back
+        for a merge anyway); a read after the loss sees these keys at or after it, which
+        `_learn` judges alike (it checks every key's current value, and the retry compares)."""
         compares: list[Compare] = []
         puts: list[Op] = []
-        reads: list[Op] = []
         planned: list[tuple[_NodeWork, list[_Item]]] = []
         for w in pack:
             used = self.usage.used(w.name)
@@ -359,18 +375,16 @@ class Binder:
                             else Compare.created_at(w.key, w.create_rev))
             compares.append(Compare.at(skey, seq) if seq else Compare.absent(skey))
             puts.append(Put(skey, seq_value(fit[-1].pod_key)))
-            reads.append(Get(skey))
-            reads.append(Get(w.key))
             for it in fit:
                 compares.append(Compare.at(it.pod_key, it.pod_rev))
                 puts.append(Put(it.pod_key, it.data))
-                reads.append(Get(it.pod_key))
             planned.append((w, fit))
-        return compares, puts, reads, planned
+        return compares, puts, planned
 
     def _learn(self, planned: list[tuple[_NodeWork, list[_Item]]], gets: list[KeyValue | None],
                outcomes: list[BindOutcome]) -> list[_NodeWork]:
-        """After a lost transaction: why, from the keys read back. Returns what is left to retry."""
+        """After a lost transaction: why, from the keys read back (per node its binding
+        sequence, the node, its pods). Returns what is left to retry."""
         it = iter(gets)
         left: list[_NodeWork] = []
         for w, items in planned:
@@ -415,7 +429,7 @@ class Binder:
     def _judge(self, name: str, items: list[_Item], nkv: KeyValue | None, pkvs: list[KeyValue | None],
                outcomes: list[BindOutcome]) -> _NodeWork | None:
         """Bindings checked on a cached node that lost their transaction, checked again on the
-        failure branch's reads exactly as `_check` checks the batched read (pod first, then the
+        keys read back exactly as `_check` checks the batched read (pod first, then the
         node). Returns what is left to retry, now checked on etcd's state."""
         refused = ""
         node: node_pb2.Node | None = None

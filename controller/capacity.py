@@ -20,12 +20,31 @@ never refused:
 
 from __future__ import annotations
 
+from controller.specmemo import SpecMemo
 from cowpod.api.phases import is_terminal
 from cowpod.api.quantity import format_cpu, format_memory
 
 # Re-exported (see __all__): the bind check's callers read the one rule through here.
 from cowpod.api.resources import DEFAULT_MAX_PODS, NOTHING, Resources, pod_requests
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
+
+_REQUESTS: SpecMemo[Resources] = SpecMemo()
+
+
+def shared_spec_requests(spec: pod_pb2.PodSpec) -> Resources:
+    """`pod_requests` (the one rule), remembered by the spec's bytes: for specs that many pods
+    share, as an unbound replica's (a bound pod's spec names its node: ask `pod_requests`).
+
+    The binder asks it for every pod it binds; serializing a spec costs a fraction of walking
+    its containers' resources (upb makes an object per submessage touched, and the rule a
+    `Resources` per container). The rule is pure and `Resources` immutable, so a remembered
+    answer is the answer (`controller.specmemo`)."""
+    key = spec.SerializeToString(deterministic=True)
+    got = _REQUESTS.get(key)
+    if got is None:
+        got = pod_requests(spec)
+        _REQUESTS.put(key, got)
+    return got
 
 
 def counts(pod: pod_pb2.Pod) -> bool:
@@ -66,4 +85,5 @@ def shortfall(node: str, alloc: Resources, used: Resources, want: Resources) -> 
     return None
 
 
-__all__ = ["NOTHING", "Resources", "allocatable", "counts", "pod_requests", "shortfall"]
+__all__ = ["NOTHING", "Resources", "allocatable", "counts", "pod_requests", "shared_spec_requests",
+           "shortfall"]

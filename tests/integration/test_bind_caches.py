@@ -15,8 +15,10 @@ from typing import Generic, TypeVar
 import grpc
 import pytest
 
-from controller.kinds import NODES
+from controller.kinds import NODES, PODS
+from controller.node_usage import bindseq_key, seq_value
 from controller.resource import set_time
+from controller.store import Compare, Put, encode
 from controller.testing import ControllerRunner, make_node, make_pod
 from cowpod.client import Client
 from cowpod.v1 import meta_pb2, node_pb2, pod_pb2
@@ -188,3 +190,57 @@ async def test_synced_informers_spare_the_read_and_write_what_it_would(
         assert [(c.type, c.status) for c in got.status.conditions] == [("PodScheduled", "True")]
     # The informer's objects are everyone's: the binder bound copies.
     assert [(s.spec.node_name, len(s.status.conditions)) for s in shared] == [("", 0)] * 3
+
+
+@pytest.mark.parametrize("caches", ["off", "stale"])
+async def test_a_write_between_check_and_commit_is_read_back_and_judged(
+        controller: ControllerRunner, client: Client, caches: str) -> None:
+    """The transaction has no failure branch: what beat it is read afterwards, on both paths."""
+    ctl = controller.controller
+    assert ctl is not None
+    binder = ctl.pods.binder
+    await make_node(client, "n1")
+    keep = await client.pods.Create(make_pod("keep"))
+    lose = await client.pods.Create(make_pod("lose"))
+    if caches == "off":
+        binder.use_caches(FixedCache[pod_pb2.Pod]({}, synced=False),
+                          FixedCache[node_pb2.Node]({}, synced=False))
+    else:
+        node = await client.nodes.Get(meta_pb2.ObjectKey(name="n1"))
+        binder.use_caches(FixedCache({("default", "keep"): keep, ("default", "lose"): lose}),
+                          FixedCache({("", "n1"): node}))
+    real_txn = binder.store.txn
+    raced: list[bool] = []
+    calls: list[str] = []
+
+    async def txn_after_writes(compares: object, success: object, *a: object, **kw: object) -> object:
+        if compares and not raced:  # the binder's commit, after its check
+            raced.append(True)
+            upd = pod_pb2.Pod()
+            upd.CopyFrom(keep)
+            upd.status.conditions.add(type="PodScheduled", status="False", reason="Unschedulable")
+            await client.pods.UpdateStatus(upd)  # a status write: the binding by generation holds
+            # Bound by another controller process (through this one's binder it would wait
+            # for node n1, which this commit holds): the binding does not hold.
+            key = PODS.key("default", "lose")
+            other = await ctl.store.get(key, pod_pb2.Pod)
+            other.spec.node_name = "n1"
+            done = await real_txn([Compare.at(key, other.metadata.resource_version)],
+                                  [Put(key, encode(other)), Put(bindseq_key("n1"), seq_value(key))])
+            assert done.succeeded
+        calls.append("write" if compares else "read")
+        return await real_txn(compares, success, *a, **kw)  # type: ignore[arg-type]
+
+    binder.store.txn = txn_after_writes  # type: ignore[assignment]
+    try:
+        resp = await client.pods.BindBatch(pod_pb2.BindBatchRequest(
+            bindings=[binding("keep", "n1", keep), binding("lose", "n1", lose)]))
+    finally:
+        binder.store.txn = real_txn  # type: ignore[method-assign]
+    got = [(r.ok, r.message) for r in resp.results]
+    assert got == [(True, ""), (False, 'pods "default/lose" is already bound to node "n1"')]
+    # (The writes inside went through it too, before the binder's.)
+    assert raced and calls[-3:] == ["write", "read", "write"]  # lost, read back, retried
+    kept = await client.pods.Get(_key("keep"))
+    assert kept.spec.node_name == "n1"
+    assert [(c.type, c.status) for c in kept.status.conditions] == [("PodScheduled", "True")]

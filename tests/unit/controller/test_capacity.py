@@ -7,7 +7,7 @@ import pytest
 
 from controller.autoscaler.observe import pod_requests as autoscaler_pod_requests
 from controller.binder import _Item, _NodeWork, pack_nodes
-from controller.capacity import Resources, allocatable, counts, pod_requests, shortfall
+from controller.capacity import Resources, allocatable, counts, pod_requests, shared_spec_requests, shortfall
 from controller.memstore import MemoryStore
 from controller.node_usage import NodeUsage, bindseq_key
 from controller.pods import qos_class
@@ -34,6 +34,28 @@ def test_requests_sum_app_containers_and_take_the_largest_init_container() -> No
     assert pod_requests(spec((100, 64 * Mi), (200, 64 * Mi))) == Resources(300, 128 * Mi, 1)
     assert pod_requests(spec((100, 64 * Mi), init=((500, 32 * Mi),))) == Resources(500, 64 * Mi, 1)
     assert pod_requests(spec()) == Resources(0, 0, 1)
+
+
+def test_the_remembered_requests_are_the_rules_answer_for_every_spec() -> None:
+    """`shared_spec_requests` (the binder's) remembers by the spec's bytes: a spec changed in
+    place, a different one, and map order give the rule's answer, never a neighbour's."""
+    specs = [spec((100, 64 * Mi)), spec((100, 64 * Mi), (200, 64 * Mi)), spec(), spec((0, 0)),
+             spec((100, 64 * Mi), init=((500, 32 * Mi),)), spec(init=((7, 7),))]
+    limited = spec((100, 64 * Mi))
+    extra = limited.containers.add(name="limited", image="i")
+    extra.resources.limits.cpu_millis, extra.resources.limits.ephemeral_storage_bytes = 400, 9 * Mi
+    specs.append(limited)
+    for _ in range(2):  # the second round answers from the memo
+        for s in specs:
+            assert shared_spec_requests(s) == pod_requests(s)
+    changing = spec((100, 64 * Mi))
+    assert shared_spec_requests(changing) == Resources(100, 64 * Mi, 1)
+    changing.containers[0].resources.requests.cpu_millis = 300  # the same object, changed
+    assert shared_spec_requests(changing) == Resources(300, 64 * Mi, 1)
+    a, b = spec((100, 64 * Mi)), spec((100, 64 * Mi))
+    a.node_selector.update({"x": "1", "y": "2"})
+    b.node_selector.update({"y": "2", "x": "1"})
+    assert shared_spec_requests(a) == shared_spec_requests(b) == pod_requests(a)
 
 
 def test_a_limit_without_a_request_is_reserved_by_the_bind_check_and_the_scheduler() -> None:
