@@ -174,6 +174,9 @@ class Binder:
         # The controller's informers, once it has them (module doc); None: read etcd.
         self._pod_cache: ObjectCache[pod_pb2.Pod] | None = None
         self._node_cache: ObjectCache[node_pb2.Node] | None = None
+        # node -> (mod revision, allocatable) of the cached node last bound to: a mod revision
+        # names one version of the node, so its allocatable is the one computed then.
+        self._alloc: dict[str, tuple[int, Resources]] = {}
 
     def use_caches(self, pods: ObjectCache[pod_pb2.Pod], nodes: ObjectCache[node_pb2.Node]) -> None:
         """Check bindings on these informers' objects while both are synced (module doc)."""
@@ -229,11 +232,16 @@ class Binder:
             w = works.get(name)
             if w is None:
                 node = node_cache.get(("", name))
-                if node is None or node.metadata.HasField("deletion_timestamp"):
+                if node is None or (meta := node.metadata).HasField("deletion_timestamp"):
                     unsettled.add(name)  # the refusal (and its message) comes from etcd
                     continue
-                w = works[name] = _NodeWork(name, NODES.key("", name), 0, allocatable(node), [],
-                                            node.metadata.resource_version)
+                node_rev = meta.resource_version
+                known = self._alloc.get(name)
+                if known is None or known[0] != node_rev:
+                    if len(self._alloc) > 2 * len(node_cache) + 64:
+                        self._alloc.clear()  # nodes come and go: bounded by the fleet's size
+                    known = self._alloc[name] = (node_rev, allocatable(node))
+                w = works[name] = _NodeWork(name, NODES.key("", name), 0, known[1], [], node_rev)
             shared = pod_cache.get(pk)
             if shared is None:
                 unsettled.add(name)

@@ -355,14 +355,20 @@ def add_create_result(results: RepeatedCompositeFieldContainer[pod_pb2.CreatePod
     key.name = meta.name
 
 
-def bind_result(b: pod_pb2.Binding, out: BindOutcome) -> pod_pb2.BindResult:
+def add_bind_result(results: RepeatedCompositeFieldContainer[pod_pb2.BindResult], b: pod_pb2.Binding,
+                    out: BindOutcome) -> bool:
+    """Append `b`'s BindResult to `results` (a BindBatchResponse's), filled in place as
+    `add_create_result` does; returns whether it bound."""
     if out.error is None and out.pod is not None:
-        return pod_pb2.BindResult(pod=b.pod, ok=True, code=0,
-                                  resource_version=out.pod.metadata.resource_version)
+        r = results.add(ok=True, resource_version=out.pod.metadata.resource_version)
+        r.pod.CopyFrom(b.pod)
+        return True
     err = out.error
     code = err.code if err is not None else grpc.StatusCode.INTERNAL
-    return pod_pb2.BindResult(pod=b.pod, ok=False, code=int(code.value[0]), message=str(err))
+    r = results.add(ok=False, code=int(code.value[0]), message=str(err))
+    r.pod.CopyFrom(b.pod)
+    return False
 
 
-__all__ = ["BindOutcome", "Pods", "add_create_result", "bind_result", "not_found", "qos_class",
+__all__ = ["BindOutcome", "Pods", "add_bind_result", "add_create_result", "not_found", "qos_class",
            "set_condition"]

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from controller.agent_proxy import AgentProxy
 from controller.limits import Limits
 from controller.metrics import Metrics
-from controller.pods import Pods, add_create_result, bind_result
+from controller.pods import Pods, add_bind_result, add_create_result
 from controller.rpc import Ctx, send_warnings
 from controller.specmemo import SpecMemo
 from cowpod.api import podfields
@@ -113,12 +113,16 @@ class PodServicer:
 
     async def BindBatch(self, req: pod_pb2.BindBatchRequest,
                         ctx: Ctx) -> pod_pb2.BindBatchResponse:
-        outs = await self.pods.bind_many(req.bindings)
-        results = [bind_result(b, o) for b, o in zip(req.bindings, outs, strict=True)]
-        ok = sum(1 for r in results if r.ok)
+        bindings = req.bindings
+        outs = await self.pods.bind_many(bindings)
+        resp = pod_pb2.BindBatchResponse()
+        results = resp.results
+        ok = 0
+        for b, o in zip(bindings, outs, strict=True):
+            ok += add_bind_result(results, b, o)
         self.metrics.binds.labels("ok").inc(ok)
-        self.metrics.binds.labels("failed").inc(len(results) - ok)
-        return pod_pb2.BindBatchResponse(results=results)
+        self.metrics.binds.labels("failed").inc(len(outs) - ok)
+        return resp
 
     async def Logs(self, req: pod_pb2.LogsRequest,
                    ctx: Ctx) -> AsyncIterator[pod_pb2.LogChunk]:

@@ -244,3 +244,44 @@ async def test_a_write_between_check_and_commit_is_read_back_and_judged(
     kept = await client.pods.Get(_key("keep"))
     assert kept.spec.node_name == "n1"
     assert [(c.type, c.status) for c in kept.status.conditions] == [("PodScheduled", "True")]
+
+
+async def test_a_cached_nodes_new_allocatable_counts_from_its_next_version(
+        controller: ControllerRunner, client: Client) -> None:
+    """The binder remembers a cached node's allocatable by the node's mod revision."""
+    ctl = controller.controller
+    assert ctl is not None
+    await make_node(client, "n1", cpu_millis=1000)
+    for name in ("a", "b", "c"):
+        p = make_pod(name)
+        p.spec.containers[0].resources.requests.cpu_millis = 600
+        await client.pods.Create(p)
+
+    async def bind(name: str) -> pod_pb2.BindResult:
+        want = await client.pods.Get(_key(name))
+        await eventually(lambda: ("default", name) in ctl.pod_informer.cache, timeout=10,
+                         what=f"the informer to have {name}")
+        resp = await client.pods.BindBatch(pod_pb2.BindBatchRequest(bindings=[binding(name, "n1", want)]))
+        result: pod_pb2.BindResult = resp.results[0]
+        return result
+
+    async def allocatable(cpu: int) -> None:
+        node = await client.nodes.Get(meta_pb2.ObjectKey(name="n1"))
+        node.status.allocatable.cpu_millis = node.status.capacity.cpu_millis = cpu
+        rv = (await client.nodes.UpdateStatus(node)).metadata.resource_version
+
+        def seen() -> bool:
+            cached = ctl.node_informer.cache.get(("", "n1"))
+            return cached is not None and cached.metadata.resource_version >= rv
+
+        await eventually(seen, timeout=10, what="the node informer to show the new allocatable")
+
+    await eventually(lambda: ("", "n1") in ctl.node_informer.cache, timeout=10, what="n1 cached")
+    assert (await bind("a")).ok
+    refused = await bind("b")
+    assert not refused.ok and "insufficient cpu" in refused.message
+    await allocatable(2000)
+    assert (await bind("b")).ok
+    await allocatable(1000)
+    refused = await bind("c")
+    assert not refused.ok and "insufficient cpu" in refused.message
