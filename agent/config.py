@@ -66,6 +66,11 @@ class AgentConfig:
     # Never contact a registry: a missing image is ErrImageNotFound at once.
     no_pull: bool = False
     heartbeat_seconds: float = 10.0
+    # A heartbeat carries the node's status only when it changed (lastHeartbeatTime aside) or
+    # this long after the last report, as kubelet's nodeStatusReportFrequency (5 min): the
+    # lease says the node lives, and an unchanged status costs the controller a node write
+    # and an event to every node watcher per heartbeat.
+    status_report_seconds: float = 300.0
     # Each pod is re-reconciled at least this often even without events.
     resync_seconds: float = 10.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)

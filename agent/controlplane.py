@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 class ControlPlane(Protocol):
     async def register(self, node: node_pb2.Node) -> node_pb2.Node: ...
 
-    async def heartbeat(self, node_name: str, status: node_pb2.NodeStatus) -> bool:
-        """False when the controller no longer knows the node (re-register)."""
+    async def heartbeat(self, node_name: str, status: node_pb2.NodeStatus | None) -> bool:
+        """Renew the node's lease, and refresh its status when one is given. False when the
+        controller no longer knows the node (re-register)."""
 
     async def update_pod_status(self, pod: pod_pb2.Pod) -> pod_pb2.Pod | None:
         """None when the pod is gone."""
@@ -55,7 +56,7 @@ class GrpcControlPlane:
     async def _unary_heartbeat(self, request: node_pb2.HeartbeatRequest) -> node_pb2.HeartbeatResponse:
         return await self.client.call(self.client.nodes.Heartbeat, request, timeout=10.0, attempts=3)
 
-    async def heartbeat(self, node_name: str, status: node_pb2.NodeStatus) -> bool:
+    async def heartbeat(self, node_name: str, status: node_pb2.NodeStatus | None) -> bool:
         try:
             await self.leases.renew(node_pb2.HeartbeatRequest(node_name=node_name, status=status))
         except NotFound:  # answered over the stream

@@ -113,6 +113,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pause-image", default=PAUSE_IMAGE)
     p.add_argument("--no-pull", action="store_true", help="never pull images (no registry)")
     p.add_argument("--heartbeat-seconds", type=float, default=10.0)
+    p.add_argument("--status-report-seconds", type=float, default=300.0,
+                   help="post the node status with a heartbeat when it changed or this long after "
+                        "the last report (kubelet's nodeStatusReportFrequency); every heartbeat renews "
+                        "the lease")
     p.add_argument("--resync-seconds", type=float, default=10.0)
     p.add_argument("--backoff-initial", type=float, default=10.0, help="crash back-off start (s)")
     p.add_argument("--backoff-max", type=float, default=300.0, help="crash back-off cap (s)")
@@ -166,6 +170,7 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         pause_image=ns.pause_image,
         no_pull=ns.no_pull,
         heartbeat_seconds=ns.heartbeat_seconds,
+        status_report_seconds=ns.status_report_seconds,
         resync_seconds=ns.resync_seconds,
         backoff=BackoffPolicy(initial=ns.backoff_initial, maximum=ns.backoff_max),
         image_backoff=BackoffPolicy(initial=ns.backoff_initial, maximum=ns.backoff_max),

@@ -6,6 +6,13 @@ agents started together do not beat in step) on the injected clock. A
 heartbeat answered NOT_FOUND means the node object was deleted: register
 again.
 
+A heartbeat renews the node's lease; it carries the node's status only when
+the status changed (its lastHeartbeatTime aside) or `status_report_seconds`
+after the last report, as kubelet posts status on change or every 5 minutes
+(`nodeStatusReportFrequency`) beside its lease renewals: a status write costs
+the controller an etcd write and an event to every node watcher, and in a big
+fleet nearly all of them would change nothing.
+
 Each heartbeat first asks the container runtime whether it answers. A node
 whose engine is down cannot start or watch pods, so it reports Ready=False
 (as kubelet does with "container runtime is down"); the scheduler then
@@ -132,6 +139,9 @@ class NodeRegistrar:
         self.endpoint = endpoint
         self.beats = 0
         self.node: node_pb2.Node | None = None
+        # The last status a heartbeat delivered, less its heartbeat times, and when.
+        self._reported: bytes | None = None
+        self._reported_at = 0.0
 
     def ready_condition(self, now: float) -> meta_pb2.Condition:
         if self.not_ready:
@@ -203,15 +213,31 @@ class NodeRegistrar:
         )
         return self.node
 
+    def status_to_report(self) -> tuple[node_pb2.NodeStatus | None, bytes]:
+        """The status a heartbeat now carries (None: the last report still holds), and its
+        comparison key (the status without its heartbeat times)."""
+        status = self.status()
+        key = node_pb2.NodeStatus()
+        key.CopyFrom(status)
+        for c in key.conditions:
+            c.ClearField("last_heartbeat_time")
+        seen = key.SerializeToString(deterministic=True)
+        due = self.clock.monotonic() - self._reported_at >= self.cfg.status_report_seconds
+        return (status if seen != self._reported or due else None), seen
+
     async def heartbeat_loop(self) -> None:
         period = self.cfg.heartbeat_seconds
         while True:
             await self.clock.sleep(period * random.uniform(0.9, 1.1))
             try:
                 await self.check_runtime()
-                if not await self.cp.heartbeat(self.cfg.node_name, self.status()):
+                status, seen = self.status_to_report()
+                if not await self.cp.heartbeat(self.cfg.node_name, status):
                     log.warning("node %s unknown to the controller; registering again", self.cfg.node_name)
+                    self._reported = None  # the new node object's status comes with the next beat
                     await self.register()
+                elif status is not None:
+                    self._reported, self._reported_at = seen, self.clock.monotonic()
                 self.beats += 1
                 if self.metrics is not None:
                     self.metrics.heartbeat(True)

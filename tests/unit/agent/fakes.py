@@ -42,9 +42,10 @@ class FakeControlPlane:
         self.nodes[node.metadata.name] = node
         return node
 
-    async def heartbeat(self, node_name: str, status: node_pb2.NodeStatus) -> bool:
+    async def heartbeat(self, node_name: str, status: node_pb2.NodeStatus | None) -> bool:
         self.heartbeats += 1
-        self.node_statuses.append(status)
+        if status is not None:
+            self.node_statuses.append(status)
         return node_name in self.nodes
 
     async def update_pod_status(self, pod: pod_pb2.Pod) -> pod_pb2.Pod | None:

@@ -146,6 +146,36 @@ async def test_node_is_not_ready_while_the_engine_does_not_answer(env: Env) -> N
     assert ready()[:2] == ("True", "AgentReady")
 
 
+async def test_heartbeats_carry_the_status_on_change_or_every_report_period(tmp_path: pathlib.Path) -> None:
+    """As kubelet: the lease is renewed every beat, the status posted when it changed
+    (lastHeartbeatTime aside) or status_report_seconds after the last report."""
+    e = make_env(tmp_path, status_report_seconds=60.0)
+    await e.start()
+    try:
+        await e.until(lambda: e.cp.heartbeats >= 1)
+        assert len(e.cp.node_statuses) == 1  # the first beat reports
+        await e.until(lambda: e.cp.heartbeats >= 4)  # ~30 s: nothing changed
+        assert len(e.cp.node_statuses) == 1
+        e.rt.engine_down = "Cannot connect to the Docker daemon"
+        beats = e.cp.heartbeats
+        await e.until(lambda: e.cp.heartbeats > beats)
+        assert len(e.cp.node_statuses) == 2  # a change goes at once
+        assert e.cp.node_statuses[-1].conditions[0].status == "False"
+        reported = len(e.cp.node_statuses)
+        await e.until(lambda: len(e.cp.node_statuses) > reported)  # unchanged, but due again
+        beats_between = e.cp.heartbeats - beats
+        assert 5 <= beats_between <= 8  # 60 s of ~10 s beats, none of them reporting
+        first, again = e.cp.node_statuses[-2], e.cp.node_statuses[-1]
+        assert again.conditions[0].last_heartbeat_time.ToNanoseconds() > \
+            first.conditions[0].last_heartbeat_time.ToNanoseconds()
+        del e.cp.nodes["node-1"]  # the node object was deleted: register, then report again
+        beats = e.cp.heartbeats
+        await e.until(lambda: "node-1" in e.cp.nodes and e.cp.heartbeats > beats + 1)
+        assert len(e.cp.node_statuses) == reported + 2
+    finally:
+        await e.stop()
+
+
 async def test_pod_runs_then_is_deleted_with_grace(env: Env) -> None:
     env.cp.put(pod("web", container("app", "img")))
     await env.until(lambda: env.status("web").phase == "Running")
