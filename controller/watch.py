@@ -36,6 +36,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
+from controller.etcdwire import varint
 from controller.kinds import Kind, WatchEventClass
 from controller.selectors import FieldSelector, LabelSelector, Requirement
 from controller.store import EventType, RawEvent, Store, WatchBatch, decode
@@ -238,7 +239,7 @@ def spliced_event(cls: type[Message], wcls: WatchEventClass[Any], value: bytes,
     Protobuf merges repeated occurrences of a message field, and the last scalar wins: the
     stored bytes followed by an event whose object holds only `metadata.resource_version`
     parse exactly as `decode(cls, value, obj_revision)` wrapped in an event."""
-    return b"".join((_OBJECT_TAG, _varint(len(value)), value,
+    return b"".join((_OBJECT_TAG, varint(len(value)), value,
                      _stamp_bytes(cls, wcls, type_, obj_revision, event_revision)))
 
 
@@ -535,31 +536,13 @@ class _Group:
 MAX_BATCH_EVENTS = 512
 MAX_BATCH_BYTES = 1 << 20
 _BATCH_TAG = bytes([4 << 3 | 2])  # field 4 (`batch`), length-delimited
-_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
-
-
-def _varint(n: int) -> bytes:
-    # One- and two-byte lengths (events under 16 KiB: nearly all) without the loop: `pack`
-    # calls this for every event of every batch sent.
-    if n < 0x80:
-        return _ONE_BYTE[n]
-    if n < 0x4000:
-        return bytes((n & 0x7F | 0x80, n >> 7))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 _BATCH_PREFIXES: dict[int, bytes] = {}  # event length -> its tag and length prefix in a batch
 
 
 def _batch_prefix(n: int) -> bytes:
     p = _BATCH_PREFIXES.get(n)
     if p is None:
-        p = _BATCH_TAG + _varint(n)
+        p = _BATCH_TAG + varint(n)
         if n < 0x4000:  # bounded: at most 16,384 entries
             _BATCH_PREFIXES[n] = p
     return p
