@@ -263,10 +263,10 @@ def test_varint_lengths_match_protobuf_at_every_width() -> None:
     """`pack`'s length prefixes, fast paths included, are protobuf's own varints."""
     from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]
 
-    from controller.watch import _varint
+    from controller.etcdwire import varint
 
     for n in (0, 1, 0x7F, 0x80, 300, 0x3FFF, 0x4000, 1 << 20, (1 << 28) + 5):
-        assert _varint(n) == _VarintBytes(n), n
+        assert varint(n) == _VarintBytes(n), n
 
 
 def test_a_spliced_event_parses_as_the_decoded_object_in_an_event() -> None:
