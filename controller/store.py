@@ -327,12 +327,8 @@ class EtcdStore:
         data = encode(obj)
         try:
             res = await self.txn([Compare.absent(key)], [Put(key, data, lease)])
-        except ResourceExhausted:
-            revision = await self._landed(key, data)
-            if revision is None:
-                raise
-            _set_rv(obj, revision)
-            return obj
+        except ResourceExhausted as err:
+            return await self._if_landed(key, obj, data, err)
         if not res.succeeded:
             raise AlreadyExists(f"{_describe(key)} already exists")
         _set_rv(obj, res.revision)
@@ -368,14 +364,15 @@ class EtcdStore:
                 else:
                     out.append(AlreadyExists(f"{_describe(key)} already exists"))
             elif isinstance(err, ResourceExhausted):
-                out.append(await _created(self._create_landed(key, obj, d, err)))
+                out.append(await _created(self._if_landed(key, obj, d, err)))
             elif isinstance(err, CowpodError):
                 out.append(err)
             else:
                 raise err
         return out
 
-    async def _create_landed(self, key: str, obj: M, data: bytes, err: ResourceExhausted) -> M:
+    async def _if_landed(self, key: str, obj: M, data: bytes, err: ResourceExhausted) -> M:
+        """`obj` at the revision its write of `data` landed at despite `err` (NOSPACE), else `err`."""
         revision = await self._landed(key, data)
         if revision is None:
             raise err
@@ -399,12 +396,8 @@ class EtcdStore:
         data = encode(obj)
         try:
             res = await self.txn([cmp], [Put(key, data, lease)], [Get(key)])
-        except ResourceExhausted:
-            revision = await self._landed(key, data)
-            if revision is None:
-                raise
-            _set_rv(obj, revision)
-            return obj
+        except ResourceExhausted as err:
+            return await self._if_landed(key, obj, data, err)
         if not res.succeeded:
             current = res.gets[0] if res.gets else None
             if current is None:
