@@ -19,9 +19,10 @@ The identity is published in a ContextVar for servicers that need it
 
 grpc.aio asks the interceptor for a handler on every call, so the wrapped handler
 is built once per method and kept (`_handlers`); each call reads its metadata from
-its own servicer context (the same tuple gRPC put in the call details). Only the
-steps that may read the store (a bearer token, a node's pod or reference check)
-are awaited; the rest of the gate is plain calls, without a coroutine per step.
+its own servicer context (the same tuple gRPC put in the call details). Within
+`_caller` (step 1) and `_gate` (steps 2-5) only the steps that may read the store
+(a bearer token, a node's pod or reference check) are awaited; the rest are plain
+calls, without a coroutine per step.
 
 A stream that carries many requests (`NodeService.HeartbeatStream`) is opened
 through steps 1-4 on the method alone, then steps 2-5 run again on every message
@@ -415,11 +416,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if isinstance(request, _Undecodable):
                     raise Invalid("", f"request is not a valid message for {m.last}: {request.error}")
-                found = self._proven(context.invocation_metadata(), context)
-                caller = found if isinstance(found, _Caller) else await self._token_caller(found, context)
-                check = self._decide(caller, m, request, size)
-                if check is not None and check.requirement is not Requirement.BOUND_RESPONSE:
-                    await self._resolve(check, caller.identity)
+                caller = await self._caller(context.invocation_metadata(), context)
+                check = await self._gate(caller, m, request, size)
             except CowpodError as err:
                 await self._abort(context, err)
                 raise AssertionError("unreachable") from None
@@ -468,9 +466,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         """`requests`, each admitted as a call of `m`; a refused one as a RefusedMessage."""
         async for request in requests:
             try:
-                check = self._decide(caller, m, request)
-                if check is not None and check.requirement is not Requirement.BOUND_RESPONSE:
-                    await self._resolve(check, caller.identity)
+                await self._gate(caller, m, request)
             except CowpodError as err:
                 yield RefusedMessage(request, err)
                 continue
