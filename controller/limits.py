@@ -321,8 +321,7 @@ class TokenBucket:
 
     def take(self, now: float) -> float:
         """Take one token: 0.0 if granted, else the seconds until one is available."""
-        tokens = self._tokens + (now - self._at) * self.rate
-        self._tokens = tokens if tokens < self.burst else self.burst  # available(now), inlined
+        self._tokens = self.available(now)
         self._at = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0
