@@ -7,11 +7,12 @@ heartbeat answered NOT_FOUND means the node object was deleted: register
 again.
 
 A heartbeat renews the node's lease; it carries the node's status only when
-the status changed (its lastHeartbeatTime aside) or `status_report_seconds`
-after the last report, as kubelet posts status on change or every 5 minutes
-(`nodeStatusReportFrequency`) beside its lease renewals: a status write costs
-the controller an etcd write and an event to every node watcher, and in a big
-fleet nearly all of them would change nothing.
+the status changed (its lastHeartbeatTime aside), a heartbeat failed since the
+last report (node lifecycle may have rewritten the Ready condition meanwhile),
+or `status_report_seconds` after the last report, as kubelet posts status on
+change or every 5 minutes (`nodeStatusReportFrequency`) beside its lease
+renewals: a status write costs the controller an etcd write and an event to
+every node watcher, and in a big fleet nearly all of them would change nothing.
 
 Each heartbeat first asks the container runtime whether it answers. A node
 whose engine is down cannot start or watch pods, so it reports Ready=False
@@ -243,5 +244,9 @@ class NodeRegistrar:
                     self.metrics.heartbeat(True)
             except Exception as err:
                 log.warning("heartbeat failed: %s", err)
+                # The lease may lapse meanwhile and node lifecycle rewrite the Ready condition
+                # (Unknown, then True when the lease is renewed): the last report may no longer
+                # be in the store, so the next beat that gets through carries the status.
+                self._reported = None
                 if self.metrics is not None:
                     self.metrics.heartbeat(False)

@@ -21,7 +21,7 @@ from agent.runtime_fake import Behaviour, FakeRuntime
 from agent.server import find_container
 from cowpod.clock import FakeClock
 from cowpod.errors import NotFound
-from cowpod.v1 import pod_pb2
+from cowpod.v1 import node_pb2, pod_pb2
 from tests.unit.agent.fakes import FakeControlPlane, container, pod
 
 PAUSE = "pause"
@@ -172,6 +172,43 @@ async def test_heartbeats_carry_the_status_on_change_or_every_report_period(tmp_
         beats = e.cp.heartbeats
         await e.until(lambda: "node-1" in e.cp.nodes and e.cp.heartbeats > beats + 1)
         assert len(e.cp.node_statuses) == reported + 2
+    finally:
+        await e.stop()
+
+
+async def test_after_failed_heartbeats_the_next_one_carries_the_status(tmp_path: pathlib.Path) -> None:
+    """Heartbeats that fail (the controller unreachable) let the node's lease lapse, and node
+    lifecycle then rewrites its Ready condition (Unknown, then True once the lease is renewed):
+    what the agent last reported may no longer be in the store, so the first beat that gets
+    through carries the status again, as every beat did before the status was skipped when
+    unchanged (a not-ready node would otherwise stay Ready=True there for minutes)."""
+    e = make_env(tmp_path)  # status_report_seconds: the default 300
+    await e.start()
+    try:
+        e.rt.engine_down = "Cannot connect to the Docker daemon"
+        statuses = e.cp.node_statuses
+        await e.until(lambda: bool(statuses) and statuses[-1].conditions[0].status == "False")
+        beats = e.cp.heartbeats
+        await e.until(lambda: e.cp.heartbeats >= beats + 2)
+        reported = len(e.cp.node_statuses)  # unchanged: not reported again
+        renew = e.cp.heartbeat
+        failed = 0
+
+        async def unreachable(node_name: str, status: node_pb2.NodeStatus | None) -> bool:
+            nonlocal failed
+            failed += 1
+            raise ConnectionError("controller unreachable")
+
+        e.cp.heartbeat = unreachable  # type: ignore[method-assign]
+        await e.until(lambda: failed >= 5)  # ~50 s: longer than node lifecycle's grace
+        e.cp.heartbeat = renew  # type: ignore[method-assign]
+        beats = e.cp.heartbeats
+        await e.until(lambda: e.cp.heartbeats > beats)
+        assert len(e.cp.node_statuses) == reported + 1
+        assert e.cp.node_statuses[-1].conditions[0].status == "False"
+        beats = e.cp.heartbeats
+        await e.until(lambda: e.cp.heartbeats > beats)
+        assert len(e.cp.node_statuses) == reported + 1  # and then unchanged again
     finally:
         await e.stop()
 
