@@ -266,9 +266,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     # -- the gate
 
-    def _proven(self, metadata: Any, context: Ctx) -> _Caller | str:
-        """Step 1 as far as it needs no store: who calls, proven, or the bearer token still to
-        check (`_token_caller`). Once per call, streams included."""
+    async def _caller(self, metadata: Any, context: Ctx) -> _Caller:
+        """Step 1: who calls, proven (once per call, streams included)."""
         pems = list(context.auth_context().get("x509_pem_cert") or ())
         peer = self._certs.caller(pems[0]) if pems else None
         if peer is None and not self._insecure:
@@ -276,26 +275,20 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             raise Unauthenticated("no client certificate")
         token = self._bearer_or_failure(metadata, context)
         if token is not None:
-            return token
+            identity = await self._authenticate(token, source_address(context.peer()))
+            return _Caller(identity, identity.user, False)
         if peer is None:
             return _INSECURE_CALLER
         if peer.identity.authenticated:
             return peer
         return _Caller(peer.identity, f"anonymous@{source_address(context.peer())}", peer.system)
 
-    async def _token_caller(self, token: str, context: Ctx) -> _Caller:
-        identity = await self._authenticate(token, source_address(context.peer()))
-        return _Caller(identity, identity.user, False)
-
-    async def _caller(self, metadata: Any, context: Ctx) -> _Caller:
-        """Step 1: who calls, proven (once per call, streams included)."""
-        found = self._proven(metadata, context)
-        return found if isinstance(found, _Caller) else await self._token_caller(found, context)
-
-    def _decide(self, caller: _Caller, m: _Method, request: Any, size: int | None = None) -> PodCheck | None:
-        """Steps 2 to 4 for one request of a proven caller: once per call, and once per
-        message of a stream admitted message by message (`_MESSAGES_AS`). The check the
-        decision carries, if any, is the caller's to resolve (`_resolve`, `_check_response`).
+    async def _gate(
+        self, caller: _Caller, m: _Method, request: Any, size: int | None = None
+    ) -> PodCheck | None:
+        """Steps 2 to 5 for one request of a proven caller: once per call, and once per
+        message of a stream admitted message by message (`_MESSAGES_AS`). Returns the decision's
+        check (one for after the call is the caller's: `_check_response`).
         `size`: the length of the bytes the request was read from, if known."""
         identity = caller.identity
         # Charged only now that the caller is proven: junk under a user's token id costs
@@ -313,23 +306,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if decision.unauthenticated:
                 raise Unauthenticated(decision.reason)
             raise PermissionDenied(decision.reason)
-        return decision.check
-
-    async def _resolve(self, check: PodCheck, identity: Identity) -> None:
-        """Step 5, what a decision leaves to the store before the call (after it:
-        `_check_response`)."""
-        if check.requirement is Requirement.BOUND_BEFORE:
-            await self._check_bound(check, identity)
-        elif check.requirement is Requirement.REFERENCED:
-            await self._check_referenced(check, identity)
-
-    async def _gate(
-        self, caller: _Caller, m: _Method, request: Any, size: int | None = None
-    ) -> PodCheck | None:
-        """Steps 2 to 5 for one request of a proven caller."""
-        check = self._decide(caller, m, request, size)
-        if check is not None and check.requirement is not Requirement.BOUND_RESPONSE:
-            await self._resolve(check, caller.identity)
+        check = decision.check
+        if check is not None:
+            if check.requirement is Requirement.BOUND_BEFORE:
+                await self._check_bound(check, identity)
+            elif check.requirement is Requirement.REFERENCED:
+                await self._check_referenced(check, identity)
         return check
 
     def _failed(self, source: str) -> None:
