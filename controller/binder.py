@@ -268,13 +268,11 @@ class Binder:
         works: dict[str, _NodeWork] = {}
         refused: dict[str, str] = {}  # node -> why nothing binds to it
         for name, nkv in zip(node_names, kvs[len(pod_keys):], strict=True):
-            if nkv is None:
-                refused[name] = "not found"
+            why, node = _refusal(nkv)
+            if why:
+                refused[name] = why
                 continue
-            node = node_pb2.Node.FromString(nkv.value)
-            if node.metadata.HasField("deletion_timestamp"):
-                refused[name] = "is being deleted"
-                continue
+            assert nkv is not None and node is not None
             works[name] = _NodeWork(name, NODES.key("", name), nkv.create_revision, allocatable(node), [])
         now = self.clock.now()
         claimed: set[str] = set()
@@ -404,17 +402,15 @@ class Binder:
                 if again is not None:
                     left.append(again)
                 continue
-            if nkv is None or nkv.create_revision != w.create_rev:
+            why, node = _refusal(nkv)
+            if nkv is not None and nkv.create_revision != w.create_rev:
+                why = "not found"  # created again since the check: not the node checked
+            if why:
                 for item in items:
                     outcomes[item.index].error = Conflict(
-                        f'cannot bind pods "{item.qual}": node "{w.name}" not found')
+                        f'cannot bind pods "{item.qual}": node "{w.name}" {why}')
                 continue
-            node = node_pb2.Node.FromString(nkv.value)
-            if node.metadata.HasField("deletion_timestamp"):
-                for item in items:
-                    outcomes[item.index].error = Conflict(
-                        f'cannot bind pods "{item.qual}": node "{w.name}" is being deleted')
-                continue
+            assert node is not None
             keep: list[_Item] = []
             now = self.clock.now()
             for item, pkv in zip(items, pkvs, strict=True):
@@ -439,14 +435,7 @@ class Binder:
         """Bindings checked on a cached node that lost their transaction, checked again on the
         keys read back exactly as `_check` checks the batched read (pod first, then the
         node). Returns what is left to retry, now checked on etcd's state."""
-        refused = ""
-        node: node_pb2.Node | None = None
-        if nkv is None:
-            refused = "not found"
-        else:
-            node = node_pb2.Node.FromString(nkv.value)
-            if node.metadata.HasField("deletion_timestamp"):
-                refused = "is being deleted"
+        refused, node = _refusal(nkv)
         keep: list[_Item] = []
         now = self.clock.now()
         for item, pkv in zip(items, pkvs, strict=True):
@@ -462,6 +451,14 @@ class Binder:
             return None
         assert node is not None and nkv is not None
         return _NodeWork(name, NODES.key("", name), nkv.create_revision, allocatable(node), keep)
+
+
+def _refusal(nkv: KeyValue | None) -> tuple[str, node_pb2.Node | None]:
+    """Why no pod may bind to the node read at `nkv` ("" when they may), and the node."""
+    if nkv is None:
+        return "not found", None
+    node = node_pb2.Node.FromString(nkv.value)
+    return ("is being deleted" if node.metadata.HasField("deletion_timestamp") else ""), node
 
 
 def _check_kv(b: pod_pb2.Binding, q: str,

@@ -285,3 +285,47 @@ async def test_a_cached_nodes_new_allocatable_counts_from_its_next_version(
     await allocatable(1000)
     refused = await bind("c")
     assert not refused.ok and "insufficient cpu" in refused.message
+
+
+@pytest.mark.parametrize("caches", ["off", "stale"])
+async def test_a_node_created_again_between_check_and_commit(
+        controller: ControllerRunner, client: Client, caches: str) -> None:
+    """Checked on the batched read, the node is the one created at the revision read: one
+    created again since is not it (refused as gone). Checked on a cache, the loss is judged
+    again on the keys read back, as a batched read then would: the new node takes it."""
+    ctl = controller.controller
+    assert ctl is not None
+    binder = ctl.pods.binder
+    await make_node(client, "n1")
+    p = await client.pods.Create(make_pod("p"))
+    if caches == "off":
+        binder.use_caches(FixedCache[pod_pb2.Pod]({}, synced=False),
+                          FixedCache[node_pb2.Node]({}, synced=False))
+    else:
+        node = await client.nodes.Get(meta_pb2.ObjectKey(name="n1"))
+        binder.use_caches(FixedCache({("default", "p"): p}), FixedCache({("", "n1"): node}))
+    real_txn = binder.store.txn
+    raced: list[bool] = []
+
+    async def txn_after_recreate(compares: object, success: object, *a: object, **kw: object) -> object:
+        if compares and not raced:  # the binder's commit, after its check
+            raced.append(True)
+            key = NODES.key("", "n1")
+            old = await ctl.store.delete(key, node_pb2.Node)
+            old.metadata.resource_version = 0
+            await ctl.store.create(key, old)
+        return await real_txn(compares, success, *a, **kw)  # type: ignore[arg-type]
+
+    binder.store.txn = txn_after_recreate  # type: ignore[assignment]
+    try:
+        resp = await client.pods.BindBatch(pod_pb2.BindBatchRequest(bindings=[binding("p", "n1", p)]))
+    finally:
+        binder.store.txn = real_txn  # type: ignore[method-assign]
+    assert raced
+    got = [(r.ok, r.message) for r in resp.results]
+    if caches == "off":
+        assert got == [(False, 'cannot bind pods "default/p": node "n1" not found')]
+        assert (await client.pods.Get(_key("p"))).spec.node_name == ""
+    else:
+        assert got == [(True, "")]
+        assert (await client.pods.Get(_key("p"))).spec.node_name == "n1"
