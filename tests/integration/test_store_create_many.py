@@ -114,3 +114,46 @@ async def test_without_group_commit_the_answers_are_the_same(etcd: EtcdMember, e
         assert isinstance(out[0], pod_pb2.Pod) and isinstance(out[1], AlreadyExists)
     finally:
         await s.close()
+
+
+class FullAfterMerge(EtcdStore):
+    """etcd whose quota the merged transaction that puts `key` fills: it applies it and answers
+    NOSPACE, having raised the NOSPACE alarm first; from then on it refuses every transaction
+    with a put (etcd's capped applier), so no write lands twice."""
+
+    def __init__(self, endpoint: str, prefix: str, key: str) -> None:
+        super().__init__([endpoint], prefix, group_commit=1)
+        self.key, self.full = key, False
+        self.sends = 0
+
+    async def _send(self, compares: Sequence[Compare], success: Sequence[Op],
+                    failure: Sequence[Op]) -> tuple[bool, int, builtins.list[KeyValue | bool | None]]:
+        self.sends += 1
+        puts = any(isinstance(op, Put) for op in success) or any(isinstance(op, Put) for op in failure)
+        if not self.full and not any(isinstance(op, Put) and op.key == self.key for op in success):
+            return await super()._send(compares, success, failure)
+        if not self.full:
+            await super()._send(compares, success, failure)
+            self.full = True
+        elif not puts:
+            return await super()._send(compares, success, failure)
+        raise ResourceExhausted("etcd transaction failed: RESOURCE_EXHAUSTED: etcdserver: mvcc: "
+                                "database space exceeded")
+
+
+async def test_a_merge_etcd_applied_and_answered_nospace_for_is_created_for_every_item(
+        etcd: EtcdMember, etcd_prefix: str) -> None:
+    """Each member is then sent alone and refused (the alarm is up), so each runs its own
+    'did it land' read: every item of the merge is created, none told AlreadyExists."""
+    s = FullAfterMerge(etcd.endpoint, etcd_prefix, key("full"))
+    try:
+        items = [(key("x"), pod("x")), (key("full"), pod("full")), (key("y"), pod("y"))]
+        out = await s.create_many(items)
+        assert s.sends == 4  # the merge, then each alone
+        for (k, _), made in zip(items, out, strict=True):
+            assert isinstance(made, pod_pb2.Pod)
+            kv = await s.get_raw(k)
+            assert kv is not None and made.metadata.resource_version == kv.mod_revision
+            assert kv.value == encode(made)
+    finally:
+        await s.close()
