@@ -9,10 +9,14 @@ again.
 A heartbeat renews the node's lease; it carries the node's status only when
 the status changed (its lastHeartbeatTime aside), a heartbeat failed since the
 last report (node lifecycle may have rewritten the Ready condition meanwhile),
-or `status_report_seconds` after the last report, as kubelet posts status on
-change or every 5 minutes (`nodeStatusReportFrequency`) beside its lease
-renewals: a status write costs the controller an etcd write and an event to
-every node watcher, and in a big fleet nearly all of them would change nothing.
+the node is not ready, or `status_report_seconds` after the last report, as
+kubelet posts status on change or every 5 minutes (`nodeStatusReportFrequency`)
+beside its lease renewals: a status write costs the controller an etcd write
+and an event to every node watcher, and in a big fleet nearly all of them would
+change nothing. A not-ready node reports every beat because node lifecycle
+sets Ready=True again when a lapsed lease is renewed, which a lease that lapsed
+without a failed heartbeat (a frozen VM, a stalled loop) would leave standing
+until the next due report; a ready node's report is what lifecycle restores.
 
 Each heartbeat first asks the container runtime whether it answers. A node
 whose engine is down cannot start or watch pods, so it reports Ready=False
@@ -223,8 +227,9 @@ class NodeRegistrar:
         for c in key.conditions:
             c.ClearField("last_heartbeat_time")
         seen = key.SerializeToString(deterministic=True)
-        due = self.clock.monotonic() - self._reported_at >= self.cfg.status_report_seconds
-        return (status if seen != self._reported or due else None), seen
+        due = (self.not_ready != "" or seen != self._reported
+               or self.clock.monotonic() - self._reported_at >= self.cfg.status_report_seconds)
+        return (status if due else None), seen
 
     async def heartbeat_loop(self) -> None:
         period = self.cfg.heartbeat_seconds
