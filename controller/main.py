@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerConfig:
                    help="seconds without a heartbeat before a node is marked Ready=Unknown and tainted")
     p.add_argument("--node-monitor-period", type=float, default=5.0, help="node lifecycle pass interval (s)")
     p.add_argument("--node-lease-seconds", type=int, default=40, help="lease duration given to agents")
-    p.add_argument("--watch-queue-size", type=int, default=50_000, metavar="N",
+    p.add_argument("--watch-queue-size", type=whole_number(1), default=50_000, metavar="N",
                    help="events a watch stream may fall behind before it is closed (client relists)")
     p.add_argument("--watch-buffer-size", type=int, default=20_000, metavar="N",
                    help="recent events kept per kind so resuming watches need no etcd watch of their own")
