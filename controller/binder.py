@@ -44,9 +44,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
 
 from controller.capacity import Resources, allocatable, shared_spec_requests, shortfall
 from controller.kinds import NODES, PODS
@@ -56,26 +55,13 @@ from controller.store import MAX_TXN_OPS, Compare, KeyValue, Op, Put, Store, dec
 from controller.watch import WatchHub
 from cowpod.clock import Clock
 from cowpod.errors import Conflict, CowpodError, FailedPrecondition, Invalid, NotFound
+from cowpod.informer import ObjectCache
 from cowpod.v1 import node_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
 
 # A pack is retried this often when other binders keep moving its nodes' sequences.
 ATTEMPTS = 8
-
-T_co = TypeVar("T_co", covariant=True)
-
-
-class ObjectCache(Protocol[T_co]):
-    """An in-process informer's view (`cowpod.informer.Informer`, `controller.pod_informer`):
-    objects by (namespace, name), decoded with `metadata.resource_version` = mod revision."""
-
-    @property
-    def synced(self) -> bool: ...
-
-    @property
-    def cache(self) -> Mapping[tuple[str, str], T_co]: ...
-
 
 @dataclass
 class BindOutcome:
@@ -498,4 +484,4 @@ def _stale(q: str, pkv: KeyValue) -> CowpodError:
     return Conflict(f'pods "{q}" changed while binding; re-read and retry')
 
 
-__all__ = ["BindOutcome", "Binder", "ObjectCache", "pack_nodes", "set_condition"]
+__all__ = ["BindOutcome", "Binder", "pack_nodes", "set_condition"]

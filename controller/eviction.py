@@ -52,9 +52,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -69,6 +69,7 @@ from cowpod.api.phases import is_terminal
 from cowpod.api.tolerations import tolerates
 from cowpod.clock import Clock
 from cowpod.errors import CowpodError, Unavailable
+from cowpod.informer import ObjectCache
 from cowpod.v1 import event_pb2, node_pb2, pod_pb2
 
 log = logging.getLogger(__name__)
@@ -221,16 +222,6 @@ def plan(nodes: Sequence[node_pb2.Node], pods: Sequence[pod_pb2.Pod], now: float
 DECODE_SLICE = 2_000
 
 
-class Cache(Protocol):
-    """An in-process informer's view: `cowpod.informer.Informer`, `controller.pod_informer`."""
-
-    @property
-    def synced(self) -> bool: ...
-
-    @property
-    def cache(self) -> Mapping[Any, Any]: ...
-
-
 async def cached_pods_plan_reads(pods: Iterable[pod_pb2.Pod], nodes: Set[str],
                                  tainted: Set[str]) -> list[pod_pb2.Pod]:
     """`pods_plan_reads` over an informer's pods (already decoded, shared: read only)."""
@@ -310,8 +301,9 @@ class Evictor:
                  period: float = DEFAULT_PERIOD_SECONDS, startup_grace: float = 40.0,
                  sweep_seconds: float = DEFAULT_SWEEP_SECONDS,
                  gone_quarantine: float = DEFAULT_GONE_QUARANTINE, events: EventSink | None = None,
-                 registry: CollectorRegistry | None = None, node_cache: Cache | None = None,
-                 pod_cache: Cache | None = None) -> None:
+                 registry: CollectorRegistry | None = None,
+                 node_cache: ObjectCache[node_pb2.Node] | None = None,
+                 pod_cache: ObjectCache[pod_pb2.Pod] | None = None) -> None:
         """`node_cache`/`pod_cache`: informers to read instead of etcd once synced (module doc)."""
         self.store = store
         self.node_cache = node_cache

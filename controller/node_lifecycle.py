@@ -54,7 +54,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from controller.kinds import LEASES, NODE_LEASE_NAMESPACE, NODES, VMS
 from controller.metrics import Metrics
@@ -64,19 +63,10 @@ from controller.store import Store, decode, guaranteed_update
 from cowpod.api.labels import NOT_READY_TAINT, UNREACHABLE_TAINT
 from cowpod.clock import Clock
 from cowpod.errors import CowpodError, NotFound, Unavailable
+from cowpod.informer import ObjectCache
 from cowpod.v1 import lease_pb2, meta_pb2, node_pb2, vm_pb2
 
 log = logging.getLogger(__name__)
-
-class NodeCache(Protocol):
-    """An in-process informer of the nodes (`cowpod.informer.Informer`): objects shared, read only."""
-
-    @property
-    def synced(self) -> bool: ...
-
-    @property
-    def cache(self) -> Mapping[Any, node_pb2.Node]: ...
-
 
 NO_EXECUTE = "NoExecute"
 DEFAULT_GRACE_SECONDS = 40.0
@@ -356,7 +346,7 @@ class NodeLifecycle:
 
     def __init__(self, store: Store, clock: Clock, *, grace: float = DEFAULT_GRACE_SECONDS,
                  period: float = DEFAULT_PERIOD_SECONDS, metrics: Metrics | None = None,
-                 node_cache: NodeCache | None = None) -> None:
+                 node_cache: ObjectCache[node_pb2.Node] | None = None) -> None:
         """`node_cache`: an in-process informer of the nodes to read instead of listing
         them from etcd, once it has synced (module doc, "Cost")."""
         self.store = store

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
@@ -52,6 +52,21 @@ _DELETED, _BOOKMARK = meta_pb2.DELETED, meta_pb2.BOOKMARK
 
 def key_of(obj: _Obj) -> Key:
     return (obj.metadata.namespace, obj.metadata.name)
+
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class ObjectCache(Protocol[T_co]):
+    """What in-process readers of an informer use (this module's `Informer`,
+    `controller.pod_informer`): objects by (namespace, name), decoded with
+    `metadata.resource_version` = their mod revision, shared: read only."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    @property
+    def cache(self) -> Mapping[Key, T_co]: ...
 
 
 class Informer(Generic[ObjT]):

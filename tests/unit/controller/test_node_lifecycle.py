@@ -392,7 +392,7 @@ def test_plan_answers_as_the_helpers_do_for_every_node_shape(now: float) -> None
 
 
 class _Nodes:
-    """An informer's view (pure: what `NodeCache` asks of one)."""
+    """An informer's view (pure: what `cowpod.informer.ObjectCache` asks of one)."""
 
     def __init__(self, nodes: list[node_pb2.Node], *, synced: bool = True) -> None:
         self.synced = synced
