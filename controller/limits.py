@@ -59,7 +59,7 @@ class Limits:
     # source gets RESOURCE_EXHAUSTED for tokens this controller has not seen succeed.
     failed_auth_rate: float = 1.0
     failed_auth_burst: int = 20
-    # Concurrent streams (watch, logs) per client.
+    # Concurrent streams (watch, logs, exec, heartbeat) per client.
     max_streams: int = 128
     # How many clients' buckets to remember (least recently used are dropped).
     max_clients: int = 100_000

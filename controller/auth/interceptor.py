@@ -35,6 +35,7 @@ the refusal, as etcd answers a refused watch on a shared watch stream.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -456,36 +457,44 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _stream_in(self, m: _Method, inner: Behavior, *, streaming_out: bool) -> Behavior:
         """Client-streaming methods: admitted on the method alone (server reflection,
-        ExecStream), and those in `_MESSAGES_AS` then message by message too."""
+        ExecStream), and those in `_MESSAGES_AS` then message by message too. Each open one
+        counts against its user's `max_streams`, as server-streaming calls do: a
+        heartbeat or exec stream holds server resources for as long as a watch."""
 
-        async def admit(context: Ctx) -> _Caller:
+        async def admit(context: Ctx) -> tuple[_Caller, contextlib.AbstractContextManager[None]]:
             try:
                 caller = await self._caller(context.invocation_metadata(), context)
                 await self._gate(caller, m, None)
+                opened = self._streams.opened(caller.identity.user)
+                opened.__enter__()
             except CowpodError as err:
                 await self._abort(context, err)
                 raise AssertionError("unreachable") from None
-            return caller
+            return caller, opened
 
         as_method = _MESSAGES_AS.get(m.name)
         per_message = _Method.of(as_method) if as_method is not None else None
         if streaming_out:
 
             async def call_stream(requests: Any, context: Ctx) -> AsyncIterator[Any]:
-                caller = await admit(context)
-                if per_message is not None:
-                    requests = self._gated(caller, per_message, requests)
-                result = inner(requests, context)
-                if inspect.isasyncgen(result):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
+                caller, opened = await admit(context)
+                try:
+                    if per_message is not None:
+                        requests = self._gated(caller, per_message, requests)
+                    result = inner(requests, context)
+                    if inspect.isasyncgen(result):
+                        async for item in result:
+                            yield item
+                    else:
+                        await result
+                finally:
+                    opened.__exit__(None, None, None)
 
             return call_stream
 
         async def call_unary(request_iterator: Any, context: Ctx) -> Any:
-            await admit(context)
-            return await inner(request_iterator, context)
+            _, opened = await admit(context)
+            with opened:
+                return await inner(request_iterator, context)
 
         return call_unary

@@ -81,6 +81,13 @@ class FakePods:
     async def Watch(self, req: meta_pb2.WatchOptions, ctx: Any) -> AsyncIterator[pod_pb2.PodWatchEvent]:
         yield pod_pb2.PodWatchEvent(type=meta_pb2.BOOKMARK, resource_version=7)
 
+    async def ExecStream(self, requests: AsyncIterator[pod_pb2.ExecStreamRequest],
+                         ctx: Any) -> AsyncIterator[pod_pb2.ExecStreamResponse]:
+        """Echoes stdin until the client closes it, then exits 0."""
+        async for r in requests:
+            yield pod_pb2.ExecStreamResponse(stdout=r.stdin)
+        yield pod_pb2.ExecStreamResponse(exit_code=0)
+
     def __getattr__(self, name: str) -> Any:
         async def unimplemented(req: Any, ctx: Any) -> Any:
             raise NotImplementedError(name)
@@ -254,6 +261,34 @@ async def test_rate_limit_is_resource_exhausted(h: Harness) -> None:
     assert codes[5] == grpc.StatusCode.RESOURCE_EXHAUSTED
     await h.clock.advance(1.0)
     assert await code_of(pods.List(meta_pb2.ListOptions(), timeout=5)) == grpc.StatusCode.OK
+
+
+async def test_client_streams_count_against_the_users_stream_cap(tmp_path: pathlib.Path) -> None:
+    """A heartbeat or exec stream holds the server as long as a watch does: it counts
+    against the user's `max_streams` while open, and frees its place when it ends."""
+    h = Harness(tmp_path)
+    await h.start(Limits(user_rate=100, user_burst=100, system_rate=100, system_burst=100, max_streams=1))
+    try:
+        pods = pod_pb2_grpc.PodServiceStub(h.channel(h.pki.load("admin")))
+        first = pods.ExecStream(timeout=10)
+        await first.write(pod_pb2.ExecStreamRequest(stdin=b"hi"))
+        assert (await first.read()).stdout == b"hi"
+        second = pods.ExecStream(timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await second.read()
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "1 open streams" in (refused.value.details() or "")
+        await first.done_writing()
+        assert (await first.read()).exit_code == 0
+        assert await first.code() == grpc.StatusCode.OK
+        third = pods.ExecStream(timeout=10)
+        await third.write(pod_pb2.ExecStreamRequest(stdin=b"again"))
+        assert (await third.read()).stdout == b"again"
+        await third.done_writing()
+        assert (await third.read()).exit_code == 0
+        assert await third.code() == grpc.StatusCode.OK
+    finally:
+        await h.stop()
 
 
 async def test_oversized_labels_are_invalid_argument(h: Harness) -> None:
