@@ -24,10 +24,15 @@ def _quick_init(cls: type[_T]) -> type[_T]:
     field, which looks the name up each time: ~40 % slower, and these values are made per
     caller's transaction, per op, per read and per watch event. Same parameters, defaults
     and default factories, same instances (tests/unit/controller/test_store_types.py)."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if (hasattr(cls, "__post_init__") or len(fields) != len(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+            or any(f.kw_only is True or not f.init for f in fields)):
+        raise TypeError(f"_quick_init: {cls.__name__} has more than plain positional fields "
+                        "(__post_init__, InitVar, kw_only or init=False): use the generated __init__")
     env: dict[str, Any] = {"_NO_ARG": _NO_ARG}
     params: list[str] = []
     lines: list[str] = []
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in fields:
         env[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
         value = f.name
         if f.default is not dataclasses.MISSING:

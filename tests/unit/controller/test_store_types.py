@@ -95,3 +95,34 @@ def test_instances_stay_frozen_equal_and_hashable() -> None:
     a, b = TxnResult(True, 1), TxnResult(True, 1)
     assert a.gets == [] and a.gets is not b.gets  # each its own list, as default_factory gives
     assert RawEvent(EventType.PUT, "k", b"v", None, 2, 1).prev_value is None
+
+
+def test_quick_init_refuses_what_it_would_skip() -> None:
+    """A `__post_init__`, an InitVar, a keyword-only or init=False field would be silently
+    lost by the fast `__init__`: such a class keeps the generated one (refused at import)."""
+    from dataclasses import dataclass, field
+
+    from controller.store_types import _quick_init
+
+    @dataclass(frozen=True, slots=True)
+    class WithPost:
+        a: int
+
+        def __post_init__(self) -> None: ...
+
+    @dataclass(frozen=True, slots=True)
+    class WithInitVar:
+        a: int
+        b: dataclasses.InitVar[int] = 0  # spelled so under `from __future__ import annotations`
+
+    @dataclass(frozen=True, slots=True)
+    class WithKwOnly:
+        a: int = field(kw_only=True)
+
+    @dataclass(frozen=True, slots=True)
+    class WithNoInit:
+        a: int = field(init=False, default=0)
+
+    for cls in (WithPost, WithInitVar, WithKwOnly, WithNoInit):
+        with pytest.raises(TypeError, match="plain positional fields"):
+            _quick_init(cls)
