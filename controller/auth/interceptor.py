@@ -154,6 +154,16 @@ def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return parse
 
 
+async def _answers(result: Any) -> AsyncIterator[Any]:
+    """A streaming handler's answers: its async generator's items, or none when the
+    handler is a coroutine that writes them itself."""
+    if inspect.isasyncgen(result):
+        async for item in result:
+            yield item
+    else:
+        await result
+
+
 def _unwrap(received: Any) -> tuple[Any, int | None]:
     """The request a tolerant deserializer handed over and the length of its bytes (None when
     the method has no deserializer: the request is the bytes, or when it is `_Undecodable`)."""
@@ -418,28 +428,31 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         return call
 
+    async def _open_stream(
+        self, context: Ctx, m: _Method, request: Any, size: int | None = None
+    ) -> tuple[_Caller, contextlib.AbstractContextManager[None]]:
+        """Admit a streaming call of `m` (its request, if it has one) and take one of its
+        user's `max_streams` places, which the caller releases when the stream ends."""
+        try:
+            if isinstance(request, _Undecodable):
+                raise Invalid("", f"request is not a valid message for {m.last}: {request.error}")
+            caller = await self._caller(context.invocation_metadata(), context)
+            await self._gate(caller, m, request, size)
+            opened = self._streams.opened(caller.identity.user)
+            opened.__enter__()
+        except CowpodError as err:
+            await self._abort(context, err)
+            raise AssertionError("unreachable") from None
+        return caller, opened
+
     def _unary_stream(self, m: _Method, inner: Behavior) -> Behavior:
         async def call(received: Any, context: Ctx) -> AsyncIterator[Any]:
             request, size = _unwrap(received)
+            caller, opened = await self._open_stream(context, m, request, size)
+            current_identity.set(caller.identity)
             try:
-                if isinstance(request, _Undecodable):
-                    raise Invalid("", f"request is not a valid message for {m.last}: {request.error}")
-                caller = await self._caller(context.invocation_metadata(), context)
-                await self._gate(caller, m, request, size)
-                identity = caller.identity
-                opened = self._streams.opened(identity.user)
-                opened.__enter__()
-            except CowpodError as err:
-                await self._abort(context, err)
-                raise AssertionError("unreachable") from None
-            current_identity.set(identity)
-            try:
-                result = inner(request, context)
-                if inspect.isasyncgen(result):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
+                async for item in _answers(inner(request, context)):
+                    yield item
             finally:
                 opened.__exit__(None, None, None)
 
@@ -461,39 +474,24 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         counts against its user's `max_streams`, as server-streaming calls do: a
         heartbeat or exec stream holds server resources for as long as a watch."""
 
-        async def admit(context: Ctx) -> tuple[_Caller, contextlib.AbstractContextManager[None]]:
-            try:
-                caller = await self._caller(context.invocation_metadata(), context)
-                await self._gate(caller, m, None)
-                opened = self._streams.opened(caller.identity.user)
-                opened.__enter__()
-            except CowpodError as err:
-                await self._abort(context, err)
-                raise AssertionError("unreachable") from None
-            return caller, opened
-
         as_method = _MESSAGES_AS.get(m.name)
         per_message = _Method.of(as_method) if as_method is not None else None
         if streaming_out:
 
             async def call_stream(requests: Any, context: Ctx) -> AsyncIterator[Any]:
-                caller, opened = await admit(context)
+                caller, opened = await self._open_stream(context, m, None)
                 try:
                     if per_message is not None:
                         requests = self._gated(caller, per_message, requests)
-                    result = inner(requests, context)
-                    if inspect.isasyncgen(result):
-                        async for item in result:
-                            yield item
-                    else:
-                        await result
+                    async for item in _answers(inner(requests, context)):
+                        yield item
                 finally:
                     opened.__exit__(None, None, None)
 
             return call_stream
 
         async def call_unary(request_iterator: Any, context: Ctx) -> Any:
-            _, opened = await admit(context)
+            _, opened = await self._open_stream(context, m, None)
             with opened:
                 return await inner(request_iterator, context)
 
