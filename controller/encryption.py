@@ -44,7 +44,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -52,6 +51,7 @@ from controller.configs import CONFIGMAPS, SECRETS
 from controller.kinds import Kind
 from controller.store import Compare, Put, Store
 from controller.store import _describe as _describe
+from cowpod.configfile import parse_yaml, read_config
 from cowpod.errors import FailedPrecondition, Invalid
 
 log = logging.getLogger(__name__)
@@ -291,20 +291,11 @@ def _keys(path: str, body: Any) -> tuple[AESGCMKey, ...]:
 
 
 def loads(text: str) -> EncryptionConfig:
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise Invalid("", f"not valid YAML: {err}") from None
-    return parse(doc)
+    return parse(parse_yaml(text))
 
 
 def load(path: str | pathlib.Path) -> EncryptionConfig:
-    p = pathlib.Path(path)
-    try:
-        text = p.read_text()
-    except OSError as err:
-        raise Invalid("", f"cannot read encryption config {p}: {err.strerror}") from None
-    return loads(text)
+    return loads(read_config(path, "encryption config"))
 
 
 async def rewrite(store: Store, config: EncryptionConfig) -> tuple[int, int]:

@@ -36,8 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from cowpod.configfile import parse_yaml, read_config
 from cowpod.errors import Invalid
 
 # The agent's defaults (--reserve-cpu 100m --reserve-memory 64Mi): a node of a
@@ -331,17 +330,8 @@ def parse(doc: object) -> ClusterConfig:
 
 
 def loads(text: str) -> ClusterConfig:
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise Invalid("", f"not valid YAML: {err}") from err
-    return parse(doc)
+    return parse(parse_yaml(text))
 
 
 def load(path: str | pathlib.Path) -> ClusterConfig:
-    p = pathlib.Path(path)
-    try:
-        text = p.read_text()
-    except OSError as err:
-        raise Invalid("", f"cannot read cluster config {p}: {err.strerror}") from err
-    return loads(text)
+    return loads(read_config(path, "cluster config"))
