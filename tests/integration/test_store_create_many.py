@@ -13,20 +13,9 @@ from controller.store import Compare, EtcdStore, KeyValue, Op, Put, encode
 from cowpod.errors import AlreadyExists, ResourceExhausted
 from cowpod.local.etcd import EtcdMember
 from cowpod.v1 import pod_pb2
+from tests.integration.test_store_contract import key, pod
 
 pytestmark = pytest.mark.integration
-
-
-def pod(name: str, image: str = "img") -> pod_pb2.Pod:
-    p = pod_pb2.Pod()
-    p.metadata.name = name
-    p.metadata.namespace = "default"
-    p.spec.containers.add(name="app", image=image)
-    return p
-
-
-def key(name: str) -> str:
-    return f"registry/pods/default/{name}"
 
 
 class NoSpaceAfter(EtcdStore):
