@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,11 +44,37 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
+@dataclasses.dataclass
+class Cluster:
+    """The parts one test runs; `explain` says what each of them sees (for a timed-out wait)."""
+
+    client: Client
+    manager: VMManager
+    autoscaler: Autoscaler
+
+    def explain(self) -> str:
+        def vms(cache: Any) -> str:
+            return "; ".join(
+                f"{v.metadata.name} rv={v.metadata.resource_version} phase={v.status.phase or '-'}"
+                f"{' paused' if v.spec.paused else ''}"
+                for v in sorted(cache.values(), key=lambda v: v.metadata.name)
+            )
+
+        a, m = self.autoscaler, self.manager
+        return (
+            f"autoscaler: passes={a.passes} synced={a.synced} informer rv={a.vms.resource_version} "
+            f"vms: {vms(a.vms.cache)}; parent_last_used={dict(a.memory.parent_last_used)} "
+            f"(now {a.clock.now():.1f})\n"
+            f"vm-manager: passes={m.passes} informer rv={m.vms.resource_version} vms: {vms(m.vms.cache)}; "
+            f"written={m.api.written}"
+        )
+
+
 @contextlib.asynccontextmanager
 async def cluster(
     etcd: EtcdMember, prefix: str, env: DockerTestEnv, *, warm: ZygoteWarmStarter | None = None,
     options: Options | None = None, **controller: Any,
-) -> AsyncIterator[Client]:
+) -> AsyncIterator[Cluster]:
     sock = env.data_dir / "run" / "controller.sock"
     sock.parent.mkdir(parents=True, exist_ok=True)
     # The controller here is plaintext; the VMs' agents must be told so.
@@ -65,7 +92,7 @@ async def cluster(
             asyncio.create_task(autoscaler.run(), name="e2e-autoscaler"),
         ]
         try:
-            yield client
+            yield Cluster(client, manager, autoscaler)
         finally:
             await _cancel(tasks[1])
             await _cancel(tasks[0])
@@ -104,7 +131,8 @@ async def _vms(client: Client) -> list[vm_pb2.VM]:
 async def test_a_pending_pod_runs_on_a_freshly_cloned_vm(
     etcd: EtcdMember, etcd_prefix: str, env: DockerTestEnv
 ) -> None:
-    async with cluster(etcd, etcd_prefix, env) as client:
+    async with cluster(etcd, etcd_prefix, env) as parts:
+        client = parts.client
 
         async def parent_ready() -> bool:
             parents = [v for v in await _vms(client) if v.spec.template]
@@ -113,7 +141,8 @@ async def test_a_pending_pod_runs_on_a_freshly_cloned_vm(
             node = await client.nodes.Get(meta_pb2.ObjectKey(name=parents[0].metadata.name))
             return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
 
-        await eventually(parent_ready, timeout=180, what="the warm parent VM Running with its node Ready")
+        await eventually(parent_ready, timeout=180, what="the warm parent VM Running with its node Ready",
+                         explain=parts.explain)
 
         got = await _run_web_pod(client)
         vms = {v.metadata.name: v for v in await _vms(client)}
@@ -160,12 +189,14 @@ async def test_an_idle_parent_is_paused_and_a_pod_runs_on_a_clone_forked_from_it
     warm = ZygoteWarmStarter(ZygoteWarmStarter.default_socket_dir(env.data_dir))
     options = Options(leader_elect=False, parent_idle_pause_s=1.0)
     async with cluster(etcd, etcd_prefix, env, warm=warm, options=options,
-                       node_monitor_grace=2.0, node_monitor_period=0.5) as client:
+                       node_monitor_grace=2.0, node_monitor_period=0.5) as parts:
+        client = parts.client
         async def parent_paused() -> bool:
             parents = [v for v in await _vms(client) if v.spec.template]
             return bool(parents) and parents[0].spec.paused and parents[0].status.phase == "Paused"
 
-        await eventually(parent_paused, timeout=180, what="the idle warm parent paused")
+        await eventually(parent_paused, timeout=180, what="the idle warm parent paused",
+                         explain=parts.explain)
         container = await asyncio.to_thread(env.client.containers.get, env.vm_container("small-parent"))
         assert container.attrs["State"]["Paused"]
         ref = event_pb2.ObjectReference(kind="VM", name="small-parent")
