@@ -98,6 +98,30 @@ async def test_instant_clone_copies_the_parents_disk_at_the_clone(
     assert await provider.list() == []
 
 
+async def test_a_list_whose_inspect_meets_a_pause_reports_running_once_it_is_over(
+    env: DockerTestEnv, provider: DockerProvider
+) -> None:
+    """The race a snapshot's `commit --pause` opens: `docker ps` says running, the container
+    is paused before the list inspects it. That inspect must not stand for "running" after
+    the pause (it left a warm parent reported Paused for good). Also what the unit tests'
+    fake engine assumes: ps and inspect name a paused container's state alike."""
+    name = f"ls-{env.cluster_id}"
+    await full_clone(provider, spec(name))
+    c = docker.from_env().containers.get(env.vm_container(name))
+    (summary,) = provider.docker.api.containers(all=True, filters={"id": c.id})
+    assert summary["State"] == "running"
+    c.pause()
+    try:
+        (paused,) = provider.docker.api.containers(all=True, filters={"id": c.id})
+        listed = provider._listed_sync(summary)
+        assert listed is not None
+        assert paused["State"] == listed.attrs["State"]["Status"] == "paused"
+    finally:
+        c.unpause()
+    (info,) = [v for v in await provider.list() if v.name == name]
+    assert info.state == VMState.RUNNING
+
+
 async def test_docker_stop_is_a_clean_shutdown_and_kill_a_failure(
     env: DockerTestEnv, provider: DockerProvider
 ) -> None:

@@ -478,7 +478,14 @@ class DockerProvider:
         state) and never for one still being created (or a clone's own container
         until its clone returns: its attach holds the lock); the name and the network
         address, which change within a state (a shell's rename, an attach after
-        the start), come from the summary."""
+        the start), come from the summary.
+
+        An inspect is kept only when it saw the state the summary names: the engine
+        can change a container's state between `docker ps` and the inspect (a
+        snapshot's `commit --pause` freezes a parent for a moment), and an inspect of
+        the paused parent kept under "running" made every later list report it
+        Paused while `docker ps` said running, for good. Such an inspect is newer than
+        the summary, so this list still uses it; the next list inspects again."""
         cid = str(summary.get("Id", ""))
         state = str(summary.get("State", ""))
         attrs = self._inspected.get((cid, state))
@@ -493,7 +500,8 @@ class DockerProvider:
                 attrs = self.docker.api.inspect_container(cid)
             except docker.errors.NotFound:
                 return None
-            self._inspected[(cid, state)] = attrs
+            if attrs.get("State", {}).get("Status") == state:
+                self._inspected[(cid, state)] = attrs
         names = summary.get("Names") or [str(attrs.get("Name", ""))]
         merged = {**attrs, "Id": cid, "Name": str(names[0]),
                   "NetworkSettings": summary.get("NetworkSettings") or attrs.get("NetworkSettings") or {}}

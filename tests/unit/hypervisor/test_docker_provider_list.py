@@ -23,6 +23,8 @@ class FakeAPI:
     def __init__(self) -> None:
         self.summaries: list[dict[str, Any]] = []
         self.inspected: list[str] = []
+        # The engine's state when inspected, if it moved on since the summaries were taken.
+        self.now: dict[str, str] = {}
 
     def containers(self, all: bool, filters: dict[str, Any]) -> list[dict[str, Any]]:
         return self.summaries
@@ -30,8 +32,9 @@ class FakeAPI:
     def inspect_container(self, cid: str) -> dict[str, Any]:
         self.inspected.append(cid)
         s = next(x for x in self.summaries if x["Id"] == cid)
+        state = self.now.get(cid, s["State"])
         return {"Id": cid, "Name": s["Names"][0], "Created": "2026-12-05T19:00:00Z",
-                "State": {"Status": s["State"], "Paused": s["State"] == "paused",
+                "State": {"Status": state, "Paused": state == "paused",
                           "StartedAt": "2026-12-05T19:00:01Z"},
                 "Config": {"Labels": s["Labels"], "Hostname": "vm-1"},
                 "NetworkSettings": {"Networks": {}}}
@@ -82,3 +85,17 @@ def test_a_clone_in_the_making_is_never_inspected_by_a_list() -> None:
     p._making.discard("abc")
     p._list_sync()
     assert fake.api.inspected == ["abc"]
+
+
+def test_an_inspect_that_saw_another_state_than_the_summary_is_not_kept() -> None:
+    """`docker ps` said running, then a snapshot's `commit --pause` froze the container before
+    the inspect: this list reports what the inspect saw, the next one inspects again."""
+    fake = FakeDocker()
+    p = DockerProvider(CFG, client=fake)  # type: ignore[arg-type]
+    fake.api.summaries = [summary("running")]
+    fake.api.now["abc"] = "paused"
+    assert p._list_sync()[0].state == VMState.PAUSED
+    del fake.api.now["abc"]  # the commit is over
+    assert p._list_sync()[0].state == VMState.RUNNING
+    assert p._list_sync()[0].state == VMState.RUNNING
+    assert fake.api.inspected == ["abc", "abc"]  # inspected again once, then kept
