@@ -306,6 +306,8 @@ class DockerProvider:
         self._inspected: dict[tuple[str, str], dict[str, Any]] = {}
         # Ids of clones' own containers whose clone has not returned yet.
         self._making: set[str] = set()
+        # VMs paused by our own `docker commit` right now (`_commit_sync`): reported running.
+        self._quiescing: set[str] = set()
         # Parents whose refill task is waiting for quiet (safe to cancel: no shell in the making).
         self._refill_waiting: set[str] = set()
         # How many shells each parent's pool holds: sized to its recent bursts.
@@ -421,11 +423,13 @@ class DockerProvider:
         attrs = c.attrs
         labels: dict[str, str] = dict(attrs.get("Config", {}).get("Labels") or {})
         state, message = state_of(attrs)
+        name = self._vm_name_of(c) or labels[L_VM]
+        if state == VMState.PAUSED and name in self._quiescing:
+            state = VMState.RUNNING
         nets = attrs.get("NetworkSettings", {}).get("Networks") or {}
         ip = (nets.get(self.cfg.network) or {}).get("IPAddress", "")
         kind = CloneKind(labels.get(L_CLONE_KIND) or CloneKind.FULL)
         st = attrs.get("State", {})
-        name = self._vm_name_of(c) or labels[L_VM]
         hostname = attrs.get("Config", {}).get("Hostname", "")
         created_at = _parse_time(attrs.get("Created")) or 0.0
         ready_at = _parse_time(st.get("StartedAt")) if state != VMState.CREATING else None
@@ -656,12 +660,22 @@ class DockerProvider:
         tag = f"{tag_prefix}{n + 1}"
         changes = [f'LABEL {k}="{v}"' for k, v in
                    self._labels({L_SNAPSHOT_OF: parent}).items()]
-        # pause=True freezes the parent while its layer is read: a consistent disk.
-        # A paused parent is already frozen (and Docker refuses to pause it twice).
-        self.docker.api.commit(str(c.id), repository=self.cfg.snapshot_repo, tag=tag,
-                               changes=changes, pause=status == "running",
-                               message=f"cowpod snapshot of {parent}")
+        self._commit_sync(parent, c, status, repository=self.cfg.snapshot_repo, tag=tag,
+                          changes=changes, message=f"cowpod snapshot of {parent}")
         return f"{self.cfg.snapshot_repo}:{tag}"
+
+    def _commit_sync(self, name: str, c: Container, status: str | None, **commit: Any) -> None:
+        """`docker commit` of VM `name`'s container. A running VM is paused for it (its layer
+        read while frozen: a consistent disk; a paused one is frozen already, and Docker
+        refuses to pause it twice). Meanwhile lists report it running: that pause is ours
+        and over in a moment, and a VM manager that saw it Paused would resume it mid-commit."""
+        pause = status == "running"
+        if pause:
+            self._quiescing.add(name)
+        try:
+            self.docker.api.commit(str(c.id), pause=pause, **commit)
+        finally:
+            self._quiescing.discard(name)
 
     async def _snapshot(self, parent: str, fresh: bool = False) -> str:
         async with self._lock(f"snapshot/{parent}"):
@@ -1117,9 +1131,8 @@ class DockerProvider:
         status = c.attrs.get("State", {}).get("Status")
         _refuse_key_on_disk(c)
         changes = [f'LABEL {k}="{v}"' for k, v in self._labels({L_OWN_OF: name, L_SNAPSHOT_OF: ""}).items()]
-        self.docker.api.commit(str(c.id), repository=self.cfg.own_repo, tag=self._own_tag(name),
-                               changes=changes, pause=status == "running",
-                               message=f"cowpod: {name} snapped free")
+        self._commit_sync(name, c, status, repository=self.cfg.own_repo, tag=self._own_tag(name),
+                          changes=changes, message=f"cowpod: {name} snapped free")
 
     def _own_tag(self, name: str) -> str:
         """The tag of a snapped-free VM's image: the cluster's, as snapshot tags are (two

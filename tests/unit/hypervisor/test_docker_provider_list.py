@@ -8,6 +8,7 @@ made and what the VM info says, not the engine."""
 from __future__ import annotations
 
 import pathlib
+import types
 from typing import Any
 
 from hypervisor.provider import VMState
@@ -99,3 +100,26 @@ def test_an_inspect_that_saw_another_state_than_the_summary_is_not_kept() -> Non
     assert p._list_sync()[0].state == VMState.RUNNING
     assert p._list_sync()[0].state == VMState.RUNNING
     assert fake.api.inspected == ["abc", "abc"]  # inspected again once, then kept
+
+
+def test_a_list_during_our_own_commit_pause_reports_the_vm_running() -> None:
+    """A snapshot's `commit --pause` freezes the VM for a moment; a list meanwhile must not
+    report it Paused (the VM manager would resume it mid-commit)."""
+    fake = FakeDocker()
+    p = DockerProvider(CFG, client=fake)  # type: ignore[arg-type]
+    fake.api.summaries = [summary("running")]
+    during: list[VMState] = []
+
+    def commit(cid: str, pause: bool, **_: Any) -> None:
+        assert pause  # the VM was running
+        fake.api.summaries = [summary("paused")]  # the engine froze it for the commit
+        during.append(p._list_sync()[0].state)
+        fake.api.summaries = [summary("running")]
+
+    fake.api.commit = commit  # type: ignore[attr-defined]
+    p._commit_sync("vm-1", types.SimpleNamespace(id="abc"), "running",  # type: ignore[arg-type]
+                   repository="snap", tag="1")
+    assert during == [VMState.RUNNING]
+    # A pause that is not ours is reported as it is.
+    fake.api.summaries = [summary("paused")]
+    assert p._list_sync()[0].state == VMState.PAUSED
