@@ -202,13 +202,17 @@ class Executor:
                 jobs.append(self._collect(a))
 
         async def guarded(job: Coroutine[Any, Any, None]) -> bool:
-            async with self._sem:
-                try:
+            try:
+                async with self._sem:
                     await job
-                except grpc.RpcError as err:
-                    log.warning("replicaset action failed (%s: %s); the set is retried after a back-off",
-                                rpc_code(err), err.details() if hasattr(err, "details") else err)
-                    return False
+            except grpc.RpcError as err:
+                log.warning("replicaset action failed (%s: %s); the set is retried after a back-off",
+                            rpc_code(err), err.details() if hasattr(err, "details") else err)
+                return False
+            finally:
+                # Cancelled while waiting for a place (the controller stopping): the job
+                # never ran; closing it says so instead of a "never awaited" warning.
+                job.close()
             return True
 
         done = await asyncio.gather(*(guarded(j) for j in jobs))

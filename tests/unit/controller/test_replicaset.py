@@ -3,6 +3,9 @@ API's validation and defaults."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -278,6 +281,33 @@ async def test_a_failed_create_is_forgotten_so_the_next_pass_retries() -> None:
     await exe.execute([CreatePods(rs(), "default", "web", 1)])
     assert ex.view("rs-uid").empty
     assert api.events and api.events[0][0] == "FailedCreate"
+
+
+async def test_cancelled_execute_leaves_no_job_never_awaited() -> None:
+    """The controller stopping mid-execute: jobs still waiting for a place are closed, not
+    left for the collector to warn about ("coroutine ... was never awaited")."""
+    api = FakeAPI()
+    started = asyncio.Event()
+
+    async def stuck(p: pod_pb2.Pod) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    api.create_pod = stuck  # type: ignore[method-assign]
+    exe = Executor(api, Expectations(FakeClock(start=T0)), ReplicaSetMetrics(), concurrency=1)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        status = UpdateStatus("default", "web", workload_pb2.ReplicaSetStatus())
+        task = asyncio.create_task(exe.execute([CreatePods(rs(), "default", "web", 3), status]))
+        await started.wait()
+        task.cancel()
+        await asyncio.wait([task])
+        assert task.cancelled()
+        del task  # with it the frame holding the jobs
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()
+    assert [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)] == []
 
 
 async def test_orphans_are_deleted_only_when_the_owner_is_really_gone() -> None:
