@@ -669,11 +669,12 @@ class DockerProvider:
         read while frozen: a consistent disk; a paused one is frozen already, and Docker
         refuses to pause it twice). Meanwhile lists report it running: that pause is ours
         and over in a moment, and a VM manager that saw it Paused would resume it mid-commit."""
-        pause = status == "running"
-        if pause:
-            self._quiescing.add(name)
+        if status != "running":
+            self.docker.api.commit(str(c.id), pause=False, **commit)
+            return
+        self._quiescing.add(name)
         try:
-            self.docker.api.commit(str(c.id), pause=pause, **commit)
+            self.docker.api.commit(str(c.id), pause=True, **commit)
         finally:
             self._quiescing.discard(name)
 
