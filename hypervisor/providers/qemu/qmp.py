@@ -9,6 +9,9 @@ readable), never on a sleep loop:
 - `save_state` / `load_state` run an outgoing / incoming migration through a
   file descriptor passed with SCM_RIGHTS (`getfd` + `fd:` URI; QEMU 7.2 has no
   `file:` URI) and wait for the MIGRATION event that says completed or failed.
+  The one poll: QEMU takes a source VM out of its finish-migrate run state a
+  moment after that event, with no event of its own, and refuses `cont` until
+  then; `save_state` asks `query-status` every 5 ms until it has.
 - `wait_exit` waits for a process (ours or a re-attached one) to end on a pidfd.
 """
 
@@ -24,6 +27,11 @@ from typing import Any
 from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
 
 __all__ = ["Monitor", "MonitorError", "pid_alive", "wait_exit"]
+
+
+# How long `save_state` waits for the VM to leave finish-migrate after the migration completed.
+_FINALIZE_POLL_S = 0.005
+_FINALIZE_POLLS = 2000  # 10 s
 
 
 class MonitorError(Exception):
@@ -98,6 +106,14 @@ class Monitor:
         with self._qmp.listener(("MIGRATION",)) as listener:
             await self.execute("migrate", {"uri": "fd:cowpod-save"})
             await self._until_migrated(listener)
+        # The migration thread sends "completed" a moment before the VM leaves its
+        # finish-migrate run state (under QEMU's big lock, later): a `cont` in that
+        # moment is refused with "Migration is not finalized yet".
+        for _ in range(_FINALIZE_POLLS):
+            if await self.status() != "finish-migrate":
+                return
+            await asyncio.sleep(_FINALIZE_POLL_S)
+        raise MonitorError(f"vm {self._name!r}: migration completed but the VM stayed in finish-migrate")
 
     async def load_state(self, path: pathlib.Path, *, ignore_shared: bool) -> None:
         """Restore a process started with `-incoming defer` from `path` (it stays paused)."""
