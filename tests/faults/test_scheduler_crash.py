@@ -24,6 +24,7 @@ from tests.faults.cluster import ProcCluster, eventually, sleeper_pod
 pytestmark = pytest.mark.faults
 
 TOTAL = 400
+HEAD = 40  # pods of each burst created before its leader is killed
 NODES = 8
 LEASE_YAML = """\
 batchSize: 4
@@ -88,8 +89,15 @@ async def test_killed_schedulers_bind_every_pod_exactly_once(make_cluster, tmp_p
             """Create pods first..first+n; SIGKILL the leader once some are bound; the other
             scheduler must take over and bind the rest."""
 
+            killed = asyncio.Event()
+            head = first + HEAD
+
             async def create_all() -> None:
-                await asyncio.gather(*(create(i) for i in range(first, first + n)))
+                await asyncio.gather(*(create(i) for i in range(first, head)))
+                # The rest of the burst waits for the kill, so the kill is mid-burst however fast
+                # the leader binds (it once bound all 200 between two looks at the count).
+                await killed.wait()
+                await asyncio.gather(*(create(i) for i in range(head, first + n)))
 
             creates = tg.create_task(create_all())
             await eventually(
@@ -98,6 +106,7 @@ async def test_killed_schedulers_bind_every_pod_exactly_once(make_cluster, tmp_p
             victim = await leader(c)
             cluster.kill(victim)
             kills.append((victim, bound()))
+            killed.set()
             await eventually(
                 lambda: _leader_is_not(c, victim),
                 timeout=30,
