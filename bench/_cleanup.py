@@ -48,6 +48,8 @@ from dataclasses import asdict, dataclass, field
 from types import FrameType, TracebackType
 from typing import Any
 
+from cowpod.local.process import stat_state
+
 ENV = "COWPOD_BENCH_RUN"
 RUN_LABEL = "cowpod.bench.run"  # containers a bench makes itself carry <RUN_LABEL>=<run id>
 RUNS_DIR_ENV = "COWPOD_BENCH_RUNS_DIR"
@@ -116,7 +118,7 @@ def terminate(pids: list[int], grace: float = GRACE_S) -> list[int]:
 def _alive(pid: int) -> bool:
     """Running, not a zombie waiting for its parent to reap it."""
     try:
-        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = stat_state(pathlib.Path(f"/proc/{pid}/stat"))
     except (OSError, IndexError):
         return False
     if state == "Z":

@@ -24,13 +24,18 @@ def cmdline(pid: int) -> list[str] | None:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
+def stat_state(stat: pathlib.Path) -> str:
+    """The state letter (R, S, D, T, Z, ...) in a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat`
+    file; raises OSError when it cannot be read. It follows the parenthesised command name,
+    which may contain spaces."""
+    return stat.read_text().rpartition(")")[2].split()[0]
+
+
 def _is_zombie(pid: int) -> bool:
     try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        return stat_state(pathlib.Path(f"/proc/{pid}/stat")) in ("Z", "X")
     except OSError:
         return True
-    # The state letter follows the parenthesised command name, which may contain spaces.
-    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
 def pid_alive(pid: int) -> bool:

@@ -35,6 +35,7 @@ import grpc
 
 from cowpod.client import Client
 from cowpod.local.etcd import EtcdMember, free_port
+from cowpod.local.process import stat_state
 from cowpod.v1 import meta_pb2, pod_pb2
 from tests import polling
 
@@ -426,8 +427,8 @@ def _wait_stopped(pid: int, timeout: float = 10.0) -> None:
     while time.monotonic() < deadline:
         tasks = pathlib.Path(f"/proc/{pid}/task")
         try:
-            states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks.iterdir()]
-        except (FileNotFoundError, ProcessLookupError):
+            states = [stat_state(t / "stat") for t in tasks.iterdir()]
+        except OSError:
             return  # gone meanwhile: it answers nothing either
         if all(st == "T" for st in states):
             return
